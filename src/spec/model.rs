@@ -1,0 +1,177 @@
+//! The typed model of a `kiln.yaml` after parsing, substitution and validation.
+//!
+//! Every value here is already checked: modes are numbers, sizes are bytes, capability
+//! names are known, `${VAR}` references are resolved. Code below `spec` never re-validates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where in the spec file something was written (1-based), for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A whole, validated spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The spec file, as given (used in messages: `kiln.yaml:12:5`).
+    pub file: PathBuf,
+    /// `image:`, the default tag for `kiln build`.
+    pub image: Option<String>,
+    /// `from:`.
+    pub from: From,
+    /// `args:` after `--arg` overrides (name → value).
+    pub args: BTreeMap<String, String>,
+    /// `contexts:`: named build contexts, paths resolved against the spec's folder.
+    pub contexts: BTreeMap<String, PathBuf>,
+    /// `env:`: environment for every step and the image, in file order.
+    pub env: Vec<(String, String)>,
+    pub steps: Vec<Step>,
+    pub config: Config,
+    pub run: RunDefaults,
+}
+
+/// The base of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum From {
+    Scratch,
+    /// `oci:PATH[:TAG]`: an OCI image layout on disk.
+    OciLayout { path: PathBuf, tag: Option<String> },
+    /// `rootfs:PATH`: a directory or a tarball (optionally gzip/zstd compressed).
+    Rootfs(PathBuf),
+    /// Anything else: an image reference, looked up in the local store.
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub kind: StepKind,
+    /// Where the step starts in the spec (the `-` of the list item's first key).
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Run(RunStep),
+    Copy(CopyStep),
+    /// `env:` step: adds to the environment of later steps and of the image.
+    Env(Vec<(String, String)>),
+    /// `workdir:` step: absolute path.
+    Workdir(String),
+    /// `user:` step: `NAME`, `UID`, `NAME:GROUP` or `UID:GID`.
+    User(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStep {
+    pub command: Command,
+    pub network: Network,
+    /// `cache:` persistent cache mount targets (absolute paths).
+    pub cache: Vec<String>,
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A string: run with `/bin/sh -c`.
+    Shell(String),
+    /// A list: exec'd as is.
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// The argv to execute.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            Command::Argv(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Share the host's network (the default for build steps).
+    #[default]
+    Host,
+    /// A fresh network namespace with only loopback.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub id: String,
+    pub source: PathBuf,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyStep {
+    /// Source paths relative to the context (at least one). A trailing `/` or a directory
+    /// copies the directory's contents.
+    pub sources: Vec<String>,
+    /// `from:`: a named context; `None` is the spec's own folder.
+    pub from: Option<String>,
+    /// Destination inside the image (absolute, or relative to the current workdir).
+    pub to: String,
+    /// `mode:` e.g. `"0755"`.
+    pub mode: Option<u32>,
+    /// `owner:` `UID[:GID]` (numeric, or names resolved at build time from the image).
+    pub owner: Option<String>,
+}
+
+/// `config:`: written into the OCI image config.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// `8080/tcp`, `53/udp` (a bare port means tcp and is normalised to `PORT/tcp`).
+    pub expose: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub volumes: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// `[CMD, arg...]`, `[CMD-SHELL, cmd]` or `[NONE]`.
+    pub test: Vec<String>,
+    /// Durations in nanoseconds, as the image config stores them.
+    pub interval_ns: Option<u64>,
+    pub timeout_ns: Option<u64>,
+    pub start_period_ns: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+/// `run:`: defaults for `kiln run`, which command-line flags override.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunDefaults {
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+    /// Upper-case names without the `CAP_` prefix, or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: bool,
+    pub network: Option<Network>,
+    pub hostname: Option<String>,
+    pub tmpfs: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path, resolved against the spec's folder.
+    pub source: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
