@@ -1,1 +1,1 @@
-//! build
+//! build (being written by the lead)

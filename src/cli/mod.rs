@@ -1,2 +1,2 @@
-//! cli
+//! cli (being written by the lead)
 pub fn main() -> i32 { 0 }

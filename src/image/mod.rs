@@ -1,1 +1,142 @@
-//! image
+//! OCI image documents: the image config, manifests, and images in the store.
+//!
+//! Exists so the rest of kiln talks about "an image" (manifest + config + layers) rather
+//! than JSON files. Manifests, indexes and descriptors are the `oci-spec` crate's types.
+//! The image *config* is kiln's own [`ImageConfig`], a superset of the OCI config: oci-spec's
+//! type has no `Healthcheck` (a Docker extension that docker and podman honour) and drops
+//! fields it does not know, and kiln promises that nothing in a spec or a base image is
+//! silently dropped. Unknown fields are kept in `extra` and written back unchanged.
+//!
+//! Every document is written as canonical JSON (sorted keys), so the same inputs always give
+//! the same digests.
+
+mod config;
+
+use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+
+pub use config::{go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig};
+
+use crate::store::{canonical_json, Digest, Store, StoreError, MAX_DOCUMENT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} {digest} is not valid JSON for its type: {why}")]
+    BadDocument { what: &'static str, digest: Digest, why: String },
+    #[error("manifest {digest} has media type {found:?}, expected {expected:?}")]
+    MediaType { digest: Digest, found: String, expected: String },
+    #[error("manifest {0} lists {1} layers but its config lists {2} diff_ids")]
+    LayerCount(Digest, usize, usize),
+    #[error(transparent)]
+    BadDigest(#[from] crate::store::digest::BadDigest),
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// A layer of an image: the blob's descriptor and the digest of its uncompressed tar.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub blob: Descriptor,
+    pub digest: Digest,
+    pub diff_id: Digest,
+}
+
+/// An image read from the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub digest: Digest,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// Reads and checks the image whose manifest is `manifest_digest`.
+    pub fn load(store: &Store, manifest_digest: &Digest) -> Result<Image> {
+        let bytes = store.read_blob(manifest_digest, MAX_DOCUMENT)?;
+        let manifest: ImageManifest = parse_document("manifest", manifest_digest, &bytes)?;
+        check_manifest_media_type(manifest_digest, &manifest, &bytes)?;
+        let config_digest = oci_digest(manifest.config())?;
+        let bytes = store.read_blob(&config_digest, MAX_DOCUMENT)?;
+        let config: ImageConfig = parse_document("image config", &config_digest, &bytes)?;
+        let image = Image { digest: manifest_digest.clone(), manifest, config_digest, config };
+        let (layers, diff_ids) = (image.manifest.layers().len(), image.config.rootfs.diff_ids.len());
+        if layers != diff_ids {
+            return Err(ImageError::LayerCount(manifest_digest.clone(), layers, diff_ids));
+        }
+        Ok(image)
+    }
+
+    /// The image's layers, bottom first.
+    pub fn layers(&self) -> Result<Vec<Layer>> {
+        self.manifest
+            .layers()
+            .iter()
+            .zip(&self.config.rootfs.diff_ids)
+            .map(|(blob, diff_id)| {
+                Ok(Layer { blob: blob.clone(), digest: oci_digest(blob)?, diff_id: Digest::parse(diff_id)? })
+            })
+            .collect()
+    }
+
+    /// Total compressed size of the layers, config and manifest, as `kiln images` shows.
+    pub fn size(&self) -> u64 {
+        let layers: u64 = self.manifest.layers().iter().map(Descriptor::size).sum();
+        layers + self.manifest.config().size()
+    }
+}
+
+/// Writes config and manifest for `layers` and returns the manifest's descriptor.
+pub fn write_image(store: &Store, config: &ImageConfig, layers: &[Descriptor]) -> Result<Descriptor> {
+    let config_bytes = canonical_json(config);
+    let config_digest = store.put_blob(&config_bytes)?;
+    let config_desc = descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len() as u64);
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(layers.to_vec())
+        .build()
+        .expect("all required manifest fields are set");
+    let manifest_bytes = canonical_json(&manifest);
+    let digest = store.put_blob(&manifest_bytes)?;
+    Ok(descriptor(MediaType::ImageManifest, &digest, manifest_bytes.len() as u64))
+}
+
+/// A descriptor for content kiln wrote.
+pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
+    let oci: oci_spec::image::Digest = digest.to_string().parse().expect("kiln digests are valid OCI digests");
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(oci)
+        .size(size)
+        .build()
+        .expect("all required descriptor fields are set")
+}
+
+/// The digest of a descriptor, checked against kiln's grammar before it is used as a path.
+pub fn oci_digest(desc: &Descriptor) -> Result<Digest> {
+    Ok(Digest::parse(desc.digest().as_ref())?)
+}
+
+pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::BadDocument { what, digest: digest.clone(), why: e.to_string() })
+}
+
+/// A manifest must say it is a manifest, and must not also look like an index
+/// (CVE-2021-41190: one digest must never mean two different images).
+fn check_manifest_media_type(digest: &Digest, manifest: &ImageManifest, bytes: &[u8]) -> Result<()> {
+    let found = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let accepted = [MediaType::ImageManifest.to_string(), "application/vnd.docker.distribution.manifest.v2+json".into()];
+    let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let ambiguous = raw.get("manifests").is_some();
+    if (!found.is_empty() && !accepted.contains(&found)) || ambiguous {
+        return Err(ImageError::MediaType { digest: digest.clone(), found, expected: accepted[0].clone() });
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Cold 3-step build (FROM a busybox base: RUN, COPY, RUN), kiln vs buildah, side by side in
+# one run with hyperfine. Prints both medians and the ratio kiln/buildah (lower is better;
+# the goal is ≤ 0.5). Needs root, buildah, hyperfine, busybox-static.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for t in buildah hyperfine busybox python3; do
+    command -v $t >/dev/null || { echo "missing $t: apt-get install ${t/busybox/busybox-static}" >&2; exit 1; }
+done
+cargo build --release --quiet
+kiln=$PWD/target/release/kiln
+
+work=$(mktemp -d /tmp/kiln-bench-build.XXXXXX)
+trap 'rm -rf "$work"; buildah rmi -f localhost/kiln-bench-base localhost/kiln-bench-out >/dev/null 2>&1 || true' EXIT
+mkdir -p "$work/base/bin" "$work/ctx"
+cp /bin/busybox "$work/base/bin/busybox"
+"$work/base/bin/busybox" --install -s "$work/base/bin"
+head -c 1000000 /dev/urandom > "$work/ctx/payload"
+
+# The same base image for both tools.
+export KILN_ROOT=$work/store
+$kiln -q import "$work/base" -t kiln-bench-base >/dev/null
+ctr=$(buildah from scratch)
+buildah copy "$ctr" "$work/base" / >/dev/null
+buildah commit -q "$ctr" localhost/kiln-bench-base >/dev/null
+buildah rm "$ctr" >/dev/null
+
+cat > "$work/ctx/Containerfile" <<'CF'
+FROM localhost/kiln-bench-base
+RUN echo one > /one
+COPY payload /payload
+RUN cat /payload /one > /two
+CF
+cat > "$work/ctx/kiln.yaml" <<'KY'
+image: kiln-bench-out
+from: kiln-bench-base
+steps:
+  - run: echo one > /one
+  - copy: payload
+    to: /payload
+  - run: cat /payload /one > /two
+KY
+
+hyperfine --warmup 2 --runs 15 --export-json "$work/result.json" \
+    -n kiln "$kiln -q build $work/ctx" \
+    -n buildah "buildah build -q --layers --no-cache --isolation chroot -t localhost/kiln-bench-out -f $work/ctx/Containerfile $work/ctx"
+
+python3 - "$work/result.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+k, b = r["kiln"]["median"], r["buildah"]["median"]
+print(f"cold 3-step build: kiln {k*1000:.0f} ms, buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.2f} (goal <= 0.5)")
+PY

@@ -1,0 +1,229 @@
+//! Errors of the runtime, and the fixed-size report a sandbox child sends before exec.
+//!
+//! The child of `clone` must not allocate, so it cannot build a `RuntimeError`; it sends a
+//! [`Report`] (stage code, errno, detail index) over a pipe and the parent turns it into a
+//! [`RuntimeError::Setup`] with the path or name the stage was working on.
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// The stage name the parent gives to a failed `execve`.
+pub const EXEC_STAGE: &str = "exec";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The sandbox description cannot be run (found before anything was started).
+    #[error("invalid sandbox: {0}")]
+    Invalid(String),
+    #[error("layer directory {0} does not exist or is not a directory")]
+    MissingLayer(PathBuf),
+    #[error(
+        "the overlay mount options for {layers} layers are {len} bytes, over the kernel's limit \
+         of {max}: the image has too many layers for one overlay mount"
+    )]
+    OverlayOptionsTooLong { layers: usize, len: usize, max: usize },
+    /// Preparing host-side directories failed.
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    /// A system call made by kiln itself (not by the sandboxed child) failed.
+    #[error("{call}: {}", .errno.desc())]
+    Sys { call: &'static str, errno: Errno },
+    /// Setting up the sandbox failed, including the final `execve` of the command.
+    #[error("{stage}{}: {}", quoted(target), .errno.desc())]
+    Setup { stage: &'static str, target: Option<String>, errno: Errno },
+    /// The command has no `/` and no directory of the step's `$PATH` holds it.
+    #[error("exec {command:?}: executable file not found in $PATH ({path})")]
+    CommandNotFound { command: String, path: String },
+    /// The sandbox child broke the report protocol (a short or unknown report).
+    #[error("the sandbox setup process sent a malformed error report")]
+    MalformedReport,
+}
+
+fn quoted(target: &Option<String>) -> String {
+    target.as_ref().map(|t| format!(" {t:?}")).unwrap_or_default()
+}
+
+impl RuntimeError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| RuntimeError::Io { what, path, source }
+    }
+
+    pub(crate) fn sys(call: &'static str) -> impl FnOnce(Errno) -> Self {
+        move |errno| RuntimeError::Sys { call, errno }
+    }
+
+    /// The exit code a shell would give for this failure to start the command: 127 when the
+    /// command does not exist, 126 when it exists but cannot be executed, `None` when the
+    /// sandbox itself failed (callers usually map that to 125, like docker).
+    pub fn command_exit_code(&self) -> Option<i32> {
+        match self {
+            RuntimeError::CommandNotFound { .. } => Some(127),
+            RuntimeError::Setup { stage, errno, .. } if *stage == EXEC_STAGE => match errno {
+                Errno::ENOENT | Errno::ENOTDIR => Some(127),
+                _ => Some(126),
+            },
+            _ => None,
+        }
+    }
+
+    /// True when the command could not be found (exit code 127 semantics).
+    pub fn is_command_not_found(&self) -> bool {
+        self.command_exit_code() == Some(127)
+    }
+}
+
+/// What the child was doing when it failed; sent as a number, named by the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Stage {
+    Stdio = 1,
+    PrivateMounts,
+    Loopback,
+    Scaffold,
+    ChdirLayers,
+    MountOverlay,
+    OpenRoot,
+    MountProc,
+    MountDev,
+    PopulateDev,
+    MountDevPts,
+    MountDevShm,
+    MountSys,
+    BindEtcFile,
+    PivotRoot,
+    OpenDevNull,
+    Hostname,
+    MkdirWorkdir,
+    ChdirWorkdir,
+    CheckWorkdir,
+    SetGroups,
+    SetGid,
+    SetUid,
+    CloseFds,
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 25] = [
+        Stage::Stdio,
+        Stage::PrivateMounts,
+        Stage::Loopback,
+        Stage::Scaffold,
+        Stage::ChdirLayers,
+        Stage::MountOverlay,
+        Stage::OpenRoot,
+        Stage::MountProc,
+        Stage::MountDev,
+        Stage::PopulateDev,
+        Stage::MountDevPts,
+        Stage::MountDevShm,
+        Stage::MountSys,
+        Stage::BindEtcFile,
+        Stage::PivotRoot,
+        Stage::OpenDevNull,
+        Stage::Hostname,
+        Stage::MkdirWorkdir,
+        Stage::ChdirWorkdir,
+        Stage::CheckWorkdir,
+        Stage::SetGroups,
+        Stage::SetGid,
+        Stage::SetUid,
+        Stage::CloseFds,
+        Stage::Exec,
+    ];
+
+    fn from_code(code: u32) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| *s as u32 == code)
+    }
+
+    /// The verb shown to users; the parent adds the quoted target.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Stage::Stdio => "set up stdin/stdout/stderr",
+            Stage::PrivateMounts => "make mounts private",
+            Stage::Loopback => "bring up the loopback interface",
+            Stage::Scaffold => "mount scaffold tmpfs on",
+            Stage::ChdirLayers | Stage::ChdirWorkdir => "chdir",
+            Stage::MountOverlay => "mount overlay on",
+            Stage::OpenRoot => "open root",
+            Stage::MountProc
+            | Stage::MountDev
+            | Stage::MountDevPts
+            | Stage::MountDevShm
+            | Stage::MountSys => "mount",
+            Stage::PopulateDev => "populate",
+            Stage::BindEtcFile => "bind mount host file onto",
+            Stage::PivotRoot => "pivot_root into",
+            Stage::OpenDevNull => "open stdin",
+            Stage::Hostname => "set hostname",
+            Stage::MkdirWorkdir => "create workdir",
+            Stage::CheckWorkdir => "verify workdir is inside the root",
+            Stage::SetGroups => "setgroups",
+            Stage::SetGid => "setgid",
+            Stage::SetUid => "setuid",
+            Stage::CloseFds => "close inherited file descriptors",
+            Stage::Exec => EXEC_STAGE,
+        }
+    }
+}
+
+/// Detail value meaning "no particular item" (e.g. exec after a `$PATH` search found nothing).
+pub(crate) const NO_DETAIL: u32 = u32::MAX;
+
+/// The child's failure report: three native-endian 32-bit words on the error pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub stage: Stage,
+    pub errno: i32,
+    /// Index of the item the stage was working on (workdir prefix, exec candidate …).
+    pub detail: u32,
+}
+
+pub(crate) const REPORT_LEN: usize = 12;
+
+impl Report {
+    pub(crate) fn to_bytes(self) -> [u8; REPORT_LEN] {
+        let mut out = [0u8; REPORT_LEN];
+        let words = [self.stage as u32, self.errno as u32, self.detail];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8; REPORT_LEN]) -> Result<Report, RuntimeError> {
+        let word = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let stage = Stage::from_code(word(0)).ok_or(RuntimeError::MalformedReport)?;
+        Ok(Report { stage, errno: word(4) as i32, detail: word(8) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trips_and_rejects_unknown_stages() {
+        let r = Report { stage: Stage::Exec, errno: libc::EACCES, detail: 7 };
+        assert_eq!(Report::from_bytes(&r.to_bytes()).unwrap(), r);
+        let mut bad = r.to_bytes();
+        bad[..4].copy_from_slice(&999u32.to_ne_bytes());
+        assert!(matches!(Report::from_bytes(&bad), Err(RuntimeError::MalformedReport)));
+    }
+
+    #[test]
+    fn exec_errors_carry_shell_exit_codes() {
+        let setup = |stage, errno| RuntimeError::Setup { stage, target: Some("/usr/bin/foo".into()), errno };
+        let not_found = setup(EXEC_STAGE, Errno::ENOENT);
+        assert_eq!(not_found.to_string(), r#"exec "/usr/bin/foo": No such file or directory"#);
+        assert_eq!(not_found.command_exit_code(), Some(127));
+        assert_eq!(setup(EXEC_STAGE, Errno::EACCES).command_exit_code(), Some(126));
+        assert_eq!(setup(EXEC_STAGE, Errno::ENOEXEC).command_exit_code(), Some(126));
+        assert_eq!(setup("pivot_root into", Errno::EINVAL).command_exit_code(), None);
+        let path = RuntimeError::CommandNotFound { command: "foo".into(), path: "/bin".into() };
+        assert!(path.is_command_not_found());
+    }
+}

@@ -1,0 +1,233 @@
+//! Thin wrappers over the raw system calls the sandbox child makes.
+//!
+//! Everything here is callable between `clone` and `execve` in a multi-threaded process:
+//! no allocation, no locks, no glibc wrappers that touch other threads (glibc's `setuid`
+//! family signals every thread it knows of, which in a cloned child are the parent's threads
+//! and would hang). Errors are plain errno values so that no `Drop`-carrying error type is
+//! needed. The new mount API (`fsopen`, `fsmount`, `move_mount`, `open_tree`) lets mounts
+//! be attached to file descriptors resolved safely inside the root, never to path strings.
+
+use std::ffi::CStr;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_int, c_long, c_uint};
+
+/// An errno value.
+pub(crate) type Errno = c_int;
+pub(crate) type Sys<T> = Result<T, Errno>;
+
+pub(crate) fn last_errno() -> Errno {
+    // SAFETY: glibc's errno location is thread-local and always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Turns a `-1`-on-error return value into a result.
+pub(crate) fn check(ret: c_long) -> Sys<c_long> {
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_int(ret: c_int) -> Sys<c_int> {
+    check(ret as c_long).map(|v| v as c_int)
+}
+
+fn owned(ret: c_long) -> Sys<OwnedFd> {
+    // SAFETY: a non-negative return of an fd-creating call is a new fd we own.
+    check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub(crate) fn open(path: &CStr, flags: c_int) -> Sys<OwnedFd> {
+    // SAFETY: path is NUL-terminated.
+    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0) } as c_long)
+}
+
+/// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`: `rel` is looked up inside `root`
+/// and no symlink (image-made or magic) is followed on the way; an `O_PATH` fd of the
+/// final component is returned (of the symlink itself if it is one).
+pub(crate) fn open_in_root(root: BorrowedFd, rel: &CStr, extra_flags: c_int) -> Sys<OwnedFd> {
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra_flags) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: pointers are valid for the call; size matches the struct passed.
+    owned(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    })
+}
+
+/// The file type bits (`S_IFMT`) of an open fd.
+pub(crate) fn file_type(fd: BorrowedFd) -> Sys<libc::mode_t> {
+    // SAFETY: stat is plain data and fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check_int(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+pub(crate) fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> Sys<()> {
+    let fstype = fstype.map_or(ptr::null(), CStr::as_ptr);
+    let data = data.map_or(ptr::null(), |d| d.as_ptr().cast());
+    // SAFETY: all strings are NUL-terminated or null where the kernel allows it.
+    check_int(unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype, flags, data) })
+        .map(drop)
+}
+
+/// Creates a detached filesystem mount: `fsopen` + options + `fsmount`.
+pub(crate) fn new_mount(
+    fstype: &CStr,
+    options: &[(&CStr, Option<&CStr>)],
+    attrs: u64,
+) -> Sys<OwnedFd> {
+    // SAFETY: fstype is NUL-terminated.
+    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    for (key, value) in options {
+        let (cmd, value) = match value {
+            Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (libc::FSCONFIG_SET_FLAG, ptr::null()),
+        };
+        fsconfig(&fs, cmd, key.as_ptr(), value)?;
+    }
+    fsconfig(&fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())?;
+    // SAFETY: fs is a valid fs context fd.
+    owned(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs as c_uint)
+    })
+}
+
+fn fsconfig(
+    fs: &OwnedFd,
+    cmd: libc::fsconfig_command,
+    key: *const libc::c_char,
+    value: *const libc::c_char,
+) -> Sys<()> {
+    // SAFETY: key and value are NUL-terminated or null as the command requires.
+    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) }).map(drop)
+}
+
+/// A detached copy (bind) of the mount at `path`, made read-only and `nosuid,nodev,noexec`.
+pub(crate) fn read_only_bind_of(path: &CStr) -> Sys<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    // SAFETY: path is NUL-terminated.
+    let tree =
+        owned(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY
+            | libc::MOUNT_ATTR_NOSUID
+            | libc::MOUNT_ATTR_NODEV
+            | libc::MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: attr is valid for the call and its size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            size_of::<libc::mount_attr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Attaches the detached mount `mount` on top of the file or directory `target`.
+pub(crate) fn attach(mount: &OwnedFd, target: BorrowedFd) -> Sys<()> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: both fds are valid, paths are empty strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn mkdir(path: &CStr, mode: libc::mode_t) -> Sys<()> {
+    // SAFETY: path is NUL-terminated.
+    check_int(unsafe { libc::mkdir(path.as_ptr(), mode) }).map(drop)
+}
+
+pub(crate) fn mkdir_allow_existing(path: &CStr, mode: libc::mode_t) -> Sys<()> {
+    match mkdir(path, mode) {
+        Err(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+pub(crate) fn chdir(path: &CStr) -> Sys<()> {
+    // SAFETY: path is NUL-terminated.
+    check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> Sys<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC never replaces an open fd.
+    check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// `dup3`; `cloexec` decides whether `to` survives `execve`.
+pub(crate) fn dup_onto(from: RawFd, to: RawFd, cloexec: bool) -> Sys<()> {
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: replacing `to` is the intent; the caller owns both numbers.
+    check_int(unsafe { libc::dup3(from, to, flags) }).map(drop)
+}
+
+/// Closes every fd from `first` up.
+pub(crate) fn close_from(first: RawFd) -> Sys<()> {
+    // SAFETY: closing fds the child does not use is the intent.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first as c_uint, c_uint::MAX, 0 as c_uint) })
+        .map(drop)
+}
+
+pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Sys<()> {
+    while !bytes.is_empty() {
+        // SAFETY: the buffer is valid for its length.
+        match check(unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) } as c_long) {
+            Ok(n) => bytes = bytes.get(n as usize..).unwrap_or_default(),
+            Err(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn syscall3(nr: c_long, a: c_long, b: c_long, c: c_long) -> Sys<()> {
+    // SAFETY: callers pass arguments valid for `nr`.
+    check(unsafe { libc::syscall(nr, a, b, c) }).map(drop)
+}
+
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> Sys<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags only.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as c_uint) })
+}
+
+/// True when the process behind `pidfd` has exited.
+pub(crate) fn has_exited(pidfd: RawFd) -> bool {
+    let mut poll = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & libc::POLLIN != 0
+}

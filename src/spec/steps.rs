@@ -1,0 +1,259 @@
+//! `steps:`: the list of build steps, each a mapping with exactly one kind key
+//! (`run`, `copy`, `env`, `workdir`, `user`) plus that kind's modifiers.
+
+use std::path::Path;
+
+use super::error::{did_you_mean, Issue, Result};
+use super::model::{Command, CopyStep, Network, RunStep, Secret, Step, StepKind};
+use super::node::{Node, Value};
+use super::read::{list, located, Expander, Fields};
+use super::subst::Vars;
+use super::units::{check_user, mode_from_int, parse_mode};
+
+const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
+const RUN_MODIFIERS: [&str; 3] = ["network", "cache", "secrets"];
+const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
+const STEP_KEYS: [&str; 12] = [
+    "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "from", "to", "mode",
+    "owner",
+];
+
+/// What steps need to know about the rest of the spec.
+pub(crate) struct StepContext<'a> {
+    /// The spec's folder, for relative secret sources.
+    pub dir: &'a Path,
+    /// Names declared under `contexts:`, for `copy … from:`.
+    pub contexts: Vec<&'a str>,
+}
+
+/// Reads `steps:`. `vars` grows with every `env:` step, for the steps after it.
+pub(crate) fn parse_steps(node: &Node, cx: &StepContext, vars: &mut Vars) -> Result<Vec<Step>> {
+    if node.is_null() {
+        return Ok(Vec::new());
+    }
+    let mut steps = Vec::new();
+    for item in list(node, "steps")? {
+        let step = parse_step(item, cx, vars)?;
+        if let StepKind::Env(env) = &step.kind {
+            for (name, value) in env {
+                vars.define(name, value);
+            }
+        }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+fn parse_step(item: &Node, cx: &StepContext, vars: &Vars) -> Result<Step> {
+    if !matches!(item.value, Value::Map(_)) {
+        return Err(Issue::at(
+            item.location,
+            format!("a step must be a mapping, found {}", item.kind_name()),
+        )
+        .hint("e.g. `- run: make` or `- copy: src/`"));
+    }
+    let fields = Fields::new(item, "step", &STEP_KEYS)?;
+    let kind = step_kind(item, &fields)?;
+    check_modifiers(kind, &fields)?;
+    let value = fields.get(kind).unwrap_or(item);
+    let ex = Expander { vars };
+    let kind = match kind {
+        "run" => StepKind::Run(run_step(value, &fields, cx, &ex)?),
+        "copy" => StepKind::Copy(copy_step(value, &fields, cx, &ex)?),
+        "env" => StepKind::Env(ex.env_map(value, "env")?),
+        "workdir" => StepKind::Workdir(ex.container_path(value, "workdir", false)?),
+        _ => StepKind::User(user(&ex, value, "user")?),
+    };
+    Ok(Step {
+        kind,
+        location: item.location,
+    })
+}
+
+/// The one kind key of a step.
+fn step_kind(item: &Node, fields: &Fields) -> Result<&'static str> {
+    let mut found = fields
+        .names()
+        .filter_map(|(name, key)| KINDS.iter().find(|k| **k == name).map(|k| (*k, key)));
+    let needs_one = "a step needs exactly one of run, copy, env, workdir, user";
+    match (found.next(), found.next()) {
+        (Some((kind, _)), None) => Ok(kind),
+        (None, _) => Err(Issue::at(item.location, needs_one)),
+        (Some((first, _)), Some((second, key))) => Err(Issue::at(key.location, needs_one).hint(
+            format!("this step has both \"{first}\" and \"{second}\"; make them two steps"),
+        )),
+    }
+}
+
+/// Rejects modifiers that belong to another kind of step (`to:` on a `run:` step).
+fn check_modifiers(kind: &str, fields: &Fields) -> Result<()> {
+    let allowed: &[&str] = match kind {
+        "run" => &RUN_MODIFIERS,
+        "copy" => &COPY_MODIFIERS,
+        _ => &[],
+    };
+    for (name, key) in fields.names() {
+        if name == kind || allowed.contains(&name) {
+            continue;
+        }
+        let owner = if RUN_MODIFIERS.contains(&name) {
+            "run"
+        } else if COPY_MODIFIERS.contains(&name) {
+            "copy"
+        } else {
+            kind
+        };
+        return Err(Issue::at(
+            key.location,
+            format!("\"{name}\" is not allowed on a {kind} step"),
+        )
+        .hint(format!("\"{name}\" belongs to {owner} steps")));
+    }
+    Ok(())
+}
+
+fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<RunStep> {
+    let (words, is_list) = ex.text_or_texts(value, "run")?;
+    let command = if is_list {
+        if words.is_empty() {
+            return Err(Issue::at(value.location, "run needs at least one word")
+                .hint("e.g. run: [make, install]"));
+        }
+        Command::Argv(words)
+    } else {
+        let script = words.concat();
+        if script.trim().is_empty() {
+            return Err(Issue::at(value.location, "run has an empty command"));
+        }
+        Command::Shell(script)
+    };
+    let network = match fields.get("network") {
+        Some(node) => network(ex, node)?,
+        None => Network::default(),
+    };
+    let cache = match fields.get("cache") {
+        Some(node) => ex.container_paths(node, "cache", true)?,
+        None => Vec::new(),
+    };
+    let secrets = match fields.get("secrets") {
+        Some(node) => secrets(node, cx, ex)?,
+        None => Vec::new(),
+    };
+    Ok(RunStep {
+        command,
+        network,
+        cache,
+        secrets,
+    })
+}
+
+/// `host` or `none`; shared with the `run:` section.
+pub(crate) fn network(ex: &Expander, node: &Node) -> Result<Network> {
+    match ex.text(node, "network")?.as_str() {
+        "host" => Ok(Network::Host),
+        "none" => Ok(Network::None),
+        other => Err(Issue::at(node.location, format!("invalid network \"{other}\""))
+            .hint("use host or none")),
+    }
+}
+
+fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> {
+    let mut secrets: Vec<Secret> = Vec::new();
+    for item in list(node, "secrets")? {
+        let fields = Fields::new(item, "secret", &["id", "source", "target"])?;
+        let require = |name: &str| {
+            fields.get(name).ok_or_else(|| {
+                Issue::at(item.location, format!("a secret needs \"{name}\""))
+                    .hint("e.g. { id: token, source: ./token.txt, target: /run/secrets/token }")
+            })
+        };
+        let id_node = require("id")?;
+        let id = ex.text(id_node, "id")?;
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return Err(Issue::at(id_node.location, format!("invalid secret id \"{id}\""))
+                .hint("letters, digits, '_', '.' and '-'"));
+        }
+        let source = ex.text(require("source")?, "source")?;
+        let target = match fields.get("target") {
+            Some(node) => ex.container_path(node, "target", true)?,
+            None => format!("/run/secrets/{id}"),
+        };
+        if let Some(clash) = secrets.iter().find(|s| s.id == id || s.target == target) {
+            return Err(Issue::at(
+                item.location,
+                format!("secret \"{id}\" clashes with secret \"{}\"", clash.id),
+            )
+            .hint("each secret needs its own id and target"));
+        }
+        secrets.push(Secret {
+            id,
+            source: cx.dir.join(source),
+            target,
+        });
+    }
+    Ok(secrets)
+}
+
+fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<CopyStep> {
+    let (sources, _) = ex.text_or_texts(value, "copy")?;
+    if sources.is_empty() || sources.iter().any(String::is_empty) {
+        return Err(Issue::at(value.location, "copy needs non-empty source paths")
+            .hint("e.g. copy: [src/, Cargo.toml]"));
+    }
+    let from = fields
+        .get("from")
+        .map(|node| context_name(ex, node, cx))
+        .transpose()?;
+    let to_node = fields.get("to").ok_or_else(|| {
+        let copy_key = fields.key("copy").map_or(value.location, |k| k.location);
+        Issue::at(copy_key, "copy needs \"to\"").hint("e.g. to: /usr/local/bin/")
+    })?;
+    let to = ex.text(to_node, "to")?;
+    if to.is_empty() {
+        return Err(Issue::at(to_node.location, "\"to\" is empty"));
+    }
+    let mode = fields.get("mode").map(|node| mode(ex, node)).transpose()?;
+    let owner = fields
+        .get("owner")
+        .map(|node| user(ex, node, "owner"))
+        .transpose()?;
+    Ok(CopyStep {
+        sources,
+        from,
+        to,
+        mode,
+        owner,
+    })
+}
+
+fn context_name(ex: &Expander, node: &Node, cx: &StepContext) -> Result<String> {
+    let name = ex.text(node, "from")?;
+    if cx.contexts.contains(&name.as_str()) {
+        return Ok(name);
+    }
+    Err(
+        Issue::at(node.location, format!("unknown build context \"{name}\"")).hint(
+            did_you_mean(&name, cx.contexts.iter().copied())
+                .unwrap_or_else(|| format!("declare it under contexts:, e.g. {name}: ./dir")),
+        ),
+    )
+}
+
+fn mode(ex: &Expander, node: &Node) -> Result<u32> {
+    match &node.value {
+        Value::Int { value, raw } => located(node, mode_from_int(*value, raw)),
+        Value::Str(_) => located(node, parse_mode(&ex.text(node, "mode")?)),
+        _ => Err(Issue::at(
+            node.location,
+            format!("mode must be a quoted octal string, found {}", node.kind_name()),
+        )
+        .hint("e.g. mode: \"0755\"")),
+    }
+}
+
+/// `NAME`, `UID`, `NAME:GROUP` or `UID:GID`; shared with `config:` and `run:`.
+pub(crate) fn user(ex: &Expander, node: &Node, what: &str) -> Result<String> {
+    let user = ex.text(node, what)?;
+    located(node, check_user(&user))?;
+    Ok(user)
+}

@@ -1,0 +1,184 @@
+//! The top level of a spec: `image`, `from`, `args`, `contexts`, `env`, and the order in
+//! which sections are read so that `${NAME}` sees the right variables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::error::{did_you_mean, Issue, Result};
+use super::model::{From, Spec};
+use super::node::Node;
+use super::read::{key_text, optional_mapping, text, Expander, Fields};
+use super::sections::{parse_config, parse_run};
+use super::steps::{parse_steps, StepContext};
+use super::subst::{is_var_name, Vars};
+
+const TOP_KEYS: [&str; 9] = [
+    "image", "from", "args", "contexts", "env", "steps", "config", "run", "stages",
+];
+
+/// Builds the validated [`Spec`] from the YAML tree of the file `file`.
+pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)]) -> Result<Spec> {
+    if root.is_null() {
+        return Err(Issue::at(root.location, "the spec is empty")
+            .hint("start with `from: scratch` or `from: IMAGE`"));
+    }
+    let f = Fields::new(root, "top-level", &TOP_KEYS)?;
+    if let Some(key) = f.key("stages") {
+        return Err(Issue::at(
+            key.location,
+            "multi-stage specs (stages:) are not supported yet",
+        ));
+    }
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let empty = Node {
+        value: super::node::Value::Null,
+        location: root.location,
+    };
+    let section = |name: &str| f.get(name).unwrap_or(&empty);
+
+    let args = parse_args(section("args"), overrides)?;
+    let mut vars = Vars::default();
+    for (name, value) in &args {
+        vars.define(name, value);
+    }
+    let contexts = parse_contexts(section("contexts"), dir)?;
+    let env = Expander { vars: &vars }.env_map(section("env"), "env")?;
+    for (name, value) in &env {
+        vars.define(name, value);
+    }
+    let image = f
+        .get("image")
+        .map(|n| image_name(&Expander { vars: &vars }, n))
+        .transpose()?;
+    let from_node = f.get("from").ok_or_else(|| {
+        Issue::at(root.location, "missing required key \"from\"")
+            .hint("e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar")
+    })?;
+    let from = parse_from(&Expander { vars: &vars }.text(from_node, "from")?, from_node, dir)?;
+    let step_context = StepContext {
+        dir,
+        contexts: contexts.keys().map(String::as_str).collect(),
+    };
+    let steps = parse_steps(section("steps"), &step_context, &mut vars)?;
+    let ex = Expander { vars: &vars };
+    Ok(Spec {
+        file: file.to_path_buf(),
+        image,
+        from,
+        contexts,
+        env,
+        steps,
+        config: parse_config(section("config"), &ex)?,
+        run: parse_run(section("run"), dir, &ex)?,
+        args,
+    })
+}
+
+/// `args:` with `--arg` overrides applied. An arg written without a value (`VERSION:`)
+/// must be given with `--arg`.
+fn parse_args(node: &Node, overrides: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+    let mut declared: Vec<(&Node, &str, Option<&str>)> = Vec::new();
+    for (key, value) in optional_mapping(node, "args")? {
+        let name = key_text(key)?;
+        if !is_var_name(name) {
+            return Err(Issue::at(key.location, format!("invalid build arg name \"{name}\""))
+                .hint("letters, digits and _, not starting with a digit, so ${NAME} can use it"));
+        }
+        let value = if value.is_null() {
+            None
+        } else {
+            Some(text(value, &format!("build arg \"{name}\""))?)
+        };
+        declared.push((key, name, value));
+    }
+    for (name, _) in overrides {
+        if !declared.iter().any(|(_, declared, _)| declared == name) {
+            let suggestion = did_you_mean(name, declared.iter().map(|(_, n, _)| *n));
+            return Err(
+                Issue::nowhere(format!("unknown build arg \"{name}\"")).hint(match suggestion {
+                    Some(suggestion) => format!("{suggestion} otherwise declare it under args:"),
+                    None => "declare it under args:".to_string(),
+                }),
+            );
+        }
+    }
+    let mut args = BTreeMap::new();
+    for (key, name, default) in declared {
+        // Like `docker build --build-arg`, the last of repeated overrides wins.
+        let given = overrides.iter().rev().find(|(n, _)| n == name);
+        let value = match (given, default) {
+            (Some((_, value)), _) => value.clone(),
+            (None, Some(default)) => default.to_string(),
+            (None, None) => {
+                return Err(Issue::at(key.location, format!("build arg \"{name}\" has no value"))
+                    .hint(format!("give it a default here or pass --arg {name}=VALUE")))
+            }
+        };
+        args.insert(name.to_string(), value);
+    }
+    Ok(args)
+}
+
+/// `contexts:` name → folder, relative paths taken from the spec's folder.
+fn parse_contexts(node: &Node, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let mut contexts = BTreeMap::new();
+    for (key, value) in optional_mapping(node, "contexts")? {
+        let name = key_text(key)?;
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(Issue::at(key.location, format!("invalid context name \"{name}\""))
+                .hint("letters, digits, '_', '.' and '-'"));
+        }
+        let path = text(value, &format!("context \"{name}\""))?;
+        if path.is_empty() {
+            return Err(Issue::at(value.location, format!("context \"{name}\" has an empty path")));
+        }
+        contexts.insert(name.to_string(), dir.join(path));
+    }
+    Ok(contexts)
+}
+
+fn image_name(ex: &Expander, node: &Node) -> Result<String> {
+    let name = ex.text(node, "image")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(Issue::at(node.location, format!("invalid image name \"{name}\""))
+            .hint("e.g. image: hello:latest"));
+    }
+    Ok(name)
+}
+
+/// `scratch` | `oci:PATH[:TAG]` | `rootfs:PATH` | an image reference.
+fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
+    let empty = |what: &str| Issue::at(node.location, format!("\"from: {text}\" has an empty {what}"));
+    if text == "scratch" {
+        Ok(From::Scratch)
+    } else if let Some(rest) = text.strip_prefix("oci:") {
+        // A ':' followed by a '/' belongs to the path (`oci:./a:b/layout`), not a tag.
+        let (path, tag) = match rest.rsplit_once(':') {
+            Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
+            _ => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(empty("path"));
+        }
+        if tag == Some("") {
+            return Err(empty("tag"));
+        }
+        Ok(From::OciLayout {
+            path: dir.join(path),
+            tag: tag.map(str::to_string),
+        })
+    } else if let Some(path) = text.strip_prefix("rootfs:") {
+        if path.is_empty() {
+            return Err(empty("path"));
+        }
+        Ok(From::Rootfs(dir.join(path)))
+    } else if text.is_empty() || text.contains(char::is_whitespace) {
+        Err(Issue::at(node.location, format!("invalid base image \"{text}\""))
+            .hint("use scratch, an image reference, oci:PATH[:TAG] or rootfs:PATH"))
+    } else {
+        Ok(From::Image(text.to_string()))
+    }
+}

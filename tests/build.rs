@@ -1,0 +1,243 @@
+//! End-to-end builds with the real binary on real overlayfs, checked by real peers
+//! (umoci unpacks the image, oci-image-tool validates the store).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::{require, run, text, Env};
+
+/// A base rootfs dir: busybox with its applets, and a file carrying an xattr.
+fn busybox_rootfs(env: &Env) -> std::path::PathBuf {
+    require("busybox", "busybox-static");
+    let root = env.path("base");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    run(Command::new(root.join("bin/busybox")).args(["--install", "-s"]).arg(root.join("bin")));
+    // busybox --install -s makes absolute links to /bin/busybox, which is right inside the image.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(root.join("xattr-file"), "x").unwrap();
+    set_xattr(&root.join("xattr-file"), "user.kiln", "yes");
+    root
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) {
+    require("setfattr", "attr");
+    run(Command::new("setfattr").args(["-n", name, "-v", value]).arg(path));
+}
+
+fn get_xattr(path: &Path, name: &str) -> String {
+    run(Command::new("getfattr").args(["--only-values", "-n", name]).arg(path))
+}
+
+const TREE_SPEC: &str = r#"
+image: tree:latest
+from: rootfs:./base
+steps:
+  - run: |
+      mkdir -p /data/keep /opq
+      echo keep > /data/keep/file
+      echo old > /opq/old
+      echo bye > /data/deleted
+  - copy: hello.txt
+    to: /data/
+    mode: "0640"
+  - run: |
+      rm /data/deleted
+      rm -rf /opq && mkdir /opq && echo new > /opq/new
+      echo linked > /data/a && ln /data/a /data/b
+      ln -s ../data/keep/file /data/sym
+      echo s > /data/suid && chmod 4755 /data/suid
+      echo u > "/data/with space ünï"
+  - run: "true"
+  - env: { GREETING: hi }
+  - workdir: /data
+config:
+  entrypoint: [/bin/sh]
+  cmd: [-c, "echo $GREETING"]
+  labels: { org.opencontainers.image.title: tree }
+"#;
+
+/// Lists a tree as `path → description`, the way the tests compare trees.
+fn describe_tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let desc = if meta.file_type().is_symlink() {
+            format!("link {}", std::fs::read_link(&path).unwrap().display())
+        } else if meta.is_dir() {
+            walk(root, &path, out);
+            format!("dir {mode:o}")
+        } else {
+            format!("file {mode:o} {}:{} {:?}", meta.uid(), meta.gid(), std::fs::read_to_string(&path).unwrap_or_default())
+        };
+        out.insert(rel, desc);
+    }
+}
+
+#[test]
+fn multi_step_build_gives_the_expected_tree() {
+    require("umoci", "umoci");
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write("hello.txt", "hello\n");
+    env.write("kiln.yaml", TREE_SPEC);
+    let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let bundle = env.path("bundle");
+    let image = format!("{}:localhost/tree:latest", env.root().display());
+    run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    let tree = describe_tree(&rootfs);
+    let data: BTreeMap<_, _> = tree.iter().filter(|(k, _)| k.starts_with("data") || k.starts_with("opq")).collect();
+    let expected: BTreeMap<String, String> = [
+        ("data", "dir 755"),
+        ("data/a", "file 644 0:0 \"linked\\n\""),
+        ("data/b", "file 644 0:0 \"linked\\n\""),
+        ("data/hello.txt", "file 640 0:0 \"hello\\n\""),
+        ("data/keep", "dir 755"),
+        ("data/keep/file", "file 644 0:0 \"keep\\n\""),
+        ("data/suid", "file 4755 0:0 \"s\\n\""),
+        ("data/sym", "link ../data/keep/file"),
+        ("data/with space ünï", "file 644 0:0 \"u\\n\""),
+        ("opq", "dir 755"),
+        ("opq/new", "file 644 0:0 \"new\\n\""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let data: BTreeMap<String, String> = data.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(data, expected);
+    let a = std::fs::metadata(rootfs.join("data/a")).unwrap();
+    let b = std::fs::metadata(rootfs.join("data/b")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "data/a and data/b must be one hardlinked file");
+    assert_eq!(get_xattr(&rootfs.join("xattr-file"), "user.kiln"), "yes");
+    assert!(tree.contains_key("bin/busybox"));
+    assert!(!tree.contains_key("proc"), "sandbox mountpoints must not leak into layers: {tree:?}");
+
+    // The config carries the spec's config and one history entry per step.
+    let inspect: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", "tree"])).unwrap();
+    let cfg = &inspect["config"];
+    assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(cfg["config"]["WorkingDir"], "/data");
+    assert!(cfg["config"]["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hi"));
+    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "tree");
+    let history = cfg["history"].as_array().unwrap();
+    assert_eq!(history.len(), 7, "import + 6 steps: {history:?}");
+    // `run: "true"` changes no file: no layer. Layers: import, run, copy, run.
+    assert_eq!(inspect["manifest"]["layers"].as_array().unwrap().len(), 4);
+    assert_eq!(history[4]["empty_layer"], true);
+}
+
+#[test]
+fn store_is_a_valid_oci_layout() {
+    require("oci-image-tool", "oci-image-tool");
+    require("skopeo", "skopeo");
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write("hello.txt", "hello\n");
+    env.write("kiln.yaml", TREE_SPEC);
+    env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "-t", "valid:1"]);
+    run(Command::new("oci-image-tool").args(["validate", "--type", "imageLayout"]).arg(env.root()));
+    let out = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:localhost/valid:1", env.root().display())));
+    assert!(out.contains("application/vnd.oci.image.manifest.v1+json"), "{out}");
+}
+
+#[test]
+fn same_spec_built_twice_gives_identical_digests() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write("hello.txt", "hello\n");
+    env.write("kiln.yaml", TREE_SPEC);
+    let ctx = env.dir.path().to_str().unwrap();
+    let first = env.kiln_ok(&["build", ctx, "-t", "one", "-q"]);
+    // A second store: nothing shared, every layer made again.
+    let other = Env::new();
+    std::fs::rename(env.path("base"), other.path("base")).unwrap();
+    other.write("hello.txt", "hello\n");
+    other.write("kiln.yaml", TREE_SPEC);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // different mtimes
+    let second = other.kiln_ok(&["build", other.dir.path().to_str().unwrap(), "-t", "two", "-q"]);
+    assert_eq!(first, second, "manifest digests differ");
+    assert!(first.starts_with("sha256:"), "{first}");
+}
+
+#[test]
+fn gzip_compression_is_available() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write("kiln.yaml", "image: gz\nfrom: rootfs:./base\nsteps:\n  - run: echo hi > /hi\n");
+    env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "--compression", "gzip"]);
+    let inspect: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", "gz"])).unwrap();
+    for l in inspect["manifest"]["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    }
+}
+
+#[test]
+fn failing_step_stops_the_build_and_tags_nothing() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write("kiln.yaml", "image: broken\nfrom: rootfs:./base\nsteps:\n  - run: echo ok > /ok\n  - run: |\n      echo failing >&2\n      exit 3\n  - run: echo never\n");
+    let before = common::mounts();
+    let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kiln.yaml:5:5"), "error must point at the step: {stderr}");
+    assert!(stderr.contains("failing"), "step output must be shown: {stderr}");
+    assert!(!stderr.contains("never"), "later steps must not run: {stderr}");
+    let images = env.kiln_ok(&["images", "--json"]);
+    assert_eq!(images.trim(), "[]", "nothing may be tagged: {images}");
+    assert_eq!(common::mounts(), before, "no mount may be left behind");
+    let tmp: Vec<_> = std::fs::read_dir(env.root().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "staging dirs left behind: {tmp:?}");
+}
+
+#[test]
+fn images_tag_and_rmi() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    let digest = env.kiln_ok(&["import", env.path("base").to_str().unwrap(), "-t", "base"]);
+    env.kiln_ok(&["tag", "base", "base:2"]);
+    let list: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["images", "--json"])).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["localhost/base:latest", "localhost/base:2"]);
+    assert!(list[0]["digest"].as_str() == Some(digest.as_str()));
+    env.kiln_ok(&["rmi", "base:2"]);
+    let out = env.kiln(&["rmi", "base:2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image: base:2"));
+    let out = env.kiln(&["inspect", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn build_from_an_image_in_the_store_and_from_an_oci_layout() {
+    require("skopeo", "skopeo");
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.kiln_ok(&["import", env.path("base").to_str().unwrap(), "-t", "base"]);
+    env.write("kiln.yaml", "image: child\nfrom: base\nsteps:\n  - run: echo child > /child\n");
+    env.kiln_ok(&["build", env.dir.path().to_str().unwrap()]);
+    // Copy the image out with skopeo to a separate OCI layout, then build from it.
+    let layout = env.path("layout");
+    run(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("oci:{}:localhost/child:latest", env.root().display())).arg(format!("oci:{}:v1", layout.display())));
+    env.write("b/kiln.yaml", "image: grandchild\nfrom: oci:../layout:v1\nsteps:\n  - run: cat /child > /grandchild\n");
+    let other = Env::new();
+    let out = other.kiln(&["build", env.path("b").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}

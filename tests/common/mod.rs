@@ -1,0 +1,85 @@
+//! Shared helpers for kiln's integration tests: they run the real binary, as root, against
+//! a private store in a temp dir.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A private kiln store and a scratch area, removed at the end of the test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        assert!(nix_is_root(), "kiln's integration tests need root (namespaces, overlayfs)");
+        Env { dir: tempfile::Builder::new().prefix("kiln-test").tempdir().expect("temp dir") }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs kiln with `--root` set to this env's store.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("run kiln");
+        out
+    }
+
+    /// Runs kiln and fails the test with its output when it does not exit 0.
+    pub fn kiln_ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(out.status.success(), "kiln {args:?} failed: {}\n{}", out.status, text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes a file (creating parents) under the env's dir.
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Fails (never skips) when a peer tool is missing, saying what to install.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().status.success();
+    assert!(found, "{tool} is missing: install it with `apt-get install {package}` (tests/run.sh does this)");
+}
+
+/// Runs a command and fails the test with its output when it does not exit 0.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The mount table, to check that kiln leaves no mounts behind.
+pub fn mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// Mount lines that mention `path`.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let p = path.to_string_lossy().into_owned();
+    mounts().lines().filter(|l| l.contains(&p)).map(str::to_owned).collect()
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests, as root on the real
+# kernel (namespaces, overlayfs, mknod). Installs the peers the tests use when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "error: the tests need root (namespaces, overlayfs, device nodes); run: sudo $0" >&2
+    exit 1
+fi
+
+# Debian packages the tests need: command → package.
+declare -A peers=(
+    [busybox]=busybox-static     # base image of the test builds
+    [umoci]=umoci                # unpacks kiln's images to check their trees
+    [oci-image-tool]=oci-image-tool  # validates the store as an OCI layout
+    [skopeo]=skopeo              # reads the store as an OCI layout
+    [getfattr]=attr              # checks xattrs
+    [hyperfine]=hyperfine        # benchmarks (bench/)
+)
+missing=()
+for cmd in "${!peers[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --quiet
