@@ -1,2 +1,140 @@
-//! cli (being written by the lead)
-pub fn main() -> i32 { 0 }
+//! The command line: argument parsing, settings, progress output, errors and exit codes.
+//!
+//! The only module that knows about clap, terminals and environment variables. Each command
+//! lives in its own small file and calls into the library.
+
+mod build;
+mod debug;
+mod images;
+mod import;
+mod output;
+mod signals;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::store::Store;
+
+/// Exit code when kiln itself failed (docker's 125).
+pub const EXIT_KILN_FAILED: i32 = 125;
+/// Exit code for user errors: bad spec, unknown image.
+pub const EXIT_USER_ERROR: i32 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build and run containers from a declarative YAML spec",
+    after_help = "Examples:\n  kiln build -t hello            # build ./kiln.yaml\n  kiln images\n  kiln inspect hello"
+)]
+pub struct Cli {
+    /// Store directory [default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln]
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print only essential output (e.g. the image digest)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Build(build::BuildArgs),
+    Images(images::ImagesArgs),
+    Inspect(images::InspectArgs),
+    Rmi(images::RmiArgs),
+    Tag(images::TagArgs),
+    Import(import::ImportArgs),
+    #[command(hide = true, subcommand)]
+    Debug(debug::DebugCommand),
+}
+
+/// A failure as the user sees it: one line, an optional hint, an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: i32,
+}
+
+impl Failure {
+    pub fn user(message: impl std::fmt::Display) -> Self {
+        Failure { message: message.to_string(), hint: None, code: EXIT_USER_ERROR }
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Failure { message: message.to_string(), hint: None, code: EXIT_KILN_FAILED }
+    }
+
+    pub fn hint(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Reference(_) => Failure::user(e),
+            e => Failure::internal(e),
+        }
+    }
+}
+
+impl From<crate::image::ImageError> for Failure {
+    fn from(e: crate::image::ImageError) -> Self {
+        Failure::internal(e)
+    }
+}
+
+pub type CmdResult = Result<i32, Failure>;
+
+/// Global settings every command gets.
+pub struct Globals {
+    pub root: PathBuf,
+    pub quiet: bool,
+}
+
+impl Globals {
+    pub fn store(&self) -> Result<Store, Failure> {
+        Store::open(&self.root).map_err(|e| {
+            Failure::internal(e).hint(Some("kiln needs root, or --root pointing at a writable directory".into()))
+        })
+    }
+}
+
+fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("kiln")
+}
+
+/// Runs kiln with the process's arguments and returns the exit code.
+pub fn main() -> i32 {
+    signals::install();
+    let cli = Cli::parse();
+    let globals = Globals { root: cli.root.unwrap_or_else(default_root), quiet: cli.quiet };
+    let result = match cli.command {
+        Command::Build(a) => build::run(&globals, a),
+        Command::Images(a) => images::images(&globals, a),
+        Command::Inspect(a) => images::inspect(&globals, a),
+        Command::Rmi(a) => images::rmi(&globals, a),
+        Command::Tag(a) => images::tag(&globals, a),
+        Command::Import(a) => import::run(&globals, a),
+        Command::Debug(c) => debug::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            output::print_failure(&f);
+            f.code
+        }
+    }
+}

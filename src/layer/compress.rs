@@ -30,8 +30,15 @@ pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 const MAX_ZSTD_WORKERS: usize = 4;
 
 /// Walks `dir`, writes its compressed layer tar to `out`, and returns both digests.
-pub fn write_layer(dir: &Path, out: &mut dyn Write, compression: Compression, opts: &TarOptions) -> Result<LayerDigests> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_ZSTD_WORKERS);
+pub fn write_layer(
+    dir: &Path,
+    out: &mut dyn Write,
+    compression: Compression,
+    opts: &TarOptions,
+) -> Result<LayerDigests> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_ZSTD_WORKERS);
     write_layer_with(dir, out, compression, opts, workers as u32)
 }
 
@@ -43,13 +50,16 @@ pub(crate) fn write_layer_with(
     opts: &TarOptions,
     workers: u32,
 ) -> Result<LayerDigests> {
-    let finish_err = LayerError::io("compress", "the layer");
+    let finish_err = LayerError::io("compress", b"the layer");
     let mut blob = HashWriter::new(out);
     let diff_id = match compression {
         Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(&mut blob, ZSTD_LEVEL).map_err(LayerError::io("start zstd for", "the layer"))?;
-            enc.multithread(workers.max(1)).map_err(LayerError::io("start zstd for", "the layer"))?;
-            enc.include_checksum(true).map_err(LayerError::io("start zstd for", "the layer"))?;
+            let mut enc = zstd::stream::write::Encoder::new(&mut blob, ZSTD_LEVEL)
+                .map_err(LayerError::io("start zstd for", b"the layer"))?;
+            enc.multithread(workers.max(1))
+                .map_err(LayerError::io("start zstd for", b"the layer"))?;
+            enc.include_checksum(true)
+                .map_err(LayerError::io("start zstd for", b"the layer"))?;
             let mut tar = HashWriter::new(enc);
             write_tar(dir, &mut tar, opts)?;
             let (enc, diff_id) = tar.finish();
@@ -57,7 +67,9 @@ pub(crate) fn write_layer_with(
             diff_id
         }
         Compression::Gzip => {
-            let enc = flate2::GzBuilder::new().mtime(0).write(&mut blob, flate2::Compression::new(GZIP_LEVEL));
+            let enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(&mut blob, flate2::Compression::new(GZIP_LEVEL));
             let mut tar = HashWriter::new(enc);
             write_tar(dir, &mut tar, opts)?;
             let (enc, diff_id) = tar.finish();
@@ -67,7 +79,12 @@ pub(crate) fn write_layer_with(
     };
     let size = blob.count;
     let (_, digest) = blob.finish();
-    Ok(LayerDigests { digest, diff_id, size, compression })
+    Ok(LayerDigests {
+        digest,
+        diff_id,
+        size,
+        compression,
+    })
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -79,7 +96,11 @@ pub(crate) struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     pub fn finish(self) -> (W, Digest) {
@@ -114,16 +135,14 @@ pub(crate) enum StreamKind {
 pub(crate) fn stream_kind(media_type: &str) -> Result<StreamKind> {
     Ok(match media_type {
         "" => StreamKind::Sniff,
-        "application/vnd.oci.image.layer.v1.tar" | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
-            StreamKind::Plain
-        }
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => StreamKind::Plain,
         "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => StreamKind::Gzip,
-        "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            StreamKind::Zstd
-        }
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => StreamKind::Zstd,
         other => return Err(LayerError::MediaType(other.to_owned())),
     })
 }
@@ -171,8 +190,14 @@ pub(crate) struct LimitHit {
 
 /// Maps a read error of the layer stream, recovering a [`LimitHit`].
 pub(crate) fn stream_error(e: io::Error) -> LayerError {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<LimitHit>()) {
-        Some(hit) => LayerError::Limit { what: hit.what, limit: hit.limit },
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LimitHit>())
+    {
+        Some(hit) => LayerError::Limit {
+            what: hit.what,
+            limit: hit.limit,
+        },
         None => LayerError::Stream(e),
     }
 }
@@ -190,9 +215,16 @@ pub(crate) struct LayerStream<'a> {
 
 impl<'a> LayerStream<'a> {
     /// Opens `blob` for reading as an uncompressed tar, according to `media_type`.
-    pub fn open(blob: &'a mut dyn Read, media_type: &str, limits: &super::ApplyLimits) -> Result<Self> {
+    pub fn open(
+        blob: &'a mut dyn Read,
+        media_type: &str,
+        limits: &super::ApplyLimits,
+    ) -> Result<Self> {
         let compressed = Rc::new(Cell::new(0));
-        let counted = CountingReader { inner: blob, count: Rc::clone(&compressed) };
+        let counted = CountingReader {
+            inner: blob,
+            count: Rc::clone(&compressed),
+        };
         let mut kind = stream_kind(media_type)?;
         let mut source: Box<dyn Read + 'a> = Box::new(counted);
         if kind == StreamKind::Sniff {
@@ -207,8 +239,10 @@ impl<'a> LayerStream<'a> {
         let inner: Box<dyn Read + 'a> = match kind {
             StreamKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
             StreamKind::Zstd => {
-                let mut dec = zstd::stream::read::Decoder::new(source).map_err(LayerError::Stream)?;
-                dec.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(LayerError::Stream)?;
+                let mut dec =
+                    zstd::stream::read::Decoder::new(source).map_err(LayerError::Stream)?;
+                dec.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(LayerError::Stream)?;
                 Box::new(dec)
             }
             StreamKind::Plain | StreamKind::Sniff => source,
@@ -233,11 +267,20 @@ impl<'a> LayerStream<'a> {
 
     fn check_bounds(&self) -> io::Result<()> {
         if self.total > self.max_bytes {
-            return Err(io::Error::other(LimitHit { what: "uncompressed bytes", limit: self.max_bytes }));
+            return Err(io::Error::other(LimitHit {
+                what: "uncompressed bytes",
+                limit: self.max_bytes,
+            }));
         }
         let compressed = self.compressed.get().max(1);
-        if self.max_ratio > 0 && self.total > self.ratio_grace && self.total / compressed > self.max_ratio {
-            let hit = LimitHit { what: "as ratio of uncompressed to compressed size", limit: self.max_ratio };
+        if self.max_ratio > 0
+            && self.total > self.ratio_grace
+            && self.total / compressed > self.max_ratio
+        {
+            let hit = LimitHit {
+                what: "as ratio of uncompressed to compressed size",
+                limit: self.max_ratio,
+            };
             return Err(io::Error::other(hit));
         }
         Ok(())

@@ -7,7 +7,11 @@ use std::io;
 pub enum LayerError {
     /// A filesystem call failed; `what` says what kiln was doing, `path` where.
     #[error("cannot {what} {path}: {source}")]
-    Io { what: &'static str, path: String, source: io::Error },
+    Io {
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
 
     /// The layer stream could not be read or decompressed.
     #[error("cannot read the layer stream: {0}")]
@@ -48,14 +52,17 @@ pub enum LayerError {
 
 impl LayerError {
     /// Adapter for `map_err`: an I/O failure while doing `what` on `path`.
-    pub(crate) fn io(what: &'static str, path: impl AsRef<[u8]>) -> impl FnOnce(io::Error) -> LayerError {
-        let path = String::from_utf8_lossy(path.as_ref()).into_owned();
+    pub(crate) fn io(what: &'static str, path: &[u8]) -> impl FnOnce(io::Error) -> LayerError {
+        let path = String::from_utf8_lossy(path).into_owned();
         move |source| LayerError::Io { what, path, source }
     }
 
     /// A refused layer entry.
     pub(crate) fn entry(path: &[u8], why: impl Into<String>) -> LayerError {
-        LayerError::BadEntry { path: String::from_utf8_lossy(path).into_owned(), why: why.into() }
+        LayerError::BadEntry {
+            path: String::from_utf8_lossy(path).into_owned(),
+            why: why.into(),
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, FileStat, Mode, SFlag};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, FileStat, Mode, SFlag,
+};
 use nix::sys::stat::{futimens, utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -59,10 +61,14 @@ impl Root {
         let path: &[u8] = if path.is_empty() { b"." } else { path };
         let resolve = match how {
             Resolve::InRoot => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            Resolve::InRootNoSymlinks => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS,
+            Resolve::InRootNoSymlinks => {
+                ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS
+            }
             Resolve::Beneath => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         };
-        let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(resolve);
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(resolve);
         let mut tries = 0;
         loop {
             match openat2(self.fd(), path, how) {
@@ -120,8 +126,14 @@ pub(crate) fn open_file_nofollow(dir: BorrowedFd, name: &[u8]) -> io::Result<Fil
 
 /// Creates the regular file `name` in `dir`; fails if anything already has that name.
 pub(crate) fn create_file(dir: BorrowedFd, name: &[u8]) -> io::Result<File> {
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(File::from(openat(dir, name, flags, Mode::from_bits_truncate(0o600))?))
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(File::from(openat(
+        dir,
+        name,
+        flags,
+        Mode::from_bits_truncate(0o600),
+    )?))
 }
 
 /// Creates the directory `name` in `dir` (mode 0700 until its real mode is set).
@@ -136,7 +148,13 @@ pub(crate) fn symlink(target: &[u8], dir: BorrowedFd, name: &[u8]) -> io::Result
 /// Creates a device node or fifo; `kind` is one of S_IFCHR, S_IFBLK, S_IFIFO.
 pub(crate) fn mknod(dir: BorrowedFd, name: &[u8], kind: u32, dev: u64) -> io::Result<()> {
     let kind = SFlag::from_bits_truncate(kind);
-    Ok(mknodat(dir, name, kind, Mode::from_bits_truncate(0o600), dev)?)
+    Ok(mknodat(
+        dir,
+        name,
+        kind,
+        Mode::from_bits_truncate(0o600),
+        dev,
+    )?)
 }
 
 /// Creates an overlay whiteout (character device 0/0, mode 0, owned by root).
@@ -147,8 +165,19 @@ pub(crate) fn mkwhiteout(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
 }
 
 /// A hard link; never follows a symlink in `old_name` (no AT_SYMLINK_FOLLOW).
-pub(crate) fn hardlink(old_dir: BorrowedFd, old_name: &[u8], dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
-    Ok(linkat(old_dir, old_name, dir, name, nix::fcntl::AtFlags::empty())?)
+pub(crate) fn hardlink(
+    old_dir: BorrowedFd,
+    old_name: &[u8],
+    dir: BorrowedFd,
+    name: &[u8],
+) -> io::Result<()> {
+    Ok(linkat(
+        old_dir,
+        old_name,
+        dir,
+        name,
+        nix::fcntl::AtFlags::empty(),
+    )?)
 }
 
 pub(crate) fn readlink(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
@@ -188,23 +217,44 @@ pub(crate) fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
 /// chown without following a symlink.
 pub(crate) fn chown_at(dir: BorrowedFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
     let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-    Ok(fchownat(dir, name, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?)
+    Ok(fchownat(
+        dir,
+        name,
+        u,
+        g,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// chmod without following a symlink (glibc uses fchmodat2 or an O_PATH fd for this).
 pub(crate) fn chmod_at(dir: BorrowedFd, name: &[u8], mode: u32) -> io::Result<()> {
-    Ok(fchmodat(dir, name, Mode::from_bits_truncate(mode & 0o7777), FchmodatFlags::NoFollowSymlink)?)
+    Ok(fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(mode & 0o7777),
+        FchmodatFlags::NoFollowSymlink,
+    )?)
 }
 
 /// Sets access and modification time without following a symlink.
 pub(crate) fn utime_at(dir: BorrowedFd, name: &[u8], secs: i64, nsecs: i64) -> io::Result<()> {
     let t = TimeSpec::new(secs, nsecs);
-    Ok(utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)?)
+    Ok(utimensat(
+        dir,
+        name,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
 }
 
 /// Owner, mode and times for an open regular file or directory.
 pub(crate) fn chown_fd(fd: BorrowedFd, uid: u32, gid: u32) -> io::Result<()> {
-    Ok(fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?)
+    Ok(fchown(
+        fd,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )?)
 }
 
 pub(crate) fn chmod_fd(fd: BorrowedFd, mode: u32) -> io::Result<()> {
@@ -256,7 +306,11 @@ pub(crate) fn xattr_names(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<Vec<u8
         }
     });
     match list {
-        Ok(list) => Ok(list.split(|b| *b == 0).filter(|n| !n.is_empty()).map(<[u8]>::to_vec).collect()),
+        Ok(list) => Ok(list
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -277,7 +331,14 @@ pub(crate) fn xattr_get(dir: BorrowedFd, name: &[u8], key: &[u8]) -> io::Result<
     });
     match value {
         Ok(v) => Ok(Some(v)),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)) => Ok(None),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -289,9 +350,21 @@ pub(crate) fn xattr_set(dir: BorrowedFd, name: &[u8], key: &[u8], value: &[u8]) 
     // SAFETY: both strings are valid C strings and `value` is a valid slice.
     let r = unsafe {
         if name.is_empty() {
-            libc::setxattr(p.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            libc::setxattr(
+                p.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
         } else {
-            libc::lsetxattr(p.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            libc::lsetxattr(
+                p.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
         }
     };
     Errno::result(r)?;

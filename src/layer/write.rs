@@ -49,13 +49,21 @@ const COPY_BUF: usize = 256 << 10;
 
 /// Walks the layer dir `dir` and writes an uncompressed, reproducible OCI layer tar to `out`.
 pub fn write_tar(dir: &Path, out: &mut dyn Write, opts: &TarOptions) -> Result<()> {
-    let root = Root::open(dir).map_err(LayerError::io("open", dir.as_os_str().as_encoded_bytes()))?;
+    let root =
+        Root::open(dir).map_err(LayerError::io("open", dir.as_os_str().as_encoded_bytes()))?;
     let root_dir = inroot::open_dir_nofollow(root.fd(), b".")
         .map_err(LayerError::io("open", dir.as_os_str().as_encoded_bytes()))?;
-    let mut w = TarWriter { out, epoch: opts.epoch, links: HashMap::new(), buf: vec![0; COPY_BUF] };
+    let mut w = TarWriter {
+        out,
+        epoch: opts.epoch,
+        links: HashMap::new(),
+        buf: vec![0; COPY_BUF],
+    };
     w.walk(root_dir.as_fd(), &mut Vec::new())?;
     // End of archive: two zero blocks.
-    w.out.write_all(&[0u8; 1024]).map_err(LayerError::io("write", "the layer"))
+    w.out
+        .write_all(&[0u8; 1024])
+        .map_err(LayerError::io("write", b"the layer"))
 }
 
 struct TarWriter<'a> {
@@ -122,16 +130,21 @@ impl TarWriter<'_> {
 
     fn sorted_children(&self, dir: BorrowedFd, prefix: &[u8]) -> Result<Vec<Child>> {
         let here = |name: &[u8]| [prefix, name].concat();
-        let names = inroot::list_dir(dir).map_err(LayerError::io("list", here(b"")))?;
+        let names = inroot::list_dir(dir).map_err(LayerError::io("list", &here(b"")))?;
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let st = inroot::lstat(dir, &name)
-                .map_err(LayerError::io("stat", here(&name)))?
-                .ok_or_else(|| unrepresentable(&here(&name), "it vanished while the layer was written"))?;
+                .map_err(LayerError::io("stat", &here(&name)))?
+                .ok_or_else(|| {
+                    unrepresentable(&here(&name), "it vanished while the layer was written")
+                })?;
             let key = if inroot::is_whiteout(&st) {
                 [WHITEOUT_PREFIX, &name].concat()
             } else if name.starts_with(WHITEOUT_PREFIX) {
-                return Err(unrepresentable(&here(&name), "names starting with .wh. mark whiteouts in OCI layers"));
+                return Err(unrepresentable(
+                    &here(&name),
+                    "names starting with .wh. mark whiteouts in OCI layers",
+                ));
             } else if inroot::is_dir(&st) {
                 [&name[..], b"/"].concat()
             } else {
@@ -184,14 +197,22 @@ impl TarWriter<'_> {
         match ftype {
             libc::S_IFREG => return self.write_file(dir, child, entry),
             libc::S_IFLNK => {
-                target = inroot::readlink(dir, &child.name).map_err(LayerError::io("read the symlink", entry.path))?;
+                target = inroot::readlink(dir, &child.name)
+                    .map_err(LayerError::io("read the symlink", entry.path))?;
                 entry.kind = EntryType::Symlink;
                 entry.link = &target;
             }
             libc::S_IFCHR | libc::S_IFBLK => {
                 let is_char = ftype == libc::S_IFCHR;
-                entry.kind = if is_char { EntryType::Char } else { EntryType::Block };
-                entry.dev = (nix::sys::stat::major(st.st_rdev), nix::sys::stat::minor(st.st_rdev));
+                entry.kind = if is_char {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                };
+                entry.dev = (
+                    nix::sys::stat::major(st.st_rdev),
+                    nix::sys::stat::minor(st.st_rdev),
+                );
             }
             libc::S_IFIFO => entry.kind = EntryType::Fifo,
             _ => return Err(unrepresentable(entry.path, "unknown file type")),
@@ -202,8 +223,11 @@ impl TarWriter<'_> {
     fn write_dir(&mut self, dir: BorrowedFd, child: &Child, mut entry: Entry) -> Result<()> {
         entry.kind = EntryType::Directory;
         self.header(&entry)?;
-        let sub = inroot::open_dir_nofollow(dir, &child.name).map_err(LayerError::io("open", entry.path))?;
-        if inroot::is_opaque(sub.as_fd(), b"").map_err(LayerError::io("read xattrs of", entry.path))? {
+        let sub = inroot::open_dir_nofollow(dir, &child.name)
+            .map_err(LayerError::io("open", entry.path))?;
+        if inroot::is_opaque(sub.as_fd(), b"")
+            .map_err(LayerError::io("read xattrs of", entry.path))?
+        {
             let marker = [entry.path, OPAQUE_MARKER].concat();
             self.header(&Entry::marker(&marker, entry.mtime))?;
         }
@@ -212,7 +236,8 @@ impl TarWriter<'_> {
     }
 
     fn write_file(&mut self, dir: BorrowedFd, child: &Child, mut entry: Entry) -> Result<()> {
-        let mut file = inroot::open_file_nofollow(dir, &child.name).map_err(LayerError::io("open", entry.path))?;
+        let mut file = inroot::open_file_nofollow(dir, &child.name)
+            .map_err(LayerError::io("open", entry.path))?;
         let size = child.st.st_size as u64;
         entry.size = size;
         self.header(&entry)?;
@@ -225,11 +250,18 @@ impl TarWriter<'_> {
         let mut left = size;
         while left > 0 {
             let want = left.min(self.buf.len() as u64) as usize;
-            let n = file.read(&mut self.buf[..want]).map_err(LayerError::io("read", path))?;
+            let n = file
+                .read(&mut self.buf[..want])
+                .map_err(LayerError::io("read", path))?;
             if n == 0 {
-                return Err(unrepresentable(path, "the file shrank while the layer was written"));
+                return Err(unrepresentable(
+                    path,
+                    "the file shrank while the layer was written",
+                ));
             }
-            self.out.write_all(&self.buf[..n]).map_err(LayerError::io("write", "the layer"))?;
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(LayerError::io("write", b"the layer"))?;
             left -= n as u64;
         }
         Ok(())
@@ -241,7 +273,9 @@ impl TarWriter<'_> {
         if rem == 0 {
             return Ok(());
         }
-        self.out.write_all(&[0u8; 512][..512 - rem]).map_err(LayerError::io("write", "the layer"))
+        self.out
+            .write_all(&[0u8; 512][..512 - rem])
+            .map_err(LayerError::io("write", b"the layer"))
     }
 
     /// Extended attributes worth storing, sorted by name.
@@ -273,17 +307,26 @@ impl TarWriter<'_> {
             h.set_mtime(0);
             h.set_size(pax.len() as u64);
             h.set_cksum();
-            self.out.write_all(h.as_bytes()).map_err(LayerError::io("write", "the layer"))?;
-            self.out.write_all(&pax).map_err(LayerError::io("write", "the layer"))?;
+            self.out
+                .write_all(h.as_bytes())
+                .map_err(LayerError::io("write", b"the layer"))?;
+            self.out
+                .write_all(&pax)
+                .map_err(LayerError::io("write", b"the layer"))?;
             self.pad(pax.len() as u64)?;
         }
         let h = ustar_header(e)?;
-        self.out.write_all(h.as_bytes()).map_err(LayerError::io("write", "the layer"))
+        self.out
+            .write_all(h.as_bytes())
+            .map_err(LayerError::io("write", b"the layer"))
     }
 }
 
 fn unrepresentable(path: &[u8], why: &str) -> LayerError {
-    LayerError::Unrepresentable { path: String::from_utf8_lossy(path).into_owned(), why: why.to_owned() }
+    LayerError::Unrepresentable {
+        path: String::from_utf8_lossy(path).into_owned(),
+        why: why.to_owned(),
+    }
 }
 
 /// min(mtime, epoch), with times before 1970 as 0.
@@ -293,7 +336,9 @@ fn clamp_mtime(mtime: i64, epoch: u64) -> u64 {
 
 /// Overlay's bookkeeping and host-specific labels never go into a layer.
 fn keep_xattr(name: &[u8]) -> bool {
-    !(name.starts_with(b"trusted.") || name.starts_with(b"user.overlay.") || name == b"security.selinux")
+    !(name.starts_with(b"trusted.")
+        || name.starts_with(b"user.overlay.")
+        || name == b"security.selinux")
 }
 
 /// Copies `value` into a fixed-size header field, truncating (the PAX record holds the rest).
@@ -313,7 +358,11 @@ fn ustar_header(e: &Entry) -> Result<Header> {
     h.set_size(e.size);
     h.set_mtime(e.mtime);
     if matches!(e.kind, EntryType::Char | EntryType::Block) {
-        let fits = |n: u64| u32::try_from(n).ok().filter(|n| u64::from(*n) <= OCTAL7_MAX);
+        let fits = |n: u64| {
+            u32::try_from(n)
+                .ok()
+                .filter(|n| u64::from(*n) <= OCTAL7_MAX)
+        };
         let (major, minor) = fits(e.dev.0)
             .zip(fits(e.dev.1))
             .ok_or_else(|| unrepresentable(e.path, "device number too large for a tar header"))?;

@@ -23,16 +23,28 @@ pub enum RuntimeError {
         "the overlay mount options for {layers} layers are {len} bytes, over the kernel's limit \
          of {max}: the image has too many layers for one overlay mount"
     )]
-    OverlayOptionsTooLong { layers: usize, len: usize, max: usize },
+    OverlayOptionsTooLong {
+        layers: usize,
+        len: usize,
+        max: usize,
+    },
     /// Preparing host-side directories failed.
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// A system call made by kiln itself (not by the sandboxed child) failed.
     #[error("{call}: {}", .errno.desc())]
     Sys { call: &'static str, errno: Errno },
     /// Setting up the sandbox failed, including the final `execve` of the command.
     #[error("{stage}{}: {}", quoted(target), .errno.desc())]
-    Setup { stage: &'static str, target: Option<String>, errno: Errno },
+    Setup {
+        stage: &'static str,
+        target: Option<String>,
+        errno: Errno,
+    },
     /// The command has no `/` and no directory of the step's `$PATH` holds it.
     #[error("exec {command:?}: executable file not found in $PATH ({path})")]
     CommandNotFound { command: String, path: String },
@@ -42,11 +54,17 @@ pub enum RuntimeError {
 }
 
 fn quoted(target: &Option<String>) -> String {
-    target.as_ref().map(|t| format!(" {t:?}")).unwrap_or_default()
+    target
+        .as_ref()
+        .map(|t| format!(" {t:?}"))
+        .unwrap_or_default()
 }
 
 impl RuntimeError {
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| RuntimeError::Io { what, path, source }
     }
@@ -195,9 +213,14 @@ impl Report {
     }
 
     pub(crate) fn from_bytes(bytes: &[u8; REPORT_LEN]) -> Result<Report, RuntimeError> {
-        let word = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let word =
+            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let stage = Stage::from_code(word(0)).ok_or(RuntimeError::MalformedReport)?;
-        Ok(Report { stage, errno: word(4) as i32, detail: word(8) })
+        Ok(Report {
+            stage,
+            errno: word(4) as i32,
+            detail: word(8),
+        })
     }
 }
 
@@ -207,23 +230,49 @@ mod tests {
 
     #[test]
     fn report_round_trips_and_rejects_unknown_stages() {
-        let r = Report { stage: Stage::Exec, errno: libc::EACCES, detail: 7 };
+        let r = Report {
+            stage: Stage::Exec,
+            errno: libc::EACCES,
+            detail: 7,
+        };
         assert_eq!(Report::from_bytes(&r.to_bytes()).unwrap(), r);
         let mut bad = r.to_bytes();
         bad[..4].copy_from_slice(&999u32.to_ne_bytes());
-        assert!(matches!(Report::from_bytes(&bad), Err(RuntimeError::MalformedReport)));
+        assert!(matches!(
+            Report::from_bytes(&bad),
+            Err(RuntimeError::MalformedReport)
+        ));
     }
 
     #[test]
     fn exec_errors_carry_shell_exit_codes() {
-        let setup = |stage, errno| RuntimeError::Setup { stage, target: Some("/usr/bin/foo".into()), errno };
+        let setup = |stage, errno| RuntimeError::Setup {
+            stage,
+            target: Some("/usr/bin/foo".into()),
+            errno,
+        };
         let not_found = setup(EXEC_STAGE, Errno::ENOENT);
-        assert_eq!(not_found.to_string(), r#"exec "/usr/bin/foo": No such file or directory"#);
+        assert_eq!(
+            not_found.to_string(),
+            r#"exec "/usr/bin/foo": No such file or directory"#
+        );
         assert_eq!(not_found.command_exit_code(), Some(127));
-        assert_eq!(setup(EXEC_STAGE, Errno::EACCES).command_exit_code(), Some(126));
-        assert_eq!(setup(EXEC_STAGE, Errno::ENOEXEC).command_exit_code(), Some(126));
-        assert_eq!(setup("pivot_root into", Errno::EINVAL).command_exit_code(), None);
-        let path = RuntimeError::CommandNotFound { command: "foo".into(), path: "/bin".into() };
+        assert_eq!(
+            setup(EXEC_STAGE, Errno::EACCES).command_exit_code(),
+            Some(126)
+        );
+        assert_eq!(
+            setup(EXEC_STAGE, Errno::ENOEXEC).command_exit_code(),
+            Some(126)
+        );
+        assert_eq!(
+            setup("pivot_root into", Errno::EINVAL).command_exit_code(),
+            None
+        );
+        let path = RuntimeError::CommandNotFound {
+            command: "foo".into(),
+            path: "/bin".into(),
+        };
         assert!(path.is_command_not_found());
     }
 }

@@ -41,6 +41,14 @@ fn owned(ret: c_long) -> Sys<OwnedFd> {
     check(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A datagram socket, only for interface ioctls.
+pub(crate) fn socket_for_ioctl() -> Sys<OwnedFd> {
+    // SAFETY: socket takes integers only.
+    owned(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) } as c_long,
+    )
+}
+
 pub(crate) fn open(path: &CStr, flags: c_int) -> Sys<OwnedFd> {
     // SAFETY: path is NUL-terminated.
     owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0) } as c_long)
@@ -95,7 +103,8 @@ pub(crate) fn new_mount(
     attrs: u64,
 ) -> Sys<OwnedFd> {
     // SAFETY: fstype is NUL-terminated.
-    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let fs =
+        owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     for (key, value) in options {
         let (cmd, value) = match value {
             Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
@@ -106,7 +115,12 @@ pub(crate) fn new_mount(
     fsconfig(&fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())?;
     // SAFETY: fs is a valid fs context fd.
     owned(unsafe {
-        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs as c_uint)
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs as c_uint,
+        )
     })
 }
 
@@ -117,7 +131,8 @@ fn fsconfig(
     value: *const libc::c_char,
 ) -> Sys<()> {
     // SAFETY: key and value are NUL-terminated or null as the command requires.
-    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) }).map(drop)
+    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, 0) })
+        .map(drop)
 }
 
 /// A detached copy (bind) of the mount at `path`, made read-only and `nosuid,nodev,noexec`.
@@ -198,8 +213,15 @@ pub(crate) fn dup_onto(from: RawFd, to: RawFd, cloexec: bool) -> Sys<()> {
 /// Closes every fd from `first` up.
 pub(crate) fn close_from(first: RawFd) -> Sys<()> {
     // SAFETY: closing fds the child does not use is the intent.
-    check(unsafe { libc::syscall(libc::SYS_close_range, first as c_uint, c_uint::MAX, 0 as c_uint) })
-        .map(drop)
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as c_uint,
+            c_uint::MAX,
+            0 as c_uint,
+        )
+    })
+    .map(drop)
 }
 
 pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Sys<()> {
@@ -226,7 +248,11 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> Sys<OwnedFd> {
 
 /// True when the process behind `pidfd` has exited.
 pub(crate) fn has_exited(pidfd: RawFd) -> bool {
-    let mut poll = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, zero timeout.
     let ready = unsafe { libc::poll(&mut poll, 1, 0) };
     ready > 0 && poll.revents & libc::POLLIN != 0

@@ -5,8 +5,8 @@
 //! The reference for the format is `specs/spec.md`.
 //!
 //! Layers, bottom up: [`node`] turns YAML into a tree that remembers positions; [`read`]
-//! reads typed values from it; [`units`] and [`subst`] parse the small languages inside
-//! values; `top`, `steps` and `sections` check each part of the spec.
+//! reads typed values from it; [`units`], [`names`] and [`subst`] parse the small languages
+//! inside values; `top`, `steps` and `sections` check each part of the spec.
 //!
 //! INTERFACE (owned by the spec helper; keep these signatures):
 //! - `pub fn load(path: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
@@ -15,6 +15,7 @@
 
 mod error;
 pub mod model;
+mod names;
 mod node;
 mod read;
 mod sections;
@@ -52,11 +53,7 @@ pub fn parse(
     parse_issue(text, file, arg_overrides).map_err(|issue| issue.in_file(file.to_path_buf()))
 }
 
-fn parse_issue(
-    text: &str,
-    file: &Path,
-    arg_overrides: &[(String, String)],
-) -> Result<Spec, Issue> {
+fn parse_issue(text: &str, file: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, Issue> {
     if text.len() > MAX_SPEC_BYTES {
         return Err(too_big());
     }
@@ -94,7 +91,10 @@ fn read_spec(path: &Path) -> Result<String, Issue> {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
         let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
         Issue::at(Location { line, column }, "the spec is not valid UTF-8")
             .hint("save the file as UTF-8")
     })

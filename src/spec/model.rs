@@ -38,7 +38,10 @@ pub struct Spec {
 pub enum From {
     Scratch,
     /// `oci:PATH[:TAG]`: an OCI image layout on disk.
-    OciLayout { path: PathBuf, tag: Option<String> },
+    OciLayout {
+        path: PathBuf,
+        tag: Option<String>,
+    },
     /// `rootfs:PATH`: a directory or a tarball (optionally gzip/zstd compressed).
     Rootfs(PathBuf),
     /// Anything else: an image reference, looked up in the local store.

@@ -141,7 +141,11 @@ fn yaml_issue(err: serde_saphyr::Error) -> Issue {
                 (too_deep(), None)
             } else {
                 // The formatter's text is not sanitised; keep control characters out of terminals.
-                (format!("invalid YAML: {}", text.escape_debug()), None)
+                let clean: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                (format!("invalid YAML: {clean}"), None)
             }
         }
     };

@@ -4,9 +4,10 @@
 //! come from, so every section of the spec reports these the same way.
 
 use super::error::{did_you_mean, Issue, Result};
+use super::names::check_container_path;
 use super::node::{Node, Value};
 use super::subst::Vars;
-use super::units::{check_container_path, Invalid};
+use super::units::Invalid;
 
 /// The keys of one YAML mapping whose allowed keys are known (`config:`, a step, …).
 pub(crate) struct Fields<'n> {
@@ -36,6 +37,24 @@ impl<'n> Fields<'n> {
     /// The value under `name`, if the key is present.
     pub fn get(&self, name: &str) -> Option<&'n Node> {
         self.entry(name).map(|(_, value)| value)
+    }
+
+    /// `read(value)` when `name` is present.
+    pub fn read<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&'n Node) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.get(name).map(read).transpose()
+    }
+
+    /// `read(value)` when `name` is present, else the type's empty value.
+    pub fn read_or_default<T: Default>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&'n Node) -> Result<T>,
+    ) -> Result<T> {
+        Ok(self.read(name, read)?.unwrap_or_default())
     }
 
     /// The key node itself, to point errors at the key rather than its value.
@@ -91,7 +110,10 @@ pub(crate) fn list<'n>(node: &'n Node, what: &str) -> Result<&'n [Node]> {
 pub(crate) fn key_text(key: &Node) -> Result<&str> {
     match key.scalar_text() {
         Some(text) if !text.is_empty() => Ok(text),
-        _ => Err(Issue::at(key.location, "mapping keys must be non-empty strings")),
+        _ => Err(Issue::at(
+            key.location,
+            "mapping keys must be non-empty strings",
+        )),
     }
 }
 
@@ -164,7 +186,12 @@ impl Expander<'_> {
     }
 
     /// A list of absolute container paths.
-    pub fn container_paths(&self, node: &Node, what: &str, mount_point: bool) -> Result<Vec<String>> {
+    pub fn container_paths(
+        &self,
+        node: &Node,
+        what: &str,
+        mount_point: bool,
+    ) -> Result<Vec<String>> {
         list(node, what)?
             .iter()
             .map(|item| self.container_path(item, &format!("each {what} entry"), mount_point))
@@ -183,7 +210,10 @@ impl Expander<'_> {
                 return Err(Issue::at(key.location, format!("{name} has no value"))
                     .hint(format!("write {name}: \"\" for an empty value")));
             }
-            let expanded = scope.expand(text(value, &format!("the value of {name}"))?, value.location)?;
+            let expanded = scope.expand(
+                text(value, &format!("the value of {name}"))?,
+                value.location,
+            )?;
             scope.define(name, &expanded);
             env.push((name.to_string(), expanded));
         }
@@ -198,7 +228,10 @@ fn env_name(key: &Node) -> Result<&str> {
     if name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace()) {
         return Err(Issue::at(
             key.location,
-            format!("invalid environment variable name \"{}\"", name.escape_debug()),
+            format!(
+                "invalid environment variable name \"{}\"",
+                name.escape_debug()
+            ),
         )
         .hint("names cannot contain '=', spaces or NUL"));
     }

@@ -1,23 +1,27 @@
 //! `config:` (what goes into the OCI image config) and `run:` (defaults for `kiln run`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::{Issue, Result};
 use super::model::{Config, Healthcheck, Mount, RunDefaults};
+use super::names::{check_hostname, parse_capability, parse_signal};
 use super::node::{Node, Value};
-use super::read::{boolean, key_text, list, located, number, optional_mapping, unsigned, Expander, Fields};
-use super::steps::{network, user};
-use super::units::{
-    check_cpus, check_hostname, parse_capability, parse_duration, parse_port, parse_signal,
-    parse_size,
+use super::read::{
+    boolean, key_text, list, located, number, optional_mapping, unsigned, Expander, Fields,
 };
+use super::steps::{network, user};
+use super::top::resolve;
+use super::units::{check_cpus, parse_duration, parse_port, parse_size};
 
-const CONFIG_KEYS: [&str; 10] = [
+#[rustfmt::skip]
+pub(crate) const CONFIG_KEYS: [&str; 10] = [
     "entrypoint", "cmd", "env", "user", "workdir", "expose", "labels", "volumes", "stop_signal",
     "healthcheck",
 ];
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
-const RUN_KEYS: [&str; 11] = [
+#[rustfmt::skip]
+pub(crate) const RUN_KEYS: [&str; 11] = [
     "memory", "cpus", "pids", "capabilities", "read_only", "network", "hostname", "tmpfs",
     "mounts", "env", "user",
 ];
@@ -27,42 +31,31 @@ pub(crate) fn parse_config(node: &Node, ex: &Expander) -> Result<Config> {
         return Ok(Config::default());
     }
     let f = Fields::new(node, "config", &CONFIG_KEYS)?;
-    let mut config = Config::default();
-    if let Some(n) = f.get("entrypoint") {
-        config.entrypoint = Some(command(ex, n, "entrypoint")?);
+    let signal = |n: &Node| located(n, parse_signal(&ex.text(n, "stop_signal")?));
+    Ok(Config {
+        entrypoint: f.read("entrypoint", |n| command(ex, n, "entrypoint"))?,
+        cmd: f.read("cmd", |n| command(ex, n, "cmd"))?,
+        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
+        user: f.read("user", |n| user(ex, n, "user"))?,
+        workdir: f.read("workdir", |n| ex.container_path(n, "workdir", false))?,
+        expose: f.read_or_default("expose", |n| expose(ex, n))?,
+        labels: f.read_or_default("labels", |n| labels(ex, n))?,
+        volumes: f.read_or_default("volumes", |n| ex.container_paths(n, "volumes", true))?,
+        stop_signal: f.read("stop_signal", signal)?,
+        healthcheck: f.read("healthcheck", |n| healthcheck(ex, n))?,
+    })
+}
+
+fn labels(ex: &Expander, node: &Node) -> Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for (key, value) in optional_mapping(node, "labels")? {
+        let name = key_text(key)?;
+        labels.insert(
+            name.to_string(),
+            ex.text(value, &format!("label \"{name}\""))?,
+        );
     }
-    if let Some(n) = f.get("cmd") {
-        config.cmd = Some(command(ex, n, "cmd")?);
-    }
-    if let Some(n) = f.get("env") {
-        config.env = ex.env_map(n, "env")?;
-    }
-    if let Some(n) = f.get("user") {
-        config.user = Some(user(ex, n, "user")?);
-    }
-    if let Some(n) = f.get("workdir") {
-        config.workdir = Some(ex.container_path(n, "workdir", false)?);
-    }
-    if let Some(n) = f.get("expose") {
-        config.expose = expose(ex, n)?;
-    }
-    if let Some(n) = f.get("labels") {
-        for (key, value) in optional_mapping(n, "labels")? {
-            let name = key_text(key)?;
-            let text = ex.text(value, &format!("label \"{name}\""))?;
-            config.labels.insert(name.to_string(), text);
-        }
-    }
-    if let Some(n) = f.get("volumes") {
-        config.volumes = ex.container_paths(n, "volumes", true)?;
-    }
-    if let Some(n) = f.get("stop_signal") {
-        config.stop_signal = Some(located(n, parse_signal(&ex.text(n, "stop_signal")?))?);
-    }
-    if let Some(n) = f.get("healthcheck") {
-        config.healthcheck = Some(healthcheck(ex, n)?);
-    }
-    Ok(config)
+    Ok(labels)
 }
 
 /// A string is run by `/bin/sh -c`, like a Dockerfile's shell form; a list is exec'd.
@@ -78,7 +71,10 @@ fn expose(ex: &Expander, node: &Node) -> Result<Vec<String>> {
     for item in list(node, "expose")? {
         let port = located(item, parse_port(&ex.text(item, "each expose entry")?))?;
         if ports.contains(&port) {
-            return Err(Issue::at(item.location, format!("port {port} is listed twice")));
+            return Err(Issue::at(
+                item.location,
+                format!("port {port} is listed twice"),
+            ));
         }
         ports.push(port);
     }
@@ -91,28 +87,28 @@ fn healthcheck(ex: &Expander, node: &Node) -> Result<Healthcheck> {
         Issue::at(node.location, "healthcheck needs \"test\"")
             .hint("e.g. test: [CMD, wget, -q, -O-, localhost:8080]")
     })?;
-    let duration = |name: &str| -> Result<Option<u64>> {
-        let Some(n) = f.get(name) else { return Ok(None) };
-        if let Value::Int { raw, .. } = &n.value {
-            return Err(Issue::at(n.location, format!("{name} needs a unit"))
-                .hint(format!("e.g. {raw}s")));
-        }
-        located(n, parse_duration(&ex.text(n, name)?)).map(Some)
-    };
-    let retries = match f.get("retries") {
-        Some(n) => Some(
-            u32::try_from(unsigned(n, "retries")?)
-                .map_err(|_| Issue::at(n.location, "retries is too large"))?,
-        ),
-        None => None,
+    let duration = |name: &str| f.read(name, |n| duration(ex, n, name));
+    let retries = |n: &Node| {
+        u32::try_from(unsigned(n, "retries")?)
+            .map_err(|_| Issue::at(n.location, "retries is too large"))
     };
     Ok(Healthcheck {
         test: health_test(ex, test_node)?,
         interval_ns: duration("interval")?,
         timeout_ns: duration("timeout")?,
         start_period_ns: duration("start_period")?,
-        retries,
+        retries: f.read("retries", retries)?,
     })
+}
+
+/// A duration with a unit; a bare YAML number is refused rather than guessed at.
+fn duration(ex: &Expander, node: &Node, what: &str) -> Result<u64> {
+    if let Value::Int { raw, .. } = &node.value {
+        return Err(
+            Issue::at(node.location, format!("{what} needs a unit")).hint(format!("e.g. {raw}s"))
+        );
+    }
+    located(node, parse_duration(&ex.text(node, what)?))
 }
 
 /// `[CMD, arg...]`, `[CMD-SHELL, script]`, `[NONE]`, or a string meaning CMD-SHELL.
@@ -140,48 +136,39 @@ pub(crate) fn parse_run(node: &Node, dir: &Path, ex: &Expander) -> Result<RunDef
         return Ok(RunDefaults::default());
     }
     let f = Fields::new(node, "run", &RUN_KEYS)?;
-    let mut run = RunDefaults::default();
-    if let Some(n) = f.get("memory") {
-        run.memory = Some(memory(ex, n)?);
-    }
-    if let Some(n) = f.get("cpus") {
-        run.cpus = Some(located(n, check_cpus(number(n, "cpus")?))?);
-    }
-    if let Some(n) = f.get("pids") {
-        match unsigned(n, "pids")? {
-            0 => return Err(Issue::at(n.location, "pids must be at least 1")),
-            pids => run.pids = Some(pids),
-        }
-    }
-    if let Some(n) = f.get("capabilities") {
-        let caps = Fields::new(n, "capabilities", &["add", "drop"])?;
-        run.cap_add = capabilities(ex, caps.get("add"), "add")?;
-        run.cap_drop = capabilities(ex, caps.get("drop"), "drop")?;
-    }
-    if let Some(n) = f.get("read_only") {
-        run.read_only = boolean(n, "read_only")?;
-    }
-    if let Some(n) = f.get("network") {
-        run.network = Some(network(ex, n)?);
-    }
-    if let Some(n) = f.get("hostname") {
+    let cpus = |n: &Node| located(n, check_cpus(number(n, "cpus")?));
+    let pids = |n: &Node| match unsigned(n, "pids")? {
+        0 => Err(Issue::at(n.location, "pids must be at least 1")),
+        pids => Ok(pids),
+    };
+    let hostname = |n: &Node| {
         let hostname = ex.text(n, "hostname")?;
-        located(n, check_hostname(&hostname))?;
-        run.hostname = Some(hostname);
-    }
-    if let Some(n) = f.get("tmpfs") {
-        run.tmpfs = ex.container_paths(n, "tmpfs", true)?;
-    }
-    if let Some(n) = f.get("mounts") {
-        run.mounts = mounts(ex, n, dir)?;
-    }
-    if let Some(n) = f.get("env") {
-        run.env = ex.env_map(n, "env")?;
-    }
-    if let Some(n) = f.get("user") {
-        run.user = Some(user(ex, n, "user")?);
-    }
-    Ok(run)
+        located(n, check_hostname(&hostname)).map(|()| hostname)
+    };
+    let (cap_add, cap_drop) = match f.get("capabilities") {
+        Some(n) => {
+            let caps = Fields::new(n, "capabilities", &["add", "drop"])?;
+            (
+                capabilities(ex, caps.get("add"), "add")?,
+                capabilities(ex, caps.get("drop"), "drop")?,
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(RunDefaults {
+        memory: f.read("memory", |n| memory(ex, n))?,
+        cpus: f.read("cpus", cpus)?,
+        pids: f.read("pids", pids)?,
+        cap_add,
+        cap_drop,
+        read_only: f.read_or_default("read_only", |n| boolean(n, "read_only"))?,
+        network: f.read("network", |n| network(ex, n))?,
+        hostname: f.read("hostname", hostname)?,
+        tmpfs: f.read_or_default("tmpfs", |n| ex.container_paths(n, "tmpfs", true))?,
+        mounts: f.read_or_default("mounts", |n| mounts(ex, n, dir))?,
+        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
+        user: f.read("user", |n| user(ex, n, "user"))?,
+    })
 }
 
 /// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`).
@@ -227,9 +214,13 @@ fn mounts(ex: &Expander, node: &Node, dir: &Path) -> Result<Vec<Mount>> {
             return Err(Issue::at(item.location, "mount source is empty"));
         }
         mounts.push(Mount {
-            source: dir.join(source),
+            source: resolve(dir, &source),
             target: ex.container_path(require("target")?, "target", true)?,
-            readonly: f.get("readonly").map(|n| boolean(n, "readonly")).transpose()?.unwrap_or(false),
+            readonly: f
+                .get("readonly")
+                .map(|n| boolean(n, "readonly"))
+                .transpose()?
+                .unwrap_or(false),
         });
     }
     Ok(mounts)

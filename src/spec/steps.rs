@@ -5,15 +5,18 @@ use std::path::Path;
 
 use super::error::{did_you_mean, Issue, Result};
 use super::model::{Command, CopyStep, Network, RunStep, Secret, Step, StepKind};
+use super::names::check_user;
 use super::node::{Node, Value};
 use super::read::{list, located, Expander, Fields};
 use super::subst::Vars;
-use super::units::{check_user, mode_from_int, parse_mode};
+use super::top::resolve;
+use super::units::{mode_from_int, parse_mode};
 
 const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
 const RUN_MODIFIERS: [&str; 3] = ["network", "cache", "secrets"];
 const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
-const STEP_KEYS: [&str; 12] = [
+#[rustfmt::skip]
+pub(crate) const STEP_KEYS: [&str; 12] = [
     "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "from", "to", "mode",
     "owner",
 ];
@@ -35,9 +38,7 @@ pub(crate) fn parse_steps(node: &Node, cx: &StepContext, vars: &mut Vars) -> Res
     for item in list(node, "steps")? {
         let step = parse_step(item, cx, vars)?;
         if let StepKind::Env(env) = &step.kind {
-            for (name, value) in env {
-                vars.define(name, value);
-            }
+            vars.define_all(env.iter().map(|(k, v)| (k, v)));
         }
         steps.push(step);
     }
@@ -62,6 +63,7 @@ fn parse_step(item: &Node, cx: &StepContext, vars: &Vars) -> Result<Step> {
         "copy" => StepKind::Copy(copy_step(value, &fields, cx, &ex)?),
         "env" => StepKind::Env(ex.env_map(value, "env")?),
         "workdir" => StepKind::Workdir(ex.container_path(value, "workdir", false)?),
+        // "user", the last of KINDS.
         _ => StepKind::User(user(&ex, value, "user")?),
     };
     Ok(Step {
@@ -96,12 +98,11 @@ fn check_modifiers(kind: &str, fields: &Fields) -> Result<()> {
         if name == kind || allowed.contains(&name) {
             continue;
         }
+        // Unknown keys and second kind keys were reported already: this is a modifier.
         let owner = if RUN_MODIFIERS.contains(&name) {
             "run"
-        } else if COPY_MODIFIERS.contains(&name) {
-            "copy"
         } else {
-            kind
+            "copy"
         };
         return Err(Issue::at(
             key.location,
@@ -127,23 +128,11 @@ fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> R
         }
         Command::Shell(script)
     };
-    let network = match fields.get("network") {
-        Some(node) => network(ex, node)?,
-        None => Network::default(),
-    };
-    let cache = match fields.get("cache") {
-        Some(node) => ex.container_paths(node, "cache", true)?,
-        None => Vec::new(),
-    };
-    let secrets = match fields.get("secrets") {
-        Some(node) => secrets(node, cx, ex)?,
-        None => Vec::new(),
-    };
     Ok(RunStep {
         command,
-        network,
-        cache,
-        secrets,
+        network: fields.read_or_default("network", |n| network(ex, n))?,
+        cache: fields.read_or_default("cache", |n| ex.container_paths(n, "cache", true))?,
+        secrets: fields.read_or_default("secrets", |n| secrets(n, cx, ex))?,
     })
 }
 
@@ -152,8 +141,10 @@ pub(crate) fn network(ex: &Expander, node: &Node) -> Result<Network> {
     match ex.text(node, "network")?.as_str() {
         "host" => Ok(Network::Host),
         "none" => Ok(Network::None),
-        other => Err(Issue::at(node.location, format!("invalid network \"{other}\""))
-            .hint("use host or none")),
+        other => Err(
+            Issue::at(node.location, format!("invalid network \"{other}\""))
+                .hint("use host or none"),
+        ),
     }
 }
 
@@ -169,9 +160,15 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
         };
         let id_node = require("id")?;
         let id = ex.text(id_node, "id")?;
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return Err(Issue::at(id_node.location, format!("invalid secret id \"{id}\""))
-                .hint("letters, digits, '_', '.' and '-'"));
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(
+                Issue::at(id_node.location, format!("invalid secret id \"{id}\""))
+                    .hint("letters, digits, '_', '.' and '-'"),
+            );
         }
         let source = ex.text(require("source")?, "source")?;
         let target = match fields.get("target") {
@@ -187,7 +184,7 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
         }
         secrets.push(Secret {
             id,
-            source: cx.dir.join(source),
+            source: resolve(cx.dir, &source),
             target,
         });
     }
@@ -197,13 +194,30 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
 fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<CopyStep> {
     let (sources, _) = ex.text_or_texts(value, "copy")?;
     if sources.is_empty() || sources.iter().any(String::is_empty) {
-        return Err(Issue::at(value.location, "copy needs non-empty source paths")
-            .hint("e.g. copy: [src/, Cargo.toml]"));
+        return Err(
+            Issue::at(value.location, "copy needs non-empty source paths")
+                .hint("e.g. copy: [src/, Cargo.toml]"),
+        );
     }
-    let from = fields
-        .get("from")
-        .map(|node| context_name(ex, node, cx))
-        .transpose()?;
+    // Sources stay inside their context; the build re-checks symlinks when it copies.
+    let escapes = |s: &String| s.starts_with('/') || s.split('/').any(|part| part == "..");
+    if let Some(index) = sources.iter().position(escapes) {
+        let at = match &value.value {
+            Value::Seq(items) => items
+                .get(index)
+                .map_or(value.location, |item| item.location),
+            _ => value.location,
+        };
+        return Err(Issue::at(
+            at,
+            format!(
+                "copy source \"{}\" leaves the build context",
+                sources[index]
+            ),
+        )
+        .hint("sources are relative to the context folder and cannot use \"..\" or start with /"));
+    }
+    let from = fields.read("from", |n| context_name(ex, n, cx))?;
     let to_node = fields.get("to").ok_or_else(|| {
         let copy_key = fields.key("copy").map_or(value.location, |k| k.location);
         Issue::at(copy_key, "copy needs \"to\"").hint("e.g. to: /usr/local/bin/")
@@ -212,17 +226,12 @@ fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> 
     if to.is_empty() {
         return Err(Issue::at(to_node.location, "\"to\" is empty"));
     }
-    let mode = fields.get("mode").map(|node| mode(ex, node)).transpose()?;
-    let owner = fields
-        .get("owner")
-        .map(|node| user(ex, node, "owner"))
-        .transpose()?;
     Ok(CopyStep {
         sources,
         from,
         to,
-        mode,
-        owner,
+        mode: fields.read("mode", |n| mode(ex, n))?,
+        owner: fields.read("owner", |n| user(ex, n, "owner"))?,
     })
 }
 
@@ -245,7 +254,10 @@ fn mode(ex: &Expander, node: &Node) -> Result<u32> {
         Value::Str(_) => located(node, parse_mode(&ex.text(node, "mode")?)),
         _ => Err(Issue::at(
             node.location,
-            format!("mode must be a quoted octal string, found {}", node.kind_name()),
+            format!(
+                "mode must be a quoted octal string, found {}",
+                node.kind_name()
+            ),
         )
         .hint("e.g. mode: \"0755\"")),
     }

@@ -21,6 +21,12 @@ impl Vars {
         self.values.insert(name.to_string(), value.to_string());
     }
 
+    pub fn define_all<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a String, &'a String)>) {
+        for (name, value) in pairs {
+            self.define(name, value);
+        }
+    }
+
     /// Expands `text`, written at `location`, or explains which reference is wrong.
     pub fn expand(&self, text: &str, location: Location) -> Result<String> {
         let mut out = String::with_capacity(text.len());
@@ -49,10 +55,11 @@ impl Vars {
 
     fn lookup(&self, name: &str, location: Location) -> Result<&str> {
         if !is_var_name(name) {
-            return Err(
-                Issue::at(location, format!("invalid variable reference \"${{{name}}}\""))
-                    .hint("names are letters, digits and _, e.g. ${VERSION}; no defaults or operators"),
-            );
+            return Err(Issue::at(
+                location,
+                format!("invalid variable reference \"${{{name}}}\""),
+            )
+            .hint("names are letters, digits and _, e.g. ${VERSION}; no defaults or operators"));
         }
         match self.values.get(name) {
             Some(value) => Ok(value),

@@ -6,55 +6,43 @@ use std::path::{Path, PathBuf};
 
 use super::error::{did_you_mean, Issue, Result};
 use super::model::{From, Spec};
-use super::node::Node;
+use super::node::{Node, Value};
 use super::read::{key_text, optional_mapping, text, Expander, Fields};
-use super::sections::{parse_config, parse_run};
-use super::steps::{parse_steps, StepContext};
+use super::sections::{parse_config, parse_run, CONFIG_KEYS, RUN_KEYS};
+use super::steps::{parse_steps, StepContext, STEP_KEYS};
 use super::subst::{is_var_name, Vars};
 
-const TOP_KEYS: [&str; 9] = [
-    "image", "from", "args", "contexts", "env", "steps", "config", "run", "stages",
+#[rustfmt::skip]
+const TOP_KEYS: [&str; 8] = [
+    "image", "from", "args", "contexts", "env", "steps", "config", "run",
 ];
 
 /// Builds the validated [`Spec`] from the YAML tree of the file `file`.
 pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)]) -> Result<Spec> {
-    if root.is_null() {
-        return Err(Issue::at(root.location, "the spec is empty")
-            .hint("start with `from: scratch` or `from: IMAGE`"));
-    }
+    check_root(root)?;
     let f = Fields::new(root, "top-level", &TOP_KEYS)?;
-    if let Some(key) = f.key("stages") {
-        return Err(Issue::at(
-            key.location,
-            "multi-stage specs (stages:) are not supported yet",
-        ));
-    }
     let dir = file.parent().unwrap_or(Path::new(""));
     let empty = Node {
-        value: super::node::Value::Null,
+        value: Value::Null,
         location: root.location,
     };
     let section = |name: &str| f.get(name).unwrap_or(&empty);
 
+    // Reading order is scope order: args, then env, then steps (env steps add to it).
     let args = parse_args(section("args"), overrides)?;
     let mut vars = Vars::default();
-    for (name, value) in &args {
-        vars.define(name, value);
-    }
+    vars.define_all(&args);
     let contexts = parse_contexts(section("contexts"), dir)?;
     let env = Expander { vars: &vars }.env_map(section("env"), "env")?;
-    for (name, value) in &env {
-        vars.define(name, value);
-    }
-    let image = f
-        .get("image")
-        .map(|n| image_name(&Expander { vars: &vars }, n))
-        .transpose()?;
+    vars.define_all(env.iter().map(|(k, v)| (k, v)));
+    let ex = Expander { vars: &vars };
+    let image = f.read("image", |n| image_name(&ex, n))?;
     let from_node = f.get("from").ok_or_else(|| {
-        Issue::at(root.location, "missing required key \"from\"")
-            .hint("e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar")
+        Issue::at(root.location, "missing required key \"from\"").hint(
+            "e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar",
+        )
     })?;
-    let from = parse_from(&Expander { vars: &vars }.text(from_node, "from")?, from_node, dir)?;
+    let from = parse_from(&ex.text(from_node, "from")?, from_node, dir)?;
     let step_context = StepContext {
         dir,
         contexts: contexts.keys().map(String::as_str).collect(),
@@ -74,6 +62,52 @@ pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)
     })
 }
 
+/// The root must be a mapping; known keys in the wrong place get a better message than
+/// "unknown key".
+fn check_root(root: &Node) -> Result<()> {
+    let entries = match &root.value {
+        Value::Map(entries) => entries,
+        Value::Null => {
+            return Err(Issue::at(root.location, "the spec is empty")
+                .hint("start with `from: scratch` or `from: IMAGE`"))
+        }
+        _ => {
+            return Err(Issue::at(
+                root.location,
+                format!(
+                    "a spec must be a mapping with keys such as from:, found {}",
+                    root.kind_name()
+                ),
+            ))
+        }
+    };
+    for (key, _) in entries {
+        let name = key.scalar_text().unwrap_or_default();
+        if name == "stages" {
+            return Err(Issue::at(
+                key.location,
+                "multi-stage specs (stages:) are not supported yet",
+            ));
+        }
+        let section = if TOP_KEYS.contains(&name) {
+            continue;
+        } else if CONFIG_KEYS.contains(&name) {
+            "config:"
+        } else if RUN_KEYS.contains(&name) {
+            "run:"
+        } else if STEP_KEYS.contains(&name) {
+            "a step under steps:"
+        } else {
+            continue;
+        };
+        return Err(
+            Issue::at(key.location, format!("unknown top-level key \"{name}\""))
+                .hint(format!("\"{name}\" belongs in {section}")),
+        );
+    }
+    Ok(())
+}
+
 /// `args:` with `--arg` overrides applied. An arg written without a value (`VERSION:`)
 /// must be given with `--arg`.
 fn parse_args(node: &Node, overrides: &[(String, String)]) -> Result<BTreeMap<String, String>> {
@@ -81,8 +115,11 @@ fn parse_args(node: &Node, overrides: &[(String, String)]) -> Result<BTreeMap<St
     for (key, value) in optional_mapping(node, "args")? {
         let name = key_text(key)?;
         if !is_var_name(name) {
-            return Err(Issue::at(key.location, format!("invalid build arg name \"{name}\""))
-                .hint("letters, digits and _, not starting with a digit, so ${NAME} can use it"));
+            return Err(
+                Issue::at(key.location, format!("invalid build arg name \"{name}\"")).hint(
+                    "letters, digits and _, not starting with a digit, so ${NAME} can use it",
+                ),
+            );
         }
         let value = if value.is_null() {
             None
@@ -110,8 +147,10 @@ fn parse_args(node: &Node, overrides: &[(String, String)]) -> Result<BTreeMap<St
             (Some((_, value)), _) => value.clone(),
             (None, Some(default)) => default.to_string(),
             (None, None) => {
-                return Err(Issue::at(key.location, format!("build arg \"{name}\" has no value"))
-                    .hint(format!("give it a default here or pass --arg {name}=VALUE")))
+                return Err(
+                    Issue::at(key.location, format!("build arg \"{name}\" has no value"))
+                        .hint(format!("give it a default here or pass --arg {name}=VALUE")),
+                )
             }
         };
         args.insert(name.to_string(), value);
@@ -128,14 +167,19 @@ fn parse_contexts(node: &Node, dir: &Path) -> Result<BTreeMap<String, PathBuf>> 
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         {
-            return Err(Issue::at(key.location, format!("invalid context name \"{name}\""))
-                .hint("letters, digits, '_', '.' and '-'"));
+            return Err(
+                Issue::at(key.location, format!("invalid context name \"{name}\""))
+                    .hint("letters, digits, '_', '.' and '-'"),
+            );
         }
         let path = text(value, &format!("context \"{name}\""))?;
         if path.is_empty() {
-            return Err(Issue::at(value.location, format!("context \"{name}\" has an empty path")));
+            return Err(Issue::at(
+                value.location,
+                format!("context \"{name}\" has an empty path"),
+            ));
         }
-        contexts.insert(name.to_string(), dir.join(path));
+        contexts.insert(name.to_string(), resolve(dir, path));
     }
     Ok(contexts)
 }
@@ -143,15 +187,22 @@ fn parse_contexts(node: &Node, dir: &Path) -> Result<BTreeMap<String, PathBuf>> 
 fn image_name(ex: &Expander, node: &Node) -> Result<String> {
     let name = ex.text(node, "image")?;
     if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err(Issue::at(node.location, format!("invalid image name \"{name}\""))
-            .hint("e.g. image: hello:latest"));
+        return Err(
+            Issue::at(node.location, format!("invalid image name \"{name}\""))
+                .hint("e.g. image: hello:latest"),
+        );
     }
     Ok(name)
 }
 
 /// `scratch` | `oci:PATH[:TAG]` | `rootfs:PATH` | an image reference.
 fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
-    let empty = |what: &str| Issue::at(node.location, format!("\"from: {text}\" has an empty {what}"));
+    let empty = |what: &str| {
+        Issue::at(
+            node.location,
+            format!("\"from: {text}\" has an empty {what}"),
+        )
+    };
     if text == "scratch" {
         Ok(From::Scratch)
     } else if let Some(rest) = text.strip_prefix("oci:") {
@@ -167,18 +218,32 @@ fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
             return Err(empty("tag"));
         }
         Ok(From::OciLayout {
-            path: dir.join(path),
+            path: resolve(dir, path),
             tag: tag.map(str::to_string),
         })
     } else if let Some(path) = text.strip_prefix("rootfs:") {
         if path.is_empty() {
             return Err(empty("path"));
         }
-        Ok(From::Rootfs(dir.join(path)))
+        Ok(From::Rootfs(resolve(dir, path)))
     } else if text.is_empty() || text.contains(char::is_whitespace) {
-        Err(Issue::at(node.location, format!("invalid base image \"{text}\""))
-            .hint("use scratch, an image reference, oci:PATH[:TAG] or rootfs:PATH"))
+        Err(
+            Issue::at(node.location, format!("invalid base image \"{text}\""))
+                .hint("use scratch, an image reference, oci:PATH[:TAG] or rootfs:PATH"),
+        )
     } else {
         Ok(From::Image(text.to_string()))
+    }
+}
+
+/// A host path from the spec, relative ones taken from the spec's folder `dir`.
+pub(crate) fn resolve(dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    let relative = path.strip_prefix(".").unwrap_or(path);
+    let joined = dir.join(relative);
+    if joined.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        joined
     }
 }

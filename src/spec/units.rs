@@ -1,12 +1,12 @@
-//! Parsers for the small value languages inside a spec: sizes, durations, file modes,
-//! signals, ports, capabilities, users, hostnames and container paths.
+//! Parsers for the numeric value languages inside a spec: sizes, durations, file modes,
+//! ports and CPU counts. Names (signals, capabilities, users, …) are in `names`.
 //!
 //! They work on plain strings and know nothing of YAML, so each returns an [`Invalid`] that
 //! the caller places at the value's position. Spellings follow docker/podman where they have
 //! one (`64m`, `30s`, `8080/tcp`, `SIGTERM`, `NET_ADMIN`), so that flags and spec values mean
 //! the same thing.
 
-use super::error::{did_you_mean, Issue};
+use super::error::Issue;
 use super::model::Location;
 
 /// A rejected value: what is wrong and, if we know, how to write it instead.
@@ -17,7 +17,7 @@ pub(crate) struct Invalid {
 }
 
 impl Invalid {
-    fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
         Invalid {
             message: message.into(),
             hint: Some(hint.into()),
@@ -32,7 +32,7 @@ impl Invalid {
 type Parsed<T> = Result<T, Invalid>;
 
 const SIZE_HINT: &str =
-    "units are b, k, m, g, t (also written kb/Ki/KiB, mb/Mi/MiB, ...), all powers of 1024, e.g. 64m";
+    "valid units are b, k, m, g and t, each a power of 1024: 64m = 64Mi = 64MiB = 64mb";
 
 /// `64m`, `64Mi`, `64MiB`, `1.5g`, `512` (bytes). Every unit is a power of 1024, as in
 /// `docker run --memory`; case does not matter.
@@ -66,7 +66,10 @@ pub(crate) fn parse_size(text: &str) -> Parsed<u64> {
             SIZE_HINT,
         )),
         Ok(bytes) => Ok(bytes),
-        Err(_) => Err(Invalid::new(format!("size \"{text}\" is too large"), SIZE_HINT)),
+        Err(_) => Err(Invalid::new(
+            format!("size \"{text}\" is too large"),
+            SIZE_HINT,
+        )),
     }
 }
 
@@ -78,7 +81,11 @@ fn scale_decimal(number: &str, unit: u128) -> Option<u128> {
     if (whole.is_empty() && fraction.is_empty()) || !digits_ok(whole) || !digits_ok(fraction) {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     // Digits past the 18th cannot change a result measured in bytes or nanoseconds.
     let fraction = &fraction[..fraction.len().min(18)];
     let scaled_fraction = if fraction.is_empty() {
@@ -90,7 +97,8 @@ fn scale_decimal(number: &str, unit: u128) -> Option<u128> {
     whole.checked_mul(unit)?.checked_add(scaled_fraction)
 }
 
-const DURATION_HINT: &str = "write a duration like 30s, 1m30s or 500ms (units: ns, us, ms, s, m, h)";
+const DURATION_HINT: &str =
+    "write a duration like 30s, 1m30s or 500ms (units: ns, us, ms, s, m, h)";
 
 /// Go/docker style durations (`30s`, `1m30s`, `1.5s`, `500ms`) to nanoseconds, at least 1ms
 /// like docker's healthcheck options.
@@ -143,7 +151,10 @@ pub(crate) fn parse_mode(text: &str) -> Parsed<u32> {
     }
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(Invalid::new(format!("mode \"{text}\" is out of range"), MODE_HINT)),
+        _ => Err(Invalid::new(
+            format!("mode \"{text}\" is out of range"),
+            MODE_HINT,
+        )),
     }
 }
 
@@ -159,48 +170,6 @@ pub(crate) fn mode_from_int(value: i128, raw: &str) -> Parsed<u32> {
             "write the mode as a quoted octal string, e.g. \"0755\"",
             format!("an unquoted {raw} is a decimal number in YAML"),
         )),
-    }
-}
-
-/// Standard Linux signals by number (index + 1).
-const SIGNALS: [&str; 31] = [
-    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
-    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
-    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
-];
-const SIGRTMIN: u32 = 34;
-const SIGRTMAX: u32 = 64;
-
-/// `SIGTERM`, `TERM`, `15`, `SIGRTMIN+3` (any case) to the canonical `SIGTERM` /
-/// `SIGRTMIN+3` name that image configs carry.
-pub(crate) fn parse_signal(text: &str) -> Parsed<String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let number = if !name.is_empty() && name.chars().all(|c| c.is_ascii_digit()) {
-        name.parse::<u32>().ok()
-    } else if let Some(offset) = name.strip_prefix("RTMIN+") {
-        offset.parse::<u32>().ok().map(|n| SIGRTMIN.saturating_add(n))
-    } else if let Some(offset) = name.strip_prefix("RTMAX-") {
-        offset.parse::<u32>().ok().and_then(|n| SIGRTMAX.checked_sub(n))
-    } else if name == "RTMIN" {
-        Some(SIGRTMIN)
-    } else if name == "RTMAX" {
-        Some(SIGRTMAX)
-    } else {
-        SIGNALS.iter().position(|s| *s == name).map(|i| i as u32 + 1)
-    };
-    match number {
-        Some(n @ 1..=31) => Ok(format!("SIG{}", SIGNALS[n as usize - 1])),
-        Some(SIGRTMIN) => Ok("SIGRTMIN".to_string()),
-        Some(n @ SIGRTMIN..=SIGRTMAX) => Ok(format!("SIGRTMIN+{}", n - SIGRTMIN)),
-        _ => Err(Invalid {
-            message: format!("unknown signal \"{text}\""),
-            hint: Some(
-                did_you_mean(name, SIGNALS)
-                    .map(|hint| format!("{hint} (a name like SIGTERM, or a number)"))
-                    .unwrap_or_else(|| "use a name like SIGTERM, or a number".to_string()),
-            ),
-        }),
     }
 }
 
@@ -223,31 +192,6 @@ pub(crate) fn parse_port(text: &str) -> Parsed<String> {
     }
 }
 
-/// Every Linux capability, in kernel order (CAP_CHOWN = 0 … CAP_CHECKPOINT_RESTORE = 40).
-pub(crate) const CAPABILITIES: [&str; 41] = [
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-];
-
-/// `net_admin`, `CAP_NET_ADMIN` → `NET_ADMIN`; `all` → `ALL`.
-pub(crate) fn parse_capability(text: &str) -> Parsed<String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if name == "ALL" || CAPABILITIES.contains(&name) {
-        return Ok(name.to_string());
-    }
-    Err(Invalid {
-        message: format!("unknown capability \"{text}\""),
-        hint: Some(did_you_mean(name, CAPABILITIES).unwrap_or_else(|| {
-            "use a Linux capability name such as NET_BIND_SERVICE, or ALL".to_string()
-        })),
-    })
-}
-
 /// `--cpus`: a positive number of CPUs, at most 1024.
 pub(crate) fn check_cpus(cpus: f64) -> Parsed<f64> {
     if cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0 {
@@ -258,77 +202,4 @@ pub(crate) fn check_cpus(cpus: f64) -> Parsed<f64> {
             "a number of CPUs greater than 0 and at most 1024, e.g. 0.5",
         ))
     }
-}
-
-/// `NAME`, `UID`, `NAME:GROUP` or `UID:GID`; names are resolved later, inside the image.
-pub(crate) fn check_user(text: &str) -> Parsed<()> {
-    let bad = || {
-        Invalid::new(
-            format!("invalid user \"{text}\""),
-            "write NAME, UID, NAME:GROUP or UID:GID, e.g. \"65534:65534\"",
-        )
-    };
-    let (user, group) = match text.split_once(':') {
-        Some((user, group)) => (user, Some(group)),
-        None => (text, None),
-    };
-    let part_ok = |part: &str| {
-        if part.chars().all(|c| c.is_ascii_digit()) {
-            !part.is_empty() && part.parse::<u32>().is_ok()
-        } else {
-            part.len() <= 32
-                && !part.starts_with('-')
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        }
-    };
-    if part_ok(user) && group.is_none_or(part_ok) {
-        Ok(())
-    } else {
-        Err(bad())
-    }
-}
-
-/// A hostname as `sethostname(2)` and DNS accept: dot-separated labels of letters, digits
-/// and inner `-`, at most 64 bytes in all.
-pub(crate) fn check_hostname(text: &str) -> Parsed<()> {
-    let label_ok = |label: &str| {
-        (1..=63).contains(&label.len())
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if text.len() <= 64 && text.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            format!("invalid hostname \"{text}\""),
-            "letters, digits, '-' and '.', at most 64 characters",
-        ))
-    }
-}
-
-/// An absolute path inside the container. Paths that become mount points must also be free
-/// of `..`, so that what the spec says is where the mount lands.
-pub(crate) fn check_container_path(text: &str, mount_point: bool) -> Parsed<()> {
-    if !text.starts_with('/') {
-        return Err(Invalid::new(
-            format!("\"{text}\" is not an absolute path"),
-            "paths inside the image start with /",
-        ));
-    }
-    if text.contains('\0') {
-        return Err(Invalid::new(
-            format!("path \"{}\" contains a NUL byte", text.escape_debug()),
-            "remove it",
-        ));
-    }
-    if mount_point && text.split('/').any(|part| part == "..") {
-        return Err(Invalid::new(
-            format!("path \"{text}\" contains \"..\""),
-            "write the path without \"..\"",
-        ));
-    }
-    Ok(())
 }

@@ -20,7 +20,9 @@ pub struct BadDigest(pub String);
 impl Digest {
     /// Parses `sha256:<64 lower-case hex>`.
     pub fn parse(s: &str) -> Result<Self, BadDigest> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| BadDigest(s.into()))?;
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| BadDigest(s.into()))?;
         Self::from_hex(hex).map_err(|_| BadDigest(s.into()))
     }
 
@@ -28,7 +30,9 @@ impl Digest {
     pub fn from_hex(hex: &str) -> Result<Self, BadDigest> {
         let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if ok {
-            Ok(Digest { hex: hex.to_owned() })
+            Ok(Digest {
+                hex: hex.to_owned(),
+            })
         } else {
             Err(BadDigest(hex.into()))
         }
@@ -36,7 +40,9 @@ impl Digest {
 
     /// The digest of a finished hasher.
     pub fn from_hasher(h: Sha256) -> Self {
-        Digest { hex: hex::encode(h.finalize()) }
+        Digest {
+            hex: hex::encode(h.finalize()),
+        }
     }
 
     /// The digest of an in-memory document (manifests, configs).

@@ -1,0 +1,124 @@
+//! `kiln images`, `kiln inspect`, `kiln rmi`, `kiln tag`: local images.
+
+use clap::Args;
+
+use super::output::human_size;
+use super::{CmdResult, Failure, Globals};
+use crate::image::{self, Image};
+use crate::store::{Reference, Store, Tagged};
+
+#[derive(Args, Debug)]
+#[command(about = "List images in the store", after_help = "Examples:\n  kiln images\n  kiln images --json")]
+pub struct ImagesArgs {
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Show an image's manifest and config as JSON",
+    after_help = "Examples:\n  kiln inspect hello\n  kiln inspect hello:latest | jq .config.config.Entrypoint"
+)]
+pub struct InspectArgs {
+    /// Image name or ID
+    image: String,
+    /// Accepted for docker compatibility; inspect always prints JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(about = "Remove image tags", after_help = "Examples:\n  kiln rmi hello\n  kiln rmi hello:1 hello:2")]
+pub struct RmiArgs {
+    /// Image names
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(about = "Give an image another name", after_help = "Examples:\n  kiln tag hello hello:1.0\n  kiln tag hello registry.example:5000/me/hello:1.0")]
+pub struct TagArgs {
+    /// Existing image name or ID
+    source: String,
+    /// New name
+    target: String,
+}
+
+fn find(store: &Store, name: &str) -> Result<Tagged, Failure> {
+    store.find(name)?.ok_or_else(|| {
+        Failure::user(format!("no such image: {name}")).hint(Some("`kiln images` lists the images in the store".into()))
+    })
+}
+
+pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
+    let store = globals.store()?;
+    let mut rows = Vec::new();
+    for t in store.tags()? {
+        let digest = image::oci_digest(&t.manifest)?;
+        let size = Image::load(&store, &digest).map(|i| i.size()).unwrap_or(0);
+        rows.push((t.reference, digest, size));
+    }
+    if args.json {
+        let json: Vec<_> = rows
+            .iter()
+            .map(|(r, d, s)| serde_json::json!({ "name": r.to_string(), "digest": d.to_string(), "size": s }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json).expect("JSON values serialise"));
+        return Ok(0);
+    }
+    println!("{:<40} {:<16} {:<14} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+    for (r, d, s) in rows {
+        let repo = format!("{}/{}", r.domain, r.path);
+        println!("{:<40} {:<16} {:<14} {:>10}", repo, r.tag.as_deref().unwrap_or("<none>"), d.short(), human_size(s));
+    }
+    Ok(0)
+}
+
+pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
+    let store = globals.store()?;
+    let tagged = find(&store, &args.image)?;
+    let digest = image::oci_digest(&tagged.manifest)?;
+    let img = Image::load(&store, &digest)?;
+    let names: Vec<String> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| t.manifest.digest() == tagged.manifest.digest())
+        .map(|t| t.reference.to_string())
+        .collect();
+    let json = serde_json::json!({
+        "digest": digest.to_string(),
+        "names": names,
+        "manifest": img.manifest,
+        "config_digest": img.config_digest.to_string(),
+        "config": img.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&json).expect("JSON values serialise"));
+    Ok(0)
+}
+
+pub fn rmi(globals: &Globals, args: RmiArgs) -> CmdResult {
+    let store = globals.store()?;
+    let mut code = 0;
+    for name in &args.images {
+        match store.find(name)? {
+            Some(t) => {
+                store.remove_tag(&t.reference)?;
+                println!("untagged: {}", t.reference);
+            }
+            None => {
+                super::output::print_failure(&Failure::user(format!("no such image: {name}")));
+                code = super::EXIT_USER_ERROR;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn tag(globals: &Globals, args: TagArgs) -> CmdResult {
+    let store = globals.store()?;
+    let source = find(&store, &args.source)?;
+    let target = Reference::local(&args.target).map_err(Failure::user)?;
+    store.set_tag(&target, &source.manifest)?;
+    Ok(0)
+}

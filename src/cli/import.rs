@@ -1,0 +1,56 @@
+//! `kiln import`: a root filesystem as a one-layer image.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CmdResult, Failure, Globals};
+use crate::build;
+use crate::image::{self, rfc3339, History, ImageConfig};
+use crate::layer::Compression;
+use crate::store::Reference;
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Import a root filesystem (directory or tarball) as an image",
+    after_help = "Examples:\n  kiln import ./rootfs -t base\n  kiln import debian.tar.zst -t debian:12"
+)]
+pub struct ImportArgs {
+    /// A directory, or a tar archive (plain, gzip or zstd)
+    rootfs: PathBuf,
+    /// Name for the image (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]", required = true)]
+    tags: Vec<String>,
+    /// Layer compression
+    #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip"])]
+    compression: String,
+}
+
+pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
+    let store = globals.store()?;
+    let tags: Vec<Reference> =
+        args.tags.iter().map(|t| Reference::local(t)).collect::<Result<_, _>>().map_err(Failure::user)?;
+    let compression: Compression = args.compression.parse().map_err(Failure::user)?;
+    let (blob, diff_id) = build::import_rootfs(&store, &args.rootfs, compression, 0).map_err(|e| {
+        let hint = e.hint();
+        Failure::user(e).hint(hint)
+    })?;
+    let mut config = ImageConfig::scratch();
+    config.created = Some(rfc3339(0));
+    config.config.set_env("PATH", build::DEFAULT_PATH);
+    config.rootfs.diff_ids.push(diff_id.to_string());
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some("kiln import".into()),
+        ..Default::default()
+    });
+    let manifest = image::write_image(&store, &config, &[blob])?;
+    for t in &tags {
+        store.set_tag(t, &manifest)?;
+    }
+    if !globals.quiet {
+        eprintln!("imported {} as {}", args.rootfs.display(), tags[0]);
+    }
+    println!("{}", manifest.digest());
+    Ok(0)
+}

@@ -1,0 +1,300 @@
+//! The code that runs in the clone child, between `clone` and `execve`.
+//!
+//! kiln is multi-threaded (zstd workers, progress threads), and the child is a copy of one
+//! thread of it: another thread may have held the allocator's lock at the moment of `clone`,
+//! so the child must never allocate, and it must not call glibc functions that assume the
+//! parent's threads exist. It reads the [`ChildPlan`] prepared by the parent and makes raw
+//! system calls only. On failure it writes a fixed-size [`Report`] to the error pipe (fd 3,
+//! close-on-exec) and exits; a successful `execve` closes the pipe, which the parent sees as
+//! EOF.
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_int, c_long, c_void};
+
+use super::devices;
+use super::error::{Report, Stage, NO_DETAIL};
+use super::overlay;
+use super::plan::ChildPlan;
+use super::sys::{self, Errno};
+
+/// Where the error pipe lives once stdio is arranged; closed by `execve` (close-on-exec).
+const REPORT_FD: RawFd = 3;
+/// Exit codes of a child that failed before exec (the parent reads the report instead).
+const EXIT_NOT_FOUND: c_int = 127;
+const EXIT_NOT_EXECUTABLE: c_int = 126;
+const EXIT_SETUP_FAILED: c_int = 125;
+/// The umask build steps start with, whatever kiln's own is, so builds are reproducible.
+const STEP_UMASK: libc::mode_t = 0o022;
+/// Signals 1..NSIG on Linux.
+const NSIG: c_int = 65;
+
+/// Host fds the child turns into its stdio and error pipe.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildFds {
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Write end of the close-on-exec error pipe.
+    pub report: RawFd,
+    /// The host's `/dev/null`, stdin until the step's own `/dev/null` exists.
+    pub devnull: RawFd,
+    /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
+    pub parent: RawFd,
+}
+
+pub(crate) struct ChildArgs<'a> {
+    pub plan: &'a ChildPlan,
+    pub fds: ChildFds,
+}
+
+/// Entry point given to `clone`. `arg` points to a [`ChildArgs`] in the child's copy of the
+/// parent's memory.
+pub(crate) extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: run_step passes a pointer to a live ChildArgs; without CLONE_VM the child has
+    // its own copy of it.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let mut child = Child {
+        plan: args.plan,
+        fds: args.fds,
+        report_fd: args.fds.report,
+    };
+    let report = match child.run() {
+        Err(report) => report,
+        Ok(never) => match never {},
+    };
+    // Nothing more can be done if the parent is gone; the exit code still tells.
+    let _ = sys::write_all(child.report_fd, &report.to_bytes());
+    let code = match (report.stage, report.errno) {
+        (Stage::Exec, libc::ENOENT | libc::ENOTDIR) => EXIT_NOT_FOUND,
+        (Stage::Exec, _) => EXIT_NOT_EXECUTABLE,
+        _ => EXIT_SETUP_FAILED,
+    };
+    // SAFETY: _exit ends the process without running the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn at(stage: Stage) -> impl Fn(Errno) -> Report {
+    move |errno| Report {
+        stage,
+        errno,
+        detail: NO_DETAIL,
+    }
+}
+
+fn at_item(stage: Stage, index: usize) -> impl Fn(Errno) -> Report {
+    move |errno| Report {
+        stage,
+        errno,
+        detail: index as u32,
+    }
+}
+
+fn from_stage((stage, errno): (Stage, Errno)) -> Report {
+    Report {
+        stage,
+        errno,
+        detail: NO_DETAIL,
+    }
+}
+
+struct Child<'a> {
+    plan: &'a ChildPlan,
+    fds: ChildFds,
+    report_fd: RawFd,
+}
+
+impl Child<'_> {
+    fn run(&mut self) -> Result<Infallible, Report> {
+        reset_signals();
+        self.die_with_parent();
+        self.arrange_stdio().map_err(at(Stage::Stdio))?;
+        overlay::make_mounts_private().map_err(at(Stage::PrivateMounts))?;
+        if self.plan.new_netns {
+            bring_up_loopback().map_err(at(Stage::Loopback))?;
+        }
+        // Modes of created dirs and device nodes are given exactly.
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0) };
+        self.build_root()?;
+        replace_stdin().map_err(at(Stage::OpenDevNull))?;
+        self.set_hostname().map_err(at(Stage::Hostname))?;
+        self.enter_workdir()?;
+        // SAFETY: as above.
+        unsafe { libc::umask(STEP_UMASK) };
+        self.switch_user()?;
+        sys::close_from(REPORT_FD + 1).map_err(at(Stage::CloseFds))?;
+        Err(self.exec())
+    }
+
+    /// The step dies with the kiln thread that started it (`run_step` blocks that thread
+    /// until the step ends). If kiln is already gone, give up silently.
+    fn die_with_parent(&self) {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+        if sys::has_exited(self.fds.parent) {
+            // SAFETY: as in child_main.
+            unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+        }
+    }
+
+    /// Puts the error pipe on fd 3 and stdio on 0–2, then closes every other inherited fd
+    /// before anything looks at the filesystem (no host directory fd survives).
+    fn arrange_stdio(&mut self) -> Result<(), Errno> {
+        let f = self.fds;
+        // Copies above 3 first, so that moving one onto 0..=3 never clobbers another.
+        let stdout = sys::dup_above(f.stdout, REPORT_FD + 1)?;
+        let stderr = sys::dup_above(f.stderr, REPORT_FD + 1)?;
+        let report = sys::dup_above(f.report, REPORT_FD + 1)?;
+        let stdin = sys::dup_above(f.devnull, REPORT_FD + 1)?;
+        sys::dup_onto(report, REPORT_FD, true)?;
+        self.report_fd = REPORT_FD;
+        sys::dup_onto(stdin, 0, false)?;
+        sys::dup_onto(stdout, 1, false)?;
+        sys::dup_onto(stderr, 2, false)?;
+        sys::close_from(REPORT_FD + 1)
+    }
+
+    /// Overlay, pseudo filesystems and host files, then `pivot_root` into it.
+    fn build_root(&self) -> Result<(), Report> {
+        let plan = self.plan;
+        overlay::mount_overlay_root(&plan.mount).map_err(from_stage)?;
+        let root = sys::open(&plan.mount.root, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(at(Stage::OpenRoot))?;
+        devices::mount_pseudo_filesystems(root.as_fd()).map_err(from_stage)?;
+        for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
+            devices::bind_host_file(root.as_fd(), host, rel)
+                .map_err(at_item(Stage::BindEtcFile, i))?;
+        }
+        pivot_into(root).map_err(at(Stage::PivotRoot))
+    }
+
+    fn set_hostname(&self) -> Result<(), Errno> {
+        let name = self.plan.hostname.as_bytes();
+        // SAFETY: the buffer is valid for its length.
+        sys::check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } as c_long)
+            .map(drop)
+    }
+
+    /// Creates the workdir like Docker's `WORKDIR` (root-owned, 0755), enters it, and checks
+    /// the result is inside the root. Runs after `pivot_root`, so symlinks in the image
+    /// resolve inside it.
+    fn enter_workdir(&self) -> Result<(), Report> {
+        for (i, dir) in self.plan.workdir_prefixes.iter().enumerate() {
+            sys::mkdir_allow_existing(dir, 0o755).map_err(at_item(Stage::MkdirWorkdir, i))?;
+        }
+        sys::chdir(&self.plan.workdir).map_err(at(Stage::ChdirWorkdir))?;
+        // glibc's getcwd fails with ENOENT when the cwd is unreachable from the root.
+        let mut buf = [0 as libc::c_char; 4096];
+        // SAFETY: the buffer is valid for its length.
+        let cwd = unsafe { libc::getcwd(buf.as_mut_ptr(), buf.len()) };
+        if cwd.is_null() || buf[0] != b'/' as libc::c_char {
+            return Err(at(Stage::CheckWorkdir)(libc::ENOENT));
+        }
+        Ok(())
+    }
+
+    /// Raw system calls on purpose: glibc's wrappers would try to sync the parent's threads.
+    fn switch_user(&self) -> Result<(), Report> {
+        let p = self.plan;
+        let groups = p.groups.len() as c_long;
+        sys::syscall3(libc::SYS_setgroups, groups, p.groups.as_ptr() as c_long, 0)
+            .map_err(at(Stage::SetGroups))?;
+        let gid = p.gid as c_long;
+        sys::syscall3(libc::SYS_setresgid, gid, gid, gid).map_err(at(Stage::SetGid))?;
+        let uid = p.uid as c_long;
+        sys::syscall3(libc::SYS_setresuid, uid, uid, uid).map_err(at(Stage::SetUid))
+    }
+
+    /// Like `execvpe`: tries each candidate; a permission error is remembered and reported
+    /// if no later candidate runs, "not there" errors move on, anything else stops.
+    fn exec(&self) -> Report {
+        let p = self.plan;
+        let mut denied = None;
+        let mut last = Report {
+            stage: Stage::Exec,
+            errno: libc::ENOENT,
+            detail: 0,
+        };
+        for (i, path) in p.exec_candidates.iter().enumerate() {
+            // SAFETY: path, argv and envp are NUL-terminated / NULL-terminated arrays.
+            unsafe { libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
+            let report = at_item(Stage::Exec, i)(sys::last_errno());
+            match report.errno {
+                libc::EACCES => denied = denied.or(Some(report)),
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
+                    if p.searches_path => {}
+                _ => return report,
+            }
+            last = report;
+        }
+        match (denied, p.searches_path) {
+            (Some(report), _) => report,
+            // Not in any $PATH dir: the parent reports "executable file not found in $PATH".
+            (None, true) => Report {
+                stage: Stage::Exec,
+                errno: libc::ENOENT,
+                detail: NO_DETAIL,
+            },
+            (None, false) => last,
+        }
+    }
+}
+
+/// Handlers and the signal mask are inherited through `clone`; kiln's handlers must not run
+/// here, and ignored signals (Rust ignores SIGPIPE) would stay ignored across `execve`. The
+/// parent blocked every signal around `clone`, so none can arrive before this.
+fn reset_signals() {
+    // SAFETY: a zeroed sigaction with SIG_DFL is valid; errors (SIGKILL, SIGSTOP, glibc's
+    // internal signals) are expected and harmless.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..NSIG {
+            libc::sigaction(sig, &default, ptr::null_mut());
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+    }
+}
+
+/// A new network namespace starts with `lo` down.
+fn bring_up_loopback() -> Result<(), Errno> {
+    let sock = sys::socket_for_ioctl()?;
+    // SAFETY: a zeroed ifreq is valid; it names "lo" and the ioctls fill or read its flags.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+            *dst = *src as libc::c_char;
+        }
+        sys::check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) as c_long)?;
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        sys::check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) as c_long)?;
+    }
+    Ok(())
+}
+
+/// `pivot_root(".", ".")` stacks the old root on the new one; detaching "." then removes the
+/// old root (and every host mount under it) from this namespace.
+fn pivot_into(root: OwnedFd) -> Result<(), Errno> {
+    // SAFETY: plain system calls on a valid fd and static strings.
+    unsafe {
+        sys::check(libc::fchdir(root.as_raw_fd()) as c_long)?;
+        sys::check(libc::syscall(
+            libc::SYS_pivot_root,
+            c".".as_ptr(),
+            c".".as_ptr(),
+        ))?;
+        sys::check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH) as c_long)?;
+    }
+    drop(root);
+    sys::chdir(c"/")
+}
+
+/// Stdin becomes the step's own `/dev/null` (a node kiln made in its `/dev` tmpfs).
+fn replace_stdin() -> Result<(), Errno> {
+    let null = sys::open(c"/dev/null", libc::O_RDWR | libc::O_NOFOLLOW)?;
+    sys::dup_onto(null.as_raw_fd(), 0, false)
+}

@@ -1,0 +1,365 @@
+//! The overlay root filesystem: option string, host-side preparation, and [`with_overlay`].
+//!
+//! Every overlay kiln mounts lives only in a private mount namespace (a build step's, or a
+//! dedicated thread's), so nothing is ever left mounted on the host and no cleanup is needed
+//! after a crash. The namespace still needs a directory to mount on: `<upper's parent>/merged`
+//! (see [`Overlay::mountpoint`]). On it, inside the namespace, kiln mounts a small tmpfs, the
+//! *scaffold*, holding:
+//!
+//! - `root/`: where the overlay is mounted;
+//! - `init/`: an extra top-most read-only lower layer. For build steps it holds the empty
+//!   `proc/`, `dev/` and `sys/` mount points, so an image needs none of them, an image symlink
+//!   at one of those names is shadowed instead of followed, and the mount points never appear
+//!   in the step's upper dir (Docker's "init layer", without a layer on disk). For an image
+//!   with no layers at all it is the empty lower dir overlayfs requires.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::{fs, thread};
+
+use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC};
+use nix::errno::Errno;
+use nix::sched::{unshare, CloneFlags};
+
+use super::error::{RuntimeError, Stage};
+use super::sys::{self, Sys};
+
+/// An overlay rootfs description. Lower layer dirs are given relative to `layers_dir` so the
+/// mount option string stays short with many layers.
+///
+/// The merged root (`/`) takes its owner and mode from the upper dir, so before mounting
+/// kiln gives the upper dir the owner and mode of the top-most lower's root (`root:root 0755`
+/// when there is no lower): a `0700` temp dir as upper would otherwise lock non-root steps
+/// out of `/`. `work` must be an empty dir on the same filesystem as `upper`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    pub layers_dir: PathBuf,
+    /// Dir names under `layers_dir`, top-most first; may be empty (scratch).
+    pub lowers: Vec<String>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// Characters the legacy overlay option parser treats specially; kiln rejects them instead of
+/// escaping them.
+const OPTION_SPECIAL: &[u8] = b",:\\\0";
+
+/// Dirs of the init layer of build steps (relative to the scaffold's `init/`).
+pub(crate) const INIT_MOUNTPOINTS: [&str; 3] = ["proc", "dev", "sys"];
+
+/// Whether the scaffold's `init/` dir is stacked as the top-most lower layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InitLayer {
+    /// Build steps: `init/` with the `proc`, `dev`, `sys` mount points is the top-most lower.
+    MountPoints,
+    /// Plain access to the image (`copy:` steps): `init/` is used only as the empty lower
+    /// of a layerless image.
+    OnlyIfNoLowers,
+}
+
+/// Everything needed to mount the overlay, as C strings built before any namespace work so
+/// the clone child can mount without allocating.
+#[derive(Debug)]
+pub(crate) struct MountPlan {
+    pub scaffold: CString,
+    /// Dirs to create in the scaffold tmpfs, parents first.
+    pub scaffold_dirs: Vec<CString>,
+    pub root: CString,
+    pub root_path: PathBuf,
+    /// The dir relative lower names are resolved from (`None` without lowers).
+    pub layers_dir: Option<CString>,
+    pub options: CString,
+}
+
+impl Overlay {
+    /// The host directory the scaffold is mounted on inside private namespaces:
+    /// `<upper's parent>/merged`. kiln creates it when missing; it stays empty on the host.
+    /// Steps sharing the parent dir may share it: each namespace mounts its own scaffold.
+    pub fn mountpoint(&self) -> Result<PathBuf, RuntimeError> {
+        let upper = absolute(&self.upper)?;
+        let parent = upper
+            .parent()
+            .ok_or_else(|| RuntimeError::Invalid("the overlay upper dir cannot be /".into()))?;
+        Ok(parent.join("merged"))
+    }
+
+    /// Checks the description, prepares host dirs (mount point, upper's owner and mode) and
+    /// builds the mount plan.
+    pub(crate) fn prepare(&self, init: InitLayer) -> Result<MountPlan, RuntimeError> {
+        let upper = absolute(&self.upper)?;
+        let work = absolute(&self.work)?;
+        let layers_dir = absolute(&self.layers_dir)?;
+        let scaffold = self.mountpoint()?;
+        let init_dir = scaffold.join("init");
+        let root = scaffold.join("root");
+
+        // Every check first, so a rejected description changes nothing on disk.
+        self.check_lowers(&layers_dir)?;
+        for (what, dir) in [("upper", &upper), ("work", &work), ("scaffold", &init_dir)] {
+            check_option_path(what, dir)?;
+        }
+        let mut lowers: Vec<&[u8]> = self.lowers.iter().map(|l| l.as_bytes()).collect();
+        if init == InitLayer::MountPoints || lowers.is_empty() {
+            lowers.insert(0, init_dir.as_os_str().as_bytes());
+        }
+        let options = overlay_options(&lowers, &upper, &work)?;
+        let mut scaffold_dirs = vec![c_path(&root)?, c_path(&init_dir)?];
+        if init == InitLayer::MountPoints {
+            for name in INIT_MOUNTPOINTS {
+                scaffold_dirs.push(c_path(&init_dir.join(name))?);
+            }
+        }
+        let plan = MountPlan {
+            scaffold: c_path(&scaffold)?,
+            scaffold_dirs,
+            root: c_path(&root)?,
+            root_path: root,
+            layers_dir: (!self.lowers.is_empty())
+                .then(|| c_path(&layers_dir))
+                .transpose()?,
+            options,
+        };
+
+        require_dir("overlay upper dir", &upper)?;
+        require_dir("overlay work dir", &work)?;
+        create_mountpoint(&scaffold)?;
+        self.align_upper_root(&layers_dir, &upper)?;
+        Ok(plan)
+    }
+
+    fn check_lowers(&self, layers_dir: &Path) -> Result<(), RuntimeError> {
+        for name in &self.lowers {
+            let bad = name.is_empty()
+                || name == "."
+                || name == ".."
+                || name
+                    .bytes()
+                    .any(|b| b == b'/' || OPTION_SPECIAL.contains(&b));
+            if bad {
+                return Err(RuntimeError::Invalid(format!(
+                    "lower layer name {name:?} must be a plain dir name without ',', ':' or '\\'"
+                )));
+            }
+            let path = layers_dir.join(name);
+            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                return Err(RuntimeError::MissingLayer(path));
+            }
+        }
+        Ok(())
+    }
+
+    fn align_upper_root(&self, layers_dir: &Path, upper: &Path) -> Result<(), RuntimeError> {
+        let (uid, gid, mode) = match self.lowers.first() {
+            Some(top) => {
+                let path = layers_dir.join(top);
+                let meta = fs::symlink_metadata(&path).map_err(RuntimeError::io("stat", &path))?;
+                (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+            }
+            None => (0, 0, 0o755),
+        };
+        let meta = fs::symlink_metadata(upper).map_err(RuntimeError::io("stat", upper))?;
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            lchown(upper, Some(uid), Some(gid)).map_err(RuntimeError::io("chown", upper))?;
+        }
+        if meta.mode() & 0o7777 != mode {
+            fs::set_permissions(upper, fs::Permissions::from_mode(mode))
+                .map_err(RuntimeError::io("chmod", upper))?;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, RuntimeError> {
+    std::path::absolute(path).map_err(RuntimeError::io("resolve", path))
+}
+
+fn c_path(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::Invalid(format!("path {} contains a NUL byte", path.display())))
+}
+
+fn check_option_path(what: &str, path: &Path) -> Result<(), RuntimeError> {
+    if path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| OPTION_SPECIAL.contains(b))
+    {
+        return Err(RuntimeError::Invalid(format!(
+            "the overlay {what} path {} must not contain ',', ':' or '\\'",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn require_dir(what: &'static str, path: &Path) -> Result<(), RuntimeError> {
+    let meta = fs::symlink_metadata(path).map_err(RuntimeError::io(what, path))?;
+    if !meta.is_dir() {
+        return Err(RuntimeError::Invalid(format!(
+            "{what} {} is not a directory",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn create_mountpoint(path: &Path) -> Result<(), RuntimeError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(RuntimeError::io("create overlay mount point", path)(e))
+        }
+        _ => require_dir("overlay mount point", path),
+    }
+}
+
+/// Builds the legacy `mount(2)` option string and checks it fits the one page the kernel
+/// copies. Lowers are top-most first.
+pub(crate) fn overlay_options(
+    lowers: &[&[u8]],
+    upper: &Path,
+    work: &Path,
+) -> Result<CString, RuntimeError> {
+    let mut opts = b"lowerdir=".to_vec();
+    opts.extend_from_slice(&lowers.join(&b':'));
+    opts.extend_from_slice(b",upperdir=");
+    opts.extend_from_slice(upper.as_os_str().as_bytes());
+    opts.extend_from_slice(b",workdir=");
+    opts.extend_from_slice(work.as_os_str().as_bytes());
+    // A plain change set in the upper dir: no redirects, no metadata-only copy-ups, no index.
+    opts.extend_from_slice(b",redirect_dir=off,metacopy=off,index=off");
+    let max = page_size() - 1;
+    if opts.len() > max {
+        return Err(RuntimeError::OverlayOptionsTooLong {
+            layers: lowers.len(),
+            len: opts.len(),
+            max,
+        });
+    }
+    CString::new(opts)
+        .map_err(|_| RuntimeError::Invalid("overlay options contain a NUL byte".into()))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// Makes every mount of the current (already private) namespace private, so nothing mounted
+/// afterwards propagates back to the host.
+pub(crate) fn make_mounts_private() -> Sys<()> {
+    sys::mount(
+        c"none",
+        c"/",
+        None,
+        (MS_REC | MS_PRIVATE) as libc::c_ulong,
+        None,
+    )
+}
+
+/// Mounts the scaffold tmpfs and the overlay on its `root/`. Allocates nothing: it also runs
+/// in the clone child. Leaves the cwd in the layers dir.
+pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Errno)> {
+    let flags = (MS_NOSUID | MS_NODEV | MS_NOEXEC) as libc::c_ulong;
+    let opts = c"mode=0755,size=64k";
+    sys::mount(
+        c"kiln-scaffold",
+        &plan.scaffold,
+        Some(c"tmpfs"),
+        flags,
+        Some(opts),
+    )
+    .map_err(|e| (Stage::Scaffold, e))?;
+    for dir in &plan.scaffold_dirs {
+        sys::mkdir(dir, 0o755).map_err(|e| (Stage::Scaffold, e))?;
+    }
+    if let Some(dir) = &plan.layers_dir {
+        sys::chdir(dir).map_err(|e| (Stage::ChdirLayers, e))?;
+    }
+    sys::mount(
+        c"overlay",
+        &plan.root,
+        Some(c"overlay"),
+        0,
+        Some(&plan.options),
+    )
+    .map_err(|e| (Stage::MountOverlay, e))
+}
+
+/// Mount the overlay (`redirect_dir=off,metacopy=off,index=off`, so the upper dir is a plain
+/// change set) in a private mount namespace of a dedicated thread, call `f(merged_root)` on
+/// that thread, and unmount (the namespace dies with the thread). The mount is never visible
+/// in kiln's own namespace or the host's. Used for `copy:` steps and for reading an image's
+/// `/etc/passwd`. Threads `f` spawns share the private namespace. A panic in `f` is resumed
+/// on the caller's thread.
+pub fn with_overlay<T: Send>(
+    ov: &Overlay,
+    f: impl FnOnce(&Path) -> T + Send,
+) -> Result<T, RuntimeError> {
+    let plan = ov.prepare(InitLayer::OnlyIfNoLowers)?;
+    thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("kiln-overlay".into())
+            .spawn_scoped(scope, || -> Result<T, RuntimeError> {
+                enter_private_mount_namespace()?;
+                mount_overlay_root(&plan).map_err(|(stage, e)| setup_error(&plan, stage, e))?;
+                sys::chdir(c"/").map_err(|e| RuntimeError::Setup {
+                    stage: Stage::ChdirWorkdir.name(),
+                    target: Some("/".into()),
+                    errno: Errno::from_raw(e),
+                })?;
+                let out = f(&plan.root_path);
+                unmount_scaffold(&plan);
+                Ok(out)
+            })
+            .map_err(RuntimeError::io(
+                "start overlay thread for",
+                ov.upper.clone(),
+            ))?;
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn enter_private_mount_namespace() -> Result<(), RuntimeError> {
+    // CLONE_FS gives this thread its own cwd and root, which a new mount namespace requires.
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+        .map_err(RuntimeError::sys("unshare the mount namespace"))?;
+    make_mounts_private().map_err(|e| RuntimeError::Setup {
+        stage: Stage::PrivateMounts.name(),
+        target: None,
+        errno: Errno::from_raw(e),
+    })
+}
+
+/// Unmounts now rather than when the thread exits, so the overlay is gone when
+/// [`with_overlay`] returns. Errors only mean something in `f` still holds a file open; the
+/// namespace's end releases the mount then.
+fn unmount_scaffold(plan: &MountPlan) {
+    for target in [&plan.root, &plan.scaffold] {
+        // SAFETY: target is NUL-terminated.
+        if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+            // SAFETY: as above.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Names a failed stage of [`mount_overlay_root`] with the path it was working on.
+pub(crate) fn setup_error(plan: &MountPlan, stage: Stage, errno: sys::Errno) -> RuntimeError {
+    let target = match stage {
+        Stage::Scaffold => Some(&plan.scaffold),
+        Stage::ChdirLayers => plan.layers_dir.as_ref(),
+        Stage::MountOverlay => Some(&plan.root),
+        _ => None,
+    };
+    RuntimeError::Setup {
+        stage: stage.name(),
+        target: target.map(|t| t.to_string_lossy().into_owned()),
+        errno: Errno::from_raw(errno),
+    }
+}

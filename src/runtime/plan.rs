@@ -1,0 +1,262 @@
+//! Turns a [`StepSandbox`] into a [`ChildPlan`]: every string the clone child needs, as C
+//! strings and pointer arrays, built and checked before `clone`, plus the reverse mapping
+//! from a child's failure [`Report`] to a [`RuntimeError`] that names the path involved.
+
+use std::ffi::CString;
+use std::os::raw::c_char;
+use std::ptr;
+
+use nix::errno::Errno;
+
+use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
+use super::overlay::{self, InitLayer, MountPlan};
+use super::sandbox::{NetworkMode, StepSandbox};
+
+/// The `$PATH` used when the step's environment has none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host files bound read-only into steps with host networking: (host path, path in root).
+pub(crate) const HOST_ETC_FILES: [(&str, &str); 2] = [
+    ("/etc/hosts", "etc/hosts"),
+    ("/etc/resolv.conf", "etc/resolv.conf"),
+];
+
+/// The longest hostname the kernel accepts.
+const HOST_NAME_MAX: usize = 64;
+
+/// `uid_t`/`gid_t` -1 means "leave unchanged" to the kernel, so it must never be asked for.
+const UNCHANGED_ID: u32 = u32::MAX;
+
+/// A NULL-terminated array of C strings, as `execve` wants it.
+pub(crate) struct CStringArray {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStringArray {
+    fn new(items: &[String], what: &str) -> Result<Self, RuntimeError> {
+        let strings = items
+            .iter()
+            .map(|s| c_string(s, what))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The pointers stay valid when the struct moves: they point into each CString's heap
+        // buffer, which lives as long as `_strings`.
+        let ptrs = strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain([ptr::null()])
+            .collect();
+        Ok(CStringArray {
+            _strings: strings,
+            ptrs,
+        })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// All of a step's data in the form the allocation-free child uses.
+pub(crate) struct ChildPlan {
+    pub mount: MountPlan,
+    pub new_netns: bool,
+    /// (host file, path inside the root) pairs to bind read-only.
+    pub etc_binds: Vec<(CString, CString)>,
+    pub hostname: CString,
+    /// Every ancestor of the workdir and the workdir itself, outermost first.
+    pub workdir_prefixes: Vec<CString>,
+    pub workdir: CString,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<libc::gid_t>,
+    pub argv: CStringArray,
+    pub envp: CStringArray,
+    /// Paths to try with `execve`, in order; one when argv[0] contains a `/`.
+    pub exec_candidates: Vec<CString>,
+    /// Whether argv[0] was looked up in `$PATH`.
+    pub searches_path: bool,
+    // Kept for error messages.
+    argv0: String,
+    path_var: String,
+    cwd: String,
+}
+
+impl ChildPlan {
+    pub(crate) fn new(sb: &StepSandbox) -> Result<ChildPlan, RuntimeError> {
+        let argv0 = match sb.argv.first() {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => return Err(RuntimeError::Invalid("the step's command is empty".into())),
+        };
+        check_ids(sb)?;
+        let (workdir_prefixes, cwd) = workdir_prefixes(&sb.cwd)?;
+        let path_var = sb
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_owned();
+        let searches_path = !argv0.contains('/');
+        let exec_candidates = match searches_path {
+            true => path_var
+                .split(':')
+                .filter(|dir| !dir.is_empty())
+                .map(|dir| c_string(&format!("{}/{argv0}", dir.trim_end_matches('/')), "$PATH"))
+                .collect::<Result<_, _>>()?,
+            false => vec![c_string(&argv0, "command")?],
+        };
+        let etc_binds = match sb.network {
+            NetworkMode::Host => HOST_ETC_FILES
+                .iter()
+                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
+                .collect::<Result<_, RuntimeError>>()?,
+            NetworkMode::None => Vec::new(),
+        };
+        Ok(ChildPlan {
+            mount: sb.overlay.prepare(InitLayer::MountPoints)?,
+            new_netns: sb.network == NetworkMode::None,
+            etc_binds,
+            hostname: check_hostname(&sb.hostname)?,
+            workdir_prefixes: workdir_prefixes
+                .iter()
+                .map(|p| c_string(p, "workdir"))
+                .collect::<Result<_, _>>()?,
+            workdir: c_string(&cwd, "workdir")?,
+            uid: sb.uid,
+            gid: sb.gid,
+            groups: sb.groups.clone(),
+            argv: CStringArray::new(&sb.argv, "command argument")?,
+            envp: CStringArray::new(&sb.env, "environment variable")?,
+            exec_candidates,
+            searches_path,
+            argv0,
+            path_var,
+            cwd,
+        })
+    }
+
+    /// Names the failed stage with the path, name or id it was working on.
+    pub(crate) fn error_for(&self, report: Report) -> RuntimeError {
+        let errno = Errno::from_raw(report.errno);
+        let item = |list: &[CString]| {
+            list.get(report.detail as usize)
+                .map(|c| c.to_string_lossy().into_owned())
+        };
+        let target = match report.stage {
+            Stage::Exec if report.detail == NO_DETAIL && errno == Errno::ENOENT => {
+                return RuntimeError::CommandNotFound {
+                    command: self.argv0.clone(),
+                    path: self.path_var.clone(),
+                };
+            }
+            Stage::Exec => item(&self.exec_candidates).or_else(|| Some(self.argv0.clone())),
+            Stage::Scaffold | Stage::ChdirLayers | Stage::MountOverlay => {
+                return overlay::setup_error(&self.mount, report.stage, report.errno);
+            }
+            Stage::PivotRoot | Stage::OpenRoot => Some(self.mount.root_path.display().to_string()),
+            Stage::MountProc => Some("/proc".into()),
+            Stage::MountDev | Stage::PopulateDev => Some("/dev".into()),
+            Stage::MountDevPts => Some("/dev/pts".into()),
+            Stage::MountDevShm => Some("/dev/shm".into()),
+            Stage::MountSys => Some("/sys".into()),
+            Stage::BindEtcFile => HOST_ETC_FILES
+                .get(report.detail as usize)
+                .map(|(h, _)| h.to_string()),
+            Stage::OpenDevNull => Some("/dev/null".into()),
+            Stage::Hostname => Some(self.hostname.to_string_lossy().into_owned()),
+            Stage::MkdirWorkdir => item(&self.workdir_prefixes),
+            Stage::ChdirWorkdir | Stage::CheckWorkdir => Some(self.cwd.clone()),
+            Stage::SetGroups => Some(format!("{:?}", self.groups)),
+            Stage::SetGid => Some(self.gid.to_string()),
+            Stage::SetUid => Some(self.uid.to_string()),
+            Stage::Stdio | Stage::PrivateMounts | Stage::Loopback | Stage::CloseFds => None,
+        };
+        RuntimeError::Setup {
+            stage: report.stage.name(),
+            target,
+            errno,
+        }
+    }
+}
+
+fn c_string(s: &str, what: &str) -> Result<CString, RuntimeError> {
+    CString::new(s).map_err(|_| RuntimeError::Invalid(format!("{what} {s:?} contains a NUL byte")))
+}
+
+fn check_ids(sb: &StepSandbox) -> Result<(), RuntimeError> {
+    let ids = [sb.uid, sb.gid]
+        .into_iter()
+        .chain(sb.groups.iter().copied());
+    if ids.into_iter().any(|id| id == UNCHANGED_ID) {
+        return Err(RuntimeError::Invalid(format!(
+            "user or group id {UNCHANGED_ID} is not allowed"
+        )));
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max_groups = unsafe { libc::sysconf(libc::_SC_NGROUPS_MAX) };
+    if sb.groups.len() as i64 > max_groups as i64 {
+        return Err(RuntimeError::Invalid(format!(
+            "{} supplementary groups, the kernel allows {max_groups}",
+            sb.groups.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_hostname(name: &str) -> Result<CString, RuntimeError> {
+    if name.is_empty() || name.len() > HOST_NAME_MAX {
+        return Err(RuntimeError::Invalid(format!(
+            "hostname {name:?} must be 1 to {HOST_NAME_MAX} bytes long"
+        )));
+    }
+    c_string(name, "hostname")
+}
+
+/// Normalises an absolute workdir lexically (like Docker's `WORKDIR`) and lists the dirs to
+/// create, outermost first. Returns (prefixes, normalised workdir).
+fn workdir_prefixes(cwd: &str) -> Result<(Vec<String>, String), RuntimeError> {
+    if !cwd.starts_with('/') {
+        return Err(RuntimeError::Invalid(format!(
+            "workdir {cwd:?} must be an absolute path"
+        )));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in cwd.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    let prefixes: Vec<String> = (1..=parts.len())
+        .map(|n| format!("/{}", parts[..n].join("/")))
+        .collect();
+    let workdir = prefixes.last().cloned().unwrap_or_else(|| "/".into());
+    Ok((prefixes, workdir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdir_is_normalised_and_every_ancestor_listed() {
+        let (prefixes, dir) = workdir_prefixes("/srv//app/./x/../data/").unwrap();
+        assert_eq!(prefixes, ["/srv", "/srv/app", "/srv/app/data"]);
+        assert_eq!(dir, "/srv/app/data");
+        assert_eq!(
+            workdir_prefixes("/../..").unwrap(),
+            (vec![], "/".to_string())
+        );
+        assert!(workdir_prefixes("srv").is_err());
+    }
+
+    #[test]
+    fn hostnames_are_bounded() {
+        assert!(check_hostname("").is_err());
+        assert!(check_hostname(&"a".repeat(65)).is_err());
+        assert!(check_hostname(&"a".repeat(64)).is_ok());
+    }
+}

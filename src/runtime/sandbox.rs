@@ -1,0 +1,197 @@
+//! Running one build step: the public [`StepSandbox`] description and [`run_step`], the
+//! parent side of `clone` (prepare, spawn, read the error pipe, wait).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use libc::c_int;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getpid, pipe2, read, Pid};
+
+use super::child::{child_main, ChildArgs, ChildFds};
+use super::error::{Report, RuntimeError, REPORT_LEN};
+use super::overlay::Overlay;
+use super::plan::ChildPlan;
+use super::sys;
+
+/// The step's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's network namespace; the host's `/etc/hosts` and `/etc/resolv.conf` are bound
+    /// read-only over the image's, when the image has them as regular files.
+    Host,
+    /// A fresh network namespace with only the loopback interface, up.
+    None,
+}
+
+/// Everything needed to run one build step.
+///
+/// The step runs as PID 1 of new mount, pid, uts and ipc namespaces (and a new network
+/// namespace for [`NetworkMode::None`]), with root's full capabilities when `uid` is 0 and
+/// without `no_new_privs`, like buildah's chroot isolation: steps may run setuid programs
+/// such as `su`. `kiln run` narrows this (a later issue).
+#[derive(Debug)]
+pub struct StepSandbox {
+    pub overlay: Overlay,
+    pub argv: Vec<String>,
+    /// "K=V" entries. `PATH` from here is used to find `argv[0]` when it has no `/`.
+    pub env: Vec<String>,
+    /// Absolute path inside the root; created if missing (owned by root, 0755), like
+    /// Docker's `WORKDIR`.
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; empty clears kiln's own.
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    pub network: NetworkMode,
+    /// The step's fd 1. The caller keeps its own copy; close it after `run_step` returns to
+    /// see EOF on a pipe. Stdin is `/dev/null`.
+    pub stdout: OwnedFd,
+    /// The step's fd 2.
+    pub stderr: OwnedFd,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled(sig) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(name) => write!(f, "killed by {name}"),
+                Err(_) => write!(f, "killed by signal {sig}"),
+            },
+        }
+    }
+}
+
+/// The child's stack. It only runs the setup code (a few small frames and one 4 KiB buffer).
+const CHILD_STACK_SIZE: usize = 256 * 1024;
+
+/// Run one build step (see [`StepSandbox`]) and return its exit status once it and every
+/// process it started have ended. The overlay and every other mount exist only in the step's
+/// mount namespace and vanish with it: nothing is left to clean on the host.
+///
+/// Blocks the calling thread; the step is killed (`PR_SET_PDEATHSIG`) if that thread or
+/// kiln ends first. Errors before the command runs come back as [`RuntimeError::Setup`] or
+/// [`RuntimeError::CommandNotFound`] (see [`RuntimeError::command_exit_code`]).
+pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
+    let plan = ChildPlan::new(sb)?;
+    let (report_read, report_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::sys("create the error pipe"))?;
+    let devnull = sys::open(c"/dev/null", libc::O_RDWR)
+        .map_err(|e| RuntimeError::sys("open /dev/null")(Errno::from_raw(e)))?;
+    let kiln = sys::pidfd_open(getpid().as_raw())
+        .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
+    let args = ChildArgs {
+        plan: &plan,
+        fds: ChildFds {
+            stdout: sb.stdout.as_raw_fd(),
+            stderr: sb.stderr.as_raw_fd(),
+            report: report_write.as_raw_fd(),
+            devnull: devnull.as_raw_fd(),
+            parent: kiln.as_raw_fd(),
+        },
+    };
+    let pid = spawn(&args, clone_flags(&plan))?;
+    // Only the child may hold the write end now, so EOF means its execve succeeded.
+    drop((report_write, devnull, kiln));
+    let report = read_report(&report_read);
+    let status = wait_for(pid)?;
+    match report? {
+        Some(report) => Err(plan.error_for(report)),
+        None => Ok(status),
+    }
+}
+
+fn clone_flags(plan: &ChildPlan) -> c_int {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if plan.new_netns {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// `clone` with every signal blocked, so no kiln signal handler can run in the child before
+/// it resets them.
+fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
+    let mut stack = vec![0u8; CHILD_STACK_SIZE];
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let mut saved = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved),
+    )
+    .map_err(RuntimeError::sys("block signals"))?;
+    // SAFETY: child_main only reads `args` (copied into the child with the whole address
+    // space, as CLONE_VM is not set) and never returns into Rust code of the parent's.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    let clone_errno = Errno::last();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
+        .map_err(RuntimeError::sys("restore the signal mask"))?;
+    if pid < 0 {
+        return Err(RuntimeError::sys("clone the step process")(clone_errno));
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// `None` on EOF (exec succeeded), the report otherwise.
+fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
+    let mut buf = [0u8; REPORT_LEN];
+    let mut filled = 0;
+    while filled < REPORT_LEN {
+        match read(pipe, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("read the error pipe")(e)),
+        }
+    }
+    match filled {
+        0 => Ok(None),
+        REPORT_LEN => Report::from_bytes(&buf).map(Some),
+        _ => Err(RuntimeError::MalformedReport),
+    }
+}
+
+fn wait_for(pid: Pid) -> Result<ExitStatus, RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("wait for the step process")(e)),
+        }
+    }
+}
