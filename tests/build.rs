@@ -24,7 +24,11 @@ fn busybox_rootfs(env: &Env) -> std::path::PathBuf {
         }
     }
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     std::fs::write(root.join("xattr-file"), "x").unwrap();
     set_xattr(&root.join("xattr-file"), "user.kiln", "yes");
@@ -33,11 +37,15 @@ fn busybox_rootfs(env: &Env) -> std::path::PathBuf {
 
 fn set_xattr(path: &Path, name: &str, value: &str) {
     require("setfattr", "attr");
-    run(Command::new("setfattr").args(["-n", name, "-v", value]).arg(path));
+    run(Command::new("setfattr")
+        .args(["-n", name, "-v", value])
+        .arg(path));
 }
 
 fn get_xattr(path: &Path, name: &str) -> String {
-    run(Command::new("getfattr").args(["--only-values", "-n", name]).arg(path))
+    run(Command::new("getfattr")
+        .args(["--only-values", "-n", name])
+        .arg(path))
 }
 
 const TREE_SPEC: &str = r#"
@@ -78,7 +86,11 @@ fn describe_tree(root: &Path) -> BTreeMap<String, String> {
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let mode = meta.permissions().mode() & 0o7777;
         let desc = if meta.file_type().is_symlink() {
@@ -87,7 +99,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             walk(root, &path, out);
             format!("dir {mode:o}")
         } else {
-            format!("file {mode:o} {}:{} {:?}", meta.uid(), meta.gid(), std::fs::read_to_string(&path).unwrap_or_default())
+            format!(
+                "file {mode:o} {}:{} {:?}",
+                meta.uid(),
+                meta.gid(),
+                std::fs::read_to_string(&path).unwrap_or_default()
+            )
         };
         out.insert(rel, desc);
     }
@@ -96,7 +113,13 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 /// Unpacks `image` of the OCI layout `layout` with umoci and returns the rootfs path.
 fn umoci_unpack(env: &Env, layout: &Path, image: &str, name: &str) -> std::path::PathBuf {
     let bundle = env.path(name);
-    run(Command::new("umoci").args(["unpack", "--image", &format!("{}:{image}", layout.display())]).arg(&bundle));
+    run(Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:{image}", layout.display()),
+        ])
+        .arg(&bundle));
     bundle.join("rootfs")
 }
 
@@ -131,11 +154,18 @@ fn check_tree(rootfs: &Path) {
     assert_eq!(data, expected_data_tree());
     let a = std::fs::metadata(rootfs.join("data/a")).unwrap();
     let b = std::fs::metadata(rootfs.join("data/b")).unwrap();
-    assert_eq!(a.ino(), b.ino(), "data/a and data/b must be one hardlinked file");
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "data/a and data/b must be one hardlinked file"
+    );
     assert_eq!(get_xattr(&rootfs.join("xattr-file"), "user.kiln"), "yes");
     assert!(tree.contains_key("bin/busybox"));
     for mountpoint in ["proc", "dev", "sys"] {
-        assert!(!tree.contains_key(mountpoint), "sandbox mountpoint {mountpoint} leaked into a layer: {tree:?}");
+        assert!(
+            !tree.contains_key(mountpoint),
+            "sandbox mountpoint {mountpoint} leaked into a layer: {tree:?}"
+        );
     }
 }
 
@@ -152,23 +182,45 @@ fn multi_step_build_gives_the_expected_tree() {
     env.kiln_ok(&["build", ctx]);
 
     // gzip layers: umoci reads the store directly.
-    check_tree(&umoci_unpack(&env, &env.root(), "localhost/tree:gzip", "bundle-gzip"));
+    check_tree(&umoci_unpack(
+        &env,
+        &env.root(),
+        "localhost/tree:gzip",
+        "bundle-gzip",
+    ));
     // zstd layers (the default): Debian's umoci predates zstd, so skopeo (which reads them)
     // recompresses the image first.
     let converted = env.path("converted");
     run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-compress-format", "gzip", "--dest-compress"])
-        .arg(format!("oci:{}:localhost/tree:latest", env.root().display()))
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-compress-format",
+            "gzip",
+            "--dest-compress",
+        ])
+        .arg(format!(
+            "oci:{}:localhost/tree:latest",
+            env.root().display()
+        ))
         .arg(format!("oci:{}:tree", converted.display())));
     check_tree(&umoci_unpack(&env, &converted, "tree", "bundle-zstd"));
 
     // The config carries the spec's config and one history entry per step.
-    let inspect: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", "tree"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["inspect", "tree"])).unwrap();
     let cfg = &inspect["config"];
     assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/bin/sh"]));
     assert_eq!(cfg["config"]["WorkingDir"], "/data");
-    assert!(cfg["config"]["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hi"));
-    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "tree");
+    assert!(cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "GREETING=hi"));
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.title"],
+        "tree"
+    );
     let history = cfg["history"].as_array().unwrap();
     assert_eq!(history.len(), 7, "import + 6 steps: {history:?}");
     // `run: "true"` changes no file: no layer. Layers: import, run, copy, run.
@@ -185,17 +237,40 @@ fn store_is_a_valid_oci_layout() {
     env.write("hello.txt", "hello\n");
     env.write("kiln.yaml", TREE_SPEC);
     // Debian's oci-image-tool predates zstd layers: validate a gzip build.
-    env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "-t", "valid:1", "--compression", "gzip"]);
+    env.kiln_ok(&[
+        "build",
+        env.dir.path().to_str().unwrap(),
+        "-t",
+        "valid:1",
+        "--compression",
+        "gzip",
+    ]);
     // The tool opens every file under the directory it is given, including the whiteout
     // devices of kiln's unpacked layer dirs: validate the layout part (linked, not copied).
     let layout = env.path("layout");
     std::fs::create_dir(&layout).unwrap();
-    run(Command::new("cp").arg("-al").arg(env.root().join("blobs")).arg(env.root().join("index.json")).arg(env.root().join("oci-layout")).arg(&layout));
-    run(Command::new("oci-image-tool")
-        .args(["validate", "--type", "image", "--ref", "name=localhost/valid:1"])
+    run(Command::new("cp")
+        .arg("-al")
+        .arg(env.root().join("blobs"))
+        .arg(env.root().join("index.json"))
+        .arg(env.root().join("oci-layout"))
         .arg(&layout));
-    let out = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:localhost/valid:1", env.root().display())));
-    assert!(out.contains("application/vnd.oci.image.manifest.v1+json"), "{out}");
+    run(Command::new("oci-image-tool")
+        .args([
+            "validate",
+            "--type",
+            "image",
+            "--ref",
+            "name=localhost/valid:1",
+        ])
+        .arg(&layout));
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:localhost/valid:1", env.root().display())));
+    assert!(
+        out.contains("application/vnd.oci.image.manifest.v1+json"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -212,7 +287,13 @@ fn same_spec_built_twice_gives_identical_digests() {
     other.write("hello.txt", "hello\n");
     other.write("kiln.yaml", TREE_SPEC);
     std::thread::sleep(std::time::Duration::from_millis(1100)); // different mtimes
-    let second = other.kiln_ok(&["build", other.dir.path().to_str().unwrap(), "-t", "two", "-q"]);
+    let second = other.kiln_ok(&[
+        "build",
+        other.dir.path().to_str().unwrap(),
+        "-t",
+        "two",
+        "-q",
+    ]);
     assert_eq!(first, second, "manifest digests differ");
     assert!(first.starts_with("sha256:"), "{first}");
 }
@@ -221,11 +302,23 @@ fn same_spec_built_twice_gives_identical_digests() {
 fn gzip_compression_is_available() {
     let env = Env::new();
     busybox_rootfs(&env);
-    env.write("kiln.yaml", "image: gz\nfrom: rootfs:./base\nsteps:\n  - run: echo hi > /hi\n");
-    env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "--compression", "gzip"]);
-    let inspect: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", "gz"])).unwrap();
+    env.write(
+        "kiln.yaml",
+        "image: gz\nfrom: rootfs:./base\nsteps:\n  - run: echo hi > /hi\n",
+    );
+    env.kiln_ok(&[
+        "build",
+        env.dir.path().to_str().unwrap(),
+        "--compression",
+        "gzip",
+    ]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["inspect", "gz"])).unwrap();
     for l in inspect["manifest"]["layers"].as_array().unwrap() {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
     }
 }
 
@@ -238,9 +331,18 @@ fn failing_step_stops_the_build_and_tags_nothing() {
     let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("kiln.yaml:5:5"), "error must point at the step: {stderr}");
-    assert!(stderr.contains("failing"), "step output must be shown: {stderr}");
-    assert!(!stderr.contains("never"), "later steps must not run: {stderr}");
+    assert!(
+        stderr.contains("kiln.yaml:5:5"),
+        "error must point at the step: {stderr}"
+    );
+    assert!(
+        stderr.contains("failing"),
+        "step output must be shown: {stderr}"
+    );
+    assert!(
+        !stderr.contains("never"),
+        "later steps must not run: {stderr}"
+    );
     let images = env.kiln_ok(&["images", "--json"]);
     assert_eq!(images.trim(), "[]", "nothing may be tagged: {images}");
     assert_eq!(common::mounts(), before, "no mount may be left behind");
@@ -254,8 +356,14 @@ fn images_tag_and_rmi() {
     busybox_rootfs(&env);
     let digest = env.kiln_ok(&["import", env.path("base").to_str().unwrap(), "-t", "base"]);
     env.kiln_ok(&["tag", "base", "base:2"]);
-    let list: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["images", "--json"])).unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let list: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["images", "--json"])).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["localhost/base:latest", "localhost/base:2"]);
     assert!(list[0]["digest"].as_str() == Some(digest.as_str()));
     env.kiln_ok(&["rmi", "base:2"]);
@@ -272,12 +380,24 @@ fn build_from_an_image_in_the_store_and_from_an_oci_layout() {
     let env = Env::new();
     busybox_rootfs(&env);
     env.kiln_ok(&["import", env.path("base").to_str().unwrap(), "-t", "base"]);
-    env.write("kiln.yaml", "image: child\nfrom: base\nsteps:\n  - run: echo child > /child\n");
+    env.write(
+        "kiln.yaml",
+        "image: child\nfrom: base\nsteps:\n  - run: echo child > /child\n",
+    );
     env.kiln_ok(&["build", env.dir.path().to_str().unwrap()]);
     // Copy the image out with skopeo to a separate OCI layout, then build from it.
     let layout = env.path("layout");
-    run(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("oci:{}:localhost/child:latest", env.root().display())).arg(format!("oci:{}:v1", layout.display())));
-    env.write("b/kiln.yaml", "image: grandchild\nfrom: oci:../layout:v1\nsteps:\n  - run: cat /child > /grandchild\n");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!(
+            "oci:{}:localhost/child:latest",
+            env.root().display()
+        ))
+        .arg(format!("oci:{}:v1", layout.display())));
+    env.write(
+        "b/kiln.yaml",
+        "image: grandchild\nfrom: oci:../layout:v1\nsteps:\n  - run: cat /child > /grandchild\n",
+    );
     let other = Env::new();
     let out = other.kiln(&["build", env.path("b").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));

@@ -20,18 +20,52 @@ fn build_error(spec: &str) -> String {
 #[test]
 fn each_kind_of_spec_error_is_located() {
     let cases = [
-        ("from: scratch\nstesp: []\n", "kiln.yaml:2:1: unknown top-level key \"stesp\"", "did you mean \"steps\"?"),
-        ("from: scratch\nsteps:\n  - rnu: make\n", "kiln.yaml:3:5: unknown step key \"rnu\"", "did you mean \"run\"?"),
-        ("from: scratch\nfrom: scratch\n", "kiln.yaml:2:1:", "duplicate key \"from\""),
-        ("from: scratch\nsteps:\n  - copy: a\n    to: /a\n    mode: \"0999\"\n", "kiln.yaml:5:11:", "invalid mode \"0999\""),
-        ("from: scratch\nrun: { memory: 64X }\n", "kiln.yaml:2:16:", "unknown unit \"X\""),
-        ("from: scratch\nrun: { capabilities: { add: [CAP_NET_BIND] } }\n", "kiln.yaml:2:30:", "did you mean \"NET_BIND_SERVICE\"?"),
-        ("from: scratch\nsteps:\n  - run: echo ${GREETNG}\n", "kiln.yaml:3:10:", "undefined variable \"GREETNG\""),
+        (
+            "from: scratch\nstesp: []\n",
+            "kiln.yaml:2:1: unknown top-level key \"stesp\"",
+            "did you mean \"steps\"?",
+        ),
+        (
+            "from: scratch\nsteps:\n  - rnu: make\n",
+            "kiln.yaml:3:5: unknown step key \"rnu\"",
+            "did you mean \"run\"?",
+        ),
+        (
+            "from: scratch\nfrom: scratch\n",
+            "kiln.yaml:2:1:",
+            "duplicate key \"from\"",
+        ),
+        (
+            "from: scratch\nsteps:\n  - copy: a\n    to: /a\n    mode: \"0999\"\n",
+            "kiln.yaml:5:11:",
+            "invalid mode \"0999\"",
+        ),
+        (
+            "from: scratch\nrun: { memory: 64X }\n",
+            "kiln.yaml:2:16:",
+            "unknown unit \"X\"",
+        ),
+        (
+            "from: scratch\nrun: { capabilities: { add: [CAP_NET_BIND] } }\n",
+            "kiln.yaml:2:30:",
+            "did you mean \"NET_BIND_SERVICE\"?",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: echo ${GREETNG}\n",
+            "kiln.yaml:3:10:",
+            "undefined variable \"GREETNG\"",
+        ),
     ];
     for (spec, location, detail) in cases {
         let err = build_error(spec);
-        assert!(err.starts_with(&format!("error: {location}")), "for\n{spec}\ngot: {err}");
-        assert!(err.contains(detail), "for\n{spec}\nexpected {detail:?} in: {err}");
+        assert!(
+            err.starts_with(&format!("error: {location}")),
+            "for\n{spec}\ngot: {err}"
+        );
+        assert!(
+            err.contains(detail),
+            "for\n{spec}\nexpected {detail:?} in: {err}"
+        );
     }
 }
 
@@ -39,9 +73,20 @@ fn each_kind_of_spec_error_is_located() {
 fn unknown_build_arg_is_an_error() {
     let env = Env::new();
     env.write("kiln.yaml", "from: scratch\nargs: { A: x }\n");
-    let out = env.kiln(&["build", env.dir.path().to_str().unwrap(), "--arg", "B=1", "-t", "x"]);
+    let out = env.kiln(&[
+        "build",
+        env.dir.path().to_str().unwrap(),
+        "--arg",
+        "B=1",
+        "-t",
+        "x",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown build arg \"B\""), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown build arg \"B\""),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -49,5 +94,9 @@ fn missing_spec_file_is_a_clear_error() {
     let env = Env::new();
     let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("kiln.yaml"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kiln.yaml"),
+        "{}",
+        text(&out)
+    );
 }

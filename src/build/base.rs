@@ -16,11 +16,21 @@ use crate::store::{Digest, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
 
-pub(super) fn resolve(store: &Store, from: &From, opts: &BuildOptions, progress: &dyn Progress) -> Result<Partial> {
+pub(super) fn resolve(
+    store: &Store,
+    from: &From,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Partial> {
     match from {
-        From::Scratch => Ok(Partial { config: ImageConfig::scratch(), layers: Vec::new() }),
+        From::Scratch => Ok(Partial {
+            config: ImageConfig::scratch(),
+            layers: Vec::new(),
+        }),
         From::Image(name) => {
-            let tagged = store.find(name)?.ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
+            let tagged = store
+                .find(name)?
+                .ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
             from_image(store, &image::oci_digest(&tagged.manifest)?)
         }
         From::OciLayout { path, tag } => {
@@ -39,19 +49,27 @@ pub(super) fn resolve(store: &Store, from: &From, opts: &BuildOptions, progress:
                 created_by: Some(format!("kiln import rootfs:{}", file_name(path))),
                 ..Default::default()
             });
-            Ok(Partial { config, layers: vec![blob] })
+            Ok(Partial {
+                config,
+                layers: vec![blob],
+            })
         }
     }
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
     let image = Image::load(store, manifest)?;
     ensure_layer_dirs(store, &image)?;
-    Ok(Partial { layers: image.manifest.layers().clone(), config: image.config })
+    Ok(Partial {
+        layers: image.manifest.layers().clone(),
+        config: image.config,
+    })
 }
 
 /// Unpacks every layer of `image` that has no layer dir yet, bottom first, verifying each
@@ -62,18 +80,31 @@ pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
         if store.has_layer(&l.diff_id) {
             continue;
         }
-        let lowers: Vec<PathBuf> = layers[..i].iter().rev().map(|b| store.layer_dir(&b.diff_id)).collect();
+        let lowers: Vec<PathBuf> = layers[..i]
+            .iter()
+            .rev()
+            .map(|b| store.layer_dir(&b.diff_id))
+            .collect();
         let staging = store.temp_dir("unpack")?;
         let dest = staging.path().join("layer");
         std::fs::create_dir(&dest).map_err(StoreError::io("create", &dest))?;
         let mut blob = store.open_blob(&l.digest)?;
         let media_type = l.blob.media_type().to_string();
-        let diff_id = layer::apply_layer(&mut blob, &media_type, &dest, &lowers, &ApplyLimits::default())?;
+        let diff_id = layer::apply_layer(
+            &mut blob,
+            &media_type,
+            &dest,
+            &lowers,
+            &ApplyLimits::default(),
+        )?;
         if diff_id != l.diff_id {
             return Err(BuildError::Image(image::ImageError::BadDocument {
                 what: "layer",
                 digest: l.digest.clone(),
-                why: format!("uncompressed digest {diff_id} does not match the config's diff_id {}", l.diff_id),
+                why: format!(
+                    "uncompressed digest {diff_id} does not match the config's diff_id {}",
+                    l.diff_id
+                ),
             }));
         }
         store.commit_layer(&dest, &l.diff_id)?;
@@ -84,15 +115,26 @@ pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
 /// Turns a root filesystem (a directory, or a tar optionally gzip/zstd compressed) into one
 /// reproducible layer: blob in `blobs/`, layer dir in `layers/`. Returns the blob's
 /// descriptor and the diff_id.
-pub fn import_rootfs(store: &Store, path: &Path, compression: Compression, epoch: u64) -> Result<(Descriptor, Digest)> {
-    let meta = std::fs::metadata(path).map_err(|e| BuildError::BadBase { path: path.into(), why: e.to_string() })?;
+pub fn import_rootfs(
+    store: &Store,
+    path: &Path,
+    compression: Compression,
+    epoch: u64,
+) -> Result<(Descriptor, Digest)> {
+    let meta = std::fs::metadata(path).map_err(|e| BuildError::BadBase {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
     let staging = store.temp_dir("import")?;
     let dir = staging.path().join("layer");
     std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
     let source_dir = if meta.is_dir() {
         path.to_owned()
     } else {
-        let mut tar = File::open(path).map_err(|e| BuildError::BadBase { path: path.into(), why: e.to_string() })?;
+        let mut tar = File::open(path).map_err(|e| BuildError::BadBase {
+            path: path.into(),
+            why: e.to_string(),
+        })?;
         layer::apply_layer(&mut tar, "", &dir, &[], &ApplyLimits::default())?;
         dir.clone()
     };
@@ -102,12 +144,22 @@ pub fn import_rootfs(store: &Store, path: &Path, compression: Compression, epoch
     if meta.is_dir() {
         // The layer dir is made from the blob, so it holds exactly what the image holds.
         let mut blob = store.open_blob(&digest)?;
-        layer::apply_layer(&mut blob, compression.media_type(), &dir, &[], &ApplyLimits::default())?;
+        layer::apply_layer(
+            &mut blob,
+            compression.media_type(),
+            &dir,
+            &[],
+            &ApplyLimits::default(),
+        )?;
     }
     if !store.has_layer(&written.diff_id) {
         store.commit_layer(&dir, &written.diff_id)?;
     }
-    let desc = image::descriptor(MediaType::Other(compression.media_type().into()), &digest, size);
+    let desc = image::descriptor(
+        MediaType::Other(compression.media_type().into()),
+        &digest,
+        size,
+    );
     Ok((normalise_media_type(desc), written.diff_id))
 }
 
@@ -121,10 +173,14 @@ fn normalise_media_type(mut d: Descriptor) -> Descriptor {
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
 /// store, verifying every blob, and returns its manifest digest.
 fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest> {
-    let bad = |why: String| BuildError::BadBase { path: dir.into(), why };
-    let index_bytes = read_bounded(&dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
-    let index: ImageIndex =
-        serde_json::from_slice(&index_bytes).map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
+    let bad = |why: String| BuildError::BadBase {
+        path: dir.into(),
+        why,
+    };
+    let index_bytes =
+        read_bounded(&dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(&index_bytes)
+        .map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
     let desc = pick_manifest(&index, tag).map_err(bad)?;
     let mut desc = desc.clone();
     for _ in 0..MAX_INDEX_DEPTH {
@@ -133,8 +189,14 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
         }
         let digest = copy_blob(store, dir, &desc)?;
         let bytes = store.read_blob(&digest, MAX_DOCUMENT)?;
-        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| bad(format!("index {digest}: {e}")))?;
-        desc = pick_platform(&nested).ok_or_else(|| bad(format!("no linux/{} image in index {digest}", image::go_arch())))?;
+        let nested: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("index {digest}: {e}")))?;
+        desc = pick_platform(&nested).ok_or_else(|| {
+            bad(format!(
+                "no linux/{} image in index {digest}",
+                image::go_arch()
+            ))
+        })?;
     }
     let manifest = copy_blob(store, dir, &desc)?;
     let bytes = store.read_blob(&manifest, MAX_DOCUMENT)?;
@@ -147,8 +209,16 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
     Ok(manifest)
 }
 
-fn pick_manifest<'a>(index: &'a ImageIndex, tag: Option<&str>) -> std::result::Result<&'a Descriptor, String> {
-    let name = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+fn pick_manifest<'a>(
+    index: &'a ImageIndex,
+    tag: Option<&str>,
+) -> std::result::Result<&'a Descriptor, String> {
+    let name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
     let all = index.manifests();
     match tag {
         Some(t) => all
@@ -156,13 +226,21 @@ fn pick_manifest<'a>(index: &'a ImageIndex, tag: Option<&str>) -> std::result::R
             .find(|d| name(d).as_deref() == Some(t))
             .ok_or_else(|| format!("no image tagged {t:?} (tags: {})", tag_list(all, name))),
         None if all.len() == 1 => Ok(&all[0]),
-        None => Err(format!("holds {} images: name one with oci:PATH:TAG (tags: {})", all.len(), tag_list(all, name))),
+        None => Err(format!(
+            "holds {} images: name one with oci:PATH:TAG (tags: {})",
+            all.len(),
+            tag_list(all, name)
+        )),
     }
 }
 
 fn tag_list(all: &[Descriptor], name: impl Fn(&Descriptor) -> Option<String>) -> String {
     let tags: Vec<String> = all.iter().filter_map(name).collect();
-    if tags.is_empty() { "none".into() } else { tags.join(", ") }
+    if tags.is_empty() {
+        "none".into()
+    } else {
+        tags.join(", ")
+    }
 }
 
 fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
@@ -170,7 +248,11 @@ fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
     index
         .manifests()
         .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch))
+        .find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == arch
+            })
+        })
         .cloned()
 }
 
@@ -182,18 +264,30 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
         return Ok(digest);
     }
     let path = dir.join("blobs/sha256").join(digest.hex());
-    let file = File::open(&path).map_err(|e| BuildError::BadBase { path: path.clone(), why: e.to_string() })?;
+    let file = File::open(&path).map_err(|e| BuildError::BadBase {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
     let mut w = store.new_blob()?;
-    let copied = io::copy(&mut file.take(desc.size() + 1), &mut w).map_err(StoreError::io("copy", &path))?;
+    let copied =
+        io::copy(&mut file.take(desc.size() + 1), &mut w).map_err(StoreError::io("copy", &path))?;
     if copied != desc.size() {
-        return Err(BuildError::BadBase { path, why: format!("size is {copied} bytes, the descriptor says {}", desc.size()) });
+        return Err(BuildError::BadBase {
+            path,
+            why: format!(
+                "size is {copied} bytes, the descriptor says {}",
+                desc.size()
+            ),
+        });
     }
     Ok(w.commit(Some(&digest))?.0)
 }
 
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    File::open(path)?.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes)?;
+    File::open(path)?
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_DOCUMENT {
         return Err(io::Error::other("larger than 4 MiB"));
     }

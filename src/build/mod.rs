@@ -64,11 +64,26 @@ pub enum BuildError {
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error("{location}: step {number} ({title}) failed: {status}")]
-    StepFailed { location: String, number: usize, title: String, status: crate::runtime::ExitStatus },
+    StepFailed {
+        location: String,
+        number: usize,
+        title: String,
+        status: crate::runtime::ExitStatus,
+    },
     #[error("{location}: step {number} ({title}) could not start: {source}")]
-    StepSetup { location: String, number: usize, title: String, source: RuntimeError },
+    StepSetup {
+        location: String,
+        number: usize,
+        title: String,
+        source: RuntimeError,
+    },
     #[error("{location}: step {number} ({title}): {message}")]
-    Step { location: String, number: usize, title: String, message: String },
+    Step {
+        location: String,
+        number: usize,
+        title: String,
+        message: String,
+    },
     #[error("base image {0:?} is not in the store")]
     BaseNotFound(String),
     #[error("{path}: {why}")]
@@ -117,7 +132,13 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
         store.set_tag(tag, &manifest)?;
     }
     let size = built.layers.iter().map(Descriptor::size).sum();
-    Ok(BuildResult { digest: image::oci_digest(&manifest)?, manifest, tags, layers: built.layers.len(), size })
+    Ok(BuildResult {
+        digest: image::oci_digest(&manifest)?,
+        manifest,
+        tags,
+        layers: built.layers.len(),
+        size,
+    })
 }
 
 fn resolve_tags(spec: &spec::Spec, cli_tags: &[String]) -> Result<Vec<Reference>> {
@@ -129,7 +150,11 @@ fn resolve_tags(spec: &spec::Spec, cli_tags: &[String]) -> Result<Vec<Reference>
     if names.is_empty() {
         return Err(BuildError::NoTag);
     }
-    Ok(names.into_iter().map(Reference::local).collect::<Result<_, _>>().map_err(StoreError::from)?)
+    Ok(names
+        .into_iter()
+        .map(Reference::local)
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)?)
 }
 
 /// An image under construction: config plus layer descriptors, bottom first.

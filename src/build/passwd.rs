@@ -22,7 +22,11 @@ pub struct User {
 }
 
 impl User {
-    pub const ROOT: User = User { uid: 0, gid: 0, groups: Vec::new() };
+    pub const ROOT: User = User {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +54,9 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, UserError> {
     let entry = find_entry(&passwd, user, 2);
     let uid = match (parse_id(user)?, &entry) {
         (Some(id), _) => id,
-        (None, Some(fields)) => parse_id(fields[2])?.ok_or_else(|| UserError::BadId(fields[2].into()))?,
+        (None, Some(fields)) => {
+            parse_id(fields[2])?.ok_or_else(|| UserError::BadId(fields[2].into()))?
+        }
         (None, None) => return Err(UserError::UnknownUser(user.into())),
     };
     let primary = match &entry {
@@ -63,13 +69,18 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, UserError> {
         Some(g) => match parse_id(g)? {
             Some(id) => id,
             None => {
-                let fields = find_entry(&groups_db, g, 2).ok_or_else(|| UserError::UnknownGroup(g.into()))?;
+                let fields = find_entry(&groups_db, g, 2)
+                    .ok_or_else(|| UserError::UnknownGroup(g.into()))?;
                 parse_id(fields[2])?.ok_or_else(|| UserError::BadId(fields[2].into()))?
             }
         },
     };
     let name = entry.as_ref().map(|f| f[0]).unwrap_or(user);
-    Ok(User { uid, gid, groups: supplementary_groups(&groups_db, name, gid) })
+    Ok(User {
+        uid,
+        gid,
+        groups: supplementary_groups(&groups_db, name, gid),
+    })
 }
 
 /// `Some(id)` for a decimal ID, `None` for a name, an error for a number that overflows.
@@ -86,7 +97,11 @@ fn find_entry<'a>(db: &'a str, name: &str, id_field: usize) -> Option<Vec<&'a st
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() > id_field + 1)
         .find(|f| f[0] == name)
-        .or_else(|| db.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > id_field + 1 && f[id_field] == name))
+        .or_else(|| {
+            db.lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > id_field + 1 && f[id_field] == name)
+        })
 }
 
 fn supplementary_groups(db: &str, user: &str, primary: u32) -> Vec<u32> {
@@ -106,7 +121,11 @@ fn supplementary_groups(db: &str, user: &str, primary: u32) -> Vec<u32> {
 /// unreadable file reads as empty, as in a scratch image.
 fn read_db(root: &Path, rel: &str) -> String {
     let open = || -> nix::Result<std::fs::File> {
-        let dir = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let dir = nix::fcntl::open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         let how = nix::fcntl::OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -131,26 +150,57 @@ mod tests {
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n").unwrap();
-        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nwww:x:34:\nstaff:x:50:www,bob\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nwww:x:34:\nstaff:x:50:www,bob\n",
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn names_and_numbers_resolve() {
         let r = rootfs();
-        assert_eq!(resolve(r.path(), "www").unwrap(), User { uid: 33, gid: 34, groups: vec![50] });
+        assert_eq!(
+            resolve(r.path(), "www").unwrap(),
+            User {
+                uid: 33,
+                gid: 34,
+                groups: vec![50]
+            }
+        );
         assert_eq!(resolve(r.path(), "www:staff").unwrap().gid, 50);
-        assert_eq!(resolve(r.path(), "1000").unwrap(), User { uid: 1000, gid: 0, groups: vec![] });
+        assert_eq!(
+            resolve(r.path(), "1000").unwrap(),
+            User {
+                uid: 1000,
+                gid: 0,
+                groups: vec![]
+            }
+        );
         assert_eq!(resolve(r.path(), "1000:7").unwrap().gid, 7);
     }
 
     #[test]
     fn bad_users_are_errors() {
         let r = rootfs();
-        assert!(matches!(resolve(r.path(), "nobody"), Err(UserError::UnknownUser(_))));
-        assert!(matches!(resolve(r.path(), "www:nogroup"), Err(UserError::UnknownGroup(_))));
-        assert!(matches!(resolve(r.path(), "4294967296"), Err(UserError::BadId(_))));
+        assert!(matches!(
+            resolve(r.path(), "nobody"),
+            Err(UserError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            resolve(r.path(), "www:nogroup"),
+            Err(UserError::UnknownGroup(_))
+        ));
+        assert!(matches!(
+            resolve(r.path(), "4294967296"),
+            Err(UserError::BadId(_))
+        ));
     }
 
     #[test]
@@ -159,7 +209,11 @@ mod tests {
         let victim = tempfile::tempdir().unwrap();
         std::fs::write(victim.path().join("passwd"), "evil:x:0:0::/:/bin/sh\n").unwrap();
         std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink(victim.path().join("passwd"), r.path().join("etc/passwd")).unwrap();
-        assert!(matches!(resolve(r.path(), "evil"), Err(UserError::UnknownUser(_))));
+        std::os::unix::fs::symlink(victim.path().join("passwd"), r.path().join("etc/passwd"))
+            .unwrap();
+        assert!(matches!(
+            resolve(r.path(), "evil"),
+            Err(UserError::UnknownUser(_))
+        ));
     }
 }

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use oci_spec::image::{Descriptor, MediaType};
 
-use super::{passwd, BuildError, BuildOptions, Partial, Progress, Result, StepReport, Stream, DEFAULT_PATH};
+use super::{
+    passwd, BuildError, BuildOptions, Partial, Progress, Result, StepReport, Stream, DEFAULT_PATH,
+};
 use crate::image::{self, rfc3339, History};
 use crate::layer::{self, CopyOptions, TarOptions};
 use crate::runtime::{self, ExitStatus, NetworkMode, Overlay, StepSandbox};
@@ -32,7 +34,13 @@ pub(super) fn run_all(
     mut image: Partial,
     progress: &dyn Progress,
 ) -> Result<Partial> {
-    let ctx = StepContext { store, spec, opts, progress, total: spec.steps.len() };
+    let ctx = StepContext {
+        store,
+        spec,
+        opts,
+        progress,
+        total: spec.steps.len(),
+    };
     let created = rfc3339(opts.epoch);
     image.config.created = Some(created.clone());
     for (k, v) in &spec.env {
@@ -55,7 +63,12 @@ pub(super) fn run_all(
         });
         let report = StepReport {
             duration: started.elapsed(),
-            layer: layer.as_ref().map(|d| (image::oci_digest(d).expect("kiln wrote this digest"), d.size())),
+            layer: layer.as_ref().map(|d| {
+                (
+                    image::oci_digest(d).expect("kiln wrote this digest"),
+                    d.size(),
+                )
+            }),
         };
         progress.step_finished(index, &report);
     }
@@ -63,7 +76,13 @@ pub(super) fn run_all(
     Ok(image)
 }
 
-fn run_one(ctx: &StepContext, index: usize, step: &Step, title: &str, image: &mut Partial) -> Result<Option<Descriptor>> {
+fn run_one(
+    ctx: &StepContext,
+    index: usize,
+    step: &Step,
+    title: &str,
+    image: &mut Partial,
+) -> Result<Option<Descriptor>> {
     let config = &mut image.config.config;
     match &step.kind {
         StepKind::Env(vars) => {
@@ -123,11 +142,27 @@ impl StepDirs {
 }
 
 fn location(ctx: &StepContext, step: &Step) -> String {
-    format!("{}:{}:{}", ctx.spec.file.display(), step.location.line, step.location.column)
+    format!(
+        "{}:{}:{}",
+        ctx.spec.file.display(),
+        step.location.line,
+        step.location.column
+    )
 }
 
-fn step_error(ctx: &StepContext, index: usize, step: &Step, title: &str, message: String) -> BuildError {
-    BuildError::Step { location: location(ctx, step), number: index + 1, title: title.into(), message }
+fn step_error(
+    ctx: &StepContext,
+    index: usize,
+    step: &Step,
+    title: &str,
+    message: String,
+) -> BuildError {
+    BuildError::Step {
+        location: location(ctx, step),
+        number: index + 1,
+        title: title.into(),
+        message,
+    }
 }
 
 fn run_in_sandbox(
@@ -143,14 +178,25 @@ fn run_in_sandbox(
     let user = resolve_user(&overlay, image.config.config.user.as_deref())
         .map_err(|m| step_error(ctx, index, step, title, m))?;
     let mut env = image.config.config.env.clone();
-    env.extend(ctx.spec.args.iter().filter(|(k, _)| image.config.env_var(k).is_none()).map(|(k, v)| format!("{k}={v}")));
+    env.extend(
+        ctx.spec
+            .args
+            .iter()
+            .filter(|(k, _)| image.config.env_var(k).is_none())
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let sandbox = StepSandbox {
         overlay,
         argv: run.command.argv(),
         env,
-        cwd: image.config.config.working_dir.clone().unwrap_or_else(|| "/".into()),
+        cwd: image
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into()),
         uid: user.uid,
         gid: user.gid,
         groups: user.groups,
@@ -177,13 +223,24 @@ fn run_in_sandbox(
     })?;
     match status {
         ExitStatus::Exited(0) => Ok(()),
-        status => Err(BuildError::StepFailed { location: location(ctx, step), number: index + 1, title: title.into(), status }),
+        status => Err(BuildError::StepFailed {
+            location: location(ctx, step),
+            number: index + 1,
+            title: title.into(),
+            status,
+        }),
     }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| StoreError::Io { what: "create", path: "pipe".into(), source: e.into() }.into())
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        StoreError::Io {
+            what: "create",
+            path: "pipe".into(),
+            source: e.into(),
+        }
+        .into()
+    })
 }
 
 fn forward_lines(progress: &dyn Progress, index: usize, stream: Stream, fd: OwnedFd) {
@@ -199,7 +256,10 @@ fn forward_lines(progress: &dyn Progress, index: usize, stream: Stream, fd: Owne
 }
 
 /// Resolves the current `user:` to IDs; names need the image's /etc/passwd.
-fn resolve_user(overlay: &Overlay, user: Option<&str>) -> std::result::Result<passwd::User, String> {
+fn resolve_user(
+    overlay: &Overlay,
+    user: Option<&str>,
+) -> std::result::Result<passwd::User, String> {
     let user = user.unwrap_or("");
     if passwd::is_root(user) {
         return Ok(passwd::User::ROOT);
@@ -221,21 +281,39 @@ fn copy_into_image(
     let context = match &copy.from {
         None => ctx.opts.context.clone(),
         Some(name) => ctx.spec.contexts.get(name).cloned().ok_or_else(|| {
-            step_error(ctx, index, step, title, format!("no build context named {name:?} in contexts:"))
+            step_error(
+                ctx,
+                index,
+                step,
+                title,
+                format!("no build context named {name:?} in contexts:"),
+            )
         })?,
     };
     let overlay = dirs.overlay(ctx.store, image);
-    let workdir = image.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
+    let workdir = image
+        .config
+        .config
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| "/".into());
     let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), String> {
         let owner = match &copy.owner {
             None => passwd::User::ROOT,
             Some(o) => passwd::resolve(root, o).map_err(|e| e.to_string())?,
         };
-        let opts = CopyOptions { mode: copy.mode, uid: owner.uid, gid: owner.gid };
-        layer::copy_in(&context, &copy.sources, root, &copy.to, &workdir, &opts).map_err(|e| e.to_string())?;
+        let opts = CopyOptions {
+            mode: copy.mode,
+            uid: owner.uid,
+            gid: owner.gid,
+        };
+        layer::copy_in(&context, &copy.sources, root, &copy.to, &workdir, &opts)
+            .map_err(|e| e.to_string())?;
         Ok(())
     });
-    outcome.map_err(BuildError::from)?.map_err(|m| step_error(ctx, index, step, title, m))
+    outcome
+        .map_err(BuildError::from)?
+        .map_err(|m| step_error(ctx, index, step, title, m))
 }
 
 /// Turns a step's upper dir into a committed layer, or `None` when the step changed nothing.
@@ -247,11 +325,26 @@ fn capture(ctx: &StepContext, dirs: &StepDirs, image: &mut Partial) -> Result<Op
         return Ok(None);
     }
     let mut blob = ctx.store.new_blob()?;
-    let written = layer::write_layer(&upper, &mut blob, ctx.opts.compression, &TarOptions { epoch: ctx.opts.epoch })?;
+    let written = layer::write_layer(
+        &upper,
+        &mut blob,
+        ctx.opts.compression,
+        &TarOptions {
+            epoch: ctx.opts.epoch,
+        },
+    )?;
     let (digest, size) = blob.commit(Some(&written.digest))?;
     ctx.store.commit_layer(&upper, &written.diff_id)?;
-    let desc = image::descriptor(MediaType::from(ctx.opts.compression.media_type()), &digest, size);
-    image.config.rootfs.diff_ids.push(written.diff_id.to_string());
+    let desc = image::descriptor(
+        MediaType::from(ctx.opts.compression.media_type()),
+        &digest,
+        size,
+    );
+    image
+        .config
+        .rootfs
+        .diff_ids
+        .push(written.diff_id.to_string());
     image.layers.push(desc.clone());
     Ok(Some(desc))
 }

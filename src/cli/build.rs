@@ -48,14 +48,19 @@ fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
         Ok(v) => v.trim().parse().map_err(|_| {
-            Failure::user(format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+            Failure::user(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
         }),
     }
 }
 
 pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
     let store = globals.store()?;
-    let spec_file = args.file.clone().unwrap_or_else(|| args.context.join("kiln.yaml"));
+    let spec_file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("kiln.yaml"));
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -99,5 +104,9 @@ fn failure(e: BuildError) -> Failure {
         BuildError::Store(_) | BuildError::Runtime(_) => super::EXIT_KILN_FAILED,
         _ => e.step_exit_code().unwrap_or(super::EXIT_USER_ERROR),
     };
-    Failure { message: e.to_string(), hint, code }
+    Failure {
+        message: e.to_string(),
+        hint,
+        code,
+    }
 }

@@ -20,11 +20,17 @@ pub enum DebugCommand {
 
 pub fn run(cmd: DebugCommand) -> CmdResult {
     match cmd {
-        DebugCommand::Capture { dir, out, compression } => {
+        DebugCommand::Capture {
+            dir,
+            out,
+            compression,
+        } => {
             let compression: Compression = compression.parse().map_err(Failure::user)?;
-            let file = std::fs::File::create(&out).map_err(|e| Failure::user(format!("{}: {e}", out.display())))?;
+            let file = std::fs::File::create(&out)
+                .map_err(|e| Failure::user(format!("{}: {e}", out.display())))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-            let d = layer::write_layer(&dir, &mut w, compression, &TarOptions { epoch: 0 }).map_err(Failure::internal)?;
+            let d = layer::write_layer(&dir, &mut w, compression, &TarOptions { epoch: 0 })
+                .map_err(Failure::internal)?;
             println!("{} {} {}", d.digest, d.diff_id, d.size);
             Ok(0)
         }

@@ -8,7 +8,10 @@ use crate::image::{self, Image};
 use crate::store::{Reference, Store, Tagged};
 
 #[derive(Args, Debug)]
-#[command(about = "List images in the store", after_help = "Examples:\n  kiln images\n  kiln images --json")]
+#[command(
+    about = "List images in the store",
+    after_help = "Examples:\n  kiln images\n  kiln images --json"
+)]
 pub struct ImagesArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
@@ -29,7 +32,10 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(about = "Remove image tags", after_help = "Examples:\n  kiln rmi hello\n  kiln rmi hello:1 hello:2")]
+#[command(
+    about = "Remove image tags",
+    after_help = "Examples:\n  kiln rmi hello\n  kiln rmi hello:1 hello:2"
+)]
 pub struct RmiArgs {
     /// Image names
     #[arg(required = true)]
@@ -37,7 +43,10 @@ pub struct RmiArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(about = "Give an image another name", after_help = "Examples:\n  kiln tag hello hello:1.0\n  kiln tag hello registry.example:5000/me/hello:1.0")]
+#[command(
+    about = "Give an image another name",
+    after_help = "Examples:\n  kiln tag hello hello:1.0\n  kiln tag hello registry.example:5000/me/hello:1.0"
+)]
 pub struct TagArgs {
     /// Existing image name or ID
     source: String,
@@ -47,7 +56,8 @@ pub struct TagArgs {
 
 fn find(store: &Store, name: &str) -> Result<Tagged, Failure> {
     store.find(name)?.ok_or_else(|| {
-        Failure::user(format!("no such image: {name}")).hint(Some("`kiln images` lists the images in the store".into()))
+        Failure::user(format!("no such image: {name}"))
+            .hint(Some("`kiln images` lists the images in the store".into()))
     })
 }
 
@@ -64,13 +74,25 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
             .iter()
             .map(|(r, d, s)| serde_json::json!({ "name": r.to_string(), "digest": d.to_string(), "size": s }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json).expect("JSON values serialise"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("JSON values serialise")
+        );
         return Ok(0);
     }
-    println!("{:<40} {:<16} {:<14} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+    println!(
+        "{:<40} {:<16} {:<14} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
+    );
     for (r, d, s) in rows {
         let repo = format!("{}/{}", r.domain, r.path);
-        println!("{:<40} {:<16} {:<14} {:>10}", repo, r.tag.as_deref().unwrap_or("<none>"), d.short(), human_size(s));
+        println!(
+            "{:<40} {:<16} {:<14} {:>10}",
+            repo,
+            r.tag.as_deref().unwrap_or("<none>"),
+            d.short(),
+            human_size(s)
+        );
     }
     Ok(0)
 }
@@ -93,7 +115,10 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
         "config_digest": img.config_digest.to_string(),
         "config": img.config,
     });
-    println!("{}", serde_json::to_string_pretty(&json).expect("JSON values serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).expect("JSON values serialise")
+    );
     Ok(0)
 }
 

@@ -28,13 +28,18 @@ pub struct ImportArgs {
 
 pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
     let store = globals.store()?;
-    let tags: Vec<Reference> =
-        args.tags.iter().map(|t| Reference::local(t)).collect::<Result<_, _>>().map_err(Failure::user)?;
+    let tags: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| Reference::local(t))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::user)?;
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
-    let (blob, diff_id) = build::import_rootfs(&store, &args.rootfs, compression, 0).map_err(|e| {
-        let hint = e.hint();
-        Failure::user(e).hint(hint)
-    })?;
+    let (blob, diff_id) =
+        build::import_rootfs(&store, &args.rootfs, compression, 0).map_err(|e| {
+            let hint = e.hint();
+            Failure::user(e).hint(hint)
+        })?;
     let mut config = ImageConfig::scratch();
     config.created = Some(rfc3339(0));
     config.config.set_env("PATH", build::DEFAULT_PATH);

@@ -61,11 +61,19 @@ pub struct Failure {
 
 impl Failure {
     pub fn user(message: impl std::fmt::Display) -> Self {
-        Failure { message: message.to_string(), hint: None, code: EXIT_USER_ERROR }
+        Failure {
+            message: message.to_string(),
+            hint: None,
+            code: EXIT_USER_ERROR,
+        }
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Failure { message: message.to_string(), hint: None, code: EXIT_KILN_FAILED }
+        Failure {
+            message: message.to_string(),
+            hint: None,
+            code: EXIT_KILN_FAILED,
+        }
     }
 
     pub fn hint(mut self, hint: Option<String>) -> Self {
@@ -100,7 +108,9 @@ pub struct Globals {
 impl Globals {
     pub fn store(&self) -> Result<Store, Failure> {
         Store::open(&self.root).map_err(|e| {
-            Failure::internal(e).hint(Some("kiln needs root, or --root pointing at a writable directory".into()))
+            Failure::internal(e).hint(Some(
+                "kiln needs root, or --root pointing at a writable directory".into(),
+            ))
         })
     }
 }
@@ -116,11 +126,26 @@ fn default_root() -> PathBuf {
     data.join("kiln")
 }
 
+/// Layer capture holds one directory fd per level of nesting: allow as many open files as
+/// the hard limit does, as Go programs do at start.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Runs kiln with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
     signals::install();
+    raise_open_file_limit();
     let cli = Cli::parse();
-    let globals = Globals { root: cli.root.unwrap_or_else(default_root), quiet: cli.quiet };
+    let globals = Globals {
+        root: cli.root.unwrap_or_else(default_root),
+        quiet: cli.quiet,
+    };
     let result = match cli.command {
         Command::Build(a) => build::run(&globals, a),
         Command::Images(a) => images::images(&globals, a),

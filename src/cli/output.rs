@@ -26,12 +26,20 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", units[i]) }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
 }
 
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 1.0 { format!("{:.0}ms", s * 1000.0) } else { format!("{s:.1}s") }
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else {
+        format!("{s:.1}s")
+    }
 }
 
 /// Build progress on stderr: a spinner for the running step on a terminal, and one line
@@ -40,12 +48,20 @@ pub struct BuildProgress {
     quiet: bool,
     spinner: Mutex<Option<ProgressBar>>,
     total: Mutex<usize>,
+    /// The running step's `[n/total] title`.
+    current: Mutex<String>,
     tty: bool,
 }
 
 impl BuildProgress {
     pub fn new(quiet: bool) -> Self {
-        BuildProgress { quiet, spinner: Mutex::new(None), total: Mutex::new(0), tty: std::io::stderr().is_terminal() }
+        BuildProgress {
+            quiet,
+            spinner: Mutex::new(None),
+            total: Mutex::new(0),
+            current: Mutex::new(String::new()),
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -59,7 +75,11 @@ impl BuildProgress {
     }
 
     fn prefix(&self, index: usize) -> String {
-        format!("[{}/{}]", index + 1, *self.total.lock().expect("progress lock"))
+        format!(
+            "[{}/{}]",
+            index + 1,
+            *self.total.lock().expect("progress lock")
+        )
     }
 }
 
@@ -70,35 +90,43 @@ impl Progress for BuildProgress {
 
     fn step_started(&self, index: usize, total: usize, title: &str) {
         *self.total.lock().expect("progress lock") = total;
+        let current = format!("{} {title}", self.prefix(index));
+        *self.current.lock().expect("progress lock") = current.clone();
         if self.quiet {
             return;
         }
         if self.tty {
             let pb = ProgressBar::new_spinner();
-            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
-            pb.set_message(format!("{} {title}", self.prefix(index)));
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+            );
+            pb.set_message(current);
             pb.enable_steady_tick(Duration::from_millis(100));
             *self.spinner.lock().expect("progress lock") = Some(pb);
-        } else {
-            self.line(&format!("{} {title}", self.prefix(index)));
         }
     }
 
     fn step_output(&self, index: usize, stream: Stream, line: &[u8]) {
         let marker = if stream == Stream::Stderr { "!" } else { "|" };
-        self.line(&format!("{} {marker} {}", self.prefix(index), String::from_utf8_lossy(line)));
+        self.line(&format!(
+            "{} {marker} {}",
+            self.prefix(index),
+            String::from_utf8_lossy(line)
+        ));
     }
 
-    fn step_finished(&self, index: usize, report: &StepReport) {
-        let spinner = self.spinner.lock().expect("progress lock").take();
-        let title = spinner.as_ref().map(|pb| pb.message()).unwrap_or_else(|| self.prefix(index));
-        if let Some(pb) = spinner {
+    fn step_finished(&self, _index: usize, report: &StepReport) {
+        let title = self.current.lock().expect("progress lock").clone();
+        if let Some(pb) = self.spinner.lock().expect("progress lock").take() {
             pb.finish_and_clear();
         }
         let layer = match &report.layer {
             Some((digest, size)) => format!("layer {} {}", digest.short(), human_size(*size)),
             None => "no layer".into(),
         };
-        self.line(&format!("{title} done in {} ({layer})", human_duration(report.duration)));
+        self.line(&format!(
+            "{title} done in {} ({layer})",
+            human_duration(report.duration)
+        ));
     }
 }

@@ -85,7 +85,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        RootFs { kind: "layers".into(), diff_ids: Vec::new() }
+        RootFs {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 
@@ -116,7 +119,11 @@ impl ImageConfig {
 
     /// Looks up a variable in `config.Env`.
     pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.config.env.iter().rev().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        self.config
+            .env
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
     }
 }
 
@@ -193,7 +200,12 @@ pub fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -236,7 +248,10 @@ mod tests {
 
     #[test]
     fn set_env_replaces_in_place() {
-        let mut c = RuntimeConfig { env: vec!["PATH=/bin".into(), "A=1".into()], ..Default::default() };
+        let mut c = RuntimeConfig {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            ..Default::default()
+        };
         c.set_env("PATH", "/usr/bin");
         c.set_env("B", "2");
         assert_eq!(c.env, ["PATH=/usr/bin", "A=1", "B=2"]);

@@ -12,9 +12,13 @@
 
 mod config;
 
-use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION,
+};
 
-pub use config::{go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig};
+pub use config::{
+    go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig,
+};
 
 use crate::store::{canonical_json, Digest, Store, StoreError, MAX_DOCUMENT};
 
@@ -23,9 +27,17 @@ pub enum ImageError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{what} {digest} is not valid JSON for its type: {why}")]
-    BadDocument { what: &'static str, digest: Digest, why: String },
+    BadDocument {
+        what: &'static str,
+        digest: Digest,
+        why: String,
+    },
     #[error("manifest {digest} has media type {found:?}, expected {expected:?}")]
-    MediaType { digest: Digest, found: String, expected: String },
+    MediaType {
+        digest: Digest,
+        found: String,
+        expected: String,
+    },
     #[error("manifest {0} lists {1} layers but its config lists {2} diff_ids")]
     LayerCount(Digest, usize, usize),
     #[error(transparent)]
@@ -60,10 +72,22 @@ impl Image {
         let config_digest = oci_digest(manifest.config())?;
         let bytes = store.read_blob(&config_digest, MAX_DOCUMENT)?;
         let config: ImageConfig = parse_document("image config", &config_digest, &bytes)?;
-        let image = Image { digest: manifest_digest.clone(), manifest, config_digest, config };
-        let (layers, diff_ids) = (image.manifest.layers().len(), image.config.rootfs.diff_ids.len());
+        let image = Image {
+            digest: manifest_digest.clone(),
+            manifest,
+            config_digest,
+            config,
+        };
+        let (layers, diff_ids) = (
+            image.manifest.layers().len(),
+            image.config.rootfs.diff_ids.len(),
+        );
         if layers != diff_ids {
-            return Err(ImageError::LayerCount(manifest_digest.clone(), layers, diff_ids));
+            return Err(ImageError::LayerCount(
+                manifest_digest.clone(),
+                layers,
+                diff_ids,
+            ));
         }
         Ok(image)
     }
@@ -75,7 +99,11 @@ impl Image {
             .iter()
             .zip(&self.config.rootfs.diff_ids)
             .map(|(blob, diff_id)| {
-                Ok(Layer { blob: blob.clone(), digest: oci_digest(blob)?, diff_id: Digest::parse(diff_id)? })
+                Ok(Layer {
+                    blob: blob.clone(),
+                    digest: oci_digest(blob)?,
+                    diff_id: Digest::parse(diff_id)?,
+                })
             })
             .collect()
     }
@@ -88,10 +116,18 @@ impl Image {
 }
 
 /// Writes config and manifest for `layers` and returns the manifest's descriptor.
-pub fn write_image(store: &Store, config: &ImageConfig, layers: &[Descriptor]) -> Result<Descriptor> {
+pub fn write_image(
+    store: &Store,
+    config: &ImageConfig,
+    layers: &[Descriptor],
+) -> Result<Descriptor> {
     let config_bytes = canonical_json(config);
     let config_digest = store.put_blob(&config_bytes)?;
-    let config_desc = descriptor(MediaType::ImageConfig, &config_digest, config_bytes.len() as u64);
+    let config_desc = descriptor(
+        MediaType::ImageConfig,
+        &config_digest,
+        config_bytes.len() as u64,
+    );
     let manifest = ImageManifestBuilder::default()
         .schema_version(SCHEMA_VERSION)
         .media_type(MediaType::ImageManifest)
@@ -101,12 +137,19 @@ pub fn write_image(store: &Store, config: &ImageConfig, layers: &[Descriptor]) -
         .expect("all required manifest fields are set");
     let manifest_bytes = canonical_json(&manifest);
     let digest = store.put_blob(&manifest_bytes)?;
-    Ok(descriptor(MediaType::ImageManifest, &digest, manifest_bytes.len() as u64))
+    Ok(descriptor(
+        MediaType::ImageManifest,
+        &digest,
+        manifest_bytes.len() as u64,
+    ))
 }
 
 /// A descriptor for content kiln wrote.
 pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
-    let oci: oci_spec::image::Digest = digest.to_string().parse().expect("kiln digests are valid OCI digests");
+    let oci: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .expect("kiln digests are valid OCI digests");
     DescriptorBuilder::default()
         .media_type(media_type)
         .digest(oci)
@@ -125,18 +168,37 @@ pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::BadDocument { what, digest: digest.clone(), why: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| ImageError::BadDocument {
+        what,
+        digest: digest.clone(),
+        why: e.to_string(),
+    })
 }
 
 /// A manifest must say it is a manifest, and must not also look like an index
 /// (CVE-2021-41190: one digest must never mean two different images).
-fn check_manifest_media_type(digest: &Digest, manifest: &ImageManifest, bytes: &[u8]) -> Result<()> {
-    let found = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_default();
-    let accepted = [MediaType::ImageManifest.to_string(), "application/vnd.docker.distribution.manifest.v2+json".into()];
+fn check_manifest_media_type(
+    digest: &Digest,
+    manifest: &ImageManifest,
+    bytes: &[u8],
+) -> Result<()> {
+    let found = manifest
+        .media_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let accepted = [
+        MediaType::ImageManifest.to_string(),
+        "application/vnd.docker.distribution.manifest.v2+json".into(),
+    ];
     let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let ambiguous = raw.get("manifests").is_some();
     if (!found.is_empty() && !accepted.contains(&found)) || ambiguous {
-        return Err(ImageError::MediaType { digest: digest.clone(), found, expected: accepted[0].clone() });
+        return Err(ImageError::MediaType {
+            digest: digest.clone(),
+            found,
+            expected: accepted[0].clone(),
+        });
     }
     Ok(())
 }

@@ -136,7 +136,7 @@ impl<R: Read> TarReader<R> {
             };
             let header = Header::from_byte_slice(&block);
             verify_checksum(header)?;
-            let type_byte = header.entry_type().as_byte();
+            let type_byte = header.as_old().linkflag[0];
             match type_byte {
                 b'x' => {
                     if pending.pax.is_some() {
@@ -191,8 +191,13 @@ impl<R: Read> TarReader<R> {
         });
         let field =
             |what: &str, e: io::Error| LayerError::entry(&path, format!("bad {what} field: {e}"));
-        let kind = entry_kind(header.entry_type().as_byte())
-            .map_err(|why| LayerError::entry(&path, why))?;
+        let type_byte = header.as_old().linkflag[0];
+        let kind = match entry_kind(type_byte) {
+            // Pre-POSIX writers mark directories by a trailing slash only (Go reads it so).
+            Ok(Kind::File) if type_byte == b'\0' && path.ends_with(b"/") => Kind::Dir,
+            Ok(kind) => kind,
+            Err(why) => return Err(LayerError::entry(&path, why)),
+        };
         let old = header.as_old();
         let header_size =
             numeric(&old.size, || header.entry_size()).map_err(|e| field("size", e))?;
@@ -320,14 +325,18 @@ impl<R: Read> TarReader<R> {
 
 /// Major and minor device numbers; fields left empty (all NUL or spaces) mean 0.
 fn device_numbers(header: &Header) -> io::Result<(u32, u32)> {
-    let Some(ustar) = header.as_ustar() else {
-        return Ok((
-            header.device_major()?.unwrap_or(0),
-            header.device_minor()?.unwrap_or(0),
-        ));
+    let (major, minor) = match (header.as_ustar(), header.as_gnu()) {
+        (Some(h), _) => (
+            numeric(&h.dev_major, || h.device_major().map(u64::from))?,
+            numeric(&h.dev_minor, || h.device_minor().map(u64::from))?,
+        ),
+        (None, Some(h)) => (
+            numeric(&h.dev_major, || h.device_major().map(u64::from))?,
+            numeric(&h.dev_minor, || h.device_minor().map(u64::from))?,
+        ),
+        // Version 7 headers have no device fields.
+        (None, None) => (0, 0),
     };
-    let major = numeric(&ustar.dev_major, || ustar.device_major().map(u64::from))?;
-    let minor = numeric(&ustar.dev_minor, || ustar.device_minor().map(u64::from))?;
     let fit = |n: u64| u32::try_from(n).map_err(|_| io::Error::other("device number too large"));
     Ok((fit(major)?, fit(minor)?))
 }

@@ -21,7 +21,13 @@ pub struct BlobWriter {
 impl BlobWriter {
     pub(super) fn create(store: &Store) -> Result<Self> {
         let (file, path) = fsutil::create_temp_file(&store.tmp_dir(), "blob")?;
-        Ok(BlobWriter { store: store.clone(), file: Some(file), path, hasher: Sha256::new(), size: 0 })
+        Ok(BlobWriter {
+            store: store.clone(),
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
     }
 
     /// Bytes written so far.
@@ -35,11 +41,15 @@ impl BlobWriter {
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(expected) = expected {
             if expected != &digest {
-                return Err(StoreError::DigestMismatch { expected: expected.clone(), actual: digest });
+                return Err(StoreError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual: digest,
+                });
             }
         }
         let file = self.file.take().expect("commit is called once");
-        file.sync_all().map_err(StoreError::io("sync", &self.path))?;
+        file.sync_all()
+            .map_err(StoreError::io("sync", &self.path))?;
         drop(file);
         let target = self.store.blob_path(&digest);
         std::fs::rename(&self.path, &target).map_err(StoreError::io("commit blob", &target))?;
@@ -50,7 +60,10 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob already committed"))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob already committed"))?;
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;

@@ -35,21 +35,31 @@ pub(super) fn create_temp_file(dir: &Path, purpose: &str) -> Result<(File, PathB
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("sync", dir))
 }
 
 /// Syncs a staged tree's top directory before it is renamed into place. File contents were
 /// written through the page cache; syncfs of the store's filesystem covers them.
 pub(super) fn sync_tree_root(dir: &Path) -> Result<()> {
     let d = File::open(dir).map_err(StoreError::io("open", dir))?;
-    nix::unistd::syncfs(&d).map_err(|e| StoreError::Io { what: "sync", path: dir.into(), source: e.into() })
+    nix::unistd::syncfs(&d).map_err(|e| StoreError::Io {
+        what: "sync",
+        path: dir.into(),
+        source: e.into(),
+    })
 }
 
 pub(super) fn remove_tree(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Io { what: "remove", path: dir.into(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            what: "remove",
+            path: dir.into(),
+            source: e,
+        }),
     }
 }
 
@@ -59,7 +69,11 @@ pub(super) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(StoreError::Io { what: "write", path: tmp, source: e });
+        return Err(StoreError::Io {
+            what: "write",
+            path: tmp,
+            source: e,
+        });
     }
     fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .map_err(StoreError::io("chmod", &tmp))?;
@@ -82,14 +96,23 @@ fn owner_pid(name: &str) -> Option<i32> {
 /// Removes staging entries under `tmp/` whose kiln process is gone (killed, or crashed),
 /// so an interrupted build never leaves its staging behind for long.
 pub(super) fn remove_stale_staging(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else { return };
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = owner_pid(&name.to_string_lossy()) else { continue };
-        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH);
+        let Some(pid) = owner_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
         if gone {
             let path = entry.path();
-            let _ = if path.is_dir() { remove_tree(&path) } else { fs::remove_file(&path).map_err(StoreError::io("remove", &path)) };
+            let _ = if path.is_dir() {
+                remove_tree(&path)
+            } else {
+                fs::remove_file(&path).map_err(StoreError::io("remove", &path))
+            };
         }
     }
 }
@@ -115,8 +138,14 @@ pub struct TempDir {
 impl TempDir {
     pub(super) fn new_in(parent: &Path, purpose: &str) -> Result<Self> {
         let path = parent.join(unique_name(purpose));
-        fs::DirBuilder::new().mode(0o700).create(&path).map_err(StoreError::io("create", &path))?;
-        LIVE_TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(StoreError::io("create", &path))?;
+        LIVE_TEMP_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
         Ok(TempDir { path })
     }
 
@@ -128,6 +157,9 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = remove_tree(&self.path);
-        LIVE_TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &self.path);
+        LIVE_TEMP_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &self.path);
     }
 }

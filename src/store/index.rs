@@ -26,7 +26,10 @@ pub(super) fn empty_index() -> ImageIndex {
 }
 
 fn ref_name(desc: &Descriptor) -> Option<&str> {
-    desc.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
+    desc.annotations()
+        .as_ref()?
+        .get(REF_NAME)
+        .map(String::as_str)
 }
 
 impl Store {
@@ -38,9 +41,15 @@ impl Store {
         let path = self.index_path();
         let bytes = std::fs::read(&path).map_err(StoreError::io("read", &path))?;
         if bytes.len() as u64 > MAX_DOCUMENT {
-            return Err(StoreError::Corrupt { path, why: "larger than 4 MiB".into() });
+            return Err(StoreError::Corrupt {
+                path,
+                why: "larger than 4 MiB".into(),
+            });
         }
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { path, why: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            why: e.to_string(),
+        })
     }
 
     pub(super) fn write_index(&self, index: &ImageIndex) -> Result<()> {
@@ -55,7 +64,10 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let reference = Reference::local(ref_name(d)?).ok()?;
-                Some(Tagged { reference, manifest: d.clone() })
+                Some(Tagged {
+                    reference,
+                    manifest: d.clone(),
+                })
             })
             .collect())
     }
@@ -67,7 +79,9 @@ impl Store {
         let tags = self.tags()?;
         let hex = input.strip_prefix("sha256:").unwrap_or(input);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits = tags.iter().filter(|t| t.manifest.digest().digest().starts_with(hex));
+            let mut hits = tags
+                .iter()
+                .filter(|t| t.manifest.digest().digest().starts_with(hex));
             if let Some(first) = hits.next() {
                 let all_same = hits.all(|t| t.manifest.digest() == first.manifest.digest());
                 if all_same {

@@ -31,7 +31,11 @@ pub const MAX_DOCUMENT: u64 = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
     #[error("blob {0} is larger than {1} bytes")]
@@ -67,8 +71,15 @@ pub struct StoreLock {
 impl Store {
     /// Opens the store at `root`, creating an empty one (mode 0700) when missing.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_owned() };
-        for dir in [root.to_owned(), store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
+        let store = Store {
+            root: root.to_owned(),
+        };
+        for dir in [
+            root.to_owned(),
+            store.blobs_dir(),
+            store.layers_dir(),
+            store.tmp_dir(),
+        ] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -97,7 +108,11 @@ impl Store {
             .map_err(StoreError::io("open", &path))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map(|lock| StoreLock { _lock: lock })
-            .map_err(|(_, e)| StoreError::Io { what: "lock", path, source: e.into() })
+            .map_err(|(_, e)| StoreError::Io {
+                what: "lock",
+                path,
+                source: e.into(),
+            })
     }
 
     /// A fresh private directory under `tmp/`, removed when dropped.
@@ -146,10 +161,17 @@ impl Store {
         fsutil::sync_tree_root(staged)?;
         match fs::rename(staged, &target) {
             Ok(()) => fsutil::sync_dir(&self.layers_dir()),
-            Err(e) if target.is_dir() && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+            Err(e)
+                if target.is_dir()
+                    && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
+            {
                 fsutil::remove_tree(staged)
             }
-            Err(e) => Err(StoreError::Io { what: "commit layer", path: target, source: e }),
+            Err(e) => Err(StoreError::Io {
+                what: "commit layer",
+                path: target,
+                source: e,
+            }),
         }
     }
 
@@ -169,7 +191,11 @@ impl Store {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::MissingBlob(digest.clone()),
-            _ => StoreError::Io { what: "open", path, source: e },
+            _ => StoreError::Io {
+                what: "open",
+                path,
+                source: e,
+            },
         })
     }
 
@@ -184,7 +210,10 @@ impl Store {
         }
         let actual = Digest::of_bytes(&bytes);
         if &actual != digest {
-            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }

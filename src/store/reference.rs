@@ -35,7 +35,10 @@ impl Reference {
     /// (`localhost` for local names, `docker.io` for pulls). A reference without tag or
     /// digest gets `:latest`.
     pub fn parse(input: &str, default_domain: &str) -> Result<Self, BadReference> {
-        let bad = |why: &str| BadReference { input: input.into(), why: why.into() };
+        let bad = |why: &str| BadReference {
+            input: input.into(),
+            why: why.into(),
+        };
         if input.is_empty() || input.len() > 255 {
             return Err(bad("must be 1 to 255 characters"));
         }
@@ -46,7 +49,9 @@ impl Reference {
         let (name, tag) = split_tag(rest);
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(bad("a tag is 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(bad(
+                    "a tag is 1 to 128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (domain, path) = split_domain(name, default_domain);
@@ -65,7 +70,12 @@ impl Reference {
             (None, None) => Some("latest".to_owned()),
             (t, _) => t.map(str::to_owned),
         };
-        Ok(Reference { domain: domain.to_owned(), path, tag, digest })
+        Ok(Reference {
+            domain: domain.to_owned(),
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// A reference for a local image name (`hello` → `localhost/hello:latest`).
@@ -126,7 +136,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, as in the distribution reference grammar.
@@ -182,7 +193,16 @@ mod tests {
 
     #[test]
     fn bad_references_are_rejected() {
-        for bad in ["", "Hello", "a//b", "a:", "a:-x", "-a", "a@sha256:xyz", "a b"] {
+        for bad in [
+            "",
+            "Hello",
+            "a//b",
+            "a:",
+            "a:-x",
+            "-a",
+            "a@sha256:xyz",
+            "a b",
+        ] {
             assert!(Reference::local(bad).is_err(), "{bad:?} accepted");
         }
     }

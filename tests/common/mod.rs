@@ -12,8 +12,16 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        assert!(nix_is_root(), "kiln's integration tests need root (namespaces, overlayfs)");
-        Env { dir: tempfile::Builder::new().prefix("kiln-test").tempdir().expect("temp dir") }
+        assert!(
+            nix_is_root(),
+            "kiln's integration tests need root (namespaces, overlayfs)"
+        );
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("kiln-test")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -39,7 +47,12 @@ impl Env {
     /// Runs kiln and fails the test with its output when it does not exit 0.
     pub fn kiln_ok(&self, args: &[&str]) -> String {
         let out = self.kiln(args);
-        assert!(out.status.success(), "kiln {args:?} failed: {}\n{}", out.status, text(&out));
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}\n{}",
+            out.status,
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -53,7 +66,11 @@ impl Env {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn nix_is_root() -> bool {
@@ -62,14 +79,28 @@ fn nix_is_root() -> bool {
 
 /// Fails (never skips) when a peer tool is missing, saying what to install.
 pub fn require(tool: &str, package: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().unwrap().status.success();
-    assert!(found, "{tool} is missing: install it with `apt-get install {package}` (tests/run.sh does this)");
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        found,
+        "{tool} is missing: install it with `apt-get install {package}` (tests/run.sh does this)"
+    );
 }
 
 /// Runs a command and fails the test with its output when it does not exit 0.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, text(&out));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -81,5 +112,9 @@ pub fn mounts() -> String {
 /// Mount lines that mention `path`.
 pub fn mounts_under(path: &Path) -> Vec<String> {
     let p = path.to_string_lossy().into_owned();
-    mounts().lines().filter(|l| l.contains(&p)).map(str::to_owned).collect()
+    mounts()
+        .lines()
+        .filter(|l| l.contains(&p))
+        .map(str::to_owned)
+        .collect()
 }

@@ -630,3 +630,30 @@ fn symlinks_of_lower_layers_are_never_written_through() {
     };
     assert_eq!(victim(&snapshot(a.tmp.path())), victim(&a.before));
 }
+
+#[test]
+fn old_style_directories_and_gnu_headers_are_read() {
+    let a = Arena::new();
+    let mut b = TarBuilder::default();
+    b.raw(b"olddir/", EntryType::Regular, 0, b"", b"");
+    let mut gnu = Header::new_gnu();
+    gnu.as_old_mut().name[..9].copy_from_slice(b"olddir/gn");
+    gnu.set_entry_type(EntryType::Regular);
+    gnu.set_mode(0o600);
+    gnu.set_size(3);
+    gnu.set_cksum();
+    let mut tar = b.finish();
+    tar.truncate(tar.len() - 1024);
+    // type '\0' ("regular" in old tars) with a trailing slash: a directory
+    let mut h = Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&tar[..512]);
+    h.as_old_mut().linkflag = [0];
+    h.set_cksum();
+    tar[..512].copy_from_slice(h.as_bytes());
+    tar.extend_from_slice(gnu.as_bytes());
+    tar.extend_from_slice(b"gnu");
+    tar.resize(tar.len().next_multiple_of(512) + 1024, 0);
+    a.accepted(&tar);
+    assert!(a.path("olddir").is_dir());
+    assert_eq!(fs::read(a.path("olddir/gn")).unwrap(), b"gnu");
+}
