@@ -14,7 +14,10 @@ work=$(mktemp -d /tmp/kiln-bench-build.XXXXXX)
 trap 'rm -rf "$work"; buildah rmi -f localhost/kiln-bench-base localhost/kiln-bench-out >/dev/null 2>&1 || true' EXIT
 mkdir -p "$work/base/bin" "$work/ctx"
 cp /bin/busybox "$work/base/bin/busybox"
-"$work/base/bin/busybox" --install -s "$work/base/bin"
+# `busybox --install` would link to the host path of the binary: link by hand instead.
+for applet in $(busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$work/base/bin/$applet"
+done
 head -c 1000000 /dev/urandom > "$work/ctx/payload"
 
 # The same base image for both tools.

@@ -402,3 +402,95 @@ fn build_from_an_image_in_the_store_and_from_an_oci_layout() {
     let out = other.kiln(&["build", env.path("b").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn two_builds_into_one_store_at_once_both_land() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    for i in 0..4 {
+        env.write(&format!("c{i}/kiln.yaml"), &format!("image: par{i}\nfrom: rootfs:../base\nsteps:\n  - run: echo {i} > /n\n  - run: echo shared > /s\n"));
+    }
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("--root")
+                .arg(env.root())
+                .args(["build", "-q"])
+                .arg(env.path(&format!("c{i}")))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["images", "--json"])).unwrap();
+    let mut names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "localhost/par0:latest",
+            "localhost/par1:latest",
+            "localhost/par2:latest",
+            "localhost/par3:latest"
+        ]
+    );
+}
+
+#[test]
+fn interrupt_during_a_step_cleans_up() {
+    let env = Env::new();
+    busybox_rootfs(&env);
+    env.write(
+        "kiln.yaml",
+        "image: slow\nfrom: rootfs:./base\nsteps:\n  - run: echo started; exec sleep 41\n",
+    );
+    let before = common::mounts();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(env.root())
+        .arg("build")
+        .arg(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs: its staging dir exists and `sleep 41` is a process.
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0041\x00"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sleeping() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let tmp: Vec<_> = std::fs::read_dir(env.root().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "staging dirs left behind: {tmp:?}");
+    assert_eq!(common::mounts(), before, "no mount may be left behind");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!sleeping(), "the step's process outlived kiln");
+    assert_eq!(env.kiln_ok(&["images", "--json"]), "[]");
+}
