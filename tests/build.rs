@@ -412,13 +412,9 @@ fn two_builds_into_one_store_at_once_both_land() {
     }
     let children: Vec<_> = (0..4)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .arg("--root")
-                .arg(env.root())
+            env.command()
                 .args(["build", "-q"])
                 .arg(env.path(&format!("c{i}")))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -456,13 +452,10 @@ fn interrupt_during_a_step_cleans_up() {
         "image: slow\nfrom: rootfs:./base\nsteps:\n  - run: echo started; exec sleep 41\n",
     );
     let before = common::mounts();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(env.root())
+    let mut child = env
+        .command()
         .arg("build")
         .arg(env.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the step runs: its staging dir exists and `sleep 41` is a process.

@@ -16,7 +16,6 @@ declare -A peers=(
     [oci-image-tool]=oci-image-tool  # validates the store as an OCI layout
     [skopeo]=skopeo              # reads the store as an OCI layout
     [getfattr]=attr              # checks xattrs
-    [hyperfine]=hyperfine        # benchmarks (bench/)
 )
 missing=()
 for cmd in "${!peers[@]}"; do

@@ -32,16 +32,20 @@ impl Env {
         self.dir.path().join(rel)
     }
 
+    /// A kiln command with `--root` set to this env's store, output captured.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
     /// Runs kiln with `--root` set to this env's store.
     pub fn kiln(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .expect("run kiln");
-        out
+        self.command().args(args).output().expect("run kiln")
     }
 
     /// Runs kiln and fails the test with its output when it does not exit 0.
