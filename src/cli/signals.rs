@@ -9,6 +9,12 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 /// Call first in `main`, before any thread exists, so every thread inherits the mask.
 pub fn install() {
+    // Rust ignores SIGPIPE, which turns `kiln inspect x | head` into a panic on the next
+    // print; a command-line tool should end quietly instead, as cat or docker do.
+    // SAFETY: setting a default disposition installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         set.add(s);

@@ -202,3 +202,56 @@ fn check_manifest_media_type(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn written_images_load_back() {
+        let (_dir, store) = store();
+        let config = ImageConfig::scratch();
+        let desc = write_image(&store, &config, &[]).unwrap();
+        let image = Image::load(&store, &oci_digest(&desc).unwrap()).unwrap();
+        assert_eq!(image.config, config);
+        assert!(image.layers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_manifest_that_is_also_an_index_is_rejected() {
+        // CVE-2021-41190: one digest must not mean two different images.
+        let (_dir, store) = store();
+        let config = store
+            .put_blob(&canonical_json(&ImageConfig::scratch()))
+            .unwrap();
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},
+            "layers":[],"manifests":[]}}"#
+        );
+        let digest = store.put_blob(doc.as_bytes()).unwrap();
+        assert!(matches!(
+            Image::load(&store, &digest),
+            Err(ImageError::MediaType { .. })
+        ));
+    }
+
+    #[test]
+    fn layer_and_diff_id_counts_must_agree() {
+        let (_dir, store) = store();
+        let mut config = ImageConfig::scratch();
+        config
+            .rootfs
+            .diff_ids
+            .push(Digest::of_bytes(b"x").to_string());
+        let desc = write_image(&store, &config, &[]).unwrap();
+        let loaded = Image::load(&store, &oci_digest(&desc).unwrap());
+        assert!(matches!(loaded, Err(ImageError::LayerCount(_, 0, 1))));
+    }
+}
