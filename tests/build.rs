@@ -452,7 +452,7 @@ fn interrupt_during_a_step_cleans_up() {
         "image: slow\nfrom: rootfs:./base\nsteps:\n  - run: echo started; exec sleep 41\n",
     );
     let before = common::mounts();
-    let mut child = env
+    let child = env
         .command()
         .arg("build")
         .arg(env.dir.path())
