@@ -40,21 +40,31 @@ pub(super) fn resolve(
         }
         From::Rootfs(path) => {
             progress.phase(&format!("importing rootfs:{}", path.display()));
-            let (blob, diff_id) = import_rootfs(store, path, opts.compression, opts.epoch)?;
-            let mut config = ImageConfig::scratch();
-            config.created = Some(rfc3339(opts.epoch));
-            config.rootfs.diff_ids.push(diff_id.to_string());
-            config.history.push(History {
-                created: config.created.clone(),
-                created_by: Some(format!("kiln import rootfs:{}", file_name(path))),
-                ..Default::default()
-            });
-            Ok(Partial {
-                config,
-                layers: vec![blob],
-            })
+            rootfs_image(store, path, opts.compression, opts.epoch)
         }
     }
+}
+
+/// A one-layer image of a root filesystem (see [`import_rootfs`]), not yet written.
+pub(crate) fn rootfs_image(
+    store: &Store,
+    path: &Path,
+    compression: Compression,
+    epoch: u64,
+) -> Result<Partial> {
+    let (blob, diff_id) = import_rootfs(store, path, compression, epoch)?;
+    let mut config = ImageConfig::scratch();
+    config.created = Some(rfc3339(epoch));
+    config.rootfs.diff_ids.push(diff_id.to_string());
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some(format!("kiln import {}", file_name(path))),
+        ..Default::default()
+    });
+    Ok(Partial {
+        config,
+        layers: vec![blob],
+    })
 }
 
 fn file_name(path: &Path) -> String {

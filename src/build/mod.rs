@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
 
+pub(crate) use base::rootfs_image;
 pub use base::{ensure_layer_dirs, import_rootfs};
 pub use progress::{Progress, Silent, StepReport, Stream};
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::output::{human_duration, human_size, BuildProgress};
-use super::{CmdResult, Failure, Globals};
+use super::{source_date_epoch, CmdResult, Failure, Globals};
 use crate::build::{self, BuildError, BuildOptions};
 use crate::layer::Compression;
 
@@ -40,19 +40,6 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
-}
-
-/// SOURCE_DATE_EPOCH as reproducible-builds.org defines it; kiln's default is 0 so builds
-/// are reproducible without it.
-fn source_date_epoch() -> Result<u64, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Err(_) => Ok(0),
-        Ok(v) => v.trim().parse().map_err(|_| {
-            Failure::user(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        }),
-    }
 }
 
 pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CmdResult, Failure, Globals};
+use super::{source_date_epoch, CmdResult, Failure, Globals};
 use crate::build;
-use crate::image::{self, rfc3339, History, ImageConfig};
+use crate::image;
 use crate::layer::Compression;
 use crate::store::Reference;
 
@@ -35,21 +35,12 @@ pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
         .collect::<Result<_, _>>()
         .map_err(Failure::user)?;
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
-    let (blob, diff_id) =
-        build::import_rootfs(&store, &args.rootfs, compression, 0).map_err(|e| {
+    let imported = build::rootfs_image(&store, &args.rootfs, compression, source_date_epoch()?)
+        .map_err(|e| {
             let hint = e.hint();
             Failure::user(e).hint(hint)
         })?;
-    let mut config = ImageConfig::scratch();
-    config.created = Some(rfc3339(0));
-    config.config.set_env("PATH", build::DEFAULT_PATH);
-    config.rootfs.diff_ids.push(diff_id.to_string());
-    config.history.push(History {
-        created: config.created.clone(),
-        created_by: Some("kiln import".into()),
-        ..Default::default()
-    });
-    let manifest = image::write_image(&store, &config, &[blob])?;
+    let manifest = image::write_image(&store, &imported.config, &imported.layers)?;
     for t in &tags {
         store.set_tag(t, &manifest)?;
     }

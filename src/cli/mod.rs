@@ -115,6 +115,19 @@ impl Globals {
     }
 }
 
+/// SOURCE_DATE_EPOCH as reproducible-builds.org defines it; kiln's default is 0 so builds
+/// and imports are reproducible without it.
+pub fn source_date_epoch() -> Result<u64, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Failure::user(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+    }
+}
+
 fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/kiln");
