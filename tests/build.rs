@@ -487,3 +487,37 @@ fn interrupt_during_a_step_cleans_up() {
     assert!(!sleeping(), "the step's process outlived kiln");
     assert_eq!(env.kiln_ok(&["images", "--json"]), "[]");
 }
+
+#[test]
+fn a_rootfs_tarball_and_its_directory_import_to_the_same_layer() {
+    let env = Env::new();
+    let base = busybox_rootfs(&env);
+    let tarball = env.path("base.tar.gz");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&base)
+        .args(["--xattrs", "--xattrs-include=*", "-czf"])
+        .arg(&tarball)
+        .arg("."));
+    env.kiln_ok(&["import", base.to_str().unwrap(), "-t", "from-dir"]);
+    env.kiln_ok(&["import", tarball.to_str().unwrap(), "-t", "from-tar"]);
+    let layers = |name: &str| {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&env.kiln_ok(&["inspect", name])).unwrap();
+        inspect["manifest"]["layers"].clone()
+    };
+    assert_eq!(layers("from-dir"), layers("from-tar"));
+    // And a build can start from the tarball directly.
+    env.write(
+        "kiln.yaml",
+        "image: t\nfrom: rootfs:./base.tar.gz\nsteps:\n  - run: test -x /bin/busybox\n",
+    );
+    env.kiln_ok(&["build", env.dir.path().to_str().unwrap()]);
+    let missing = env.kiln(&["import", env.path("nope.tar").to_str().unwrap(), "-t", "x"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("nope.tar"),
+        "{}",
+        text(&missing)
+    );
+}

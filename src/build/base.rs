@@ -131,53 +131,36 @@ pub fn import_rootfs(
     compression: Compression,
     epoch: u64,
 ) -> Result<(Descriptor, Digest)> {
-    let meta = std::fs::metadata(path).map_err(|e| BuildError::BadBase {
+    let bad = |e: std::io::Error| BuildError::BadBase {
         path: path.into(),
         why: e.to_string(),
-    })?;
+    };
+    let is_dir = std::fs::metadata(path).map_err(bad)?.is_dir();
     let staging = store.temp_dir("import")?;
     let dir = staging.path().join("layer");
     std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
-    let source_dir = if meta.is_dir() {
-        path.to_owned()
-    } else {
-        let mut tar = File::open(path).map_err(|e| BuildError::BadBase {
-            path: path.into(),
-            why: e.to_string(),
-        })?;
-        layer::apply_layer(&mut tar, "", &dir, &[], &ApplyLimits::default())?;
-        dir.clone()
-    };
-    let mut blob = store.new_blob()?;
-    let written = layer::write_layer(&source_dir, &mut blob, compression, &TarOptions { epoch })?;
-    let (digest, size) = blob.commit(Some(&written.digest))?;
-    if meta.is_dir() {
-        // The layer dir is made from the blob, so it holds exactly what the image holds.
-        let mut blob = store.open_blob(&digest)?;
-        layer::apply_layer(
-            &mut blob,
-            compression.media_type(),
-            &dir,
-            &[],
-            &ApplyLimits::default(),
-        )?;
+    let limits = ApplyLimits::default();
+    if !is_dir {
+        // An archive is unpacked first, so the blob is kiln's own reproducible tar of it.
+        layer::apply_layer(&mut File::open(path).map_err(bad)?, "", &dir, &[], &limits)?;
     }
+    let source = if is_dir { path } else { dir.as_path() };
+    let mut blob = store.new_blob()?;
+    let written = layer::write_layer(source, &mut blob, compression, &TarOptions { epoch })?;
+    let (digest, size) = blob.commit(Some(&written.digest))?;
     if !store.has_layer(&written.diff_id) {
+        if is_dir {
+            // The layer dir is made from the blob, so it holds exactly what the image holds.
+            let mut blob = store.open_blob(&digest)?;
+            layer::apply_layer(&mut blob, compression.media_type(), &dir, &[], &limits)?;
+        }
         store.commit_layer(&dir, &written.diff_id)?;
     }
-    let desc = image::descriptor(
-        MediaType::Other(compression.media_type().into()),
-        &digest,
-        size,
-    );
-    Ok((normalise_media_type(desc), written.diff_id))
-}
-
-/// `MediaType::Other("…tar+zstd")` → the named variant, so descriptors compare equal.
-fn normalise_media_type(mut d: Descriptor) -> Descriptor {
-    let mt = MediaType::from(d.media_type().to_string().as_str());
-    d.set_media_type(mt);
-    d
+    let media_type = MediaType::from(compression.media_type());
+    Ok((
+        image::descriptor(media_type, &digest, size),
+        written.diff_id,
+    ))
 }
 
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
