@@ -129,6 +129,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     let base = base::resolve(store, &spec.from, opts, progress)?;
     let built = steps::run_all(store, &spec, opts, base, progress)?;
     let manifest = image::write_image(store, &built.config, &built.layers)?;
+    let manifest = image::with_run_defaults(manifest, &spec.run);
     for tag in &tags {
         store.set_tag(tag, &manifest)?;
     }

@@ -144,6 +144,33 @@ pub fn write_image(
     ))
 }
 
+/// The index annotation that keeps a spec's `run:` defaults with an image's tags. They live
+/// in the store, not in the image: they may name host paths (bind mount sources), which
+/// must not reach a registry or change the image's digest.
+pub const RUN_DEFAULTS_ANNOTATION: &str = "dev.kiln.run-defaults";
+
+/// `manifest` with the spec's `run:` defaults attached (nothing when they are empty).
+pub fn with_run_defaults(mut manifest: Descriptor, run: &crate::spec::RunDefaults) -> Descriptor {
+    if *run == crate::spec::RunDefaults::default() {
+        return manifest;
+    }
+    let json = serde_json::to_string(run).expect("run defaults serialise to JSON");
+    let mut annotations = manifest.annotations().clone().unwrap_or_default();
+    annotations.insert(RUN_DEFAULTS_ANNOTATION.to_owned(), json);
+    manifest.set_annotations(Some(annotations));
+    manifest
+}
+
+/// The `run:` defaults stored with a tag; empty when there are none or they do not parse.
+pub fn run_defaults(manifest: &Descriptor) -> crate::spec::RunDefaults {
+    manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
 /// A descriptor for content kiln wrote.
 pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
     let oci: oci_spec::image::Digest = digest
@@ -240,6 +267,22 @@ mod tests {
             Image::load(&store, &digest),
             Err(ImageError::MediaType { .. })
         ));
+    }
+
+    #[test]
+    fn run_defaults_travel_with_the_descriptor() {
+        let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
+        assert_eq!(run_defaults(&desc), crate::spec::RunDefaults::default());
+        assert!(with_run_defaults(desc.clone(), &Default::default())
+            .annotations()
+            .is_none());
+        let run = crate::spec::RunDefaults {
+            memory: Some(64 << 20),
+            cap_drop: vec!["ALL".into()],
+            network: Some(crate::spec::Network::None),
+            ..Default::default()
+        };
+        assert_eq!(run_defaults(&with_run_defaults(desc, &run)), run);
     }
 
     #[test]

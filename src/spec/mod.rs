@@ -23,6 +23,7 @@ mod steps;
 mod subst;
 mod top;
 mod units;
+pub mod values;
 
 #[cfg(test)]
 mod tests;

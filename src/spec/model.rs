@@ -94,7 +94,8 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// Share the host's network (the default for build steps).
     #[default]
@@ -152,8 +153,10 @@ pub struct Healthcheck {
     pub retries: Option<u32>,
 }
 
-/// `run:`: defaults for `kiln run`, which command-line flags override.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// `run:`: defaults for `kiln run`, which command-line flags override. Serialisable because
+/// the store keeps them with the image's tags (see `image::with_run_defaults`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunDefaults {
     /// Bytes.
     pub memory: Option<u64>,
@@ -171,7 +174,7 @@ pub struct RunDefaults {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
     /// Host path, resolved against the spec's folder.
     pub source: PathBuf,

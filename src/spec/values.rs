@@ -1,0 +1,88 @@
+//! The spec's value languages for command-line flags: `kiln run --memory 64m` and
+//! `run: { memory: 64m }` are read by the same parser, so they always agree.
+
+use std::fmt;
+
+use super::units::Invalid;
+
+/// A rejected flag value: what is wrong and how to write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl From<Invalid> for ValueError {
+    fn from(i: Invalid) -> Self {
+        ValueError {
+            message: i.message,
+            hint: i.hint,
+        }
+    }
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.hint {
+            Some(h) => write!(f, "{} ({h})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// A size such as `64m`, `64Mi` or `512` (bytes); units are powers of 1024.
+pub fn size(text: &str) -> Result<u64, ValueError> {
+    Ok(super::units::parse_size(text)?)
+}
+
+/// A number of CPUs such as `0.5`.
+pub fn cpus(text: &str) -> Result<f64, ValueError> {
+    let value: f64 = text.trim().parse().map_err(|_| ValueError {
+        message: format!("invalid cpus \"{text}\""),
+        hint: Some("a number of CPUs greater than 0 and at most 1024, e.g. 0.5".into()),
+    })?;
+    Ok(super::units::check_cpus(value)?)
+}
+
+/// A capability name (`net_admin`, `CAP_NET_ADMIN`) → `NET_ADMIN`; `all` → `ALL`.
+pub fn capability(text: &str) -> Result<String, ValueError> {
+    Ok(super::names::parse_capability(text)?)
+}
+
+/// Every Linux capability name kiln knows, in kernel order (bit number = index).
+pub fn all_capabilities() -> &'static [&'static str] {
+    &super::names::CAPABILITIES
+}
+
+/// `NAME`, `UID`, `NAME:GROUP` or `UID:GID`.
+pub fn user(text: &str) -> Result<(), ValueError> {
+    Ok(super::names::check_user(text)?)
+}
+
+/// A hostname: letters, digits, `-` and `.`, at most 64 characters.
+pub fn hostname(text: &str) -> Result<(), ValueError> {
+    Ok(super::names::check_hostname(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_use_the_spec_languages() {
+        assert_eq!(size("64m"), Ok(64 << 20));
+        assert_eq!(cpus("0.5"), Ok(0.5));
+        assert_eq!(capability("cap_net_admin"), Ok("NET_ADMIN".into()));
+        assert!(size("64X")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert!(cpus("x").is_err());
+        assert!(capability("CAP_NET_BIND")
+            .unwrap_err()
+            .to_string()
+            .contains("NET_BIND_SERVICE"));
+    }
+}
