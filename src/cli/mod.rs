@@ -4,6 +4,7 @@
 //! lives in its own small file and calls into the library.
 
 mod build;
+mod containers;
 mod debug;
 mod images;
 mod import;
@@ -47,6 +48,8 @@ enum Command {
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
+    Ps(containers::PsArgs),
+    Rm(containers::RmArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
 }
@@ -166,6 +169,8 @@ pub fn main() -> i32 {
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),
+        Command::Ps(a) => containers::ps(&globals, a),
+        Command::Rm(a) => containers::rm(&globals, a),
         Command::Debug(c) => debug::run(c),
     };
     match result {
