@@ -14,14 +14,22 @@ use std::ptr;
 
 use libc::{c_int, c_long, c_void};
 
+use super::capabilities;
+use super::container::ContainerPlan;
 use super::devices;
 use super::error::{Report, Stage, NO_DETAIL};
+use super::init::{self, InitFds};
+use super::mounts;
 use super::overlay;
 use super::plan::ChildPlan;
 use super::sys::{self, Errno};
 
 /// Where the error pipe lives once stdio is arranged; closed by `execve` (close-on-exec).
 const REPORT_FD: RawFd = 3;
+/// Where the init's status pipe lives (containers with an init only; close-on-exec).
+const STATUS_FD: RawFd = 4;
+/// The first fd that is neither stdio nor one of the pipes above.
+const FIRST_FREE_FD: RawFd = 5;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
 const EXIT_NOT_FOUND: c_int = 127;
 const EXIT_NOT_EXECUTABLE: c_int = 126;
@@ -31,17 +39,23 @@ const STEP_UMASK: libc::mode_t = 0o022;
 /// Signals 1..NSIG on Linux.
 const NSIG: c_int = 65;
 
-/// Host fds the child turns into its stdio and error pipe.
+/// Host fds the child turns into its stdio and error pipe. Optional ones are -1.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChildFds {
+    /// The child's stdin until its own `/dev/null` exists (kept when
+    /// `ContainerPlan::keep_stdin`); the host's `/dev/null` for build steps.
+    pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
     /// Write end of the close-on-exec error pipe.
     pub report: RawFd,
-    /// The host's `/dev/null`, stdin until the step's own `/dev/null` exists.
-    pub devnull: RawFd,
     /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
     pub parent: RawFd,
+    /// Containers: read end of the pipe on which the parent says "go" once the child is in
+    /// its cgroup.
+    pub sync: RawFd,
+    /// Containers with an init: write end of the status pipe.
+    pub status: RawFd,
 }
 
 pub(crate) struct ChildArgs<'a> {
@@ -66,13 +80,17 @@ pub(crate) extern "C" fn child_main(arg: *mut c_void) -> c_int {
     };
     // Nothing more can be done if the parent is gone; the exit code still tells.
     let _ = sys::write_all(child.report_fd, &report.to_bytes());
-    let code = match (report.stage, report.errno) {
+    // SAFETY: _exit ends the process without running the parent's atexit handlers.
+    unsafe { libc::_exit(exit_code(&report)) }
+}
+
+/// The exit code of a child that failed before or at exec, as a shell would give.
+fn exit_code(report: &Report) -> c_int {
+    match (report.stage, report.errno) {
         (Stage::Exec, libc::ENOENT | libc::ENOTDIR) => EXIT_NOT_FOUND,
         (Stage::Exec, _) => EXIT_NOT_EXECUTABLE,
         _ => EXIT_SETUP_FAILED,
-    };
-    // SAFETY: _exit ends the process without running the parent's atexit handlers.
-    unsafe { libc::_exit(code) }
+    }
 }
 
 fn at(stage: Stage) -> impl Fn(Errno) -> Report {
@@ -109,7 +127,15 @@ impl Child<'_> {
     fn run(&mut self) -> Result<Infallible, Report> {
         reset_signals();
         self.die_with_parent();
+        let plan = self.plan;
+        let container = plan.container.as_ref();
+        if let Some(c) = container {
+            self.wait_for_cgroup(c)?;
+        }
         self.arrange_stdio().map_err(at(Stage::Stdio))?;
+        if let Some(c) = container {
+            new_session(c.tty).map_err(at(Stage::Session))?;
+        }
         overlay::make_mounts_private().map_err(at(Stage::PrivateMounts))?;
         if self.plan.new_netns {
             bring_up_loopback().map_err(at(Stage::Loopback))?;
@@ -118,14 +144,74 @@ impl Child<'_> {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(0) };
         self.build_root()?;
-        replace_stdin().map_err(at(Stage::OpenDevNull))?;
+        if !container.is_some_and(|c| c.keep_stdin) {
+            replace_stdin().map_err(at(Stage::OpenDevNull))?;
+        }
         self.set_hostname().map_err(at(Stage::Hostname))?;
         self.enter_workdir()?;
+        if container.is_some_and(|c| c.read_only_root) {
+            mounts::make_root_read_only().map_err(at(Stage::ReadOnlyRoot))?;
+        }
         // SAFETY: as above.
         unsafe { libc::umask(STEP_UMASK) };
+        match container {
+            Some(c) => self.confine(c)?,
+            None => self.switch_user()?,
+        }
+        sys::close_from(FIRST_FREE_FD).map_err(at(Stage::CloseFds))?;
+        match container {
+            Some(c) if c.init => {
+                let fds = InitFds {
+                    report: REPORT_FD,
+                    status: STATUS_FD,
+                    tty: c.tty,
+                };
+                Err(at(Stage::StartInit)(init::run(
+                    &fds,
+                    &|| self.exec(),
+                    exit_code,
+                )))
+            }
+            _ => Err(self.exec()),
+        }
+    }
+
+    /// Blocks until the parent has put this process in the container's cgroup (so nothing
+    /// runs unaccounted), then enters a cgroup namespace rooted there when asked. If kiln
+    /// gave up instead, the pipe reads as EOF: leave quietly.
+    fn wait_for_cgroup(&self, c: &ContainerPlan) -> Result<(), Report> {
+        if !matches!(sys::read_byte(self.fds.sync), Ok(true)) {
+            // SAFETY: as in child_main.
+            unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+        }
+        if c.cgroup_namespace {
+            // SAFETY: unshare with a flag only.
+            sys::check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as c_long)
+                .map_err(at(Stage::CgroupNamespace))?;
+        }
+        Ok(())
+    }
+
+    /// The container's privileges, in the only order that works: bounding set (needs
+    /// CAP_SETPCAP), user, the other capability sets, no_new_privs, seccomp last. Without
+    /// no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in before the user switch.
+    fn confine(&self, c: &ContainerPlan) -> Result<(), Report> {
+        c.caps.drop_bounding().map_err(at(Stage::DropBounding))?;
+        let early_seccomp = !c.no_new_privs;
+        if let (Some(filter), true) = (&c.seccomp, early_seccomp) {
+            filter.install().map_err(at(Stage::Seccomp))?;
+        }
         self.switch_user()?;
-        sys::close_from(REPORT_FD + 1).map_err(at(Stage::CloseFds))?;
-        Err(self.exec())
+        c.caps
+            .set_process_sets()
+            .map_err(at(Stage::SetCapabilities))?;
+        if c.no_new_privs {
+            capabilities::set_no_new_privs().map_err(at(Stage::NoNewPrivs))?;
+        }
+        if let (Some(filter), false) = (&c.seccomp, early_seccomp) {
+            filter.install().map_err(at(Stage::Seccomp))?;
+        }
+        Ok(())
     }
 
     /// The step dies with the kiln thread that started it (`run_step` blocks that thread
@@ -139,21 +225,30 @@ impl Child<'_> {
         }
     }
 
-    /// Puts the error pipe on fd 3 and stdio on 0–2, then closes every other inherited fd
-    /// before anything looks at the filesystem (no host directory fd survives).
+    /// Puts the error pipe on fd 3 (and the status pipe on 4) and stdio on 0–2, then closes
+    /// every other inherited fd before anything looks at the filesystem (no host directory
+    /// fd survives).
     fn arrange_stdio(&mut self) -> Result<(), Errno> {
         let f = self.fds;
-        // Copies above 3 first, so that moving one onto 0..=3 never clobbers another.
-        let stdout = sys::dup_above(f.stdout, REPORT_FD + 1)?;
-        let stderr = sys::dup_above(f.stderr, REPORT_FD + 1)?;
-        let report = sys::dup_above(f.report, REPORT_FD + 1)?;
-        let stdin = sys::dup_above(f.devnull, REPORT_FD + 1)?;
+        // Copies above the fixed numbers first, so that moving one onto 0..=4 never
+        // clobbers another.
+        let stdout = sys::dup_above(f.stdout, FIRST_FREE_FD)?;
+        let stderr = sys::dup_above(f.stderr, FIRST_FREE_FD)?;
+        let report = sys::dup_above(f.report, FIRST_FREE_FD)?;
+        let stdin = sys::dup_above(f.stdin, FIRST_FREE_FD)?;
+        let status = match f.status {
+            -1 => None,
+            fd => Some(sys::dup_above(fd, FIRST_FREE_FD)?),
+        };
         sys::dup_onto(report, REPORT_FD, true)?;
         self.report_fd = REPORT_FD;
+        if let Some(status) = status {
+            sys::dup_onto(status, STATUS_FD, true)?;
+        }
         sys::dup_onto(stdin, 0, false)?;
         sys::dup_onto(stdout, 1, false)?;
         sys::dup_onto(stderr, 2, false)?;
-        sys::close_from(REPORT_FD + 1)
+        sys::close_from(FIRST_FREE_FD)
     }
 
     /// Overlay, pseudo filesystems and host files, then `pivot_root` into it.
@@ -164,8 +259,18 @@ impl Child<'_> {
             .map_err(at(Stage::OpenRoot))?;
         devices::mount_pseudo_filesystems(root.as_fd()).map_err(from_stage)?;
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
-            devices::bind_host_file(root.as_fd(), host, rel)
-                .map_err(at_item(Stage::BindEtcFile, i))?;
+            let bound = match plan.container {
+                Some(_) => mounts::bind_file_over(root.as_fd(), host, rel),
+                None => devices::bind_host_file(root.as_fd(), host, rel).map(drop),
+            };
+            bound.map_err(at_item(Stage::BindEtcFile, i))?;
+        }
+        if let Some(c) = &plan.container {
+            for (i, m) in c.mounts.iter().enumerate() {
+                mounts::mount_user(root.as_fd(), m, i)?;
+            }
+            mounts::mask_paths(root.as_fd())?;
+            mounts::make_paths_read_only(root.as_fd())?;
         }
         pivot_into(root).map_err(at(Stage::PivotRoot))
     }
@@ -291,6 +396,19 @@ fn pivot_into(root: OwnedFd) -> Result<(), Errno> {
     }
     drop(root);
     sys::chdir(c"/")
+}
+
+/// A session of its own, so the container cannot reach kiln's terminal through
+/// `/dev/tty`; with a pty (already on fd 0) that becomes its controlling terminal.
+fn new_session(tty: bool) -> Result<(), Errno> {
+    // SAFETY: plain system calls; the child is not a process group leader (new pid).
+    unsafe {
+        sys::check(libc::setsid() as c_long)?;
+        if tty {
+            sys::check(libc::ioctl(0, libc::TIOCSCTTY, 0) as c_long)?;
+        }
+    }
+    Ok(())
 }
 
 /// Stdin becomes the step's own `/dev/null` (a node kiln made in its `/dev` tmpfs).

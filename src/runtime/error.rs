@@ -48,6 +48,8 @@ pub enum RuntimeError {
     /// The command has no `/` and no directory of the step's `$PATH` holds it.
     #[error("exec {command:?}: executable file not found in $PATH ({path})")]
     CommandNotFound { command: String, path: String },
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroups::CgroupError),
     /// The sandbox child broke the report protocol (a short or unknown report).
     #[error("the sandbox setup process sent a malformed error report")]
     MalformedReport,
@@ -122,10 +124,23 @@ pub(crate) enum Stage {
     SetUid,
     CloseFds,
     Exec,
+    CgroupNamespace,
+    Session,
+    MountTarget,
+    BindMount,
+    MountTmpfs,
+    MaskPath,
+    ReadonlyPath,
+    ReadOnlyRoot,
+    DropBounding,
+    SetCapabilities,
+    NoNewPrivs,
+    Seccomp,
+    StartInit,
 }
 
 impl Stage {
-    const ALL: [Stage; 25] = [
+    const ALL: [Stage; 38] = [
         Stage::Stdio,
         Stage::PrivateMounts,
         Stage::Loopback,
@@ -151,6 +166,19 @@ impl Stage {
         Stage::SetUid,
         Stage::CloseFds,
         Stage::Exec,
+        Stage::CgroupNamespace,
+        Stage::Session,
+        Stage::MountTarget,
+        Stage::BindMount,
+        Stage::MountTmpfs,
+        Stage::MaskPath,
+        Stage::ReadonlyPath,
+        Stage::ReadOnlyRoot,
+        Stage::DropBounding,
+        Stage::SetCapabilities,
+        Stage::NoNewPrivs,
+        Stage::Seccomp,
+        Stage::StartInit,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -184,6 +212,19 @@ impl Stage {
             Stage::SetUid => "setuid",
             Stage::CloseFds => "close inherited file descriptors",
             Stage::Exec => EXEC_STAGE,
+            Stage::CgroupNamespace => "create the cgroup namespace",
+            Stage::Session => "start a session with its controlling terminal",
+            Stage::MountTarget => "create mount target",
+            Stage::BindMount => "bind mount onto",
+            Stage::MountTmpfs => "mount tmpfs on",
+            Stage::MaskPath => "mask",
+            Stage::ReadonlyPath => "make read-only",
+            Stage::ReadOnlyRoot => "make the root filesystem read-only",
+            Stage::DropBounding => "drop capabilities from the bounding set",
+            Stage::SetCapabilities => "set capabilities",
+            Stage::NoNewPrivs => "set no_new_privs",
+            Stage::Seccomp => "install the seccomp filter",
+            Stage::StartInit => "start the command under the init process",
         }
     }
 }

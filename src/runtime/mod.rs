@@ -18,17 +18,31 @@
 //! `devices` (`/proc`, `/dev`, `/sys`, host file binds), `sys` (raw syscall wrappers),
 //! `error`.
 
+pub mod capabilities;
+pub mod cgroups;
 mod child;
+mod container;
 mod devices;
 mod error;
+mod init;
+mod mounts;
 mod overlay;
 mod plan;
+mod pty;
 mod sandbox;
+pub mod seccomp;
 mod sys;
 
 #[cfg(test)]
+mod container_tests;
+#[cfg(test)]
 mod tests;
 
+pub use capabilities::{CapabilityError, CapabilitySet};
+pub use cgroups::{CgroupError, Resources};
+pub use container::{
+    run_container, start_container, BindMount, ContainerExit, ContainerSpec, RunningContainer,
+};
 pub use error::{RuntimeError, EXEC_STAGE};
 pub use overlay::{with_overlay, Overlay};
 pub use plan::DEFAULT_PATH;

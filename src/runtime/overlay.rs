@@ -49,6 +49,10 @@ const OPTION_SPECIAL: &[u8] = b",:\\\0";
 /// Dirs of the init layer of build steps (relative to the scaffold's `init/`).
 pub(crate) const INIT_MOUNTPOINTS: [&str; 3] = ["proc", "dev", "sys"];
 
+/// Files kiln writes for containers and binds over the image's; the init layer holds empty
+/// regular files at these paths, so an image symlink there is shadowed, never followed.
+pub(crate) const CONTAINER_ETC_FILES: [&str; 3] = ["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
 /// Whether the scaffold's `init/` dir is stacked as the top-most lower layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InitLayer {
@@ -57,6 +61,9 @@ pub(crate) enum InitLayer {
     /// Plain access to the image (`copy:` steps): `init/` is used only as the empty lower
     /// of a layerless image.
     OnlyIfNoLowers,
+    /// Containers: the mount points of build steps plus `etc/` with
+    /// [`CONTAINER_ETC_FILES`].
+    Container,
 }
 
 /// Everything needed to mount the overlay, as C strings built before any namespace work so
@@ -66,6 +73,8 @@ pub(crate) struct MountPlan {
     pub scaffold: CString,
     /// Dirs to create in the scaffold tmpfs, parents first.
     pub scaffold_dirs: Vec<CString>,
+    /// Empty files to create in the scaffold tmpfs, after the dirs.
+    pub scaffold_files: Vec<CString>,
     pub root: CString,
     pub root_path: PathBuf,
     /// The dir relative lower names are resolved from (`None` without lowers).
@@ -101,19 +110,27 @@ impl Overlay {
             check_option_path(what, dir)?;
         }
         let mut lowers: Vec<&[u8]> = self.lowers.iter().map(|l| l.as_bytes()).collect();
-        if init == InitLayer::MountPoints || lowers.is_empty() {
+        if init != InitLayer::OnlyIfNoLowers || lowers.is_empty() {
             lowers.insert(0, init_dir.as_os_str().as_bytes());
         }
         let options = overlay_options(&lowers, &upper, &work)?;
         let mut scaffold_dirs = vec![c_path(&root)?, c_path(&init_dir)?];
-        if init == InitLayer::MountPoints {
+        let mut scaffold_files = Vec::new();
+        if init != InitLayer::OnlyIfNoLowers {
             for name in INIT_MOUNTPOINTS {
                 scaffold_dirs.push(c_path(&init_dir.join(name))?);
+            }
+        }
+        if init == InitLayer::Container {
+            scaffold_dirs.push(c_path(&init_dir.join("etc"))?);
+            for name in CONTAINER_ETC_FILES {
+                scaffold_files.push(c_path(&init_dir.join(name))?);
             }
         }
         let plan = MountPlan {
             scaffold: c_path(&scaffold)?,
             scaffold_dirs,
+            scaffold_files,
             root: c_path(&root)?,
             root_path: root,
             layers_dir: (!self.lowers.is_empty())
@@ -275,6 +292,10 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
     .map_err(|e| (Stage::Scaffold, e))?;
     for dir in &plan.scaffold_dirs {
         sys::mkdir(dir, 0o755).map_err(|e| (Stage::Scaffold, e))?;
+    }
+    for file in &plan.scaffold_files {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        sys::open_mode(file, flags, 0o644).map_err(|e| (Stage::Scaffold, e))?;
     }
     if let Some(dir) = &plan.layers_dir {
         sys::chdir(dir).map_err(|e| (Stage::ChdirLayers, e))?;

@@ -8,7 +8,9 @@ use std::ptr;
 
 use nix::errno::Errno;
 
+use super::container::ContainerPlan;
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
+use super::mounts::{MASKED_PATHS, READONLY_PATHS};
 use super::overlay::{self, InitLayer, MountPlan};
 use super::sandbox::{NetworkMode, StepSandbox};
 
@@ -34,7 +36,7 @@ pub(crate) struct CStringArray {
 }
 
 impl CStringArray {
-    fn new(items: &[String], what: &str) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(items: &[String], what: &str) -> Result<Self, RuntimeError> {
         let strings = items
             .iter()
             .map(|s| c_string(s, what))
@@ -57,11 +59,24 @@ impl CStringArray {
     }
 }
 
-/// All of a step's data in the form the allocation-free child uses.
+/// The process-level part of a step or container description, borrowed.
+pub(crate) struct ProcessSpec<'a> {
+    pub overlay: &'a super::overlay::Overlay,
+    pub argv: &'a [String],
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+    pub hostname: &'a str,
+    pub network: NetworkMode,
+}
+
+/// All of a step's or container's data in the form the allocation-free child uses.
 pub(crate) struct ChildPlan {
     pub mount: MountPlan,
     pub new_netns: bool,
-    /// (host file, path inside the root) pairs to bind read-only.
+    /// (host file, path inside the root) pairs to bind over the image's.
     pub etc_binds: Vec<(CString, CString)>,
     pub hostname: CString,
     /// Every ancestor of the workdir and the workdir itself, outermost first.
@@ -76,6 +91,8 @@ pub(crate) struct ChildPlan {
     pub exec_candidates: Vec<CString>,
     /// Whether argv[0] was looked up in `$PATH`.
     pub searches_path: bool,
+    /// What `kiln run` adds to a build step's sandbox; `None` for build steps.
+    pub container: Option<ContainerPlan>,
     // Kept for error messages.
     argv0: String,
     path_var: String,
@@ -84,13 +101,41 @@ pub(crate) struct ChildPlan {
 
 impl ChildPlan {
     pub(crate) fn new(sb: &StepSandbox) -> Result<ChildPlan, RuntimeError> {
-        let argv0 = match sb.argv.first() {
-            Some(a) if !a.is_empty() => a.clone(),
-            _ => return Err(RuntimeError::Invalid("the step's command is empty".into())),
+        let spec = ProcessSpec {
+            overlay: &sb.overlay,
+            argv: &sb.argv,
+            env: &sb.env,
+            cwd: &sb.cwd,
+            uid: sb.uid,
+            gid: sb.gid,
+            groups: &sb.groups,
+            hostname: &sb.hostname,
+            network: sb.network,
         };
-        check_ids(sb)?;
-        let (workdir_prefixes, cwd) = workdir_prefixes(&sb.cwd)?;
-        let path_var = sb
+        let etc_binds = match sb.network {
+            NetworkMode::Host => HOST_ETC_FILES
+                .iter()
+                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
+                .collect::<Result<_, RuntimeError>>()?,
+            NetworkMode::None => Vec::new(),
+        };
+        ChildPlan::build(&spec, InitLayer::MountPoints, etc_binds, None)
+    }
+
+    /// Checks `spec` and turns it into C strings; `init` decides the scaffold's init layer.
+    pub(crate) fn build(
+        spec: &ProcessSpec,
+        init: InitLayer,
+        etc_binds: Vec<(CString, CString)>,
+        container: Option<ContainerPlan>,
+    ) -> Result<ChildPlan, RuntimeError> {
+        let argv0 = match spec.argv.first() {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => return Err(RuntimeError::Invalid("the command is empty".into())),
+        };
+        check_ids(spec.uid, spec.gid, spec.groups)?;
+        let (workdir_prefixes, cwd) = workdir_prefixes(spec.cwd)?;
+        let path_var = spec
             .env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -105,30 +150,31 @@ impl ChildPlan {
                 .collect::<Result<_, _>>()?,
             false => vec![c_string(&argv0, "command")?],
         };
-        let etc_binds = match sb.network {
-            NetworkMode::Host => HOST_ETC_FILES
-                .iter()
-                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
-                .collect::<Result<_, RuntimeError>>()?,
-            NetworkMode::None => Vec::new(),
-        };
+        let hostname = check_hostname(spec.hostname)?;
+        let workdir_prefixes = workdir_prefixes
+            .iter()
+            .map(|p| c_string(p, "workdir"))
+            .collect::<Result<_, _>>()?;
+        let argv = CStringArray::new(spec.argv, "command argument")?;
+        let envp = CStringArray::new(spec.env, "environment variable")?;
+        let workdir = c_string(&cwd, "workdir")?;
+        // Last: preparing the overlay touches the disk.
+        let mount = spec.overlay.prepare(init)?;
         Ok(ChildPlan {
-            mount: sb.overlay.prepare(InitLayer::MountPoints)?,
-            new_netns: sb.network == NetworkMode::None,
+            mount,
+            new_netns: spec.network == NetworkMode::None,
             etc_binds,
-            hostname: check_hostname(&sb.hostname)?,
-            workdir_prefixes: workdir_prefixes
-                .iter()
-                .map(|p| c_string(p, "workdir"))
-                .collect::<Result<_, _>>()?,
-            workdir: c_string(&cwd, "workdir")?,
-            uid: sb.uid,
-            gid: sb.gid,
-            groups: sb.groups.clone(),
-            argv: CStringArray::new(&sb.argv, "command argument")?,
-            envp: CStringArray::new(&sb.env, "environment variable")?,
+            hostname,
+            workdir_prefixes,
+            workdir,
+            uid: spec.uid,
+            gid: spec.gid,
+            groups: spec.groups.to_vec(),
+            argv,
+            envp,
             exec_candidates,
             searches_path,
+            container,
             argv0,
             path_var,
             cwd,
@@ -159,9 +205,22 @@ impl ChildPlan {
             Stage::MountDevPts => Some("/dev/pts".into()),
             Stage::MountDevShm => Some("/dev/shm".into()),
             Stage::MountSys => Some("/sys".into()),
-            Stage::BindEtcFile => HOST_ETC_FILES
+            Stage::BindEtcFile => self
+                .etc_binds
                 .get(report.detail as usize)
-                .map(|(h, _)| h.to_string()),
+                .map(|(_, rel)| format!("/{}", rel.to_string_lossy())),
+            Stage::MountTarget | Stage::BindMount | Stage::MountTmpfs => self
+                .container
+                .as_ref()
+                .and_then(|c| c.mounts.get(report.detail as usize))
+                .map(|m| m.target.clone()),
+            Stage::MaskPath => Some(match MASKED_PATHS.get(report.detail as usize) {
+                Some(rel) => format!("/{}", rel.to_string_lossy()),
+                None => "/dev/null".into(),
+            }),
+            Stage::ReadonlyPath => READONLY_PATHS
+                .get(report.detail as usize)
+                .map(|rel| format!("/{}", rel.to_string_lossy())),
             Stage::OpenDevNull => Some("/dev/null".into()),
             Stage::Hostname => Some(self.hostname.to_string_lossy().into_owned()),
             Stage::MkdirWorkdir => item(&self.workdir_prefixes),
@@ -169,7 +228,18 @@ impl ChildPlan {
             Stage::SetGroups => Some(format!("{:?}", self.groups)),
             Stage::SetGid => Some(self.gid.to_string()),
             Stage::SetUid => Some(self.uid.to_string()),
-            Stage::Stdio | Stage::PrivateMounts | Stage::Loopback | Stage::CloseFds => None,
+            Stage::Stdio
+            | Stage::PrivateMounts
+            | Stage::Loopback
+            | Stage::CloseFds
+            | Stage::CgroupNamespace
+            | Stage::Session
+            | Stage::ReadOnlyRoot
+            | Stage::DropBounding
+            | Stage::SetCapabilities
+            | Stage::NoNewPrivs
+            | Stage::Seccomp
+            | Stage::StartInit => None,
         };
         RuntimeError::Setup {
             stage: report.stage.name(),
@@ -179,14 +249,12 @@ impl ChildPlan {
     }
 }
 
-fn c_string(s: &str, what: &str) -> Result<CString, RuntimeError> {
+pub(crate) fn c_string(s: &str, what: &str) -> Result<CString, RuntimeError> {
     CString::new(s).map_err(|_| RuntimeError::Invalid(format!("{what} {s:?} contains a NUL byte")))
 }
 
-fn check_ids(sb: &StepSandbox) -> Result<(), RuntimeError> {
-    let ids = [sb.uid, sb.gid]
-        .into_iter()
-        .chain(sb.groups.iter().copied());
+fn check_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<(), RuntimeError> {
+    let ids = [uid, gid].into_iter().chain(groups.iter().copied());
     if ids.into_iter().any(|id| id == UNCHANGED_ID) {
         return Err(RuntimeError::Invalid(format!(
             "user or group id {UNCHANGED_ID} is not allowed"
@@ -194,10 +262,10 @@ fn check_ids(sb: &StepSandbox) -> Result<(), RuntimeError> {
     }
     // SAFETY: sysconf has no preconditions.
     let max_groups = unsafe { libc::sysconf(libc::_SC_NGROUPS_MAX) };
-    if sb.groups.len() as i64 > max_groups as i64 {
+    if groups.len() as i64 > max_groups as i64 {
         return Err(RuntimeError::Invalid(format!(
             "{} supplementary groups, the kernel allows {max_groups}",
-            sb.groups.len()
+            groups.len()
         )));
     }
     Ok(())

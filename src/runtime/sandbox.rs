@@ -108,11 +108,13 @@ pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
     let args = ChildArgs {
         plan: &plan,
         fds: ChildFds {
+            stdin: devnull.as_raw_fd(),
             stdout: sb.stdout.as_raw_fd(),
             stderr: sb.stderr.as_raw_fd(),
             report: report_write.as_raw_fd(),
-            devnull: devnull.as_raw_fd(),
             parent: kiln.as_raw_fd(),
+            sync: -1,
+            status: -1,
         },
     };
     let pid = spawn(&args, clone_flags(&plan))?;
@@ -126,7 +128,7 @@ pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
     }
 }
 
-fn clone_flags(plan: &ChildPlan) -> c_int {
+pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if plan.new_netns {
@@ -137,7 +139,7 @@ fn clone_flags(plan: &ChildPlan) -> c_int {
 
 /// `clone` with every signal blocked, so no kiln signal handler can run in the child before
 /// it resets them.
-fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
+pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
     let mut stack = vec![0u8; CHILD_STACK_SIZE];
     let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     let mut saved = SigSet::empty();
@@ -167,7 +169,7 @@ fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
 }
 
 /// `None` on EOF (exec succeeded), the report otherwise.
-fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
+pub(crate) fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
     let mut buf = [0u8; REPORT_LEN];
     let mut filled = 0;
     while filled < REPORT_LEN {
@@ -185,7 +187,7 @@ fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
     }
 }
 
-fn wait_for(pid: Pid) -> Result<ExitStatus, RuntimeError> {
+pub(crate) fn wait_for(pid: Pid) -> Result<ExitStatus, RuntimeError> {
     loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),

@@ -50,8 +50,13 @@ pub(crate) fn socket_for_ioctl() -> Sys<OwnedFd> {
 }
 
 pub(crate) fn open(path: &CStr, flags: c_int) -> Sys<OwnedFd> {
+    open_mode(path, flags, 0)
+}
+
+/// `open` with a creation mode.
+pub(crate) fn open_mode(path: &CStr, flags: c_int, mode: libc::mode_t) -> Sys<OwnedFd> {
     // SAFETY: path is NUL-terminated.
-    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0) } as c_long)
+    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) } as c_long)
 }
 
 /// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`: `rel` is looked up inside `root`
@@ -256,4 +261,116 @@ pub(crate) fn has_exited(pidfd: RawFd) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let ready = unsafe { libc::poll(&mut poll, 1, 0) };
     ready > 0 && poll.revents & libc::POLLIN != 0
+}
+
+/// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: like [`open_in_root`], but
+/// symlinks are followed, each resolved as if `root` were `/`, so none leads outside it.
+pub(crate) fn open_following_in_root(
+    root: BorrowedFd,
+    rel: &CStr,
+    extra_flags: c_int,
+) -> Sys<OwnedFd> {
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC | extra_flags) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: pointers are valid for the call; size matches the struct passed.
+    owned(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    })
+}
+
+/// A detached copy of the mount tree at `path` (relative to `dir`, or `dir` itself when
+/// `path` is empty); `recursive` includes the mounts below it.
+pub(crate) fn clone_tree(dir: RawFd, path: &CStr, recursive: bool) -> Sys<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as c_uint;
+    }
+    if path.is_empty() {
+        flags |= libc::AT_EMPTY_PATH as c_uint;
+    }
+    // SAFETY: path is NUL-terminated; dir is an fd or AT_FDCWD.
+    owned(unsafe { libc::syscall(libc::SYS_open_tree, dir, path.as_ptr(), flags) })
+}
+
+/// Sets mount attributes (`MOUNT_ATTR_*`) on the mount `fd` refers to, and on every mount
+/// below it when `recursive`.
+pub(crate) fn set_mount_attrs(fd: BorrowedFd, attrs: u64, recursive: bool) -> Sys<()> {
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as c_uint;
+    }
+    // SAFETY: attr is valid for the call and its size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `fstat` of an open fd.
+pub(crate) fn stat_fd(fd: BorrowedFd) -> Sys<libc::stat> {
+    // SAFETY: stat is plain data and fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check_int(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// `mkdirat(dir, name)`; an existing entry is fine.
+pub(crate) fn mkdir_at(dir: BorrowedFd, name: &CStr, mode: libc::mode_t) -> Sys<()> {
+    // SAFETY: name is NUL-terminated.
+    match check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }) {
+        Err(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Creates an empty regular file `name` in `dir`; an existing entry is fine (it is not
+/// followed or opened).
+pub(crate) fn create_file_at(dir: BorrowedFd, name: &CStr, mode: libc::mode_t) -> Sys<()> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: name is NUL-terminated.
+    match owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) } as c_long) {
+        Err(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Reads one byte; `Ok(false)` on end of file.
+pub(crate) fn read_byte(fd: RawFd) -> Sys<bool> {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: a one-byte buffer.
+        match check(unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) } as c_long) {
+            Err(libc::EINTR) => {}
+            other => return other.map(|n| n == 1),
+        }
+    }
+}
+
+/// `fork` as a raw `clone(SIGCHLD)`: no atfork handlers, which could take locks held by
+/// threads that do not exist in a clone child. Returns 0 in the new process.
+pub(crate) fn raw_fork() -> Sys<libc::pid_t> {
+    // SAFETY: without CLONE_VM the child gets a copy of this stack and continues here.
+    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) })
+        .map(|pid| pid as libc::pid_t)
 }
