@@ -9,6 +9,7 @@ mod debug;
 mod images;
 mod import;
 mod output;
+mod run;
 mod signals;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
+    Run(Box<run::RunArgs>),
+    Bundle(Box<run::BundleArgs>),
     Ps(containers::PsArgs),
     Rm(containers::RmArgs),
     #[command(hide = true, subcommand)]
@@ -169,6 +172,8 @@ pub fn main() -> i32 {
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),
+        Command::Run(a) => run::run(&globals, *a),
+        Command::Bundle(a) => run::bundle(&globals, *a),
         Command::Ps(a) => containers::ps(&globals, a),
         Command::Rm(a) => containers::rm(&globals, a),
         Command::Debug(c) => debug::run(c),

@@ -33,6 +33,22 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// `64 MiB`, for limits given in powers of 1024.
+pub fn human_binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", units[i])
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s < 1.0 {

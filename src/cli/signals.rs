@@ -1,11 +1,26 @@
-//! Ctrl-C and friends: clean up staging dirs, then exit with 128+signal.
+//! Ctrl-C and friends: forwarded to a running container, otherwise clean up and exit.
 //!
 //! Termination signals are blocked in every thread and taken by one thread with `sigwait`,
-//! so cleanup runs as normal code rather than in a signal handler. Mounts need no cleanup:
-//! they only exist in the mount namespaces of build steps, which die with kiln (the steps
-//! get SIGKILL through PR_SET_PDEATHSIG).
+//! so cleanup runs as normal code rather than in a signal handler. While `kiln run` has a
+//! container running, a signal goes to the container (its init passes it on, like
+//! `docker run`'s signal proxy) and kiln's normal exit path cleans up when it ends.
+//! Otherwise kiln removes its staging dirs and exits 128+N. Mounts need no cleanup: they
+//! only exist in the mount namespaces of steps and containers, which die with kiln (their
+//! processes get SIGKILL through PR_SET_PDEATHSIG).
+
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
+
+/// The host pid of the running container's first process, or 0.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+/// Sends later termination signals to `pid` (a container's first process) instead of
+/// ending kiln; `None` restores the default.
+pub fn forward_to(pid: Option<i32>) {
+    FORWARD_TO.store(pid.unwrap_or(0), Ordering::SeqCst);
+}
 
 /// Call first in `main`, before any thread exists, so every thread inherits the mask.
 pub fn install() {
@@ -22,11 +37,14 @@ pub fn install() {
     if nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
         return;
     }
-    std::thread::spawn(move || {
-        if let Ok(signal) = set.wait() {
-            crate::store::remove_live_temp_dirs();
-            eprintln!("kiln: interrupted by {signal}, cleaned up");
-            std::process::exit(128 + signal as i32);
+    std::thread::spawn(move || loop {
+        let Ok(signal) = set.wait() else { return };
+        let pid = FORWARD_TO.load(Ordering::SeqCst);
+        if pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
+            continue;
         }
+        crate::store::remove_live_temp_dirs();
+        eprintln!("kiln: interrupted by {signal}, cleaned up");
+        std::process::exit(128 + signal as i32);
     });
 }

@@ -28,8 +28,10 @@ use super::sys::{self, Errno};
 const REPORT_FD: RawFd = 3;
 /// Where the init's status pipe lives (containers with an init only; close-on-exec).
 const STATUS_FD: RawFd = 4;
-/// The first fd that is neither stdio nor one of the pipes above.
-const FIRST_FREE_FD: RawFd = 5;
+/// Where the console socket lives until the pty master has been sent (`tty` only).
+const CONSOLE_FD: RawFd = 5;
+/// The first fd that is neither stdio nor one of the above.
+const FIRST_FREE_FD: RawFd = 6;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
 const EXIT_NOT_FOUND: c_int = 127;
 const EXIT_NOT_EXECUTABLE: c_int = 126;
@@ -56,6 +58,8 @@ pub(crate) struct ChildFds {
     pub sync: RawFd,
     /// Containers with an init: write end of the status pipe.
     pub status: RawFd,
+    /// Containers with a tty: the unix socket on which the pty master goes to kiln.
+    pub console: RawFd,
 }
 
 pub(crate) struct ChildArgs<'a> {
@@ -133,8 +137,8 @@ impl Child<'_> {
             self.wait_for_cgroup(c)?;
         }
         self.arrange_stdio().map_err(at(Stage::Stdio))?;
-        if let Some(c) = container {
-            new_session(c.tty).map_err(at(Stage::Session))?;
+        if container.is_some() {
+            new_session().map_err(at(Stage::Session))?;
         }
         overlay::make_mounts_private().map_err(at(Stage::PrivateMounts))?;
         if self.plan.new_netns {
@@ -144,6 +148,9 @@ impl Child<'_> {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(0) };
         self.build_root()?;
+        if let Some(c) = container.filter(|c| c.tty) {
+            set_up_console(&c.winsize).map_err(at(Stage::Session))?;
+        }
         if !container.is_some_and(|c| c.keep_stdin) {
             replace_stdin().map_err(at(Stage::OpenDevNull))?;
         }
@@ -236,14 +243,29 @@ impl Child<'_> {
         let stderr = sys::dup_above(f.stderr, FIRST_FREE_FD)?;
         let report = sys::dup_above(f.report, FIRST_FREE_FD)?;
         let stdin = sys::dup_above(f.stdin, FIRST_FREE_FD)?;
-        let status = match f.status {
-            -1 => None,
-            fd => Some(sys::dup_above(fd, FIRST_FREE_FD)?),
+        let optional = |fd: RawFd| match fd {
+            -1 => Ok(None),
+            fd => sys::dup_above(fd, FIRST_FREE_FD).map(Some),
         };
+        let status = optional(f.status)?;
+        let console = optional(f.console)?;
         sys::dup_onto(report, REPORT_FD, true)?;
         self.report_fd = REPORT_FD;
         if let Some(status) = status {
             sys::dup_onto(status, STATUS_FD, true)?;
+        }
+        if let Some(console) = console {
+            sys::dup_onto(console, CONSOLE_FD, true)?;
+        }
+        // The fixed numbers not in use may hold fds kiln leaked by mistake.
+        for (fd, used) in [
+            (STATUS_FD, status.is_some()),
+            (CONSOLE_FD, console.is_some()),
+        ] {
+            if !used {
+                // SAFETY: closing an fd this process does not use; EBADF is fine.
+                unsafe { libc::close(fd) };
+            }
         }
         sys::dup_onto(stdin, 0, false)?;
         sys::dup_onto(stdout, 1, false)?;
@@ -399,16 +421,41 @@ fn pivot_into(root: OwnedFd) -> Result<(), Errno> {
 }
 
 /// A session of its own, so the container cannot reach kiln's terminal through
-/// `/dev/tty`; with a pty (already on fd 0) that becomes its controlling terminal.
-fn new_session(tty: bool) -> Result<(), Errno> {
-    // SAFETY: plain system calls; the child is not a process group leader (new pid).
-    unsafe {
-        sys::check(libc::setsid() as c_long)?;
-        if tty {
-            sys::check(libc::ioctl(0, libc::TIOCSCTTY, 0) as c_long)?;
+/// `/dev/tty`.
+fn new_session() -> Result<(), Errno> {
+    // SAFETY: a plain system call; the child is not a process group leader (new pid).
+    sys::check(unsafe { libc::setsid() } as c_long).map(drop)
+}
+
+/// Allocates the container's terminal in its own devpts (so it is `/dev/pts/0` inside,
+/// like with runc), sends the master to kiln over the console socket, and makes the slave
+/// stdio and the controlling terminal. Runs after `pivot_root`.
+fn set_up_console(size: &libc::winsize) -> Result<(), Errno> {
+    let master = sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY)?;
+    let unlock: c_int = 0;
+    // SAFETY: ioctls on the master with valid pointers.
+    let slave = unsafe {
+        sys::check(libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) as c_long)?;
+        if size.ws_row != 0 {
+            sys::check(libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, size) as c_long)?;
         }
-    }
-    Ok(())
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        sys::check(libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) as c_long)? as RawFd
+    };
+    let sent = sys::send_fd(CONSOLE_FD, master.as_raw_fd());
+    drop(master);
+    // SAFETY: the console socket is not needed any more.
+    unsafe { libc::close(CONSOLE_FD) };
+    let result = sent.and_then(|()| {
+        for fd in 0..=2 {
+            sys::dup_onto(slave, fd, false)?;
+        }
+        // SAFETY: fd 0 is now the slave; this session has no controlling terminal yet.
+        sys::check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } as c_long).map(drop)
+    });
+    // SAFETY: closing the extra slave fd.
+    unsafe { libc::close(slave) };
+    result
 }
 
 /// Stdin becomes the step's own `/dev/null` (a node kiln made in its `/dev` tmpfs).

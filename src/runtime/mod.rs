@@ -1,22 +1,27 @@
-//! The sandbox: namespaces, overlay rootfs, pivot_root, /proc and /dev, exec.
+//! The sandbox: namespaces, overlay rootfs, pivot_root, /proc and /dev, cgroups,
+//! capabilities, seccomp, exec.
 //!
 //! Exists so that the rest of kiln can run a command "inside an image" without knowing how
-//! Linux isolates processes. Today it serves build steps ([`run_step`]) and direct access to
-//! an image's merged filesystem ([`with_overlay`]); `kiln run` will extend it with cgroups,
-//! capabilities, seccomp and a PID 1 reaper.
+//! Linux isolates processes. It serves build steps ([`run_step`]), direct access to an
+//! image's merged filesystem ([`with_overlay`]) and `kiln run` ([`run_container`],
+//! [`start_container`], and [`oci_config`] for `kiln bundle`).
 //!
 //! Two rules shape it (DESIGN.md §6, SECURITY.md §3 rule 9):
 //! - kiln is multi-threaded, so everything the `clone` child needs is prepared before
-//!   `clone` ([`plan`]) and the child ([`child`]) makes raw system calls only, reporting a
-//!   failure as a fixed-size record over a close-on-exec pipe;
-//! - every mount happens inside the step's (or a thread's) private mount namespace, on mount
-//!   points resolved inside the root without following image symlinks, so nothing is
-//!   mounted on the host and nothing needs cleaning after a crash.
+//!   `clone` ([`plan`], capability masks, the seccomp BPF program) and the child
+//!   ([`child`]) makes raw system calls only, reporting a failure as a fixed-size record
+//!   over a close-on-exec pipe;
+//! - every mount happens inside the step's, container's (or a thread's) private mount
+//!   namespace, on mount points resolved inside the root with `openat2`, so nothing is
+//!   mounted on the host and nothing needs cleaning after a crash. Cgroups are the one host
+//!   object a container leaves if kiln is killed; [`cgroups::clean_stale`] removes them.
 //!
 //! Files: `overlay` (option string, scaffold, `with_overlay`), `sandbox` (public step types,
-//! clone and wait), `plan` (C strings for the child), `child` (the allocation-free child),
-//! `devices` (`/proc`, `/dev`, `/sys`, host file binds), `sys` (raw syscall wrappers),
-//! `error`.
+//! clone and wait), `container` (public container types, parent side of `kiln run`), `plan`
+//! (C strings for the child), `child` (the allocation-free child), `devices` (`/proc`,
+//! `/dev`, `/sys`, host file binds), `mounts` (container binds, tmpfs, masked and read-only
+//! paths), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init` (the PID 1
+//! reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers), `error`.
 
 pub mod capabilities;
 pub mod cgroups;
@@ -26,6 +31,7 @@ mod devices;
 mod error;
 mod init;
 mod mounts;
+mod oci;
 mod overlay;
 mod plan;
 mod pty;
@@ -44,6 +50,7 @@ pub use container::{
     run_container, start_container, BindMount, ContainerExit, ContainerSpec, RunningContainer,
 };
 pub use error::{RuntimeError, EXEC_STAGE};
+pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use sandbox::{run_step, ExitStatus, NetworkMode, StepSandbox};

@@ -115,6 +115,7 @@ pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
             parent: kiln.as_raw_fd(),
             sync: -1,
             status: -1,
+            console: -1,
         },
     };
     let pid = spawn(&args, clone_flags(&plan))?;

@@ -374,3 +374,67 @@ pub(crate) fn raw_fork() -> Sys<libc::pid_t> {
     check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) })
         .map(|pid| pid as libc::pid_t)
 }
+
+/// Room for one `SCM_RIGHTS` control message carrying one fd (aligned like `cmsghdr`).
+type FdControl = [u64; 4];
+
+/// Sends `fd` over the unix socket `sock` (`SCM_RIGHTS`), with a one-byte payload.
+pub(crate) fn send_fd(sock: RawFd, fd: RawFd) -> Sys<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control: FdControl = [0; 4];
+    // SAFETY: msghdr is plain data; the CMSG macros stay inside `control`, which is large
+    // and aligned enough for one header and one int.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<c_int>() as u32) as usize;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        check(libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) as c_long).map(drop)
+    }
+}
+
+/// Receives an fd sent with [`send_fd`]; `None` when the peer closed the socket first.
+pub(crate) fn recv_fd(sock: RawFd) -> Sys<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control: FdControl = [0; 4];
+    // SAFETY: as in send_fd; the kernel fills at most msg_controllen bytes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of::<FdControl>();
+        let n = loop {
+            match check(libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) as c_long) {
+                Err(libc::EINTR) => {}
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(libc::EPROTO);
+        }
+        let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}

@@ -1,0 +1,620 @@
+//! `kiln run` and `kiln bundle`: an image from the store as a container.
+//!
+//! Both turn the same inputs (image config, the spec's `run:` defaults kept with the tag,
+//! command-line flags, in that order of precedence) into one `runtime::ContainerSpec`, so
+//! what `kiln bundle` hands to runc is exactly what `kiln run` would do.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
+use crate::build::{self, passwd};
+use crate::image::{self, Image};
+use crate::runtime::{
+    self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Resources,
+};
+use crate::spec::{values, Network, RunDefaults};
+use crate::store::{ContainerDir, ContainerState, Store, Tagged};
+
+/// Options shared by `kiln run` and `kiln bundle`: everything that shapes the container.
+#[derive(Args, Debug, Clone)]
+pub struct ContainerArgs {
+    /// Set an environment variable (K=V, or K to take the value from kiln's environment)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Bind mount a host path: SRC:DST[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volumes: Vec<String>,
+    /// Mount an empty tmpfs at DST
+    #[arg(long, value_name = "DST")]
+    tmpfs: Vec<String>,
+    /// Memory limit, e.g. 64m (units are powers of 1024)
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// CPU limit, e.g. 0.5
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Process limit (default 2048, like podman)
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids_limit: Option<u64>,
+    /// Add a Linux capability (e.g. NET_ADMIN)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (ALL drops every one)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Give the container every capability, no seccomp filter and no_new_privs off
+    #[arg(long)]
+    privileged: bool,
+    /// seccomp=unconfined turns the default seccomp profile off; no-new-privileges=false allows setuid gains
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Make the root filesystem read-only
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Network: none (a private network with loopback only; the default) or host
+    #[arg(long, value_parser = ["none", "host"])]
+    network: Option<String>,
+    /// Container host name
+    #[arg(long)]
+    hostname: Option<String>,
+    /// User: NAME, UID, NAME:GROUP or UID:GID (names from the image's /etc/passwd)
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Override the image's entrypoint
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Run the command as PID 1 without kiln's small init
+    #[arg(long = "no-init")]
+    no_init: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Run a command in a new container",
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello"
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    container: ContainerArgs,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Name the container (kiln ps, kiln rm)
+    #[arg(long)]
+    name: Option<String>,
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a terminal (use with -i for a shell)
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Image name or ID
+    image: String,
+    /// Command and arguments (default: the image's entrypoint and cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Write an OCI runtime bundle (rootfs + config.json) for runc",
+    after_help = "Examples:\n  kiln bundle hello /tmp/hello && runc run -b /tmp/hello hello1"
+)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    container: ContainerArgs,
+    /// Image name or ID
+    image: String,
+    /// Bundle directory (created; must not exist or be empty)
+    dir: PathBuf,
+    /// Command and arguments (default: the image's entrypoint and cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// A failure to start a container: docker's 125.
+fn failed(message: impl std::fmt::Display) -> Failure {
+    Failure {
+        message: message.to_string(),
+        hint: None,
+        code: EXIT_KILN_FAILED,
+    }
+}
+
+/// The image to run, with its layer dirs in place.
+struct Source {
+    tagged: Tagged,
+    image: Image,
+}
+
+fn load_source(store: &Store, name: &str) -> Result<Source, Failure> {
+    let tagged = store.find(name)?.ok_or_else(|| {
+        failed(format!("no such image: {name}")).hint(Some(
+            "`kiln images` lists the images in the store; `kiln build` makes one".into(),
+        ))
+    })?;
+    let image = Image::load(store, &image::oci_digest(&tagged.manifest)?)?;
+    build::ensure_layer_dirs(store, &image).map_err(failed)?;
+    Ok(Source { tagged, image })
+}
+
+/// Image config, then the spec's `run:` defaults, then flags.
+struct Settings {
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    user: Option<String>,
+    hostname: Option<String>,
+    network: NetworkMode,
+    mounts: Vec<BindMount>,
+    tmpfs: Vec<String>,
+    resources: Resources,
+    capabilities: CapabilitySet,
+    no_new_privileges: bool,
+    seccomp: bool,
+    read_only: bool,
+    init: bool,
+}
+
+fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Settings, Failure> {
+    let defaults: RunDefaults = image::run_defaults(&src.tagged.manifest);
+    let config = &src.image.config.config;
+    let user_error = |e: values::ValueError| failed(e);
+
+    let entrypoint = match &args.entrypoint {
+        Some(e) => vec![e.clone()],
+        None => config.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd = if !command.is_empty() {
+        command.to_vec()
+    } else if args.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        config.cmd.clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(
+            failed("no command: the image has no entrypoint or cmd").hint(Some(
+                "give one after the image name: kiln run IMAGE COMMAND".into(),
+            )),
+        );
+    }
+
+    let mut env = config.env.clone();
+    let mut set_env = |k: &str, v: &str| {
+        let prefix = format!("{k}=");
+        env.retain(|kv| !kv.starts_with(&prefix));
+        env.push(format!("{k}={v}"));
+    };
+    for (k, v) in &defaults.env {
+        set_env(k, v);
+    }
+    for e in &args.env {
+        match e.split_once('=') {
+            Some((k, v)) => set_env(k, v),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    set_env(e, &v)
+                }
+            }
+        }
+    }
+
+    // Like docker: a container always has a PATH, so every runtime finds the same command.
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={}", runtime::DEFAULT_PATH));
+    }
+
+    let memory = match &args.memory {
+        Some(m) => Some(values::size(m).map_err(user_error)?),
+        None => defaults.memory,
+    };
+    let cpus = match &args.cpus {
+        Some(c) => Some(values::cpus(c).map_err(user_error)?),
+        None => defaults.cpus,
+    };
+    let resources = Resources {
+        memory,
+        cpus,
+        pids: args.pids_limit.or(defaults.pids),
+    };
+
+    let cap_names = |names: &[String]| -> Result<Vec<String>, Failure> {
+        names
+            .iter()
+            .map(|n| values::capability(n).map_err(user_error))
+            .collect()
+    };
+    let add: Vec<String> = defaults
+        .cap_add
+        .iter()
+        .cloned()
+        .chain(cap_names(&args.cap_add)?)
+        .collect();
+    let drop: Vec<String> = defaults
+        .cap_drop
+        .iter()
+        .cloned()
+        .chain(cap_names(&args.cap_drop)?)
+        .collect();
+    let capabilities = CapabilitySet::resolve(&add, &drop, args.privileged).map_err(failed)?;
+
+    let mut seccomp = !args.privileged;
+    let mut no_new_privileges = !args.privileged;
+    for opt in &args.security_opt {
+        match opt.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp = false,
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            other => {
+                return Err(
+                    failed(format!("unsupported --security-opt {other:?}")).hint(Some(
+                        "kiln knows seccomp=unconfined and no-new-privileges[=true|false]".into(),
+                    )),
+                )
+            }
+        }
+    }
+
+    let network = match args
+        .network
+        .as_deref()
+        .map(|n| {
+            if n == "host" {
+                Network::Host
+            } else {
+                Network::None
+            }
+        })
+        .or(defaults.network)
+    {
+        Some(Network::Host) => NetworkMode::Host,
+        _ => NetworkMode::None,
+    };
+    let hostname = args.hostname.clone().or(defaults.hostname.clone());
+    if let Some(h) = &hostname {
+        values::hostname(h).map_err(user_error)?;
+    }
+    let user = args
+        .user
+        .clone()
+        .or(defaults.user.clone())
+        .or(config.user.clone());
+    if let Some(u) = &user {
+        values::user(u).map_err(user_error)?;
+    }
+
+    let mut mounts: Vec<BindMount> = defaults
+        .mounts
+        .iter()
+        .map(|m| BindMount {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            readonly: m.readonly,
+        })
+        .collect();
+    for v in &args.volumes {
+        mounts.push(parse_volume(v)?);
+    }
+    for m in &mounts {
+        if !m.source.exists() {
+            return Err(failed(format!(
+                "bind mount source {} does not exist",
+                m.source.display()
+            ))
+            .hint(Some(
+                "create it first, or fix the path before the ':'".into(),
+            )));
+        }
+    }
+    let tmpfs: Vec<String> = defaults.tmpfs.iter().chain(&args.tmpfs).cloned().collect();
+    for t in &tmpfs {
+        if !t.starts_with('/') {
+            return Err(failed(format!(
+                "--tmpfs {t}: the target must be an absolute path"
+            )));
+        }
+    }
+
+    Ok(Settings {
+        argv,
+        env,
+        cwd: args
+            .workdir
+            .clone()
+            .or(config.working_dir.clone())
+            .unwrap_or_else(|| "/".into()),
+        user,
+        hostname,
+        network,
+        mounts,
+        tmpfs,
+        resources,
+        capabilities,
+        no_new_privileges,
+        seccomp,
+        read_only: args.read_only || defaults.read_only,
+        init: !args.no_init,
+    })
+}
+
+/// `SRC:DST[:ro|rw]`; a relative SRC is taken from the current directory.
+fn parse_volume(v: &str) -> Result<BindMount, Failure> {
+    let bad = || {
+        failed(format!("invalid volume {v:?}")).hint(Some(
+            "write SRC:DST or SRC:DST:ro, with DST an absolute path in the container".into(),
+        ))
+    };
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, readonly) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => return Err(bad()),
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(bad());
+    }
+    let source = std::path::absolute(src).map_err(|_| bad())?;
+    Ok(BindMount {
+        source,
+        target: dst.to_owned(),
+        readonly,
+    })
+}
+
+/// Lower layer dir names of an image, top-most first (overlay's order).
+fn lowers(image: &Image) -> Vec<String> {
+    image
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .rev()
+        .filter_map(|d| crate::store::Digest::parse(d).ok())
+        .map(|d| Store::layer_name(&d))
+        .collect()
+}
+
+/// Resolves the user inside the image (names need its /etc/passwd and /etc/group).
+fn resolve_user(overlay: &Overlay, user: Option<&str>) -> Result<passwd::User, Failure> {
+    let user = user.unwrap_or("");
+    if passwd::is_root(user) {
+        return Ok(passwd::User::ROOT);
+    }
+    runtime::with_overlay(overlay, |root| passwd::resolve(root, user))
+        .map_err(failed)?
+        .map_err(|e| {
+            failed(e).hint(Some(
+                "users and groups come from the image's /etc/passwd and /etc/group".into(),
+            ))
+        })
+}
+
+fn etc_hosts(hostname: &str, network: NetworkMode) -> String {
+    if network == NetworkMode::Host {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            return hosts;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+fn container_spec(
+    store: &Store,
+    src: &Source,
+    s: Settings,
+    dir: &ContainerDir,
+    (tty, interactive): (bool, bool),
+) -> Result<ContainerSpec, Failure> {
+    let overlay = Overlay {
+        layers_dir: store.layers_dir(),
+        lowers: lowers(&src.image),
+        upper: dir.upper(),
+        work: dir.work(),
+    };
+    let user = resolve_user(&overlay, s.user.as_deref())?;
+    let hostname = s.hostname.unwrap_or_else(|| dir.id[..12].to_owned());
+    Ok(ContainerSpec {
+        overlay,
+        read_only: s.read_only,
+        argv: s.argv,
+        env: s.env,
+        cwd: s.cwd,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        etc_hosts: etc_hosts(&hostname, s.network),
+        etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        hostname,
+        network: s.network,
+        mounts: s.mounts,
+        tmpfs: s.tmpfs,
+        resources: s.resources,
+        capabilities: s.capabilities,
+        no_new_privileges: s.no_new_privileges,
+        seccomp: s.seccomp,
+        init: s.init,
+        tty,
+        interactive,
+        id: dir.id.clone(),
+        state_dir: dir.path.clone(),
+        cgroup_root: None,
+    })
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
+    let store = globals.store()?;
+    // Cgroups of containers whose kiln was killed: nobody else will remove them.
+    let _ = runtime::cgroups::clean_stale(Path::new("/sys/fs/cgroup"));
+    let src = load_source(&store, &args.image)?;
+    let settings = settings(&args.container, &args.command, &src)?;
+    if let Some(name) = &args.name {
+        if store.find_container(name)?.is_some() {
+            return Err(failed(format!(
+                "the name {name:?} is already in use by a container"
+            ))
+            .hint(Some(format!(
+                "remove it with kiln rm {name}, or pick another --name"
+            ))));
+        }
+    }
+    if args.container.privileged {
+        eprintln!("kiln: warning: --privileged: the container gets every capability, no seccomp filter and can gain privileges");
+    }
+    let dir = store.create_container()?;
+    let started = start(&store, &src, settings, &dir, &args);
+    let remove = args.rm || started.is_err();
+    let result = started.and_then(|(spec, mut state)| {
+        let runtime_failure = |e: runtime::RuntimeError| {
+            let code = e.command_exit_code().unwrap_or(EXIT_KILN_FAILED);
+            Failure {
+                message: e.to_string(),
+                hint: None,
+                code,
+            }
+        };
+        let running = runtime::start_container(&spec).map_err(runtime_failure)?;
+        super::signals::forward_to(Some(running.pid()));
+        let exit = running.wait();
+        super::signals::forward_to(None);
+        let exit = exit.map_err(runtime_failure)?;
+        let mut code = exit.status.code();
+        if exit.oom_killed {
+            let limit = spec
+                .resources
+                .memory
+                .map(|m| format!(" (limit {})", super::output::human_binary_size(m)))
+                .unwrap_or_default();
+            eprintln!("kiln: killed: out of memory{limit}");
+            code = 137;
+        }
+        state.pid = None;
+        state.exit_code = Some(code);
+        if !args.rm {
+            dir.write_state(&store, &state)?;
+        }
+        Ok(code)
+    });
+    if remove {
+        let _ = store.remove_container(&dir);
+    }
+    result
+}
+
+fn start(
+    store: &Store,
+    src: &Source,
+    settings: Settings,
+    dir: &ContainerDir,
+    args: &RunArgs,
+) -> Result<(ContainerSpec, ContainerState), Failure> {
+    let state = ContainerState {
+        id: dir.id.clone(),
+        name: args.name.clone().unwrap_or_else(|| dir.id[..12].to_owned()),
+        image: src.tagged.reference.to_string(),
+        image_digest: src.image.digest.to_string(),
+        command: settings.argv.clone(),
+        created: now(),
+        pid: Some(std::process::id() as i32),
+        exit_code: None,
+    };
+    let spec = container_spec(store, src, settings, dir, (args.tty, args.interactive))?;
+    dir.write_state(store, &state)?;
+    Ok((spec, state))
+}
+
+pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {
+    let store = globals.store()?;
+    let src = load_source(&store, &args.image)?;
+    let settings = settings(&args.container, &args.command, &src)?;
+    prepare_bundle_dir(&args.dir)?;
+    // The spec needs a container dir for its overlay; the bundle's rootfs is a flat copy.
+    let dir = store.create_container()?;
+    let result = (|| {
+        let mut spec = container_spec(&store, &src, settings, &dir, (false, false))?;
+        // The /etc files runc binds must outlive kiln: they live in the bundle.
+        spec.state_dir = std::path::absolute(&args.dir).map_err(failed)?;
+        runtime::write_state_files(&spec).map_err(failed)?;
+        flatten_rootfs(&spec.overlay, &args.dir.join("rootfs"))?;
+        let config = runtime::oci_config(&spec).map_err(failed)?;
+        let json = serde_json::to_vec_pretty(&config).map_err(failed)?;
+        std::fs::write(args.dir.join("config.json"), json).map_err(failed)?;
+        if !globals.quiet {
+            eprintln!(
+                "wrote {}: run it with runc run -b {} NAME",
+                args.dir.display(),
+                args.dir.display()
+            );
+        }
+        Ok(0)
+    })();
+    let _ = store.remove_container(&dir);
+    result
+}
+
+fn prepare_bundle_dir(dir: &Path) -> Result<(), Failure> {
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if !empty {
+        return Err(failed(format!("{} is not empty", dir.display()))
+            .hint(Some("give a new or empty directory".into())));
+    }
+    std::fs::create_dir_all(dir.join("rootfs"))
+        .map_err(|e| failed(format!("{}: {e}", dir.display())))
+}
+
+/// Copies the image's merged tree into `dest`: the layer writer streams it as a tar and the
+/// layer applier unpacks it, so the copy has exactly the image's metadata.
+fn flatten_rootfs(overlay: &Overlay, dest: &Path) -> Result<(), Failure> {
+    let (reader, writer) = std::io::pipe().map_err(failed)?;
+    runtime::with_overlay(overlay, |merged| {
+        std::thread::scope(|s| {
+            let producer = s.spawn(move || {
+                // If the reader stops early, writes fail with EPIPE rather than killing kiln.
+                let mut sigpipe = nix::sys::signal::SigSet::empty();
+                sigpipe.add(nix::sys::signal::Signal::SIGPIPE);
+                let _ = sigpipe.thread_block();
+                let mut writer = writer;
+                crate::layer::write_tar(
+                    merged,
+                    &mut writer,
+                    &crate::layer::TarOptions { epoch: u64::MAX },
+                )
+            });
+            let applied = {
+                let mut reader = reader;
+                crate::layer::apply_layer(
+                    &mut reader,
+                    crate::layer::MEDIA_TYPE_TAR,
+                    dest,
+                    &[],
+                    &Default::default(),
+                )
+            };
+            let written = producer.join().expect("tar writer thread");
+            written.map_err(failed)?;
+            applied.map_err(failed)?;
+            Ok(())
+        })
+    })
+    .map_err(failed)?
+}

@@ -1,0 +1,308 @@
+//! cgroup tests: v1 for real on this host's cgroupfs, v2 against a directory imitating the
+//! unified hierarchy.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+fn unique_id(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("test-{tag}-{}-{n}", std::process::id())
+}
+
+/// A host process blocked reading its stdin, to be moved into cgroups.
+fn idle_process(script: &str) -> Child {
+    Command::new("/bin/busybox")
+        .args(["sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn real_root() -> &'static Path {
+    Path::new(DEFAULT_CGROUP_ROOT)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+/// A temp dir laid out like a fresh cgroup v2 root.
+fn fake_v2_root() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(
+        tmp.path().join("cgroup.controllers"),
+        "cpuset cpu io memory hugetlb pids rdma misc\n",
+    )
+    .unwrap();
+    fs::write(tmp.path().join("cgroup.subtree_control"), "").unwrap();
+    fs::write(tmp.path().join("cgroup.procs"), "").unwrap();
+    tmp
+}
+
+#[test]
+fn this_host_is_detected_as_hybrid_and_imitations_as_what_they_imitate() {
+    assert_eq!(detect(real_root()).unwrap(), CgroupMode::Hybrid);
+    let v2 = fake_v2_root();
+    assert_eq!(detect(v2.path()).unwrap(), CgroupMode::V2);
+    let v1 = tempfile::tempdir().unwrap();
+    assert!(matches!(detect(v1.path()), Err(CgroupError::NotMounted(_))));
+    fs::create_dir(v1.path().join("pids")).unwrap();
+    fs::write(v1.path().join("pids/cgroup.procs"), "").unwrap();
+    assert_eq!(detect(v1.path()).unwrap(), CgroupMode::V1);
+    fs::create_dir(v1.path().join("unified")).unwrap();
+    fs::write(v1.path().join("unified/cgroup.controllers"), "").unwrap();
+    assert_eq!(detect(v1.path()).unwrap(), CgroupMode::Hybrid);
+}
+
+#[test]
+fn cpus_become_a_cfs_quota_and_nonsense_is_rejected() {
+    let cpus = |c| Resources {
+        cpus: Some(c),
+        ..Resources::default()
+    };
+    assert_eq!(cpus(1.5).cpu_quota().unwrap(), Some(150_000));
+    assert_eq!(cpus(0.01).cpu_quota().unwrap(), Some(1_000));
+    for bad in [0.0, -1.0, 0.001, f64::NAN, f64::INFINITY] {
+        assert!(
+            matches!(cpus(bad).cpu_quota(), Err(CgroupError::InvalidCpus(_))),
+            "{bad}"
+        );
+    }
+    assert_eq!(Resources::default().pids_limit(), DEFAULT_PIDS_LIMIT);
+}
+
+#[test]
+fn ids_that_are_not_plain_names_are_rejected() {
+    for bad in ["", ".", "..", "a/b", "a b", "x\n"] {
+        assert!(
+            matches!(
+                Cgroup::create(real_root(), bad, &Resources::default()),
+                Err(CgroupError::InvalidId(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn v1_limits_are_written_joined_and_removed() {
+    let id = unique_id("v1");
+    let res = Resources {
+        memory: Some(32 << 20),
+        cpus: Some(0.5),
+        pids: Some(16),
+    };
+    let cg = Cgroup::create(real_root(), &id, &res).unwrap();
+    let name = format!("kiln-{id}");
+    let memory = real_root().join("memory/kiln").join(&name);
+    let cpu = real_root().join("cpu/kiln").join(&name);
+    let pids = real_root().join("pids/kiln").join(&name);
+    assert_eq!(cg.paths(), [memory.clone(), cpu.clone(), pids.clone()]);
+    assert!(!cg.wants_namespace());
+    assert_eq!(read(&memory.join("memory.limit_in_bytes")), "33554432");
+    assert_eq!(
+        read(&memory.join("memory.memsw.limit_in_bytes")),
+        "33554432"
+    );
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+    assert_eq!(read(&pids.join("pids.max")), "16");
+
+    let mut child = idle_process("read x");
+    cg.join(child.id() as i32).unwrap();
+    let membership = fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+    assert!(
+        membership.contains(&format!(":memory:/kiln/{name}\n")),
+        "{membership}"
+    );
+    assert!(membership.contains(&format!(":pids:/kiln/{name}\n")));
+    assert!(!cg.oom_killed().unwrap());
+    cg.remove().unwrap();
+    // Removal killed the process left inside.
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    for dir in [memory, cpu, pids] {
+        assert!(!dir.exists(), "{} remains", dir.display());
+    }
+}
+
+#[test]
+fn v1_default_pids_limit_and_no_other_limits() {
+    let id = unique_id("v1-default");
+    let cg = Cgroup::create(real_root(), &id, &Resources::default()).unwrap();
+    let dir = |c: &str| real_root().join(c).join("kiln").join(format!("kiln-{id}"));
+    assert_eq!(read(&dir("pids").join("pids.max")), "2048");
+    assert_eq!(read(&dir("cpu").join("cpu.cfs_quota_us")), "-1");
+    assert_eq!(
+        read(&dir("memory").join("memory.limit_in_bytes")),
+        read(&real_root().join("memory/kiln/memory.limit_in_bytes"))
+    );
+    drop(cg);
+    assert!(!dir("pids").exists(), "dropping removes the cgroup");
+}
+
+#[test]
+fn v1_oom_kill_is_detected() {
+    let id = unique_id("v1-oom");
+    let res = Resources {
+        memory: Some(16 << 20),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(real_root(), &id, &res).unwrap();
+    // Waits for a line on stdin (sent once it is in the cgroup), then holds 64 MB in a
+    // shell variable.
+    let mut hog = idle_process("read x; a=$(head -c 64000000 /dev/zero | tr '\\0' x); echo ${#a}");
+    cg.join(hog.id() as i32).unwrap();
+    hog.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = hog.wait().unwrap();
+    assert!(!status.success());
+    assert!(cg.oom_killed().unwrap());
+    cg.remove().unwrap();
+}
+
+#[test]
+fn v1_stale_cgroups_are_killed_and_removed_but_owned_ones_kept() {
+    let live_id = unique_id("v1-live");
+    let live = Cgroup::create(real_root(), &live_id, &Resources::default()).unwrap();
+    // A kiln that died: its cgroup exists with a process in it, and nobody holds the lock.
+    let stale_id = unique_id("v1-stale");
+    let stale_dirs: Vec<PathBuf> = ["memory", "pids"]
+        .iter()
+        .map(|c| {
+            real_root()
+                .join(c)
+                .join("kiln")
+                .join(format!("kiln-{stale_id}"))
+        })
+        .collect();
+    let mut orphan = idle_process("read x");
+    for dir in &stale_dirs {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("cgroup.procs"), orphan.id().to_string()).unwrap();
+    }
+    let removed = clean_stale(real_root()).unwrap();
+    // A concurrent test's cleanup may have got there first; either way it is gone.
+    assert!(
+        removed.contains(&stale_id) || !stale_dirs[0].exists(),
+        "{removed:?}"
+    );
+    assert!(!removed.contains(&live_id));
+    for dir in &stale_dirs {
+        assert!(!dir.exists());
+    }
+    assert!(orphan.wait().is_ok());
+    assert!(live.paths().iter().all(|p| p.is_dir()));
+    live.remove().unwrap();
+}
+
+#[test]
+fn v2_controllers_limits_join_oom_and_removal_in_an_imitation() {
+    let root = fake_v2_root();
+    let res = Resources {
+        memory: Some(32 << 20),
+        cpus: Some(1.5),
+        pids: Some(16),
+    };
+    let cg = Cgroup::create(root.path(), "abc", &res).unwrap();
+    let dir = root.path().join("kiln/kiln-abc");
+    assert_eq!(cg.paths(), std::slice::from_ref(&dir));
+    assert_eq!(cg.mode(), CgroupMode::V2);
+    assert!(cg.wants_namespace());
+    assert_eq!(
+        read(&root.path().join("cgroup.subtree_control")),
+        "+memory +cpu +pids"
+    );
+    assert_eq!(
+        read(&root.path().join("kiln/cgroup.subtree_control")),
+        "+memory +cpu +pids"
+    );
+    assert_eq!(read(&dir.join("memory.max")), "33554432");
+    assert_eq!(read(&dir.join("cpu.max")), "150000 100000");
+    assert_eq!(read(&dir.join("pids.max")), "16");
+
+    let mut child = idle_process("read x");
+    cg.join(child.id() as i32).unwrap();
+    assert_eq!(read(&dir.join("cgroup.procs")), child.id().to_string());
+    fs::write(
+        dir.join("memory.events"),
+        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+    )
+    .unwrap();
+    assert!(!cg.oom_killed().unwrap());
+    fs::write(
+        dir.join("memory.events"),
+        "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
+    )
+    .unwrap();
+    assert!(cg.oom_killed().unwrap());
+    cg.remove().unwrap();
+    assert!(!dir.exists());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
+#[test]
+fn v2_missing_controllers_fail_only_when_a_limit_needs_them() {
+    let root = fake_v2_root();
+    fs::write(root.path().join("cgroup.controllers"), "cpu io\n").unwrap();
+    let cg = Cgroup::create(root.path(), "nolimits", &Resources::default()).unwrap();
+    assert_eq!(read(&root.path().join("cgroup.subtree_control")), "+cpu");
+    assert!(!root.path().join("kiln/kiln-nolimits/pids.max").exists());
+    cg.remove().unwrap();
+    let err = Cgroup::create(
+        root.path(),
+        "mem",
+        &Resources {
+            memory: Some(1 << 20),
+            ..Resources::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::ControllerMissing {
+                controller: "memory",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("kiln/kiln-mem").exists(),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn v2_stale_cleanup_skips_owned_cgroups() {
+    let root = fake_v2_root();
+    let live = Cgroup::create(root.path(), "live", &Resources::default()).unwrap();
+    let dead = root.path().join("kiln/kiln-dead");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("cgroup.procs"), "").unwrap();
+    fs::create_dir(root.path().join("kiln/not-kiln")).unwrap();
+    assert_eq!(clean_stale(root.path()).unwrap(), ["dead"]);
+    assert!(!dead.exists());
+    assert!(root.path().join("kiln/not-kiln").exists());
+    assert!(root.path().join("kiln/kiln-live").exists());
+    live.remove().unwrap();
+    assert_eq!(clean_stale(root.path()).unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_root_without_cgroups_has_nothing_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(clean_stale(tmp.path()).unwrap().is_empty());
+}

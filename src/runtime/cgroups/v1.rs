@@ -1,0 +1,119 @@
+//! cgroup v1: one hierarchy per controller, so one `kiln/kiln-<id>` dir in each of the
+//! `memory`, `cpu` and `pids` hierarchies that the host has mounted.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{
+    cgroup_name, ensure_dir, keyed_value, kiln_children, read_file, remove_dirs, write_file,
+    CgroupError, Resources, CGROUP_PARENT, CPU_PERIOD_US,
+};
+
+/// The controllers kiln uses, in a fixed order: the first present one holds the lock.
+const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// Controllers mounted under `root`: (name, hierarchy root).
+pub(super) fn available_controllers(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    CONTROLLERS
+        .iter()
+        .map(|c| (*c, root.join(c)))
+        .filter(|(_, dir)| dir.join("cgroup.procs").is_file())
+        .collect()
+}
+
+#[derive(Debug)]
+pub(super) struct Group {
+    root: PathBuf,
+    /// (controller, the container's dir in that hierarchy).
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl Group {
+    pub(super) fn create(root: &Path, id: &str) -> Result<Group, CgroupError> {
+        let mut group = Group {
+            root: root.to_path_buf(),
+            dirs: Vec::new(),
+        };
+        for (controller, hierarchy) in available_controllers(root) {
+            let parent = hierarchy.join(CGROUP_PARENT);
+            let dir = parent.join(cgroup_name(id));
+            let created = ensure_dir(&parent).and_then(|()| {
+                fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))
+            });
+            if let Err(e) = created {
+                let _ = remove_dirs(&group.dirs());
+                return Err(e);
+            }
+            group.dirs.push((controller, dir));
+        }
+        Ok(group)
+    }
+
+    pub(super) fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    fn dir(&self, controller: &'static str, what: &'static str) -> Result<&Path, CgroupError> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, d)| d.as_path())
+            .ok_or_else(|| CgroupError::ControllerMissing {
+                controller,
+                root: self.root.clone(),
+                what,
+            })
+    }
+
+    pub(super) fn apply(&self, res: &Resources) -> Result<(), CgroupError> {
+        if let Some(bytes) = res.memory {
+            let dir = self.dir("memory", "a memory limit")?;
+            write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            // memory+swap equal to memory: no swap on top of the limit (memsw exists only
+            // when the kernel accounts swap).
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.is_file() {
+                write_file(&memsw, &bytes.to_string())?;
+            }
+        }
+        if let Some(quota) = res.cpu_quota()? {
+            let dir = self.dir("cpu", "a CPU limit")?;
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        match self.dir("pids", "a pids limit") {
+            Ok(dir) => write_file(&dir.join("pids.max"), &res.pids_limit().to_string())?,
+            // The default limit is a safety net, not something the user asked for.
+            Err(_) if res.pids.is_none() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// `oom_kill N` in `memory.oom_control` (kernel 4.13+), else any limit hit.
+    pub(super) fn oom_killed(&self) -> Result<bool, CgroupError> {
+        let Ok(dir) = self.dir("memory", "OOM detection") else {
+            return Ok(false);
+        };
+        let control = read_file(&dir.join("memory.oom_control"))?;
+        if let Some(kills) = keyed_value(&control, "oom_kill") {
+            return Ok(kills > 0);
+        }
+        let failcnt = read_file(&dir.join("memory.failcnt"))?;
+        Ok(failcnt.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+}
+
+/// Every `kiln-<id>` cgroup under `root`: (id, its dirs, the lock-holding one first).
+pub(super) fn existing(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, CgroupError> {
+    let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for (_, hierarchy) in available_controllers(root) {
+        for (id, dir) in kiln_children(&hierarchy.join(CGROUP_PARENT))? {
+            match groups.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, dirs)) => dirs.push(dir),
+                None => groups.push((id, vec![dir])),
+            }
+        }
+    }
+    Ok(groups)
+}

@@ -1,0 +1,436 @@
+//! `kiln run`'s runtime: [`ContainerSpec`], [`run_container`] and [`start_container`].
+//!
+//! A container is a build step's sandbox (overlay root, mount/pid/uts/ipc/net namespaces,
+//! fresh `/proc`, `/dev`, read-only `/sys`, pivot_root, workdir checked inside the root)
+//! plus what `kiln run` needs on top: a cgroup with limits, joined before the command
+//! runs; kiln's own `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`; `-v` binds and
+//! `--tmpfs` mounts; masked and read-only paths; an optional read-only root; exact
+//! capability sets, `no_new_privs` and a seccomp filter; the built-in init as PID 1; and a
+//! pty for `-t`.
+//!
+//! The parent prepares everything (C strings, capability masks, the BPF program), creates
+//! the cgroup, clones the child, moves it into the cgroup and only then lets it continue
+//! (a byte on the *sync pipe*). The error pipe tells whether the command's `execve`
+//! succeeded. After the container's PID 1 exits, kiln reads whether the OOM killer struck
+//! and removes the cgroup. Mounts live only in the container's mount namespace and vanish
+//! with it.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{getpid, pipe2, Pid};
+
+use super::capabilities::{CapabilitySet, CapsPlan};
+use super::cgroups::{self, Cgroup, CgroupMode, Resources, DEFAULT_CGROUP_ROOT};
+use super::child::{ChildArgs, ChildFds};
+use super::error::RuntimeError;
+use super::init::STATUS_LEN;
+use super::mounts::{MountSource, UserMount};
+use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
+use super::plan::{c_string, ChildPlan, ProcessSpec};
+use super::pty::{host_window_size, TtySession};
+use super::sandbox::{clone_flags, read_report, spawn, wait_for, ExitStatus, NetworkMode};
+use super::seccomp::SeccompProgram;
+use super::sys;
+
+/// A `-v SRC:DST[:ro]` bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host path; must exist. Its mounts below are included (a recursive bind).
+    pub source: PathBuf,
+    /// Absolute path in the container; resolved inside the root (image symlinks are
+    /// followed as if the root were `/`), created when missing like Docker does.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// Everything needed to run a container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// The image's layers and the container's own upper and work dirs.
+    pub overlay: Overlay,
+    /// Mount the root read-only (tmpfs mounts and binds keep their own mode).
+    pub read_only: bool,
+    pub argv: Vec<String>,
+    /// "K=V" entries. `PATH` from here is used to find `argv[0]` when it has no `/`.
+    pub env: Vec<String>,
+    /// Absolute workdir, created when missing (root-owned 0755).
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub mounts: Vec<BindMount>,
+    /// `--tmpfs` targets (mode 1777, `nosuid,nodev,noexec`).
+    pub tmpfs: Vec<String>,
+    /// Contents of the container's `/etc/hosts`.
+    pub etc_hosts: String,
+    /// Contents of the container's `/etc/resolv.conf`.
+    pub etc_resolv_conf: String,
+    pub resources: Resources,
+    /// The capability sets, exactly as the command gets them (see `capabilities`).
+    pub capabilities: CapabilitySet,
+    pub no_new_privileges: bool,
+    /// Install the default seccomp profile (off for `--privileged` or
+    /// `--security-opt seccomp=unconfined`).
+    pub seccomp: bool,
+    /// Run the built-in init as PID 1 (see `init`).
+    pub init: bool,
+    /// Give the container a pseudo-terminal as stdin, stdout and stderr.
+    pub tty: bool,
+    /// Pass kiln's stdin to the container (`-i`); otherwise stdin is `/dev/null`. Without
+    /// `tty`, stdout and stderr are always kiln's.
+    pub interactive: bool,
+    /// Container id: names the cgroup `kiln-<id>` (letters, digits, `_-.`).
+    pub id: String,
+    /// A kiln-owned dir where the runtime writes the `/etc` files it binds.
+    pub state_dir: PathBuf,
+    /// Where cgroupfs is; `None` means `/sys/fs/cgroup`.
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerExit {
+    /// The command's status (with the init too: `Signaled(N)` when signal N killed it).
+    pub status: ExitStatus,
+    /// Whether the kernel's OOM killer killed a process of the container (its memory
+    /// limit was hit).
+    pub oom_killed: bool,
+}
+
+/// What the clone child of a container does beyond a build step's.
+pub(crate) struct ContainerPlan {
+    /// Enter a new cgroup namespace after joining the cgroup (cgroup v2 only).
+    pub cgroup_namespace: bool,
+    /// User mounts, parents before children.
+    pub mounts: Vec<UserMount>,
+    pub read_only_root: bool,
+    pub caps: CapsPlan,
+    pub no_new_privs: bool,
+    pub seccomp: Option<SeccompProgram>,
+    pub init: bool,
+    pub tty: bool,
+    /// The pty's initial size (kiln's terminal's, zero when it has none).
+    pub winsize: libc::winsize,
+    /// Keep the stdin kiln passed instead of replacing it with the container's `/dev/null`.
+    pub keep_stdin: bool,
+}
+
+/// Runs a container to its end: [`start_container`] then [`RunningContainer::wait`].
+pub fn run_container(spec: &ContainerSpec) -> Result<ContainerExit, RuntimeError> {
+    start_container(spec)?.wait()
+}
+
+/// A started container whose command has been exec'd. Dropping it without
+/// [`wait`](RunningContainer::wait) kills the container and removes its cgroup.
+#[derive(Debug)]
+pub struct RunningContainer {
+    pid: Pid,
+    cgroup: Option<Cgroup>,
+    /// Read end of the init's status pipe.
+    status: Option<OwnedFd>,
+    tty: Option<TtySessionHandle>,
+    waited: bool,
+}
+
+/// Wrapper so that `RunningContainer` can derive `Debug`.
+struct TtySessionHandle(TtySession);
+
+impl std::fmt::Debug for TtySessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TtySession")
+    }
+}
+
+/// Starts a container and returns once its command runs (its `execve` succeeded) or with
+/// the reason it could not start. Nothing is left behind on error: the cgroup is removed
+/// and mounts exist only in the dead container's namespace. Stale kiln cgroups (of
+/// containers whose kiln was killed) are removed first, see [`cgroups::clean_stale`].
+///
+/// Must be waited for on the thread that called it: the container gets SIGKILL
+/// (`PR_SET_PDEATHSIG`) when that thread ends.
+pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, RuntimeError> {
+    let cgroup_root = spec
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT));
+    let plan = container_plan(spec, &cgroup_root)?;
+    // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
+    let _ = cgroups::clean_stale(&cgroup_root);
+    let cgroup = Cgroup::create(&cgroup_root, &spec.id, &spec.resources)?;
+    let (report_read, report_write) = cloexec_pipe(OFlag::empty())?;
+    let (sync_read, sync_write) = cloexec_pipe(OFlag::empty())?;
+    let (status_read, status_write) = match spec.init {
+        true => cloexec_pipe(OFlag::O_NONBLOCK).map(|(r, w)| (Some(r), Some(w)))?,
+        false => (None, None),
+    };
+    let console = spec.tty.then(console_socket).transpose()?;
+    let devnull = sys::open(c"/dev/null", libc::O_RDWR)
+        .map_err(|e| RuntimeError::sys("open /dev/null")(Errno::from_raw(e)))?;
+    let kiln = sys::pidfd_open(getpid().as_raw())
+        .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
+    // With a tty the child replaces stdio with its pty once it has one.
+    let null = devnull.as_raw_fd();
+    let (stdin, stdout, stderr) = match (spec.tty, spec.interactive) {
+        (true, _) => (null, null, null),
+        (false, true) => (0, 1, 2),
+        (false, false) => (null, 1, 2),
+    };
+    let args = ChildArgs {
+        plan: &plan,
+        fds: ChildFds {
+            stdin,
+            stdout,
+            stderr,
+            report: report_write.as_raw_fd(),
+            parent: kiln.as_raw_fd(),
+            sync: sync_read.as_raw_fd(),
+            status: status_write.as_ref().map_or(-1, |w| w.as_raw_fd()),
+            console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
+        },
+    };
+    let pid = spawn(&args, clone_flags(&plan))?;
+    // Only the child may hold these now, so EOF on the error pipe means its exec succeeded.
+    drop((report_write, sync_read, status_write, devnull, kiln));
+    let console = console.map(|(ours, _child)| ours);
+    let mut running = RunningContainer {
+        pid,
+        cgroup: Some(cgroup),
+        status: status_read,
+        tty: None,
+        waited: false,
+    };
+    // The child waits for this byte, so no code of the container runs outside the cgroup.
+    if let Some(cgroup) = &running.cgroup {
+        cgroup.join(pid.as_raw())?;
+    }
+    sys::write_all(sync_write.as_raw_fd(), b"g")
+        .map_err(|e| RuntimeError::sys("start the container process")(Errno::from_raw(e)))?;
+    drop(sync_write);
+    // The child sends the pty master before its exec; EOF means it failed first, and the
+    // error pipe says why.
+    let master = match &console {
+        Some(sock) => sys::recv_fd(sock.as_raw_fd()).map_err(|e| {
+            RuntimeError::sys("receive the container's terminal")(Errno::from_raw(e))
+        })?,
+        None => None,
+    };
+    if let Some(master) = master {
+        running.tty = Some(TtySessionHandle(TtySession::start(
+            master,
+            spec.interactive,
+        )?));
+    }
+    match read_report(&report_read)? {
+        None => Ok(running),
+        Some(report) => {
+            // The child has exited (or will): collect it and clean up, then report why.
+            let _ = running.finish();
+            Err(plan.error_for(report))
+        }
+    }
+}
+
+impl RunningContainer {
+    /// The host pid of the container's PID 1 (the init, or the command without one).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Sends `signal` to the container's PID 1. With the init it reaches the command (for
+    /// the forwarded signals, see `init`); without one, a command that set no handler for
+    /// it does not see it (the kernel protects a namespace's init), except SIGKILL.
+    pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
+        kill(self.pid, signal).map_err(RuntimeError::sys("signal the container"))
+    }
+
+    /// Waits for the container to end, then removes its cgroup.
+    pub fn wait(mut self) -> Result<ContainerExit, RuntimeError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<ContainerExit, RuntimeError> {
+        let status = wait_for(self.pid)?;
+        self.waited = true;
+        let status = self.command_status().unwrap_or(status);
+        if let Some(TtySessionHandle(tty)) = self.tty.take() {
+            tty.finish();
+        }
+        let Some(cgroup) = self.cgroup.take() else {
+            return Ok(ContainerExit {
+                status,
+                oom_killed: false,
+            });
+        };
+        let oom_killed = cgroup.oom_killed();
+        cgroup.remove()?;
+        Ok(ContainerExit {
+            status,
+            oom_killed: oom_killed?,
+        })
+    }
+
+    /// The command's exact status, which the init sends on the status pipe before exiting.
+    fn command_status(&self) -> Option<ExitStatus> {
+        let pipe = self.status.as_ref()?;
+        let mut buf = [0u8; STATUS_LEN];
+        // SAFETY: the buffer is valid for its length; the pipe is non-blocking.
+        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), STATUS_LEN) };
+        if n != STATUS_LEN as isize {
+            return None;
+        }
+        let raw = libc::c_int::from_ne_bytes(buf);
+        Some(match libc::WIFSIGNALED(raw) {
+            true => ExitStatus::Signaled(libc::WTERMSIG(raw)),
+            false => ExitStatus::Exited(libc::WEXITSTATUS(raw)),
+        })
+    }
+}
+
+impl Drop for RunningContainer {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+        // The cgroup and tty session clean up in their own Drop.
+    }
+}
+
+/// A connected unix socket pair: (kiln's end, the child's end).
+fn console_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let mut fds = [0 as libc::c_int; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: socketpair fills the two-element array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(RuntimeError::sys("create the console socket")(Errno::last()));
+    }
+    // SAFETY: both fds are new and owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    pipe2(OFlag::O_CLOEXEC | extra).map_err(RuntimeError::sys("create a pipe"))
+}
+
+/// Checks the spec and builds the child's plan; writes the `/etc` files into `state_dir`.
+fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan, RuntimeError> {
+    let mounts = user_mounts(spec)?;
+    let seccomp = match spec.seccomp {
+        true => Some(
+            SeccompProgram::default_profile(spec.capabilities.bounding)
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?,
+        ),
+        false => None,
+    };
+    let cgroup_namespace = cgroups::detect(cgroup_root)? == CgroupMode::V2;
+    let etc_binds = write_etc_files(spec)?;
+    let process = ProcessSpec {
+        overlay: &spec.overlay,
+        argv: &spec.argv,
+        env: &spec.env,
+        cwd: &spec.cwd,
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: &spec.groups,
+        hostname: &spec.hostname,
+        network: spec.network,
+    };
+    let container = ContainerPlan {
+        cgroup_namespace,
+        mounts,
+        read_only_root: spec.read_only,
+        caps: CapsPlan::new(spec.capabilities),
+        no_new_privs: spec.no_new_privileges,
+        seccomp,
+        init: spec.init,
+        tty: spec.tty,
+        winsize: host_window_size().unwrap_or(libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }),
+        keep_stdin: spec.interactive || spec.tty,
+    };
+    ChildPlan::build(&process, InitLayer::Container, etc_binds, Some(container))
+}
+
+/// Binds and tmpfs mounts, sorted so that a mount's parent is mounted before it.
+fn user_mounts(spec: &ContainerSpec) -> Result<Vec<UserMount>, RuntimeError> {
+    let mut mounts = Vec::new();
+    for bind in &spec.mounts {
+        let source = std::path::absolute(&bind.source)
+            .map_err(RuntimeError::io("bind mount source", bind.source.clone()))?;
+        let meta =
+            fs::metadata(&source).map_err(RuntimeError::io("bind mount source", source.clone()))?;
+        let source = MountSource::Bind {
+            source: CString::new(source.as_os_str().as_bytes()).map_err(|_| {
+                RuntimeError::Invalid(format!("bind mount source {source:?} contains a NUL byte"))
+            })?,
+            dir: meta.is_dir(),
+            readonly: bind.readonly,
+        };
+        mounts.push(UserMount::new(source, &bind.target).map_err(RuntimeError::Invalid)?);
+    }
+    for target in &spec.tmpfs {
+        mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(RuntimeError::Invalid)?);
+    }
+    mounts.sort_by_key(UserMount::depth);
+    Ok(mounts)
+}
+
+/// Where the container's `/etc` files live on the host: (file in the state dir, path in
+/// the container).
+pub(crate) fn etc_file_sources(
+    spec: &ContainerSpec,
+) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
+    let dir = std::path::absolute(&spec.state_dir)
+        .map_err(RuntimeError::io("resolve", spec.state_dir.clone()))?;
+    Ok(CONTAINER_ETC_FILES
+        .iter()
+        .map(|rel| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            (dir.join(name), format!("/{rel}"))
+        })
+        .collect())
+}
+
+/// Writes `hosts`, `hostname` and `resolv.conf` into the state dir; returns the (host
+/// file, path in the root) pairs to bind.
+pub(crate) fn write_etc_files(
+    spec: &ContainerSpec,
+) -> Result<Vec<(CString, CString)>, RuntimeError> {
+    let sources = etc_file_sources(spec)?;
+    if let Some((first, _)) = sources.first() {
+        let dir = first.parent().unwrap_or(first);
+        fs::create_dir_all(dir).map_err(RuntimeError::io("create state dir", dir))?;
+    }
+    let hostname = format!("{}\n", spec.hostname);
+    let contents = [
+        spec.etc_hosts.as_str(),
+        hostname.as_str(),
+        spec.etc_resolv_conf.as_str(),
+    ];
+    sources
+        .iter()
+        .zip(contents)
+        .map(|((host, target), text)| {
+            fs::write(host, text).map_err(RuntimeError::io("write", host.clone()))?;
+            let host = host.to_str().ok_or_else(|| {
+                RuntimeError::Invalid(format!("state dir path {} is not UTF-8", host.display()))
+            })?;
+            let rel = target.trim_start_matches('/');
+            Ok((c_string(host, "path")?, c_string(rel, "path")?))
+        })
+        .collect()
+}

@@ -1,0 +1,270 @@
+//! The container-only mounts of the clone child: kiln's `/etc` files, `-v` binds and
+//! `--tmpfs` mounts, masked and read-only paths (SECURITY.md G11), and the read-only root.
+//!
+//! Runs before `pivot_root`, on fds resolved inside the new root with `openat2`: bind and
+//! tmpfs targets follow the image's symlinks only as if the root were `/` (so never out of
+//! it) and are created when missing, like Docker; `/etc` files and masked paths follow no
+//! symlink at all. Allocation-free, like all of the child.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+
+use super::error::{Report, Stage, NO_DETAIL};
+use super::sys::{self, Errno};
+
+/// Files and dirs hidden from containers (relative to the root): files get `/dev/null`
+/// bound over them, dirs an empty read-only tmpfs.
+pub(crate) const MASKED_PATHS: [&CStr; 11] = [
+    c"proc/acpi",
+    c"proc/asound",
+    c"proc/kcore",
+    c"proc/keys",
+    c"proc/latency_stats",
+    c"proc/timer_list",
+    c"proc/timer_stats",
+    c"proc/sched_debug",
+    c"proc/scsi",
+    c"sys/firmware",
+    c"sys/devices/virtual/powercap",
+];
+
+/// Paths bound read-only over themselves (relative to the root).
+pub(crate) const READONLY_PATHS: [&CStr; 5] = [
+    c"proc/bus",
+    c"proc/fs",
+    c"proc/irq",
+    c"proc/sys",
+    c"proc/sysrq-trigger",
+];
+
+/// What a user mount puts at its target.
+#[derive(Debug)]
+pub(crate) enum MountSource {
+    /// A host path (absolute), and whether it is a directory.
+    Bind {
+        source: CString,
+        dir: bool,
+        readonly: bool,
+    },
+    Tmpfs,
+}
+
+/// A `-v` or `--tmpfs` mount, prepared by the parent.
+#[derive(Debug)]
+pub(crate) struct UserMount {
+    pub source: MountSource,
+    /// The normalised target, for messages (`/data`).
+    pub target: String,
+    /// Every ancestor of the target and the target, relative to the root, outermost first.
+    pub prefixes: Vec<CString>,
+    /// The last component of each prefix.
+    pub names: Vec<CString>,
+}
+
+impl UserMount {
+    /// A mount at the absolute `target`, normalised lexically (`..` stops at `/`).
+    pub(crate) fn new(source: MountSource, target: &str) -> Result<UserMount, String> {
+        if !target.starts_with('/') {
+            return Err(format!("mount target {target:?} must be an absolute path"));
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                name => parts.push(name),
+            }
+        }
+        if parts.is_empty() {
+            return Err(format!("cannot mount over the root ({target:?})"));
+        }
+        let c = |s: String| {
+            CString::new(s).map_err(|_| format!("mount target {target:?} contains a NUL byte"))
+        };
+        let prefixes = (1..=parts.len())
+            .map(|n| c(parts[..n].join("/")))
+            .collect::<Result<_, _>>()?;
+        let names = parts
+            .iter()
+            .map(|p| c(p.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(UserMount {
+            source,
+            target: format!("/{}", parts.join("/")),
+            prefixes,
+            names,
+        })
+    }
+
+    /// Depth of the target, to mount parents before children.
+    pub(crate) fn depth(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    fn target_is_dir(&self) -> bool {
+        match self.source {
+            MountSource::Bind { dir, .. } => dir,
+            MountSource::Tmpfs => true,
+        }
+    }
+}
+
+fn at(stage: Stage, detail: usize) -> impl Fn(Errno) -> Report {
+    move |errno| Report {
+        stage,
+        errno,
+        detail: detail as u32,
+    }
+}
+
+/// Binds the host file `host` over the regular file `rel` of the root, writable but
+/// `nosuid,nodev,noexec`. The target is reached without following any symlink (the
+/// container init layer puts a regular file there).
+pub(crate) fn bind_file_over(root: BorrowedFd, host: &CStr, rel: &CStr) -> Result<(), Errno> {
+    let target = sys::open_in_root(root, rel, 0)?;
+    if sys::file_type(target.as_fd())? != libc::S_IFREG {
+        return Err(libc::EEXIST);
+    }
+    let tree = sys::clone_tree(libc::AT_FDCWD, host, false)?;
+    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    sys::set_mount_attrs(tree.as_fd(), attrs, false)?;
+    sys::attach(&tree, target.as_fd())
+}
+
+/// Performs user mount number `index`, creating its target inside the root when missing.
+pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Result<(), Report> {
+    let target = create_target(root, m).map_err(at(Stage::MountTarget, index))?;
+    match &m.source {
+        MountSource::Bind {
+            source, readonly, ..
+        } => {
+            let fail = at(Stage::BindMount, index);
+            let tree = sys::clone_tree(libc::AT_FDCWD, source, true).map_err(&fail)?;
+            if *readonly {
+                sys::set_mount_attrs(tree.as_fd(), MOUNT_ATTR_RDONLY, true).map_err(&fail)?;
+            }
+            sys::attach(&tree, target.as_fd()).map_err(fail)
+        }
+        MountSource::Tmpfs => {
+            let fail = at(Stage::MountTmpfs, index);
+            let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+            let fs = sys::new_mount(c"tmpfs", &[(c"mode", Some(c"1777"))], attrs).map_err(&fail)?;
+            sys::attach(&fs, target.as_fd()).map_err(fail)
+        }
+    }
+}
+
+/// Opens the target (following symlinks inside the root), creating missing components:
+/// dirs, and for a file bind an empty file as the last one.
+fn create_target(root: BorrowedFd, m: &UserMount) -> Result<OwnedFd, Errno> {
+    let mut parent: Option<OwnedFd> = None;
+    let last = m.prefixes.len() - 1;
+    for (i, (prefix, name)) in m.prefixes.iter().zip(&m.names).enumerate() {
+        let want_dir = i < last || m.target_is_dir();
+        let flags = if want_dir { libc::O_DIRECTORY } else { 0 };
+        let fd = match sys::open_following_in_root(root, prefix, flags) {
+            Ok(fd) => fd,
+            Err(libc::ENOENT) => {
+                let dir = parent.as_ref().map_or(root, |p| p.as_fd());
+                match want_dir {
+                    true => sys::mkdir_at(dir, name, 0o755)?,
+                    false => sys::create_file_at(dir, name, 0o644)?,
+                }
+                sys::open_following_in_root(root, prefix, flags)?
+            }
+            Err(e) => return Err(e),
+        };
+        parent = Some(fd);
+    }
+    parent.ok_or(libc::EINVAL)
+}
+
+/// Masks [`MASKED_PATHS`] that exist: `/dev/null` (the one kiln just made, checked to be
+/// the null device) over files, an empty read-only tmpfs over dirs.
+pub(crate) fn mask_paths(root: BorrowedFd) -> Result<(), Report> {
+    let null =
+        sys::open_in_root(root, c"dev/null", 0).map_err(at(Stage::MaskPath, NO_DETAIL as usize))?;
+    let st = sys::stat_fd(null.as_fd()).map_err(at(Stage::MaskPath, NO_DETAIL as usize))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+        return Err(at(Stage::MaskPath, NO_DETAIL as usize)(libc::EPERM));
+    }
+    for (i, rel) in MASKED_PATHS.iter().enumerate() {
+        mask_one(root, null.as_fd(), rel).map_err(at(Stage::MaskPath, i))?;
+    }
+    Ok(())
+}
+
+fn mask_one(root: BorrowedFd, null: BorrowedFd, rel: &CStr) -> Result<(), Errno> {
+    let target = match sys::open_in_root(root, rel, 0) {
+        Ok(fd) => fd,
+        Err(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+    let cover = match sys::file_type(target.as_fd())? {
+        libc::S_IFDIR => {
+            let empty = [(c"size", Some(c"4k"))];
+            sys::new_mount(c"tmpfs", &empty, attrs | MOUNT_ATTR_NODEV)?
+        }
+        _ => {
+            // Not nodev: the null device must stay openable.
+            let tree = sys::clone_tree(null.as_raw_fd(), c"", false)?;
+            sys::set_mount_attrs(tree.as_fd(), attrs, false)?;
+            tree
+        }
+    };
+    sys::attach(&cover, target.as_fd())
+}
+
+/// Binds each of [`READONLY_PATHS`] that exists read-only over itself.
+pub(crate) fn make_paths_read_only(root: BorrowedFd) -> Result<(), Report> {
+    for (i, rel) in READONLY_PATHS.iter().enumerate() {
+        read_only_bind(root, rel).map_err(at(Stage::ReadonlyPath, i))?;
+    }
+    Ok(())
+}
+
+fn read_only_bind(root: BorrowedFd, rel: &CStr) -> Result<(), Errno> {
+    let target = match sys::open_in_root(root, rel, 0) {
+        Ok(fd) => fd,
+        Err(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let tree = sys::clone_tree(target.as_raw_fd(), c"", true)?;
+    sys::set_mount_attrs(tree.as_fd(), attrs, true)?;
+    sys::attach(&tree, target.as_fd())
+}
+
+/// Makes the root mount (only it: tmpfs and binds keep their own flags) read-only. Runs
+/// after `pivot_root`.
+pub(crate) fn make_root_read_only() -> Result<(), Errno> {
+    let root = sys::open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
+    sys::set_mount_attrs(root.as_fd(), MOUNT_ATTR_RDONLY, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_normalised_and_split() {
+        let m = UserMount::new(MountSource::Tmpfs, "/a//b/./c/../d/").unwrap();
+        assert_eq!(m.target, "/a/b/d");
+        assert_eq!(
+            m.prefixes,
+            [c"a".to_owned(), c"a/b".to_owned(), c"a/b/d".to_owned()]
+        );
+        assert_eq!(m.names, [c"a".to_owned(), c"b".to_owned(), c"d".to_owned()]);
+        assert_eq!(
+            UserMount::new(MountSource::Tmpfs, "/../x").unwrap().target,
+            "/x"
+        );
+        assert!(UserMount::new(MountSource::Tmpfs, "/..").is_err());
+        assert!(UserMount::new(MountSource::Tmpfs, "rel").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! `kiln bundle`: the OCI runtime configuration (`config.json`) equivalent to a
+//! [`ContainerSpec`], so that `runc run` (or any OCI runtime) runs the container with the
+//! same process, namespaces, mounts, limits, capabilities and seccomp profile as
+//! `kiln run`. It is the proof that kiln's run configuration is standard.
+//!
+//! The configuration is written as JSON and read back into `oci_spec`'s types, which checks
+//! it against the specification's schema as that crate models it. The rootfs is `rootfs`
+//! next to `config.json`; the `/etc` files kiln generates are bound from the spec's state
+//! dir (write them with [`write_state_files`]).
+
+use serde_json::{json, Value};
+
+use super::capabilities::CapabilitySet;
+use super::cgroups::{self, CgroupMode, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
+use super::container::{etc_file_sources, ContainerSpec};
+use super::error::RuntimeError;
+use super::mounts::{MASKED_PATHS, READONLY_PATHS};
+use super::sandbox::NetworkMode;
+use super::seccomp;
+
+/// The OCI runtime spec version the configuration follows (runc 1.1 implements it).
+const OCI_VERSION: &str = "1.0.2";
+/// The cgroup parent used in bundles, apart from `kiln/` so that kiln's stale-cgroup
+/// cleanup never touches a cgroup that another runtime manages.
+const BUNDLE_CGROUP_PARENT: &str = "kiln-oci";
+
+/// Writes the `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` files the
+/// configuration binds into `spec.state_dir`.
+pub fn write_state_files(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    super::container::write_etc_files(spec).map(drop)
+}
+
+/// The `config.json` for running `spec` with an OCI runtime.
+pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, RuntimeError> {
+    let config = config_json(spec)?;
+    serde_json::from_value(config)
+        .map_err(|e| RuntimeError::Invalid(format!("the OCI configuration is malformed: {e}")))
+}
+
+fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
+    let caps = &spec.capabilities;
+    let mut linux = json!({
+        "namespaces": namespaces(spec),
+        "maskedPaths": proc_paths(&MASKED_PATHS),
+        "readonlyPaths": proc_paths(&READONLY_PATHS),
+        "resources": resources(spec)?,
+        "cgroupsPath": format!("/{BUNDLE_CGROUP_PARENT}/kiln-{}", spec.id),
+    });
+    if spec.seccomp {
+        linux["seccomp"] = seccomp::oci_profile(caps.bounding);
+    }
+    Ok(json!({
+        "ociVersion": OCI_VERSION,
+        "root": {"path": "rootfs", "readonly": spec.read_only},
+        "hostname": spec.hostname,
+        "process": {
+            "terminal": spec.tty,
+            "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": spec.groups},
+            "args": spec.argv,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "capabilities": capabilities(caps),
+            "noNewPrivileges": spec.no_new_privileges,
+        },
+        "mounts": mounts(spec)?,
+        "linux": linux,
+    }))
+}
+
+fn capabilities(caps: &CapabilitySet) -> Value {
+    json!({
+        "bounding": CapabilitySet::names(caps.bounding),
+        "effective": CapabilitySet::names(caps.effective),
+        "permitted": CapabilitySet::names(caps.permitted),
+        "inheritable": CapabilitySet::names(caps.inheritable),
+        "ambient": CapabilitySet::names(caps.ambient),
+    })
+}
+
+fn namespaces(spec: &ContainerSpec) -> Value {
+    let mut list = vec!["pid", "ipc", "uts", "mount"];
+    if spec.network == NetworkMode::None {
+        // A new network namespace: runc brings up its loopback interface, as kiln does.
+        list.push("network");
+    }
+    let root = spec
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into());
+    if cgroups::detect(&root).is_ok_and(|m| m == CgroupMode::V2) {
+        list.push("cgroup");
+    }
+    list.into_iter().map(|t| json!({"type": t})).collect()
+}
+
+fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
+    rels.iter()
+        .map(|r| format!("/{}", r.to_string_lossy()))
+        .collect()
+}
+
+fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
+    let res = &spec.resources;
+    let mut out = json!({
+        // Like Docker: no device access beyond the defaults the runtime adds.
+        "devices": [{"allow": false, "access": "rwm"}],
+        "pids": {"limit": res.pids_limit()},
+    });
+    if let Some(bytes) = res.memory {
+        // `swap` is memory plus swap: equal to the limit means no swap, as kiln does.
+        out["memory"] = json!({"limit": bytes, "swap": bytes});
+    }
+    if let Some(quota) = res.cpu_quota()? {
+        out["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
+    }
+    Ok(out)
+}
+
+/// The same filesystems kiln mounts, in the order a runtime must mount them.
+fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
+    let mount = |dest: &str, kind: &str, source: &str, options: &[&str]| json!({"destination": dest, "type": kind, "source": source, "options": options});
+    let mut out = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+    ];
+    for (host, target) in etc_file_sources(spec)? {
+        let host = host.to_string_lossy();
+        out.push(mount(
+            &target,
+            "bind",
+            &host,
+            &["bind", "nosuid", "nodev", "noexec"],
+        ));
+    }
+    // Parents before children, as kiln mounts them.
+    let mut user: Vec<(usize, Value)> = Vec::new();
+    for bind in &spec.mounts {
+        let source = std::path::absolute(&bind.source)
+            .map_err(RuntimeError::io("bind mount source", bind.source.clone()))?;
+        let mode = if bind.readonly { "ro" } else { "rw" };
+        let value = mount(
+            &bind.target,
+            "bind",
+            &source.to_string_lossy(),
+            &["rbind", mode],
+        );
+        user.push((depth(&bind.target), value));
+    }
+    for target in &spec.tmpfs {
+        let options = ["nosuid", "nodev", "noexec", "mode=1777"];
+        user.push((depth(target), mount(target, "tmpfs", "tmpfs", &options)));
+    }
+    user.sort_by_key(|(d, _)| *d);
+    out.extend(user.into_iter().map(|(_, v)| v));
+    Ok(out)
+}
+
+/// The number of path components of a mount target.
+fn depth(target: &str) -> usize {
+    target
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .count()
+}
+
+#[cfg(test)]
+mod tests;

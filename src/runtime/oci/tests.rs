@@ -1,0 +1,188 @@
+//! The OCI configuration is accepted by the real `runc` and gives the command what
+//! `run_container` gives it.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::*;
+use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources, DEFAULT_PATH};
+
+const RUNC: &str = "/usr/sbin/runc";
+
+/// A busybox layer dir (applets linked by hand, not with `--install`).
+fn busybox_layer(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+}
+
+struct Bench {
+    tmp: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        busybox_layer(&tmp.path().join("layers/base"));
+        Bench { tmp }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn spec(&self, tag: &str, script: &str) -> ContainerSpec {
+        let out = self.dir(&format!("{tag}/out"));
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+        ContainerSpec {
+            overlay: Overlay {
+                layers_dir: self.tmp.path().join("layers"),
+                lowers: vec!["base".into()],
+                upper: self.dir(&format!("{tag}/upper")),
+                work: self.dir(&format!("{tag}/work")),
+            },
+            read_only: false,
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("exec >/out/log 2>&1; {script}"),
+            ],
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            hostname: "kiln-oci".into(),
+            network: NetworkMode::None,
+            mounts: vec![BindMount {
+                source: out,
+                target: "/out".into(),
+                readonly: false,
+            }],
+            tmpfs: vec!["/scratch".into()],
+            etc_hosts: "127.0.0.1 localhost\n".into(),
+            etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
+            resources: Resources {
+                memory: Some(64 << 20),
+                cpus: Some(1.0),
+                pids: Some(64),
+            },
+            capabilities: CapabilitySet::default(),
+            no_new_privileges: true,
+            seccomp: true,
+            init: true,
+            tty: false,
+            interactive: false,
+            id: format!("oci{}-{tag}", std::process::id()),
+            state_dir: self.dir(&format!("{tag}/state")),
+            cgroup_root: None,
+        }
+    }
+
+    /// Runs `spec` with runc from a bundle whose rootfs is a copy of the busybox layer.
+    fn runc(&self, tag: &str, spec: &ContainerSpec) -> (std::process::ExitStatus, String) {
+        let bundle = self.dir(&format!("{tag}/bundle"));
+        busybox_layer(&bundle.join("rootfs"));
+        write_state_files(spec).unwrap();
+        let config = oci_config(spec).unwrap();
+        config.save(bundle.join("config.json")).unwrap();
+        let state = self.dir(&format!("{tag}/runc-state"));
+        let out = Command::new(RUNC)
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(spec.mounts[0].source.join("log")).unwrap_or_default();
+        assert!(
+            out.stderr.is_empty(),
+            "runc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, log)
+    }
+
+    fn kiln(&self, spec: &ContainerSpec) -> String {
+        let exit = run_container(spec).unwrap();
+        assert!(exit.status.success(), "{exit:?}");
+        fs::read_to_string(spec.mounts[0].source.join("log")).unwrap()
+    }
+}
+
+const SCRIPT: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; hostname; \
+                      cat /etc/resolv.conf; ls /sys/class/net; wc -c < /proc/keys; \
+                      touch /scratch/x && echo tmpfs-ok";
+
+fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) {
+    let bench = Bench::new();
+    let mut kiln_spec = bench.spec(&format!("{tag}-kiln"), SCRIPT);
+    kiln_spec.capabilities = caps;
+    let kiln = bench.kiln(&kiln_spec);
+    let mut runc_spec = bench.spec(&format!("{tag}-runc"), SCRIPT);
+    runc_spec.capabilities = caps;
+    let (status, runc) = bench.runc(tag, &runc_spec);
+    assert!(status.success(), "runc: {status:?} {runc}");
+    let eff = format!("{:016x}", caps.effective);
+    assert!(kiln.contains(&format!("CapEff:\t{eff}\n")), "{kiln}");
+    assert_eq!(runc, kiln);
+}
+
+#[test]
+fn runc_runs_the_bundle_with_the_default_capabilities() {
+    same_in_runc_and_kiln("default", CapabilitySet::default());
+}
+
+#[test]
+fn runc_runs_the_bundle_with_drop_all_add_one() {
+    let caps =
+        CapabilitySet::resolve(&["NET_BIND_SERVICE".into()], &["ALL".into()], false).unwrap();
+    same_in_runc_and_kiln("one", caps);
+}
+
+#[test]
+fn runc_runs_the_bundle_privileged() {
+    same_in_runc_and_kiln("privileged", CapabilitySet::privileged());
+}
+
+#[test]
+fn the_config_carries_limits_namespaces_and_seccomp() {
+    let bench = Bench::new();
+    let mut spec = bench.spec("json", "true");
+    spec.read_only = true;
+    let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
+    assert_eq!(config["root"], json!({"path": "rootfs", "readonly": true}));
+    let linux = &config["linux"];
+    assert_eq!(linux["resources"]["memory"]["limit"], 64 << 20);
+    assert_eq!(linux["resources"]["cpu"]["quota"], 100_000);
+    assert_eq!(linux["resources"]["pids"]["limit"], 64);
+    let namespaces: Vec<&str> = linux["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["pid", "ipc", "uts", "mount", "network"]);
+    assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    assert!(linux["maskedPaths"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/proc/kcore")));
+    assert_eq!(config["process"]["capabilities"]["inheritable"], json!([]));
+    spec.seccomp = false;
+    spec.network = NetworkMode::Host;
+    let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
+    assert!(config["linux"].get("seccomp").is_none());
+    assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 4);
+}

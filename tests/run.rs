@@ -1,0 +1,304 @@
+//! `kiln run` end to end: the real binary, real namespaces, cgroups, capabilities.
+
+mod common;
+
+use std::process::Command;
+
+use common::{require, run, text, Env};
+
+/// A busybox image in the env's store, named `bb`.
+fn busybox_image(env: &Env) {
+    require("busybox", "busybox-static");
+    let root = env.path("bb");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nwww:x:33:\n").unwrap();
+    env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
+}
+
+fn kiln_run(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    let out = env.kiln(&all);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("{key} missing in {status}"))
+}
+
+/// Docker's default capability set as a mask.
+const DEFAULT_CAPS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 10)
+    | (1 << 13)
+    | (1 << 18)
+    | (1 << 27)
+    | (1 << 29)
+    | (1 << 31);
+
+fn caps(status: &str) -> [u64; 5] {
+    ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+        .map(|k| u64::from_str_radix(&status_field(status, k), 16).unwrap())
+}
+
+#[test]
+fn capability_sets_are_exact() {
+    let env = Env::new();
+    busybox_image(&env);
+    // --privileged gives every capability kiln itself holds (a sandboxed root may lack some).
+    let all = caps(&std::fs::read_to_string("/proc/self/status").unwrap())[3];
+
+    let (code, out, err) = kiln_run(&env, &["bb", "cat", "/proc/self/status"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(caps(&out), [0, DEFAULT_CAPS, DEFAULT_CAPS, DEFAULT_CAPS, 0]);
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&out, "Seccomp"), "2");
+
+    let (code, out, err) = kiln_run(
+        &env,
+        &[
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_BIND_SERVICE",
+            "bb",
+            "cat",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(caps(&out), [0, 1 << 10, 1 << 10, 1 << 10, 0]);
+
+    let (code, out, err) = kiln_run(&env, &["--privileged", "bb", "cat", "/proc/self/status"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(caps(&out), [0, all, all, all, 0]);
+    assert_eq!(status_field(&out, "Seccomp"), "0");
+    assert!(
+        err.contains("--privileged"),
+        "privileged must be loud: {err}"
+    );
+}
+
+#[test]
+fn limits_are_enforced_and_reported() {
+    let env = Env::new();
+    busybox_image(&env);
+    // A memory hog: tail buffers an endless line until the limit stops it.
+    let (code, _, err) = kiln_run(&env, &["--memory", "32m", "bb", "tail", "/dev/zero"]);
+    assert_eq!(code, 137, "{err}");
+    assert!(
+        err.contains("killed: out of memory (limit 32 MiB)"),
+        "{err}"
+    );
+    // A fork loop stops at the pids limit, and the same loop fits under a higher one.
+    let fork_40 = "for i in $(seq 40); do sleep 5 & done";
+    let (code, _, err) = kiln_run(&env, &["--pids-limit", "16", "bb", "sh", "-c", fork_40]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("can't fork"), "{err}");
+    let (code, _, err) = kiln_run(&env, &["--pids-limit", "64", "bb", "sh", "-c", fork_40]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn the_container_sees_only_what_it_should() {
+    let env = Env::new();
+    busybox_image(&env);
+    let (code, out, err) = kiln_run(&env, &["bb", "ls", "/proc/self/fd"]);
+    assert_eq!(code, 0, "{err}");
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        fds,
+        ["0", "1", "2", "3"],
+        "only stdio and ls's own directory fd"
+    );
+    // Masked paths (those this kernel has): files read empty, directories list empty.
+    let masked =
+        "cat /proc/keys /proc/timer_list | wc -c; ls -A /proc/acpi /sys/firmware | grep -v ':$' | grep -c .";
+    let (_, out, err) = kiln_run(&env, &["bb", "sh", "-c", masked]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{err}"
+    );
+    let (_, out, _) = kiln_run(&env, &["--hostname", "box1", "bb", "hostname"]);
+    assert_eq!(out.trim(), "box1");
+    let (_, out, _) = kiln_run(&env, &["--network", "none", "bb", "ls", "/sys/class/net"]);
+    assert_eq!(out.trim(), "lo");
+    let (code, _, _) = kiln_run(
+        &env,
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "bb",
+            "sh",
+            "-c",
+            "echo x > /tmp/ok && ! echo x > /nope",
+        ],
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    let env = Env::new();
+    busybox_image(&env);
+    assert_eq!(kiln_run(&env, &["bb", "sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(kiln_run(&env, &["bb", "sh", "-c", "kill -9 $$"]).0, 137);
+    let (code, _, err) = kiln_run(&env, &["bb", "/no/such"]);
+    assert_eq!(code, 127, "{err}");
+    let (code, _, err) = kiln_run(&env, &["bb", "/etc/passwd"]);
+    assert_eq!(code, 126, "{err}");
+    // A background process left by the command is reaped by the init, and the run ends.
+    let (code, _, err) = kiln_run(&env, &["bb", "sh", "-c", "sleep 0.2 & exit 0"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_leaves_nothing() {
+    let env = Env::new();
+    busybox_image(&env);
+    let before = common::mounts();
+    for (args, needle) in [
+        (vec!["nope"], "no such image: nope"),
+        (
+            vec!["--cap-add", "CAP_NET_BIND", "bb", "true"],
+            "NET_BIND_SERVICE",
+        ),
+        (vec!["--memory", "64X", "bb", "true"], "64X"),
+        (vec!["--user", "nobody", "bb", "true"], "nobody"),
+        (vec!["-v", "/no/such/dir:/x", "bb", "true"], "/no/such/dir"),
+    ] {
+        let (code, _, err) = kiln_run(&env, &args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+    }
+    assert_eq!(common::mounts(), before);
+    let containers = std::fs::read_dir(env.root().join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(containers, 0);
+}
+
+#[test]
+fn kept_containers_are_listed_and_removed() {
+    let env = Env::new();
+    busybox_image(&env);
+    env.kiln_ok(&["run", "--name", "kept", "bb", "true"]);
+    let ps: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["ps", "-a", "--json"])).unwrap();
+    assert_eq!(ps[0]["name"], "kept");
+    assert_eq!(ps[0]["status"], "exited (0)");
+    env.kiln_ok(&["rm", "kept"]);
+    assert_eq!(env.kiln_ok(&["ps", "-a", "--json"]), "[]");
+}
+
+#[test]
+fn many_run_rm_cycles_leave_nothing_behind() {
+    let env = Env::new();
+    busybox_image(&env);
+    let before = common::mounts();
+    for _ in 0..200 {
+        let (code, _, err) = kiln_run(&env, &["--memory", "64m", "bb", "true"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(common::mounts(), before);
+    let containers = std::fs::read_dir(env.root().join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(containers, 0);
+    for ctrl in ["memory", "pids", "cpu"] {
+        let kiln = std::path::Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join("kiln");
+        // `kiln run` containers have 64-hex ids; other kiln tests may run beside this one.
+        let is_run_container = |n: &str| n.strip_prefix("kiln-").is_some_and(|id| id.len() == 64);
+        let left: Vec<String> = std::fs::read_dir(&kiln)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| is_run_container(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "cgroups left in {}: {left:?}",
+            kiln.display()
+        );
+    }
+}
+
+#[test]
+fn runc_runs_a_bundle_with_the_same_capabilities() {
+    require("runc", "runc");
+    let env = Env::new();
+    busybox_image(&env);
+    let (_, ours, _) = kiln_run(
+        &env,
+        &[
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CHOWN",
+            "bb",
+            "cat",
+            "/proc/self/status",
+        ],
+    );
+    let bundle = env.path("bundle");
+    env.kiln_ok(&[
+        "bundle",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CHOWN",
+        "bb",
+        bundle.to_str().unwrap(),
+        "cat",
+        "/proc/self/status",
+    ]);
+    let name = format!("kiln-test-{}", std::process::id());
+    let out = Command::new("runc")
+        .args(["run", "-b"])
+        .arg(&bundle)
+        .arg(&name)
+        .output()
+        .unwrap();
+    let _ = Command::new("runc").args(["delete", "-f", &name]).output();
+    assert!(out.status.success(), "{}", text(&out));
+    let theirs = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(caps(&theirs), caps(&ours));
+    assert_eq!(status_field(&theirs, "NoNewPrivs"), "1");
+}
