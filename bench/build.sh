@@ -4,20 +4,14 @@
 # the goal is ≤ 0.5). Needs root, buildah, hyperfine, busybox-static.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for t in buildah hyperfine busybox python3; do
-    command -v $t >/dev/null || { echo "missing $t: apt-get install ${t/busybox/busybox-static}" >&2; exit 1; }
-done
-cargo build --release --quiet
-kiln=$PWD/target/release/kiln
+. bench/common.sh
+require buildah hyperfine busybox python3
+build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-build.XXXXXX)
 trap 'rm -rf "$work"; buildah rmi -f localhost/kiln-bench-base localhost/kiln-bench-out >/dev/null 2>&1 || true' EXIT
-mkdir -p "$work/base/bin" "$work/ctx"
-cp /bin/busybox "$work/base/bin/busybox"
-# `busybox --install` would link to the host path of the binary: link by hand instead.
-for applet in $(busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$work/base/bin/$applet"
-done
+busybox_rootfs "$work/base"
+mkdir -p "$work/ctx"
 head -c 1000000 /dev/urandom > "$work/ctx/payload"
 
 # The same base image for both tools.

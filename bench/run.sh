@@ -5,19 +5,13 @@
 # kiln/runc (the issue's bar: <= 1.0; goal: kiln <= 10 ms). Needs root, runc, hyperfine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for t in runc hyperfine busybox python3; do
-    command -v $t >/dev/null || { echo "missing $t: apt-get install ${t/busybox/busybox-static}" >&2; exit 1; }
-done
-cargo build --release --quiet
-kiln=$PWD/target/release/kiln
+. bench/common.sh
+require runc hyperfine busybox python3
+build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-run.XXXXXX)
 trap 'runc delete -f kiln-bench >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-mkdir -p "$work/base/bin"
-cp /bin/busybox "$work/base/bin/busybox"
-for applet in $(busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$work/base/bin/$applet"
-done
+busybox_rootfs "$work/base"
 export KILN_ROOT=$work/store
 $kiln -q import "$work/base" -t bench-bb >/dev/null
 limits=(--memory 64m --pids-limit 64 --cap-drop ALL --cap-add NET_BIND_SERVICE)
