@@ -557,3 +557,24 @@ fn fifty_runs_leave_no_mounts_or_cgroups() {
     assert!(kiln_cgroups(&prefix).is_empty());
     assert_eq!(before, fs::read_to_string("/proc/self/mountinfo").unwrap());
 }
+
+#[test]
+fn a_container_mounts_five_hundred_lowers_and_the_top_most_wins() {
+    let fx = Fixture::new();
+    // 499 image layers plus the container's init layer: overlayfs's limit of 500 lowers.
+    let mut spec = fx.spec("cat /n /bottom-only");
+    let names: Vec<String> = (0..498).map(|i| format!("{i:064x}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let layer = fx.layers_dir().join(name);
+        fs::create_dir_all(&layer).unwrap();
+        fs::write(layer.join("n"), format!("{i}\n")).unwrap();
+    }
+    fs::write(
+        fx.layers_dir().join(&names[497]).join("bottom-only"),
+        "reached\n",
+    )
+    .unwrap();
+    spec.overlay.lowers.splice(0..0, names);
+    let out = fx.run(&spec);
+    assert_eq!(out.log, "0\nreached\n");
+}

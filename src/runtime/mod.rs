@@ -16,7 +16,8 @@
 //!   mounted on the host and nothing needs cleaning after a crash. Cgroups are the one host
 //!   object a container leaves if kiln is killed; [`cgroups::clean_stale`] removes them.
 //!
-//! Files: `overlay` (option string, scaffold, `with_overlay`), `sandbox` (public step types,
+//! Files: `overlay` (the mount: one `lowerdir+` per layer through the new mount API, or the
+//! one-page option string on older kernels; the scaffold; `with_overlay`), `sandbox` (public step types,
 //! clone and wait), `container` (public container types, parent side of `kiln run`), `plan`
 //! (C strings for the child), `child` (the allocation-free child), `devices` (`/proc`,
 //! `/dev`, `/sys`, host file binds), `mounts` (container binds, tmpfs, masked and read-only

@@ -12,11 +12,19 @@
 //!   at one of those names is shadowed instead of followed, and the mount points never appear
 //!   in the step's upper dir (Docker's "init layer", without a layer on disk). For an image
 //!   with no layers at all it is the empty lower dir overlayfs requires.
+//!
+//! The overlay itself is mounted with the new mount API when the kernel has overlayfs's
+//! `lowerdir+` key (Linux 6.8+): one `fsconfig` call per layer, so the number of layers is
+//! bounded only by overlayfs's own stack limit ([`MAX_LOWER_LAYERS`]). Older kernels get the
+//! legacy `mount(2)` option string, which must fit in one page (about 60 layers of 64-hex
+//! names, given relative to the layers dir).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::{fs, thread};
 
 use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC};
@@ -45,6 +53,23 @@ pub struct Overlay {
 /// Characters the legacy overlay option parser treats specially; kiln rejects them instead of
 /// escaping them.
 const OPTION_SPECIAL: &[u8] = b",:\\\0";
+
+/// The most lower layers overlayfs stacks in one mount (the kernel's `OVL_MAX_STACK`).
+pub(crate) const MAX_LOWER_LAYERS: usize = 500;
+
+/// The longest string value `fsconfig` accepts (the kernel copies at most 256 bytes with
+/// the NUL).
+const FSCONFIG_VALUE_MAX: usize = 255;
+
+/// The overlayfs key that appends one lower layer below those already given.
+const LOWER_ADD_KEY: &CStr = c"lowerdir+";
+
+/// A plain change set in the upper dir: no redirects, no metadata-only copy-ups, no index.
+const PLAIN_CHANGE_SET: [(&CStr, &CStr); 3] = [
+    (c"redirect_dir", c"off"),
+    (c"metacopy", c"off"),
+    (c"index", c"off"),
+];
 
 /// Dirs of the init layer of build steps (relative to the scaffold's `init/`).
 pub(crate) const INIT_MOUNTPOINTS: [&str; 3] = ["proc", "dev", "sys"];
@@ -79,7 +104,17 @@ pub(crate) struct MountPlan {
     pub root_path: PathBuf,
     /// The dir relative lower names are resolved from (`None` without lowers).
     pub layers_dir: Option<CString>,
-    pub options: CString,
+    pub overlay: OverlayMount,
+}
+
+/// How the overlay is mounted, decided before `clone` by what the kernel supports.
+#[derive(Debug)]
+pub(crate) enum OverlayMount {
+    /// New mount API: these `fsconfig` string settings in order (one `lowerdir+` per layer,
+    /// top-most first), then create, `fsmount` and `move_mount`.
+    PerLayer(Vec<(&'static CStr, CString)>),
+    /// Legacy `mount(2)` with this option string (fits in one page).
+    Options(CString),
 }
 
 impl Overlay {
@@ -113,7 +148,8 @@ impl Overlay {
         if init != InitLayer::OnlyIfNoLowers || lowers.is_empty() {
             lowers.insert(0, init_dir.as_os_str().as_bytes());
         }
-        let options = overlay_options(&lowers, &upper, &work)?;
+        check_layer_count(self.lowers.len(), lowers.len())?;
+        let overlay = overlay_mount(&lowers, &upper, &work)?;
         let mut scaffold_dirs = vec![c_path(&root)?, c_path(&init_dir)?];
         let mut scaffold_files = Vec::new();
         if init != InitLayer::OnlyIfNoLowers {
@@ -136,7 +172,7 @@ impl Overlay {
             layers_dir: (!self.lowers.is_empty())
                 .then(|| c_path(&layers_dir))
                 .transpose()?,
-            options,
+            overlay,
         };
 
         require_dir("overlay upper dir", &upper)?;
@@ -232,6 +268,79 @@ fn create_mountpoint(path: &Path) -> Result<(), RuntimeError> {
     }
 }
 
+/// Refuses more lowers than overlayfs stacks, counting kiln's init layer when it is used.
+fn check_layer_count(image_layers: usize, lowers: usize) -> Result<(), RuntimeError> {
+    if lowers <= MAX_LOWER_LAYERS {
+        return Ok(());
+    }
+    let own = lowers - image_layers;
+    let beside_init = if own > 0 {
+        " beside kiln's own init layer"
+    } else {
+        ""
+    };
+    Err(RuntimeError::Invalid(format!(
+        "the image has {image_layers} layers, more than the {} overlayfs can stack in one \
+         mount{beside_init}",
+        MAX_LOWER_LAYERS - own
+    )))
+}
+
+/// Picks the mount method: one `fsconfig` per layer when the kernel can and every value is
+/// short enough for `fsconfig`, else the legacy option string. Lowers are top-most first.
+fn overlay_mount(
+    lowers: &[&[u8]],
+    upper: &Path,
+    work: &Path,
+) -> Result<OverlayMount, RuntimeError> {
+    let dirs = [upper, work].map(|p| p.as_os_str().as_bytes());
+    let fits_fsconfig = lowers
+        .iter()
+        .chain(&dirs)
+        .all(|v| v.len() <= FSCONFIG_VALUE_MAX);
+    if fits_fsconfig && kernel_adds_lowers_one_by_one() {
+        return per_layer_settings(lowers, upper, work).map(OverlayMount::PerLayer);
+    }
+    overlay_options(lowers, upper, work).map(OverlayMount::Options)
+}
+
+/// The `fsconfig` settings of the new-API mount, in the order they must be given.
+fn per_layer_settings(
+    lowers: &[&[u8]],
+    upper: &Path,
+    work: &Path,
+) -> Result<Vec<(&'static CStr, CString)>, RuntimeError> {
+    let value = |bytes: &[u8]| {
+        CString::new(bytes)
+            .map_err(|_| RuntimeError::Invalid("overlay paths must not contain NUL bytes".into()))
+    };
+    let mut settings = vec![(c"source", c"overlay".to_owned())];
+    for lower in lowers {
+        settings.push((LOWER_ADD_KEY, value(lower)?));
+    }
+    settings.push((c"upperdir", c_path(upper)?));
+    settings.push((c"workdir", c_path(work)?));
+    for (key, val) in PLAIN_CHANGE_SET {
+        settings.push((key, val.to_owned()));
+    }
+    Ok(settings)
+}
+
+/// Whether overlayfs takes lower layers one by one (`lowerdir+`, Linux 6.8+). Asked once
+/// per process with a throwaway filesystem context. Before 6.5 overlayfs accepted any key
+/// at `fsconfig` time and refused unknown ones only at create, so a bogus key must be
+/// refused too for the answer to mean anything.
+fn kernel_adds_lowers_one_by_one() -> bool {
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let Ok(fs) = sys::fs_open(c"overlay") else {
+            return false;
+        };
+        sys::fs_set_string(&fs, LOWER_ADD_KEY, c"/").is_ok()
+            && sys::fs_set_string(&fs, c"kiln-no-such-key", c"x") == Err(libc::EINVAL)
+    })
+}
+
 /// Builds the legacy `mount(2)` option string and checks it fits the one page the kernel
 /// copies. Lowers are top-most first.
 pub(crate) fn overlay_options(
@@ -245,8 +354,12 @@ pub(crate) fn overlay_options(
     opts.extend_from_slice(upper.as_os_str().as_bytes());
     opts.extend_from_slice(b",workdir=");
     opts.extend_from_slice(work.as_os_str().as_bytes());
-    // A plain change set in the upper dir: no redirects, no metadata-only copy-ups, no index.
-    opts.extend_from_slice(b",redirect_dir=off,metacopy=off,index=off");
+    for (key, value) in PLAIN_CHANGE_SET {
+        opts.push(b',');
+        opts.extend_from_slice(key.to_bytes());
+        opts.push(b'=');
+        opts.extend_from_slice(value.to_bytes());
+    }
     let max = page_size() - 1;
     if opts.len() > max {
         return Err(RuntimeError::OverlayOptionsTooLong {
@@ -300,14 +413,25 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
     if let Some(dir) = &plan.layers_dir {
         sys::chdir(dir).map_err(|e| (Stage::ChdirLayers, e))?;
     }
-    sys::mount(
-        c"overlay",
-        &plan.root,
-        Some(c"overlay"),
-        0,
-        Some(&plan.options),
-    )
+    match &plan.overlay {
+        OverlayMount::PerLayer(settings) => mount_layer_by_layer(settings, &plan.root),
+        OverlayMount::Options(options) => {
+            sys::mount(c"overlay", &plan.root, Some(c"overlay"), 0, Some(options))
+        }
+    }
     .map_err(|e| (Stage::MountOverlay, e))
+}
+
+/// The new-API overlay mount on `target`. Relative lower names resolve from the cwd at
+/// `fsconfig` time. Allocates nothing.
+fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr) -> Sys<()> {
+    let fs = sys::fs_open(c"overlay")?;
+    for (key, value) in settings {
+        sys::fs_set_string(&fs, key, value)?;
+    }
+    let mount = sys::fs_mount(&fs, 0)?;
+    let target = sys::open(target, libc::O_PATH | libc::O_DIRECTORY)?;
+    sys::attach(&mount, target.as_fd())
 }
 
 /// Mount the overlay (`redirect_dir=off,metacopy=off,index=off`, so the upper dir is a plain

@@ -107,9 +107,7 @@ pub(crate) fn new_mount(
     options: &[(&CStr, Option<&CStr>)],
     attrs: u64,
 ) -> Sys<OwnedFd> {
-    // SAFETY: fstype is NUL-terminated.
-    let fs =
-        owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })?;
+    let fs = fs_open(fstype)?;
     for (key, value) in options {
         let (cmd, value) = match value {
             Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
@@ -117,7 +115,24 @@ pub(crate) fn new_mount(
         };
         fsconfig(&fs, cmd, key.as_ptr(), value)?;
     }
-    fsconfig(&fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())?;
+    fs_mount(&fs, attrs)
+}
+
+/// `fsopen`: a new, unconfigured filesystem context of type `fstype`.
+pub(crate) fn fs_open(fstype: &CStr) -> Sys<OwnedFd> {
+    // SAFETY: fstype is NUL-terminated.
+    owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), libc::FSOPEN_CLOEXEC) })
+}
+
+/// `fsconfig(FSCONFIG_SET_STRING)`: one `key=value` setting of a filesystem context.
+pub(crate) fn fs_set_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> Sys<()> {
+    fsconfig(fs, libc::FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr())
+}
+
+/// Creates the filesystem of a configured context and returns a detached mount of it with
+/// the mount attributes `attrs` (`MOUNT_ATTR_*`).
+pub(crate) fn fs_mount(fs: &OwnedFd, attrs: u64) -> Sys<OwnedFd> {
+    fsconfig(fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())?;
     // SAFETY: fs is a valid fs context fd.
     owned(unsafe {
         libc::syscall(

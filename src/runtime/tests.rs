@@ -442,25 +442,91 @@ fn sixty_layers_mount_and_the_top_most_wins() {
     assert_eq!(out.stdout, "0\n59\n");
 }
 
+/// `count` layers named like store layers (64 hex digits), top-most first; each has a file
+/// `n` holding its index, and the bottom one also has `bottom-only`.
+fn numbered_layers(fx: &Fixture, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{i:064x}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        fs::write(fx.layer(name).join("n"), format!("{i}\n")).unwrap();
+    }
+    fs::write(fx.layer(&names[count - 1]).join("bottom-only"), "reached\n").unwrap();
+    names
+}
+
 #[test]
-fn too_many_layers_for_one_mount_is_a_clear_error() {
+fn five_hundred_lowers_mount_for_a_step_and_the_top_most_wins() {
     let fx = Fixture::new();
-    let names: Vec<String> = (0..70).map(|i| format!("{i:064x}")).collect();
-    names.iter().for_each(|n| drop(fx.layer(n)));
+    // 499 image layers (the busybox base last) plus the step's init layer: overlayfs's
+    // limit of 500 lowers, far past what one page of mount options holds.
+    let names = numbered_layers(&fx, 498);
+    let mut lowers: Vec<&str> = names.iter().map(String::as_str).collect();
+    lowers.push("base");
+    let out = fx.run(fx.sandbox(
+        &lowers,
+        &["/bin/sh", "-c", "cat /n /bottom-only; ls /bin/busybox"],
+    ));
+    assert!(out.ok().success(), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "0\nreached\n/bin/busybox\n");
+}
+
+#[test]
+fn five_hundred_layers_mount_with_overlay_and_the_top_most_wins() {
+    let fx = Fixture::new();
+    let names = numbered_layers(&fx, 500);
+    let lowers: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (top, bottom) = with_overlay(&fx.overlay(&lowers), |root| {
+        (
+            fs::read_to_string(root.join("n")).unwrap(),
+            fs::read_to_string(root.join("bottom-only")).unwrap(),
+        )
+    })
+    .unwrap();
+    assert_eq!((top.as_str(), bottom.as_str()), ("0\n", "reached\n"));
+}
+
+#[test]
+fn more_layers_than_overlayfs_stacks_is_a_clear_error() {
+    let fx = Fixture::new();
+    let names = numbered_layers(&fx, 1000);
     let lowers: Vec<&str> = names.iter().map(String::as_str).collect();
     let out = fx.run(fx.sandbox(&lowers, &["/bin/true"]));
+    let err = out.err().to_string();
     assert!(
-        matches!(
-            out.err(),
-            RuntimeError::OverlayOptionsTooLong { layers: 71, .. }
-        ),
-        "{:?}",
-        out.err()
+        err.contains("the image has 1000 layers, more than the 499 overlayfs can stack"),
+        "{err}"
     );
     let merged = out.upper.parent().unwrap().join("merged");
     assert!(
         !merged.exists(),
         "a rejected description prepares nothing on disk"
+    );
+    let too_many = with_overlay(&fx.overlay(&lowers), |_| ()).unwrap_err();
+    assert!(
+        too_many
+            .to_string()
+            .contains("the image has 1000 layers, more than the 500 "),
+        "{too_many}"
+    );
+}
+
+#[test]
+fn legacy_mount_options_over_one_page_are_a_clear_error() {
+    let names: Vec<String> = (0..70).map(|i| format!("{i:064x}")).collect();
+    let lowers: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    let err = overlay::overlay_options(&lowers, Path::new("/u"), Path::new("/w")).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::OverlayOptionsTooLong { layers: 70, len, max } if len > max),
+        "{err:?}"
+    );
+    let fits = overlay::overlay_options(&lowers[..50], Path::new("/u"), Path::new("/w")).unwrap();
+    let fits = fits.to_str().unwrap();
+    assert!(
+        fits.starts_with(&format!("lowerdir={}:", names[0])),
+        "{fits}"
+    );
+    assert!(
+        fits.ends_with(",upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"),
+        "{fits}"
     );
 }
 
