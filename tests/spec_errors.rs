@@ -70,6 +70,19 @@ fn each_kind_of_spec_error_is_located() {
 }
 
 #[test]
+fn cache_and_secrets_are_refused_until_they_are_built() {
+    let err = build_error(
+        "image: x\nfrom: scratch\nsteps:\n  - run: \"true\"\n  - run: make\n    cache: [/root/.cache]\n",
+    );
+    assert!(
+        err.starts_with(
+            "error: kiln.yaml:5:5: step 2 (run: make): cache: on run steps is not supported yet"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_build_arg_is_an_error() {
     let env = Env::new();
     env.write("kiln.yaml", "from: scratch\nargs: { A: x }\n");

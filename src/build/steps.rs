@@ -41,6 +41,7 @@ pub(super) fn run_all(
         progress,
         total: spec.steps.len(),
     };
+    refuse_unimplemented(&ctx)?;
     let created = rfc3339(opts.epoch);
     image.config.created = Some(created.clone());
     for (k, v) in &spec.env {
@@ -74,6 +75,25 @@ pub(super) fn run_all(
     }
     image.config.config.apply_spec(&spec.config);
     Ok(image)
+}
+
+/// `cache:` and `secrets:` parse (the spec format has them) but are not built yet: refuse
+/// them before any step runs rather than silently building without them.
+fn refuse_unimplemented(ctx: &StepContext) -> Result<()> {
+    for (index, step) in ctx.spec.steps.iter().enumerate() {
+        let StepKind::Run(run) = &step.kind else {
+            continue;
+        };
+        let unsupported = match (run.cache.is_empty(), run.secrets.is_empty()) {
+            (false, _) => "cache:",
+            (_, false) => "secrets:",
+            _ => continue,
+        };
+        let message =
+            format!("{unsupported} on run steps is not supported yet (remove it from this step)");
+        return Err(step_error(ctx, index, step, &title(&step.kind), message));
+    }
+    Ok(())
 }
 
 fn run_one(
