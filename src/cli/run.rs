@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
 use crate::build::{self, passwd};
-use crate::image::{self, Image};
+use crate::image::{self, Image, RuntimeConfig};
 use crate::runtime::{
     self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Resources,
 };
@@ -164,8 +164,48 @@ struct Settings {
 fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Settings, Failure> {
     let defaults: RunDefaults = image::run_defaults(&src.tagged.manifest);
     let config = &src.image.config.config;
-    let user_error = |e: values::ValueError| failed(e);
+    let (seccomp, no_new_privileges) = security_options(args)?;
+    let hostname = args.hostname.clone().or(defaults.hostname.clone());
+    if let Some(h) = &hostname {
+        values::hostname(h).map_err(failed)?;
+    }
+    let user = args
+        .user
+        .clone()
+        .or(defaults.user.clone())
+        .or(config.user.clone());
+    if let Some(u) = &user {
+        values::user(u).map_err(failed)?;
+    }
+    Ok(Settings {
+        argv: command_line(args, command, config)?,
+        env: environment(args, &defaults, config),
+        cwd: args
+            .workdir
+            .clone()
+            .or(config.working_dir.clone())
+            .unwrap_or_else(|| "/".into()),
+        user,
+        hostname,
+        network: network(args, &defaults),
+        mounts: bind_mounts(args, &defaults)?,
+        tmpfs: tmpfs_mounts(args, &defaults)?,
+        resources: resources(args, &defaults)?,
+        capabilities: capabilities(args, &defaults)?,
+        no_new_privileges,
+        seccomp,
+        read_only: args.read_only || defaults.read_only,
+        init: !args.no_init,
+    })
+}
 
+/// Docker's rules: `--entrypoint` replaces the image's entrypoint and drops its cmd; a
+/// command after the image name replaces the cmd.
+fn command_line(
+    args: &ContainerArgs,
+    command: &[String],
+    config: &RuntimeConfig,
+) -> Result<Vec<String>, Failure> {
     let entrypoint = match &args.entrypoint {
         Some(e) => vec![e.clone()],
         None => config.entrypoint.clone().unwrap_or_default(),
@@ -185,66 +225,72 @@ fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Se
             )),
         );
     }
+    Ok(argv)
+}
 
-    let mut env = config.env.clone();
-    let mut set_env = |k: &str, v: &str| {
-        let prefix = format!("{k}=");
-        env.retain(|kv| !kv.starts_with(&prefix));
-        env.push(format!("{k}={v}"));
+/// The image's environment, then the spec's `run.env`, then `-e` (a bare `-e K` takes
+/// kiln's own value of K). A container always has a PATH, so every runtime finds the same
+/// command.
+fn environment(
+    args: &ContainerArgs,
+    defaults: &RunDefaults,
+    config: &RuntimeConfig,
+) -> Vec<String> {
+    let mut env = RuntimeConfig {
+        env: config.env.clone(),
+        ..Default::default()
     };
     for (k, v) in &defaults.env {
-        set_env(k, v);
+        env.set_env(k, v);
     }
     for e in &args.env {
         match e.split_once('=') {
-            Some((k, v)) => set_env(k, v),
+            Some((k, v)) => env.set_env(k, v),
             None => {
                 if let Ok(v) = std::env::var(e) {
-                    set_env(e, &v)
+                    env.set_env(e, &v)
                 }
             }
         }
     }
-
-    // Like docker: a container always has a PATH, so every runtime finds the same command.
-    if !env.iter().any(|kv| kv.starts_with("PATH=")) {
-        env.insert(0, format!("PATH={}", runtime::DEFAULT_PATH));
+    if !env.env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.env.insert(0, format!("PATH={}", runtime::DEFAULT_PATH));
     }
+    env.env
+}
 
+fn resources(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Resources, Failure> {
     let memory = match &args.memory {
-        Some(m) => Some(values::size(m).map_err(user_error)?),
+        Some(m) => Some(values::size(m).map_err(failed)?),
         None => defaults.memory,
     };
     let cpus = match &args.cpus {
-        Some(c) => Some(values::cpus(c).map_err(user_error)?),
+        Some(c) => Some(values::cpus(c).map_err(failed)?),
         None => defaults.cpus,
     };
-    let resources = Resources {
+    Ok(Resources {
         memory,
         cpus,
         pids: args.pids_limit.or(defaults.pids),
-    };
+    })
+}
 
-    let cap_names = |names: &[String]| -> Result<Vec<String>, Failure> {
-        names
-            .iter()
-            .map(|n| values::capability(n).map_err(user_error))
-            .collect()
+/// The spec's `capabilities:` and then the flags' adds and drops.
+fn capabilities(args: &ContainerArgs, defaults: &RunDefaults) -> Result<CapabilitySet, Failure> {
+    let names = |base: &[String], flags: &[String]| -> Result<Vec<String>, Failure> {
+        let mut out = base.to_vec();
+        for n in flags {
+            out.push(values::capability(n).map_err(failed)?);
+        }
+        Ok(out)
     };
-    let add: Vec<String> = defaults
-        .cap_add
-        .iter()
-        .cloned()
-        .chain(cap_names(&args.cap_add)?)
-        .collect();
-    let drop: Vec<String> = defaults
-        .cap_drop
-        .iter()
-        .cloned()
-        .chain(cap_names(&args.cap_drop)?)
-        .collect();
-    let capabilities = CapabilitySet::resolve(&add, &drop, args.privileged).map_err(failed)?;
+    let add = names(&defaults.cap_add, &args.cap_add)?;
+    let drop = names(&defaults.cap_drop, &args.cap_drop)?;
+    CapabilitySet::resolve(&add, &drop, args.privileged).map_err(failed)
+}
 
+/// `(seccomp, no_new_privileges)`: both on unless `--privileged` or `--security-opt`.
+fn security_options(args: &ContainerArgs) -> Result<(bool, bool), Failure> {
     let mut seccomp = !args.privileged;
     let mut no_new_privileges = !args.privileged;
     for opt in &args.security_opt {
@@ -263,35 +309,26 @@ fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Se
             }
         }
     }
+    Ok((seccomp, no_new_privileges))
+}
 
-    let network = match args
-        .network
-        .as_deref()
-        .map(|n| {
-            if n == "host" {
-                Network::Host
-            } else {
-                Network::None
-            }
-        })
-        .or(defaults.network)
-    {
+/// `--network`, else the spec's, else a private network with loopback only.
+fn network(args: &ContainerArgs, defaults: &RunDefaults) -> NetworkMode {
+    let flag = args.network.as_deref().map(|n| {
+        if n == "host" {
+            Network::Host
+        } else {
+            Network::None
+        }
+    });
+    match flag.or(defaults.network) {
         Some(Network::Host) => NetworkMode::Host,
         _ => NetworkMode::None,
-    };
-    let hostname = args.hostname.clone().or(defaults.hostname.clone());
-    if let Some(h) = &hostname {
-        values::hostname(h).map_err(user_error)?;
     }
-    let user = args
-        .user
-        .clone()
-        .or(defaults.user.clone())
-        .or(config.user.clone());
-    if let Some(u) = &user {
-        values::user(u).map_err(user_error)?;
-    }
+}
 
+/// The spec's `mounts:` and then `-v`; every source must exist.
+fn bind_mounts(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Vec<BindMount>, Failure> {
     let mut mounts: Vec<BindMount> = defaults
         .mounts
         .iter()
@@ -304,46 +341,26 @@ fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Se
     for v in &args.volumes {
         mounts.push(parse_volume(v)?);
     }
-    for m in &mounts {
-        if !m.source.exists() {
-            return Err(failed(format!(
-                "bind mount source {} does not exist",
-                m.source.display()
-            ))
-            .hint(Some(
-                "create it first, or fix the path before the ':'".into(),
-            )));
-        }
+    if let Some(m) = mounts.iter().find(|m| !m.source.exists()) {
+        return Err(failed(format!(
+            "bind mount source {} does not exist",
+            m.source.display()
+        ))
+        .hint(Some(
+            "create it first, or fix the path before the ':'".into(),
+        )));
     }
-    let tmpfs: Vec<String> = defaults.tmpfs.iter().chain(&args.tmpfs).cloned().collect();
-    for t in &tmpfs {
-        if !t.starts_with('/') {
-            return Err(failed(format!(
-                "--tmpfs {t}: the target must be an absolute path"
-            )));
-        }
-    }
+    Ok(mounts)
+}
 
-    Ok(Settings {
-        argv,
-        env,
-        cwd: args
-            .workdir
-            .clone()
-            .or(config.working_dir.clone())
-            .unwrap_or_else(|| "/".into()),
-        user,
-        hostname,
-        network,
-        mounts,
-        tmpfs,
-        resources,
-        capabilities,
-        no_new_privileges,
-        seccomp,
-        read_only: args.read_only || defaults.read_only,
-        init: !args.no_init,
-    })
+fn tmpfs_mounts(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Vec<String>, Failure> {
+    let tmpfs: Vec<String> = defaults.tmpfs.iter().chain(&args.tmpfs).cloned().collect();
+    if let Some(t) = tmpfs.iter().find(|t| !t.starts_with('/')) {
+        return Err(failed(format!(
+            "--tmpfs {t}: the target must be an absolute path"
+        )));
+    }
+    Ok(tmpfs)
 }
 
 /// `SRC:DST[:ro|rw]`; a relative SRC is taken from the current directory.
