@@ -172,8 +172,9 @@ impl Cgroup {
         check_id(id)?;
         resources.check()?;
         let mode = detect(root)?;
-        // A concurrent `clean_stale` may remove the dir between mkdir and flock; then the
-        // ownership check below fails and creation starts over.
+        // Held shared until this group is locked as ours, so a concurrent `clean_stale`
+        // (which holds it exclusively) never sees a half-made group as stale.
+        let _creating = lock_root(root, libc::LOCK_SH)?;
         for _ in 0..3 {
             let backend = match mode {
                 CgroupMode::V2 => Backend::V2(v2::Group::create(root, id)?),
@@ -281,6 +282,7 @@ pub fn clean_stale(root: &Path) -> Result<Vec<String>, CgroupError> {
         Err(CgroupError::NotMounted(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let _cleaning = lock_root(root, libc::LOCK_EX)?;
     let groups = match mode {
         CgroupMode::V2 => v2::existing(root)?,
         CgroupMode::V1 | CgroupMode::Hybrid => v1::existing(root)?,
@@ -321,6 +323,25 @@ fn check_id(id: &str) -> Result<(), CgroupError> {
 
 /// Takes the exclusive lock of the cgroup dir `dir` without waiting. `None` when another
 /// process holds it, or when the dir vanished or was replaced before the lock was taken.
+/// A blocking `flock` (`LOCK_SH` or `LOCK_EX`) on the cgroupfs root, released on drop.
+fn lock_root(root: &Path, operation: libc::c_int) -> Result<File, CgroupError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)
+        .map_err(CgroupError::io("open cgroup root", root))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(CgroupError::io("lock cgroup root", root)(err));
+        }
+    }
+}
+
 fn lock_owned(dir: &Path) -> Result<Option<File>, CgroupError> {
     let file = match OpenOptions::new()
         .read(true)
