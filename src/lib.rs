@@ -9,6 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod image;
 pub mod layer;
+pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod store;

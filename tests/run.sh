@@ -16,6 +16,8 @@ declare -A peers=(
     [oci-image-tool]=oci-image-tool  # validates the store as an OCI layout
     [skopeo]=skopeo              # reads the store as an OCI layout
     [getfattr]=attr              # checks xattrs
+    [docker-registry]=docker-registry  # the real registry (CNCF distribution 2.8) for push/pull
+    [runc]=runc                  # runs kiln bundles
 )
 missing=()
 for cmd in "${!peers[@]}"; do

@@ -8,7 +8,10 @@ mod containers;
 mod debug;
 mod images;
 mod import;
+mod login;
 mod output;
+mod pull;
+mod push;
 mod run;
 mod signals;
 
@@ -49,6 +52,10 @@ enum Command {
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
+    Pull(pull::PullArgs),
+    Push(push::PushArgs),
+    Login(login::LoginArgs),
+    Logout(login::LogoutArgs),
     Run(Box<run::RunArgs>),
     Bundle(Box<run::BundleArgs>),
     Ps(containers::PsArgs),
@@ -172,6 +179,10 @@ pub fn main() -> i32 {
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),
+        Command::Pull(a) => pull::run(&globals, a),
+        Command::Push(a) => push::run(&globals, a),
+        Command::Login(a) => login::login(&globals, a),
+        Command::Logout(a) => login::logout(&globals, a),
         Command::Run(a) => run::run(&globals, *a),
         Command::Bundle(a) => run::bundle(&globals, *a),
         Command::Ps(a) => containers::ps(&globals, a),
