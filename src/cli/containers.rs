@@ -35,6 +35,7 @@ pub struct RmArgs {
 
 pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     let store = globals.store()?;
+    store.remove_abandoned_containers()?;
     let rows: Vec<ContainerState> = store
         .containers()?
         .into_iter()

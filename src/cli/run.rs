@@ -479,8 +479,8 @@ fn now() -> u64 {
 
 pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     let store = globals.store()?;
-    // Cgroups of containers whose kiln was killed: nobody else will remove them.
-    let _ = runtime::cgroups::clean_stale(Path::new("/sys/fs/cgroup"));
+    // What a killed kiln left: `--rm` containers (their cgroups go at container start).
+    store.remove_abandoned_containers()?;
     let src = load_source(&store, &args.image)?;
     let settings = settings(&args.container, &args.command, &src)?;
     if let Some(name) = &args.name {
@@ -552,6 +552,7 @@ fn start(
         created: now(),
         pid: Some(std::process::id() as i32),
         exit_code: None,
+        auto_remove: args.rm,
     };
     let spec = container_spec(store, src, settings, dir, (args.tty, args.interactive))?;
     dir.write_state(store, &state)?;

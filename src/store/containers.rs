@@ -24,6 +24,9 @@ pub struct ContainerState {
     pub pid: Option<i32>,
     /// Set when it has exited.
     pub exit_code: Option<i32>,
+    /// `kiln run --rm`: remove the container when it ends, even if its kiln was killed.
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 impl ContainerState {
@@ -130,6 +133,17 @@ impl Store {
         }
     }
 
+    /// Removes `--rm` containers whose kiln process died before it could remove them
+    /// (`kill -9`), so they never pile up.
+    pub fn remove_abandoned_containers(&self) -> Result<()> {
+        for (dir, state) in self.containers()? {
+            if state.auto_remove && state.exit_code.is_none() && !state.is_running() {
+                self.remove_container(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a container's directory and everything in it.
     pub fn remove_container(&self, dir: &ContainerDir) -> Result<()> {
         fsutil::remove_tree(&dir.path)
@@ -176,6 +190,7 @@ mod tests {
             created: 1,
             pid: None,
             exit_code: Some(0),
+            auto_remove: false,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(store.containers().unwrap().len(), 1);
@@ -184,5 +199,40 @@ mod tests {
         assert_eq!(state.status(), "exited (0)");
         store.remove_container(&dir).unwrap();
         assert!(store.containers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn abandoned_rm_containers_are_removed_and_others_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let dead_pid = i32::MAX - 1; // far above pid_max: no such process
+        let make = |auto_remove: bool, pid: Option<i32>| {
+            let dir = store.create_container().unwrap();
+            let state = ContainerState {
+                id: dir.id.clone(),
+                name: dir.id[..12].into(),
+                image: "i".into(),
+                image_digest: "d".into(),
+                command: vec![],
+                created: 1,
+                pid,
+                exit_code: None,
+                auto_remove,
+            };
+            dir.write_state(&store, &state).unwrap();
+            dir.id
+        };
+        let abandoned = make(true, Some(dead_pid));
+        let kept = make(false, Some(dead_pid));
+        let running = make(true, Some(std::process::id() as i32));
+        store.remove_abandoned_containers().unwrap();
+        let ids: Vec<String> = store
+            .containers()
+            .unwrap()
+            .into_iter()
+            .map(|(d, _)| d.id)
+            .collect();
+        assert!(!ids.contains(&abandoned));
+        assert!(ids.contains(&kept) && ids.contains(&running));
     }
 }
