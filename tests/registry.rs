@@ -231,6 +231,29 @@ fn push_pull_run_and_repush_against_docker_registry() {
 }
 
 #[test]
+fn a_build_pulls_its_from_image_when_the_store_lacks_it() {
+    let env = Env::new();
+    let registry = Registry::start(env.dir.path());
+    build_busybox(&env);
+    let base = format!("{}/base/bb:1", registry.host());
+    env.kiln_ok(&["push", "-q", "bb", &base]);
+    let other = Env::new();
+    other.write(
+        "kiln.yaml",
+        &format!("image: child\nfrom: {base}\nsteps:\n  - run: cat /hello > /child\n"),
+    );
+    // --no-pull keeps a build offline: the missing base is an error with a hint.
+    let offline = other.kiln(&["build", other.dir.path().to_str().unwrap(), "--no-pull"]);
+    assert_eq!(offline.status.code(), Some(1), "{}", text(&offline));
+    assert!(String::from_utf8_lossy(&offline.stderr).contains("is not in the store"));
+    other.kiln_ok(&["build", other.dir.path().to_str().unwrap()]);
+    let out = other.kiln_ok(&["run", "--rm", "child", "cat", "/child"]);
+    assert_eq!(out, "pushed-and-pulled");
+    // The pulled base is tagged like `kiln pull` would tag it.
+    other.kiln_ok(&["inspect", &base]);
+}
+
+#[test]
 fn kiln_pulls_what_skopeo_pushed_from_an_oci_layout() {
     require("skopeo", "skopeo");
     let env = Env::new();

@@ -4,14 +4,17 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use super::{BuildError, BuildOptions, Partial, Progress, Result};
 use crate::image::{self, rfc3339, History, Image, ImageConfig};
 use crate::layer::{self, ApplyLimits, Compression, TarOptions};
+use crate::registry;
 use crate::spec::From;
-use crate::store::{Digest, Store, StoreError, MAX_DOCUMENT, REF_NAME};
+use crate::store::reference::DOCKER_HUB;
+use crate::store::{Digest, Reference, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -27,12 +30,17 @@ pub(super) fn resolve(
             config: ImageConfig::scratch(),
             layers: Vec::new(),
         }),
-        From::Image(name) => {
-            let tagged = store
-                .find(name)?
-                .ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
-            from_image(store, &image::oci_digest(&tagged.manifest)?)
-        }
+        From::Image(name) => match store.find(name)? {
+            Some(tagged) => from_image(store, &image::oci_digest(&tagged.manifest)?),
+            None => {
+                let settings = opts
+                    .registry
+                    .as_ref()
+                    .ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
+                progress.phase(&format!("pulling {name}"));
+                from_image(store, &pull_base(store, settings, name)?)
+            }
+        },
         From::OciLayout { path, tag } => {
             progress.phase(&format!("importing oci:{}", path.display()));
             let manifest = import_oci_layout(store, path, tag.as_deref())?;
@@ -65,6 +73,26 @@ pub(crate) fn rootfs_image(
         config,
         layers: vec![blob],
     })
+}
+
+/// Pulls a base image that is not in the store and tags it, as `kiln pull` would.
+fn pull_base(store: &Store, settings: &registry::Settings, name: &str) -> Result<Digest> {
+    let pull_error = |source| BuildError::Pull {
+        name: name.to_owned(),
+        source,
+    };
+    let reference = Reference::parse(name, DOCKER_HUB).map_err(StoreError::from)?;
+    let pulled = registry::pull(
+        store,
+        settings,
+        &reference,
+        None,
+        Arc::new(registry::Silent),
+    )
+    .map_err(pull_error)?;
+    ensure_layer_dirs(store, &Image::load(store, &pulled.digest)?)?;
+    store.set_tag(&reference, &pulled.manifest)?;
+    Ok(pulled.digest)
 }
 
 fn file_name(path: &Path) -> String {

@@ -41,6 +41,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// SOURCE_DATE_EPOCH: file mtimes are clamped to it and `created` fields set to it.
     pub epoch: u64,
+    /// Where a `from:` image that is not in the store is pulled from; `None` never pulls.
+    pub registry: Option<crate::registry::Settings>,
 }
 
 /// A finished build.
@@ -87,6 +89,11 @@ pub enum BuildError {
     },
     #[error("base image {0:?} is not in the store")]
     BaseNotFound(String),
+    #[error("pulling base image {name:?}: {source}")]
+    Pull {
+        name: String,
+        source: crate::registry::RegistryError,
+    },
     #[error("{path}: {why}")]
     BadBase { path: PathBuf, why: String },
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
@@ -100,9 +107,10 @@ impl BuildError {
     pub fn hint(&self) -> Option<String> {
         match self {
             BuildError::BaseNotFound(_) => Some(
-                "build or import it first (kiln import ROOTFS -t NAME), or use from: rootfs:PATH or oci:PATH"
+                "kiln pull it, build or import it first (kiln import ROOTFS -t NAME), or use from: rootfs:PATH or oci:PATH; builds pull a missing base unless --no-pull"
                     .into(),
             ),
+            BuildError::Pull { source, .. } => source.hint(),
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
             }

@@ -34,6 +34,11 @@ pub struct BuildArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// Fail instead of pulling a from: image that is not in the store
+    #[arg(long = "no-pull")]
+    no_pull: bool,
+    #[command(flatten)]
+    registry: super::pull::RegistryArgs,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -56,6 +61,7 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
         args: args.args.clone(),
         compression,
         epoch: source_date_epoch()?,
+        registry: (!args.no_pull).then(|| args.registry.settings()),
     };
     let started = Instant::now();
     let progress = BuildProgress::new(globals.quiet || args.json);
