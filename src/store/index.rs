@@ -77,24 +77,26 @@ impl Store {
     /// (at least 4 digits).
     pub fn find(&self, input: &str) -> Result<Option<Tagged>> {
         let tags = self.tags()?;
-        let hex = input.strip_prefix("sha256:").unwrap_or(input);
-        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits = tags
-                .iter()
-                .filter(|t| t.manifest.digest().digest().starts_with(hex));
-            if let Some(first) = hits.next() {
-                let all_same = hits.all(|t| t.manifest.digest() == first.manifest.digest());
-                if all_same {
-                    return Ok(Some(first.clone()));
-                }
-            }
-        }
-        for candidate in Reference::candidates(input)? {
+        // Names first, as docker does: a tag that looks like hex is still a name.
+        for candidate in Reference::candidates(input).unwrap_or_default() {
             if let Some(t) = tags.iter().find(|t| t.reference == candidate) {
                 return Ok(Some(t.clone()));
             }
         }
-        Ok(None)
+        let hex = input.strip_prefix("sha256:").unwrap_or(input);
+        if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut hits = tags
+            .iter()
+            .filter(|t| t.manifest.digest().digest().starts_with(hex));
+        let first = hits.next();
+        match first {
+            Some(f) if hits.all(|t| t.manifest.digest() == f.manifest.digest()) => {
+                Ok(Some(f.clone()))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Points `reference` at `manifest`, replacing what it named before. Takes the lock.
@@ -132,5 +134,54 @@ impl Store {
             index.set_annotations(None);
         }
         self.write_index(&index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Digest;
+
+    fn manifest(store: &Store, content: &[u8]) -> Descriptor {
+        let digest = store.put_blob(content).unwrap();
+        oci_spec::image::DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(
+                digest
+                    .to_string()
+                    .parse::<oci_spec::image::Digest>()
+                    .unwrap(),
+            )
+            .size(content.len() as u64)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn find_prefers_names_then_unique_digest_prefixes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let a = manifest(&store, b"a");
+        let b = manifest(&store, b"b");
+        store
+            .set_tag(&Reference::local("beef").unwrap(), &a)
+            .unwrap();
+        store
+            .set_tag(&Reference::local("other").unwrap(), &b)
+            .unwrap();
+        let found = |input: &str| store.find(input).unwrap().map(|t| t.reference.to_string());
+        assert_eq!(found("beef").as_deref(), Some("localhost/beef:latest"));
+        let b_hex = Digest::of_bytes(b"b").hex().to_owned();
+        assert_eq!(
+            found(&b_hex[..8]).as_deref(),
+            Some("localhost/other:latest")
+        );
+        assert_eq!(
+            found(&format!("sha256:{}", &b_hex[..8])).as_deref(),
+            Some("localhost/other:latest")
+        );
+        assert_eq!(found("sha256:0000"), None);
+        assert_eq!(found("nope"), None);
+        assert_eq!(found("Not A Reference"), None);
     }
 }
