@@ -403,3 +403,128 @@ fn bearer_token_flow_and_faults() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
+
+#[test]
+fn a_blob_download_cut_by_a_reset_resumes_with_a_range() {
+    let env = Env::new();
+    let server = mock(AuthMode::None);
+    let built = build_busybox(&env);
+    let none = env.path("none");
+    let pushed = kiln_with_stdin(
+        &env,
+        &["push", "bb", &format!("{}/app/bb:1", server.host())],
+        "",
+        &none,
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    // Every GET answers 100000 bytes, then a TCP reset; its second try is served whole.
+    let other = Env::new();
+    let reference = format!("{}/fault/reset100000x1/app/bb:1", server.host());
+    let out = kiln_with_stdin(&other, &["pull", &reference], "", &none);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(digest_line(&String::from_utf8_lossy(&out.stdout)), built);
+    let run = other.kiln_ok(&["run", "--rm", &reference, "cat", "/hello"]);
+    assert_eq!(run, "pushed-and-pulled");
+
+    let blob_gets: Vec<_> = server
+        .log()
+        .into_iter()
+        .filter(|e| e.method == "GET" && e.target.contains("/fault/reset100000x1/app/bb/blobs/"))
+        .collect();
+    let cut = blob_gets
+        .iter()
+        .filter(|e| e.fault.is_some() && e.response_bytes > 100_000)
+        .count();
+    let resumed: Vec<_> = blob_gets.iter().filter(|e| e.status == 206).collect();
+    assert!(cut >= 1, "no blob download was cut: {blob_gets:#?}");
+    // Each cut layer resumes (a reset may also lose bytes of a small blob already in
+    // flight, which then resumes too), and a resumed answer carries only the rest.
+    assert!(
+        resumed.len() >= cut,
+        "a cut download restarted: {blob_gets:#?}"
+    );
+    for e in resumed {
+        let whole = blob_gets
+            .iter()
+            .find(|w| w.target == e.target && w.status == 200)
+            .expect("the first try of the blob");
+        assert!(e.response_bytes < whole.response_bytes, "{e:?}");
+    }
+}
+
+#[test]
+fn a_blob_known_in_another_repository_is_mounted_not_uploaded() {
+    let env = Env::new();
+    let registry = Registry::start(env.dir.path());
+    build_busybox(&env);
+    env.kiln_ok(&[
+        "push",
+        "-q",
+        "bb",
+        &format!("{}/team/base:1", registry.host()),
+    ]);
+    let uploads = registry.blob_uploads();
+
+    // Same registry, another repository: every blob is mounted from team/base.
+    let target = format!("{}/team/app:1", registry.host());
+    let out = env.kiln(&["push", "bb", &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 blobs uploaded") && err.contains("3 mounted"),
+        "{err}"
+    );
+    assert_eq!(registry.blob_uploads(), uploads, "{err}");
+    let log = std::fs::read_to_string(&registry.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"POST /v2/team/app/blobs/uploads/?")
+                && l.contains("from=team%2Fbase")),
+        "no mount request in the registry's log"
+    );
+    // What was mounted is pullable from the new repository.
+    let other = Env::new();
+    other.kiln_ok(&["pull", &target]);
+    assert_eq!(
+        other.kiln_ok(&["run", "--rm", &target, "cat", "/hello"]),
+        "pushed-and-pulled"
+    );
+}
+
+#[test]
+fn a_declined_mount_falls_back_to_an_upload() {
+    let env = Env::new();
+    let server = mock(AuthMode::None);
+    let none = env.path("none");
+    build_busybox(&env);
+    let push = |target: String| {
+        let out = kiln_with_stdin(&env, &["push", "bb", &target], "", &none);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    push(format!("{}/base/bb:1", server.host()));
+    // The first push recorded `base/bb` as the blobs' source; under `fault/nomount`
+    // registry-mock declines every mount with a fresh upload session instead.
+    let declined = push(format!("{}/fault/nomount/app/bb:1", server.host()));
+    assert!(declined.contains("3 blobs uploaded"), "{declined}");
+    assert!(server.tag_digest("app/bb", "1").is_some());
+    let log = server.log();
+    let mounts: Vec<_> = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.target.contains("mount="))
+        .collect();
+    assert_eq!(mounts.len(), 3, "{log:#?}");
+    assert!(mounts.iter().all(|e| e.status == 202), "{mounts:#?}");
+    // Each blob went up in the session its declined mount opened: no other POST.
+    let posts = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.target.contains("/fault/nomount/app/bb/"))
+        .count();
+    assert_eq!(posts, 3, "{log:#?}");
+    let uploaded = log
+        .iter()
+        .filter(|e| e.target.contains("/fault/nomount/") && e.uploaded_blob_data())
+        .count();
+    assert_eq!(uploaded, 3, "{log:#?}");
+}

@@ -49,9 +49,10 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
     )?;
     if !globals.quiet {
         eprintln!(
-            "pushed {target}: {} blobs uploaded ({}), {} already there, in {}",
+            "pushed {target}: {} blobs uploaded ({}), {} mounted, {} already there, in {}",
             pushed.uploaded,
             human_size(pushed.bytes),
+            pushed.mounted,
             pushed.existed,
             human_duration(started.elapsed())
         );

@@ -6,7 +6,8 @@
 //! descriptor's size as a hard stop and are committed only when their digest matches;
 //! manifests are read with a 4 MiB cap and their media type must agree with how they were
 //! served (CVE-2021-41190). Pushes send each blob the registry lacks as one streaming PUT
-//! straight from the blob file, and the manifest last, byte for byte as stored.
+//! straight from the blob file (or have the registry mount it from another of its
+//! repositories, [`mounts`]), and the manifest last, byte for byte as stored.
 //!
 //! Why reqwest directly rather than oci-client (DESIGN.md §7 proposed the latter): every
 //! step kiln needs is one oci-client does differently — it uploads every layer, pushes in
@@ -25,6 +26,7 @@
 mod auth;
 mod error;
 mod manifest;
+mod mounts;
 mod progress;
 mod pull;
 mod push;

@@ -9,6 +9,8 @@ pub enum BlobOutcome {
     Exists,
     Pulled,
     Pushed,
+    /// Linked by the registry from another of its repositories, without an upload.
+    Mounted,
 }
 
 impl BlobOutcome {
@@ -17,6 +19,7 @@ impl BlobOutcome {
             BlobOutcome::Exists => "exists",
             BlobOutcome::Pulled => "pulled",
             BlobOutcome::Pushed => "pushed",
+            BlobOutcome::Mounted => "mounted",
         }
     }
 }

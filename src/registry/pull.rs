@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
-use reqwest::Method;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{Method, StatusCode};
 
 use super::manifest::{self, Document, Kind, Platform};
+use super::mounts;
 use super::progress::{BlobOutcome, Progress};
 use super::retry::{self, Transient};
-use super::transport::{error_chain, Client};
+use super::transport::{error_chain, header, Attempt, Client};
 use super::{block_on, RegistryError, Result, Settings, PARALLEL_BLOBS};
 use crate::image;
-use crate::store::{Digest, Reference, Store};
+use crate::store::{BlobWriter, Digest, Reference, Store};
 
 /// A pulled image: its manifest is in the store with every blob it names.
 #[derive(Debug, Clone)]
@@ -51,16 +53,19 @@ pub fn pull(
         // The same layer twice in one image is fetched once.
         let mut seen = std::collections::HashSet::new();
         blobs.retain(|d| seen.insert(d.digest().clone()));
-        let outcomes: Vec<(BlobOutcome, u64)> = futures_util::stream::iter(blobs)
+        let outcomes: Vec<(Digest, BlobOutcome, u64)> = futures_util::stream::iter(blobs)
             .map(|desc| fetch_blob(&client, store, desc, progress.as_ref()))
             .buffer_unordered(PARALLEL_BLOBS)
             .try_collect()
             .await?;
         let stored = store.put_blob(&doc.bytes)?;
         debug_assert_eq!(stored, doc.digest);
+        let digests: Vec<Digest> = outcomes.iter().map(|(d, _, _)| d.clone()).collect();
+        // Only a hint for later pushes: a pull does not fail over it.
+        let _ = mounts::remember(store, client.registry(), client.repository(), &digests);
         let fetched: Vec<_> = outcomes
             .iter()
-            .filter(|(o, _)| *o == BlobOutcome::Pulled)
+            .filter(|(_, o, _)| *o == BlobOutcome::Pulled)
             .collect();
         Ok(Pulled {
             manifest: image::descriptor(
@@ -71,7 +76,7 @@ pub fn pull(
             digest: doc.digest,
             fetched: fetched.len(),
             existed: outcomes.len() - fetched.len(),
-            bytes: fetched.iter().map(|(_, n)| n).sum(),
+            bytes: fetched.iter().map(|(_, _, n)| n).sum(),
         })
     })
 }
@@ -119,40 +124,83 @@ async fn resolve_manifest(
     Ok(child)
 }
 
-/// Fetches one blob unless the store has it, retrying transient failures from the start.
+/// Fetches one blob unless the store has it. A try that fails part way keeps what it
+/// wrote: the next one asks for the rest with `Range`, so a large layer on a flaky link
+/// is not downloaded from the start again.
 async fn fetch_blob(
     client: &Client,
     store: &Store,
     desc: Descriptor,
     progress: &dyn Progress,
-) -> Result<(BlobOutcome, u64)> {
+) -> Result<(Digest, BlobOutcome, u64)> {
     let digest = image::oci_digest(&desc)?;
     let size = desc.size();
     if store.has_blob(&digest) {
         progress.blob_finished(&digest, size, BlobOutcome::Exists);
-        return Ok((BlobOutcome::Exists, size));
+        return Ok((digest, BlobOutcome::Exists, size));
     }
     progress.blob_started(&digest, size);
-    retry::with_retries(|| download(client, store, &digest, size, progress)).await?;
+    let mut blob = store.new_blob()?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = blob.size();
+        match download(client, store, &mut blob, &digest, size, progress).await {
+            Ok(()) => break,
+            Err((_, Some(t))) if tries < retry::MAX_ATTEMPTS => {
+                // Tries that moved the download forward do not count against it.
+                if blob.size() > before {
+                    tries = 1;
+                }
+                tokio::time::sleep(retry::delay(tries, t.retry_after)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    blob.commit(Some(&digest))?;
     progress.blob_finished(&digest, size, BlobOutcome::Pulled);
-    Ok((BlobOutcome::Pulled, size))
+    Ok((digest, BlobOutcome::Pulled, size))
 }
 
-/// One try: stream the blob into a new store blob, stopping at `size` bytes, and commit
-/// it only when size and digest match. A failed try leaves no file behind.
+/// One try: stream the blob (or, when `blob` already holds its first bytes, the rest of
+/// it) into `blob`, stopping at `size` bytes. The caller commits it, which verifies the
+/// digest; an uncommitted blob leaves no file behind.
 async fn download(
     client: &Client,
     store: &Store,
+    blob: &mut BlobWriter,
     digest: &Digest,
     size: u64,
     progress: &dyn Progress,
-) -> std::result::Result<(), (RegistryError, Option<Transient>)> {
+) -> Attempt<()> {
     let url = client.url(&format!("blobs/{digest}"));
-    let response = client.exchange(|| client.http().get(url.clone())).await?;
+    let offset = blob.size();
+    let response = client
+        .exchange(|| {
+            let request = client.http().get(url.clone());
+            if offset > 0 {
+                request.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                request
+            }
+        })
+        .await?;
+    if offset > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        return Err(restart(
+            store,
+            blob,
+            digest,
+            "the registry refused the range",
+        ));
+    }
     let mut response = client
         .expect_success(response, Method::GET.as_str(), &format!("blob {digest}"))
         .await?;
-    let mut blob = store.new_blob().map_err(fatal)?;
+    if offset > 0 && !resumes_at(&response, offset) {
+        // The registry ignored the range (200) or answered another one: start over,
+        // reading this same answer from its first byte.
+        *blob = store.new_blob().map_err(fatal)?;
+    }
     let too_long = |got| RegistryError::BlobSize {
         digest: digest.clone(),
         expected: size,
@@ -180,14 +228,66 @@ async fn download(
         progress.blob_progress(digest, total);
     }
     if blob.size() != size {
-        // A body cut short (the connection closed early): try again.
+        // A body cut short (the connection closed early): try again from here.
         let err = too_long(blob.size());
         return Err((err, Some(Transient { retry_after: None })));
     }
-    blob.commit(Some(digest)).map_err(fatal)?;
     Ok(())
+}
+
+/// Whether a ranged GET was answered with the bytes from `offset` on (206 and a
+/// `Content-Range` starting there).
+fn resumes_at(response: &reqwest::Response, offset: u64) -> bool {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return false;
+    }
+    header(response.headers(), CONTENT_RANGE.as_str())
+        .and_then(|r| content_range_start(&r))
+        .is_some_and(|start| start == offset)
+}
+
+/// The first byte of a `Content-Range: bytes START-END/LEN` value.
+fn content_range_start(value: &str) -> Option<u64> {
+    let (start, _) = value.trim().strip_prefix("bytes ")?.split_once('-')?;
+    start.trim().parse().ok()
+}
+
+/// Drops what was written and makes the next try fetch the whole blob.
+fn restart(
+    store: &Store,
+    blob: &mut BlobWriter,
+    digest: &Digest,
+    why: &str,
+) -> (RegistryError, Option<Transient>) {
+    match store.new_blob() {
+        Ok(fresh) => {
+            *blob = fresh;
+            let err = RegistryError::Blob {
+                digest: digest.clone(),
+                why: why.to_owned(),
+            };
+            (err, Some(Transient { retry_after: None }))
+        }
+        Err(e) => fatal(e),
+    }
 }
 
 fn fatal(e: impl Into<RegistryError>) -> (RegistryError, Option<Transient>) {
     (e.into(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_range_start;
+
+    #[test]
+    fn reads_the_start_of_a_content_range() {
+        assert_eq!(
+            content_range_start("bytes 100000-2099999/2100000"),
+            Some(100000)
+        );
+        assert_eq!(content_range_start(" bytes 0-9/10"), Some(0));
+        assert_eq!(content_range_start("bytes */10"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
+    }
 }

@@ -107,6 +107,11 @@ impl Client {
         &self.http
     }
 
+    /// The registry as named in references (`docker.io`, `127.0.0.1:5000`).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
     pub fn repository(&self) -> &str {
         &self.repository
     }

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Registry throughput: `kiln push` / `kiln pull` vs `skopeo copy`, side by side in one run
+# with hyperfine, against the same Debian docker-registry on a free loopback port. The
+# image has 4 layers of 50 MiB of random data (so compression does not matter). Every
+# push starts from an empty registry and every pull from an empty store or directory, so
+# both tools really move all the bytes. Also measures a re-push of the unchanged image
+# (issue 5: < 100 ms) and kiln's peak RSS while pushing and pulling (< 100 MB).
+# Prints MB/s for each tool and the ratios kiln/skopeo (higher is better; the issue's bar
+# is >= 1.0, the push goal 1.5). Needs root, docker-registry, skopeo, hyperfine, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+require docker-registry skopeo hyperfine python3 /usr/bin/time
+build_kiln
+# build_kiln names ./target; honour a separate target dir.
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
+RUNS=${RUNS:-5}
+
+work=$(mktemp -d /tmp/kiln-bench-registry.XXXXXX)
+registry_pid=
+cleanup() {
+    [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
+    [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The image: four `copy:` steps, one 50 MiB random file each.
+mkdir -p "$work/ctx"
+for i in 1 2 3 4; do head -c 50M /dev/urandom > "$work/ctx/layer$i"; done
+{
+    echo "image: bench-registry"
+    echo "from: scratch"
+    echo "steps:"
+    for i in 1 2 3 4; do printf '  - copy: layer%s\n    to: /layer%s\n' "$i" "$i"; done
+} > "$work/ctx/kiln.yaml"
+export KILN_ROOT=$work/store
+$kiln -q build --compression gzip "$work/ctx" >/dev/null
+
+# Bytes a push or pull moves: config and layer blobs as stored.
+bytes=$(python3 - "$KILN_ROOT" <<'PY'
+import json, sys, os
+root = sys.argv[1]
+def blob(d): return os.path.join(root, "blobs", *d.split(":"))
+idx = json.load(open(os.path.join(root, "index.json")))
+m = next(x for x in idx["manifests"]
+         if x.get("annotations", {}).get("org.opencontainers.image.ref.name", "").endswith("bench-registry:latest"))
+man = json.load(open(blob(m["digest"])))
+print(man["config"]["size"] + sum(l["size"] for l in man["layers"]))
+PY
+)
+
+# A docker-registry with its storage in $work, on a free loopback port.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data=$work/registry-data
+cat > "$work/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+reg=127.0.0.1:$port
+src=oci:$KILN_ROOT:localhost/bench-registry:latest
+
+echo "image: 4 layers, $bytes bytes; registry $reg; $RUNS runs each" >&2
+
+hyperfine --runs "$RUNS" --export-json "$work/push.json" \
+    --prepare "rm -rf $data" \
+    -n kiln-push "$kiln -q push bench-registry $reg/bench/img:1" \
+    -n skopeo-push "skopeo copy -q --dest-tls-verify=false $src docker://$reg/bench/img:1"
+
+# What the pulls read: one push from kiln, kept from here on.
+rm -rf "$data"
+$kiln -q push bench-registry "$reg/bench/img:1" >/dev/null
+hyperfine --runs "$RUNS" --export-json "$work/pull.json" \
+    --prepare "rm -rf $work/pull-kiln $work/pull-skopeo" \
+    -n kiln-pull "KILN_ROOT=$work/pull-kiln $kiln -q pull $reg/bench/img:1" \
+    -n skopeo-pull "skopeo copy -q --src-tls-verify=false docker://$reg/bench/img:1 oci:$work/pull-skopeo:img"
+
+hyperfine --warmup 2 --runs 20 --export-json "$work/repush.json" \
+    -n kiln-repush "$kiln -q push bench-registry $reg/bench/img:1"
+
+# Peak RSS, one run each.
+peak_rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}'; }
+rm -rf "$data"
+push_rss=$(peak_rss $kiln -q push bench-registry "$reg/bench/img:1")
+rm -rf "$work/pull-kiln"
+pull_rss=$(KILN_ROOT=$work/pull-kiln peak_rss $kiln -q pull "$reg/bench/img:1")
+
+python3 - "$work" "$bytes" "$push_rss" "$pull_rss" <<'PY'
+import json, sys
+work, size, push_rss, pull_rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def medians(name):
+    return {x["command"]: x["median"] for x in json.load(open(f"{work}/{name}.json"))["results"]}
+push, pull, repush = medians("push"), medians("pull"), medians("repush")
+mbs = lambda t: size / t / 1e6
+for what, r in (("push", push), ("pull", pull)):
+    k, s = mbs(r[f"kiln-{what}"]), mbs(r[f"skopeo-{what}"])
+    print(f"{what}: kiln {k:.0f} MB/s ({r[f'kiln-{what}']:.2f} s), skopeo {s:.0f} MB/s "
+          f"({r[f'skopeo-{what}']:.2f} s), ratio kiln/skopeo = {k/s:.2f} (bar >= 1.0)")
+print(f"re-push unchanged: kiln {repush['kiln-repush']*1000:.0f} ms (goal < 100 ms)")
+print(f"kiln peak RSS: push {push_rss/1024:.0f} MB, pull {pull_rss/1024:.0f} MB (goal < 100 MB)")
+PY
