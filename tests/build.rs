@@ -12,17 +12,7 @@ use common::{require, run, text, Env};
 
 /// A base rootfs dir: busybox with its applets, and a file carrying an xattr.
 fn busybox_rootfs(env: &Env) -> std::path::PathBuf {
-    require("busybox", "busybox-static");
-    let root = env.path("base");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    // `busybox --install` would link to the host path of the binary: link by hand instead.
-    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
-        let link = root.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            std::os::unix::fs::symlink("busybox", link).unwrap();
-        }
-    }
+    let root = common::busybox_rootfs(env, "base");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc/passwd"),

@@ -109,20 +109,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A busybox root filesystem, applets linked by hand (`busybox --install` would link to
-/// the host's path).
 fn busybox_rootfs(env: &Env) -> PathBuf {
-    require("busybox", "busybox-static");
-    let root = env.path("base");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
-        let link = root.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            std::os::unix::fs::symlink("busybox", link).unwrap();
-        }
-    }
-    root
+    common::busybox_rootfs(env, "base")
 }
 
 /// A two-layer busybox image named `bb` in `env`'s store; returns its digest.

@@ -4,20 +4,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{require, run, text, Env};
+use common::{require, text, Env};
 
 /// A busybox image in the env's store, named `bb`.
 fn busybox_image(env: &Env) {
-    require("busybox", "busybox-static");
-    let root = env.path("bb");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let root = common::busybox_rootfs(env, "bb");
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/:/bin/false\n",

@@ -122,3 +122,19 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A busybox root filesystem at `env`'s `rel`: the static binary and its applets, linked by
+/// hand (`busybox --install` would link to the host path of the binary).
+pub fn busybox_rootfs(env: &Env, rel: &str) -> PathBuf {
+    require("busybox", "busybox-static");
+    let root = env.path(rel);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    root
+}
