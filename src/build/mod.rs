@@ -173,17 +173,3 @@ pub(crate) struct Partial {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
 }
-
-impl Partial {
-    /// Layer dir names for overlay's lowerdir, top-most first.
-    pub fn lower_names(&self) -> Vec<String> {
-        self.config
-            .rootfs
-            .diff_ids
-            .iter()
-            .rev()
-            .filter_map(|d| Digest::parse(d).ok())
-            .map(|d| Store::layer_name(&d))
-            .collect()
-    }
-}

@@ -31,6 +31,8 @@ impl User {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    #[error(transparent)]
+    Mount(#[from] crate::runtime::RuntimeError),
     #[error("user {0:?} not found in the image's /etc/passwd")]
     UnknownUser(String),
     #[error("group {0:?} not found in the image's /etc/group")]
@@ -42,6 +44,19 @@ pub enum UserError {
 /// True when `spec` needs no lookup and means root.
 pub fn is_root(spec: &str) -> bool {
     matches!(spec, "" | "0" | "root" | "0:0" | "root:root")
+}
+
+/// Resolves `USER[:GROUP]` inside an image: root needs no lookup, anything else reads the
+/// image's /etc/passwd and /etc/group through a private mount of its layers.
+pub fn resolve_in_image(
+    overlay: &crate::runtime::Overlay,
+    user: Option<&str>,
+) -> Result<User, UserError> {
+    let user = user.unwrap_or("");
+    if is_root(user) {
+        return Ok(User::ROOT);
+    }
+    crate::runtime::with_overlay(overlay, |root| resolve(root, user))?
 }
 
 /// Resolves `USER[:GROUP]` (names or numbers) against the rootfs mounted at `root`.

@@ -154,7 +154,7 @@ impl StepDirs {
     fn overlay(&self, store: &Store, image: &Partial) -> Overlay {
         Overlay {
             layers_dir: store.layers_dir(),
-            lowers: image.lower_names(),
+            lowers: image.config.lower_layer_names(),
             upper: self.upper(),
             work: self.tmp.path().join("work"),
         }
@@ -195,8 +195,8 @@ fn run_in_sandbox(
     dirs: &StepDirs,
 ) -> Result<()> {
     let overlay = dirs.overlay(ctx.store, image);
-    let user = resolve_user(&overlay, image.config.config.user.as_deref())
-        .map_err(|m| step_error(ctx, index, step, title, m))?;
+    let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
+        .map_err(|e| step_error(ctx, index, step, title, e.to_string()))?;
     let mut env = image.config.config.env.clone();
     env.extend(
         ctx.spec
@@ -273,20 +273,6 @@ fn forward_lines(progress: &dyn Progress, index: usize, stream: Stream, fd: Owne
         progress.step_output(index, stream, &line);
         line.clear();
     }
-}
-
-/// Resolves the current `user:` to IDs; names need the image's /etc/passwd.
-fn resolve_user(
-    overlay: &Overlay,
-    user: Option<&str>,
-) -> std::result::Result<passwd::User, String> {
-    let user = user.unwrap_or("");
-    if passwd::is_root(user) {
-        return Ok(passwd::User::ROOT);
-    }
-    runtime::with_overlay(overlay, |root| passwd::resolve(root, user))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
 }
 
 fn copy_into_image(

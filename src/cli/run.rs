@@ -388,34 +388,6 @@ fn parse_volume(v: &str) -> Result<BindMount, Failure> {
     })
 }
 
-/// Lower layer dir names of an image, top-most first (overlay's order).
-fn lowers(image: &Image) -> Vec<String> {
-    image
-        .config
-        .rootfs
-        .diff_ids
-        .iter()
-        .rev()
-        .filter_map(|d| crate::store::Digest::parse(d).ok())
-        .map(|d| Store::layer_name(&d))
-        .collect()
-}
-
-/// Resolves the user inside the image (names need its /etc/passwd and /etc/group).
-fn resolve_user(overlay: &Overlay, user: Option<&str>) -> Result<passwd::User, Failure> {
-    let user = user.unwrap_or("");
-    if passwd::is_root(user) {
-        return Ok(passwd::User::ROOT);
-    }
-    runtime::with_overlay(overlay, |root| passwd::resolve(root, user))
-        .map_err(failed)?
-        .map_err(|e| {
-            failed(e).hint(Some(
-                "users and groups come from the image's /etc/passwd and /etc/group".into(),
-            ))
-        })
-}
-
 fn etc_hosts(hostname: &str, network: NetworkMode) -> String {
     if network == NetworkMode::Host {
         if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
@@ -436,11 +408,15 @@ fn container_spec(
 ) -> Result<ContainerSpec, Failure> {
     let overlay = Overlay {
         layers_dir: store.layers_dir(),
-        lowers: lowers(&src.image),
+        lowers: src.image.config.lower_layer_names(),
         upper: dir.upper(),
         work: dir.work(),
     };
-    let user = resolve_user(&overlay, s.user.as_deref())?;
+    let user = passwd::resolve_in_image(&overlay, s.user.as_deref()).map_err(|e| {
+        failed(e).hint(Some(
+            "users and groups come from the image's /etc/passwd and /etc/group".into(),
+        ))
+    })?;
     let hostname = s.hostname.unwrap_or_else(|| dir.id[..12].to_owned());
     Ok(ContainerSpec {
         overlay,

@@ -117,6 +117,18 @@ impl ImageConfig {
         }
     }
 
+    /// The store's layer dir names of this image, top-most first (overlay's lowerdir
+    /// order).
+    pub fn lower_layer_names(&self) -> Vec<String> {
+        self.rootfs
+            .diff_ids
+            .iter()
+            .rev()
+            .filter_map(|d| crate::store::Digest::parse(d).ok())
+            .map(|d| crate::store::Store::layer_name(&d))
+            .collect()
+    }
+
     /// Looks up a variable in `config.Env`.
     pub fn env_var(&self, name: &str) -> Option<&str> {
         self.config
