@@ -204,7 +204,7 @@ impl Client {
         self.http.execute(request).await.map_err(|e| {
             let err = RegistryError::Connect {
                 url: url.to_string(),
-                why: error_chain(&e),
+                why: connect_failure(&e),
             };
             // A name that does not resolve will not resolve in a second either.
             let permanent = e.is_builder() || e.is_redirect() || err_is_dns(&err);
@@ -474,6 +474,15 @@ pub(super) fn connect_error(e: &reqwest::Error) -> RegistryError {
 }
 
 /// reqwest's message and its causes ("error sending request" alone says little).
+/// Why a request failed, without reqwest's outer "error sending request for url (URL)":
+/// the error already names the URL once.
+fn connect_failure(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => error_chain(cause),
+        None => e.to_string(),
+    }
+}
+
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
