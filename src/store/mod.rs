@@ -9,6 +9,7 @@
 //! `org.opencontainers.image.ref.name` annotations holding a normalised [`Reference`].
 
 mod blob;
+pub mod cache;
 pub mod containers;
 pub mod digest;
 mod fsutil;
@@ -21,6 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
+pub use cache::StepRecord;
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsutil::{canonical_json, remove_live_temp_dirs, TempDir};

@@ -1,0 +1,145 @@
+//! The build cache: what each build step produced, found again by the step's key.
+//!
+//! Exists so a rebuild can reuse a step's layer without running the step. The key is
+//! computed by `build` (a hash of everything the step's result depends on); the store only
+//! keeps the answer. On disk, one small JSON document per step:
+//!
+//! ```text
+//! $ROOT/cache/steps/<key hex>.json   {"key": "sha256:…", "layer": DESCRIPTOR | null,
+//!                                     "diff_id": "sha256:…" | null, "created_by": "…"}
+//! $ROOT/cache/mounts/<id hex>/       persistent `cache:` mount directories of run steps
+//! ```
+//!
+//! A record refers to a blob (`layer.digest`) and a layer dir (`layers/<diff_id hex>`), and
+//! is a gc root for both. A record is written only after its layer is committed, and a hit
+//! is trusted only when both the blob and the layer dir are still there, so a record never
+//! hands out missing content. The file's mtime is the time of its last use (touched on
+//! every hit), which `kiln gc` may use to expire old entries. Records are replaced
+//! atomically, so concurrent builds of the same spec can share the cache.
+
+use std::fs;
+use std::path::PathBuf;
+
+use oci_spec::image::Descriptor;
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{remove_tree, write_atomic};
+use super::{Digest, Result, Store, StoreError};
+
+/// What one build step produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's cache key (`sha256:…`).
+    pub key: String,
+    /// The step's layer; `None` for a step that changed nothing.
+    pub layer: Option<Descriptor>,
+    /// The layer's diff_id, naming its layer dir.
+    pub diff_id: Option<String>,
+    /// The history entry's `created_by`, for `kiln build --plan` and debugging.
+    pub created_by: String,
+}
+
+impl StepRecord {
+    /// The digests this record keeps alive: its blob and its layer dir's diff_id.
+    pub fn content(&self) -> Option<(Digest, Digest)> {
+        let layer = self.layer.as_ref()?;
+        let blob = Digest::parse(layer.digest().as_ref()).ok()?;
+        let diff_id = Digest::parse(self.diff_id.as_deref()?).ok()?;
+        Some((blob, diff_id))
+    }
+}
+
+impl Store {
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root().join("cache")
+    }
+
+    fn step_records_dir(&self) -> PathBuf {
+        self.cache_dir().join("steps")
+    }
+
+    fn step_record_path(&self, key: &Digest) -> PathBuf {
+        self.step_records_dir().join(format!("{}.json", key.hex()))
+    }
+
+    /// The persistent directory of a `cache:` mount, created on first use (0755 root).
+    pub fn cache_mount_dir(&self, id: &Digest) -> Result<PathBuf> {
+        let dir = self.cache_dir().join("mounts").join(id.hex());
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// The record for `key`, if there is one whose content is still in the store. A hit
+    /// touches the record, marking it used.
+    pub fn cached_step(&self, key: &Digest) -> Result<Option<StepRecord>> {
+        let path = self.step_record_path(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path)(e)),
+        };
+        // A record that does not parse (a crash cannot make one, a user can) is a miss:
+        // the step runs and the record is rewritten.
+        let Ok(record) = serde_json::from_slice::<StepRecord>(&bytes) else {
+            return Ok(None);
+        };
+        if record.key != key.to_string() {
+            return Ok(None);
+        }
+        if record.layer.is_some() {
+            match record.content() {
+                Some((blob, diff_id)) if self.has_blob(&blob) && self.has_layer(&diff_id) => {}
+                _ => return Ok(None),
+            }
+        }
+        touch(&path);
+        Ok(Some(record))
+    }
+
+    /// Remembers what a step produced. Its layer must already be committed.
+    pub fn record_step(&self, record: &StepRecord) -> Result<()> {
+        let key = Digest::parse(&record.key).map_err(|e| StoreError::Corrupt {
+            path: self.step_records_dir(),
+            why: format!("bad cache key {:?}", e.0),
+        })?;
+        let dir = self.step_records_dir();
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let bytes = serde_json::to_vec(record).expect("a step record serialises");
+        write_atomic(self, &self.step_record_path(&key), &bytes)
+    }
+
+    /// Every readable step record (for gc and fsck); unreadable ones are skipped.
+    pub fn step_records(&self) -> Result<Vec<StepRecord>> {
+        let dir = self.step_records_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io("list", &dir)(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            if let Ok(bytes) = fs::read(entry.path()) {
+                if let Ok(record) = serde_json::from_slice::<StepRecord>(&bytes) {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Drops the whole build cache: step records and cache mounts. Returns how many step
+    /// records there were.
+    pub fn clear_build_cache(&self) -> Result<usize> {
+        let count = self.step_records()?.len();
+        remove_tree(&self.step_records_dir())?;
+        remove_tree(&self.cache_dir().join("mounts"))?;
+        Ok(count)
+    }
+}
+
+/// Marks a record as used now. Best effort: a read-only store still gets its hits.
+fn touch(path: &std::path::Path) {
+    if let Ok(file) = fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
