@@ -18,6 +18,8 @@ declare -A peers=(
     [getfattr]=attr              # checks xattrs
     [docker-registry]=docker-registry  # the real registry (CNCF distribution 2.8) for push/pull
     [runc]=runc                  # runs kiln bundles
+    [zstd]=zstd                  # decompresses layers to search them
+    [mmdebstrap]=mmdebstrap      # makes the Debian root filesystem of the multi-stage test
 )
 missing=()
 for cmd in "${!peers[@]}"; do

@@ -50,6 +50,7 @@ pub(super) fn resolve(
             progress.phase(&format!("importing rootfs:{}", path.display()));
             rootfs_image(store, path, opts.compression, opts.epoch)
         }
+        From::Stage(name) => Err(BuildError::BaseNotFound(format!("stage {name}"))),
     }
 }
 

@@ -7,8 +7,14 @@
 //! last, so nothing half-built is ever tagged.
 
 mod base;
+pub mod context;
+mod key;
+mod mounts;
 pub mod passwd;
 mod progress;
+mod record;
+mod sources;
+mod stages;
 mod steps;
 
 use std::path::PathBuf;
@@ -17,7 +23,8 @@ use oci_spec::image::Descriptor;
 
 pub(crate) use base::rootfs_image;
 pub use base::{ensure_layer_dirs, import_rootfs};
-pub use progress::{Progress, Silent, StepReport, Stream};
+pub use progress::{Outcome, Progress, Silent, StepRef, StepReport, Stream};
+pub use steps::CachePolicy;
 
 use crate::image::{self, ImageConfig, ImageError};
 use crate::layer::{Compression, LayerError};
@@ -43,6 +50,21 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Where a `from:` image that is not in the store is pulled from; `None` never pulls.
     pub registry: Option<crate::registry::Settings>,
+    /// `--no-cache` / `--no-cache-from STEP`.
+    pub cache: CacheRequest,
+    /// `--target STAGE`: build this stage instead of the last one.
+    pub target: Option<String>,
+}
+
+/// How the build cache is used, as asked on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CacheRequest {
+    #[default]
+    Use,
+    /// `--no-cache`.
+    Ignore,
+    /// `--no-cache-from STEP`: `N` (1-based, in the target stage) or `STAGE:N`.
+    IgnoreFrom(String),
 }
 
 /// A finished build.
@@ -98,6 +120,10 @@ pub enum BuildError {
     BadBase { path: PathBuf, why: String },
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
     NoTag,
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Secret(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -111,6 +137,10 @@ impl BuildError {
                     .into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
+            BuildError::Secret(_) => Some(
+                "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
+                    .into(),
+            ),
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
             }
@@ -132,10 +162,26 @@ pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 /// Builds the spec and tags the result.
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
-    let spec = spec::load(&opts.spec_file, &opts.args)?;
+    let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
-    let base = base::resolve(store, &spec.from, opts, progress)?;
-    let built = steps::run_all(store, &spec, opts, base, progress)?;
+    mounts::check_secrets(&spec).map_err(BuildError::Secret)?;
+    let cache = cache_policy(&spec, &opts.cache)?;
+    let sources = sources::Sources::new(store);
+    let request = stages::Request {
+        store,
+        spec: &spec,
+        opts,
+        progress,
+        cache: &cache,
+        plan: false,
+        sources: &sources,
+    };
+    let output = stages::build(&request);
+    sources.save();
+    let steps::StageOutput::Built(mut built) = output? else {
+        unreachable!("a build that is not a plan knows every stage");
+    };
+    built.config.config.apply_spec(&spec.config);
     let manifest = image::write_image(store, &built.config, &built.layers)?;
     let manifest = image::with_run_defaults(manifest, &spec.run);
     for tag in &tags {
@@ -148,6 +194,71 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
         tags,
         layers: built.layers.len(),
         size,
+    })
+}
+
+/// `kiln build --plan`: reports through `progress` whether each step is cached or would run
+/// (and why), running nothing. Steps after one that would run are reported as running too:
+/// their parent is not known until it has run.
+pub fn plan(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<()> {
+    let spec = load_spec(opts)?;
+    let cache = cache_policy(&spec, &opts.cache)?;
+    let sources = sources::Sources::new(store);
+    let request = stages::Request {
+        store,
+        spec: &spec,
+        opts,
+        progress,
+        cache: &cache,
+        plan: true,
+        sources: &sources,
+    };
+    let output = stages::build(&request);
+    sources.save();
+    output.map(drop)
+}
+
+/// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
+/// last, and becomes the image).
+fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
+    let mut spec = spec::load(&opts.spec_file, &opts.args)?;
+    if let Some(target) = &opts.target {
+        spec.truncate_to(target)?;
+    }
+    Ok(spec)
+}
+
+/// Resolves `--no-cache-from N` or `STAGE:N` against the spec.
+fn cache_policy(spec: &spec::Spec, request: &CacheRequest) -> Result<CachePolicy> {
+    let from = match request {
+        CacheRequest::Use => return Ok(CachePolicy::Use),
+        CacheRequest::Ignore => return Ok(CachePolicy::Ignore),
+        CacheRequest::IgnoreFrom(from) => from,
+    };
+    let bad = |why: String| BuildError::Usage(format!("--no-cache-from {from:?}: {why}"));
+    let (stage, number) = match from.rsplit_once(':') {
+        Some((name, n)) => {
+            let stage = spec
+                .stage_index(name)
+                .ok_or_else(|| bad(format!("no stage named {name:?}")))?;
+            (stage, n)
+        }
+        None => (spec.stages.len() - 1, from.as_str()),
+    };
+    let step: usize =
+        number.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            bad("expected a step number (1 is the first step), or STAGE:N".into())
+        })?;
+    let steps = spec.stages[stage].steps.len();
+    if step > steps {
+        return Err(bad(format!(
+            "stage {:?} has {steps} steps",
+            spec.stages[stage].name
+        )));
+    }
+    Ok(CachePolicy::IgnoreFrom {
+        stage,
+        step: step - 1,
     })
 }
 

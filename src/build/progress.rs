@@ -11,23 +11,51 @@ pub enum Stream {
     Stderr,
 }
 
+/// Which step an event is about. Stages build in parallel, so events of different stages
+/// interleave; `stage` keeps them apart.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRef<'a> {
+    /// The stage's name; `None` for a single-stage spec.
+    pub stage: Option<&'a str>,
+    /// 0-based index of the step in its stage.
+    pub index: usize,
+    /// Steps in the stage.
+    pub total: usize,
+    /// A one-line description, e.g. `run: make`.
+    pub title: &'a str,
+}
+
+/// How a step was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its layer came from the build cache.
+    Cached,
+    /// It ran, for this reason ("run: text changed", "parent rebuilt", …).
+    Ran(String),
+    /// `--plan`: it would run, for this reason.
+    WouldRun(String),
+    /// A config-only step (`env`, `workdir`, `user`): nothing to run or cache.
+    Config,
+}
+
 /// What a finished step produced.
 #[derive(Debug, Clone)]
 pub struct StepReport {
     pub duration: Duration,
     /// The new layer's blob digest and compressed size; `None` when the step changed no file.
     pub layer: Option<(Digest, u64)>,
+    pub outcome: Outcome,
 }
 
 /// Receives build events. The CLI implements it with progress bars; tests collect events.
 pub trait Progress: Sync {
     /// A phase outside the steps, e.g. "importing rootfs:./base.tar".
     fn phase(&self, _what: &str) {}
-    /// Step `index` (0-based) of `total` starts; `title` is a one-line description.
-    fn step_started(&self, _index: usize, _total: usize, _title: &str) {}
+    /// A step starts. For a step that will run, `reason` says why it is not cached.
+    fn step_started(&self, _step: &StepRef, _reason: Option<&str>) {}
     /// One line of output of a running step (without the newline).
-    fn step_output(&self, _index: usize, _stream: Stream, _line: &[u8]) {}
-    fn step_finished(&self, _index: usize, _report: &StepReport) {}
+    fn step_output(&self, _step: &StepRef, _stream: Stream, _line: &[u8]) {}
+    fn step_finished(&self, _step: &StepRef, _report: &StepReport) {}
 }
 
 /// A progress sink that ignores everything.

@@ -1,6 +1,7 @@
-//! Running a spec's steps: `run` and `copy` make layers, `env`/`workdir`/`user` only edit
-//! the config.
+//! Running one stage's steps: `run` and `copy` make layers (or reuse them from the build
+//! cache), `env`/`workdir`/`user` only edit the config.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
@@ -9,126 +10,366 @@ use std::time::Instant;
 
 use oci_spec::image::{Descriptor, MediaType};
 
+use super::context::SourceEntry;
+use super::key::{state_id, KeyInputs};
+use super::record::{self, StageRecord, StepEntry};
+use super::sources::Sources;
 use super::{
-    passwd, BuildError, BuildOptions, Partial, Progress, Result, StepReport, Stream, DEFAULT_PATH,
+    passwd, BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport,
+    Stream, DEFAULT_PATH,
 };
 use crate::image::{self, rfc3339, History};
 use crate::layer::{self, CopyOptions, TarOptions};
 use crate::runtime::{self, ExitStatus, NetworkMode, Overlay, StepSandbox};
-use crate::spec::{Command, CopyStep, Network, RunStep, Spec, Step, StepKind};
-use crate::store::{Store, StoreError, TempDir};
+use crate::spec::{Command, CopyFrom, CopyStep, Network, RunStep, Spec, Stage, Step, StepKind};
+use crate::store::{Digest, StepRecord, Store, StoreError, TempDir};
 
-/// Everything a step needs besides its own definition.
-struct StepContext<'a> {
-    store: &'a Store,
-    spec: &'a Spec,
-    opts: &'a BuildOptions,
-    progress: &'a dyn Progress,
-    total: usize,
+/// Which steps must run even when cached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Use the cache for every step.
+    #[default]
+    Use,
+    /// `--no-cache`: run every step.
+    Ignore,
+    /// `--no-cache-from`: run this step of this stage (0-based) and every later step of it.
+    IgnoreFrom { stage: usize, step: usize },
 }
 
-pub(super) fn run_all(
-    store: &Store,
-    spec: &Spec,
-    opts: &BuildOptions,
-    mut image: Partial,
-    progress: &dyn Progress,
-) -> Result<Partial> {
-    let ctx = StepContext {
-        store,
-        spec,
-        opts,
-        progress,
-        total: spec.steps.len(),
+/// What a finished stage hands to the stages that use it.
+#[derive(Debug, Clone)]
+pub(super) enum StageOutput {
+    Built(Box<Partial>),
+    /// `--plan` only: a step of the stage would run, so its result is not known.
+    Unknown,
+}
+
+/// One stage to build, with everything its steps need besides their own definition.
+pub(super) struct StageJob<'a> {
+    pub store: &'a Store,
+    pub spec: &'a Spec,
+    pub opts: &'a BuildOptions,
+    pub progress: &'a dyn Progress,
+    pub index: usize,
+    pub cache: &'a CachePolicy,
+    /// `--plan`: decide what would run, run nothing.
+    pub plan: bool,
+    /// The build contexts `copy` steps read.
+    pub sources: &'a Sources<'a>,
+    /// Outputs of the stages this one uses (`from:` or `copy: from:`), by name.
+    pub inputs: BTreeMap<String, StageOutput>,
+}
+
+impl StageJob<'_> {
+    fn stage(&self) -> &Stage {
+        &self.spec.stages[self.index]
+    }
+
+    /// The name shown with its steps' output; `None` for a single-stage spec.
+    fn shown_name(&self) -> Option<&str> {
+        (self.spec.stages.len() > 1).then(|| self.stage().name.as_str())
+    }
+
+    fn forces_run(&self, step: usize) -> bool {
+        match *self.cache {
+            CachePolicy::Use => false,
+            CachePolicy::Ignore => true,
+            // Later stages are not forced: they see the rebuilt result, and rerun where it
+            // differs.
+            CachePolicy::IgnoreFrom { stage, step: from } => self.index == stage && step >= from,
+        }
+    }
+}
+
+/// How one step was settled while building a stage.
+struct Settled {
+    layer: Option<Descriptor>,
+    outcome: Outcome,
+}
+
+/// Builds (or, with `--plan`, only decides) the steps of one stage on `image`.
+pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutput> {
+    let StageOutput::Built(mut image) = base else {
+        plan_unknown(job, 0, "base stage will be rebuilt");
+        return Ok(StageOutput::Unknown);
     };
-    refuse_unimplemented(&ctx)?;
-    let created = rfc3339(opts.epoch);
+    let stage = job.stage();
+    let record_id = record::record_id(&job.opts.spec_file, &stage.name);
+    let previous = record::load(job.store, &record_id);
+    let mut record = StageRecord::default();
+    let created = rfc3339(job.opts.epoch);
     image.config.created = Some(created.clone());
-    for (k, v) in &spec.env {
+    for (k, v) in &stage.env {
         image.config.config.set_env(k, v);
     }
     if image.config.env_var("PATH").is_none() {
         image.config.config.set_env("PATH", DEFAULT_PATH);
     }
-    for (index, step) in spec.steps.iter().enumerate() {
+    let mut earlier_ran = false;
+    for (index, step) in stage.steps.iter().enumerate() {
         let title = title(&step.kind);
-        progress.step_started(index, ctx.total, &title);
+        let step_ref = StepRef {
+            stage: job.shown_name(),
+            index,
+            total: stage.steps.len(),
+            title: &title,
+        };
         let started = Instant::now();
-        let layer = run_one(&ctx, index, step, &title, &mut image)?;
+        let settled = match &step.kind {
+            StepKind::Env(_) | StepKind::Workdir(_) | StepKind::User(_) => {
+                job.progress.step_started(&step_ref, None);
+                apply_config_step(&step.kind, &mut image);
+                record.steps.push(None);
+                Settled {
+                    layer: None,
+                    outcome: Outcome::Config,
+                }
+            }
+            StepKind::Run(_) | StepKind::Copy(_) => {
+                let previous = previous.steps.get(index).and_then(Option::as_ref);
+                let cx = StepCx {
+                    job,
+                    index,
+                    step,
+                    step_ref: &step_ref,
+                };
+                let (settled, entry) = match settle(&cx, &mut image, previous, earlier_ran)? {
+                    Some(done) => done,
+                    None => {
+                        plan_unknown(job, index + 1, "parent will be rebuilt");
+                        return Ok(StageOutput::Unknown);
+                    }
+                };
+                earlier_ran |= matches!(settled.outcome, Outcome::Ran(_));
+                record.steps.push(Some(entry));
+                settled
+            }
+        };
         image.config.history.push(History {
             created: Some(created.clone()),
             created_by: Some(created_by(&step.kind)),
             comment: Some("kiln".into()),
-            empty_layer: layer.is_none(),
+            empty_layer: settled.layer.is_none(),
             ..Default::default()
         });
         let report = StepReport {
             duration: started.elapsed(),
-            layer: layer.as_ref().map(|d| {
+            layer: settled.layer.as_ref().map(|d| {
                 (
                     image::oci_digest(d).expect("kiln wrote this digest"),
                     d.size(),
                 )
             }),
+            outcome: settled.outcome,
         };
-        progress.step_finished(index, &report);
+        job.progress.step_finished(&step_ref, &report);
     }
-    image.config.config.apply_spec(&spec.config);
-    Ok(image)
+    if !job.plan {
+        record::save(job.store, &record_id, &record);
+    }
+    Ok(StageOutput::Built(image))
 }
 
-/// `cache:` and `secrets:` parse (the spec format has them) but are not built yet: refuse
-/// them before any step runs rather than silently building without them.
-fn refuse_unimplemented(ctx: &StepContext) -> Result<()> {
-    for (index, step) in ctx.spec.steps.iter().enumerate() {
-        let StepKind::Run(run) = &step.kind else {
-            continue;
+/// `--plan`: reports the steps from `from` on as runs whose parent is not known yet.
+fn plan_unknown(job: &StageJob, from: usize, reason: &str) {
+    let stage = job.stage();
+    for (index, step) in stage.steps.iter().enumerate().skip(from) {
+        let title = title(&step.kind);
+        let step_ref = StepRef {
+            stage: job.shown_name(),
+            index,
+            total: stage.steps.len(),
+            title: &title,
         };
-        let unsupported = match (run.cache.is_empty(), run.secrets.is_empty()) {
-            (false, _) => "cache:",
-            (_, false) => "secrets:",
-            _ => continue,
+        let outcome = match step.kind {
+            StepKind::Run(_) | StepKind::Copy(_) => Outcome::WouldRun(reason.into()),
+            _ => Outcome::Config,
         };
-        let message =
-            format!("{unsupported} on run steps is not supported yet (remove it from this step)");
-        return Err(step_error(ctx, index, step, &title(&step.kind), message));
+        job.progress.step_started(&step_ref, None);
+        job.progress.step_finished(
+            &step_ref,
+            &StepReport {
+                duration: Default::default(),
+                layer: None,
+                outcome,
+            },
+        );
     }
-    Ok(())
 }
 
-fn run_one(
-    ctx: &StepContext,
-    index: usize,
-    step: &Step,
-    title: &str,
-    image: &mut Partial,
-) -> Result<Option<Descriptor>> {
+fn apply_config_step(kind: &StepKind, image: &mut Partial) {
     let config = &mut image.config.config;
-    match &step.kind {
+    match kind {
         StepKind::Env(vars) => {
             for (k, v) in vars {
                 config.set_env(k, v);
             }
-            Ok(None)
         }
         StepKind::Workdir(dir) => {
             config.working_dir = Some(join_workdir(config.working_dir.as_deref(), dir));
-            Ok(None)
         }
-        StepKind::User(user) => {
-            config.user = Some(user.clone());
-            Ok(None)
+        StepKind::User(user) => config.user = Some(user.clone()),
+        StepKind::Run(_) | StepKind::Copy(_) => unreachable!("not a config step"),
+    }
+}
+
+/// A step being settled, for messages and for running it.
+struct StepCx<'a> {
+    job: &'a StageJob<'a>,
+    index: usize,
+    step: &'a Step,
+    step_ref: &'a StepRef<'a>,
+}
+
+impl StepCx<'_> {
+    fn title(&self) -> &str {
+        self.step_ref.title
+    }
+
+    fn location(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.job.spec.file.display(),
+            self.step.location.line,
+            self.step.location.column
+        )
+    }
+
+    fn error(&self, message: String) -> BuildError {
+        BuildError::Step {
+            location: self.location(),
+            number: self.index + 1,
+            title: self.title().into(),
+            message,
         }
-        StepKind::Run(run) => {
-            let staging = StepDirs::new(ctx.store)?;
-            run_in_sandbox(ctx, index, step, title, run, image, &staging)?;
-            capture(ctx, &staging, image)
+    }
+}
+
+/// Finds a `run`/`copy` step in the cache or runs it. `None` in `--plan` mode when the step
+/// would run (what follows it cannot be known without running it).
+fn settle(
+    cx: &StepCx,
+    image: &mut Partial,
+    previous: Option<&StepEntry>,
+    earlier_ran: bool,
+) -> Result<Option<(Settled, StepEntry)>> {
+    let job = cx.job;
+    let (sources, files) = copy_sources(cx, image)?;
+    let inputs = KeyInputs::new(
+        &state_id(image),
+        cx.step,
+        &job.spec.args,
+        sources.as_ref(),
+        format!("{}/{}", job.opts.compression.media_type(), job.opts.epoch),
+    );
+    let key = inputs.key();
+    let forced = job.forces_run(cx.index);
+    let hit = match forced {
+        true => None,
+        false => job.store.cached_step(&key)?,
+    };
+    let entry = StepEntry { inputs, files };
+    if let Some(hit) = hit {
+        job.progress.step_started(cx.step_ref, None);
+        let layer = reuse(image, &hit);
+        let settled = Settled {
+            layer,
+            outcome: Outcome::Cached,
+        };
+        return Ok(Some((settled, entry)));
+    }
+    let reason = match forced {
+        true => match job.cache {
+            CachePolicy::Ignore => "--no-cache".to_string(),
+            _ => "--no-cache-from".to_string(),
+        },
+        false => record::explain(
+            kind_name(&cx.step.kind),
+            previous,
+            &entry.inputs,
+            &entry.files,
+            earlier_ran,
+        ),
+    };
+    job.progress.step_started(cx.step_ref, Some(&reason));
+    if job.plan {
+        job.progress.step_finished(
+            cx.step_ref,
+            &StepReport {
+                duration: Default::default(),
+                layer: None,
+                outcome: Outcome::WouldRun(reason),
+            },
+        );
+        return Ok(None);
+    }
+    let layer = run_step(cx, image)?;
+    job.store.record_step(&StepRecord {
+        key: key.to_string(),
+        layer: layer.clone(),
+        diff_id: image
+            .config
+            .rootfs
+            .diff_ids
+            .last()
+            .filter(|_| layer.is_some())
+            .cloned(),
+        created_by: created_by(&cx.step.kind),
+    })?;
+    let settled = Settled {
+        layer,
+        outcome: Outcome::Ran(reason),
+    };
+    Ok(Some((settled, entry)))
+}
+
+/// Adds a cached step's layer to the image.
+fn reuse(image: &mut Partial, hit: &StepRecord) -> Option<Descriptor> {
+    let (layer, diff_id) = (hit.layer.clone()?, hit.diff_id.clone()?);
+    image.config.rootfs.diff_ids.push(diff_id);
+    image.layers.push(layer.clone());
+    Some(layer)
+}
+
+/// What a `copy` step's key depends on beyond its definition: the content digest of the
+/// files it copies from a context (with the file list, to explain misses), or the state of
+/// the stage it copies from.
+fn copy_sources(cx: &StepCx, _image: &Partial) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
+    let StepKind::Copy(copy) = &cx.step.kind else {
+        return Ok((None, Vec::new()));
+    };
+    match &copy.from {
+        CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
+            Some(StageOutput::Built(stage)) => Ok((Some(state_id(stage)), Vec::new())),
+            _ => Err(cx.error(format!("stage {name:?} has not been built"))),
+        },
+        CopyFrom::BuildContext | CopyFrom::Context(_) => {
+            let dir = context_dir(cx, copy)?;
+            let found = (cx.job.sources)
+                .digest(&dir, &copy.sources)
+                .map_err(|e| cx.error(e.to_string()))?;
+            Ok((Some(found.digest), found.files))
         }
-        StepKind::Copy(copy) => {
-            let staging = StepDirs::new(ctx.store)?;
-            copy_into_image(ctx, index, step, title, copy, image, &staging)?;
-            capture(ctx, &staging, image)
-        }
+    }
+}
+
+fn run_step(cx: &StepCx, image: &mut Partial) -> Result<Option<Descriptor>> {
+    let staging = StepDirs::new(cx.job.store)?;
+    match &cx.step.kind {
+        StepKind::Run(run) => run_in_sandbox(cx, run, image, &staging)?,
+        StepKind::Copy(copy) => copy_into_image(cx, copy, image, &staging)?,
+        _ => unreachable!("only run and copy steps make layers"),
+    }
+    capture(cx.job, &staging, image)
+}
+
+fn kind_name(kind: &StepKind) -> &'static str {
+    match kind {
+        StepKind::Run(_) => "run",
+        StepKind::Copy(_) => "copy",
+        StepKind::Env(_) => "env",
+        StepKind::Workdir(_) => "workdir",
+        StepKind::User(_) => "user",
     }
 }
 
@@ -161,53 +402,26 @@ impl StepDirs {
     }
 }
 
-fn location(ctx: &StepContext, step: &Step) -> String {
-    format!(
-        "{}:{}:{}",
-        ctx.spec.file.display(),
-        step.location.line,
-        step.location.column
-    )
-}
-
-fn step_error(
-    ctx: &StepContext,
-    index: usize,
-    step: &Step,
-    title: &str,
-    message: String,
-) -> BuildError {
-    BuildError::Step {
-        location: location(ctx, step),
-        number: index + 1,
-        title: title.into(),
-        message,
-    }
-}
-
-fn run_in_sandbox(
-    ctx: &StepContext,
-    index: usize,
-    step: &Step,
-    title: &str,
-    run: &RunStep,
-    image: &Partial,
-    dirs: &StepDirs,
-) -> Result<()> {
-    let overlay = dirs.overlay(ctx.store, image);
+fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) -> Result<()> {
+    let job = cx.job;
+    let overlay = dirs.overlay(job.store, image);
     let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
-        .map_err(|e| step_error(ctx, index, step, title, e.to_string()))?;
+        .map_err(|e| cx.error(e.to_string()))?;
+    // Only the args the step names reach its environment: that is what its key holds.
     let mut env = image.config.config.env.clone();
     env.extend(
-        ctx.spec
-            .args
+        cx.step
+            .args_used
             .iter()
-            .filter(|(k, _)| image.config.env_var(k).is_none())
-            .map(|(k, v)| format!("{k}={v}")),
+            .filter(|k| image.config.env_var(k).is_none())
+            .filter_map(|k| Some(format!("{k}={}", job.spec.args.get(k)?))),
     );
+    let mounts =
+        super::mounts::step_mounts(job.store, &job.spec.file, run).map_err(|m| cx.error(m))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let sandbox = StepSandbox {
+        mounts,
         overlay,
         argv: run.command.argv(),
         env,
@@ -229,24 +443,24 @@ fn run_in_sandbox(
         stderr: err_w,
     };
     let status = std::thread::scope(|s| {
-        s.spawn(|| forward_lines(ctx.progress, index, Stream::Stdout, out_r));
-        s.spawn(|| forward_lines(ctx.progress, index, Stream::Stderr, err_r));
+        s.spawn(|| forward_lines(cx, Stream::Stdout, out_r));
+        s.spawn(|| forward_lines(cx, Stream::Stderr, err_r));
         let status = runtime::run_step(&sandbox);
         drop(sandbox);
         status
     });
     let status = status.map_err(|source| BuildError::StepSetup {
-        location: location(ctx, step),
-        number: index + 1,
-        title: title.into(),
+        location: cx.location(),
+        number: cx.index + 1,
+        title: cx.title().into(),
         source,
     })?;
     match status {
         ExitStatus::Exited(0) => Ok(()),
         status => Err(BuildError::StepFailed {
-            location: location(ctx, step),
-            number: index + 1,
-            title: title.into(),
+            location: cx.location(),
+            number: cx.index + 1,
+            title: cx.title().into(),
             status,
         }),
     }
@@ -263,46 +477,49 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-fn forward_lines(progress: &dyn Progress, index: usize, stream: Stream, fd: OwnedFd) {
+fn forward_lines(cx: &StepCx, stream: Stream, fd: OwnedFd) {
     let mut reader = BufReader::new(fs::File::from(fd));
     let mut line = Vec::new();
     while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        progress.step_output(index, stream, &line);
+        cx.job.progress.step_output(cx.step_ref, stream, &line);
         line.clear();
     }
 }
 
-fn copy_into_image(
-    ctx: &StepContext,
-    index: usize,
-    step: &Step,
-    title: &str,
-    copy: &CopyStep,
-    image: &Partial,
-    dirs: &StepDirs,
-) -> Result<()> {
-    let context = match &copy.from {
-        None => ctx.opts.context.clone(),
-        Some(name) => ctx.spec.contexts.get(name).cloned().ok_or_else(|| {
-            step_error(
-                ctx,
-                index,
-                step,
-                title,
-                format!("no build context named {name:?} in contexts:"),
-            )
-        })?,
-    };
-    let overlay = dirs.overlay(ctx.store, image);
+/// The directory a `copy` step reads from: the build context or a named context.
+fn context_dir(cx: &StepCx, copy: &CopyStep) -> Result<std::path::PathBuf> {
+    match &copy.from {
+        CopyFrom::Context(name) => cx
+            .job
+            .spec
+            .contexts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| cx.error(format!("no build context named {name:?} in contexts:"))),
+        _ => Ok(cx.job.opts.context.clone()),
+    }
+}
+
+fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDirs) -> Result<()> {
+    let overlay = dirs.overlay(cx.job.store, image);
     let workdir = image
         .config
         .config
         .working_dir
         .clone()
         .unwrap_or_else(|| "/".into());
+    // A stage's files are read from a read-only view of that stage, mounted next to the
+    // step's own root; its paths are absolute inside the stage.
+    let source_stage = match &copy.from {
+        CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
+            Some(StageOutput::Built(stage)) => Some(stage),
+            _ => return Err(cx.error(format!("stage {name:?} has not been built"))),
+        },
+        _ => None,
+    };
     let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), String> {
         let owner = match &copy.owner {
             None => passwd::User::ROOT,
@@ -313,36 +530,64 @@ fn copy_into_image(
             uid: owner.uid,
             gid: owner.gid,
         };
-        layer::copy_in(&context, &copy.sources, root, &copy.to, &workdir, &opts)
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        match source_stage {
+            None => {
+                let dir = context_dir(cx, copy).map_err(|e| e.to_string())?;
+                let ignore = cx.job.sources.ignore(&dir).map_err(|e| e.to_string())?;
+                let excluded = ignore.as_exclusions();
+                layer::copy_in_filtered(
+                    &dir,
+                    &copy.sources,
+                    root,
+                    &copy.to,
+                    &workdir,
+                    &opts,
+                    &excluded,
+                )
+                .map(drop)
+                .map_err(|e| e.to_string())
+            }
+            Some(stage) => {
+                let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
+                let relative: Vec<String> = copy
+                    .sources
+                    .iter()
+                    .map(|s| s.trim_start_matches('/').to_owned())
+                    .map(|s| if s.is_empty() { ".".into() } else { s })
+                    .collect();
+                runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
+                    layer::copy_in(stage_root, &relative, root, &copy.to, &workdir, &opts)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| e.to_string())?
+            }
+        }
     });
-    outcome
-        .map_err(BuildError::from)?
-        .map_err(|m| step_error(ctx, index, step, title, m))
+    outcome.map_err(BuildError::from)?.map_err(|m| cx.error(m))
 }
 
 /// Turns a step's upper dir into a committed layer, or `None` when the step changed nothing.
-fn capture(ctx: &StepContext, dirs: &StepDirs, image: &mut Partial) -> Result<Option<Descriptor>> {
+fn capture(job: &StageJob, dirs: &StepDirs, image: &mut Partial) -> Result<Option<Descriptor>> {
     // The sandbox mounts /proc, /dev and /sys from a separate top layer, so an empty upper
     // dir really means the step changed nothing.
     let upper = dirs.upper();
     if is_empty_dir(&upper) {
         return Ok(None);
     }
-    let mut blob = ctx.store.new_blob()?;
+    let mut blob = job.store.new_blob()?;
     let written = layer::write_layer(
         &upper,
         &mut blob,
-        ctx.opts.compression,
+        job.opts.compression,
         &TarOptions {
-            epoch: ctx.opts.epoch,
+            epoch: job.opts.epoch,
         },
     )?;
     let (digest, size) = blob.commit(Some(&written.digest))?;
-    ctx.store.commit_layer(&upper, &written.diff_id)?;
+    job.store.commit_layer(&upper, &written.diff_id)?;
     let desc = image::descriptor(
-        MediaType::from(ctx.opts.compression.media_type()),
+        MediaType::from(job.opts.compression.media_type()),
         &digest,
         size,
     );

@@ -5,15 +5,16 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::output::{human_duration, human_size, BuildProgress};
+use super::build_progress::BuildProgress;
+use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
-use crate::build::{self, BuildError, BuildOptions};
+use crate::build::{self, BuildError, BuildOptions, CacheRequest};
 use crate::layer::Compression;
 
 #[derive(Args, Debug)]
 #[command(
     about = "Build an image from a kiln.yaml spec",
-    after_help = "Examples:\n  kiln build                         # ./kiln.yaml, tagged as its image: key\n  kiln build examples/hello -t hello:dev\n  kiln build -f ci.yaml --arg VERSION=1.2 --compression gzip ."
+    after_help = "Examples:\n  kiln build                         # ./kiln.yaml, tagged as its image: key\n  kiln build examples/hello -t hello:dev\n  kiln build -f ci.yaml --arg VERSION=1.2 --compression gzip .\n  kiln build --plan                  # which steps are cached, and why the others would run\n  kiln build --target builder        # build a stage of a multi-stage spec\n  kiln build --no-cache-from 4       # rerun step 4 and everything after it"
 )]
 pub struct BuildArgs {
     /// Build context: the folder copy: steps read from
@@ -37,6 +38,18 @@ pub struct BuildArgs {
     /// Fail instead of pulling a from: image that is not in the store
     #[arg(long = "no-pull")]
     no_pull: bool,
+    /// Run every step; ignore the build cache
+    #[arg(long = "no-cache", conflicts_with = "no_cache_from")]
+    no_cache: bool,
+    /// Run this step and the ones after it even when cached: N (1-based) or STAGE:N
+    #[arg(long = "no-cache-from", value_name = "STEP")]
+    no_cache_from: Option<String>,
+    /// Build this stage of a multi-stage spec instead of the last one
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
+    /// Show which steps are cached and why the others would run; run nothing
+    #[arg(long)]
+    plan: bool,
     #[command(flatten)]
     registry: super::pull::RegistryArgs,
 }
@@ -62,10 +75,22 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
         compression,
         epoch: source_date_epoch()?,
         registry: (!args.no_pull).then(|| args.registry.settings()),
+        cache: match (&args.no_cache, &args.no_cache_from) {
+            (true, _) => CacheRequest::Ignore,
+            (false, Some(step)) => CacheRequest::IgnoreFrom(step.clone()),
+            (false, None) => CacheRequest::Use,
+        },
+        target: args.target.clone(),
     };
+    // Layers and cache records are no gc roots until the tag is written.
+    let _guard = store.content_guard()?;
+    if args.plan {
+        return plan(&store, &opts, args.json);
+    }
     let started = Instant::now();
     let progress = BuildProgress::new(globals.quiet || args.json);
     let result = build::build(&store, &opts, &progress).map_err(failure)?;
+    let (cached, ran) = progress.counts();
     if args.json {
         let tags: Vec<String> = result.tags.iter().map(ToString::to_string).collect();
         let json = serde_json::json!({
@@ -73,6 +98,8 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
             "tags": tags,
             "layers": result.layers,
             "size": result.size,
+            "steps_cached": cached,
+            "steps_run": ran,
         });
         println!("{json}");
     } else if globals.quiet {
@@ -80,21 +107,67 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
     } else {
         let names: Vec<String> = result.tags.iter().map(ToString::to_string).collect();
         eprintln!(
-            "built {} in {}: {} layers, {}",
+            "built {} in {}: {} layers, {}; {} run, {cached} cached",
             names.join(", "),
             human_duration(started.elapsed()),
             result.layers,
-            human_size(result.size)
+            human_size(result.size),
+            if ran == 1 {
+                "1 step".to_string()
+            } else {
+                format!("{ran} steps")
+            },
         );
         println!("{}", result.digest);
     }
     Ok(0)
 }
 
+/// `--plan`: one line per step (or JSON lines with --json), nothing run.
+fn plan(store: &crate::store::Store, opts: &BuildOptions, json: bool) -> CmdResult {
+    if json {
+        let progress = PlanJson::default();
+        build::plan(store, opts, &progress).map_err(failure)?;
+        let steps = progress.steps.into_inner().expect("plan lock");
+        println!("{}", serde_json::json!({ "steps": steps }));
+        return Ok(0);
+    }
+    let progress = BuildProgress::new(false);
+    build::plan(store, opts, &progress).map_err(failure)?;
+    Ok(0)
+}
+
+/// Collects `--plan` decisions for `--json`.
+#[derive(Default)]
+struct PlanJson {
+    steps: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl build::Progress for PlanJson {
+    fn step_finished(&self, step: &build::StepRef, report: &build::StepReport) {
+        let (decision, reason) = match &report.outcome {
+            build::Outcome::Cached => ("cached", None),
+            build::Outcome::WouldRun(reason) | build::Outcome::Ran(reason) => ("run", Some(reason)),
+            build::Outcome::Config => ("config", None),
+        };
+        self.steps
+            .lock()
+            .expect("plan lock")
+            .push(serde_json::json!({
+                "stage": step.stage,
+                "step": step.index + 1,
+                "title": step.title,
+                "decision": decision,
+                "reason": reason,
+            }));
+    }
+}
+
 fn failure(e: BuildError) -> Failure {
     let hint = e.hint();
     let code = match &e {
         BuildError::Store(_) | BuildError::Runtime(_) => super::EXIT_KILN_FAILED,
+        BuildError::Usage(_) => super::EXIT_USAGE,
         _ => e.step_exit_code().unwrap_or(super::EXIT_USER_ERROR),
     };
     Failure {

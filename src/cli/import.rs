@@ -35,6 +35,8 @@ pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
         .collect::<Result<_, _>>()
         .map_err(Failure::user)?;
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
+    // The layer is no gc root until the tag is written.
+    let _guard = store.content_guard()?;
     let imported = build::rootfs_image(&store, &args.rootfs, compression, source_date_epoch()?)
         .map_err(|e| {
             let hint = e.hint();

@@ -4,8 +4,10 @@
 //! lives in its own small file and calls into the library.
 
 mod build;
+mod build_progress;
 mod containers;
 mod debug;
+mod housekeeping;
 mod images;
 mod import;
 mod login;
@@ -25,6 +27,8 @@ use crate::store::Store;
 pub const EXIT_KILN_FAILED: i32 = 125;
 /// Exit code for user errors: bad spec, unknown image.
 pub const EXIT_USER_ERROR: i32 = 1;
+/// Bad command-line usage, as clap reports it.
+pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +64,8 @@ enum Command {
     Bundle(Box<run::BundleArgs>),
     Ps(containers::PsArgs),
     Rm(containers::RmArgs),
+    Gc(housekeeping::GcArgs),
+    Fsck(housekeeping::FsckArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
 }
@@ -187,6 +193,8 @@ pub fn main() -> i32 {
         Command::Bundle(a) => run::bundle(&globals, *a),
         Command::Ps(a) => containers::ps(&globals, a),
         Command::Rm(a) => containers::rm(&globals, a),
+        Command::Gc(a) => housekeeping::gc(&globals, a),
+        Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),
     };
     match result {

@@ -457,6 +457,8 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     let store = globals.store()?;
     // What a killed kiln left: `--rm` containers (their cgroups go at container start).
     store.remove_abandoned_containers()?;
+    // Until the container's state names its image, the image's layers are no gc root.
+    let guard = store.content_guard()?;
     let src = load_source(&store, &args.image)?;
     let settings = settings(&args.container, &args.command, &src)?;
     if let Some(name) = &args.name {
@@ -474,6 +476,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     }
     let dir = store.create_container()?;
     let started = start(&store, &src, settings, &dir, &args);
+    drop(guard);
     let remove = args.rm || started.is_err();
     let result = started.and_then(|(spec, mut state)| {
         let runtime_failure = |e: runtime::RuntimeError| {

@@ -11,13 +11,24 @@
 //! existing directory, else it *becomes* the destination; a directory source has its
 //! content copied into the destination (created like `mkdir -p`; new parents are 0755
 //! root:root). Several sources need a destination ending with `/`. Everything copied gets
-//! `uid`/`gid`, and `mode` when given (files and directories alike), else the source's
-//! permission bits; modification times are kept (the layer writer clamps them). Symlinks
+//! `uid`/`gid`, and `mode` when given (files and directories alike). Without `mode`, modes
+//! follow git's model so that a build does not depend on the host's umask or on a chmod
+//! that only a cache could notice: directories get 0755, files 0755 when the source has any
+//! execute bit and 0644 otherwise; setuid/setgid/sticky and group/other write never come
+//! from the host. Modification times are kept (the layer writer clamps them). Symlinks
 //! inside a copied directory stay symlinks; hard links become separate files; sockets are
 //! skipped; extended attributes of the host are not copied.
+//!
+//! Exclusions (`.kilnignore`, decided by the build module) come in as a predicate on paths
+//! relative to the context. A path is left out when it or any directory above it is
+//! excluded; an excluded source named explicitly is an error. A source reached through a
+//! symlink is checked both as written and where it really is, so a symlink cannot smuggle
+//! an excluded directory into the image; entries below it are checked where they really are.
 
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -29,7 +40,8 @@ use super::inroot::{self, Resolve, Root};
 /// Ownership and mode given to everything a `copy:` step writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyOptions {
-    /// Permission bits for every copied file and directory; `None` keeps the source's.
+    /// Permission bits for every copied file and directory; `None` derives them from the
+    /// source's execute bits (see the module doc).
     pub mode: Option<u32>,
     pub uid: u32,
     pub gid: u32,
@@ -45,8 +57,13 @@ pub struct CopyStats {
     pub bytes: u64,
 }
 
+/// Says whether a context path (relative to the context root, `/`-separated, no `.` or
+/// `..`) is excluded from `copy:` steps: `Some(rule)` names the rule that excludes it, e.g.
+/// `.kilnignore line 3 (*.log)`. The flag tells whether the path is a directory.
+pub type Exclusions<'a> = dyn Fn(&Path, bool) -> Option<String> + Sync + 'a;
+
 /// Copies `sources` (paths relative to `context`) to `dest` (absolute, or relative to
-/// `workdir`) inside `root`, a step's mounted root filesystem.
+/// `workdir`) inside `root`, a step's mounted root filesystem. Nothing is excluded.
 pub fn copy_in(
     context: &Path,
     sources: &[String],
@@ -54,6 +71,20 @@ pub fn copy_in(
     dest: &str,
     workdir: &str,
     opts: &CopyOptions,
+) -> Result<CopyStats> {
+    copy_in_filtered(context, sources, root, dest, workdir, opts, &|_, _| None)
+}
+
+/// [`copy_in`], leaving out every context path that `excluded` names (and everything below
+/// an excluded directory). Naming an excluded path as a source is an error.
+pub fn copy_in_filtered(
+    context: &Path,
+    sources: &[String],
+    root: &Path,
+    dest: &str,
+    workdir: &str,
+    opts: &CopyOptions,
+    excluded: &Exclusions,
 ) -> Result<CopyStats> {
     let dest_err = |why: &str| LayerError::CopyDest {
         dest: dest.to_owned(),
@@ -70,10 +101,17 @@ pub fn copy_in(
     }
     let open =
         |p: &Path| Root::open(p).map_err(LayerError::io("open", p.as_os_str().as_encoded_bytes()));
+    let context_root = open(context)?;
+    let context_real = fd_path(context_root.fd()).map_err(LayerError::io(
+        "resolve",
+        context.as_os_str().as_encoded_bytes(),
+    ))?;
     let mut copier = Copier {
-        context: open(context)?,
+        context: context_root,
+        context_real,
         root: open(root)?,
         opts: *opts,
+        excluded,
         stats: CopyStats::default(),
     };
     let dest_comps = clean_dest(dest, workdir);
@@ -81,6 +119,25 @@ pub fn copy_in(
         copier.copy_source(source, &dest_comps, into_dir)?;
     }
     Ok(copier.stats)
+}
+
+/// The error for a source that the exclusions name, worded like the missing-source error
+/// Docker gives for a `.dockerignore`d path, but saying why.
+fn excluded_source(source: &str, rule: &str) -> LayerError {
+    LayerError::Io {
+        what: "copy",
+        path: source.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
+    }
+}
+
+/// The mode a copied node gets when the step declares none: git's model.
+fn normalised_mode(st: &FileStat) -> u32 {
+    if inroot::is_dir(st) || st.st_mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 /// The destination as components from the root, `..` resolved lexically as Docker does.
@@ -103,22 +160,105 @@ fn clean_dest(dest: &str, workdir: &str) -> Vec<String> {
     comps
 }
 
-struct Copier {
+/// A source path as written, `.` and `..` resolved lexically, relative to the context.
+fn clean_source(rel: &str) -> Vec<u8> {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    comps.join("/").into_bytes()
+}
+
+/// Where an open fd really is on the host (the kernel's `/proc/self/fd` link).
+fn fd_path(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(std::fs::read_link(link)?
+        .into_os_string()
+        .into_encoded_bytes())
+}
+
+/// `real` relative to `base` (both absolute host paths); `None` when it is not below it.
+fn relative_to(base: &[u8], real: &[u8]) -> Option<Vec<u8>> {
+    if base == b"/" {
+        return Some(real.strip_prefix(b"/").unwrap_or(real).to_vec());
+    }
+    match real.strip_prefix(base)? {
+        [] => Some(Vec::new()),
+        [b'/', rest @ ..] => Some(rest.to_vec()),
+        _ => None,
+    }
+}
+
+/// `parent/name`, or `name` at the top.
+fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// The rule excluding `path` or one of the directories above it, checked from the top.
+fn excluded_path(excluded: &Exclusions, path: &[u8], is_dir: bool) -> Option<String> {
+    if path.is_empty() {
+        return None; // the context root itself is never excluded
+    }
+    let ancestors = path.iter().enumerate().filter(|(_, b)| **b == b'/');
+    for (end, _) in ancestors {
+        if let Some(rule) = excluded(as_path(&path[..end]), true) {
+            return Some(rule);
+        }
+    }
+    excluded(as_path(path), is_dir)
+}
+
+/// One node to copy: its metadata, where to read it from, and its names.
+struct Node<'a> {
+    st: &'a FileStat,
+    /// The open regular file, for an explicitly named source.
+    file: Option<BorrowedFd<'a>>,
+    /// The directory holding it under the destination name, for entries of a copied dir.
+    parent: Option<BorrowedFd<'a>>,
+    /// The path shown in messages, as the user wrote it.
+    shown: &'a str,
+    /// Where it really is, relative to the context: what exclusions are checked against.
+    real: &'a [u8],
+}
+
+struct Copier<'a> {
     context: Root,
+    /// The context directory's real host path, to turn resolved sources into context paths.
+    context_real: Vec<u8>,
     root: Root,
     opts: CopyOptions,
+    excluded: &'a Exclusions<'a>,
     stats: CopyStats,
 }
 
-impl Copier {
+impl Copier<'_> {
     fn copy_source(&mut self, source: &str, dest: &[String], into_dir: bool) -> Result<()> {
         let rel = source.trim_start_matches('/');
         let src = self.open_source(source, rel, OFlag::O_PATH)?;
         let st = inroot::fstat(src.as_fd()).map_err(LayerError::io("stat", source.as_bytes()))?;
+        let real = self.context_path(src.as_fd(), source)?;
+        self.refuse_excluded(source, &clean_source(rel), &real, inroot::is_dir(&st))?;
         if inroot::is_dir(&st) {
             let target = self.make_dirs(dest)?;
             let src = self.open_source(source, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-            return self.copy_dir_content(src.as_fd(), target.as_fd(), source);
+            return self.copy_dir_content(src.as_fd(), target.as_fd(), source, &real);
         }
         let base = Path::new(rel)
             .file_name()
@@ -137,19 +277,19 @@ impl Copier {
         }
         let dir = self.make_dirs(parent)?;
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
-        let src = if inroot::file_type(&st) == libc::S_IFREG {
+        let file = if inroot::file_type(&st) == libc::S_IFREG {
             Some(self.open_source(source, rel, flags)?)
         } else {
             None
         };
-        self.copy_node(
-            src.as_ref().map(|f| f.as_fd()),
-            None,
-            &st,
-            dir.as_fd(),
-            &name,
-            source,
-        )
+        let node = Node {
+            st: &st,
+            file: file.as_ref().map(|f| f.as_fd()),
+            parent: None,
+            shown: source,
+            real: &real,
+        };
+        self.copy_node(&node, dir.as_fd(), &name)
     }
 
     /// Opens a source under the context; leaving the context in any way is an error.
@@ -161,6 +301,23 @@ impl Copier {
                 Some(libc::ENOENT) => LayerError::CopySourceMissing(source.to_owned()),
                 _ => LayerError::io("open the copy source", source.as_bytes())(e),
             })
+    }
+
+    /// Where an opened source really is, relative to the context.
+    fn context_path(&self, src: BorrowedFd, source: &str) -> Result<Vec<u8>> {
+        let real = fd_path(src).map_err(LayerError::io("resolve", source.as_bytes()))?;
+        relative_to(&self.context_real, &real)
+            .ok_or_else(|| LayerError::CopyOutsideContext(source.to_owned()))
+    }
+
+    /// Fails when a source is excluded as written (`lexical`) or where it resolved (`real`).
+    fn refuse_excluded(&self, source: &str, lexical: &[u8], real: &[u8], dir: bool) -> Result<()> {
+        let rule = excluded_path(self.excluded, lexical, dir)
+            .or_else(|| excluded_path(self.excluded, real, dir));
+        match rule {
+            Some(rule) => Err(excluded_source(source, &rule)),
+            None => Ok(()),
+        }
     }
 
     fn is_dir_in_root(&self, path: &[String]) -> bool {
@@ -210,7 +367,15 @@ impl Copier {
         Ok(dir)
     }
 
-    fn copy_dir_content(&mut self, src: BorrowedFd, dst: BorrowedFd, src_path: &str) -> Result<()> {
+    /// Copies what is in `src` (really at `real` in the context) into `dst`, leaving out
+    /// sockets and excluded entries.
+    fn copy_dir_content(
+        &mut self,
+        src: BorrowedFd,
+        dst: BorrowedFd,
+        src_path: &str,
+        real: &[u8],
+    ) -> Result<()> {
         let names = inroot::list_dir(src).map_err(LayerError::io("list", src_path.as_bytes()))?;
         for name in names {
             let path = format!("{src_path}/{}", String::from_utf8_lossy(&name));
@@ -219,22 +384,27 @@ impl Copier {
             else {
                 continue;
             };
-            self.copy_node(None, Some(src), &st, dst, &name, &path)?;
+            let real = child_path(real, &name);
+            if inroot::file_type(&st) == libc::S_IFSOCK
+                || (self.excluded)(as_path(&real), inroot::is_dir(&st)).is_some()
+            {
+                continue;
+            }
+            let node = Node {
+                st: &st,
+                file: None,
+                parent: Some(src),
+                shown: &path,
+                real: &real,
+            };
+            self.copy_node(&node, dst, &name)?;
         }
         Ok(())
     }
 
-    /// Copies one node of type `st` to `name` in `dst`. Its source is the open regular
-    /// file `file`, or the entry of the same name in `src_dir`.
-    fn copy_node(
-        &mut self,
-        file: Option<BorrowedFd>,
-        src_dir: Option<BorrowedFd>,
-        st: &FileStat,
-        dst: BorrowedFd,
-        name: &[u8],
-        src_path: &str,
-    ) -> Result<()> {
+    /// Copies one node to `name` in `dst`, replacing what is there (but not a directory).
+    fn copy_node(&mut self, src: &Node, dst: BorrowedFd, name: &[u8]) -> Result<()> {
+        let (st, src_path) = (src.st, src.shown);
         let shown = || format!("{src_path} → {}", String::from_utf8_lossy(name));
         let existing =
             inroot::lstat(dst, name).map_err(|e| LayerError::io("stat", shown().as_bytes())(e))?;
@@ -256,7 +426,7 @@ impl Copier {
             None => {}
         }
         let fail = |e: io::Error| LayerError::io("copy", shown().as_bytes())(e);
-        match (ftype, src_dir) {
+        match (ftype, src.parent) {
             (libc::S_IFDIR, Some(src_dir)) => {
                 if existing.is_none() {
                     inroot::mkdir(dst, name).map_err(fail)?;
@@ -265,12 +435,12 @@ impl Copier {
                 let sub_dst = inroot::open_dir_nofollow(dst, name).map_err(fail)?;
                 self.set_meta(dst, name, st, true).map_err(fail)?;
                 let sub_src = inroot::open_dir_nofollow(src_dir, name).map_err(fail)?;
-                self.copy_dir_content(sub_src.as_fd(), sub_dst.as_fd(), src_path)?;
+                self.copy_dir_content(sub_src.as_fd(), sub_dst.as_fd(), src_path, src.real)?;
                 // Copying the content changed the directory's mtime: set it last.
                 inroot::utime_at(dst, name, st.st_mtime, st.st_mtime_nsec).map_err(fail)
             }
             (libc::S_IFREG, _) => {
-                let mut from = match (file, src_dir) {
+                let mut from = match (src.file, src.parent) {
                     (Some(fd), _) => std::fs::File::from(fd.try_clone_to_owned().map_err(fail)?),
                     (None, Some(dir)) => inroot::open_file_nofollow(dir, name).map_err(fail)?,
                     (None, None) => return Err(fail(io::Error::from(io::ErrorKind::NotFound))),
@@ -299,7 +469,8 @@ impl Copier {
     fn set_meta(&self, dir: BorrowedFd, name: &[u8], st: &FileStat, chmod: bool) -> io::Result<()> {
         inroot::chown_at(dir, name, self.opts.uid, self.opts.gid)?;
         if chmod {
-            inroot::chmod_at(dir, name, self.opts.mode.unwrap_or(st.st_mode))?;
+            let mode = self.opts.mode.unwrap_or_else(|| normalised_mode(st));
+            inroot::chmod_at(dir, name, mode)?;
         }
         inroot::utime_at(dir, name, st.st_mtime, st.st_mtime_nsec)
     }

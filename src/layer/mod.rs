@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 pub use apply::apply_layer;
 pub use compress::{detect_compression, write_layer};
-pub use copy::{copy_in, CopyOptions, CopyStats};
+pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats};
 pub use error::LayerError;
 pub use write::write_tar;
 

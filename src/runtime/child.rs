@@ -22,6 +22,7 @@ use super::init::{self, InitFds};
 use super::mounts;
 use super::overlay;
 use super::plan::ChildPlan;
+use super::step_mounts;
 use super::sys::{self, Errno};
 
 /// Where the error pipe lives once stdio is arranged; closed by `execve` (close-on-exec).
@@ -30,8 +31,11 @@ const REPORT_FD: RawFd = 3;
 const STATUS_FD: RawFd = 4;
 /// Where the console socket lives until the pty master has been sent (`tty` only).
 const CONSOLE_FD: RawFd = 5;
-/// The first fd that is neither stdio nor one of the above.
+/// The first fd that is neither stdio nor one of the above; fds the plan keeps for setup
+/// ([`ChildPlan::kept_fds`]) follow from here.
 const FIRST_FREE_FD: RawFd = 6;
+/// The most fds a plan may keep for setup.
+const MAX_KEPT_FDS: usize = step_mounts::MAX_STEP_MOUNTS;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
 const EXIT_NOT_FOUND: c_int = 127;
 const EXIT_NOT_EXECUTABLE: c_int = 126;
@@ -232,23 +236,34 @@ impl Child<'_> {
         }
     }
 
-    /// Puts the error pipe on fd 3 (and the status pipe on 4) and stdio on 0–2, then closes
-    /// every other inherited fd before anything looks at the filesystem (no host directory
-    /// fd survives).
+    /// Puts the error pipe on fd 3 (and the status pipe on 4) and stdio on 0–2, the fds the
+    /// plan needs during setup (detached cache mounts) on [`FIRST_FREE_FD`] and up, then
+    /// closes every other inherited fd before anything looks at the filesystem (no host
+    /// directory fd survives; the kept ones are closed before exec).
     fn arrange_stdio(&mut self) -> Result<(), Errno> {
         let f = self.fds;
-        // Copies above the fixed numbers first, so that moving one onto 0..=4 never
-        // clobbers another.
-        let stdout = sys::dup_above(f.stdout, FIRST_FREE_FD)?;
-        let stderr = sys::dup_above(f.stderr, FIRST_FREE_FD)?;
-        let report = sys::dup_above(f.report, FIRST_FREE_FD)?;
-        let stdin = sys::dup_above(f.stdin, FIRST_FREE_FD)?;
+        let kept = self.plan.kept_fds();
+        if kept.len() > MAX_KEPT_FDS {
+            return Err(libc::EMFILE);
+        }
+        let first_copy = FIRST_FREE_FD + kept.len() as RawFd;
+        // Copies above every fixed number first, so that moving one onto its fixed number
+        // never clobbers another.
+        let copy = |fd: RawFd| sys::dup_above(fd, first_copy);
+        let stdout = copy(f.stdout)?;
+        let stderr = copy(f.stderr)?;
+        let report = copy(f.report)?;
+        let stdin = copy(f.stdin)?;
         let optional = |fd: RawFd| match fd {
             -1 => Ok(None),
-            fd => sys::dup_above(fd, FIRST_FREE_FD).map(Some),
+            fd => copy(fd).map(Some),
         };
         let status = optional(f.status)?;
         let console = optional(f.console)?;
+        let mut kept_copies = [-1; MAX_KEPT_FDS];
+        for (slot, fd) in kept_copies.iter_mut().zip(kept) {
+            *slot = copy(fd.as_raw_fd())?;
+        }
         sys::dup_onto(report, REPORT_FD, true)?;
         self.report_fd = REPORT_FD;
         if let Some(status) = status {
@@ -270,10 +285,13 @@ impl Child<'_> {
         sys::dup_onto(stdin, 0, false)?;
         sys::dup_onto(stdout, 1, false)?;
         sys::dup_onto(stderr, 2, false)?;
-        sys::close_from(FIRST_FREE_FD)
+        for (i, fd) in kept_copies[..kept.len()].iter().enumerate() {
+            sys::dup_onto(*fd, FIRST_FREE_FD + i as RawFd, true)?;
+        }
+        sys::close_from(first_copy)
     }
 
-    /// Overlay, pseudo filesystems and host files, then `pivot_root` into it.
+    /// Overlay, pseudo filesystems, host files and mounts, then `pivot_root` into it.
     fn build_root(&self) -> Result<(), Report> {
         let plan = self.plan;
         overlay::mount_overlay_root(&plan.mount).map_err(from_stage)?;
@@ -286,6 +304,9 @@ impl Child<'_> {
                 None => devices::bind_host_file(root.as_fd(), host, rel).map(drop),
             };
             bound.map_err(at_item(Stage::BindEtcFile, i))?;
+        }
+        if let Some(step) = &plan.step_mounts {
+            step.mount_all(root.as_fd(), FIRST_FREE_FD)?;
         }
         if let Some(c) = &plan.container {
             for (i, m) in c.mounts.iter().enumerate() {

@@ -50,6 +50,14 @@ pub enum RuntimeError {
     CommandNotFound { command: String, path: String },
     #[error(transparent)]
     Cgroup(#[from] super::cgroups::CgroupError),
+    /// A cache mount or secret could not be placed at its target inside the step's root.
+    #[error("{kind} {target:?}: {}", target_reason(*.errno))]
+    MountTarget {
+        /// "cache mount target" or "secret target".
+        kind: &'static str,
+        target: String,
+        errno: Errno,
+    },
     /// The sandbox child broke the report protocol (a short or unknown report).
     #[error("the sandbox setup process sent a malformed error report")]
     MalformedReport,
@@ -60,6 +68,22 @@ fn quoted(target: &Option<String>) -> String {
         .as_ref()
         .map(|t| format!(" {t:?}"))
         .unwrap_or_default()
+}
+
+/// Why a step mount's target could not be used, in words for the errno values that
+/// resolution inside the root gives.
+fn target_reason(errno: Errno) -> String {
+    match errno {
+        Errno::EXDEV => "the path leads into another mount (/proc, /dev, /sys, a host file, or \
+                         another cache or secret mount)"
+            .into(),
+        Errno::ELOOP => "too many levels of symbolic links, or a /proc magic link".into(),
+        Errno::ENAMETOOLONG => "the path inside the root is too long".into(),
+        // Missing components are created, so only a dangling symlink leaves ENOENT.
+        Errno::ENOENT => "a symbolic link on the path leads nowhere".into(),
+        Errno::EISDIR => "is a directory, a secret needs a file".into(),
+        other => other.desc().into(),
+    }
 }
 
 impl RuntimeError {
@@ -137,10 +161,16 @@ pub(crate) enum Stage {
     NoNewPrivs,
     Seccomp,
     StartInit,
+    StepMountTarget,
+    StepMountLog,
+    CacheMount,
+    SecretTmpfs,
+    SecretFile,
+    SecretMount,
 }
 
 impl Stage {
-    const ALL: [Stage; 38] = [
+    const ALL: [Stage; 44] = [
         Stage::Stdio,
         Stage::PrivateMounts,
         Stage::Loopback,
@@ -179,6 +209,12 @@ impl Stage {
         Stage::NoNewPrivs,
         Stage::Seccomp,
         Stage::StartInit,
+        Stage::StepMountTarget,
+        Stage::StepMountLog,
+        Stage::CacheMount,
+        Stage::SecretTmpfs,
+        Stage::SecretFile,
+        Stage::SecretMount,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -225,6 +261,12 @@ impl Stage {
             Stage::NoNewPrivs => "set no_new_privs",
             Stage::Seccomp => "install the seccomp filter",
             Stage::StartInit => "start the command under the init process",
+            Stage::StepMountTarget => "create mount target",
+            Stage::StepMountLog => "record the mount points kiln creates in",
+            Stage::CacheMount => "mount the cache directory onto",
+            Stage::SecretTmpfs => "mount the secrets tmpfs on",
+            Stage::SecretFile => "write the secret for",
+            Stage::SecretMount => "bind mount the secret onto",
         }
     }
 }

@@ -21,7 +21,8 @@
 //! clone and wait), `container` (public container types, parent side of `kiln run`), `plan`
 //! (C strings for the child), `child` (the allocation-free child), `devices` (`/proc`,
 //! `/dev`, `/sys`, host file binds), `mounts` (container binds, tmpfs, masked and read-only
-//! paths), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init` (the PID 1
+//! paths), `step_mounts` (cache mounts and secrets of build steps), `mount_points` (their
+//! mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init` (the PID 1
 //! reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers), `error`.
 
 pub mod capabilities;
@@ -31,6 +32,7 @@ mod container;
 mod devices;
 mod error;
 mod init;
+mod mount_points;
 mod mounts;
 mod oci;
 mod overlay;
@@ -38,10 +40,13 @@ mod plan;
 mod pty;
 mod sandbox;
 pub mod seccomp;
+mod step_mounts;
 mod sys;
 
 #[cfg(test)]
 mod container_tests;
+#[cfg(test)]
+mod step_mounts_tests;
 #[cfg(test)]
 mod tests;
 
@@ -55,3 +60,4 @@ pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use sandbox::{run_step, ExitStatus, NetworkMode, StepSandbox};
+pub use step_mounts::{StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

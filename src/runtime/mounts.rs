@@ -63,9 +63,20 @@ pub(crate) struct UserMount {
     pub names: Vec<CString>,
 }
 
-impl UserMount {
-    /// A mount at the absolute `target`, normalised lexically (`..` stops at `/`).
-    pub(crate) fn new(source: MountSource, target: &str) -> Result<UserMount, String> {
+/// A mount target split for resolution inside the root.
+#[derive(Debug)]
+pub(crate) struct TargetPath {
+    /// The normalised target, for messages (`/data`).
+    pub target: String,
+    /// Every ancestor of the target and the target, relative to the root, outermost first.
+    pub prefixes: Vec<CString>,
+    /// The last component of each prefix.
+    pub names: Vec<CString>,
+}
+
+impl TargetPath {
+    /// The absolute `target`, normalised lexically (`..` stops at `/`).
+    pub(crate) fn new(target: &str) -> Result<TargetPath, String> {
         if !target.starts_with('/') {
             return Err(format!("mount target {target:?} must be an absolute path"));
         }
@@ -92,11 +103,28 @@ impl UserMount {
             .iter()
             .map(|p| c(p.to_string()))
             .collect::<Result<_, _>>()?;
-        Ok(UserMount {
-            source,
+        Ok(TargetPath {
             target: format!("/{}", parts.join("/")),
             prefixes,
             names,
+        })
+    }
+
+    /// Whether `self` is `other` or below it.
+    pub(crate) fn is_within(&self, other: &TargetPath) -> bool {
+        self.names.starts_with(&other.names)
+    }
+}
+
+impl UserMount {
+    /// A mount at the absolute `target`, normalised lexically (`..` stops at `/`).
+    pub(crate) fn new(source: MountSource, target: &str) -> Result<UserMount, String> {
+        let path = TargetPath::new(target)?;
+        Ok(UserMount {
+            source,
+            target: path.target,
+            prefixes: path.prefixes,
+            names: path.names,
         })
     }
 
@@ -137,7 +165,16 @@ pub(crate) fn bind_file_over(root: BorrowedFd, host: &CStr, rel: &CStr) -> Resul
 
 /// Performs user mount number `index`, creating its target inside the root when missing.
 pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Result<(), Report> {
-    let target = create_target(root, m).map_err(at(Stage::MountTarget, index))?;
+    let target = create_target(
+        root,
+        &m.prefixes,
+        &m.names,
+        m.target_is_dir(),
+        0,
+        &mut |_, _| Ok(()),
+    )
+    .map(|reached| reached.fd)
+    .map_err(at(Stage::MountTarget, index))?;
     match &m.source {
         MountSource::Bind {
             source, readonly, ..
@@ -158,29 +195,70 @@ pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Resul
     }
 }
 
-/// Opens the target (following symlinks inside the root), creating missing components:
-/// dirs, and for a file bind an empty file as the last one.
-fn create_target(root: BorrowedFd, m: &UserMount) -> Result<OwnedFd, Errno> {
+/// What [`create_target`] reached.
+pub(crate) struct Reached {
+    /// An `O_PATH` fd of the target.
+    pub fd: OwnedFd,
+    /// The index of the first component kiln created; every later one was created too.
+    pub first_created: Option<usize>,
+}
+
+/// Opens a target given as [`TargetPath`] prefixes and names (following symlinks inside the
+/// root), creating missing components: dirs, and an empty file as the last one unless
+/// `last_is_dir`. `extra_resolve` adds `RESOLVE_*` flags to every lookup.
+/// `before_creating(i, parent)` runs once, before kiln creates its first component (number
+/// `i`, in the dir `parent`). Once one component is created, the rest are created below it
+/// without resolving the path again.
+pub(crate) fn create_target(
+    root: BorrowedFd,
+    prefixes: &[CString],
+    names: &[CString],
+    last_is_dir: bool,
+    extra_resolve: u64,
+    before_creating: &mut dyn FnMut(usize, BorrowedFd) -> Result<(), Errno>,
+) -> Result<Reached, Errno> {
     let mut parent: Option<OwnedFd> = None;
-    let last = m.prefixes.len() - 1;
-    for (i, (prefix, name)) in m.prefixes.iter().zip(&m.names).enumerate() {
-        let want_dir = i < last || m.target_is_dir();
+    let mut first_created = None;
+    let last = prefixes.len().checked_sub(1).ok_or(libc::EINVAL)?;
+    for (i, (prefix, name)) in prefixes.iter().zip(names).enumerate() {
+        let want_dir = i < last || last_is_dir;
         let flags = if want_dir { libc::O_DIRECTORY } else { 0 };
-        let fd = match sys::open_following_in_root(root, prefix, flags) {
-            Ok(fd) => fd,
+        let found = match first_created {
+            Some(_) => Err(libc::ENOENT),
+            None => sys::open_following_in_root(root, prefix, flags, extra_resolve),
+        };
+        let fd = match found {
             Err(libc::ENOENT) => {
                 let dir = parent.as_ref().map_or(root, |p| p.as_fd());
-                match want_dir {
-                    true => sys::mkdir_at(dir, name, 0o755)?,
-                    false => sys::create_file_at(dir, name, 0o644)?,
+                if first_created.is_none() {
+                    before_creating(i, dir)?;
                 }
-                sys::open_following_in_root(root, prefix, flags)?
+                match create_entry(dir, name, want_dir) {
+                    Ok(()) => {
+                        first_created.get_or_insert(i);
+                        sys::open_beneath(dir, name, libc::O_PATH | flags)?
+                    }
+                    // A dangling symlink: resolved again, it fails unless its target appeared.
+                    Err(libc::EEXIST) => {
+                        sys::open_following_in_root(root, prefix, flags, extra_resolve)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
+            other => other?,
         };
         parent = Some(fd);
     }
-    parent.ok_or(libc::EINVAL)
+    let fd = parent.ok_or(libc::EINVAL)?;
+    Ok(Reached { fd, first_created })
+}
+
+/// A new dir (0755) or empty file (0644) `name` in `dir`; EEXIST if something is there.
+fn create_entry(dir: BorrowedFd, name: &CStr, want_dir: bool) -> Result<(), Errno> {
+    match want_dir {
+        true => sys::mkdir_new_at(dir, name, 0o755),
+        false => sys::create_new_at(dir, name, libc::O_WRONLY, 0o644).map(drop),
+    }
 }
 
 /// Masks [`MASKED_PATHS`] that exist: `/dev/null` (the one kiln just made, checked to be

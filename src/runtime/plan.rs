@@ -13,6 +13,7 @@ use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::mounts::{MASKED_PATHS, READONLY_PATHS};
 use super::overlay::{self, InitLayer, MountPlan};
 use super::sandbox::{NetworkMode, StepSandbox};
+use super::step_mounts::StepMountPlan;
 
 /// The `$PATH` used when the step's environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -93,6 +94,8 @@ pub(crate) struct ChildPlan {
     pub searches_path: bool,
     /// What `kiln run` adds to a build step's sandbox; `None` for build steps.
     pub container: Option<ContainerPlan>,
+    /// A build step's cache mounts and secrets; `None` without any (and for containers).
+    pub step_mounts: Option<StepMountPlan>,
     // Kept for error messages.
     argv0: String,
     path_var: String,
@@ -119,7 +122,27 @@ impl ChildPlan {
                 .collect::<Result<_, RuntimeError>>()?,
             NetworkMode::None => Vec::new(),
         };
-        ChildPlan::build(&spec, InitLayer::MountPoints, etc_binds, None)
+        // Before `build`, which prepares the overlay on disk as its last step.
+        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, sb.uid, sb.gid)?;
+        let mut plan = ChildPlan::build(&spec, InitLayer::MountPoints, etc_binds, None)?;
+        plan.step_mounts = step_mounts;
+        Ok(plan)
+    }
+
+    /// Fds the child keeps open through its setup, moved to fixed numbers (see `child`).
+    pub(crate) fn kept_fds(&self) -> &[std::os::fd::OwnedFd] {
+        self.step_mounts
+            .as_ref()
+            .map_or(&[], |step| step.kept_fds())
+    }
+
+    /// After the step: removes the mount points the child made for cache mounts and secrets
+    /// from the upper dir.
+    pub(crate) fn remove_mount_points(&self) -> Result<(), RuntimeError> {
+        match &self.step_mounts {
+            Some(step) => step.remove_mount_points(),
+            None => Ok(()),
+        }
     }
 
     /// Checks `spec` and turns it into C strings; `init` decides the scaffold's init layer.
@@ -175,6 +198,7 @@ impl ChildPlan {
             exec_candidates,
             searches_path,
             container,
+            step_mounts: None,
             argv0,
             path_var,
             cwd,
@@ -228,6 +252,17 @@ impl ChildPlan {
             Stage::SetGroups => Some(format!("{:?}", self.groups)),
             Stage::SetGid => Some(self.gid.to_string()),
             Stage::SetUid => Some(self.uid.to_string()),
+            Stage::StepMountTarget
+            | Stage::StepMountLog
+            | Stage::CacheMount
+            | Stage::SecretTmpfs
+            | Stage::SecretFile
+            | Stage::SecretMount => {
+                return match &self.step_mounts {
+                    Some(step) => step.error_for(report),
+                    None => RuntimeError::MalformedReport,
+                };
+            }
             Stage::Stdio
             | Stage::PrivateMounts
             | Stage::Loopback

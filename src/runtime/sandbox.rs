@@ -14,6 +14,7 @@ use super::child::{child_main, ChildArgs, ChildFds};
 use super::error::{Report, RuntimeError, REPORT_LEN};
 use super::overlay::Overlay;
 use super::plan::ChildPlan;
+use super::step_mounts::StepMount;
 use super::sys;
 
 /// The step's network.
@@ -52,6 +53,9 @@ pub struct StepSandbox {
     pub stdout: OwnedFd,
     /// The step's fd 2.
     pub stderr: OwnedFd,
+    /// Cache mounts and secrets, mounted in the step's namespace; never part of the upper
+    /// dir: mount points kiln had to create are removed from it after the step.
+    pub mounts: Vec<StepMount>,
 }
 
 /// How a step ended.
@@ -92,7 +96,8 @@ const CHILD_STACK_SIZE: usize = 256 * 1024;
 
 /// Run one build step (see [`StepSandbox`]) and return its exit status once it and every
 /// process it started have ended. The overlay and every other mount exist only in the step's
-/// mount namespace and vanish with it: nothing is left to clean on the host.
+/// mount namespace and vanish with it: nothing is left to clean on the host. Mount points
+/// created for [`StepSandbox::mounts`] are removed from the upper dir before this returns.
 ///
 /// Blocks the calling thread; the step is killed (`PR_SET_PDEATHSIG`) if that thread or
 /// kiln ends first. Errors before the command runs come back as [`RuntimeError::Setup`] or
@@ -123,9 +128,11 @@ pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
     drop((report_write, devnull, kiln));
     let report = read_report(&report_read);
     let status = wait_for(pid)?;
+    // Also after a failed setup: the child may have made mount points before it failed.
+    let cleaned = plan.remove_mount_points();
     match report? {
         Some(report) => Err(plan.error_for(report)),
-        None => Ok(status),
+        None => cleaned.map(|()| status),
     }
 }
 

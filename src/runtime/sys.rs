@@ -9,7 +9,7 @@
 
 use std::ffi::CStr;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use libc::{c_int, c_long, c_uint};
@@ -63,15 +63,37 @@ pub(crate) fn open_mode(path: &CStr, flags: c_int, mode: libc::mode_t) -> Sys<Ow
 /// and no symlink (image-made or magic) is followed on the way; an `O_PATH` fd of the
 /// final component is returned (of the symlink itself if it is one).
 pub(crate) fn open_in_root(root: BorrowedFd, rel: &CStr, extra_flags: c_int) -> Sys<OwnedFd> {
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    openat2(
+        root,
+        rel,
+        libc::O_PATH | libc::O_NOFOLLOW | extra_flags,
+        resolve,
+    )
+}
+
+/// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`: `rel` below
+/// `dir`, through no symlink, no `..` out of `dir` and no mount point. `O_NOFOLLOW` is
+/// added to `flags`, so a symlink as the last component is opened itself (with `O_PATH`)
+/// or refused.
+pub(crate) fn open_beneath(dir: BorrowedFd, rel: &CStr, flags: c_int) -> Sys<OwnedFd> {
+    let resolve = libc::RESOLVE_BENEATH
+        | libc::RESOLVE_NO_SYMLINKS
+        | libc::RESOLVE_NO_MAGICLINKS
+        | libc::RESOLVE_NO_XDEV;
+    openat2(dir, rel, flags | libc::O_NOFOLLOW, resolve)
+}
+
+fn openat2(dir: BorrowedFd, rel: &CStr, flags: c_int, resolve: u64) -> Sys<OwnedFd> {
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra_flags) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
     // SAFETY: pointers are valid for the call; size matches the struct passed.
     owned(unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            dir.as_raw_fd(),
             rel.as_ptr(),
             &how as *const libc::open_how,
             size_of::<libc::open_how>(),
@@ -186,6 +208,11 @@ pub(crate) fn read_only_bind_of(path: &CStr) -> Sys<OwnedFd> {
 
 /// Attaches the detached mount `mount` on top of the file or directory `target`.
 pub(crate) fn attach(mount: &OwnedFd, target: BorrowedFd) -> Sys<()> {
+    attach_borrowed(mount.as_fd(), target)
+}
+
+/// [`attach`] for a mount fd the caller does not own.
+pub(crate) fn attach_borrowed(mount: BorrowedFd, target: BorrowedFd) -> Sys<()> {
     let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
     // SAFETY: both fds are valid, paths are empty strings.
     check(unsafe {
@@ -280,25 +307,15 @@ pub(crate) fn has_exited(pidfd: RawFd) -> bool {
 
 /// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: like [`open_in_root`], but
 /// symlinks are followed, each resolved as if `root` were `/`, so none leads outside it.
+/// `extra_resolve` adds `RESOLVE_*` flags (such as `RESOLVE_NO_XDEV`).
 pub(crate) fn open_following_in_root(
     root: BorrowedFd,
     rel: &CStr,
     extra_flags: c_int,
+    extra_resolve: u64,
 ) -> Sys<OwnedFd> {
-    // SAFETY: open_how is plain data; zeroed is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC | extra_flags) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: pointers are valid for the call; size matches the struct passed.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const libc::open_how,
-            size_of::<libc::open_how>(),
-        )
-    })
+    let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | extra_resolve;
+    openat2(root, rel, libc::O_PATH | extra_flags, resolve)
 }
 
 /// A detached copy of the mount tree at `path` (relative to `dir`, or `dir` itself when
@@ -348,26 +365,6 @@ pub(crate) fn stat_fd(fd: BorrowedFd) -> Sys<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     check_int(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st)
-}
-
-/// `mkdirat(dir, name)`; an existing entry is fine.
-pub(crate) fn mkdir_at(dir: BorrowedFd, name: &CStr, mode: libc::mode_t) -> Sys<()> {
-    // SAFETY: name is NUL-terminated.
-    match check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }) {
-        Err(libc::EEXIST) => Ok(()),
-        other => other.map(drop),
-    }
-}
-
-/// Creates an empty regular file `name` in `dir`; an existing entry is fine (it is not
-/// followed or opened).
-pub(crate) fn create_file_at(dir: BorrowedFd, name: &CStr, mode: libc::mode_t) -> Sys<()> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: name is NUL-terminated.
-    match owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) } as c_long) {
-        Err(libc::EEXIST) => Ok(()),
-        other => other.map(drop),
-    }
 }
 
 /// Reads one byte; `Ok(false)` on end of file.
@@ -451,5 +448,79 @@ pub(crate) fn recv_fd(sock: RawFd) -> Sys<Option<OwnedFd>> {
         }
         let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
         Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// The absolute path by which this process reaches the directory `dir` (`fchdir`, then the
+/// `getcwd` system call, which asks the kernel rather than walking `..`). Changes the cwd.
+/// Returns the path's length in `buf` (no NUL); a dir outside this process's root is ENOENT.
+pub(crate) fn dir_path(dir: BorrowedFd, buf: &mut [u8]) -> Sys<usize> {
+    // SAFETY: fchdir on a valid fd; getcwd writes at most buf.len() bytes.
+    let len = unsafe {
+        check_int(libc::fchdir(dir.as_raw_fd()))?;
+        check(libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()))?
+    };
+    // The kernel counts the NUL, and names an unreachable cwd "(unreachable)/…".
+    match (len as usize).checked_sub(1) {
+        Some(path_len) if buf.first() == Some(&b'/') => Ok(path_len),
+        _ => Err(libc::ENOENT),
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub(crate) fn stat_at(dir: BorrowedFd, name: &CStr) -> Sys<libc::stat> {
+    // SAFETY: stat is plain data and fstatat fills it; name is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check_int(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
+/// `mkdirat(dir, name)`, reporting an existing entry as EEXIST.
+pub(crate) fn mkdir_new_at(dir: BorrowedFd, name: &CStr, mode: libc::mode_t) -> Sys<()> {
+    // SAFETY: name is NUL-terminated.
+    check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// Creates the file `name` in `dir` (never through a symlink, never an existing one: EEXIST)
+/// and opens it with `flags` (`O_WRONLY`, …).
+pub(crate) fn create_new_at(
+    dir: BorrowedFd,
+    name: &CStr,
+    flags: c_int,
+    mode: libc::mode_t,
+) -> Sys<OwnedFd> {
+    let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: name is NUL-terminated.
+    owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) } as c_long)
+}
+
+pub(crate) fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Sys<()> {
+    // SAFETY: a plain system call on a valid fd.
+    check_int(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+/// `unlinkat(dir, name)`; `dir_entry` removes a directory (only an empty one).
+pub(crate) fn unlink_at(dir: BorrowedFd, name: &CStr, dir_entry: bool) -> Sys<()> {
+    let flags = if dir_entry { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: name is NUL-terminated.
+    check_int(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// Whether the open file `fd` has the extended attribute `name`.
+pub(crate) fn has_xattr(fd: BorrowedFd, name: &CStr) -> Sys<bool> {
+    // SAFETY: a zero-sized query: no buffer is written.
+    match check(
+        unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), ptr::null_mut(), 0) } as c_long,
+    ) {
+        Ok(_) => Ok(true),
+        Err(libc::ENODATA) => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -12,31 +12,31 @@ use nix::errno::Errno;
 
 use super::*;
 
-const BUSYBOX: &str = "/bin/busybox";
+pub(super) const BUSYBOX: &str = "/bin/busybox";
 
 /// A temp dir with `layers/base` (busybox with its applets in /bin, a regular /etc/hosts and
 /// a symlinked /etc/resolv.conf) and numbered step dirs with fresh upper and work dirs.
-struct Fixture {
-    tmp: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) tmp: tempfile::TempDir,
     steps: AtomicUsize,
 }
 
-struct Outcome {
-    status: Result<ExitStatus, RuntimeError>,
-    stdout: String,
-    stderr: String,
-    upper: PathBuf,
+pub(super) struct Outcome {
+    pub(super) status: Result<ExitStatus, RuntimeError>,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
+    pub(super) upper: PathBuf,
 }
 
 impl Outcome {
-    fn ok(&self) -> ExitStatus {
+    pub(super) fn ok(&self) -> ExitStatus {
         match &self.status {
             Ok(status) => *status,
             Err(e) => panic!("step failed to start: {e}\nstderr: {}", self.stderr),
         }
     }
 
-    fn err(&self) -> &RuntimeError {
+    pub(super) fn err(&self) -> &RuntimeError {
         match &self.status {
             Ok(status) => panic!("step ran ({status:?}) but should have failed to start"),
             Err(e) => e,
@@ -45,7 +45,7 @@ impl Outcome {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         assert!(
             nix::unistd::geteuid().is_root(),
             "runtime tests need root (namespaces, overlayfs)"
@@ -75,17 +75,17 @@ impl Fixture {
         fx
     }
 
-    fn layers_dir(&self) -> PathBuf {
+    pub(super) fn layers_dir(&self) -> PathBuf {
         self.tmp.path().join("layers")
     }
 
-    fn layer(&self, name: &str) -> PathBuf {
+    pub(super) fn layer(&self, name: &str) -> PathBuf {
         let dir = self.layers_dir().join(name);
         fs::create_dir_all(&dir).unwrap();
         dir
     }
 
-    fn overlay(&self, lowers: &[&str]) -> Overlay {
+    pub(super) fn overlay(&self, lowers: &[&str]) -> Overlay {
         let n = self.steps.fetch_add(1, Ordering::SeqCst);
         let step = self.tmp.path().join(format!("steps/{n}"));
         fs::create_dir_all(step.join("upper")).unwrap();
@@ -98,7 +98,7 @@ impl Fixture {
         }
     }
 
-    fn sandbox(&self, lowers: &[&str], argv: &[&str]) -> StepSandbox {
+    pub(super) fn sandbox(&self, lowers: &[&str], argv: &[&str]) -> StepSandbox {
         let overlay = self.overlay(lowers);
         let capture = |name: &str| -> OwnedFd {
             File::create(overlay.upper.parent().unwrap().join(name))
@@ -116,15 +116,16 @@ impl Fixture {
             network: NetworkMode::None,
             stdout: capture("stdout"),
             stderr: capture("stderr"),
+            mounts: Vec::new(),
             overlay,
         }
     }
 
-    fn sh(&self, script: &str) -> StepSandbox {
+    pub(super) fn sh(&self, script: &str) -> StepSandbox {
         self.sandbox(&["base"], &["/bin/sh", "-c", script])
     }
 
-    fn run(&self, sb: StepSandbox) -> Outcome {
+    pub(super) fn run(&self, sb: StepSandbox) -> Outcome {
         let status = run_step(&sb);
         let step = sb.overlay.upper.parent().unwrap();
         Outcome {
@@ -135,13 +136,13 @@ impl Fixture {
         }
     }
 
-    fn run_sh(&self, script: &str) -> Outcome {
+    pub(super) fn run_sh(&self, script: &str) -> Outcome {
         self.run(self.sh(script))
     }
 }
 
 /// Every path under `dir`, relative, sorted.
-fn tree(dir: &Path) -> Vec<String> {
+pub(super) fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -163,7 +164,7 @@ fn host_mounts() -> String {
 
 /// The host pid of the process whose command line is exactly `argv`, waiting for it to
 /// appear (a step's PID 1 after its execve).
-fn wait_for_process(argv: &[&str]) -> i32 {
+pub(super) fn wait_for_process(argv: &[&str]) -> i32 {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -180,7 +181,7 @@ fn wait_for_process(argv: &[&str]) -> i32 {
     panic!("no process {argv:?} appeared");
 }
 
-fn kill9(pid: i32) {
+pub(super) fn kill9(pid: i32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
 }
 

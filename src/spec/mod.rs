@@ -6,12 +6,15 @@
 //!
 //! Layers, bottom up: [`node`] turns YAML into a tree that remembers positions; [`read`]
 //! reads typed values from it; [`units`], [`names`] and [`subst`] parse the small languages
-//! inside values; `top`, `steps` and `sections` check each part of the spec.
+//! inside values; `top`, `stages`, `steps` and `sections` check each part of the spec.
 //!
 //! INTERFACE (owned by the spec helper; keep these signatures):
 //! - `pub fn load(path: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
 //! - `pub fn parse(text: &str, file: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
 //! - `SpecError`: Display = `FILE:LINE:COL: message` plus ` (hint)` when there is one.
+//! - `Spec::stages` (never empty, last = the image), `Spec::final_stage()`,
+//!   `Spec::stage_index(name)`, `Spec::truncate_to(name)` for `--target`,
+//!   `Stage::dependencies()`; `Step::args_used`, `Stage::{env_args_used, from_args_used}`.
 
 mod error;
 pub mod model;
@@ -19,6 +22,7 @@ mod names;
 mod node;
 mod read;
 mod sections;
+mod stages;
 mod steps;
 mod subst;
 mod top;

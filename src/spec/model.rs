@@ -1,9 +1,10 @@
 //! The typed model of a `kiln.yaml` after parsing, substitution and validation.
 //!
 //! Every value here is already checked: modes are numbers, sizes are bytes, capability
-//! names are known, `${VAR}` references are resolved. Code below `spec` never re-validates.
+//! names are known, `${VAR}` references are resolved, stage references point at earlier
+//! stages. Code below `spec` never re-validates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// Where in the spec file something was written (1-based), for error messages.
@@ -20,20 +21,45 @@ pub struct Spec {
     pub file: PathBuf,
     /// `image:`, the default tag for `kiln build`.
     pub image: Option<String>,
-    /// `from:`.
-    pub from: From,
     /// `args:` after `--arg` overrides (name → value).
     pub args: BTreeMap<String, String>,
     /// `contexts:`: named build contexts, paths resolved against the spec's folder.
     pub contexts: BTreeMap<String, PathBuf>,
-    /// `env:`: environment for every step and the image, in file order.
+    /// Top-level `env:`, in file order. Already included at the start of every
+    /// [`Stage::env`]; kept here for display.
     pub env: Vec<(String, String)>,
-    pub steps: Vec<Step>,
+    /// The stages in file order, never empty; the last one is the image. A spec without
+    /// `stages:` has one stage named [`SINGLE_STAGE_NAME`].
+    pub stages: Vec<Stage>,
+    /// `config:` of the final image.
     pub config: Config,
+    /// `run:` defaults of the final image.
     pub run: RunDefaults,
 }
 
-/// The base of the image.
+/// The name of the only stage of a spec written with top-level `from:`/`steps:`.
+pub const SINGLE_STAGE_NAME: &str = "main";
+
+/// One stage: a base and the steps run on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// The key under `stages:`, or [`SINGLE_STAGE_NAME`].
+    pub name: String,
+    pub from: From,
+    /// `${NAME}` args used by `from:` (directly, not through `env`).
+    pub from_args_used: BTreeSet<String>,
+    pub steps: Vec<Step>,
+    /// The environment the stage's steps start with, set on top of the base's config: the
+    /// top-level `env:` then the stage's own `env:`, in file order (a later entry of the
+    /// same name wins).
+    pub env: Vec<(String, String)>,
+    /// Args referenced (directly) by the values of [`Stage::env`].
+    pub env_args_used: BTreeSet<String>,
+    /// The stage's key under `stages:`, or the top-level `from:` key.
+    pub location: Location,
+}
+
+/// The base of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum From {
     Scratch,
@@ -46,11 +72,17 @@ pub enum From {
     Rootfs(PathBuf),
     /// Anything else: an image reference, looked up in the local store.
     Image(String),
+    /// The result of an earlier stage, by name.
+    Stage(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub kind: StepKind,
+    /// Names of `args:` referenced as `${NAME}` (or `${NAME:-default}`) by this step's own
+    /// text, where the name meant the arg and not an `env` variable of the same name.
+    /// Args that reach the step only through an `env` value are not listed.
+    pub args_used: BTreeSet<String>,
     /// Where the step starts in the spec (the `-` of the list item's first key).
     pub location: Location,
 }
@@ -107,23 +139,47 @@ pub enum Network {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Secret {
     pub id: String,
-    pub source: PathBuf,
+    pub source: SecretSource,
+    /// Absolute path in the container, default `/run/secrets/ID`.
     pub target: String,
+}
+
+/// Where a secret's value comes from at build time. The spec does not read it: a missing
+/// file or variable is found by the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `source: PATH`, resolved against the spec's folder.
+    File(PathBuf),
+    /// `env: VAR`: a variable of `kiln build`'s own environment.
+    Env(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyStep {
-    /// Source paths relative to the context (at least one). A trailing `/` or a directory
-    /// copies the directory's contents.
+    /// Source paths (at least one), never containing `..`. A trailing `/` or a directory
+    /// copies the directory's contents. Relative to the context for
+    /// [`CopyFrom::BuildContext`] and [`CopyFrom::Context`]; absolute (a relative one is
+    /// made absolute) inside the stage's filesystem for [`CopyFrom::Stage`].
     pub sources: Vec<String>,
-    /// `from:`: a named context; `None` is the spec's own folder.
-    pub from: Option<String>,
+    /// `from:`.
+    pub from: CopyFrom,
     /// Destination inside the image (absolute, or relative to the current workdir).
     pub to: String,
     /// `mode:` e.g. `"0755"`.
     pub mode: Option<u32>,
     /// `owner:` `UID[:GID]` (numeric, or names resolved at build time from the image).
     pub owner: Option<String>,
+}
+
+/// What a `copy` step copies from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
+    /// No `from:`: the spec's own folder (the build context).
+    BuildContext,
+    /// A name declared under `contexts:`.
+    Context(String),
+    /// The filesystem of an earlier stage, by name.
+    Stage(String),
 }
 
 /// `config:`: written into the OCI image config.
@@ -180,4 +236,36 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: String,
     pub readonly: bool,
+}
+
+impl Spec {
+    /// The position of the stage called `name`.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|stage| stage.name == name)
+    }
+
+    /// The stage that becomes the image: the last one.
+    pub fn final_stage(&self) -> &Stage {
+        self.stages
+            .last()
+            .expect("the spec parser never produces a spec without stages")
+    }
+}
+
+impl Stage {
+    /// The earlier stages this one reads (its `from:` and its `copy … from:`), by name.
+    pub fn dependencies(&self) -> BTreeSet<&str> {
+        let base = match &self.from {
+            From::Stage(name) => Some(name.as_str()),
+            _ => None,
+        };
+        let copies = self.steps.iter().filter_map(|step| match &step.kind {
+            StepKind::Copy(CopyStep {
+                from: CopyFrom::Stage(name),
+                ..
+            }) => Some(name.as_str()),
+            _ => None,
+        });
+        base.into_iter().chain(copies).collect()
+    }
 }

@@ -159,3 +159,18 @@ pub(crate) fn check_container_path(text: &str, mount_point: bool) -> Parsed<()> 
     }
     Ok(())
 }
+
+/// An environment variable name: anything without `=`, whitespace or NUL, as the kernel's
+/// `envp` and docker allow.
+pub(crate) fn check_env_name(name: &str) -> Parsed<()> {
+    if name.is_empty() || name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace()) {
+        return Err(Invalid::new(
+            format!(
+                "invalid environment variable name \"{}\"",
+                name.escape_debug()
+            ),
+            "names cannot be empty or contain '=', spaces or NUL",
+        ));
+    }
+    Ok(())
+}

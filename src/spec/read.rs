@@ -3,8 +3,11 @@
 //! This is where "unknown key" (with its suggestion) and "expected a string, found a list"
 //! come from, so every section of the spec reports these the same way.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use super::error::{did_you_mean, Issue, Result};
-use super::names::check_container_path;
+use super::names::{check_container_path, check_env_name};
 use super::node::{Node, Value};
 use super::subst::Vars;
 use super::units::Invalid;
@@ -151,15 +154,33 @@ pub(crate) fn located<T>(node: &Node, parsed: Result<T, Invalid>) -> Result<T> {
     parsed.map_err(|invalid| invalid.at(node.location))
 }
 
-/// Reads values with `${NAME}` substitution against the variables in scope.
+/// Reads values with `${NAME}` substitution against the variables in scope, remembering
+/// which build args they used.
 pub(crate) struct Expander<'v> {
-    pub vars: &'v Vars,
+    vars: &'v Vars,
+    args_used: RefCell<BTreeSet<String>>,
 }
 
-impl Expander<'_> {
+impl<'v> Expander<'v> {
+    pub fn new(vars: &'v Vars) -> Self {
+        Expander {
+            vars,
+            args_used: RefCell::default(),
+        }
+    }
+
+    /// The args read so far (by everything expanded through this expander).
+    pub fn into_args_used(self) -> BTreeSet<String> {
+        self.args_used.into_inner()
+    }
+
     /// A scalar, with `${NAME}` references expanded.
     pub fn text(&self, node: &Node, what: &str) -> Result<String> {
-        self.vars.expand(text(node, what)?, node.location)
+        self.expand_in(self.vars, text(node, what)?, node)
+    }
+
+    fn expand_in(&self, vars: &Vars, text: &str, node: &Node) -> Result<String> {
+        vars.expand(text, node.location, &mut self.args_used.borrow_mut())
     }
 
     /// A list of scalars, each expanded.
@@ -210,10 +231,8 @@ impl Expander<'_> {
                 return Err(Issue::at(key.location, format!("{name} has no value"))
                     .hint(format!("write {name}: \"\" for an empty value")));
             }
-            let expanded = scope.expand(
-                text(value, &format!("the value of {name}"))?,
-                value.location,
-            )?;
+            let expanded =
+                self.expand_in(&scope, text(value, &format!("the value of {name}"))?, value)?;
             scope.define(name, &expanded);
             env.push((name.to_string(), expanded));
         }
@@ -221,19 +240,9 @@ impl Expander<'_> {
     }
 }
 
-/// An environment variable name: anything without `=`, whitespace or NUL, as the kernel's
-/// `envp` and docker allow.
+/// An `env:` key, which must be a valid environment variable name.
 fn env_name(key: &Node) -> Result<&str> {
     let name = key_text(key)?;
-    if name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace()) {
-        return Err(Issue::at(
-            key.location,
-            format!(
-                "invalid environment variable name \"{}\"",
-                name.escape_debug()
-            ),
-        )
-        .hint("names cannot contain '=', spaces or NUL"));
-    }
+    located(key, check_env_name(name))?;
     Ok(name)
 }

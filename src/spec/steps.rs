@@ -4,10 +4,13 @@
 use std::path::Path;
 
 use super::error::{did_you_mean, Issue, Result};
-use super::model::{Command, CopyStep, Network, RunStep, Secret, Step, StepKind};
-use super::names::check_user;
+use super::model::{
+    Command, CopyFrom, CopyStep, Location, Network, RunStep, Secret, SecretSource, Step, StepKind,
+};
+use super::names::{check_env_name, check_user};
 use super::node::{Node, Value};
 use super::read::{list, located, Expander, Fields};
+use super::stages::{Place, StageUse};
 use super::subst::Vars;
 use super::top::resolve;
 use super::units::{mode_from_int, parse_mode};
@@ -15,6 +18,7 @@ use super::units::{mode_from_int, parse_mode};
 const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
 const RUN_MODIFIERS: [&str; 3] = ["network", "cache", "secrets"];
 const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
+const SECRET_EXAMPLE: &str = "e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN }";
 #[rustfmt::skip]
 pub(crate) const STEP_KEYS: [&str; 12] = [
     "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "from", "to", "mode",
@@ -27,6 +31,8 @@ pub(crate) struct StepContext<'a> {
     pub dir: &'a Path,
     /// Names declared under `contexts:`, for `copy … from:`.
     pub contexts: Vec<&'a str>,
+    /// The stage the steps belong to, for `copy … from:`.
+    pub stages: &'a Place<'a>,
 }
 
 /// Reads `steps:`. `vars` grows with every `env:` step, for the steps after it.
@@ -57,7 +63,7 @@ fn parse_step(item: &Node, cx: &StepContext, vars: &Vars) -> Result<Step> {
     let kind = step_kind(item, &fields)?;
     check_modifiers(kind, &fields)?;
     let value = fields.get(kind).unwrap_or(item);
-    let ex = Expander { vars };
+    let ex = Expander::new(vars);
     let kind = match kind {
         "run" => StepKind::Run(run_step(value, &fields, cx, &ex)?),
         "copy" => StepKind::Copy(copy_step(value, &fields, cx, &ex)?),
@@ -68,6 +74,7 @@ fn parse_step(item: &Node, cx: &StepContext, vars: &Vars) -> Result<Step> {
     };
     Ok(Step {
         kind,
+        args_used: ex.into_args_used(),
         location: item.location,
     })
 }
@@ -151,14 +158,10 @@ pub(crate) fn network(ex: &Expander, node: &Node) -> Result<Network> {
 fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> {
     let mut secrets: Vec<Secret> = Vec::new();
     for item in list(node, "secrets")? {
-        let fields = Fields::new(item, "secret", &["id", "source", "target"])?;
-        let require = |name: &str| {
-            fields.get(name).ok_or_else(|| {
-                Issue::at(item.location, format!("a secret needs \"{name}\""))
-                    .hint("e.g. { id: token, source: ./token.txt, target: /run/secrets/token }")
-            })
-        };
-        let id_node = require("id")?;
+        let fields = Fields::new(item, "secret", &["id", "source", "env", "target"])?;
+        let id_node = fields.get("id").ok_or_else(|| {
+            Issue::at(item.location, "a secret needs \"id\"").hint(SECRET_EXAMPLE)
+        })?;
         let id = ex.text(id_node, "id")?;
         if id.is_empty()
             || !id
@@ -170,7 +173,7 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
                     .hint("letters, digits, '_', '.' and '-'"),
             );
         }
-        let source = ex.text(require("source")?, "source")?;
+        let source = secret_source(item, &fields, cx, ex)?;
         let target = match fields.get("target") {
             Some(node) => ex.container_path(node, "target", true)?,
             None => format!("/run/secrets/{id}"),
@@ -182,13 +185,49 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
             )
             .hint("each secret needs its own id and target"));
         }
-        secrets.push(Secret {
-            id,
-            source: resolve(cx.dir, &source),
-            target,
-        });
+        secrets.push(Secret { id, source, target });
     }
     Ok(secrets)
+}
+
+/// Exactly one of `source: PATH` (a host file) and `env: VAR` (a variable of kiln's own
+/// environment). Neither is read here: the build reads it when the step runs.
+fn secret_source(
+    item: &Node,
+    fields: &Fields,
+    cx: &StepContext,
+    ex: &Expander,
+) -> Result<SecretSource> {
+    match (fields.get("source"), fields.get("env")) {
+        (Some(_), Some(_)) => {
+            let second = fields
+                .names()
+                .filter(|(name, _)| *name == "source" || *name == "env")
+                .nth(1)
+                .map_or(item.location, |(_, key)| key.location);
+            Err(
+                Issue::at(second, "a secret takes \"source\" or \"env\", not both").hint(
+                    "source: reads a file, env: reads a variable of kiln build's environment",
+                ),
+            )
+        }
+        (None, None) => Err(
+            Issue::at(item.location, "a secret needs \"source\" or \"env\"").hint(SECRET_EXAMPLE),
+        ),
+        (Some(node), None) => {
+            let path = ex.text(node, "source")?;
+            if path.is_empty() {
+                return Err(Issue::at(node.location, "secret source is empty")
+                    .hint("give the path of a file, relative to the spec's folder"));
+            }
+            Ok(SecretSource::File(resolve(cx.dir, &path)))
+        }
+        (None, Some(node)) => {
+            let name = ex.text(node, "env")?;
+            located(node, check_env_name(&name))?;
+            Ok(SecretSource::Env(name))
+        }
+    }
 }
 
 fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<CopyStep> {
@@ -199,25 +238,14 @@ fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> 
                 .hint("e.g. copy: [src/, Cargo.toml]"),
         );
     }
-    // Sources stay inside their context; the build re-checks symlinks when it copies.
-    let escapes = |s: &String| s.starts_with('/') || s.split('/').any(|part| part == "..");
-    if let Some(index) = sources.iter().position(escapes) {
-        let at = match &value.value {
-            Value::Seq(items) => items
-                .get(index)
-                .map_or(value.location, |item| item.location),
-            _ => value.location,
-        };
-        return Err(Issue::at(
-            at,
-            format!(
-                "copy source \"{}\" leaves the build context",
-                sources[index]
-            ),
-        )
-        .hint("sources are relative to the context folder and cannot use \"..\" or start with /"));
-    }
-    let from = fields.read("from", |n| context_name(ex, n, cx))?;
+    let from = match fields.get("from") {
+        Some(node) => copy_origin(ex, node, cx)?,
+        None => CopyFrom::BuildContext,
+    };
+    let sources = match from {
+        CopyFrom::Stage(_) => stage_sources(value, sources)?,
+        _ => context_sources(value, sources)?,
+    };
     let to_node = fields.get("to").ok_or_else(|| {
         let copy_key = fields.key("copy").map_or(value.location, |k| k.location);
         Issue::at(copy_key, "copy needs \"to\"").hint("e.g. to: /usr/local/bin/")
@@ -235,15 +263,89 @@ fn copy_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> 
     })
 }
 
-fn context_name(ex: &Expander, node: &Node, cx: &StepContext) -> Result<String> {
-    let name = ex.text(node, "from")?;
-    if cx.contexts.contains(&name.as_str()) {
-        return Ok(name);
+/// Sources in a build context stay inside it; the build re-checks symlinks when it copies.
+fn context_sources(value: &Node, sources: Vec<String>) -> Result<Vec<String>> {
+    let escapes = |s: &String| s.starts_with('/') || has_dot_dot(s);
+    if let Some(index) = sources.iter().position(escapes) {
+        return Err(Issue::at(
+            source_location(value, index),
+            format!(
+                "copy source \"{}\" leaves the build context",
+                sources[index]
+            ),
+        )
+        .hint("sources are relative to the context folder and cannot use \"..\" or start with /"));
     }
+    Ok(sources)
+}
+
+/// Sources in another stage are paths in its filesystem, made absolute so the build has one
+/// form to deal with.
+fn stage_sources(value: &Node, sources: Vec<String>) -> Result<Vec<String>> {
+    if let Some(index) = sources.iter().position(|s| has_dot_dot(s)) {
+        return Err(Issue::at(
+            source_location(value, index),
+            format!("copy source \"{}\" contains \"..\"", sources[index]),
+        )
+        .hint("write the path inside the stage without \"..\", e.g. /usr/local/bin/app"));
+    }
+    Ok(sources
+        .into_iter()
+        .map(|s| {
+            if s.starts_with('/') {
+                s
+            } else {
+                format!("/{s}")
+            }
+        })
+        .collect())
+}
+
+fn has_dot_dot(path: &str) -> bool {
+    path.split('/').any(|part| part == "..")
+}
+
+/// The position of the `index`th source, for a list; of the whole value otherwise.
+fn source_location(value: &Node, index: usize) -> Location {
+    match &value.value {
+        Value::Seq(items) => items
+            .get(index)
+            .map_or(value.location, |item| item.location),
+        _ => value.location,
+    }
+}
+
+/// `copy … from: NAME`: a build context or an earlier stage, never a name that is both.
+fn copy_origin(ex: &Expander, node: &Node, cx: &StepContext) -> Result<CopyFrom> {
+    let name = ex.text(node, "from")?;
+    let is_context = cx.contexts.contains(&name.as_str());
+    if is_context && cx.stages.is_stage(&name) {
+        return Err(Issue::at(
+            node.location,
+            format!("\"{name}\" is both a build context and a stage"),
+        )
+        .hint("rename one of them so that copy from: is not ambiguous"));
+    }
+    if is_context {
+        return Ok(CopyFrom::Context(name));
+    }
+    if cx
+        .stages
+        .refers_to_stage(&name, node.location, StageUse::Copy)?
+    {
+        return Ok(CopyFrom::Stage(name));
+    }
+    let candidates = cx.contexts.iter().chain(cx.stages.earlier()).copied();
+    let (what, otherwise) = if cx.stages.is_multi_stage() {
+        ("build context or stage", ", or name an earlier stage")
+    } else {
+        ("build context", "")
+    };
     Err(
-        Issue::at(node.location, format!("unknown build context \"{name}\"")).hint(
-            did_you_mean(&name, cx.contexts.iter().copied())
-                .unwrap_or_else(|| format!("declare it under contexts:, e.g. {name}: ./dir")),
+        Issue::at(node.location, format!("unknown {what} \"{name}\"")).hint(
+            did_you_mean(&name, candidates).unwrap_or_else(|| {
+                format!("declare it under contexts:, e.g. {name}: ./dir{otherwise}")
+            }),
         ),
     )
 }

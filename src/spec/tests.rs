@@ -1,7 +1,7 @@
 //! Tests for the spec format: a full spec, every class of error with its exact message and
 //! position, the value languages, and robustness against hostile input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::names::{parse_capability, parse_signal};
@@ -35,6 +35,10 @@ fn err(text: &str) -> String {
 
 fn at(line: usize, column: usize) -> Location {
     Location { line, column }
+}
+
+fn names(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -105,7 +109,6 @@ fn full_spec_parses_to_the_expected_model() {
     let expected = Spec {
         file: PathBuf::from("site/kiln.yaml"),
         image: Some("hello:v2".into()),
-        from: From::Scratch,
         args: BTreeMap::from([
             ("GREETING".into(), "hello".into()),
             ("TAG".into(), "v2".into()),
@@ -116,64 +119,79 @@ fn full_spec_parses_to_the_expected_model() {
             ("hostbin".into(), PathBuf::from("/usr/bin")),
         ]),
         env: pairs(&[("PATH", "/bin"), ("MSG", "hello world")]),
-        steps: vec![
-            Step {
-                kind: StepKind::Copy(CopyStep {
-                    sources: strings(&["busybox"]),
-                    from: Some("hostbin".into()),
-                    to: "/bin/busybox".into(),
-                    mode: Some(0o755),
-                    owner: None,
-                }),
-                location: at(7, 5),
-            },
-            Step {
-                kind: StepKind::Run(RunStep {
-                    command: Command::Argv(strings(&["/bin/busybox", "--install", "-s", "/bin"])),
-                    network: Network::Host,
-                    cache: vec![],
-                    secrets: vec![],
-                }),
-                location: at(11, 5),
-            },
-            Step {
-                kind: StepKind::Run(RunStep {
-                    command: Command::Shell(
-                        "mkdir -p /srv/www\necho \"hello from kiln, pid $$, home $HOME\" > /srv/www/index.html\n".into(),
-                    ),
-                    network: Network::None,
-                    cache: strings(&["/var/cache/pkg"]),
-                    secrets: vec![Secret {
-                        id: "token".into(),
-                        source: dir.join("token.txt"),
-                        target: "/run/secrets/token".into(),
+        stages: vec![Stage {
+            name: "main".into(),
+            from: From::Scratch,
+            from_args_used: names(&[]),
+            env: pairs(&[("PATH", "/bin"), ("MSG", "hello world")]),
+            env_args_used: names(&["GREETING"]),
+            location: at(2, 1),
+            steps: vec![
+                Step {
+                    kind: StepKind::Copy(CopyStep {
+                        sources: strings(&["busybox"]),
+                        from: CopyFrom::Context("hostbin".into()),
+                        to: "/bin/busybox".into(),
+                        mode: Some(0o755),
+                        owner: None,
+                    }),
+                    args_used: names(&[]),
+                    location: at(7, 5),
+                },
+                Step {
+                    kind: StepKind::Run(RunStep {
+                        command: Command::Argv(strings(&["/bin/busybox", "--install", "-s", "/bin"])),
+                        network: Network::Host,
+                        cache: vec![],
+                        secrets: vec![],
+                    }),
+                    args_used: names(&[]),
+                    location: at(11, 5),
+                },
+                Step {
+                    kind: StepKind::Run(RunStep {
+                        command: Command::Shell(
+                            "mkdir -p /srv/www\necho \"hello from kiln, pid $$, home $HOME\" > /srv/www/index.html\n".into(),
+                        ),
+                        network: Network::None,
+                        cache: strings(&["/var/cache/pkg"]),
+                        secrets: vec![Secret {
+                            id: "token".into(),
+                            source: SecretSource::File(dir.join("token.txt")),
+                            target: "/run/secrets/token".into(),
                     }],
                 }),
+                args_used: names(&["GREETING"]),
                 location: at(12, 5),
             },
             Step {
                 kind: StepKind::Workdir("/srv/www".into()),
+                args_used: names(&[]),
                 location: at(18, 5),
             },
             Step {
                 kind: StepKind::Env(pairs(&[("STEP", "v1.10")])),
+                args_used: names(&["VERSION"]),
                 location: at(19, 5),
             },
             Step {
                 kind: StepKind::Copy(CopyStep {
                     sources: strings(&["index.html", "style.css"]),
-                    from: Some("assets".into()),
+                    from: CopyFrom::Context("assets".into()),
                     to: "./".into(),
                     mode: None,
                     owner: Some("1000:1000".into()),
                 }),
+                args_used: names(&[]),
                 location: at(20, 5),
             },
             Step {
                 kind: StepKind::User("1000".into()),
+                args_used: names(&[]),
                 location: at(24, 5),
             },
         ],
+        }],
         config: Config {
             entrypoint: Some(strings(&["/bin/httpd", "-f", "-p", "8080"])),
             cmd: Some(strings(&["/bin/sh", "-c", "echo v1.10"])),
@@ -217,14 +235,20 @@ fn full_spec_parses_to_the_expected_model() {
 #[test]
 fn minimal_spec_has_empty_defaults() {
     let spec = ok("from: alpine:3.20\n");
-    assert_eq!(spec.from, From::Image("alpine:3.20".into()));
+    assert_eq!(spec.stages.len(), 1);
+    let stage = spec.final_stage();
+    assert_eq!(stage.name, "main");
+    assert_eq!(stage.from, From::Image("alpine:3.20".into()));
     assert_eq!(spec.image, None);
-    assert!(spec.steps.is_empty() && spec.env.is_empty() && spec.args.is_empty());
+    assert!(stage.steps.is_empty() && stage.env.is_empty());
+    assert!(spec.env.is_empty() && spec.args.is_empty());
     assert_eq!(spec.config, Config::default());
     assert_eq!(spec.run, RunDefaults::default());
     // Empty sections are the same as absent ones.
     assert_eq!(
-        ok("from: scratch\nsteps:\nconfig:\nrun:\nenv:\n").steps,
+        ok("from: scratch\nsteps:\nconfig:\nrun:\nenv:\n")
+            .final_stage()
+            .steps,
         vec![]
     );
 }
@@ -237,7 +261,7 @@ fn from_forms() {
             Path::new("a/kiln.yaml"),
             &[],
         )
-        .map(|s| s.from)
+        .map(|s| s.final_stage().from.clone())
         .map_err(|e| e.to_string())
     };
     assert_eq!(from("scratch"), Ok(From::Scratch));
@@ -325,7 +349,7 @@ fn modes() {
         err(&copy("\"17777\"")),
         "kiln.yaml:5:11: mode \"17777\" is out of range (a mode is up to four octal digits, e.g. \"0755\")"
     );
-    let mode = |m: &str| match &ok(&copy(m)).steps[0].kind {
+    let mode = |m: &str| match &ok(&copy(m)).final_stage().steps[0].kind {
         StepKind::Copy(c) => c.mode,
         other => panic!("{other:?}"),
     };
@@ -411,8 +435,8 @@ fn undefined_variable_suggests_the_nearest() {
         "kiln.yaml:2:16: unterminated \"${\" in string (close it with \"}\", or write \"$${\" for a literal \"${\")"
     );
     assert_eq!(
-        err("from: scratch\nimage: \"x:${A:-1}\"\n"),
-        "kiln.yaml:2:8: invalid variable reference \"${A:-1}\" (names are letters, digits and _, e.g. ${VERSION}; no defaults or operators)"
+        err("from: scratch\nimage: \"x:${A:+1}\"\n"),
+        "kiln.yaml:2:8: invalid variable reference \"${A:+1}\" (write ${NAME} or ${NAME:-default}, NAME being letters, digits and _; no other operators)"
     );
 }
 
@@ -428,8 +452,9 @@ steps:
 config: { env: { X: "${C}", Y: "${X}" }, cmd: [echo, "${C}"] }
 "#);
     assert_eq!(spec.env, pairs(&[("A", "1"), ("B", "1-b"), ("V", "2")]));
-    assert_eq!(spec.from, From::Image("img:2".into()));
+    assert_eq!(spec.final_stage().from, From::Image("img:2".into()));
     let commands: Vec<_> = spec
+        .final_stage()
         .steps
         .iter()
         .filter_map(|s| match &s.kind {
@@ -540,8 +565,7 @@ fn yaml_syntax_errors_have_positions() {
 #[test]
 fn other_errors() {
     let cases = [
-        ("stages: {}\n", "kiln.yaml:1:1: multi-stage specs (stages:) are not supported yet"),
-        ("image: x\n", "kiln.yaml:1:1: missing required key \"from\" (e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar)"),
+        ("image: x\n", "kiln.yaml:1:1: missing required key \"from\" (e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar; or stages: for a multi-stage build)"),
         ("", "kiln.yaml:1:1: the spec is empty (start with `from: scratch` or `from: IMAGE`)"),
         ("- from: x\n", "kiln.yaml:1:1: a spec must be a mapping with keys such as from:, found a list"),
         ("from: scratch\nsteps: make\n", "kiln.yaml:2:8: steps must be a list, found a string"),
@@ -632,7 +656,10 @@ fn load_resolves_paths_against_the_spec_folder() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let spec = load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(spec.from, From::Rootfs(dir.path().join("root")));
+    assert_eq!(
+        spec.final_stage().from,
+        From::Rootfs(dir.path().join("root"))
+    );
     assert_eq!(spec.contexts["c"], dir.path().join("ctx"));
     assert_eq!(spec.contexts["abs"], PathBuf::from("/opt"));
     assert_eq!(spec.file, path);
@@ -717,7 +744,7 @@ fn junk_never_panics() {
     let pieces = [
         "from", ": ", "scratch", "\n", "  ", "- ", "[", "]", "{", "}", ",", "run", "copy", "${A}",
         "$$", "&a ", "*a", "!!str ", "\"", "'", "#", "|", ">", "? ", "steps", "0755", "64m", "-1",
-        "\t", "é", "~", "to", "mode", "args", "env", "A",
+        "\t", "é", "~", "to", "mode", "args", "env", "A", "stages", "b", "${A:-x}", "secrets",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..3000 {
@@ -739,6 +766,472 @@ fn the_shipped_example_is_valid() {
     assert_eq!(spec.image.as_deref(), Some("hello:latest"));
     assert_eq!(spec.run.cap_drop, strings(&["ALL"]));
     assert!(
-        matches!(&spec.steps[2].kind, StepKind::Run(r) if r.command.argv()[2].contains("hi from kiln"))
+        matches!(&spec.final_stage().steps[2].kind, StepKind::Run(r) if r.command.argv()[2].contains("hi from kiln"))
     );
+}
+
+const TWO_STAGES: &str = r#"image: app:${VERSION}
+args: { VERSION: "1.2", DEBIAN: bookworm, CFLAGS: -O2 }
+contexts: { tools: ./tools }
+env: { LANG: C.UTF-8, TAG: "v${VERSION}" }
+stages:
+  build:
+    from: "debian:${DEBIAN}"
+    env: { CC: gcc, FLAGS: "${CFLAGS}" }
+    steps:
+      - copy: hello.c
+        to: /src/
+      - run: ${CC} ${CFLAGS} -static -o /out/hello /src/hello.c
+      - env: { OUT: /out }
+  final:
+    from: scratch
+    steps:
+      - copy: [out/hello, /etc/passwd]
+        from: build
+        to: /bin/
+      - copy: x
+        from: tools
+        to: /x
+config: { entrypoint: [/bin/hello], labels: { version: "${TAG}" } }
+"#;
+
+#[test]
+fn multi_stage_spec_parses_to_stages() {
+    let spec = parse(TWO_STAGES, Path::new("p/kiln.yaml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.image.as_deref(), Some("app:1.2"));
+    assert_eq!(spec.env, pairs(&[("LANG", "C.UTF-8"), ("TAG", "v1.2")]));
+    assert_eq!(spec.stages.len(), 2);
+    let build = &spec.stages[0];
+    assert_eq!(build.name, "build");
+    assert_eq!(build.location, at(6, 3));
+    assert_eq!(build.from, From::Image("debian:bookworm".into()));
+    assert_eq!(build.from_args_used, names(&["DEBIAN"]));
+    // The top-level env first, then the stage's own.
+    assert_eq!(
+        build.env,
+        pairs(&[
+            ("LANG", "C.UTF-8"),
+            ("TAG", "v1.2"),
+            ("CC", "gcc"),
+            ("FLAGS", "-O2")
+        ])
+    );
+    assert_eq!(build.env_args_used, names(&["CFLAGS", "VERSION"]));
+    assert_eq!(
+        build.steps[1].kind,
+        StepKind::Run(RunStep {
+            command: Command::Shell("gcc -O2 -static -o /out/hello /src/hello.c".into()),
+            network: Network::Host,
+            cache: vec![],
+            secrets: vec![],
+        })
+    );
+    assert_eq!(build.steps[1].args_used, names(&["CFLAGS"]));
+    assert!(build.dependencies().is_empty());
+
+    let last = spec.final_stage();
+    assert_eq!(last.name, "final");
+    assert_eq!(last.from, From::Scratch);
+    assert_eq!(last.env, pairs(&[("LANG", "C.UTF-8"), ("TAG", "v1.2")]));
+    assert_eq!(last.env_args_used, names(&["VERSION"]));
+    // Paths in a stage are made absolute.
+    assert_eq!(
+        last.steps[0].kind,
+        StepKind::Copy(CopyStep {
+            sources: strings(&["/out/hello", "/etc/passwd"]),
+            from: CopyFrom::Stage("build".into()),
+            to: "/bin/".into(),
+            mode: None,
+            owner: None,
+        })
+    );
+    assert!(
+        matches!(&last.steps[1].kind, StepKind::Copy(c) if c.from == CopyFrom::Context("tools".into()))
+    );
+    assert_eq!(last.dependencies(), BTreeSet::from(["build"]));
+    assert_eq!(spec.stage_index("build"), Some(0));
+    assert_eq!(spec.stage_index("final"), Some(1));
+    assert_eq!(spec.stage_index("main"), None);
+    assert_eq!(spec.config.labels["version"], "v1.2");
+}
+
+#[test]
+fn a_stage_built_on_another_sees_its_variables() {
+    let spec = ok(r#"args: { V: "1" }
+env: { PATH: /bin }
+stages:
+  base:
+    from: scratch
+    env: { HOME_DIR: /app }
+    steps:
+      - env: { PATH: /usr/bin, MODE: fast }
+  test:
+    from: base
+    steps:
+      - run: echo ${HOME_DIR} ${MODE} ${PATH} ${V}
+config: { cmd: [echo, "${HOME_DIR}"] }
+"#);
+    let test = spec.final_stage();
+    assert_eq!(test.from, From::Stage("base".into()));
+    assert_eq!(test.dependencies(), BTreeSet::from(["base"]));
+    // Like the build, the top-level env is set again on top of the base stage's.
+    assert_eq!(test.env, pairs(&[("PATH", "/bin")]));
+    match &test.steps[0].kind {
+        StepKind::Run(run) => assert_eq!(run.command.argv()[2], "echo /app fast /bin 1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(test.steps[0].args_used, names(&["V"]));
+    // config: sees the scope at the end of the last stage.
+    assert_eq!(spec.config.cmd, Some(strings(&["echo", "/app"])));
+}
+
+#[test]
+fn a_stage_name_wins_over_an_image_reference() {
+    let spec = ok(
+        "stages:\n  alpine:\n    from: alpine:3.20\n  app.v2:\n    from: alpine\n  x_1-y:\n    from: app.v2\n",
+    );
+    let froms: Vec<_> = spec.stages.iter().map(|s| s.from.clone()).collect();
+    assert_eq!(
+        froms,
+        vec![
+            From::Image("alpine:3.20".into()),
+            From::Stage("alpine".into()),
+            From::Stage("app.v2".into())
+        ]
+    );
+    // Without stages:, the single stage's name is not a stage reference.
+    assert_eq!(
+        ok("from: main\n").final_stage().from,
+        From::Image("main".into())
+    );
+}
+
+#[test]
+fn stage_errors() {
+    let cases = [
+        (
+            "stages:\n  a:\n    from: b\n  b:\n    from: scratch\n",
+            "kiln.yaml:3:11: stage \"b\" is defined after \"a\" (a stage can only use the stages above it; move \"b\" above \"a\")",
+        ),
+        (
+            "stages:\n  a:\n    from: a\n",
+            "kiln.yaml:3:11: stage \"a\" cannot be built from itself (a stage name wins over an image of the same name; to use the image \"a\", rename the stage)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    steps:\n      - copy: /x\n        from: a\n        to: /y\n",
+            "kiln.yaml:6:15: stage \"a\" cannot copy from itself",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    steps:\n      - copy: /x\n        from: b\n        to: /y\n  b:\n    from: scratch\n",
+            "kiln.yaml:6:15: stage \"b\" is defined after \"a\" (a stage can only use the stages above it; move \"b\" above \"a\")",
+        ),
+        (
+            "from: scratch\nstages:\n  a:\n    from: scratch\n",
+            "kiln.yaml:1:1: top-level \"from\" cannot be used together with stages: (move it into a stage: each stage has its own from: and steps:)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\nsteps: []\n",
+            "kiln.yaml:4:1: top-level \"steps\" cannot be used together with stages: (move it into a stage: each stage has its own from: and steps:)",
+        ),
+        (
+            "stages: {}\n",
+            "kiln.yaml:1:1: stages: needs at least one stage (e.g. stages: { build: { from: alpine, steps: [...] } })",
+        ),
+        (
+            "stages:\n",
+            "kiln.yaml:1:1: stages: needs at least one stage (e.g. stages: { build: { from: alpine, steps: [...] } })",
+        ),
+        (
+            "stages: [a, b]\n",
+            "kiln.yaml:1:9: stages must be a mapping, found a list (stages: maps each stage's name to its from: and steps:)",
+        ),
+        (
+            "stages:\n  Build:\n    from: scratch\n",
+            "kiln.yaml:2:3: invalid stage name \"Build\" (lower-case letters, digits, '-', '_' and '.', starting with a letter or digit, at most 128 characters)",
+        ),
+        (
+            "stages:\n  -x:\n    from: scratch\n",
+            "kiln.yaml:2:3: invalid stage name \"-x\" (lower-case letters, digits, '-', '_' and '.', starting with a letter or digit, at most 128 characters)",
+        ),
+        (
+            "stages:\n  scratch:\n    from: alpine\n",
+            "kiln.yaml:2:3: \"scratch\" cannot be a stage name (from: scratch means an empty base; pick another name)",
+        ),
+        (
+            "stages:\n  a:\n    steps: []\n",
+            "kiln.yaml:2:3: stage \"a\" needs \"from\" (e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar, or the name of an earlier stage)",
+        ),
+        (
+            "stages:\n  a:\n",
+            "kiln.yaml:2:3: stage \"a\" must be a mapping, found nothing (e.g. { from: alpine:3.20, steps: [...] })",
+        ),
+        (
+            "stages:\n  a:\n    form: scratch\n",
+            "kiln.yaml:3:5: unknown stage key \"form\" (did you mean \"from\"?)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    config: {}\n",
+            "kiln.yaml:4:5: unknown stage key \"config\" (\"config\" belongs at the top level: it applies to the final image)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    args: {}\n",
+            "kiln.yaml:4:5: unknown stage key \"args\" (\"args\" belongs at the top level: it is shared by all stages)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    run: make\n",
+            "kiln.yaml:4:5: unknown stage key \"run\" (\"run\" belongs in a step under the stage's steps:)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    expose: [80]\n",
+            "kiln.yaml:4:5: unknown stage key \"expose\" (\"expose\" belongs in config: at the top level)",
+        ),
+        (
+            "stages:\n  a:\n    from: \"\"\n",
+            "kiln.yaml:3:11: invalid base image \"\" (use scratch, an image reference, oci:PATH[:TAG], rootfs:PATH or an earlier stage)",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(err(text), expected, "for spec:\n{text}");
+    }
+}
+
+#[test]
+fn copy_from_a_stage_or_a_context() {
+    let two = |copy_from: &str, contexts: &str| {
+        format!("contexts: {{ {contexts} }}\nstages:\n  builder:\n    from: scratch\n  out:\n    from: scratch\n    steps:\n      - copy: /bin/app\n        from: {copy_from}\n        to: /app\n")
+    };
+    assert_eq!(
+        err(&two("builder", "builder: ./b")),
+        "kiln.yaml:9:15: \"builder\" is both a build context and a stage (rename one of them so that copy from: is not ambiguous)"
+    );
+    assert_eq!(
+        err(&two("biulder", "tools: ./t")),
+        "kiln.yaml:9:15: unknown build context or stage \"biulder\" (did you mean \"builder\"?)"
+    );
+    assert_eq!(
+        err(&two("tols", "tools: ./t")),
+        "kiln.yaml:9:15: unknown build context or stage \"tols\" (did you mean \"tools\"?)"
+    );
+    assert_eq!(
+        err(&two("zzz", "tools: ./t")),
+        "kiln.yaml:9:15: unknown build context or stage \"zzz\" (declare it under contexts:, e.g. zzz: ./dir, or name an earlier stage)"
+    );
+    // A later stage is not offered as a suggestion: it cannot be used.
+    assert_eq!(
+        err("stages:\n  a:\n    from: scratch\n    steps:\n      - copy: x\n        from: bb\n        to: /x\n  b:\n    from: scratch\n"),
+        "kiln.yaml:6:15: unknown build context or stage \"bb\" (declare it under contexts:, e.g. bb: ./dir, or name an earlier stage)"
+    );
+    // `..` stays forbidden; absolute paths are fine in a stage but not in a context.
+    let copy = |sources: &str, from: &str| {
+        format!("contexts: {{ c: ./c }}\nstages:\n  b:\n    from: scratch\n  f:\n    from: scratch\n    steps:\n      - copy: {sources}\n        from: {from}\n        to: /x\n")
+    };
+    assert_eq!(
+        err(&copy("[/ok, /a/../b]", "b")),
+        "kiln.yaml:8:21: copy source \"/a/../b\" contains \"..\" (write the path inside the stage without \"..\", e.g. /usr/local/bin/app)"
+    );
+    assert_eq!(
+        err(&copy("/etc/passwd", "c")),
+        "kiln.yaml:8:15: copy source \"/etc/passwd\" leaves the build context (sources are relative to the context folder and cannot use \"..\" or start with /)"
+    );
+    let spec = ok(&copy("[dir/, /abs]", "b"));
+    assert!(
+        matches!(&spec.final_stage().steps[0].kind, StepKind::Copy(c) if c.sources == strings(&["/dir/", "/abs"]))
+    );
+}
+
+#[test]
+fn secrets_come_from_a_file_or_the_environment() {
+    let spec = parse(
+        "from: scratch\nargs: { T: tok }\nsteps:\n  - run: make\n    secrets:\n      - { id: a, source: ./a.txt }\n      - { id: \"${T}\", env: GITHUB_TOKEN, target: /t }\n",
+        Path::new("d/kiln.yaml"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let step = &spec.final_stage().steps[0];
+    let StepKind::Run(run) = &step.kind else {
+        panic!("{step:?}")
+    };
+    assert_eq!(
+        run.secrets,
+        vec![
+            Secret {
+                id: "a".into(),
+                source: SecretSource::File(PathBuf::from("d/a.txt")),
+                target: "/run/secrets/a".into(),
+            },
+            Secret {
+                id: "tok".into(),
+                source: SecretSource::Env("GITHUB_TOKEN".into()),
+                target: "/t".into(),
+            },
+        ]
+    );
+    assert_eq!(step.args_used, names(&["T"]));
+    let secret = |body: &str| {
+        err(&format!(
+            "from: scratch\nsteps:\n  - run: make\n    secrets: [{body}]\n"
+        ))
+    };
+    assert_eq!(
+        secret("{ id: a, source: ./a, env: A }"),
+        "kiln.yaml:4:37: a secret takes \"source\" or \"env\", not both (source: reads a file, env: reads a variable of kiln build's environment)"
+    );
+    assert_eq!(
+        secret("{ id: a }"),
+        "kiln.yaml:4:15: a secret needs \"source\" or \"env\" (e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN })"
+    );
+    assert_eq!(
+        secret("{ env: A }"),
+        "kiln.yaml:4:15: a secret needs \"id\" (e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN })"
+    );
+    assert_eq!(
+        secret("{ id: a, env: \"A B\" }"),
+        "kiln.yaml:4:29: invalid environment variable name \"A B\" (names cannot be empty or contain '=', spaces or NUL)"
+    );
+    assert_eq!(
+        secret("{ id: a, source: \"\" }"),
+        "kiln.yaml:4:32: secret source is empty (give the path of a file, relative to the spec's folder)"
+    );
+    assert_eq!(
+        secret("{ id: a, file: x }"),
+        "kiln.yaml:4:24: unknown secret key \"file\" (valid keys: id, source, env, target)"
+    );
+    assert_eq!(
+        secret("{ id: a, env: A }, { id: b, env: B, target: /run/secrets/a }"),
+        "kiln.yaml:4:34: secret \"b\" clashes with secret \"a\" (each secret needs its own id and target)"
+    );
+}
+
+#[test]
+fn defaults_in_variable_references() {
+    let text = r#"args: { SET: "x", EMPTY: "" }
+env: { E: "" }
+from: scratch
+steps:
+  - run: echo ${SET:-d1} ${EMPTY:-d2} ${UNSET:-d3} ${E:-d4} ${UNSET:-} ${UNSET:-$$HOME $(pwd)}
+"#;
+    let spec = ok(text);
+    let step = &spec.final_stage().steps[0];
+    match &step.kind {
+        StepKind::Run(run) => assert_eq!(
+            run.command.argv()[2],
+            // The default is used as written: `$$` stays two dollars.
+            "echo x d2 d3 d4  $$HOME $(pwd)"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // An empty arg that fell back to its default was still read.
+    assert_eq!(step.args_used, names(&["EMPTY", "SET"]));
+    let overridden =
+        parse(text, Path::new(FILE), &pairs(&[("EMPTY", "y")])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        &overridden.final_stage().steps[0].kind,
+        StepKind::Run(run) if run.command.argv()[2].starts_with("echo x y d3")
+    ));
+    assert_eq!(
+        err("from: scratch\nsteps:\n  - run: echo ${A:-${B}}\n"),
+        "kiln.yaml:3:10: the default in \"${A:-${B}\" cannot use ${...} (a default is used as written; write the value itself)"
+    );
+    assert_eq!(
+        err("from: scratch\nsteps:\n  - run: echo ${:-x}\n"),
+        "kiln.yaml:3:10: invalid variable reference \"${:-x}\" (write ${NAME} or ${NAME:-default}, NAME being letters, digits and _; no other operators)"
+    );
+}
+
+#[test]
+fn steps_record_the_args_they_use_directly() {
+    let spec = ok(r#"args: { A: a, B: b, C: c, D: d }
+env: { FROM_A: "${A}", B: shadowed }
+from: "img:${D}"
+steps:
+  - run: echo ${A} ${B} ${FROM_A}
+  - env: { STEP_C: "${C}" }
+  - run: echo ${STEP_C}
+  - copy: "${C}"
+    to: /${A}
+    mode: "0755"
+  - workdir: /${D}
+  - user: "${D}"
+  - run: make
+    cache: ["/cache/${A}"]
+    secrets: [{ id: s, env: "${B}", target: "/run/${C}" }]
+  - env: { A: changed }
+  - run: echo ${A}
+config: { cmd: ["${C}"] }
+"#);
+    let stage = spec.final_stage();
+    let used: Vec<BTreeSet<String>> = stage.steps.iter().map(|s| s.args_used.clone()).collect();
+    assert_eq!(
+        used,
+        vec![
+            // B is shadowed by the env entry; FROM_A reaches A only through env.
+            names(&["A"]),
+            names(&["C"]),
+            names(&[]),
+            names(&["A", "C"]),
+            names(&["D"]),
+            names(&["D"]),
+            names(&["A", "C"]),
+            names(&[]),
+            // A now means the env variable of the step above.
+            names(&[]),
+        ]
+    );
+    assert_eq!(stage.env_args_used, names(&["A"]));
+    assert_eq!(stage.from_args_used, names(&["D"]));
+}
+
+#[test]
+fn target_keeps_the_stages_up_to_the_named_one() {
+    let mut spec =
+        parse(TWO_STAGES, Path::new("p/kiln.yaml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let mut full = spec.clone();
+    assert_eq!(full.truncate_to("final"), Ok(()));
+    assert_eq!(full, spec);
+    assert_eq!(spec.truncate_to("build"), Ok(()));
+    assert_eq!(spec.stages.len(), 1);
+    assert_eq!(spec.final_stage().name, "build");
+
+    let mut spec =
+        parse(TWO_STAGES, Path::new("p/kiln.yaml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let error = spec.truncate_to("biuld").unwrap_err();
+    assert_eq!(error.location, None);
+    assert_eq!(
+        error.to_string(),
+        "p/kiln.yaml: --target: no stage named \"biuld\" (did you mean \"build\"?)"
+    );
+    assert_eq!(
+        spec.truncate_to("zzz").unwrap_err().to_string(),
+        "p/kiln.yaml: --target: no stage named \"zzz\" (the stages are \"build\", \"final\")"
+    );
+    assert_eq!(spec.stages.len(), 2, "a failed --target changes nothing");
+    let mut single = ok("from: scratch\n");
+    assert_eq!(single.truncate_to("main"), Ok(()));
+    assert_eq!(
+        single.truncate_to("build").unwrap_err().to_string(),
+        "kiln.yaml: --target: no stage named \"build\" (the stages are \"main\")"
+    );
+}
+
+/// Every complete spec shown in the format's documentation parses.
+#[test]
+fn the_documented_examples_are_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/spec.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut checked = 0;
+    for block in doc.split("```yaml\n").skip(1) {
+        let Some((yaml, _)) = block.split_once("```") else {
+            panic!("unterminated yaml block in spec.md")
+        };
+        let complete = yaml
+            .lines()
+            .any(|line| line.starts_with("from:") || line.starts_with("stages:"));
+        if complete {
+            if let Err(error) = parse(yaml, Path::new(FILE), &[]) {
+                panic!("spec.md example does not parse: {error}\n{yaml}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} complete examples found");
 }

@@ -1,20 +1,21 @@
-//! The top level of a spec: `image`, `from`, `args`, `contexts`, `env`, and the order in
-//! which sections are read so that `${NAME}` sees the right variables.
+//! The top level of a spec: `image`, `args`, `contexts`, `env`, and the order in which
+//! sections are read so that `${NAME}` sees the right variables. Stages are in `stages`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{did_you_mean, Issue, Result};
-use super::model::{From, Spec};
+use super::model::Spec;
 use super::node::{Node, Value};
 use super::read::{key_text, optional_mapping, text, Expander, Fields};
 use super::sections::{parse_config, parse_run, CONFIG_KEYS, RUN_KEYS};
-use super::steps::{parse_steps, StepContext, STEP_KEYS};
+use super::stages::{parse_stages, Shared};
+use super::steps::STEP_KEYS;
 use super::subst::{is_var_name, Vars};
 
 #[rustfmt::skip]
-const TOP_KEYS: [&str; 8] = [
-    "image", "from", "args", "contexts", "env", "steps", "config", "run",
+const TOP_KEYS: [&str; 9] = [
+    "image", "from", "args", "contexts", "env", "stages", "steps", "config", "run",
 ];
 
 /// Builds the validated [`Spec`] from the YAML tree of the file `file`.
@@ -28,36 +29,34 @@ pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)
     };
     let section = |name: &str| f.get(name).unwrap_or(&empty);
 
-    // Reading order is scope order: args, then env, then steps (env steps add to it).
+    // Reading order is scope order: args, then env, then the stages (env steps add to it),
+    // then config and run, which see the scope at the end of the last stage.
     let args = parse_args(section("args"), overrides)?;
-    let mut vars = Vars::default();
-    vars.define_all(&args);
     let contexts = parse_contexts(section("contexts"), dir)?;
-    let env = Expander { vars: &vars }.env_map(section("env"), "env")?;
+    let mut vars = Vars::default();
+    vars.define_args(&args);
+    let env_ex = Expander::new(&vars);
+    let env = env_ex.env_map(section("env"), "env")?;
+    let env_args_used = env_ex.into_args_used();
     vars.define_all(env.iter().map(|(k, v)| (k, v)));
-    let ex = Expander { vars: &vars };
-    let image = f.read("image", |n| image_name(&ex, n))?;
-    let from_node = f.get("from").ok_or_else(|| {
-        Issue::at(root.location, "missing required key \"from\"").hint(
-            "e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar",
-        )
-    })?;
-    let from = parse_from(&ex.text(from_node, "from")?, from_node, dir)?;
-    let step_context = StepContext {
+    let image = f.read("image", |n| image_name(&Expander::new(&vars), n))?;
+    let shared = Shared {
         dir,
         contexts: contexts.keys().map(String::as_str).collect(),
+        vars,
+        env: &env,
+        env_args_used,
     };
-    let steps = parse_steps(section("steps"), &step_context, &mut vars)?;
-    let ex = Expander { vars: &vars };
+    let (stages, last_scope) = parse_stages(root, &f, &shared)?;
+    let ex = Expander::new(&last_scope);
     Ok(Spec {
         file: file.to_path_buf(),
         image,
-        from,
-        contexts,
-        env,
-        steps,
+        stages,
         config: parse_config(section("config"), &ex)?,
         run: parse_run(section("run"), dir, &ex)?,
+        contexts,
+        env,
         args,
     })
 }
@@ -83,12 +82,6 @@ fn check_root(root: &Node) -> Result<()> {
     };
     for (key, _) in entries {
         let name = key.scalar_text().unwrap_or_default();
-        if name == "stages" {
-            return Err(Issue::at(
-                key.location,
-                "multi-stage specs (stages:) are not supported yet",
-            ));
-        }
         let section = if TOP_KEYS.contains(&name) {
             continue;
         } else if CONFIG_KEYS.contains(&name) {
@@ -193,47 +186,6 @@ fn image_name(ex: &Expander, node: &Node) -> Result<String> {
         );
     }
     Ok(name)
-}
-
-/// `scratch` | `oci:PATH[:TAG]` | `rootfs:PATH` | an image reference.
-fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
-    let empty = |what: &str| {
-        Issue::at(
-            node.location,
-            format!("\"from: {text}\" has an empty {what}"),
-        )
-    };
-    if text == "scratch" {
-        Ok(From::Scratch)
-    } else if let Some(rest) = text.strip_prefix("oci:") {
-        // A ':' followed by a '/' belongs to the path (`oci:./a:b/layout`), not a tag.
-        let (path, tag) = match rest.rsplit_once(':') {
-            Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
-            _ => (rest, None),
-        };
-        if path.is_empty() {
-            return Err(empty("path"));
-        }
-        if tag == Some("") {
-            return Err(empty("tag"));
-        }
-        Ok(From::OciLayout {
-            path: resolve(dir, path),
-            tag: tag.map(str::to_string),
-        })
-    } else if let Some(path) = text.strip_prefix("rootfs:") {
-        if path.is_empty() {
-            return Err(empty("path"));
-        }
-        Ok(From::Rootfs(resolve(dir, path)))
-    } else if text.is_empty() || text.contains(char::is_whitespace) {
-        Err(
-            Issue::at(node.location, format!("invalid base image \"{text}\""))
-                .hint("use scratch, an image reference, oci:PATH[:TAG] or rootfs:PATH"),
-        )
-    } else {
-        Ok(From::Image(text.to_string()))
-    }
 }
 
 /// A host path from the spec, relative ones taken from the spec's folder `dir`.

@@ -8,6 +8,8 @@
 //! $ROOT/cache/steps/<key hex>.json   {"key": "sha256:…", "layer": DESCRIPTOR | null,
 //!                                     "diff_id": "sha256:…" | null, "created_by": "…"}
 //! $ROOT/cache/mounts/<id hex>/       persistent `cache:` mount directories of run steps
+//! $ROOT/cache/<kind>/<id hex>        other build-cache documents (e.g. `builds/`: the last
+//!                                     build of each stage, to explain cache misses)
 //! ```
 //!
 //! A record refers to a blob (`layer.digest`) and a layer dir (`layers/<diff_id hex>`), and
@@ -127,12 +129,31 @@ impl Store {
         Ok(records)
     }
 
-    /// Drops the whole build cache: step records and cache mounts. Returns how many step
-    /// records there were.
+    /// A small document of the build cache other than a step record (`kind` is a folder
+    /// under `cache/`, e.g. `builds`), by id; `None` when there is none.
+    pub fn read_cache_file(&self, kind: &str, id: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.cache_dir().join(kind).join(id.hex());
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path)(e)),
+        }
+    }
+
+    /// Replaces a build cache document atomically; concurrent writers: the last one wins.
+    pub fn write_cache_file(&self, kind: &str, id: &Digest, bytes: &[u8]) -> Result<()> {
+        let dir = self.cache_dir().join(kind);
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        write_atomic(self, &dir.join(id.hex()), bytes)
+    }
+
+    /// Drops the whole build cache: step records, cache mounts, and the advisory documents
+    /// (last builds, context hash memos). Returns how many step records there were.
     pub fn clear_build_cache(&self) -> Result<usize> {
         let count = self.step_records()?.len();
-        remove_tree(&self.step_records_dir())?;
-        remove_tree(&self.cache_dir().join("mounts"))?;
+        for kind in ["steps", "mounts", "builds", "context"] {
+            remove_tree(&self.cache_dir().join(kind))?;
+        }
         Ok(count)
     }
 }

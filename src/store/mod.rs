@@ -12,7 +12,9 @@ mod blob;
 pub mod cache;
 pub mod containers;
 pub mod digest;
+pub mod fsck;
 mod fsutil;
+pub mod gc;
 mod index;
 pub mod reference;
 
@@ -25,7 +27,9 @@ pub use blob::BlobWriter;
 pub use cache::StepRecord;
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
+pub use fsck::{FsckReport, Problem, ProblemKind};
 pub use fsutil::{canonical_json, remove_live_temp_dirs, TempDir};
+pub use gc::{ContentGuard, GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
 pub use index::{Tagged, REF_NAME};
 pub use reference::Reference;
 

@@ -4,6 +4,8 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::build::context::{copy_sources_digest, EntryKind, HashMemo, Ignore};
+use crate::layer::copy::{copy_in_filtered, Exclusions};
 use crate::layer::{copy_in, CopyOptions, LayerError};
 
 struct Setup {
@@ -57,7 +59,8 @@ fn a_file_goes_into_a_directory_or_becomes_the_destination() {
     let s = setup();
     copy(&s, &["app.conf"], "/etc/app/", &CopyOptions::default()).unwrap();
     assert_eq!(fs::read(s.root.join("etc/app/app.conf")).unwrap(), b"conf");
-    assert_eq!(mode(&s.root.join("etc/app/app.conf")), 0o640);
+    // 0640 on the host: no execute bit, so 0644 in the image
+    assert_eq!(mode(&s.root.join("etc/app/app.conf")), 0o644);
     assert_eq!(mode(&s.root.join("etc/app")), 0o755);
     // an existing directory without a trailing slash also receives the file
     copy(&s, &["app.conf"], "/etc/app", &CopyOptions::default()).unwrap();
@@ -165,4 +168,165 @@ fn destinations_through_image_symlinks_stay_in_the_root() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(host, ["secret"], "the host directory changed");
+}
+
+#[test]
+fn modes_follow_the_exec_bit_unless_declared() {
+    let s = setup();
+    let site = s.ctx.join("site");
+    fs::set_permissions(&site, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(site.join("css"), fs::Permissions::from_mode(0o700)).unwrap();
+    let files = [
+        ("plain", 0o666, 0o644),
+        ("private", 0o600, 0o644),
+        ("tool", 0o4751, 0o755), // setuid and group write never come from the host
+        ("owner-x", 0o744, 0o755), // any execute bit means 0755
+        ("sticky", 0o1777, 0o755),
+    ];
+    for (name, host, _) in files {
+        fs::write(site.join(name), name).unwrap();
+        fs::set_permissions(site.join(name), fs::Permissions::from_mode(host)).unwrap();
+    }
+    nix::unistd::mkfifo(
+        &site.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    copy(&s, &["site"], "/srv/", &CopyOptions::default()).unwrap();
+    for (name, _, want) in files {
+        assert_eq!(mode(&s.root.join("srv").join(name)), want, "{name}");
+    }
+    for (path, want) in [
+        ("srv/fifo", 0o644),
+        ("srv/css", 0o755),
+        ("srv/css/a.css", 0o644),
+        ("srv", 0o755),
+    ] {
+        assert_eq!(mode(&s.root.join(path)), want, "{path}");
+    }
+    // A declared mode wins over everything.
+    let opts = CopyOptions {
+        mode: Some(0o640),
+        ..CopyOptions::default()
+    };
+    copy(&s, &["site/tool"], "/declared", &opts).unwrap();
+    assert_eq!(mode(&s.root.join("declared")), 0o640);
+}
+
+fn copy_ignoring(s: &Setup, sources: &[&str], dest: &str) -> Result<(), LayerError> {
+    let ignore = Ignore::load(&s.ctx).unwrap();
+    let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+    let opts = CopyOptions::default();
+    copy_in_filtered(
+        &s.ctx,
+        &sources,
+        &s.root,
+        dest,
+        "/",
+        &opts,
+        &ignore.as_exclusions(),
+    )?;
+    Ok(())
+}
+
+/// Every path below `dir`, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(dir.join(&rel)).unwrap() {
+            let rel = rel.join(e.unwrap().file_name());
+            if fs::symlink_metadata(dir.join(&rel)).unwrap().is_dir() {
+                stack.push(rel.clone());
+            }
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn kilnignore_leaves_paths_out_and_refuses_them_by_name() {
+    let s = setup();
+    fs::write(
+        s.ctx.join(".kilnignore"),
+        "*.conf\nsite/css/\n!site/css/a.css\n",
+    )
+    .unwrap();
+    fs::write(s.ctx.join("site/keep.conf.txt"), "kept").unwrap();
+    copy_ignoring(&s, &["."], "/app/").unwrap();
+    assert_eq!(
+        tree(&s.root.join("app")),
+        [
+            ".kilnignore",
+            "site",
+            "site/home.html",
+            "site/index.html",
+            "site/keep.conf.txt"
+        ]
+    );
+    for (source, line) in [
+        ("app.conf", "line 1 (*.conf)"),
+        ("site/css/a.css", "line 2 (site/css/)"),
+    ] {
+        let err = copy_ignoring(&s, &[source], "/x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot copy {source}: it is excluded by .kilnignore {line}")
+        );
+    }
+    // A symlink does not smuggle an excluded directory in, named or inside a copied dir.
+    symlink("site/css", s.ctx.join("styles")).unwrap();
+    let err = copy_ignoring(&s, &["styles"], "/x/").unwrap_err();
+    assert!(
+        err.to_string().contains("excluded by .kilnignore line 2"),
+        "{err}"
+    );
+    assert!(!s.root.join("x").exists());
+}
+
+#[test]
+fn the_context_digest_lists_exactly_what_is_copied() {
+    let s = setup();
+    let ctx = &s.ctx;
+    fs::write(ctx.join(".kilnignore"), "*.tmp\nsite/private/\n").unwrap();
+    fs::create_dir_all(ctx.join("site/private")).unwrap();
+    fs::write(ctx.join("site/private/key"), "k").unwrap();
+    fs::write(ctx.join("site/x.tmp"), "t").unwrap();
+    fs::create_dir(ctx.join("site/empty")).unwrap();
+    fs::write(ctx.join("site/run.sh"), "#!/bin/sh").unwrap();
+    fs::set_permissions(ctx.join("site/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink("site", ctx.join("www")).unwrap();
+    nix::unistd::mkfifo(&ctx.join("site/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(ctx.join("site/sock")).unwrap();
+
+    let ignore = Ignore::load(ctx).unwrap();
+    let digest =
+        copy_sources_digest(ctx, &["www".into()], &ignore, &mut HashMemo::in_memory()).unwrap();
+    // Copied from another thread, as builds do (inside `runtime::with_overlay`).
+    let exclusions: &Exclusions = &ignore.as_exclusions();
+    let sources = ["www".to_string()];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let opts = CopyOptions::default();
+            copy_in_filtered(ctx, &sources, &s.root, "/dst", "/", &opts, exclusions).unwrap();
+        });
+    });
+    let listed: Vec<String> = digest
+        .files
+        .iter()
+        .map(|e| e.path.strip_prefix("www/").unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, tree(&s.root.join("dst")));
+    for entry in &digest.files {
+        if let EntryKind::File { exec, .. } = entry.kind {
+            let copied = s
+                .root
+                .join("dst")
+                .join(entry.path.strip_prefix("www/").unwrap());
+            let want = if exec { 0o755 } else { 0o644 };
+            assert_eq!(mode(&copied), want, "{}", entry.path);
+        }
+    }
 }

@@ -1,0 +1,161 @@
+//! The few filesystem calls the context walk needs, confined to the context directory the
+//! way `layer::copy_in` confines its sources: `openat2(RESOLVE_BENEATH)` from an `O_PATH`
+//! fd of the context, then single names relative to opened directories, never following a
+//! symlink below an explicitly named source.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode};
+
+use super::ContextError;
+use crate::layer::LayerError;
+
+/// Attempts made when `openat2` reports EAGAIN (a concurrent rename somewhere in the tree).
+const OPENAT2_RETRIES: usize = 16;
+
+/// An open build context directory.
+pub(super) struct ContextDir {
+    fd: OwnedFd,
+    /// Its real host path, to turn where a source resolved to into a context path.
+    real: Vec<u8>,
+}
+
+impl ContextDir {
+    /// Opens the (trusted) context directory; fails like `copy_in` when it cannot.
+    pub fn open(path: &Path) -> Result<ContextDir, ContextError> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let bytes = path.as_os_str().as_bytes();
+        let fd = nix::fcntl::open(bytes, flags, Mode::empty())
+            .map_err(|e| LayerError::io("open", bytes)(e.into()))?;
+        let real = fd_path(fd.as_fd()).map_err(LayerError::io("resolve", bytes))?;
+        Ok(ContextDir { fd, real })
+    }
+
+    /// Opens `rel` below the context; anything that would leave it fails with EXDEV.
+    /// `no_symlinks` refuses symlinks anywhere on the way (for paths already resolved).
+    fn open_beneath(&self, rel: &[u8], flags: OFlag, no_symlinks: bool) -> io::Result<OwnedFd> {
+        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+        let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+        if no_symlinks {
+            resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
+        }
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(resolve);
+        let mut tries = 0;
+        loop {
+            match openat2(self.fd.as_fd(), rel, how) {
+                Err(Errno::EAGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Opens a copy source, failing exactly as `copy_in` does.
+    pub fn open_source(
+        &self,
+        source: &str,
+        rel: &str,
+        flags: OFlag,
+    ) -> Result<OwnedFd, LayerError> {
+        self.open_beneath(rel.as_bytes(), flags, false)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EXDEV) => LayerError::CopyOutsideContext(source.to_owned()),
+                Some(libc::ENOENT) => LayerError::CopySourceMissing(source.to_owned()),
+                _ => LayerError::io("open the copy source", source.as_bytes())(e),
+            })
+    }
+
+    /// Where an opened source really is, relative to the context.
+    pub fn context_path(&self, fd: BorrowedFd, source: &str) -> Result<Vec<u8>, LayerError> {
+        let real = fd_path(fd).map_err(LayerError::io("resolve", source.as_bytes()))?;
+        relative_to(&self.real, &real)
+            .ok_or_else(|| LayerError::CopyOutsideContext(source.to_owned()))
+    }
+
+    /// Opens the ignore file at the context root for reading; `None` when there is none.
+    pub fn open_ignore_file(&self, name: &str) -> Result<Option<OwnedFd>, ContextError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        match self.open_source(name, name, flags) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(LayerError::CopySourceMissing(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a regular file for hashing by its resolved context path (no symlink may appear
+    /// on the way, so a file swapped for a symlink after the walk is not followed).
+    pub fn open_resolved_file(&self, real: &[u8]) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        Ok(File::from(self.open_beneath(real, flags, true)?))
+    }
+}
+
+/// Where an open fd really is on the host (the kernel's `/proc/self/fd` link).
+fn fd_path(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(std::fs::read_link(link)?
+        .into_os_string()
+        .into_encoded_bytes())
+}
+
+/// `real` relative to `base` (both absolute host paths); `None` when it is not below it.
+fn relative_to(base: &[u8], real: &[u8]) -> Option<Vec<u8>> {
+    if base == b"/" {
+        return Some(real.strip_prefix(b"/").unwrap_or(real).to_vec());
+    }
+    match real.strip_prefix(base)? {
+        [] => Some(Vec::new()),
+        [b'/', rest @ ..] => Some(rest.to_vec()),
+        _ => None,
+    }
+}
+
+/// `fstat` of an fd (also an `O_PATH` one).
+pub(super) fn fstat(fd: BorrowedFd) -> io::Result<FileStat> {
+    Ok(nix::sys::stat::fstat(fd)?)
+}
+
+/// `lstat` of one name in `dir`; `None` when it has gone since the directory was listed.
+pub(super) fn lstat(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<FileStat>> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the directory `name` in `dir` for listing, refusing to follow a symlink.
+pub(super) fn open_dir_nofollow(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(openat(dir, name, flags, Mode::empty())?)
+}
+
+pub(super) fn readlink(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
+    Ok(nix::fcntl::readlinkat(dir, name)?.as_bytes().to_vec())
+}
+
+/// The names in a directory, without `.` and `..`, in no particular order.
+pub(super) fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::openat(dir, ".", flags, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The canonical host path of a context, naming its hash memo.
+pub(super) fn canonical(context: &Path) -> PathBuf {
+    std::fs::canonicalize(context).unwrap_or_else(|_| context.to_owned())
+}

@@ -1,0 +1,197 @@
+//! What a `copy:` step's sources consist of: the same walk as `layer::copy_in` (same
+//! resolution, same errors, same exclusions, sockets skipped), without copying anything.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::FileStat;
+
+use super::fs::{self, ContextDir};
+use super::{ContextError, Ignore};
+use crate::layer::LayerError;
+
+/// One node a copy step would write.
+pub(super) struct Found {
+    /// The context path as the user names it: the source as written (`.`/`..` resolved
+    /// lexically), then names below it. What the listing shows and is sorted by.
+    pub path: Vec<u8>,
+    /// Where it really is in the context (symlinks in the source resolved).
+    pub real: Vec<u8>,
+    pub st: FileStat,
+    pub kind: FoundKind,
+}
+
+pub(super) enum FoundKind {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    /// A fifo or device node: `st` has its type and device number.
+    Special,
+}
+
+/// Every node that copying `sources` would write, in no particular order.
+pub(super) fn walk_sources(
+    dir: &ContextDir,
+    sources: &[String],
+    ignore: &Ignore,
+) -> Result<Vec<Found>, ContextError> {
+    let mut found = Vec::new();
+    for source in sources {
+        walk_source(dir, source, ignore, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn walk_source(
+    dir: &ContextDir,
+    source: &str,
+    ignore: &Ignore,
+    out: &mut Vec<Found>,
+) -> Result<(), ContextError> {
+    let rel = source.trim_start_matches('/');
+    let fd = dir.open_source(source, rel, OFlag::O_PATH)?;
+    let st = fs::fstat(fd.as_fd()).map_err(LayerError::io("stat", source.as_bytes()))?;
+    let real = dir.context_path(fd.as_fd(), source)?;
+    let lexical = clean_source(rel);
+    let is_dir = file_type(&st) == libc::S_IFDIR;
+    let rule = ignore
+        .rule_for_path_or_parents(as_path(&lexical), is_dir)
+        .or_else(|| ignore.rule_for_path_or_parents(as_path(&real), is_dir));
+    if let Some(rule) = rule {
+        return Err(excluded_source(source, &rule).into());
+    }
+    if is_dir {
+        let fd = dir.open_source(source, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let at = Place {
+            shown: source,
+            path: &lexical,
+            real: &real,
+        };
+        return walk_dir(fd.as_fd(), &at, ignore, out);
+    }
+    if let Some(kind) = kind_of(&st) {
+        out.push(Found {
+            path: lexical,
+            real,
+            st,
+            kind,
+        });
+    }
+    Ok(())
+}
+
+/// A directory being walked: shown in messages as `shown`, listed as `path`, really at `real`.
+struct Place<'a> {
+    shown: &'a str,
+    path: &'a [u8],
+    real: &'a [u8],
+}
+
+/// Adds the content of the directory `dir`, found at `at`, to `out`.
+fn walk_dir(
+    dir: BorrowedFd,
+    at: &Place,
+    ignore: &Ignore,
+    out: &mut Vec<Found>,
+) -> Result<(), ContextError> {
+    let names = fs::list_dir(dir).map_err(LayerError::io("list", at.shown.as_bytes()))?;
+    for name in names {
+        let shown = format!("{}/{}", at.shown, String::from_utf8_lossy(&name));
+        let Some(st) = fs::lstat(dir, &name).map_err(LayerError::io("stat", shown.as_bytes()))?
+        else {
+            continue;
+        };
+        let real = child_path(at.real, &name);
+        let is_dir = file_type(&st) == libc::S_IFDIR;
+        if ignore.rule_for(as_path(&real), is_dir).is_some() {
+            continue;
+        }
+        let Some(kind) = kind_of(&st) else {
+            continue; // sockets
+        };
+        let path = child_path(at.path, &name);
+        let fail = |e: io::Error| LayerError::io("copy", shown.as_bytes())(e);
+        let kind = match kind {
+            FoundKind::Symlink(_) => FoundKind::Symlink(fs::readlink(dir, &name).map_err(fail)?),
+            kind => kind,
+        };
+        let sub = is_dir
+            .then(|| fs::open_dir_nofollow(dir, &name))
+            .transpose()
+            .map_err(fail)?;
+        out.push(Found {
+            path: path.clone(),
+            real: real.clone(),
+            st,
+            kind,
+        });
+        if let Some(sub) = sub {
+            let below = Place {
+                shown: &shown,
+                path: &path,
+                real: &real,
+            };
+            walk_dir(sub.as_fd(), &below, ignore, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a node of this type becomes in the listing; `None` for what copying skips.
+fn kind_of(st: &FileStat) -> Option<FoundKind> {
+    match file_type(st) {
+        libc::S_IFREG => Some(FoundKind::File),
+        libc::S_IFDIR => Some(FoundKind::Dir),
+        libc::S_IFLNK => Some(FoundKind::Symlink(Vec::new())),
+        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => Some(FoundKind::Special),
+        _ => None,
+    }
+}
+
+pub(super) fn file_type(st: &FileStat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+/// The error `copy_in` gives for an excluded source (kept identical on purpose).
+pub(super) fn excluded_source(source: &str, rule: &str) -> LayerError {
+    LayerError::Io {
+        what: "copy",
+        path: source.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
+    }
+}
+
+/// A source path as written, `.` and `..` resolved lexically, relative to the context.
+fn clean_source(rel: &str) -> Vec<u8> {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    comps.join("/").into_bytes()
+}
+
+/// `parent/name`, or `name` at the top.
+fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}

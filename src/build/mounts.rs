@@ -1,0 +1,130 @@
+//! `cache:` and `secrets:` of run steps, turned into the sandbox's step mounts.
+//!
+//! A cache mount is a directory of the store (`$ROOT/cache/mounts/<id>`) keyed by the spec
+//! file and the target path, so every build of the same spec, in any stage, finds what the
+//! last one left there (a package manager's download cache, a compiler cache). Neither a
+//! cache mount's content nor a secret's value is part of a step's key or layer: the runtime
+//! mounts them over the step's root and removes their mount points from the upper dir.
+//! A secret is read here, at the step that uses it, and goes to the runtime in memory only;
+//! errors name the secret's id and where it was expected, never its value.
+
+use std::path::Path;
+
+use crate::runtime::StepMount;
+use crate::spec::{RunStep, SecretSource, Spec, StepKind};
+use crate::store::{Digest, Store};
+
+/// The mounts of a run step, or a message for the user.
+pub(super) fn step_mounts(
+    store: &Store,
+    spec_file: &Path,
+    run: &RunStep,
+) -> Result<Vec<StepMount>, String> {
+    let mut mounts = Vec::with_capacity(run.cache.len() + run.secrets.len());
+    for target in &run.cache {
+        let source = store
+            .cache_mount_dir(&cache_mount_id(spec_file, target))
+            .map_err(|e| format!("cache {target}: {e}"))?;
+        mounts.push(StepMount::Cache {
+            source,
+            target: target.clone(),
+        });
+    }
+    for secret in &run.secrets {
+        let content = match &secret.source {
+            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
+                format!(
+                    "secret {:?}: cannot read {}: {}",
+                    secret.id,
+                    path.display(),
+                    io_reason(&e)
+                )
+            })?,
+            SecretSource::Env(var) => std::env::var_os(var)
+                .ok_or_else(|| {
+                    format!(
+                        "secret {:?}: environment variable {var} is not set (export it before kiln build)",
+                        secret.id
+                    )
+                })?
+                .into_encoded_bytes(),
+        };
+        mounts.push(StepMount::Secret {
+            content,
+            target: secret.target.clone(),
+        });
+    }
+    Ok(mounts)
+}
+
+/// Checks that every secret of the spec can be found, so a build fails before its first
+/// step rather than at the step that needs the secret.
+pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
+    let secrets = spec
+        .stages
+        .iter()
+        .flat_map(|stage| &stage.steps)
+        .filter_map(|step| match &step.kind {
+            StepKind::Run(run) => Some(&run.secrets),
+            _ => None,
+        })
+        .flatten();
+    for secret in secrets {
+        match &secret.source {
+            SecretSource::File(path) if !path.is_file() => {
+                return Err(format!(
+                    "secret {:?}: {} is not a file",
+                    secret.id,
+                    path.display()
+                ))
+            }
+            SecretSource::Env(var) if std::env::var_os(var).is_none() => return Err(format!(
+                "secret {:?}: environment variable {var} is not set (export it before kiln build)",
+                secret.id
+            )),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Cache mounts are shared by every build of one spec file with the same target path.
+fn cache_mount_id(spec_file: &Path, target: &str) -> Digest {
+    let spec = std::fs::canonicalize(spec_file).unwrap_or_else(|_| spec_file.to_path_buf());
+    let mut text = b"cache-mount\0".to_vec();
+    text.extend_from_slice(spec.as_os_str().as_encoded_bytes());
+    text.push(0);
+    text.extend_from_slice(target.trim_end_matches('/').as_bytes());
+    Digest::of_bytes(&text)
+}
+
+/// The error without the OS's code number ("No such file or directory").
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_ids_depend_on_spec_and_target_only() {
+        let a = cache_mount_id(Path::new("/x/kiln.yaml"), "/var/cache/apt");
+        assert_eq!(
+            a,
+            cache_mount_id(Path::new("/x/kiln.yaml"), "/var/cache/apt/")
+        );
+        assert_ne!(
+            a,
+            cache_mount_id(Path::new("/y/kiln.yaml"), "/var/cache/apt")
+        );
+        assert_ne!(
+            a,
+            cache_mount_id(Path::new("/x/kiln.yaml"), "/var/cache/pip")
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! `kiln gc` and `kiln fsck`: reclaiming and checking the store.
+//!
+//! The work is in `store::gc` and `store::fsck`; this file supplies the image module's
+//! loader to them, prints their reports, and gives every kind of problem a remedy.
+
+use clap::Args;
+
+use super::output::human_size;
+use super::{CmdResult, Failure, Globals, EXIT_USER_ERROR};
+use crate::image::Image;
+use crate::store::{
+    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, ProblemKind, Removal, Store,
+};
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Check the store: blob contents, images, layer dirs, leftovers",
+    long_about = "Check the store: every blob's content against its digest, every image and \
+        container's manifest, config, blobs and layer dirs, the build cache's records, and \
+        leftovers of interrupted kiln processes. Changes nothing. Exits 1 when it finds a \
+        problem.",
+    after_help = "Examples:\n  kiln fsck\n  kiln fsck --json | jq '.problems[].message'"
+)]
+pub struct FsckArgs {
+    /// Print a JSON report instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Remove blobs and layers that no image, container or build-cache entry needs",
+    long_about = "Remove blobs and layer dirs that no image (tagged or not), container or \
+        build-cache record needs, and staging left by interrupted kiln processes. Waits \
+        for running builds, pulls and runs to finish writing first.",
+    after_help = "Examples:\n  kiln rmi hello && kiln gc\n  kiln gc --dry-run       # list what would go\n  kiln gc --cache         # also drop the build cache and cache mounts"
+)]
+pub struct GcArgs {
+    /// List what would be removed and remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Drop the build cache (step records and `cache:` mounts) first, so its layers go too
+    #[arg(long)]
+    cache: bool,
+    /// Print a JSON report instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// The store as it is: fsck and gc must not create one, nor clean it before they look.
+fn existing_store(globals: &Globals) -> Result<Store, Failure> {
+    Store::open_existing(&globals.root).map_err(|e| {
+        Failure::user(e).hint(Some(
+            "--root DIR (or KILN_ROOT) selects the store; the default is /var/lib/kiln".into(),
+        ))
+    })
+}
+
+/// What an image keeps alive, read with the image module's loader (which also checks the
+/// manifest and config against their digests).
+fn image_content(store: &Store, manifest: &Digest) -> Result<ImageContent, String> {
+    let image = Image::load(store, manifest).map_err(|e| e.to_string())?;
+    let layers = image.layers().map_err(|e| e.to_string())?;
+    let mut blobs = vec![image.config_digest.clone()];
+    blobs.extend(layers.iter().map(|l| l.digest.clone()));
+    Ok(ImageContent {
+        blobs,
+        layer_dirs: layers.into_iter().map(|l| l.diff_id).collect(),
+    })
+}
+
+pub fn fsck(globals: &Globals, args: FsckArgs) -> CmdResult {
+    let store = existing_store(globals)?;
+    let report = store.fsck(&image_content)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("an fsck report serialises")
+        );
+    } else {
+        print_fsck_report(globals, &store, &report);
+    }
+    Ok(if report.is_clean() {
+        0
+    } else {
+        EXIT_USER_ERROR
+    })
+}
+
+fn print_fsck_report(globals: &Globals, store: &Store, report: &FsckReport) {
+    let checked = [
+        plural(report.blobs, "blob", "blobs"),
+        plural(report.images, "image", "images"),
+        plural(report.layer_dirs, "layer dir", "layer dirs"),
+    ]
+    .join(", ");
+    if report.is_clean() {
+        if !globals.quiet {
+            println!("{}: no problems ({checked})", store.root().display());
+        }
+        return;
+    }
+    for p in &report.problems {
+        println!("{}", p.message);
+    }
+    let problems = plural(report.problems.len(), "problem", "problems");
+    println!("{}: {problems} ({checked})", store.root().display());
+    // Problems are sorted by kind, so equal remedies are adjacent.
+    let mut remedies: Vec<&str> = report.problems.iter().map(|p| remedy(p.kind)).collect();
+    remedies.dedup();
+    for r in remedies {
+        eprintln!("hint: {r}");
+    }
+}
+
+/// What to do about each kind of problem, for someone who knows docker or podman.
+fn remedy(kind: ProblemKind) -> &'static str {
+    match kind {
+        ProblemKind::BadLayout => {
+            "the store's oci-layout or index.json is damaged: restore it from a backup, or \
+             move the store away and pull or build the images again"
+        }
+        ProblemKind::CorruptBlob => {
+            "a corrupt blob is never fetched again while its file exists: `kiln rmi` the \
+             images that use it, `kiln gc`, then pull or build them again"
+        }
+        ProblemKind::MissingBlob | ProblemKind::BadImage => {
+            "`kiln rmi` the image (`kiln rm` the container) and pull or build it again"
+        }
+        ProblemKind::MissingLayerDir => {
+            "`kiln rmi` the image (`kiln rm` the container) and pull or build it again; \
+             a layer dir is only unpacked when its image arrives"
+        }
+        ProblemKind::StaleCacheRecord => {
+            "harmless (such records are cache misses); `kiln gc --cache` drops the build cache"
+        }
+        ProblemKind::StaleStaging => "`kiln gc` removes leftovers of interrupted kiln processes",
+        ProblemKind::UnknownFile => {
+            "kiln did not write these and leaves them alone: remove them by hand once no \
+             other tool is writing to the store"
+        }
+    }
+}
+
+pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
+    let store = existing_store(globals)?;
+    let options = GcOptions {
+        dry_run: args.dry_run,
+        drop_build_cache: args.cache,
+    };
+    let quiet = globals.quiet;
+    let mut say_waiting = || {
+        if !quiet {
+            eprintln!("waiting for other kiln processes to finish writing to the store…");
+        }
+    };
+    let report = store
+        .gc(&image_content, options, &mut say_waiting)
+        .map_err(gc_failure)?;
+    if args.json {
+        println!("{}", gc_json(&report));
+    } else {
+        print_gc_report(globals, &report);
+    }
+    Ok(0)
+}
+
+fn gc_failure(e: GcError) -> Failure {
+    match e {
+        GcError::UnreadableRoot { .. } => Failure::user(e).hint(Some(
+            "`kiln fsck` lists what is broken; `kiln rmi` the image or `kiln rm` the \
+             container, then run gc again"
+                .into(),
+        )),
+        GcError::NoStore(_) => Failure::user(e),
+        GcError::Store(e) => e.into(),
+    }
+}
+
+fn gc_json(report: &GcReport) -> String {
+    let list = |removals: &[Removal], key: &str| -> Vec<serde_json::Value> {
+        removals
+            .iter()
+            .map(|r| serde_json::json!({ key: r.name, "path": r.path, "bytes": r.bytes }))
+            .collect()
+    };
+    let json = serde_json::json!({
+        "dry_run": report.dry_run,
+        "blobs": list(&report.blobs, "digest"),
+        "layer_dirs": list(&report.layer_dirs, "diff_id"),
+        "staging": list(&report.staging, "name"),
+        "cache_records": report.cache_records,
+        "cache_mounts": list(&report.cache_mounts, "name"),
+        "bytes": report.bytes(),
+    });
+    serde_json::to_string_pretty(&json).expect("JSON values serialise")
+}
+
+fn print_gc_report(globals: &Globals, report: &GcReport) {
+    if report.dry_run {
+        let groups = [
+            ("blob", &report.blobs),
+            ("layer dir", &report.layer_dirs),
+            ("staging", &report.staging),
+            ("cache mount", &report.cache_mounts),
+        ];
+        for (what, removals) in groups {
+            for r in removals {
+                println!("would remove {what} {} ({})", r.name, human_size(r.bytes));
+            }
+        }
+    }
+    if !globals.quiet || report.dry_run {
+        let verb = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        println!("{verb} {}", gc_summary(report));
+    }
+}
+
+/// `1 blob`, `2 blobs`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "12 blobs, 8 layer dirs, 340.0 MB", with the rarer parts only when there are some.
+fn gc_summary(report: &GcReport) -> String {
+    let mut parts = vec![
+        plural(report.blobs.len(), "blob", "blobs"),
+        plural(report.layer_dirs.len(), "layer dir", "layer dirs"),
+    ];
+    if !report.staging.is_empty() {
+        parts.push(plural(
+            report.staging.len(),
+            "staging leftover",
+            "staging leftovers",
+        ));
+    }
+    if report.cache_records > 0 || !report.cache_mounts.is_empty() {
+        parts.push(plural(
+            report.cache_records,
+            "build-cache record",
+            "build-cache records",
+        ));
+        parts.push(plural(
+            report.cache_mounts.len(),
+            "cache mount",
+            "cache mounts",
+        ));
+    }
+    parts.push(human_size(report.bytes()));
+    parts.join(", ")
+}

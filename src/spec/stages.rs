@@ -1,0 +1,410 @@
+//! Stages: `stages:` (an ordered mapping of named stages) or the single stage written as
+//! top-level `from:`/`steps:`, each stage's base, and `--target`.
+//!
+//! Stages may only use the stages above them, so the stages form a graph without cycles by
+//! construction, and a stage can be checked as soon as it is read. A stage built on an
+//! earlier one sees that stage's variables, as its build inherits that stage's environment.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::error::{did_you_mean, Issue, Result, SpecError};
+use super::model::{From, Location, Spec, Stage, SINGLE_STAGE_NAME};
+use super::node::{Node, Value};
+use super::read::{key_text, mapping, Expander, Fields};
+use super::sections::{CONFIG_KEYS, RUN_KEYS};
+use super::steps::{parse_steps, StepContext, STEP_KEYS};
+use super::subst::Vars;
+use super::top::resolve;
+
+const STAGE_KEYS: [&str; 3] = ["from", "steps", "env"];
+/// Top-level keys that make no sense inside one stage.
+const SHARED_KEYS: [&str; 2] = ["args", "contexts"];
+const FINAL_IMAGE_KEYS: [&str; 3] = ["image", "config", "run"];
+const MAX_STAGE_NAME: usize = 128;
+const FROM_EXAMPLES: &str =
+    "e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar";
+
+/// What every stage sees of the top level of the spec.
+pub(crate) struct Shared<'a> {
+    /// The spec's folder.
+    pub dir: &'a Path,
+    /// Names declared under `contexts:`.
+    pub contexts: Vec<&'a str>,
+    /// Build args and the top-level `env:`.
+    pub vars: Vars,
+    /// The top-level `env:`, expanded.
+    pub env: &'a [(String, String)],
+    /// Args the top-level `env:` used.
+    pub env_args_used: BTreeSet<String>,
+}
+
+/// A stage as written: its name and the nodes of its keys, not yet checked.
+struct Written<'n> {
+    name: String,
+    location: Location,
+    from: &'n Node,
+    steps: Option<&'n Node>,
+    env: Option<&'n Node>,
+}
+
+/// Reads every stage, in file order, and returns them with the variables in scope at the
+/// end of the last one (what `config:` and `run:` see).
+pub(crate) fn parse_stages(
+    root: &Node,
+    top: &Fields,
+    shared: &Shared,
+) -> Result<(Vec<Stage>, Vars)> {
+    let (written, multi_stage) = match (top.key("stages"), top.get("stages")) {
+        (Some(key), Some(stages)) => {
+            refuse_single_stage_keys(top)?;
+            (written_stages(key, stages)?, true)
+        }
+        _ => (vec![single_stage(root, top)?], false),
+    };
+    // In a spec without `stages:`, `from: main` is an image, not the stage itself.
+    let names: Vec<&str> = if multi_stage {
+        written.iter().map(|w| w.name.as_str()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut scopes: Vec<Vars> = Vec::new();
+    for (index, stage) in written.iter().enumerate() {
+        let place = Place {
+            names: &names,
+            index,
+        };
+        let (stage, vars) = parse_stage(stage, &place, &scopes, shared)?;
+        stages.push(stage);
+        scopes.push(vars);
+    }
+    let last = scopes.pop().unwrap_or_else(|| shared.vars.clone());
+    Ok((stages, last))
+}
+
+/// The stage a spec without `stages:` describes.
+fn single_stage<'n>(root: &'n Node, top: &Fields<'n>) -> Result<Written<'n>> {
+    let from = top.get("from").ok_or_else(|| {
+        Issue::at(root.location, "missing required key \"from\"").hint(format!(
+            "{FROM_EXAMPLES}; or stages: for a multi-stage build"
+        ))
+    })?;
+    Ok(Written {
+        name: SINGLE_STAGE_NAME.to_string(),
+        location: top.key("from").map_or(root.location, |key| key.location),
+        from,
+        steps: top.get("steps"),
+        env: None,
+    })
+}
+
+fn refuse_single_stage_keys(top: &Fields) -> Result<()> {
+    for name in ["from", "steps"] {
+        if let Some(key) = top.key(name) {
+            return Err(Issue::at(
+                key.location,
+                format!("top-level \"{name}\" cannot be used together with stages:"),
+            )
+            .hint("move it into a stage: each stage has its own from: and steps:"));
+        }
+    }
+    Ok(())
+}
+
+fn written_stages<'n>(key: &Node, node: &'n Node) -> Result<Vec<Written<'n>>> {
+    if node.is_null() || matches!(&node.value, Value::Map(entries) if entries.is_empty()) {
+        return Err(Issue::at(key.location, "stages: needs at least one stage")
+            .hint("e.g. stages: { build: { from: alpine, steps: [...] } }"));
+    }
+    let entries = mapping(node, "stages")
+        .map_err(|issue| issue.hint("stages: maps each stage's name to its from: and steps:"))?;
+    entries
+        .iter()
+        .map(|(key, value)| written_stage(key, value))
+        .collect()
+}
+
+fn written_stage<'n>(key: &'n Node, value: &'n Node) -> Result<Written<'n>> {
+    let name = key_text(key)?;
+    check_stage_name(name, key.location)?;
+    if !matches!(value.value, Value::Map(_)) {
+        // An empty value has no position of its own worth showing; its key has.
+        let at = if value.is_null() {
+            key.location
+        } else {
+            value.location
+        };
+        return Err(Issue::at(
+            at,
+            format!(
+                "stage \"{name}\" must be a mapping, found {}",
+                value.kind_name()
+            ),
+        )
+        .hint("e.g. { from: alpine:3.20, steps: [...] }"));
+    }
+    refuse_misplaced_keys(value)?;
+    let fields = Fields::new(value, "stage", &STAGE_KEYS)?;
+    let from = fields.get("from").ok_or_else(|| {
+        Issue::at(key.location, format!("stage \"{name}\" needs \"from\""))
+            .hint(format!("{FROM_EXAMPLES}, or the name of an earlier stage"))
+    })?;
+    Ok(Written {
+        name: name.to_string(),
+        location: key.location,
+        from,
+        steps: fields.get("steps"),
+        env: fields.get("env"),
+    })
+}
+
+/// Names that also work in image references and file names, so a stage name can be used in
+/// `from:`, `--target` and directory names alike.
+fn check_stage_name(name: &str, location: Location) -> Result<()> {
+    if name == "scratch" {
+        return Err(Issue::at(location, "\"scratch\" cannot be a stage name")
+            .hint("from: scratch means an empty base; pick another name"));
+    }
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let chars_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !starts_well || !chars_ok || name.len() > MAX_STAGE_NAME {
+        return Err(
+            Issue::at(location, format!("invalid stage name \"{name}\"")).hint(format!(
+                "lower-case letters, digits, '-', '_' and '.', starting with a letter or digit, at most {MAX_STAGE_NAME} characters"
+            )),
+        );
+    }
+    Ok(())
+}
+
+/// Keys that belong elsewhere get a message saying where, rather than "unknown key".
+fn refuse_misplaced_keys(stage: &Node) -> Result<()> {
+    let Value::Map(entries) = &stage.value else {
+        return Ok(());
+    };
+    for (key, _) in entries {
+        let name = key.scalar_text().unwrap_or_default();
+        // Step keys first: `run:` or `user:` in a stage is most likely a step out of place.
+        let place = if STAGE_KEYS.contains(&name) {
+            continue;
+        } else if STEP_KEYS.contains(&name) {
+            "in a step under the stage's steps:"
+        } else if FINAL_IMAGE_KEYS.contains(&name) {
+            "at the top level: it applies to the final image"
+        } else if SHARED_KEYS.contains(&name) {
+            "at the top level: it is shared by all stages"
+        } else if CONFIG_KEYS.contains(&name) {
+            "in config: at the top level"
+        } else if RUN_KEYS.contains(&name) {
+            "in run: at the top level"
+        } else {
+            continue;
+        };
+        return Err(
+            Issue::at(key.location, format!("unknown stage key \"{name}\""))
+                .hint(format!("\"{name}\" belongs {place}")),
+        );
+    }
+    Ok(())
+}
+
+/// How one stage uses another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StageUse {
+    /// `from: STAGE`.
+    Base,
+    /// `copy … from: STAGE`.
+    Copy,
+}
+
+/// Which stage is being read, among which names: what `from:` needs to tell a stage from
+/// an image or a build context.
+pub(crate) struct Place<'a> {
+    /// Every stage name in file order; empty for a spec without `stages:`.
+    names: &'a [&'a str],
+    index: usize,
+}
+
+impl Place<'_> {
+    fn current(&self) -> &str {
+        self.names
+            .get(self.index)
+            .copied()
+            .unwrap_or(SINGLE_STAGE_NAME)
+    }
+
+    /// The stages this one may use.
+    pub fn earlier(&self) -> &[&str] {
+        &self.names[..self.index.min(self.names.len())]
+    }
+
+    /// Whether `name` is any stage of the spec, before or after this one.
+    pub fn is_stage(&self, name: &str) -> bool {
+        self.names.contains(&name)
+    }
+
+    /// Whether the spec has `stages:` (rather than top-level `from:`/`steps:`).
+    pub fn is_multi_stage(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    /// Whether `name` is a stage this one may use as `how`; `Ok(false)` when it names no
+    /// stage.
+    pub fn refers_to_stage(&self, name: &str, location: Location, how: StageUse) -> Result<bool> {
+        let Some(index) = self.names.iter().position(|n| *n == name) else {
+            return Ok(false);
+        };
+        if index == self.index {
+            return Err(match how {
+                StageUse::Base => Issue::at(
+                    location,
+                    format!("stage \"{name}\" cannot be built from itself"),
+                )
+                .hint(format!(
+                    "a stage name wins over an image of the same name; to use the image \"{name}\", rename the stage"
+                )),
+                StageUse::Copy => Issue::at(
+                    location,
+                    format!("stage \"{name}\" cannot copy from itself"),
+                ),
+            });
+        }
+        if index > self.index {
+            return Err(Issue::at(
+                location,
+                format!("stage \"{name}\" is defined after \"{}\"", self.current()),
+            )
+            .hint(format!(
+                "a stage can only use the stages above it; move \"{name}\" above \"{}\"",
+                self.current()
+            )));
+        }
+        Ok(true)
+    }
+}
+
+fn parse_stage(
+    written: &Written,
+    place: &Place,
+    earlier_scopes: &[Vars],
+    shared: &Shared,
+) -> Result<(Stage, Vars)> {
+    let from_ex = Expander::new(&shared.vars);
+    let from_text = from_ex.text(written.from, "from")?;
+    let from = if place.refers_to_stage(&from_text, written.from.location, StageUse::Base)? {
+        From::Stage(from_text)
+    } else {
+        parse_from(&from_text, written.from, shared.dir)?
+    };
+    let from_args_used = from_ex.into_args_used();
+
+    // Mirror the build: the base's environment, then the top-level env, then the stage's.
+    let mut vars = match &from {
+        From::Stage(name) => place
+            .names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|index| earlier_scopes.get(index))
+            .cloned()
+            .unwrap_or_else(|| shared.vars.clone()),
+        _ => shared.vars.clone(),
+    };
+    vars.define_all(shared.env.iter().map(|(k, v)| (k, v)));
+    let env_ex = Expander::new(&vars);
+    let own_env = match written.env {
+        Some(node) => env_ex.env_map(node, "env")?,
+        None => Vec::new(),
+    };
+    let mut env_args_used = env_ex.into_args_used();
+    env_args_used.extend(shared.env_args_used.iter().cloned());
+    vars.define_all(own_env.iter().map(|(k, v)| (k, v)));
+
+    let step_context = StepContext {
+        dir: shared.dir,
+        contexts: shared.contexts.clone(),
+        stages: place,
+    };
+    let steps = match written.steps {
+        Some(node) => parse_steps(node, &step_context, &mut vars)?,
+        None => Vec::new(),
+    };
+    let stage = Stage {
+        name: written.name.clone(),
+        from,
+        from_args_used,
+        steps,
+        env: shared.env.iter().cloned().chain(own_env).collect(),
+        env_args_used,
+        location: written.location,
+    };
+    Ok((stage, vars))
+}
+
+/// `scratch` | `oci:PATH[:TAG]` | `rootfs:PATH` | an image reference.
+fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
+    let empty = |what: &str| {
+        Issue::at(
+            node.location,
+            format!("\"from: {text}\" has an empty {what}"),
+        )
+    };
+    if text == "scratch" {
+        Ok(From::Scratch)
+    } else if let Some(rest) = text.strip_prefix("oci:") {
+        // A ':' followed by a '/' belongs to the path (`oci:./a:b/layout`), not a tag.
+        let (path, tag) = match rest.rsplit_once(':') {
+            Some((path, tag)) if !tag.contains('/') => (path, Some(tag)),
+            _ => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(empty("path"));
+        }
+        if tag == Some("") {
+            return Err(empty("tag"));
+        }
+        Ok(From::OciLayout {
+            path: resolve(dir, path),
+            tag: tag.map(str::to_string),
+        })
+    } else if let Some(path) = text.strip_prefix("rootfs:") {
+        if path.is_empty() {
+            return Err(empty("path"));
+        }
+        Ok(From::Rootfs(resolve(dir, path)))
+    } else if text.is_empty() || text.contains(char::is_whitespace) {
+        Err(
+            Issue::at(node.location, format!("invalid base image \"{text}\"")).hint(
+                "use scratch, an image reference, oci:PATH[:TAG], rootfs:PATH or an earlier stage",
+            ),
+        )
+    } else {
+        Ok(From::Image(text.to_string()))
+    }
+}
+
+impl Spec {
+    /// `kiln build --target NAME`: drops the stages after `name`, which becomes the image.
+    /// `config:`, `run:` and `image:` stay as written; they now describe that stage's image.
+    pub fn truncate_to(&mut self, name: &str) -> Result<(), SpecError> {
+        let Some(index) = self.stage_index(name) else {
+            let names = || self.stages.iter().map(|stage| stage.name.as_str());
+            let hint = did_you_mean(name, names()).unwrap_or_else(|| {
+                let list: Vec<String> = names().map(|n| format!("\"{n}\"")).collect();
+                format!("the stages are {}", list.join(", "))
+            });
+            return Err(
+                Issue::nowhere(format!("--target: no stage named \"{name}\""))
+                    .hint(hint)
+                    .in_file(self.file.clone()),
+            );
+        };
+        self.stages.truncate(index + 1);
+        Ok(())
+    }
+}
