@@ -165,20 +165,8 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
     mounts::check_secrets(&spec).map_err(BuildError::Secret)?;
-    let cache = cache_policy(&spec, &opts.cache)?;
-    let sources = sources::Sources::new(store);
-    let request = stages::Request {
-        store,
-        spec: &spec,
-        opts,
-        progress,
-        cache: &cache,
-        plan: false,
-        sources: &sources,
-    };
-    let output = stages::build(&request);
-    sources.save();
-    let steps::StageOutput::Built(mut built) = output? else {
+    let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
+    else {
         unreachable!("a build that is not a plan knows every stage");
     };
     built.config.config.apply_spec(&spec.config);
@@ -202,20 +190,31 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
 /// their parent is not known until it has run.
 pub fn plan(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<()> {
     let spec = load_spec(opts)?;
-    let cache = cache_policy(&spec, &opts.cache)?;
+    build_stages(store, &spec, opts, progress, true).map(drop)
+}
+
+/// Builds (or plans) the last stage of `spec` and what it needs.
+fn build_stages(
+    store: &Store,
+    spec: &spec::Spec,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    plan: bool,
+) -> Result<steps::StageOutput> {
+    let cache = cache_policy(spec, &opts.cache)?;
     let sources = sources::Sources::new(store);
     let request = stages::Request {
         store,
-        spec: &spec,
+        spec,
         opts,
         progress,
         cache: &cache,
-        plan: true,
+        plan,
         sources: &sources,
     };
     let output = stages::build(&request);
     sources.save();
-    output.map(drop)
+    output
 }
 
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the

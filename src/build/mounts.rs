@@ -78,10 +78,12 @@ pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
                     path.display()
                 ))
             }
-            SecretSource::Env(var) if std::env::var_os(var).is_none() => return Err(format!(
+            SecretSource::Env(var) if std::env::var_os(var).is_none() => {
+                return Err(format!(
                 "secret {:?}: environment variable {var} is not set (export it before kiln build)",
                 secret.id
-            )),
+            ))
+            }
             _ => {}
         }
     }

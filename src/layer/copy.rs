@@ -25,10 +25,8 @@
 //! symlink is checked both as written and where it really is, so a symlink cannot smuggle
 //! an excluded directory into the image; entries below it are checked where they really are.
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -36,6 +34,9 @@ use nix::sys::stat::FileStat;
 
 use super::error::{LayerError, Result};
 use super::inroot::{self, Resolve, Root};
+use super::source_path::{
+    as_path, child_path, clean_source, excluded_source, fd_path, relative_to,
+};
 
 /// Ownership and mode given to everything a `copy:` step writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,16 +122,6 @@ pub fn copy_in_filtered(
     Ok(copier.stats)
 }
 
-/// The error for a source that the exclusions name, worded like the missing-source error
-/// Docker gives for a `.dockerignore`d path, but saying why.
-fn excluded_source(source: &str, rule: &str) -> LayerError {
-    LayerError::Io {
-        what: "copy",
-        path: source.to_owned(),
-        source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
-    }
-}
-
 /// The mode a copied node gets when the step declares none: git's model.
 fn normalised_mode(st: &FileStat) -> u32 {
     if inroot::is_dir(st) || st.st_mode & 0o111 != 0 {
@@ -158,57 +149,6 @@ fn clean_dest(dest: &str, workdir: &str) -> Vec<String> {
         }
     }
     comps
-}
-
-/// A source path as written, `.` and `..` resolved lexically, relative to the context.
-fn clean_source(rel: &str) -> Vec<u8> {
-    let mut comps: Vec<&str> = Vec::new();
-    for c in rel.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                comps.pop();
-            }
-            c => comps.push(c),
-        }
-    }
-    comps.join("/").into_bytes()
-}
-
-/// Where an open fd really is on the host (the kernel's `/proc/self/fd` link).
-fn fd_path(fd: BorrowedFd) -> io::Result<Vec<u8>> {
-    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    Ok(std::fs::read_link(link)?
-        .into_os_string()
-        .into_encoded_bytes())
-}
-
-/// `real` relative to `base` (both absolute host paths); `None` when it is not below it.
-fn relative_to(base: &[u8], real: &[u8]) -> Option<Vec<u8>> {
-    if base == b"/" {
-        return Some(real.strip_prefix(b"/").unwrap_or(real).to_vec());
-    }
-    match real.strip_prefix(base)? {
-        [] => Some(Vec::new()),
-        [b'/', rest @ ..] => Some(rest.to_vec()),
-        _ => None,
-    }
-}
-
-/// `parent/name`, or `name` at the top.
-fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() {
-        return name.to_vec();
-    }
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    p.push(b'/');
-    p.extend_from_slice(name);
-    p
-}
-
-fn as_path(bytes: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(bytes))
 }
 
 /// The rule excluding `path` or one of the directories above it, checked from the top.

@@ -22,6 +22,7 @@ mod error;
 mod inroot;
 mod lowers;
 mod read;
+pub(crate) mod source_path;
 mod write;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,7 @@ use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode};
 
 use super::ContextError;
+use crate::layer::source_path::{fd_path, relative_to};
 use crate::layer::LayerError;
 
 /// Attempts made when `openat2` reports EAGAIN (a concurrent rename somewhere in the tree).
@@ -94,26 +95,6 @@ impl ContextDir {
     pub fn open_resolved_file(&self, real: &[u8]) -> io::Result<File> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
         Ok(File::from(self.open_beneath(real, flags, true)?))
-    }
-}
-
-/// Where an open fd really is on the host (the kernel's `/proc/self/fd` link).
-fn fd_path(fd: BorrowedFd) -> io::Result<Vec<u8>> {
-    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    Ok(std::fs::read_link(link)?
-        .into_os_string()
-        .into_encoded_bytes())
-}
-
-/// `real` relative to `base` (both absolute host paths); `None` when it is not below it.
-fn relative_to(base: &[u8], real: &[u8]) -> Option<Vec<u8>> {
-    if base == b"/" {
-        return Some(real.strip_prefix(b"/").unwrap_or(real).to_vec());
-    }
-    match real.strip_prefix(base)? {
-        [] => Some(Vec::new()),
-        [b'/', rest @ ..] => Some(rest.to_vec()),
-        _ => None,
     }
 }
 

@@ -1,17 +1,15 @@
 //! What a `copy:` step's sources consist of: the same walk as `layer::copy_in` (same
 //! resolution, same errors, same exclusions, sockets skipped), without copying anything.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 
 use super::fs::{self, ContextDir};
 use super::{ContextError, Ignore};
+use crate::layer::source_path::{as_path, child_path, clean_source, excluded_source};
 use crate::layer::LayerError;
 
 /// One node a copy step would write.
@@ -154,44 +152,4 @@ fn kind_of(st: &FileStat) -> Option<FoundKind> {
 
 pub(super) fn file_type(st: &FileStat) -> u32 {
     st.st_mode & libc::S_IFMT
-}
-
-/// The error `copy_in` gives for an excluded source (kept identical on purpose).
-pub(super) fn excluded_source(source: &str, rule: &str) -> LayerError {
-    LayerError::Io {
-        what: "copy",
-        path: source.to_owned(),
-        source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
-    }
-}
-
-/// A source path as written, `.` and `..` resolved lexically, relative to the context.
-fn clean_source(rel: &str) -> Vec<u8> {
-    let mut comps: Vec<&str> = Vec::new();
-    for c in rel.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                comps.pop();
-            }
-            c => comps.push(c),
-        }
-    }
-    comps.join("/").into_bytes()
-}
-
-/// `parent/name`, or `name` at the top.
-fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() {
-        return name.to_vec();
-    }
-    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
-    p.extend_from_slice(parent);
-    p.push(b'/');
-    p.extend_from_slice(name);
-    p
-}
-
-fn as_path(bytes: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(bytes))
 }

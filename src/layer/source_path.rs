@@ -1,0 +1,72 @@
+//! Paths of copy sources, shared by `copy:` steps (`copy_in`) and the build cache's view of
+//! the same sources (`build::context`), which must name, resolve and refuse them exactly
+//! alike.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::error::LayerError;
+
+/// The error for a source that the exclusions name, worded like the missing-source error
+/// Docker gives for a `.dockerignore`d path, but saying why.
+pub(crate) fn excluded_source(source: &str, rule: &str) -> LayerError {
+    LayerError::Io {
+        what: "copy",
+        path: source.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
+    }
+}
+
+/// A source path as written, `.` and `..` resolved lexically, relative to the context.
+pub(crate) fn clean_source(rel: &str) -> Vec<u8> {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    comps.join("/").into_bytes()
+}
+
+/// Where an open fd really is on the host (the kernel's `/proc/self/fd` link).
+pub(crate) fn fd_path(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(std::fs::read_link(link)?
+        .into_os_string()
+        .into_encoded_bytes())
+}
+
+/// `real` relative to `base` (both absolute host paths); `None` when it is not below it.
+pub(crate) fn relative_to(base: &[u8], real: &[u8]) -> Option<Vec<u8>> {
+    if base == b"/" {
+        return Some(real.strip_prefix(b"/").unwrap_or(real).to_vec());
+    }
+    match real.strip_prefix(base)? {
+        [] => Some(Vec::new()),
+        [b'/', rest @ ..] => Some(rest.to_vec()),
+        _ => None,
+    }
+}
+
+/// `parent/name`, or `name` at the top.
+pub(crate) fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    p.extend_from_slice(parent);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+pub(crate) fn as_path(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
