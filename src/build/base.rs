@@ -14,7 +14,7 @@ use crate::layer::{self, ApplyLimits, Compression, TarOptions};
 use crate::registry;
 use crate::spec::From;
 use crate::store::reference::DOCKER_HUB;
-use crate::store::{Digest, Reference, Store, StoreError, MAX_DOCUMENT, REF_NAME};
+use crate::store::{read_document, Digest, Reference, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -200,7 +200,7 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
         why,
     };
     let index_bytes =
-        read_bounded(&dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
+        read_document(&dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
     let index: ImageIndex = serde_json::from_slice(&index_bytes)
         .map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
     let desc = pick_manifest(&index, tag).map_err(bad)?;
@@ -303,15 +303,4 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
         });
     }
     Ok(w.commit(Some(&digest))?.0)
-}
-
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_DOCUMENT + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(io::Error::other("larger than 4 MiB"));
-    }
-    Ok(bytes)
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::gc::{container_roots, index_roots, list_dir, stale_staging, ImageReader, ImageRoot};
-use super::{Digest, Result, Store, MAX_DOCUMENT};
+use super::{read_document, Digest, Result, Store};
 
 /// The kinds of problem fsck reports; each has its own remedy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -126,7 +126,7 @@ impl Store {
 
 fn check_layout_file(store: &Store) -> Option<Problem> {
     let path = store.root().join("oci-layout");
-    let why = match read_bounded(&path) {
+    let why = match read_document(&path) {
         Err(e) => e.to_string(),
         Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Err(e) => e.to_string(),
@@ -139,18 +139,6 @@ fn check_layout_file(store: &Store) -> Option<Problem> {
         &path,
         format!("{} is not a valid OCI layout file: {why}", path.display()),
     ))
-}
-
-/// Reads a small document, refusing more than [`MAX_DOCUMENT`] bytes.
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_DOCUMENT + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(io::Error::other("larger than 4 MiB"));
-    }
-    Ok(bytes)
 }
 
 /// Loads each distinct image once and checks that its blobs and layer dirs exist. Returns

@@ -1,7 +1,7 @@
 //! Small filesystem helpers for crash-safe commits: temp names, fsync, atomic replace.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +79,19 @@ pub(super) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result
         .map_err(StoreError::io("chmod", &tmp))?;
     fs::rename(&tmp, target).map_err(StoreError::io("replace", target))?;
     sync_dir(target.parent().unwrap_or(store.root()))
+}
+
+/// Reads a small JSON document from outside the blob store (an `index.json`, an
+/// `oci-layout`), refusing more than [`MAX_DOCUMENT`](super::MAX_DOCUMENT) bytes (SECURITY.md rule 7).
+pub fn read_document(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?
+        .take(super::MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > super::MAX_DOCUMENT {
+        return Err(io::Error::other("larger than 4 MiB"));
+    }
+    Ok(bytes)
 }
 
 /// JSON with object keys sorted and no whitespace, so the same document always has the

@@ -28,7 +28,7 @@ pub use cache::StepRecord;
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsck::{FsckReport, Problem, ProblemKind};
-pub use fsutil::{canonical_json, remove_live_temp_dirs, TempDir};
+pub use fsutil::{canonical_json, read_document, remove_live_temp_dirs, TempDir};
 pub use gc::{ContentGuard, GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
 pub use index::{Tagged, REF_NAME};
 pub use reference::Reference;
