@@ -229,3 +229,33 @@ fn remove_tree(path: &Path) {
     // Layer dirs may hold whiteout device nodes; remove_dir_all handles them as root.
     std::fs::remove_dir_all(path).unwrap();
 }
+
+#[test]
+fn a_hit_gives_the_image_a_fresh_build_would_even_with_a_recent_epoch() {
+    let env = setup();
+    let build_with_epoch = |extra: &[&str]| {
+        let ctx = env.path("ctx");
+        let out = env
+            .command()
+            .args(["build", "--json", ctx.to_str().unwrap()])
+            .args(extra)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["digest"].as_str().unwrap().to_owned()
+    };
+    build_with_epoch(&[]);
+    // An mtime older than the epoch would survive the writer's clamp if copies kept it.
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .append(true)
+        .open(env.path("ctx/src/a.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let cached = build_with_epoch(&[]);
+    let fresh = build_with_epoch(&["--no-cache"]);
+    assert_eq!(cached, fresh);
+}

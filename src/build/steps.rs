@@ -529,6 +529,7 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
             mode: copy.mode,
             uid: owner.uid,
             gid: owner.gid,
+            mtime: cx.job.opts.epoch as i64,
         };
         match source_stage {
             None => {

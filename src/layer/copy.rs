@@ -15,7 +15,10 @@
 //! follow git's model so that a build does not depend on the host's umask or on a chmod
 //! that only a cache could notice: directories get 0755, files 0755 when the source has any
 //! execute bit and 0644 otherwise; setuid/setgid/sticky and group/other write never come
-//! from the host. Modification times are kept (the layer writer clamps them). Symlinks
+//! from the host. Modification times are not taken from the host either: everything copied
+//! gets `CopyOptions::mtime` (the build's SOURCE_DATE_EPOCH), so the build cache, which
+//! never looks at host mtimes, can never hand out a layer that a fresh copy would not
+//! reproduce byte for byte. Symlinks
 //! inside a copied directory stay symlinks; hard links become separate files; sockets are
 //! skipped; extended attributes of the host are not copied.
 //!
@@ -46,6 +49,8 @@ pub struct CopyOptions {
     pub mode: Option<u32>,
     pub uid: u32,
     pub gid: u32,
+    /// Modification time (seconds since the epoch) of everything copied.
+    pub mtime: i64,
 }
 
 /// What a `copy:` step wrote.
@@ -377,7 +382,7 @@ impl Copier<'_> {
                 let sub_src = inroot::open_dir_nofollow(src_dir, name).map_err(fail)?;
                 self.copy_dir_content(sub_src.as_fd(), sub_dst.as_fd(), src_path, src.real)?;
                 // Copying the content changed the directory's mtime: set it last.
-                inroot::utime_at(dst, name, st.st_mtime, st.st_mtime_nsec).map_err(fail)
+                inroot::utime_at(dst, name, self.opts.mtime, 0).map_err(fail)
             }
             (libc::S_IFREG, _) => {
                 let mut from = match (src.file, src.parent) {
@@ -412,6 +417,6 @@ impl Copier<'_> {
             let mode = self.opts.mode.unwrap_or_else(|| normalised_mode(st));
             inroot::chmod_at(dir, name, mode)?;
         }
-        inroot::utime_at(dir, name, st.st_mtime, st.st_mtime_nsec)
+        inroot::utime_at(dir, name, self.opts.mtime, 0)
     }
 }

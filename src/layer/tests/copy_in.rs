@@ -100,13 +100,14 @@ fn mode_and_owner_are_applied_to_everything() {
         mode: Some(0o700),
         uid: 1000,
         gid: 1001,
+        mtime: 1_000_000,
     };
     copy(&s, &["site"], "/srv/", &opts).unwrap();
     for p in ["srv/index.html", "srv/css", "srv/css/a.css"] {
         let m = fs::symlink_metadata(s.root.join(p)).unwrap();
         assert_eq!(
-            (m.mode() & 0o7777, m.uid(), m.gid()),
-            (0o700, 1000, 1001),
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+            (0o700, 1000, 1001, 1_000_000),
             "{p}"
         );
     }
