@@ -259,3 +259,43 @@ fn a_hit_gives_the_image_a_fresh_build_would_even_with_a_recent_epoch() {
     let fresh = build_with_epoch(&["--no-cache"]);
     assert_eq!(cached, fresh);
 }
+
+#[test]
+fn a_rootfs_tarball_is_imported_once_until_it_changes() {
+    let env = setup();
+    let tar = |content: &str| {
+        env.write("rootfs/version", content);
+        common::run(
+            std::process::Command::new("tar")
+                .arg("-cf")
+                .arg(env.path("ctx/base.tar"))
+                .arg("-C")
+                .arg(env.path("rootfs"))
+                .arg("."),
+        );
+    };
+    env.write(
+        "ctx/kiln.yaml",
+        "image: fromtar:latest\nfrom: rootfs:./base.tar\nsteps:\n  - run: cat /version > /seen\n",
+    );
+    tar("one");
+    // A tarball written in the last two seconds is not remembered (its times may not yet
+    // tell a later write apart).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let first = build(&env, &[]).2;
+    let records = std::fs::read_dir(env.root().join("cache/steps"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|r| r.contains("kiln import") && r.contains("base.tar"))
+        .count();
+    assert_eq!(records, 1, "the import should be in the build cache");
+    assert_eq!(build(&env, &[]), (0, 1, first.clone()));
+    tar("two");
+    let (ran, _, second) = build(&env, &[]);
+    assert_ne!(second, first, "a changed tarball must be imported again");
+    assert_eq!(ran, 1);
+    assert_eq!(
+        env.kiln_ok(&["run", "--rm", "fromtar", "cat", "/seen"]),
+        "two"
+    );
+}

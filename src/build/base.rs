@@ -14,7 +14,9 @@ use crate::layer::{self, ApplyLimits, Compression, TarOptions};
 use crate::registry;
 use crate::spec::From;
 use crate::store::reference::DOCKER_HUB;
-use crate::store::{read_document, Digest, Reference, Store, StoreError, MAX_DOCUMENT, REF_NAME};
+use crate::store::{
+    read_document, Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME,
+};
 
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -165,6 +167,19 @@ pub fn import_rootfs(
         why: e.to_string(),
     };
     let is_dir = std::fs::metadata(path).map_err(bad)?.is_dir();
+    let key = (!is_dir)
+        .then(|| tarball_key(path, compression, epoch))
+        .flatten();
+    if let Some(hit) = key
+        .as_ref()
+        .map(|k| store.cached_step(k))
+        .transpose()?
+        .flatten()
+    {
+        if let (Some(layer), Some((_, diff_id))) = (hit.layer.clone(), hit.content()) {
+            return Ok((layer, diff_id));
+        }
+    }
     let staging = store.temp_dir("import")?;
     let dir = staging.path().join("layer");
     std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
@@ -186,10 +201,44 @@ pub fn import_rootfs(
         store.commit_layer(&dir, &written.diff_id)?;
     }
     let media_type = MediaType::from(compression.media_type());
-    Ok((
-        image::descriptor(media_type, &digest, size),
-        written.diff_id,
-    ))
+    let layer = image::descriptor(media_type, &digest, size);
+    if let Some(key) = key {
+        store.record_step(&StepRecord {
+            key: key.to_string(),
+            layer: Some(layer.clone()),
+            diff_id: Some(written.diff_id.to_string()),
+            created_by: format!("kiln import {}", path.display()),
+        })?;
+    }
+    Ok((layer, written.diff_id))
+}
+
+/// The build-cache key of importing the tarball at `path`: its identity on disk (device,
+/// inode, size, modification and change times — any write moves the change time) plus the
+/// layer format. `None` for a file changed in the last two seconds, whose times may not yet
+/// tell a later write apart (the hash memo's rule), or that cannot be looked at.
+fn tarball_key(path: &Path, compression: Compression, epoch: u64) -> Option<Digest> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(md.ctime().max(0) as u64, md.ctime_nsec() as u32);
+    if changed.elapsed().ok()? < std::time::Duration::from_secs(2) {
+        return None;
+    }
+    let path = std::fs::canonicalize(path).ok()?;
+    let identity = format!(
+        "kiln rootfs tarball v1\0{}\0{} {} {} {}.{} {}.{}\0{} {epoch}",
+        path.display(),
+        md.dev(),
+        md.ino(),
+        md.size(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+        compression.media_type(),
+    );
+    Some(Digest::of_bytes(identity.as_bytes()))
 }
 
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
