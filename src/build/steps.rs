@@ -20,7 +20,7 @@ use super::{
 };
 use crate::image::{self, rfc3339, History};
 use crate::layer::{self, CopyOptions, TarOptions};
-use crate::runtime::{self, ExitStatus, NetworkMode, Overlay, StepSandbox};
+use crate::runtime::{self, ExitStatus, NetworkMode, Overlay, Process, StepSandbox};
 use crate::spec::{Command, CopyFrom, CopyStep, Network, RunStep, Spec, Stage, Step, StepKind};
 use crate::store::{Digest, StepRecord, Store, StoreError, TempDir};
 
@@ -423,21 +423,23 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
     let sandbox = StepSandbox {
         mounts,
         overlay,
-        argv: run.command.argv(),
-        env,
-        cwd: image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into()),
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.groups,
-        hostname: "kiln-build".into(),
-        network: match run.network {
-            Network::Host => NetworkMode::Host,
-            Network::None => NetworkMode::None,
+        process: Process {
+            argv: run.command.argv(),
+            env,
+            cwd: image
+                .config
+                .config
+                .working_dir
+                .clone()
+                .unwrap_or_else(|| "/".into()),
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            hostname: "kiln-build".into(),
+            network: match run.network {
+                Network::Host => NetworkMode::Host,
+                Network::None => NetworkMode::None,
+            },
         },
         stdout: out_w,
         stderr: err_w,

@@ -12,7 +12,7 @@ use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
 use crate::build::{self, passwd};
 use crate::image::{self, Image, RuntimeConfig};
 use crate::runtime::{
-    self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Resources,
+    self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Process, Resources,
 };
 use crate::spec::{values, Network, RunDefaults};
 use crate::store::{ContainerDir, ContainerState, Store, Tagged};
@@ -421,16 +421,18 @@ fn container_spec(
     Ok(ContainerSpec {
         overlay,
         read_only: s.read_only,
-        argv: s.argv,
-        env: s.env,
-        cwd: s.cwd,
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.groups,
         etc_hosts: etc_hosts(&hostname, s.network),
         etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        hostname,
-        network: s.network,
+        process: Process {
+            argv: s.argv,
+            env: s.env,
+            cwd: s.cwd,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            hostname,
+            network: s.network,
+        },
         mounts: s.mounts,
         tmpfs: s.tmpfs,
         resources: s.resources,

@@ -34,9 +34,10 @@ use super::error::RuntimeError;
 use super::init::STATUS_LEN;
 use super::mounts::{MountSource, UserMount};
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{c_string, ChildPlan, ProcessSpec};
+use super::plan::{c_string, ChildPlan};
+use super::process::Process;
 use super::pty::{host_window_size, TtySession};
-use super::sandbox::{clone_flags, read_report, spawn, wait_for, ExitStatus, NetworkMode};
+use super::sandbox::{clone_flags, read_report, spawn, wait_for, ExitStatus};
 use super::seccomp::SeccompProgram;
 use super::sys;
 
@@ -58,16 +59,8 @@ pub struct ContainerSpec {
     pub overlay: Overlay,
     /// Mount the root read-only (tmpfs mounts and binds keep their own mode).
     pub read_only: bool,
-    pub argv: Vec<String>,
-    /// "K=V" entries. `PATH` from here is used to find `argv[0]` when it has no `/`.
-    pub env: Vec<String>,
-    /// Absolute workdir, created when missing (root-owned 0755).
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub hostname: String,
-    pub network: NetworkMode,
+    /// The command and the user, hostname and network it runs with.
+    pub process: Process,
     pub mounts: Vec<BindMount>,
     /// `--tmpfs` targets (mode 1777, `nosuid,nodev,noexec`).
     pub tmpfs: Vec<String>,
@@ -334,17 +327,6 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
     };
     let cgroup_namespace = cgroups::detect(cgroup_root)? == CgroupMode::V2;
     let etc_binds = write_etc_files(spec)?;
-    let process = ProcessSpec {
-        overlay: &spec.overlay,
-        argv: &spec.argv,
-        env: &spec.env,
-        cwd: &spec.cwd,
-        uid: spec.uid,
-        gid: spec.gid,
-        groups: &spec.groups,
-        hostname: &spec.hostname,
-        network: spec.network,
-    };
     let container = ContainerPlan {
         cgroup_namespace,
         mounts,
@@ -362,7 +344,13 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         }),
         keep_stdin: spec.interactive || spec.tty,
     };
-    ChildPlan::build(&process, InitLayer::Container, etc_binds, Some(container))
+    ChildPlan::build(
+        &spec.overlay,
+        &spec.process,
+        InitLayer::Container,
+        etc_binds,
+        Some(container),
+    )
 }
 
 /// Binds and tmpfs mounts, sorted so that a mount's parent is mounted before it.
@@ -415,7 +403,7 @@ pub(crate) fn write_etc_files(
         let dir = first.parent().unwrap_or(first);
         fs::create_dir_all(dir).map_err(RuntimeError::io("create state dir", dir))?;
     }
-    let hostname = format!("{}\n", spec.hostname);
+    let hostname = format!("{}\n", spec.process.hostname);
     let contents = [
         spec.etc_hosts.as_str(),
         hostname.as_str(),

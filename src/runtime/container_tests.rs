@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::cgroups::DEFAULT_CGROUP_ROOT;
+use super::tests::root_process;
 use super::*;
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -93,18 +94,10 @@ impl Fixture {
                 work: dir.join("work"),
             },
             read_only: false,
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("exec >/out/log 2>&1; {script}"),
-            ],
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            hostname: "kiln-box".into(),
-            network: NetworkMode::None,
+            process: root_process(
+                "kiln-box",
+                &["/bin/sh", "-c", &format!("exec >/out/log 2>&1; {script}")],
+            ),
             mounts: vec![BindMount {
                 source: dir.join("out"),
                 target: "/out".into(),
@@ -226,7 +219,7 @@ fn privileged_has_every_capability() {
 fn a_non_root_user_has_no_capabilities_unless_ambient() {
     let fx = Fixture::new();
     let mut spec = fx.spec(&format!("id -u; {STATUS_SCRIPT}"));
-    (spec.uid, spec.gid) = (1000, 1000);
+    (spec.process.uid, spec.process.gid) = (1000, 1000);
     let out = fx.run(&spec);
     assert!(out.log.starts_with("1000\n"), "{}", out.log);
     assert!(
@@ -398,7 +391,7 @@ fn network_none_has_only_loopback_and_host_shares_the_hosts() {
     let out = fx.run_sh("ls /sys/class/net; cat /sys/class/net/lo/flags");
     assert_eq!(out.log, "lo\n0x9\n");
     let mut spec = fx.spec("ls /sys/class/net | wc -l");
-    spec.network = NetworkMode::Host;
+    spec.process.network = NetworkMode::Host;
     let out = fx.run(&spec);
     let host = fs::read_dir("/sys/class/net").unwrap().count();
     assert_eq!(out.log, format!("{host}\n"));
@@ -500,7 +493,7 @@ fn orphans_are_reaped_by_the_init() {
 fn the_workdir_is_created_and_entered() {
     let fx = Fixture::new();
     let mut spec = fx.spec("pwd");
-    spec.cwd = "/srv/./app/".into();
+    spec.process.cwd = "/srv/./app/".into();
     let out = fx.run(&spec);
     assert_eq!(out.log, "/srv/app\n");
 }
@@ -509,14 +502,14 @@ fn the_workdir_is_created_and_entered() {
 fn setup_errors_leave_nothing_behind() {
     let fx = Fixture::new();
     let mut spec = fx.spec("true");
-    spec.argv = vec!["no-such-command".into()];
+    spec.process.argv = vec!["no-such-command".into()];
     let err = run_container(&spec).unwrap_err();
     assert!(matches!(err, RuntimeError::CommandNotFound { .. }), "{err}");
     assert_eq!(err.command_exit_code(), Some(127));
-    spec.argv = vec!["/etc/hosts".into()];
+    spec.process.argv = vec!["/etc/hosts".into()];
     let err = run_container(&spec).unwrap_err();
     assert_eq!(err.command_exit_code(), Some(126), "{err}");
-    spec.argv = vec!["/bin/true".into()];
+    spec.process.argv = vec!["/bin/true".into()];
     spec.mounts.push(BindMount {
         source: "/nonexistent/kiln".into(),
         target: "/x".into(),
@@ -531,7 +524,7 @@ fn setup_errors_leave_nothing_behind() {
 fn a_pty_is_the_controlling_terminal() {
     let fx = Fixture::new();
     let mut spec = fx.spec("");
-    spec.argv[2] = "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty > /out/log; \
+    spec.process.argv[2] = "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty > /out/log; \
                     : < /dev/tty && echo controlling >> /out/log; tty >> /out/log; \
                     echo to-the-pty"
         .into();
@@ -548,7 +541,7 @@ fn fifty_runs_leave_no_mounts_or_cgroups() {
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut spec = fx.spec("true");
     let prefix = format!("cycle{}-", std::process::id());
-    spec.argv = vec!["/bin/true".into()];
+    spec.process.argv = vec!["/bin/true".into()];
     spec.resources.memory = Some(64 << 20);
     for i in 0..50 {
         spec.id = format!("{prefix}{i}");

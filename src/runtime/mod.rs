@@ -17,13 +17,15 @@
 //!   object a container leaves if kiln is killed; [`cgroups::clean_stale`] removes them.
 //!
 //! Files: `overlay` (the mount: one `lowerdir+` per layer through the new mount API, or the
-//! one-page option string on older kernels; the scaffold; `with_overlay`), `sandbox` (public step types,
-//! clone and wait), `container` (public container types, parent side of `kiln run`), `plan`
-//! (C strings for the child), `child` (the allocation-free child), `devices` (`/proc`,
-//! `/dev`, `/sys`, host file binds), `mounts` (container binds, tmpfs, masked and read-only
-//! paths), `step_mounts` (cache mounts and secrets of build steps), `mount_points` (their
-//! mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init` (the PID 1
-//! reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers), `error`.
+//! one-page option string on older kernels; the scaffold; `with_overlay`), `sandbox`
+//! (public step types, clone and wait), `container` (public container types, parent side of
+//! `kiln run`), `process` (what runs, shared by both), `plan` (C strings for the child),
+//! `child` (the allocation-free child), `devices` (`/proc`, `/dev`, `/sys`, host file
+//! binds), `mounts` (container binds, tmpfs, masked and read-only paths), `step_mounts`
+//! (cache mounts and secrets of build steps), `mount_points` (their mount points kept out
+//! of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
+//! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
+//! `error`.
 
 pub mod capabilities;
 pub mod cgroups;
@@ -37,6 +39,7 @@ mod mounts;
 mod oci;
 mod overlay;
 mod plan;
+mod process;
 mod pty;
 mod sandbox;
 pub mod seccomp;
@@ -59,5 +62,6 @@ pub use error::{RuntimeError, EXEC_STAGE};
 pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, Overlay};
 pub use plan::DEFAULT_PATH;
-pub use sandbox::{run_step, ExitStatus, NetworkMode, StepSandbox};
+pub use process::{NetworkMode, Process};
+pub use sandbox::{run_step, ExitStatus, StepSandbox};
 pub use step_mounts::{StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

@@ -15,7 +15,7 @@ use super::cgroups::{self, CgroupMode, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
 use super::container::{etc_file_sources, ContainerSpec};
 use super::error::RuntimeError;
 use super::mounts::{MASKED_PATHS, READONLY_PATHS};
-use super::sandbox::NetworkMode;
+use super::process::NetworkMode;
 use super::seccomp;
 
 /// The OCI runtime spec version the configuration follows (runc 1.1 implements it).
@@ -39,6 +39,7 @@ pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, Runti
 
 fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let caps = &spec.capabilities;
+    let process = &spec.process;
     let mut linux = json!({
         "namespaces": namespaces(spec),
         "maskedPaths": proc_paths(&MASKED_PATHS),
@@ -52,13 +53,13 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     Ok(json!({
         "ociVersion": OCI_VERSION,
         "root": {"path": "rootfs", "readonly": spec.read_only},
-        "hostname": spec.hostname,
+        "hostname": process.hostname,
         "process": {
             "terminal": spec.tty,
-            "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": spec.groups},
-            "args": spec.argv,
-            "env": spec.env,
-            "cwd": spec.cwd,
+            "user": {"uid": process.uid, "gid": process.gid, "additionalGids": process.groups},
+            "args": process.argv,
+            "env": process.env,
+            "cwd": process.cwd,
             "capabilities": capabilities(caps),
             "noNewPrivileges": spec.no_new_privileges,
         },
@@ -79,7 +80,7 @@ fn capabilities(caps: &CapabilitySet) -> Value {
 
 fn namespaces(spec: &ContainerSpec) -> Value {
     let mut list = vec!["pid", "ipc", "uts", "mount"];
-    if spec.network == NetworkMode::None {
+    if spec.process.network == NetworkMode::None {
         // A new network namespace: runc brings up its loopback interface, as kiln does.
         list.push("network");
     }

@@ -1,6 +1,7 @@
-//! Turns a [`StepSandbox`] into a [`ChildPlan`]: every string the clone child needs, as C
-//! strings and pointer arrays, built and checked before `clone`, plus the reverse mapping
-//! from a child's failure [`Report`] to a [`RuntimeError`] that names the path involved.
+//! Turns a [`StepSandbox`] or a container's [`Process`] into a [`ChildPlan`]: every string
+//! the clone child needs, as C strings and pointer arrays, built and checked before
+//! `clone`, plus the reverse mapping from a child's failure [`Report`] to a
+//! [`RuntimeError`] that names the path involved.
 
 use std::ffi::CString;
 use std::os::raw::c_char;
@@ -11,8 +12,9 @@ use nix::errno::Errno;
 use super::container::ContainerPlan;
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::mounts::{MASKED_PATHS, READONLY_PATHS};
-use super::overlay::{self, InitLayer, MountPlan};
-use super::sandbox::{NetworkMode, StepSandbox};
+use super::overlay::{self, InitLayer, MountPlan, Overlay};
+use super::process::{NetworkMode, Process};
+use super::sandbox::StepSandbox;
 use super::step_mounts::StepMountPlan;
 
 /// The `$PATH` used when the step's environment has none (Docker's default).
@@ -60,19 +62,6 @@ impl CStringArray {
     }
 }
 
-/// The process-level part of a step or container description, borrowed.
-pub(crate) struct ProcessSpec<'a> {
-    pub overlay: &'a super::overlay::Overlay,
-    pub argv: &'a [String],
-    pub env: &'a [String],
-    pub cwd: &'a str,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: &'a [u32],
-    pub hostname: &'a str,
-    pub network: NetworkMode,
-}
-
 /// All of a step's or container's data in the form the allocation-free child uses.
 pub(crate) struct ChildPlan {
     pub mount: MountPlan,
@@ -104,18 +93,8 @@ pub(crate) struct ChildPlan {
 
 impl ChildPlan {
     pub(crate) fn new(sb: &StepSandbox) -> Result<ChildPlan, RuntimeError> {
-        let spec = ProcessSpec {
-            overlay: &sb.overlay,
-            argv: &sb.argv,
-            env: &sb.env,
-            cwd: &sb.cwd,
-            uid: sb.uid,
-            gid: sb.gid,
-            groups: &sb.groups,
-            hostname: &sb.hostname,
-            network: sb.network,
-        };
-        let etc_binds = match sb.network {
+        let process = &sb.process;
+        let etc_binds = match process.network {
             NetworkMode::Host => HOST_ETC_FILES
                 .iter()
                 .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
@@ -123,8 +102,14 @@ impl ChildPlan {
             NetworkMode::None => Vec::new(),
         };
         // Before `build`, which prepares the overlay on disk as its last step.
-        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, sb.uid, sb.gid)?;
-        let mut plan = ChildPlan::build(&spec, InitLayer::MountPoints, etc_binds, None)?;
+        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;
+        let mut plan = ChildPlan::build(
+            &sb.overlay,
+            process,
+            InitLayer::MountPoints,
+            etc_binds,
+            None,
+        )?;
         plan.step_mounts = step_mounts;
         Ok(plan)
     }
@@ -145,20 +130,22 @@ impl ChildPlan {
         }
     }
 
-    /// Checks `spec` and turns it into C strings; `init` decides the scaffold's init layer.
+    /// Checks `process` and turns it into C strings, then prepares `overlay`; `init` decides
+    /// the scaffold's init layer.
     pub(crate) fn build(
-        spec: &ProcessSpec,
+        overlay: &Overlay,
+        process: &Process,
         init: InitLayer,
         etc_binds: Vec<(CString, CString)>,
         container: Option<ContainerPlan>,
     ) -> Result<ChildPlan, RuntimeError> {
-        let argv0 = match spec.argv.first() {
+        let argv0 = match process.argv.first() {
             Some(a) if !a.is_empty() => a.clone(),
             _ => return Err(RuntimeError::Invalid("the command is empty".into())),
         };
-        check_ids(spec.uid, spec.gid, spec.groups)?;
-        let (workdir_prefixes, cwd) = workdir_prefixes(spec.cwd)?;
-        let path_var = spec
+        check_ids(process.uid, process.gid, &process.groups)?;
+        let (workdir_prefixes, cwd) = workdir_prefixes(&process.cwd)?;
+        let path_var = process
             .env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -173,26 +160,26 @@ impl ChildPlan {
                 .collect::<Result<_, _>>()?,
             false => vec![c_string(&argv0, "command")?],
         };
-        let hostname = check_hostname(spec.hostname)?;
+        let hostname = check_hostname(&process.hostname)?;
         let workdir_prefixes = workdir_prefixes
             .iter()
             .map(|p| c_string(p, "workdir"))
             .collect::<Result<_, _>>()?;
-        let argv = CStringArray::new(spec.argv, "command argument")?;
-        let envp = CStringArray::new(spec.env, "environment variable")?;
+        let argv = CStringArray::new(&process.argv, "command argument")?;
+        let envp = CStringArray::new(&process.env, "environment variable")?;
         let workdir = c_string(&cwd, "workdir")?;
         // Last: preparing the overlay touches the disk.
-        let mount = spec.overlay.prepare(init)?;
+        let mount = overlay.prepare(init)?;
         Ok(ChildPlan {
             mount,
-            new_netns: spec.network == NetworkMode::None,
+            new_netns: process.network == NetworkMode::None,
             etc_binds,
             hostname,
             workdir_prefixes,
             workdir,
-            uid: spec.uid,
-            gid: spec.gid,
-            groups: spec.groups.to_vec(),
+            uid: process.uid,
+            gid: process.gid,
+            groups: process.groups.clone(),
             argv,
             envp,
             exec_candidates,

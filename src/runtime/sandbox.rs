@@ -14,40 +14,21 @@ use super::child::{child_main, ChildArgs, ChildFds};
 use super::error::{Report, RuntimeError, REPORT_LEN};
 use super::overlay::Overlay;
 use super::plan::ChildPlan;
+use super::process::Process;
 use super::step_mounts::StepMount;
 use super::sys;
-
-/// The step's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// The host's network namespace; the host's `/etc/hosts` and `/etc/resolv.conf` are bound
-    /// read-only over the image's, when the image has them as regular files.
-    Host,
-    /// A fresh network namespace with only the loopback interface, up.
-    None,
-}
 
 /// Everything needed to run one build step.
 ///
 /// The step runs as PID 1 of new mount, pid, uts and ipc namespaces (and a new network
-/// namespace for [`NetworkMode::None`]), with root's full capabilities when `uid` is 0 and
-/// without `no_new_privs`, like buildah's chroot isolation: steps may run setuid programs
-/// such as `su`. `kiln run` narrows this (a later issue).
+/// namespace for [`NetworkMode::None`](super::NetworkMode::None)), with root's full
+/// capabilities when `process.uid` is 0 and without `no_new_privs`, like buildah's chroot
+/// isolation: steps may run setuid programs such as `su`. `kiln run` narrows this (a later
+/// issue).
 #[derive(Debug)]
 pub struct StepSandbox {
     pub overlay: Overlay,
-    pub argv: Vec<String>,
-    /// "K=V" entries. `PATH` from here is used to find `argv[0]` when it has no `/`.
-    pub env: Vec<String>,
-    /// Absolute path inside the root; created if missing (owned by root, 0755), like
-    /// Docker's `WORKDIR`.
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups; empty clears kiln's own.
-    pub groups: Vec<u32>,
-    pub hostname: String,
-    pub network: NetworkMode,
+    pub process: Process,
     /// The step's fd 1. The caller keeps its own copy; close it after `run_step` returns to
     /// see EOF on a pipe. Stdin is `/dev/null`.
     pub stdout: OwnedFd,

@@ -168,7 +168,7 @@ fn a_secret_is_a_0400_file_of_the_step_user_readable_by_it_only() {
              chmod 644 /run/secrets/token 2>/dev/null || echo no-chmod",
         ],
     );
-    (sb.uid, sb.gid) = (1000, 1000);
+    (sb.process.uid, sb.process.gid) = (1000, 1000);
     sb.mounts = vec![secret("/run/secrets/token")];
     let out = fx.run(sb);
     assert_ran(&out);

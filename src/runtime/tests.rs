@@ -14,6 +14,21 @@ use super::*;
 
 pub(super) const BUSYBOX: &str = "/bin/busybox";
 
+/// `argv` run as root in `/` with the default `PATH`, without network: the process every
+/// step and container test starts from (shared with `container_tests` and `oci::tests`).
+pub(super) fn root_process(hostname: &str, argv: &[&str]) -> Process {
+    Process {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: vec![format!("PATH={DEFAULT_PATH}")],
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        hostname: hostname.into(),
+        network: NetworkMode::None,
+    }
+}
+
 /// A temp dir with `layers/base` (busybox with its applets in /bin, a regular /etc/hosts and
 /// a symlinked /etc/resolv.conf) and numbered step dirs with fresh upper and work dirs.
 pub(super) struct Fixture {
@@ -106,14 +121,7 @@ impl Fixture {
                 .into()
         };
         StepSandbox {
-            argv: argv.iter().map(|a| a.to_string()).collect(),
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            hostname: "kiln-test".into(),
-            network: NetworkMode::None,
+            process: root_process("kiln-test", argv),
             stdout: capture("stdout"),
             stderr: capture("stderr"),
             mounts: Vec::new(),
@@ -296,7 +304,7 @@ fn network_none_has_only_loopback_and_it_is_up() {
 fn host_network_binds_host_etc_files_over_regular_files_only() {
     let fx = Fixture::new();
     let mut sb = fx.sh("cat /etc/hosts; echo x >> /etc/hosts || echo ro; cat /etc/resolv.conf");
-    sb.network = NetworkMode::Host;
+    sb.process.network = NetworkMode::Host;
     let out = fx.run(sb);
     assert!(out.ok().success(), "stderr: {}", out.stderr);
     let host_hosts = fs::read_to_string("/etc/hosts").unwrap();
@@ -313,7 +321,7 @@ fn host_network_binds_host_etc_files_over_regular_files_only() {
 fn the_workdir_is_created_and_entered() {
     let fx = Fixture::new();
     let mut sb = fx.sh("pwd; echo data > file");
-    sb.cwd = "/srv/./app/".into();
+    sb.process.cwd = "/srv/./app/".into();
     let out = fx.run(sb);
     assert!(out.ok().success(), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "/srv/app\n");
@@ -328,7 +336,7 @@ fn the_workdir_is_created_and_entered() {
 fn a_workdir_that_is_a_file_is_a_setup_error() {
     let fx = Fixture::new();
     let mut sb = fx.sh("true");
-    sb.cwd = "/etc/hosts".into();
+    sb.process.cwd = "/etc/hosts".into();
     let out = fx.run(sb);
     let err = out.err();
     assert!(
@@ -343,7 +351,7 @@ fn a_workdir_that_is_a_file_is_a_setup_error() {
 fn user_group_and_supplementary_groups_are_applied() {
     let fx = Fixture::new();
     let mut sb = fx.sh("id -u; id -g; id -G; ls / > /dev/null && echo can-list-root");
-    (sb.uid, sb.gid, sb.groups) = (1000, 1001, vec![1001, 27]);
+    (sb.process.uid, sb.process.gid, sb.process.groups) = (1000, 1001, vec![1001, 27]);
     let out = fx.run(sb);
     assert!(out.ok().success(), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "1000\n1001\n1001 27\ncan-list-root\n");
@@ -405,7 +413,7 @@ fn missing_commands_are_reported_with_shell_exit_codes() {
 fn commands_are_searched_in_the_steps_path() {
     let fx = Fixture::new();
     let mut sb = fx.sandbox(&["base"], &["echo", "found"]);
-    sb.env = vec!["PATH=/nonexistent:/etc/hosts:/bin".into()];
+    sb.process.env = vec!["PATH=/nonexistent:/etc/hosts:/bin".into()];
     let out = fx.run(sb);
     assert!(out.ok().success(), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "found\n");
@@ -417,7 +425,7 @@ fn nothing_stays_mounted_on_the_host() {
     let before = host_mounts();
     assert!(fx.run_sh("echo hi > /x").ok().success());
     let mut sb = fx.sh("true");
-    sb.network = NetworkMode::Host;
+    sb.process.network = NetworkMode::Host;
     assert!(fx.run(sb).ok().success());
     with_overlay(&fx.overlay(&["base"]), |_| ()).unwrap();
     assert_eq!(before, host_mounts());

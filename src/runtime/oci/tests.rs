@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::*;
-use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources, DEFAULT_PATH};
+use crate::runtime::tests::root_process;
+use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources};
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -51,18 +52,10 @@ impl Bench {
                 work: self.dir(&format!("{tag}/work")),
             },
             read_only: false,
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("exec >/out/log 2>&1; {script}"),
-            ],
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            hostname: "kiln-oci".into(),
-            network: NetworkMode::None,
+            process: root_process(
+                "kiln-oci",
+                &["/bin/sh", "-c", &format!("exec >/out/log 2>&1; {script}")],
+            ),
             mounts: vec![BindMount {
                 source: out,
                 target: "/out".into(),
@@ -181,7 +174,7 @@ fn the_config_carries_limits_namespaces_and_seccomp() {
         .contains(&json!("/proc/kcore")));
     assert_eq!(config["process"]["capabilities"]["inheritable"], json!([]));
     spec.seccomp = false;
-    spec.network = NetworkMode::Host;
+    spec.process.network = NetworkMode::Host;
     let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
     assert!(config["linux"].get("seccomp").is_none());
     assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 4);
