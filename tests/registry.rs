@@ -147,6 +147,16 @@ fn kiln_with_stdin(
     child.wait_with_output().unwrap()
 }
 
+/// `kiln login` to the mock as its user alice, the password on stdin.
+fn login_alice(env: &Env, server: &Server, password: &str, config: &Path) -> std::process::Output {
+    kiln_with_stdin(
+        env,
+        &["login", &server.host(), "-u", "alice", "--password-stdin"],
+        password,
+        config,
+    )
+}
+
 fn digest_line(out: &str) -> String {
     out.lines().last().unwrap_or_default().trim().to_owned()
 }
@@ -167,10 +177,15 @@ fn push_pull_run_and_repush_against_docker_registry() {
         "expected config and two layers uploaded, saw {uploads}"
     );
 
-    // A fresh store pulls it back, with the same manifest digest, and runs it.
+    // A fresh store pulls it back, with the same manifest digest, and runs it. Off a
+    // terminal, each blob gets one plain line.
     let other = Env::new();
-    let pulled = digest_line(&other.kiln_ok(&["pull", &target]));
-    assert_eq!(pulled, built);
+    let pull = other.kiln(&["pull", &target]);
+    assert!(pull.status.success(), "{}", text(&pull));
+    let lines = String::from_utf8_lossy(&pull.stderr);
+    assert_eq!(lines.matches(": pulled ").count(), 3, "{lines}");
+    assert!(!lines.contains('\r') && !lines.contains('\x1b'), "{lines}");
+    assert_eq!(digest_line(&String::from_utf8_lossy(&pull.stdout)), built);
     let out = other.kiln_ok(&["run", "--rm", &target, "cat", "/hello"]);
     assert_eq!(out, "pushed-and-pulled");
     // Pulling again fetches nothing.
@@ -187,7 +202,9 @@ fn push_pull_run_and_repush_against_docker_registry() {
     let out = env.kiln(&["push", "bb", &target]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(registry.blob_uploads(), uploads, "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 blobs uploaded"));
+    let lines = String::from_utf8_lossy(&out.stderr);
+    assert!(lines.contains("0 blobs uploaded"), "{lines}");
+    assert_eq!(lines.matches(": exists ").count(), 3, "{lines}");
     let log = std::fs::read_to_string(&registry.log).unwrap();
     let new_requests: Vec<&str> = log
         .lines()
@@ -277,12 +294,7 @@ fn basic_auth_login_push_and_wrong_password() {
     let config = env.path("docker");
     build_busybox(&env);
 
-    let wrong = kiln_with_stdin(
-        &env,
-        &["login", &server.host(), "-u", "alice", "--password-stdin"],
-        "nope\n",
-        &config,
-    );
+    let wrong = login_alice(&env, &server, "nope\n", &config);
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("authentication required"), "{err}");
@@ -299,12 +311,7 @@ fn basic_auth_login_push_and_wrong_password() {
         text(&refused)
     );
 
-    let ok = kiln_with_stdin(
-        &env,
-        &["login", &server.host(), "-u", "alice", "--password-stdin"],
-        "s3cret\n",
-        &config,
-    );
+    let ok = login_alice(&env, &server, "s3cret\n", &config);
     assert!(ok.status.success(), "{}", text(&ok));
     let file = config.join("config.json");
     use std::os::unix::fs::PermissionsExt;
@@ -329,12 +336,7 @@ fn bearer_token_flow_and_faults() {
     let server = mock(AuthMode::Token);
     let config = env.path("docker");
     let built = build_busybox(&env);
-    let login = kiln_with_stdin(
-        &env,
-        &["login", &server.host(), "-u", "alice", "--password-stdin"],
-        "s3cret",
-        &config,
-    );
+    let login = login_alice(&env, &server, "s3cret", &config);
     assert!(login.status.success(), "{}", text(&login));
     let target = format!("{}/app/bb:1", server.host());
     let pushed = kiln_with_stdin(&env, &["push", "bb", &target], "", &config);
@@ -515,4 +517,437 @@ fn a_declined_mount_falls_back_to_an_upload() {
         .filter(|e| e.target.contains("/fault/nomount/") && e.uploaded_blob_data())
         .count();
     assert_eq!(uploaded, 3, "{log:#?}");
+}
+
+/// sha256 of `bytes` as an OCI digest.
+fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Writes `bytes` as a blob of the OCI layout at `layout`; returns its digest.
+fn put_layout_blob(layout: &Path, bytes: &[u8]) -> String {
+    let digest = sha256_digest(bytes);
+    let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    std::fs::write(path, bytes).unwrap();
+    digest
+}
+
+fn read_layout_blob(layout: &Path, digest: &str) -> serde_json::Value {
+    let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The architecture kiln runs on, as OCI names it, and another one.
+fn host_and_other_arch() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "arm64"),
+        "aarch64" => ("arm64", "amd64"),
+        other => panic!("add {other} to this test's architectures"),
+    }
+}
+
+#[test]
+fn a_multi_arch_index_pushed_by_skopeo_resolves_to_the_host_platform() {
+    require("skopeo", "skopeo");
+    let env = Env::new();
+    let registry = Registry::start(env.dir.path());
+    busybox_rootfs(&env);
+    let (host, other) = host_and_other_arch();
+    let mut manifests = Vec::new();
+    for (arch, name) in [(host, "multi:host"), (other, "multi:other")] {
+        env.write(
+            "kiln.yaml",
+            &format!("image: {name}\nfrom: rootfs:./base\nsteps:\n  - run: echo {arch} > /arch\n"),
+        );
+        let digest = env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "-q"]);
+        manifests.push((arch, digest));
+    }
+    // An OCI layout with the store's blobs, where the second image's config says it is
+    // for the other architecture, and an index naming both.
+    let layout = env.path("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(env.root().join("blobs"))
+        .arg(&layout));
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let (other_arch, other_digest) = manifests[1].clone();
+    let mut manifest = read_layout_blob(&layout, &other_digest);
+    let mut config = read_layout_blob(&layout, manifest["config"]["digest"].as_str().unwrap());
+    config["architecture"] = other_arch.into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_layout_blob(&layout, &config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    manifests[1].1 = put_layout_blob(&layout, &manifest_bytes);
+    let entries: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(arch, digest)| {
+            let size = std::fs::metadata(layout.join("blobs/sha256").join(&digest[7..]))
+                .unwrap()
+                .len();
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": size,
+                "platform": {"os": "linux", "architecture": arch},
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let index_digest = put_layout_blob(&layout, &index);
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": index_digest,
+                "size": index.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let target = format!("{}/multi/bb:1", registry.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{target}"),
+    ]));
+
+    // This machine's platform by default, and runnable.
+    let native = Env::new();
+    let pulled = digest_line(&native.kiln_ok(&["pull", &target]));
+    assert_eq!(pulled, manifests[0].1);
+    assert_eq!(
+        native.kiln_ok(&["run", "--rm", &target, "cat", "/arch"]),
+        host
+    );
+    // --platform picks the other one.
+    let foreign = Env::new();
+    let platform = format!("linux/{other}");
+    let pulled = digest_line(&foreign.kiln_ok(&["pull", "--platform", &platform, &target]));
+    assert_eq!(pulled, manifests[1].1);
+    let inspect = foreign.kiln_ok(&["inspect", &target]);
+    assert!(inspect.contains(&format!("\"{other}\"")), "{inspect}");
+    // A platform the index lacks is a clear error listing what it has.
+    let out = foreign.kiln(&["pull", "--platform", "linux/s390x", &target]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no image for linux/s390x") && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn kiln_pulls_and_runs_an_image_made_by_umoci() {
+    require("skopeo", "skopeo");
+    require("umoci", "umoci");
+    let env = Env::new();
+    let registry = Registry::start(env.dir.path());
+    let rootfs = busybox_rootfs(&env);
+    let layout = env.path("umoci-layout");
+    let bundle = env.path("bundle");
+    let image = format!("{}:bb", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", rootfs.display()))
+        .arg(bundle.join("rootfs")));
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    run(Command::new("umoci").args(["config", "--image", &image, "--config.env", "PATH=/bin"]));
+    let target = format!("{}/umoci/bb:1", registry.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{image}"),
+        &format!("docker://{target}"),
+    ]));
+    let other = Env::new();
+    other.kiln_ok(&["pull", &target]);
+    assert_eq!(
+        other.kiln_ok(&["run", "--rm", &target, "/bin/busybox", "echo", "ok"]),
+        "ok"
+    );
+}
+
+/// Every file and dir under `root` with its size, except lock files (which only exist
+/// for locking), sorted.
+fn listing(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if rel.ends_with("lock") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            out.push(format!(
+                "{rel} {}",
+                if meta.is_dir() { 0 } else { meta.len() }
+            ));
+            if meta.is_dir() {
+                walk(&path, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn a_corrupted_blob_is_refused_and_leaves_the_store_as_it_was() {
+    let env = Env::new();
+    let server = mock(AuthMode::None);
+    let none = env.path("none");
+    build_busybox(&env);
+    let pushed = kiln_with_stdin(
+        &env,
+        &["push", "bb", &format!("{}/app/bb:1", server.host())],
+        "",
+        &none,
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    // A store that already holds something, so "unchanged" means more than "empty".
+    let other = Env::new();
+    busybox_rootfs(&other);
+    other.write(
+        "kiln.yaml",
+        "image: mine\nfrom: rootfs:./base\nsteps:\n  - run: echo mine > /mine\n",
+    );
+    other.kiln_ok(&["build", other.dir.path().to_str().unwrap(), "-q"]);
+    let before = listing(&other.root());
+    // Manifests are served intact, blobs with one byte flipped.
+    let reference = format!("{}/fault/blobcorrupt/app/bb:1", server.host());
+    let out = kiln_with_stdin(&other, &["pull", &reference], "", &none);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the registry sent content with digest") && err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(listing(&other.root()), before, "{err}");
+    // The blobs were served: it was their content that was refused.
+    assert!(server
+        .log()
+        .iter()
+        .any(|e| e.fault.as_deref() == Some("blobcorrupt") && e.target.contains("/blobs/")));
+    let fsck = other.kiln(&["fsck"]);
+    assert!(fsck.status.success(), "{}", text(&fsck));
+}
+
+/// An image `big` with a 20 MiB layer of random bytes (above kiln's resumable-upload
+/// size) on top of busybox; returns its digest.
+fn build_big(env: &Env) -> String {
+    busybox_rootfs(env);
+    let mut random = vec![0u8; 20 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut random)
+        .unwrap();
+    std::fs::write(env.path("random.bin"), &random).unwrap();
+    env.write(
+        "kiln.yaml",
+        "image: big\nfrom: rootfs:./base\nsteps:\n  - copy: random.bin\n    to: /random.bin\n",
+    );
+    env.kiln_ok(&["build", env.dir.path().to_str().unwrap(), "-q"])
+}
+
+#[test]
+fn an_interrupted_upload_resumes_where_the_registry_stopped() {
+    let env = Env::new();
+    let server = mock(AuthMode::None);
+    let none = env.path("none");
+    let built = build_big(&env);
+    // Upload bodies longer than 8 MB are cut after 8 MB, once per request.
+    const KEPT: u64 = 8_000_000;
+    let target = format!("{}/fault/uploadreset{KEPT}x1/app/big:1", server.host());
+    let out = kiln_with_stdin(&env, &["push", "big", &target], "", &none);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        server.tag_digest("app/big", "1").as_deref(),
+        Some(built.as_str())
+    );
+
+    let log = server.log();
+    let cut: Vec<_> = log
+        .iter()
+        .filter(|e| e.method == "PATCH" && e.status == 0)
+        .collect();
+    assert_eq!(cut.len(), 1, "{log:#?}");
+    let session = cut[0].target.clone();
+    let size = cut[0].request_bytes;
+    assert!(size >= 20 << 20, "{log:#?}");
+    // kiln asked where the registry stopped, then sent only the rest, then closed the
+    // session.
+    let after: Vec<_> = log
+        .iter()
+        .skip_while(|e| e.status != 0)
+        .filter(|e| e.target.starts_with(&session))
+        .map(|e| (e.method.as_str(), e.status, e.request_bytes))
+        .collect();
+    assert_eq!(
+        after,
+        [
+            ("PATCH", 0, size),
+            ("GET", 204, 0),
+            ("PATCH", 202, size - KEPT),
+            ("PUT", 201, 0),
+        ],
+        "{log:#?}"
+    );
+
+    // What went up is the image.
+    let other = Env::new();
+    let reference = format!("{}/app/big:1", server.host());
+    let pulled = kiln_with_stdin(&other, &["pull", &reference], "", &none);
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    assert_eq!(digest_line(&String::from_utf8_lossy(&pulled.stdout)), built);
+}
+
+#[test]
+fn a_large_blob_goes_up_in_a_session_that_docker_registry_accepts() {
+    require("skopeo", "skopeo");
+    let env = Env::new();
+    let registry = Registry::start(env.dir.path());
+    let built = build_big(&env);
+    let target = format!("{}/kiln/big:1", registry.host());
+    let pushed = digest_line(&env.kiln_ok(&["push", "big", &target]));
+    assert_eq!(pushed, built);
+    let log = std::fs::read_to_string(&registry.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"PATCH /v2/kiln/big/blobs/uploads/")),
+        "the large layer did not go up in a PATCH"
+    );
+    let inspect = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Digest"], built.as_str());
+    let other = Env::new();
+    assert_eq!(digest_line(&other.kiln_ok(&["pull", &target])), built);
+}
+
+#[test]
+fn a_mount_asks_the_token_service_for_the_source_repository_too() {
+    let env = Env::new();
+    let server = mock(AuthMode::Token);
+    let config = env.path("docker");
+    build_busybox(&env);
+    let login = login_alice(&env, &server, "s3cret", &config);
+    assert!(login.status.success(), "{}", text(&login));
+    let push = |repo: &str| {
+        let target = format!("{}/{repo}:1", server.host());
+        let out = kiln_with_stdin(&env, &["push", "bb", &target], "", &config);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    push("team/base");
+    server.clear_log();
+    let second = push("team/app");
+    assert!(
+        second.contains("0 blobs uploaded") && second.contains("3 mounted"),
+        "{second}"
+    );
+    // One line per blob says what became of it.
+    assert_eq!(second.matches(": mounted ").count(), 3, "{second}");
+    let log = server.log();
+    let token_requests: Vec<String> = log
+        .iter()
+        .filter(|e| e.target.starts_with("/token"))
+        .map(|e| {
+            e.target
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+        })
+        .collect();
+    assert!(
+        token_requests
+            .iter()
+            .any(|t| t.contains("scope=repository:team/app:pull,push")
+                && t.contains("scope=repository:team/base:pull")),
+        "{token_requests:#?}"
+    );
+    let mounts: Vec<_> = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.target.contains("mount="))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(mounts, [201, 201, 201], "{log:#?}");
+}
+
+#[test]
+fn insecure_registries_come_from_the_config_file_too() {
+    let env = Env::new();
+    let server = mock(AuthMode::None);
+    let none = env.path("none");
+    build_busybox(&env);
+    // `127.1` is this machine, but not spelled as a loopback address: https by default.
+    let host = format!("127.1:{}", server.addr().port());
+    let target = format!("{host}/app/bb:1");
+    let refused = kiln_with_stdin(&env, &["push", "bb", &target], "", &none);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--insecure-registry"),
+        "{}",
+        text(&refused)
+    );
+    let config = env.write(
+        "config.yaml",
+        &format!("# registries without TLS\ninsecure_registries:\n  - {host}\n"),
+    );
+    let with_config = |args: &[&str]| {
+        env.command()
+            .args(args)
+            .env("KILN_CONFIG", &config)
+            .env("DOCKER_CONFIG", &none)
+            .output()
+            .unwrap()
+    };
+    let out = with_config(&["push", "bb", &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.tag_digest("app/bb", "1").is_some());
+    // A mistake in the file is an error that says where.
+    std::fs::write(
+        &config,
+        "insecure_registries:\n  - ok.lan\ninsecure_registry: [x]\n",
+    )
+    .unwrap();
+    let out = with_config(&["push", "bb", &target]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config.yaml:3:1"), "{err}");
 }

@@ -8,6 +8,10 @@
 //! A token ending in `x<N>` fires only the first N times for each distinct request
 //! (method, path and query), then the request succeeds: this is how "fails twice, then works" is
 //! spelled. Without it the fault fires every time.
+//!
+//! A token starting with an endpoint kind (`blob`, `manifest`, `upload`) fires only on
+//! requests to that kind of endpoint: `blobcorrupt` corrupts blobs but serves manifests
+//! intact. Aimed at uploads, `reset<K>` cuts upload bodies (see [`FaultKind::Reset`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +26,8 @@ pub enum FaultKind {
     /// `stall`: read the request, never answer.
     Stall,
     /// `reset<K>`: send headers and K body bytes, then reset the connection (TCP RST).
+    /// As `uploadreset<K>`: keep the first K bytes of an upload PATCH or PUT body, as if
+    /// the connection broke there, and reset the connection without answering.
     Reset(usize),
     /// `hang<K>`: send headers and K body bytes, then go silent.
     Hang(usize),
@@ -66,11 +72,33 @@ impl FaultKind {
     }
 }
 
+/// The kinds of endpoint a fault can be aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aim {
+    /// `/blobs/<digest>`
+    Blob,
+    /// `/manifests/<reference>`
+    Manifest,
+    /// `/blobs/uploads/...`: starting (and mounting), sending and finishing uploads.
+    Upload,
+}
+
+impl Aim {
+    /// The prefixes of the grammar; no fault name starts with one of them.
+    const PREFIXES: [(&'static str, Aim); 3] = [
+        ("blob", Aim::Blob),
+        ("manifest", Aim::Manifest),
+        ("upload", Aim::Upload),
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fault {
     token: String,
     kind: FaultKind,
     times: Option<u32>,
+    /// `None`: wherever the kind applies.
+    aim: Option<Aim>,
 }
 
 /// A parsed fault spec; the default is no fault at all.
@@ -109,6 +137,7 @@ impl FromStr for Faults {
             let (body, times) = split_times(token);
             let kind_len = body.bytes().take_while(u8::is_ascii_lowercase).count();
             let (name, digits) = body.split_at(kind_len);
+            let (aim, name) = split_aim(name);
             let arg = match digits {
                 "" => None,
                 d => Some(
@@ -117,6 +146,9 @@ impl FromStr for Faults {
                 ),
             };
             if name == "after" {
+                if aim.is_some() {
+                    return Err(bad("after applies to every answer and takes no endpoint"));
+                }
                 parsed.retry_after = Some(arg.ok_or_else(|| bad("after needs seconds"))?);
                 continue;
             }
@@ -125,6 +157,7 @@ impl FromStr for Faults {
                 token: token.to_string(),
                 kind,
                 times,
+                aim,
             });
         }
         Ok(parsed)
@@ -142,6 +175,19 @@ fn split_times(token: &str) -> (&str, Option<u32>) {
         }
         _ => (token, None),
     }
+}
+
+/// Splits `blobcorrupt` into (Some(Blob), `corrupt`); a name without a known endpoint
+/// prefix (or that is nothing but one) is left whole.
+fn split_aim(name: &str) -> (Option<Aim>, &str) {
+    for (prefix, aim) in Aim::PREFIXES {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            if !rest.is_empty() {
+                return (Some(aim), rest);
+            }
+        }
+    }
+    (None, name)
 }
 
 fn fault_kind(name: &str, arg: Option<u64>) -> Result<FaultKind, &'static str> {
@@ -206,22 +252,37 @@ pub struct Fired {
     pub token: String,
 }
 
+/// Where a request goes, for faults aimed at an endpoint kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target {
+    /// The request's endpoint kind; `None` for tags, referrers and the like.
+    pub endpoint: Option<Aim>,
+    /// Only faults aimed at `endpoint` may fire (for what unaimed faults never did).
+    pub aimed_only: bool,
+}
+
 /// How many times each counted fault has fired for each request.
 #[derive(Debug, Default)]
 pub struct Counters(Mutex<HashMap<String, u32>>);
 
 impl Counters {
-    /// The first fault of `faults` that applies (`wanted`) and still has shots left for
-    /// `request` (method and target); firing it uses one shot.
+    /// The first fault of `faults` that applies (`wanted`), may fire at this endpoint
+    /// (`at`: unaimed faults, and those aimed at it, unless `aimed_only`) and still has
+    /// shots left for `request` (method and target); firing it uses one shot.
     pub fn fire(
         &self,
         faults: &Faults,
         request: &str,
+        at: Target,
         wanted: impl Fn(FaultKind) -> bool,
     ) -> Option<Fired> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for (index, fault) in faults.faults.iter().enumerate() {
-            if !wanted(fault.kind) {
+            let here = match fault.aim {
+                Some(aim) => at.endpoint == Some(aim),
+                None => !at.aimed_only,
+            };
+            if !here || !wanted(fault.kind) {
                 continue;
             }
             if let Some(times) = fault.times {
@@ -264,6 +325,47 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_prefixes_aim_a_fault() {
+        let faults: Faults = "blobcorrupt.manifeste503x1.uploadreset10.nomount"
+            .parse()
+            .unwrap();
+        let aims: Vec<_> = faults.faults.iter().map(|f| (f.kind, f.aim)).collect();
+        assert_eq!(
+            aims,
+            [
+                (FaultKind::Corrupt, Some(Aim::Blob)),
+                (FaultKind::Status(503), Some(Aim::Manifest)),
+                (FaultKind::Reset(10), Some(Aim::Upload)),
+                (FaultKind::NoMount, None),
+            ]
+        );
+        let counters = Counters::default();
+        let at = |endpoint, aimed_only| Target {
+            endpoint,
+            aimed_only,
+        };
+        let corrupt = |t| {
+            counters
+                .fire(&faults, "GET /x", t, |k| k == FaultKind::Corrupt)
+                .is_some()
+        };
+        assert!(corrupt(at(Some(Aim::Blob), false)));
+        assert!(!corrupt(at(Some(Aim::Manifest), false)));
+        assert!(!corrupt(at(None, false)));
+        // Unaimed faults stay out of what only aimed ones may do.
+        let nomount = |t| {
+            counters
+                .fire(&faults, "POST /y", t, |k| k == FaultKind::NoMount)
+                .is_some()
+        };
+        assert!(nomount(at(Some(Aim::Upload), false)));
+        assert!(!nomount(at(Some(Aim::Upload), true)));
+        for bad in ["blob", "blobafter1", "uploadboom", "blobx1"] {
+            assert!(bad.parse::<Faults>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn rejects_what_it_does_not_know() {
         for bad in [
             "e200", "e", "boom", "stall5", "e503x", "after", "reset-1", "explode", "x2",
@@ -276,11 +378,17 @@ mod tests {
     fn counted_faults_fire_n_times_per_request() {
         let faults: Faults = "e503x2".parse().unwrap();
         let counters = Counters::default();
-        let fire = |req| counters.fire(&faults, req, |_| true).is_some();
+        let fire = |req| {
+            counters
+                .fire(&faults, req, Target::default(), |_| true)
+                .is_some()
+        };
         assert!(fire("GET /a") && fire("GET /a"));
         assert!(!fire("GET /a"));
         assert!(fire("GET /b"), "each request has its own count");
-        let never = counters.fire(&faults, "GET /c", |k| k == FaultKind::Stall);
+        let never = counters.fire(&faults, "GET /c", Target::default(), |k| {
+            k == FaultKind::Stall
+        });
         assert!(never.is_none());
     }
 }

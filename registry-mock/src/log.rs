@@ -21,7 +21,8 @@ pub struct LogEntry {
     pub method: String,
     /// Path and query string, as sent.
     pub target: String,
-    /// Status sent, or 0 when the request got no status line (a `stall`).
+    /// Status sent, or 0 when the request got no status line (a `stall`, or an upload
+    /// body cut by `uploadreset`).
     pub status: u16,
     /// Body bytes received with the request (an upload's size).
     pub request_bytes: u64,

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::auth::{Scope, Verdict};
 use crate::config::Action;
 use crate::errors::{error, Code};
-use crate::faults::{FaultKind, Faults, Fired};
+use crate::faults::{Aim, FaultKind, Faults, Fired, Target};
 use crate::http::{Request, Response};
 use crate::routes::{self, Endpoint, Route, RouteError};
 use crate::server::State;
@@ -44,10 +44,25 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Fires the first armed fault of the kinds `wanted` accepts; remembered for the log.
+    /// Fires the first armed fault of the kinds `wanted` accepts, unaimed or aimed at this
+    /// endpoint; remembered for the log.
     pub fn fire(&self, wanted: impl Fn(FaultKind) -> bool) -> Option<FaultKind> {
+        self.fire_at(false, wanted)
+    }
+
+    /// Like [`Ctx::fire`], for what only a fault aimed at this endpoint does (an unaimed
+    /// `reset` never cut uploads, and still does not).
+    pub fn fire_aimed(&self, wanted: impl Fn(FaultKind) -> bool) -> Option<FaultKind> {
+        self.fire_at(true, wanted)
+    }
+
+    fn fire_at(&self, aimed_only: bool, wanted: impl Fn(FaultKind) -> bool) -> Option<FaultKind> {
         let key = format!("{} {}", self.request.method, self.request.target);
-        let fired = self.state.counters.fire(&self.faults, &key, wanted)?;
+        let at = Target {
+            endpoint: aim_of(&self.route.endpoint),
+            aimed_only,
+        };
+        let fired = self.state.counters.fire(&self.faults, &key, at, wanted)?;
         let kind = fired.kind;
         *self.fired.borrow_mut() = Some(fired);
         Some(kind)
@@ -65,6 +80,16 @@ impl Ctx<'_> {
     /// The host clients reached us by, for the token realm.
     pub fn host(&self) -> String {
         host_of(self.state, self.request)
+    }
+}
+
+/// The kind of endpoint a fault can be aimed at, if the route is one.
+fn aim_of(endpoint: &Endpoint) -> Option<Aim> {
+    match endpoint {
+        Endpoint::Blob(_) => Some(Aim::Blob),
+        Endpoint::Manifest(_) => Some(Aim::Manifest),
+        Endpoint::UploadStart | Endpoint::Upload(_) => Some(Aim::Upload),
+        Endpoint::Tags | Endpoint::Referrers(_) => None,
     }
 }
 

@@ -116,6 +116,10 @@ pub fn append(ctx: &Ctx, id: &str) -> Response {
             }
         }
     }
+    if let Some(kept) = cut_short(ctx) {
+        upload.data.extend_from_slice(&ctx.request.body[..kept]);
+        return no_answer();
+    }
     upload.data.extend_from_slice(&ctx.request.body);
     let size = upload.data.len();
     if ctx.fire(|k| k == FaultKind::Forget).is_some() {
@@ -146,11 +150,38 @@ pub fn finish(ctx: &Ctx, id: &str) -> Response {
             )
         }
     };
+    if let Some(kept) = cut_short(ctx) {
+        // The session lives on with what arrived, for the client to resume.
+        let mut uploads = ctx.state.uploads();
+        let Some(upload) = uploads
+            .get_mut(id)
+            .filter(|u| u.repository == ctx.route.name)
+        else {
+            return unknown_session(id);
+        };
+        upload.data.extend_from_slice(&ctx.request.body[..kept]);
+        return no_answer();
+    }
     let Some(mut upload) = take_session(ctx, id) else {
         return unknown_session(id);
     };
     upload.data.extend_from_slice(&ctx.request.body);
     commit(ctx, &digest, upload.data)
+}
+
+/// `uploadreset<K>` on a body longer than K bytes: how many bytes "arrived" before the
+/// connection broke. Only a fault aimed at uploads does this.
+fn cut_short(ctx: &Ctx) -> Option<usize> {
+    let len = ctx.request.body.len();
+    match ctx.fire_aimed(|k| matches!(k, FaultKind::Reset(keep) if len > keep))? {
+        FaultKind::Reset(keep) => Some(keep),
+        _ => None,
+    }
+}
+
+/// No answer at all: with the `reset` fault that fired, the wire resets the connection.
+fn no_answer() -> Response {
+    Response::new(0)
 }
 
 /// Verifies `data` against `digest`, then stores it as a blob of the repository.

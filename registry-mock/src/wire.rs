@@ -82,6 +82,11 @@ pub fn send(mut stream: &TcpStream, sending: &Sending) -> io::Result<bool> {
             sending.stop.sleep(sending.stall_limit);
             Ok(false)
         }
+        Some(FaultKind::Reset(_)) if response.status == 0 => {
+            // An upload cut short: the request "broke" before any answer.
+            set_zero_linger(stream)?;
+            Ok(false)
+        }
         Some(FaultKind::Reset(keep)) => {
             let mut out = head_bytes(response, Some(full_length), false);
             out.extend_from_slice(&body[..keep.min(body.len())]);

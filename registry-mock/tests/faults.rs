@@ -444,6 +444,141 @@ fn a_forgetful_session_fails_the_digest_check() {
 }
 
 #[test]
+fn an_endpoint_prefix_aims_a_fault_at_blobs_only() {
+    let (server, image) = start();
+    let blob = call(
+        server.addr(),
+        req("GET", &layer_path("blobcorrupt", &image)),
+    );
+    assert_eq!(blob.body.len(), image.layer.len());
+    assert_ne!(blob.body, image.layer, "blobs are corrupted");
+    let manifest = call(
+        server.addr(),
+        req("GET", "/v2/fault/blobcorrupt/app/manifests/v1"),
+    );
+    assert_eq!(
+        (manifest.status, manifest.body),
+        (200, image.manifest.clone()),
+        "manifests are not"
+    );
+    // And the other way round.
+    let manifest = call(
+        server.addr(),
+        req("GET", "/v2/fault/manifeste500/app/manifests/v1"),
+    );
+    assert_eq!(manifest.status, 500);
+    let blob = call(
+        server.addr(),
+        req("GET", &layer_path("manifeste500", &image)),
+    );
+    assert_eq!((blob.status, blob.body), (200, image.layer.clone()));
+    let faults: Vec<_> = server.log().into_iter().map(|e| e.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("blobcorrupt".to_string()),
+            None,
+            Some("manifeste500".to_string()),
+            None
+        ]
+    );
+}
+
+/// Sends `request` and expects the connection to end without any answer.
+fn expect_no_answer(addr: std::net::SocketAddr, request: &Req) {
+    let mut conn = Conn::open(addr);
+    conn.send(request);
+    let (got, end) = conn.drain();
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert_eq!(end.unwrap_err().kind(), ErrorKind::ConnectionReset);
+}
+
+#[test]
+fn uploadreset_keeps_k_bytes_of_a_patch_and_the_session_resumes() {
+    let (server, _) = start();
+    let addr = server.addr();
+    let data: Vec<u8> = (0..100u8).collect();
+    let digest = sha256(&data);
+    let started = call(
+        addr,
+        req("POST", "/v2/fault/uploadreset40x1/app/blobs/uploads/"),
+    );
+    let location = started.header("Location").unwrap().to_string();
+    expect_no_answer(
+        addr,
+        &req("PATCH", &location)
+            .header("Content-Range", "0-99")
+            .body(&data),
+    );
+    let status = call(addr, req("GET", &location));
+    assert_eq!((status.status, status.header("Range")), (204, Some("0-39")));
+    // The client sends the rest; the fault fired once for this PATCH.
+    let rest = call(
+        addr,
+        req("PATCH", &location)
+            .header("Content-Range", "40-99")
+            .body(&data[40..]),
+    );
+    assert_eq!((rest.status, rest.header("Range")), (202, Some("0-99")));
+    let done = call(addr, req("PUT", &format!("{location}?digest={digest}")));
+    assert_eq!(done.status, 201);
+    assert!(server.has_blob("app", &digest));
+    let cut = &server.log()[1];
+    assert_eq!(
+        (cut.status, cut.request_bytes, cut.fault.as_deref()),
+        (0, 100, Some("uploadreset40x1"))
+    );
+}
+
+#[test]
+fn uploadreset_cuts_a_closing_put_body_too() {
+    let (server, _) = start();
+    let addr = server.addr();
+    let data = vec![7u8; 64];
+    let digest = sha256(&data);
+    let started = call(
+        addr,
+        req("POST", "/v2/fault/uploadreset10x1/app/blobs/uploads/"),
+    );
+    let location = started.header("Location").unwrap().to_string();
+    let put = format!("{location}?digest={digest}");
+    expect_no_answer(addr, &req("PUT", &put).body(&data));
+    assert!(!server.has_blob("app", &digest));
+    let status = call(addr, req("GET", &location));
+    assert_eq!(status.header("Range"), Some("0-9"));
+    // The PATCH with the rest is another request, and is cut once too.
+    let rest = req("PATCH", &location)
+        .header("Content-Range", "10-63")
+        .body(&data[10..]);
+    expect_no_answer(addr, &rest);
+    let status = call(addr, req("GET", &location));
+    assert_eq!(status.header("Range"), Some("0-19"));
+    let rest = call(
+        addr,
+        req("PATCH", &location)
+            .header("Content-Range", "20-63")
+            .body(&data[20..]),
+    );
+    assert_eq!((rest.status, rest.header("Range")), (202, Some("0-63")));
+    // The closing PUT carries no body now: nothing to cut.
+    assert_eq!(call(addr, req("PUT", &put)).status, 201);
+    assert!(server.has_blob("app", &digest));
+}
+
+#[test]
+fn an_unaimed_reset_leaves_uploads_alone() {
+    let (server, _) = start();
+    let addr = server.addr();
+    let data = vec![1u8; 64];
+    let digest = sha256(&data);
+    let started = call(addr, req("POST", "/v2/fault/reset10/app/blobs/uploads/"));
+    let location = started.header("Location").unwrap().to_string();
+    assert_eq!(call(addr, req("PATCH", &location).body(&data)).status, 202);
+    let done = call(addr, req("PUT", &format!("{location}?digest={digest}")));
+    assert_eq!(done.status, 201);
+}
+
+#[test]
 fn a_bad_fault_spec_is_a_clear_error() {
     let (server, _) = start();
     let reply = call(server.addr(), req("GET", "/v2/fault/explode/app/tags/list"));

@@ -1,17 +1,17 @@
 //! `kiln pull`, and what pull and push share on the command line: registry settings
-//! (`--insecure-registry`, credential files) and per-blob progress lines.
+//! (`--insecure-registry`, kiln's config file, credential files) and per-blob progress.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::{human_duration, human_size};
 use super::{CmdResult, Failure, Globals};
-use crate::build;
-use crate::image::Image;
 use crate::registry::{self, BlobOutcome, Platform, RegistryError, Settings};
 use crate::store::reference::DOCKER_HUB;
 use crate::store::{Digest, Reference};
@@ -19,7 +19,8 @@ use crate::store::{Digest, Reference};
 /// Options every registry command takes.
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
-    /// A registry (HOST[:PORT]) reached over plain http; loopback registries always are
+    /// A registry (HOST[:PORT]) reached over plain http; loopback registries always are.
+    /// Also read from `insecure_registries` in kiln's config file
     #[arg(
         long = "insecure-registry",
         value_name = "HOST[:PORT]",
@@ -35,8 +36,26 @@ impl RegistryArgs {
         Settings {
             insecure: self.insecure.clone(),
             auth_files: auth_files(),
+            config_file: config_file(),
         }
     }
+}
+
+/// kiln's config file: `$KILN_CONFIG` (which must exist), else the first that exists of
+/// `$XDG_CONFIG_HOME/kiln/config.yaml` (`~/.config/kiln/config.yaml`) and
+/// `/etc/kiln/config.yaml`.
+fn config_file() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("KILN_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(explicit));
+    }
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|dir| dir.join("kiln/config.yaml"));
+    user.into_iter()
+        .chain([PathBuf::from("/etc/kiln/config.yaml")])
+        .find(|p| p.is_file())
 }
 
 /// `$REGISTRY_AUTH_FILE`, podman's `$XDG_RUNTIME_DIR/containers/auth.json`, then docker's
@@ -99,19 +118,18 @@ pub fn run(globals: &Globals, args: PullArgs) -> CmdResult {
         .transpose()
         .map_err(Failure::user)?;
     let started = Instant::now();
-    let progress = Arc::new(BlobLines::new(globals.quiet, "pulling"));
+    // No gc may take what the pull writes before the tag names it.
+    let _guard = store.content_guard()?;
+    let progress = std::sync::Arc::new(BlobProgress::new(globals.quiet, "pulling"));
     let pulled = registry::pull(
         &store,
         &args.registry.settings(),
         &reference,
         platform.as_ref(),
-        progress,
-    )?;
-    let image = Image::load(&store, &pulled.digest)?;
-    build::ensure_layer_dirs(&store, &image).map_err(|e| {
-        let hint = e.hint();
-        Failure::user(e).hint(hint)
-    })?;
+        progress.clone(),
+    );
+    progress.clear();
+    let pulled = pulled?;
     store.set_tag(&reference, &pulled.manifest)?;
     if !globals.quiet {
         eprintln!(
@@ -126,73 +144,113 @@ pub fn run(globals: &Globals, args: PullArgs) -> CmdResult {
     Ok(0)
 }
 
-/// One line per blob on stderr as it finishes (`abc123def456: pushed 12.3 MB`), and a
-/// spinner with the bytes moved so far on a terminal.
-pub struct BlobLines {
-    quiet: bool,
+/// Per-blob progress on stderr. On a terminal: a bar for each blob that is moving (bytes,
+/// speed, ETA), replaced by a line with its outcome when it is done. Elsewhere (logs, CI):
+/// only those lines. With `--quiet`: nothing.
+pub struct BlobProgress {
     verb: &'static str,
-    bar: Option<indicatif::ProgressBar>,
-    moved: Mutex<std::collections::HashMap<Digest, u64>>,
+    output: Output,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
-impl BlobLines {
+enum Output {
+    Quiet,
+    Lines,
+    Bars(MultiProgress),
+}
+
+impl BlobProgress {
     pub fn new(quiet: bool, verb: &'static str) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        BlobLines {
-            quiet,
+        let output = if quiet {
+            Output::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Output::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        } else {
+            Output::Lines
+        };
+        BlobProgress {
             verb,
-            bar,
-            moved: Mutex::new(Default::default()),
+            output,
+            bars: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Removes any bar still drawn (after a failure), before the summary or the error.
+    pub fn clear(&self) {
+        let bars = std::mem::take(&mut *self.bars.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Output::Bars(multi) = &self.output {
+            for bar in bars.values() {
+                multi.remove(bar);
+            }
+            let _ = multi.clear();
+        }
+    }
+
+    fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{prefix} {msg} [{wide_bar}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
     }
 
     fn line(&self, text: String) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+        match &self.output {
+            Output::Quiet => {}
+            Output::Lines => eprintln!("{text}"),
+            Output::Bars(multi) => {
+                if multi.println(&text).is_err() {
+                    eprintln!("{text}");
+                }
+            }
         }
     }
 }
 
-impl Drop for BlobLines {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl registry::Progress for BlobLines {
-    fn blob_progress(&self, digest: &Digest, done: u64) {
-        let Some(bar) = &self.bar else { return };
-        let Ok(mut moved) = self.moved.lock() else {
+impl registry::Progress for BlobProgress {
+    fn blob_started(&self, digest: &Digest, size: u64) {
+        let Output::Bars(multi) = &self.output else {
             return;
         };
-        moved.insert(digest.clone(), done);
-        let total: u64 = moved.values().sum();
-        bar.set_message(format!(
-            "{} {} blobs: {}",
-            self.verb,
-            moved.len(),
-            human_size(total)
-        ));
+        let bar = multi.add(
+            ProgressBar::new(size)
+                .with_style(Self::bar_style())
+                .with_prefix(digest.short().to_string())
+                .with_message(self.verb),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.clone(), bar);
+    }
+
+    fn blob_progress(&self, digest: &Digest, done: u64) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            bar.set_position(done);
+        }
     }
 
     fn blob_finished(&self, digest: &Digest, size: u64, outcome: BlobOutcome) {
-        if let Ok(mut moved) = self.moved.lock() {
-            moved.remove(digest);
+        let bar = self
+            .bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+        if let (Some(bar), Output::Bars(multi)) = (bar, &self.output) {
+            bar.finish_and_clear();
+            multi.remove(&bar);
         }
-        if !self.quiet {
-            self.line(format!(
-                "{}: {} {}",
-                digest.short(),
-                outcome.as_str(),
-                human_size(size)
-            ));
-        }
+        self.line(format!(
+            "{}: {} {}",
+            digest.short(),
+            outcome.as_str(),
+            human_size(size)
+        ));
     }
 }

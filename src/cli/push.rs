@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::output::{human_duration, human_size};
-use super::pull::{BlobLines, RegistryArgs};
+use super::pull::{BlobProgress, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
 use crate::image;
 use crate::registry;
@@ -39,14 +39,16 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
     };
     let digest = image::oci_digest(&tagged.manifest)?;
     let started = Instant::now();
-    let progress = Arc::new(BlobLines::new(globals.quiet, "pushing"));
+    let progress = Arc::new(BlobProgress::new(globals.quiet, "pushing"));
     let pushed = registry::push(
         &store,
         &args.registry.settings(),
         &digest,
         &target,
-        progress,
-    )?;
+        progress.clone(),
+    );
+    progress.clear();
+    let pushed = pushed?;
     if !globals.quiet {
         eprintln!(
             "pushed {target}: {} blobs uploaded ({}), {} mounted, {} already there, in {}",

@@ -49,12 +49,44 @@ pub enum RegistryError {
     },
     #[error("blob {digest}: {why}")]
     Blob { digest: Digest, why: String },
+    #[error("blob {digest}: {why}")]
+    Unpack { digest: Digest, why: String },
+    #[error("layer {digest}: {source}")]
+    Layer {
+        digest: Digest,
+        source: crate::layer::LayerError,
+    },
+    #[error(
+        "layer {digest} unpacks to {actual}, but the image config says its diff_id is {expected}"
+    )]
+    DiffId {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("credentials: {0}")]
     Credentials(String),
+    #[error("{}: {why}", at(path, *line, *column))]
+    Config {
+        path: std::path::PathBuf,
+        /// 1-based; 0 when the file could not be read at all.
+        line: u64,
+        column: u64,
+        why: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+}
+
+/// `FILE:LINE:COLUMN`, or just `FILE` when there is no position.
+fn at(path: &std::path::Path, line: u64, column: u64) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", path.display())
+    }
 }
 
 fn hint_suffix(detail: &str) -> String {
@@ -87,13 +119,19 @@ impl RegistryError {
         }
     }
 
+    /// A TLS handshake that failed: the registry speaks plain http, or its certificate
+    /// is not trusted. Trying again does not help.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, RegistryError::Connect { why, .. } if looks_like_tls_failure(why))
+    }
+
     /// A hint for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with: kiln login {registry}"))
             }
-            RegistryError::Connect { why, .. } if looks_like_tls_failure(why) => {
+            e @ RegistryError::Connect { .. } if e.is_tls() => {
                 Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into())
             }
             _ => None,

@@ -2,12 +2,15 @@
 //!
 //! Exists so images move between the local store and a registry with the same guarantees
 //! the store gives locally: nothing becomes visible before it is complete and verified
-//! (SECURITY.md rules 6–8). Pulled blobs stream into [`Store::new_blob`] with the
-//! descriptor's size as a hard stop and are committed only when their digest matches;
-//! manifests are read with a 4 MiB cap and their media type must agree with how they were
-//! served (CVE-2021-41190). Pushes send each blob the registry lacks as one streaming PUT
-//! straight from the blob file (or have the registry mount it from another of its
-//! repositories, [`mounts`]), and the manifest last, byte for byte as stored.
+//! (SECURITY.md rules 6–8). Pulled blobs stream into staged store blobs with the
+//! descriptor's size as a hard stop and are checked against their digest; their layers
+//! unpack while they arrive ([`unpack`]) and are checked against their diff_id; then one
+//! sync makes everything durable and only then is it renamed into place. Manifests are read
+//! with a 4 MiB cap and their media type must agree with how they were served
+//! (CVE-2021-41190). Pushes send each blob the registry lacks straight from the blob file
+//! (monolithic PUT, or for large blobs a resumable session, [`push`]), or have the
+//! registry mount it from another of its repositories ([`mounts`]), and the manifest last,
+//! byte for byte as stored.
 //!
 //! Why reqwest directly rather than oci-client (DESIGN.md §7 proposed the latter): every
 //! step kiln needs is one oci-client does differently — it uploads every layer, pushes in
@@ -20,10 +23,12 @@
 //!
 //! The rest of kiln is synchronous: each public function here builds a small tokio
 //! runtime, runs one operation on it and drops it. Nothing here prints; events go to a
-//! [`Progress`]. The caller (the CLI) unpacks layers and tags a pulled image, so this
-//! module needs nothing above `image` and `store`.
+//! [`Progress`]. The caller (the CLI, or a build's `from:`) tags a pulled image, so this
+//! module needs nothing above `image`, `layer` and `store`. Registries reached over plain
+//! http come from the command line and kiln's config file ([`config`]).
 
 mod auth;
+mod config;
 mod error;
 mod manifest;
 mod mounts;
@@ -31,7 +36,9 @@ mod progress;
 mod pull;
 mod push;
 mod retry;
+mod sink;
 mod transport;
+mod unpack;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,6 +59,19 @@ pub struct Settings {
     pub insecure: Vec<String>,
     /// Credential files in lookup order (podman's `auth.json`, docker's `config.json`).
     pub auth_files: Vec<PathBuf>,
+    /// kiln's config file, whose `insecure_registries` add to `insecure` ([`config`]).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The registries reached over plain http: the command line's and the config file's.
+    fn insecure_registries(&self) -> Result<Vec<String>> {
+        let mut hosts = self.insecure.clone();
+        if let Some(path) = &self.config_file {
+            hosts.extend(config::insecure_registries(path)?);
+        }
+        Ok(hosts)
+    }
 }
 
 /// Checks `user`/`password` against the registry's `/v2/` (including a bearer token
@@ -63,15 +83,19 @@ pub fn verify_login(settings: &Settings, registry: &str, credential: &Credential
     })
 }
 
-/// Runs one registry operation on a fresh single-threaded runtime. One thread is enough:
-/// the work is waiting on sockets; hashing runs as bytes arrive.
+/// Runs one registry operation on a fresh single-threaded runtime.
 fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RegistryError::Runtime)?;
-    runtime.block_on(fut)
+    runtime()?.block_on(fut)
 }
 
-/// How many blobs move at once (DESIGN.md §7).
+/// A single-threaded runtime. One thread is enough for the network: the work is waiting
+/// on sockets and hashing bytes as they arrive; a pull unpacks on a thread of its own.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RegistryError::Runtime)
+}
+
+/// How many blobs a push sends at once (DESIGN.md §7); a pull has its own figure.
 const PARALLEL_BLOBS: usize = 4;

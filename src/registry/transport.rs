@@ -32,6 +32,9 @@ pub(super) struct Client {
     repository: String,
     /// `pull` or `pull,push`: the scope asked of a token service.
     actions: &'static str,
+    /// Other repositories of the registry a token must also let kiln pull from: the
+    /// sources of cross-repository mounts.
+    pull_from: Vec<String>,
     credential: Option<Credential>,
     insecure: Vec<String>,
     /// The `Authorization` value in use for the registry's own host.
@@ -81,7 +84,8 @@ impl Client {
         } else {
             registry
         };
-        let scheme = if plain_http(host, &settings.insecure) {
+        let insecure = settings.insecure_registries()?;
+        let scheme = if plain_http(host, &insecure) {
             "http"
         } else {
             "https"
@@ -97,10 +101,20 @@ impl Client {
             registry: registry.to_owned(),
             repository: repository.to_owned(),
             actions,
+            pull_from: Vec::new(),
             credential,
-            insecure: settings.insecure.clone(),
+            insecure,
             authorization: Mutex::new(None),
         })
+    }
+
+    /// Asks tokens for pull access to `repositories` too (mount sources), as docker does:
+    /// a registry mounts a blob only for a client that may read it where it is.
+    pub fn also_pull_from(&mut self, repositories: std::collections::BTreeSet<String>) {
+        self.pull_from = repositories
+            .into_iter()
+            .filter(|r| *r != self.repository)
+            .collect();
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -206,8 +220,9 @@ impl Client {
                 url: url.to_string(),
                 why: connect_failure(&e),
             };
-            // A name that does not resolve will not resolve in a second either.
-            let permanent = e.is_builder() || e.is_redirect() || err_is_dns(&err);
+            // A name that does not resolve will not resolve in a second either, nor will
+            // a server that does not speak TLS start to.
+            let permanent = e.is_builder() || e.is_redirect() || err_is_dns(&err) || err.is_tls();
             let transient = !permanent;
             (err, transient.then_some(Transient { retry_after: None }))
         })
@@ -287,10 +302,16 @@ impl Client {
         {
             return Err(bad(format!("refusing to send credentials to {realm}")));
         }
-        let scope = if self.repository.is_empty() {
-            challenge_scope
+        let scopes: Vec<String> = if self.repository.is_empty() {
+            challenge_scope.into_iter().collect()
         } else {
-            Some(format!("repository:{}:{}", self.repository, self.actions))
+            std::iter::once(format!("repository:{}:{}", self.repository, self.actions))
+                .chain(
+                    self.pull_from
+                        .iter()
+                        .map(|r| format!("repository:{r}:pull")),
+                )
+                .collect()
         };
         let request = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => {
@@ -300,7 +321,10 @@ impl Client {
                     ("client_id", "kiln".to_owned()),
                 ];
                 form.extend(service.map(|s| ("service", s)));
-                form.extend(scope.map(|s| ("scope", s)));
+                // OAuth's form takes the scopes space-separated in one field.
+                if !scopes.is_empty() {
+                    form.push(("scope", scopes.join(" ")));
+                }
                 let body = url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(form)
                     .finish();
@@ -313,7 +337,7 @@ impl Client {
                 {
                     let mut q = url.query_pairs_mut();
                     q.extend_pairs(service.iter().map(|s| ("service", s)));
-                    q.extend_pairs(scope.iter().map(|s| ("scope", s)));
+                    q.extend_pairs(scopes.iter().map(|s| ("scope", s)));
                 }
                 let mut r = self.http.get(url);
                 if let Some(basic) = credential.as_ref().and_then(Credential::basic_header) {

@@ -165,22 +165,9 @@ impl Store {
     /// Makes a fully written layer dir visible under its diff_id. When another process
     /// committed the same layer first, the staged copy is dropped: both are identical.
     pub fn commit_layer(&self, staged: &Path, diff_id: &Digest) -> Result<()> {
-        let target = self.layer_dir(diff_id);
         fsutil::sync_tree_root(staged)?;
-        match fs::rename(staged, &target) {
-            Ok(()) => fsutil::sync_dir(&self.layers_dir()),
-            Err(e)
-                if target.is_dir()
-                    && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
-            {
-                fsutil::remove_tree(staged)
-            }
-            Err(e) => Err(StoreError::Io {
-                what: "commit layer",
-                path: target,
-                source: e,
-            }),
-        }
+        self.publish_layer(staged, diff_id)?;
+        fsutil::sync_dir(&self.layers_dir())
     }
 
     /// Starts writing a blob; see [`BlobWriter::commit`].
