@@ -87,13 +87,7 @@ fn secrets_are_readable_in_their_step_and_nowhere_else() {
     let env = setup();
     env.write("ctx/kiln.yaml", SECRET_SPEC);
     env.write("ctx/token.txt", SECRET_VALUE);
-    let ctx = env.path("ctx");
-    let out = env
-        .command()
-        .args(["build", ctx.to_str().unwrap()])
-        .env("KILN_TEST_API_TOKEN", SECRET_VALUE)
-        .output()
-        .unwrap();
+    let out = build_with_api_token(&env);
     assert!(out.status.success(), "{}", text(&out));
     assert_no_secret_in(&String::from_utf8_lossy(&out.stderr), "the build log");
     assert_eq!(
@@ -128,12 +122,7 @@ fn a_failing_step_with_a_secret_leaks_nothing() {
         &SECRET_SPEC.replace("wc -c < /etc/apitoken > /length", "exit 3"),
     );
     env.write("ctx/token.txt", SECRET_VALUE);
-    let out = env
-        .command()
-        .args(["build", env.path("ctx").to_str().unwrap()])
-        .env("KILN_TEST_API_TOKEN", SECRET_VALUE)
-        .output()
-        .unwrap();
+    let out = build_with_api_token(&env);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_no_secret_in(&text(&out), "the failed build's output");
     assert_store_has_no_secret(&env);
@@ -143,17 +132,21 @@ fn a_failing_step_with_a_secret_leaks_nothing() {
 fn a_missing_secret_is_a_clear_error_before_any_step() {
     let env = setup();
     env.write("ctx/kiln.yaml", SECRET_SPEC);
-    let out = env
-        .command()
-        .args(["build", env.path("ctx").to_str().unwrap()])
-        .env("KILN_TEST_API_TOKEN", SECRET_VALUE)
-        .output()
-        .unwrap();
+    let out = build_with_api_token(&env);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(all.contains("secret \"token\""), "{all}");
     assert!(all.contains("token.txt"), "{all}");
     assert!(!all.contains("[1/1]"), "a step ran: {all}");
+}
+
+/// `kiln build ctx` with the `api` secret's variable set.
+fn build_with_api_token(env: &Env) -> std::process::Output {
+    env.command()
+        .args(["build", env.path("ctx").to_str().unwrap()])
+        .env("KILN_TEST_API_TOKEN", SECRET_VALUE)
+        .output()
+        .unwrap()
 }
 
 fn assert_no_secret_in(haystack: &str, what: &str) {

@@ -33,6 +33,7 @@ use sha2::{Digest as _, Sha256};
 pub use self::ignore::{Ignore, IGNORE_FILE};
 pub use memo::{HashMemo, RACY_MARGIN};
 
+use crate::layer::inroot;
 use crate::layer::LayerError;
 use crate::store::Digest;
 use fs::ContextDir;
@@ -168,7 +169,7 @@ pub fn copy_sources_digest(
 
 fn entry_kind(node: &Found, content: Option<[u8; 32]>) -> EntryKind {
     let st = &node.st;
-    match (&node.kind, walk::file_type(st)) {
+    match (&node.kind, inroot::file_type(st)) {
         (FoundKind::File, _) => EntryKind::File {
             exec: st.st_mode & 0o111 != 0,
             content: Digest::from_hex(&hex::encode(content.unwrap_or_default()))

@@ -70,6 +70,16 @@ impl StageJob<'_> {
         (self.spec.stages.len() > 1).then(|| self.stage().name.as_str())
     }
 
+    /// How events name step `index` of this stage.
+    fn step_ref<'t>(&'t self, index: usize, title: &'t str) -> StepRef<'t> {
+        StepRef {
+            stage: self.shown_name(),
+            index,
+            total: self.stage().steps.len(),
+            title,
+        }
+    }
+
     fn forces_run(&self, step: usize) -> bool {
         match *self.cache {
             CachePolicy::Use => false,
@@ -108,12 +118,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
     let mut earlier_ran = false;
     for (index, step) in stage.steps.iter().enumerate() {
         let title = title(&step.kind);
-        let step_ref = StepRef {
-            stage: job.shown_name(),
-            index,
-            total: stage.steps.len(),
-            title: &title,
-        };
+        let step_ref = job.step_ref(index, &title);
         let started = Instant::now();
         let settled = match &step.kind {
             StepKind::Env(_) | StepKind::Workdir(_) | StepKind::User(_) => {
@@ -175,12 +180,7 @@ fn plan_unknown(job: &StageJob, from: usize, reason: &str) {
     let stage = job.stage();
     for (index, step) in stage.steps.iter().enumerate().skip(from) {
         let title = title(&step.kind);
-        let step_ref = StepRef {
-            stage: job.shown_name(),
-            index,
-            total: stage.steps.len(),
-            title: &title,
-        };
+        let step_ref = job.step_ref(index, &title);
         let outcome = match step.kind {
             StepKind::Run(_) | StepKind::Copy(_) => Outcome::WouldRun(reason.into()),
             _ => Outcome::Config,

@@ -19,7 +19,7 @@ mod apply;
 mod compress;
 mod copy;
 mod error;
-mod inroot;
+pub(crate) mod inroot;
 mod lowers;
 mod read;
 pub(crate) mod source_path;

@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstatat, FileStat, Mode};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 use super::ContextError;
 use crate::layer::source_path::{fd_path, relative_to};
@@ -96,44 +96,6 @@ impl ContextDir {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
         Ok(File::from(self.open_beneath(real, flags, true)?))
     }
-}
-
-/// `fstat` of an fd (also an `O_PATH` one).
-pub(super) fn fstat(fd: BorrowedFd) -> io::Result<FileStat> {
-    Ok(nix::sys::stat::fstat(fd)?)
-}
-
-/// `lstat` of one name in `dir`; `None` when it has gone since the directory was listed.
-pub(super) fn lstat(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<FileStat>> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(st)),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Opens the directory `name` in `dir` for listing, refusing to follow a symlink.
-pub(super) fn open_dir_nofollow(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(openat(dir, name, flags, Mode::empty())?)
-}
-
-pub(super) fn readlink(dir: BorrowedFd, name: &[u8]) -> io::Result<Vec<u8>> {
-    Ok(nix::fcntl::readlinkat(dir, name)?.as_bytes().to_vec())
-}
-
-/// The names in a directory, without `.` and `..`, in no particular order.
-pub(super) fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut d = nix::dir::Dir::openat(dir, ".", flags, Mode::empty())?;
-    let mut names = Vec::new();
-    for entry in d.iter() {
-        let name = entry?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    Ok(names)
 }
 
 /// The canonical host path of a context, naming its hash memo.

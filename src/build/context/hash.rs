@@ -8,10 +8,11 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::fs::{self, ContextDir};
+use super::fs::ContextDir;
 use super::memo::{FileKey, HashMemo};
-use super::walk::{file_type, Found, FoundKind};
+use super::walk::{Found, FoundKind};
 use super::Result;
+use crate::layer::inroot::{self, file_type};
 use crate::layer::LayerError;
 
 /// Read size per call; large enough that syscalls do not dominate, small enough per thread.
@@ -82,7 +83,7 @@ fn hash_file(
     let fail = |e: io::Error| LayerError::io("read", &node.path)(e);
     let started = SystemTime::now();
     let mut file = dir.open_resolved_file(&node.real).map_err(fail)?;
-    let before = fs::fstat(file.as_fd()).map_err(fail)?;
+    let before = inroot::fstat(file.as_fd()).map_err(fail)?;
     if file_type(&before) != libc::S_IFREG {
         let why = "it stopped being a regular file while kiln read the build context";
         return Err(fail(io::Error::other(why)));
@@ -100,7 +101,7 @@ fn hash_file(
             Err(e) => return Err(fail(e)),
         }
     }
-    let after = fs::fstat(file.as_fd()).map_err(fail)?;
+    let after = inroot::fstat(file.as_fd()).map_err(fail)?;
     let key = FileKey::of(&before);
     Ok(Hashed {
         key,

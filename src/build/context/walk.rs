@@ -7,8 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 
-use super::fs::{self, ContextDir};
+use super::fs::ContextDir;
 use super::{ContextError, Ignore};
+use crate::layer::inroot::{self, file_type};
 use crate::layer::source_path::{as_path, child_path, clean_source, excluded_source};
 use crate::layer::LayerError;
 
@@ -52,7 +53,7 @@ fn walk_source(
 ) -> Result<(), ContextError> {
     let rel = source.trim_start_matches('/');
     let fd = dir.open_source(source, rel, OFlag::O_PATH)?;
-    let st = fs::fstat(fd.as_fd()).map_err(LayerError::io("stat", source.as_bytes()))?;
+    let st = inroot::fstat(fd.as_fd()).map_err(LayerError::io("stat", source.as_bytes()))?;
     let real = dir.context_path(fd.as_fd(), source)?;
     let lexical = clean_source(rel);
     let is_dir = file_type(&st) == libc::S_IFDIR;
@@ -96,10 +97,11 @@ fn walk_dir(
     ignore: &Ignore,
     out: &mut Vec<Found>,
 ) -> Result<(), ContextError> {
-    let names = fs::list_dir(dir).map_err(LayerError::io("list", at.shown.as_bytes()))?;
+    let names = inroot::list_dir(dir).map_err(LayerError::io("list", at.shown.as_bytes()))?;
     for name in names {
         let shown = format!("{}/{}", at.shown, String::from_utf8_lossy(&name));
-        let Some(st) = fs::lstat(dir, &name).map_err(LayerError::io("stat", shown.as_bytes()))?
+        let Some(st) =
+            inroot::lstat(dir, &name).map_err(LayerError::io("stat", shown.as_bytes()))?
         else {
             continue;
         };
@@ -114,11 +116,13 @@ fn walk_dir(
         let path = child_path(at.path, &name);
         let fail = |e: io::Error| LayerError::io("copy", shown.as_bytes())(e);
         let kind = match kind {
-            FoundKind::Symlink(_) => FoundKind::Symlink(fs::readlink(dir, &name).map_err(fail)?),
+            FoundKind::Symlink(_) => {
+                FoundKind::Symlink(inroot::readlink(dir, &name).map_err(fail)?)
+            }
             kind => kind,
         };
         let sub = is_dir
-            .then(|| fs::open_dir_nofollow(dir, &name))
+            .then(|| inroot::open_dir_nofollow(dir, &name))
             .transpose()
             .map_err(fail)?;
         out.push(Found {
@@ -148,8 +152,4 @@ fn kind_of(st: &FileStat) -> Option<FoundKind> {
         libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => Some(FoundKind::Special),
         _ => None,
     }
-}
-
-pub(super) fn file_type(st: &FileStat) -> u32 {
-    st.st_mode & libc::S_IFMT
 }
