@@ -210,3 +210,34 @@ fn layer_listings(env: &Env, image: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn a_non_root_step_can_keep_its_cache() {
+    let env = setup();
+    env.write(
+        "ctx/kiln.yaml",
+        r#"
+image: nobody-cache:latest
+from: base
+steps:
+  - user: nobody
+  - run: echo kept >> /home-cache/file
+    cache: [/home-cache]
+"#,
+    );
+    let ctx = env.path("ctx");
+    env.kiln_ok(&["build", ctx.to_str().unwrap()]);
+    env.kiln_ok(&["build", "--no-cache", ctx.to_str().unwrap()]);
+    // The cache dir is the store's; find it and check both runs wrote to it as nobody.
+    let mounts = env.root().join("cache/mounts");
+    let dir = std::fs::read_dir(&mounts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = dir.join("file");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept\nkept\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), 65534);
+}

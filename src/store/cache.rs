@@ -20,6 +20,7 @@
 //! atomically, so concurrent builds of the same spec can share the cache.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
@@ -64,10 +65,27 @@ impl Store {
         self.step_records_dir().join(format!("{}.json", key.hex()))
     }
 
-    /// The persistent directory of a `cache:` mount, created on first use (0755 root).
+    /// The persistent directory of a `cache:` mount, created on first use: root-owned and
+    /// 1777 like `/tmp`, so steps running as any user can keep their cache there (the store
+    /// root is 0700: nobody outside kiln reaches it).
     pub fn cache_mount_dir(&self, id: &Digest) -> Result<PathBuf> {
         let dir = self.cache_dir().join("mounts").join(id.hex());
-        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        if !dir.is_dir() {
+            let parent = self.cache_dir().join("mounts");
+            fs::create_dir_all(&parent).map_err(StoreError::io("create", &parent))?;
+            let staged = self.temp_dir("cache-mount")?;
+            let fresh = staged.path().join("dir");
+            fs::create_dir(&fresh).map_err(StoreError::io("create", &fresh))?;
+            fs::set_permissions(&fresh, fs::Permissions::from_mode(0o1777))
+                .map_err(StoreError::io("chmod", &fresh))?;
+            // Renamed into place, so a concurrent build never sees it half set up; if another
+            // build got there first, its dir is as good.
+            match fs::rename(&fresh, &dir) {
+                Ok(()) => {}
+                Err(_) if dir.is_dir() => {}
+                Err(e) => return Err(StoreError::io("create", &dir)(e)),
+            }
+        }
         Ok(dir)
     }
 
