@@ -294,3 +294,31 @@ fn runc_runs_a_bundle_with_the_same_capabilities() {
     assert_eq!(caps(&theirs), caps(&ours));
     assert_eq!(status_field(&theirs, "NoNewPrivs"), "1");
 }
+
+/// CVE-2019-5736: the container must not reach the runtime's binary on the host. kiln's
+/// init (PID 1) is kiln's own process image, so `/proc/1/exe` would be kiln's binary; the
+/// init is not dumpable, so the container's root cannot open it (nor `/proc/1/mem`).
+#[test]
+fn the_container_cannot_open_kilns_binary_through_its_init() {
+    let env = Env::new();
+    busybox_image(&env);
+    // `head -c 0` only opens the file; opening needs the access a dumpable init would give.
+    let probe = "for f in /proc/1/exe /proc/1/mem /proc/1/environ; do \
+                 head -c 0 $f 2>/dev/null && echo open $f; done; \
+                 ls /proc/1/root/ > /dev/null 2>&1 && echo open /proc/1/root; \
+                 echo done";
+    let (code, out, err) = kiln_run(&env, &["bb", "sh", "-c", probe]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "done", "the container reached its init: {out}");
+    // The command itself stays an ordinary process: its own /proc/self/exe works.
+    let (code, out, err) = kiln_run(
+        &env,
+        &[
+            "bb",
+            "sh",
+            "-c",
+            "cat /proc/self/exe > /dev/null && echo ok",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+}

@@ -36,6 +36,16 @@ const FORWARDED: [c_int; 7] = [
     libc::SIGWINCH,
 ];
 
+/// The init is kiln's own process image, not a program of the container. Left dumpable,
+/// it would let the container's root open `/proc/1/exe` — kiln's binary on the host, the
+/// way into CVE-2019-5736 — and `/proc/1/mem`, `/proc/1/root`, `/proc/1/environ`.
+/// Non-dumpable, those need CAP_SYS_PTRACE, which containers do not get by default. The
+/// command is unaffected: `execve` makes it dumpable again.
+fn make_undumpable() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    sys::check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long).map(drop)
+}
+
 /// Length of the status record on the status pipe (a native-endian `c_int`).
 pub(crate) const STATUS_LEN: usize = 4;
 
@@ -57,6 +67,9 @@ pub(crate) fn run(
     exec: &dyn Fn() -> Report,
     exit_code: fn(&Report) -> c_int,
 ) -> Errno {
+    if let Err(e) = make_undumpable() {
+        return e;
+    }
     // SAFETY: sigset_t is plain data, initialised by sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid set pointer; the signal numbers are valid.
