@@ -322,3 +322,19 @@ fn the_container_cannot_open_kilns_binary_through_its_init() {
     );
     assert_eq!((code, out.trim()), (0, "ok"), "{err}");
 }
+
+/// CVE-2022-0492: a container that can mount cgroupfs can write `release_agent` and run a
+/// host command. kiln mounts no cgroupfs into containers, and a default container cannot
+/// mount one (no CAP_SYS_ADMIN; seccomp and the mount namespace's locked mounts besides).
+#[test]
+fn the_container_has_no_cgroupfs_and_cannot_mount_one() {
+    let env = Env::new();
+    busybox_image(&env);
+    let probe = "grep -c cgroup /proc/self/mounts; \
+                 mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>/dev/null && echo mounted; \
+                 mount -t cgroup2 none /tmp/cg 2>/dev/null && echo mounted2; \
+                 echo done";
+    let (_, out, err) = kiln_run(&env, &["--tmpfs", "/tmp", "bb", "sh", "-c", probe]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["0", "done"], "{out}{err}");
+}
