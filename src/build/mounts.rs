@@ -50,7 +50,7 @@ pub(super) fn step_mounts(
                 .into_encoded_bytes(),
         };
         mounts.push(StepMount::Secret {
-            content,
+            content: content.into(),
             target: secret.target.clone(),
         });
     }

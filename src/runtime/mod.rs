@@ -64,4 +64,4 @@ pub use overlay::{with_overlay, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use process::{NetworkMode, Process};
 pub use sandbox::{run_step, ExitStatus, StepSandbox};
-pub use step_mounts::{StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};
+pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

@@ -58,7 +58,10 @@ pub enum StepMount {
     /// A secret: `content` becomes a read-only file of mode 0400 owned by the step's uid and
     /// gid at `target`, on a tmpfs inside the step's mount namespace (never on disk), for
     /// this step only. At most [`MAX_SECRET_BYTES`].
-    Secret { content: Vec<u8>, target: String },
+    Secret {
+        content: SecretBytes,
+        target: String,
+    },
 }
 
 impl StepMount {
@@ -75,6 +78,54 @@ impl StepMount {
             StepMount::Secret { .. } => "secret target",
         }
     }
+}
+
+/// A secret's bytes, overwritten with zeros when dropped, so the value does not linger in
+/// memory kiln has freed (where a later allocation or a core dump could show it). Clones
+/// are zeroed too.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Never shows the bytes.
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for SecretBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        SecretBytes(bytes)
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// Zeroes `bytes` in a way the compiler may not drop as dead stores before a free.
+fn wipe(bytes: &mut [u8]) {
+    for byte in bytes.iter_mut() {
+        // SAFETY: a valid, exclusive reference.
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Never shows a secret's content.
@@ -100,7 +151,7 @@ enum Source {
     /// The detached mount in [`StepMountPlan::trees`] at this index.
     Cache { slot: usize },
     /// A file of this name on the secrets tmpfs, with this content.
-    Secret { file: CString, content: Vec<u8> },
+    Secret { file: CString, content: SecretBytes },
 }
 
 struct PreparedMount {
@@ -176,7 +227,7 @@ impl StepMountPlan {
                 }
                 StepMount::Secret { content, .. } => Source::Secret {
                     file: c_string(i.to_string())?,
-                    content: check_secret(content, &path.target)?.to_vec(),
+                    content: check_secret(content, &path.target)?.clone(),
                 },
             };
             prepared.push(PreparedMount {
@@ -238,7 +289,7 @@ impl StepMountPlan {
                     attach_fd(tree, target.as_fd()).map_err(at(Stage::CacheMount, i))?;
                 }
                 (Source::Secret { file, content }, Some(dir)) => {
-                    self.place_secret(dir.as_fd(), file, content, target.as_fd(), i)?;
+                    self.place_secret(dir.as_fd(), file, content.as_slice(), target.as_fd(), i)?;
                 }
                 (Source::Secret { .. }, None) => {
                     return Err(at(Stage::SecretTmpfs, i)(libc::EINVAL))
@@ -387,7 +438,10 @@ fn check_no_nesting(mounts: &[StepMount], paths: &[TargetPath]) -> Result<(), Ru
     Ok(())
 }
 
-fn check_secret<'c>(content: &'c [u8], target: &str) -> Result<&'c [u8], RuntimeError> {
+fn check_secret<'c>(
+    content: &'c SecretBytes,
+    target: &str,
+) -> Result<&'c SecretBytes, RuntimeError> {
     if content.len() > MAX_SECRET_BYTES {
         return Err(RuntimeError::Invalid(format!(
             "the secret for {target:?} is {} bytes, more than the {} KiB kiln allows",
@@ -485,7 +539,7 @@ mod tests {
 
     fn secret(target: &str) -> StepMount {
         StepMount::Secret {
-            content: b"hunter2".to_vec(),
+            content: b"hunter2".to_vec().into(),
             target: target.into(),
         }
     }
@@ -524,11 +578,19 @@ mod tests {
     }
 
     #[test]
+    fn wiping_zeroes_every_byte() {
+        let mut bytes = b"hunter2".to_vec();
+        wipe(&mut bytes);
+        assert_eq!(bytes, [0; 7]);
+    }
+
+    #[test]
     fn secrets_are_bounded_and_never_printed() {
-        let big = vec![b'x'; MAX_SECRET_BYTES + 1];
+        let big = SecretBytes::from(vec![b'x'; MAX_SECRET_BYTES + 1]);
         let err = check_secret(&big, "/run/secrets/big").unwrap_err();
         assert!(err.to_string().contains("more than the 512 KiB"), "{err}");
-        assert!(check_secret(&big[1..], "/t").is_ok());
+        let max = SecretBytes::from(vec![b'x'; MAX_SECRET_BYTES]);
+        assert!(check_secret(&max, "/t").is_ok());
         let shown = format!("{:?}", secret("/run/secrets/x"));
         assert_eq!(
             shown,

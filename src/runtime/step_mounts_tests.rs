@@ -23,7 +23,7 @@ fn cache(source: &Path, target: &str) -> StepMount {
 
 fn secret(target: &str) -> StepMount {
     StepMount::Secret {
-        content: SECRET.to_vec(),
+        content: SECRET.to_vec().into(),
         target: target.into(),
     }
 }
@@ -372,7 +372,7 @@ fn cache_sources_must_be_root_owned_dirs_and_not_symlinks() {
 fn oversized_secrets_and_nested_targets_are_refused_before_anything_runs() {
     let fx = Fixture::new();
     let big = StepMount::Secret {
-        content: vec![b'x'; MAX_SECRET_BYTES + 1],
+        content: vec![b'x'; MAX_SECRET_BYTES + 1].into(),
         target: "/run/big".into(),
     };
     let out = fx.run_with(&["base"], "true", vec![big]);
@@ -394,7 +394,7 @@ fn oversized_secrets_and_nested_targets_are_refused_before_anything_runs() {
     );
     // The largest allowed secret fits its tmpfs exactly.
     let max = StepMount::Secret {
-        content: vec![b'y'; MAX_SECRET_BYTES],
+        content: vec![b'y'; MAX_SECRET_BYTES].into(),
         target: "/run/max".into(),
     };
     let out = fx.run_with(&["base"], "wc -c < /run/max", vec![max]);
