@@ -6,17 +6,15 @@
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::cgroups::DEFAULT_CGROUP_ROOT;
-use super::tests::root_process;
+use super::tests::{busybox_image_layer, root_process};
 use super::*;
 
-const BUSYBOX: &str = "/bin/busybox";
 const DEFAULT_CAPS: &str = "00000000a80425fb";
 
 struct Fixture {
@@ -54,21 +52,7 @@ impl Fixture {
         let fx = Fixture {
             tmp: tempfile::tempdir().unwrap(),
         };
-        let base = fx.layers_dir().join("base");
-        fs::create_dir_all(base.join("bin")).unwrap();
-        fs::copy(BUSYBOX, base.join("bin/busybox")).unwrap();
-        let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", base.join("bin").join(applet)).unwrap();
-            }
-        }
-        fs::create_dir_all(base.join("etc")).unwrap();
-        fs::create_dir_all(base.join("tmp")).unwrap();
-        fs::write(base.join("etc/hosts"), "127.0.0.1 image-hosts\n").unwrap();
-        // An image symlink where kiln binds its own file: it must be replaced, not followed.
-        fs::write(base.join("tmp/resolv-target"), "image resolv target\n").unwrap();
-        symlink("/tmp/resolv-target", base.join("etc/resolv.conf")).unwrap();
+        busybox_image_layer(&fx.layers_dir().join("base"));
         fx
     }
 

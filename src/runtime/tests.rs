@@ -59,6 +59,30 @@ impl Outcome {
     }
 }
 
+/// A busybox layer dir (applets linked by hand, not with `--install`).
+pub(super) fn busybox_layer(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+}
+
+/// The base image of the step and container tests: busybox, an `/etc/hosts` of its own,
+/// and `/etc/resolv.conf` as a symlink where kiln binds its own file (it must be replaced,
+/// not followed).
+pub(super) fn busybox_image_layer(dir: &Path) {
+    busybox_layer(dir);
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::write(dir.join("etc/hosts"), "127.0.0.1 image-hosts\n").unwrap();
+    fs::create_dir_all(dir.join("tmp")).unwrap();
+    fs::write(dir.join("tmp/resolv-target"), "image resolv target\n").unwrap();
+    symlink("/tmp/resolv-target", dir.join("etc/resolv.conf")).unwrap();
+}
+
 impl Fixture {
     pub(super) fn new() -> Fixture {
         assert!(
@@ -73,20 +97,7 @@ impl Fixture {
             tmp: tempfile::tempdir().unwrap(),
             steps: AtomicUsize::new(0),
         };
-        let base = fx.layer("base");
-        fs::create_dir_all(base.join("bin")).unwrap();
-        fs::copy(BUSYBOX, base.join("bin/busybox")).unwrap();
-        let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            if applet != "busybox" {
-                symlink("busybox", base.join("bin").join(applet)).unwrap();
-            }
-        }
-        fs::create_dir(base.join("etc")).unwrap();
-        fs::write(base.join("etc/hosts"), "127.0.0.1 image-hosts\n").unwrap();
-        fs::create_dir(base.join("tmp")).unwrap();
-        fs::write(base.join("tmp/resolv-target"), "image resolv target\n").unwrap();
-        symlink("/tmp/resolv-target", base.join("etc/resolv.conf")).unwrap();
+        busybox_image_layer(&fx.layer("base"));
         fx
     }
 

@@ -2,27 +2,15 @@
 //! `run_container` gives it.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use super::*;
-use crate::runtime::tests::root_process;
+use crate::runtime::tests::{busybox_layer, root_process};
 use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources};
 
 const RUNC: &str = "/usr/sbin/runc";
-
-/// A busybox layer dir (applets linked by hand, not with `--install`).
-fn busybox_layer(dir: &Path) {
-    fs::create_dir_all(dir.join("bin")).unwrap();
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-}
 
 struct Bench {
     tmp: tempfile::TempDir,
