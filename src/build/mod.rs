@@ -250,10 +250,10 @@ fn cache_policy(spec: &spec::Spec, request: &CacheRequest) -> Result<CachePolicy
         })?;
     let steps = spec.stages[stage].steps.len();
     if step > steps {
-        return Err(bad(format!(
-            "stage {:?} has {steps} steps",
-            spec.stages[stage].name
-        )));
+        return Err(bad(match spec.stages.len() {
+            1 => format!("the spec has {steps} steps"),
+            _ => format!("stage {:?} has {steps} steps", spec.stages[stage].name),
+        }));
     }
     Ok(CachePolicy::IgnoreFrom {
         stage,

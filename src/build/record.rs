@@ -16,13 +16,13 @@ use crate::store::{Digest, Store};
 
 const KIND: &str = "builds";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct StageRecord {
     /// Per step of the stage; `None` for config-only steps.
     pub steps: Vec<Option<StepEntry>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct StepEntry {
     pub inputs: KeyInputs,
     /// For `copy` steps from a build context: every copied file.
@@ -48,8 +48,12 @@ pub(super) fn load(store: &Store, id: &Digest) -> StageRecord {
         .unwrap_or_default()
 }
 
-/// Saves the record; failing to save only costs future explanations, so errors are ignored.
-pub(super) fn save(store: &Store, id: &Digest, record: &StageRecord) {
+/// Saves the record unless it equals the `previous` one (a fully cached build writes
+/// nothing); failing to save only costs future explanations, so errors are ignored.
+pub(super) fn save(store: &Store, id: &Digest, previous: &StageRecord, record: &StageRecord) {
+    if record == previous {
+        return;
+    }
     if let Ok(bytes) = serde_json::to_vec(record) {
         let _ = store.write_cache_file(KIND, id, &bytes);
     }

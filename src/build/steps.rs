@@ -170,7 +170,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
         job.progress.step_finished(&step_ref, &report);
     }
     if !job.plan {
-        record::save(job.store, &record_id, &record);
+        record::save(job.store, &record_id, &previous, &record);
     }
     Ok(StageOutput::Built(image))
 }
@@ -254,7 +254,7 @@ fn settle(
     earlier_ran: bool,
 ) -> Result<Option<(Settled, StepEntry)>> {
     let job = cx.job;
-    let (sources, files) = copy_sources(cx, image)?;
+    let (sources, files) = copy_sources(cx)?;
     let inputs = KeyInputs::new(
         &state_id(image),
         cx.step,
@@ -334,7 +334,7 @@ fn reuse(image: &mut Partial, hit: &StepRecord) -> Option<Descriptor> {
 /// What a `copy` step's key depends on beyond its definition: the content digest of the
 /// files it copies from a context (with the file list, to explain misses), or the state of
 /// the stage it copies from.
-fn copy_sources(cx: &StepCx, _image: &Partial) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
+fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
     let StepKind::Copy(copy) = &cx.step.kind else {
         return Ok((None, Vec::new()));
     };
