@@ -103,6 +103,9 @@ impl Applier {
 
     fn apply<R: Read>(&mut self, entry: &Entry, tar: &mut TarReader<R>) -> Result<()> {
         let path = normalise(&entry.path, self.max_path_len)?;
+        // Every entry, also the kinds whose owner is not applied (hard links, whiteouts):
+        // a layer that names an impossible owner is not a layer kiln understands.
+        ids(entry)?;
         let key: [u8; 16] = Sha256::digest(&path)[..16].try_into().unwrap_or_default();
         if !self.seen.insert(key) {
             return Err(LayerError::entry(
@@ -504,12 +507,22 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// The owner ids of an entry. `(uid_t)-1` means "leave unchanged" to `chown`, so an entry
+/// owned by 4294967295 would keep the applier's own id (root) and, with mode 4755, become a
+/// setuid-root file: that id, and any larger one, is refused like `kiln run -u` refuses it.
 fn ids(entry: &Entry) -> Result<(u32, u32)> {
-    let uid = u32::try_from(entry.uid)
-        .map_err(|_| LayerError::entry(&entry.path, "uid larger than 2^32-1"))?;
-    let gid = u32::try_from(entry.gid)
-        .map_err(|_| LayerError::entry(&entry.path, "gid larger than 2^32-1"))?;
-    Ok((uid, gid))
+    let id = |value: u64, what: &str| {
+        u32::try_from(value)
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .ok_or_else(|| {
+                LayerError::entry(
+                    &entry.path,
+                    format!("{what} {value} is not a valid id (the largest is 4294967294)"),
+                )
+            })
+    };
+    Ok((id(entry.uid, "uid")?, id(entry.gid, "gid")?))
 }
 
 /// Xattrs a layer may set: not overlay's own (`trusted.*`, `user.overlay.*`), not host

@@ -657,3 +657,69 @@ fn old_style_directories_and_gnu_headers_are_read() {
     assert!(a.path("olddir").is_dir());
     assert_eq!(fs::read(a.path("olddir/gn")).unwrap(), b"gnu");
 }
+
+/// An entry of `kind` owned by `uid`/`gid` (PAX records, which can carry any number).
+fn owned_entry(kind: EntryType, uid: &str, gid: &str) -> Vec<u8> {
+    let mut tar = TarBuilder::default();
+    tar.file("target", b"x");
+    tar.pax(
+        EntryType::XHeader,
+        &[("uid", uid.as_bytes()), ("gid", gid.as_bytes())],
+    );
+    let mut h = Header::new_ustar();
+    h.as_old_mut().name[..5].copy_from_slice(b"entry");
+    h.set_entry_type(kind);
+    h.set_mode(0o4755);
+    if kind == EntryType::Symlink || kind == EntryType::Link {
+        h.as_old_mut().linkname[..6].copy_from_slice(b"target");
+    }
+    if kind == EntryType::Char || kind == EntryType::Block {
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+    }
+    h.set_size(0);
+    h.set_cksum();
+    let mut out = tar.finish();
+    out.truncate(out.len() - 1024);
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+/// `chown(path, -1, -1)` leaves the owner unchanged, so an id of 4294967295 would have made
+/// a setuid file owned by the applier (root): refused for every kind of entry, as are ids a
+/// `uid_t` cannot hold; the largest real id still works.
+#[test]
+fn owner_ids_that_are_not_ids_are_refused_for_every_entry_kind() {
+    let kinds = [
+        EntryType::Regular,
+        EntryType::Directory,
+        EntryType::Symlink,
+        EntryType::Link,
+        EntryType::Fifo,
+        EntryType::Char,
+        EntryType::Block,
+    ];
+    for kind in kinds {
+        for (uid, gid) in [
+            ("4294967295", "0"),
+            ("0", "4294967295"),
+            ("4294967296", "0"),
+            ("0", "18446744073709551615"),
+        ] {
+            let a = Arena::new();
+            let err = a.refused(&owned_entry(kind, uid, gid), "is not a valid id");
+            assert!(err.contains("entry"), "{kind:?}: {err}");
+            assert!(
+                fs::symlink_metadata(a.path("entry")).is_err(),
+                "{kind:?} {uid}:{gid} was created"
+            );
+        }
+        let a = Arena::new();
+        a.accepted(&owned_entry(kind, "4294967294", "4294967294"));
+        let m = fs::symlink_metadata(a.path("entry")).unwrap();
+        if kind != EntryType::Link {
+            assert_eq!((m.uid(), m.gid()), (4294967294, 4294967294), "{kind:?}");
+        }
+    }
+}
