@@ -25,8 +25,9 @@ use super::Partial;
 use crate::spec::{Command, CopyFrom, Network, Step, StepKind};
 use crate::store::{canonical_json, Digest};
 
-/// Bumped when the meaning of a key changes, so old records stop matching.
-const KEY_VERSION: u32 = 1;
+/// Bumped when the meaning of a key changes, so old records stop matching. 2: run steps
+/// became confined containers, and their capabilities are part of the definition.
+const KEY_VERSION: u32 = 2;
 
 /// Identity of an image state as the next step sees it.
 pub(super) fn state_id(image: &Partial) -> Digest {
@@ -92,14 +93,19 @@ impl KeyInputs {
     }
 }
 
-/// The parts of a step that decide its result, as canonical JSON. Run steps: the argv and
-/// the network; copy steps: sources, origin, destination, mode, owner.
+/// The parts of a step that decide its result, as canonical JSON. Run steps: the argv, the
+/// network and what the step may do (capabilities, privileged; not its limits, which can
+/// make a step fail but not change what it makes); copy steps: sources, origin,
+/// destination, mode, owner.
 fn definition(kind: &StepKind) -> String {
     let value = match kind {
         StepKind::Run(run) => serde_json::json!({
             "run": run.command.argv(),
             "shell": matches!(run.command, Command::Shell(_)),
             "network": match run.network { Network::Host => "host", Network::None => "none" },
+            "privileged": run.privileges.privileged,
+            "cap_add": run.privileges.cap_add,
+            "cap_drop": run.privileges.cap_drop,
         }),
         StepKind::Copy(copy) => serde_json::json!({
             "copy": copy.sources,
@@ -130,6 +136,8 @@ mod tests {
             kind: StepKind::Run(RunStep {
                 command: Command::Shell(script.into()),
                 network: Network::Host,
+                privileges: Default::default(),
+                limits: Default::default(),
                 cache: vec!["/var/cache/x".into()],
                 secrets: vec![],
             }),

@@ -7,6 +7,7 @@
 //! last, so nothing half-built is ever tagged.
 
 mod base;
+mod confine;
 pub mod context;
 mod key;
 mod mounts;
@@ -23,6 +24,7 @@ use oci_spec::image::Descriptor;
 
 pub(crate) use base::rootfs_image;
 pub use base::{ensure_layer_dirs, import_rootfs};
+pub use confine::{confinement, limits_over, SecurityOptions};
 pub use progress::{Outcome, Progress, Silent, StepRef, StepReport, Stream};
 pub use steps::CachePolicy;
 
@@ -54,6 +56,9 @@ pub struct BuildOptions {
     pub cache: CacheRequest,
     /// `--target STAGE`: build this stage instead of the last one.
     pub target: Option<String>,
+    /// `--memory`, `--cpus`, `--pids-limit`: the cgroup limits of every run step without
+    /// its own `resources:`.
+    pub limits: crate::spec::Limits,
 }
 
 /// How the build cache is used, as asked on the command line.
@@ -88,12 +93,14 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Layer(#[from] LayerError),
-    #[error("{location}: step {number} ({title}) failed: {status}")]
+    #[error("{location}: step {number} ({title}) failed: {}", failure(status, *out_of_memory))]
     StepFailed {
         location: String,
         number: usize,
         title: String,
         status: crate::runtime::ExitStatus,
+        /// The OOM killer killed the step's command (its memory limit was hit).
+        out_of_memory: bool,
     },
     #[error("{location}: step {number} ({title}) could not start: {source}")]
     StepSetup {
@@ -128,6 +135,13 @@ pub enum BuildError {
     Runtime(#[from] RuntimeError),
 }
 
+fn failure(status: &crate::runtime::ExitStatus, out_of_memory: bool) -> String {
+    match out_of_memory {
+        true => "killed: out of memory".into(),
+        false => status.to_string(),
+    }
+}
+
 impl BuildError {
     /// A hint for the user, printed under the error.
     pub fn hint(&self) -> Option<String> {
@@ -140,6 +154,12 @@ impl BuildError {
             BuildError::Secret(_) => Some(
                 "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
                     .into(),
+            ),
+            BuildError::StepFailed {
+                out_of_memory: true,
+                ..
+            } => Some(
+                "raise the step's limit (resources: { memory: 2g }) or kiln build --memory".into(),
             ),
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())

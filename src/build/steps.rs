@@ -20,7 +20,7 @@ use super::{
 };
 use crate::image::{self, rfc3339, History};
 use crate::layer::{self, CopyOptions, TarOptions};
-use crate::runtime::{self, ExitStatus, NetworkMode, Overlay, Process, StepSandbox};
+use crate::runtime::{self, Confinement, ExitStatus, NetworkMode, Overlay, Process, StepSandbox};
 use crate::spec::{Command, CopyFrom, CopyStep, Network, RunStep, Spec, Stage, Step, StepKind};
 use crate::store::{Digest, StepRecord, Store, StoreError, TempDir};
 
@@ -117,7 +117,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
     }
     let mut earlier_ran = false;
     for (index, step) in stage.steps.iter().enumerate() {
-        let title = title(&step.kind);
+        let title = title(&step.kind, job.opts);
         let step_ref = job.step_ref(index, &title);
         let started = Instant::now();
         let settled = match &step.kind {
@@ -179,7 +179,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
 fn plan_unknown(job: &StageJob, from: usize, reason: &str) {
     let stage = job.stage();
     for (index, step) in stage.steps.iter().enumerate().skip(from) {
-        let title = title(&step.kind);
+        let title = title(&step.kind, job.opts);
         let step_ref = job.step_ref(index, &title);
         let outcome = match step.kind {
             StepKind::Run(_) | StepKind::Copy(_) => Outcome::WouldRun(reason.into()),
@@ -418,6 +418,7 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
     );
     let mounts =
         super::mounts::step_mounts(job.store, &job.spec.file, run).map_err(|m| cx.error(m))?;
+    let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let sandbox = StepSandbox {
@@ -443,29 +444,38 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
         },
         stdout: out_w,
         stderr: err_w,
+        confinement,
     };
-    let status = std::thread::scope(|s| {
+    let exit = std::thread::scope(|s| {
         s.spawn(|| forward_lines(cx, Stream::Stdout, out_r));
         s.spawn(|| forward_lines(cx, Stream::Stderr, err_r));
-        let status = runtime::run_step(&sandbox);
+        let exit = runtime::run_step(&sandbox);
         drop(sandbox);
-        status
+        exit
     });
-    let status = status.map_err(|source| BuildError::StepSetup {
+    let exit = exit.map_err(|source| BuildError::StepSetup {
         location: cx.location(),
         number: cx.index + 1,
         title: cx.title().into(),
         source,
     })?;
-    match status {
+    match exit.status {
         ExitStatus::Exited(0) => Ok(()),
         status => Err(BuildError::StepFailed {
             location: cx.location(),
             number: cx.index + 1,
             title: cx.title().into(),
             status,
+            out_of_memory: exit.command_oom_killed(),
         }),
     }
+}
+
+/// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with
+/// `kiln build --memory` etc. where it sets no limit.
+fn step_confinement(run: &RunStep, opts: &BuildOptions) -> Result<Confinement, String> {
+    let limits = super::limits_over(&run.limits, &opts.limits);
+    super::confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -615,13 +625,21 @@ fn join_workdir(current: Option<&str>, dir: &str) -> String {
     }
 }
 
-/// A one-line description of a step for progress output.
-fn title(kind: &StepKind) -> String {
+/// A one-line description of a step for progress output. A run step that may do more
+/// than a default container says so: `run: ip link add … [cap-add NET_ADMIN]`.
+fn title(kind: &StepKind, opts: &BuildOptions) -> String {
     let full = created_by(kind);
     let first = full.lines().next().unwrap_or("");
     let mut t: String = first.chars().take(60).collect();
     if t.len() < full.len() {
         t.push('…');
+    }
+    if let StepKind::Run(run) = kind {
+        // An invalid request is reported when the step runs.
+        let grants = step_confinement(run, opts).map_or_else(|_| Vec::new(), |c| c.grants());
+        if !grants.is_empty() {
+            t.push_str(&format!(" [{}]", grants.join(", ")));
+        }
     }
     t
 }

@@ -50,6 +50,9 @@ pub struct BuildArgs {
     /// Show which steps are cached and why the others would run; run nothing
     #[arg(long)]
     plan: bool,
+    /// Limits of every run step that sets none in its resources:
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
     #[command(flatten)]
     registry: super::pull::RegistryArgs,
 }
@@ -81,6 +84,7 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
             (false, None) => CacheRequest::Use,
         },
         target: args.target.clone(),
+        limits: args.limits.limits()?,
     };
     // Layers and cache records are no gc roots until the tag is written.
     let _guard = store.content_guard()?;

@@ -10,6 +10,7 @@ mod debug;
 mod housekeeping;
 mod images;
 mod import;
+mod limits;
 mod login;
 mod output;
 mod pull;

@@ -11,10 +11,8 @@ use clap::Args;
 use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
 use crate::build::{self, passwd};
 use crate::image::{self, Image, RuntimeConfig};
-use crate::runtime::{
-    self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Process, Resources,
-};
-use crate::spec::{values, Network, RunDefaults};
+use crate::runtime::{self, BindMount, Confinement, ContainerSpec, NetworkMode, Overlay, Process};
+use crate::spec::{values, Limits, Network, Privileges, RunDefaults};
 use crate::store::{ContainerDir, ContainerState, Store, Tagged};
 
 /// Options shared by `kiln run` and `kiln bundle`: everything that shapes the container.
@@ -29,15 +27,8 @@ pub struct ContainerArgs {
     /// Mount an empty tmpfs at DST
     #[arg(long, value_name = "DST")]
     tmpfs: Vec<String>,
-    /// Memory limit, e.g. 64m (units are powers of 1024)
-    #[arg(short = 'm', long)]
-    memory: Option<String>,
-    /// CPU limit, e.g. 0.5
-    #[arg(long)]
-    cpus: Option<String>,
-    /// Process limit (default 2048, like podman)
-    #[arg(long = "pids-limit", value_name = "N")]
-    pids_limit: Option<u64>,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
     /// Add a Linux capability (e.g. NET_ADMIN)
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
@@ -71,6 +62,10 @@ pub struct ContainerArgs {
     /// Run the command as PID 1 without kiln's small init
     #[arg(long = "no-init")]
     no_init: bool,
+    /// Apply run settings that grant privileges (privileged, added capabilities, host
+    /// binds, host network) also for an image that was not built in this store
+    #[arg(long = "allow-image-privileges")]
+    allow_image_privileges: bool,
 }
 
 #[derive(Args, Debug)]
@@ -153,18 +148,14 @@ struct Settings {
     network: NetworkMode,
     mounts: Vec<BindMount>,
     tmpfs: Vec<String>,
-    resources: Resources,
-    capabilities: CapabilitySet,
-    no_new_privileges: bool,
-    seccomp: bool,
+    confinement: Confinement,
     read_only: bool,
     init: bool,
 }
 
 fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Settings, Failure> {
-    let defaults: RunDefaults = image::run_defaults(&src.tagged.manifest);
+    let defaults = trusted_run_defaults(args, src);
     let config = &src.image.config.config;
-    let (seccomp, no_new_privileges) = security_options(args)?;
     let hostname = args.hostname.clone().or(defaults.hostname.clone());
     if let Some(h) = &hostname {
         values::hostname(h).map_err(failed)?;
@@ -190,13 +181,67 @@ fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Se
         network: network(args, &defaults),
         mounts: bind_mounts(args, &defaults)?,
         tmpfs: tmpfs_mounts(args, &defaults)?,
-        resources: resources(args, &defaults)?,
-        capabilities: capabilities(args, &defaults)?,
-        no_new_privileges,
-        seccomp,
+        confinement: confinement(args, &defaults)?,
         read_only: args.read_only || defaults.read_only,
         init: !args.no_init,
     })
+}
+
+/// The image's `run:` defaults as far as they may apply (SECURITY.md rule 15). Settings
+/// that restrict apply silently. Settings that grant privileges apply to images built in
+/// this store from the user's own spec, and each is named on stderr; for an image from
+/// anywhere else they are dropped, with a message, unless `--allow-image-privileges`.
+fn trusted_run_defaults(args: &ContainerArgs, src: &Source) -> RunDefaults {
+    let (defaults, origin) = image::run_defaults(&src.tagged.manifest);
+    let (granting, narrowed) = split_grants(&defaults);
+    if granting.is_empty() {
+        return defaults;
+    }
+    let image = &src.tagged.reference;
+    if origin == image::RunDefaultsOrigin::Build || args.allow_image_privileges {
+        for grant in &granting {
+            eprintln!("kiln: {image}'s run settings grant: {grant}");
+        }
+        return defaults;
+    }
+    eprintln!(
+        "kiln: refused {image}'s run settings that grant privileges ({}): the image was not built \
+         in this store; pass --allow-image-privileges to apply them",
+        granting.join(", ")
+    );
+    narrowed
+}
+
+/// The granting items of `defaults` in words, and `defaults` without them.
+fn split_grants(defaults: &RunDefaults) -> (Vec<String>, RunDefaults) {
+    let mut grants = Vec::new();
+    let mut narrowed = defaults.clone();
+    if defaults.privileged {
+        grants.push("privileged".to_string());
+        narrowed.privileged = false;
+    }
+    let default_caps = runtime::capabilities::default_mask();
+    let grants_cap = |name: &String| {
+        name == "ALL"
+            || runtime::capabilities::parse_capability(name, runtime::capabilities::last_cap())
+                .ok()
+                .flatten()
+                .is_none_or(|bit| default_caps & (1 << bit) == 0)
+    };
+    for cap in defaults.cap_add.iter().filter(|c| grants_cap(c)) {
+        grants.push(format!("cap-add {cap}"));
+    }
+    narrowed.cap_add.retain(|c| !grants_cap(c));
+    for m in &defaults.mounts {
+        let mode = if m.readonly { ":ro" } else { "" };
+        grants.push(format!("mount {}:{}{mode}", m.source.display(), m.target));
+    }
+    narrowed.mounts.clear();
+    if defaults.network == Some(Network::Host) {
+        grants.push("network host".to_string());
+        narrowed.network = None;
+    }
+    (grants, narrowed)
 }
 
 /// Docker's rules: `--entrypoint` replaces the image's entrypoint and drops its cmd; a
@@ -259,24 +304,9 @@ fn environment(
     env.env
 }
 
-fn resources(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Resources, Failure> {
-    let memory = match &args.memory {
-        Some(m) => Some(values::size(m).map_err(failed)?),
-        None => defaults.memory,
-    };
-    let cpus = match &args.cpus {
-        Some(c) => Some(values::cpus(c).map_err(failed)?),
-        None => defaults.cpus,
-    };
-    Ok(Resources {
-        memory,
-        cpus,
-        pids: args.pids_limit.or(defaults.pids),
-    })
-}
-
-/// The spec's `capabilities:` and then the flags' adds and drops.
-fn capabilities(args: &ContainerArgs, defaults: &RunDefaults) -> Result<CapabilitySet, Failure> {
+/// The image's `run:` defaults, then the flags: limits, capabilities, `--privileged` and
+/// `--security-opt`, through the same function a build step's confinement comes from.
+fn confinement(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Confinement, Failure> {
     let names = |base: &[String], flags: &[String]| -> Result<Vec<String>, Failure> {
         let mut out = base.to_vec();
         for n in flags {
@@ -284,22 +314,35 @@ fn capabilities(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Capabili
         }
         Ok(out)
     };
-    let add = names(&defaults.cap_add, &args.cap_add)?;
-    let drop = names(&defaults.cap_drop, &args.cap_drop)?;
-    CapabilitySet::resolve(&add, &drop, args.privileged).map_err(failed)
+    let privileges = Privileges {
+        privileged: args.privileged || defaults.privileged,
+        cap_add: names(&defaults.cap_add, &args.cap_add)?,
+        cap_drop: names(&defaults.cap_drop, &args.cap_drop)?,
+    };
+    let image_limits = Limits {
+        memory: defaults.memory,
+        cpus: defaults.cpus,
+        pids: defaults.pids,
+    };
+    let limits = build::limits_over(
+        &args.limits.limits().map_err(|f| failed(f.message))?,
+        &image_limits,
+    );
+    build::confinement(&privileges, &limits, &security_options(args)?).map_err(failed)
 }
 
-/// `(seccomp, no_new_privileges)`: both on unless `--privileged` or `--security-opt`.
-fn security_options(args: &ContainerArgs) -> Result<(bool, bool), Failure> {
-    let mut seccomp = !args.privileged;
-    let mut no_new_privileges = !args.privileged;
+/// `--security-opt seccomp=unconfined` and `no-new-privileges[=true|false]`.
+fn security_options(args: &ContainerArgs) -> Result<build::SecurityOptions, Failure> {
+    let mut options = build::SecurityOptions::default();
     for opt in &args.security_opt {
         match opt.as_str() {
-            "seccomp=unconfined" | "seccomp:unconfined" => seccomp = false,
+            "seccomp=unconfined" | "seccomp:unconfined" => options.seccomp_unconfined = true,
             "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
-                no_new_privileges = true
+                options.no_new_privileges = Some(true)
             }
-            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            "no-new-privileges=false" | "no-new-privileges:false" => {
+                options.no_new_privileges = Some(false)
+            }
             other => {
                 return Err(
                     failed(format!("unsupported --security-opt {other:?}")).hint(Some(
@@ -309,7 +352,7 @@ fn security_options(args: &ContainerArgs) -> Result<(bool, bool), Failure> {
             }
         }
     }
-    Ok((seccomp, no_new_privileges))
+    Ok(options)
 }
 
 /// `--network`, else the spec's, else a private network with loopback only.
@@ -435,10 +478,7 @@ fn container_spec(
         },
         mounts: s.mounts,
         tmpfs: s.tmpfs,
-        resources: s.resources,
-        capabilities: s.capabilities,
-        no_new_privileges: s.no_new_privileges,
-        seccomp: s.seccomp,
+        confinement: s.confinement,
         init: s.init,
         tty,
         interactive,
@@ -495,14 +535,17 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
         super::signals::forward_to(None);
         let exit = exit.map_err(runtime_failure)?;
         let mut code = exit.status.code();
-        if exit.oom_killed {
-            let limit = spec
-                .resources
-                .memory
-                .map(|m| format!(" (limit {})", super::output::human_binary_size(m)))
-                .unwrap_or_default();
+        let limit = spec
+            .confinement
+            .resources
+            .memory
+            .map(|m| format!(" (limit {})", super::output::human_binary_size(m)))
+            .unwrap_or_default();
+        if exit.command_oom_killed() {
             eprintln!("kiln: killed: out of memory{limit}");
             code = 137;
+        } else if exit.oom_killed {
+            eprintln!("kiln: warning: a process in the container was killed: out of memory{limit}; the command itself {}", exit.status);
         }
         state.pid = None;
         state.exit_code = Some(code);

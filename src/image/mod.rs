@@ -148,8 +148,23 @@ pub fn write_image(
 /// in the store, not in the image: they may name host paths (bind mount sources), which
 /// must not reach a registry or change the image's digest.
 pub const RUN_DEFAULTS_ANNOTATION: &str = "dev.kiln.run-defaults";
+/// The index annotation `kiln build` adds (value [`ORIGIN_BUILD`]) next to the run defaults
+/// of an image it built from the user's spec. Run defaults without it came from elsewhere
+/// and may not grant privileges (SECURITY.md rule 15).
+pub const ORIGIN_ANNOTATION: &str = "dev.kiln.origin";
+pub const ORIGIN_BUILD: &str = "build";
 
-/// `manifest` with the spec's `run:` defaults attached (nothing when they are empty).
+/// Where an image's run defaults came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDefaultsOrigin {
+    /// `kiln build` in this store, from the user's own spec.
+    Build,
+    /// Anything else (pull, load, import, a hand-edited index).
+    Elsewhere,
+}
+
+/// `manifest` with the spec's `run:` defaults attached (nothing when they are empty),
+/// marked as made by `kiln build`.
 pub fn with_run_defaults(mut manifest: Descriptor, run: &crate::spec::RunDefaults) -> Descriptor {
     if *run == crate::spec::RunDefaults::default() {
         return manifest;
@@ -157,18 +172,24 @@ pub fn with_run_defaults(mut manifest: Descriptor, run: &crate::spec::RunDefault
     let json = serde_json::to_string(run).expect("run defaults serialise to JSON");
     let mut annotations = manifest.annotations().clone().unwrap_or_default();
     annotations.insert(RUN_DEFAULTS_ANNOTATION.to_owned(), json);
+    annotations.insert(ORIGIN_ANNOTATION.to_owned(), ORIGIN_BUILD.to_owned());
     manifest.set_annotations(Some(annotations));
     manifest
 }
 
-/// The `run:` defaults stored with a tag; empty when there are none or they do not parse.
-pub fn run_defaults(manifest: &Descriptor) -> crate::spec::RunDefaults {
-    manifest
-        .annotations()
-        .as_ref()
+/// The `run:` defaults stored with a tag (empty when there are none or they do not parse)
+/// and where they came from.
+pub fn run_defaults(manifest: &Descriptor) -> (crate::spec::RunDefaults, RunDefaultsOrigin) {
+    let annotations = manifest.annotations().as_ref();
+    let defaults = annotations
         .and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION))
         .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let origin = match annotations.and_then(|a| a.get(ORIGIN_ANNOTATION)) {
+        Some(value) if value == ORIGIN_BUILD => RunDefaultsOrigin::Build,
+        _ => RunDefaultsOrigin::Elsewhere,
+    };
+    (defaults, origin)
 }
 
 /// A descriptor for content kiln wrote.
@@ -272,7 +293,7 @@ mod tests {
     #[test]
     fn run_defaults_travel_with_the_descriptor() {
         let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
-        assert_eq!(run_defaults(&desc), crate::spec::RunDefaults::default());
+        assert_eq!(run_defaults(&desc).0, crate::spec::RunDefaults::default());
         assert!(with_run_defaults(desc.clone(), &Default::default())
             .annotations()
             .is_none());
@@ -282,7 +303,10 @@ mod tests {
             network: Some(crate::spec::Network::None),
             ..Default::default()
         };
-        assert_eq!(run_defaults(&with_run_defaults(desc, &run)), run);
+        assert_eq!(
+            run_defaults(&with_run_defaults(desc, &run)),
+            (run, RunDefaultsOrigin::Build)
+        );
     }
 
     #[test]

@@ -14,8 +14,6 @@ use std::ptr;
 
 use libc::{c_int, c_long, c_void};
 
-use super::capabilities;
-use super::container::ContainerPlan;
 use super::devices;
 use super::error::{Report, Stage, NO_DETAIL};
 use super::init::{self, InitFds};
@@ -57,8 +55,7 @@ pub(crate) struct ChildFds {
     pub report: RawFd,
     /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
     pub parent: RawFd,
-    /// Containers: read end of the pipe on which the parent says "go" once the child is in
-    /// its cgroup.
+    /// Read end of the pipe on which the parent says "go" once the child is in its cgroup.
     pub sync: RawFd,
     /// Containers with an init: write end of the status pipe.
     pub status: RawFd,
@@ -137,13 +134,9 @@ impl Child<'_> {
         self.die_with_parent();
         let plan = self.plan;
         let container = plan.container.as_ref();
-        if let Some(c) = container {
-            self.wait_for_cgroup(c)?;
-        }
+        self.wait_for_cgroup()?;
         self.arrange_stdio().map_err(at(Stage::Stdio))?;
-        if container.is_some() {
-            new_session().map_err(at(Stage::Session))?;
-        }
+        new_session().map_err(at(Stage::Session))?;
         overlay::make_mounts_private().map_err(at(Stage::PrivateMounts))?;
         if self.plan.new_netns {
             bring_up_loopback().map_err(at(Stage::Loopback))?;
@@ -165,17 +158,14 @@ impl Child<'_> {
         }
         // SAFETY: as above.
         unsafe { libc::umask(STEP_UMASK) };
-        match container {
-            Some(c) => self.confine(c)?,
-            None => self.switch_user()?,
-        }
+        plan.confine.apply(|| self.switch_user())?;
         sys::close_from(FIRST_FREE_FD).map_err(at(Stage::CloseFds))?;
-        match container {
-            Some(c) if c.init => {
+        match plan.init {
+            true => {
                 let fds = InitFds {
                     report: REPORT_FD,
                     status: STATUS_FD,
-                    tty: c.tty,
+                    tty: container.is_some_and(|c| c.tty),
                 };
                 Err(at(Stage::StartInit)(init::run(
                     &fds,
@@ -183,44 +173,22 @@ impl Child<'_> {
                     exit_code,
                 )))
             }
-            _ => Err(self.exec()),
+            false => Err(self.exec()),
         }
     }
 
-    /// Blocks until the parent has put this process in the container's cgroup (so nothing
-    /// runs unaccounted), then enters a cgroup namespace rooted there when asked. If kiln
-    /// gave up instead, the pipe reads as EOF: leave quietly.
-    fn wait_for_cgroup(&self, c: &ContainerPlan) -> Result<(), Report> {
+    /// Blocks until the parent has put this process in its cgroup (so nothing runs
+    /// unaccounted), then enters a cgroup namespace rooted there when asked. If kiln gave
+    /// up instead, the pipe reads as EOF: leave quietly.
+    fn wait_for_cgroup(&self) -> Result<(), Report> {
         if !matches!(sys::read_byte(self.fds.sync), Ok(true)) {
             // SAFETY: as in child_main.
             unsafe { libc::_exit(EXIT_SETUP_FAILED) };
         }
-        if c.cgroup_namespace {
+        if self.plan.cgroup_namespace {
             // SAFETY: unshare with a flag only.
             sys::check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as c_long)
                 .map_err(at(Stage::CgroupNamespace))?;
-        }
-        Ok(())
-    }
-
-    /// The container's privileges, in the only order that works: bounding set (needs
-    /// CAP_SETPCAP), user, the other capability sets, no_new_privs, seccomp last. Without
-    /// no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in before the user switch.
-    fn confine(&self, c: &ContainerPlan) -> Result<(), Report> {
-        c.caps.drop_bounding().map_err(at(Stage::DropBounding))?;
-        let early_seccomp = !c.no_new_privs;
-        if let (Some(filter), true) = (&c.seccomp, early_seccomp) {
-            filter.install().map_err(at(Stage::Seccomp))?;
-        }
-        self.switch_user()?;
-        c.caps
-            .set_process_sets()
-            .map_err(at(Stage::SetCapabilities))?;
-        if c.no_new_privs {
-            capabilities::set_no_new_privs().map_err(at(Stage::NoNewPrivs))?;
-        }
-        if let (Some(filter), false) = (&c.seccomp, early_seccomp) {
-            filter.install().map_err(at(Stage::Seccomp))?;
         }
         Ok(())
     }
@@ -312,9 +280,9 @@ impl Child<'_> {
             for (i, m) in c.mounts.iter().enumerate() {
                 mounts::mount_user(root.as_fd(), m, i)?;
             }
-            mounts::mask_paths(root.as_fd())?;
-            mounts::make_paths_read_only(root.as_fd())?;
         }
+        mounts::mask_paths(root.as_fd())?;
+        mounts::make_paths_read_only(root.as_fd())?;
         pivot_into(root).map_err(at(Stage::PivotRoot))
     }
 

@@ -17,7 +17,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -27,18 +27,18 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{getpid, pipe2, Pid};
 
-use super::capabilities::{CapabilitySet, CapsPlan};
 use super::cgroups::{self, Cgroup, CgroupMode, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::{ChildArgs, ChildFds};
+use super::confinement::Confinement;
 use super::error::RuntimeError;
 use super::init::STATUS_LEN;
 use super::mounts::{MountSource, UserMount};
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{c_string, ChildPlan};
+use super::plan::{c_string, ChildPlan, Sandbox};
 use super::process::Process;
 use super::pty::{host_window_size, TtySession};
+use super::relay::StdioRelay;
 use super::sandbox::{clone_flags, read_report, spawn, wait_for, ExitStatus};
-use super::seccomp::SeccompProgram;
 use super::sys;
 
 /// A `-v SRC:DST[:ro]` bind mount.
@@ -68,19 +68,16 @@ pub struct ContainerSpec {
     pub etc_hosts: String,
     /// Contents of the container's `/etc/resolv.conf`.
     pub etc_resolv_conf: String,
-    pub resources: Resources,
-    /// The capability sets, exactly as the command gets them (see `capabilities`).
-    pub capabilities: CapabilitySet,
-    pub no_new_privileges: bool,
-    /// Install the default seccomp profile (off for `--privileged` or
-    /// `--security-opt seccomp=unconfined`).
-    pub seccomp: bool,
+    /// Capabilities, no_new_privs, seccomp and cgroup limits: the same description a build
+    /// step gets.
+    pub confinement: Confinement,
     /// Run the built-in init as PID 1 (see `init`).
     pub init: bool,
     /// Give the container a pseudo-terminal as stdin, stdout and stderr.
     pub tty: bool,
-    /// Pass kiln's stdin to the container (`-i`); otherwise stdin is `/dev/null`. Without
-    /// `tty`, stdout and stderr are always kiln's.
+    /// Pass kiln's stdin to the container (`-i`); otherwise stdin is `/dev/null`. The
+    /// container never holds kiln's own stdio: without `tty` it writes into pipes that kiln
+    /// copies to its stdout and stderr (and copies kiln's stdin into a pipe with `-i`).
     pub interactive: bool,
     /// Container id: names the cgroup `kiln-<id>` (letters, digits, `_-.`).
     pub id: String,
@@ -100,17 +97,20 @@ pub struct ContainerExit {
     pub oom_killed: bool,
 }
 
+impl ContainerExit {
+    /// Whether the OOM killer killed the command itself. When it killed another process of
+    /// the container instead, the command's own status stands and only
+    /// [`oom_killed`](ContainerExit::oom_killed) tells.
+    pub fn command_oom_killed(&self) -> bool {
+        self.oom_killed && self.status == ExitStatus::Signaled(libc::SIGKILL)
+    }
+}
+
 /// What the clone child of a container does beyond a build step's.
 pub(crate) struct ContainerPlan {
-    /// Enter a new cgroup namespace after joining the cgroup (cgroup v2 only).
-    pub cgroup_namespace: bool,
     /// User mounts, parents before children.
     pub mounts: Vec<UserMount>,
     pub read_only_root: bool,
-    pub caps: CapsPlan,
-    pub no_new_privs: bool,
-    pub seccomp: Option<SeccompProgram>,
-    pub init: bool,
     pub tty: bool,
     /// The pty's initial size (kiln's terminal's, zero when it has none).
     pub winsize: libc::winsize,
@@ -132,6 +132,8 @@ pub struct RunningContainer {
     /// Read end of the init's status pipe.
     status: Option<OwnedFd>,
     tty: Option<TtySessionHandle>,
+    /// The copying of the container's stdio pipes (without a tty).
+    relay: Option<StdioRelay>,
     waited: bool,
 }
 
@@ -152,38 +154,82 @@ impl std::fmt::Debug for TtySessionHandle {
 /// Must be waited for on the thread that called it: the container gets SIGKILL
 /// (`PR_SET_PDEATHSIG`) when that thread ends.
 pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, RuntimeError> {
-    let cgroup_root = spec
-        .cgroup_root
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT));
+    let cgroup_root = cgroup_root(spec.cgroup_root.as_deref());
     let plan = container_plan(spec, &cgroup_root)?;
+    let devnull = open_host_devnull()?;
+    let (relay, stdio) = match spec.tty {
+        // The child replaces stdio with its pty once it has one.
+        true => (None, None),
+        false => StdioRelay::start(spec.interactive).map(|(r, e)| (Some(r), Some(e)))?,
+    };
+    let null = devnull.as_raw_fd();
+    let fd_or_null = |fd: Option<&OwnedFd>| fd.map_or(null, |f| f.as_raw_fd());
+    let launch = Launch {
+        cgroup_root: &cgroup_root,
+        id: &spec.id,
+        resources: &spec.confinement.resources,
+        stdin: fd_or_null(stdio.as_ref().and_then(|e| e.stdin.as_ref())),
+        stdout: fd_or_null(stdio.as_ref().map(|e| &e.stdout)),
+        stderr: fd_or_null(stdio.as_ref().map(|e| &e.stderr)),
+        tty: spec.tty.then_some(spec.interactive),
+    };
+    let mut running = start(&plan, &launch, (devnull, stdio))?;
+    running.relay = relay;
+    Ok(running)
+}
+
+/// Where cgroupfs is: the given root or `/sys/fs/cgroup`.
+pub(crate) fn cgroup_root(root: Option<&Path>) -> PathBuf {
+    root.map_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT), Path::to_path_buf)
+}
+
+pub(crate) fn open_host_devnull() -> Result<OwnedFd, RuntimeError> {
+    sys::open(c"/dev/null", libc::O_RDWR)
+        .map_err(|e| RuntimeError::sys("open /dev/null")(Errno::from_raw(e)))
+}
+
+/// How to start the clone child of a step or container.
+pub(crate) struct Launch<'a> {
+    pub cgroup_root: &'a Path,
+    /// Names the cgroup `kiln-<id>`.
+    pub id: &'a str,
+    pub resources: &'a Resources,
+    /// The child's stdio until it arranges its own: pipes kiln reads (or the host's
+    /// `/dev/null`, which the child replaces with its own).
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// `Some(interactive)` to give the child a pty.
+    pub tty: Option<bool>,
+}
+
+/// The parent side shared by build steps and containers: creates the cgroup, clones the
+/// child, puts it in the cgroup before letting it go on, receives its pty, and returns
+/// once the command's `execve` succeeded. `keep` is dropped (closing kiln's copies of the
+/// child's stdio) right after the clone.
+pub(crate) fn start<K>(
+    plan: &ChildPlan,
+    launch: &Launch,
+    keep: K,
+) -> Result<RunningContainer, RuntimeError> {
     // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
-    let _ = cgroups::clean_stale(&cgroup_root);
-    let cgroup = Cgroup::create(&cgroup_root, &spec.id, &spec.resources)?;
+    let _ = cgroups::clean_stale(launch.cgroup_root);
+    let cgroup = Cgroup::create(launch.cgroup_root, launch.id, launch.resources)?;
     let (report_read, report_write) = cloexec_pipe(OFlag::empty())?;
     let (sync_read, sync_write) = cloexec_pipe(OFlag::empty())?;
-    let (status_read, status_write) = match spec.init {
+    let (status_read, status_write) = match plan.init {
         true => cloexec_pipe(OFlag::O_NONBLOCK).map(|(r, w)| (Some(r), Some(w)))?,
         false => (None, None),
     };
-    let console = spec.tty.then(console_socket).transpose()?;
-    let devnull = sys::open(c"/dev/null", libc::O_RDWR)
-        .map_err(|e| RuntimeError::sys("open /dev/null")(Errno::from_raw(e)))?;
+    let console = launch.tty.map(|_| console_socket()).transpose()?;
     let kiln = sys::pidfd_open(getpid().as_raw())
         .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
-    // With a tty the child replaces stdio with its pty once it has one.
-    let null = devnull.as_raw_fd();
-    let (stdin, stdout, stderr) = match (spec.tty, spec.interactive) {
-        (true, _) => (null, null, null),
-        (false, true) => (0, 1, 2),
-        (false, false) => (null, 1, 2),
-    };
     let args = ChildArgs {
-        plan: &plan,
+        plan,
         fds: ChildFds {
-            stdin,
-            stdout,
-            stderr,
+            stdin: launch.stdin,
+            stdout: launch.stdout,
+            stderr: launch.stderr,
             report: report_write.as_raw_fd(),
             parent: kiln.as_raw_fd(),
             sync: sync_read.as_raw_fd(),
@@ -191,15 +237,17 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
             console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
         },
     };
-    let pid = spawn(&args, clone_flags(&plan))?;
-    // Only the child may hold these now, so EOF on the error pipe means its exec succeeded.
-    drop((report_write, sync_read, status_write, devnull, kiln));
+    let pid = spawn(&args, clone_flags(plan))?;
+    // Only the child may hold these now, so EOF on the error pipe means its exec succeeded
+    // and EOF on a stdio pipe means the container closed it.
+    drop((report_write, sync_read, status_write, kiln, keep));
     let console = console.map(|(ours, _child)| ours);
     let mut running = RunningContainer {
         pid,
         cgroup: Some(cgroup),
         status: status_read,
         tty: None,
+        relay: None,
         waited: false,
     };
     // The child waits for this byte, so no code of the container runs outside the cgroup.
@@ -217,11 +265,8 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
         })?,
         None => None,
     };
-    if let Some(master) = master {
-        running.tty = Some(TtySessionHandle(TtySession::start(
-            master,
-            spec.interactive,
-        )?));
+    if let (Some(master), Some(interactive)) = (master, launch.tty) {
+        running.tty = Some(TtySessionHandle(TtySession::start(master, interactive)?));
     }
     match read_report(&report_read)? {
         None => Ok(running),
@@ -257,6 +302,9 @@ impl RunningContainer {
         let status = self.command_status().unwrap_or(status);
         if let Some(TtySessionHandle(tty)) = self.tty.take() {
             tty.finish();
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.finish();
         }
         let Some(cgroup) = self.cgroup.take() else {
             return Ok(ContainerExit {
@@ -318,23 +366,10 @@ fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 /// Checks the spec and builds the child's plan; writes the `/etc` files into `state_dir`.
 fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan, RuntimeError> {
     let mounts = user_mounts(spec)?;
-    let seccomp = match spec.seccomp {
-        true => Some(
-            SeccompProgram::default_profile(spec.capabilities.bounding)
-                .map_err(|e| RuntimeError::Invalid(e.to_string()))?,
-        ),
-        false => None,
-    };
-    let cgroup_namespace = cgroups::detect(cgroup_root)? == CgroupMode::V2;
     let etc_binds = write_etc_files(spec)?;
     let container = ContainerPlan {
-        cgroup_namespace,
         mounts,
         read_only_root: spec.read_only,
-        caps: CapsPlan::new(spec.capabilities),
-        no_new_privs: spec.no_new_privileges,
-        seccomp,
-        init: spec.init,
         tty: spec.tty,
         winsize: host_window_size().unwrap_or(libc::winsize {
             ws_row: 0,
@@ -344,12 +379,18 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         }),
         keep_stdin: spec.interactive || spec.tty,
     };
+    let sandbox = Sandbox {
+        confine: spec.confinement.plan()?,
+        cgroup_namespace: cgroups::detect(cgroup_root)? == CgroupMode::V2,
+        init: spec.init,
+        container: Some(container),
+    };
     ChildPlan::build(
         &spec.overlay,
         &spec.process,
         InitLayer::Container,
         etc_binds,
-        Some(container),
+        sandbox,
     )
 }
 

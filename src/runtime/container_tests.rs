@@ -90,10 +90,7 @@ impl Fixture {
             tmpfs: vec![],
             etc_hosts: "127.0.0.1 localhost\n10.0.0.1 kiln-box\n".into(),
             etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
-            resources: Resources::default(),
-            capabilities: CapabilitySet::default(),
-            no_new_privileges: true,
-            seccomp: true,
+            confinement: Confinement::default(),
             init: true,
             tty: false,
             interactive: false,
@@ -160,7 +157,7 @@ fn default_capabilities_no_new_privs_and_seccomp_are_exact() {
     assert_eq!(status_lines(&out.log), expected_status(DEFAULT_CAPS, 1, 2));
     // Without no_new_privs the filter goes in while kiln still has CAP_SYS_ADMIN.
     let mut spec = fx.spec(STATUS_SCRIPT);
-    spec.no_new_privileges = false;
+    spec.confinement.no_new_privileges = false;
     let out = fx.run(&spec);
     assert_eq!(status_lines(&out.log), expected_status(DEFAULT_CAPS, 0, 2));
 }
@@ -169,7 +166,7 @@ fn default_capabilities_no_new_privs_and_seccomp_are_exact() {
 fn drop_all_add_one_gives_exactly_that_one() {
     let fx = Fixture::new();
     let mut spec = fx.spec(STATUS_SCRIPT);
-    spec.capabilities =
+    spec.confinement.capabilities =
         CapabilitySet::resolve(&["NET_BIND_SERVICE".into()], &["ALL".into()], false).unwrap();
     let out = fx.run(&spec);
     assert!(out.status().success(), "{}", out.log);
@@ -183,7 +180,7 @@ fn drop_all_add_one_gives_exactly_that_one() {
 fn privileged_has_every_capability() {
     let fx = Fixture::new();
     let mut spec = fx.spec(STATUS_SCRIPT);
-    spec.capabilities = CapabilitySet::resolve(&[], &[], true).unwrap();
+    spec.confinement.capabilities = CapabilitySet::resolve(&[], &[], true).unwrap();
     // All 41 capabilities of this kernel, less any this environment withholds from kiln.
     let all = format!("{:016x}", CapabilitySet::privileged().bounding);
     assert_eq!(
@@ -193,8 +190,8 @@ fn privileged_has_every_capability() {
     let out = fx.run(&spec);
     assert!(out.status().success(), "{:?} {}", out.exit, out.log);
     assert_eq!(status_lines(&out.log), expected_status(&all, 1, 2));
-    spec.seccomp = false;
-    spec.no_new_privileges = false;
+    spec.confinement.seccomp = SeccompPolicy::Unconfined;
+    spec.confinement.no_new_privileges = false;
     let out = fx.run(&spec);
     assert_eq!(status_lines(&out.log), expected_status(&all, 0, 0));
 }
@@ -212,7 +209,7 @@ fn a_non_root_user_has_no_capabilities_unless_ambient() {
         out.log
     );
     assert!(out.log.contains(&format!("CapBnd:\t{DEFAULT_CAPS}\n")));
-    spec.capabilities = CapabilitySet::uniform(0).with_ambient(1 << 10);
+    spec.confinement.capabilities = CapabilitySet::uniform(0).with_ambient(1 << 10);
     let out = fx.run(&spec);
     assert!(
         out.log.contains("CapEff:\t0000000000000400\n"),
@@ -227,10 +224,10 @@ fn seccomp_blocks_mount_and_namespaces_even_for_root() {
     let fx = Fixture::new();
     let mut spec =
         fx.spec("mkdir /m; mount -t tmpfs x /m; echo mount=$?; unshare -n true; echo unshare=$?");
-    spec.capabilities = CapabilitySet::privileged();
-    spec.capabilities.bounding &= !(1 << 21);
-    spec.capabilities.effective &= !(1 << 21);
-    spec.capabilities.permitted &= !(1 << 21);
+    spec.confinement.capabilities = CapabilitySet::privileged();
+    spec.confinement.capabilities.bounding &= !(1 << 21);
+    spec.confinement.capabilities.effective &= !(1 << 21);
+    spec.confinement.capabilities.permitted &= !(1 << 21);
     let out = fx.run(&spec);
     assert!(
         out.log.contains("mount=255\n") || out.log.contains("mount=1\n"),
@@ -245,7 +242,7 @@ fn seccomp_blocks_mount_and_namespaces_even_for_root() {
 fn a_memory_hog_is_oom_killed_and_reported() {
     let fx = Fixture::new();
     let mut spec = fx.spec("a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived ${#a}");
-    spec.resources.memory = Some(32 << 20);
+    spec.confinement.resources.memory = Some(32 << 20);
     let out = fx.run(&spec);
     let exit = out.ok();
     assert!(exit.oom_killed, "{exit:?} {}", out.log);
@@ -265,7 +262,7 @@ fn a_fork_loop_stops_at_the_pids_limit() {
     // ash gives up at the first failed fork; /out/count holds how many sleeps started.
     let mut spec =
         fx.spec("i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i > /out/count; done");
-    spec.resources.pids = Some(16);
+    spec.confinement.resources.pids = Some(16);
     let started = Instant::now();
     let out = fx.run(&spec);
     assert!(!out.status().success(), "{}", out.log);
@@ -283,7 +280,7 @@ fn a_fork_loop_stops_at_the_pids_limit() {
 fn the_cpu_limit_is_written() {
     let fx = Fixture::new();
     let mut spec = fx.spec("cat /proc/self/cgroup");
-    spec.resources.cpus = Some(0.5);
+    spec.confinement.resources.cpus = Some(0.5);
     let out = fx.run(&spec);
     assert!(out.status().success());
     assert!(
@@ -526,7 +523,7 @@ fn fifty_runs_leave_no_mounts_or_cgroups() {
     let mut spec = fx.spec("true");
     let prefix = format!("cycle{}-", std::process::id());
     spec.process.argv = vec!["/bin/true".into()];
-    spec.resources.memory = Some(64 << 20);
+    spec.confinement.resources.memory = Some(64 << 20);
     for i in 0..50 {
         spec.id = format!("{prefix}{i}");
         assert!(run_container(&spec).unwrap().status.success());

@@ -30,6 +30,7 @@
 pub mod capabilities;
 pub mod cgroups;
 mod child;
+mod confinement;
 mod container;
 mod devices;
 mod error;
@@ -41,6 +42,7 @@ mod overlay;
 mod plan;
 mod process;
 mod pty;
+mod relay;
 mod sandbox;
 pub mod seccomp;
 mod step_mounts;
@@ -55,6 +57,7 @@ mod tests;
 
 pub use capabilities::{CapabilityError, CapabilitySet};
 pub use cgroups::{CgroupError, Resources};
+pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
     run_container, start_container, BindMount, ContainerExit, ContainerSpec, RunningContainer,
 };

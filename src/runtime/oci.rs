@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::capabilities::CapabilitySet;
 use super::cgroups::{self, CgroupMode, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
+use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::error::RuntimeError;
 use super::mounts::{MASKED_PATHS, READONLY_PATHS};
@@ -38,7 +39,7 @@ pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, Runti
 }
 
 fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
-    let caps = &spec.capabilities;
+    let caps = &spec.confinement.capabilities;
     let process = &spec.process;
     let mut linux = json!({
         "namespaces": namespaces(spec),
@@ -47,7 +48,7 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
         "resources": resources(spec)?,
         "cgroupsPath": format!("/{BUNDLE_CGROUP_PARENT}/kiln-{}", spec.id),
     });
-    if spec.seccomp {
+    if spec.confinement.seccomp == SeccompPolicy::Default {
         linux["seccomp"] = seccomp::oci_profile(caps.bounding);
     }
     Ok(json!({
@@ -61,7 +62,7 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
             "env": process.env,
             "cwd": process.cwd,
             "capabilities": capabilities(caps),
-            "noNewPrivileges": spec.no_new_privileges,
+            "noNewPrivileges": spec.confinement.no_new_privileges,
         },
         "mounts": mounts(spec)?,
         "linux": linux,
@@ -101,7 +102,7 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
 }
 
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
-    let res = &spec.resources;
+    let res = &spec.confinement.resources;
     let mut out = json!({
         // Like Docker: no device access beyond the defaults the runtime adds.
         "devices": [{"allow": false, "access": "rwm"}],

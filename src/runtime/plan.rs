@@ -9,6 +9,7 @@ use std::ptr;
 
 use nix::errno::Errno;
 
+use super::confinement::ConfinePlan;
 use super::container::ContainerPlan;
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::mounts::{MASKED_PATHS, READONLY_PATHS};
@@ -81,6 +82,12 @@ pub(crate) struct ChildPlan {
     pub exec_candidates: Vec<CString>,
     /// Whether argv[0] was looked up in `$PATH`.
     pub searches_path: bool,
+    /// Capabilities, no_new_privs and seccomp: the same for steps and containers.
+    pub confine: ConfinePlan,
+    /// Enter a new cgroup namespace after joining the cgroup (cgroup v2 only).
+    pub cgroup_namespace: bool,
+    /// Run the built-in init as PID 1.
+    pub init: bool,
     /// What `kiln run` adds to a build step's sandbox; `None` for build steps.
     pub container: Option<ContainerPlan>,
     /// A build step's cache mounts and secrets; `None` without any (and for containers).
@@ -91,8 +98,16 @@ pub(crate) struct ChildPlan {
     cwd: String,
 }
 
+/// How a step or container is confined and what it runs beyond the command.
+pub(crate) struct Sandbox {
+    pub confine: ConfinePlan,
+    pub cgroup_namespace: bool,
+    pub init: bool,
+    pub container: Option<ContainerPlan>,
+}
+
 impl ChildPlan {
-    pub(crate) fn new(sb: &StepSandbox) -> Result<ChildPlan, RuntimeError> {
+    pub(crate) fn new(sb: &StepSandbox, sandbox: Sandbox) -> Result<ChildPlan, RuntimeError> {
         let process = &sb.process;
         let etc_binds = match process.network {
             NetworkMode::Host => HOST_ETC_FILES
@@ -108,7 +123,7 @@ impl ChildPlan {
             process,
             InitLayer::MountPoints,
             etc_binds,
-            None,
+            sandbox,
         )?;
         plan.step_mounts = step_mounts;
         Ok(plan)
@@ -137,7 +152,7 @@ impl ChildPlan {
         process: &Process,
         init: InitLayer,
         etc_binds: Vec<(CString, CString)>,
-        container: Option<ContainerPlan>,
+        sandbox: Sandbox,
     ) -> Result<ChildPlan, RuntimeError> {
         let argv0 = match process.argv.first() {
             Some(a) if !a.is_empty() => a.clone(),
@@ -184,7 +199,10 @@ impl ChildPlan {
             envp,
             exec_candidates,
             searches_path,
-            container,
+            confine: sandbox.confine,
+            cgroup_namespace: sandbox.cgroup_namespace,
+            init: sandbox.init,
+            container: sandbox.container,
             step_mounts: None,
             argv0,
             path_var,

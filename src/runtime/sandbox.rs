@@ -2,41 +2,47 @@
 //! parent side of `clone` (prepare, spawn, read the error pipe, wait).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::c_int;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{getpid, pipe2, read, Pid};
+use nix::unistd::{read, Pid};
 
-use super::child::{child_main, ChildArgs, ChildFds};
+use super::cgroups::{self, CgroupMode};
+use super::child::{child_main, ChildArgs};
+use super::confinement::Confinement;
+use super::container::{self, ContainerExit, Launch};
 use super::error::{Report, RuntimeError, REPORT_LEN};
 use super::overlay::Overlay;
-use super::plan::ChildPlan;
+use super::plan::{ChildPlan, Sandbox};
 use super::process::Process;
 use super::step_mounts::StepMount;
-use super::sys;
 
 /// Everything needed to run one build step.
 ///
-/// The step runs as PID 1 of new mount, pid, uts and ipc namespaces (and a new network
-/// namespace for [`NetworkMode::None`](super::NetworkMode::None)), with root's full
-/// capabilities when `process.uid` is 0 and without `no_new_privs`, like buildah's chroot
-/// isolation: steps may run setuid programs such as `su`. `kiln run` narrows this (a later
-/// issue).
+/// A build step is a container (SECURITY.md rule 11): it runs in new mount, pid, uts and
+/// ipc namespaces (and a new network namespace for
+/// [`NetworkMode::None`](super::NetworkMode::None)), in a cgroup of its own with the
+/// device allow-list and `confinement`'s limits, with `/proc` and `/sys` masked like a
+/// container's, and with `confinement`'s capabilities, `no_new_privs` and seccomp filter —
+/// applied by the same code as `kiln run`'s. The command runs as PID 1 (no init).
 #[derive(Debug)]
 pub struct StepSandbox {
     pub overlay: Overlay,
     pub process: Process,
     /// The step's fd 1. The caller keeps its own copy; close it after `run_step` returns to
-    /// see EOF on a pipe. Stdin is `/dev/null`.
+    /// see EOF on a pipe. Stdin is `/dev/null`. Give a pipe: the step can reopen its
+    /// stdio through `/proc/self/fd`.
     pub stdout: OwnedFd,
     /// The step's fd 2.
     pub stderr: OwnedFd,
     /// Cache mounts and secrets, mounted in the step's namespace; never part of the upper
     /// dir: mount points kiln had to create are removed from it after the step.
     pub mounts: Vec<StepMount>,
+    /// What the step may do; [`Confinement::default`] is a default `kiln run`.
+    pub confinement: Confinement,
 }
 
 /// How a step ended.
@@ -75,46 +81,47 @@ impl std::fmt::Display for ExitStatus {
 /// The child's stack. It only runs the setup code (a few small frames and one 4 KiB buffer).
 const CHILD_STACK_SIZE: usize = 256 * 1024;
 
-/// Run one build step (see [`StepSandbox`]) and return its exit status once it and every
-/// process it started have ended. The overlay and every other mount exist only in the step's
-/// mount namespace and vanish with it: nothing is left to clean on the host. Mount points
-/// created for [`StepSandbox::mounts`] are removed from the upper dir before this returns.
+/// Run one build step (see [`StepSandbox`]) and return how it ended once it and every
+/// process it started have ended. The overlay and every other mount exist only in the
+/// step's mount namespace and vanish with it; the step's cgroup is removed before this
+/// returns. Mount points created for [`StepSandbox::mounts`] are removed from the upper dir
+/// before this returns.
 ///
 /// Blocks the calling thread; the step is killed (`PR_SET_PDEATHSIG`) if that thread or
 /// kiln ends first. Errors before the command runs come back as [`RuntimeError::Setup`] or
 /// [`RuntimeError::CommandNotFound`] (see [`RuntimeError::command_exit_code`]).
-pub fn run_step(sb: &StepSandbox) -> Result<ExitStatus, RuntimeError> {
-    let plan = ChildPlan::new(sb)?;
-    let (report_read, report_write) =
-        pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::sys("create the error pipe"))?;
-    let devnull = sys::open(c"/dev/null", libc::O_RDWR)
-        .map_err(|e| RuntimeError::sys("open /dev/null")(Errno::from_raw(e)))?;
-    let kiln = sys::pidfd_open(getpid().as_raw())
-        .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
-    let args = ChildArgs {
-        plan: &plan,
-        fds: ChildFds {
-            stdin: devnull.as_raw_fd(),
-            stdout: sb.stdout.as_raw_fd(),
-            stderr: sb.stderr.as_raw_fd(),
-            report: report_write.as_raw_fd(),
-            parent: kiln.as_raw_fd(),
-            sync: -1,
-            status: -1,
-            console: -1,
-        },
+pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
+    let cgroup_root = container::cgroup_root(None);
+    let sandbox = Sandbox {
+        confine: sb.confinement.plan()?,
+        cgroup_namespace: cgroups::detect(&cgroup_root)? == CgroupMode::V2,
+        init: false,
+        container: None,
     };
-    let pid = spawn(&args, clone_flags(&plan))?;
-    // Only the child may hold the write end now, so EOF means its execve succeeded.
-    drop((report_write, devnull, kiln));
-    let report = read_report(&report_read);
-    let status = wait_for(pid)?;
+    let plan = ChildPlan::new(sb, sandbox)?;
+    let devnull = container::open_host_devnull()?;
+    let id = step_id();
+    let launch = Launch {
+        cgroup_root: &cgroup_root,
+        id: &id,
+        resources: &sb.confinement.resources,
+        stdin: devnull.as_raw_fd(),
+        stdout: sb.stdout.as_raw_fd(),
+        stderr: sb.stderr.as_raw_fd(),
+        tty: None,
+    };
+    let exit = container::start(&plan, &launch, devnull).and_then(|running| running.wait());
     // Also after a failed setup: the child may have made mount points before it failed.
     let cleaned = plan.remove_mount_points();
-    match report? {
-        Some(report) => Err(plan.error_for(report)),
-        None => cleaned.map(|()| status),
-    }
+    let exit = exit?;
+    cleaned.map(|()| exit)
+}
+
+/// A cgroup name for a step, unique among the steps of all running kilns.
+fn step_id() -> String {
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+    let n = STEPS.fetch_add(1, Ordering::Relaxed);
+    format!("step-{}-{n}", std::process::id())
 }
 
 pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {

@@ -137,6 +137,7 @@ impl Fixture {
             stderr: capture("stderr"),
             mounts: Vec::new(),
             overlay,
+            confinement: Confinement::default(),
         }
     }
 
@@ -145,7 +146,7 @@ impl Fixture {
     }
 
     pub(super) fn run(&self, sb: StepSandbox) -> Outcome {
-        let status = run_step(&sb);
+        let status = run_step(&sb).map(|exit| exit.status);
         let step = sb.overlay.upper.parent().unwrap();
         Outcome {
             status,
@@ -659,6 +660,6 @@ fn output_can_be_streamed_through_one_pipe() {
     let reader = std::thread::spawn(move || std::io::read_to_string(File::from(read_end)).unwrap());
     let status = run_step(&sb);
     drop(sb);
-    assert!(status.unwrap().success());
+    assert!(status.unwrap().status.success());
     assert_eq!(reader.join().unwrap(), "one\ntwo\nthree\n");
 }

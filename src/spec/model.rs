@@ -103,6 +103,10 @@ pub enum StepKind {
 pub struct RunStep {
     pub command: Command,
     pub network: Network,
+    /// `capabilities:` and `privileged:`: what the step may do beyond a default container.
+    pub privileges: Privileges,
+    /// `resources:`: the step's cgroup limits (over `kiln build --memory` etc.).
+    pub limits: Limits,
     /// `cache:` persistent cache mount targets (absolute paths).
     pub cache: Vec<String>,
     pub secrets: Vec<Secret>,
@@ -134,6 +138,25 @@ pub enum Network {
     Host,
     /// A fresh network namespace with only loopback.
     None,
+}
+
+/// `capabilities: { add, drop }` and `privileged:` of a run step.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Privileges {
+    /// Every capability kiln holds, no seccomp filter, setuid gains allowed.
+    pub privileged: bool,
+    /// Upper-case names without the `CAP_` prefix, or `ALL`.
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+}
+
+/// `memory`, `cpus`, `pids`: cgroup limits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Limits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +244,8 @@ pub struct RunDefaults {
     /// Upper-case names without the `CAP_` prefix, or `ALL`.
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter: granted only to images built in this store.
+    pub privileged: bool,
     pub read_only: bool,
     pub network: Option<Network>,
     pub hostname: Option<String>,

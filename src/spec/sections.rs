@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::{Issue, Result};
-use super::model::{Config, Healthcheck, Mount, RunDefaults};
+use super::model::{Config, Healthcheck, Limits, Mount, Privileges, RunDefaults};
 use super::names::{check_hostname, parse_capability, parse_signal};
 use super::node::{Node, Value};
 use super::read::{
@@ -21,10 +21,12 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
 ];
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
 #[rustfmt::skip]
-pub(crate) const RUN_KEYS: [&str; 11] = [
-    "memory", "cpus", "pids", "capabilities", "read_only", "network", "hostname", "tmpfs",
-    "mounts", "env", "user",
+pub(crate) const RUN_KEYS: [&str; 12] = [
+    "memory", "cpus", "pids", "capabilities", "privileged", "read_only", "network", "hostname",
+    "tmpfs", "mounts", "env", "user",
 ];
+/// The keys of a run step's `resources:`.
+pub(crate) const LIMIT_KEYS: [&str; 3] = ["memory", "cpus", "pids"];
 
 pub(crate) fn parse_config(node: &Node, ex: &Expander) -> Result<Config> {
     if node.is_null() {
@@ -136,15 +138,45 @@ pub(crate) fn parse_run(node: &Node, dir: &Path, ex: &Expander) -> Result<RunDef
         return Ok(RunDefaults::default());
     }
     let f = Fields::new(node, "run", &RUN_KEYS)?;
+    let hostname = |n: &Node| {
+        let hostname = ex.text(n, "hostname")?;
+        located(n, check_hostname(&hostname)).map(|()| hostname)
+    };
+    let limits = parse_limits(&f, ex)?;
+    let privileges = parse_privileges(&f, ex)?;
+    Ok(RunDefaults {
+        memory: limits.memory,
+        cpus: limits.cpus,
+        pids: limits.pids,
+        cap_add: privileges.cap_add,
+        cap_drop: privileges.cap_drop,
+        privileged: privileges.privileged,
+        read_only: f.read_or_default("read_only", |n| boolean(n, "read_only"))?,
+        network: f.read("network", |n| network(ex, n))?,
+        hostname: f.read("hostname", hostname)?,
+        tmpfs: f.read_or_default("tmpfs", |n| ex.container_paths(n, "tmpfs", true))?,
+        mounts: f.read_or_default("mounts", |n| mounts(ex, n, dir))?,
+        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
+        user: f.read("user", |n| user(ex, n, "user"))?,
+    })
+}
+
+/// `memory`, `cpus` and `pids` of `run:` or of a run step's `resources:`.
+pub(crate) fn parse_limits(f: &Fields, ex: &Expander) -> Result<Limits> {
     let cpus = |n: &Node| located(n, check_cpus(number(n, "cpus")?));
     let pids = |n: &Node| match unsigned(n, "pids")? {
         0 => Err(Issue::at(n.location, "pids must be at least 1")),
         pids => Ok(pids),
     };
-    let hostname = |n: &Node| {
-        let hostname = ex.text(n, "hostname")?;
-        located(n, check_hostname(&hostname)).map(|()| hostname)
-    };
+    Ok(Limits {
+        memory: f.read("memory", |n| memory(ex, n))?,
+        cpus: f.read("cpus", cpus)?,
+        pids: f.read("pids", pids)?,
+    })
+}
+
+/// `capabilities: { add, drop }` and `privileged:` of `run:` or of a run step.
+pub(crate) fn parse_privileges(f: &Fields, ex: &Expander) -> Result<Privileges> {
     let (cap_add, cap_drop) = match f.get("capabilities") {
         Some(n) => {
             let caps = Fields::new(n, "capabilities", &["add", "drop"])?;
@@ -155,19 +187,10 @@ pub(crate) fn parse_run(node: &Node, dir: &Path, ex: &Expander) -> Result<RunDef
         }
         None => (Vec::new(), Vec::new()),
     };
-    Ok(RunDefaults {
-        memory: f.read("memory", |n| memory(ex, n))?,
-        cpus: f.read("cpus", cpus)?,
-        pids: f.read("pids", pids)?,
+    Ok(Privileges {
+        privileged: f.read_or_default("privileged", |n| boolean(n, "privileged"))?,
         cap_add,
         cap_drop,
-        read_only: f.read_or_default("read_only", |n| boolean(n, "read_only"))?,
-        network: f.read("network", |n| network(ex, n))?,
-        hostname: f.read("hostname", hostname)?,
-        tmpfs: f.read_or_default("tmpfs", |n| ex.container_paths(n, "tmpfs", true))?,
-        mounts: f.read_or_default("mounts", |n| mounts(ex, n, dir))?,
-        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
-        user: f.read("user", |n| user(ex, n, "user"))?,
     })
 }
 

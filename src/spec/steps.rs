@@ -10,19 +10,27 @@ use super::model::{
 use super::names::{check_env_name, check_user};
 use super::node::{Node, Value};
 use super::read::{list, located, Expander, Fields};
+use super::sections::{parse_limits, parse_privileges, LIMIT_KEYS};
 use super::stages::{Place, StageUse};
 use super::subst::Vars;
 use super::top::resolve;
 use super::units::{mode_from_int, parse_mode};
 
 const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
-const RUN_MODIFIERS: [&str; 3] = ["network", "cache", "secrets"];
+const RUN_MODIFIERS: [&str; 6] = [
+    "network",
+    "cache",
+    "secrets",
+    "capabilities",
+    "privileged",
+    "resources",
+];
 const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
 const SECRET_EXAMPLE: &str = "e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN }";
 #[rustfmt::skip]
-pub(crate) const STEP_KEYS: [&str; 12] = [
-    "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "from", "to", "mode",
-    "owner",
+pub(crate) const STEP_KEYS: [&str; 15] = [
+    "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "capabilities",
+    "privileged", "resources", "from", "to", "mode", "owner",
 ];
 
 /// What steps need to know about the rest of the spec.
@@ -138,6 +146,10 @@ fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> R
     Ok(RunStep {
         command,
         network: fields.read_or_default("network", |n| network(ex, n))?,
+        privileges: parse_privileges(fields, ex)?,
+        limits: fields.read_or_default("resources", |n| {
+            parse_limits(&Fields::new(n, "resources", &LIMIT_KEYS)?, ex)
+        })?,
         cache: fields.read_or_default("cache", |n| ex.container_paths(n, "cache", true))?,
         secrets: fields.read_or_default("secrets", |n| secrets(n, cx, ex))?,
     })

@@ -142,6 +142,8 @@ fn full_spec_parses_to_the_expected_model() {
                     kind: StepKind::Run(RunStep {
                         command: Command::Argv(strings(&["/bin/busybox", "--install", "-s", "/bin"])),
                         network: Network::Host,
+                        privileges: Default::default(),
+                        limits: Default::default(),
                         cache: vec![],
                         secrets: vec![],
                     }),
@@ -154,6 +156,8 @@ fn full_spec_parses_to_the_expected_model() {
                             "mkdir -p /srv/www\necho \"hello from kiln, pid $$, home $HOME\" > /srv/www/index.html\n".into(),
                         ),
                         network: Network::None,
+                        privileges: Default::default(),
+                        limits: Default::default(),
                         cache: strings(&["/var/cache/pkg"]),
                         secrets: vec![Secret {
                             id: "token".into(),
@@ -211,6 +215,7 @@ fn full_spec_parses_to_the_expected_model() {
             }),
         },
         run: RunDefaults {
+            privileged: false,
             memory: Some(64 << 20),
             cpus: Some(0.5),
             pids: Some(64),
@@ -822,6 +827,8 @@ fn multi_stage_spec_parses_to_stages() {
         StepKind::Run(RunStep {
             command: Command::Shell("gcc -O2 -static -o /out/hello /src/hello.c".into()),
             network: Network::Host,
+            privileges: Default::default(),
+            limits: Default::default(),
             cache: vec![],
             secrets: vec![],
         })

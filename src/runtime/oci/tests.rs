@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 
 use super::*;
 use crate::runtime::tests::{busybox_layer, root_process};
-use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources};
+use crate::runtime::{
+    run_container, BindMount, CapabilitySet, Confinement, Overlay, Resources, SeccompPolicy,
+};
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -52,14 +54,14 @@ impl Bench {
             tmpfs: vec!["/scratch".into()],
             etc_hosts: "127.0.0.1 localhost\n".into(),
             etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
-            resources: Resources {
-                memory: Some(64 << 20),
-                cpus: Some(1.0),
-                pids: Some(64),
+            confinement: Confinement {
+                resources: Resources {
+                    memory: Some(64 << 20),
+                    cpus: Some(1.0),
+                    pids: Some(64),
+                },
+                ..Confinement::default()
             },
-            capabilities: CapabilitySet::default(),
-            no_new_privileges: true,
-            seccomp: true,
             init: true,
             tty: false,
             interactive: false,
@@ -109,10 +111,10 @@ const SCRIPT: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; ho
 fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) {
     let bench = Bench::new();
     let mut kiln_spec = bench.spec(&format!("{tag}-kiln"), SCRIPT);
-    kiln_spec.capabilities = caps;
+    kiln_spec.confinement.capabilities = caps;
     let kiln = bench.kiln(&kiln_spec);
     let mut runc_spec = bench.spec(&format!("{tag}-runc"), SCRIPT);
-    runc_spec.capabilities = caps;
+    runc_spec.confinement.capabilities = caps;
     let (status, runc) = bench.runc(tag, &runc_spec);
     assert!(status.success(), "runc: {status:?} {runc}");
     let eff = format!("{:016x}", caps.effective);
@@ -161,7 +163,7 @@ fn the_config_carries_limits_namespaces_and_seccomp() {
         .unwrap()
         .contains(&json!("/proc/kcore")));
     assert_eq!(config["process"]["capabilities"]["inheritable"], json!([]));
-    spec.seccomp = false;
+    spec.confinement.seccomp = SeccompPolicy::Unconfined;
     spec.process.network = NetworkMode::Host;
     let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
     assert!(config["linux"].get("seccomp").is_none());
