@@ -181,9 +181,13 @@ pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Resul
         } => {
             let fail = at(Stage::BindMount, index);
             let tree = sys::clone_tree(libc::AT_FDCWD, source, true).map_err(&fail)?;
-            if *readonly {
-                sys::set_mount_attrs(tree.as_fd(), MOUNT_ATTR_RDONLY, true).map_err(&fail)?;
-            }
+            // nodev on the whole tree: `-v /dev:/x` must not give the host's devices
+            // (SECURITY.md rule 12); only kiln's own /dev holds usable nodes.
+            let attrs = match readonly {
+                true => MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY,
+                false => MOUNT_ATTR_NODEV,
+            };
+            sys::set_mount_attrs(tree.as_fd(), attrs, true).map_err(&fail)?;
             sys::attach(&tree, target.as_fd()).map_err(fail)
         }
         MountSource::Tmpfs => {

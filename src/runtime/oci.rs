@@ -174,7 +174,7 @@ fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
             &bind.target,
             "bind",
             &source.to_string_lossy(),
-            &["rbind", mode],
+            &["rbind", "nodev", mode],
         );
         user.push((depth(&bind.target), value));
     }

@@ -416,7 +416,8 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
     match &plan.overlay {
         OverlayMount::PerLayer(settings) => mount_layer_by_layer(settings, &plan.root),
         OverlayMount::Options(options) => {
-            sys::mount(c"overlay", &plan.root, Some(c"overlay"), 0, Some(options))
+            let nodev = MS_NODEV as libc::c_ulong;
+            sys::mount(c"overlay", &plan.root, Some(c"overlay"), nodev, Some(options))
         }
     }
     .map_err(|e| (Stage::MountOverlay, e))
@@ -424,12 +425,16 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
 
 /// The new-API overlay mount on `target`. Relative lower names resolve from the cwd at
 /// `fsconfig` time. Allocates nothing.
+///
+/// `nodev` (both APIs): a device node in an image layer, or one a container makes with
+/// mknod on its root, can never be opened, whatever the device cgroup allows (SECURITY.md
+/// rule 12); only kiln's own `/dev` holds usable nodes.
 fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr) -> Sys<()> {
     let fs = sys::fs_open(c"overlay")?;
     for (key, value) in settings {
         sys::fs_set_string(&fs, key, value)?;
     }
-    let mount = sys::fs_mount(&fs, 0)?;
+    let mount = sys::fs_mount(&fs, libc::MOUNT_ATTR_NODEV)?;
     let target = sys::open(target, libc::O_PATH | libc::O_DIRECTORY)?;
     sys::attach(&mount, target.as_fd())
 }
