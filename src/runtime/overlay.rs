@@ -417,7 +417,13 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
         OverlayMount::PerLayer(settings) => mount_layer_by_layer(settings, &plan.root),
         OverlayMount::Options(options) => {
             let nodev = MS_NODEV as libc::c_ulong;
-            sys::mount(c"overlay", &plan.root, Some(c"overlay"), nodev, Some(options))
+            sys::mount(
+                c"overlay",
+                &plan.root,
+                Some(c"overlay"),
+                nodev,
+                Some(options),
+            )
         }
     }
     .map_err(|e| (Stage::MountOverlay, e))

@@ -1,0 +1,422 @@
+//! Isolation attacked from the inside (SECURITY.md G19–G22, issue 10): the same probes run
+//! in a default build step and in a default `kiln run` container, and every one of them
+//! must be refused. The probes are a small static C program (`tests/probes/probe.c`, built
+//! here with `gcc -static`) copied into a busybox image.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{require, run, text, Env};
+
+/// Builds the probe program into `dir/probe`.
+fn build_probe(dir: &Path) -> PathBuf {
+    require("gcc", "gcc libc6-dev");
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("probe");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/probe.c");
+    run(Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(source));
+    out
+}
+
+/// A loop device over a small file of the test's, detached on drop: the host block device
+/// a container must not reach.
+struct LoopDevice {
+    path: String,
+    major: u64,
+    minor: u64,
+}
+
+impl LoopDevice {
+    fn new(env: &Env) -> LoopDevice {
+        require("losetup", "mount");
+        let backing = env.path("loop.img");
+        std::fs::write(&backing, vec![0x5a; 1 << 20]).unwrap();
+        let path = run(Command::new("losetup").args(["-f", "--show"]).arg(&backing))
+            .trim()
+            .to_owned();
+        let rdev = std::fs::metadata(&path).unwrap().rdev();
+        LoopDevice {
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+            path,
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+    }
+}
+
+/// A busybox rootfs with the files a real image has (`/etc/passwd`, `/etc/hosts`,
+/// `/etc/resolv.conf` as regular files, so steps get the host's bound over them).
+fn probe_rootfs(env: &Env) -> PathBuf {
+    let root = common::busybox_rootfs(env, "rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+    root
+}
+
+/// The probes every default step and container must refuse.
+fn attack_args(dev: &LoopDevice) -> String {
+    format!(
+        "status mount remount /etc/resolv.conf remount /etc/hosts handle /etc/resolv.conf \
+         proc syscalls block {} {} pids 2100",
+        dev.major, dev.minor
+    )
+}
+
+/// Builds image `probe` whose last step runs the attacks and keeps their output in
+/// `/step-results.txt`; `extra` is more spec text for that step.
+fn build_probe_image(env: &Env, dev: &LoopDevice, extra: &str) -> String {
+    let rootfs = probe_rootfs(env);
+    let probes = build_probe(&env.path("probes"));
+    let spec = format!(
+        "image: probe\n\
+         from: rootfs:{rootfs}\n\
+         contexts: {{ probes: {probes} }}\n\
+         steps:\n\
+         \x20 - copy: probe\n\
+         \x20   from: probes\n\
+         \x20   to: /probe\n\
+         \x20   mode: \"0755\"\n\
+         \x20 - run: /probe {args} > /step-results.txt 2>&1\n{extra}",
+        rootfs = rootfs.display(),
+        probes = probes.parent().unwrap().display(),
+        args = attack_args(dev),
+    );
+    let spec_path = env.write("ctx/kiln.yaml", &spec);
+    let out = env.kiln(&["build", "-f", spec_path.to_str().unwrap()]);
+    assert!(out.status.success(), "build failed: {}", text(&out));
+    text(&out)
+}
+
+fn run_in_container(env: &Env, args: &[&str]) -> String {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    let out = env.kiln(&all);
+    assert!(out.status.success(), "kiln {all:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every probe line that says ALLOWED, and the pids probe's count.
+fn assert_all_refused(place: &str, results: &str) {
+    let allowed: Vec<&str> = results.lines().filter(|l| l.contains("ALLOWED")).collect();
+    assert!(
+        allowed.is_empty(),
+        "{place}: attacks that worked:\n{}\n\nall results:\n{results}",
+        allowed.join("\n")
+    );
+    let pids: u32 = results
+        .lines()
+        .find_map(|l| l.strip_prefix("pids: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{place}: no pids result in\n{results}"));
+    assert!(
+        pids < 2048,
+        "{place}: {pids} processes forked, over the default pids limit"
+    );
+    for must in [
+        "mount: refused",
+        "open_by_handle_at: refused",
+        "bpf: refused",
+    ] {
+        assert!(results.contains(must), "{place}: no {must:?} in\n{results}");
+    }
+}
+
+fn status_lines(results: &str) -> Vec<&str> {
+    results
+        .lines()
+        .filter(|l| l.starts_with("status "))
+        .collect()
+}
+
+#[test]
+fn a_default_step_and_a_default_container_refuse_every_attack() {
+    let env = Env::new();
+    let dev = LoopDevice::new(&env);
+    build_probe_image(&env, &dev, "");
+    let step = run_in_container(&env, &["probe", "cat", "/step-results.txt"]);
+    assert_all_refused("build step", &step);
+    let args = attack_args(&dev);
+    let mut argv = vec!["probe", "/probe"];
+    argv.extend(args.split(' '));
+    let container = run_in_container(&env, &argv);
+    assert_all_refused("container", &container);
+    // G19: a step is confined exactly like a container.
+    let (s, c) = (status_lines(&step), status_lines(&container));
+    assert_eq!(s.len(), 8, "{step}");
+    assert_eq!(s, c, "a step and a container differ");
+    assert!(s.contains(&"status NoNewPrivs:\t1"), "{step}");
+    assert!(s.contains(&"status Seccomp:\t2"), "{step}");
+    // The host's loop device is untouched: its first bytes are still the test's.
+    let data = std::fs::read(&dev.path).unwrap();
+    assert!(data[..4096].iter().all(|b| *b == 0x5a));
+}
+
+#[test]
+fn a_device_node_shipped_in_a_layer_cannot_be_opened() {
+    let env = Env::new();
+    let dev = LoopDevice::new(&env);
+    let rootfs = probe_rootfs(&env);
+    let probes = build_probe(&env.path("probes"));
+    std::fs::copy(&probes, rootfs.join("probe")).unwrap();
+    // A world-writable node for the host's loop device and one for /dev/kmsg.
+    for (name, kind, major, minor) in [
+        (
+            "shipped-blk",
+            nix::sys::stat::SFlag::S_IFBLK,
+            dev.major,
+            dev.minor,
+        ),
+        ("shipped-kmsg", nix::sys::stat::SFlag::S_IFCHR, 1, 11),
+    ] {
+        let path = rootfs.join(name);
+        nix::sys::stat::mknod(
+            &path,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+    }
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "shipped"]);
+    let probe = ["/probe", "open", "/shipped-blk", "open", "/shipped-kmsg"];
+    for extra in [
+        &[][..],
+        &["--cap-drop", "ALL", "-u", "65534"][..],
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+        ][..],
+    ] {
+        let mut args = extra.to_vec();
+        args.push("shipped");
+        args.extend(probe);
+        let out = run_in_container(&env, &args);
+        assert!(!out.contains("ALLOWED"), "{extra:?}:\n{out}");
+        assert_eq!(out.matches("refused").count(), 2, "{extra:?}:\n{out}");
+    }
+    // And from a build step on that image.
+    let spec = env.write(
+        "ctx/kiln.yaml",
+        "from: shipped\nsteps:\n  - run: /probe open /shipped-blk open /shipped-kmsg > /r.txt\n",
+    );
+    env.kiln_ok(&["build", "-f", spec.to_str().unwrap(), "-t", "shipped2"]);
+    let out = run_in_container(&env, &["shipped2", "cat", "/r.txt"]);
+    assert!(!out.contains("ALLOWED"), "{out}");
+    assert_eq!(out.matches("refused").count(), 2, "{out}");
+    let kinds: Vec<bool> = ["shipped-blk", "shipped-kmsg"]
+        .iter()
+        .map(|n| {
+            let t = std::fs::symlink_metadata(rootfs.join(n))
+                .unwrap()
+                .file_type();
+            t.is_block_device() || t.is_char_device()
+        })
+        .collect();
+    assert_eq!(kinds, [true, true]);
+}
+
+#[test]
+fn a_step_that_asks_for_more_gets_it_and_says_so() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    let spec = format!(
+        "from: rootfs:{}\n\
+         steps:\n\
+         \x20 - run: mkdir /m && mount -t tmpfs none /m && echo mounted > /admin.txt; umount /m; rmdir /m\n\
+         \x20   capabilities: {{ add: [SYS_ADMIN] }}\n\
+         \x20 - run: grep CapEff /proc/self/status > /priv.txt\n\
+         \x20   privileged: true\n\
+         \x20 - run: grep CapEff /proc/self/status > /default.txt\n",
+        rootfs.display()
+    );
+    let spec = env.write("ctx/kiln.yaml", &spec);
+    let out = env.kiln(&["build", "-f", spec.to_str().unwrap(), "-t", "more"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("[cap-add SYS_ADMIN]"), "{log}");
+    assert!(log.contains("[privileged]"), "{log}");
+    let files = run_in_container(
+        &env,
+        &["more", "cat", "/admin.txt", "/priv.txt", "/default.txt"],
+    );
+    assert!(files.starts_with("mounted\n"), "{files}");
+    let eff: Vec<u64> = files
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .collect();
+    assert_eq!(eff.len(), 2, "{files}");
+    assert!(eff[0] & (1 << 21) != 0, "privileged step lacks SYS_ADMIN");
+    assert_eq!(eff[1], 0xa80425fb, "a default step has Docker's set");
+}
+
+#[test]
+fn step_limits_come_from_the_spec_and_the_command_line() {
+    let env = Env::new();
+    let dev = LoopDevice::new(&env);
+    let _ = dev;
+    let rootfs = probe_rootfs(&env);
+    let probes = build_probe(&env.path("probes"));
+    let spec = format!(
+        "from: rootfs:{}\n\
+         contexts: {{ probes: {} }}\n\
+         steps:\n\
+         \x20 - copy: probe\n\
+         \x20   from: probes\n\
+         \x20   to: /probe\n\
+         \x20   mode: \"0755\"\n\
+         \x20 - run: /probe pids 200 > /flag.txt\n\
+         \x20 - run: /probe pids 200 > /spec.txt\n\
+         \x20   resources: {{ pids: 20 }}\n",
+        rootfs.display(),
+        probes.parent().unwrap().display()
+    );
+    let spec = env.write("ctx/kiln.yaml", &spec);
+    let spec = spec.to_str().unwrap();
+    env.kiln_ok(&["build", "-f", spec, "--pids-limit", "50", "-t", "lim"]);
+    let out = run_in_container(&env, &["lim", "cat", "/flag.txt", "/spec.txt"]);
+    let counts: Vec<u32> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("pids: "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    // The probe itself is one of the processes.
+    assert_eq!(counts, [49, 19], "{out}");
+}
+
+/// Runs `kiln run` with stdout appended to a host file that already holds a secret; the
+/// container tries to read and truncate that file through `/proc/self/fd/1`.
+#[test]
+fn a_container_cannot_reach_the_file_or_terminal_kilns_output_goes_to() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    let log = env.path("out.log");
+    std::fs::write(&log, "SECRET-FROM-THE-HOST\n").unwrap();
+    let file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let script = "ls -l /proc/self/fd/ | grep -o ' [012] -> .*'; \
+                  (dd if=/proc/self/fd/1 bs=64 count=1 iflag=nonblock 2>/dev/null || true) | od -c | head -2; \
+                  : > /proc/self/fd/1; echo done";
+    let status = env
+        .command()
+        .args(["run", "--rm", "bb", "sh", "-c", script])
+        .stdout(Stdio::from(file))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        after.starts_with("SECRET-FROM-THE-HOST\n"),
+        "the host file was truncated: {after:?}"
+    );
+    assert_eq!(
+        after.matches("SECRET").count(),
+        1,
+        "the container read the host file: {after}"
+    );
+    assert!(after.contains(" 1 -> pipe:"), "{after}");
+    assert!(after.contains("done"), "{after}");
+    assert!(!after.contains(&log.display().to_string()), "{after}");
+}
+
+/// The same with kiln on a terminal: without `-t` the container must not be able to
+/// change the terminal's settings (`stty -echo` through fd 1).
+#[test]
+fn a_container_without_a_tty_cannot_change_kilns_terminal() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let before = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+    assert!(before
+        .local_flags
+        .contains(nix::sys::termios::LocalFlags::ECHO));
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let status = env
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "stty -echo raw <&1; stty -F /proc/self/fd/1 -echo; true",
+        ])
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let after = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
+    assert!(
+        after
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO),
+        "the container turned the host terminal's echo off"
+    );
+}
+
+/// `kiln run img yes | head -1` ends: when kiln's output is closed, the container's
+/// writes fail as if it wrote there itself. And large output arrives whole.
+#[test]
+fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "head -c 50000000 /dev/zero; echo end >&2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.stdout.len(), 50_000_000);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("end"));
+    let head = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 20 {} --root {} run --rm bb yes | head -1",
+            env!("CARGO_BIN_EXE_kiln"),
+            env.root().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "y\n");
+    // -i passes stdin through and ends it.
+    let mut child = env
+        .command()
+        .args(["run", "--rm", "-i", "bb", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+}
