@@ -463,3 +463,74 @@ fn gc_waits_while_a_writer_holds_a_content_guard() {
     assert_ne!(listing(&env), before);
     assert_fsck_clean(&env);
 }
+
+/// A container's cgroup dir: in the v1 pids hierarchy, or the v2 one.
+fn container_cgroup(id: &str) -> PathBuf {
+    let v1 = PathBuf::from(format!("/sys/fs/cgroup/pids/kiln/kiln-{id}"));
+    match std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        true => PathBuf::from(format!("/sys/fs/cgroup/kiln/kiln-{id}")),
+        false => v1,
+    }
+}
+
+/// `kill -9` of `kiln run --rm` leaves the container dir and its cgroups: fsck names both,
+/// gc removes and counts them, and fsck is clean afterwards.
+#[test]
+fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
+    let env = Env::new();
+    let root = common::busybox_rootfs(&env, "bb");
+    env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
+    let mut kiln = env
+        .command()
+        .args(["run", "--rm", "bb", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let containers = env.root().join("containers");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let running = std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|id| container_cgroup(id).exists());
+        if let Some(id) = running {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    kiln.kill().unwrap();
+    kiln.wait().unwrap();
+    // The container dies with kiln (PR_SET_PDEATHSIG); its cgroup and dir stay.
+    let cgroup = container_cgroup(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(cgroup.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "the container outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, problems, output) = fsck(&env);
+    assert_eq!(code, 1, "{output}");
+    let kinds: BTreeSet<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains("abandoned-container"), "{output}");
+    assert!(kinds.contains("stale-cgroup"), "{output}");
+    let (_, report) = gc(&env, &[]);
+    let removed: Vec<&str> = report["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, [id.as_str()], "{report}");
+    assert!(
+        report["cgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str() == Some(id.as_str())),
+        "{report}"
+    );
+    assert!(!containers.join(&id).exists());
+    assert!(!cgroup.exists());
+    assert_fsck_clean(&env);
+}

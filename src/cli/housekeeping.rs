@@ -1,15 +1,20 @@
 //! `kiln gc` and `kiln fsck`: reclaiming and checking the store.
 //!
 //! The work is in `store::gc` and `store::fsck`; this file supplies the image module's
-//! loader to them, prints their reports, and gives every kind of problem a remedy.
+//! loader to them, adds what the store cannot see (kiln cgroups whose kiln is gone), prints
+//! their reports, and gives every kind of problem a remedy.
+
+use std::path::Path;
 
 use clap::Args;
 
 use super::output::human_size;
 use super::{CmdResult, Failure, Globals, EXIT_USER_ERROR};
 use crate::image::Image;
+use crate::runtime;
 use crate::store::{
-    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, ProblemKind, Removal, Store,
+    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, Problem, ProblemKind, Removal,
+    Store,
 };
 
 #[derive(Args, Debug)]
@@ -71,7 +76,28 @@ fn image_content(store: &Store, manifest: &Digest) -> Result<ImageContent, Strin
 
 pub fn fsck(globals: &Globals, args: FsckArgs) -> CmdResult {
     let store = existing_store(globals)?;
-    let report = store.fsck(&image_content)?;
+    let mut report = store.fsck(&image_content)?;
+    // Cgroups are the machine's, not the store's: fsck names those of this store's
+    // containers (gc removes every stale kiln cgroup).
+    let ours: std::collections::BTreeSet<String> = store
+        .containers()?
+        .into_iter()
+        .map(|(dir, _)| dir.id)
+        .collect();
+    let stale = stale_cgroups()?
+        .into_iter()
+        .filter(|(id, _)| ours.contains(id));
+    report.problems.extend(stale.map(|(_, dir)| Problem {
+        kind: ProblemKind::StaleCgroup,
+        message: format!(
+            "cgroup {} was left behind by a kiln process that is gone",
+            dir.display()
+        ),
+        path: dir,
+    }));
+    report
+        .problems
+        .sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
     if args.json {
         println!(
             "{}",
@@ -134,7 +160,9 @@ fn remedy(kind: ProblemKind) -> &'static str {
         ProblemKind::StaleCacheRecord => {
             "harmless (such records are cache misses); `kiln gc --cache` drops the build cache"
         }
-        ProblemKind::StaleStaging => "`kiln gc` removes leftovers of interrupted kiln processes",
+        ProblemKind::StaleStaging | ProblemKind::AbandonedContainer | ProblemKind::StaleCgroup => {
+            "`kiln gc` removes leftovers of interrupted kiln processes"
+        }
         ProblemKind::UnknownFile => {
             "kiln did not write these and leaves them alone: remove them by hand once no \
              other tool is writing to the store"
@@ -154,15 +182,26 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
             eprintln!("waiting for other kiln processes to finish writing to the store…");
         }
     };
-    let report = store
+    let mut report = store
         .gc(&image_content, options, &mut say_waiting)
         .map_err(gc_failure)?;
+    report.cgroups = match args.dry_run {
+        true => stale_cgroups()?.into_iter().map(|(id, _)| id).collect(),
+        false => runtime::cgroups::clean_stale(Path::new(runtime::cgroups::DEFAULT_CGROUP_ROOT))
+            .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
+    };
     if args.json {
         println!("{}", gc_json(&report));
     } else {
         print_gc_report(globals, &report);
     }
     Ok(0)
+}
+
+/// kiln cgroups whose kiln is gone (a killed `kiln run` or build step).
+fn stale_cgroups() -> Result<Vec<(String, std::path::PathBuf)>, Failure> {
+    runtime::cgroups::stale(Path::new(runtime::cgroups::DEFAULT_CGROUP_ROOT))
+        .map_err(|e| Failure::user(format!("list kiln cgroups: {e}")))
 }
 
 fn gc_failure(e: GcError) -> Failure {
@@ -191,6 +230,8 @@ fn gc_json(report: &GcReport) -> String {
         "staging": list(&report.staging, "name"),
         "cache_records": report.cache_records,
         "cache_mounts": list(&report.cache_mounts, "name"),
+        "containers": list(&report.containers, "id"),
+        "cgroups": report.cgroups,
         "bytes": report.bytes(),
     });
     serde_json::to_string_pretty(&json).expect("JSON values serialise")
@@ -202,6 +243,7 @@ fn print_gc_report(globals: &Globals, report: &GcReport) {
             ("blob", &report.blobs),
             ("layer dir", &report.layer_dirs),
             ("staging", &report.staging),
+            ("abandoned container", &report.containers),
             ("cache mount", &report.cache_mounts),
         ];
         for (what, removals) in groups {
@@ -236,6 +278,20 @@ fn gc_summary(report: &GcReport) -> String {
             report.staging.len(),
             "staging leftover",
             "staging leftovers",
+        ));
+    }
+    if !report.containers.is_empty() {
+        parts.push(plural(
+            report.containers.len(),
+            "abandoned container",
+            "abandoned containers",
+        ));
+    }
+    if !report.cgroups.is_empty() {
+        parts.push(plural(
+            report.cgroups.len(),
+            "stale cgroup",
+            "stale cgroups",
         ));
     }
     if report.cache_records > 0 || !report.cache_mounts.is_empty() {

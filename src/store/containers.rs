@@ -133,13 +133,22 @@ impl Store {
         }
     }
 
-    /// Removes `--rm` containers whose kiln process died before it could remove them
-    /// (`kill -9`), so they never pile up.
+    /// `--rm` containers whose kiln process died before it could remove them (`kill -9`).
+    pub fn abandoned_containers(&self) -> Result<Vec<(ContainerDir, ContainerState)>> {
+        Ok(self
+            .containers()?
+            .into_iter()
+            .filter(|(_, state)| {
+                state.auto_remove && state.exit_code.is_none() && !state.is_running()
+            })
+            .collect())
+    }
+
+    /// Removes the [abandoned containers](Store::abandoned_containers), so they never
+    /// pile up.
     pub fn remove_abandoned_containers(&self) -> Result<()> {
-        for (dir, state) in self.containers()? {
-            if state.auto_remove && state.exit_code.is_none() && !state.is_running() {
-                self.remove_container(&dir)?;
-            }
+        for (dir, _) in self.abandoned_containers()? {
+            self.remove_container(&dir)?;
         }
         Ok(())
     }

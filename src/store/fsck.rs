@@ -44,6 +44,10 @@ pub enum ProblemKind {
     StaleCacheRecord,
     /// Staging in `tmp/` left by a kiln process that is gone.
     StaleStaging,
+    /// A `kiln run --rm` container whose kiln was killed before it could remove it.
+    AbandonedContainer,
+    /// A kiln cgroup whose kiln is gone (reported by the CLI, which knows cgroupfs).
+    StaleCgroup,
     /// A file in `blobs/sha256/` or `layers/` whose name is not a digest.
     UnknownFile,
 }
@@ -107,6 +111,20 @@ impl Store {
         problems.extend(check_cache_records(self)?);
         report.blobs = check_blobs(self, &mut problems)?;
         report.layer_dirs = check_layer_dir_names(self, &mut problems)?;
+        problems.extend(
+            self.abandoned_containers()?
+                .into_iter()
+                .map(|(dir, state)| {
+                    problem(
+                        ProblemKind::AbandonedContainer,
+                        &dir.path,
+                        format!(
+                    "container {} ({}) was started with --rm by a kiln process that is gone",
+                    state.name, state.image
+                ),
+                    )
+                }),
+        );
         problems.extend(stale_staging(self)?.into_iter().map(|entry| {
             problem(
                 ProblemKind::StaleStaging,

@@ -111,6 +111,11 @@ pub struct GcReport {
     pub layer_dirs: Vec<Removal>,
     /// Leftovers in `tmp/` of kiln processes that are gone.
     pub staging: Vec<Removal>,
+    /// `--rm` containers whose kiln was killed (named by container ID).
+    pub containers: Vec<Removal>,
+    /// Cgroups of kiln processes that are gone, by id. The store knows no cgroupfs: the
+    /// caller that cleans them (the CLI) fills this in.
+    pub cgroups: Vec<String>,
     /// Build-cache step records dropped (`drop_build_cache`).
     pub cache_records: usize,
     /// Cache-mount directories dropped (`drop_build_cache`).
@@ -124,6 +129,7 @@ impl GcReport {
             &self.blobs,
             &self.layer_dirs,
             &self.staging,
+            &self.containers,
             &self.cache_mounts,
         ]
         .into_iter()
@@ -169,6 +175,15 @@ impl Store {
         on_wait: &mut dyn FnMut(),
     ) -> std::result::Result<GcReport, GcError> {
         let _lock = self.exclusive_gc_lock(on_wait)?;
+        let containers = self
+            .abandoned_containers()?
+            .into_iter()
+            .map(|(dir, _)| Removal {
+                bytes: disk_usage(&dir.path),
+                name: dir.id,
+                path: dir.path,
+            })
+            .collect();
         if !options.dry_run {
             self.remove_abandoned_containers()?;
         }
@@ -176,6 +191,7 @@ impl Store {
         let mut report = GcReport {
             dry_run: options.dry_run,
             staging: stale_staging(self)?,
+            containers,
             ..GcReport::default()
         };
         if options.drop_build_cache {

@@ -302,6 +302,31 @@ pub fn clean_stale(root: &Path) -> Result<Vec<String>, CgroupError> {
     Ok(removed)
 }
 
+/// The `kiln-*` cgroups under `root` whose kiln is gone, as (id, dir), without touching
+/// them: what [`clean_stale`] would remove (`kiln fsck`, `kiln gc --dry-run`).
+pub fn stale(root: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
+    let mode = match detect(root) {
+        Ok(mode) => mode,
+        Err(CgroupError::NotMounted(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let groups = match mode {
+        CgroupMode::V2 => v2::existing(root)?,
+        CgroupMode::V1 | CgroupMode::Hybrid => v1::existing(root)?,
+    };
+    let mut out = Vec::new();
+    for (id, dirs) in groups {
+        let Some(anchor) = dirs.into_iter().next() else {
+            continue;
+        };
+        // Taking the lock and letting it go at once tells whether a kiln holds it.
+        if lock_owned(&anchor)?.is_some() {
+            out.push((id, anchor));
+        }
+    }
+    Ok(out)
+}
+
 fn cgroup_name(id: &str) -> String {
     format!("{CGROUP_PREFIX}{id}")
 }
