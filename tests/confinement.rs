@@ -420,3 +420,123 @@ fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
 }
+
+/// G22: run settings that grant privileges apply (and are named) for an image built here;
+/// for an image from elsewhere they are refused unless `--allow-image-privileges`, while
+/// settings that restrict always apply.
+#[test]
+fn image_run_settings_grant_only_for_images_built_here() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    let shared = env.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("host-file"), "from the host\n").unwrap();
+    let spec = format!(
+        "image: granted\n\
+         from: rootfs:{}\n\
+         run:\n\
+         \x20 privileged: true\n\
+         \x20 capabilities: {{ add: [NET_ADMIN], drop: [MKNOD] }}\n\
+         \x20 mounts: [{{ source: {}, target: /host }}]\n\
+         \x20 network: host\n\
+         \x20 pids: 10\n",
+        rootfs.display(),
+        shared.display()
+    );
+    let spec = env.write("ctx/kiln.yaml", &spec);
+    env.kiln_ok(&["build", "-f", spec.to_str().unwrap()]);
+    let probe = [
+        "granted",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status; cat /host/host-file 2>&1; \
+         (for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; wait) 2>&1 | grep -c 'can.t fork' ",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&probe);
+        let out = env.kiln(&args);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cap_eff = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no CapEff in {out}"))
+    };
+    // Built here: applied, and each grant named.
+    let (out, err) = run(&[]);
+    for grant in [
+        "grant: privileged",
+        "grant: cap-add NET_ADMIN",
+        "grant: mount",
+        "grant: network host",
+    ] {
+        assert!(err.contains(grant), "{grant} not named: {err}");
+    }
+    assert!(cap_eff(&out) & (1 << 21) != 0, "{out}");
+    assert!(out.contains("from the host"), "{out}");
+    // From elsewhere: the store's record of where the settings came from is gone, as for
+    // an image that arrives with settings of its own.
+    let index_path = env.root().join("index.json");
+    let index = std::fs::read_to_string(&index_path).unwrap();
+    assert!(index.contains("\"dev.kiln.origin\""), "{index}");
+    let mut doc: serde_json::Value = serde_json::from_str(&index).unwrap();
+    for m in doc["manifests"].as_array_mut().unwrap() {
+        m["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("dev.kiln.origin");
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (out, err) = run(&[]);
+    assert!(err.contains("refused"), "{err}");
+    for item in ["privileged", "cap-add NET_ADMIN", "mount ", "network host"] {
+        assert!(err.contains(item), "{item} not named as refused: {err}");
+    }
+    let eff = cap_eff(&out);
+    assert_eq!(
+        eff,
+        0xa80425fb & !(1 << 27),
+        "default caps minus MKNOD: {out}"
+    );
+    assert!(!out.contains("from the host"), "{out}");
+    // The pids limit (a restriction) still holds: some of the 12 sleeps could not fork.
+    let failed: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(failed > 0, "pids: 10 was not applied: {out}");
+    // The user may allow them.
+    let (out, err) = run(&["--allow-image-privileges"]);
+    assert!(err.contains("grant: privileged"), "{err}");
+    assert!(out.contains("from the host"), "{out}");
+}
+
+/// The OOM killer taking a child of the command is a warning; the command's own status
+/// stands.
+#[test]
+fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--memory",
+        "32m",
+        "bb",
+        "sh",
+        "-c",
+        "tail /dev/zero; echo survived; exit 3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    assert!(
+        err.contains("warning: a process in the container was killed: out of memory"),
+        "{err}"
+    );
+    assert!(!err.contains("kiln: killed: out of memory"), "{err}");
+}
