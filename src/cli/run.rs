@@ -12,7 +12,8 @@ use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
 use crate::build::{self, passwd};
 use crate::image::{self, Image, RuntimeConfig};
 use crate::runtime::{
-    self, BindMount, CapabilitySet, ContainerSpec, NetworkMode, Overlay, Process, Resources,
+    self, BindMount, CapabilitySet, ContainerSpec, DevicePolicy, NetworkMode, Overlay, Process,
+    Resources,
 };
 use crate::spec::{values, Network, RunDefaults};
 use crate::store::{ContainerDir, ContainerState, Store, Tagged};
@@ -272,6 +273,11 @@ fn resources(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Resources, 
         memory,
         cpus,
         pids: args.pids_limit.or(defaults.pids),
+        devices: if args.privileged {
+            DevicePolicy::All
+        } else {
+            DevicePolicy::Default
+        },
     })
 }
 

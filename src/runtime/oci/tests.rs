@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use super::*;
 use crate::runtime::tests::{busybox_layer, root_process};
-use crate::runtime::{run_container, BindMount, CapabilitySet, Overlay, Resources};
+use crate::runtime::{run_container, BindMount, CapabilitySet, DevicePolicy, Overlay, Resources};
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -56,6 +56,7 @@ impl Bench {
                 memory: Some(64 << 20),
                 cpus: Some(1.0),
                 pids: Some(64),
+                devices: DevicePolicy::Default,
             },
             capabilities: CapabilitySet::default(),
             no_new_privileges: true,
