@@ -327,3 +327,133 @@ fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
         attempt += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::devices::{DevicePolicy, ALLOW_ALL, DEFAULT_RULES};
+    use super::*;
+
+    /// Where the interpreter pretends the context lives.
+    const CTX_ADDR: u64 = 0x1000;
+
+    /// Runs `prog` on a device context the way the kernel would, for the instructions
+    /// [`program`] emits; anything else fails the test.
+    fn run(prog: &[Insn], access_type: u32, major: u32, minor: u32) -> u64 {
+        let ctx = [access_type, major, minor];
+        let mut reg = [0u64; 11];
+        reg[R_CTX as usize] = CTX_ADDR;
+        let mut pc = 0;
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let (dst, src) = (usize::from(i.regs & 0xf), usize::from(i.regs >> 4));
+            let imm32 = i.imm as u32;
+            let jump = |taken: bool| if taken { i.off as usize } else { 0 };
+            match i.code {
+                LDX_MEM_W => {
+                    assert_eq!(reg[src], CTX_ADDR, "load through a non-context register");
+                    reg[dst] = ctx[i.off as usize / 4].into();
+                }
+                ALU32_AND_K => reg[dst] = (reg[dst] as u32 & imm32).into(),
+                ALU32_RSH_K => reg[dst] = (reg[dst] as u32 >> imm32).into(),
+                ALU32_MOV_K => reg[dst] = imm32.into(),
+                ALU32_MOV_X => reg[dst] = (reg[src] as u32).into(),
+                JMP32_JNE_K => pc += jump(reg[dst] as u32 != imm32),
+                JMP32_JNE_X => pc += jump(reg[dst] as u32 != reg[src] as u32),
+                JMP_EXIT => return reg[R0 as usize],
+                code => panic!("unexpected opcode {code:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// Compares the program's verdicts with the rules' meaning over a grid of devices:
+    /// numbers next to the allowed ones, extremes, and all 7 access combinations.
+    fn assert_program_means(rules: &[DeviceRule]) {
+        let prog = program(rules);
+        let kinds = [(DeviceKind::Block, DEV_BLOCK), (DeviceKind::Char, DEV_CHAR)];
+        let numbers = [
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            10,
+            11,
+            135,
+            136,
+            137,
+            200,
+            0xfffff,
+            u32::MAX,
+        ];
+        for (kind, type_bits) in kinds {
+            for major in numbers {
+                for minor in numbers {
+                    for requested in every_access() {
+                        let ctx_access = (u32::from(requested.bits()) << 16) | type_bits as u32;
+                        let want = rules
+                            .iter()
+                            .any(|r| r.allows(kind, major, minor, requested));
+                        assert_eq!(
+                            run(&prog, ctx_access, major, minor),
+                            u64::from(want),
+                            "{kind:?} {major}:{minor} {}",
+                            requested.letters()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 7 non-empty combinations of read, write and mknod.
+    fn every_access() -> impl Iterator<Item = Access> {
+        let ops = [Access::MKNOD, Access::READ, Access::WRITE];
+        (1..8usize).map(move |set| {
+            (0..3)
+                .filter(|i| set & (1 << i) != 0)
+                .fold(Access::NONE, |acc, i| acc.union(ops[i]))
+        })
+    }
+
+    #[test]
+    fn the_default_program_allows_exactly_the_default_rules() {
+        assert_program_means(&DEFAULT_RULES);
+        assert_eq!(DevicePolicy::Default.rules(), DEFAULT_RULES);
+    }
+
+    #[test]
+    fn the_allow_all_program_allows_everything() {
+        assert_program_means(&ALLOW_ALL);
+    }
+
+    #[test]
+    fn partial_access_and_wildcard_rules_mean_what_they_say() {
+        let rules = [
+            DeviceRule {
+                kind: DeviceKind::Char,
+                major: Some(1),
+                minor: Some(3),
+                access: Access::READ,
+            },
+            DeviceRule {
+                kind: DeviceKind::Block,
+                major: Some(7),
+                minor: None,
+                access: Access::READ.union(Access::WRITE),
+            },
+            DeviceRule {
+                kind: DeviceKind::All,
+                major: None,
+                minor: Some(9),
+                access: Access::MKNOD,
+            },
+        ];
+        assert_program_means(&rules);
+        assert_program_means(&[]);
+    }
+}

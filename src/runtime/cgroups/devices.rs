@@ -38,6 +38,7 @@ impl DeviceKind {
 pub struct Access(u8);
 
 impl Access {
+    pub const NONE: Access = Access(0);
     /// Creating a node with `mknod`.
     pub const MKNOD: Access = Access(1);
     pub const READ: Access = Access(2);
@@ -47,6 +48,10 @@ impl Access {
 
     pub const fn bits(self) -> u8 {
         self.0
+    }
+
+    pub const fn union(self, other: Access) -> Access {
+        Access(self.0 | other.0)
     }
 
     /// Whether every operation of `other` is in `self`.

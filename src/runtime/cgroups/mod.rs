@@ -559,4 +559,6 @@ fn kiln_children(parent: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
 }
 
 #[cfg(test)]
+mod device_tests;
+#[cfg(test)]
 mod tests;
