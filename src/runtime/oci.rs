@@ -120,7 +120,7 @@ fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
 /// each rule (an absent major or minor is a wildcard). runc appends its own defaults,
 /// which the list already contains, so runc enforces exactly what kiln does.
 fn devices(policy: DevicePolicy) -> Vec<Value> {
-    let deny_all = json!({"allow": false, "access": "rwm"});
+    let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
     let allows = policy.rules().iter().map(|rule| {
         let mut entry = json!({
             "allow": true,
