@@ -301,10 +301,10 @@ fn assert_probes_in_cgroup(probes: &[Probe], join: impl FnOnce(i32)) {
 
 /// The temp dir for the nodes, a loop device, and its "shipped" node.
 struct Bench {
-    tmp: tempfile::TempDir,
-    // Dropped after the probes, before the temp dir.
+    // Fields drop in order: the loop device is detached before its backing file goes.
     dev: LoopDevice,
     shipped: PathBuf,
+    tmp: tempfile::TempDir,
 }
 
 impl Bench {
@@ -314,7 +314,7 @@ impl Bench {
         let shipped = shipped_node(tmp.path(), &dev);
         let nodes = tmp.path().join("nodes");
         fs::create_dir(&nodes).unwrap();
-        Bench { tmp, dev, shipped }
+        Bench { dev, shipped, tmp }
     }
 
     fn nodes(&self) -> PathBuf {
