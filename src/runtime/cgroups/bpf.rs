@@ -4,7 +4,7 @@
 //! cgroup v2 has no `devices` controller; the kernel instead runs the device programs
 //! attached to a task's cgroup (and its ancestors) whenever the task creates or opens a
 //! device node, and refuses with EPERM unless every one returns 1. kiln writes the program
-//! itself (a dozen instructions per rule, no helpers, no maps), so no compiler, libbpf or
+//! itself (a few instructions per rule, no helpers, no maps), so no compiler, libbpf or
 //! object file is involved, and loads and attaches it with the raw `bpf(2)` syscall.
 //!
 //! Attach flag: `BPF_F_ALLOW_MULTI`, as runc uses. A program attached below ours (by a
