@@ -5,7 +5,9 @@
 //! go through [`confinement`]; `kiln run` first merges the image's `run:` defaults with its
 //! flags into the same [`Privileges`] and [`Limits`], then calls it too.
 
-use crate::runtime::{CapabilityError, CapabilitySet, Confinement, Resources, SeccompPolicy};
+use crate::runtime::{
+    CapabilityError, CapabilitySet, Confinement, DevicePolicy, Resources, SeccompPolicy,
+};
 use crate::spec::{Limits, Privileges};
 
 /// `--security-opt` settings that are not capabilities.
@@ -28,6 +30,7 @@ pub fn confinement(
         memory: limits.memory,
         cpus: limits.cpus,
         pids: limits.pids,
+        devices: DevicePolicy::Default,
     };
     let mut confinement = match privileges.privileged {
         true => Confinement::privileged(resources),

@@ -10,7 +10,7 @@
 //! `kiln run`'s stderr).
 
 use super::capabilities::{self, CapabilitySet, CapsPlan};
-use super::cgroups::Resources;
+use super::cgroups::{DevicePolicy, Resources};
 use super::error::{Report, Stage, NO_DETAIL};
 use super::seccomp::SeccompProgram;
 use super::sys::Errno;
@@ -53,13 +53,16 @@ impl Default for Confinement {
 
 impl Confinement {
     /// `--privileged` / `privileged: true`: every capability kiln holds, no seccomp filter,
-    /// setuid gains allowed. Limits still apply.
+    /// setuid gains allowed, every device. Limits still apply.
     pub fn privileged(resources: Resources) -> Confinement {
         Confinement {
             capabilities: CapabilitySet::privileged(),
             no_new_privileges: false,
             seccomp: SeccompPolicy::Unconfined,
-            resources,
+            resources: Resources {
+                devices: DevicePolicy::All,
+                ..resources
+            },
         }
     }
 
@@ -87,6 +90,9 @@ impl Confinement {
         }
         if !self.no_new_privileges {
             grants.push("no-new-privileges=false".into());
+        }
+        if self.resources.devices == DevicePolicy::All {
+            grants.push("all devices".into());
         }
         grants
     }

@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 
 use super::capabilities::CapabilitySet;
-use super::cgroups::{self, CgroupMode, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
+use super::cgroups::{self, CgroupMode, DevicePolicy, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::error::RuntimeError;
@@ -104,8 +104,7 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let res = &spec.confinement.resources;
     let mut out = json!({
-        // Like Docker: no device access beyond the defaults the runtime adds.
-        "devices": [{"allow": false, "access": "rwm"}],
+        "devices": devices(res.devices),
         "pids": {"limit": res.pids_limit()},
     });
     if let Some(bytes) = res.memory {
@@ -116,6 +115,28 @@ fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
         out["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
     }
     Ok(out)
+}
+
+/// kiln's device allow-list as OCI device cgroup entries: deny everything, then allow
+/// each rule (an absent major or minor is a wildcard). runc appends its own defaults,
+/// which the list already contains, so runc enforces exactly what kiln does.
+fn devices(policy: DevicePolicy) -> Vec<Value> {
+    let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
+    let allows = policy.rules().iter().map(|rule| {
+        let mut entry = json!({
+            "allow": true,
+            "type": rule.kind.letter().to_string(),
+            "access": rule.access.letters(),
+        });
+        if let Some(major) = rule.major {
+            entry["major"] = major.into();
+        }
+        if let Some(minor) = rule.minor {
+            entry["minor"] = minor.into();
+        }
+        entry
+    });
+    std::iter::once(deny_all).chain(allows).collect()
 }
 
 /// The same filesystems kiln mounts, in the order a runtime must mount them.

@@ -1,11 +1,18 @@
-//! Control groups for `kiln run`: memory, CPU and pids limits, OOM detection, cleanup.
+//! Control groups for `kiln run`: memory, CPU and pids limits, the device allow-list, OOM
+//! detection, cleanup.
 //!
 //! A container's processes are put in a cgroup of their own, `kiln-<id>`, below a `kiln`
 //! parent: on cgroup v1 one directory per controller (`<root>/memory/kiln/kiln-<id>`,
-//! `<root>/cpu/kiln/kiln-<id>`, `<root>/pids/kiln/kiln-<id>`), on cgroup v2 one directory
-//! (`<root>/kiln/kiln-<id>`) with the controllers enabled in the parents' `subtree_control`.
-//! A hybrid host (v1 controllers plus an empty v2 hierarchy at `<root>/unified`) is driven
-//! through v1, where the controllers are.
+//! `<root>/cpu/kiln/kiln-<id>`, `<root>/pids/kiln/kiln-<id>`,
+//! `<root>/devices/kiln/kiln-<id>`), on cgroup v2 one directory (`<root>/kiln/kiln-<id>`)
+//! with the controllers enabled in the parents' `subtree_control`. A hybrid host (v1
+//! controllers plus an empty v2 hierarchy at `<root>/unified`) is driven through v1, where
+//! the controllers are.
+//!
+//! Devices ([`devices`]): the allow-list is written to the v1 `devices` controller, or on
+//! v2 (which has no such controller) enforced by an eBPF program attached to the cgroup
+//! ([`bpf`]). A container is never started without it: a v1 host lacking the `devices`
+//! controller is an error unless the policy allows every device (`--privileged`).
 //!
 //! Every path is relative to a configurable root (normally `/sys/fs/cgroup`), so the v2
 //! logic can be tested against a directory that imitates cgroupfs on this v1 machine.
@@ -15,8 +22,13 @@
 //! cgroup whose lock is free belongs to a kiln that died (its container died with it through
 //! `PR_SET_PDEATHSIG`), and [`clean_stale`] kills whatever is left in it and removes it.
 
+mod bpf;
+pub mod devices;
 mod v1;
 mod v2;
+
+pub use bpf::attach_device_filter;
+pub use devices::{Access, DeviceKind, DevicePolicy, DeviceRule};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -56,7 +68,8 @@ pub enum CgroupMode {
 }
 
 /// Limits for a container. `None` means no limit, except for `pids` (see
-/// [`DEFAULT_PIDS_LIMIT`]).
+/// [`DEFAULT_PIDS_LIMIT`]); devices are confined to the default allow-list unless
+/// `devices` says otherwise.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {
     /// Memory limit in bytes; swap is not allowed on top of it.
@@ -65,6 +78,8 @@ pub struct Resources {
     pub cpus: Option<f64>,
     /// The most processes and threads the container may have at once.
     pub pids: Option<u64>,
+    /// Which devices the container may create and open.
+    pub devices: DevicePolicy,
 }
 
 impl Resources {
@@ -124,6 +139,13 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after {secs} s and cannot be removed")]
     Busy { path: PathBuf, secs: u64 },
+    #[error("cannot {what} the eBPF program that enforces the device allow-list on cgroup v2: {source}{log}")]
+    DeviceFilter {
+        what: &'static str,
+        source: io::Error,
+        /// The verifier's log, with a leading newline, or empty.
+        log: String,
+    },
 }
 
 impl CgroupError {
@@ -201,8 +223,8 @@ impl Cgroup {
         })
     }
 
-    fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
-        match &self.backend {
+    fn apply(&mut self, resources: &Resources) -> Result<(), CgroupError> {
+        match &mut self.backend {
             Some(Backend::V1(g)) => g.apply(resources),
             Some(Backend::V2(g)) => g.apply(resources),
             None => Ok(()),
@@ -427,6 +449,24 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
         })
 }
 
+/// Writes each of `values` to a cgroup interface file that takes one entry per `write`
+/// (`devices.allow`). The file is opened once and not truncated, so a test imitation
+/// collects every entry, one per line.
+fn write_lines(path: &Path, values: &[String]) -> Result<(), CgroupError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(CgroupError::io("open cgroup file", path))?;
+    for value in values {
+        file.write_all(format!("{value}\n").as_bytes())
+            .map_err(CgroupError::io("write to", path))?;
+    }
+    Ok(())
+}
+
 /// Reads a cgroup interface file, bounded.
 fn read_file(path: &Path) -> Result<String, CgroupError> {
     let file = OpenOptions::new()
@@ -543,5 +583,7 @@ fn kiln_children(parent: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
     Ok(out)
 }
 
+#[cfg(test)]
+mod device_tests;
 #[cfg(test)]
 mod tests;

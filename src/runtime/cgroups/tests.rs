@@ -96,13 +96,18 @@ fn v1_limits_are_written_joined_and_removed() {
         memory: Some(32 << 20),
         cpus: Some(0.5),
         pids: Some(16),
+        ..Resources::default()
     };
     let cg = Cgroup::create(real_root(), &id, &res).unwrap();
     let name = format!("kiln-{id}");
     let memory = real_root().join("memory/kiln").join(&name);
     let cpu = real_root().join("cpu/kiln").join(&name);
     let pids = real_root().join("pids/kiln").join(&name);
-    assert_eq!(cg.paths(), [memory.clone(), cpu.clone(), pids.clone()]);
+    let devices = real_root().join("devices/kiln").join(&name);
+    assert_eq!(
+        cg.paths(),
+        [memory.clone(), cpu.clone(), pids.clone(), devices.clone()]
+    );
     assert!(!cg.wants_namespace());
     assert_eq!(read(&memory.join("memory.limit_in_bytes")), "33554432");
     assert_eq!(
@@ -121,6 +126,7 @@ fn v1_limits_are_written_joined_and_removed() {
         "{membership}"
     );
     assert!(membership.contains(&format!(":pids:/kiln/{name}\n")));
+    assert!(membership.contains(&format!(":devices:/kiln/{name}\n")));
     assert!(!cg.oom_killed().unwrap());
     cg.remove().unwrap();
     // Removal killed the process left inside.
@@ -129,7 +135,7 @@ fn v1_limits_are_written_joined_and_removed() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
-    for dir in [memory, cpu, pids] {
+    for dir in [memory, cpu, pids, devices] {
         assert!(!dir.exists(), "{} remains", dir.display());
     }
 }
@@ -172,31 +178,36 @@ fn v1_oom_kill_is_detected() {
 fn v1_stale_cgroups_are_killed_and_removed_but_owned_ones_kept() {
     let live_id = unique_id("v1-live");
     let live = Cgroup::create(real_root(), &live_id, &Resources::default()).unwrap();
+    let stale_dirs = |id: &str, controllers: &[&str]| -> Vec<PathBuf> {
+        controllers
+            .iter()
+            .map(|c| real_root().join(c).join("kiln").join(format!("kiln-{id}")))
+            .collect()
+    };
     // A kiln that died: its cgroup exists with a process in it, and nobody holds the lock.
     let stale_id = unique_id("v1-stale");
-    let stale_dirs: Vec<PathBuf> = ["memory", "pids"]
-        .iter()
-        .map(|c| {
-            real_root()
-                .join(c)
-                .join("kiln")
-                .join(format!("kiln-{stale_id}"))
-        })
-        .collect();
+    let stale = stale_dirs(&stale_id, &["memory", "pids", "devices"]);
+    // One that died while removing its cgroup: only the devices dir is left.
+    let half_id = unique_id("v1-half");
+    let half = stale_dirs(&half_id, &["devices"]);
     let mut orphan = idle_process("read x");
-    for dir in &stale_dirs {
+    for dir in stale.iter().chain(&half) {
         fs::create_dir_all(dir).unwrap();
         fs::write(dir.join("cgroup.procs"), orphan.id().to_string()).unwrap();
     }
     let removed = clean_stale(real_root()).unwrap();
-    // A concurrent test's cleanup may have got there first; either way it is gone.
+    // A concurrent test's cleanup may have got there first; either way they are gone.
     assert!(
-        removed.contains(&stale_id) || !stale_dirs[0].exists(),
+        removed.contains(&stale_id) || !stale[0].exists(),
+        "{removed:?}"
+    );
+    assert!(
+        removed.contains(&half_id) || !half[0].exists(),
         "{removed:?}"
     );
     assert!(!removed.contains(&live_id));
-    for dir in &stale_dirs {
-        assert!(!dir.exists());
+    for dir in stale.iter().chain(&half) {
+        assert!(!dir.exists(), "{} remains", dir.display());
     }
     assert!(orphan.wait().is_ok());
     assert!(live.paths().iter().all(|p| p.is_dir()));
@@ -210,6 +221,7 @@ fn v2_controllers_limits_join_oom_and_removal_in_an_imitation() {
         memory: Some(32 << 20),
         cpus: Some(1.5),
         pids: Some(16),
+        ..Resources::default()
     };
     let cg = Cgroup::create(root.path(), "abc", &res).unwrap();
     let dir = root.path().join("kiln/kiln-abc");
@@ -305,4 +317,101 @@ fn v2_stale_cleanup_skips_owned_cgroups() {
 fn a_root_without_cgroups_has_nothing_stale() {
     let tmp = tempfile::tempdir().unwrap();
     assert!(clean_stale(tmp.path()).unwrap().is_empty());
+}
+
+/// A temp dir laid out like a cgroup v1 root with `controllers` mounted.
+fn fake_v1_root(controllers: &[&str]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for c in controllers {
+        fs::create_dir(tmp.path().join(c)).unwrap();
+        fs::write(tmp.path().join(c).join("cgroup.procs"), "").unwrap();
+    }
+    tmp
+}
+
+fn with_devices(devices: DevicePolicy) -> Resources {
+    Resources {
+        devices,
+        ..Resources::default()
+    }
+}
+
+#[test]
+fn v1_imitation_gets_deny_all_then_the_default_allow_list() {
+    let root = fake_v1_root(&["memory", "cpu", "pids", "devices"]);
+    let cg = Cgroup::create(root.path(), "dev", &Resources::default()).unwrap();
+    let dir = root.path().join("devices/kiln/kiln-dev");
+    assert_eq!(cg.paths().last(), Some(&dir));
+    assert_eq!(read(&dir.join("devices.deny")), "a");
+    assert_eq!(
+        fs::read_to_string(dir.join("devices.allow")).unwrap(),
+        "c *:* m\nb *:* m\n\
+         c 1:3 rwm\nc 1:5 rwm\nc 1:7 rwm\nc 1:8 rwm\nc 1:9 rwm\n\
+         c 5:0 rwm\nc 5:1 rwm\nc 5:2 rwm\nc 136:* rwm\n"
+    );
+    cg.remove().unwrap();
+    assert!(!dir.exists());
+}
+
+#[test]
+fn v1_imitation_privileged_allows_every_device() {
+    let root = fake_v1_root(&["memory", "cpu", "pids", "devices"]);
+    let cg = Cgroup::create(root.path(), "priv", &with_devices(DevicePolicy::All)).unwrap();
+    let dir = root.path().join("devices/kiln/kiln-priv");
+    assert_eq!(read(&dir.join("devices.deny")), "a");
+    assert_eq!(read(&dir.join("devices.allow")), "a *:* rwm");
+    cg.remove().unwrap();
+}
+
+#[test]
+fn v1_without_a_devices_controller_refuses_a_default_container() {
+    let root = fake_v1_root(&["memory", "cpu", "pids"]);
+    let err = Cgroup::create(root.path(), "nodev", &Resources::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CgroupError::ControllerMissing {
+                controller: "devices",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("devices cgroup controller"),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("pids/kiln/kiln-nodev").exists(),
+        "nothing left behind"
+    );
+    // Allowing every device needs no controller.
+    let cg = Cgroup::create(root.path(), "priv", &with_devices(DevicePolicy::All)).unwrap();
+    cg.remove().unwrap();
+}
+
+fn v2_device_filter(cg: &Cgroup) -> v2::DeviceFilter {
+    match &cg.backend {
+        Some(Backend::V2(g)) => g.device_filter(),
+        other => panic!("not a v2 cgroup: {other:?}"),
+    }
+}
+
+#[test]
+fn v2_imitation_writes_no_device_files_and_attaches_no_program() {
+    let root = fake_v2_root();
+    for (id, policy, filter) in [
+        ("dflt", DevicePolicy::Default, v2::DeviceFilter::NotCgroupfs),
+        ("all", DevicePolicy::All, v2::DeviceFilter::None),
+    ] {
+        let cg = Cgroup::create(root.path(), id, &with_devices(policy)).unwrap();
+        assert_eq!(v2_device_filter(&cg), filter, "{policy:?}");
+        let dir = root.path().join("kiln").join(format!("kiln-{id}"));
+        let files: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!files.iter().any(|f| f.starts_with("devices")), "{files:?}");
+        cg.remove().unwrap();
+    }
 }

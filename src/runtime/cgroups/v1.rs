@@ -1,16 +1,22 @@
 //! cgroup v1: one hierarchy per controller, so one `kiln/kiln-<id>` dir in each of the
-//! `memory`, `cpu` and `pids` hierarchies that the host has mounted.
+//! `memory`, `cpu`, `pids` and `devices` hierarchies that the host has mounted.
+//!
+//! The `devices` controller takes the allow-list as "deny all" (`a` to `devices.deny`)
+//! followed by one `devices.allow` write per rule; the kernel only accepts exceptions that
+//! the parent allows, and `kiln/` inherits the root's "allow all".
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::devices::DevicePolicy;
 use super::{
     cgroup_name, ensure_dir, keyed_value, kiln_children, read_file, remove_dirs, write_file,
-    CgroupError, Resources, CGROUP_PARENT, CPU_PERIOD_US,
+    write_lines, CgroupError, Resources, CGROUP_PARENT, CPU_PERIOD_US,
 };
 
 /// The controllers kiln uses, in a fixed order: the first present one holds the lock.
-const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// (`devices` comes last so that the lock stays where kilns before it put it.)
+const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "devices"];
 
 /// Controllers mounted under `root`: (name, hierarchy root).
 pub(super) fn available_controllers(root: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -87,7 +93,20 @@ impl Group {
             Err(_) if res.pids.is_none() => {}
             Err(e) => return Err(e),
         }
-        Ok(())
+        self.apply_devices(res.devices)
+    }
+
+    /// Replaces the inherited "allow all" with the policy's rules. Without the controller
+    /// only a policy that confines nothing can be honoured.
+    fn apply_devices(&self, policy: DevicePolicy) -> Result<(), CgroupError> {
+        let dir = match self.dir("devices", "the device allow-list every container needs") {
+            Ok(dir) => dir,
+            Err(_) if !policy.confines() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        write_file(&dir.join("devices.deny"), "a")?;
+        let lines: Vec<String> = policy.rules().iter().map(|r| r.v1_line()).collect();
+        write_lines(&dir.join("devices.allow"), &lines)
     }
 
     /// `oom_kill N` in `memory.oom_control` (kernel 4.13+), else any limit hit.

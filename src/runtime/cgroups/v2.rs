@@ -1,13 +1,35 @@
 //! cgroup v2: one `kiln/kiln-<id>` dir in the unified hierarchy, with the controllers it
 //! needs enabled in the `subtree_control` of the root and of `kiln/`.
+//!
+//! The device allow-list is an eBPF program attached to the dir ([`super::bpf`]). A
+//! program can only be attached to a real cgroup2 directory, so on a test imitation of
+//! cgroupfs (a plain temp dir, where joining moves no process anywhere either) kiln does
+//! not try: the imitation tests cover the interface-file writes only, and the program is
+//! tested on this host's real (controller-less) cgroup2 hierarchy.
 
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::bpf::attach_device_filter;
+use super::devices::DevicePolicy;
 use super::{
     cgroup_name, ensure_dir, keyed_value, kiln_children, read_file, write_file, CgroupError,
     Resources, CGROUP_PARENT, CPU_PERIOD_US,
 };
+
+/// How a v2 group's devices are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeviceFilter {
+    /// Not applied yet, or the policy confines nothing: no program.
+    None,
+    /// The allow-list program is attached to the group's dir.
+    Attached,
+    /// The dir is not on a cgroup2 filesystem (a test imitation), so nothing could be
+    /// attached, nor can a process really join it.
+    NotCgroupfs,
+}
 
 /// The controllers kiln enables for its cgroups, when the host offers them.
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
@@ -18,6 +40,7 @@ pub(super) struct Group {
     dir: PathBuf,
     /// Controllers enabled for the group.
     controllers: Vec<&'static str>,
+    devices: DeviceFilter,
 }
 
 impl Group {
@@ -37,6 +60,7 @@ impl Group {
             root: root.to_path_buf(),
             dir,
             controllers,
+            devices: DeviceFilter::None,
         })
     }
 
@@ -56,7 +80,7 @@ impl Group {
         }
     }
 
-    pub(super) fn apply(&self, res: &Resources) -> Result<(), CgroupError> {
+    pub(super) fn apply(&mut self, res: &Resources) -> Result<(), CgroupError> {
         if let Some(bytes) = res.memory {
             self.require("memory", "a memory limit")?;
             write_file(&self.dir.join("memory.max"), &bytes.to_string())?;
@@ -78,7 +102,36 @@ impl Group {
             Err(_) if res.pids.is_none() => {}
             Err(e) => return Err(e),
         }
+        self.devices = self.apply_devices(res.devices)?;
         Ok(())
+    }
+
+    /// Attaches the allow-list program, before any process joins.
+    fn apply_devices(&self, policy: DevicePolicy) -> Result<DeviceFilter, CgroupError> {
+        if !policy.confines() {
+            return Ok(DeviceFilter::None);
+        }
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&self.dir)
+            .map_err(CgroupError::io("open cgroup", &self.dir))?;
+        // Checked on the fd the program is attached through, so it is the same dir.
+        let on_cgroup2 = nix::sys::statfs::fstatfs(&dir)
+            .map_err(|e| CgroupError::io("statfs", &self.dir)(e.into()))?
+            .filesystem_type()
+            == nix::sys::statfs::CGROUP2_SUPER_MAGIC;
+        if !on_cgroup2 {
+            return Ok(DeviceFilter::NotCgroupfs);
+        }
+        attach_device_filter(dir.as_fd(), policy.rules())?;
+        Ok(DeviceFilter::Attached)
+    }
+
+    /// How the group's devices are confined.
+    #[cfg(test)]
+    pub(super) fn device_filter(&self) -> DeviceFilter {
+        self.devices
     }
 
     /// `oom_kill N` in `memory.events`.

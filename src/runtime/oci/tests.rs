@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use super::*;
 use crate::runtime::tests::{busybox_layer, root_process};
 use crate::runtime::{
-    run_container, BindMount, CapabilitySet, Confinement, Overlay, Resources, SeccompPolicy,
+    run_container, BindMount, CapabilitySet, Confinement, DevicePolicy, Overlay, Resources,
+    SeccompPolicy,
 };
 
 const RUNC: &str = "/usr/sbin/runc";
@@ -59,6 +60,7 @@ impl Bench {
                     memory: Some(64 << 20),
                     cpus: Some(1.0),
                     pids: Some(64),
+                    devices: DevicePolicy::Default,
                 },
                 ..Confinement::default()
             },
@@ -106,9 +108,12 @@ impl Bench {
 
 const SCRIPT: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; hostname; \
                       cat /etc/resolv.conf; ls /sys/class/net; wc -c < /proc/keys; \
-                      touch /scratch/x && echo tmpfs-ok";
+                      touch /scratch/x && echo tmpfs-ok; \
+                      if mknod /kmsg c 1 11 2>/dev/null; then echo mknod-ok; \
+                      (: > /kmsg) 2>/dev/null && echo kmsg-opened || echo kmsg-denied; fi";
 
-fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) {
+/// Runs SCRIPT in both and compares; returns kiln's output.
+fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) -> String {
     let bench = Bench::new();
     let mut kiln_spec = bench.spec(&format!("{tag}-kiln"), SCRIPT);
     kiln_spec.confinement.capabilities = caps;
@@ -120,11 +125,14 @@ fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) {
     let eff = format!("{:016x}", caps.effective);
     assert!(kiln.contains(&format!("CapEff:\t{eff}\n")), "{kiln}");
     assert_eq!(runc, kiln);
+    kiln
 }
 
 #[test]
 fn runc_runs_the_bundle_with_the_default_capabilities() {
-    same_in_runc_and_kiln("default", CapabilitySet::default());
+    let out = same_in_runc_and_kiln("default", CapabilitySet::default());
+    // Both let the container make a kmsg node, and neither lets it open it.
+    assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");
 }
 
 #[test]
@@ -136,7 +144,9 @@ fn runc_runs_the_bundle_with_drop_all_add_one() {
 
 #[test]
 fn runc_runs_the_bundle_privileged() {
-    same_in_runc_and_kiln("privileged", CapabilitySet::privileged());
+    let out = same_in_runc_and_kiln("privileged", CapabilitySet::privileged());
+    // Every capability, but the device allow-list still applies (it is Resources').
+    assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");
 }
 
 #[test]
@@ -168,4 +178,46 @@ fn the_config_carries_limits_namespaces_and_seccomp() {
     let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
     assert!(config["linux"].get("seccomp").is_none());
     assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn the_config_device_list_is_kilns_allow_list() {
+    let bench = Bench::new();
+    let mut spec = bench.spec("devices", "true");
+    let devices = |spec: &ContainerSpec| {
+        let config = serde_json::to_value(oci_config(spec).unwrap()).unwrap();
+        config["linux"]["resources"]["devices"].clone()
+    };
+    let entry = |major: u32, minor: Option<u32>| match minor {
+        Some(minor) => {
+            json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"})
+        }
+        None => json!({"allow": true, "type": "c", "major": major, "access": "rwm"}),
+    };
+    let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
+    let mut want = vec![
+        deny_all.clone(),
+        json!({"allow": true, "type": "c", "access": "m"}),
+        json!({"allow": true, "type": "b", "access": "m"}),
+    ];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        want.push(entry(major, Some(minor)));
+    }
+    want.push(entry(136, None));
+    assert_eq!(devices(&spec), json!(want));
+
+    spec.confinement.resources.devices = DevicePolicy::All;
+    assert_eq!(
+        devices(&spec),
+        json!([deny_all, {"allow": true, "type": "a", "access": "rwm"}])
+    );
 }
