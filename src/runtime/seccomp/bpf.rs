@@ -233,13 +233,20 @@ struct Run<'p> {
     rules: Option<&'p [Rule]>,
 }
 
+/// The runs from 0 on; the last one reaches `u32::MAX`, so numbers above the table belong
+/// to the default unless the prelude answered them already.
 fn runs(policy: &Policy) -> Vec<Run<'_>> {
     let mut runs: Vec<Run> = Vec::new();
-    for nr in 0..=policy.max_nr {
-        let rules = policy.effective_rules(nr);
-        if runs.last().is_none_or(|run| run.rules != rules) {
-            runs.push(Run { first: nr, rules });
+    let mut push = |first, rules| {
+        if runs.last().is_none_or(|run: &Run| run.rules != rules) {
+            runs.push(Run { first, rules });
         }
+    };
+    for nr in 0..=policy.max_nr {
+        push(nr, policy.effective_rules(nr));
+    }
+    if !policy.enosys_above_max() {
+        push(policy.max_nr + 1, None);
     }
     runs
 }
@@ -511,13 +518,14 @@ mod tests {
     fn an_allow_by_default_policy_does_not_refuse_newer_calls() {
         let mut syscalls = BTreeMap::new();
         let keyctl = table::number("keyctl").unwrap();
-        syscalls.insert(
-            keyctl,
-            vec![Rule {
+        // The highest number has a rule too: it must not reach above the table.
+        for nr in [keyctl, table::max_nr()] {
+            let refuse = Rule {
                 args: vec![],
                 action: Action::Errno(1),
-            }],
-        );
+            };
+            syscalls.insert(nr, vec![refuse]);
+        }
         let policy = Policy {
             default: Action::Allow,
             syscalls,

@@ -478,3 +478,32 @@ fn a_bad_profile_is_a_clear_error() {
     );
     assert!(refusal(&huge).contains("kiln reads at most 1048576"));
 }
+
+/// Three rules with comparisons for every call of the table, different for each call (the
+/// compiler shares equal rules): more than the kernel takes.
+#[test]
+fn a_profile_too_long_for_the_kernel_is_refused() {
+    let rule = |name: &str, value: u32| {
+        serde_json::json!({
+            "names": [name],
+            "action": "SCMP_ACT_ERRNO",
+            "args": [
+                {"index": 0, "value": value, "op": "SCMP_CMP_GT"},
+                {"index": 1, "value": value, "op": "SCMP_CMP_NE"},
+            ],
+        })
+    };
+    let syscalls: Vec<_> = table::all()
+        .flat_map(|s| (0..3).map(move |i| rule(s.name, s.nr * 3 + i)))
+        .collect();
+    let json = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls});
+    let err = SeccompProgram::from_docker_profile(json.to_string().as_bytes(), 0).unwrap_err();
+    assert!(
+        matches!(err, SeccompError::TooLong(n) if n > bpf::MAX_INSNS),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("the kernel takes at most 4096"),
+        "{err}"
+    );
+}
