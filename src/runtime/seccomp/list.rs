@@ -24,7 +24,15 @@
 //! mount-API calls under `CAP_SYS_ADMIN`, and `file_getattr`/`file_setattr` (6.17, the
 //! `FS_IOC_FS[GS]ETXATTR` ioctls as calls) are allowed; Docker's list predates them.
 //! `socket`'s rules compare all 64 bits of the family, so a family with high bits set
-//! (which the kernel would truncate to `AF_VSOCK`) is refused too.
+//! (which the kernel would truncate to `AF_VSOCK`) is refused too. (Docker's newest list
+//! allows named families only and also refuses `AF_ALG`; kiln refuses `AF_VSOCK` only, as
+//! SECURITY.md rule 14 says.)
+//!
+//! Of the calls newer than libseccomp 2.5: `cachestat`, `fchmodat2`, `map_shadow_stack`,
+//! `futex_wake`/`wait`/`requeue`, `statmount`/`listmount` (read the caller's own mount
+//! namespace), `mseal`, `uretprobe` and the `*xattrat` calls are allowed, as Docker does;
+//! `lsm_get_self_attr`/`lsm_set_self_attr`/`lsm_list_modules` need `CAP_SYS_ADMIN`, as in
+//! Docker (they read and change the process's LSM labels, the confinement itself).
 
 use caps::Capability as Cap;
 

@@ -43,7 +43,10 @@ pub enum SeccompError {
     TooLarge(usize),
     #[error("the seccomp profile's {field}: {problem}")]
     Invalid { field: String, problem: String },
-    #[error("the seccomp filter needs {0} instructions; the kernel takes at most {max}", max = bpf::MAX_INSNS)]
+    #[error(
+        "the seccomp filter needs {0} instructions; the kernel takes at most {max}",
+        max = bpf::MAX_INSNS
+    )]
     TooLong(usize),
 }
 

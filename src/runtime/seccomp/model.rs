@@ -198,7 +198,8 @@ pub(super) struct Policy {
     pub default: Action,
     /// Per syscall number, its rules; the first that matches decides, none: `default`.
     pub syscalls: BTreeMap<u32, Vec<Rule>>,
-    /// The highest number kiln knows; above it, calls get `ENOSYS` (see [`Policy::enosys_above_max`]).
+    /// The highest number kiln knows; above it, calls get `ENOSYS` (see
+    /// [`Policy::enosys_above_max`]).
     pub max_nr: u32,
 }
 

@@ -394,88 +394,88 @@ fn refusal(json: &str) -> String {
     }
 }
 
+/// A profile whose second entry is `{"names": ["write"], FIELDS}`.
+fn with_entry(fields: &str) -> String {
+    let first = r#"{"names": ["read"], "action": "SCMP_ACT_ALLOW"}"#;
+    format!(
+        r#"{{"defaultAction": "SCMP_ACT_ERRNO",
+             "syscalls": [{first}, {{"names": ["write"], {fields}}}]}}"#
+    )
+}
+
 #[test]
 fn a_bad_profile_is_a_clear_error() {
-    let with_entry = |entry: &str| {
-        format!(
-            r#"{{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{{"names": ["read"], "action": "SCMP_ACT_ALLOW"}}, {entry}]}}"#
-        )
+    let allow_with = |fields: &str| with_entry(&format!(r#""action": "SCMP_ACT_ALLOW", {fields}"#));
+    let arg = |index: u32, op: &str| {
+        allow_with(&format!(
+            r#""args": [{{"index": {index}, "value": 1, "op": "{op}"}}]"#
+        ))
     };
+    let top = |fields: &str| format!(r#"{{"defaultAction": "SCMP_ACT_ERRNO", {fields}}}"#);
     let cases = [
-        ("{\"defaultAction\": ", "not valid JSON".to_string()),
-        ("{}", "defaultAction: missing".into()),
+        ("{\"defaultAction\": ".to_string(), "not valid JSON"),
+        ("{}".into(), "defaultAction: missing"),
         (
-            r#"{"defaultAction": "SCMP_ACT_DENY"}"#,
-            "defaultAction: unknown action \"SCMP_ACT_DENY\"".into(),
+            r#"{"defaultAction": "SCMP_ACT_DENY"}"#.into(),
+            "defaultAction: unknown action \"SCMP_ACT_DENY\"",
         ),
         (
-            r#"{"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}"#,
-            "defaultErrnoRet: SCMP_ACT_ALLOW takes no errno".into(),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}"#.into(),
+            "defaultErrnoRet: SCMP_ACT_ALLOW takes no errno",
         ),
         (
-            &with_entry(r#"{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}"#),
-            "syscalls[1].action: SCMP_ACT_NOTIFY needs a seccomp agent".into(),
+            with_entry(r#""action": "SCMP_ACT_NOTIFY""#),
+            "syscalls[1].action: SCMP_ACT_NOTIFY needs a seccomp agent",
         ),
         (
-            &with_entry(r#"{"names": ["write"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5000}"#),
-            "syscalls[1].errnoRet: 5000 is above 4095".into(),
+            with_entry(r#""action": "SCMP_ACT_ERRNO", "errnoRet": 5000"#),
+            "syscalls[1].errnoRet: 5000 is above 4095",
         ),
         (
-            &with_entry(
-                r#"{"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}"#,
-            ),
-            "syscalls[1].args[0].index: 6 is not an argument".into(),
+            arg(6, "SCMP_CMP_EQ"),
+            "syscalls[1].args[0].index: 6 is not an argument",
         ),
         (
-            &with_entry(
-                r#"{"names": ["write"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_LIKE"}]}"#,
-            ),
-            "syscalls[1].args[0].op: unknown operator \"SCMP_CMP_LIKE\"".into(),
+            arg(0, "SCMP_CMP_LIKE"),
+            "syscalls[1].args[0].op: unknown operator \"SCMP_CMP_LIKE\"",
         ),
         (
-            &with_entry(r#"{"name": "write", "names": ["read"], "action": "SCMP_ACT_ALLOW"}"#),
-            "syscalls[1]: has both name and names".into(),
+            allow_with(r#""name": "read""#),
+            "syscalls[1]: has both name and names",
         ),
         (
-            &with_entry(
-                r#"{"names": ["write"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_FLY"]}}"#,
-            ),
-            "syscalls[1].includes.caps[0]: unknown capability \"CAP_FLY\"".into(),
+            allow_with(r#""includes": {"caps": ["CAP_FLY"]}"#),
+            "syscalls[1].includes.caps[0]: unknown capability \"CAP_FLY\"",
         ),
         (
-            &with_entry(
-                r#"{"names": ["write"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "six"}}"#,
-            ),
-            "syscalls[1].excludes.minKernel: \"six\" is not MAJOR.MINOR".into(),
+            allow_with(r#""excludes": {"minKernel": "six"}"#),
+            "syscalls[1].excludes.minKernel: \"six\" is not MAJOR.MINOR",
+        ),
+        (with_entry(r#""errnoRet": 1"#), "missing field `action`"),
+        (
+            top(r#""architectures": ["SCMP_ARCH_Z80"]"#),
+            "architectures[0]: unknown architecture \"SCMP_ARCH_Z80\"",
         ),
         (
-            &with_entry(r#"{"names": ["write"]}"#),
-            "missing field `action`".into(),
+            top(r#""flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]"#),
+            "flags[0]: unknown or unsupported flag",
         ),
         (
-            r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}"#,
-            "architectures[0]: unknown architecture \"SCMP_ARCH_Z80\"".into(),
-        ),
-        (
-            r#"{"defaultAction": "SCMP_ACT_ERRNO", "flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]}"#,
-            "flags[0]: unknown or unsupported flag".into(),
-        ),
-        (
-            r#"{"defaultAction": "SCMP_ACT_ERRNO", "listenerPath": "/run/agent.sock"}"#,
-            "listenerPath: seccomp notifications need an agent".into(),
+            top(r#""listenerPath": "/run/agent.sock""#),
+            "listenerPath: seccomp notifications need an agent",
         ),
     ];
     for (json, want) in cases {
-        let got = refusal(json);
+        let got = refusal(&json);
         assert!(
-            got.contains(&want),
+            got.contains(want),
             "{json}\n  gave {got:?}\n  want {want:?}"
         );
     }
-    let huge = format!(
-        r#"{{"defaultAction": "SCMP_ACT_ERRNO", "comment": "{}"}}"#,
+    let huge = top(&format!(
+        r#""comment": "{}""#,
         "x".repeat(MAX_PROFILE_BYTES)
-    );
+    ));
     assert!(refusal(&huge).contains("kiln reads at most 1048576"));
 }
 
