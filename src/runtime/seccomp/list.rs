@@ -204,8 +204,8 @@ pub(super) fn default_profile() -> Profile {
         on_arch(allow(&["renameat"]), "amd64"),
         on_arch(allow(&["renameat"]), "arm64"),
         on_arch(allow(&["riscv_flush_icache", "riscv_hwprobe"]), "riscv64"),
-        // Docker allows tracing one's own children (their memory included) from kernel
-        // 4.8 on, where ptrace can no longer be used to bypass seccomp.
+        // Docker allows these (the kernel's ptrace access checks still apply) from 4.8
+        // on, where a tracer can no longer change a call after seccomp has checked it.
         Entry {
             includes: Condition {
                 min_kernel: Some((4, 8)),
