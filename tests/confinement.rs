@@ -71,7 +71,9 @@ fn probe_rootfs(env: &Env) -> PathBuf {
     root
 }
 
-/// The probes every default step and container must refuse.
+/// The probes every default step and container must refuse. (A step also may not write
+/// the host's `/etc/hosts` and `/etc/resolv.conf` bound into it; a container's are its own
+/// copies, writable as with Docker.)
 fn attack_args(dev: &LoopDevice) -> String {
     format!(
         "status mount remount /etc/resolv.conf remount /etc/hosts handle /etc/resolv.conf \
@@ -94,7 +96,7 @@ fn build_probe_image(env: &Env, dev: &LoopDevice, extra: &str) -> String {
          \x20   from: probes\n\
          \x20   to: /probe\n\
          \x20   mode: \"0755\"\n\
-         \x20 - run: /probe {args} > /step-results.txt 2>&1\n{extra}",
+         \x20 - run: /probe {args} write /etc/hosts write /etc/resolv.conf > /step-results.txt 2>&1\n{extra}",
         rootfs = rootfs.display(),
         probes = probes.parent().unwrap().display(),
         args = attack_args(dev),

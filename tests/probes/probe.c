@@ -69,8 +69,13 @@ static void probe_remount(const char *path) {
     snprintf(name, sizeof name, "remount-rw %s", path);
     long rc = mount(NULL, path, NULL, MS_REMOUNT | MS_BIND, NULL);
     denied(name, rc, errno);
-    int fd = open(path, O_WRONLY);
+}
+
+/* A host file bound read-only must stay read-only. */
+static void probe_write(const char *path) {
+    char name[256];
     snprintf(name, sizeof name, "write %s", path);
+    int fd = open(path, O_WRONLY);
     denied(name, fd, errno);
     if (fd >= 0)
         close(fd);
@@ -234,6 +239,8 @@ int main(int argc, char **argv) {
             probe_mount();
         else if (!strcmp(p, "remount"))
             probe_remount(argv[++i]);
+        else if (!strcmp(p, "write"))
+            probe_write(argv[++i]);
         else if (!strcmp(p, "handle"))
             probe_open_by_handle(argv[++i]);
         else if (!strcmp(p, "proc"))

@@ -167,7 +167,7 @@ fn the_config_carries_limits_namespaces_and_seccomp() {
         .map(|n| n["type"].as_str().unwrap())
         .collect();
     assert_eq!(namespaces, ["pid", "ipc", "uts", "mount", "network"]);
-    assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     assert!(linux["maskedPaths"]
         .as_array()
         .unwrap()
