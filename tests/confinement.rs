@@ -542,3 +542,74 @@ fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
     );
     assert!(!err.contains("kiln: killed: out of memory"), "{err}");
 }
+
+/// `--security-opt seccomp=FILE` loads a Docker-format profile (relative to the cwd); a bad
+/// profile is an error that names the field, before anything starts.
+#[test]
+fn a_docker_format_seccomp_profile_is_loaded_from_a_file() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    env.write(
+        "cwd/deny-mkdir.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+              {"names": ["mkdir", "mkdirat", "chown32"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]}"#,
+    );
+    let out = env
+        .command()
+        .current_dir(env.path("cwd"))
+        .args([
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=deny-mkdir.json",
+            "bb",
+            "sh",
+            "-c",
+            "mkdir /made || echo refused; touch /file && echo touched",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout.contains("refused") && stdout.contains("touched"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(
+        stderr.contains("1 syscalls this machine does not have"),
+        "{stderr}"
+    );
+    env.write(
+        "cwd/bad.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_MAYBE"}]}"#,
+    );
+    let out = env
+        .command()
+        .current_dir(env.path("cwd"))
+        .args([
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=bad.json",
+            "bb",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("syscalls[0].action"), "{err}");
+    assert!(!env
+        .root()
+        .join("containers")
+        .read_dir()
+        .unwrap()
+        .any(|_| true));
+}

@@ -11,10 +11,12 @@ use crate::runtime::{
 use crate::spec::{Limits, Privileges};
 
 /// `--security-opt` settings that are not capabilities.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecurityOptions {
     /// `seccomp=unconfined`.
     pub seccomp_unconfined: bool,
+    /// `seccomp=FILE`: a Docker-format profile, as JSON.
+    pub seccomp_profile: Option<Vec<u8>>,
     /// `no-new-privileges[=true|false]`; `None` keeps the default (on, off when privileged).
     pub no_new_privileges: Option<bool>,
 }
@@ -40,6 +42,9 @@ pub fn confinement(
             ..Confinement::default()
         },
     };
+    if let Some(json) = &options.seccomp_profile {
+        confinement.seccomp = SeccompPolicy::Profile(json.clone());
+    }
     if options.seccomp_unconfined {
         confinement.seccomp = SeccompPolicy::Unconfined;
     }

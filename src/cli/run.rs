@@ -11,7 +11,9 @@ use clap::Args;
 use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
 use crate::build::{self, passwd};
 use crate::image::{self, Image, RuntimeConfig};
-use crate::runtime::{self, BindMount, Confinement, ContainerSpec, NetworkMode, Overlay, Process};
+use crate::runtime::{
+    self, BindMount, Confinement, ContainerSpec, NetworkMode, Overlay, Process, SeccompPolicy,
+};
 use crate::spec::{values, Limits, Network, Privileges, RunDefaults};
 use crate::store::{ContainerDir, ContainerState, Store, Tagged};
 
@@ -38,7 +40,7 @@ pub struct ContainerArgs {
     /// Give the container every capability, no seccomp filter and no_new_privs off
     #[arg(long)]
     privileged: bool,
-    /// seccomp=unconfined turns the default seccomp profile off; no-new-privileges=false allows setuid gains
+    /// seccomp=unconfined turns the default seccomp profile off, seccomp=PROFILE.json loads a Docker-format profile; no-new-privileges=false allows setuid gains
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// Make the root filesystem read-only
@@ -328,31 +330,81 @@ fn confinement(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Confineme
         &args.limits.limits().map_err(|f| failed(f.message))?,
         &image_limits,
     );
-    build::confinement(&privileges, &limits, &security_options(args)?).map_err(failed)
+    let confinement =
+        build::confinement(&privileges, &limits, &security_options(args)?).map_err(failed)?;
+    check_seccomp_profile(&confinement)?;
+    Ok(confinement)
 }
 
-/// `--security-opt seccomp=unconfined` and `no-new-privileges[=true|false]`.
+/// `--security-opt seccomp=unconfined|FILE` and `no-new-privileges[=true|false]`.
 fn security_options(args: &ContainerArgs) -> Result<build::SecurityOptions, Failure> {
     let mut options = build::SecurityOptions::default();
     for opt in &args.security_opt {
-        match opt.as_str() {
-            "seccomp=unconfined" | "seccomp:unconfined" => options.seccomp_unconfined = true,
-            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
-                options.no_new_privileges = Some(true)
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => options.seccomp_unconfined = true,
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                options.seccomp_profile = Some(read_seccomp_profile(Path::new(path))?)
             }
-            "no-new-privileges=false" | "no-new-privileges:false" => {
-                options.no_new_privileges = Some(false)
-            }
-            other => {
+            ("no-new-privileges", None | Some("true")) => options.no_new_privileges = Some(true),
+            ("no-new-privileges", Some("false")) => options.no_new_privileges = Some(false),
+            _ => {
                 return Err(
-                    failed(format!("unsupported --security-opt {other:?}")).hint(Some(
-                        "kiln knows seccomp=unconfined and no-new-privileges[=true|false]".into(),
+                    failed(format!("unsupported --security-opt {opt:?}")).hint(Some(
+                        "kiln knows seccomp=unconfined, seccomp=PROFILE.json (Docker's format) \
+                         and no-new-privileges[=true|false]"
+                            .into(),
                     )),
                 )
             }
         }
     }
     Ok(options)
+}
+
+/// The most bytes of a seccomp profile kiln reads (Docker's default profile is ~20 KiB).
+const MAX_SECCOMP_PROFILE: u64 = 1 << 20;
+
+fn read_seccomp_profile(path: &Path) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| {
+        failed(format!("seccomp profile {}: {e}", path.display())).hint(Some(
+            "give the path of a JSON profile in Docker's format".into(),
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    if !file.metadata().map_err(unreadable)?.is_file() {
+        return Err(failed(format!(
+            "seccomp profile {} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut json = Vec::new();
+    file.take(MAX_SECCOMP_PROFILE + 1)
+        .read_to_end(&mut json)
+        .map_err(unreadable)?;
+    Ok(json)
+}
+
+/// Compiles a `--security-opt seccomp=FILE` profile once before anything starts, so a bad
+/// one is an error naming the field, and says how many syscall names it skipped.
+fn check_seccomp_profile(confinement: &Confinement) -> Result<(), Failure> {
+    let SeccompPolicy::Profile(json) = &confinement.seccomp else {
+        return Ok(());
+    };
+    let bounding = confinement.capabilities.bounding;
+    let (_, skipped) = runtime::seccomp::SeccompProgram::from_docker_profile(json, bounding)
+        .map_err(|e| failed(format!("--security-opt seccomp: {e}")))?;
+    if !skipped.is_empty() {
+        eprintln!(
+            "kiln: the seccomp profile names {} syscalls this machine does not have (e.g. {}); they are skipped, as runc does",
+            skipped.len(),
+            skipped[0]
+        );
+    }
+    Ok(())
 }
 
 /// `--network`, else the spec's, else a private network with loopback only.

@@ -24,6 +24,8 @@ pub enum SeccompPolicy {
     Default,
     /// No filter (`--privileged`, `--security-opt seccomp=unconfined`).
     Unconfined,
+    /// A Docker-format profile (`--security-opt seccomp=FILE`), as JSON.
+    Profile(Vec<u8>),
 }
 
 /// Capabilities, `no_new_privs`, seccomp and cgroup limits of one step or container.
@@ -85,8 +87,10 @@ impl Confinement {
         if self.capabilities.ambient != 0 {
             grants.push("ambient capabilities".into());
         }
-        if self.seccomp == SeccompPolicy::Unconfined {
-            grants.push("seccomp=unconfined".into());
+        match self.seccomp {
+            SeccompPolicy::Default => {}
+            SeccompPolicy::Unconfined => grants.push("seccomp=unconfined".into()),
+            SeccompPolicy::Profile(_) => grants.push("seccomp profile from a file".into()),
         }
         if !self.no_new_privileges {
             grants.push("no-new-privileges=false".into());
@@ -100,12 +104,18 @@ impl Confinement {
     /// Everything the clone child needs to apply this, prepared (and the seccomp program
     /// compiled) in the parent.
     pub(crate) fn plan(&self) -> Result<ConfinePlan, RuntimeError> {
-        let seccomp = match self.seccomp {
-            SeccompPolicy::Default => Some(
-                SeccompProgram::default_profile(self.capabilities.bounding)
-                    .map_err(|e| RuntimeError::Invalid(e.to_string()))?,
-            ),
+        let bounding = self.capabilities.bounding;
+        let invalid = |e: super::seccomp::SeccompError| RuntimeError::Invalid(e.to_string());
+        let seccomp = match &self.seccomp {
+            SeccompPolicy::Default => {
+                Some(SeccompProgram::default_profile(bounding).map_err(invalid)?)
+            }
             SeccompPolicy::Unconfined => None,
+            SeccompPolicy::Profile(json) => Some(
+                SeccompProgram::from_docker_profile(json, bounding)
+                    .map_err(invalid)?
+                    .0,
+            ),
         };
         Ok(ConfinePlan {
             caps: CapsPlan::new(self.capabilities),

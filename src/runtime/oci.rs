@@ -48,8 +48,13 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
         "resources": resources(spec)?,
         "cgroupsPath": format!("/{BUNDLE_CGROUP_PARENT}/kiln-{}", spec.id),
     });
-    if spec.confinement.seccomp == SeccompPolicy::Default {
-        linux["seccomp"] = seccomp::oci_profile(caps.bounding);
+    match &spec.confinement.seccomp {
+        SeccompPolicy::Default => linux["seccomp"] = seccomp::oci_profile(caps.bounding),
+        SeccompPolicy::Unconfined => {}
+        SeccompPolicy::Profile(json) => {
+            linux["seccomp"] = seccomp::oci_profile_of_docker(json, caps.bounding)
+                .map_err(|e| RuntimeError::Invalid(e.to_string()))?
+        }
     }
     Ok(json!({
         "ociVersion": OCI_VERSION,

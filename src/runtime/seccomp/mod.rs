@@ -123,11 +123,23 @@ impl SeccompProgram {
 /// kiln's default profile for a container with the bounding set `capabilities`, in the
 /// OCI runtime spec's form (libseccomp names and actions), for `config.json`.
 pub fn oci_profile(capabilities: u64) -> serde_json::Value {
+    oci_form(&list::default_profile(), capabilities)
+}
+
+/// A Docker-format profile (`--security-opt seccomp=FILE`) in the OCI runtime spec's form,
+/// resolved for the bounding set `capabilities` like [`SeccompProgram::from_docker_profile`].
+pub fn oci_profile_of_docker(
+    json: &[u8],
+    capabilities: u64,
+) -> Result<serde_json::Value, SeccompError> {
+    Ok(oci_form(&docker::parse(json)?.profile, capabilities))
+}
+
+fn oci_form(profile: &Profile, capabilities: u64) -> serde_json::Value {
     let target = Target {
         capabilities,
         kernel: model::running_kernel(),
     };
-    let profile = list::default_profile();
     let syscalls: Vec<serde_json::Value> = profile
         .applicable(&target)
         .map(|entry| {
