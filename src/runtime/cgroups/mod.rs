@@ -249,6 +249,17 @@ impl Cgroup {
         self.backend.as_ref().map(Backend::dirs).unwrap_or_default()
     }
 
+    /// The dirs in the order of removal: the locked anchor last. Were it removed first, a
+    /// concurrent [`clean_stale`] would find the other controllers' dirs with no lock on
+    /// them, take the group for stale and remove it under this kiln's feet.
+    fn paths_anchor_last(&self) -> Vec<PathBuf> {
+        let mut paths = self.paths();
+        if !paths.is_empty() {
+            paths.rotate_left(1);
+        }
+        paths
+    }
+
     /// Moves process `pid` (and, on v1, its threads) into the cgroup.
     pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
         for dir in self.paths() {
@@ -268,7 +279,7 @@ impl Cgroup {
 
     /// Kills whatever is still in the cgroup and removes it.
     pub fn remove(mut self) -> Result<(), CgroupError> {
-        let result = remove_dirs(&self.paths());
+        let result = remove_dirs(&self.paths_anchor_last());
         // Unlock only once the dirs are gone, so no cleaner races with the removal.
         self.lock = None;
         self.backend = None;
@@ -278,7 +289,7 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = remove_dirs(&self.paths());
+        let _ = remove_dirs(&self.paths_anchor_last());
     }
 }
 
@@ -493,7 +504,11 @@ fn keyed_value(text: &str, key: &str) -> Option<u64> {
 fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     match read_file(&dir.join("cgroup.procs")) {
         Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-        Err(CgroupError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        // ENODEV: the cgroup was removed while being read.
+        Err(CgroupError::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound
+                || source.raw_os_error() == Some(libc::ENODEV) =>
+        {
             Ok(Vec::new())
         }
         Err(e) => Err(e),
