@@ -37,10 +37,12 @@ pub use crate::runtime::DEFAULT_PATH;
 /// What `kiln build` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// The build context (the spec's own folder unless given).
+    /// The build context, absolute: the directory `copy:` steps read by default.
     pub context: PathBuf,
-    /// The spec file.
+    /// The spec file, absolute.
     pub spec_file: PathBuf,
+    /// The spec file as the user named it, for messages (`kiln.yaml:12:5: …`).
+    pub spec_shown: PathBuf,
     /// `-t` names; when empty, the spec's `image:` is used.
     pub tags: Vec<String>,
     /// `--arg K=V` overrides.
@@ -218,11 +220,15 @@ fn build_stages(
 }
 
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
-/// last, and becomes the image).
+/// last, and becomes the image). Its problems name the file as the user did.
 fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
-    let mut spec = spec::load(&opts.spec_file, &opts.args)?;
+    let shown = |e: SpecError| SpecError {
+        file: opts.spec_shown.clone(),
+        ..e
+    };
+    let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
-        spec.truncate_to(target)?;
+        spec.truncate_to(target).map_err(shown)?;
     }
     Ok(spec)
 }

@@ -229,7 +229,7 @@ impl StepCx<'_> {
     fn location(&self) -> String {
         format!(
             "{}:{}:{}",
-            self.job.spec.file.display(),
+            self.job.opts.spec_shown.display(),
             self.step.location.line,
             self.step.location.column
         )
