@@ -203,3 +203,40 @@ fn the_context_dir_fd_does_not_reach_run_steps() {
         "the build context's fd leaked into a run step: {fds}"
     );
 }
+
+#[test]
+fn a_missing_context_is_reported_before_any_step_and_an_unused_one_is_not_opened() {
+    let env = Env::new();
+    env.write("spec/kiln.yaml", "image: m\nfrom: scratch\ncontexts: { unused: ./nope, assets: ./gone }\nsteps:\n  - run: [/bin/false]\n  - copy: x\n    to: /x\n");
+    let out = kiln_in(&env, "", &["build", "missing", "-f", "spec/kiln.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let missing = env.path("missing");
+    assert!(
+        stderr.contains(&format!(
+            "cannot open the build context {}: No such file or directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(
+        !stderr.contains("[1/2]"),
+        "a step ran before the context was opened: {stderr}"
+    );
+
+    env.write("spec/kiln.yaml", "image: m\nfrom: scratch\ncontexts: { unused: ./nope, assets: ./gone }\nsteps:\n  - copy: x\n    from: assets\n    to: /x\n");
+    let out = kiln_in(&env, "", &["build", "missing", "-f", "spec/kiln.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot open build context \"assets\" at {}/spec/gone",
+            env.dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("nope"),
+        "an unused context was opened: {stderr}"
+    );
+}

@@ -120,6 +120,16 @@ pub enum BuildError {
     },
     #[error("{path}: {why}")]
     BadBase { path: PathBuf, why: String },
+    #[error("cannot open {} {}: {}", context_name(name), path.display(), io_reason(source))]
+    ContextOpen {
+        /// `None`: the build context; else a name under `contexts:`.
+        name: Option<String>,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A build context's `.kilnignore` that cannot be used.
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
     NoTag,
     #[error("{0}")]
@@ -143,6 +153,14 @@ impl BuildError {
                 "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
                     .into(),
             ),
+            BuildError::ContextOpen { name: None, .. } => Some(
+                "the build context is kiln build's CONTEXT argument (default: the working directory), a directory"
+                    .into(),
+            ),
+            BuildError::ContextOpen { name: Some(_), .. } => Some(
+                "a relative path under contexts: is taken from the spec's folder; a build context is a directory"
+                    .into(),
+            ),
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
             }
@@ -161,6 +179,23 @@ impl BuildError {
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// How messages name a build context.
+fn context_name(name: &Option<String>) -> String {
+    match name {
+        None => "the build context".into(),
+        Some(name) => format!("build context {name:?} at"),
+    }
+}
+
+/// An I/O error without the OS's code number ("No such file or directory").
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
 
 /// Builds the spec and tags the result.
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
@@ -204,7 +239,8 @@ fn build_stages(
     plan: bool,
 ) -> Result<steps::StageOutput> {
     let cache = cache_policy(spec, &opts.cache)?;
-    let sources = sources::Sources::new(store);
+    let stages = stages::needed_stages(spec).into_iter();
+    let sources = sources::Sources::open(store, spec, opts, stages.map(|i| &spec.stages[i]))?;
     let request = stages::Request {
         store,
         spec,

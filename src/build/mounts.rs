@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use super::io_reason;
 use crate::runtime::StepMount;
 use crate::spec::{RunStep, SecretSource, Spec, StepKind};
 use crate::store::{Digest, Store};
@@ -98,15 +99,6 @@ fn cache_mount_id(spec_file: &Path, target: &str) -> Digest {
     text.push(0);
     text.extend_from_slice(target.trim_end_matches('/').as_bytes());
     Digest::of_bytes(&text)
-}
-
-/// The error without the OS's code number ("No such file or directory").
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
-    }
 }
 
 #[cfg(test)]
