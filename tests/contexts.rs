@@ -3,12 +3,21 @@
 //! in the image, because the bug these guard against copied the *host's* files: a relative
 //! context was resolved after the copy thread had done `chdir("/")`, so `copy: etc/` took
 //! the host's `/etc` (shadow included).
+//!
+//! Also: `from: rootfs:`, `kiln import` and secret sources that name a FIFO or a character
+//! device are refused at once, never read (a FIFO hung kiln, `/dev/zero` burned CPU). Those
+//! tests run kiln under a deadline, so a regression fails instead of hanging the suite.
 
 mod common;
 
-use std::process::Output;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{text, Env};
+
+/// Longest a refusal may take before the test kills kiln and fails.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the context's own `etc/marker` holds: the proof that `etc/` came from the context.
 const MARKER: &str = "the context's etc\n";
@@ -239,4 +248,91 @@ fn a_missing_context_is_reported_before_any_step_and_an_unused_one_is_not_opened
         !stderr.contains("nope"),
         "an unused context was opened: {stderr}"
     );
+}
+
+/// Runs kiln under [`DEADLINE`]; kills it and fails the test when it takes longer.
+fn kiln_bounded(env: &Env, args: &[&str]) -> Output {
+    let mut child = env
+        .command()
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run kiln");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for kiln").is_none() {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap kiln");
+            panic!(
+                "kiln {args:?} still ran after {DEADLINE:?}: killed\n{}",
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect kiln's output")
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// Fails unless `out` is a quick user error naming `path` as `kind`.
+fn assert_refused(out: &Output, path: &Path, kind: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains(kind),
+        "expected an error naming {} as {kind}: {stderr}",
+        path.display()
+    );
+    assert!(stderr.contains("hint: "), "no hint: {stderr}");
+}
+
+#[test]
+fn a_rootfs_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let env = Env::new();
+    let fifo = env.path("rootfs.fifo");
+    mkfifo(&fifo);
+    for (from, path, kind) in [
+        ("rootfs:./rootfs.fifo", fifo.as_path(), "a FIFO"),
+        (
+            "rootfs:/dev/zero",
+            Path::new("/dev/zero"),
+            "a character device",
+        ),
+    ] {
+        env.write("kiln.yaml", &format!("image: bad\nfrom: {from}\n"));
+        let out = kiln_bounded(&env, &["build", env.dir.path().to_str().unwrap()]);
+        assert_refused(&out, path, kind);
+    }
+}
+
+#[test]
+fn kiln_import_of_a_fifo_or_a_device_is_refused_at_once() {
+    let env = Env::new();
+    let fifo = env.path("rootfs.fifo");
+    mkfifo(&fifo);
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+    ] {
+        let out = kiln_bounded(&env, &["import", path.to_str().unwrap(), "-t", "bad"]);
+        assert_refused(&out, path, kind);
+    }
+}
+
+#[test]
+fn a_secret_source_that_is_a_fifo_is_refused_at_once() {
+    let env = Env::new();
+    let root = common::busybox_rootfs(&env, "base");
+    env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "base"]);
+    let fifo = env.path("token");
+    mkfifo(&fifo);
+    env.write(
+        "kiln.yaml",
+        "image: bad\nfrom: base\nsteps:\n  - run: cat /run/secrets/token\n    secrets: [{ id: token, source: ./token }]\n",
+    );
+    let out = kiln_bounded(&env, &["build", env.dir.path().to_str().unwrap()]);
+    assert_refused(&out, &fifo, "a FIFO");
 }

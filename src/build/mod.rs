@@ -8,6 +8,7 @@
 
 mod base;
 pub mod context;
+mod host_file;
 mod key;
 mod mounts;
 pub mod passwd;
@@ -120,6 +121,9 @@ pub enum BuildError {
     },
     #[error("{path}: {why}")]
     BadBase { path: PathBuf, why: String },
+    /// A `rootfs:` or `kiln import` path that is neither a directory nor a regular file.
+    #[error("{} is {kind}, not a directory or a tar archive", path.display())]
+    RootfsKind { path: PathBuf, kind: &'static str },
     #[error("cannot open {} {}: {}", context_name(name), path.display(), io_reason(source))]
     ContextOpen {
         /// `None`: the build context; else a name under `contexts:`.
@@ -151,6 +155,10 @@ impl BuildError {
             BuildError::Pull { source, .. } => source.hint(),
             BuildError::Secret(_) => Some(
                 "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
+                    .into(),
+            ),
+            BuildError::RootfsKind { .. } => Some(
+                "a root filesystem is a directory or a tar archive (plain, gzip or zstd); kiln never reads a FIFO, socket or device as one"
                     .into(),
             ),
             BuildError::ContextOpen { name: None, .. } => Some(

@@ -6,11 +6,14 @@
 //! cache mount's content nor a secret's value is part of a step's key or layer: the runtime
 //! mounts them over the step's root and removes their mount points from the upper dir.
 //! A secret is read here, at the step that uses it, and goes to the runtime in memory only;
-//! errors name the secret's id and where it was expected, never its value.
+//! errors name the secret's id and where it was expected, never its value. A secret file
+//! must be a regular file, checked before it is opened for reading (`host_file`): a FIFO
+//! or a device would block the build or never end.
 
+use std::io::Read;
 use std::path::Path;
 
-use super::io_reason;
+use super::host_file::{self, Refused};
 use crate::runtime::StepMount;
 use crate::spec::{RunStep, SecretSource, Spec, StepKind};
 use crate::store::{Digest, Store};
@@ -33,14 +36,7 @@ pub(super) fn step_mounts(
     }
     for secret in &run.secrets {
         let content = match &secret.source {
-            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
-                format!(
-                    "secret {:?}: cannot read {}: {}",
-                    secret.id,
-                    path.display(),
-                    io_reason(&e)
-                )
-            })?,
+            SecretSource::File(path) => read_secret_file(&secret.id, path)?,
             SecretSource::Env(var) => std::env::var_os(var)
                 .ok_or_else(|| {
                     format!(
@@ -72,12 +68,9 @@ pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
         .flatten();
     for secret in secrets {
         match &secret.source {
-            SecretSource::File(path) if !path.is_file() => {
-                return Err(format!(
-                    "secret {:?}: {} is not a file",
-                    secret.id,
-                    path.display()
-                ))
+            SecretSource::File(path) => {
+                host_file::open_regular(path)
+                    .map_err(|e| secret_file_error(&secret.id, path, &e))?;
             }
             SecretSource::Env(var) if std::env::var_os(var).is_none() => {
                 return Err(format!(
@@ -89,6 +82,25 @@ pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The content of a secret's source file, which must be a regular file.
+fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let mut content = Vec::new();
+    host_file::open_regular(path)
+        .and_then(|mut file| file.read_to_end(&mut content).map_err(Refused::Io))
+        .map_err(|e| secret_file_error(id, path, &e))?;
+    Ok(content)
+}
+
+fn secret_file_error(id: &str, path: &Path, why: &Refused) -> String {
+    match why {
+        Refused::Kind(kind) => format!(
+            "secret {id:?}: {} is {kind}, not a regular file",
+            path.display()
+        ),
+        Refused::Io(_) => format!("secret {id:?}: cannot read {}: {why}", path.display()),
+    }
 }
 
 /// Cache mounts are shared by every build of one spec file with the same target path.
