@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kiln::build::context::{copy_sources_digest, HashMemo, Ignore, SourcesDigest};
+use kiln::build::context::{copy_sources_digest, ContextDir, HashMemo, Ignore, SourcesDigest};
 use kiln::store::Store;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,9 +49,10 @@ fn pass(
     context: &std::path::Path,
 ) -> Result<(SourcesDigest, Duration), Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let ignore = Ignore::load(context)?;
-    let mut memo = HashMemo::load(store, context);
-    let digest = copy_sources_digest(context, &[".".to_string()], &ignore, &mut memo)?;
+    let dir = ContextDir::open(context)?;
+    let ignore = Ignore::load(&dir)?;
+    let mut memo = HashMemo::load(store, &dir);
+    let digest = copy_sources_digest(&dir, &[".".to_string()], &ignore, &mut memo)?;
     memo.save(store)?;
     Ok((digest, started.elapsed()))
 }

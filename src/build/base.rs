@@ -3,20 +3,22 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::stat::FileStat;
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
+use super::host_file::{self, FileOrDir, Refused};
 use super::{BuildError, BuildOptions, Partial, Progress, Result};
 use crate::image::{self, rfc3339, History, Image, ImageConfig};
+use crate::layer::source_path::fd_path;
 use crate::layer::{self, ApplyLimits, Compression, TarOptions};
 use crate::registry;
 use crate::spec::From;
 use crate::store::reference::DOCKER_HUB;
-use crate::store::{
-    read_document, Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME,
-};
+use crate::store::{Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -155,21 +157,34 @@ pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
 
 /// Turns a root filesystem (a directory, or a tar optionally gzip/zstd compressed) into one
 /// reproducible layer: blob in `blobs/`, layer dir in `layers/`. Returns the blob's
-/// descriptor and the diff_id.
+/// descriptor and the diff_id. Anything else (a FIFO, a device) is refused before it is
+/// read: it could block or never end.
 pub fn import_rootfs(
     store: &Store,
     path: &Path,
     compression: Compression,
     epoch: u64,
 ) -> Result<(Descriptor, Digest)> {
-    let bad = |e: std::io::Error| BuildError::BadBase {
-        path: path.into(),
-        why: e.to_string(),
+    let archive = match host_file::open_file_or_dir(path) {
+        Ok(FileOrDir::Dir) => None,
+        Ok(FileOrDir::File(file, st)) => Some((file, st)),
+        Err(Refused::Kind(kind)) => {
+            return Err(BuildError::RootfsKind {
+                path: path.into(),
+                kind,
+            })
+        }
+        Err(Refused::Io(e)) => {
+            return Err(BuildError::BadBase {
+                path: path.into(),
+                why: e.to_string(),
+            })
+        }
     };
-    let is_dir = std::fs::metadata(path).map_err(bad)?.is_dir();
-    let key = (!is_dir)
-        .then(|| tarball_key(path, compression, epoch))
-        .flatten();
+    let is_dir = archive.is_none();
+    let key = archive
+        .as_ref()
+        .and_then(|(file, st)| tarball_key(file, st, compression, epoch));
     if let Some(hit) = key
         .as_ref()
         .map(|k| store.cached_step(k))
@@ -184,9 +199,9 @@ pub fn import_rootfs(
     let dir = staging.path().join("layer");
     std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
     let limits = ApplyLimits::default();
-    if !is_dir {
+    if let Some((mut file, _)) = archive {
         // An archive is unpacked first, so the blob is kiln's own reproducible tar of it.
-        layer::apply_layer(&mut File::open(path).map_err(bad)?, "", &dir, &[], &limits)?;
+        layer::apply_layer(&mut file, "", &dir, &[], &limits)?;
     }
     let source = if is_dir { path } else { dir.as_path() };
     let mut blob = store.new_blob()?;
@@ -213,29 +228,29 @@ pub fn import_rootfs(
     Ok((layer, written.diff_id))
 }
 
-/// The build-cache key of importing the tarball at `path`: its identity on disk (device,
-/// inode, size, modification and change times — any write moves the change time) plus the
-/// layer format. `None` for a file changed in the last two seconds, whose times may not yet
-/// tell a later write apart (the hash memo's rule), or that cannot be looked at.
-fn tarball_key(path: &Path, compression: Compression, epoch: u64) -> Option<Digest> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).ok()?;
-    let changed = std::time::UNIX_EPOCH
-        + std::time::Duration::new(md.ctime().max(0) as u64, md.ctime_nsec() as u32);
+/// The build-cache key of importing the open tarball `file` (`st` its `fstat`): its
+/// canonical path and identity on disk (device, inode, size, modification and change times
+/// — any write moves the change time) plus the layer format. `None` for a file changed in
+/// the last two seconds, whose times may not yet tell a later write apart (the hash memo's
+/// rule), or whose path cannot be told.
+fn tarball_key(file: &File, st: &FileStat, compression: Compression, epoch: u64) -> Option<Digest> {
+    let ctime_nsec = st.st_ctime_nsec.clamp(0, 999_999_999) as u32;
+    let changed =
+        std::time::UNIX_EPOCH + std::time::Duration::new(st.st_ctime.max(0) as u64, ctime_nsec);
     if changed.elapsed().ok()? < std::time::Duration::from_secs(2) {
         return None;
     }
-    let path = std::fs::canonicalize(path).ok()?;
+    let path = fd_path(file.as_fd()).ok()?;
     let identity = format!(
         "kiln rootfs tarball v1\0{}\0{} {} {} {}.{} {}.{}\0{} {epoch}",
-        path.display(),
-        md.dev(),
-        md.ino(),
-        md.size(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec(),
+        String::from_utf8_lossy(&path),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
         compression.media_type(),
     );
     Some(Digest::of_bytes(identity.as_bytes()))
@@ -248,8 +263,8 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
         path: dir.into(),
         why,
     };
-    let index_bytes =
-        read_document(&dir.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
+    let index_bytes = read_layout_file(&dir.join("index.json"), MAX_DOCUMENT)
+        .map_err(|e| bad(format!("index.json: {e}")))?;
     let index: ImageIndex = serde_json::from_slice(&index_bytes)
         .map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
     let desc = pick_manifest(&index, tag).map_err(bad)?;
@@ -335,7 +350,7 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
         return Ok(digest);
     }
     let path = dir.join("blobs/sha256").join(digest.hex());
-    let file = File::open(&path).map_err(|e| BuildError::BadBase {
+    let file = host_file::open_regular(&path).map_err(|e| BuildError::BadBase {
         path: path.clone(),
         why: e.to_string(),
     })?;
@@ -352,4 +367,17 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
         });
     }
     Ok(w.commit(Some(&digest))?.0)
+}
+
+/// A file of an OCI layout, at most `limit` bytes; only a regular file is read.
+fn read_layout_file(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let file = host_file::open_regular(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {} MiB", limit >> 20));
+    }
+    Ok(bytes)
 }

@@ -5,8 +5,8 @@
 //! else: file content, the execute bit (the only mode bit `layer::copy_in` takes from the
 //! host), symlink targets and the set of paths, but never host mtimes, the umask, other
 //! mode bits or the order in which a directory lists its entries. The walk is the one
-//! `copy_in` makes (same resolution under the context, same errors, same exclusions,
-//! sockets skipped); the listing is sorted by path bytes and hashed canonically.
+//! `copy_in` makes (same resolution beneath the same [`ContextDir`] fd, same errors, same
+//! exclusions, sockets skipped); the listing is sorted by path bytes and hashed canonically.
 //!
 //! Reading a large context on every build would make a cached build slow, so file hashes
 //! are remembered in a [`HashMemo`] by inode and change times, and files that miss are
@@ -14,7 +14,6 @@
 //! serialisable so a build can store it and later say which paths made a step miss
 //! ([`changed_paths`]).
 
-mod fs;
 mod hash;
 mod ignore;
 mod memo;
@@ -34,9 +33,9 @@ pub use self::ignore::{Ignore, IGNORE_FILE};
 pub use memo::{HashMemo, RACY_MARGIN};
 
 use crate::layer::inroot;
+pub use crate::layer::ContextDir;
 use crate::layer::LayerError;
 use crate::store::Digest;
-use fs::ContextDir;
 use walk::{Found, FoundKind};
 
 /// Everything that can go wrong while reading a build context.
@@ -137,17 +136,16 @@ pub enum EntryKind {
 /// where `layer::copy_in` would fail. File hashes come from `memo` when the file has not
 /// changed; the rest are read in parallel and remembered in `memo`.
 pub fn copy_sources_digest(
-    context: &Path,
+    context: &ContextDir,
     sources: &[String],
     ignore: &Ignore,
     memo: &mut HashMemo,
 ) -> Result<SourcesDigest> {
-    let dir = ContextDir::open(context)?;
-    let mut found = walk::walk_sources(&dir, sources, ignore)?;
+    let mut found = walk::walk_sources(context, sources, ignore)?;
     found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     // Overlapping sources (`[., src]`) name the same node twice; it is copied the same.
     found.dedup_by(|a, b| a.path == b.path);
-    let contents = hash::file_contents(&dir, &found, memo)?;
+    let contents = hash::file_contents(context, &found, memo)?;
     let mut listing = Sha256::new();
     listing.update(b"kiln copy sources v1\0");
     let mut files = Vec::with_capacity(found.len());

@@ -9,6 +9,7 @@
 mod base;
 mod confine;
 pub mod context;
+mod host_file;
 mod key;
 mod mounts;
 pub mod passwd;
@@ -39,10 +40,12 @@ pub use crate::runtime::DEFAULT_PATH;
 /// What `kiln build` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// The build context (the spec's own folder unless given).
+    /// The build context, absolute: the directory `copy:` steps read by default.
     pub context: PathBuf,
-    /// The spec file.
+    /// The spec file, absolute.
     pub spec_file: PathBuf,
+    /// The spec file as the user named it, for messages (`kiln.yaml:12:5: …`).
+    pub spec_shown: PathBuf,
     /// `-t` names; when empty, the spec's `image:` is used.
     pub tags: Vec<String>,
     /// `--arg K=V` overrides.
@@ -125,6 +128,19 @@ pub enum BuildError {
     },
     #[error("{path}: {why}")]
     BadBase { path: PathBuf, why: String },
+    /// A `rootfs:` or `kiln import` path that is neither a directory nor a regular file.
+    #[error("{} is {kind}, not a directory or a tar archive", path.display())]
+    RootfsKind { path: PathBuf, kind: &'static str },
+    #[error("cannot open {} {}: {}", context_name(name), path.display(), io_reason(source))]
+    ContextOpen {
+        /// `None`: the build context; else a name under `contexts:`.
+        name: Option<String>,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A build context's `.kilnignore` that cannot be used.
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
     NoTag,
     #[error("{0}")]
@@ -161,6 +177,18 @@ impl BuildError {
             } => Some(
                 "raise the step's limit (resources: { memory: 2g }) or kiln build --memory".into(),
             ),
+            BuildError::RootfsKind { .. } => Some(
+                "a root filesystem is a directory or a tar archive (plain, gzip or zstd); kiln never reads a FIFO, socket or device as one"
+                    .into(),
+            ),
+            BuildError::ContextOpen { name: None, .. } => Some(
+                "the build context is kiln build's CONTEXT argument (default: the working directory), a directory"
+                    .into(),
+            ),
+            BuildError::ContextOpen { name: Some(_), .. } => Some(
+                "a relative path under contexts: is taken from the spec's folder; a build context is a directory"
+                    .into(),
+            ),
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
             }
@@ -179,6 +207,23 @@ impl BuildError {
 }
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// How messages name a build context.
+fn context_name(name: &Option<String>) -> String {
+    match name {
+        None => "the build context".into(),
+        Some(name) => format!("build context {name:?} at"),
+    }
+}
+
+/// An I/O error without the OS's code number ("No such file or directory").
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
 
 /// Builds the spec and tags the result.
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
@@ -222,7 +267,8 @@ fn build_stages(
     plan: bool,
 ) -> Result<steps::StageOutput> {
     let cache = cache_policy(spec, &opts.cache)?;
-    let sources = sources::Sources::new(store);
+    let stages = stages::needed_stages(spec).into_iter();
+    let sources = sources::Sources::open(store, spec, opts, stages.map(|i| &spec.stages[i]))?;
     let request = stages::Request {
         store,
         spec,
@@ -238,11 +284,15 @@ fn build_stages(
 }
 
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
-/// last, and becomes the image).
+/// last, and becomes the image). Its problems name the file as the user did.
 fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
-    let mut spec = spec::load(&opts.spec_file, &opts.args)?;
+    let shown = |e: SpecError| SpecError {
+        file: opts.spec_shown.clone(),
+        ..e
+    };
+    let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
-        spec.truncate_to(target)?;
+        spec.truncate_to(target).map_err(shown)?;
     }
     Ok(spec)
 }

@@ -6,10 +6,14 @@
 //! cache mount's content nor a secret's value is part of a step's key or layer: the runtime
 //! mounts them over the step's root and removes their mount points from the upper dir.
 //! A secret is read here, at the step that uses it, and goes to the runtime in memory only;
-//! errors name the secret's id and where it was expected, never its value.
+//! errors name the secret's id and where it was expected, never its value. A secret file
+//! must be a regular file, checked before it is opened for reading (`host_file`): a FIFO
+//! or a device would block the build or never end.
 
+use std::io::Read;
 use std::path::Path;
 
+use super::host_file::{self, Refused};
 use crate::runtime::StepMount;
 use crate::spec::{RunStep, SecretSource, Spec, StepKind};
 use crate::store::{Digest, Store};
@@ -32,14 +36,7 @@ pub(super) fn step_mounts(
     }
     for secret in &run.secrets {
         let content = match &secret.source {
-            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
-                format!(
-                    "secret {:?}: cannot read {}: {}",
-                    secret.id,
-                    path.display(),
-                    io_reason(&e)
-                )
-            })?,
+            SecretSource::File(path) => read_secret_file(&secret.id, path)?,
             SecretSource::Env(var) => std::env::var_os(var)
                 .ok_or_else(|| {
                     format!(
@@ -71,12 +68,9 @@ pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
         .flatten();
     for secret in secrets {
         match &secret.source {
-            SecretSource::File(path) if !path.is_file() => {
-                return Err(format!(
-                    "secret {:?}: {} is not a file",
-                    secret.id,
-                    path.display()
-                ))
+            SecretSource::File(path) => {
+                host_file::open_regular(path)
+                    .map_err(|e| secret_file_error(&secret.id, path, &e))?;
             }
             SecretSource::Env(var) if std::env::var_os(var).is_none() => {
                 return Err(format!(
@@ -90,6 +84,25 @@ pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
+/// The content of a secret's source file, which must be a regular file.
+fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let mut content = Vec::new();
+    host_file::open_regular(path)
+        .and_then(|mut file| file.read_to_end(&mut content).map_err(Refused::Io))
+        .map_err(|e| secret_file_error(id, path, &e))?;
+    Ok(content)
+}
+
+fn secret_file_error(id: &str, path: &Path, why: &Refused) -> String {
+    match why {
+        Refused::Kind(kind) => format!(
+            "secret {id:?}: {} is {kind}, not a regular file",
+            path.display()
+        ),
+        Refused::Io(_) => format!("secret {id:?}: cannot read {}: {why}", path.display()),
+    }
+}
+
 /// Cache mounts are shared by every build of one spec file with the same target path.
 fn cache_mount_id(spec_file: &Path, target: &str) -> Digest {
     let spec = std::fs::canonicalize(spec_file).unwrap_or_else(|_| spec_file.to_path_buf());
@@ -98,15 +111,6 @@ fn cache_mount_id(spec_file: &Path, target: &str) -> Digest {
     text.push(0);
     text.extend_from_slice(target.trim_end_matches('/').as_bytes());
     Digest::of_bytes(&text)
-}
-
-/// The error without the OS's code number ("No such file or directory").
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
-    }
 }
 
 #[cfg(test)]

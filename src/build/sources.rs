@@ -1,67 +1,136 @@
-//! The build contexts of one build: each context's `.kilnignore` and hash memo, loaded once
-//! and shared by every `copy` step (stages run in parallel), the memo saved at the end.
+//! The build contexts of one build, opened before its first step: each context a `copy`
+//! step reads is opened once as a directory fd ([`ContextDir`]) with its `.kilnignore` and
+//! hash memo, shared by every step (stages run in parallel), the memos saved at the end.
 //!
-//! One memo per build rather than per step because a memo drops, when saved, the entries
-//! its build did not look at: saved per step, two steps copying different parts of one
-//! context would keep evicting each other's hashes.
+//! Opened once and up front so that the digest a step's cache key holds and the files the
+//! step copies come from the same directory, resolved beneath the same fd: never from a
+//! path looked up again later, by then perhaps in a thread whose working directory is `/`,
+//! or after the path was pointed elsewhere.
+//!
+//! One memo per context and build rather than per step because a memo drops, when saved,
+//! the entries its build did not look at: saved per step, two steps copying different parts
+//! of one context would keep evicting each other's hashes. Two names for one directory
+//! share one entry for the same reason.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use super::context::{self, ContextError, HashMemo, Ignore, SourcesDigest};
+use super::context::{self, ContextDir, ContextError, HashMemo, Ignore, SourcesDigest};
+use super::{BuildError, BuildOptions};
+use crate::spec::{CopyFrom, CopyStep, Spec, Stage, StepKind};
 use crate::store::Store;
 
 pub(super) struct Sources<'a> {
     store: &'a Store,
-    contexts: Mutex<BTreeMap<PathBuf, Context>>,
+    /// Which of `opened` a `copy … from:` reads: `None` is the build context.
+    names: BTreeMap<Option<String>, usize>,
+    opened: Vec<Context>,
 }
 
-struct Context {
-    ignore: Ignore,
-    memo: HashMemo,
+/// One open build context.
+pub(super) struct Context {
+    pub dir: ContextDir,
+    pub ignore: Ignore,
+    memo: Mutex<HashMemo>,
 }
 
 impl<'a> Sources<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Sources {
+    /// Opens every context a `copy` step of `stages` reads: `opts.context` and the spec's
+    /// `contexts:` entries (all absolute paths). Contexts nothing copies from are not opened,
+    /// so they need not exist.
+    pub fn open<'s>(
+        store: &'a Store,
+        spec: &Spec,
+        opts: &BuildOptions,
+        stages: impl IntoIterator<Item = &'s Stage>,
+    ) -> Result<Self, BuildError> {
+        let mut sources = Sources {
             store,
-            contexts: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// What copying `sources` out of the context `dir` would copy, and its digest.
-    pub fn digest(&self, dir: &Path, sources: &[String]) -> Result<SourcesDigest, ContextError> {
-        let mut contexts = self.contexts.lock().expect("sources lock");
-        let cx = self.context(&mut contexts, dir)?;
-        context::copy_sources_digest(dir, sources, &cx.ignore, &mut cx.memo)
-    }
-
-    /// The `.kilnignore` rules of the context `dir`.
-    pub fn ignore(&self, dir: &Path) -> Result<Ignore, ContextError> {
-        let mut contexts = self.contexts.lock().expect("sources lock");
-        Ok(self.context(&mut contexts, dir)?.ignore.clone())
-    }
-
-    fn context<'m>(
-        &self,
-        contexts: &'m mut BTreeMap<PathBuf, Context>,
-        dir: &Path,
-    ) -> Result<&'m mut Context, ContextError> {
-        if !contexts.contains_key(dir) {
-            let cx = Context {
-                ignore: Ignore::load(dir)?,
-                memo: HashMemo::load(self.store, dir),
+            names: BTreeMap::new(),
+            opened: Vec::new(),
+        };
+        for name in used_contexts(stages) {
+            let path = match &name {
+                None => &opts.context,
+                Some(name) => spec.contexts.get(name).ok_or_else(|| {
+                    BuildError::Usage(format!("no build context named {name:?} in contexts:"))
+                })?,
             };
-            contexts.insert(dir.to_owned(), cx);
+            let index = sources.open_one(name.as_deref(), path)?;
+            sources.names.insert(name, index);
         }
-        Ok(contexts.get_mut(dir).expect("just inserted"))
+        Ok(sources)
+    }
+
+    /// Opens the context at `path`, or finds it among those already open under another
+    /// name; returns its index in `opened`.
+    fn open_one(&mut self, name: Option<&str>, path: &Path) -> Result<usize, BuildError> {
+        let dir = ContextDir::open(path).map_err(|source| BuildError::ContextOpen {
+            name: name.map(str::to_owned),
+            path: path.to_owned(),
+            source,
+        })?;
+        let same = |cx: &Context| cx.dir.real_path() == dir.real_path();
+        if let Some(index) = self.opened.iter().position(same) {
+            return Ok(index);
+        }
+        let context = Context {
+            ignore: Ignore::load(&dir)?,
+            memo: Mutex::new(HashMemo::load(self.store, &dir)),
+            dir,
+        };
+        self.opened.push(context);
+        Ok(self.opened.len() - 1)
+    }
+
+    /// The open context a `copy … from:` reads; `None` for a stage.
+    pub fn context(&self, from: &CopyFrom) -> Option<&Context> {
+        let name = match from {
+            CopyFrom::BuildContext => None,
+            CopyFrom::Context(name) => Some(name.clone()),
+            CopyFrom::Stage(_) => return None,
+        };
+        self.names.get(&name).map(|&index| &self.opened[index])
+    }
+
+    /// What copying `sources` out of the context `from` names would copy, and its digest.
+    pub fn digest(&self, from: &CopyFrom, sources: &[String]) -> Result<SourcesDigest, String> {
+        let cx = self
+            .context(from)
+            .ok_or_else(|| format!("{from:?} is not an open build context"))?;
+        let mut memo = cx.memo.lock().expect("memo lock");
+        context::copy_sources_digest(&cx.dir, sources, &cx.ignore, &mut memo)
+            .map_err(|e: ContextError| e.to_string())
     }
 
     /// Saves every memo. A memo that cannot be saved only costs rereading next time.
     pub fn save(&self) {
-        for cx in self.contexts.lock().expect("sources lock").values() {
-            let _ = cx.memo.save(self.store);
+        for cx in &self.opened {
+            let _ = cx.memo.lock().expect("memo lock").save(self.store);
         }
     }
+}
+
+/// The contexts `copy` steps of `stages` read (`None`: the build context), each once.
+fn used_contexts<'s>(stages: impl IntoIterator<Item = &'s Stage>) -> Vec<Option<String>> {
+    let mut used: Vec<Option<String>> = Vec::new();
+    let copies = stages
+        .into_iter()
+        .flat_map(|stage| &stage.steps)
+        .filter_map(|step| match &step.kind {
+            StepKind::Copy(CopyStep { from, .. }) => Some(from),
+            _ => None,
+        });
+    for from in copies {
+        let name = match from {
+            CopyFrom::BuildContext => None,
+            CopyFrom::Context(name) => Some(name.clone()),
+            CopyFrom::Stage(_) => continue,
+        };
+        if !used.contains(&name) {
+            used.push(name);
+        }
+    }
+    used
 }

@@ -30,7 +30,7 @@ pub(super) struct Request<'a> {
 /// Builds the target stage and the stages it needs; returns the target's output.
 pub(super) fn build(req: &Request) -> Result<StageOutput> {
     let target = req.spec.stages.len() - 1;
-    let needed = needed_stages(req.spec, target);
+    let needed = needed_stages(req.spec);
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let mut outputs: BTreeMap<usize, StageOutput> = BTreeMap::new();
     let mut pending: Vec<usize> = needed.into_iter().collect();
@@ -127,10 +127,10 @@ fn dependencies(spec: &Spec, index: usize) -> BTreeSet<usize> {
         .collect()
 }
 
-/// `target` and every stage it needs, transitively.
-fn needed_stages(spec: &Spec, target: usize) -> BTreeSet<usize> {
+/// The target (last) stage and every stage it needs, transitively.
+pub(super) fn needed_stages(spec: &Spec) -> BTreeSet<usize> {
     let mut needed = BTreeSet::new();
-    let mut todo = vec![target];
+    let mut todo = vec![spec.stages.len() - 1];
     while let Some(index) = todo.pop() {
         if needed.insert(index) {
             todo.extend(dependencies(spec, index));

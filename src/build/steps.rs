@@ -13,7 +13,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use super::context::SourceEntry;
 use super::key::{state_id, KeyInputs};
 use super::record::{self, StageRecord, StepEntry};
-use super::sources::Sources;
+use super::sources::{Context, Sources};
 use super::{
     passwd, BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport,
     Stream, DEFAULT_PATH,
@@ -229,7 +229,7 @@ impl StepCx<'_> {
     fn location(&self) -> String {
         format!(
             "{}:{}:{}",
-            self.job.spec.file.display(),
+            self.job.opts.spec_shown.display(),
             self.step.location.line,
             self.step.location.column
         )
@@ -344,10 +344,9 @@ fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
             _ => Err(cx.error(format!("stage {name:?} has not been built"))),
         },
         CopyFrom::BuildContext | CopyFrom::Context(_) => {
-            let dir = context_dir(cx, copy)?;
             let found = (cx.job.sources)
-                .digest(&dir, &copy.sources)
-                .map_err(|e| cx.error(e.to_string()))?;
+                .digest(&copy.from, &copy.sources)
+                .map_err(|e| cx.error(e))?;
             Ok((Some(found.digest), found.files))
         }
     }
@@ -501,20 +500,6 @@ fn forward_lines(cx: &StepCx, stream: Stream, fd: OwnedFd) {
     }
 }
 
-/// The directory a `copy` step reads from: the build context or a named context.
-fn context_dir(cx: &StepCx, copy: &CopyStep) -> Result<std::path::PathBuf> {
-    match &copy.from {
-        CopyFrom::Context(name) => cx
-            .job
-            .spec
-            .contexts
-            .get(name)
-            .cloned()
-            .ok_or_else(|| cx.error(format!("no build context named {name:?} in contexts:"))),
-        _ => Ok(cx.job.opts.context.clone()),
-    }
-}
-
 fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDirs) -> Result<()> {
     let overlay = dirs.overlay(cx.job.store, image);
     let workdir = image
@@ -523,14 +508,18 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
         .working_dir
         .clone()
         .unwrap_or_else(|| "/".into());
+    // A context was opened when the build started: files are resolved beneath its fd.
     // A stage's files are read from a read-only view of that stage, mounted next to the
     // step's own root; its paths are absolute inside the stage.
-    let source_stage = match &copy.from {
+    let source = match &copy.from {
         CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
-            Some(StageOutput::Built(stage)) => Some(stage),
+            Some(StageOutput::Built(stage)) => CopySource::Stage(stage),
             _ => return Err(cx.error(format!("stage {name:?} has not been built"))),
         },
-        _ => None,
+        from => match cx.job.sources.context(from) {
+            Some(context) => CopySource::Context(context),
+            None => return Err(cx.error(format!("{from:?} is not an open build context"))),
+        },
     };
     let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), String> {
         let owner = match &copy.owner {
@@ -543,24 +532,19 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
             gid: owner.gid,
             mtime: cx.job.opts.epoch as i64,
         };
-        match source_stage {
-            None => {
-                let dir = context_dir(cx, copy).map_err(|e| e.to_string())?;
-                let ignore = cx.job.sources.ignore(&dir).map_err(|e| e.to_string())?;
-                let excluded = ignore.as_exclusions();
-                layer::copy_in_filtered(
-                    &dir,
-                    &copy.sources,
-                    root,
-                    &copy.to,
-                    &workdir,
-                    &opts,
-                    &excluded,
-                )
-                .map(drop)
-                .map_err(|e| e.to_string())
-            }
-            Some(stage) => {
+        match source {
+            CopySource::Context(context) => layer::copy_in_filtered(
+                &context.dir,
+                &copy.sources,
+                root,
+                &copy.to,
+                &workdir,
+                &opts,
+                &context.ignore.as_exclusions(),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string()),
+            CopySource::Stage(stage) => {
                 let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
                 let relative: Vec<String> = copy
                     .sources
@@ -569,7 +553,9 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
                     .map(|s| if s.is_empty() { ".".into() } else { s })
                     .collect();
                 runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
-                    layer::copy_in(stage_root, &relative, root, &copy.to, &workdir, &opts)
+                    let stage_dir = layer::ContextDir::open(stage_root)
+                        .map_err(|e| format!("cannot open the stage's files: {e}"))?;
+                    layer::copy_in(&stage_dir, &relative, root, &copy.to, &workdir, &opts)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 })
@@ -578,6 +564,12 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
         }
     });
     outcome.map_err(BuildError::from)?.map_err(|m| cx.error(m))
+}
+
+/// Where a `copy` step's files come from.
+enum CopySource<'a> {
+    Context(&'a Context),
+    Stage(&'a Partial),
 }
 
 /// Turns a step's upper dir into a committed layer, or `None` when the step changed nothing.

@@ -65,14 +65,17 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
     let store = globals.store()?;
-    let spec_file = args
+    // CONTEXT and -f are relative to the working directory; paths in the spec are made
+    // absolute (against the spec's folder) when it is read.
+    let spec_shown = args
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("kiln.yaml"));
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
     let opts = BuildOptions {
-        context: args.context.clone(),
-        spec_file,
+        context: super::absolute(&args.context)?,
+        spec_file: super::absolute(&spec_shown)?,
+        spec_shown,
         tags: args.tags.clone(),
         args: args.args.clone(),
         compression,

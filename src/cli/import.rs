@@ -37,7 +37,8 @@ pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
     // The layer is no gc root until the tag is written.
     let _guard = store.content_guard()?;
-    let imported = build::rootfs_image(&store, &args.rootfs, compression, source_date_epoch()?)
+    let rootfs = super::absolute(&args.rootfs)?;
+    let imported = build::rootfs_image(&store, &rootfs, compression, source_date_epoch()?)
         .map_err(|e| {
             let hint = e.hint();
             Failure::user(e).hint(hint)

@@ -18,7 +18,7 @@ mod push;
 mod run;
 mod signals;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -148,6 +148,18 @@ pub fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
+/// A host path the user typed, made absolute against kiln's working directory now. Done
+/// once, where arguments are read: threads that mount overlays change their own working
+/// directory to `/`, so a relative path used later would name a host path, not the user's.
+pub fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(path).map_err(|e| {
+        Failure::user(format!(
+            "{}: cannot make the path absolute: {e}",
+            path.display()
+        ))
+    })
+}
+
 fn default_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/kiln");
@@ -175,8 +187,15 @@ pub fn main() -> i32 {
     signals::install();
     raise_open_file_limit();
     let cli = Cli::parse();
+    let root = match absolute(&cli.root.unwrap_or_else(default_root)) {
+        Ok(root) => root,
+        Err(f) => {
+            output::print_failure(&f);
+            return f.code;
+        }
+    };
     let globals = Globals {
-        root: cli.root.unwrap_or_else(default_root),
+        root,
         quiet: cli.quiet,
     };
     let result = match cli.command {

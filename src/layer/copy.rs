@@ -3,9 +3,10 @@
 //! Both ends are hostile in their own way: a context may hold symlinks pointing anywhere on
 //! the host, and the root is an image whose symlinks (`/bin -> usr/bin`, or `/etc ->
 //! /host/etc`) must only ever be followed inside it. So sources are resolved with
-//! `openat2(RESOLVE_BENEATH)` under the context (leaving it by `..` or a symlink is an
-//! error), destinations with `RESOLVE_IN_ROOT` under the root, and every file is created
-//! by name relative to a resolved parent fd, never through a symlink.
+//! `openat2(RESOLVE_BENEATH)` under the context's directory fd ([`ContextDir`], opened once
+//! by the build, never by its path here: leaving it by `..` or a symlink is an error),
+//! destinations with `RESOLVE_IN_ROOT` under the root, and every file is created by name
+//! relative to a resolved parent fd, never through a symlink.
 //!
 //! Semantics: a file source goes *into* the destination when it ends with `/` or is an
 //! existing directory, else it *becomes* the destination; a directory source has its
@@ -35,11 +36,10 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 
+use super::context_dir::ContextDir;
 use super::error::{LayerError, Result};
 use super::inroot::{self, Resolve, Root};
-use super::source_path::{
-    as_path, child_path, clean_source, excluded_source, fd_path, relative_to,
-};
+use super::source_path::{as_path, child_path, clean_source, excluded_source};
 
 /// Ownership and mode given to everything a `copy:` step writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub type Exclusions<'a> = dyn Fn(&Path, bool) -> Option<String> + Sync + 'a;
 /// Copies `sources` (paths relative to `context`) to `dest` (absolute, or relative to
 /// `workdir`) inside `root`, a step's mounted root filesystem. Nothing is excluded.
 pub fn copy_in(
-    context: &Path,
+    context: &ContextDir,
     sources: &[String],
     root: &Path,
     dest: &str,
@@ -84,7 +84,7 @@ pub fn copy_in(
 /// [`copy_in`], leaving out every context path that `excluded` names (and everything below
 /// an excluded directory). Naming an excluded path as a source is an error.
 pub fn copy_in_filtered(
-    context: &Path,
+    context: &ContextDir,
     sources: &[String],
     root: &Path,
     dest: &str,
@@ -105,17 +105,11 @@ pub fn copy_in_filtered(
             "copying several sources needs a destination ending with /",
         ));
     }
-    let open =
-        |p: &Path| Root::open(p).map_err(LayerError::io("open", p.as_os_str().as_encoded_bytes()));
-    let context_root = open(context)?;
-    let context_real = fd_path(context_root.fd()).map_err(LayerError::io(
-        "resolve",
-        context.as_os_str().as_encoded_bytes(),
-    ))?;
+    let root =
+        Root::open(root).map_err(LayerError::io("open", root.as_os_str().as_encoded_bytes()))?;
     let mut copier = Copier {
-        context: context_root,
-        context_real,
-        root: open(root)?,
+        context,
+        root,
         opts: *opts,
         excluded,
         stats: CopyStats::default(),
@@ -184,9 +178,7 @@ struct Node<'a> {
 }
 
 struct Copier<'a> {
-    context: Root,
-    /// The context directory's real host path, to turn resolved sources into context paths.
-    context_real: Vec<u8>,
+    context: &'a ContextDir,
     root: Root,
     opts: CopyOptions,
     excluded: &'a Exclusions<'a>,
@@ -196,13 +188,14 @@ struct Copier<'a> {
 impl Copier<'_> {
     fn copy_source(&mut self, source: &str, dest: &[String], into_dir: bool) -> Result<()> {
         let rel = source.trim_start_matches('/');
-        let src = self.open_source(source, rel, OFlag::O_PATH)?;
+        let src = self.context.open_source(source, rel, OFlag::O_PATH)?;
         let st = inroot::fstat(src.as_fd()).map_err(LayerError::io("stat", source.as_bytes()))?;
-        let real = self.context_path(src.as_fd(), source)?;
+        let real = self.context.context_path(src.as_fd(), source)?;
         self.refuse_excluded(source, &clean_source(rel), &real, inroot::is_dir(&st))?;
         if inroot::is_dir(&st) {
             let target = self.make_dirs(dest)?;
-            let src = self.open_source(source, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+            let src = self.context.open_source(source, rel, flags)?;
             return self.copy_dir_content(src.as_fd(), target.as_fd(), source, &real);
         }
         let base = Path::new(rel)
@@ -223,7 +216,7 @@ impl Copier<'_> {
         let dir = self.make_dirs(parent)?;
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
         let file = if inroot::file_type(&st) == libc::S_IFREG {
-            Some(self.open_source(source, rel, flags)?)
+            Some(self.context.open_source(source, rel, flags)?)
         } else {
             None
         };
@@ -235,24 +228,6 @@ impl Copier<'_> {
             real: &real,
         };
         self.copy_node(&node, dir.as_fd(), &name)
-    }
-
-    /// Opens a source under the context; leaving the context in any way is an error.
-    fn open_source(&self, source: &str, rel: &str, flags: OFlag) -> Result<OwnedFd> {
-        self.context
-            .open_at(rel.as_bytes(), flags, Resolve::Beneath)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EXDEV) => LayerError::CopyOutsideContext(source.to_owned()),
-                Some(libc::ENOENT) => LayerError::CopySourceMissing(source.to_owned()),
-                _ => LayerError::io("open the copy source", source.as_bytes())(e),
-            })
-    }
-
-    /// Where an opened source really is, relative to the context.
-    fn context_path(&self, src: BorrowedFd, source: &str) -> Result<Vec<u8>> {
-        let real = fd_path(src).map_err(LayerError::io("resolve", source.as_bytes()))?;
-        relative_to(&self.context_real, &real)
-            .ok_or_else(|| LayerError::CopyOutsideContext(source.to_owned()))
     }
 
     /// Fails when a source is excluded as written (`lexical`) or where it resolved (`real`).

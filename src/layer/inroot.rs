@@ -34,6 +34,9 @@ pub(crate) enum Resolve {
     InRootNoSymlinks,
     /// Anything that would leave the root (`..` above it, absolute symlinks) is an error (EXDEV).
     Beneath,
+    /// [`Resolve::Beneath`], and no symlink is followed at all (ELOOP), for a path that was
+    /// resolved before.
+    BeneathNoSymlinks,
 }
 
 /// Attempts made when `openat2` reports EAGAIN (a concurrent rename somewhere in the tree).
@@ -65,6 +68,9 @@ impl Root {
                 ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS
             }
             Resolve::Beneath => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            Resolve::BeneathNoSymlinks => {
+                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS
+            }
         };
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)

@@ -13,10 +13,12 @@
 //!   whiteouts back into overlay whiteouts. Every path is resolved by the kernel inside
 //!   the destination (SECURITY.md §3 rules 1–7). After an error the destination is garbage
 //!   and the caller deletes it.
-//! - [`copy_in`]: Docker `COPY` semantics from a build context into a mounted root.
+//! - [`copy_in`]: Docker `COPY` semantics from a build context, opened once as a
+//!   [`ContextDir`], into a mounted root.
 
 mod apply;
 mod compress;
+mod context_dir;
 mod copy;
 mod error;
 pub(crate) mod inroot;
@@ -33,6 +35,7 @@ use std::str::FromStr;
 
 pub use apply::apply_layer;
 pub use compress::{detect_compression, write_layer};
+pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats};
 pub use error::LayerError;
 pub use write::write_tar;

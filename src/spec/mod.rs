@@ -42,7 +42,8 @@ use error::Issue;
 use node::MAX_SPEC_BYTES;
 
 /// Reads and validates the spec at `path`. Relative paths in the spec (`contexts:`,
-/// `from: oci:`/`rootfs:`, mount and secret sources) are taken from the spec's folder.
+/// `from: oci:`/`rootfs:`, mount and secret sources) are taken from the spec's folder and
+/// made absolute.
 /// `arg_overrides` are the `--arg NAME=VALUE` pairs, in command-line order.
 pub fn load(path: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError> {
     let text = read_spec(path).map_err(|issue| issue.in_file(path.to_path_buf()))?;

@@ -17,13 +17,16 @@ pub struct Location {
 /// A whole, validated spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
-    /// The spec file, as given (used in messages: `kiln.yaml:12:5`).
+    /// The spec file as passed to [`super::load`] (used in messages: `kiln.yaml:12:5`).
+    /// Host paths in the spec are absolute whatever this is: relative ones were taken from
+    /// this file's folder, made absolute when the spec was read.
     pub file: PathBuf,
     /// `image:`, the default tag for `kiln build`.
     pub image: Option<String>,
     /// `args:` after `--arg` overrides (name → value).
     pub args: BTreeMap<String, String>,
-    /// `contexts:`: named build contexts, paths resolved against the spec's folder.
+    /// `contexts:`: named build contexts, absolute paths (relative ones were taken from the
+    /// spec's folder).
     pub contexts: BTreeMap<String, PathBuf>,
     /// Top-level `env:`, in file order. Already included at the start of every
     /// [`Stage::env`]; kept here for display.
@@ -171,7 +174,7 @@ pub struct Secret {
 /// file or variable is found by the build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
-    /// `source: PATH`, resolved against the spec's folder.
+    /// `source: PATH`, absolute (a relative one was taken from the spec's folder).
     File(PathBuf),
     /// `env: VAR`: a variable of `kiln build`'s own environment.
     Env(String),
@@ -257,7 +260,7 @@ pub struct RunDefaults {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
-    /// Host path, resolved against the spec's folder.
+    /// Host path, absolute (a relative one was taken from the spec's folder).
     pub source: PathBuf,
     pub target: String,
     pub readonly: bool,

@@ -105,7 +105,7 @@ run:
 fn full_spec_parses_to_the_expected_model() {
     let spec = parse(FULL, Path::new("site/kiln.yaml"), &pairs(&[("TAG", "v2")]))
         .unwrap_or_else(|e| panic!("{e}"));
-    let dir = Path::new("site");
+    let dir = cwd().join("site");
     let expected = Spec {
         file: PathBuf::from("site/kiln.yaml"),
         image: Some("hello:v2".into()),
@@ -273,7 +273,7 @@ fn from_forms() {
     assert_eq!(
         from("oci:./layout:v1"),
         Ok(From::OciLayout {
-            path: "a/layout".into(),
+            path: cwd().join("a/layout"),
             tag: Some("v1".into())
         })
     );
@@ -286,7 +286,7 @@ fn from_forms() {
     );
     assert_eq!(
         from("rootfs:root.tar.zst"),
-        Ok(From::Rootfs("a/root.tar.zst".into()))
+        Ok(From::Rootfs(cwd().join("a/root.tar.zst")))
     );
     assert_eq!(
         from("docker.io/library/alpine:3.20"),
@@ -668,6 +668,42 @@ fn load_resolves_paths_against_the_spec_folder() {
     assert_eq!(spec.contexts["c"], dir.path().join("ctx"));
     assert_eq!(spec.contexts["abs"], PathBuf::from("/opt"));
     assert_eq!(spec.file, path);
+}
+
+/// The working directory the tests run in: relative spec paths end up below it.
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn host_paths_are_absolute_and_taken_from_the_spec_folder() {
+    // The spec named relatively, in a subfolder, as `kiln build -f conf/kiln.yaml` does.
+    let spec = parse(
+        "from: rootfs:../base\ncontexts: { here: ., dot: ./a, up: ../b, abs: /opt/c }\nrun: { mounts: [{ source: data, target: /d }] }\n",
+        Path::new("conf/kiln.yaml"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = cwd().join("conf");
+    assert_eq!(spec.final_stage().from, From::Rootfs(dir.join("../base")));
+    assert_eq!(spec.contexts["here"], dir);
+    assert_eq!(spec.contexts["dot"], dir.join("a"));
+    assert_eq!(spec.contexts["up"], dir.join("../b"));
+    assert_eq!(spec.contexts["abs"], PathBuf::from("/opt/c"));
+    assert_eq!(spec.run.mounts[0].source, dir.join("data"));
+    // A spec named by its bare file name lives in the working directory.
+    let spec = parse(
+        "from: scratch\ncontexts: { c: ctx }\n",
+        Path::new(FILE),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.contexts["c"], cwd().join("ctx"));
+    assert_eq!(
+        spec.file,
+        Path::new(FILE),
+        "messages name the file as given"
+    );
 }
 
 #[test]
@@ -1063,7 +1099,7 @@ fn secrets_come_from_a_file_or_the_environment() {
         vec![
             Secret {
                 id: "a".into(),
-                source: SecretSource::File(PathBuf::from("d/a.txt")),
+                source: SecretSource::File(cwd().join("d/a.txt")),
                 target: "/run/secrets/a".into(),
             },
             Secret {

@@ -22,7 +22,7 @@ const TOP_KEYS: [&str; 9] = [
 pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)]) -> Result<Spec> {
     check_root(root)?;
     let f = Fields::new(root, "top-level", &TOP_KEYS)?;
-    let dir = file.parent().unwrap_or(Path::new(""));
+    let dir = &spec_dir(file)?;
     let empty = Node {
         value: Value::Null,
         location: root.location,
@@ -188,14 +188,24 @@ fn image_name(ex: &Expander, node: &Node) -> Result<String> {
     Ok(name)
 }
 
-/// A host path from the spec, relative ones taken from the spec's folder `dir`.
+/// The spec's folder, absolute, made so while the spec is read: relative host paths in the
+/// spec are taken from it (the compose and bake convention), and an absolute path means the
+/// same in every thread, also in one that has changed its working directory.
+fn spec_dir(file: &Path) -> Result<PathBuf> {
+    let file = std::path::absolute(file)
+        .map_err(|e| Issue::nowhere(format!("cannot find the spec's folder: {e}")))?;
+    Ok(file
+        .parent()
+        .map_or_else(|| file.clone(), Path::to_path_buf))
+}
+
+/// A host path from the spec, relative ones taken from the spec's (absolute) folder `dir`.
 pub(crate) fn resolve(dir: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     let relative = path.strip_prefix(".").unwrap_or(path);
-    let joined = dir.join(relative);
-    if joined.as_os_str().is_empty() {
-        PathBuf::from(".")
+    if relative.as_os_str().is_empty() {
+        dir.to_path_buf()
     } else {
-        joined
+        dir.join(relative)
     }
 }

@@ -1,6 +1,7 @@
 //! Content hashes of the files a copy step would copy: from the memo when a file has not
 //! changed, otherwise read in parallel.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::time::SystemTime;
@@ -8,10 +9,11 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use super::fs::ContextDir;
+use nix::fcntl::OFlag;
+
 use super::memo::{FileKey, HashMemo};
 use super::walk::{Found, FoundKind};
-use super::Result;
+use super::{ContextDir, Result};
 use crate::layer::inroot::{self, file_type};
 use crate::layer::LayerError;
 
@@ -82,7 +84,10 @@ fn hash_file(
 ) -> Result<Hashed, LayerError> {
     let fail = |e: io::Error| LayerError::io("read", &node.path)(e);
     let started = SystemTime::now();
-    let mut file = dir.open_resolved_file(&node.real).map_err(fail)?;
+    // By the path the walk resolved, with no symlink allowed on the way: a file swapped
+    // for a symlink since is not followed. O_NONBLOCK: one swapped for a FIFO does not hang.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let mut file = File::from(dir.open_resolved(&node.real, flags).map_err(fail)?);
     let before = inroot::fstat(file.as_fd()).map_err(fail)?;
     if file_type(&before) != libc::S_IFREG {
         let why = "it stopped being a regular file while kiln read the build context";

@@ -3,11 +3,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 
-use super::fs::ContextDir;
-use super::ContextError;
+use super::{ContextDir, ContextError};
+use crate::layer::LayerError;
 
 /// The file, at the root of a build context, that lists what `copy:` steps leave out.
 pub const IGNORE_FILE: &str = ".kilnignore";
@@ -32,26 +34,28 @@ impl Ignore {
         }
     }
 
-    /// The rules of `context/.kilnignore`; none when the file does not exist. The file is
-    /// read like a copy source: a symlink that leaves the context is an error.
-    pub fn load(context: &Path) -> Result<Ignore, ContextError> {
-        let dir = ContextDir::open(context)?;
-        let Some(file) = dir.open_ignore_file(IGNORE_FILE)? else {
-            return Ok(Ignore::none());
+    /// The rules of the context's `.kilnignore`; none when the file does not exist. The
+    /// file is opened like a copy source: a symlink that leaves the context is an error.
+    pub fn load(context: &ContextDir) -> Result<Ignore, ContextError> {
+        let shown = context.path().join(IGNORE_FILE);
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        let file = match context.open_source(IGNORE_FILE, IGNORE_FILE, flags) {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(LayerError::CopySourceMissing(_)) => return Ok(Ignore::none()),
+            Err(e) => return Err(e.into()),
         };
         let mut text = Vec::new();
-        std::fs::File::from(file)
-            .take(MAX_IGNORE_FILE + 1)
+        file.take(MAX_IGNORE_FILE + 1)
             .read_to_end(&mut text)
-            .map_err(|e| ContextError::read(context.join(IGNORE_FILE), e))?;
+            .map_err(|e| ContextError::read(shown.clone(), e))?;
         if text.len() as u64 > MAX_IGNORE_FILE {
             return Err(ContextError::IgnoreFile {
-                path: context.join(IGNORE_FILE),
+                path: shown,
                 line: 0,
                 why: format!("larger than {MAX_IGNORE_FILE} bytes"),
             });
         }
-        Ignore::parse(&context.join(IGNORE_FILE), &text)
+        Ignore::parse(&shown, &text)
     }
 
     /// Parses ignore rules; `path` only names the file in errors.

@@ -23,8 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::sys::stat::FileStat;
 use sha2::{Digest as _, Sha256};
 
-use super::fs::canonical;
-use super::ContextError;
+use super::{ContextDir, ContextError};
 use crate::store::{Digest, Store};
 
 /// How old a file's last change must be before its hash is remembered.
@@ -118,11 +117,11 @@ impl HashMemo {
         }
     }
 
-    /// The memo saved for `context` in `store`; empty when there is none or it is unreadable.
-    pub fn load(store: &Store, context: &Path) -> HashMemo {
-        let name = Digest::of_bytes(canonical(context).as_os_str().as_encoded_bytes())
-            .hex()
-            .to_owned();
+    /// The memo saved for `context` in `store`; empty when there is none or it is
+    /// unreadable. Memos are named by the context's canonical path, so every spelling of a
+    /// directory finds the same one.
+    pub fn load(store: &Store, context: &ContextDir) -> HashMemo {
+        let name = Digest::of_bytes(context.real_path()).hex().to_owned();
         let entries = read_memo(&memo_dir(store).join(&name)).unwrap_or_default();
         HashMemo {
             entries,

@@ -21,6 +21,11 @@ impl Ctx {
         Ctx { _tmp: tmp, dir }
     }
 
+    /// The context, opened as a build opens it.
+    fn open(&self) -> ContextDir {
+        ContextDir::open(&self.dir).unwrap()
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
@@ -36,7 +41,7 @@ impl Ctx {
     }
 
     fn digest(&self, sources: &[&str]) -> Result<SourcesDigest> {
-        let ignore = Ignore::load(&self.dir)?;
+        let ignore = Ignore::load(&self.open())?;
         self.digest_with(sources, &ignore, &mut HashMemo::in_memory())
     }
 
@@ -47,7 +52,7 @@ impl Ctx {
         memo: &mut HashMemo,
     ) -> Result<SourcesDigest> {
         let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
-        copy_sources_digest(&self.dir, &sources, ignore, memo)
+        copy_sources_digest(&self.open(), &sources, ignore, memo)
     }
 
     fn listed(&self, sources: &[&str]) -> Vec<String> {
@@ -154,9 +159,10 @@ fn sources_fail_as_copy_in_fails() {
     for source in ["../outside", "abs-link", "rel-link", "missing"] {
         let ours = c.digest(&[source]).unwrap_err().to_string();
         let sources = [source.to_string()];
-        let theirs = crate::layer::copy_in(&c.dir, &sources, &root, "/x", "/", &Default::default())
-            .unwrap_err()
-            .to_string();
+        let theirs =
+            crate::layer::copy_in(&c.open(), &sources, &root, "/x", "/", &Default::default())
+                .unwrap_err()
+                .to_string();
         assert_eq!(ours, theirs, "{source}");
     }
 }
@@ -312,7 +318,7 @@ fn the_memo_is_saved_per_context_and_keeps_only_what_was_used() {
     c.write("a", "a");
     c.write("b", "b");
     let ignore = Ignore::none();
-    let mut memo = HashMemo::load(&store, &c.dir);
+    let mut memo = HashMemo::load(&store, &c.open());
     memo.racy_margin = Duration::ZERO;
     c.digest_with(&["."], &ignore, &mut memo).unwrap();
     memo.save(&store).unwrap();
@@ -326,21 +332,25 @@ fn the_memo_is_saved_per_context_and_keeps_only_what_was_used() {
 
     // Found again through another spelling of the same directory.
     let other_spelling = c.dir.join("../ctx/.");
-    let mut memo = HashMemo::load(&store, &other_spelling);
+    let mut memo = HashMemo::load(&store, &ContextDir::open(&other_spelling).unwrap());
     assert_eq!(memo.len(), 2);
     let d = c.digest_with(&["a"], &ignore, &mut memo).unwrap();
     assert_eq!(d.files_read, 0);
     memo.save(&store).unwrap();
-    assert_eq!(HashMemo::load(&store, &c.dir).len(), 1, "b was not dropped");
+    assert_eq!(
+        HashMemo::load(&store, &c.open()).len(),
+        1,
+        "b was not dropped"
+    );
 
     // A torn or corrupt memo is ignored.
     let file = store.cache_dir().join("context").join(name.hex());
     let mut bytes = fs::read(&file).unwrap();
     bytes.truncate(bytes.len() - 1);
     fs::write(&file, &bytes).unwrap();
-    assert!(HashMemo::load(&store, &c.dir).is_empty());
+    assert!(HashMemo::load(&store, &c.open()).is_empty());
     fs::write(&file, b"garbage").unwrap();
-    assert!(HashMemo::load(&store, &c.dir).is_empty());
+    assert!(HashMemo::load(&store, &c.open()).is_empty());
     assert!(
         fs::read_dir(store.tmp_dir()).unwrap().next().is_none(),
         "temp files left behind"
@@ -351,7 +361,7 @@ fn the_memo_is_saved_per_context_and_keeps_only_what_was_used() {
 fn bad_kilnignore_files_are_reported_with_their_line() {
     let c = Ctx::new();
     fs::write(c.path(".kilnignore"), b"ok\n\xff\xfe\n").unwrap();
-    let err = Ignore::load(&c.dir).unwrap_err().to_string();
+    let err = Ignore::load(&c.open()).unwrap_err().to_string();
     assert_eq!(
         err,
         format!(
@@ -360,14 +370,14 @@ fn bad_kilnignore_files_are_reported_with_their_line() {
         )
     );
     c.write(".kilnignore", "a\n{b,c\n");
-    let err = Ignore::load(&c.dir).unwrap_err().to_string();
+    let err = Ignore::load(&c.open()).unwrap_err().to_string();
     assert!(err.contains(".kilnignore:2: "), "{err}");
 
     fs::remove_file(c.path(".kilnignore")).unwrap();
     let outside = c._tmp.path().join("host-ignore");
     fs::write(&outside, "*").unwrap();
     symlink(&outside, c.path(".kilnignore")).unwrap();
-    let err = Ignore::load(&c.dir).unwrap_err().to_string();
+    let err = Ignore::load(&c.open()).unwrap_err().to_string();
     assert_eq!(err, "copy source .kilnignore is outside the build context");
 }
 

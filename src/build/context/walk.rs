@@ -7,8 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::fcntl::OFlag;
 use nix::sys::stat::FileStat;
 
-use super::fs::ContextDir;
-use super::{ContextError, Ignore};
+use super::{ContextDir, ContextError, Ignore};
 use crate::layer::inroot::{self, file_type};
 use crate::layer::source_path::{as_path, child_path, clean_source, excluded_source};
 use crate::layer::LayerError;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::build::context::{copy_sources_digest, EntryKind, HashMemo, Ignore};
 use crate::layer::copy::{copy_in_filtered, Exclusions};
-use crate::layer::{copy_in, CopyOptions, LayerError};
+use crate::layer::{copy_in, ContextDir, CopyOptions, LayerError};
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -40,6 +40,13 @@ fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// The context, opened as a build opens it.
+    fn context(&self) -> ContextDir {
+        ContextDir::open(&self.ctx).unwrap()
+    }
+}
+
 fn copy(
     s: &Setup,
     sources: &[&str],
@@ -47,7 +54,7 @@ fn copy(
     opts: &CopyOptions,
 ) -> Result<crate::layer::CopyStats, LayerError> {
     let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
-    copy_in(&s.ctx, &sources, &s.root, dest, "/work", opts)
+    copy_in(&s.context(), &sources, &s.root, dest, "/work", opts)
 }
 
 fn mode(p: &Path) -> u32 {
@@ -215,11 +222,12 @@ fn modes_follow_the_exec_bit_unless_declared() {
 }
 
 fn copy_ignoring(s: &Setup, sources: &[&str], dest: &str) -> Result<(), LayerError> {
-    let ignore = Ignore::load(&s.ctx).unwrap();
+    let context = s.context();
+    let ignore = Ignore::load(&context).unwrap();
     let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
     let opts = CopyOptions::default();
     copy_in_filtered(
-        &s.ctx,
+        &context,
         &sources,
         &s.root,
         dest,
@@ -302,16 +310,22 @@ fn the_context_digest_lists_exactly_what_is_copied() {
     nix::unistd::mkfifo(&ctx.join("site/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(ctx.join("site/sock")).unwrap();
 
-    let ignore = Ignore::load(ctx).unwrap();
-    let digest =
-        copy_sources_digest(ctx, &["www".into()], &ignore, &mut HashMemo::in_memory()).unwrap();
+    let context = s.context();
+    let ignore = Ignore::load(&context).unwrap();
+    let digest = copy_sources_digest(
+        &context,
+        &["www".into()],
+        &ignore,
+        &mut HashMemo::in_memory(),
+    )
+    .unwrap();
     // Copied from another thread, as builds do (inside `runtime::with_overlay`).
     let exclusions: &Exclusions = &ignore.as_exclusions();
     let sources = ["www".to_string()];
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let opts = CopyOptions::default();
-            copy_in_filtered(ctx, &sources, &s.root, "/dst", "/", &opts, exclusions).unwrap();
+            copy_in_filtered(&context, &sources, &s.root, "/dst", "/", &opts, exclusions).unwrap();
         });
     });
     let listed: Vec<String> = digest
@@ -330,4 +344,48 @@ fn the_context_digest_lists_exactly_what_is_copied() {
             assert_eq!(mode(&copied), want, "{}", entry.path);
         }
     }
+}
+
+#[test]
+fn a_context_opened_by_a_relative_path_is_still_that_directory_after_chdir() {
+    // What `kiln build` with a relative CONTEXT met: the copy thread chdirs to `/` (as
+    // `runtime::with_overlay` does), where `etc/` names the host's /etc.
+    let s = setup();
+    fs::create_dir(s.ctx.join("etc")).unwrap();
+    fs::write(s.ctx.join("etc/marker"), "the context's etc").unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // A private working directory for this thread only (the test runner's is shared).
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+            nix::unistd::chdir(s._tmp.path()).unwrap();
+            let context = ContextDir::open(Path::new("ctx")).unwrap();
+            nix::unistd::chdir("/").unwrap();
+            let sources = ["etc/".to_string()];
+            copy_in(
+                &context,
+                &sources,
+                &s.root,
+                "/copied/",
+                "/",
+                &CopyOptions::default(),
+            )
+            .unwrap();
+        });
+    });
+    assert_eq!(tree(&s.root.join("copied")), ["marker"]);
+}
+
+#[test]
+fn a_context_dir_is_an_o_path_fd_closed_on_exec() {
+    let s = setup();
+    let context = s.context();
+    let fd = &context;
+    let fd_flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+    assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "a step would inherit it");
+    let status_flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_ne!(
+        status_flags & libc::O_PATH,
+        0,
+        "it should give no read access"
+    );
 }
