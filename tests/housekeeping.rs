@@ -513,7 +513,13 @@ fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
     assert_eq!(code, 1, "{output}");
     let kinds: BTreeSet<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
     assert!(kinds.contains("abandoned-container"), "{output}");
-    assert!(kinds.contains("stale-cgroup"), "{output}");
+    // Any kiln that starts a container removes stale cgroups, and the other tests of this
+    // binary run in parallel: the cgroup may be gone already, but if it is there, fsck
+    // must name it.
+    assert!(
+        kinds.contains("stale-cgroup") || !cgroup.exists(),
+        "{output}"
+    );
     let (_, report) = gc(&env, &[]);
     let removed: Vec<&str> = report["containers"]
         .as_array()
@@ -522,14 +528,6 @@ fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(removed, [id.as_str()], "{report}");
-    assert!(
-        report["cgroups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c.as_str() == Some(id.as_str())),
-        "{report}"
-    );
     assert!(!containers.join(&id).exists());
     assert!(!cgroup.exists());
     assert_fsck_clean(&env);
