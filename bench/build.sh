@@ -39,7 +39,7 @@ steps:
 KY
 
 hyperfine --warmup 2 --runs 15 --export-json "$work/result.json" \
-    -n kiln "$kiln -q build $work/ctx" \
+    -n kiln "$kiln -q build --no-cache $work/ctx" \
     -n buildah "buildah build -q --layers --no-cache --isolation chroot -t localhost/kiln-bench-out -f $work/ctx/Containerfile $work/ctx"
 
 python3 - "$work/result.json" <<'PY'
