@@ -38,13 +38,20 @@ steps:
   - run: cat /payload /one > /two
 KY
 
-hyperfine --warmup 2 --runs 15 --export-json "$work/result.json" \
-    -n kiln "$kiln -q build --no-cache $work/ctx" \
-    -n buildah "buildah build -q --layers --no-cache --isolation chroot -t localhost/kiln-bench-out -f $work/ctx/Containerfile $work/ctx"
+commands=(-n kiln "$kiln -q build --no-cache $work/ctx"
+          -n buildah "buildah build -q --layers --no-cache --isolation chroot -t localhost/kiln-bench-out -f $work/ctx/Containerfile $work/ctx")
+# KILN_OLD=path/to/kiln adds another kiln build (e.g. before a change) to the same run.
+if [ -n "${KILN_OLD:-}" ]; then
+    commands+=(-n kiln-old "$KILN_OLD -q build --no-cache $work/ctx")
+fi
+hyperfine --warmup 2 --runs 15 --export-json "$work/result.json" "${commands[@]}"
 
 python3 - "$work/result.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 k, b = r["kiln"]["median"], r["buildah"]["median"]
 print(f"cold 3-step build: kiln {k*1000:.0f} ms, buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.2f} (goal <= 0.5)")
+if "kiln-old" in r:
+    o = r["kiln-old"]["median"]
+    print(f"kiln-old {o*1000:.0f} ms: kiln/kiln-old = {k/o:.2f}")
 PY

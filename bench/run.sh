@@ -17,13 +17,20 @@ $kiln -q import "$work/base" -t bench-bb >/dev/null
 limits=(--memory 64m --pids-limit 64 --cap-drop ALL --cap-add NET_BIND_SERVICE)
 $kiln bundle "${limits[@]}" bench-bb "$work/bundle" true
 
-hyperfine --warmup 5 --runs 50 -N --export-json "$work/result.json" \
-    -n kiln "$kiln run --rm ${limits[*]} bench-bb true" \
-    -n runc "runc run -b $work/bundle kiln-bench"
+commands=(-n kiln "$kiln run --rm ${limits[*]} bench-bb true"
+          -n runc "runc run -b $work/bundle kiln-bench")
+# KILN_OLD=path/to/kiln adds another kiln build (e.g. before a change) to the same run.
+if [ -n "${KILN_OLD:-}" ]; then
+    commands+=(-n kiln-old "$KILN_OLD run --rm ${limits[*]} bench-bb true")
+fi
+hyperfine --warmup 5 --runs 50 -N --export-json "$work/result.json" "${commands[@]}"
 
 python3 - "$work/result.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 k, c = r["kiln"]["median"], r["runc"]["median"]
 print(f"container start (true): kiln {k*1000:.1f} ms, runc {c*1000:.1f} ms, ratio kiln/runc = {k/c:.2f} (bar <= 0.5)")
+if "kiln-old" in r:
+    o = r["kiln-old"]["median"]
+    print(f"kiln-old {o*1000:.1f} ms: kiln/kiln-old = {k/o:.2f}")
 PY
