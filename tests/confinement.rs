@@ -71,6 +71,13 @@ fn probe_rootfs(env: &Env) -> PathBuf {
     root
 }
 
+/// [`probe_rootfs`] imported as image `name`.
+fn import_probe_rootfs(env: &Env, name: &str) -> PathBuf {
+    let rootfs = probe_rootfs(env);
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", name]);
+    rootfs
+}
+
 /// The probes every default step and container must refuse. (A step also may not write
 /// the host's `/etc/hosts` and `/etc/resolv.conf` bound into it; a container's are its own
 /// copies, writable as with Docker.)
@@ -314,8 +321,7 @@ fn step_limits_come_from_the_spec_and_the_command_line() {
 #[test]
 fn a_container_cannot_reach_the_file_or_terminal_kilns_output_goes_to() {
     let env = Env::new();
-    let rootfs = probe_rootfs(&env);
-    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    import_probe_rootfs(&env, "bb");
     let log = env.path("out.log");
     std::fs::write(&log, "SECRET-FROM-THE-HOST\n").unwrap();
     let file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -349,8 +355,7 @@ fn a_container_cannot_reach_the_file_or_terminal_kilns_output_goes_to() {
 #[test]
 fn a_container_without_a_tty_cannot_change_kilns_terminal() {
     let env = Env::new();
-    let rootfs = probe_rootfs(&env);
-    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    import_probe_rootfs(&env, "bb");
     let pty = nix::pty::openpty(None, None).unwrap();
     let before = nix::sys::termios::tcgetattr(&pty.slave).unwrap();
     assert!(before
@@ -387,8 +392,7 @@ fn a_container_without_a_tty_cannot_change_kilns_terminal() {
 #[test]
 fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
     let env = Env::new();
-    let rootfs = probe_rootfs(&env);
-    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    import_probe_rootfs(&env, "bb");
     let out = env.kiln(&[
         "run",
         "--rm",
@@ -521,8 +525,7 @@ fn image_run_settings_grant_only_for_images_built_here() {
 #[test]
 fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
     let env = Env::new();
-    let rootfs = probe_rootfs(&env);
-    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    import_probe_rootfs(&env, "bb");
     let out = env.kiln(&[
         "run",
         "--rm",
@@ -548,8 +551,7 @@ fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
 #[test]
 fn a_docker_format_seccomp_profile_is_loaded_from_a_file() {
     let env = Env::new();
-    let rootfs = probe_rootfs(&env);
-    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "bb"]);
+    import_probe_rootfs(&env, "bb");
     env.write(
         "cwd/deny-mkdir.json",
         r#"{"defaultAction": "SCMP_ACT_ALLOW",

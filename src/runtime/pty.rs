@@ -8,7 +8,7 @@
 //! passes window size changes on (SIGWINCH). [`TtySession::finish`] restores the terminal.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
 
@@ -18,6 +18,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::unistd::pipe2;
 
 use super::error::RuntimeError;
+use super::relay::{read, write_all};
 
 /// Write end of the pipe the SIGWINCH handler pokes; -1 when no session runs.
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -203,28 +204,4 @@ fn poll_fd(fd: BorrowedFd) -> libc::pollfd {
         events: libc::POLLIN,
         revents: 0,
     }
-}
-
-fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
-    loop {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        match Errno::result(n) {
-            Err(Errno::EINTR) => {}
-            other => return other.map(|n| n as usize),
-        }
-    }
-}
-
-fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
-    while !bytes.is_empty() {
-        // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        match Errno::result(n) {
-            Ok(n) => bytes = &bytes[n as usize..],
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

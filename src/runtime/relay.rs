@@ -212,7 +212,8 @@ fn copy_in(pipe: OwnedFd, stop: OwnedFd) {
     }
 }
 
-fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+/// `read`, retried on EINTR; waits on a non-blocking fd. Also used by `pty`.
+pub(super) fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
         // SAFETY: the buffer is valid for its length.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -224,7 +225,8 @@ fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
+/// Writes all of `bytes`, retried on EINTR; waits on a non-blocking fd. Also used by `pty`.
+pub(super) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
         // SAFETY: the buffer is valid for its length.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
