@@ -7,8 +7,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, ResolveFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
+
+use crate::layer::inroot::{Resolve, Root};
 
 /// The most kiln reads of `/etc/passwd` or `/etc/group`.
 const MAX_DB_BYTES: u64 = 4 << 20;
@@ -135,16 +136,9 @@ fn supplementary_groups(db: &str, user: &str, primary: u32) -> Vec<u32> {
 /// Reads a file inside `root` without following symlinks out of it; a missing or
 /// unreadable file reads as empty, as in a scratch image.
 fn read_db(root: &Path, rel: &str) -> String {
-    let open = || -> nix::Result<std::fs::File> {
-        let dir = nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let how = nix::fcntl::OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = nix::fcntl::openat2(&dir, rel, how)?;
+    let open = || -> std::io::Result<std::fs::File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK;
+        let fd = Root::open(root)?.open_at(rel.as_bytes(), flags, Resolve::InRoot)?;
         Ok(std::fs::File::from(fd))
     };
     let mut text = String::new();

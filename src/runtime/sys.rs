@@ -84,21 +84,35 @@ pub(crate) fn open_beneath(dir: BorrowedFd, rel: &CStr, flags: c_int) -> Sys<Own
     openat2(dir, rel, flags | libc::O_NOFOLLOW, resolve)
 }
 
+/// Attempts made when `openat2` answers EAGAIN.
+const OPENAT2_ATTEMPTS: usize = 16;
+
+/// `openat2`, retried while it answers EAGAIN: with `RESOLVE_BENEATH`/`RESOLVE_IN_ROOT` the
+/// kernel gives up when a rename or mount anywhere on the system raced with the lookup of
+/// a `..`, and asks the caller to try again (parallel builds and containers mount a lot).
 fn openat2(dir: BorrowedFd, rel: &CStr, flags: c_int, resolve: u64) -> Sys<OwnedFd> {
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = resolve;
-    // SAFETY: pointers are valid for the call; size matches the struct passed.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const libc::open_how,
-            size_of::<libc::open_how>(),
-        )
-    })
+    let mut attempts = 0;
+    loop {
+        // SAFETY: pointers are valid for the call; size matches the struct passed.
+        let opened = owned(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                rel.as_ptr(),
+                &how as *const libc::open_how,
+                size_of::<libc::open_how>(),
+            )
+        });
+        attempts += 1;
+        match opened {
+            Err(libc::EAGAIN) if attempts < OPENAT2_ATTEMPTS => {}
+            other => return other,
+        }
+    }
 }
 
 /// The file type bits (`S_IFMT`) of an open fd.
