@@ -615,3 +615,20 @@ fn a_docker_format_seccomp_profile_is_loaded_from_a_file() {
         .unwrap()
         .any(|_| true));
 }
+
+/// A step over its memory limit is OOM-killed and the build says so, with the remedy.
+#[test]
+fn a_step_over_its_memory_limit_fails_as_out_of_memory() {
+    let env = Env::new();
+    let rootfs = probe_rootfs(&env);
+    let spec = format!(
+        "from: rootfs:{}\nsteps:\n  - run: tail /dev/zero\n    resources: {{ memory: 32m }}\n",
+        rootfs.display()
+    );
+    let spec = env.write("ctx/kiln.yaml", &spec);
+    let out = env.kiln(&["build", "-f", spec.to_str().unwrap(), "-t", "hog"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    assert!(err.contains("failed: killed: out of memory"), "{err}");
+    assert!(err.contains("resources: { memory"), "{err}");
+}
