@@ -20,11 +20,16 @@ declare -A peers=(
     [runc]=runc                  # runs kiln bundles
     [zstd]=zstd                  # decompresses layers to search them
     [mmdebstrap]=mmdebstrap      # makes the Debian root filesystem of the multi-stage test
+    [gcc]=gcc                    # builds the static probe program of tests/confinement.rs
+    [losetup]=mount              # a loop device the device probes must not reach
 )
 missing=()
 for cmd in "${!peers[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")
 done
+# The probes link statically: glibc's static library.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] \
+    || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     apt-get update -qq
