@@ -245,7 +245,7 @@ fn display_bytes(bytes: &[u8]) -> String {
 }
 
 /// Digests as `sha256:…` strings in serialised listings.
-mod digest_text {
+pub(crate) mod digest_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::store::Digest;

@@ -16,6 +16,7 @@ pub mod passwd;
 mod progress;
 mod record;
 mod sources;
+mod stage_copy;
 mod stages;
 mod steps;
 

@@ -14,6 +14,7 @@ use super::context::SourceEntry;
 use super::key::{state_id, KeyInputs};
 use super::record::{self, StageRecord, StepEntry};
 use super::sources::{Context, Sources};
+use super::stage_copy;
 use super::{
     passwd, BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport,
     Stream, DEFAULT_PATH,
@@ -332,15 +333,19 @@ fn reuse(image: &mut Partial, hit: &StepRecord) -> Option<Descriptor> {
 }
 
 /// What a `copy` step's key depends on beyond its definition: the content digest of the
-/// files it copies from a context (with the file list, to explain misses), or the state of
-/// the stage it copies from.
+/// files it copies, from a context or from a stage's filesystem, with the file list to
+/// explain misses.
 fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
     let StepKind::Copy(copy) = &cx.step.kind else {
         return Ok((None, Vec::new()));
     };
     match &copy.from {
         CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
-            Some(StageOutput::Built(stage)) => Ok((Some(state_id(stage)), Vec::new())),
+            Some(StageOutput::Built(stage)) => {
+                let found = stage_copy::digest(cx.job.store, stage, &copy.sources)
+                    .map_err(|e| cx.error(e))?;
+                Ok((Some(found.digest), found.files))
+            }
             _ => Err(cx.error(format!("stage {name:?} has not been built"))),
         },
         CopyFrom::BuildContext | CopyFrom::Context(_) => {
@@ -546,12 +551,7 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
             .map_err(|e| e.to_string()),
             CopySource::Stage(stage) => {
                 let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
-                let relative: Vec<String> = copy
-                    .sources
-                    .iter()
-                    .map(|s| s.trim_start_matches('/').to_owned())
-                    .map(|s| if s.is_empty() { ".".into() } else { s })
-                    .collect();
+                let relative = stage_copy::relative_sources(&copy.sources);
                 runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
                     let stage_dir = layer::ContextDir::open(stage_root)
                         .map_err(|e| format!("cannot open the stage's files: {e}"))?;
