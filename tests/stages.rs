@@ -233,3 +233,85 @@ fn a_rebuilt_stage_with_the_same_copied_file_keeps_the_copy_cached() {
         "changed"
     );
 }
+
+const UNBUILT_SPEC: &str = r#"
+image: planned:latest
+stages:
+  deps:
+    from: base
+    steps:
+      - run: mkdir -p /deps && echo lib > /deps/lib
+  build:
+    from: deps
+    steps:
+      - run: mkdir -p /out && cat /deps/lib > /out/app
+  final:
+    from: base
+    steps:
+      - copy: /out/app
+        from: build
+        to: /app
+      - run: cat /app
+"#;
+
+#[test]
+fn plan_of_an_unbuilt_multi_stage_spec_lists_what_would_run_and_what_uses_it() {
+    // Failed before: "stage \"build\" has not been built", exit 1.
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    env.write("project/kiln.yaml", UNBUILT_SPEC);
+
+    let stderr = build_in_project(&env, &["--plan"]);
+    for (title, reason) in [
+        ("[deps 1/1] run:", "(not in the cache)"),
+        ("[build 1/1] run:", "(base stage \"deps\" will be rebuilt)"),
+        (
+            "[final 1/2] copy:",
+            "(copies from stage \"build\", which will be rebuilt)",
+        ),
+        ("[final 2/2] run:", "(parent will be rebuilt)"),
+    ] {
+        let line = step_line(&stderr, title);
+        assert!(line.contains(&format!("would run {reason}")), "{stderr}");
+    }
+    for summary in [
+        "==> stage \"deps\" would run; used by \"build\"",
+        "==> stage \"build\" would run; used by \"final\"",
+        "==> stage \"final\" would run (the image)",
+    ] {
+        assert!(stderr.lines().any(|l| l == summary), "{summary}\n{stderr}");
+    }
+
+    let out = env
+        .command()
+        .current_dir(env.path("project"))
+        .args(["build", "--plan", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decisions: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["run"; 4], "{plan}");
+    assert_eq!(
+        plan["stages"],
+        serde_json::json!([
+            { "stage": "deps", "decision": "run", "used_by": ["build"] },
+            { "stage": "build", "decision": "run", "used_by": ["final"] },
+            { "stage": "final", "decision": "run", "used_by": [] },
+        ])
+    );
+    // Nothing ran: a real build still runs every step.
+    let stderr = build_in_project(&env, &[]);
+    assert!(stderr.contains("4 steps run, 0 cached"), "{stderr}");
+    let stderr = build_in_project(&env, &["--plan"]);
+    assert!(
+        stderr.contains("==> stage \"build\" is cached; used by \"final\""),
+        "{stderr}"
+    );
+}

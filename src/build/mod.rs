@@ -27,7 +27,7 @@ use oci_spec::image::Descriptor;
 pub(crate) use base::rootfs_image;
 pub use base::{ensure_layer_dirs, import_rootfs};
 pub use confine::{confinement, limits_over, SecurityOptions};
-pub use progress::{Outcome, Progress, Silent, StepRef, StepReport, Stream};
+pub use progress::{Outcome, Progress, Silent, StagePlan, StepRef, StepReport, Stream};
 pub use steps::CachePolicy;
 
 use crate::image::{self, ImageConfig, ImageError};

@@ -101,7 +101,11 @@ struct Settled {
 /// Builds (or, with `--plan`, only decides) the steps of one stage on `image`.
 pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutput> {
     let StageOutput::Built(mut image) = base else {
-        plan_unknown(job, 0, "base stage will be rebuilt");
+        let reason = match &job.stage().from {
+            crate::spec::From::Stage(name) => format!("base stage {name:?} will be rebuilt"),
+            _ => "base image will be pulled".to_string(),
+        };
+        plan_unknown(job, 0, &reason);
         return Ok(StageOutput::Unknown);
     };
     let stage = job.stage();
@@ -255,6 +259,20 @@ fn settle(
     earlier_ran: bool,
 ) -> Result<Option<(Settled, StepEntry)>> {
     let job = cx.job;
+    if let Some(stage) = unknown_stage_copied(cx) {
+        // `--plan`: the stage it copies from would be rebuilt first.
+        let reason = format!("copies from stage {stage:?}, which will be rebuilt");
+        job.progress.step_started(cx.step_ref, Some(&reason));
+        job.progress.step_finished(
+            cx.step_ref,
+            &StepReport {
+                duration: Default::default(),
+                layer: None,
+                outcome: Outcome::WouldRun(reason),
+            },
+        );
+        return Ok(None);
+    }
     let (sources, files) = copy_sources(cx)?;
     let inputs = KeyInputs::new(
         &state_id(image),
@@ -354,6 +372,18 @@ fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
                 .map_err(|e| cx.error(e))?;
             Ok((Some(found.digest), found.files))
         }
+    }
+}
+
+/// The stage a `copy … from:` step reads when, in `--plan`, that stage would be rebuilt,
+/// so what it holds is not known.
+fn unknown_stage_copied<'a>(cx: &StepCx<'a>) -> Option<&'a str> {
+    match &cx.step.kind {
+        StepKind::Copy(CopyStep {
+            from: CopyFrom::Stage(name),
+            ..
+        }) => matches!(cx.job.inputs.get(name), Some(StageOutput::Unknown)).then_some(name),
+        _ => None,
     }
 }
 
