@@ -28,6 +28,8 @@ pub(super) struct Pattern {
     /// A `!` line: matching paths are brought back.
     pub exception: bool,
     glob: Vec<Token>,
+    /// The pattern's characters when it has no wildcard: matched without the table.
+    literal: Option<Vec<char>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,11 +70,19 @@ pub(super) fn parse(text: &str) -> Result<Vec<Pattern>, (u64, String)> {
             return Err((line, "\"!\" needs a pattern after it".into()));
         }
         let glob = compile(&clean(body)).map_err(|why| (line, why))?;
+        let literal = glob
+            .iter()
+            .map(|t| match t {
+                Token::Char(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
         patterns.push(Pattern {
             line,
             original: trimmed.to_owned(),
             exception,
             glob,
+            literal,
         });
     }
     Ok(patterns)
@@ -165,11 +175,15 @@ fn class(chars: &mut std::iter::Peekable<std::str::Chars>) -> Result<Token, Stri
 impl Pattern {
     /// Whether the pattern matches `path` itself or a directory above it.
     pub fn matches_path_or_parent(&self, path: &[char]) -> bool {
-        let parents = path.iter().enumerate().filter(|(_, c)| **c == '/');
-        parents
-            .map(|(end, _)| &path[..end])
-            .chain([path])
-            .any(|prefix| starts(&self.glob, prefix)[self.glob.len()][prefix.len()])
+        if let Some(literal) = &self.literal {
+            // The common `node_modules`, `.git`, `build/out`: the path or a parent is it.
+            return path.starts_with(literal)
+                && (path.len() == literal.len() || path[literal.len()] == '/');
+        }
+        // One pass gives every prefix: the pattern matches `path[..j]` where the last row
+        // holds `j`, and the directories above `path` are the prefixes that end before a `/`.
+        let (ends, _) = run(&self.glob, path);
+        ends[path.len()] || (0..path.len()).any(|j| path[j] == '/' && ends[j])
     }
 
     /// Whether the pattern may match some path strictly below the directory `dir`: after
@@ -178,19 +192,21 @@ impl Pattern {
     pub fn may_match_below(&self, dir: &[char]) -> bool {
         let mut prefix = dir.to_vec();
         prefix.push('/');
-        let starts = starts(&self.glob, &prefix);
-        starts.iter().any(|at| at[prefix.len()])
+        let (_, under_way) = run(&self.glob, &prefix);
+        under_way
     }
 }
 
-/// For each token `t` (and the end, `t == glob.len()`), the positions in `text` where it
-/// can start when the tokens before it matched `text` from the beginning. Each row comes
-/// from the one above in one pass, so matching costs tokens × characters.
-fn starts(glob: &[Token], text: &[char]) -> Vec<Vec<bool>> {
+/// Matches `glob` against `text` from its start, one token at a time: row `t` holds the
+/// positions of `text` where token `t` can start, each row made from the one above in one
+/// pass, so matching costs tokens × characters and never backtracks. Returns the last row
+/// (where a match of the whole glob can end) and whether some token can start at the end of
+/// `text` (a longer text could still match).
+fn run(glob: &[Token], text: &[char]) -> (Vec<bool>, bool) {
     let n = text.len();
-    let mut rows = Vec::with_capacity(glob.len() + 1);
     let mut row = vec![false; n + 1];
     row[0] = true;
+    let mut under_way = row[n];
     for token in glob {
         let mut next = vec![false; n + 1];
         match token {
@@ -226,10 +242,10 @@ fn starts(glob: &[Token], text: &[char]) -> Vec<Vec<bool>> {
                 }
             }
         }
-        rows.push(std::mem::replace(&mut row, next));
+        row = next;
+        under_way |= row[n];
     }
-    rows.push(row);
-    rows
+    (row, under_way)
 }
 
 fn single_matches(token: &Token, c: char) -> bool {
