@@ -137,7 +137,7 @@ impl Progress for BuildProgress {
 }
 
 /// `stage "build" would run; used by "final"`.
-pub fn stage_plan_text(plan: &StagePlan) -> String {
+fn stage_plan_text(plan: &StagePlan) -> String {
     let state = match plan.would_run {
         true => "would run",
         false => "is cached",
