@@ -159,3 +159,159 @@ fn target_builds_a_named_stage_and_plan_names_stages() {
         text(&out)
     );
 }
+
+const COPY_FROM_SPEC: &str = r#"
+image: copied:latest
+args: { MESSAGE: hello }
+stages:
+  build:
+    from: base
+    steps:
+      - run: mkdir -p /out && echo ${MESSAGE} > /out/app && date +%s%N > /out/built-at
+  final:
+    from: base
+    steps:
+      - copy: [/out/app]
+        from: build
+        to: /srv/
+      - run: cat /srv/app > /srv/seen
+"#;
+
+/// `kiln build ARGS...` in the project folder; returns stderr.
+fn build_in_project(env: &Env, args: &[&str]) -> String {
+    let out = env
+        .command()
+        .current_dir(env.path("project"))
+        .arg("build")
+        .args(args)
+        .output()
+        .expect("run kiln");
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The line of `stderr` that reports the step titled `title`.
+fn step_line<'a>(stderr: &'a str, title: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.contains(title) && !l.contains(" | "))
+        .unwrap_or_else(|| panic!("no line for {title:?} in:\n{stderr}"))
+}
+
+#[test]
+fn a_rebuilt_stage_with_the_same_copied_file_keeps_the_copy_cached() {
+    // Failed before: the copy was keyed on the stage's layers, so it reran with
+    // "copy: source changed" whenever the stage was rebuilt.
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    env.write("project/kiln.yaml", COPY_FROM_SPEC);
+    build_in_project(&env, &[]);
+
+    // The stage runs again and its layer differs (built-at), but /out/app does not.
+    let stderr = build_in_project(&env, &["--no-cache-from", "build:1"]);
+    assert!(
+        step_line(&stderr, "[build 1/1]").contains("--no-cache-from"),
+        "{stderr}"
+    );
+    let copy = step_line(&stderr, "copy: /out/app to /srv/");
+    assert!(
+        copy.ends_with("cached") || copy.contains("cached,"),
+        "{stderr}"
+    );
+    assert!(
+        step_line(&stderr, "run: cat /srv/app").contains("cached"),
+        "{stderr}"
+    );
+
+    // A changed file misses, and the reason names it.
+    let stderr = build_in_project(&env, &["--arg", "MESSAGE=changed"]);
+    let copy = step_line(&stderr, "copy: /out/app to /srv/");
+    assert!(copy.contains("(copy: /out/app changed)"), "{stderr}");
+    assert_eq!(
+        env.kiln_ok(&["run", "--rm", "copied", "cat", "/srv/seen"]),
+        "changed"
+    );
+}
+
+const UNBUILT_SPEC: &str = r#"
+image: planned:latest
+stages:
+  deps:
+    from: base
+    steps:
+      - run: mkdir -p /deps && echo lib > /deps/lib
+  build:
+    from: deps
+    steps:
+      - run: mkdir -p /out && cat /deps/lib > /out/app
+  final:
+    from: base
+    steps:
+      - copy: /out/app
+        from: build
+        to: /app
+      - run: cat /app
+"#;
+
+#[test]
+fn plan_of_an_unbuilt_multi_stage_spec_lists_what_would_run_and_what_uses_it() {
+    // Failed before: "stage \"build\" has not been built", exit 1.
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    env.write("project/kiln.yaml", UNBUILT_SPEC);
+
+    let stderr = build_in_project(&env, &["--plan"]);
+    for (title, reason) in [
+        ("[deps 1/1] run:", "(not in the cache)"),
+        ("[build 1/1] run:", "(base stage \"deps\" will be rebuilt)"),
+        (
+            "[final 1/2] copy:",
+            "(copies from stage \"build\", which will be rebuilt)",
+        ),
+        ("[final 2/2] run:", "(parent will be rebuilt)"),
+    ] {
+        let line = step_line(&stderr, title);
+        assert!(line.contains(&format!("would run {reason}")), "{stderr}");
+    }
+    for summary in [
+        "==> stage \"deps\" would run; used by \"build\"",
+        "==> stage \"build\" would run; used by \"final\"",
+        "==> stage \"final\" would run (the image)",
+    ] {
+        assert!(stderr.lines().any(|l| l == summary), "{summary}\n{stderr}");
+    }
+
+    let out = env
+        .command()
+        .current_dir(env.path("project"))
+        .args(["build", "--plan", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decisions: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["run"; 4], "{plan}");
+    assert_eq!(
+        plan["stages"],
+        serde_json::json!([
+            { "stage": "deps", "decision": "run", "used_by": ["build"] },
+            { "stage": "build", "decision": "run", "used_by": ["final"] },
+            { "stage": "final", "decision": "run", "used_by": [] },
+        ])
+    );
+    // Nothing ran: a real build still runs every step.
+    let stderr = build_in_project(&env, &[]);
+    assert!(stderr.contains("4 steps run, 0 cached"), "{stderr}");
+    let stderr = build_in_project(&env, &["--plan"]);
+    assert!(
+        stderr.contains("==> stage \"build\" is cached; used by \"final\""),
+        "{stderr}"
+    );
+}

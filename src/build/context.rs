@@ -1,5 +1,6 @@
-//! The build context as the build cache sees it: what `.kilnignore` excludes, and a content
-//! digest of exactly what a `copy:` step would copy.
+//! The build context as the build cache sees it: what its ignore file (`.kilnignore`,
+//! `.containerignore` or `.dockerignore`) excludes, and a content digest of exactly what a
+//! `copy:` step would copy.
 //!
 //! Exists so a `copy:` step's cache key depends on what lands in the image and on nothing
 //! else: file content, the execute bit (the only mode bit `layer::copy_in` takes from the
@@ -14,6 +15,7 @@
 //! serialisable so a build can store it and later say which paths made a step miss
 //! ([`changed_paths`]).
 
+mod dockerignore;
 mod hash;
 mod ignore;
 mod memo;
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use self::ignore::{Ignore, IGNORE_FILE};
+pub use self::ignore::{Ignore, IgnoreSyntax, IGNORE_FILES};
 pub use memo::{HashMemo, RACY_MARGIN};
 
 use crate::layer::inroot;
@@ -42,11 +44,11 @@ use walk::{Found, FoundKind};
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     /// A copy source that copying refuses too (missing, outside the context, excluded by
-    /// `.kilnignore`), or a file that cannot be read; worded as `copy_in` words it.
+    /// the ignore file), or a file that cannot be read; worded as `copy_in` words it.
     #[error(transparent)]
     Source(#[from] LayerError),
 
-    /// A `.kilnignore` that cannot be used (`line` 0: the file as a whole).
+    /// An ignore file that cannot be used (`line` 0: the file as a whole).
     #[error("{}: {why}", located(path, *line))]
     IgnoreFile {
         path: PathBuf,
@@ -243,7 +245,7 @@ fn display_bytes(bytes: &[u8]) -> String {
 }
 
 /// Digests as `sha256:…` strings in serialised listings.
-mod digest_text {
+pub(crate) mod digest_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::store::Digest;

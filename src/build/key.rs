@@ -10,7 +10,8 @@
 //! - the values of the args the step uses (only those: a step that does not mention an arg
 //!   is not invalidated by it);
 //! - for `copy`, the digest of the copied content with normalised modes
-//!   (`context::copy_sources_digest`), or the state of the stage copied from;
+//!   (`context::copy_sources_digest`), from a context or from the stage copied from
+//!   (`stage_copy`: a rebuilt stage with the same files keeps the copy cached);
 //! - the layer format (compression, SOURCE_DATE_EPOCH), since the cached layer is reused
 //!   byte for byte.
 //!
@@ -58,8 +59,8 @@ pub(super) struct KeyInputs {
     pub definition: String,
     /// Values of the args the step uses.
     pub args: BTreeMap<String, String>,
-    /// Digest of what a `copy` step copies: content of context files, or the state of the
-    /// stage copied from.
+    /// Digest of what a `copy` step copies: the content of the files, from a context or from
+    /// the stage copied from.
     pub sources: Option<String>,
     /// Layer format: compression and SOURCE_DATE_EPOCH.
     pub format: String,

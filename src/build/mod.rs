@@ -16,6 +16,7 @@ pub mod passwd;
 mod progress;
 mod record;
 mod sources;
+mod stage_copy;
 mod stages;
 mod steps;
 
@@ -26,7 +27,7 @@ use oci_spec::image::Descriptor;
 pub(crate) use base::rootfs_image;
 pub use base::{ensure_layer_dirs, import_rootfs};
 pub use confine::{confinement, limits_over, SecurityOptions};
-pub use progress::{Outcome, Progress, Silent, StepRef, StepReport, Stream};
+pub use progress::{Outcome, Progress, Silent, StagePlan, StepRef, StepReport, Stream};
 pub use steps::CachePolicy;
 
 use crate::image::{self, ImageConfig, ImageError};
@@ -138,7 +139,7 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A build context's `.kilnignore` that cannot be used.
+    /// A build context's ignore file that cannot be used.
     #[error(transparent)]
     Context(#[from] context::ContextError),
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
@@ -269,6 +270,7 @@ fn build_stages(
     let cache = cache_policy(spec, &opts.cache)?;
     let stages = stages::needed_stages(spec).into_iter();
     let sources = sources::Sources::open(store, spec, opts, stages.map(|i| &spec.stages[i]))?;
+    announce_ignore_files(&sources, progress);
     let request = stages::Request {
         store,
         spec,
@@ -281,6 +283,22 @@ fn build_stages(
     let output = stages::build(&request);
     sources.save();
     output
+}
+
+/// Says, before anything else, which ignore file each context uses and how it is read:
+/// with three possible files and two syntaxes, which one applies is not obvious.
+fn announce_ignore_files(sources: &sources::Sources, progress: &dyn Progress) {
+    for (context, file, syntax) in sources.ignore_files() {
+        let syntax = match syntax {
+            context::IgnoreSyntax::Gitignore => "gitignore syntax",
+            context::IgnoreSyntax::Docker => "Docker's .dockerignore syntax",
+        };
+        let context = match context {
+            None => "the build context".to_string(),
+            Some(name) => format!("build context {name:?}"),
+        };
+        progress.phase(&format!("using {file} ({syntax}) for {context}"));
+    }
 }
 
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the

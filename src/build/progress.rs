@@ -47,6 +47,17 @@ pub struct StepReport {
     pub outcome: Outcome,
 }
 
+/// `--plan` of a multi-stage build: what becomes of one stage, and which stages use it.
+#[derive(Debug, Clone)]
+pub struct StagePlan<'a> {
+    pub stage: &'a str,
+    /// A step of the stage would run (or its base is not known yet): the stage would be
+    /// rebuilt, and so would what uses it from there on.
+    pub would_run: bool,
+    /// The stages that use it (`from:` or `copy … from:`), in spec order.
+    pub used_by: Vec<&'a str>,
+}
+
 /// Receives build events. The CLI implements it with progress bars; tests collect events.
 pub trait Progress: Sync {
     /// A phase outside the steps, e.g. "importing rootfs:./base.tar".
@@ -56,6 +67,9 @@ pub trait Progress: Sync {
     /// One line of output of a running step (without the newline).
     fn step_output(&self, _step: &StepRef, _stream: Stream, _line: &[u8]) {}
     fn step_finished(&self, _step: &StepRef, _report: &StepReport) {}
+    /// `--plan` of a multi-stage build, after every step was reported: one call per stage
+    /// the image needs, in spec order.
+    fn stage_planned(&self, _plan: &StagePlan) {}
 }
 
 /// A progress sink that ignores everything.

@@ -25,7 +25,7 @@ pub(super) struct StageRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct StepEntry {
     pub inputs: KeyInputs,
-    /// For `copy` steps from a build context: every copied file.
+    /// For `copy` steps: every copied file.
     #[serde(default)]
     pub files: Vec<SourceEntry>,
 }

@@ -1,5 +1,5 @@
 //! The build contexts of one build, opened before its first step: each context a `copy`
-//! step reads is opened once as a directory fd ([`ContextDir`]) with its `.kilnignore` and
+//! step reads is opened once as a directory fd ([`ContextDir`]) with its ignore file and
 //! hash memo, shared by every step (stages run in parallel), the memos saved at the end.
 //!
 //! Opened once and up front so that the digest a step's cache key holds and the files the
@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::context::{self, ContextDir, ContextError, HashMemo, Ignore, SourcesDigest};
+use super::context::{
+    self, ContextDir, ContextError, HashMemo, Ignore, IgnoreSyntax, SourcesDigest,
+};
 use super::{BuildError, BuildOptions};
 use crate::spec::{CopyFrom, CopyStep, Spec, Stage, StepKind};
 use crate::store::Store;
@@ -102,6 +104,21 @@ impl<'a> Sources<'a> {
         let mut memo = cx.memo.lock().expect("memo lock");
         context::copy_sources_digest(&cx.dir, sources, &cx.ignore, &mut memo)
             .map_err(|e: ContextError| e.to_string())
+    }
+
+    /// The ignore file each open context uses, with the context's name (`None`: the build
+    /// context), in the order the contexts were opened.
+    pub fn ignore_files(&self) -> Vec<(Option<&str>, &'static str, IgnoreSyntax)> {
+        let mut files = Vec::new();
+        for (index, cx) in self.opened.iter().enumerate() {
+            let Some((file, syntax)) = cx.ignore.file() else {
+                continue;
+            };
+            let name = self.names.iter().find(|(_, i)| **i == index);
+            let name = name.and_then(|(name, _)| name.as_deref());
+            files.push((name, file, syntax));
+        }
+        files
     }
 
     /// Saves every memo. A memo that cannot be saved only costs rereading next time.

@@ -12,7 +12,7 @@ use std::thread;
 
 use super::sources::Sources;
 use super::steps::{self, CachePolicy, StageJob, StageOutput};
-use super::{base, BuildError, BuildOptions, Progress, Result};
+use super::{base, BuildError, BuildOptions, Progress, Result, StagePlan};
 use crate::spec::{From, Spec};
 use crate::store::Store;
 
@@ -78,7 +78,28 @@ pub(super) fn build(req: &Request) -> Result<StageOutput> {
     if let Some(e) = failure {
         return Err(e);
     }
+    if req.plan && req.spec.stages.len() > 1 {
+        report_stage_plans(req, &outputs);
+    }
     Ok(outputs.remove(&target).expect("the target stage was built"))
+}
+
+/// `--plan`: says of each needed stage whether it would be rebuilt and which stages use
+/// it, since a stage that reruns reruns what uses it too.
+fn report_stage_plans(req: &Request, outputs: &BTreeMap<usize, StageOutput>) {
+    let spec = req.spec;
+    for (&index, output) in outputs {
+        let used_by = outputs
+            .keys()
+            .filter(|&&user| dependencies(spec, user).contains(&index))
+            .map(|&user| spec.stages[user].name.as_str())
+            .collect();
+        req.progress.stage_planned(&StagePlan {
+            stage: &spec.stages[index].name,
+            would_run: matches!(output, StageOutput::Unknown),
+            used_by,
+        });
+    }
 }
 
 fn build_one(

@@ -14,6 +14,7 @@ use super::context::SourceEntry;
 use super::key::{state_id, KeyInputs};
 use super::record::{self, StageRecord, StepEntry};
 use super::sources::{Context, Sources};
+use super::stage_copy;
 use super::{
     passwd, BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport,
     Stream, DEFAULT_PATH,
@@ -100,7 +101,11 @@ struct Settled {
 /// Builds (or, with `--plan`, only decides) the steps of one stage on `image`.
 pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutput> {
     let StageOutput::Built(mut image) = base else {
-        plan_unknown(job, 0, "base stage will be rebuilt");
+        let reason = match &job.stage().from {
+            crate::spec::From::Stage(name) => format!("base stage {name:?} will be rebuilt"),
+            _ => "base image will be pulled".to_string(),
+        };
+        plan_unknown(job, 0, &reason);
         return Ok(StageOutput::Unknown);
     };
     let stage = job.stage();
@@ -254,6 +259,20 @@ fn settle(
     earlier_ran: bool,
 ) -> Result<Option<(Settled, StepEntry)>> {
     let job = cx.job;
+    if let Some(stage) = unknown_stage_copied(cx) {
+        // `--plan`: the stage it copies from would be rebuilt first.
+        let reason = format!("copies from stage {stage:?}, which will be rebuilt");
+        job.progress.step_started(cx.step_ref, Some(&reason));
+        job.progress.step_finished(
+            cx.step_ref,
+            &StepReport {
+                duration: Default::default(),
+                layer: None,
+                outcome: Outcome::WouldRun(reason),
+            },
+        );
+        return Ok(None);
+    }
     let (sources, files) = copy_sources(cx)?;
     let inputs = KeyInputs::new(
         &state_id(image),
@@ -332,15 +351,19 @@ fn reuse(image: &mut Partial, hit: &StepRecord) -> Option<Descriptor> {
 }
 
 /// What a `copy` step's key depends on beyond its definition: the content digest of the
-/// files it copies from a context (with the file list, to explain misses), or the state of
-/// the stage it copies from.
+/// files it copies, from a context or from a stage's filesystem, with the file list to
+/// explain misses.
 fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
     let StepKind::Copy(copy) = &cx.step.kind else {
         return Ok((None, Vec::new()));
     };
     match &copy.from {
         CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
-            Some(StageOutput::Built(stage)) => Ok((Some(state_id(stage)), Vec::new())),
+            Some(StageOutput::Built(stage)) => {
+                let found = stage_copy::digest(cx.job.store, stage, &copy.sources)
+                    .map_err(|e| cx.error(e))?;
+                Ok((Some(found.digest), found.files))
+            }
             _ => Err(cx.error(format!("stage {name:?} has not been built"))),
         },
         CopyFrom::BuildContext | CopyFrom::Context(_) => {
@@ -349,6 +372,18 @@ fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
                 .map_err(|e| cx.error(e))?;
             Ok((Some(found.digest), found.files))
         }
+    }
+}
+
+/// The stage a `copy … from:` step reads when, in `--plan`, that stage would be rebuilt,
+/// so what it holds is not known.
+fn unknown_stage_copied<'a>(cx: &StepCx<'a>) -> Option<&'a str> {
+    match &cx.step.kind {
+        StepKind::Copy(CopyStep {
+            from: CopyFrom::Stage(name),
+            ..
+        }) => matches!(cx.job.inputs.get(name), Some(StageOutput::Unknown)).then_some(name),
+        _ => None,
     }
 }
 
@@ -546,12 +581,7 @@ fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDir
             .map_err(|e| e.to_string()),
             CopySource::Stage(stage) => {
                 let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
-                let relative: Vec<String> = copy
-                    .sources
-                    .iter()
-                    .map(|s| s.trim_start_matches('/').to_owned())
-                    .map(|s| if s.is_empty() { ".".into() } else { s })
-                    .collect();
+                let relative = stage_copy::relative_sources(&copy.sources);
                 runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
                     let stage_dir = layer::ContextDir::open(stage_root)
                         .map_err(|e| format!("cannot open the stage's files: {e}"))?;

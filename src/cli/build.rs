@@ -136,7 +136,11 @@ fn plan(store: &crate::store::Store, opts: &BuildOptions, json: bool) -> CmdResu
         let progress = PlanJson::default();
         build::plan(store, opts, &progress).map_err(failure)?;
         let steps = progress.steps.into_inner().expect("plan lock");
-        println!("{}", serde_json::json!({ "steps": steps }));
+        let stages = progress.stages.into_inner().expect("plan lock");
+        println!(
+            "{}",
+            serde_json::json!({ "steps": steps, "stages": stages })
+        );
         return Ok(0);
     }
     let progress = BuildProgress::new(false);
@@ -148,6 +152,8 @@ fn plan(store: &crate::store::Store, opts: &BuildOptions, json: bool) -> CmdResu
 #[derive(Default)]
 struct PlanJson {
     steps: std::sync::Mutex<Vec<serde_json::Value>>,
+    /// Multi-stage specs: each stage's decision and the stages that use it.
+    stages: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 impl build::Progress for PlanJson {
@@ -166,6 +172,17 @@ impl build::Progress for PlanJson {
                 "title": step.title,
                 "decision": decision,
                 "reason": reason,
+            }));
+    }
+
+    fn stage_planned(&self, plan: &build::StagePlan) {
+        self.stages
+            .lock()
+            .expect("plan lock")
+            .push(serde_json::json!({
+                "stage": plan.stage,
+                "decision": if plan.would_run { "run" } else { "cached" },
+                "used_by": plan.used_by,
             }));
     }
 }

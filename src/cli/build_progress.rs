@@ -11,7 +11,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::{human_duration, human_size};
-use crate::build::{Outcome, Progress, StepRef, StepReport, Stream};
+use crate::build::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
 
 pub struct BuildProgress {
     quiet: bool,
@@ -129,5 +129,26 @@ impl Progress for BuildProgress {
             Outcome::Config => String::new(),
         };
         self.line(format!("{} {}  {status}", prefix(step), step.title).trim_end());
+    }
+
+    fn stage_planned(&self, plan: &StagePlan) {
+        self.line(&format!("==> {}", stage_plan_text(plan)));
+    }
+}
+
+/// `stage "build" would run; used by "final"`.
+fn stage_plan_text(plan: &StagePlan) -> String {
+    let state = match plan.would_run {
+        true => "would run",
+        false => "is cached",
+    };
+    let users: Vec<String> = plan.used_by.iter().map(|s| format!("{s:?}")).collect();
+    match users.is_empty() {
+        true => format!("stage {:?} {state} (the image)", plan.stage),
+        false => format!(
+            "stage {:?} {state}; used by {}",
+            plan.stage,
+            users.join(", ")
+        ),
     }
 }

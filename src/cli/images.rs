@@ -100,6 +100,7 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
 pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
     let store = globals.store()?;
     let tagged = find(&store, &args.image)?;
+    super::run::stored_run_defaults(&store, &tagged)?;
     let digest = image::oci_digest(&tagged.manifest)?;
     let img = Image::load(&store, &digest)?;
     let names: Vec<String> = store

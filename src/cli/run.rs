@@ -127,6 +127,8 @@ fn failed(message: impl std::fmt::Display) -> Failure {
 struct Source {
     tagged: Tagged,
     image: Image,
+    /// The spec's `run:` defaults kept with the tag, and where they came from.
+    defaults: (RunDefaults, image::RunDefaultsOrigin),
 }
 
 fn load_source(store: &Store, name: &str) -> Result<Source, Failure> {
@@ -135,9 +137,43 @@ fn load_source(store: &Store, name: &str) -> Result<Source, Failure> {
             "`kiln images` lists the images in the store; `kiln build` makes one".into(),
         ))
     })?;
+    let defaults = stored_run_defaults(store, &tagged)?;
     let image = Image::load(store, &image::oci_digest(&tagged.manifest)?)?;
     build::ensure_layer_dirs(store, &image).map_err(failed)?;
-    Ok(Source { tagged, image })
+    Ok(Source {
+        tagged,
+        image,
+        defaults,
+    })
+}
+
+/// The `run:` defaults kept with a tag. Unreadable ones stop `kiln run`, `bundle` and
+/// `inspect` (a user error, exit 1) with the ways to store them again: a container must not
+/// start without the limits and dropped capabilities they may hold.
+pub(super) fn stored_run_defaults(
+    store: &Store,
+    tagged: &Tagged,
+) -> Result<(RunDefaults, image::RunDefaultsOrigin), Failure> {
+    image::run_defaults(&tagged.manifest).map_err(|e| {
+        let name = &tagged.reference;
+        let intact = store.tags().unwrap_or_default().into_iter().find(|t| {
+            t.manifest.digest() == tagged.manifest.digest()
+                && t.reference != *name
+                && image::run_defaults(&t.manifest).is_ok()
+        });
+        let retag = match intact {
+            Some(t) => format!(
+                "or retag it from a name with intact settings: kiln tag {} {name}",
+                t.reference
+            ),
+            None => {
+                format!("or retag it from an image whose settings are intact: kiln tag GOOD {name}")
+            }
+        };
+        Failure::user(format!("{name}: {e}")).hint(Some(format!(
+            "rebuild it with kiln build, which stores the spec's run: settings again, {retag}"
+        )))
+    })
 }
 
 /// Image config, then the spec's `run:` defaults, then flags.
@@ -194,7 +230,7 @@ fn settings(args: &ContainerArgs, command: &[String], src: &Source) -> Result<Se
 /// this store from the user's own spec, and each is named on stderr; for an image from
 /// anywhere else they are dropped, with a message, unless `--allow-image-privileges`.
 fn trusted_run_defaults(args: &ContainerArgs, src: &Source) -> RunDefaults {
-    let (defaults, origin) = image::run_defaults(&src.tagged.manifest);
+    let (defaults, origin) = src.defaults.clone();
     let (granting, narrowed) = split_grants(&defaults);
     if granting.is_empty() {
         return defaults;

@@ -42,6 +42,12 @@ pub enum ImageError {
     LayerCount(Digest, usize, usize),
     #[error(transparent)]
     BadDigest(#[from] crate::store::digest::BadDigest),
+    /// The `run:` defaults kept with a tag do not parse: running without them would drop
+    /// the limits and dropped capabilities they hold.
+    #[error(
+        "the stored run settings ({RUN_DEFAULTS_ANNOTATION} in index.json) are unreadable: {0}"
+    )]
+    RunDefaults(String),
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -177,19 +183,24 @@ pub fn with_run_defaults(mut manifest: Descriptor, run: &crate::spec::RunDefault
     manifest
 }
 
-/// The `run:` defaults stored with a tag (empty when there are none or they do not parse)
-/// and where they came from.
-pub fn run_defaults(manifest: &Descriptor) -> (crate::spec::RunDefaults, RunDefaultsOrigin) {
+/// The `run:` defaults stored with a tag (empty when there are none) and where they came
+/// from. Defaults that are there but do not parse are an error, never "no defaults": they
+/// may hold limits and dropped capabilities that a container must not silently lose.
+pub fn run_defaults(
+    manifest: &Descriptor,
+) -> Result<(crate::spec::RunDefaults, RunDefaultsOrigin)> {
     let annotations = manifest.annotations().as_ref();
-    let defaults = annotations
-        .and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION))
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default();
+    let defaults = match annotations.and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION)) {
+        None => Default::default(),
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| ImageError::RunDefaults(e.to_string()))?
+        }
+    };
     let origin = match annotations.and_then(|a| a.get(ORIGIN_ANNOTATION)) {
         Some(value) if value == ORIGIN_BUILD => RunDefaultsOrigin::Build,
         _ => RunDefaultsOrigin::Elsewhere,
     };
-    (defaults, origin)
+    Ok((defaults, origin))
 }
 
 /// A descriptor for content kiln wrote.
@@ -293,7 +304,10 @@ mod tests {
     #[test]
     fn run_defaults_travel_with_the_descriptor() {
         let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
-        assert_eq!(run_defaults(&desc).0, crate::spec::RunDefaults::default());
+        assert_eq!(
+            run_defaults(&desc).unwrap().0,
+            crate::spec::RunDefaults::default()
+        );
         assert!(with_run_defaults(desc.clone(), &Default::default())
             .annotations()
             .is_none());
@@ -303,10 +317,23 @@ mod tests {
             network: Some(crate::spec::Network::None),
             ..Default::default()
         };
+        let stored = with_run_defaults(desc, &run);
         assert_eq!(
-            run_defaults(&with_run_defaults(desc, &run)),
+            run_defaults(&stored).unwrap(),
             (run, RunDefaultsOrigin::Build)
         );
+        // Settings that do not parse are an error, not "no limits".
+        let mut broken = stored.clone();
+        let mut annotations = broken.annotations().clone().unwrap();
+        annotations.insert(
+            RUN_DEFAULTS_ANNOTATION.into(),
+            "{\"memory\": \"lots\"".into(),
+        );
+        broken.set_annotations(Some(annotations));
+        assert!(matches!(
+            run_defaults(&broken),
+            Err(ImageError::RunDefaults(_))
+        ));
     }
 
     #[test]

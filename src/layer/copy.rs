@@ -23,11 +23,14 @@
 //! inside a copied directory stay symlinks; hard links become separate files; sockets are
 //! skipped; extended attributes of the host are not copied.
 //!
-//! Exclusions (`.kilnignore`, decided by the build module) come in as a predicate on paths
+//! Exclusions (ignore files, decided by the build module) come in as a predicate on paths
 //! relative to the context. A path is left out when it or any directory above it is
-//! excluded; an excluded source named explicitly is an error. A source reached through a
-//! symlink is checked both as written and where it really is, so a symlink cannot smuggle
-//! an excluded directory into the image; entries below it are checked where they really are.
+//! excluded; an excluded source named explicitly is an error. The one way back in is an
+//! exception of Docker's syntax (`docs` then `!docs/README.md`): a directory excluded that
+//! way is walked, and copied as the parent of what comes back, or not at all when nothing
+//! does. A source reached through a symlink is checked both as written and where it really
+//! is, so a symlink cannot smuggle an excluded directory into the image; entries below it
+//! are checked where they really are.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -39,7 +42,7 @@ use nix::sys::stat::FileStat;
 use super::context_dir::ContextDir;
 use super::error::{LayerError, Result};
 use super::inroot::{self, Resolve, Root};
-use super::source_path::{as_path, child_path, clean_source, excluded_source};
+use super::source_path::{as_path, child_path, clean_source, excluded_source, source_exclusion};
 
 /// Ownership and mode given to everything a `copy:` step writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,9 +67,21 @@ pub struct CopyStats {
 }
 
 /// Says whether a context path (relative to the context root, `/`-separated, no `.` or
-/// `..`) is excluded from `copy:` steps: `Some(rule)` names the rule that excludes it, e.g.
-/// `.kilnignore line 3 (*.log)`. The flag tells whether the path is a directory.
-pub type Exclusions<'a> = dyn Fn(&Path, bool) -> Option<String> + Sync + 'a;
+/// `..`) is excluded from `copy:` steps. The flag tells whether the path is a directory.
+pub type Exclusions<'a> = dyn Fn(&Path, bool) -> Exclusion + Sync + 'a;
+
+/// What the exclusion rules say about one context path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Copied.
+    Included,
+    /// Left out, with everything below it. Names the rule, e.g. `.kilnignore line 3
+    /// (*.log)`.
+    Excluded(String),
+    /// A directory left out, but a later exception may bring back paths below it: it is
+    /// walked, and copied only as the parent of what comes back.
+    ExcludedWithExceptions(String),
+}
 
 /// Copies `sources` (paths relative to `context`) to `dest` (absolute, or relative to
 /// `workdir`) inside `root`, a step's mounted root filesystem. Nothing is excluded.
@@ -78,7 +93,9 @@ pub fn copy_in(
     workdir: &str,
     opts: &CopyOptions,
 ) -> Result<CopyStats> {
-    copy_in_filtered(context, sources, root, dest, workdir, opts, &|_, _| None)
+    copy_in_filtered(context, sources, root, dest, workdir, opts, &|_, _| {
+        Exclusion::Included
+    })
 }
 
 /// [`copy_in`], leaving out every context path that `excluded` names (and everything below
@@ -150,20 +167,6 @@ fn clean_dest(dest: &str, workdir: &str) -> Vec<String> {
     comps
 }
 
-/// The rule excluding `path` or one of the directories above it, checked from the top.
-fn excluded_path(excluded: &Exclusions, path: &[u8], is_dir: bool) -> Option<String> {
-    if path.is_empty() {
-        return None; // the context root itself is never excluded
-    }
-    let ancestors = path.iter().enumerate().filter(|(_, b)| **b == b'/');
-    for (end, _) in ancestors {
-        if let Some(rule) = excluded(as_path(&path[..end]), true) {
-            return Some(rule);
-        }
-    }
-    excluded(as_path(path), is_dir)
-}
-
 /// One node to copy: its metadata, where to read it from, and its names.
 struct Node<'a> {
     st: &'a FileStat,
@@ -232,8 +235,8 @@ impl Copier<'_> {
 
     /// Fails when a source is excluded as written (`lexical`) or where it resolved (`real`).
     fn refuse_excluded(&self, source: &str, lexical: &[u8], real: &[u8], dir: bool) -> Result<()> {
-        let rule = excluded_path(self.excluded, lexical, dir)
-            .or_else(|| excluded_path(self.excluded, real, dir));
+        let rule = source_exclusion(self.excluded, lexical, dir)
+            .or_else(|| source_exclusion(self.excluded, real, dir));
         match rule {
             Some(rule) => Err(excluded_source(source, &rule)),
             None => Ok(()),
@@ -305,9 +308,7 @@ impl Copier<'_> {
                 continue;
             };
             let real = child_path(real, &name);
-            if inroot::file_type(&st) == libc::S_IFSOCK
-                || (self.excluded)(as_path(&real), inroot::is_dir(&st)).is_some()
-            {
+            if inroot::file_type(&st) == libc::S_IFSOCK || !self.copies(src, &name, &st, &real)? {
                 continue;
             }
             let node = Node {
@@ -320,6 +321,35 @@ impl Copier<'_> {
             self.copy_node(&node, dst, &name)?;
         }
         Ok(())
+    }
+
+    /// Whether the entry `name` of `dir` (really at `real` in the context) is copied: it is
+    /// not excluded, or it is a directory below which an exception brings something back.
+    fn copies(&self, dir: BorrowedFd, name: &[u8], st: &FileStat, real: &[u8]) -> Result<bool> {
+        match (self.excluded)(as_path(real), inroot::is_dir(st)) {
+            Exclusion::Included => Ok(true),
+            Exclusion::Excluded(_) => Ok(false),
+            Exclusion::ExcludedWithExceptions(_) => {
+                let shown = String::from_utf8_lossy(real).into_owned();
+                let sub = inroot::open_dir_nofollow(dir, name)
+                    .map_err(LayerError::io("open", shown.as_bytes()))?;
+                let names = inroot::list_dir(sub.as_fd()).map_err(LayerError::io("list", real))?;
+                for name in names {
+                    let Some(st) =
+                        inroot::lstat(sub.as_fd(), &name).map_err(LayerError::io("stat", real))?
+                    else {
+                        continue;
+                    };
+                    let below = child_path(real, &name);
+                    if inroot::file_type(&st) != libc::S_IFSOCK
+                        && self.copies(sub.as_fd(), &name, &st, &below)?
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Copies one node to `name` in `dst`, replacing what is there (but not a directory).

@@ -36,7 +36,7 @@ use std::str::FromStr;
 pub use apply::apply_layer;
 pub use compress::{detect_compression, write_layer};
 pub use context_dir::ContextDir;
-pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats};
+pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;
 pub use write::write_tar;
 

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::copy::{Exclusion, Exclusions};
 use super::error::LayerError;
 
 /// The error for a source that the exclusions name, worded like the missing-source error
@@ -18,6 +19,25 @@ pub(crate) fn excluded_source(source: &str, rule: &str) -> LayerError {
         path: source.to_owned(),
         source: io::Error::new(io::ErrorKind::NotFound, format!("it is excluded by {rule}")),
     }
+}
+
+/// The rule excluding the source `path` (relative to the context) or one of the directories
+/// above it, checked from the top. A directory excluded with exceptions below it is not
+/// excluded as a source: what the exceptions bring back is copied.
+pub(crate) fn source_exclusion(excluded: &Exclusions, path: &[u8], is_dir: bool) -> Option<String> {
+    if path.is_empty() {
+        return None; // the context root itself is never excluded
+    }
+    let ancestors = path.iter().enumerate().filter(|(_, b)| **b == b'/');
+    let verdicts = ancestors
+        .map(|(end, _)| excluded(as_path(&path[..end]), true))
+        .chain(std::iter::once_with(|| excluded(as_path(path), is_dir)));
+    for verdict in verdicts {
+        if let Exclusion::Excluded(rule) = verdict {
+            return Some(rule);
+        }
+    }
+    None
 }
 
 /// A source path as written, `.` and `..` resolved lexically, relative to the context.

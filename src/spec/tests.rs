@@ -1256,7 +1256,8 @@ fn target_keeps_the_stages_up_to_the_named_one() {
     );
 }
 
-/// Every complete spec shown in the format's documentation parses.
+/// Every complete spec shown in the format's documentation parses (tests/docs_examples.rs
+/// builds them).
 #[test]
 fn the_documented_examples_are_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/spec.md");
@@ -1270,7 +1271,17 @@ fn the_documented_examples_are_valid() {
             .lines()
             .any(|line| line.starts_with("from:") || line.starts_with("stages:"));
         if complete {
-            if let Err(error) = parse(yaml, Path::new(FILE), &[]) {
+            // `# kiln build --arg K=V` on the first line: how the example is built.
+            let args: Vec<(String, String)> = yaml
+                .lines()
+                .next()
+                .and_then(|first| first.strip_prefix("# kiln build"))
+                .into_iter()
+                .flat_map(|command| command.split_whitespace())
+                .filter_map(|word| word.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            if let Err(error) = parse(yaml, Path::new(FILE), &args) {
                 panic!("spec.md example does not parse: {error}\n{yaml}");
             }
             checked += 1;

@@ -166,10 +166,10 @@ impl Store {
     }
 
     /// Drops the whole build cache: step records, cache mounts, and the advisory documents
-    /// (last builds, context hash memos). Returns how many step records there were.
+    /// (last builds, context hash memos, listings of stage copies). Returns how many step records there were.
     pub fn clear_build_cache(&self) -> Result<usize> {
         let count = self.step_records()?.len();
-        for kind in ["steps", "mounts", "builds", "context"] {
+        for kind in ["steps", "mounts", "builds", "context", "stage-copies"] {
             remove_tree(&self.cache_dir().join(kind))?;
         }
         Ok(count)

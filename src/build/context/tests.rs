@@ -124,6 +124,81 @@ fn kilnignore_patterns_exceptions_and_directories() {
 }
 
 #[test]
+fn dockerignore_patterns_are_anchored_and_exceptions_reach_into_excluded_dirs() {
+    let c = Ctx::new();
+    c.write(
+        ".dockerignore",
+        "# Docker's rules\n*.log\n/secret\ndocs\n!docs/README.md\nbuild/\n**/*.tmp\ncache\n!cache/nothing\n",
+    );
+    for f in [
+        "a.log",
+        "sub/b.log", // `*.log` is anchored at the root
+        "secret",
+        "sub/secret",
+        "docs/README.md",
+        "docs/api/x.md",
+        "build", // a file: `build/` is cleaned to `build` and matches it
+        "x/y/z.tmp",
+        "cache/data",
+        "main.rs",
+    ] {
+        c.write(f, "x");
+    }
+    assert_eq!(
+        c.listed(&["."]),
+        [
+            ".dockerignore",
+            "docs",
+            "docs/README.md",
+            "main.rs",
+            "sub",
+            "sub/b.log",
+            "sub/secret",
+            "x",
+            "x/y",
+        ]
+    );
+    // A path an exception brings back can be named; the rest of the directory cannot.
+    assert_eq!(c.listed(&["docs"]), ["docs/README.md"]);
+    assert_eq!(c.listed(&["docs/README.md"]), ["docs/README.md"]);
+    let err = c.digest(&["docs/api/x.md"]).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "cannot copy docs/api/x.md: it is excluded by .dockerignore line 4 (docs)"
+    );
+}
+
+#[test]
+fn the_first_ignore_file_found_is_the_only_one_used() {
+    let c = Ctx::new();
+    for f in ["a.txt", "b.txt", "c.txt", "sub/a.txt"] {
+        c.write(f, "x");
+    }
+    c.write(".dockerignore", "b.txt\n");
+    let ignore = Ignore::load(&c.open()).unwrap();
+    assert_eq!(ignore.file(), Some((".dockerignore", IgnoreSyntax::Docker)));
+    assert!(!c.listed(&["."]).contains(&"b.txt".to_string()));
+    c.write(".containerignore", "c.txt\n");
+    let listed = c.listed(&["."]);
+    assert!(listed.contains(&"b.txt".to_string()) && !listed.contains(&"c.txt".to_string()));
+    // .kilnignore wins, read as gitignore: `a.txt` matches at any depth.
+    c.write(".kilnignore", "a.txt\n");
+    let ignore = Ignore::load(&c.open()).unwrap();
+    assert_eq!(
+        ignore.file(),
+        Some((".kilnignore", IgnoreSyntax::Gitignore))
+    );
+    let listed = c.listed(&["."]);
+    assert!(!listed.contains(&"a.txt".to_string()) && !listed.contains(&"sub/a.txt".to_string()));
+    assert!(listed.contains(&"c.txt".to_string()));
+    // A broken Docker pattern is reported with its file and line.
+    fs::remove_file(c.path(".kilnignore")).unwrap();
+    c.write(".containerignore", "ok\n[ab\n");
+    let err = Ignore::load(&c.open()).unwrap_err().to_string();
+    assert!(err.contains(".containerignore:2: "), "{err}");
+}
+
+#[test]
 fn an_excluded_source_named_explicitly_is_an_error_with_its_line() {
     let c = Ctx::new();
     c.write(".kilnignore", "*.log\n\nbuild/\n");

@@ -9,8 +9,10 @@ use nix::sys::stat::FileStat;
 
 use super::{ContextDir, ContextError, Ignore};
 use crate::layer::inroot::{self, file_type};
-use crate::layer::source_path::{as_path, child_path, clean_source, excluded_source};
-use crate::layer::LayerError;
+use crate::layer::source_path::{
+    as_path, child_path, clean_source, excluded_source, source_exclusion,
+};
+use crate::layer::{Exclusion, LayerError};
 
 /// One node a copy step would write.
 pub(super) struct Found {
@@ -56,9 +58,9 @@ fn walk_source(
     let real = dir.context_path(fd.as_fd(), source)?;
     let lexical = clean_source(rel);
     let is_dir = file_type(&st) == libc::S_IFDIR;
-    let rule = ignore
-        .rule_for_path_or_parents(as_path(&lexical), is_dir)
-        .or_else(|| ignore.rule_for_path_or_parents(as_path(&real), is_dir));
+    let excluded = ignore.as_exclusions();
+    let rule = source_exclusion(&excluded, &lexical, is_dir)
+        .or_else(|| source_exclusion(&excluded, &real, is_dir));
     if let Some(rule) = rule {
         return Err(excluded_source(source, &rule).into());
     }
@@ -106,9 +108,12 @@ fn walk_dir(
         };
         let real = child_path(at.real, &name);
         let is_dir = file_type(&st) == libc::S_IFDIR;
-        if ignore.rule_for(as_path(&real), is_dir).is_some() {
-            continue;
-        }
+        // A directory excluded with exceptions is listed only when something below it is.
+        let only_as_parent = match ignore.exclusion(as_path(&real), is_dir) {
+            Exclusion::Included => false,
+            Exclusion::Excluded(_) => continue,
+            Exclusion::ExcludedWithExceptions(_) => true,
+        };
         let Some(kind) = kind_of(&st) else {
             continue; // sockets
         };
@@ -130,6 +135,7 @@ fn walk_dir(
             st,
             kind,
         });
+        let listed = out.len();
         if let Some(sub) = sub {
             let below = Place {
                 shown: &shown,
@@ -137,6 +143,9 @@ fn walk_dir(
                 real: &real,
             };
             walk_dir(sub.as_fd(), &below, ignore, out)?;
+        }
+        if only_as_parent && out.len() == listed {
+            out.pop();
         }
     }
     Ok(())

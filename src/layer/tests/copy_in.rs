@@ -296,6 +296,35 @@ fn kilnignore_leaves_paths_out_and_refuses_them_by_name() {
 }
 
 #[test]
+fn dockerignore_exceptions_bring_paths_back_and_the_digest_agrees() {
+    let s = setup();
+    fs::write(
+        s.ctx.join(".dockerignore"),
+        "site\n!site/css/a.css\n*.conf\nempty\n!empty/missing\n",
+    )
+    .unwrap();
+    fs::create_dir(s.ctx.join("empty")).unwrap();
+    copy_ignoring(&s, &["."], "/app/").unwrap();
+    let copied = tree(&s.root.join("app"));
+    assert_eq!(
+        copied,
+        [".dockerignore", "site", "site/css", "site/css/a.css"],
+        "an excluded directory is copied only as the parent of what comes back"
+    );
+    let context = s.context();
+    let ignore = Ignore::load(&context).unwrap();
+    let digest =
+        copy_sources_digest(&context, &[".".into()], &ignore, &mut HashMemo::in_memory()).unwrap();
+    let listed: Vec<String> = digest.files.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(listed, copied);
+    let err = copy_ignoring(&s, &["site/index.html"], "/x").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot copy site/index.html: it is excluded by .dockerignore line 1 (site)"
+    );
+}
+
+#[test]
 fn the_context_digest_lists_exactly_what_is_copied() {
     let s = setup();
     let ctx = &s.ctx;

@@ -1,0 +1,112 @@
+//! The spec's `run:` defaults kept with a tag in index.json: when they cannot be read, the
+//! image does not run without them (no limits, no dropped capabilities); `kiln run`,
+//! `kiln bundle` and `kiln inspect` say so, say how to fix it, and exit 1.
+
+mod common;
+
+use common::{text, Env};
+
+const SPEC: &str = r#"
+image: limited:latest
+from: base
+steps:
+  - run: echo built > /built
+run:
+  memory: 64m
+  pids: 64
+  capabilities: { drop: [ALL] }
+"#;
+
+/// Replaces the run-defaults annotation of the tag `name` in index.json with `value`.
+fn set_run_defaults(env: &Env, name: &str, value: &str) {
+    let path = env.root().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut edited = 0;
+    for entry in index["manifests"].as_array_mut().unwrap() {
+        let annotations = &mut entry["annotations"];
+        if annotations["org.opencontainers.image.ref.name"] == name {
+            assert!(
+                annotations.get("dev.kiln.run-defaults").is_some(),
+                "{index}"
+            );
+            annotations["dev.kiln.run-defaults"] = value.into();
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1, "{index}");
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// `kiln build` in the project folder.
+fn build(env: &Env) {
+    let out = env
+        .command()
+        .current_dir(env.path("project"))
+        .arg("build")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn unreadable_run_settings_stop_run_bundle_and_inspect_with_the_remedy() {
+    // Failed before: the broken settings read as none, so `kiln run` started the
+    // container without the memory limit and with Docker's capabilities, exit 0.
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    env.write("project/kiln.yaml", SPEC);
+    build(&env);
+    // Intact, the settings apply: no capabilities at all.
+    let caps = env.kiln_ok(&[
+        "run",
+        "--rm",
+        "limited",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(caps.ends_with("0000000000000000"), "{caps}");
+
+    let name = "localhost/limited:latest";
+    set_run_defaults(&env, name, r#"{"memory": 67108864, "cap_drop": ["AL"#);
+    let bundle = env.path("bundle");
+    let bundle = bundle.to_str().unwrap();
+    for args in [
+        &["run", "--rm", "limited", "true"][..],
+        &["bundle", "limited", bundle],
+        &["inspect", "limited"],
+    ] {
+        let out = env.kiln(args);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "kiln {args:?}: {all}");
+        assert!(
+            all.contains(
+                "error: localhost/limited:latest: the stored run settings \
+                 (dev.kiln.run-defaults in index.json) are unreadable"
+            ),
+            "kiln {args:?}: {all}"
+        );
+        assert!(
+            all.contains("hint: rebuild it with kiln build"),
+            "kiln {args:?}: {all}"
+        );
+        assert!(out.stdout.is_empty(), "kiln {args:?} printed: {all}");
+    }
+    assert!(!env.path("bundle/config.json").exists());
+
+    // A rebuild stores the settings again; another name of the same image with intact
+    // settings is offered as the source of a retag.
+    build(&env);
+    env.kiln_ok(&["tag", "limited", "limited:good"]);
+    set_run_defaults(&env, name, "not json");
+    let out = env.kiln(&["run", "--rm", "limited", "true"]);
+    assert!(
+        text(&out).contains("kiln tag localhost/limited:good localhost/limited:latest"),
+        "{}",
+        text(&out)
+    );
+    env.kiln_ok(&["tag", "limited:good", "limited"]);
+    env.kiln_ok(&["run", "--rm", "limited", "true"]);
+}
