@@ -640,7 +640,7 @@ fn title(kind: &StepKind, opts: &BuildOptions) -> String {
 fn created_by(kind: &StepKind) -> String {
     match kind {
         StepKind::Run(r) => match &r.command {
-            Command::Shell(s) => format!("run: {}", s.trim_end()),
+            Command::Shell { script, .. } => format!("run: {}", script.trim_end()),
             Command::Argv(v) => format!("run: {}", serde_json::to_string(v).unwrap_or_default()),
         },
         StepKind::Copy(c) => format!("copy: {} to {}", c.sources.join(" "), c.to),
