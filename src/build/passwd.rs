@@ -57,7 +57,7 @@ pub fn is_root(spec: &str) -> bool {
 }
 
 /// Resolves `USER[:GROUP]` (root when `None`) inside an image by reading its /etc/passwd
-/// and /etc/group through a private mount of its layers. Root needs no entry (it is 0:0
+/// and /etc/group through a private, read-only mount of its layers. Root needs no entry (it is 0:0
 /// without supplementary groups, also in an image without /etc/passwd); its entry is read
 /// only for its home.
 pub fn resolve_in_image(
@@ -65,7 +65,7 @@ pub fn resolve_in_image(
     user: Option<&str>,
 ) -> Result<User, UserError> {
     let user = user.unwrap_or("");
-    crate::runtime::with_overlay(overlay, |root| {
+    crate::runtime::with_overlay_read_only(overlay, |root| {
         if is_root(user) {
             let passwd = read_db(root, "etc/passwd");
             return Ok(User {
