@@ -51,9 +51,14 @@ fn each_kind_of_spec_error_is_located() {
             "did you mean \"NET_BIND_SERVICE\"?",
         ),
         (
-            "from: scratch\nsteps:\n  - run: echo ${GREETNG}\n",
-            "kiln.yaml:3:10:",
+            "from: scratch\nsteps:\n  - workdir: /srv/${GREETNG}\n",
+            "kiln.yaml:3:14:",
             "undefined variable \"GREETNG\"",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: make\n    shell: /bin/bash\n",
+            "kiln.yaml:4:12:",
+            "shell must be a list of strings, found a string",
         ),
         (
             "stages:\n  app:\n    from: builder\n  builder:\n    from: scratch\n",

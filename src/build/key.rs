@@ -27,8 +27,9 @@ use crate::spec::{Command, CopyFrom, Network, Step, StepKind};
 use crate::store::{canonical_json, Digest};
 
 /// Bumped when the meaning of a key changes, so old records stop matching. 2: run steps
-/// became confined containers, and their capabilities are part of the definition.
-const KEY_VERSION: u32 = 2;
+/// became confined containers, and their capabilities are part of the definition. 3: a
+/// string run is the script as written (not substituted) with its shell (`-e` by default).
+const KEY_VERSION: u32 = 3;
 
 /// Identity of an image state as the next step sees it.
 pub(super) fn state_id(image: &Partial) -> Digest {
@@ -94,15 +95,18 @@ impl KeyInputs {
     }
 }
 
-/// The parts of a step that decide its result, as canonical JSON. Run steps: the argv, the
-/// network and what the step may do (capabilities, privileged; not its limits, which can
-/// make a step fail but not change what it makes); copy steps: sources, origin,
-/// destination, mode, owner.
+/// The parts of a step that decide its result, as canonical JSON. Run steps: the script
+/// and its shell, or the argv, the network and what the step may do (capabilities,
+/// privileged; not its limits, which can make a step fail but not change what it makes);
+/// copy steps: sources, origin, destination, mode, owner.
 fn definition(kind: &StepKind) -> String {
     let value = match kind {
         StepKind::Run(run) => serde_json::json!({
-            "run": run.command.argv(),
-            "shell": matches!(run.command, Command::Shell(_)),
+            "run": match &run.command {
+                Command::Shell { script, .. } => serde_json::json!(script),
+                Command::Argv(argv) => serde_json::json!(argv),
+            },
+            "shell": run_shell(&run.command),
             "network": match run.network { Network::Host => "host", Network::None => "none" },
             "privileged": run.privileges.privileged,
             "cap_add": run.privileges.cap_add,
@@ -126,6 +130,24 @@ fn definition(kind: &StepKind) -> String {
     String::from_utf8(canonical_json(&value)).expect("JSON is UTF-8")
 }
 
+/// The shell of a string run (`null` for a list), as [`definition`] holds it.
+fn run_shell(command: &Command) -> serde_json::Value {
+    match command {
+        Command::Shell { shell, .. } => serde_json::json!(shell),
+        Command::Argv(_) => serde_json::Value::Null,
+    }
+}
+
+/// Whether two run step definitions differ in their shell (and perhaps more).
+pub(super) fn shells_differ(before: &str, now: &str) -> bool {
+    let shell = |definition: &str| {
+        serde_json::from_str::<serde_json::Value>(definition)
+            .ok()
+            .map(|value| value["shell"].clone())
+    };
+    shell(before) != shell(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +157,10 @@ mod tests {
     fn run_step(script: &str, args: &[&str]) -> Step {
         Step {
             kind: StepKind::Run(RunStep {
-                command: Command::Shell(script.into()),
+                command: Command::Shell {
+                    script: script.into(),
+                    shell: vec!["/bin/sh".into(), "-e".into(), "-c".into()],
+                },
                 network: Network::Host,
                 privileges: Default::default(),
                 limits: Default::default(),
@@ -179,6 +204,26 @@ mod tests {
             key(&a, &args(&[])),
             key(&run_step("make ", &[]), &args(&[]))
         );
+    }
+
+    #[test]
+    fn the_shell_is_part_of_the_key() {
+        let a = run_step("make", &[]);
+        let mut b = a.clone();
+        if let StepKind::Run(RunStep {
+            command: Command::Shell { shell, .. },
+            ..
+        }) = &mut b.kind
+        {
+            *shell = vec!["/bin/sh".into(), "-c".into()];
+        }
+        assert_ne!(key(&a, &args(&[])), key(&b, &args(&[])));
+        let (da, db) = (definition(&a.kind), definition(&b.kind));
+        assert!(shells_differ(&da, &db));
+        assert!(!shells_differ(
+            &da,
+            &definition(&run_step("make all", &[]).kind)
+        ));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! User and group names → numeric IDs, read from a rootfs's `/etc/passwd` and `/etc/group`.
+//! User and group names → numeric IDs (and the user's home directory, Docker's `HOME`),
+//! read from a rootfs's `/etc/passwd` and `/etc/group`.
 //!
 //! The files come from an image, so they are untrusted: they are opened inside the root
 //! (never through a symlink that leaves it), read with a size bound, and IDs are parsed as
@@ -20,13 +21,21 @@ pub struct User {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The home directory of the user's passwd entry; `/` when it has none (or an empty
+    /// one), as runc and Docker do.
+    pub home: String,
 }
 
+/// The home of a user without one.
+const NO_HOME: &str = "/";
+
 impl User {
+    /// Root by number, without a lookup: for owning files, where only the IDs matter.
     pub const ROOT: User = User {
         uid: 0,
         gid: 0,
         groups: Vec::new(),
+        home: String::new(),
     };
 }
 
@@ -47,17 +56,25 @@ pub fn is_root(spec: &str) -> bool {
     matches!(spec, "" | "0" | "root" | "0:0" | "root:root")
 }
 
-/// Resolves `USER[:GROUP]` inside an image: root needs no lookup, anything else reads the
-/// image's /etc/passwd and /etc/group through a private mount of its layers.
+/// Resolves `USER[:GROUP]` (root when `None`) inside an image by reading its /etc/passwd
+/// and /etc/group through a private, read-only mount of its layers. Root needs no entry (it is 0:0
+/// without supplementary groups, also in an image without /etc/passwd); its entry is read
+/// only for its home.
 pub fn resolve_in_image(
     overlay: &crate::runtime::Overlay,
     user: Option<&str>,
 ) -> Result<User, UserError> {
     let user = user.unwrap_or("");
-    if is_root(user) {
-        return Ok(User::ROOT);
-    }
-    crate::runtime::with_overlay(overlay, |root| resolve(root, user))?
+    crate::runtime::with_overlay_read_only(overlay, |root| {
+        if is_root(user) {
+            let passwd = read_db(root, "etc/passwd");
+            return Ok(User {
+                home: home(find_entry(&passwd, "0", 2).as_deref()),
+                ..User::ROOT
+            });
+        }
+        resolve(root, user)
+    })?
 }
 
 /// Resolves `USER[:GROUP]` (names or numbers) against the rootfs mounted at `root`.
@@ -96,7 +113,17 @@ pub fn resolve(root: &Path, spec: &str) -> Result<User, UserError> {
         uid,
         gid,
         groups: supplementary_groups(&groups_db, name, gid),
+        home: home(entry.as_deref()),
     })
+}
+
+/// The home field of a passwd entry, or [`NO_HOME`].
+fn home(entry: Option<&[&str]>) -> String {
+    entry
+        .and_then(|fields| fields.get(5))
+        .filter(|home| !home.is_empty())
+        .map_or(NO_HOME, |home| home)
+        .to_string()
 }
 
 /// `Some(id)` for a decimal ID, `None` for a name, an error for a number that overflows.
@@ -180,7 +207,8 @@ mod tests {
             User {
                 uid: 33,
                 gid: 34,
-                groups: vec![50]
+                groups: vec![50],
+                home: "/var/www".into(),
             }
         );
         assert_eq!(resolve(r.path(), "www:staff").unwrap().gid, 50);
@@ -189,10 +217,25 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 0,
-                groups: vec![]
+                groups: vec![],
+                home: "/".into(),
             }
         );
         assert_eq!(resolve(r.path(), "1000:7").unwrap().gid, 7);
+    }
+
+    #[test]
+    fn homes_come_from_the_passwd_entry() {
+        let r = rootfs();
+        assert_eq!(resolve(r.path(), "0").unwrap().home, "/root");
+        assert_eq!(resolve(r.path(), "root:www").unwrap().home, "/root");
+        // By number too, as runc looks users up.
+        assert_eq!(resolve(r.path(), "33").unwrap().home, "/var/www");
+        std::fs::write(r.path().join("etc/passwd"), "root:x:0:0::::\nshort:x:5:5\n").unwrap();
+        assert_eq!(resolve(r.path(), "0").unwrap().home, "/");
+        assert_eq!(resolve(r.path(), "5").unwrap().home, "/");
+        std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
+        assert_eq!(resolve(r.path(), "0").unwrap().home, "/");
     }
 
     #[test]

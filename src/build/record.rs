@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::context::{changed_paths, SourceEntry};
-use super::key::KeyInputs;
+use super::key::{shells_differ, KeyInputs};
 use crate::store::{Digest, Store};
 
 const KIND: &str = "builds";
@@ -84,6 +84,7 @@ pub(super) fn explain(
     }
     if before.definition != now.definition {
         return match kind {
+            "run" if shells_differ(&before.definition, &now.definition) => "shell changed".into(),
             "run" => "run: text changed".into(),
             _ => format!("{kind}: definition changed"),
         };

@@ -25,6 +25,9 @@ use crate::runtime::{self, Confinement, ExitStatus, NetworkMode, Overlay, Proces
 use crate::spec::{Command, CopyFrom, CopyStep, Network, RunStep, Spec, Stage, Step, StepKind};
 use crate::store::{Digest, StepRecord, Store, StoreError, TempDir};
 
+/// The hostname of every run step.
+const STEP_HOSTNAME: &str = "kiln-build";
+
 /// Which steps must run even when cached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum CachePolicy {
@@ -442,6 +445,8 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
     let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
         .map_err(|e| cx.error(e.to_string()))?;
     // Only the args the step names reach its environment: that is what its key holds.
+    // The defaults a container gets follow; they derive from the state (user, layers), which
+    // the key holds too.
     let mut env = image.config.config.env.clone();
     env.extend(
         cx.step
@@ -450,6 +455,7 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
             .filter(|k| image.config.env_var(k).is_none())
             .filter_map(|k| Some(format!("{k}={}", job.spec.args.get(k)?))),
     );
+    runtime::add_default_env(&mut env, STEP_HOSTNAME, &user.home, false);
     let mounts =
         super::mounts::step_mounts(job.store, &job.spec.file, run).map_err(|m| cx.error(m))?;
     let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
@@ -470,7 +476,7 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
             uid: user.uid,
             gid: user.gid,
             groups: user.groups,
-            hostname: "kiln-build".into(),
+            hostname: STEP_HOSTNAME.into(),
             network: match run.network {
                 Network::Host => NetworkMode::Host,
                 Network::None => NetworkMode::None,
@@ -670,7 +676,7 @@ fn title(kind: &StepKind, opts: &BuildOptions) -> String {
 fn created_by(kind: &StepKind) -> String {
     match kind {
         StepKind::Run(r) => match &r.command {
-            Command::Shell(s) => format!("run: {}", s.trim_end()),
+            Command::Shell { script, .. } => format!("run: {}", script.trim_end()),
             Command::Argv(v) => format!("run: {}", serde_json::to_string(v).unwrap_or_default()),
         },
         StepKind::Copy(c) => format!("copy: {} to {}", c.sources.join(" "), c.to),

@@ -549,6 +549,8 @@ fn container_spec(
         ))
     })?;
     let hostname = s.hostname.unwrap_or_else(|| dir.id[..12].to_owned());
+    let mut env = s.env;
+    runtime::add_default_env(&mut env, &hostname, &user.home, tty);
     Ok(ContainerSpec {
         overlay,
         read_only: s.read_only,
@@ -556,7 +558,7 @@ fn container_spec(
         etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         process: Process {
             argv: s.argv,
-            env: s.env,
+            env,
             cwd: s.cwd,
             uid: user.uid,
             gid: user.gid,

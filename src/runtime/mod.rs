@@ -63,8 +63,8 @@ pub use container::{
 };
 pub use error::{RuntimeError, EXEC_STAGE};
 pub use oci::{oci_config, write_state_files};
-pub use overlay::{with_overlay, Overlay};
+pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;
-pub use process::{NetworkMode, Process};
+pub use process::{add_default_env, NetworkMode, Process};
 pub use sandbox::{run_step, ExitStatus, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::{fs, thread};
 
-use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_REC};
+use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 
@@ -105,6 +105,9 @@ pub(crate) struct MountPlan {
     /// The dir relative lower names are resolved from (`None` without lowers).
     pub layers_dir: Option<CString>,
     pub overlay: OverlayMount,
+    /// Mount the overlay read-only: its unmount then does not sync the upper dir's whole
+    /// filesystem, as unmounting a writable overlay does.
+    pub read_only: bool,
 }
 
 /// How the overlay is mounted, decided before `clone` by what the kernel supports.
@@ -173,6 +176,7 @@ impl Overlay {
                 .then(|| c_path(&layers_dir))
                 .transpose()?,
             overlay,
+            read_only: false,
         };
 
         require_dir("overlay upper dir", &upper)?;
@@ -414,14 +418,16 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
         sys::chdir(dir).map_err(|e| (Stage::ChdirLayers, e))?;
     }
     match &plan.overlay {
-        OverlayMount::PerLayer(settings) => mount_layer_by_layer(settings, &plan.root),
+        OverlayMount::PerLayer(settings) => {
+            mount_layer_by_layer(settings, &plan.root, plan.read_only)
+        }
         OverlayMount::Options(options) => {
-            let nodev = MS_NODEV as libc::c_ulong;
+            let read_only = if plan.read_only { MS_RDONLY } else { 0 };
             sys::mount(
                 c"overlay",
                 &plan.root,
                 Some(c"overlay"),
-                nodev,
+                (MS_NODEV | read_only) as libc::c_ulong,
                 Some(options),
             )
         }
@@ -435,12 +441,17 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
 /// `nodev` (both APIs): a device node in an image layer, or one a container makes with
 /// mknod on its root, can never be opened, whatever the device cgroup allows (SECURITY.md
 /// rule 12); only kiln's own `/dev` holds usable nodes.
-fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr) -> Sys<()> {
+fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr, read_only: bool) -> Sys<()> {
     let fs = sys::fs_open(c"overlay")?;
     for (key, value) in settings {
         sys::fs_set_string(&fs, key, value)?;
     }
-    let mount = sys::fs_mount(&fs, libc::MOUNT_ATTR_NODEV)?;
+    let mut attrs = libc::MOUNT_ATTR_NODEV;
+    if read_only {
+        sys::fs_set_flag(&fs, c"ro")?;
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    let mount = sys::fs_mount(&fs, attrs)?;
     let target = sys::open(target, libc::O_PATH | libc::O_DIRECTORY)?;
     sys::attach(&mount, target.as_fd())
 }
@@ -455,7 +466,30 @@ pub fn with_overlay<T: Send>(
     ov: &Overlay,
     f: impl FnOnce(&Path) -> T + Send,
 ) -> Result<T, RuntimeError> {
-    let plan = ov.prepare(InitLayer::OnlyIfNoLowers)?;
+    in_private_mount(ov, ov.prepare(InitLayer::OnlyIfNoLowers)?, f)
+}
+
+/// [`with_overlay`] for reading only (`/etc/passwd` lookups): the overlay is mounted
+/// read-only, so its unmount costs nothing, where a writable one's syncs the whole
+/// filesystem of the upper dir (tens of ms while other writes are pending).
+pub fn with_overlay_read_only<T: Send>(
+    ov: &Overlay,
+    f: impl FnOnce(&Path) -> T + Send,
+) -> Result<T, RuntimeError> {
+    let plan = MountPlan {
+        read_only: true,
+        ..ov.prepare(InitLayer::OnlyIfNoLowers)?
+    };
+    in_private_mount(ov, plan, f)
+}
+
+/// Mounts `plan` (made from `ov`) in a private mount namespace of a dedicated thread and
+/// calls `f` there.
+pub(crate) fn in_private_mount<T: Send>(
+    ov: &Overlay,
+    plan: MountPlan,
+    f: impl FnOnce(&Path) -> T + Send,
+) -> Result<T, RuntimeError> {
     thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("kiln-overlay".into())

@@ -165,6 +165,11 @@ pub(crate) fn fs_set_string(fs: &OwnedFd, key: &CStr, value: &CStr) -> Sys<()> {
     fsconfig(fs, libc::FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr())
 }
 
+/// `fsconfig(FSCONFIG_SET_FLAG)`: one flag setting (`ro`) of a filesystem context.
+pub(crate) fn fs_set_flag(fs: &OwnedFd, key: &CStr) -> Sys<()> {
+    fsconfig(fs, libc::FSCONFIG_SET_FLAG, key.as_ptr(), ptr::null())
+}
+
 /// Creates the filesystem of a configured context and returns a detached mount of it with
 /// the mount attributes `attrs` (`MOUNT_ATTR_*`).
 pub(crate) fn fs_mount(fs: &OwnedFd, attrs: u64) -> Sys<OwnedFd> {

@@ -616,6 +616,42 @@ fn with_overlay_mounts_only_in_its_own_thread() {
 }
 
 #[test]
+fn a_read_only_overlay_reads_the_image_and_writes_nothing() {
+    let fx = Fixture::new();
+    for layers in [&["base"][..], &[]] {
+        let ov = fx.overlay(layers);
+        let (hosts, write) = with_overlay_read_only(&ov, |root| {
+            let hosts = fs::read_to_string(root.join("etc/hosts")).ok();
+            (
+                hosts,
+                fs::write(root.join("new"), "x").map_err(|e| e.raw_os_error()),
+            )
+        })
+        .unwrap();
+        assert_eq!(hosts.is_some(), !layers.is_empty());
+        assert_eq!(write, Err(Some(libc::EROFS)));
+        assert!(tree(&ov.upper).is_empty());
+    }
+}
+
+/// Kernels before 6.8 mount with an option string: read-only there too.
+#[test]
+fn a_read_only_overlay_from_legacy_options_is_read_only() {
+    let fx = Fixture::new();
+    let ov = fx.overlay(&["base"]);
+    let mut plan = ov.prepare(overlay::InitLayer::OnlyIfNoLowers).unwrap();
+    let options = overlay::overlay_options(&[b"base"], &ov.upper, &ov.work).unwrap();
+    plan.overlay = overlay::OverlayMount::Options(options);
+    plan.read_only = true;
+    let write = overlay::in_private_mount(&ov, plan, |root| {
+        assert!(root.join("etc/hosts").exists());
+        fs::write(root.join("new"), "x").map_err(|e| e.raw_os_error())
+    })
+    .unwrap();
+    assert_eq!(write, Err(Some(libc::EROFS)));
+}
+
+#[test]
 fn with_overlay_works_without_layers() {
     let fx = Fixture::new();
     let ov = fx.overlay(&[]);

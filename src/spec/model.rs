@@ -1,8 +1,8 @@
 //! The typed model of a `kiln.yaml` after parsing, substitution and validation.
 //!
 //! Every value here is already checked: modes are numbers, sizes are bytes, capability
-//! names are known, `${VAR}` references are resolved, stage references point at earlier
-//! stages. Code below `spec` never re-validates.
+//! names are known, `${VAR}` references are resolved (except in a string `run:` script,
+//! which belongs to the shell), stage references point at earlier stages. Code below `spec` never re-validates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -82,9 +82,10 @@ pub enum From {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub kind: StepKind,
-    /// Names of `args:` referenced as `${NAME}` (or `${NAME:-default}`) by this step's own
-    /// text, where the name meant the arg and not an `env` variable of the same name.
-    /// Args that reach the step only through an `env` value are not listed.
+    /// Names of `args:` this step's own text refers to, where the name meant the arg and not
+    /// an `env` variable of the same name: `${NAME}` (or `${NAME:-default}`) that kiln
+    /// substituted, and in a string `run:` script, which kiln leaves to the shell, `$NAME`
+    /// and `${NAME…}`. Args that reach the step only through an `env` value are not listed.
     pub args_used: BTreeSet<String>,
     /// Where the step starts in the spec (the `-` of the list item's first key).
     pub location: Location,
@@ -117,17 +118,24 @@ pub struct RunStep {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// A string: run with `/bin/sh -c`.
-    Shell(String),
+    /// A string: `script` exactly as written (kiln substitutes nothing in it: `${NAME}` is
+    /// the shell's), run as the last argument of `shell`.
+    Shell { script: String, shell: Vec<String> },
     /// A list: exec'd as is.
     Argv(Vec<String>),
 }
+
+/// The shell of a string `run:` without a `shell:` setting. `-e` stops a multi-line script
+/// at its first failing command, as a Dockerfile user and GitHub Actions expect.
+pub const DEFAULT_SHELL: [&str; 3] = ["/bin/sh", "-e", "-c"];
 
 impl Command {
     /// The argv to execute.
     pub fn argv(&self) -> Vec<String> {
         match self {
-            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            Command::Shell { script, shell } => {
+                shell.iter().cloned().chain([script.clone()]).collect()
+            }
             Command::Argv(v) => v.clone(),
         }
     }

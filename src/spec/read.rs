@@ -179,6 +179,22 @@ impl<'v> Expander<'v> {
         self.expand_in(self.vars, text(node, what)?, node)
     }
 
+    /// A shell script, as written: its `$NAME` and `${NAME}` are the shell's. The args it
+    /// refers to are recorded, since the step receives them in its environment.
+    pub fn shell_text(&self, node: &Node, what: &str) -> Result<String> {
+        let script = text(node, what)?;
+        (self.vars).note_shell_references(script, &mut self.args_used.borrow_mut());
+        Ok(script.to_string())
+    }
+
+    /// Records args used elsewhere (a `shell:` inherited from the stage or the top level)
+    /// as used here.
+    pub fn note_args_used<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        self.args_used
+            .borrow_mut()
+            .extend(names.into_iter().cloned());
+    }
+
     fn expand_in(&self, vars: &Vars, text: &str, node: &Node) -> Result<String> {
         vars.expand(text, node.location, &mut self.args_used.borrow_mut())
     }

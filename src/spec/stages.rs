@@ -13,11 +13,11 @@ use super::model::{From, Location, Spec, Stage, SINGLE_STAGE_NAME};
 use super::node::{Node, Value};
 use super::read::{key_text, mapping, Expander, Fields};
 use super::sections::{CONFIG_KEYS, RUN_KEYS};
-use super::steps::{parse_steps, StepContext, STEP_KEYS};
+use super::steps::{parse_steps, Shell, StepContext, STEP_KEYS};
 use super::subst::Vars;
 use super::top::resolve;
 
-const STAGE_KEYS: [&str; 3] = ["from", "steps", "env"];
+const STAGE_KEYS: [&str; 4] = ["from", "steps", "env", "shell"];
 /// Top-level keys that make no sense inside one stage.
 const SHARED_KEYS: [&str; 2] = ["args", "contexts"];
 const FINAL_IMAGE_KEYS: [&str; 3] = ["image", "config", "run"];
@@ -37,6 +37,8 @@ pub(crate) struct Shared<'a> {
     pub env: &'a [(String, String)],
     /// Args the top-level `env:` used.
     pub env_args_used: BTreeSet<String>,
+    /// The top-level `shell:`, or the default one.
+    pub shell: Shell,
 }
 
 /// A stage as written: its name and the nodes of its keys, not yet checked.
@@ -46,6 +48,7 @@ struct Written<'n> {
     from: &'n Node,
     steps: Option<&'n Node>,
     env: Option<&'n Node>,
+    shell: Option<&'n Node>,
 }
 
 /// Reads every stage, in file order, and returns them with the variables in scope at the
@@ -95,7 +98,9 @@ fn single_stage<'n>(root: &'n Node, top: &Fields<'n>) -> Result<Written<'n>> {
         location: top.key("from").map_or(root.location, |key| key.location),
         from,
         steps: top.get("steps"),
+        // The top-level env: and shell: are the spec's, read once for every stage.
         env: None,
+        shell: None,
     })
 }
 
@@ -156,6 +161,7 @@ fn written_stage<'n>(key: &'n Node, value: &'n Node) -> Result<Written<'n>> {
         from,
         steps: fields.get("steps"),
         env: fields.get("env"),
+        shell: fields.get("shell"),
     })
 }
 
@@ -324,11 +330,18 @@ fn parse_stage(
     let mut env_args_used = env_ex.into_args_used();
     env_args_used.extend(shared.env_args_used.iter().cloned());
     vars.define_all(own_env.iter().map(|(k, v)| (k, v)));
+    // A stage's shell: is its own setting, like its env:, over the top-level one. It is not
+    // taken from a base stage: a shell is how steps are written, not part of an image.
+    let shell = match written.shell {
+        Some(node) => Shell::parse(node, &vars)?,
+        None => shared.shell.clone(),
+    };
 
     let step_context = StepContext {
         dir: shared.dir,
         contexts: shared.contexts.clone(),
         stages: place,
+        shell: &shell,
     };
     let steps = match written.steps {
         Some(node) => parse_steps(node, &step_context, &mut vars)?,

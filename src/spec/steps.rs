@@ -1,11 +1,14 @@
 //! `steps:`: the list of build steps, each a mapping with exactly one kind key
-//! (`run`, `copy`, `env`, `workdir`, `user`) plus that kind's modifiers.
+//! (`run`, `copy`, `env`, `workdir`, `user`) plus that kind's modifiers, and `shell:`, the
+//! program a string `run:` script is given to (on a step, a stage or the whole spec).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::error::{did_you_mean, Issue, Result};
 use super::model::{
     Command, CopyFrom, CopyStep, Location, Network, RunStep, Secret, SecretSource, Step, StepKind,
+    DEFAULT_SHELL,
 };
 use super::names::{check_env_name, check_user};
 use super::node::{Node, Value};
@@ -17,7 +20,8 @@ use super::top::resolve;
 use super::units::{mode_from_int, parse_mode};
 
 const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
-const RUN_MODIFIERS: [&str; 6] = [
+const RUN_MODIFIERS: [&str; 7] = [
+    "shell",
     "network",
     "cache",
     "secrets",
@@ -27,11 +31,44 @@ const RUN_MODIFIERS: [&str; 6] = [
 ];
 const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
 const SECRET_EXAMPLE: &str = "e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN }";
+const SHELL_EXAMPLE: &str =
+    "e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument";
 #[rustfmt::skip]
-pub(crate) const STEP_KEYS: [&str; 15] = [
-    "run", "copy", "env", "workdir", "user", "network", "cache", "secrets", "capabilities",
-    "privileged", "resources", "from", "to", "mode", "owner",
+pub(crate) const STEP_KEYS: [&str; 16] = [
+    "run", "copy", "env", "workdir", "user", "shell", "network", "cache", "secrets",
+    "capabilities", "privileged", "resources", "from", "to", "mode", "owner",
 ];
+
+/// The shell string `run:` scripts get where no closer `shell:` is written: the spec's or
+/// the stage's `shell:`, or [`DEFAULT_SHELL`].
+#[derive(Debug, Clone)]
+pub(crate) struct Shell {
+    /// The program and its arguments, after `${NAME}` substitution.
+    pub argv: Vec<String>,
+    /// Args the words used, which count as used by every step that runs with this shell.
+    pub args_used: BTreeSet<String>,
+}
+
+impl Default for Shell {
+    fn default() -> Self {
+        Shell {
+            argv: DEFAULT_SHELL.map(String::from).to_vec(),
+            args_used: BTreeSet::new(),
+        }
+    }
+}
+
+impl Shell {
+    /// A top-level or stage `shell:`, expanded with `vars`.
+    pub fn parse(node: &Node, vars: &Vars) -> Result<Shell> {
+        let ex = Expander::new(vars);
+        let argv = shell(&ex, node)?;
+        Ok(Shell {
+            argv,
+            args_used: ex.into_args_used(),
+        })
+    }
+}
 
 /// What steps need to know about the rest of the spec.
 pub(crate) struct StepContext<'a> {
@@ -41,6 +78,8 @@ pub(crate) struct StepContext<'a> {
     pub contexts: Vec<&'a str>,
     /// The stage the steps belong to, for `copy … from:`.
     pub stages: &'a Place<'a>,
+    /// The shell of string `run:` steps without their own `shell:`.
+    pub shell: &'a Shell,
 }
 
 /// Reads `steps:`. `vars` grows with every `env:` step, for the steps after it.
@@ -129,22 +168,8 @@ fn check_modifiers(kind: &str, fields: &Fields) -> Result<()> {
 }
 
 fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<RunStep> {
-    let (words, is_list) = ex.text_or_texts(value, "run")?;
-    let command = if is_list {
-        if words.is_empty() {
-            return Err(Issue::at(value.location, "run needs at least one word")
-                .hint("e.g. run: [make, install]"));
-        }
-        Command::Argv(words)
-    } else {
-        let script = words.concat();
-        if script.trim().is_empty() {
-            return Err(Issue::at(value.location, "run has an empty command"));
-        }
-        Command::Shell(script)
-    };
     Ok(RunStep {
-        command,
+        command: command(value, fields, cx, ex)?,
         network: fields.read_or_default("network", |n| network(ex, n))?,
         privileges: parse_privileges(fields, ex)?,
         limits: fields.read_or_default("resources", |n| {
@@ -153,6 +178,61 @@ fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> R
         cache: fields.read_or_default("cache", |n| ex.container_paths(n, "cache", true))?,
         secrets: fields.read_or_default("secrets", |n| secrets(n, cx, ex))?,
     })
+}
+
+/// A list `run:` is exec'd, with `${NAME}` substituted since no shell will; a string is a
+/// script kept as written for its shell: the step's `shell:`, else the stage's or spec's.
+fn command(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> Result<Command> {
+    if matches!(value.value, Value::Seq(_)) {
+        if let Some(key) = fields.key("shell") {
+            return Err(Issue::at(
+                key.location,
+                "shell: does not apply to a list run: (it is executed without a shell)",
+            )
+            .hint("write run: as a string to run it with this shell, or remove shell:"));
+        }
+        let words = ex.texts(value, "run")?;
+        if words.is_empty() {
+            return Err(Issue::at(value.location, "run needs at least one word")
+                .hint("e.g. run: [make, install]"));
+        }
+        return Ok(Command::Argv(words));
+    }
+    let script = ex.shell_text(value, "run")?;
+    if script.trim().is_empty() {
+        return Err(Issue::at(value.location, "run has an empty command"));
+    }
+    let shell = match fields.get("shell") {
+        Some(node) => shell(ex, node)?,
+        None => {
+            ex.note_args_used(&cx.shell.args_used);
+            cx.shell.argv.clone()
+        }
+    };
+    Ok(Command::Shell { script, shell })
+}
+
+/// A `shell:` value: a non-empty list whose first word is the program; the script is
+/// appended as its last argument.
+fn shell(ex: &Expander, node: &Node) -> Result<Vec<String>> {
+    let Value::Seq(items) = &node.value else {
+        return Err(Issue::at(
+            node.location,
+            format!(
+                "shell must be a list of strings, found {}",
+                node.kind_name()
+            ),
+        )
+        .hint(SHELL_EXAMPLE));
+    };
+    let words = ex.texts(node, "shell")?;
+    match (words.first(), items.first()) {
+        (Some(program), Some(item)) if program.is_empty() => {
+            Err(Issue::at(item.location, "the shell's program is empty").hint(SHELL_EXAMPLE))
+        }
+        (Some(_), _) => Ok(words),
+        _ => Err(Issue::at(node.location, "shell needs at least a program").hint(SHELL_EXAMPLE)),
+    }
 }
 
 /// `host` or `none`; shared with the `run:` section.

@@ -45,6 +45,22 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// A string `run:` as the parser keeps it: verbatim, with the default shell.
+fn script(text: &str) -> Command {
+    Command::Shell {
+        script: text.into(),
+        shell: strings(&DEFAULT_SHELL),
+    }
+}
+
+/// The argv of run step `index` of the final stage.
+fn run_argv(spec: &Spec, index: usize) -> Vec<String> {
+    match &spec.final_stage().steps[index].kind {
+        StepKind::Run(run) => run.command.argv(),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items
         .iter()
@@ -65,7 +81,7 @@ steps:
   - run: [/bin/busybox, --install, -s, /bin]
   - run: |
       mkdir -p /srv/www
-      echo "${GREETING} from kiln, pid $$$$, home $HOME" > /srv/www/index.html
+      echo "${GREETING} from kiln, pid $$, home $HOME, ${UNDECLARED:-x}" > /srv/www/index.html
     network: none
     cache: [/var/cache/pkg]
     secrets: [{ id: token, source: ./token.txt, target: /run/secrets/token }]
@@ -152,8 +168,9 @@ fn full_spec_parses_to_the_expected_model() {
                 },
                 Step {
                     kind: StepKind::Run(RunStep {
-                        command: Command::Shell(
-                            "mkdir -p /srv/www\necho \"hello from kiln, pid $$, home $HOME\" > /srv/www/index.html\n".into(),
+                        // The shell's text: kiln substitutes nothing in it.
+                        command: script(
+                            "mkdir -p /srv/www\necho \"${GREETING} from kiln, pid $$, home $HOME, ${UNDECLARED:-x}\" > /srv/www/index.html\n",
                         ),
                         network: Network::None,
                         privileges: Default::default(),
@@ -428,12 +445,12 @@ fn capabilities() {
 #[test]
 fn undefined_variable_suggests_the_nearest() {
     assert_eq!(
-        err("args: { GREETING: hi }\nfrom: scratch\nsteps:\n  - run: echo ${GRETING}\n"),
-        "kiln.yaml:4:10: undefined variable \"GRETING\" (did you mean \"GREETING\"?)"
+        err("args: { GREETING: hi }\nfrom: scratch\nsteps:\n  - run: [echo, \"${GRETING}\"]\n"),
+        "kiln.yaml:4:17: undefined variable \"GRETING\" (did you mean \"GREETING\"?)"
     );
     assert_eq!(
-        err("from: scratch\nsteps:\n  - run: echo ${HOME}\n"),
-        "kiln.yaml:3:10: undefined variable \"HOME\" (declare it under args: or env:, or write $${HOME} to keep it literal)"
+        err("from: scratch\nsteps:\n  - copy: ${HOME}\n    to: /\n"),
+        "kiln.yaml:3:11: undefined variable \"HOME\" (declare it under args: or env:, or write $${HOME} to keep it literal)"
     );
     assert_eq!(
         err("from: scratch\nconfig: { cmd: \"echo ${A\" }\n"),
@@ -451,9 +468,9 @@ fn variables_follow_file_order() {
 env: { A: "${V}", B: "${A}-b", V: "2" }
 from: "img:${V}"
 steps:
-  - run: echo ${B} ${V} $${V} $V $$ $
+  - run: [echo, "${B} ${V} $${V} $V $$ $"]
   - env: { C: "${V}c" }
-  - run: echo ${C}
+  - run: [echo, "${C}"]
 config: { env: { X: "${C}", Y: "${X}" }, cmd: [echo, "${C}"] }
 "#);
     assert_eq!(spec.env, pairs(&[("A", "1"), ("B", "1-b"), ("V", "2")]));
@@ -463,11 +480,11 @@ config: { env: { X: "${C}", Y: "${X}" }, cmd: [echo, "${C}"] }
         .steps
         .iter()
         .filter_map(|s| match &s.kind {
-            StepKind::Run(r) => Some(r.command.argv()[2].clone()),
+            StepKind::Run(r) => Some(r.command.argv()[1].clone()),
             _ => None,
         })
         .collect();
-    assert_eq!(commands, strings(&["echo 1-b 2 ${V} $V $ $", "echo 2c"]));
+    assert_eq!(commands, strings(&["1-b 2 ${V} $V $ $", "2c"]));
     assert_eq!(spec.config.env, pairs(&[("X", "2c"), ("Y", "2c")]));
     assert_eq!(spec.config.cmd, Some(strings(&["echo", "2c"])));
     // config.env entries do not leak into the rest of config.
@@ -806,9 +823,9 @@ fn the_shipped_example_is_valid() {
     let spec = load(&path, &pairs(&[("GREETING", "hi")])).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(spec.image.as_deref(), Some("hello:latest"));
     assert_eq!(spec.run.cap_drop, strings(&["ALL"]));
-    assert!(
-        matches!(&spec.final_stage().steps[2].kind, StepKind::Run(r) if r.command.argv()[2].contains("hi from kiln"))
-    );
+    // The page's text is the shell's: the arg reaches it in the step's environment.
+    assert!(run_argv(&spec, 2)[3].contains("\"${GREETING} from kiln\""));
+    assert_eq!(spec.final_stage().steps[2].args_used, names(&["GREETING"]));
 }
 
 const TWO_STAGES: &str = r#"image: app:${VERSION}
@@ -822,7 +839,7 @@ stages:
     steps:
       - copy: hello.c
         to: /src/
-      - run: ${CC} ${CFLAGS} -static -o /out/hello /src/hello.c
+      - run: ${CC} ${CFLAGS} -static -o /out/hello /src/hello.c ${CFLAGS:-x}
       - env: { OUT: /out }
   final:
     from: scratch
@@ -861,7 +878,7 @@ fn multi_stage_spec_parses_to_stages() {
     assert_eq!(
         build.steps[1].kind,
         StepKind::Run(RunStep {
-            command: Command::Shell("gcc -O2 -static -o /out/hello /src/hello.c".into()),
+            command: script("${CC} ${CFLAGS} -static -o /out/hello /src/hello.c ${CFLAGS:-x}"),
             network: Network::Host,
             privileges: Default::default(),
             limits: Default::default(),
@@ -911,7 +928,7 @@ stages:
   test:
     from: base
     steps:
-      - run: echo ${HOME_DIR} ${MODE} ${PATH} ${V}
+      - run: [echo, "${HOME_DIR} ${MODE} ${PATH} ${V}"]
 config: { cmd: [echo, "${HOME_DIR}"] }
 "#);
     let test = spec.final_stage();
@@ -919,10 +936,7 @@ config: { cmd: [echo, "${HOME_DIR}"] }
     assert_eq!(test.dependencies(), BTreeSet::from(["base"]));
     // Like the build, the top-level env is set again on top of the base stage's.
     assert_eq!(test.env, pairs(&[("PATH", "/bin")]));
-    match &test.steps[0].kind {
-        StepKind::Run(run) => assert_eq!(run.command.argv()[2], "echo /app fast /bin 1"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(run_argv(&spec, 0), strings(&["echo", "/app fast /bin 1"]));
     assert_eq!(test.steps[0].args_used, names(&["V"]));
     // config: sees the scope at the end of the last stage.
     assert_eq!(spec.config.cmd, Some(strings(&["echo", "/app"])));
@@ -1151,33 +1165,24 @@ fn defaults_in_variable_references() {
 env: { E: "" }
 from: scratch
 steps:
-  - run: echo ${SET:-d1} ${EMPTY:-d2} ${UNSET:-d3} ${E:-d4} ${UNSET:-} ${UNSET:-$$HOME $(pwd)}
+  - run: [echo, "${SET:-d1} ${EMPTY:-d2} ${UNSET:-d3} ${E:-d4} ${UNSET:-} ${UNSET:-$$HOME $(pwd)}"]
 "#;
     let spec = ok(text);
     let step = &spec.final_stage().steps[0];
-    match &step.kind {
-        StepKind::Run(run) => assert_eq!(
-            run.command.argv()[2],
-            // The default is used as written: `$$` stays two dollars.
-            "echo x d2 d3 d4  $$HOME $(pwd)"
-        ),
-        other => panic!("{other:?}"),
-    }
+    // The default is used as written: `$$` stays two dollars.
+    assert_eq!(run_argv(&spec, 0)[1], "x d2 d3 d4  $$HOME $(pwd)");
     // An empty arg that fell back to its default was still read.
     assert_eq!(step.args_used, names(&["EMPTY", "SET"]));
     let overridden =
         parse(text, Path::new(FILE), &pairs(&[("EMPTY", "y")])).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(
-        &overridden.final_stage().steps[0].kind,
-        StepKind::Run(run) if run.command.argv()[2].starts_with("echo x y d3")
-    ));
+    assert!(run_argv(&overridden, 0)[1].starts_with("x y d3"));
     assert_eq!(
-        err("from: scratch\nsteps:\n  - run: echo ${A:-${B}}\n"),
-        "kiln.yaml:3:10: the default in \"${A:-${B}\" cannot use ${...} (a default is used as written; write the value itself)"
+        err("from: scratch\nsteps:\n  - workdir: /${A:-${B}}\n"),
+        "kiln.yaml:3:14: the default in \"${A:-${B}\" cannot use ${...} (a default is used as written; write the value itself)"
     );
     assert_eq!(
-        err("from: scratch\nsteps:\n  - run: echo ${:-x}\n"),
-        "kiln.yaml:3:10: invalid variable reference \"${:-x}\" (write ${NAME} or ${NAME:-default}, NAME being letters, digits and _; no other operators)"
+        err("from: scratch\nsteps:\n  - workdir: /${:-x}\n"),
+        "kiln.yaml:3:14: invalid variable reference \"${:-x}\" (write ${NAME} or ${NAME:-default}, NAME being letters, digits and _; no other operators)"
     );
 }
 
@@ -1187,9 +1192,9 @@ fn steps_record_the_args_they_use_directly() {
 env: { FROM_A: "${A}", B: shadowed }
 from: "img:${D}"
 steps:
-  - run: echo ${A} ${B} ${FROM_A}
+  - run: echo ${A} $B ${FROM_A}
   - env: { STEP_C: "${C}" }
-  - run: echo ${STEP_C}
+  - run: echo ${STEP_C} $${C} \$D \${D:-x}
   - copy: "${C}"
     to: /${A}
     mode: "0755"
@@ -1200,6 +1205,7 @@ steps:
     secrets: [{ id: s, env: "${B}", target: "/run/${C}" }]
   - env: { A: changed }
   - run: echo ${A}
+  - run: [echo, "${B}", "${C}"]
 config: { cmd: ["${C}"] }
 "#);
     let stage = spec.final_stage();
@@ -1218,6 +1224,7 @@ config: { cmd: ["${C}"] }
             names(&[]),
             // A now means the env variable of the step above.
             names(&[]),
+            names(&["C"]),
         ]
     );
     assert_eq!(stage.env_args_used, names(&["A"]));
@@ -1288,4 +1295,104 @@ fn the_documented_examples_are_valid() {
         }
     }
     assert!(checked >= 4, "only {checked} complete examples found");
+}
+
+#[test]
+fn run_scripts_are_the_shells_text() {
+    let spec = ok(r#"args: { V: "1", W: "2" }
+env: { E: e }
+from: scratch
+steps:
+  - run: echo ${UNDEFINED} ${HOME:-/} $$ ${V%.*} $E ${#W} "${"
+"#);
+    assert_eq!(
+        run_argv(&spec, 0),
+        strings(&[
+            "/bin/sh",
+            "-e",
+            "-c",
+            r#"echo ${UNDEFINED} ${HOME:-/} $$ ${V%.*} $E ${#W} "${""#
+        ])
+    );
+    assert_eq!(spec.final_stage().steps[0].args_used, names(&["V", "W"]));
+}
+
+#[test]
+fn shells_come_from_the_step_then_the_stage_then_the_spec() {
+    let spec = ok(r#"args: { SH: /bin/bash, X: "-x" }
+shell: ["${SH}", -eu, -c]
+env: { DASH: /bin/dash }
+stages:
+  a:
+    from: scratch
+    steps:
+      - run: one
+      - run: two
+        shell: ["${DASH}", "${X}", -c]
+      - run: [three]
+  b:
+    from: a
+    shell: [/bin/sh, -c]
+    steps:
+      - run: four
+"#);
+    let argv = |stage: usize, step: usize| match &spec.stages[stage].steps[step].kind {
+        StepKind::Run(run) => run.command.argv(),
+        other => panic!("{other:?}"),
+    };
+    let used = |stage: usize, step: usize| spec.stages[stage].steps[step].args_used.clone();
+    assert_eq!(argv(0, 0), strings(&["/bin/bash", "-eu", "-c", "one"]));
+    assert_eq!(used(0, 0), names(&["SH"]));
+    assert_eq!(argv(0, 1), strings(&["/bin/dash", "-x", "-c", "two"]));
+    assert_eq!(used(0, 1), names(&["X"]));
+    // A list is exec'd: no shell, and the spec's shell's args are not its own.
+    assert_eq!(argv(0, 2), strings(&["three"]));
+    assert_eq!(used(0, 2), names(&[]));
+    assert_eq!(argv(1, 0), strings(&["/bin/sh", "-c", "four"]));
+    assert_eq!(used(1, 0), names(&[]));
+}
+
+#[test]
+fn shell_mistakes_are_located() {
+    let cases = [
+        (
+            "from: scratch\nshell: /bin/bash -c\n",
+            "kiln.yaml:2:8: shell must be a list of strings, found a string (e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument)",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: make\n    shell: []\n",
+            "kiln.yaml:4:12: shell needs at least a program (e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument)",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: make\n    shell: [\"\", -c]\n",
+            "kiln.yaml:4:13: the shell's program is empty (e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument)",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: make\n    shell: [/bin/sh, [-c]]\n",
+            "kiln.yaml:4:22: each shell entry must be a string, found a list",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: [make]\n    shell: [/bin/sh, -c]\n",
+            "kiln.yaml:4:5: shell: does not apply to a list run: (it is executed without a shell) (write run: as a string to run it with this shell, or remove shell:)",
+        ),
+        (
+            "from: scratch\nsteps:\n  - copy: a\n    to: /a\n    shell: [/bin/sh, -c]\n",
+            "kiln.yaml:5:5: \"shell\" is not allowed on a copy step (\"shell\" belongs to run steps)",
+        ),
+        (
+            "from: scratch\nsteps:\n  - run: make\n    shel: [/bin/sh, -c]\n",
+            "kiln.yaml:4:5: unknown step key \"shel\" (did you mean \"shell\"?)",
+        ),
+        (
+            "from: scratch\nshell: [\"${SH}\", -c]\n",
+            "kiln.yaml:2:9: undefined variable \"SH\" (declare it under args: or env:, or write $${SH} to keep it literal)",
+        ),
+        (
+            "stages:\n  a:\n    from: scratch\n    shell: {}\n",
+            "kiln.yaml:4:12: shell must be a list of strings, found a mapping (e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument)",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(err(text), expected, "for\n{text}");
+    }
 }

@@ -1,5 +1,6 @@
-//! The top level of a spec: `image`, `args`, `contexts`, `env`, and the order in which
-//! sections are read so that `${NAME}` sees the right variables. Stages are in `stages`.
+//! The top level of a spec: `image`, `args`, `contexts`, `env`, `shell`, and the order in
+//! which sections are read so that `${NAME}` sees the right variables. Stages are in
+//! `stages`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,12 @@ use super::node::{Node, Value};
 use super::read::{key_text, optional_mapping, text, Expander, Fields};
 use super::sections::{parse_config, parse_run, CONFIG_KEYS, RUN_KEYS};
 use super::stages::{parse_stages, Shared};
-use super::steps::STEP_KEYS;
+use super::steps::{Shell, STEP_KEYS};
 use super::subst::{is_var_name, Vars};
 
 #[rustfmt::skip]
-const TOP_KEYS: [&str; 9] = [
-    "image", "from", "args", "contexts", "env", "stages", "steps", "config", "run",
+const TOP_KEYS: [&str; 10] = [
+    "image", "from", "args", "contexts", "env", "shell", "stages", "steps", "config", "run",
 ];
 
 /// Builds the validated [`Spec`] from the YAML tree of the file `file`.
@@ -40,12 +41,14 @@ pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)
     let env_args_used = env_ex.into_args_used();
     vars.define_all(env.iter().map(|(k, v)| (k, v)));
     let image = f.read("image", |n| image_name(&Expander::new(&vars), n))?;
+    let shell = f.read_or_default("shell", |n| Shell::parse(n, &vars))?;
     let shared = Shared {
         dir,
         contexts: contexts.keys().map(String::as_str).collect(),
         vars,
         env: &env,
         env_args_used,
+        shell,
     };
     let (stages, last_scope) = parse_stages(root, &f, &shared)?;
     let ex = Expander::new(&last_scope);
