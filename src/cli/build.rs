@@ -27,7 +27,7 @@ pub struct BuildArgs {
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
     /// Set a build arg declared under args:
-    #[arg(long = "arg", value_name = "K=V", value_parser = parse_kv)]
+    #[arg(long = "arg", visible_alias = "build-arg", value_name = "K=V", value_parser = parse_kv)]
     args: Vec<(String, String)>,
     /// Layer compression: zstd (default) or gzip for old clients
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip"])]
@@ -172,9 +172,10 @@ impl build::Progress for PlanJson {
 
 fn failure(e: BuildError) -> Failure {
     let hint = e.hint();
+    // A step is a container: 125 when it could not be started (126/127 when its command
+    // cannot run), its own code when it failed; anything else kiln could not do is 1.
     let code = match &e {
-        BuildError::Store(_) | BuildError::Runtime(_) => super::EXIT_KILN_FAILED,
-        BuildError::Usage(_) => super::EXIT_USAGE,
+        BuildError::StepSetup { .. } => e.step_exit_code().unwrap_or(super::EXIT_NOT_STARTED),
         _ => e.step_exit_code().unwrap_or(super::EXIT_USER_ERROR),
     };
     Failure {
