@@ -324,10 +324,7 @@ fn confinement(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Confineme
         cpus: defaults.cpus,
         pids: defaults.pids,
     };
-    let limits = build::limits_over(
-        &args.limits.limits().map_err(|f| failed(f.message))?,
-        &image_limits,
-    );
+    let limits = build::limits_over(&args.limits.limits()?, &image_limits);
     let confinement =
         build::confinement(&privileges, &limits, &security_options(args)?).map_err(failed)?;
     check_seccomp_profile(&confinement)?;

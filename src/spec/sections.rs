@@ -12,7 +12,7 @@ use super::read::{
 };
 use super::steps::{network, user};
 use super::top::resolve;
-use super::units::{check_cpus, parse_duration, parse_port, parse_size};
+use super::units::{check_cpus, check_memory, parse_duration, parse_port, parse_size};
 
 #[rustfmt::skip]
 pub(crate) const CONFIG_KEYS: [&str; 10] = [
@@ -194,22 +194,25 @@ pub(crate) fn parse_privileges(f: &Fields, ex: &Expander) -> Result<Privileges> 
     })
 }
 
-/// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`).
+/// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`); at least 6 MiB.
 fn memory(ex: &Expander, node: &Node) -> Result<u64> {
-    match node.value {
+    let bytes = match node.value {
         Value::Int { value, .. } => u64::try_from(value)
             .ok()
             .filter(|bytes| *bytes > 0)
             .ok_or_else(|| {
                 Issue::at(node.location, format!("invalid size \"{value}\""))
                     .hint("a size is more than 0 bytes, e.g. 64m")
-            }),
-        Value::Str(_) => located(node, parse_size(&ex.text(node, "memory")?)),
-        _ => Err(Issue::at(
-            node.location,
-            format!("memory must be a size like 64m, found {}", node.kind_name()),
-        )),
-    }
+            })?,
+        Value::Str(_) => located(node, parse_size(&ex.text(node, "memory")?))?,
+        _ => {
+            return Err(Issue::at(
+                node.location,
+                format!("memory must be a size like 64m, found {}", node.kind_name()),
+            ))
+        }
+    };
+    located(node, check_memory(bytes))
 }
 
 fn capabilities(ex: &Expander, node: Option<&Node>, what: &str) -> Result<Vec<String>> {
