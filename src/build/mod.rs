@@ -16,6 +16,7 @@ pub mod passwd;
 mod progress;
 mod record;
 mod sources;
+mod spec_checks;
 mod stages;
 mod steps;
 
@@ -145,8 +146,6 @@ pub enum BuildError {
     NoTag,
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Secret(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -167,10 +166,6 @@ impl BuildError {
                     .into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
-            BuildError::Secret(_) => Some(
-                "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
-                    .into(),
-            ),
             BuildError::StepFailed {
                 out_of_memory: true,
                 ..
@@ -229,7 +224,7 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
-    mounts::check_secrets(&spec).map_err(BuildError::Secret)?;
+    spec_checks::secrets(&spec, &opts.spec_shown)?;
     let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
     else {
         unreachable!("a build that is not a plan knows every stage");
@@ -286,14 +281,12 @@ fn build_stages(
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
 /// last, and becomes the image). Its problems name the file as the user did.
 fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
-    let shown = |e: SpecError| SpecError {
-        file: opts.spec_shown.clone(),
-        ..e
-    };
+    let shown = |e: SpecError| e.shown_as(&opts.spec_shown);
     let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
         spec.truncate_to(target).map_err(shown)?;
     }
+    spec_checks::references(&spec, &opts.spec_shown)?;
     Ok(spec)
 }
 

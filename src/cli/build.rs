@@ -178,9 +178,29 @@ fn failure(e: BuildError) -> Failure {
         BuildError::StepSetup { .. } => e.step_exit_code().unwrap_or(super::EXIT_NOT_STARTED),
         _ => e.step_exit_code().unwrap_or(super::EXIT_USER_ERROR),
     };
+    // A spec's problems are all reported, each with its location, then how many.
+    let (more, footer) = match &e {
+        BuildError::Spec(spec) if !spec.more.is_empty() => (
+            spec.more.iter().map(ToString::to_string).collect(),
+            Some(problem_count(spec)),
+        ),
+        _ => (Vec::new(), None),
+    };
     Failure {
         message: e.to_string(),
         hint,
         code,
+        more,
+        footer,
     }
+}
+
+/// `kiln.yaml: 3 problems`, and that there may be more when checking stopped early.
+fn problem_count(e: &crate::spec::SpecError) -> String {
+    let count = e.all().count();
+    let stopped = match count >= crate::spec::MAX_PROBLEMS {
+        true => " (checking stopped there; fix these and build again)",
+        false => "",
+    };
+    format!("{}: {count} problems{stopped}", e.file.display())
 }

@@ -79,12 +79,17 @@ enum Command {
     Debug(debug::DebugCommand),
 }
 
-/// A failure as the user sees it: one line, an optional hint, an exit code.
+/// A failure as the user sees it: one line, an optional hint, an exit code; and, for a
+/// spec with several problems, the others.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
     pub hint: Option<String>,
     pub code: i32,
+    /// Further problems, each printed as an `error:` line.
+    pub more: Vec<String>,
+    /// A last line after them, e.g. how many problems there were.
+    pub footer: Option<String>,
 }
 
 impl Failure {
@@ -93,6 +98,8 @@ impl Failure {
             message: message.to_string(),
             hint: None,
             code: EXIT_USER_ERROR,
+            more: Vec::new(),
+            footer: None,
         }
     }
 
@@ -102,6 +109,8 @@ impl Failure {
             message: message.to_string(),
             hint: None,
             code: EXIT_NOT_STARTED,
+            more: Vec::new(),
+            footer: None,
         }
     }
 

@@ -571,9 +571,8 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
         let runtime_failure = |e: runtime::RuntimeError| {
             let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
             Failure {
-                message: e.to_string(),
-                hint: None,
                 code,
+                ..Failure::not_started(e)
             }
         };
         let running = runtime::start_container(&spec).map_err(runtime_failure)?;

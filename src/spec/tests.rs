@@ -33,6 +33,14 @@ fn err(text: &str) -> String {
     err_with(text, &[])
 }
 
+/// Every problem reported, as the user sees each.
+fn errs(text: &str) -> Vec<String> {
+    match parse(text, Path::new(FILE), &[]) {
+        Ok(spec) => panic!("expected errors, got {spec:#?}"),
+        Err(err) => err.all().map(ToString::to_string).collect(),
+    }
+}
+
 fn at(line: usize, column: usize) -> Location {
     Location { line, column }
 }
@@ -109,6 +117,7 @@ fn full_spec_parses_to_the_expected_model() {
     let expected = Spec {
         file: PathBuf::from("site/kiln.yaml"),
         image: Some("hello:v2".into()),
+        image_location: Some(at(1, 8)),
         args: BTreeMap::from([
             ("GREETING".into(), "hello".into()),
             ("TAG".into(), "v2".into()),
@@ -126,6 +135,7 @@ fn full_spec_parses_to_the_expected_model() {
             env: pairs(&[("PATH", "/bin"), ("MSG", "hello world")]),
             env_args_used: names(&["GREETING"]),
             location: at(2, 1),
+            from_location: at(2, 7),
             steps: vec![
                 Step {
                     kind: StepKind::Copy(CopyStep {
@@ -163,6 +173,7 @@ fn full_spec_parses_to_the_expected_model() {
                             id: "token".into(),
                             source: SecretSource::File(dir.join("token.txt")),
                             target: "/run/secrets/token".into(),
+                            location: at(17, 15),
                     }],
                 }),
                 args_used: names(&["GREETING"]),
@@ -1137,11 +1148,13 @@ fn secrets_come_from_a_file_or_the_environment() {
                 id: "a".into(),
                 source: SecretSource::File(cwd().join("d/a.txt")),
                 target: "/run/secrets/a".into(),
+                location: at(6, 9),
             },
             Secret {
                 id: "tok".into(),
                 source: SecretSource::Env("GITHUB_TOKEN".into()),
                 target: "/t".into(),
+                location: at(7, 9),
             },
         ]
     );
@@ -1313,4 +1326,110 @@ fn the_documented_examples_are_valid() {
         }
     }
     assert!(checked >= 4, "only {checked} complete examples found");
+}
+
+/// A spec's problems are reported together, in file order: each section, stage and step is
+/// checked after another had a problem. A name that a broken section would have defined
+/// is not reported as undefined.
+#[test]
+fn every_problem_of_a_spec_is_reported_in_file_order() {
+    let spec = "\
+from: scratch
+stesp: []
+env:
+  A:
+steps:
+  - rnu: make
+  - run: echo ${A}
+  - copy: x
+  - run: echo ok
+config: { stop_signal: SIGTREM }
+run: { memory: 64X, pids: 0 }
+";
+    let found = errs(spec);
+    let at: Vec<&str> = found
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "kiln.yaml:2:1",
+            "kiln.yaml:4:3",
+            "kiln.yaml:6:5",
+            "kiln.yaml:8:5",
+            "kiln.yaml:10:24",
+            "kiln.yaml:11:16",
+            "kiln.yaml:11:27"
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0].contains("unknown top-level key \"stesp\""),
+        "{found:#?}"
+    );
+    assert!(found[3].contains("copy needs \"to\""), "{found:#?}");
+    // Display shows the first problem, as before.
+    assert_eq!(err(spec), found[0]);
+}
+
+#[test]
+fn a_broken_env_step_or_stage_silences_undefined_names_after_it() {
+    let found =
+        errs("from: scratch\nsteps:\n  - env: { A: }\n  - run: echo ${A}\n  - workdir: rel\n");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("kiln.yaml:3:12: A has no value"),
+        "{found:#?}"
+    );
+    assert!(found[1].starts_with("kiln.yaml:5:14: "), "{found:#?}");
+
+    let stages = "\
+stages:
+  base:
+    from: scratch
+    env: { A: }
+  app:
+    from: base
+    steps:
+      - run: echo ${A} ${B}
+      - copy: x
+        from: nowhere
+        to: /x
+  bad name:
+    from: scratch
+  last:
+    from: bad name
+    steps:
+      - copy: x
+        from: bad name
+        to: /x
+      - user: \"a:b:c\"
+";
+    let found = errs(stages);
+    let at: Vec<&str> = found
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "kiln.yaml:4:12",
+            "kiln.yaml:10:15",
+            "kiln.yaml:12:3",
+            "kiln.yaml:20:15"
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn at_most_twenty_problems_are_reported() {
+    let steps: String = (0..30).map(|i| format!("  - rnu{i}: x\n")).collect();
+    let found = errs(&format!("from: scratch\nsteps:\n{steps}"));
+    assert_eq!(found.len(), 20);
+    assert!(
+        found[19].starts_with("kiln.yaml:22:5: unknown step key \"rnu19\""),
+        "{found:#?}"
+    );
 }
