@@ -12,6 +12,7 @@ pub mod context;
 mod host_file;
 mod key;
 mod mounts;
+mod output;
 pub mod passwd;
 mod progress;
 mod record;
