@@ -426,7 +426,7 @@ fn sizes() {
 #[test]
 fn implausible_limits_are_located_errors() {
     let host = units::host_cpus();
-    let range = format!("from 0.01 up to this machine's {host}, e.g. 0.5");
+    let range = format!("a number of CPUs from 0.01 up to this machine's {host}, e.g. 0.5");
     assert_eq!(
         err("from: scratch\nrun: { cpus: 0 }\n"),
         format!("kiln.yaml:2:14: invalid cpus 0 ({range})")

@@ -231,7 +231,7 @@ fn binary_size(bytes: u64) -> String {
 /// for a bigger machine, and would silently mean "no limit".
 pub(crate) fn check_cpus(cpus: f64) -> Parsed<f64> {
     let host = host_cpus();
-    let range = format!("from {MIN_CPUS} up to this machine's {host}, e.g. 0.5");
+    let range = format!("a number of CPUs from {MIN_CPUS} up to this machine's {host}, e.g. 0.5");
     if !cpus.is_finite() || cpus < MIN_CPUS {
         return Err(Invalid::new(format!("invalid cpus {cpus}"), range));
     }
