@@ -147,6 +147,9 @@ pub enum BuildError {
     NoTag,
     #[error("{0}")]
     Usage(String),
+    /// Secrets whose file or variable is missing when the build starts, located in the spec.
+    #[error(transparent)]
+    Secret(SpecError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -167,6 +170,10 @@ impl BuildError {
                     .into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
+            BuildError::Secret(_) => Some(
+                "a relative source: is taken from the spec's folder, an env: variable from kiln build's environment; secrets are read when the build starts and never enter a layer, the cache or the log"
+                    .into(),
+            ),
             BuildError::StepFailed {
                 out_of_memory: true,
                 ..
@@ -225,7 +232,7 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
-    spec_checks::secrets(&spec, &opts.spec_shown)?;
+    spec_checks::secrets(&spec, &opts.spec_shown).map_err(BuildError::Secret)?;
     let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
     else {
         unreachable!("a build that is not a plan knows every stage");

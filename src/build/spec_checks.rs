@@ -17,7 +17,7 @@ pub(super) fn references(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
     let mut problems = Vec::new();
     if let (Some(image), Some(at)) = (&spec.image, spec.image_location) {
         if let Err(e) = Reference::local(image) {
-            problems.push(problem(shown, at, e, "e.g. image: hello:latest"));
+            problems.push(problem(shown, at, e, Some("e.g. image: hello:latest")));
         }
     }
     for stage in &spec.stages {
@@ -25,7 +25,7 @@ pub(super) fn references(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
             if let Err(e) = Reference::parse(name, DOCKER_HUB) {
                 let hint =
                     "e.g. from: alpine:3.20, or scratch, oci:PATH, rootfs:PATH or an earlier stage";
-                problems.push(problem(shown, stage.from_location, e, hint));
+                problems.push(problem(shown, stage.from_location, e, Some(hint)));
             }
         }
     }
@@ -33,7 +33,8 @@ pub(super) fn references(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
 }
 
 /// Every secret's source file and variable must exist when the build starts, so that a
-/// build fails before its first step rather than at the step that needs the secret.
+/// build fails before its first step rather than at the step that needs the secret. The
+/// problems carry no hint of their own: [`super::BuildError::Secret`] has one for all.
 pub(super) fn secrets(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
     let secrets = spec
         .stages
@@ -46,34 +47,29 @@ pub(super) fn secrets(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
         .flatten();
     let mut problems = Vec::new();
     for secret in secrets {
-        let (message, hint) = match &secret.source {
+        let message = match &secret.source {
             SecretSource::File(path) => match host_file::open_regular(path) {
                 Ok(_) => continue,
-                Err(why) => (
-                    secret_file_error(&secret.id, path, &why),
-                    "a relative source: is taken from the spec's folder; the file never enters a layer, the cache or the log",
-                ),
+                Err(why) => secret_file_error(&secret.id, path, &why),
             },
-            SecretSource::Env(var) if std::env::var_os(var).is_none() => (
-                format!(
-                    "secret {:?}: environment variable {var} is not set",
-                    secret.id
-                ),
-                "export it before kiln build; its value never enters a layer, the cache or the log",
+            SecretSource::Env(var) if std::env::var_os(var).is_none() => format!(
+                "secret {:?}: environment variable {var} is not set",
+                secret.id
             ),
             SecretSource::Env(_) => continue,
         };
-        problems.push(problem(shown, secret.location, message, hint));
+        // What to do is the same for every one: the build says it once, as a hint.
+        problems.push(problem(shown, secret.location, message, None));
     }
     report(problems)
 }
 
-fn problem(shown: &Path, at: Location, message: impl ToString, hint: &str) -> SpecError {
+fn problem(shown: &Path, at: Location, message: impl ToString, hint: Option<&str>) -> SpecError {
     SpecError {
         file: shown.to_path_buf(),
         location: Some(at),
         message: message.to_string(),
-        hint: Some(hint.into()),
+        hint: hint.map(str::to_owned),
         more: Vec::new(),
     }
 }

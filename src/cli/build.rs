@@ -252,7 +252,7 @@ fn failure(e: BuildError) -> Failure {
     };
     // A spec's problems are all reported, each with its location, then how many.
     let (more, footer) = match &e {
-        BuildError::Spec(spec) if !spec.more.is_empty() => (
+        BuildError::Spec(spec) | BuildError::Secret(spec) if !spec.more.is_empty() => (
             spec.more.iter().map(ToString::to_string).collect(),
             Some(problem_count(spec)),
         ),
