@@ -106,13 +106,14 @@ impl BuildProgress {
         steps
     }
 
+    /// A line on stderr; on a terminal, made safe for indicatif's redraws.
     fn line(&self, text: &str) {
         if self.quiet {
             return;
         }
         match self.tty {
             true => {
-                let _ = self.bars.println(text);
+                let _ = self.bars.println(terminal_safe(text));
             }
             false => eprintln!("{text}"),
         }
@@ -291,7 +292,8 @@ impl Progress for BuildProgress {
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
         );
-        pb.set_message(format!("{} {} ({reason})", prefix(step), step.title));
+        let message = format!("{} {} ({reason})", prefix(step), step.title);
+        pb.set_message(terminal_safe(&message));
         pb.enable_steady_tick(Duration::from_millis(100));
         entry.spinner = Some(pb);
     }
@@ -301,16 +303,13 @@ impl Progress for BuildProgress {
         let mut running = self.running.lock().expect("progress lock");
         let entry = Self::entry(&mut running, step);
         entry.clear_update(&self.bars);
-        let shown = match self.tty {
-            true => terminal_safe(&text),
-            false => text.into_owned(),
-        };
         self.line(&format!(
-            "{} {} {shown}",
+            "{} {} {text}",
             prefix(step),
             stream_marker(stream)
         ));
-        entry.keep(stream, shown);
+        // Kept as the step wrote it: `--json` escapes it, `-q` prints it with no bars.
+        entry.keep(stream, text.into_owned());
     }
 
     fn step_output_update(&self, step: &StepRef, stream: Stream, text: &[u8]) {
