@@ -297,7 +297,7 @@ fn basic_auth_login_push_and_wrong_password() {
     let wrong = login_alice(&env, &server, "nope\n", &config);
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr);
-    assert!(err.contains("authentication required"), "{err}");
+    assert!(err.contains("invalid username or password"), "{err}");
     assert!(!err.contains("nope"), "the password leaked: {err}");
     assert!(!config.join("config.json").exists());
 
@@ -328,6 +328,33 @@ fn basic_auth_login_push_and_wrong_password() {
     assert!(!std::fs::read_to_string(&file)
         .unwrap()
         .contains(&server.host()));
+}
+
+/// A wrong password is named as such, exits 1, and saves nothing: for basic auth and for
+/// a token service alike (the user typed `kiln login HOST -u alice --password-stdin`).
+#[test]
+fn a_wrong_login_password_is_invalid_username_or_password() {
+    for auth in [AuthMode::Basic, AuthMode::Token] {
+        let env = Env::new();
+        let server = mock(auth);
+        let config = env.path("docker");
+        let wrong = login_alice(&env, &server, "not-the-password\n", &config);
+        let err = String::from_utf8_lossy(&wrong.stderr);
+        assert_eq!(wrong.status.code(), Some(1), "{auth:?}: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "error: {}: invalid username or password\n\
+                 hint: check the user name after -u and the password or token piped into --password-stdin\n",
+                server.host()
+            ),
+            "{auth:?}"
+        );
+        assert!(wrong.stdout.is_empty());
+        assert!(!config.join("config.json").exists());
+        let right = login_alice(&env, &server, "s3cret\n", &config);
+        assert_eq!(right.status.code(), Some(0), "{auth:?}: {}", text(&right));
+    }
 }
 
 #[test]

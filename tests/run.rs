@@ -188,7 +188,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
         (vec!["-v", "/no/such/dir:/x", "bb", "true"], "/no/such/dir"),
     ] {
         let (code, _, err) = kiln_run(&env, &args);
-        assert_eq!(code, 125, "{args:?}: {err}");
+        assert_eq!(code, 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(
             err.lines().filter(|l| l.starts_with("error:")).count(),

@@ -12,10 +12,12 @@ pub mod context;
 mod host_file;
 mod key;
 mod mounts;
+mod output;
 pub mod passwd;
 mod progress;
 mod record;
 mod sources;
+mod spec_checks;
 mod stage_copy;
 mod stages;
 mod steps;
@@ -146,8 +148,9 @@ pub enum BuildError {
     NoTag,
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Secret(String),
+    /// Secrets whose file or variable is missing when the build starts, located in the spec.
+    #[error(transparent)]
+    Secret(SpecError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -169,7 +172,7 @@ impl BuildError {
             ),
             BuildError::Pull { source, .. } => source.hint(),
             BuildError::Secret(_) => Some(
-                "kiln reads secrets when the build starts: create the file or export the variable (the value never enters a layer, the cache or the log)"
+                "a relative source: is taken from the spec's folder, an env: variable from kiln build's environment; secrets are read when the build starts and never enter a layer, the cache or the log"
                     .into(),
             ),
             BuildError::StepFailed {
@@ -230,7 +233,7 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
-    mounts::check_secrets(&spec).map_err(BuildError::Secret)?;
+    spec_checks::secrets(&spec, &opts.spec_shown).map_err(BuildError::Secret)?;
     let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
     else {
         unreachable!("a build that is not a plan knows every stage");
@@ -304,14 +307,12 @@ fn announce_ignore_files(sources: &sources::Sources, progress: &dyn Progress) {
 /// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
 /// last, and becomes the image). Its problems name the file as the user did.
 fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
-    let shown = |e: SpecError| SpecError {
-        file: opts.spec_shown.clone(),
-        ..e
-    };
+    let shown = |e: SpecError| e.shown_as(&opts.spec_shown);
     let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
         spec.truncate_to(target).map_err(shown)?;
     }
+    spec_checks::references(&spec, &opts.spec_shown)?;
     Ok(spec)
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::host_file::{self, Refused};
 use crate::runtime::StepMount;
-use crate::spec::{RunStep, SecretSource, Spec, StepKind};
+use crate::spec::{RunStep, SecretSource};
 use crate::store::{Digest, Store};
 
 /// The mounts of a run step, or a message for the user.
@@ -54,36 +54,6 @@ pub(super) fn step_mounts(
     Ok(mounts)
 }
 
-/// Checks that every secret of the spec can be found, so a build fails before its first
-/// step rather than at the step that needs the secret.
-pub(super) fn check_secrets(spec: &Spec) -> Result<(), String> {
-    let secrets = spec
-        .stages
-        .iter()
-        .flat_map(|stage| &stage.steps)
-        .filter_map(|step| match &step.kind {
-            StepKind::Run(run) => Some(&run.secrets),
-            _ => None,
-        })
-        .flatten();
-    for secret in secrets {
-        match &secret.source {
-            SecretSource::File(path) => {
-                host_file::open_regular(path)
-                    .map_err(|e| secret_file_error(&secret.id, path, &e))?;
-            }
-            SecretSource::Env(var) if std::env::var_os(var).is_none() => {
-                return Err(format!(
-                "secret {:?}: environment variable {var} is not set (export it before kiln build)",
-                secret.id
-            ))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// The content of a secret's source file, which must be a regular file.
 fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, String> {
     let mut content = Vec::new();
@@ -93,12 +63,16 @@ fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, String> {
     Ok(content)
 }
 
-fn secret_file_error(id: &str, path: &Path, why: &Refused) -> String {
+/// What is wrong with a secret's source file, in words: "does not exist" for a missing one.
+pub(super) fn secret_file_error(id: &str, path: &Path, why: &Refused) -> String {
     match why {
         Refused::Kind(kind) => format!(
             "secret {id:?}: {} is {kind}, not a regular file",
             path.display()
         ),
+        Refused::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("secret {id:?}: {} does not exist", path.display())
+        }
         Refused::Io(_) => format!("secret {id:?}: cannot read {}: {why}", path.display()),
     }
 }

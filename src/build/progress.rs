@@ -64,8 +64,12 @@ pub trait Progress: Sync {
     fn phase(&self, _what: &str) {}
     /// A step starts. For a step that will run, `reason` says why it is not cached.
     fn step_started(&self, _step: &StepRef, _reason: Option<&str>) {}
-    /// One line of output of a running step (without the newline).
+    /// One line of output of a running step (without the newline). A line the step
+    /// rewrote with `\r` (a progress bar) comes here once, with its last text.
     fn step_output(&self, _step: &StepRef, _stream: Stream, _line: &[u8]) {}
+    /// The current text of a line the step is rewriting with `\r`: what a terminal would
+    /// show now. Its final text comes later through [`Progress::step_output`].
+    fn step_output_update(&self, _step: &StepRef, _stream: Stream, _text: &[u8]) {}
     fn step_finished(&self, _step: &StepRef, _report: &StepReport) {}
     /// `--plan` of a multi-stage build, after every step was reported: one call per stage
     /// the image needs, in spec order.

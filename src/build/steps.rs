@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Instant;
@@ -487,8 +486,9 @@ fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) 
         confinement,
     };
     let exit = std::thread::scope(|s| {
-        s.spawn(|| forward_lines(cx, Stream::Stdout, out_r));
-        s.spawn(|| forward_lines(cx, Stream::Stderr, err_r));
+        let progress = cx.job.progress;
+        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stdout, out_r));
+        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stderr, err_r));
         let exit = runtime::run_step(&sandbox);
         drop(sandbox);
         exit
@@ -527,18 +527,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
         }
         .into()
     })
-}
-
-fn forward_lines(cx: &StepCx, stream: Stream, fd: OwnedFd) {
-    let mut reader = BufReader::new(fs::File::from(fd));
-    let mut line = Vec::new();
-    while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        cx.job.progress.step_output(cx.step_ref, stream, &line);
-        line.clear();
-    }
 }
 
 fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDirs) -> Result<()> {

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::build_progress::BuildProgress;
+use super::build_progress::{step_prefix, stream_marker, BuildProgress, UnfinishedStep};
 use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
-use crate::build::{self, BuildError, BuildOptions, CacheRequest};
+use crate::build::{self, BuildError, BuildOptions, CacheRequest, Stream};
 use crate::layer::Compression;
 
 #[derive(Args, Debug)]
@@ -27,7 +27,7 @@ pub struct BuildArgs {
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     tags: Vec<String>,
     /// Set a build arg declared under args:
-    #[arg(long = "arg", value_name = "K=V", value_parser = parse_kv)]
+    #[arg(long = "arg", visible_alias = "build-arg", value_name = "K=V", value_parser = parse_kv)]
     args: Vec<(String, String)>,
     /// Layer compression: zstd (default) or gzip for old clients
     #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip"])]
@@ -64,13 +64,86 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
+    let progress = BuildProgress::new(globals.quiet || args.json);
+    let json = args.json;
+    let result = build(globals, args, &progress);
+    if let Err(failure) = &result {
+        match json {
+            true => println!("{}", json_failure(failure, &progress.unfinished())),
+            false if globals.quiet => print_unfinished(&progress.unfinished()),
+            false => {}
+        }
+    }
+    result
+}
+
+/// `--json` on failure: `{"error": {...}}` on stdout, with the last lines of the steps that
+/// were running (the failed one) since nothing else showed them.
+fn json_failure(f: &Failure, unfinished: &[UnfinishedStep]) -> serde_json::Value {
+    let steps: Vec<_> = unfinished
+        .iter()
+        .map(|step| {
+            let output: Vec<_> = step
+                .tail
+                .iter()
+                .map(|(stream, line)| {
+                    let stream = match stream {
+                        Stream::Stdout => "stdout",
+                        Stream::Stderr => "stderr",
+                    };
+                    serde_json::json!({ "stream": stream, "line": line })
+                })
+                .collect();
+            serde_json::json!({
+                "stage": step.stage,
+                "step": step.number,
+                "title": step.title,
+                "lines": step.lines,
+                "output": output,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "error": {
+            "message": f.message,
+            "hint": f.hint,
+            "exit_code": f.code,
+            "more": f.more,
+            "steps": steps,
+        }
+    })
+}
+
+/// `-q` on failure: the failed step's last lines on stderr, above the error, as a build
+/// without `-q` would have shown them.
+fn print_unfinished(unfinished: &[UnfinishedStep]) {
+    for step in unfinished {
+        let prefix = step_prefix(step.stage.as_deref(), step.number, step.total);
+        if step.lines > step.tail.len() {
+            eprintln!(
+                "{prefix} {}: {} earlier lines not shown",
+                step.title,
+                step.lines - step.tail.len(),
+            );
+        }
+        for (stream, line) in &step.tail {
+            eprintln!("{prefix} {} {line}", stream_marker(*stream));
+        }
+    }
+}
+
+fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdResult {
     let store = globals.store()?;
     // CONTEXT and -f are relative to the working directory; paths in the spec are made
     // absolute (against the spec's folder) when it is read.
+    // `kiln build` in the project's folder names its spec `kiln.yaml`, not `./kiln.yaml`.
     let spec_shown = args
         .file
         .clone()
-        .unwrap_or_else(|| args.context.join("kiln.yaml"));
+        .unwrap_or_else(|| match args.context.as_os_str() {
+            dot if dot == "." => PathBuf::from("kiln.yaml"),
+            _ => args.context.join("kiln.yaml"),
+        });
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
     let opts = BuildOptions {
         context: super::absolute(&args.context)?,
@@ -95,8 +168,7 @@ pub fn run(globals: &Globals, args: BuildArgs) -> CmdResult {
         return plan(&store, &opts, args.json);
     }
     let started = Instant::now();
-    let progress = BuildProgress::new(globals.quiet || args.json);
-    let result = build::build(&store, &opts, &progress).map_err(failure)?;
+    let result = build::build(&store, &opts, progress).map_err(failure)?;
     let (cached, ran) = progress.counts();
     if args.json {
         let tags: Vec<String> = result.tags.iter().map(ToString::to_string).collect();
@@ -189,14 +261,35 @@ impl build::Progress for PlanJson {
 
 fn failure(e: BuildError) -> Failure {
     let hint = e.hint();
+    // A step is a container: 125 when it could not be started (126/127 when its command
+    // cannot run), its own code when it failed; anything else kiln could not do is 1.
     let code = match &e {
-        BuildError::Store(_) | BuildError::Runtime(_) => super::EXIT_KILN_FAILED,
-        BuildError::Usage(_) => super::EXIT_USAGE,
+        BuildError::StepSetup { .. } => e.step_exit_code().unwrap_or(super::EXIT_NOT_STARTED),
         _ => e.step_exit_code().unwrap_or(super::EXIT_USER_ERROR),
+    };
+    // A spec's problems are all reported, each with its location, then how many.
+    let (more, footer) = match &e {
+        BuildError::Spec(spec) | BuildError::Secret(spec) if !spec.more.is_empty() => (
+            spec.more.iter().map(ToString::to_string).collect(),
+            Some(problem_count(spec)),
+        ),
+        _ => (Vec::new(), None),
     };
     Failure {
         message: e.to_string(),
         hint,
         code,
+        more,
+        footer,
     }
+}
+
+/// `kiln.yaml: 3 problems`, and that there may be more when checking stopped early.
+fn problem_count(e: &crate::spec::SpecError) -> String {
+    let count = e.all().count();
+    let stopped = match count >= crate::spec::MAX_PROBLEMS {
+        true => " (checking stopped there; fix these and build again)",
+        false => "",
+    };
+    format!("{}: {count} problems{stopped}", e.file.display())
 }

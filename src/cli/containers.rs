@@ -8,7 +8,7 @@ use crate::store::ContainerState;
 #[derive(Args, Debug)]
 #[command(
     about = "List containers",
-    after_help = "Examples:\n  kiln ps          # running containers\n  kiln ps -a       # also the exited ones\n  kiln ps -a --json"
+    after_help = "Examples:\n  kiln ps          # running containers\n  kiln ps -a       # also the exited ones\n  kiln ps -aq      # only their IDs, one per line\n  kiln ps -a --json"
 )]
 pub struct PsArgs {
     /// Also list containers that have exited
@@ -42,6 +42,13 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         .map(|(_, s)| s)
         .filter(|s| args.all || s.is_running())
         .collect();
+    if globals.quiet && !args.json {
+        // docker's `ps -q`: only the container IDs.
+        for s in &rows {
+            println!("{}", &s.id[..12]);
+        }
+        return Ok(0);
+    }
     if args.json {
         let json: Vec<_> = rows
             .iter()
@@ -86,8 +93,9 @@ pub fn rm(globals: &Globals, args: RmArgs) -> CmdResult {
         let failure = match store.find_container(key)? {
             None => Some(Failure::user(format!("no such container: {key}"))),
             Some((_, state)) if state.is_running() && !args.force => Some(
-                Failure::user(format!("container {key} is running"))
-                    .hint(Some("stop it first, or use kiln rm -f".into())),
+                Failure::user(format!("container {key} is running")).hint(Some(format!(
+                    "kiln rm -f {key} kills and removes it; or end the kiln run that runs it"
+                ))),
             ),
             Some((dir, state)) => {
                 if let Some(pid) = state.pid.filter(|_| state.is_running()) {

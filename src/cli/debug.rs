@@ -30,7 +30,7 @@ pub fn run(cmd: DebugCommand) -> CmdResult {
                 .map_err(|e| Failure::user(format!("{}: {e}", out.display())))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
             let d = layer::write_layer(&dir, &mut w, compression, &TarOptions { epoch: 0 })
-                .map_err(Failure::internal)?;
+                .map_err(Failure::user)?;
             println!("{} {} {}", d.digest, d.diff_id, d.size);
             Ok(0)
         }

@@ -10,7 +10,7 @@ use crate::store::{Reference, Store, Tagged};
 #[derive(Args, Debug)]
 #[command(
     about = "List images in the store",
-    after_help = "Examples:\n  kiln images\n  kiln images --json"
+    after_help = "Examples:\n  kiln images\n  kiln images -q           # only the image IDs, one per line\n  kiln images --json"
 )]
 pub struct ImagesArgs {
     /// Print a JSON array instead of a table
@@ -68,6 +68,16 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
         let digest = image::oci_digest(&t.manifest)?;
         let size = Image::load(&store, &digest).map(|i| i.size()).unwrap_or(0);
         rows.push((t.reference, digest, size));
+    }
+    if globals.quiet && !args.json {
+        // docker's `images -q`: each image's ID once, whatever its number of tags.
+        let mut seen = std::collections::HashSet::new();
+        for (_, digest, _) in &rows {
+            if seen.insert(digest.short()) {
+                println!("{}", digest.short());
+            }
+        }
+        return Ok(0);
     }
     if args.json {
         let json: Vec<_> = rows

@@ -20,17 +20,23 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The limits given, checked like the spec's.
+    /// The limits given, checked like the spec's (Docker's rules: at least 6 MiB of memory,
+    /// at most this machine's CPUs).
     pub fn limits(&self) -> Result<Limits, Failure> {
-        let memory = self.memory.as_deref().map(values::size).transpose();
+        let memory = self.memory.as_deref().map(values::memory).transpose();
         let cpus = self.cpus.as_deref().map(values::cpus).transpose();
         if self.pids_limit == Some(0) {
             return Err(Failure::user("--pids-limit must be at least 1"));
         }
         Ok(Limits {
-            memory: memory.map_err(Failure::user)?,
-            cpus: cpus.map_err(Failure::user)?,
+            memory: memory.map_err(|e| flag_failure("--memory", e))?,
+            cpus: cpus.map_err(|e| flag_failure("--cpus", e))?,
             pids: self.pids_limit,
         })
     }
+}
+
+/// `--memory 1m: memory limit 1 MiB is below …`, the hint on a line of its own.
+fn flag_failure(flag: &str, e: values::ValueError) -> Failure {
+    Failure::user(format!("{flag}: {}", e.message)).hint(e.hint)
 }

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::pull::{docker_config, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
-use crate::registry::{self, Credential};
+use crate::registry::{self, Credential, RegistryError};
 use crate::store::reference::DOCKER_HUB;
 
 #[derive(Args, Debug)]
@@ -79,7 +79,8 @@ pub fn login(globals: &Globals, args: LoginArgs) -> CmdResult {
         user: args.username.clone(),
         password: password.clone(),
     };
-    registry::verify_login(&args.registry_args.settings(), &registry, &credential)?;
+    registry::verify_login(&args.registry_args.settings(), &registry, &credential)
+        .map_err(|e| login_failure(&registry, e))?;
     let file = login_file();
     registry::save_login(&file, &registry, &args.username, &password)?;
     if !globals.quiet {
@@ -87,6 +88,22 @@ pub fn login(globals: &Globals, args: LoginArgs) -> CmdResult {
     }
     println!("Login Succeeded");
     Ok(0)
+}
+
+/// A registry that refuses the credentials kiln login was given: the password (or user
+/// name) is wrong, which is what the user must hear, not "authentication required" with a
+/// hint to log in.
+fn login_failure(registry: &str, e: RegistryError) -> Failure {
+    match e {
+        RegistryError::Unauthorized { .. } => Failure::user(format!(
+            "{registry}: invalid username or password"
+        ))
+        .hint(Some(
+            "check the user name after -u and the password or token piped into --password-stdin"
+                .into(),
+        )),
+        e => e.into(),
+    }
 }
 
 pub fn logout(globals: &Globals, args: LogoutArgs) -> CmdResult {

@@ -24,12 +24,19 @@ use clap::{Parser, Subcommand};
 
 use crate::store::Store;
 
-/// Exit code when kiln itself failed (docker's 125).
-pub const EXIT_KILN_FAILED: i32 = 125;
-/// Exit code for user errors: bad spec, unknown image.
+// One rule for exit codes (README, "Exit codes"), the one docker's CLI follows: 1 for
+// anything kiln could not do, 2 for a command line clap rejects, 125 only when a valid
+// container could not be started, 126/127 when its command cannot run, and otherwise the
+// container's or build step's own code.
+
+/// Exit code when kiln could not do what was asked: bad input of any kind (a spec, a flag's
+/// value, an unknown image or container, a wrong password) or a failure outside any
+/// container (the store, a registry).
 pub const EXIT_USER_ERROR: i32 = 1;
 /// Bad command-line usage, as clap reports it.
 pub const EXIT_USAGE: i32 = 2;
+/// A valid container or build step could not be started (docker's 125).
+pub const EXIT_NOT_STARTED: i32 = 125;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,7 +49,8 @@ pub struct Cli {
     /// Store directory [default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln]
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     root: Option<PathBuf>,
-    /// Print only essential output (e.g. the image digest)
+    /// Print only essential output: the digest of build, pull and push; only IDs for images
+    /// and ps (as docker's -q)
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -71,12 +79,17 @@ enum Command {
     Debug(debug::DebugCommand),
 }
 
-/// A failure as the user sees it: one line, an optional hint, an exit code.
+/// A failure as the user sees it: one line, an optional hint, an exit code; and, for a
+/// spec with several problems, the others.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
     pub hint: Option<String>,
     pub code: i32,
+    /// Further problems, each printed as an `error:` line.
+    pub more: Vec<String>,
+    /// A last line after them, e.g. how many problems there were.
+    pub footer: Option<String>,
 }
 
 impl Failure {
@@ -85,14 +98,19 @@ impl Failure {
             message: message.to_string(),
             hint: None,
             code: EXIT_USER_ERROR,
+            more: Vec::new(),
+            footer: None,
         }
     }
 
-    pub fn internal(message: impl std::fmt::Display) -> Self {
+    /// The container (or step) was valid but could not be started.
+    pub fn not_started(message: impl std::fmt::Display) -> Self {
         Failure {
             message: message.to_string(),
             hint: None,
-            code: EXIT_KILN_FAILED,
+            code: EXIT_NOT_STARTED,
+            more: Vec::new(),
+            footer: None,
         }
     }
 
@@ -104,16 +122,13 @@ impl Failure {
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Reference(_) => Failure::user(e),
-            e => Failure::internal(e),
-        }
+        Failure::user(e)
     }
 }
 
 impl From<crate::image::ImageError> for Failure {
     fn from(e: crate::image::ImageError) -> Self {
-        Failure::internal(e)
+        Failure::user(e)
     }
 }
 
@@ -128,7 +143,7 @@ pub struct Globals {
 impl Globals {
     pub fn store(&self) -> Result<Store, Failure> {
         Store::open(&self.root).map_err(|e| {
-            Failure::internal(e).hint(Some(
+            Failure::user(e).hint(Some(
                 "kiln needs root, or --root pointing at a writable directory".into(),
             ))
         })

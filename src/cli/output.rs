@@ -11,6 +11,12 @@ pub fn print_failure(f: &Failure) {
     if let Some(h) = &f.hint {
         let _ = writeln!(err, "hint: {h}");
     }
+    for more in &f.more {
+        let _ = writeln!(err, "error: {more}");
+    }
+    if let Some(footer) = &f.footer {
+        let _ = writeln!(err, "{footer}");
+    }
 }
 
 /// `1.5 MB`, like docker prints sizes (SI units).

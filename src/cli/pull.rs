@@ -86,10 +86,7 @@ pub fn docker_config() -> PathBuf {
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
         let hint = e.hint();
-        match e {
-            RegistryError::Store(_) | RegistryError::Runtime(_) => Failure::internal(e),
-            e => Failure::user(e).hint(hint),
-        }
+        Failure::user(e).hint(hint)
     }
 }
 

@@ -10,7 +10,7 @@ use super::pull::{BlobProgress, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
 use crate::image;
 use crate::registry;
-use crate::store::reference::DOCKER_HUB;
+use crate::store::reference::{DOCKER_HUB, LOCAL_DOMAIN};
 use crate::store::Reference;
 
 #[derive(Args, Debug)]
@@ -35,6 +35,9 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
     })?;
     let target = match &args.reference {
         Some(r) => Reference::parse(r, DOCKER_HUB).map_err(Failure::user)?,
+        None if tagged.reference.domain == LOCAL_DOMAIN => {
+            return Err(no_destination(&args.image, &tagged.reference))
+        }
         None => tagged.reference.clone(),
     };
     let digest = image::oci_digest(&tagged.manifest)?;
@@ -61,4 +64,20 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
     }
     println!("{}", pushed.digest);
     Ok(0)
+}
+
+/// `kiln push hello`: a local name (`localhost/hello`) names no registry, and pushing to
+/// port 80 of this machine is never what was meant, so kiln asks for a destination.
+fn no_destination(image: &str, local: &Reference) -> Failure {
+    let tag = match local.tag.as_deref() {
+        Some("latest") | None => String::new(),
+        Some(tag) => format!(":{tag}"),
+    };
+    Failure::user(format!(
+        "{image} is a local image ({local}): name the registry to push it to"
+    ))
+    .hint(Some(format!(
+        "kiln push {image} registry.example:5000/{}{tag}",
+        local.path
+    )))
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{CmdResult, Failure, Globals, EXIT_KILN_FAILED};
+use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use crate::build::{self, passwd};
 use crate::image::{self, Image, RuntimeConfig};
 use crate::runtime::{
@@ -114,13 +114,11 @@ pub struct BundleArgs {
     command: Vec<String>,
 }
 
-/// A failure to start a container: docker's 125.
+/// A failure before any container starts: bad input (an unknown image, a flag's value, a
+/// user the image lacks, …) or the store. Exit 1; 125 is only for a valid container that
+/// could not be started.
 fn failed(message: impl std::fmt::Display) -> Failure {
-    Failure {
-        message: message.to_string(),
-        hint: None,
-        code: EXIT_KILN_FAILED,
-    }
+    Failure::user(message)
 }
 
 /// The image to run, with its layer dirs in place.
@@ -362,10 +360,7 @@ fn confinement(args: &ContainerArgs, defaults: &RunDefaults) -> Result<Confineme
         cpus: defaults.cpus,
         pids: defaults.pids,
     };
-    let limits = build::limits_over(
-        &args.limits.limits().map_err(|f| failed(f.message))?,
-        &image_limits,
-    );
+    let limits = build::limits_over(&args.limits.limits()?, &image_limits);
     let confinement =
         build::confinement(&privileges, &limits, &security_options(args)?).map_err(failed)?;
     check_seccomp_profile(&confinement)?;
@@ -612,11 +607,10 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     let remove = args.rm || started.is_err();
     let result = started.and_then(|(spec, mut state)| {
         let runtime_failure = |e: runtime::RuntimeError| {
-            let code = e.command_exit_code().unwrap_or(EXIT_KILN_FAILED);
+            let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
             Failure {
-                message: e.to_string(),
-                hint: None,
                 code,
+                ..Failure::not_started(e)
             }
         };
         let running = runtime::start_container(&spec).map_err(runtime_failure)?;

@@ -1,14 +1,23 @@
 //! Spec errors and the "did you mean" suggestions attached to them.
 //!
-//! Every problem found in a spec ends up as one [`SpecError`] printed as
+//! Every problem found in a spec ends up as a [`SpecError`] printed as
 //! `FILE:LINE:COL: message (hint)`, the shape compilers and linters use so that editors and
 //! terminals can jump to the spot. Inside the module, checks return the file-less [`Issue`]
 //! and [`super::parse`] attaches the file name once at the end.
+//!
+//! A spec with several mistakes reports them all in one go (up to [`MAX_ISSUES`]): fixing
+//! one, rerunning and meeting the next is the slow way to learn a format. Checking goes on
+//! after a problem wherever the rest can still be checked ([`Issues`]); a problem that may
+//! only be a consequence of an earlier one (a variable the failed `env:` would have
+//! defined) is a *follow-on* and is not reported.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::model::Location;
+
+/// The most problems reported for one spec; checking stops there.
+pub const MAX_ISSUES: usize = 20;
 
 /// A problem with a spec file, pointing at the key or value at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +29,33 @@ pub struct SpecError {
     pub message: String,
     /// What to do about it, e.g. `did you mean "run"?`.
     pub hint: Option<String>,
+    /// The other problems of the same spec, in file order (at most [`MAX_ISSUES`] in all).
+    /// `Display` shows only this one; [`SpecError::all`] gives every one.
+    pub more: Vec<SpecError>,
+}
+
+impl SpecError {
+    /// This problem and the others found with it, in file order.
+    pub fn all(&self) -> impl Iterator<Item = &SpecError> {
+        std::iter::once(self).chain(&self.more)
+    }
+
+    /// The same problems, naming the file as `file` (the path the user typed).
+    pub fn shown_as(self, file: &Path) -> SpecError {
+        SpecError {
+            file: file.to_path_buf(),
+            more: self.more.into_iter().map(|e| e.shown_as(file)).collect(),
+            ..self
+        }
+    }
+
+    /// The problems of `file`, the first carrying the others; `None` when there are none.
+    pub(crate) fn from_issues(issues: Vec<Issue>, file: &Path) -> Option<SpecError> {
+        let mut errors = issues.into_iter().map(|i| i.in_file(file.to_path_buf()));
+        let mut first = errors.next()?;
+        first.more = errors.collect();
+        Some(first)
+    }
 }
 
 impl fmt::Display for SpecError {
@@ -44,6 +80,8 @@ pub(crate) struct Issue {
     pub location: Option<Location>,
     pub message: String,
     pub hint: Option<String>,
+    /// Possibly only a consequence of a problem reported already; not reported itself.
+    pub follow_on: bool,
 }
 
 impl Issue {
@@ -52,6 +90,7 @@ impl Issue {
             location: Some(location),
             message: message.into(),
             hint: None,
+            follow_on: false,
         }
     }
 
@@ -60,7 +99,14 @@ impl Issue {
             location: None,
             message: message.into(),
             hint: None,
+            follow_on: false,
         }
+    }
+
+    /// Marks the issue as a possible consequence of an earlier one.
+    pub fn follow_on(mut self) -> Self {
+        self.follow_on = true;
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -79,11 +125,55 @@ impl Issue {
             location: self.location,
             message: self.message,
             hint: self.hint,
+            more: Vec::new(),
         }
     }
 }
 
 pub(crate) type Result<T, E = Issue> = std::result::Result<T, E>;
+
+/// The problems found so far in one spec, so that checking can go on after one.
+#[derive(Debug, Default)]
+pub(crate) struct Issues {
+    found: Vec<Issue>,
+    /// The first follow-on problem, kept only so that a spec is never taken as valid when
+    /// every problem found was a follow-on (which the checks do not let happen).
+    first_follow_on: Option<Issue>,
+}
+
+impl Issues {
+    /// The value of `result`, or `None` after recording its problem.
+    pub fn check<T>(&mut self, result: Result<T>) -> Option<T> {
+        result.map_err(|issue| self.add(issue)).ok()
+    }
+
+    pub fn add(&mut self, issue: Issue) {
+        if issue.follow_on {
+            self.first_follow_on.get_or_insert(issue);
+        } else if !self.is_full() {
+            self.found.push(issue);
+        }
+    }
+
+    /// Whether [`MAX_ISSUES`] were found: checking may stop.
+    pub fn is_full(&self) -> bool {
+        self.found.len() >= MAX_ISSUES
+    }
+
+    /// `Ok` when nothing was found, else the problems in file order (problems outside
+    /// the file first).
+    pub fn finish(self) -> Result<(), Vec<Issue>> {
+        let mut found = self.found;
+        if found.is_empty() {
+            found.extend(self.first_follow_on);
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort_by_key(|issue| issue.location.map(|at| (at.line, at.column)));
+        Err(found)
+    }
+}
 
 /// The candidate closest to a misspelt `input`, if one is close enough to be a plausible typo.
 ///

@@ -11,7 +11,8 @@
 //! INTERFACE (owned by the spec helper; keep these signatures):
 //! - `pub fn load(path: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
 //! - `pub fn parse(text: &str, file: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
-//! - `SpecError`: Display = `FILE:LINE:COL: message` plus ` (hint)` when there is one.
+//! - `SpecError`: Display = `FILE:LINE:COL: message` plus ` (hint)` when there is one;
+//!   `SpecError::all()` also gives the other problems found in the same spec.
 //! - `Spec::stages` (never empty, last = the image), `Spec::final_stage()`,
 //!   `Spec::stage_index(name)`, `Spec::truncate_to(name)` for `--target`,
 //!   `Stage::dependencies()`; `Step::args_used`, `Stage::{env_args_used, from_args_used}`.
@@ -35,7 +36,7 @@ mod tests;
 use std::io::Read;
 use std::path::Path;
 
-pub use error::SpecError;
+pub use error::{SpecError, MAX_ISSUES as MAX_PROBLEMS};
 pub use model::*;
 
 use error::Issue;
@@ -56,14 +57,22 @@ pub fn parse(
     file: &Path,
     arg_overrides: &[(String, String)],
 ) -> Result<Spec, SpecError> {
-    parse_issue(text, file, arg_overrides).map_err(|issue| issue.in_file(file.to_path_buf()))
+    parse_issues(text, file, arg_overrides).map_err(|issues| {
+        SpecError::from_issues(issues, file)
+            .unwrap_or_else(|| Issue::nowhere("the spec is invalid").in_file(file.into()))
+    })
 }
 
-fn parse_issue(text: &str, file: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, Issue> {
+/// The spec, or its problems in file order (never an empty list).
+fn parse_issues(
+    text: &str,
+    file: &Path,
+    arg_overrides: &[(String, String)],
+) -> Result<Spec, Vec<Issue>> {
     if text.len() > MAX_SPEC_BYTES {
-        return Err(too_big());
+        return Err(vec![too_big()]);
     }
-    let root = node::parse_yaml(text)?;
+    let root = node::parse_yaml(text).map_err(|issue| vec![issue])?;
     top::build_spec(&root, file, arg_overrides)
 }
 

@@ -23,6 +23,8 @@ pub struct Spec {
     pub file: PathBuf,
     /// `image:`, the default tag for `kiln build`.
     pub image: Option<String>,
+    /// Where `image:` was written, for the build's errors about the name.
+    pub image_location: Option<Location>,
     /// `args:` after `--arg` overrides (name → value).
     pub args: BTreeMap<String, String>,
     /// `contexts:`: named build contexts, absolute paths (relative ones were taken from the
@@ -60,6 +62,8 @@ pub struct Stage {
     pub env_args_used: BTreeSet<String>,
     /// The stage's key under `stages:`, or the top-level `from:` key.
     pub location: Location,
+    /// The `from:` value, for the build's errors about the base it names.
+    pub from_location: Location,
 }
 
 /// The base of a stage.
@@ -176,6 +180,8 @@ pub struct Secret {
     pub source: SecretSource,
     /// Absolute path in the container, default `/run/secrets/ID`.
     pub target: String,
+    /// The secret's entry in the spec, for the build's errors about its source.
+    pub location: Location,
 }
 
 /// Where a secret's value comes from at build time. The spec does not read it: a missing

@@ -153,6 +153,7 @@ fn yaml_issue(err: serde_saphyr::Error) -> Issue {
         location: location.filter(|at| at.line > 0),
         message,
         hint,
+        follow_on: false,
     }
 }
 

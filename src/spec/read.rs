@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use super::error::{did_you_mean, Issue, Result};
+use super::error::{did_you_mean, Issue, Issues, Result};
 use super::names::{check_container_path, check_env_name};
 use super::node::{Node, Value};
 use super::subst::Vars;
@@ -25,14 +25,33 @@ impl<'n> Fields<'n> {
         for (key, value) in mapping(node, what)? {
             let name = key_text(key)?;
             if !allowed.contains(&name) {
-                return Err(
-                    Issue::at(key.location, format!("unknown {what} key \"{name}\"")).hint(
-                        did_you_mean(name, allowed.iter().copied())
-                            .unwrap_or_else(|| format!("valid keys: {}", allowed.join(", "))),
-                    ),
-                );
+                return Err(unknown_key(key, name, what, allowed, None));
             }
             entries.push((name, key, value));
+        }
+        Ok(Fields { entries })
+    }
+
+    /// Like [`Fields::new`], but each unknown key is recorded in `issues` and left out, so
+    /// the rest of the mapping can still be checked. `place` may say where a key that is
+    /// unknown here belongs instead (`"read_only" belongs in run:`).
+    pub fn lenient(
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+        issues: &mut Issues,
+        place: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut entries = Vec::new();
+        for (key, value) in mapping(node, what)? {
+            let Some(name) = issues.check(key_text(key)) else {
+                continue;
+            };
+            if allowed.contains(&name) {
+                entries.push((name, key, value));
+            } else {
+                issues.add(unknown_key(key, name, what, allowed, place(name)));
+            }
         }
         Ok(Fields { entries })
     }
@@ -76,6 +95,21 @@ impl<'n> Fields<'n> {
             .find(|(n, _, _)| *n == name)
             .map(|(_, key, value)| (*key, *value))
     }
+}
+
+/// `unknown step key "rnu"`, with where it belongs, else the nearest valid key, else the
+/// valid keys as the hint.
+fn unknown_key(
+    key: &Node,
+    name: &str,
+    what: &str,
+    allowed: &[&str],
+    place: Option<String>,
+) -> Issue {
+    let hint = place
+        .or_else(|| did_you_mean(name, allowed.iter().copied()))
+        .unwrap_or_else(|| format!("valid keys: {}", allowed.join(", ")));
+    Issue::at(key.location, format!("unknown {what} key \"{name}\"")).hint(hint)
 }
 
 fn type_error(node: &Node, what: &str, expected: &str) -> Issue {

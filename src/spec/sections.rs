@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::error::{Issue, Result};
+use super::error::{Issue, Issues, Result};
 use super::model::{Config, Healthcheck, Limits, Mount, Privileges, RunDefaults};
 use super::names::{check_hostname, parse_capability, parse_signal};
 use super::node::{Node, Value};
@@ -12,7 +12,7 @@ use super::read::{
 };
 use super::steps::{network, user};
 use super::top::resolve;
-use super::units::{check_cpus, parse_duration, parse_port, parse_size};
+use super::units::{check_cpus, check_memory, parse_duration, parse_port, parse_size};
 
 #[rustfmt::skip]
 pub(crate) const CONFIG_KEYS: [&str; 10] = [
@@ -28,24 +28,43 @@ pub(crate) const RUN_KEYS: [&str; 12] = [
 /// The keys of a run step's `resources:`.
 pub(crate) const LIMIT_KEYS: [&str; 3] = ["memory", "cpus", "pids"];
 
-pub(crate) fn parse_config(node: &Node, ex: &Expander) -> Result<Config> {
+/// `config:`; each key's problem is recorded in `issues` and the other keys still read.
+pub(crate) fn parse_config(node: &Node, ex: &Expander, issues: &mut Issues) -> Config {
     if node.is_null() {
-        return Ok(Config::default());
+        return Config::default();
     }
-    let f = Fields::new(node, "config", &CONFIG_KEYS)?;
+    let f = Fields::lenient(node, "config", &CONFIG_KEYS, issues, |_| None);
+    let Some(f) = issues.check(f) else {
+        return Config::default();
+    };
     let signal = |n: &Node| located(n, parse_signal(&ex.text(n, "stop_signal")?));
-    Ok(Config {
-        entrypoint: f.read("entrypoint", |n| command(ex, n, "entrypoint"))?,
-        cmd: f.read("cmd", |n| command(ex, n, "cmd"))?,
-        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
-        user: f.read("user", |n| user(ex, n, "user"))?,
-        workdir: f.read("workdir", |n| ex.container_path(n, "workdir", false))?,
-        expose: f.read_or_default("expose", |n| expose(ex, n))?,
-        labels: f.read_or_default("labels", |n| labels(ex, n))?,
-        volumes: f.read_or_default("volumes", |n| ex.container_paths(n, "volumes", true))?,
-        stop_signal: f.read("stop_signal", signal)?,
-        healthcheck: f.read("healthcheck", |n| healthcheck(ex, n))?,
-    })
+    Config {
+        entrypoint: keep(
+            issues,
+            f.read("entrypoint", |n| command(ex, n, "entrypoint")),
+        ),
+        cmd: keep(issues, f.read("cmd", |n| command(ex, n, "cmd"))),
+        env: keep(issues, f.read_or_default("env", |n| ex.env_map(n, "env"))),
+        user: keep(issues, f.read("user", |n| user(ex, n, "user"))),
+        workdir: keep(
+            issues,
+            f.read("workdir", |n| ex.container_path(n, "workdir", false)),
+        ),
+        expose: keep(issues, f.read_or_default("expose", |n| expose(ex, n))),
+        labels: keep(issues, f.read_or_default("labels", |n| labels(ex, n))),
+        volumes: keep(
+            issues,
+            f.read_or_default("volumes", |n| ex.container_paths(n, "volumes", true)),
+        ),
+        stop_signal: keep(issues, f.read("stop_signal", signal)),
+        healthcheck: keep(issues, f.read("healthcheck", |n| healthcheck(ex, n))),
+    }
+}
+
+/// A key's value, or its empty value after recording its problem: the spec is invalid
+/// then, so the empty value is never used.
+fn keep<T: Default>(issues: &mut Issues, value: Result<T>) -> T {
+    issues.check(value).unwrap_or_default()
 }
 
 fn labels(ex: &Expander, node: &Node) -> Result<BTreeMap<String, String>> {
@@ -133,46 +152,70 @@ fn health_test(ex: &Expander, node: &Node) -> Result<Vec<String>> {
     Ok(words)
 }
 
-pub(crate) fn parse_run(node: &Node, dir: &Path, ex: &Expander) -> Result<RunDefaults> {
+/// `run:`; each key's problem is recorded in `issues` and the other keys still read.
+pub(crate) fn parse_run(
+    node: &Node,
+    dir: &Path,
+    ex: &Expander,
+    issues: &mut Issues,
+) -> RunDefaults {
     if node.is_null() {
-        return Ok(RunDefaults::default());
+        return RunDefaults::default();
     }
-    let f = Fields::new(node, "run", &RUN_KEYS)?;
+    let f = Fields::lenient(node, "run", &RUN_KEYS, issues, |_| None);
+    let Some(f) = issues.check(f) else {
+        return RunDefaults::default();
+    };
     let hostname = |n: &Node| {
         let hostname = ex.text(n, "hostname")?;
         located(n, check_hostname(&hostname)).map(|()| hostname)
     };
-    let limits = parse_limits(&f, ex)?;
-    let privileges = parse_privileges(&f, ex)?;
-    Ok(RunDefaults {
+    let limits = read_limits(&f, ex, issues);
+    let privileges = keep(issues, parse_privileges(&f, ex));
+    RunDefaults {
         memory: limits.memory,
         cpus: limits.cpus,
         pids: limits.pids,
         cap_add: privileges.cap_add,
         cap_drop: privileges.cap_drop,
         privileged: privileges.privileged,
-        read_only: f.read_or_default("read_only", |n| boolean(n, "read_only"))?,
-        network: f.read("network", |n| network(ex, n))?,
-        hostname: f.read("hostname", hostname)?,
-        tmpfs: f.read_or_default("tmpfs", |n| ex.container_paths(n, "tmpfs", true))?,
-        mounts: f.read_or_default("mounts", |n| mounts(ex, n, dir))?,
-        env: f.read_or_default("env", |n| ex.env_map(n, "env"))?,
-        user: f.read("user", |n| user(ex, n, "user"))?,
-    })
+        read_only: keep(
+            issues,
+            f.read_or_default("read_only", |n| boolean(n, "read_only")),
+        ),
+        network: keep(issues, f.read("network", |n| network(ex, n))),
+        hostname: keep(issues, f.read("hostname", hostname)),
+        tmpfs: keep(
+            issues,
+            f.read_or_default("tmpfs", |n| ex.container_paths(n, "tmpfs", true)),
+        ),
+        mounts: keep(issues, f.read_or_default("mounts", |n| mounts(ex, n, dir))),
+        env: keep(issues, f.read_or_default("env", |n| ex.env_map(n, "env"))),
+        user: keep(issues, f.read("user", |n| user(ex, n, "user"))),
+    }
 }
 
-/// `memory`, `cpus` and `pids` of `run:` or of a run step's `resources:`.
+/// `memory`, `cpus` and `pids` of a run step's `resources:`: the first problem.
 pub(crate) fn parse_limits(f: &Fields, ex: &Expander) -> Result<Limits> {
+    let mut issues = Issues::default();
+    let limits = read_limits(f, ex, &mut issues);
+    issues.finish().map_err(|mut found| found.remove(0))?;
+    Ok(limits)
+}
+
+/// `memory`, `cpus` and `pids` of `run:` or of a run step's `resources:`, each key's
+/// problem recorded in `issues`.
+fn read_limits(f: &Fields, ex: &Expander, issues: &mut Issues) -> Limits {
     let cpus = |n: &Node| located(n, check_cpus(number(n, "cpus")?));
     let pids = |n: &Node| match unsigned(n, "pids")? {
         0 => Err(Issue::at(n.location, "pids must be at least 1")),
         pids => Ok(pids),
     };
-    Ok(Limits {
-        memory: f.read("memory", |n| memory(ex, n))?,
-        cpus: f.read("cpus", cpus)?,
-        pids: f.read("pids", pids)?,
-    })
+    Limits {
+        memory: keep(issues, f.read("memory", |n| memory(ex, n))),
+        cpus: keep(issues, f.read("cpus", cpus)),
+        pids: keep(issues, f.read("pids", pids)),
+    }
 }
 
 /// `capabilities: { add, drop }` and `privileged:` of `run:` or of a run step.
@@ -194,22 +237,25 @@ pub(crate) fn parse_privileges(f: &Fields, ex: &Expander) -> Result<Privileges> 
     })
 }
 
-/// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`).
+/// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`); at least 6 MiB.
 fn memory(ex: &Expander, node: &Node) -> Result<u64> {
-    match node.value {
+    let bytes = match node.value {
         Value::Int { value, .. } => u64::try_from(value)
             .ok()
             .filter(|bytes| *bytes > 0)
             .ok_or_else(|| {
                 Issue::at(node.location, format!("invalid size \"{value}\""))
                     .hint("a size is more than 0 bytes, e.g. 64m")
-            }),
-        Value::Str(_) => located(node, parse_size(&ex.text(node, "memory")?)),
-        _ => Err(Issue::at(
-            node.location,
-            format!("memory must be a size like 64m, found {}", node.kind_name()),
-        )),
-    }
+            })?,
+        Value::Str(_) => located(node, parse_size(&ex.text(node, "memory")?))?,
+        _ => {
+            return Err(Issue::at(
+                node.location,
+                format!("memory must be a size like 64m, found {}", node.kind_name()),
+            ))
+        }
+    };
+    located(node, check_memory(bytes))
 }
 
 fn capabilities(ex: &Expander, node: Option<&Node>, what: &str) -> Result<Vec<String>> {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::error::{did_you_mean, Issue, Result, SpecError};
+use super::error::{did_you_mean, Issue, Issues, Result, SpecError};
 use super::model::{From, Location, Spec, Stage, SINGLE_STAGE_NAME};
 use super::node::{Node, Value};
 use super::read::{key_text, mapping, Expander, Fields};
@@ -52,38 +52,50 @@ struct Written<'n> {
 }
 
 /// Reads every stage, in file order, and returns them with the variables in scope at the
-/// end of the last one (what `config:` and `run:` see).
+/// end of the last one (what `config:` and `run:` see). A stage with a problem is recorded
+/// in `issues` and the stages after it are still read.
 pub(crate) fn parse_stages(
     root: &Node,
     top: &Fields,
     shared: &Shared,
-) -> Result<(Vec<Stage>, Vars)> {
-    let (written, multi_stage) = match (top.key("stages"), top.get("stages")) {
+    issues: &mut Issues,
+) -> (Vec<Stage>, Vars) {
+    let (written, names) = match (top.key("stages"), top.get("stages")) {
         (Some(key), Some(stages)) => {
-            refuse_single_stage_keys(top)?;
-            (written_stages(key, stages)?, true)
+            issues.check(refuse_single_stage_keys(top));
+            written_stages(key, stages, issues)
         }
-        _ => (vec![single_stage(root, top)?], false),
+        _ => match issues.check(single_stage(root, top)) {
+            // In a spec without `stages:`, `from: main` is an image, not the stage itself.
+            Some(stage) => (vec![Some(stage)], Vec::new()),
+            None => (Vec::new(), Vec::new()),
+        },
     };
-    // In a spec without `stages:`, `from: main` is an image, not the stage itself.
-    let names: Vec<&str> = if multi_stage {
-        written.iter().map(|w| w.name.as_str()).collect()
-    } else {
-        Vec::new()
-    };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut stages: Vec<Stage> = Vec::new();
     let mut scopes: Vec<Vars> = Vec::new();
     for (index, stage) in written.iter().enumerate() {
+        if issues.is_full() {
+            break;
+        }
+        let Some(stage) = stage else {
+            // Its problem is recorded; a stage built on it sees an unknown scope.
+            scopes.push(shared.vars.incomplete());
+            continue;
+        };
         let place = Place {
             names: &names,
             index,
         };
-        let (stage, vars) = parse_stage(stage, &place, &scopes, shared)?;
+        let (stage, vars) = parse_stage(stage, &place, &scopes, shared, issues);
         stages.push(stage);
         scopes.push(vars);
     }
-    let last = scopes.pop().unwrap_or_else(|| shared.vars.clone());
-    Ok((stages, last))
+    let last = match scopes.pop() {
+        Some(scope) => scope,
+        None => shared.vars.incomplete(),
+    };
+    (stages, last)
 }
 
 /// The stage a spec without `stages:` describes.
@@ -117,21 +129,39 @@ fn refuse_single_stage_keys(top: &Fields) -> Result<()> {
     Ok(())
 }
 
-fn written_stages<'n>(key: &Node, node: &'n Node) -> Result<Vec<Written<'n>>> {
+/// The stages as written, `None` for one with a problem (recorded in `issues`), and every
+/// stage name in file order, those of stages with a problem too: a later `from:` or
+/// `copy … from:` naming one is not an image or an unknown name.
+fn written_stages<'n>(
+    key: &Node,
+    node: &'n Node,
+    issues: &mut Issues,
+) -> (Vec<Option<Written<'n>>>, Vec<String>) {
     if node.is_null() || matches!(&node.value, Value::Map(entries) if entries.is_empty()) {
-        return Err(Issue::at(key.location, "stages: needs at least one stage")
-            .hint("e.g. stages: { build: { from: alpine, steps: [...] } }"));
+        issues.add(
+            Issue::at(key.location, "stages: needs at least one stage")
+                .hint("e.g. stages: { build: { from: alpine, steps: [...] } }"),
+        );
+        return (Vec::new(), Vec::new());
     }
     let entries = mapping(node, "stages")
-        .map_err(|issue| issue.hint("stages: maps each stage's name to its from: and steps:"))?;
-    entries
-        .iter()
-        .map(|(key, value)| written_stage(key, value))
-        .collect()
+        .map_err(|issue| issue.hint("stages: maps each stage's name to its from: and steps:"));
+    let Some(entries) = issues.check(entries) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut names = Vec::new();
+    let mut written = Vec::new();
+    for (key, value) in entries {
+        let Some(name) = issues.check(key_text(key)) else {
+            continue;
+        };
+        names.push(name.to_string());
+        written.push(issues.check(written_stage(name, key, value)));
+    }
+    (written, names)
 }
 
-fn written_stage<'n>(key: &'n Node, value: &'n Node) -> Result<Written<'n>> {
-    let name = key_text(key)?;
+fn written_stage<'n>(name: &str, key: &'n Node, value: &'n Node) -> Result<Written<'n>> {
     check_stage_name(name, key.location)?;
     if !matches!(value.value, Value::Map(_)) {
         // An empty value has no position of its own worth showing; its key has.
@@ -295,45 +325,50 @@ impl Place<'_> {
     }
 }
 
+/// One stage, its problems recorded in `issues`. With a problem the stage returned is
+/// incomplete, which is harmless: the spec as a whole is then an error.
 fn parse_stage(
     written: &Written,
     place: &Place,
     earlier_scopes: &[Vars],
     shared: &Shared,
-) -> Result<(Stage, Vars)> {
+    issues: &mut Issues,
+) -> (Stage, Vars) {
     let from_ex = Expander::new(&shared.vars);
-    let from_text = from_ex.text(written.from, "from")?;
-    let from = if place.refers_to_stage(&from_text, written.from.location, StageUse::Base)? {
-        From::Stage(from_text)
-    } else {
-        parse_from(&from_text, written.from, shared.dir)?
-    };
+    let from = issues.check(stage_base(written, place, &from_ex, shared.dir));
     let from_args_used = from_ex.into_args_used();
 
     // Mirror the build: the base's environment, then the top-level env, then the stage's.
     let mut vars = match &from {
-        From::Stage(name) => place
+        Some(From::Stage(name)) => place
             .names
             .iter()
             .position(|n| n == name)
             .and_then(|index| earlier_scopes.get(index))
             .cloned()
             .unwrap_or_else(|| shared.vars.clone()),
-        _ => shared.vars.clone(),
+        Some(_) => shared.vars.clone(),
+        // The base is unknown, and so is what it defines.
+        None => shared.vars.incomplete(),
     };
     vars.define_all(shared.env.iter().map(|(k, v)| (k, v)));
     let env_ex = Expander::new(&vars);
     let own_env = match written.env {
-        Some(node) => env_ex.env_map(node, "env")?,
-        None => Vec::new(),
+        Some(node) => issues.check(env_ex.env_map(node, "env")),
+        None => Some(Vec::new()),
     };
     let mut env_args_used = env_ex.into_args_used();
     env_args_used.extend(shared.env_args_used.iter().cloned());
-    vars.define_all(own_env.iter().map(|(k, v)| (k, v)));
+    match &own_env {
+        Some(env) => vars.define_all(env.iter().map(|(k, v)| (k, v))),
+        None => vars.mark_incomplete(),
+    }
     // A stage's shell: is its own setting, like its env:, over the top-level one. It is not
     // taken from a base stage: a shell is how steps are written, not part of an image.
     let shell = match written.shell {
-        Some(node) => Shell::parse(node, &vars)?,
+        Some(node) => issues
+            .check(Shell::parse(node, &vars))
+            .unwrap_or_else(|| shared.shell.clone()),
         None => shared.shell.clone(),
     };
 
@@ -344,19 +379,35 @@ fn parse_stage(
         shell: &shell,
     };
     let steps = match written.steps {
-        Some(node) => parse_steps(node, &step_context, &mut vars)?,
+        Some(node) => parse_steps(node, &step_context, &mut vars, issues),
         None => Vec::new(),
     };
     let stage = Stage {
         name: written.name.clone(),
-        from,
+        from: from.unwrap_or(From::Scratch),
         from_args_used,
         steps,
-        env: shared.env.iter().cloned().chain(own_env).collect(),
+        env: shared
+            .env
+            .iter()
+            .cloned()
+            .chain(own_env.unwrap_or_default())
+            .collect(),
         env_args_used,
         location: written.location,
+        from_location: written.from.location,
     };
-    Ok((stage, vars))
+    (stage, vars)
+}
+
+/// A stage's `from:`: an earlier stage, or a base as [`parse_from`] reads it.
+fn stage_base(written: &Written, place: &Place, ex: &Expander, dir: &Path) -> Result<From> {
+    let text = ex.text(written.from, "from")?;
+    if place.refers_to_stage(&text, written.from.location, StageUse::Base)? {
+        Ok(From::Stage(text))
+    } else {
+        parse_from(&text, written.from, dir)
+    }
 }
 
 /// `scratch` | `oci:PATH[:TAG]` | `rootfs:PATH` | an image reference.

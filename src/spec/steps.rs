@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::error::{did_you_mean, Issue, Result};
+use super::error::{did_you_mean, Issue, Issues, Result};
 use super::model::{
     Command, CopyFrom, CopyStep, Location, Network, RunStep, Secret, SecretSource, Step, StepKind,
     DEFAULT_SHELL,
@@ -82,20 +82,47 @@ pub(crate) struct StepContext<'a> {
     pub shell: &'a Shell,
 }
 
-/// Reads `steps:`. `vars` grows with every `env:` step, for the steps after it.
-pub(crate) fn parse_steps(node: &Node, cx: &StepContext, vars: &mut Vars) -> Result<Vec<Step>> {
-    if node.is_null() {
-        return Ok(Vec::new());
-    }
+/// Reads `steps:`. `vars` grows with every `env:` step, for the steps after it. A step with
+/// a problem is recorded in `issues` and the next one is read all the same.
+pub(crate) fn parse_steps(
+    node: &Node,
+    cx: &StepContext,
+    vars: &mut Vars,
+    issues: &mut Issues,
+) -> Vec<Step> {
     let mut steps = Vec::new();
-    for item in list(node, "steps")? {
-        let step = parse_step(item, cx, vars)?;
-        if let StepKind::Env(env) = &step.kind {
-            vars.define_all(env.iter().map(|(k, v)| (k, v)));
-        }
-        steps.push(step);
+    if node.is_null() {
+        return steps;
     }
-    Ok(steps)
+    let Some(items) = issues.check(list(node, "steps")) else {
+        return steps;
+    };
+    for item in items {
+        if issues.is_full() {
+            break;
+        }
+        match parse_step(item, cx, vars) {
+            Ok(step) => {
+                if let StepKind::Env(env) = &step.kind {
+                    vars.define_all(env.iter().map(|(k, v)| (k, v)));
+                }
+                steps.push(step);
+            }
+            Err(issue) => {
+                // A broken env step leaves names undefined that later steps may use.
+                if has_key(item, "env") {
+                    vars.mark_incomplete();
+                }
+                issues.add(issue);
+            }
+        }
+    }
+    steps
+}
+
+/// Whether `item` is a mapping with the key `name`.
+fn has_key(item: &Node, name: &str) -> bool {
+    matches!(&item.value, Value::Map(entries) if entries.iter().any(|(k, _)| k.scalar_text() == Some(name)))
 }
 
 fn parse_step(item: &Node, cx: &StepContext, vars: &Vars) -> Result<Step> {
@@ -277,7 +304,12 @@ fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> 
             )
             .hint("each secret needs its own id and target"));
         }
-        secrets.push(Secret { id, source, target });
+        secrets.push(Secret {
+            id,
+            source,
+            target,
+            location: item.location,
+        });
     }
     Ok(secrets)
 }

@@ -24,6 +24,9 @@ use super::model::Location;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Vars {
     values: BTreeMap<String, Var>,
+    /// A part of the spec that defines variables had a problem, so a name missing here may
+    /// be one it would have defined: an undefined name is then only a follow-on problem.
+    incomplete: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,18 @@ impl Vars {
         for (name, value) in pairs {
             self.define(name, value);
         }
+    }
+
+    /// Notes that some definitions are missing because of a problem reported elsewhere.
+    pub fn mark_incomplete(&mut self) {
+        self.incomplete = true;
+    }
+
+    /// A copy with [`Vars::mark_incomplete`] applied.
+    pub fn incomplete(&self) -> Vars {
+        let mut vars = self.clone();
+        vars.mark_incomplete();
+        vars
     }
 
     fn insert(&mut self, name: &str, value: &str, is_arg: bool) {
@@ -141,11 +156,15 @@ impl Vars {
     }
 
     fn undefined(&self, name: &str, location: Location) -> Issue {
-        Issue::at(location, format!("undefined variable \"{name}\"")).hint(
+        let issue = Issue::at(location, format!("undefined variable \"{name}\"")).hint(
             did_you_mean(name, self.values.keys().map(String::as_str)).unwrap_or_else(|| {
                 format!("declare it under args: or env:, or write $${{{name}}} to keep it literal")
             }),
-        )
+        );
+        match self.incomplete {
+            true => issue.follow_on(),
+            false => issue,
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::names::{parse_capability, parse_signal};
-use super::units::{parse_duration, parse_mode, parse_port, parse_size};
+use super::units::{self, parse_duration, parse_mode, parse_port, parse_size};
 use super::*;
 
 const FILE: &str = "kiln.yaml";
@@ -31,6 +31,14 @@ fn err_with(text: &str, overrides: &[(&str, &str)]) -> String {
 
 fn err(text: &str) -> String {
     err_with(text, &[])
+}
+
+/// Every problem reported, as the user sees each.
+fn errs(text: &str) -> Vec<String> {
+    match parse(text, Path::new(FILE), &[]) {
+        Ok(spec) => panic!("expected errors, got {spec:#?}"),
+        Err(err) => err.all().map(ToString::to_string).collect(),
+    }
 }
 
 fn at(line: usize, column: usize) -> Location {
@@ -125,6 +133,7 @@ fn full_spec_parses_to_the_expected_model() {
     let expected = Spec {
         file: PathBuf::from("site/kiln.yaml"),
         image: Some("hello:v2".into()),
+        image_location: Some(at(1, 8)),
         args: BTreeMap::from([
             ("GREETING".into(), "hello".into()),
             ("TAG".into(), "v2".into()),
@@ -142,6 +151,7 @@ fn full_spec_parses_to_the_expected_model() {
             env: pairs(&[("PATH", "/bin"), ("MSG", "hello world")]),
             env_args_used: names(&["GREETING"]),
             location: at(2, 1),
+            from_location: at(2, 7),
             steps: vec![
                 Step {
                     kind: StepKind::Copy(CopyStep {
@@ -180,6 +190,7 @@ fn full_spec_parses_to_the_expected_model() {
                             id: "token".into(),
                             source: SecretSource::File(dir.join("token.txt")),
                             target: "/run/secrets/token".into(),
+                            location: at(17, 15),
                     }],
                 }),
                 args_used: names(&["GREETING"]),
@@ -418,12 +429,49 @@ fn sizes() {
         assert!(parse_size(bad).is_err(), "{bad} should be rejected");
     }
     assert_eq!(
-        ok("from: scratch\nrun: { memory: 1048576 }\n").run.memory,
-        Some(1 << 20)
+        ok("from: scratch\nrun: { memory: 6291456 }\n").run.memory,
+        Some(6 << 20)
     );
     assert_eq!(
         err("from: scratch\nrun: { memory: -1 }\n"),
         "kiln.yaml:2:16: invalid size \"-1\" (a size is more than 0 bytes, e.g. 64m)"
+    );
+}
+
+/// Docker's rules for limits: at least 6 MiB of memory, from 0.01 CPUs up to the CPUs this
+/// machine has; in `run:` and in a step's `resources:` alike.
+#[test]
+fn implausible_limits_are_located_errors() {
+    let host = units::host_cpus();
+    let range = format!("a number of CPUs from 0.01 up to this machine's {host}, e.g. 0.5");
+    assert_eq!(
+        err("from: scratch\nrun: { cpus: 0 }\n"),
+        format!("kiln.yaml:2:14: invalid cpus 0 ({range})")
+    );
+    let cpus = if host == 1 { "CPU" } else { "CPUs" };
+    assert_eq!(
+        err(&format!(
+            "from: scratch\nsteps:\n  - run: x\n    resources: {{ cpus: {} }}\n",
+            host + 1
+        )),
+        format!(
+            "kiln.yaml:4:24: cpus {} is more than the {host} {cpus} this machine has ({range})",
+            host + 1
+        )
+    );
+    let too_little = "memory limit 1 MiB is below the minimum of 6 MiB (a container needs more than that to start at all (Docker's minimum too); e.g. 64m)";
+    assert_eq!(
+        err("from: scratch\nrun: { memory: 1048576 }\n"),
+        format!("kiln.yaml:2:16: {too_little}")
+    );
+    assert_eq!(
+        err("from: scratch\nsteps:\n  - run: x\n    resources: { memory: 1m }\n"),
+        format!("kiln.yaml:4:26: {too_little}")
+    );
+    let spec = ok("from: scratch\nrun: { memory: 6m, cpus: 0.01 }\n");
+    assert_eq!(
+        (spec.run.memory, spec.run.cpus),
+        (Some(6 << 20), Some(0.01))
     );
 }
 
@@ -599,7 +647,6 @@ fn other_errors() {
         ("from: scratch\nsteps:\n  - user: root:wheel:x\n", "kiln.yaml:3:11: invalid user \"root:wheel:x\" (write NAME, UID, NAME:GROUP or UID:GID, e.g. \"65534:65534\")"),
         ("from: scratch\nenv:\n  A:\n", "kiln.yaml:3:3: A has no value (write A: \"\" for an empty value)"),
         ("from: scratch\nrun: { read_only: yes }\n", "kiln.yaml:2:19: read_only must be true or false, found a string"),
-        ("from: scratch\nrun: { cpus: 0 }\n", "kiln.yaml:2:14: invalid cpus 0 (a number of CPUs greater than 0 and at most 1024, e.g. 0.5)"),
         ("from: scratch\nrun: { pids: 0 }\n", "kiln.yaml:2:14: pids must be at least 1"),
         ("from: scratch\nrun: { hostname: a_b }\n", "kiln.yaml:2:18: invalid hostname \"a_b\" (letters, digits, '-' and '.', at most 64 characters)"),
         ("from: scratch\nrun: { mounts: [{ target: /d }] }\n", "kiln.yaml:2:17: a mount needs \"source\" (e.g. { source: ./data, target: /data, readonly: true })"),
@@ -1115,11 +1162,13 @@ fn secrets_come_from_a_file_or_the_environment() {
                 id: "a".into(),
                 source: SecretSource::File(cwd().join("d/a.txt")),
                 target: "/run/secrets/a".into(),
+                location: at(6, 9),
             },
             Secret {
                 id: "tok".into(),
                 source: SecretSource::Env("GITHUB_TOKEN".into()),
                 target: "/t".into(),
+                location: at(7, 9),
             },
         ]
     );
@@ -1395,4 +1444,110 @@ fn shell_mistakes_are_located() {
     for (text, expected) in cases {
         assert_eq!(err(text), expected, "for\n{text}");
     }
+}
+
+/// A spec's problems are reported together, in file order: each section, stage and step is
+/// checked after another had a problem. A name that a broken section would have defined
+/// is not reported as undefined.
+#[test]
+fn every_problem_of_a_spec_is_reported_in_file_order() {
+    let spec = "\
+from: scratch
+stesp: []
+env:
+  A:
+steps:
+  - rnu: make
+  - run: echo ${A}
+  - copy: x
+  - run: echo ok
+config: { stop_signal: SIGTREM }
+run: { memory: 64X, pids: 0 }
+";
+    let found = errs(spec);
+    let at: Vec<&str> = found
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "kiln.yaml:2:1",
+            "kiln.yaml:4:3",
+            "kiln.yaml:6:5",
+            "kiln.yaml:8:5",
+            "kiln.yaml:10:24",
+            "kiln.yaml:11:16",
+            "kiln.yaml:11:27"
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0].contains("unknown top-level key \"stesp\""),
+        "{found:#?}"
+    );
+    assert!(found[3].contains("copy needs \"to\""), "{found:#?}");
+    // Display shows the first problem, as before.
+    assert_eq!(err(spec), found[0]);
+}
+
+#[test]
+fn a_broken_env_step_or_stage_silences_undefined_names_after_it() {
+    let found =
+        errs("from: scratch\nsteps:\n  - env: { A: }\n  - run: echo ${A}\n  - workdir: rel\n");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("kiln.yaml:3:12: A has no value"),
+        "{found:#?}"
+    );
+    assert!(found[1].starts_with("kiln.yaml:5:14: "), "{found:#?}");
+
+    let stages = "\
+stages:
+  base:
+    from: scratch
+    env: { A: }
+  app:
+    from: base
+    steps:
+      - run: echo ${A} ${B}
+      - copy: x
+        from: nowhere
+        to: /x
+  bad name:
+    from: scratch
+  last:
+    from: bad name
+    steps:
+      - copy: x
+        from: bad name
+        to: /x
+      - user: \"a:b:c\"
+";
+    let found = errs(stages);
+    let at: Vec<&str> = found
+        .iter()
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "kiln.yaml:4:12",
+            "kiln.yaml:10:15",
+            "kiln.yaml:12:3",
+            "kiln.yaml:20:15"
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn at_most_twenty_problems_are_reported() {
+    let steps: String = (0..30).map(|i| format!("  - rnu{i}: x\n")).collect();
+    let found = errs(&format!("from: scratch\nsteps:\n{steps}"));
+    assert_eq!(found.len(), 20);
+    assert!(
+        found[19].starts_with("kiln.yaml:22:5: unknown step key \"rnu19\""),
+        "{found:#?}"
+    );
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::error::{did_you_mean, Issue, Result};
+use super::error::{did_you_mean, Issue, Issues, Result};
 use super::model::Spec;
 use super::node::{Node, Value};
 use super::read::{key_text, optional_mapping, text, Expander, Fields};
@@ -19,11 +19,19 @@ const TOP_KEYS: [&str; 10] = [
     "image", "from", "args", "contexts", "env", "shell", "stages", "steps", "config", "run",
 ];
 
-/// Builds the validated [`Spec`] from the YAML tree of the file `file`.
-pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)]) -> Result<Spec> {
-    check_root(root)?;
-    let f = Fields::new(root, "top-level", &TOP_KEYS)?;
-    let dir = &spec_dir(file)?;
+/// Builds the validated [`Spec`] from the YAML tree of the file `file`, or every problem
+/// found (up to [`super::error::MAX_ISSUES`]): each section, stage and step is checked even
+/// after another had a problem.
+pub(crate) fn build_spec(
+    root: &Node,
+    file: &Path,
+    overrides: &[(String, String)],
+) -> Result<Spec, Vec<Issue>> {
+    check_root(root).map_err(|issue| vec![issue])?;
+    let dir = &spec_dir(file).map_err(|issue| vec![issue])?;
+    let mut issues = Issues::default();
+    let f = Fields::lenient(root, "top-level", &TOP_KEYS, &mut issues, belongs_in)
+        .map_err(|issue| vec![issue])?;
     let empty = Node {
         value: Value::Null,
         location: root.location,
@@ -31,17 +39,29 @@ pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)
     let section = |name: &str| f.get(name).unwrap_or(&empty);
 
     // Reading order is scope order: args, then env, then the stages (env steps add to it),
-    // then config and run, which see the scope at the end of the last stage.
-    let args = parse_args(section("args"), overrides)?;
-    let contexts = parse_contexts(section("contexts"), dir)?;
+    // then config and run, which see the scope at the end of the last stage. A section
+    // with a problem leaves the scope incomplete, which silences undefined-name follow-ons.
     let mut vars = Vars::default();
-    vars.define_args(&args);
+    let args = issues.check(parse_args(section("args"), overrides));
+    match &args {
+        Some(args) => vars.define_args(args),
+        None => vars.mark_incomplete(),
+    }
+    let contexts = parse_contexts(section("contexts"), dir, &mut issues);
     let env_ex = Expander::new(&vars);
-    let env = env_ex.env_map(section("env"), "env")?;
+    let env = issues.check(env_ex.env_map(section("env"), "env"));
     let env_args_used = env_ex.into_args_used();
-    vars.define_all(env.iter().map(|(k, v)| (k, v)));
-    let image = f.read("image", |n| image_name(&Expander::new(&vars), n))?;
-    let shell = f.read_or_default("shell", |n| Shell::parse(n, &vars))?;
+    match &env {
+        Some(env) => vars.define_all(env.iter().map(|(k, v)| (k, v))),
+        None => vars.mark_incomplete(),
+    }
+    let env = env.unwrap_or_default();
+    let image = issues
+        .check(f.read("image", |n| image_name(&Expander::new(&vars), n)))
+        .flatten();
+    let shell = issues
+        .check(f.read_or_default("shell", |n| Shell::parse(n, &vars)))
+        .unwrap_or_default();
     let shared = Shared {
         dir,
         contexts: contexts.keys().map(String::as_str).collect(),
@@ -50,58 +70,55 @@ pub(crate) fn build_spec(root: &Node, file: &Path, overrides: &[(String, String)
         env_args_used,
         shell,
     };
-    let (stages, last_scope) = parse_stages(root, &f, &shared)?;
+    let (stages, last_scope) = parse_stages(root, &f, &shared, &mut issues);
     let ex = Expander::new(&last_scope);
+    let config = parse_config(section("config"), &ex, &mut issues);
+    let run = parse_run(section("run"), dir, &ex, &mut issues);
+    // Past this point every section was read without a problem, so the defaults below
+    // are never used.
+    issues.finish()?;
     Ok(Spec {
         file: file.to_path_buf(),
         image,
+        image_location: f.get("image").map(|n| n.location),
         stages,
-        config: parse_config(section("config"), &ex)?,
-        run: parse_run(section("run"), dir, &ex)?,
+        config,
+        run,
         contexts,
         env,
-        args,
+        args: args.unwrap_or_default(),
     })
 }
 
-/// The root must be a mapping; known keys in the wrong place get a better message than
-/// "unknown key".
+/// The root must be a mapping.
 fn check_root(root: &Node) -> Result<()> {
-    let entries = match &root.value {
-        Value::Map(entries) => entries,
-        Value::Null => {
-            return Err(Issue::at(root.location, "the spec is empty")
-                .hint("start with `from: scratch` or `from: IMAGE`"))
-        }
-        _ => {
-            return Err(Issue::at(
-                root.location,
-                format!(
-                    "a spec must be a mapping with keys such as from:, found {}",
-                    root.kind_name()
-                ),
-            ))
-        }
-    };
-    for (key, _) in entries {
-        let name = key.scalar_text().unwrap_or_default();
-        let section = if TOP_KEYS.contains(&name) {
-            continue;
-        } else if CONFIG_KEYS.contains(&name) {
-            "config:"
-        } else if RUN_KEYS.contains(&name) {
-            "run:"
-        } else if STEP_KEYS.contains(&name) {
-            "a step under steps:"
-        } else {
-            continue;
-        };
-        return Err(
-            Issue::at(key.location, format!("unknown top-level key \"{name}\""))
-                .hint(format!("\"{name}\" belongs in {section}")),
-        );
+    match &root.value {
+        Value::Map(_) => Ok(()),
+        Value::Null => Err(Issue::at(root.location, "the spec is empty")
+            .hint("start with `from: scratch` or `from: IMAGE`")),
+        _ => Err(Issue::at(
+            root.location,
+            format!(
+                "a spec must be a mapping with keys such as from:, found {}",
+                root.kind_name()
+            ),
+        )),
     }
-    Ok(())
+}
+
+/// Where a key of another section that was written at the top belongs: a better hint than
+/// "did you mean".
+fn belongs_in(name: &str) -> Option<String> {
+    let section = if CONFIG_KEYS.contains(&name) {
+        "config:"
+    } else if RUN_KEYS.contains(&name) {
+        "run:"
+    } else if STEP_KEYS.contains(&name) {
+        "a step under steps:"
+    } else {
+        return None;
+    };
+    Some(format!("\"{name}\" belongs in {section}"))
 }
 
 /// `args:` with `--arg` overrides applied. An arg written without a value (`VERSION:`)
@@ -154,30 +171,43 @@ fn parse_args(node: &Node, overrides: &[(String, String)]) -> Result<BTreeMap<St
     Ok(args)
 }
 
-/// `contexts:` name → folder, relative paths taken from the spec's folder.
-fn parse_contexts(node: &Node, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+/// `contexts:` name → folder, relative paths taken from the spec's folder. A bad entry is
+/// recorded and still named (with its path as written), so that `copy … from:` it is not
+/// also reported as an unknown context.
+fn parse_contexts(node: &Node, dir: &Path, issues: &mut Issues) -> BTreeMap<String, PathBuf> {
     let mut contexts = BTreeMap::new();
-    for (key, value) in optional_mapping(node, "contexts")? {
-        let name = key_text(key)?;
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(
-                Issue::at(key.location, format!("invalid context name \"{name}\""))
-                    .hint("letters, digits, '_', '.' and '-'"),
-            );
-        }
-        let path = text(value, &format!("context \"{name}\""))?;
-        if path.is_empty() {
-            return Err(Issue::at(
-                value.location,
-                format!("context \"{name}\" has an empty path"),
-            ));
-        }
+    let Some(entries) = issues.check(optional_mapping(node, "contexts")) else {
+        return contexts;
+    };
+    for (key, value) in entries {
+        let Some(name) = issues.check(key_text(key)) else {
+            continue;
+        };
+        let path = issues.check(context(name, key, value)).unwrap_or_default();
         contexts.insert(name.to_string(), resolve(dir, path));
     }
-    Ok(contexts)
+    contexts
+}
+
+/// One `contexts:` entry's path.
+fn context<'n>(name: &str, key: &Node, value: &'n Node) -> Result<&'n str> {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(
+            Issue::at(key.location, format!("invalid context name \"{name}\""))
+                .hint("letters, digits, '_', '.' and '-'"),
+        );
+    }
+    let path = text(value, &format!("context \"{name}\""))?;
+    if path.is_empty() {
+        return Err(Issue::at(
+            value.location,
+            format!("context \"{name}\" has an empty path"),
+        ));
+    }
+    Ok(path)
 }
 
 fn image_name(ex: &Expander, node: &Node) -> Result<String> {

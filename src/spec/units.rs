@@ -192,14 +192,77 @@ pub(crate) fn parse_port(text: &str) -> Parsed<String> {
     }
 }
 
-/// `--cpus`: a positive number of CPUs, at most 1024.
-pub(crate) fn check_cpus(cpus: f64) -> Parsed<f64> {
-    if cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0 {
-        Ok(cpus)
-    } else {
-        Err(Invalid::new(
-            format!("invalid cpus {cpus}"),
-            "a number of CPUs greater than 0 and at most 1024, e.g. 0.5",
-        ))
+/// The smallest memory limit a container can start with, Docker's minimum (6 MiB): below
+/// it the runtime and the command's first pages do not fit, and the container is killed
+/// before it does anything, which looks like a bug rather than a limit.
+pub(crate) const MIN_MEMORY: u64 = 6 << 20;
+/// The fewest CPUs a limit may give, Docker's minimum: the kernel's CPU bandwidth control
+/// cannot enforce less usefully.
+const MIN_CPUS: f64 = 0.01;
+/// The most CPUs a limit may name whatever the machine (the cgroup period arithmetic).
+const MAX_CPUS: usize = 1024;
+
+/// A memory limit (`run: { memory }`, a step's `resources:`, `--memory`): at least
+/// [`MIN_MEMORY`].
+pub(crate) fn check_memory(bytes: u64) -> Parsed<u64> {
+    if bytes >= MIN_MEMORY {
+        return Ok(bytes);
     }
+    Err(Invalid::new(
+        format!(
+            "memory limit {} is below the minimum of 6 MiB",
+            binary_size(bytes)
+        ),
+        "a container needs more than that to start at all (Docker's minimum too); e.g. 64m",
+    ))
+}
+
+/// `1 MiB`, `512 KiB`, `100 bytes`: a size as a limit message shows it.
+fn binary_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A CPU limit (`run: { cpus }`, a step's `resources:`, `--cpus`): from 0.01 up to the
+/// CPUs this machine has, Docker's rule; more CPUs than exist is a typo or a spec written
+/// for a bigger machine, and would silently mean "no limit".
+pub(crate) fn check_cpus(cpus: f64) -> Parsed<f64> {
+    let host = host_cpus();
+    let range = format!("a number of CPUs from {MIN_CPUS} up to this machine's {host}, e.g. 0.5");
+    if !cpus.is_finite() || cpus < MIN_CPUS {
+        return Err(Invalid::new(format!("invalid cpus {cpus}"), range));
+    }
+    if cpus > host as f64 {
+        let some = if host == 1 { "CPU" } else { "CPUs" };
+        return Err(Invalid::new(
+            format!("cpus {cpus} is more than the {host} {some} this machine has"),
+            range,
+        ));
+    }
+    Ok(cpus)
+}
+
+/// The CPUs kiln may run on (its affinity mask, as Docker counts them), at most
+/// [`MAX_CPUS`]; read once.
+pub(crate) fn host_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, and sched_getaffinity writes at
+        // most size_of::<cpu_set_t>() bytes into it.
+        let affinity = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            match libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) {
+                0 => usize::try_from(libc::CPU_COUNT(&set)).ok(),
+                _ => None,
+            }
+        };
+        affinity
+            .filter(|n| *n > 0)
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+            .min(MAX_CPUS)
+    })
 }

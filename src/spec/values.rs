@@ -37,11 +37,19 @@ pub fn size(text: &str) -> Result<u64, ValueError> {
     Ok(super::units::parse_size(text)?)
 }
 
-/// A number of CPUs such as `0.5`.
+/// A memory limit such as `64m`: a size of at least 6 MiB (Docker's minimum).
+pub fn memory(text: &str) -> Result<u64, ValueError> {
+    Ok(super::units::check_memory(super::units::parse_size(text)?)?)
+}
+
+/// A number of CPUs such as `0.5`: from 0.01 up to this machine's CPUs (Docker's rule).
 pub fn cpus(text: &str) -> Result<f64, ValueError> {
     let value: f64 = text.trim().parse().map_err(|_| ValueError {
         message: format!("invalid cpus \"{text}\""),
-        hint: Some("a number of CPUs greater than 0 and at most 1024, e.g. 0.5".into()),
+        hint: Some(format!(
+            "a number of CPUs from 0.01 up to this machine's {}, e.g. 0.5",
+            super::units::host_cpus()
+        )),
     })?;
     Ok(super::units::check_cpus(value)?)
 }

@@ -34,7 +34,7 @@ impl Env {
 
     /// A kiln command with `--root` set to this env's store, output captured.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        let mut cmd = Command::new(kiln_bin());
         cmd.arg("--root")
             .arg(self.root())
             .env_remove("SOURCE_DATE_EPOCH")
@@ -67,6 +67,14 @@ impl Env {
         std::fs::write(&p, content).unwrap();
         p
     }
+}
+
+/// The kiln binary under test: this build's, or `$KILN_TEST_BIN`, to check that a new test
+/// fails on an older build (`KILN_TEST_BIN=/path/to/old/kiln cargo test --test NAME`).
+pub fn kiln_bin() -> PathBuf {
+    std::env::var_os("KILN_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")))
 }
 
 pub fn text(out: &Output) -> String {
