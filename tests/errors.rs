@@ -115,7 +115,7 @@ from: scratch
 stesp: []
 steps:
   - rnu: make
-  - run: echo ${GRETING}
+  - workdir: /srv/${GRETING}
   - copy: x
   - workdir: relative
 config: { stop_signal: SIGTREM }
@@ -128,7 +128,7 @@ run: { memory: 64X, pids: 0 }
     let expected = [
         "error: kiln.yaml:2:1: unknown top-level key \"stesp\" (did you mean \"steps\"?)",
         "error: kiln.yaml:4:5: unknown step key \"rnu\" (did you mean \"run\"?)",
-        "error: kiln.yaml:5:10: undefined variable \"GRETING\"",
+        "error: kiln.yaml:5:14: undefined variable \"GRETING\"",
         "error: kiln.yaml:6:5: copy needs \"to\"",
         "error: kiln.yaml:7:14: ",
         "error: kiln.yaml:8:24: unknown signal \"SIGTREM\" (did you mean \"SIGTERM\"?)",
