@@ -97,7 +97,7 @@ impl FromStr for Compression {
 /// How [`write_tar`] makes a tar reproducible.
 ///
 /// `Default` is epoch 0: every mtime becomes 1970-01-01, so builds are reproducible unless
-/// the caller passes `SOURCE_DATE_EPOCH` (DESIGN.md §5: "default: a fixed epoch").
+/// the caller passes `SOURCE_DATE_EPOCH` (ARCHITECTURE.md, `layer`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TarOptions {
     /// Modification times later than this (seconds since 1970) are clamped to it.

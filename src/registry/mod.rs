@@ -12,7 +12,7 @@
 //! registry mount it from another of its repositories ([`mounts`]), and the manifest last,
 //! byte for byte as stored.
 //!
-//! Why reqwest directly rather than oci-client (DESIGN.md §7 proposed the latter): every
+//! Why reqwest directly rather than oci-client (ARCHITECTURE.md, `registry`): every
 //! step kiln needs is one oci-client does differently — it uploads every layer, pushes in
 //! 4 MiB PATCH chunks, has no progress, reads manifests without kiln's media-type rules
 //! and buffers blobs its own way. What would remain is the token dance, about a hundred
@@ -97,5 +97,5 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(RegistryError::Runtime)
 }
 
-/// How many blobs a push sends at once (DESIGN.md §7); a pull has its own figure.
+/// How many blobs a push sends at once (ARCHITECTURE.md, `registry`); a pull has its own figure.
 const PARALLEL_BLOBS: usize = 4;

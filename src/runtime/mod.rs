@@ -6,7 +6,7 @@
 //! image's merged filesystem ([`with_overlay`]) and `kiln run` ([`run_container`],
 //! [`start_container`], and [`oci_config`] for `kiln bundle`).
 //!
-//! Two rules shape it (DESIGN.md §6, SECURITY.md §3 rule 9):
+//! Two rules shape it (ARCHITECTURE.md `runtime` and Invariants, SECURITY.md §3 rule 9):
 //! - kiln is multi-threaded, so everything the `clone` child needs is prepared before
 //!   `clone` ([`plan`], capability masks, the seccomp BPF program) and the child
 //!   ([`child`]) makes raw system calls only, reporting a failure as a fixed-size record

@@ -1,11 +1,11 @@
 //! The local store: an OCI image layout plus unpacked layer dirs.
 //!
 //! Exists so that every other module can treat content as immutable and addressed by digest.
-//! Layout (DESIGN.md §4): `oci-layout`, `index.json`, `blobs/sha256/<hex>` form a valid OCI
-//! image layout that skopeo and umoci read; `layers/<diff_id hex>/` are layer dirs in
-//! overlay format, used as lowerdirs as they are; `tmp/` holds staging files. Everything
-//! becomes visible by `rename` only after it is complete and verified, so a crash or a
-//! failed build leaves nothing half-written. Tags live in `index.json` as
+//! Layout (ARCHITECTURE.md, `store`): `oci-layout`, `index.json`, `blobs/sha256/<hex>`
+//! form a valid OCI image layout that skopeo and umoci read; `layers/<diff_id hex>/` are
+//! layer dirs in overlay format, used as lowerdirs as they are; `tmp/` holds staging
+//! files. Everything becomes visible by `rename` only after it is complete and verified,
+//! so a crash or a failed build leaves nothing half-written. Tags live in `index.json` as
 //! `org.opencontainers.image.ref.name` annotations holding a normalised [`Reference`].
 
 mod blob;
