@@ -12,7 +12,7 @@ use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use super::host_file::{self, FileOrDir, Refused};
 use super::{BuildError, BuildOptions, Partial, Progress, Result};
-use crate::image::{self, rfc3339, History, Image, ImageConfig};
+use crate::image::{self, rfc3339, History, Image, ImageConfig, Layer as ImageLayer};
 use crate::layer::source_path::fd_path;
 use crate::layer::{self, ApplyLimits, Compression, TarOptions};
 use crate::registry;
@@ -115,43 +115,38 @@ fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
     })
 }
 
-/// Unpacks every layer of `image` that has no layer dir yet, bottom first, verifying each
-/// diff_id before the dir becomes visible.
+/// Unpacks every layer of `image` that has no layer dir yet, bottom first, each through
+/// [`layer::unpack_staged`] (diff_id checked) and committed at once.
 pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
     let layers = image.layers()?;
     for (i, l) in layers.iter().enumerate() {
-        if store.has_layer(&l.diff_id) {
-            continue;
+        if !store.has_layer(&l.diff_id) {
+            unpack_stored(store, l, &lower_dirs(store, &layers[..i]))?;
         }
-        let lowers: Vec<PathBuf> = layers[..i]
-            .iter()
-            .rev()
-            .map(|b| store.layer_dir(&b.diff_id))
-            .collect();
-        let staging = store.temp_dir("unpack")?;
-        let dest = staging.path().join("layer");
-        std::fs::create_dir(&dest).map_err(StoreError::io("create", &dest))?;
-        let mut blob = store.open_blob(&l.digest)?;
-        let media_type = l.blob.media_type().to_string();
-        let diff_id = layer::apply_layer(
-            &mut blob,
-            &media_type,
-            &dest,
-            &lowers,
-            &ApplyLimits::default(),
-        )?;
-        if diff_id != l.diff_id {
-            return Err(BuildError::Image(image::ImageError::BadDocument {
-                what: "layer",
-                digest: l.digest.clone(),
-                why: format!(
-                    "uncompressed digest {diff_id} does not match the config's diff_id {}",
-                    l.diff_id
-                ),
-            }));
-        }
-        store.commit_layer(&dest, &l.diff_id)?;
     }
+    Ok(())
+}
+
+/// The layer dirs of `below`, top-most first.
+fn lower_dirs(store: &Store, below: &[ImageLayer]) -> Vec<PathBuf> {
+    below
+        .iter()
+        .rev()
+        .map(|b| store.layer_dir(&b.diff_id))
+        .collect()
+}
+
+/// Unpacks one stored layer blob and commits its layer dir.
+fn unpack_stored(store: &Store, l: &ImageLayer, lowers: &[PathBuf]) -> Result<()> {
+    let mut blob = store.open_blob(&l.digest)?;
+    let media_type = l.blob.media_type().to_string();
+    let staged = layer::unpack_staged(store, &mut blob, &media_type, &l.diff_id, lowers).map_err(
+        |source| BuildError::Unpack {
+            digest: l.digest.clone(),
+            source,
+        },
+    )?;
+    store.commit_layer(&staged.path(), staged.diff_id())?;
     Ok(())
 }
 

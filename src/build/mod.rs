@@ -99,6 +99,9 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Layer(#[from] LayerError),
+    /// A layer blob of an image could not become its layer dir.
+    #[error("layer {digest}: {source}")]
+    Unpack { digest: Digest, source: LayerError },
     #[error("{location}: step {number} ({title}) failed: {}", failure(status, *out_of_memory))]
     StepFailed {
         location: String,

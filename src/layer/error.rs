@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::store::{Digest, StoreError};
+
 /// Everything that can go wrong while writing, applying or copying layer content.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -32,6 +34,16 @@ pub enum LayerError {
     /// A resource bound of [`crate::layer::ApplyLimits`] was hit.
     #[error("the layer exceeds kiln's limit of {limit} {what}")]
     Limit { what: &'static str, limit: u64 },
+
+    /// The uncompressed layer's digest is not the diff_id the image config gives it.
+    #[error(
+        "its uncompressed content is {actual}, but the image config says its diff_id is {expected}"
+    )]
+    DiffId { expected: Digest, actual: Digest },
+
+    /// The store's staging for an unpacked layer failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 
     /// A file in a directory being captured cannot be represented in an OCI layer.
     #[error("cannot put {path:?} into a layer: {why}")]

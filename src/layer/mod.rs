@@ -13,6 +13,8 @@
 //!   whiteouts back into overlay whiteouts. Every path is resolved by the kernel inside
 //!   the destination (SECURITY.md §3 rules 1–7). After an error the destination is garbage
 //!   and the caller deletes it.
+//! - [`unpack_staged`]: [`apply_layer`] into a staging dir of the store with the diff_id
+//!   checked: the one path from a layer blob to a layer dir, for pulls and stored images.
 //! - [`copy_in`]: Docker `COPY` semantics from a build context, opened once as a
 //!   [`ContextDir`], into a mounted root.
 
@@ -25,6 +27,7 @@ pub(crate) mod inroot;
 mod lowers;
 mod read;
 pub(crate) mod source_path;
+mod stage;
 mod write;
 
 #[cfg(test)]
@@ -38,6 +41,7 @@ pub use compress::{detect_compression, write_layer};
 pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;
+pub use stage::{unpack_staged, StagedLayer};
 pub use write::write_tar;
 
 use crate::store::Digest;

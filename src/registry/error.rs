@@ -56,14 +56,6 @@ pub enum RegistryError {
         digest: Digest,
         source: crate::layer::LayerError,
     },
-    #[error(
-        "layer {digest} unpacks to {actual}, but the image config says its diff_id is {expected}"
-    )]
-    DiffId {
-        digest: Digest,
-        expected: Digest,
-        actual: Digest,
-    },
     #[error("credentials: {0}")]
     Credentials(String),
     #[error("{}: {why}", at(path, *line, *column))]

@@ -280,7 +280,7 @@ fn publish(
         staged.publish()?;
     }
     for layer in &layers {
-        store.publish_layer(&layer.path(), &layer.diff_id)?;
+        store.publish_layer(&layer.path(), layer.diff_id())?;
     }
     if let Some(manifest) = manifest {
         manifest.publish()?;

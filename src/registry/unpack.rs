@@ -6,6 +6,8 @@
 //! blob's temp file as the download writes it: the first layer unpacks while it streams,
 //! the later ones find most of their bytes already there. Downloads never wait for it.
 //!
+//! Unpacking and the diff_id check are [`layer::unpack_staged`]'s, the one path every
+//! layer dir takes; what is the pull's own is the reader that follows the growing file.
 //! Nothing becomes visible here: a layer is unpacked into a staging dir under `tmp/` and
 //! is published by the caller only after every blob's digest and every layer's diff_id
 //! checked out and the filesystem was synced once. A download that restarts from its
@@ -20,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::RegistryError;
-use crate::layer::{self, ApplyLimits};
-use crate::store::{Digest, Store, TempDir};
+pub(super) use crate::layer::StagedLayer;
+use crate::layer::{self, LayerError};
+use crate::store::{Digest, Store};
 
 /// Where each blob of a pull is, shared by the downloads and the unpacking thread.
 #[derive(Default)]
@@ -207,18 +210,6 @@ pub(super) struct LayerJob {
     pub media_type: String,
 }
 
-/// A layer unpacked and checked, waiting in `tmp/` to be published.
-pub(super) struct StagedLayer {
-    pub diff_id: Digest,
-    dir: TempDir,
-}
-
-impl StagedLayer {
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("layer")
-    }
-}
-
 /// Unpacks every layer the store has no dir for, bottom first, each from its blob as it
 /// arrives; asks `flush` to start writing each one to disk once it is unpacked. On
 /// failure the downloads are told to stop. A download failure ends it with
@@ -231,16 +222,13 @@ pub(super) fn unpack_layers(
 ) -> Result<Option<Vec<StagedLayer>>, RegistryError> {
     let mut staged: Vec<StagedLayer> = Vec::new();
     for (i, job) in layers.iter().enumerate() {
-        if store.has_layer(&job.diff_id) || staged.iter().any(|s| s.diff_id == job.diff_id) {
+        if store.has_layer(&job.diff_id) || staged.iter().any(|s| *s.diff_id() == job.diff_id) {
             continue;
         }
         let lowers = lower_dirs(store, &layers[..i], &staged);
         match unpack_one(store, board, job, &lowers) {
-            Ok(dir) => {
-                staged.push(StagedLayer {
-                    diff_id: job.diff_id.clone(),
-                    dir,
-                });
+            Ok(layer) => {
+                staged.push(layer);
                 flush.request();
             }
             Err(Stop::DownloadFailed) => return Ok(None),
@@ -268,7 +256,7 @@ fn lower_dirs(store: &Store, below: &[LayerJob], staged: &[StagedLayer]) -> Vec<
         .map(|l| {
             staged
                 .iter()
-                .find(|s| s.diff_id == l.diff_id)
+                .find(|s| *s.diff_id() == l.diff_id)
                 .map(StagedLayer::path)
                 .unwrap_or_else(|| store.layer_dir(&l.diff_id))
         })
@@ -281,51 +269,32 @@ fn unpack_one(
     board: &Board,
     job: &LayerJob,
     lowers: &[PathBuf],
-) -> Result<TempDir, Stop> {
+) -> Result<StagedLayer, Stop> {
     loop {
-        let refused = |e: RegistryError| Stop::Refused(e);
-        let staging = store.temp_dir("unpack").map_err(|e| refused(e.into()))?;
-        let dest = staging.path().join("layer");
-        std::fs::create_dir(&dest).map_err(|e| {
-            refused(RegistryError::Unpack {
-                digest: job.digest.clone(),
-                why: format!("cannot create {}: {e}", dest.display()),
-            })
-        })?;
         let mut follow = Follow {
             board,
             digest: &job.digest,
             file: None,
             pos: 0,
         };
-        let applied = layer::apply_layer(
-            &mut follow,
-            &job.media_type,
-            &dest,
-            lowers,
-            &ApplyLimits::default(),
-        );
+        let unpacked =
+            layer::unpack_staged(store, &mut follow, &job.media_type, &job.diff_id, lowers);
         let followed = follow.file.as_ref().map(|(_, p)| p.clone());
-        match applied {
-            Ok(diff_id) if diff_id == job.diff_id => return Ok(staging),
-            Ok(diff_id) => {
-                return Err(refused(RegistryError::DiffId {
-                    digest: job.digest.clone(),
-                    expected: job.diff_id.clone(),
-                    actual: diff_id,
-                }))
-            }
+        let e = match unpacked {
+            Ok(staged) => return Ok(staged),
+            Err(LayerError::Store(e)) => return Err(Stop::Refused(e.into())),
+            // The whole stream was read: the download did all it had to.
+            Err(e @ LayerError::DiffId { .. }) => e,
             Err(e) => match interruption(board, &job.digest, followed.as_deref()) {
                 Some(Interrupted::Restarted) => continue,
                 Some(Interrupted::Failed) => return Err(Stop::DownloadFailed),
-                None => {
-                    return Err(refused(RegistryError::Layer {
-                        digest: job.digest.clone(),
-                        source: e,
-                    }))
-                }
+                None => e,
             },
-        }
+        };
+        return Err(Stop::Refused(RegistryError::Layer {
+            digest: job.digest.clone(),
+            source: e,
+        }));
     }
 }
 
