@@ -317,7 +317,7 @@ fn failing_step_stops_the_build_and_tags_nothing() {
     let env = Env::new();
     busybox_rootfs(&env);
     env.write("kiln.yaml", "image: broken\nfrom: rootfs:./base\nsteps:\n  - run: echo ok > /ok\n  - run: |\n      echo failing >&2\n      exit 3\n  - run: echo never\n");
-    let before = common::mounts();
+    let before = common::kiln_mounts(&env);
     let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -335,7 +335,11 @@ fn failing_step_stops_the_build_and_tags_nothing() {
     );
     let images = env.kiln_ok(&["images", "--json"]);
     assert_eq!(images.trim(), "[]", "nothing may be tagged: {images}");
-    assert_eq!(common::mounts(), before, "no mount may be left behind");
+    assert_eq!(
+        common::kiln_mounts(&env),
+        before,
+        "no mount may be left behind"
+    );
     let tmp: Vec<_> = std::fs::read_dir(env.root().join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "staging dirs left behind: {tmp:?}");
 }
@@ -441,7 +445,7 @@ fn interrupt_during_a_step_cleans_up() {
         "kiln.yaml",
         "image: slow\nfrom: rootfs:./base\nsteps:\n  - run: echo started; exec sleep 41\n",
     );
-    let before = common::mounts();
+    let before = common::kiln_mounts(&env);
     let child = env
         .command()
         .arg("build")
@@ -472,7 +476,11 @@ fn interrupt_during_a_step_cleans_up() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     let tmp: Vec<_> = std::fs::read_dir(env.root().join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "staging dirs left behind: {tmp:?}");
-    assert_eq!(common::mounts(), before, "no mount may be left behind");
+    assert_eq!(
+        common::kiln_mounts(&env),
+        before,
+        "no mount may be left behind"
+    );
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!sleeping(), "the step's process outlived kiln");
     assert_eq!(env.kiln_ok(&["images", "--json"]), "[]");

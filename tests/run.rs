@@ -176,7 +176,7 @@ fn exit_codes_and_signals_propagate() {
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let env = Env::new();
     busybox_image(&env);
-    let before = common::mounts();
+    let before = common::kiln_mounts(&env);
     for (args, needle) in [
         (vec!["nope"], "no such image: nope"),
         (
@@ -196,7 +196,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
             "{err}"
         );
     }
-    assert_eq!(common::mounts(), before);
+    assert_eq!(common::kiln_mounts(&env), before);
     let containers = std::fs::read_dir(env.root().join("containers"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -220,24 +220,12 @@ fn kept_containers_are_listed_and_removed() {
 fn many_run_rm_cycles_leave_nothing_behind() {
     let env = Env::new();
     busybox_image(&env);
-    // Mounts kiln could leave: anything under this test's dir, and overlays anywhere. (The
-    // whole table is not compared: other programs on the machine mount things meanwhile.)
-    let kiln_mounts = || -> Vec<String> {
-        let mut lines = common::mounts_under(env.dir.path());
-        lines.extend(
-            common::mounts()
-                .lines()
-                .filter(|l| l.contains(" - overlay "))
-                .map(str::to_owned),
-        );
-        lines
-    };
-    let before = kiln_mounts();
+    let before = common::kiln_mounts(&env);
     for _ in 0..200 {
         let (code, _, err) = kiln_run(&env, &["--memory", "64m", "bb", "true"]);
         assert_eq!(code, 0, "{err}");
     }
-    assert_eq!(kiln_mounts(), before);
+    assert_eq!(common::kiln_mounts(&env), before);
     let containers = std::fs::read_dir(env.root().join("containers"))
         .unwrap()
         .count();

@@ -131,6 +131,19 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The mounts kiln could leave behind: anything under `env`'s dir, and overlays anywhere.
+/// Tests compare these, not the whole table, which other programs change meanwhile.
+pub fn kiln_mounts(env: &Env) -> Vec<String> {
+    let mut lines = mounts_under(env.dir.path());
+    lines.extend(
+        mounts()
+            .lines()
+            .filter(|l| l.contains(" - overlay "))
+            .map(str::to_owned),
+    );
+    lines
+}
+
 /// A busybox root filesystem at `env`'s `rel`: the static binary and its applets, linked by
 /// hand (`busybox --install` would link to the host path of the binary).
 pub fn busybox_rootfs(env: &Env, rel: &str) -> PathBuf {
