@@ -19,7 +19,7 @@ use super::error::{Report, Stage, NO_DETAIL};
 use super::init::{self, InitFds};
 use super::mounts;
 use super::overlay;
-use super::plan::ChildPlan;
+use super::plan::{ChildArgs, ChildFds, ChildPlan};
 use super::step_mounts;
 use super::sys::{self, Errno};
 
@@ -42,31 +42,6 @@ const EXIT_SETUP_FAILED: c_int = 125;
 const STEP_UMASK: libc::mode_t = 0o022;
 /// Signals 1..NSIG on Linux.
 const NSIG: c_int = 65;
-
-/// Host fds the child turns into its stdio and error pipe. Optional ones are -1.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChildFds {
-    /// The child's stdin until its own `/dev/null` exists (kept when
-    /// `ContainerPlan::keep_stdin`); the host's `/dev/null` for build steps.
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    /// Write end of the close-on-exec error pipe.
-    pub report: RawFd,
-    /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
-    pub parent: RawFd,
-    /// Read end of the pipe on which the parent says "go" once the child is in its cgroup.
-    pub sync: RawFd,
-    /// Containers with an init: write end of the status pipe.
-    pub status: RawFd,
-    /// Containers with a tty: the unix socket on which the pty master goes to kiln.
-    pub console: RawFd,
-}
-
-pub(crate) struct ChildArgs<'a> {
-    pub plan: &'a ChildPlan,
-    pub fds: ChildFds,
-}
 
 /// Entry point given to `clone`. `arg` points to a [`ChildArgs`] in the child's copy of the
 /// parent's memory.

@@ -28,13 +28,12 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{getpid, pipe2, Pid};
 
 use super::cgroups::{self, Cgroup, CgroupMode, Resources, DEFAULT_CGROUP_ROOT};
-use super::child::{ChildArgs, ChildFds};
 use super::confinement::Confinement;
 use super::error::RuntimeError;
 use super::init::STATUS_LEN;
 use super::mounts::{MountSource, UserMount};
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{c_string, ChildPlan, Sandbox};
+use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
 use super::process::Process;
 use super::pty::{host_window_size, TtySession};
 use super::relay::StdioRelay;
@@ -104,18 +103,6 @@ impl ContainerExit {
     pub fn command_oom_killed(&self) -> bool {
         self.oom_killed && self.status == ExitStatus::Signaled(libc::SIGKILL)
     }
-}
-
-/// What the clone child of a container does beyond a build step's.
-pub(crate) struct ContainerPlan {
-    /// User mounts, parents before children.
-    pub mounts: Vec<UserMount>,
-    pub read_only_root: bool,
-    pub tty: bool,
-    /// The pty's initial size (kiln's terminal's, zero when it has none).
-    pub winsize: libc::winsize,
-    /// Keep the stdin kiln passed instead of replacing it with the container's `/dev/null`.
-    pub keep_stdin: bool,
 }
 
 /// Runs a container to its end: [`start_container`] then [`RunningContainer::wait`].

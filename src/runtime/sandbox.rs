@@ -11,14 +11,14 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{read, Pid};
 
 use super::cgroups::{self, CgroupMode};
-use super::child::{child_main, ChildArgs};
+use super::child::child_main;
 use super::confinement::Confinement;
 use super::container::{self, ContainerExit, Launch};
 use super::error::{Report, RuntimeError, REPORT_LEN};
-use super::overlay::Overlay;
-use super::plan::{ChildPlan, Sandbox};
-use super::process::Process;
-use super::step_mounts::StepMount;
+use super::overlay::{InitLayer, Overlay};
+use super::plan::{c_string, ChildArgs, ChildPlan, Sandbox, HOST_ETC_FILES};
+use super::process::{NetworkMode, Process};
+use super::step_mounts::{StepMount, StepMountPlan};
 
 /// Everything needed to run one build step.
 ///
@@ -115,6 +115,32 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
     let cleaned = plan.remove_mount_points();
     let exit = exit?;
     cleaned.map(|()| exit)
+}
+
+/// A build step's [`ChildPlan`]: the step's process, its host `/etc` files with host
+/// networking, and its cache mounts and secrets.
+impl ChildPlan {
+    pub(crate) fn new(sb: &StepSandbox, sandbox: Sandbox) -> Result<ChildPlan, RuntimeError> {
+        let process = &sb.process;
+        let etc_binds = match process.network {
+            NetworkMode::Host => HOST_ETC_FILES
+                .iter()
+                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
+                .collect::<Result<_, RuntimeError>>()?,
+            NetworkMode::None => Vec::new(),
+        };
+        // Before `build`, which prepares the overlay on disk as its last step.
+        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;
+        let mut plan = ChildPlan::build(
+            &sb.overlay,
+            process,
+            InitLayer::MountPoints,
+            etc_binds,
+            sandbox,
+        )?;
+        plan.step_mounts = step_mounts;
+        Ok(plan)
+    }
 }
 
 /// A cgroup name for a step, unique among the steps of all running kilns.
