@@ -14,10 +14,10 @@ use std::ptr;
 
 use libc::{c_int, c_long, c_void};
 
+use super::container_mounts;
 use super::devices;
 use super::error::{Report, Stage, NO_DETAIL};
 use super::init::{self, InitFds};
-use super::mounts;
 use super::overlay;
 use super::plan::{ChildArgs, ChildFds, ChildPlan};
 use super::step_mounts;
@@ -129,7 +129,7 @@ impl Child<'_> {
         self.set_hostname().map_err(at(Stage::Hostname))?;
         self.enter_workdir()?;
         if container.is_some_and(|c| c.read_only_root) {
-            mounts::make_root_read_only().map_err(at(Stage::ReadOnlyRoot))?;
+            container_mounts::make_root_read_only().map_err(at(Stage::ReadOnlyRoot))?;
         }
         // SAFETY: as above.
         unsafe { libc::umask(STEP_UMASK) };
@@ -243,7 +243,7 @@ impl Child<'_> {
         devices::mount_pseudo_filesystems(root.as_fd()).map_err(from_stage)?;
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
             let bound = match plan.container {
-                Some(_) => mounts::bind_file_over(root.as_fd(), host, rel),
+                Some(_) => container_mounts::bind_file_over(root.as_fd(), host, rel),
                 None => devices::bind_host_file(root.as_fd(), host, rel).map(drop),
             };
             bound.map_err(at_item(Stage::BindEtcFile, i))?;
@@ -253,11 +253,11 @@ impl Child<'_> {
         }
         if let Some(c) = &plan.container {
             for (i, m) in c.mounts.iter().enumerate() {
-                mounts::mount_user(root.as_fd(), m, i)?;
+                container_mounts::mount_user(root.as_fd(), m, i)?;
             }
         }
-        mounts::mask_paths(root.as_fd())?;
-        mounts::make_paths_read_only(root.as_fd())?;
+        container_mounts::mask_paths(root.as_fd())?;
+        container_mounts::make_paths_read_only(root.as_fd())?;
         pivot_into(root).map_err(at(Stage::PivotRoot))
     }
 

@@ -23,9 +23,9 @@
 //! runs, shared by both), `plan` (what the child reads: C strings, container additions,
 //! fds; below `child`, which is below `sandbox` and `container`),
 //! `child` (the allocation-free child), `devices` (`/proc`, `/dev`, `/sys`, host file
-//! binds), `mounts` (container binds, tmpfs, masked and read-only paths), `step_mounts`
-//! (cache mounts and secrets of build steps), `mount_points` (their mount points kept out
-//! of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
+//! binds), `container_mounts` (container binds, tmpfs, masked and read-only paths; the
+//! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
+//! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
 //! `error`.
 
@@ -34,11 +34,11 @@ pub mod cgroups;
 mod child;
 mod confinement;
 mod container;
+mod container_mounts;
 mod devices;
 mod error;
 mod init;
-mod mount_points;
-mod mounts;
+mod mount_point_cleanup;
 mod oci;
 mod overlay;
 mod plan;

@@ -16,8 +16,8 @@ use std::ptr;
 use nix::errno::Errno;
 
 use super::confinement::ConfinePlan;
+use super::container_mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
-use super::mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
 use super::overlay::{self, InitLayer, MountPlan, Overlay};
 use super::process::{NetworkMode, Process};
 use super::step_mounts::StepMountPlan;
