@@ -7,11 +7,11 @@
 //! last, so nothing half-built is ever tagged.
 
 mod base;
+mod cache_and_secrets;
 mod confine;
 pub mod context;
 mod host_file;
 mod key;
-mod mounts;
 mod output;
 pub mod passwd;
 mod progress;

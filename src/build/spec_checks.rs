@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use super::cache_and_secrets::secret_file_error;
 use super::host_file;
-use super::mounts::secret_file_error;
 use crate::spec::{From, Location, SecretSource, Spec, SpecError, StepKind};
 use crate::store::reference::DOCKER_HUB;
 use crate::store::Reference;

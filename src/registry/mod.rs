@@ -9,8 +9,8 @@
 //! with a 4 MiB cap and their media type must agree with how they were served
 //! (CVE-2021-41190). Pushes send each blob the registry lacks straight from the blob file
 //! (monolithic PUT, or for large blobs a resumable session, [`push`]), or have the
-//! registry mount it from another of its repositories ([`mounts`]), and the manifest last,
-//! byte for byte as stored.
+//! registry mount it from another of its repositories ([`blob_mounts`]), and the manifest
+//! last, byte for byte as stored.
 //!
 //! Why reqwest directly rather than oci-client (ARCHITECTURE.md, `registry`): every
 //! step kiln needs is one oci-client does differently — it uploads every layer, pushes in
@@ -28,10 +28,10 @@
 //! http come from the command line and kiln's config file ([`config`]).
 
 mod auth;
+mod blob_mounts;
 mod config;
 mod error;
 mod manifest;
-mod mounts;
 mod progress;
 mod pull;
 mod push;

@@ -14,8 +14,8 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 
+use super::blob_mounts;
 use super::manifest::{self, Document, Kind, Platform};
-use super::mounts;
 use super::progress::{BlobOutcome, Progress};
 use super::retry::{self, Transient};
 use super::sink::Sink;
@@ -92,7 +92,7 @@ pub fn pull(
     publish(store, &mut all, staged_layers, manifest_blob)?;
     let digests: Vec<Digest> = all.iter().map(|f| f.digest.clone()).collect();
     // Only a hint for later pushes: a pull does not fail over it.
-    let _ = mounts::remember(store, client.registry(), client.repository(), &digests);
+    let _ = blob_mounts::remember(store, client.registry(), client.repository(), &digests);
     Ok(summary(doc, &all))
 }
 

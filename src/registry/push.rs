@@ -19,8 +19,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
+use super::blob_mounts;
 use super::manifest::OCI_MANIFEST;
-use super::mounts;
 use super::progress::{BlobOutcome, Progress};
 use super::retry::{self, Transient};
 use super::transport::{header, Attempt, Client};
@@ -96,7 +96,7 @@ pub fn push(
         )
         .await?;
         // Only a hint for later pushes: a push does not fail over it.
-        let _ = mounts::remember(store, client.registry(), client.repository(), &digests);
+        let _ = blob_mounts::remember(store, client.registry(), client.repository(), &digests);
         let uploaded: Vec<_> = outcomes
             .iter()
             .filter(|(o, _)| *o == BlobOutcome::Pushed)
@@ -122,7 +122,7 @@ fn mount_sources(
     blobs
         .iter()
         .filter_map(|d| image::oci_digest(d).ok())
-        .flat_map(|d| mounts::sources(store, client.registry(), &d, client.repository()))
+        .flat_map(|d| blob_mounts::sources(store, client.registry(), &d, client.repository()))
         .collect()
 }
 
@@ -144,7 +144,8 @@ async fn push_blob(
         return Ok((BlobOutcome::Exists, size));
     }
     let mut session = None;
-    let known_elsewhere = mounts::sources(store, client.registry(), &digest, client.repository());
+    let known_elsewhere =
+        blob_mounts::sources(store, client.registry(), &digest, client.repository());
     if let Some(from) = known_elsewhere.first() {
         match try_mount(client, &digest, from).await {
             Mount::Mounted => {

@@ -14,12 +14,12 @@ use std::ptr;
 
 use libc::{c_int, c_long, c_void};
 
+use super::container_mounts;
 use super::devices;
 use super::error::{Report, Stage, NO_DETAIL};
 use super::init::{self, InitFds};
-use super::mounts;
 use super::overlay;
-use super::plan::ChildPlan;
+use super::plan::{ChildArgs, ChildFds, ChildPlan};
 use super::step_mounts;
 use super::sys::{self, Errno};
 
@@ -42,31 +42,6 @@ const EXIT_SETUP_FAILED: c_int = 125;
 const STEP_UMASK: libc::mode_t = 0o022;
 /// Signals 1..NSIG on Linux.
 const NSIG: c_int = 65;
-
-/// Host fds the child turns into its stdio and error pipe. Optional ones are -1.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChildFds {
-    /// The child's stdin until its own `/dev/null` exists (kept when
-    /// `ContainerPlan::keep_stdin`); the host's `/dev/null` for build steps.
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    /// Write end of the close-on-exec error pipe.
-    pub report: RawFd,
-    /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
-    pub parent: RawFd,
-    /// Read end of the pipe on which the parent says "go" once the child is in its cgroup.
-    pub sync: RawFd,
-    /// Containers with an init: write end of the status pipe.
-    pub status: RawFd,
-    /// Containers with a tty: the unix socket on which the pty master goes to kiln.
-    pub console: RawFd,
-}
-
-pub(crate) struct ChildArgs<'a> {
-    pub plan: &'a ChildPlan,
-    pub fds: ChildFds,
-}
 
 /// Entry point given to `clone`. `arg` points to a [`ChildArgs`] in the child's copy of the
 /// parent's memory.
@@ -154,7 +129,7 @@ impl Child<'_> {
         self.set_hostname().map_err(at(Stage::Hostname))?;
         self.enter_workdir()?;
         if container.is_some_and(|c| c.read_only_root) {
-            mounts::make_root_read_only().map_err(at(Stage::ReadOnlyRoot))?;
+            container_mounts::make_root_read_only().map_err(at(Stage::ReadOnlyRoot))?;
         }
         // SAFETY: as above.
         unsafe { libc::umask(STEP_UMASK) };
@@ -268,7 +243,7 @@ impl Child<'_> {
         devices::mount_pseudo_filesystems(root.as_fd()).map_err(from_stage)?;
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
             let bound = match plan.container {
-                Some(_) => mounts::bind_file_over(root.as_fd(), host, rel),
+                Some(_) => container_mounts::bind_file_over(root.as_fd(), host, rel),
                 None => devices::bind_host_file(root.as_fd(), host, rel).map(drop),
             };
             bound.map_err(at_item(Stage::BindEtcFile, i))?;
@@ -278,11 +253,11 @@ impl Child<'_> {
         }
         if let Some(c) = &plan.container {
             for (i, m) in c.mounts.iter().enumerate() {
-                mounts::mount_user(root.as_fd(), m, i)?;
+                container_mounts::mount_user(root.as_fd(), m, i)?;
             }
         }
-        mounts::mask_paths(root.as_fd())?;
-        mounts::make_paths_read_only(root.as_fd())?;
+        container_mounts::mask_paths(root.as_fd())?;
+        container_mounts::make_paths_read_only(root.as_fd())?;
         pivot_into(root).map_err(at(Stage::PivotRoot))
     }
 

@@ -14,6 +14,9 @@
 //! succeeded. After the container's PID 1 exits, kiln reads whether the OOM killer struck
 //! and removes the cgroup. Mounts live only in the container's mount namespace and vanish
 //! with it.
+//!
+//! Build steps (`sandbox`) start through the same `start()`; the parent side of `clone`
+//! (`spawn`, `read_report`, `wait_for`) and [`ExitStatus`] are here for both.
 
 use std::ffi::CString;
 use std::fs;
@@ -21,24 +24,24 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use libc::c_int;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::{getpid, pipe2, Pid};
+use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getpid, pipe2, read, Pid};
 
 use super::cgroups::{self, Cgroup, CgroupMode, Resources, DEFAULT_CGROUP_ROOT};
-use super::child::{ChildArgs, ChildFds};
+use super::child::child_main;
 use super::confinement::Confinement;
-use super::error::RuntimeError;
+use super::container_mounts::{MountSource, UserMount};
+use super::error::{Report, RuntimeError, REPORT_LEN};
 use super::init::STATUS_LEN;
-use super::mounts::{MountSource, UserMount};
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{c_string, ChildPlan, Sandbox};
+use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
 use super::process::Process;
 use super::pty::{host_window_size, TtySession};
 use super::relay::StdioRelay;
-use super::sandbox::{clone_flags, read_report, spawn, wait_for, ExitStatus};
 use super::sys;
 
 /// A `-v SRC:DST[:ro]` bind mount.
@@ -87,6 +90,39 @@ pub struct ContainerSpec {
     pub cgroup_root: Option<PathBuf>,
 }
 
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled(sig) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(name) => write!(f, "killed by {name}"),
+                Err(_) => write!(f, "killed by signal {sig}"),
+            },
+        }
+    }
+}
+
 /// How a container ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerExit {
@@ -104,18 +140,6 @@ impl ContainerExit {
     pub fn command_oom_killed(&self) -> bool {
         self.oom_killed && self.status == ExitStatus::Signaled(libc::SIGKILL)
     }
-}
-
-/// What the clone child of a container does beyond a build step's.
-pub(crate) struct ContainerPlan {
-    /// User mounts, parents before children.
-    pub mounts: Vec<UserMount>,
-    pub read_only_root: bool,
-    pub tty: bool,
-    /// The pty's initial size (kiln's terminal's, zero when it has none).
-    pub winsize: libc::winsize,
-    /// Keep the stdin kiln passed instead of replacing it with the container's `/dev/null`.
-    pub keep_stdin: bool,
 }
 
 /// Runs a container to its end: [`start_container`] then [`RunningContainer::wait`].
@@ -462,4 +486,77 @@ pub(crate) fn write_etc_files(
             Ok((c_string(host, "path")?, c_string(rel, "path")?))
         })
         .collect()
+}
+
+/// The child's stack. It only runs the setup code (a few small frames and one 4 KiB buffer).
+const CHILD_STACK_SIZE: usize = 256 * 1024;
+
+pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if plan.new_netns {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// `clone` with every signal blocked, so no kiln signal handler can run in the child before
+/// it resets them.
+pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
+    let mut stack = vec![0u8; CHILD_STACK_SIZE];
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let mut saved = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved),
+    )
+    .map_err(RuntimeError::sys("block signals"))?;
+    // SAFETY: child_main only reads `args` (copied into the child with the whole address
+    // space, as CLONE_VM is not set) and never returns into Rust code of the parent's.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    let clone_errno = Errno::last();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
+        .map_err(RuntimeError::sys("restore the signal mask"))?;
+    if pid < 0 {
+        return Err(RuntimeError::sys("clone the step process")(clone_errno));
+    }
+    Ok(Pid::from_raw(pid))
+}
+
+/// `None` on EOF (exec succeeded), the report otherwise.
+pub(crate) fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
+    let mut buf = [0u8; REPORT_LEN];
+    let mut filled = 0;
+    while filled < REPORT_LEN {
+        match read(pipe, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("read the error pipe")(e)),
+        }
+    }
+    match filled {
+        0 => Ok(None),
+        REPORT_LEN => Report::from_bytes(&buf).map(Some),
+        _ => Err(RuntimeError::MalformedReport),
+    }
+}
+
+pub(crate) fn wait_for(pid: Pid) -> Result<ExitStatus, RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(RuntimeError::sys("wait for the step process")(e)),
+        }
+    }
 }

@@ -18,12 +18,14 @@
 //!
 //! Files: `overlay` (the mount: one `lowerdir+` per layer through the new mount API, or the
 //! one-page option string on older kernels; the scaffold; `with_overlay`), `sandbox`
-//! (public step types, clone and wait), `container` (public container types, parent side of
-//! `kiln run`), `process` (what runs, shared by both), `plan` (C strings for the child),
+//! (public step types, a step's plan), `container` (public container types, parent side of
+//! `kiln run` and the `start()`, clone and wait it shares with steps), `process` (what
+//! runs, shared by both), `plan` (what the child reads: C strings, container additions,
+//! fds; below `child`, which is below `sandbox` and `container`),
 //! `child` (the allocation-free child), `devices` (`/proc`, `/dev`, `/sys`, host file
-//! binds), `mounts` (container binds, tmpfs, masked and read-only paths), `step_mounts`
-//! (cache mounts and secrets of build steps), `mount_points` (their mount points kept out
-//! of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
+//! binds), `container_mounts` (container binds, tmpfs, masked and read-only paths; the
+//! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
+//! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
 //! `error`.
 
@@ -32,11 +34,11 @@ pub mod cgroups;
 mod child;
 mod confinement;
 mod container;
+mod container_mounts;
 mod devices;
 mod error;
 mod init;
-mod mount_points;
-mod mounts;
+mod mount_point_cleanup;
 mod oci;
 mod overlay;
 mod plan;
@@ -59,12 +61,13 @@ pub use capabilities::{CapabilityError, CapabilitySet};
 pub use cgroups::{CgroupError, DevicePolicy, Resources};
 pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
-    run_container, start_container, BindMount, ContainerExit, ContainerSpec, RunningContainer,
+    run_container, start_container, BindMount, ContainerExit, ContainerSpec, ExitStatus,
+    RunningContainer,
 };
 pub use error::{RuntimeError, EXEC_STAGE};
 pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use process::{add_default_env, NetworkMode, Process};
-pub use sandbox::{run_step, ExitStatus, StepSandbox};
+pub use sandbox::{run_step, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

@@ -14,8 +14,8 @@ use super::capabilities::CapabilitySet;
 use super::cgroups::{self, CgroupMode, DevicePolicy, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
+use super::container_mounts::{MASKED_PATHS, READONLY_PATHS};
 use super::error::RuntimeError;
-use super::mounts::{MASKED_PATHS, READONLY_PATHS};
 use super::process::NetworkMode;
 use super::seccomp;
 

@@ -1,21 +1,25 @@
-//! Turns a [`StepSandbox`] or a container's [`Process`] into a [`ChildPlan`]: every string
-//! the clone child needs, as C strings and pointer arrays, built and checked before
-//! `clone`, plus the reverse mapping from a child's failure [`Report`] to a
-//! [`RuntimeError`] that names the path involved.
+//! What the clone child reads, and nothing that runs it: [`ChildPlan`] (built from a
+//! [`Process`] by [`ChildPlan::build`]; a step's by `ChildPlan::new` in `sandbox`, a
+//! container's in `container`), every string the child needs as C strings and pointer
+//! arrays, built and checked before `clone`; [`ContainerPlan`], what a container adds;
+//! [`ChildArgs`] and [`ChildFds`], what `clone` hands the child; and the reverse mapping
+//! from a child's failure [`Report`] to a [`RuntimeError`] that names the path involved.
+//!
+//! The bottom of the clone path: `plan` uses none of `child`, `sandbox` and `container`;
+//! `child` uses `plan`; `sandbox` and `container` use both.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::raw::c_char;
 use std::ptr;
 
 use nix::errno::Errno;
 
 use super::confinement::ConfinePlan;
-use super::container::ContainerPlan;
+use super::container_mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
-use super::mounts::{MASKED_PATHS, READONLY_PATHS};
 use super::overlay::{self, InitLayer, MountPlan, Overlay};
 use super::process::{NetworkMode, Process};
-use super::sandbox::StepSandbox;
 use super::step_mounts::StepMountPlan;
 
 /// The `$PATH` used when the step's environment has none (Docker's default).
@@ -106,29 +110,45 @@ pub(crate) struct Sandbox {
     pub container: Option<ContainerPlan>,
 }
 
-impl ChildPlan {
-    pub(crate) fn new(sb: &StepSandbox, sandbox: Sandbox) -> Result<ChildPlan, RuntimeError> {
-        let process = &sb.process;
-        let etc_binds = match process.network {
-            NetworkMode::Host => HOST_ETC_FILES
-                .iter()
-                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
-                .collect::<Result<_, RuntimeError>>()?,
-            NetworkMode::None => Vec::new(),
-        };
-        // Before `build`, which prepares the overlay on disk as its last step.
-        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;
-        let mut plan = ChildPlan::build(
-            &sb.overlay,
-            process,
-            InitLayer::MountPoints,
-            etc_binds,
-            sandbox,
-        )?;
-        plan.step_mounts = step_mounts;
-        Ok(plan)
-    }
+/// What the clone child of a container does beyond a build step's.
+pub(crate) struct ContainerPlan {
+    /// User mounts, parents before children.
+    pub mounts: Vec<UserMount>,
+    pub read_only_root: bool,
+    pub tty: bool,
+    /// The pty's initial size (kiln's terminal's, zero when it has none).
+    pub winsize: libc::winsize,
+    /// Keep the stdin kiln passed instead of replacing it with the container's `/dev/null`.
+    pub keep_stdin: bool,
+}
 
+/// Host fds the child turns into its stdio and error pipe. Optional ones are -1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildFds {
+    /// The child's stdin until its own `/dev/null` exists (kept when
+    /// `ContainerPlan::keep_stdin`); the host's `/dev/null` for build steps.
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Write end of the close-on-exec error pipe.
+    pub report: RawFd,
+    /// A pidfd of the kiln process, to notice that it died before `PR_SET_PDEATHSIG` was set.
+    pub parent: RawFd,
+    /// Read end of the pipe on which the parent says "go" once the child is in its cgroup.
+    pub sync: RawFd,
+    /// Containers with an init: write end of the status pipe.
+    pub status: RawFd,
+    /// Containers with a tty: the unix socket on which the pty master goes to kiln.
+    pub console: RawFd,
+}
+
+/// What `clone` hands the child: its plan and the host fds it starts from.
+pub(crate) struct ChildArgs<'a> {
+    pub plan: &'a ChildPlan,
+    pub fds: ChildFds,
+}
+
+impl ChildPlan {
     /// Fds the child keeps open through its setup, moved to fixed numbers (see `child`).
     pub(crate) fn kept_fds(&self) -> &[std::os::fd::OwnedFd] {
         self.step_mounts

@@ -1,24 +1,18 @@
-//! Running one build step: the public [`StepSandbox`] description and [`run_step`], the
-//! parent side of `clone` (prepare, spawn, read the error pipe, wait).
+//! Running one build step: the public [`StepSandbox`] description, [`run_step`] and the
+//! step's [`ChildPlan`]; the step then goes through `container`'s shared `start()` (clone,
+//! error pipe, wait).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use libc::c_int;
-use nix::errno::Errno;
-use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{read, Pid};
-
 use super::cgroups::{self, CgroupMode};
-use super::child::{child_main, ChildArgs};
 use super::confinement::Confinement;
 use super::container::{self, ContainerExit, Launch};
-use super::error::{Report, RuntimeError, REPORT_LEN};
-use super::overlay::Overlay;
-use super::plan::{ChildPlan, Sandbox};
-use super::process::Process;
-use super::step_mounts::StepMount;
+use super::error::RuntimeError;
+use super::overlay::{InitLayer, Overlay};
+use super::plan::{c_string, ChildPlan, Sandbox, HOST_ETC_FILES};
+use super::process::{NetworkMode, Process};
+use super::step_mounts::{StepMount, StepMountPlan};
 
 /// Everything needed to run one build step.
 ///
@@ -44,42 +38,6 @@ pub struct StepSandbox {
     /// What the step may do; [`Confinement::default`] is a default `kiln run`.
     pub confinement: Confinement,
 }
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl ExitStatus {
-    /// The shell's convention: the exit code, or 128 + the signal number.
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Exited(code) => code,
-            ExitStatus::Signaled(sig) => 128 + sig,
-        }
-    }
-
-    pub fn success(self) -> bool {
-        self == ExitStatus::Exited(0)
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
-            ExitStatus::Signaled(sig) => match nix::sys::signal::Signal::try_from(sig) {
-                Ok(name) => write!(f, "killed by {name}"),
-                Err(_) => write!(f, "killed by signal {sig}"),
-            },
-        }
-    }
-}
-
-/// The child's stack. It only runs the setup code (a few small frames and one 4 KiB buffer).
-const CHILD_STACK_SIZE: usize = 256 * 1024;
 
 /// Run one build step (see [`StepSandbox`]) and return how it ended once it and every
 /// process it started have ended. The overlay and every other mount exist only in the
@@ -117,79 +75,35 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
     cleaned.map(|()| exit)
 }
 
+/// A build step's [`ChildPlan`]: the step's process, its host `/etc` files with host
+/// networking, and its cache mounts and secrets.
+impl ChildPlan {
+    pub(crate) fn new(sb: &StepSandbox, sandbox: Sandbox) -> Result<ChildPlan, RuntimeError> {
+        let process = &sb.process;
+        let etc_binds = match process.network {
+            NetworkMode::Host => HOST_ETC_FILES
+                .iter()
+                .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
+                .collect::<Result<_, RuntimeError>>()?,
+            NetworkMode::None => Vec::new(),
+        };
+        // Before `build`, which prepares the overlay on disk as its last step.
+        let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;
+        let mut plan = ChildPlan::build(
+            &sb.overlay,
+            process,
+            InitLayer::MountPoints,
+            etc_binds,
+            sandbox,
+        )?;
+        plan.step_mounts = step_mounts;
+        Ok(plan)
+    }
+}
+
 /// A cgroup name for a step, unique among the steps of all running kilns.
 fn step_id() -> String {
     static STEPS: AtomicU64 = AtomicU64::new(0);
     let n = STEPS.fetch_add(1, Ordering::Relaxed);
     format!("step-{}-{n}", std::process::id())
-}
-
-pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if plan.new_netns {
-        flags |= libc::CLONE_NEWNET;
-    }
-    flags
-}
-
-/// `clone` with every signal blocked, so no kiln signal handler can run in the child before
-/// it resets them.
-pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
-    let mut stack = vec![0u8; CHILD_STACK_SIZE];
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
-    let mut saved = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut saved),
-    )
-    .map_err(RuntimeError::sys("block signals"))?;
-    // SAFETY: child_main only reads `args` (copied into the child with the whole address
-    // space, as CLONE_VM is not set) and never returns into Rust code of the parent's.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            flags | libc::SIGCHLD,
-            args as *const ChildArgs as *mut libc::c_void,
-        )
-    };
-    let clone_errno = Errno::last();
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
-        .map_err(RuntimeError::sys("restore the signal mask"))?;
-    if pid < 0 {
-        return Err(RuntimeError::sys("clone the step process")(clone_errno));
-    }
-    Ok(Pid::from_raw(pid))
-}
-
-/// `None` on EOF (exec succeeded), the report otherwise.
-pub(crate) fn read_report(pipe: &OwnedFd) -> Result<Option<Report>, RuntimeError> {
-    let mut buf = [0u8; REPORT_LEN];
-    let mut filled = 0;
-    while filled < REPORT_LEN {
-        match read(pipe, &mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(RuntimeError::sys("read the error pipe")(e)),
-        }
-    }
-    match filled {
-        0 => Ok(None),
-        REPORT_LEN => Report::from_bytes(&buf).map(Some),
-        _ => Err(RuntimeError::MalformedReport),
-    }
-}
-
-pub(crate) fn wait_for(pid: Pid) -> Result<ExitStatus, RuntimeError> {
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(RuntimeError::sys("wait for the step process")(e)),
-        }
-    }
 }

@@ -7,7 +7,7 @@
 //! inside the root (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_XDEV)`: image symlinks are
 //! followed as if the root were `/`, and a target may not lead into `/proc`, `/dev`, `/sys`
 //! or another mount). Missing targets are created like Docker's volumes, and removed from
-//! the upper dir again after the step (`mount_points`).
+//! the upper dir again after the step (`mount_point_cleanup`).
 //!
 //! - A **cache** dir is opened once by kiln, `O_PATH | O_NOFOLLOW`, checked on that fd (a
 //!   directory owned by root, not a symlink), and cloned with `open_tree` into a detached
@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
+use super::container_mounts::{create_target, TargetPath};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
-use super::mount_points::{MadeLog, Recorder, MAX_MADE, PATH_BYTES};
-use super::mounts::{create_target, TargetPath};
+use super::mount_point_cleanup::{MadeLog, Recorder, MAX_MADE, PATH_BYTES};
 use super::overlay::Overlay;
 use super::sys::{self, Errno, Sys};
 

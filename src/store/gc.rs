@@ -1,26 +1,7 @@
 //! Garbage collection: removing blobs and layer dirs that nothing needs any more, safely
-//! while other kiln processes build, pull and run.
-//!
-//! # The content-guard invariant
-//!
-//! Content always exists before the reference that keeps it alive: a build commits its
-//! layers and config before it writes the tag, a pull commits blobs before the manifest is
-//! tagged, a cache hit reuses a layer before the new image names it, and `kiln run`
-//! resolves an image before its container's `state.json` names it. A gc running in between
-//! would see that content as garbage. So:
-//!
-//! **Every operation that creates content, or reuses content it has not yet referenced,
-//! holds a [`ContentGuard`] (a shared `flock` on `$ROOT/gc.lock`) from before its first
-//! write or lookup until the reference that keeps the content alive (tag, build-cache
-//! record, container state) is written. gc holds the same lock exclusively from before it
-//! computes what is reachable until it has removed the rest.**
-//!
-//! Guards are shared, so builds, pulls and runs never wait for each other, only for a
-//! running gc, and gc waits until every guard is released. Nested guards in one process
-//! are fine (shared locks do not conflict), but a process must not run gc while it holds a
-//! guard: each `flock` is its own lock, so gc would wait for itself. Linux `flock` has no
-//! writer preference: a steady stream of overlapping builds can keep gc waiting, but never
-//! makes it unsafe.
+//! while other kiln processes build, pull and run: gc holds the gc lock exclusively (see
+//! `gc_lock` for the content-guard invariant every writer follows) from before it computes
+//! what is reachable until it has removed the rest.
 //!
 //! # Roots
 //!
@@ -39,12 +20,11 @@
 //! complete; if gc is killed, the next kiln reclaims the staging dir.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
 use super::digest::BadDigest;
 use super::{fsutil, Digest, Result, Store, StoreError, REF_NAME};
@@ -71,17 +51,6 @@ pub enum GcError {
     NoStore(PathBuf),
     #[error("{root} cannot be read, so gc cannot tell what it needs (nothing was removed): {why}")]
     UnreadableRoot { root: String, why: String },
-}
-
-/// Held by every operation that creates content; see the module doc. Released on drop.
-#[derive(Debug)]
-pub struct ContentGuard {
-    _lock: Flock<File>,
-}
-
-/// gc's exclusive side of the same lock.
-struct GcLock {
-    _lock: Flock<File>,
 }
 
 /// What `kiln gc` is asked to do.
@@ -158,16 +127,8 @@ impl Store {
         })
     }
 
-    /// Takes the shared side of the gc lock; see the module doc for who must hold it.
-    pub fn content_guard(&self) -> Result<ContentGuard> {
-        let file = self.open_gc_lock()?;
-        Flock::lock(file, FlockArg::LockShared)
-            .map(|lock| ContentGuard { _lock: lock })
-            .map_err(|(_, e)| self.gc_lock_error(e))
-    }
-
     /// Removes everything no root needs. `on_wait` is called once if gc has to wait for
-    /// other kiln processes to release their [`ContentGuard`]s first.
+    /// other kiln processes to release their [`ContentGuard`](super::ContentGuard)s first.
     pub fn gc(
         &self,
         reader: &ImageReader<'_>,
@@ -207,37 +168,6 @@ impl Store {
             self.remove_garbage(&report)?;
         }
         Ok(report)
-    }
-
-    fn open_gc_lock(&self) -> Result<File> {
-        let path = self.root().join("gc.lock");
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))
-    }
-
-    fn gc_lock_error(&self, errno: Errno) -> StoreError {
-        StoreError::Io {
-            what: "lock",
-            path: self.root().join("gc.lock"),
-            source: errno.into(),
-        }
-    }
-
-    fn exclusive_gc_lock(&self, on_wait: &mut dyn FnMut()) -> Result<GcLock> {
-        let file = self.open_gc_lock()?;
-        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(GcLock { _lock: lock }),
-            Err((file, Errno::EWOULDBLOCK)) => file,
-            Err((_, e)) => return Err(self.gc_lock_error(e)),
-        };
-        on_wait();
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map(|lock| GcLock { _lock: lock })
-            .map_err(|(_, e)| self.gc_lock_error(e))
     }
 
     fn remove_garbage(&self, report: &GcReport) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod fsck;
 mod fsutil;
 pub mod gc;
+mod gc_lock;
 mod index;
 pub mod reference;
 
@@ -29,7 +30,8 @@ pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsck::{FsckReport, Problem, ProblemKind};
 pub use fsutil::{canonical_json, read_document, remove_live_temp_dirs, TempDir};
-pub use gc::{ContentGuard, GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
+pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
+pub use gc_lock::ContentGuard;
 pub use index::{Tagged, REF_NAME};
 pub use reference::Reference;
 

@@ -1,4 +1,5 @@
-//! `cache:` and `secrets:` of run steps, turned into the sandbox's step mounts.
+//! `cache:` and `secrets:` of run steps, turned into the sandbox's step mounts (which
+//! `runtime::step_mounts` mounts in the step's namespace).
 //!
 //! A cache mount is a directory of the store (`$ROOT/cache/mounts/<id>`) keyed by the spec
 //! file and the target path, so every build of the same spec, in any stage, finds what the

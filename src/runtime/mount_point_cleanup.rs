@@ -209,7 +209,7 @@ fn io_error(what: &'static str, path: PathBuf, errno: Errno) -> RuntimeError {
     }
 }
 
-/// The child's side of the log: notes what [`super::mounts::create_target`] makes.
+/// The child's side of the log: notes what [`super::container_mounts::create_target`] makes.
 /// Allocation-free.
 pub(crate) struct Recorder<'a> {
     log: &'a MadeLog,
