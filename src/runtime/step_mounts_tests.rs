@@ -406,11 +406,12 @@ fn oversized_secrets_and_nested_targets_are_refused_before_anything_runs() {
 fn two_steps_share_one_cache_dir_at_the_same_time() {
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("shared");
-    // Each step waits (up to 20 s) until it sees the other's file: both run at once.
+    // Each step waits (up to 60 s, for a loaded machine) until it sees the other's file: both
+    // run at once.
     let script = |me: &str, other: &str| {
         format!(
             "echo {me} > /cache/{me}; i=0; \
-             while [ ! -e /cache/{other} ] && [ $i -lt 400 ]; do usleep 50000; i=$((i+1)); done; \
+             while [ ! -e /cache/{other} ] && [ $i -lt 1200 ]; do usleep 50000; i=$((i+1)); done; \
              cat /cache/{other}"
         )
     };
