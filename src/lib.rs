@@ -5,6 +5,10 @@
 //! Only `cli` prints or reads the environment; the rest report through
 //! [`build::Progress`].
 
+#[cfg(test)]
+#[macro_use]
+mod testing;
+
 pub mod build;
 pub mod cli;
 pub mod image;

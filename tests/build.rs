@@ -161,6 +161,7 @@ fn check_tree(rootfs: &Path) {
 
 #[test]
 fn multi_step_build_gives_the_expected_tree() {
+    common::require_root!("namespaces, overlayfs");
     require("umoci", "umoci");
     require("skopeo", "skopeo");
     let env = Env::new();
@@ -220,6 +221,7 @@ fn multi_step_build_gives_the_expected_tree() {
 
 #[test]
 fn store_is_a_valid_oci_layout() {
+    common::require_root!("namespaces, overlayfs");
     require("oci-image-tool", "oci-image-tool");
     require("skopeo", "skopeo");
     let env = Env::new();
@@ -265,6 +267,7 @@ fn store_is_a_valid_oci_layout() {
 
 #[test]
 fn same_spec_built_twice_gives_identical_digests() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     busybox_rootfs(&env);
     env.write("hello.txt", "hello\n");
@@ -290,6 +293,7 @@ fn same_spec_built_twice_gives_identical_digests() {
 
 #[test]
 fn gzip_compression_is_available() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     busybox_rootfs(&env);
     env.write(
@@ -314,6 +318,7 @@ fn gzip_compression_is_available() {
 
 #[test]
 fn failing_step_stops_the_build_and_tags_nothing() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     busybox_rootfs(&env);
     env.write("kiln.yaml", "image: broken\nfrom: rootfs:./base\nsteps:\n  - run: echo ok > /ok\n  - run: |\n      echo failing >&2\n      exit 3\n  - run: echo never\n");
@@ -346,7 +351,7 @@ fn failing_step_stops_the_build_and_tags_nothing() {
 
 #[test]
 fn images_tag_and_rmi() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     busybox_rootfs(&env);
     let digest = env.kiln_ok(&["import", env.path("base").to_str().unwrap(), "-t", "base"]);
     env.kiln_ok(&["tag", "base", "base:2"]);
@@ -370,6 +375,7 @@ fn images_tag_and_rmi() {
 
 #[test]
 fn build_from_an_image_in_the_store_and_from_an_oci_layout() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     let env = Env::new();
     busybox_rootfs(&env);
@@ -399,6 +405,7 @@ fn build_from_an_image_in_the_store_and_from_an_oci_layout() {
 
 #[test]
 fn two_builds_into_one_store_at_once_both_land() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     busybox_rootfs(&env);
     for i in 0..4 {
@@ -439,6 +446,7 @@ fn two_builds_into_one_store_at_once_both_land() {
 
 #[test]
 fn interrupt_during_a_step_cleans_up() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     busybox_rootfs(&env);
     env.write(
@@ -488,6 +496,7 @@ fn interrupt_during_a_step_cleans_up() {
 
 #[test]
 fn a_rootfs_tarball_and_its_directory_import_to_the_same_layer() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let base = busybox_rootfs(&env);
     let tarball = env.path("base.tar.gz");

@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{run, text, Env};
 
 fn setup() -> Env {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let rootfs = common::busybox_rootfs(&env, "rootfs");
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(
@@ -36,6 +36,7 @@ steps:
 
 #[test]
 fn cache_mounts_persist_between_builds_and_stay_out_of_the_image() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/kiln.yaml", CACHE_SPEC);
     let ctx = env.path("ctx");
@@ -84,6 +85,7 @@ steps:
 
 #[test]
 fn secrets_are_readable_in_their_step_and_nowhere_else() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/kiln.yaml", SECRET_SPEC);
     env.write("ctx/token.txt", SECRET_VALUE);
@@ -116,6 +118,7 @@ fn secrets_are_readable_in_their_step_and_nowhere_else() {
 
 #[test]
 fn a_failing_step_with_a_secret_leaks_nothing() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write(
         "ctx/kiln.yaml",
@@ -213,6 +216,7 @@ fn layer_listings(env: &Env, image: &str) -> Vec<String> {
 
 #[test]
 fn a_non_root_step_can_keep_its_cache() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write(
         "ctx/kiln.yaml",

@@ -71,6 +71,7 @@ fn build(env: &Env, extra: &[&str]) -> (u64, u64, String) {
 
 #[test]
 fn unchanged_rebuild_runs_nothing_and_gives_the_same_image() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let (ran, cached, first) = build(&env, &[]);
     assert_eq!((ran, cached), (4, 0));
@@ -89,6 +90,7 @@ fn unchanged_rebuild_runs_nothing_and_gives_the_same_image() {
 
 #[test]
 fn touching_or_chmodding_a_copied_file_still_hits() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     build(&env, &[]);
     let file = env.path("ctx/src/a.txt");
@@ -114,6 +116,7 @@ fn touching_or_chmodding_a_copied_file_still_hits() {
 
 #[test]
 fn one_changed_byte_reruns_that_step_and_the_ones_after() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     build(&env, &[]);
     env.write("ctx/src/a.txt", "alphA\n");
@@ -127,6 +130,7 @@ fn one_changed_byte_reruns_that_step_and_the_ones_after() {
 
 #[test]
 fn an_arg_misses_exactly_where_it_is_used() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     build(&env, &[]);
     // OTHER is used by no step.
@@ -150,6 +154,7 @@ fn an_arg_misses_exactly_where_it_is_used() {
 
 #[test]
 fn host_creation_order_does_not_change_the_key() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let make = |dir: &str, order: &[&str]| {
         for name in order {
@@ -170,6 +175,7 @@ fn host_creation_order_does_not_change_the_key() {
 
 #[test]
 fn parallel_builds_share_the_cache() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let ctx = env.path("ctx");
     let spawn = || {
@@ -194,6 +200,7 @@ fn parallel_builds_share_the_cache() {
 
 #[test]
 fn no_cache_flags_force_runs() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     build(&env, &[]);
     assert_eq!(build(&env, &["--no-cache"]).0, 4);
@@ -212,6 +219,7 @@ fn no_cache_flags_force_runs() {
 
 #[test]
 fn a_cache_hit_needs_its_content() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     build(&env, &[]);
     // Remove every layer dir: the records must not hand out missing content.
@@ -232,6 +240,7 @@ fn remove_tree(path: &Path) {
 
 #[test]
 fn a_hit_gives_the_image_a_fresh_build_would_even_with_a_recent_epoch() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let build_with_epoch = |extra: &[&str]| {
         let ctx = env.path("ctx");
@@ -262,6 +271,7 @@ fn a_hit_gives_the_image_a_fresh_build_would_even_with_a_recent_epoch() {
 
 #[test]
 fn a_rootfs_tarball_is_imported_once_until_it_changes() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let tar = |content: &str| {
         env.write("rootfs/version", content);

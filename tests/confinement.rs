@@ -158,6 +158,7 @@ fn status_lines(results: &str) -> Vec<&str> {
 
 #[test]
 fn a_default_step_and_a_default_container_refuse_every_attack() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let dev = LoopDevice::new(&env);
     build_probe_image(&env, &dev, "");
@@ -181,6 +182,7 @@ fn a_default_step_and_a_default_container_refuse_every_attack() {
 
 #[test]
 fn a_device_node_shipped_in_a_layer_cannot_be_opened() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let dev = LoopDevice::new(&env);
     let rootfs = probe_rootfs(&env);
@@ -249,6 +251,7 @@ fn a_device_node_shipped_in_a_layer_cannot_be_opened() {
 
 #[test]
 fn a_step_that_asks_for_more_gets_it_and_says_so() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let rootfs = probe_rootfs(&env);
     let spec = format!(
@@ -284,6 +287,7 @@ fn a_step_that_asks_for_more_gets_it_and_says_so() {
 
 #[test]
 fn step_limits_come_from_the_spec_and_the_command_line() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let dev = LoopDevice::new(&env);
     let _ = dev;
@@ -320,6 +324,7 @@ fn step_limits_come_from_the_spec_and_the_command_line() {
 /// container tries to read and truncate that file through `/proc/self/fd/1`.
 #[test]
 fn a_container_cannot_reach_the_file_or_terminal_kilns_output_goes_to() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     import_probe_rootfs(&env, "bb");
     let log = env.path("out.log");
@@ -354,6 +359,7 @@ fn a_container_cannot_reach_the_file_or_terminal_kilns_output_goes_to() {
 /// change the terminal's settings (`stty -echo` through fd 1).
 #[test]
 fn a_container_without_a_tty_cannot_change_kilns_terminal() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     import_probe_rootfs(&env, "bb");
     let pty = nix::pty::openpty(None, None).unwrap();
@@ -391,6 +397,7 @@ fn a_container_without_a_tty_cannot_change_kilns_terminal() {
 /// writes fail as if it wrote there itself. And large output arrives whole.
 #[test]
 fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     import_probe_rootfs(&env, "bb");
     let out = env.kiln(&[
@@ -432,6 +439,7 @@ fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
 /// settings that restrict always apply.
 #[test]
 fn image_run_settings_grant_only_for_images_built_here() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let rootfs = probe_rootfs(&env);
     let shared = env.path("shared");
@@ -524,6 +532,7 @@ fn image_run_settings_grant_only_for_images_built_here() {
 /// stands.
 #[test]
 fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     import_probe_rootfs(&env, "bb");
     let out = env.kiln(&[
@@ -550,6 +559,7 @@ fn an_oom_killed_child_is_a_warning_not_the_containers_death() {
 /// profile is an error that names the field, before anything starts.
 #[test]
 fn a_docker_format_seccomp_profile_is_loaded_from_a_file() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     import_probe_rootfs(&env, "bb");
     env.write(
@@ -619,6 +629,7 @@ fn a_docker_format_seccomp_profile_is_loaded_from_a_file() {
 /// A step over its memory limit is OOM-killed and the build says so, with the remedy.
 #[test]
 fn a_step_over_its_memory_limit_fails_as_out_of_memory() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let rootfs = probe_rootfs(&env);
     let spec = format!(

@@ -92,6 +92,7 @@ fn assert_context_copied(env: &Env, image: &str, app: &str) {
 
 #[test]
 fn kiln_build_in_the_context_copies_the_contexts_etc_not_the_hosts() {
+    common::require_root!("namespaces, overlayfs");
     // Failed before the fix: the build succeeded with the host's /etc in the image.
     let env = setup();
     env.write(
@@ -104,6 +105,7 @@ fn kiln_build_in_the_context_copies_the_contexts_etc_not_the_hosts() {
 
 #[test]
 fn kiln_build_in_the_context_copies_its_files() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/kiln.yaml", &copy_spec("plain"));
     kiln_ok_in(&env, "ctx", &["build"]);
@@ -112,6 +114,7 @@ fn kiln_build_in_the_context_copies_its_files() {
 
 #[test]
 fn kiln_build_dot_copies_from_the_cwd() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/kiln.yaml", &copy_spec("dot"));
     kiln_ok_in(&env, "ctx", &["build", "."]);
@@ -120,6 +123,7 @@ fn kiln_build_dot_copies_from_the_cwd() {
 
 #[test]
 fn kiln_build_of_a_sibling_dir_copies_from_it() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/kiln.yaml", &copy_spec("sibling"));
     kiln_ok_in(&env, "elsewhere", &["build", "../ctx"]);
@@ -128,6 +132,7 @@ fn kiln_build_of_a_sibling_dir_copies_from_it() {
 
 #[test]
 fn a_relative_spec_file_is_found_from_the_cwd() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("ctx/rel.yaml", &copy_spec("relspec"));
     kiln_ok_in(&env, "ctx", &["build", "-f", "rel.yaml"]);
@@ -136,6 +141,7 @@ fn a_relative_spec_file_is_found_from_the_cwd() {
 
 #[test]
 fn spec_paths_are_relative_to_the_spec_and_the_context_to_the_cwd() {
+    common::require_root!("namespaces, overlayfs");
     // The spec lives away from the context: its own paths (a named context, the rootfs, a
     // secret, a run mount) are taken from its folder; CONTEXT and -f from the cwd.
     let env = setup();
@@ -181,6 +187,7 @@ run:
 
 #[test]
 fn a_named_context_written_relatively_is_the_one_beside_the_spec() {
+    common::require_root!("namespaces, overlayfs");
     // cwd holds a decoy with the same relative name: only the spec's folder counts.
     let env = setup();
     env.write("app/kiln.yaml", "image: named\nfrom: base\ncontexts: { conf: ./conf }\nsteps:\n  - copy: .\n    from: conf\n    to: /conf/\n");
@@ -195,6 +202,7 @@ fn a_named_context_written_relatively_is_the_one_beside_the_spec() {
 
 #[test]
 fn the_context_dir_fd_does_not_reach_run_steps() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write(
         "ctx/kiln.yaml",
@@ -215,7 +223,7 @@ fn the_context_dir_fd_does_not_reach_run_steps() {
 
 #[test]
 fn a_missing_context_is_reported_before_any_step_and_an_unused_one_is_not_opened() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     env.write("spec/kiln.yaml", "image: m\nfrom: scratch\ncontexts: { unused: ./nope, assets: ./gone }\nsteps:\n  - run: [/bin/false]\n  - copy: x\n    to: /x\n");
     let out = kiln_in(&env, "", &["build", "missing", "-f", "spec/kiln.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -291,7 +299,7 @@ fn assert_refused(out: &Output, path: &Path, kind: &str) {
 
 #[test]
 fn a_rootfs_that_is_a_fifo_or_a_device_is_refused_at_once() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let fifo = env.path("rootfs.fifo");
     mkfifo(&fifo);
     for (from, path, kind) in [
@@ -310,7 +318,7 @@ fn a_rootfs_that_is_a_fifo_or_a_device_is_refused_at_once() {
 
 #[test]
 fn kiln_import_of_a_fifo_or_a_device_is_refused_at_once() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let fifo = env.path("rootfs.fifo");
     mkfifo(&fifo);
     for (path, kind) in [
@@ -324,7 +332,7 @@ fn kiln_import_of_a_fifo_or_a_device_is_refused_at_once() {
 
 #[test]
 fn a_secret_source_that_is_a_fifo_is_refused_at_once() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let root = common::busybox_rootfs(&env, "base");
     env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "base"]);
     let fifo = env.path("token");

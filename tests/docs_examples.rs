@@ -106,6 +106,7 @@ fn the_docs_have_examples_and_few_fragments_each_saying_why() {
 
 #[test]
 fn every_yaml_example_in_the_docs_builds() {
+    common::require_root!("namespaces, overlayfs");
     // Failed before: the Stages example had no gcc in its base and never created /out, and
     // the Variable substitution example ran a shell in `scratch`.
     let env = Env::new();

@@ -39,6 +39,7 @@ fn fails(env: &Env, dir: &std::path::Path, args: &[&str], code: i32) -> String {
 
 #[test]
 fn exit_codes_follow_one_rule() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env);
     // 1: bad input of any kind.
@@ -82,7 +83,7 @@ fn exit_codes_follow_one_rule() {
 /// An `image:` or `from:` that is no image reference is a spec error at its value.
 #[test]
 fn invalid_image_references_are_located_spec_errors() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let dir = project(&env);
     std::fs::write(
         dir.join("kiln.yaml"),
@@ -106,7 +107,7 @@ fn invalid_image_references_are_located_spec_errors() {
 /// Every problem of a spec, each with FILE:LINE:COL, then how many.
 #[test]
 fn all_errors_of_a_spec_are_reported_together() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let dir = project(&env);
     std::fs::write(
         dir.join("kiln.yaml"),
@@ -150,7 +151,7 @@ run: { memory: 64X, pids: 0 }
 /// A missing secret file is a located error that says it does not exist.
 #[test]
 fn secret_errors_carry_their_location() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let dir = project(&env);
     std::fs::write(
         dir.join("kiln.yaml"),
@@ -188,7 +189,7 @@ steps:
 /// machine: kiln asks for a destination instead.
 #[test]
 fn push_of_a_local_image_asks_where_to() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let dir = project(&env);
     let err = fails(&env, &dir, &["push", "bb"], 1);
     assert_eq!(
@@ -201,6 +202,7 @@ fn push_of_a_local_image_asks_where_to() {
 /// kiln has no `stop`: the hint names what works.
 #[test]
 fn rm_of_a_running_container_hints_at_what_exists() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env);
     let mut running = env
@@ -234,6 +236,7 @@ fn rm_of_a_running_container_hints_at_what_exists() {
 /// run and build and for the spec's `run:` and `resources:`, those located.
 #[test]
 fn implausible_limits_are_errors_with_a_hint() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env);
     let cpus = std::thread::available_parallelism().unwrap().get();

@@ -159,6 +159,7 @@ fn layer_path(env: &Env, diff_id: &str) -> PathBuf {
 
 #[test]
 fn fsck_is_clean_on_fresh_builds_and_says_so() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     assert_fsck_clean(&env);
@@ -187,6 +188,7 @@ fn fsck_is_clean_on_fresh_builds_and_says_so() {
 
 #[test]
 fn fsck_finds_a_corrupted_blob() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let base_layer = image_content(&env, "a")
@@ -218,6 +220,7 @@ fn fsck_finds_a_corrupted_blob() {
 
 #[test]
 fn fsck_finds_a_missing_layer_dir_and_names_the_image() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let only_b = image_content(&env, "b").minus(&image_content(&env, "a"));
@@ -247,6 +250,7 @@ fn fsck_finds_a_missing_layer_dir_and_names_the_image() {
 
 #[test]
 fn fsck_finds_a_file_with_a_bad_name_and_gc_leaves_it() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let stray = env.root().join("blobs/sha256/notes.txt");
@@ -267,6 +271,7 @@ fn fsck_finds_a_file_with_a_bad_name_and_gc_leaves_it() {
 
 #[test]
 fn staging_left_by_a_dead_kiln_is_reported_by_fsck_and_removed_by_gc() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     // No process has pid i32::MAX - 1 (far above pid_max).
@@ -295,6 +300,7 @@ fn staging_left_by_a_dead_kiln_is_reported_by_fsck_and_removed_by_gc() {
 
 #[test]
 fn gc_after_rmi_removes_exactly_the_images_own_content() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let (removed, _) = gc(&env, &[]);
@@ -327,6 +333,7 @@ fn gc_after_rmi_removes_exactly_the_images_own_content() {
 
 #[test]
 fn gc_keeps_a_build_cache_records_layer_until_gc_cache() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let only_a = image_content(&env, "a").minus(&image_content(&env, "b"));
@@ -376,6 +383,7 @@ fn gc_keeps_a_build_cache_records_layer_until_gc_cache() {
 
 #[test]
 fn gc_keeps_a_stopped_containers_image() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     let a = image_content(&env, "a");
@@ -402,6 +410,7 @@ fn gc_keeps_a_stopped_containers_image() {
 
 #[test]
 fn dry_run_removes_nothing_and_lists_what_gc_then_removes() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     env.kiln_ok(&["rmi", "a"]);
@@ -421,6 +430,7 @@ fn dry_run_removes_nothing_and_lists_what_gc_then_removes() {
 
 #[test]
 fn gc_waits_while_a_writer_holds_a_content_guard() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
     env.kiln_ok(&["rmi", "a"]);
@@ -477,6 +487,7 @@ fn container_cgroup(id: &str) -> PathBuf {
 /// gc removes and counts them, and fsck is clean afterwards.
 #[test]
 fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let root = common::busybox_rootfs(&env, "bb");
     env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);

@@ -56,6 +56,7 @@ fn copied(env: &Env) -> Vec<String> {
 
 #[test]
 fn a_dockerignore_alone_is_used_with_dockers_rules_and_named_first() {
+    common::require_root!("namespaces, overlayfs");
     // Failed before: .dockerignore was not read, so every file was copied.
     let env = setup();
     env.write(
@@ -83,6 +84,7 @@ fn a_dockerignore_alone_is_used_with_dockers_rules_and_named_first() {
 
 #[test]
 fn a_kilnignore_beside_a_dockerignore_wins_and_containerignore_comes_next() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     env.write("project/.dockerignore", "secret.txt\n");
     env.write("project/.kilnignore", "secret.txt\ndocs/\n");

@@ -89,6 +89,7 @@ echo last line"#;
 
 #[test]
 fn carriage_return_progress_leaves_every_line_once_and_no_spinner() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env, PROGRESS_SCRIPT);
     let (code, screen) = on_terminal(&env, &dir, &["build"]);
@@ -140,6 +141,7 @@ fn carriage_return_progress_leaves_every_line_once_and_no_spinner() {
 /// A failing step on a terminal leaves no spinner behind either.
 #[test]
 fn a_failing_step_on_a_terminal_leaves_its_output_and_no_spinner() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env, "printf 'fetching 1\\r'; sleep 0.3; printf 'fetching 2\\r'; sleep 0.3\necho broken >&2\nexit 4");
     let (code, screen) = on_terminal(&env, &dir, &["build"]);
@@ -172,6 +174,7 @@ const FAILING_SCRIPT: &str =
 
 #[test]
 fn quiet_build_shows_the_failing_steps_last_lines_on_stderr() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env, FAILING_SCRIPT);
     let out = env
@@ -213,6 +216,7 @@ fn quiet_build_shows_the_failing_steps_last_lines_on_stderr() {
 
 #[test]
 fn json_build_puts_the_failing_steps_last_lines_in_the_error_object() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env, FAILING_SCRIPT);
     let out = env
@@ -245,6 +249,7 @@ fn json_build_puts_the_failing_steps_last_lines_in_the_error_object() {
 
 #[test]
 fn images_and_ps_quiet_print_only_ids_and_build_arg_is_an_alias() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let dir = project(&env, "echo ${GREETING} > /greeting");
     let spec = std::fs::read_to_string(dir.join("kiln.yaml")).unwrap();

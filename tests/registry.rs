@@ -163,6 +163,7 @@ fn digest_line(out: &str) -> String {
 
 #[test]
 fn push_pull_run_and_repush_against_docker_registry() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
@@ -237,6 +238,7 @@ fn push_pull_run_and_repush_against_docker_registry() {
 
 #[test]
 fn a_build_pulls_its_from_image_when_the_store_lacks_it() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
     build_busybox(&env);
@@ -260,6 +262,7 @@ fn a_build_pulls_its_from_image_when_the_store_lacks_it() {
 
 #[test]
 fn kiln_pulls_what_skopeo_pushed_from_an_oci_layout() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
@@ -289,6 +292,7 @@ fn mock(auth: AuthMode) -> Server {
 
 #[test]
 fn basic_auth_login_push_and_wrong_password() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::Basic);
     let config = env.path("docker");
@@ -335,7 +339,7 @@ fn basic_auth_login_push_and_wrong_password() {
 #[test]
 fn a_wrong_login_password_is_invalid_username_or_password() {
     for auth in [AuthMode::Basic, AuthMode::Token] {
-        let env = Env::new();
+        let env = Env::unprivileged();
         let server = mock(auth);
         let config = env.path("docker");
         let wrong = login_alice(&env, &server, "not-the-password\n", &config);
@@ -359,6 +363,7 @@ fn a_wrong_login_password_is_invalid_username_or_password() {
 
 #[test]
 fn bearer_token_flow_and_faults() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::Token);
     let config = env.path("docker");
@@ -423,6 +428,7 @@ fn bearer_token_flow_and_faults() {
 
 #[test]
 fn a_blob_download_cut_by_a_reset_resumes_with_a_range() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::None);
     let built = build_busybox(&env);
@@ -472,6 +478,7 @@ fn a_blob_download_cut_by_a_reset_resumes_with_a_range() {
 
 #[test]
 fn a_blob_known_in_another_repository_is_mounted_not_uploaded() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
     build_busybox(&env);
@@ -511,6 +518,7 @@ fn a_blob_known_in_another_repository_is_mounted_not_uploaded() {
 
 #[test]
 fn a_declined_mount_falls_back_to_an_upload() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::None);
     let none = env.path("none");
@@ -576,6 +584,7 @@ fn host_and_other_arch() -> (&'static str, &'static str) {
 
 #[test]
 fn a_multi_arch_index_pushed_by_skopeo_resolves_to_the_host_platform() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
@@ -683,6 +692,7 @@ fn a_multi_arch_index_pushed_by_skopeo_resolves_to_the_host_platform() {
 
 #[test]
 fn kiln_pulls_and_runs_an_image_made_by_umoci() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     require("umoci", "umoci");
     let env = Env::new();
@@ -752,6 +762,7 @@ fn listing(root: &Path) -> Vec<String> {
 
 #[test]
 fn a_corrupted_blob_is_refused_and_leaves_the_store_as_it_was() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::None);
     let none = env.path("none");
@@ -811,6 +822,7 @@ fn build_big(env: &Env) -> String {
 
 #[test]
 fn an_interrupted_upload_resumes_where_the_registry_stopped() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::None);
     let none = env.path("none");
@@ -863,6 +875,7 @@ fn an_interrupted_upload_resumes_where_the_registry_stopped() {
 
 #[test]
 fn a_large_blob_goes_up_in_a_session_that_docker_registry_accepts() {
+    common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
     let env = Env::new();
     let registry = Registry::start(env.dir.path());
@@ -889,6 +902,7 @@ fn a_large_blob_goes_up_in_a_session_that_docker_registry_accepts() {
 
 #[test]
 fn a_mount_asks_the_token_service_for_the_source_repository_too() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::Token);
     let config = env.path("docker");
@@ -938,6 +952,7 @@ fn a_mount_asks_the_token_service_for_the_source_repository_too() {
 
 #[test]
 fn insecure_registries_come_from_the_config_file_too() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let server = mock(AuthMode::None);
     let none = env.path("none");

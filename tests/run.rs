@@ -61,6 +61,7 @@ fn caps(status: &str) -> [u64; 5] {
 
 #[test]
 fn capability_sets_are_exact() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     // --privileged gives every capability kiln itself holds (a sandboxed root may lack some).
@@ -99,6 +100,7 @@ fn capability_sets_are_exact() {
 
 #[test]
 fn limits_are_enforced_and_reported() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     // A memory hog: tail buffers an endless line until the limit stops it.
@@ -119,6 +121,7 @@ fn limits_are_enforced_and_reported() {
 
 #[test]
 fn the_container_sees_only_what_it_should() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     let (code, out, err) = kiln_run(&env, &["bb", "ls", "/proc/self/fd"]);
@@ -159,6 +162,7 @@ fn the_container_sees_only_what_it_should() {
 
 #[test]
 fn exit_codes_and_signals_propagate() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     assert_eq!(kiln_run(&env, &["bb", "sh", "-c", "exit 7"]).0, 7);
@@ -174,6 +178,7 @@ fn exit_codes_and_signals_propagate() {
 
 #[test]
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     let before = common::kiln_mounts(&env);
@@ -205,6 +210,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
 
 #[test]
 fn kept_containers_are_listed_and_removed() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     env.kiln_ok(&["run", "--name", "kept", "bb", "true"]);
@@ -218,6 +224,7 @@ fn kept_containers_are_listed_and_removed() {
 
 #[test]
 fn many_run_rm_cycles_leave_nothing_behind() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     let before = common::kiln_mounts(&env);
@@ -254,6 +261,7 @@ fn many_run_rm_cycles_leave_nothing_behind() {
 
 #[test]
 fn runc_runs_a_bundle_with_the_same_capabilities() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     require("runc", "runc");
     let env = Env::new();
     busybox_image(&env);
@@ -300,6 +308,7 @@ fn runc_runs_a_bundle_with_the_same_capabilities() {
 /// init is not dumpable, so the container's root cannot open it (nor `/proc/1/mem`).
 #[test]
 fn the_container_cannot_open_kilns_binary_through_its_init() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     // `head -c 0` only opens the file; opening needs the access a dumpable init would give.
@@ -328,6 +337,7 @@ fn the_container_cannot_open_kilns_binary_through_its_init() {
 /// mount one (no CAP_SYS_ADMIN; seccomp and the mount namespace's locked mounts besides).
 #[test]
 fn the_container_has_no_cgroupfs_and_cannot_mount_one() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
     let probe = "grep -c cgroup /proc/self/mounts; \

@@ -51,6 +51,7 @@ fn build(env: &Env) {
 
 #[test]
 fn unreadable_run_settings_stop_run_bundle_and_inspect_with_the_remedy() {
+    common::require_root!("namespaces, overlayfs, cgroups");
     // Failed before: the broken settings read as none, so `kiln run` started the
     // container without the memory limit and with Docker's capabilities, exit 0.
     let env = Env::new();

@@ -16,7 +16,7 @@ const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/var/www:/b
 /// A store with a busybox image `base` (root, and `www` whose home is /var/www) and an
 /// empty project folder `proj`.
 fn setup() -> Env {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let rootfs = common::busybox_rootfs(&env, "rootfs");
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(rootfs.join("etc/passwd"), PASSWD).unwrap();
@@ -81,6 +81,7 @@ fn step_line(progress: &str, n: usize, total: usize) -> String {
 
 #[test]
 fn a_failing_command_stops_a_run_block() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let spec = "from: base\nsteps:\n  - run: |\n      echo before\n      false\n      echo after\n";
     let out = build(&env, spec, &[]);
@@ -92,6 +93,7 @@ fn a_failing_command_stops_a_run_block() {
 
 #[test]
 fn a_step_shell_without_e_runs_on_after_a_failure() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let spec = "image: lenient\nfrom: base\nsteps:\n  - run: |\n      echo before\n      false\n      echo after > /after\n    shell: [/bin/sh, -c]\n";
     build_ok(&env, spec, &[]);
@@ -101,6 +103,7 @@ fn a_step_shell_without_e_runs_on_after_a_failure() {
 
 #[test]
 fn the_spec_and_a_stage_set_the_shell() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     // pipefail makes a failing pipeline fail the step, which plain `sh -e` does not.
     let strict =
@@ -133,6 +136,7 @@ stages:
 
 #[test]
 fn run_text_is_expanded_by_the_shell() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let spec = "from: base\nenv: { GREETING: hi }\nsteps:\n  - run: echo \"${HOME} $$ ${X:-dflt} ${GREETING}\"\n";
     let progress = build_ok(&env, spec, &[]);
@@ -149,6 +153,7 @@ fn run_text_is_expanded_by_the_shell() {
 
 #[test]
 fn args_named_in_run_text_are_in_the_environment_and_the_key() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let spec = r#"image: args
 from: base
@@ -201,6 +206,7 @@ const DOCKER_VARS: &str = "env | grep -E '^(HOME|HOSTNAME|TERM)=' | sort";
 
 #[test]
 fn steps_get_home_and_hostname() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let spec = format!(
         r#"from: base
@@ -241,6 +247,7 @@ fn container_vars(env: &Env, flags: &[&str]) -> String {
 
 #[test]
 fn containers_get_home_and_hostname() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     let root = container_vars(&env, &[]);
     let hostname = root.split(' ').next().unwrap();
@@ -293,6 +300,7 @@ fn run_on_a_terminal(env: &Env, flags: &[&str]) -> String {
 
 #[test]
 fn a_terminal_sets_term() {
+    common::require_root!("namespaces, overlayfs");
     let env = setup();
     assert_eq!(
         run_on_a_terminal(&env, &[]),

@@ -6,7 +6,7 @@ mod common;
 use common::{text, Env};
 
 fn build_error(spec: &str) -> String {
-    let env = Env::new();
+    let env = Env::unprivileged();
     env.write("kiln.yaml", spec);
     let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -96,7 +96,7 @@ fn each_kind_of_spec_error_is_located() {
 
 #[test]
 fn unknown_build_arg_is_an_error() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     env.write("kiln.yaml", "from: scratch\nargs: { A: x }\n");
     let out = env.kiln(&[
         "build",
@@ -116,7 +116,7 @@ fn unknown_build_arg_is_an_error() {
 
 #[test]
 fn missing_spec_file_is_a_clear_error() {
-    let env = Env::new();
+    let env = Env::unprivileged();
     let out = env.kiln(&["build", env.dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

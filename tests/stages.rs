@@ -33,6 +33,7 @@ config:
 
 #[test]
 fn a_builder_stage_compiles_a_static_binary_for_a_scratch_image() {
+    common::require_root!("namespaces, overlayfs");
     require("mmdebstrap", "mmdebstrap");
     let env = Env::new();
     let tarball = env.path("debian.tar");
@@ -94,6 +95,7 @@ stages:
 
 #[test]
 fn independent_stages_build_in_parallel_and_unused_ones_not_at_all() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let rootfs = common::busybox_rootfs(&env, "rootfs");
     env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
@@ -120,6 +122,7 @@ fn independent_stages_build_in_parallel_and_unused_ones_not_at_all() {
 
 #[test]
 fn target_builds_a_named_stage_and_plan_names_stages() {
+    common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     let rootfs = common::busybox_rootfs(&env, "rootfs");
     env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
@@ -200,6 +203,7 @@ fn step_line<'a>(stderr: &'a str, title: &str) -> &'a str {
 
 #[test]
 fn a_rebuilt_stage_with_the_same_copied_file_keeps_the_copy_cached() {
+    common::require_root!("namespaces, overlayfs");
     // Failed before: the copy was keyed on the stage's layers, so it reran with
     // "copy: source changed" whenever the stage was rebuilt.
     let env = Env::new();
@@ -256,6 +260,7 @@ stages:
 
 #[test]
 fn plan_of_an_unbuilt_multi_stage_spec_lists_what_would_run_and_what_uses_it() {
+    common::require_root!("namespaces, overlayfs");
     // Failed before: "stage \"build\" has not been built", exit 1.
     let env = Env::new();
     let rootfs = common::busybox_rootfs(&env, "rootfs");

@@ -420,6 +420,7 @@ mod tests {
 
     #[test]
     fn applied_sets_are_exactly_what_proc_shows() {
+        require_root!("capabilities");
         let plan = CapsPlan::new(CapabilitySet::default());
         assert_eq!(
             status_after(plan, 0),

@@ -151,6 +151,7 @@ const STATUS_SCRIPT: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/sta
 
 #[test]
 fn default_capabilities_no_new_privs_and_seccomp_are_exact() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh(STATUS_SCRIPT);
     assert!(out.status().success(), "{}", out.log);
@@ -164,6 +165,7 @@ fn default_capabilities_no_new_privs_and_seccomp_are_exact() {
 
 #[test]
 fn drop_all_add_one_gives_exactly_that_one() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec(STATUS_SCRIPT);
     spec.confinement.capabilities =
@@ -178,6 +180,7 @@ fn drop_all_add_one_gives_exactly_that_one() {
 
 #[test]
 fn privileged_has_every_capability() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec(STATUS_SCRIPT);
     spec.confinement.capabilities = CapabilitySet::resolve(&[], &[], true).unwrap();
@@ -198,6 +201,7 @@ fn privileged_has_every_capability() {
 
 #[test]
 fn a_non_root_user_has_no_capabilities_unless_ambient() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec(&format!("id -u; {STATUS_SCRIPT}"));
     (spec.process.uid, spec.process.gid) = (1000, 1000);
@@ -221,6 +225,7 @@ fn a_non_root_user_has_no_capabilities_unless_ambient() {
 
 #[test]
 fn seccomp_blocks_mount_and_namespaces_even_for_root() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec =
         fx.spec("mkdir /m; mount -t tmpfs x /m; echo mount=$?; unshare -n true; echo unshare=$?");
@@ -240,6 +245,7 @@ fn seccomp_blocks_mount_and_namespaces_even_for_root() {
 
 #[test]
 fn a_memory_hog_is_oom_killed_and_reported() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec("a=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived ${#a}");
     spec.confinement.resources.memory = Some(32 << 20);
@@ -258,6 +264,7 @@ fn a_memory_hog_is_oom_killed_and_reported() {
 
 #[test]
 fn a_fork_loop_stops_at_the_pids_limit() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // ash gives up at the first failed fork; /out/count holds how many sleeps started.
     let mut spec =
@@ -278,6 +285,7 @@ fn a_fork_loop_stops_at_the_pids_limit() {
 
 #[test]
 fn the_cpu_limit_is_written() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec("cat /proc/self/cgroup");
     spec.confinement.resources.cpus = Some(0.5);
@@ -292,6 +300,7 @@ fn the_cpu_limit_is_written() {
 
 #[test]
 fn only_fds_0_to_2_reach_the_command() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // A fd kiln leaks by mistake (no O_CLOEXEC) must not reach the container.
     // SAFETY: a plain open of a NUL-terminated path.
@@ -306,6 +315,7 @@ fn only_fds_0_to_2_reach_the_command() {
 
 #[test]
 fn masked_paths_are_empty_and_read_only_paths_refuse_writes() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // This kernel has no /proc/kcore or /proc/sched_debug; these masked paths exist.
     let out = fx.run_sh(
@@ -348,6 +358,7 @@ fn masked_paths_are_empty_and_read_only_paths_refuse_writes() {
 
 #[test]
 fn hostname_and_etc_files_are_kilns_and_image_symlinks_are_not_followed() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh(
         "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf /tmp/resolv-target; \
@@ -368,6 +379,7 @@ fn hostname_and_etc_files_are_kilns_and_image_symlinks_are_not_followed() {
 
 #[test]
 fn network_none_has_only_loopback_and_host_shares_the_hosts() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh("ls /sys/class/net; cat /sys/class/net/lo/flags");
     assert_eq!(out.log, "lo\n0x9\n");
@@ -380,6 +392,7 @@ fn network_none_has_only_loopback_and_host_shares_the_hosts() {
 
 #[test]
 fn read_only_root_refuses_writes_outside_tmpfs_and_writable_binds() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec(
         "touch /x || echo root-ro; touch /tmp/x || echo tmp-ro; touch /scratch/x && echo tmpfs-rw; \
@@ -410,6 +423,7 @@ fn read_only_root_refuses_writes_outside_tmpfs_and_writable_binds() {
 
 #[test]
 fn mount_targets_are_created_inside_the_root_through_image_symlinks() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let layer = fx.layers_dir().join("links");
     fs::create_dir_all(&layer).unwrap();
@@ -435,6 +449,7 @@ fn mount_targets_are_created_inside_the_root_through_image_symlinks() {
 
 #[test]
 fn exit_codes_and_signals_propagate() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     assert_eq!(fx.run_sh("exit 3").status(), ExitStatus::Exited(3));
     assert_eq!(fx.run_sh("kill -9 $$").status(), ExitStatus::Signaled(9));
@@ -445,6 +460,7 @@ fn exit_codes_and_signals_propagate() {
 
 #[test]
 fn signals_sent_to_the_container_reach_the_command_through_the_init() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let spec = fx.spec("echo started; exec sleep 100");
     let running = start_container(&spec).unwrap();
@@ -461,6 +477,7 @@ fn signals_sent_to_the_container_reach_the_command_through_the_init() {
 
 #[test]
 fn orphans_are_reaped_by_the_init() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh(
         "(sleep 0.2 &); sleep 1; echo $$; cat /proc/[0-9]*/stat | cut -d' ' -f3 | sort | uniq -c",
@@ -472,6 +489,7 @@ fn orphans_are_reaped_by_the_init() {
 
 #[test]
 fn the_workdir_is_created_and_entered() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec("pwd");
     spec.process.cwd = "/srv/./app/".into();
@@ -481,6 +499,7 @@ fn the_workdir_is_created_and_entered() {
 
 #[test]
 fn setup_errors_leave_nothing_behind() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec("true");
     spec.process.argv = vec!["no-such-command".into()];
@@ -503,6 +522,7 @@ fn setup_errors_leave_nothing_behind() {
 
 #[test]
 fn a_pty_is_the_controlling_terminal() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut spec = fx.spec("");
     spec.process.argv[2] = "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty > /out/log; \
@@ -518,6 +538,7 @@ fn a_pty_is_the_controlling_terminal() {
 
 #[test]
 fn fifty_runs_leave_no_mounts_or_cgroups() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut spec = fx.spec("true");
@@ -534,6 +555,7 @@ fn fifty_runs_leave_no_mounts_or_cgroups() {
 
 #[test]
 fn a_container_mounts_five_hundred_lowers_and_the_top_most_wins() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // 499 image layers plus the container's init layer: overlayfs's limit of 500 lowers.
     let mut spec = fx.spec("cat /n /bottom-only");

@@ -79,6 +79,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn a_cache_written_by_a_step_persists_and_its_missing_parents_leave_the_upper() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("pkg");
     let script = "echo run >> /var/cache/pkg/log; wc -l < /var/cache/pkg/log > /seen";
@@ -97,6 +98,7 @@ fn a_cache_written_by_a_step_persists_and_its_missing_parents_leave_the_upper() 
 
 #[test]
 fn a_cache_whose_parents_exist_in_the_image_leaves_no_copied_up_dirs() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     fx.layer_with_dirs("var", &["var/cache/other"]);
     let cache_dir = fx.cache_dir("pkg");
@@ -124,6 +126,7 @@ fn a_cache_whose_parents_exist_in_the_image_leaves_no_copied_up_dirs() {
 
 #[test]
 fn what_a_step_writes_beside_a_mount_point_stays_and_the_mount_point_goes() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("pip");
     let out = fx.run_with(
@@ -148,6 +151,7 @@ fn what_a_step_writes_beside_a_mount_point_stays_and_the_mount_point_goes() {
 
 #[test]
 fn a_secret_is_a_0400_file_of_the_step_user_readable_by_it_only() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let etc = fx.layer("users");
     fs::create_dir_all(etc.join("etc")).unwrap();
@@ -198,6 +202,7 @@ fn a_secret_is_a_0400_file_of_the_step_user_readable_by_it_only() {
 
 #[test]
 fn a_secret_target_through_an_image_symlink_lands_inside_the_root() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let layer = fx.layer("run-link");
     fs::create_dir_all(layer.join("var/run")).unwrap();
@@ -226,6 +231,7 @@ fn a_secret_target_through_an_image_symlink_lands_inside_the_root() {
 
 #[test]
 fn image_symlinks_cannot_take_a_target_out_of_the_root() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let victim = fx.tmp.path().join("victim");
     fs::create_dir(&victim).unwrap();
@@ -289,6 +295,7 @@ fn image_symlinks_cannot_take_a_target_out_of_the_root() {
 
 #[test]
 fn unusable_targets_are_clear_errors_and_leave_nothing_in_the_upper() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("c");
     let out = fx.run_with(
@@ -328,6 +335,7 @@ fn unusable_targets_are_clear_errors_and_leave_nothing_in_the_upper() {
 
 #[test]
 fn cache_sources_must_be_root_owned_dirs_and_not_symlinks() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let real = fx.cache_dir("real");
     let link = fx.tmp.path().join("caches/link");
@@ -370,6 +378,7 @@ fn cache_sources_must_be_root_owned_dirs_and_not_symlinks() {
 
 #[test]
 fn oversized_secrets_and_nested_targets_are_refused_before_anything_runs() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let big = StepMount::Secret {
         content: vec![b'x'; MAX_SECRET_BYTES + 1].into(),
@@ -404,6 +413,7 @@ fn oversized_secrets_and_nested_targets_are_refused_before_anything_runs() {
 
 #[test]
 fn two_steps_share_one_cache_dir_at_the_same_time() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("shared");
     // Each step waits (up to 60 s, for a loaded machine) until it sees the other's file: both
@@ -446,6 +456,7 @@ fn two_steps_share_one_cache_dir_at_the_same_time() {
 
 #[test]
 fn symlinks_a_step_leaves_in_a_shared_cache_resolve_inside_the_next_steps_root() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("shared");
     let victim = fx.tmp.path().join("victim");
@@ -481,6 +492,7 @@ fn symlinks_a_step_leaves_in_a_shared_cache_resolve_inside_the_next_steps_root()
 
 #[test]
 fn step_mounts_leave_no_mounts_on_the_host() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let cache_dir = fx.cache_dir("c");
@@ -496,6 +508,7 @@ fn step_mounts_leave_no_mounts_on_the_host() {
 
 #[test]
 fn a_failing_step_leaves_no_mount_points_either() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let cache_dir = fx.cache_dir("c");
     let out = fx.run_with(
@@ -513,6 +526,7 @@ fn a_failing_step_leaves_no_mount_points_either() {
 
 #[test]
 fn a_target_made_over_a_whiteout_stays_so_the_deleted_dir_stays_deleted() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let layer = fx.layer("with-run");
     fs::create_dir_all(layer.join("run")).unwrap();

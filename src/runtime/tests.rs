@@ -207,6 +207,7 @@ pub(super) fn kill9(pid: i32) {
 
 #[test]
 fn a_step_leaves_exactly_its_change_in_the_upper_dir() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh("echo hi > /x");
     assert_eq!(out.ok(), ExitStatus::Exited(0), "stderr: {}", out.stderr);
@@ -223,6 +224,7 @@ fn a_step_leaves_exactly_its_change_in_the_upper_dir() {
 
 #[test]
 fn stdout_and_stderr_go_to_the_given_fds() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh("echo to-out; echo to-err >&2; read line; echo \"stdin:[$line]\"");
     assert!(out.ok().success());
@@ -232,6 +234,7 @@ fn stdout_and_stderr_go_to_the_given_fds() {
 
 #[test]
 fn exit_codes_are_propagated() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let status = fx.run_sh("exit 3").ok();
     assert_eq!(status, ExitStatus::Exited(3));
@@ -240,6 +243,7 @@ fn exit_codes_are_propagated() {
 
 #[test]
 fn a_step_killed_by_a_signal_reports_it() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let argv = ["sleep", "987001"];
     let sb = fx.sandbox(&["base"], &argv);
@@ -252,6 +256,7 @@ fn a_step_killed_by_a_signal_reports_it() {
 
 #[test]
 fn only_stdio_fds_reach_the_step() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // An fd kiln leaks by mistake (no O_CLOEXEC) must still not reach the step.
     // SAFETY: a plain open of a NUL-terminated path.
@@ -281,6 +286,7 @@ fn only_stdio_fds_reach_the_step() {
 
 #[test]
 fn the_step_is_pid_1_with_its_own_hostname_proc_and_dev() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh(
         "echo pid=$$; hostname; ls /proc/self/status; echo /proc/[0-9]*; \
@@ -305,6 +311,7 @@ fn the_step_is_pid_1_with_its_own_hostname_proc_and_dev() {
 
 #[test]
 fn network_none_has_only_loopback_and_it_is_up() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run_sh("ls /sys/class/net; cat /sys/class/net/lo/flags; touch /sys/x || echo ro");
     assert!(out.ok().success(), "stderr: {}", out.stderr);
@@ -314,6 +321,7 @@ fn network_none_has_only_loopback_and_it_is_up() {
 
 #[test]
 fn host_network_binds_host_etc_files_over_regular_files_only() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sh("cat /etc/hosts; echo x >> /etc/hosts || echo ro; cat /etc/resolv.conf");
     sb.process.network = NetworkMode::Host;
@@ -331,6 +339,7 @@ fn host_network_binds_host_etc_files_over_regular_files_only() {
 
 #[test]
 fn the_workdir_is_created_and_entered() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sh("pwd; echo data > file");
     sb.process.cwd = "/srv/./app/".into();
@@ -346,6 +355,7 @@ fn the_workdir_is_created_and_entered() {
 
 #[test]
 fn a_workdir_that_is_a_file_is_a_setup_error() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sh("true");
     sb.process.cwd = "/etc/hosts".into();
@@ -361,6 +371,7 @@ fn a_workdir_that_is_a_file_is_a_setup_error() {
 
 #[test]
 fn user_group_and_supplementary_groups_are_applied() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sh("id -u; id -g; id -G; ls / > /dev/null && echo can-list-root");
     (sb.process.uid, sb.process.gid, sb.process.groups) = (1000, 1001, vec![1001, 27]);
@@ -371,6 +382,7 @@ fn user_group_and_supplementary_groups_are_applied() {
 
 #[test]
 fn the_upper_root_takes_the_top_layers_root_mode() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let sb = fx.sh("true");
     fs::set_permissions(&sb.overlay.upper, fs::Permissions::from_mode(0o700)).unwrap();
@@ -384,6 +396,7 @@ fn the_upper_root_takes_the_top_layers_root_mode() {
 
 #[test]
 fn missing_commands_are_reported_with_shell_exit_codes() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run(fx.sandbox(&["base"], &["no-such-command"]));
     assert!(
@@ -423,6 +436,7 @@ fn missing_commands_are_reported_with_shell_exit_codes() {
 
 #[test]
 fn commands_are_searched_in_the_steps_path() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sandbox(&["base"], &["echo", "found"]);
     sb.process.env = vec!["PATH=/nonexistent:/etc/hosts:/bin".into()];
@@ -433,6 +447,7 @@ fn commands_are_searched_in_the_steps_path() {
 
 #[test]
 fn nothing_stays_mounted_on_the_host() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let before = host_mounts();
     assert!(fx.run_sh("echo hi > /x").ok().success());
@@ -445,6 +460,7 @@ fn nothing_stays_mounted_on_the_host() {
 
 #[test]
 fn sixty_layers_mount_and_the_top_most_wins() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // Real store names are 64 hex digits; 59 of them plus the base layer.
     let names: Vec<String> = (0..59).map(|i| format!("{i:064x}")).collect();
@@ -476,6 +492,7 @@ fn numbered_layers(fx: &Fixture, count: usize) -> Vec<String> {
 
 #[test]
 fn five_hundred_lowers_mount_for_a_step_and_the_top_most_wins() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     // 499 image layers (the busybox base last) plus the step's init layer: overlayfs's
     // limit of 500 lowers, far past what one page of mount options holds.
@@ -492,6 +509,7 @@ fn five_hundred_lowers_mount_for_a_step_and_the_top_most_wins() {
 
 #[test]
 fn five_hundred_layers_mount_with_overlay_and_the_top_most_wins() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let names = numbered_layers(&fx, 500);
     let lowers: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -507,6 +525,7 @@ fn five_hundred_layers_mount_with_overlay_and_the_top_most_wins() {
 
 #[test]
 fn more_layers_than_overlayfs_stacks_is_a_clear_error() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let names = numbered_layers(&fx, 1000);
     let lowers: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -553,6 +572,7 @@ fn legacy_mount_options_over_one_page_are_a_clear_error() {
 
 #[test]
 fn missing_and_malformed_layers_are_rejected_before_mounting() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let out = fx.run(fx.sandbox(&["nope", "base"], &["/bin/true"]));
     assert!(matches!(out.err(), RuntimeError::MissingLayer(p) if p.ends_with("nope")));
@@ -562,6 +582,7 @@ fn missing_and_malformed_layers_are_rejected_before_mounting() {
 
 #[test]
 fn image_symlinks_at_mount_points_are_shadowed_not_followed() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let evil = fx.layer("evil");
     symlink("/etc", evil.join("proc")).unwrap();
@@ -576,6 +597,7 @@ fn image_symlinks_at_mount_points_are_shadowed_not_followed() {
 
 #[test]
 fn a_symlink_in_the_upper_dir_at_a_mount_point_is_refused() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let sb = fx.sh("true");
     symlink("/etc", sb.overlay.upper.join("dev")).unwrap();
@@ -589,6 +611,7 @@ fn a_symlink_in_the_upper_dir_at_a_mount_point_is_refused() {
 
 #[test]
 fn with_overlay_mounts_only_in_its_own_thread() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let ov = fx.overlay(&["base"]);
     let before = host_mounts();
@@ -617,6 +640,7 @@ fn with_overlay_mounts_only_in_its_own_thread() {
 
 #[test]
 fn a_read_only_overlay_reads_the_image_and_writes_nothing() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     for layers in [&["base"][..], &[]] {
         let ov = fx.overlay(layers);
@@ -637,6 +661,7 @@ fn a_read_only_overlay_reads_the_image_and_writes_nothing() {
 /// Kernels before 6.8 mount with an option string: read-only there too.
 #[test]
 fn a_read_only_overlay_from_legacy_options_is_read_only() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let ov = fx.overlay(&["base"]);
     let mut plan = ov.prepare(overlay::InitLayer::OnlyIfNoLowers).unwrap();
@@ -653,6 +678,7 @@ fn a_read_only_overlay_from_legacy_options_is_read_only() {
 
 #[test]
 fn with_overlay_works_without_layers() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let ov = fx.overlay(&[]);
     let listing = with_overlay(&ov, |root| {
@@ -668,6 +694,7 @@ fn with_overlay_works_without_layers() {
 
 #[test]
 fn steps_run_concurrently_from_many_threads() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
@@ -688,6 +715,7 @@ fn steps_run_concurrently_from_many_threads() {
 
 #[test]
 fn output_can_be_streamed_through_one_pipe() {
+    require_root!("namespaces, overlayfs, cgroups");
     let fx = Fixture::new();
     let mut sb = fx.sh("echo one; echo two >&2; echo three");
     let (read_end, write_end) = nix::unistd::pipe().unwrap();

@@ -1,7 +1,10 @@
-//! Shared helpers for kiln's integration tests: they run the real binary, as root, against
-//! a private store in a temp dir.
+//! Shared helpers for kiln's integration tests: they run the real binary against a private
+//! store in a temp dir, as root, except for the root-free tier: tests that need root start
+//! with `require_root!`, which in a run as another user with `KILN_TEST_UNPRIVILEGED=1`
+//! prints `skipped (needs root: …): NAME` to stderr and returns (and fails without it).
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,11 +14,17 @@ pub struct Env {
 }
 
 impl Env {
+    /// The env of a test that needs root (it calls `require_root!` first).
     pub fn new() -> Env {
         assert!(
             nix_is_root(),
-            "kiln's integration tests need root (namespaces, overlayfs)"
+            "this test needs root (namespaces, overlayfs): start it with `require_root!`"
         );
+        Env::unprivileged()
+    }
+
+    /// The env of a test of the root-free tier: kiln runs as whoever runs the tests.
+    pub fn unprivileged() -> Env {
         Env {
             dir: tempfile::Builder::new()
                 .prefix("kiln-test")
@@ -88,6 +97,43 @@ pub fn text(out: &Output) -> String {
 fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The variable that selects the root-free tier.
+pub const UNPRIVILEGED_VAR: &str = "KILN_TEST_UNPRIVILEGED";
+
+/// Whether a test that needs root for `why` may run: true as root; false (after printing
+/// the skip line) in the root-free tier; a panic otherwise, so no run skips silently.
+pub fn privileged(why: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_owned();
+    let name = format!("{}::{test}", env!("CARGO_CRATE_NAME"));
+    if std::env::var_os(UNPRIVILEGED_VAR).is_some_and(|v| v == "1") {
+        // Straight to the process's stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(std::io::stderr(), "skipped (needs root: {why}): {name}");
+        return false;
+    }
+    panic!(
+        "{name} needs root ({why}): run the tests as root (tests/run.sh), or set \
+         {UNPRIVILEGED_VAR}=1 to run only the root-free tier and list the rest as skipped"
+    );
+}
+
+/// First statement of a test that needs root: returns from it in the root-free tier.
+#[allow(unused_macros)] // spec_errors has no privileged test
+macro_rules! require_root {
+    ($why:expr) => {
+        if !$crate::common::privileged($why) {
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use require_root;
 
 /// Fails (never skips) when a peer tool is missing, saying what to install.
 pub fn require(tool: &str, package: &str) {

@@ -46,6 +46,7 @@ fn noisy(len: usize) -> Vec<u8> {
 
 #[test]
 fn digests_match_the_streams_for_both_compressions() {
+    require_root!("chown, mknod");
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -104,6 +105,7 @@ fn zstd_output_does_not_depend_on_the_worker_count() {
 
 #[test]
 fn trailing_bytes_count_in_the_diff_id_and_media_types_are_checked() {
+    require_root!("chown, mknod");
     let tmp = tempfile::tempdir().unwrap();
     let mut tar = super::hostile::TarBuilder::default()
         .file("x", b"1")

@@ -63,6 +63,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn a_file_goes_into_a_directory_or_becomes_the_destination() {
+    require_root!("chown, mknod");
     let s = setup();
     copy(&s, &["app.conf"], "/etc/app/", &CopyOptions::default()).unwrap();
     assert_eq!(fs::read(s.root.join("etc/app/app.conf")).unwrap(), b"conf");
@@ -79,6 +80,7 @@ fn a_file_goes_into_a_directory_or_becomes_the_destination() {
 
 #[test]
 fn a_directory_has_its_content_copied() {
+    require_root!("chown, mknod");
     let s = setup();
     let stats = copy(&s, &["site"], "/srv/www", &CopyOptions::default()).unwrap();
     assert_eq!(
@@ -102,6 +104,7 @@ fn a_directory_has_its_content_copied() {
 
 #[test]
 fn mode_and_owner_are_applied_to_everything() {
+    require_root!("chown, mknod");
     let s = setup();
     let opts = CopyOptions {
         mode: Some(0o700),
@@ -159,6 +162,7 @@ fn sources_outside_the_context_are_refused() {
 
 #[test]
 fn destinations_through_image_symlinks_stay_in_the_root() {
+    require_root!("chown, mknod");
     let s = setup();
     fs::create_dir_all(s.root.join("usr/bin")).unwrap();
     symlink("/usr/bin", s.root.join("bin")).unwrap();
@@ -180,6 +184,7 @@ fn destinations_through_image_symlinks_stay_in_the_root() {
 
 #[test]
 fn modes_follow_the_exec_bit_unless_declared() {
+    require_root!("chown, mknod");
     let s = setup();
     let site = s.ctx.join("site");
     fs::set_permissions(&site, fs::Permissions::from_mode(0o777)).unwrap();
@@ -257,6 +262,7 @@ fn tree(dir: &Path) -> Vec<String> {
 
 #[test]
 fn kilnignore_leaves_paths_out_and_refuses_them_by_name() {
+    require_root!("chown, mknod");
     let s = setup();
     fs::write(
         s.ctx.join(".kilnignore"),
@@ -297,6 +303,7 @@ fn kilnignore_leaves_paths_out_and_refuses_them_by_name() {
 
 #[test]
 fn dockerignore_exceptions_bring_paths_back_and_the_digest_agrees() {
+    require_root!("chown, mknod");
     let s = setup();
     fs::write(
         s.ctx.join(".dockerignore"),
@@ -326,6 +333,7 @@ fn dockerignore_exceptions_bring_paths_back_and_the_digest_agrees() {
 
 #[test]
 fn the_context_digest_lists_exactly_what_is_copied() {
+    require_root!("chown, mknod");
     let s = setup();
     let ctx = &s.ctx;
     fs::write(ctx.join(".kilnignore"), "*.tmp\nsite/private/\n").unwrap();
@@ -377,6 +385,7 @@ fn the_context_digest_lists_exactly_what_is_copied() {
 
 #[test]
 fn a_context_opened_by_a_relative_path_is_still_that_directory_after_chdir() {
+    require_root!("chown, mknod");
     // What `kiln build` with a relative CONTEXT met: the copy thread chdirs to `/` (as
     // `runtime::with_overlay` does), where `etc/` names the host's /etc.
     let s = setup();

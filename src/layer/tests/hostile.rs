@@ -182,6 +182,7 @@ fn parent_traversal_is_refused() {
 
 #[test]
 fn absolute_paths_stay_inside() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     a.accepted(&TarBuilder::default().file("/victim/f", b"inside").finish());
     assert_eq!(fs::read(a.path("victim/f")).unwrap(), b"inside");
@@ -189,6 +190,7 @@ fn absolute_paths_stay_inside() {
 
 #[test]
 fn writing_through_an_escaping_symlink_is_refused() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let tar = TarBuilder::default()
         .symlink("a", "../../victim")
@@ -210,6 +212,7 @@ fn writing_through_an_escaping_symlink_is_refused() {
 
 #[test]
 fn a_directory_over_a_symlink_replaces_it() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let victim = a.tmp.path().join("victim");
     let tar = TarBuilder::default()
@@ -230,6 +233,7 @@ fn a_directory_over_a_symlink_replaces_it() {
 
 #[test]
 fn hardlinks_out_of_the_layer_are_refused() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     a.refused(
         &TarBuilder::default().hardlink("l", "../victim/f").finish(),
@@ -250,6 +254,7 @@ fn hardlinks_out_of_the_layer_are_refused() {
 
 #[test]
 fn whiteout_tricks_are_refused() {
+    require_root!("chown, mknod");
     for name in [".wh..", ".wh...", ".wh.", "sub/.wh..", ".wh..wh.foo"] {
         let a = Arena::new();
         a.refused(
@@ -280,6 +285,7 @@ fn a_symlink_cannot_replace_the_root() {
 
 #[test]
 fn duplicate_entries_are_refused() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     a.refused(
         &TarBuilder::default()
@@ -334,6 +340,7 @@ fn global_headers_cannot_rename_entries() {
 
 #[test]
 fn pax_path_wins_over_the_ustar_name() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let tar = TarBuilder::default()
         .pax(EntryType::XHeader, &[("path", b"real")])
@@ -352,6 +359,7 @@ fn pax_path_wins_over_the_ustar_name() {
 
 #[test]
 fn device_zero_zero_is_refused_other_devices_applied() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     a.refused(
         &TarBuilder::default()
@@ -393,6 +401,7 @@ fn truncated_and_corrupt_archives_are_errors() {
 
 #[test]
 fn limits_are_enforced() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let mut b = TarBuilder::default();
     for i in 0..20 {
@@ -523,6 +532,7 @@ fn hardlinks_to_lower_layers_are_copied_up() {
 /// The unpacked layer really works as an overlay lowerdir: whiteouts hide, opaque dirs hide.
 #[test]
 fn applied_whiteouts_work_in_a_real_overlay() {
+    require_root!("chown, mknod");
     use nix::mount::{mount, umount, MsFlags};
     let tmp = tempfile::tempdir().unwrap();
     let (lower, dest, mnt) = (
@@ -585,6 +595,7 @@ fn applied_whiteouts_work_in_a_real_overlay() {
 
 #[test]
 fn symlinks_of_lower_layers_are_never_written_through() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let lower = a.tmp.path().join("lower");
     fs::create_dir(&lower).unwrap();
@@ -633,6 +644,7 @@ fn symlinks_of_lower_layers_are_never_written_through() {
 
 #[test]
 fn old_style_directories_and_gnu_headers_are_read() {
+    require_root!("chown, mknod");
     let a = Arena::new();
     let mut b = TarBuilder::default();
     b.raw(b"olddir/", EntryType::Regular, 0, b"", b"");
@@ -691,6 +703,7 @@ fn owned_entry(kind: EntryType, uid: &str, gid: &str) -> Vec<u8> {
 /// `uid_t` cannot hold; the largest real id still works.
 #[test]
 fn owner_ids_that_are_not_ids_are_refused_for_every_entry_kind() {
+    require_root!("chown, mknod");
     let kinds = [
         EntryType::Regular,
         EntryType::Directory,

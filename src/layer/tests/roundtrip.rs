@@ -84,6 +84,7 @@ fn tar_of(dir: &Path, epoch: u64) -> Vec<u8> {
 
 #[test]
 fn round_trip_reproduces_the_tree() {
+    require_root!("chown, mknod");
     let tmp = tempfile::tempdir().unwrap();
     let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
     fs::create_dir(&src).unwrap();
@@ -119,6 +120,7 @@ fn round_trip_reproduces_the_tree() {
 
 #[test]
 fn tar_is_reproducible_whatever_the_creation_order() {
+    require_root!("chown, mknod");
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     fs::create_dir(&a).unwrap();
@@ -136,6 +138,7 @@ fn tar_is_reproducible_whatever_the_creation_order() {
 
 #[test]
 fn whiteouts_and_opaque_dirs_become_oci_markers() {
+    require_root!("chown, mknod");
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path();
     mknod(&src.join("gone"), libc::S_IFCHR, 0, 0);

@@ -337,6 +337,7 @@ fn v1_devices_list(cg: &Cgroup) -> String {
 
 #[test]
 fn v1_default_devices_deny_opening_a_loop_device_or_kmsg_but_allow_mknod() {
+    require_root!("cgroups");
     let bench = Bench::new();
     let root = Path::new(DEFAULT_CGROUP_ROOT);
     let cg = Cgroup::create(root, &unique_name("v1-devices"), &Resources::default()).unwrap();
@@ -351,6 +352,7 @@ fn v1_default_devices_deny_opening_a_loop_device_or_kmsg_but_allow_mknod() {
 
 #[test]
 fn v1_privileged_devices_allow_everything() {
+    require_root!("cgroups");
     let root = Path::new(DEFAULT_CGROUP_ROOT);
     let res = Resources {
         devices: DevicePolicy::All,
@@ -378,6 +380,7 @@ fn real_v2_root() -> &'static Path {
 
 #[test]
 fn v2_device_program_attached_to_a_cgroup_fd_denies_a_loop_device_and_kmsg() {
+    require_root!("cgroups");
     let bench = Bench::new();
     let dir = V2Dir(real_v2_root().join(format!("kiln-{}", unique_name("v2-fd"))));
     fs::create_dir(&dir.0).unwrap();
@@ -395,6 +398,7 @@ fn v2_device_program_attached_to_a_cgroup_fd_denies_a_loop_device_and_kmsg() {
 
 #[test]
 fn v2_cgroup_on_a_real_cgroup2_fs_attaches_the_program_and_privileged_does_not() {
+    require_root!("cgroups");
     let bench = Bench::new();
     let root = real_v2_root();
     let cg = Cgroup::create(root, &unique_name("v2-dflt"), &Resources::default())

@@ -91,6 +91,7 @@ fn ids_that_are_not_plain_names_are_rejected() {
 
 #[test]
 fn v1_limits_are_written_joined_and_removed() {
+    require_root!("cgroups");
     let id = unique_id("v1");
     let res = Resources {
         memory: Some(32 << 20),
@@ -142,6 +143,7 @@ fn v1_limits_are_written_joined_and_removed() {
 
 #[test]
 fn v1_default_pids_limit_and_no_other_limits() {
+    require_root!("cgroups");
     let id = unique_id("v1-default");
     let cg = Cgroup::create(real_root(), &id, &Resources::default()).unwrap();
     let dir = |c: &str| real_root().join(c).join("kiln").join(format!("kiln-{id}"));
@@ -157,6 +159,7 @@ fn v1_default_pids_limit_and_no_other_limits() {
 
 #[test]
 fn v1_oom_kill_is_detected() {
+    require_root!("cgroups");
     let id = unique_id("v1-oom");
     let res = Resources {
         memory: Some(16 << 20),
@@ -176,6 +179,7 @@ fn v1_oom_kill_is_detected() {
 
 #[test]
 fn v1_stale_cgroups_are_killed_and_removed_but_owned_ones_kept() {
+    require_root!("cgroups");
     let live_id = unique_id("v1-live");
     let live = Cgroup::create(real_root(), &live_id, &Resources::default()).unwrap();
     let stale_dirs = |id: &str, controllers: &[&str]| -> Vec<PathBuf> {

@@ -130,6 +130,7 @@ fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) -> String {
 
 #[test]
 fn runc_runs_the_bundle_with_the_default_capabilities() {
+    require_root!("cgroups, runc");
     let out = same_in_runc_and_kiln("default", CapabilitySet::default());
     // Both let the container make a kmsg node, and neither lets it open it.
     assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");
@@ -137,6 +138,7 @@ fn runc_runs_the_bundle_with_the_default_capabilities() {
 
 #[test]
 fn runc_runs_the_bundle_with_drop_all_add_one() {
+    require_root!("cgroups, runc");
     let caps =
         CapabilitySet::resolve(&["NET_BIND_SERVICE".into()], &["ALL".into()], false).unwrap();
     same_in_runc_and_kiln("one", caps);
@@ -144,6 +146,7 @@ fn runc_runs_the_bundle_with_drop_all_add_one() {
 
 #[test]
 fn runc_runs_the_bundle_privileged() {
+    require_root!("cgroups, runc");
     let out = same_in_runc_and_kiln("privileged", CapabilitySet::privileged());
     // Every capability, but the device allow-list still applies (it is Resources').
     assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");

@@ -144,6 +144,7 @@ const REFUSED: &[(&str, Probe)] = &[
 
 #[test]
 fn a_default_container_gets_eperm_for_what_is_not_allowed() {
+    require_root!("namespaces, seccomp");
     let program = default_program(capabilities::default_mask());
     for &(name, probe) in REFUSED {
         assert_refused(&program, name, probe, EPERM);
@@ -254,6 +255,7 @@ fn a_shell_does_ordinary_work() {
 
 #[test]
 fn capabilities_allow_their_calls() {
+    require_root!("namespaces, seccomp");
     let caps = capabilities::default_mask();
     let with = |cap: Cap| default_program(caps | cap.bitmask());
     let unshare: Probe = raw!(libc::SYS_unshare, libc::CLONE_NEWUTS);
