@@ -3,7 +3,7 @@
 //! The library holds everything; `main.rs` only calls [`cli::main`]. Modules are layered:
 //! each may use the ones listed after it in ARCHITECTURE.md and nothing points back up.
 //! Only `cli` prints or reads the environment; the rest report through
-//! [`build::Progress`].
+//! [`progress::Progress`].
 
 #[cfg(test)]
 #[macro_use]
@@ -13,6 +13,7 @@ pub mod build;
 pub mod cli;
 pub mod image;
 pub mod layer;
+pub mod progress;
 pub mod registry;
 pub mod runtime;
 pub mod spec;

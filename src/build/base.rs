@@ -92,7 +92,7 @@ fn pull_base(store: &Store, settings: &registry::Settings, name: &str) -> Result
         settings,
         &reference,
         None,
-        Arc::new(registry::Silent),
+        Arc::new(crate::progress::Silent),
     )
     .map_err(pull_error)?;
     ensure_layer_dirs(store, &Image::load(store, &pulled.digest)?)?;

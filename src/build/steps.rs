@@ -1,31 +1,34 @@
-//! Running one stage's steps: `run` and `copy` make layers (or reuse them from the build
-//! cache), `env`/`workdir`/`user` only edit the config.
+//! One stage's steps: the stage loop, settling each `run`/`copy` step (found in the build
+//! cache by its key, or run and recorded) and capturing what it changed as a layer;
+//! `env`/`workdir`/`user` only edit the config.
+//!
+//! Exists as the one place that decides whether a step runs, so the cache key, the record
+//! that explains a miss and `--plan` cannot disagree. Running a step is elsewhere: a `run`
+//! step in `run_step.rs`, a `copy` step in `copy_step.rs`; both only fill the step's upper
+//! dir (`StepDirs`), which `capture` here turns into a layer.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Instant;
 
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::context::SourceEntry;
+use super::copy_step::copy_into_image;
 use super::key::{state_id, KeyInputs};
 use super::record::{self, StageRecord, StepEntry};
-use super::sources::{Context, Sources};
+use super::run_step::{run_in_sandbox, step_confinement};
+use super::sources::Sources;
 use super::stage_copy;
 use super::{
-    passwd, BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport,
-    Stream, DEFAULT_PATH,
+    BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport, DEFAULT_PATH,
 };
 use crate::image::{self, rfc3339, History};
-use crate::layer::{self, CopyOptions, TarOptions};
-use crate::runtime::{self, Confinement, ExitStatus, NetworkMode, Overlay, Process, StepSandbox};
-use crate::spec::{Command, CopyFrom, CopyStep, Network, RunStep, Spec, Stage, Step, StepKind};
+use crate::layer::{self, TarOptions};
+use crate::runtime::Overlay;
+use crate::spec::{Command, CopyFrom, CopyStep, Spec, Stage, Step, StepKind};
 use crate::store::{Digest, StepRecord, Store, StoreError, TempDir};
-
-/// The hostname of every run step.
-const STEP_HOSTNAME: &str = "kiln-build";
 
 /// Which steps must run even when cached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -221,19 +224,19 @@ fn apply_config_step(kind: &StepKind, image: &mut Partial) {
 }
 
 /// A step being settled, for messages and for running it.
-struct StepCx<'a> {
-    job: &'a StageJob<'a>,
-    index: usize,
-    step: &'a Step,
-    step_ref: &'a StepRef<'a>,
+pub(super) struct StepCx<'a> {
+    pub job: &'a StageJob<'a>,
+    pub index: usize,
+    pub step: &'a Step,
+    pub step_ref: &'a StepRef<'a>,
 }
 
 impl StepCx<'_> {
-    fn title(&self) -> &str {
+    pub(super) fn title(&self) -> &str {
         self.step_ref.title
     }
 
-    fn location(&self) -> String {
+    pub(super) fn location(&self) -> String {
         format!(
             "{}:{}:{}",
             self.job.opts.spec_shown.display(),
@@ -242,7 +245,7 @@ impl StepCx<'_> {
         )
     }
 
-    fn error(&self, message: String) -> BuildError {
+    pub(super) fn error(&self, message: String) -> BuildError {
         BuildError::Step {
             location: self.location(),
             number: self.index + 1,
@@ -410,12 +413,12 @@ fn kind_name(kind: &StepKind) -> &'static str {
 }
 
 /// A step's private dirs: the overlay upper (which becomes the layer) and work dir.
-struct StepDirs {
+pub(super) struct StepDirs {
     tmp: TempDir,
 }
 
 impl StepDirs {
-    fn new(store: &Store) -> Result<Self> {
+    pub(super) fn new(store: &Store) -> Result<Self> {
         let tmp = store.temp_dir("step")?;
         for d in ["upper", "work"] {
             let p = tmp.path().join(d);
@@ -428,7 +431,7 @@ impl StepDirs {
         self.tmp.path().join("upper")
     }
 
-    fn overlay(&self, store: &Store, image: &Partial) -> Overlay {
+    pub(super) fn overlay(&self, store: &Store, image: &Partial) -> Overlay {
         Overlay {
             layers_dir: store.layers_dir(),
             lowers: image.config.lower_layer_names(),
@@ -436,164 +439,6 @@ impl StepDirs {
             work: self.tmp.path().join("work"),
         }
     }
-}
-
-fn run_in_sandbox(cx: &StepCx, run: &RunStep, image: &Partial, dirs: &StepDirs) -> Result<()> {
-    let job = cx.job;
-    let overlay = dirs.overlay(job.store, image);
-    let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
-        .map_err(|e| cx.error(e.to_string()))?;
-    // Only the args the step names reach its environment: that is what its key holds.
-    // The defaults a container gets follow; they derive from the state (user, layers), which
-    // the key holds too.
-    let mut env = image.config.config.env.clone();
-    env.extend(
-        cx.step
-            .args_used
-            .iter()
-            .filter(|k| image.config.env_var(k).is_none())
-            .filter_map(|k| Some(format!("{k}={}", job.spec.args.get(k)?))),
-    );
-    runtime::add_default_env(&mut env, STEP_HOSTNAME, &user.home, false);
-    let mounts = super::cache_and_secrets::step_mounts(job.store, &job.spec.file, run)
-        .map_err(|m| cx.error(m))?;
-    let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let sandbox = StepSandbox {
-        mounts,
-        overlay,
-        process: Process {
-            argv: run.command.argv(),
-            env,
-            cwd: image
-                .config
-                .config
-                .working_dir
-                .clone()
-                .unwrap_or_else(|| "/".into()),
-            uid: user.uid,
-            gid: user.gid,
-            groups: user.groups,
-            hostname: STEP_HOSTNAME.into(),
-            network: match run.network {
-                Network::Host => NetworkMode::Host,
-                Network::None => NetworkMode::None,
-            },
-        },
-        stdout: out_w,
-        stderr: err_w,
-        confinement,
-    };
-    let exit = std::thread::scope(|s| {
-        let progress = cx.job.progress;
-        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stdout, out_r));
-        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stderr, err_r));
-        let exit = runtime::run_step(&sandbox);
-        drop(sandbox);
-        exit
-    });
-    let exit = exit.map_err(|source| BuildError::StepSetup {
-        location: cx.location(),
-        number: cx.index + 1,
-        title: cx.title().into(),
-        source,
-    })?;
-    match exit.status {
-        ExitStatus::Exited(0) => Ok(()),
-        status => Err(BuildError::StepFailed {
-            location: cx.location(),
-            number: cx.index + 1,
-            title: cx.title().into(),
-            status,
-            out_of_memory: exit.command_oom_killed(),
-        }),
-    }
-}
-
-/// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with
-/// `kiln build --memory` etc. where it sets no limit.
-fn step_confinement(run: &RunStep, opts: &BuildOptions) -> Result<Confinement, String> {
-    let limits = super::limits_over(&run.limits, &opts.limits);
-    super::confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-        StoreError::Io {
-            what: "create",
-            path: "pipe".into(),
-            source: e.into(),
-        }
-        .into()
-    })
-}
-
-fn copy_into_image(cx: &StepCx, copy: &CopyStep, image: &Partial, dirs: &StepDirs) -> Result<()> {
-    let overlay = dirs.overlay(cx.job.store, image);
-    let workdir = image
-        .config
-        .config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
-    // A context was opened when the build started: files are resolved beneath its fd.
-    // A stage's files are read from a read-only view of that stage, mounted next to the
-    // step's own root; its paths are absolute inside the stage.
-    let source = match &copy.from {
-        CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
-            Some(StageOutput::Built(stage)) => CopySource::Stage(stage),
-            _ => return Err(cx.error(format!("stage {name:?} has not been built"))),
-        },
-        from => match cx.job.sources.context(from) {
-            Some(context) => CopySource::Context(context),
-            None => return Err(cx.error(format!("{from:?} is not an open build context"))),
-        },
-    };
-    let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), String> {
-        let owner = match &copy.owner {
-            None => passwd::User::ROOT,
-            Some(o) => passwd::resolve(root, o).map_err(|e| e.to_string())?,
-        };
-        let opts = CopyOptions {
-            mode: copy.mode,
-            uid: owner.uid,
-            gid: owner.gid,
-            mtime: cx.job.opts.epoch as i64,
-        };
-        match source {
-            CopySource::Context(context) => layer::copy_in_filtered(
-                &context.dir,
-                &copy.sources,
-                root,
-                &copy.to,
-                &workdir,
-                &opts,
-                &context.ignore.as_exclusions(),
-            )
-            .map(drop)
-            .map_err(|e| e.to_string()),
-            CopySource::Stage(stage) => {
-                let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
-                let relative = stage_copy::relative_sources(&copy.sources);
-                runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
-                    let stage_dir = layer::ContextDir::open(stage_root)
-                        .map_err(|e| format!("cannot open the stage's files: {e}"))?;
-                    layer::copy_in(&stage_dir, &relative, root, &copy.to, &workdir, &opts)
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| e.to_string())?
-            }
-        }
-    });
-    outcome.map_err(BuildError::from)?.map_err(|m| cx.error(m))
-}
-
-/// Where a `copy` step's files come from.
-enum CopySource<'a> {
-    Context(&'a Context),
-    Stage(&'a Partial),
 }
 
 /// Turns a step's upper dir into a committed layer, or `None` when the step changed nothing.

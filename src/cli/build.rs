@@ -8,8 +8,9 @@ use clap::Args;
 use super::build_progress::{step_prefix, stream_marker, BuildProgress, UnfinishedStep};
 use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
-use crate::build::{self, BuildError, BuildOptions, CacheRequest, Stream};
+use crate::build::{self, BuildError, BuildOptions, CacheRequest};
 use crate::layer::Compression;
+use crate::progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
 
 #[derive(Args, Debug)]
 #[command(
@@ -228,12 +229,12 @@ struct PlanJson {
     stages: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
-impl build::Progress for PlanJson {
-    fn step_finished(&self, step: &build::StepRef, report: &build::StepReport) {
+impl Progress for PlanJson {
+    fn step_finished(&self, step: &StepRef, report: &StepReport) {
         let (decision, reason) = match &report.outcome {
-            build::Outcome::Cached => ("cached", None),
-            build::Outcome::WouldRun(reason) | build::Outcome::Ran(reason) => ("run", Some(reason)),
-            build::Outcome::Config => ("config", None),
+            Outcome::Cached => ("cached", None),
+            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason)),
+            Outcome::Config => ("config", None),
         };
         self.steps
             .lock()
@@ -247,7 +248,7 @@ impl build::Progress for PlanJson {
             }));
     }
 
-    fn stage_planned(&self, plan: &build::StagePlan) {
+    fn stage_planned(&self, plan: &StagePlan) {
         self.stages
             .lock()
             .expect("plan lock")

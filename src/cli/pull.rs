@@ -12,7 +12,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::{human_duration, human_size};
 use super::{CmdResult, Failure, Globals};
-use crate::registry::{self, BlobOutcome, Platform, RegistryError, Settings};
+use crate::progress::{BlobOutcome, Progress};
+use crate::registry::{self, Platform, RegistryError, Settings};
 use crate::store::reference::DOCKER_HUB;
 use crate::store::{Digest, Reference};
 
@@ -204,7 +205,7 @@ impl BlobProgress {
     }
 }
 
-impl registry::Progress for BlobProgress {
+impl Progress for BlobProgress {
     fn blob_started(&self, digest: &Digest, size: u64) {
         let Output::Bars(multi) = &self.output else {
             return;

@@ -32,7 +32,6 @@ mod blob_mounts;
 mod config;
 mod error;
 mod manifest;
-mod progress;
 mod pull;
 mod push;
 mod retry;
@@ -46,7 +45,6 @@ use std::path::PathBuf;
 pub use auth::{login_key, logout, save_login, Credential};
 pub use error::RegistryError;
 pub use manifest::Platform;
-pub use progress::{BlobOutcome, Progress, Silent};
 pub use pull::{pull, Pulled};
 pub use push::{push, Pushed};
 

@@ -16,13 +16,13 @@ use reqwest::{Method, StatusCode};
 
 use super::blob_mounts;
 use super::manifest::{self, Document, Kind, Platform};
-use super::progress::{BlobOutcome, Progress};
 use super::retry::{self, Transient};
 use super::sink::Sink;
 use super::transport::{error_chain, header, Attempt, Client};
 use super::unpack::{unpack_layers, Board, Flusher, LayerJob, StagedLayer};
 use super::{runtime, RegistryError, Result, Settings};
 use crate::image::{self, ImageConfig};
+use crate::progress::{BlobOutcome, Progress};
 use crate::store::{BlobWriter, Digest, Reference, Store, StoreError, MAX_DOCUMENT};
 
 /// Layer blobs downloaded at once. Fewer than a push sends: layers unpack one after the

@@ -21,11 +21,11 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::blob_mounts;
 use super::manifest::OCI_MANIFEST;
-use super::progress::{BlobOutcome, Progress};
 use super::retry::{self, Transient};
 use super::transport::{header, Attempt, Client};
 use super::{block_on, RegistryError, Result, Settings, PARALLEL_BLOBS};
 use crate::image::{self, Image};
+use crate::progress::{BlobOutcome, Progress};
 use crate::store::{Digest, Reference, Store, MAX_DOCUMENT};
 
 /// Read size for upload bodies: large enough for few syscalls, small in memory.

@@ -1,4 +1,11 @@
-//! How a build reports what it is doing, without printing anything itself.
+//! How the library reports what it is doing, without printing anything itself: one trait,
+//! [`Progress`], for every operation that takes long enough to be watched — a build's
+//! stages and steps, a pull's or push's blobs — and the events it carries.
+//!
+//! Exists as one trait below `build` and `registry` rather than one per module, so the
+//! CLI's sinks all implement the same interface and a caller hands one sink to whatever it
+//! calls. Every event has a default that ignores it: a sink implements only the events it
+//! shows. Only `cli` prints.
 
 use std::time::Duration;
 
@@ -58,8 +65,34 @@ pub struct StagePlan<'a> {
     pub used_by: Vec<&'a str>,
 }
 
-/// Receives build events. The CLI implements it with progress bars; tests collect events.
-pub trait Progress: Sync {
+/// What became of one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// Already there (in the store for a pull, in the registry for a push).
+    Exists,
+    Pulled,
+    Pushed,
+    /// Linked by the registry from another of its repositories, without an upload.
+    Mounted,
+}
+
+impl BlobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobOutcome::Exists => "exists",
+            BlobOutcome::Pulled => "pulled",
+            BlobOutcome::Pushed => "pushed",
+            BlobOutcome::Mounted => "mounted",
+        }
+    }
+}
+
+/// Receives events from builds, pulls and pushes. The CLI implements it with progress bars
+/// or lines; tests collect events. Calls may come from several threads at once: stages
+/// build in parallel, and blobs move several at a time.
+pub trait Progress: Send + Sync {
+    // Builds.
+
     /// A phase outside the steps, e.g. "importing rootfs:./base.tar".
     fn phase(&self, _what: &str) {}
     /// A step starts. For a step that will run, `reason` says why it is not cached.
@@ -74,6 +107,14 @@ pub trait Progress: Sync {
     /// `--plan` of a multi-stage build, after every step was reported: one call per stage
     /// the image needs, in spec order.
     fn stage_planned(&self, _plan: &StagePlan) {}
+
+    // Pulls and pushes; events of several blobs interleave.
+
+    /// A blob of `size` bytes starts moving.
+    fn blob_started(&self, _digest: &Digest, _size: u64) {}
+    /// `done` bytes of the blob have moved so far.
+    fn blob_progress(&self, _digest: &Digest, _done: u64) {}
+    fn blob_finished(&self, _digest: &Digest, _size: u64, _outcome: BlobOutcome) {}
 }
 
 /// A progress sink that ignores everything.
