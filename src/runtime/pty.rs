@@ -8,7 +8,7 @@
 //! passes window size changes on (SIGWINCH). [`TtySession::finish`] restores the terminal.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
 
@@ -18,7 +18,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::unistd::pipe2;
 
 use super::error::RuntimeError;
-use super::relay::{read, write_all};
+use super::relay::{poll_in, read, wait_for_any, write_all};
 
 /// Write end of the pipe the SIGWINCH handler pokes; -1 when no session runs.
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -160,19 +160,11 @@ fn copy_input(master: OwnedFd, stop: OwnedFd, winch: OwnedFd, forward_stdin: boo
     let mut stdin_open = forward_stdin;
     loop {
         let mut fds = [
-            poll_fd(stop.as_fd()),
-            poll_fd(winch.as_fd()),
-            libc::pollfd {
-                fd: if stdin_open { 0 } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            poll_in(stop.as_raw_fd()),
+            poll_in(winch.as_raw_fd()),
+            poll_in(if stdin_open { 0 } else { -1 }),
         ];
-        // SAFETY: three valid pollfd records.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
+        if wait_for_any(&mut fds).is_err() {
             return;
         }
         if fds[0].revents != 0 {
@@ -195,13 +187,5 @@ fn copy_input(master: OwnedFd, stop: OwnedFd, winch: OwnedFd, forward_stdin: boo
                 _ => stdin_open = false,
             }
         }
-    }
-}
-
-fn poll_fd(fd: BorrowedFd) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
     }
 }

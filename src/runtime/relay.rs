@@ -176,23 +176,8 @@ fn read_write_all(src: BorrowedFd, dst: RawFd) {
 fn copy_in(pipe: OwnedFd, stop: OwnedFd) {
     let mut buf = vec![0u8; BUF_LEN];
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: STDIN,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfd records.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
+        let mut fds = [poll_in(stop.as_raw_fd()), poll_in(STDIN)];
+        if wait_for_any(&mut fds).is_err() {
             return;
         }
         if fds[0].revents != 0 {
@@ -238,6 +223,27 @@ pub(super) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// A `pollfd` waiting for `fd` to be readable (`fd` -1 is ignored by `poll`).
+pub(super) fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// `poll` without a timeout, retried on EINTR. Also used by `pty`.
+pub(super) fn wait_for_any(fds: &mut [libc::pollfd]) -> Result<(), Errno> {
+    loop {
+        // SAFETY: the slice holds valid pollfd records.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        match Errno::result(n) {
+            Err(Errno::EINTR) => {}
+            other => return other.map(drop),
+        }
+    }
 }
 
 /// kiln's stdio may be non-blocking (a terminal another program left so): wait instead of
