@@ -5,9 +5,9 @@
 //! Only `cli` prints or reads the environment; the rest report through
 //! [`progress::Progress`].
 
-#[cfg(test)]
+#[doc(hidden)]
 #[macro_use]
-mod testing;
+pub mod testing;
 
 pub mod build;
 pub mod cli;

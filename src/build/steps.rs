@@ -268,14 +268,7 @@ fn settle(
         // `--plan`: the stage it copies from would be rebuilt first.
         let reason = format!("copies from stage {stage:?}, which will be rebuilt");
         job.progress.step_started(cx.step_ref, Some(&reason));
-        job.progress.step_finished(
-            cx.step_ref,
-            &StepReport {
-                duration: Default::default(),
-                layer: None,
-                outcome: Outcome::WouldRun(reason),
-            },
-        );
+        report_would_run(cx, reason);
         return Ok(None);
     }
     let (sources, files) = copy_sources(cx)?;
@@ -317,14 +310,7 @@ fn settle(
     };
     job.progress.step_started(cx.step_ref, Some(&reason));
     if job.plan {
-        job.progress.step_finished(
-            cx.step_ref,
-            &StepReport {
-                duration: Default::default(),
-                layer: None,
-                outcome: Outcome::WouldRun(reason),
-            },
-        );
+        report_would_run(cx, reason);
         return Ok(None);
     }
     let layer = run_step(cx, image)?;
@@ -345,6 +331,18 @@ fn settle(
         outcome: Outcome::Ran(reason),
     };
     Ok(Some((settled, entry)))
+}
+
+/// `--plan`: the step ends as "would run", for `reason`.
+fn report_would_run(cx: &StepCx, reason: String) {
+    cx.job.progress.step_finished(
+        cx.step_ref,
+        &StepReport {
+            duration: Default::default(),
+            layer: None,
+            outcome: Outcome::WouldRun(reason),
+        },
+    );
 }
 
 /// Adds a cached step's layer to the image.

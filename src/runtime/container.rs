@@ -31,7 +31,7 @@ use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{getpid, pipe2, read, Pid};
 
-use super::cgroups::{self, Cgroup, CgroupMode, Resources, DEFAULT_CGROUP_ROOT};
+use super::cgroups::{self, Cgroup, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::child_main;
 use super::confinement::Confinement;
 use super::container_mounts::{MountSource, UserMount};
@@ -403,12 +403,7 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         }),
         keep_stdin: spec.interactive || spec.tty,
     };
-    let sandbox = Sandbox {
-        confine: spec.confinement.plan()?,
-        cgroup_namespace: cgroups::detect(cgroup_root)? == CgroupMode::V2,
-        init: spec.init,
-        container: Some(container),
-    };
+    let sandbox = Sandbox::new(&spec.confinement, cgroup_root, spec.init, Some(container))?;
     ChildPlan::build(
         &spec.overlay,
         &spec.process,

@@ -11,11 +11,13 @@
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::os::raw::c_char;
+use std::path::Path;
 use std::ptr;
 
 use nix::errno::Errno;
 
-use super::confinement::ConfinePlan;
+use super::cgroups::{self, CgroupMode};
+use super::confinement::{ConfinePlan, Confinement};
 use super::container_mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::overlay::{self, InitLayer, MountPlan, Overlay};
@@ -108,6 +110,24 @@ pub(crate) struct Sandbox {
     pub cgroup_namespace: bool,
     pub init: bool,
     pub container: Option<ContainerPlan>,
+}
+
+impl Sandbox {
+    /// The one way a step or a container gets its sandbox: `confinement` prepared for the
+    /// child, and a cgroup namespace where the host's cgroups are v2.
+    pub(crate) fn new(
+        confinement: &Confinement,
+        cgroup_root: &Path,
+        init: bool,
+        container: Option<ContainerPlan>,
+    ) -> Result<Sandbox, RuntimeError> {
+        Ok(Sandbox {
+            confine: confinement.plan()?,
+            cgroup_namespace: cgroups::detect(cgroup_root)? == CgroupMode::V2,
+            init,
+            container,
+        })
+    }
 }
 
 /// What the clone child of a container does beyond a build step's.

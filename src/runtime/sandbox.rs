@@ -5,7 +5,6 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::cgroups::{self, CgroupMode};
 use super::confinement::Confinement;
 use super::container::{self, ContainerExit, Launch};
 use super::error::RuntimeError;
@@ -50,12 +49,7 @@ pub struct StepSandbox {
 /// [`RuntimeError::CommandNotFound`] (see [`RuntimeError::command_exit_code`]).
 pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
     let cgroup_root = container::cgroup_root(None);
-    let sandbox = Sandbox {
-        confine: sb.confinement.plan()?,
-        cgroup_namespace: cgroups::detect(&cgroup_root)? == CgroupMode::V2,
-        init: false,
-        container: None,
-    };
+    let sandbox = Sandbox::new(&sb.confinement, &cgroup_root, false, None)?;
     let plan = ChildPlan::new(sb, sandbox)?;
     let devnull = container::open_host_devnull()?;
     let id = step_id();

@@ -4,7 +4,6 @@
 //! prints `skipped (needs root: …): NAME` to stderr and returns (and fails without it).
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -98,29 +97,9 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// The variable that selects the root-free tier.
-pub const UNPRIVILEGED_VAR: &str = "KILN_TEST_UNPRIVILEGED";
-
-/// Whether a test that needs root for `why` may run: true as root; false (after printing
-/// the skip line) in the root-free tier; a panic otherwise, so no run skips silently.
+/// See `kiln::testing::privileged`; the skip line names this test binary.
 pub fn privileged(why: &str) -> bool {
-    if nix_is_root() {
-        return true;
-    }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_owned();
-    let name = format!("{}::{test}", env!("CARGO_CRATE_NAME"));
-    if std::env::var_os(UNPRIVILEGED_VAR).is_some_and(|v| v == "1") {
-        // Straight to the process's stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(std::io::stderr(), "skipped (needs root: {why}): {name}");
-        return false;
-    }
-    panic!(
-        "{name} needs root ({why}): run the tests as root (tests/run.sh), or set \
-         {UNPRIVILEGED_VAR}=1 to run only the root-free tier and list the rest as skipped"
-    );
+    kiln::testing::privileged(why, Some(env!("CARGO_CRATE_NAME")))
 }
 
 /// First statement of a test that needs root: returns from it in the root-free tier.
