@@ -11,6 +11,8 @@
 //! must be a regular file, checked before it is opened for reading (`host_file`): a FIFO
 //! or a device would block the build or never end.
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::Path;
 
@@ -24,6 +26,7 @@ pub(super) fn step_mounts(
     store: &Store,
     spec_file: &Path,
     run: &RunStep,
+    environment: &HashMap<OsString, OsString>,
 ) -> Result<Vec<StepMount>, String> {
     let mut mounts = Vec::with_capacity(run.cache.len() + run.secrets.len());
     for target in &run.cache {
@@ -38,7 +41,9 @@ pub(super) fn step_mounts(
     for secret in &run.secrets {
         let content = match &secret.source {
             SecretSource::File(path) => read_secret_file(&secret.id, path)?,
-            SecretSource::Env(var) => std::env::var_os(var)
+            SecretSource::Env(var) => environment
+                .get(OsStr::new(var))
+                .cloned()
                 .ok_or_else(|| {
                     format!(
                         "secret {:?}: environment variable {var} is not set (export it before kiln build)",

@@ -22,6 +22,8 @@ mod memo;
 mod walk;
 
 #[cfg(test)]
+mod copy_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

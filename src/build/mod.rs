@@ -66,6 +66,9 @@ pub struct BuildOptions {
     /// `--memory`, `--cpus`, `--pids-limit`: the cgroup limits of every run step without
     /// its own `resources:`.
     pub limits: crate::spec::Limits,
+    /// The environment `secrets: env:` read from: the caller's (kiln build's), passed in
+    /// because the library never reads the process environment itself.
+    pub environment: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
 }
 
 /// How the build cache is used, as asked on the command line.
@@ -237,7 +240,7 @@ fn io_reason(e: &std::io::Error) -> String {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
-    spec_checks::secrets(&spec, &opts.spec_shown).map_err(BuildError::Secret)?;
+    spec_checks::secrets(&spec, &opts.spec_shown, &opts.environment).map_err(BuildError::Secret)?;
     let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
     else {
         unreachable!("a build that is not a plan knows every stage");

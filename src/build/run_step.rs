@@ -41,8 +41,13 @@ pub(super) fn run_in_sandbox(
             .filter_map(|k| Some(format!("{k}={}", job.spec.args.get(k)?))),
     );
     runtime::add_default_env(&mut env, STEP_HOSTNAME, &user.home, false);
-    let mounts = super::cache_and_secrets::step_mounts(job.store, &job.spec.file, run)
-        .map_err(|m| cx.error(m))?;
+    let mounts = super::cache_and_secrets::step_mounts(
+        job.store,
+        &job.spec.file,
+        run,
+        &job.opts.environment,
+    )
+    .map_err(|m| cx.error(m))?;
     let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

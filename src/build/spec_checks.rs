@@ -4,6 +4,8 @@
 //! the spec like the spec's own (`kiln.yaml:7:11: …`), and all of them are reported
 //! together.
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use super::cache_and_secrets::secret_file_error;
@@ -35,7 +37,11 @@ pub(super) fn references(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
 /// Every secret's source file and variable must exist when the build starts, so that a
 /// build fails before its first step rather than at the step that needs the secret. The
 /// problems carry no hint of their own: [`super::BuildError::Secret`] has one for all.
-pub(super) fn secrets(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
+pub(super) fn secrets(
+    spec: &Spec,
+    shown: &Path,
+    environment: &HashMap<OsString, OsString>,
+) -> Result<(), SpecError> {
     let secrets = spec
         .stages
         .iter()
@@ -52,7 +58,7 @@ pub(super) fn secrets(spec: &Spec, shown: &Path) -> Result<(), SpecError> {
                 Ok(_) => continue,
                 Err(why) => secret_file_error(&secret.id, path, &why),
             },
-            SecretSource::Env(var) if std::env::var_os(var).is_none() => format!(
+            SecretSource::Env(var) if !environment.contains_key(OsStr::new(var)) => format!(
                 "secret {:?}: environment variable {var} is not set",
                 secret.id
             ),

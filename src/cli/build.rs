@@ -162,6 +162,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         },
         target: args.target.clone(),
         limits: args.limits.limits()?,
+        environment: std::env::vars_os().collect(),
     };
     // Layers and cache records are no gc roots until the tag is written.
     let _guard = store.content_guard()?;
