@@ -3,7 +3,7 @@
 # data) on the second build, when nothing changed. Goal: <= 100 ms.
 #
 # Two measures:
-#  1. hashing alone (examples/context_hash.rs): a new memo load + walk + listing digest,
+#  1. hashing alone (crates/kiln-build/examples/context_hash.rs): a new memo load + walk + listing digest,
 #     exactly what a build does for a `copy: .` step's cache key; median of 10 passes.
 #  2. a real `kiln build` of a one-step spec (`copy: .`) run twice; the second build's
 #     wall time. Its cost is hashing plus whatever the build does on a cache hit (or the
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 require python3
-cargo build --release --quiet --example context_hash
+cargo build --release --quiet -p kiln-build --example context_hash
 build_kiln
 hasher=$PWD/target/release/examples/context_hash
 
@@ -48,7 +48,7 @@ printf 'FROM scratch\nCOPY . /data/\n' > "$work/Containerfile"
 echo "context: $(find "$ctx" -type f | wc -l) files, $(du -sm "$ctx" | cut -f1) MB"
 sleep 2
 
-echo "== hashing alone (examples/context_hash.rs)"
+echo "== hashing alone (crates/kiln-build/examples/context_hash.rs)"
 "$hasher" "$ctx" "$work/hash-store" 10 | tee "$work/hash.txt"
 
 echo "== kiln build, twice"

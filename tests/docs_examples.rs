@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{text, Env};
-use kiln::spec::{CopyFrom, From, SecretSource, Spec, StepKind};
+use kiln_spec::{CopyFrom, From, SecretSource, Spec, StepKind};
 
 /// The documents whose examples must build, relative to the crate root.
 const DOCS: [&str; 2] = ["README.md", "specs/spec.md"];
@@ -122,7 +122,7 @@ fn every_yaml_example_in_the_docs_builds() {
         std::fs::create_dir_all(&project).unwrap();
         let spec_file = project.join("kiln.yaml");
         std::fs::write(&spec_file, &example.text).unwrap();
-        let spec = match kiln::spec::parse(&example.text, &spec_file, &arg_pairs(&build_args)) {
+        let spec = match kiln_spec::parse(&example.text, &spec_file, &arg_pairs(&build_args)) {
             Ok(spec) => spec,
             Err(e) => {
                 failures.push(format!("{}: {e}", example.place));

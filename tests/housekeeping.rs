@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{text, Env};
-use kiln::image::{oci_digest, Image};
-use kiln::store::{Digest, StepRecord, Store};
+use kiln_image::{oci_digest, Image};
+use kiln_store::{Digest, StepRecord, Store};
 
 /// Two images on the same busybox base layer, each with one layer of its own.
 fn two_images(env: &Env) {

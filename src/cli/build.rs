@@ -8,9 +8,9 @@ use clap::Args;
 use super::build_progress::{step_prefix, stream_marker, BuildProgress, UnfinishedStep};
 use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
-use crate::build::{self, BuildError, BuildOptions, CacheRequest};
-use crate::layer::Compression;
-use crate::progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_build::{self as build, BuildError, BuildOptions, CacheRequest};
+use kiln_layer::Compression;
+use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
 
 #[derive(Args, Debug)]
 #[command(
@@ -205,7 +205,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
 }
 
 /// `--plan`: one line per step (or JSON lines with --json), nothing run.
-fn plan(store: &crate::store::Store, opts: &BuildOptions, json: bool) -> CmdResult {
+fn plan(store: &kiln_store::Store, opts: &BuildOptions, json: bool) -> CmdResult {
     if json {
         let progress = PlanJson::default();
         build::plan(store, opts, &progress).map_err(failure)?;
@@ -287,9 +287,9 @@ fn failure(e: BuildError) -> Failure {
 }
 
 /// `kiln.yaml: 3 problems`, and that there may be more when checking stopped early.
-fn problem_count(e: &crate::spec::SpecError) -> String {
+fn problem_count(e: &kiln_spec::SpecError) -> String {
     let count = e.all().count();
-    let stopped = match count >= crate::spec::MAX_PROBLEMS {
+    let stopped = match count >= kiln_spec::MAX_PROBLEMS {
         true => " (checking stopped there; fix these and build again)",
         false => "",
     };

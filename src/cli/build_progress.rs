@@ -19,7 +19,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::{human_duration, human_size};
-use crate::progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
 
 /// How many of a step's last lines of each stream are kept for a failure report. Per
 /// stream, because stdout and stderr arrive through separate pipes in no fixed order: a

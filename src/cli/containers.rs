@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals};
-use crate::store::ContainerState;
+use kiln_store::ContainerState;
 
 #[derive(Args, Debug)]
 #[command(

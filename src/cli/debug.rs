@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{CmdResult, Failure};
-use crate::layer::{self, Compression, TarOptions};
+use kiln_layer::{self as layer, Compression, TarOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum DebugCommand {

@@ -10,9 +10,8 @@ use clap::Args;
 
 use super::output::human_size;
 use super::{CmdResult, Failure, Globals, EXIT_USER_ERROR};
-use crate::image::Image;
-use crate::runtime;
-use crate::store::{
+use kiln_image::Image;
+use kiln_store::{
     Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, Problem, ProblemKind, Removal,
     Store,
 };
@@ -187,7 +186,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
         .map_err(gc_failure)?;
     report.cgroups = match args.dry_run {
         true => stale_cgroups()?.into_iter().map(|(id, _)| id).collect(),
-        false => runtime::cgroups::clean_stale(Path::new(runtime::cgroups::DEFAULT_CGROUP_ROOT))
+        false => kiln_cgroups::clean_stale(Path::new(kiln_cgroups::DEFAULT_CGROUP_ROOT))
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
     if args.json {
@@ -200,7 +199,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
 
 /// kiln cgroups whose kiln is gone (a killed `kiln run` or build step).
 fn stale_cgroups() -> Result<Vec<(String, std::path::PathBuf)>, Failure> {
-    runtime::cgroups::stale(Path::new(runtime::cgroups::DEFAULT_CGROUP_ROOT))
+    kiln_cgroups::stale(Path::new(kiln_cgroups::DEFAULT_CGROUP_ROOT))
         .map_err(|e| Failure::user(format!("list kiln cgroups: {e}")))
 }
 

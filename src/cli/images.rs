@@ -4,8 +4,8 @@ use clap::Args;
 
 use super::output::human_size;
 use super::{CmdResult, Failure, Globals};
-use crate::image::{self, Image};
-use crate::store::{Reference, Store, Tagged};
+use kiln_image::{self as image, Image};
+use kiln_store::{Reference, Store, Tagged};
 
 #[derive(Args, Debug)]
 #[command(

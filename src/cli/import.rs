@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{source_date_epoch, CmdResult, Failure, Globals};
-use crate::build;
-use crate::image;
-use crate::layer::Compression;
-use crate::store::Reference;
+use kiln_build as build;
+use kiln_image as image;
+use kiln_layer::Compression;
+use kiln_store::Reference;
 
 #[derive(Args, Debug)]
 #[command(

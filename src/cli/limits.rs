@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::Failure;
-use crate::spec::{values, Limits};
+use kiln_spec::{values, Limits};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct LimitArgs {

@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::pull::{docker_config, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
-use crate::registry::{self, Credential, RegistryError};
-use crate::store::reference::DOCKER_HUB;
+use kiln_registry::{self as registry, Credential, RegistryError};
+use kiln_store::reference::DOCKER_HUB;
 
 #[derive(Args, Debug)]
 #[command(

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::store::Store;
+use kiln_store::Store;
 
 // One rule for exit codes (README, "Exit codes"), the one docker's CLI follows: 1 for
 // anything kiln could not do, 2 for a command line clap rejects, 125 only when a valid
@@ -120,14 +120,14 @@ impl Failure {
     }
 }
 
-impl From<crate::store::StoreError> for Failure {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<kiln_store::StoreError> for Failure {
+    fn from(e: kiln_store::StoreError) -> Self {
         Failure::user(e)
     }
 }
 
-impl From<crate::image::ImageError> for Failure {
-    fn from(e: crate::image::ImageError) -> Self {
+impl From<kiln_image::ImageError> for Failure {
+    fn from(e: kiln_image::ImageError) -> Self {
         Failure::user(e)
     }
 }
@@ -201,7 +201,17 @@ fn raise_open_file_limit() {
 pub fn main() -> i32 {
     signals::install();
     raise_open_file_limit();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that print to stdout and succeed.
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => EXIT_USAGE,
+                false => 0,
+            };
+        }
+    };
     let root = match absolute(&cli.root.unwrap_or_else(default_root)) {
         Ok(root) => root,
         Err(f) => {

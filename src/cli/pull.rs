@@ -12,10 +12,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::{human_duration, human_size};
 use super::{CmdResult, Failure, Globals};
-use crate::progress::{BlobOutcome, Progress};
-use crate::registry::{self, Platform, RegistryError, Settings};
-use crate::store::reference::DOCKER_HUB;
-use crate::store::{Digest, Reference};
+use kiln_progress::{BlobOutcome, Progress};
+use kiln_registry::{self as registry, Platform, RegistryError, Settings};
+use kiln_store::reference::DOCKER_HUB;
+use kiln_store::{Digest, Reference};
 
 /// Options every registry command takes.
 #[derive(Args, Debug, Clone)]

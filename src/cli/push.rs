@@ -8,10 +8,10 @@ use clap::Args;
 use super::output::{human_duration, human_size};
 use super::pull::{BlobProgress, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
-use crate::image;
-use crate::registry;
-use crate::store::reference::{DOCKER_HUB, LOCAL_DOMAIN};
-use crate::store::Reference;
+use kiln_image as image;
+use kiln_registry as registry;
+use kiln_store::reference::{DOCKER_HUB, LOCAL_DOMAIN};
+use kiln_store::Reference;
 
 #[derive(Args, Debug)]
 #[command(

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
-use crate::build::{self, passwd};
-use crate::image::{self, Image, RuntimeConfig};
-use crate::runtime::{
-    self, BindMount, Confinement, ContainerSpec, NetworkMode, Overlay, Process, SeccompPolicy,
+use kiln_build::{self as build, passwd};
+use kiln_image::{self as image, Image, RuntimeConfig};
+use kiln_runtime::{
+    self as runtime, BindMount, Confinement, ContainerSpec, NetworkMode, Overlay, Process,
+    SeccompPolicy,
 };
-use crate::spec::{values, Limits, Network, Privileges, RunDefaults};
-use crate::store::{ContainerDir, ContainerState, Store, Tagged};
+use kiln_spec::{values, Limits, Network, Privileges, RunDefaults};
+use kiln_store::{ContainerDir, ContainerState, Store, Tagged};
 
 /// Options shared by `kiln run` and `kiln bundle`: everything that shapes the container.
 #[derive(Args, Debug, Clone)]
@@ -720,17 +721,17 @@ fn flatten_rootfs(overlay: &Overlay, dest: &Path) -> Result<(), Failure> {
                 sigpipe.add(nix::sys::signal::Signal::SIGPIPE);
                 let _ = sigpipe.thread_block();
                 let mut writer = writer;
-                crate::layer::write_tar(
+                kiln_layer::write_tar(
                     merged,
                     &mut writer,
-                    &crate::layer::TarOptions { epoch: u64::MAX },
+                    &kiln_layer::TarOptions { epoch: u64::MAX },
                 )
             });
             let applied = {
                 let mut reader = reader;
-                crate::layer::apply_layer(
+                kiln_layer::apply_layer(
                     &mut reader,
-                    crate::layer::MEDIA_TYPE_TAR,
+                    kiln_layer::MEDIA_TYPE_TAR,
                     dest,
                     &[],
                     &Default::default(),

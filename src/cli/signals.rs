@@ -43,7 +43,7 @@ pub fn install() {
         if pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
             continue;
         }
-        crate::store::remove_live_temp_dirs();
+        kiln_store::remove_live_temp_dirs();
         eprintln!("kiln: interrupted by {signal}, cleaned up");
         std::process::exit(128 + signal as i32);
     });

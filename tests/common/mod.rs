@@ -97,9 +97,9 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// See `kiln::testing::privileged`; the skip line names this test binary.
+/// See `kiln_testing::privileged`; the skip line names this test binary.
 pub fn privileged(why: &str) -> bool {
-    kiln::testing::privileged(why, Some(env!("CARGO_CRATE_NAME")))
+    kiln_testing::privileged(why, Some(env!("CARGO_CRATE_NAME")))
 }
 
 /// First statement of a test that needs root: returns from it in the root-free tier.

@@ -1,0 +1,378 @@
+//! The image a build starts from: scratch, an image in the store, an OCI layout on disk,
+//! or a root filesystem (directory or tarball).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::sys::stat::FileStat;
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+
+use super::host_file::{self, FileOrDir, Refused};
+use super::{BuildError, BuildOptions, Partial, Progress, Result};
+use kiln_image::{self as image, rfc3339, History, Image, ImageConfig, Layer as ImageLayer};
+use kiln_layer::source_path::fd_path;
+use kiln_layer::{self as layer, ApplyLimits, Compression, TarOptions};
+use kiln_registry as registry;
+use kiln_spec::From;
+use kiln_store::reference::DOCKER_HUB;
+use kiln_store::{Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME};
+
+/// Nested indexes followed when picking a platform from an OCI layout.
+const MAX_INDEX_DEPTH: usize = 4;
+
+pub(super) fn resolve(
+    store: &Store,
+    from: &From,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Partial> {
+    match from {
+        From::Scratch => Ok(Partial {
+            config: ImageConfig::scratch(),
+            layers: Vec::new(),
+        }),
+        From::Image(name) => match store.find(name)? {
+            Some(tagged) => from_image(store, &image::oci_digest(&tagged.manifest)?),
+            None => {
+                let settings = opts
+                    .registry
+                    .as_ref()
+                    .ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
+                progress.phase(&format!("pulling {name}"));
+                from_image(store, &pull_base(store, settings, name)?)
+            }
+        },
+        From::OciLayout { path, tag } => {
+            progress.phase(&format!("importing oci:{}", path.display()));
+            let manifest = import_oci_layout(store, path, tag.as_deref())?;
+            from_image(store, &manifest)
+        }
+        From::Rootfs(path) => {
+            progress.phase(&format!("importing rootfs:{}", path.display()));
+            rootfs_image(store, path, opts.compression, opts.epoch)
+        }
+        From::Stage(name) => Err(BuildError::BaseNotFound(format!("stage {name}"))),
+    }
+}
+
+/// A one-layer image of a root filesystem (see [`import_rootfs`]), not yet written.
+pub fn rootfs_image(
+    store: &Store,
+    path: &Path,
+    compression: Compression,
+    epoch: u64,
+) -> Result<Partial> {
+    let (blob, diff_id) = import_rootfs(store, path, compression, epoch)?;
+    let mut config = ImageConfig::scratch();
+    config.created = Some(rfc3339(epoch));
+    config.rootfs.diff_ids.push(diff_id.to_string());
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some(format!("kiln import {}", file_name(path))),
+        ..Default::default()
+    });
+    Ok(Partial {
+        config,
+        layers: vec![blob],
+    })
+}
+
+/// Pulls a base image that is not in the store and tags it, as `kiln pull` would.
+fn pull_base(store: &Store, settings: &registry::Settings, name: &str) -> Result<Digest> {
+    let pull_error = |source| BuildError::Pull {
+        name: name.to_owned(),
+        source,
+    };
+    let reference = Reference::parse(name, DOCKER_HUB).map_err(StoreError::from)?;
+    let pulled = registry::pull(
+        store,
+        settings,
+        &reference,
+        None,
+        Arc::new(kiln_progress::Silent),
+    )
+    .map_err(pull_error)?;
+    ensure_layer_dirs(store, &Image::load(store, &pulled.digest)?)?;
+    store.set_tag(&reference, &pulled.manifest)?;
+    Ok(pulled.digest)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
+    let image = Image::load(store, manifest)?;
+    ensure_layer_dirs(store, &image)?;
+    Ok(Partial {
+        layers: image.manifest.layers().clone(),
+        config: image.config,
+    })
+}
+
+/// Unpacks every layer of `image` that has no layer dir yet, bottom first, each through
+/// [`layer::unpack_staged`] (diff_id checked) and committed at once.
+pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
+    let layers = image.layers()?;
+    for (i, l) in layers.iter().enumerate() {
+        if !store.has_layer(&l.diff_id) {
+            unpack_stored(store, l, &lower_dirs(store, &layers[..i]))?;
+        }
+    }
+    Ok(())
+}
+
+/// The layer dirs of `below`, top-most first.
+fn lower_dirs(store: &Store, below: &[ImageLayer]) -> Vec<PathBuf> {
+    below
+        .iter()
+        .rev()
+        .map(|b| store.layer_dir(&b.diff_id))
+        .collect()
+}
+
+/// Unpacks one stored layer blob and commits its layer dir.
+fn unpack_stored(store: &Store, l: &ImageLayer, lowers: &[PathBuf]) -> Result<()> {
+    let mut blob = store.open_blob(&l.digest)?;
+    let media_type = l.blob.media_type().to_string();
+    let staged = layer::unpack_staged(store, &mut blob, &media_type, &l.diff_id, lowers).map_err(
+        |source| BuildError::Unpack {
+            digest: l.digest.clone(),
+            source,
+        },
+    )?;
+    store.commit_layer(&staged.path(), staged.diff_id())?;
+    Ok(())
+}
+
+/// Turns a root filesystem (a directory, or a tar optionally gzip/zstd compressed) into one
+/// reproducible layer: blob in `blobs/`, layer dir in `layers/`. Returns the blob's
+/// descriptor and the diff_id. Anything else (a FIFO, a device) is refused before it is
+/// read: it could block or never end.
+pub fn import_rootfs(
+    store: &Store,
+    path: &Path,
+    compression: Compression,
+    epoch: u64,
+) -> Result<(Descriptor, Digest)> {
+    let archive = match host_file::open_file_or_dir(path) {
+        Ok(FileOrDir::Dir) => None,
+        Ok(FileOrDir::File(file, st)) => Some((file, st)),
+        Err(Refused::Kind(kind)) => {
+            return Err(BuildError::RootfsKind {
+                path: path.into(),
+                kind,
+            })
+        }
+        Err(Refused::Io(e)) => {
+            return Err(BuildError::BadBase {
+                path: path.into(),
+                why: e.to_string(),
+            })
+        }
+    };
+    let is_dir = archive.is_none();
+    let key = archive
+        .as_ref()
+        .and_then(|(file, st)| tarball_key(file, st, compression, epoch));
+    if let Some(hit) = key
+        .as_ref()
+        .map(|k| store.cached_step(k))
+        .transpose()?
+        .flatten()
+    {
+        if let (Some(layer), Some((_, diff_id))) = (hit.layer.clone(), hit.content()) {
+            return Ok((layer, diff_id));
+        }
+    }
+    let staging = store.temp_dir("import")?;
+    let dir = staging.path().join("layer");
+    std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
+    let limits = ApplyLimits::default();
+    if let Some((mut file, _)) = archive {
+        // An archive is unpacked first, so the blob is kiln's own reproducible tar of it.
+        layer::apply_layer(&mut file, "", &dir, &[], &limits)?;
+    }
+    let source = if is_dir { path } else { dir.as_path() };
+    let mut blob = store.new_blob()?;
+    let written = layer::write_layer(source, &mut blob, compression, &TarOptions { epoch })?;
+    let (digest, size) = blob.commit(Some(&written.digest))?;
+    if !store.has_layer(&written.diff_id) {
+        if is_dir {
+            // The layer dir is made from the blob, so it holds exactly what the image holds.
+            let mut blob = store.open_blob(&digest)?;
+            layer::apply_layer(&mut blob, compression.media_type(), &dir, &[], &limits)?;
+        }
+        store.commit_layer(&dir, &written.diff_id)?;
+    }
+    let media_type = MediaType::from(compression.media_type());
+    let layer = image::descriptor(media_type, &digest, size);
+    if let Some(key) = key {
+        store.record_step(&StepRecord {
+            key: key.to_string(),
+            layer: Some(layer.clone()),
+            diff_id: Some(written.diff_id.to_string()),
+            created_by: format!("kiln import {}", path.display()),
+        })?;
+    }
+    Ok((layer, written.diff_id))
+}
+
+/// The build-cache key of importing the open tarball `file` (`st` its `fstat`): its
+/// canonical path and identity on disk (device, inode, size, modification and change times
+/// — any write moves the change time) plus the layer format. `None` for a file changed in
+/// the last two seconds, whose times may not yet tell a later write apart (the hash memo's
+/// rule), or whose path cannot be told.
+fn tarball_key(file: &File, st: &FileStat, compression: Compression, epoch: u64) -> Option<Digest> {
+    let ctime_nsec = st.st_ctime_nsec.clamp(0, 999_999_999) as u32;
+    let changed =
+        std::time::UNIX_EPOCH + std::time::Duration::new(st.st_ctime.max(0) as u64, ctime_nsec);
+    if changed.elapsed().ok()? < std::time::Duration::from_secs(2) {
+        return None;
+    }
+    let path = fd_path(file.as_fd()).ok()?;
+    let identity = format!(
+        "kiln rootfs tarball v1\0{}\0{} {} {} {}.{} {}.{}\0{} {epoch}",
+        String::from_utf8_lossy(&path),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+        compression.media_type(),
+    );
+    Some(Digest::of_bytes(identity.as_bytes()))
+}
+
+/// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
+/// store, verifying every blob, and returns its manifest digest.
+fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest> {
+    let bad = |why: String| BuildError::BadBase {
+        path: dir.into(),
+        why,
+    };
+    let index_bytes = read_layout_file(&dir.join("index.json"), MAX_DOCUMENT)
+        .map_err(|e| bad(format!("index.json: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(&index_bytes)
+        .map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
+    let desc = pick_manifest(&index, tag).map_err(bad)?;
+    let mut desc = desc.clone();
+    for _ in 0..MAX_INDEX_DEPTH {
+        if *desc.media_type() != MediaType::ImageIndex {
+            break;
+        }
+        let digest = copy_blob(store, dir, &desc)?;
+        let bytes = store.read_blob(&digest, MAX_DOCUMENT)?;
+        let nested: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("index {digest}: {e}")))?;
+        desc = pick_platform(&nested).ok_or_else(|| {
+            bad(format!(
+                "no linux/{} image in index {digest}",
+                image::go_arch()
+            ))
+        })?;
+    }
+    let manifest = copy_blob(store, dir, &desc)?;
+    let bytes = store.read_blob(&manifest, MAX_DOCUMENT)?;
+    let parsed: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest {manifest}: {e}")))?;
+    copy_blob(store, dir, parsed.config())?;
+    for layer in parsed.layers() {
+        copy_blob(store, dir, layer)?;
+    }
+    Ok(manifest)
+}
+
+fn pick_manifest<'a>(
+    index: &'a ImageIndex,
+    tag: Option<&str>,
+) -> std::result::Result<&'a Descriptor, String> {
+    let name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
+    let all = index.manifests();
+    match tag {
+        Some(t) => all
+            .iter()
+            .find(|d| name(d).as_deref() == Some(t))
+            .ok_or_else(|| format!("no image tagged {t:?} (tags: {})", tag_list(all, name))),
+        None if all.len() == 1 => Ok(&all[0]),
+        None => Err(format!(
+            "holds {} images: name one with oci:PATH:TAG (tags: {})",
+            all.len(),
+            tag_list(all, name)
+        )),
+    }
+}
+
+fn tag_list(all: &[Descriptor], name: impl Fn(&Descriptor) -> Option<String>) -> String {
+    let tags: Vec<String> = all.iter().filter_map(name).collect();
+    if tags.is_empty() {
+        "none".into()
+    } else {
+        tags.join(", ")
+    }
+}
+
+fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
+    let arch = image::go_arch();
+    index
+        .manifests()
+        .iter()
+        .find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == arch
+            })
+        })
+        .cloned()
+}
+
+/// Copies one blob of an OCI layout into the store, checking digest grammar first, then
+/// size and digest while streaming.
+fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
+    let digest = image::oci_digest(desc)?;
+    if store.has_blob(&digest) {
+        return Ok(digest);
+    }
+    let path = dir.join("blobs/sha256").join(digest.hex());
+    let file = host_file::open_regular(&path).map_err(|e| BuildError::BadBase {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    let mut w = store.new_blob()?;
+    let copied =
+        io::copy(&mut file.take(desc.size() + 1), &mut w).map_err(StoreError::io("copy", &path))?;
+    if copied != desc.size() {
+        return Err(BuildError::BadBase {
+            path,
+            why: format!(
+                "size is {copied} bytes, the descriptor says {}",
+                desc.size()
+            ),
+        });
+    }
+    Ok(w.commit(Some(&digest))?.0)
+}
+
+/// A file of an OCI layout, at most `limit` bytes; only a regular file is read.
+fn read_layout_file(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let file = host_file::open_regular(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {} MiB", limit >> 20));
+    }
+    Ok(bytes)
+}

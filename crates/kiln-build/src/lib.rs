@@ -1,0 +1,385 @@
+//! Builds an image from a spec: resolve the base, run each step in a sandbox, capture each
+//! step's changes as a layer, write config and manifest, tag.
+//!
+//! Exists to tie the lower modules together in the one order that keeps the store
+//! consistent: layers and blobs are committed as they are made (content-addressed, so a
+//! failed build leaves only unreferenced content that `gc` reclaims), and the tag is written
+//! last, so nothing half-built is ever tagged.
+
+#[cfg(test)]
+#[macro_use]
+extern crate kiln_testing;
+
+mod base;
+mod cache_and_secrets;
+mod confine;
+pub mod context;
+mod copy_step;
+mod host_file;
+mod key;
+mod output;
+pub mod passwd;
+mod record;
+mod run_step;
+mod sources;
+mod spec_checks;
+mod stage_copy;
+mod stages;
+mod steps;
+
+use std::path::PathBuf;
+
+use oci_spec::image::Descriptor;
+
+pub use base::rootfs_image;
+pub use base::{ensure_layer_dirs, import_rootfs};
+pub use confine::{confinement, limits_over, SecurityOptions};
+pub use steps::CachePolicy;
+
+use kiln_image::{self as image, ImageConfig, ImageError};
+use kiln_layer::{Compression, LayerError};
+use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_runtime::RuntimeError;
+use kiln_spec::{self as spec, SpecError};
+use kiln_store::{Digest, Reference, Store, StoreError};
+
+pub use kiln_runtime::DEFAULT_PATH;
+
+/// What `kiln build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The build context, absolute: the directory `copy:` steps read by default.
+    pub context: PathBuf,
+    /// The spec file, absolute.
+    pub spec_file: PathBuf,
+    /// The spec file as the user named it, for messages (`kiln.yaml:12:5: …`).
+    pub spec_shown: PathBuf,
+    /// `-t` names; when empty, the spec's `image:` is used.
+    pub tags: Vec<String>,
+    /// `--arg K=V` overrides.
+    pub args: Vec<(String, String)>,
+    pub compression: Compression,
+    /// SOURCE_DATE_EPOCH: file mtimes are clamped to it and `created` fields set to it.
+    pub epoch: u64,
+    /// Where a `from:` image that is not in the store is pulled from; `None` never pulls.
+    pub registry: Option<kiln_registry::Settings>,
+    /// `--no-cache` / `--no-cache-from STEP`.
+    pub cache: CacheRequest,
+    /// `--target STAGE`: build this stage instead of the last one.
+    pub target: Option<String>,
+    /// `--memory`, `--cpus`, `--pids-limit`: the cgroup limits of every run step without
+    /// its own `resources:`.
+    pub limits: kiln_spec::Limits,
+    /// The environment `secrets: env:` read from: the caller's (kiln build's), passed in
+    /// because the library never reads the process environment itself.
+    pub environment: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
+}
+
+/// How the build cache is used, as asked on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CacheRequest {
+    #[default]
+    Use,
+    /// `--no-cache`.
+    Ignore,
+    /// `--no-cache-from STEP`: `N` (1-based, in the target stage) or `STAGE:N`.
+    IgnoreFrom(String),
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub manifest: Descriptor,
+    pub digest: Digest,
+    pub tags: Vec<Reference>,
+    pub layers: usize,
+    /// Compressed size of all layers.
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// A layer blob of an image could not become its layer dir.
+    #[error("layer {digest}: {source}")]
+    Unpack { digest: Digest, source: LayerError },
+    #[error("{location}: step {number} ({title}) failed: {}", failure(status, *out_of_memory))]
+    StepFailed {
+        location: String,
+        number: usize,
+        title: String,
+        status: kiln_runtime::ExitStatus,
+        /// The OOM killer killed the step's command (its memory limit was hit).
+        out_of_memory: bool,
+    },
+    #[error("{location}: step {number} ({title}) could not start: {source}")]
+    StepSetup {
+        location: String,
+        number: usize,
+        title: String,
+        source: RuntimeError,
+    },
+    #[error("{location}: step {number} ({title}): {message}")]
+    Step {
+        location: String,
+        number: usize,
+        title: String,
+        message: String,
+    },
+    #[error("base image {0:?} is not in the store")]
+    BaseNotFound(String),
+    #[error("pulling base image {name:?}: {source}")]
+    Pull {
+        name: String,
+        source: kiln_registry::RegistryError,
+    },
+    #[error("{path}: {why}")]
+    BadBase { path: PathBuf, why: String },
+    /// A `rootfs:` or `kiln import` path that is neither a directory nor a regular file.
+    #[error("{} is {kind}, not a directory or a tar archive", path.display())]
+    RootfsKind { path: PathBuf, kind: &'static str },
+    #[error("cannot open {} {}: {}", context_name(name), path.display(), io_reason(source))]
+    ContextOpen {
+        /// `None`: the build context; else a name under `contexts:`.
+        name: Option<String>,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A build context's ignore file that cannot be used.
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
+    NoTag,
+    #[error("{0}")]
+    Usage(String),
+    /// Secrets whose file or variable is missing when the build starts, located in the spec.
+    #[error(transparent)]
+    Secret(SpecError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+fn failure(status: &kiln_runtime::ExitStatus, out_of_memory: bool) -> String {
+    match out_of_memory {
+        true => "killed: out of memory".into(),
+        false => status.to_string(),
+    }
+}
+
+impl BuildError {
+    /// A hint for the user, printed under the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::BaseNotFound(_) => Some(
+                "kiln pull it, build or import it first (kiln import ROOTFS -t NAME), or use from: rootfs:PATH or oci:PATH; builds pull a missing base unless --no-pull"
+                    .into(),
+            ),
+            BuildError::Pull { source, .. } => source.hint(),
+            BuildError::Secret(_) => Some(
+                "a relative source: is taken from the spec's folder, an env: variable from kiln build's environment; secrets are read when the build starts and never enter a layer, the cache or the log"
+                    .into(),
+            ),
+            BuildError::StepFailed {
+                out_of_memory: true,
+                ..
+            } => Some(
+                "raise the step's limit (resources: { memory: 2g }) or kiln build --memory".into(),
+            ),
+            BuildError::RootfsKind { .. } => Some(
+                "a root filesystem is a directory or a tar archive (plain, gzip or zstd); kiln never reads a FIFO, socket or device as one"
+                    .into(),
+            ),
+            BuildError::ContextOpen { name: None, .. } => Some(
+                "the build context is kiln build's CONTEXT argument (default: the working directory), a directory"
+                    .into(),
+            ),
+            BuildError::ContextOpen { name: Some(_), .. } => Some(
+                "a relative path under contexts: is taken from the spec's folder; a build context is a directory"
+                    .into(),
+            ),
+            BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
+                Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The exit code of a failed step, which `kiln build` passes on.
+    pub fn step_exit_code(&self) -> Option<i32> {
+        match self {
+            BuildError::StepFailed { status, .. } => Some(status.code()),
+            BuildError::StepSetup { source, .. } => source.command_exit_code(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// How messages name a build context.
+fn context_name(name: &Option<String>) -> String {
+    match name {
+        None => "the build context".into(),
+        Some(name) => format!("build context {name:?} at"),
+    }
+}
+
+/// An I/O error without the OS's code number ("No such file or directory").
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+/// Builds the spec and tags the result.
+pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
+    let spec = load_spec(opts)?;
+    let tags = resolve_tags(&spec, &opts.tags)?;
+    spec_checks::secrets(&spec, &opts.spec_shown, &opts.environment).map_err(BuildError::Secret)?;
+    let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
+    else {
+        unreachable!("a build that is not a plan knows every stage");
+    };
+    built.config.config.apply_spec(&spec.config);
+    let manifest = image::write_image(store, &built.config, &built.layers)?;
+    let manifest = image::with_run_defaults(manifest, &spec.run);
+    for tag in &tags {
+        store.set_tag(tag, &manifest)?;
+    }
+    let size = built.layers.iter().map(Descriptor::size).sum();
+    Ok(BuildResult {
+        digest: image::oci_digest(&manifest)?,
+        manifest,
+        tags,
+        layers: built.layers.len(),
+        size,
+    })
+}
+
+/// `kiln build --plan`: reports through `progress` whether each step is cached or would run
+/// (and why), running nothing. Steps after one that would run are reported as running too:
+/// their parent is not known until it has run.
+pub fn plan(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<()> {
+    let spec = load_spec(opts)?;
+    build_stages(store, &spec, opts, progress, true).map(drop)
+}
+
+/// Builds (or plans) the last stage of `spec` and what it needs.
+fn build_stages(
+    store: &Store,
+    spec: &spec::Spec,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    plan: bool,
+) -> Result<steps::StageOutput> {
+    let cache = cache_policy(spec, &opts.cache)?;
+    let stages = stages::needed_stages(spec).into_iter();
+    let sources = sources::Sources::open(store, spec, opts, stages.map(|i| &spec.stages[i]))?;
+    announce_ignore_files(&sources, progress);
+    let request = stages::Request {
+        store,
+        spec,
+        opts,
+        progress,
+        cache: &cache,
+        plan,
+        sources: &sources,
+    };
+    let output = stages::build(&request);
+    sources.save();
+    output
+}
+
+/// Says, before anything else, which ignore file each context uses and how it is read:
+/// with three possible files and two syntaxes, which one applies is not obvious.
+fn announce_ignore_files(sources: &sources::Sources, progress: &dyn Progress) {
+    for (context, file, syntax) in sources.ignore_files() {
+        let syntax = match syntax {
+            context::IgnoreSyntax::Gitignore => "gitignore syntax",
+            context::IgnoreSyntax::Docker => "Docker's .dockerignore syntax",
+        };
+        let context = match context {
+            None => "the build context".to_string(),
+            Some(name) => format!("build context {name:?}"),
+        };
+        progress.phase(&format!("using {file} ({syntax}) for {context}"));
+    }
+}
+
+/// Loads the spec, cut after the `--target` stage when there is one (so that stage is the
+/// last, and becomes the image). Its problems name the file as the user did.
+fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
+    let shown = |e: SpecError| e.shown_as(&opts.spec_shown);
+    let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
+    if let Some(target) = &opts.target {
+        spec.truncate_to(target).map_err(shown)?;
+    }
+    spec_checks::references(&spec, &opts.spec_shown)?;
+    Ok(spec)
+}
+
+/// Resolves `--no-cache-from N` or `STAGE:N` against the spec.
+fn cache_policy(spec: &spec::Spec, request: &CacheRequest) -> Result<CachePolicy> {
+    let from = match request {
+        CacheRequest::Use => return Ok(CachePolicy::Use),
+        CacheRequest::Ignore => return Ok(CachePolicy::Ignore),
+        CacheRequest::IgnoreFrom(from) => from,
+    };
+    let bad = |why: String| BuildError::Usage(format!("--no-cache-from {from:?}: {why}"));
+    let (stage, number) = match from.rsplit_once(':') {
+        Some((name, n)) => {
+            let stage = spec
+                .stage_index(name)
+                .ok_or_else(|| bad(format!("no stage named {name:?}")))?;
+            (stage, n)
+        }
+        None => (spec.stages.len() - 1, from.as_str()),
+    };
+    let step: usize =
+        number.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            bad("expected a step number (1 is the first step), or STAGE:N".into())
+        })?;
+    let steps = spec.stages[stage].steps.len();
+    if step > steps {
+        return Err(bad(match spec.stages.len() {
+            1 => format!("the spec has {steps} steps"),
+            _ => format!("stage {:?} has {steps} steps", spec.stages[stage].name),
+        }));
+    }
+    Ok(CachePolicy::IgnoreFrom {
+        stage,
+        step: step - 1,
+    })
+}
+
+fn resolve_tags(spec: &spec::Spec, cli_tags: &[String]) -> Result<Vec<Reference>> {
+    let names: Vec<&str> = if cli_tags.is_empty() {
+        spec.image.iter().map(String::as_str).collect()
+    } else {
+        cli_tags.iter().map(String::as_str).collect()
+    };
+    if names.is_empty() {
+        return Err(BuildError::NoTag);
+    }
+    Ok(names
+        .into_iter()
+        .map(Reference::local)
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)?)
+}
+
+/// An image under construction: config plus layer descriptors, bottom first.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}

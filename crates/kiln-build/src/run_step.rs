@@ -1,0 +1,121 @@
+//! Running a `run` step: its environment, its confinement, the sandbox it runs in, and the
+//! pipes that carry its output to the build's `Progress`.
+//!
+//! Exists apart from `steps.rs` because running a command is the one part of a step that
+//! talks to the runtime and to threads: `steps.rs` decides *whether* a step runs (the cache)
+//! and turns what it changed into a layer; this file only makes the step's upper dir hold
+//! what the command wrote, or says why it could not.
+
+use std::os::fd::OwnedFd;
+
+use super::steps::{StepCx, StepDirs};
+use super::{passwd, BuildError, BuildOptions, Partial, Result, Stream};
+use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
+use kiln_spec::{Network, RunStep};
+use kiln_store::StoreError;
+
+/// The hostname of every run step.
+const STEP_HOSTNAME: &str = "kiln-build";
+
+/// Runs a `run` step's command in a sandbox on `image`'s layers, writing into `dirs`' upper
+/// dir, with its output forwarded line by line to the build's progress.
+pub(super) fn run_in_sandbox(
+    cx: &StepCx,
+    run: &RunStep,
+    image: &Partial,
+    dirs: &StepDirs,
+) -> Result<()> {
+    let job = cx.job;
+    let overlay = dirs.overlay(job.store, image);
+    let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
+        .map_err(|e| cx.error(e.to_string()))?;
+    // Only the args the step names reach its environment: that is what its key holds.
+    // The defaults a container gets follow; they derive from the state (user, layers), which
+    // the key holds too.
+    let mut env = image.config.config.env.clone();
+    env.extend(
+        cx.step
+            .args_used
+            .iter()
+            .filter(|k| image.config.env_var(k).is_none())
+            .filter_map(|k| Some(format!("{k}={}", job.spec.args.get(k)?))),
+    );
+    runtime::add_default_env(&mut env, STEP_HOSTNAME, &user.home, false);
+    let mounts = super::cache_and_secrets::step_mounts(
+        job.store,
+        &job.spec.file,
+        run,
+        &job.opts.environment,
+    )
+    .map_err(|m| cx.error(m))?;
+    let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let sandbox = StepSandbox {
+        mounts,
+        overlay,
+        process: Process {
+            argv: run.command.argv(),
+            env,
+            cwd: image
+                .config
+                .config
+                .working_dir
+                .clone()
+                .unwrap_or_else(|| "/".into()),
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            hostname: STEP_HOSTNAME.into(),
+            network: match run.network {
+                Network::Host => NetworkMode::Host,
+                Network::None => NetworkMode::None,
+            },
+        },
+        stdout: out_w,
+        stderr: err_w,
+        confinement,
+    };
+    let exit = std::thread::scope(|s| {
+        let progress = cx.job.progress;
+        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stdout, out_r));
+        s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stderr, err_r));
+        let exit = runtime::run_step(&sandbox);
+        drop(sandbox);
+        exit
+    });
+    let exit = exit.map_err(|source| BuildError::StepSetup {
+        location: cx.location(),
+        number: cx.index + 1,
+        title: cx.title().into(),
+        source,
+    })?;
+    match exit.status {
+        ExitStatus::Exited(0) => Ok(()),
+        status => Err(BuildError::StepFailed {
+            location: cx.location(),
+            number: cx.index + 1,
+            title: cx.title().into(),
+            status,
+            out_of_memory: exit.command_oom_killed(),
+        }),
+    }
+}
+
+/// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with
+/// `kiln build --memory` etc. where it sets no limit.
+pub(super) fn step_confinement(run: &RunStep, opts: &BuildOptions) -> Result<Confinement, String> {
+    let limits = super::limits_over(&run.limits, &opts.limits);
+    super::confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        StoreError::Io {
+            what: "create",
+            path: "pipe".into(),
+            source: e.into(),
+        }
+        .into()
+    })
+}

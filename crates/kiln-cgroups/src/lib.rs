@@ -1,0 +1,608 @@
+//! Control groups for `kiln run`: memory, CPU and pids limits, the device allow-list, OOM
+//! detection, cleanup.
+//!
+//! A container's processes are put in a cgroup of their own, `kiln-<id>`, below a `kiln`
+//! parent: on cgroup v1 one directory per controller (`<root>/memory/kiln/kiln-<id>`,
+//! `<root>/cpu/kiln/kiln-<id>`, `<root>/pids/kiln/kiln-<id>`,
+//! `<root>/devices/kiln/kiln-<id>`), on cgroup v2 one directory (`<root>/kiln/kiln-<id>`)
+//! with the controllers enabled in the parents' `subtree_control`. A hybrid host (v1
+//! controllers plus an empty v2 hierarchy at `<root>/unified`) is driven through v1, where
+//! the controllers are.
+//!
+//! Devices ([`devices`]): the allow-list is written to the v1 `devices` controller, or on
+//! v2 (which has no such controller) enforced by an eBPF program attached to the cgroup
+//! ([`bpf`]). A container is never started without it: a v1 host lacking the `devices`
+//! controller is an error unless the policy allows every device (`--privileged`).
+//!
+//! Every path is relative to a configurable root (normally `/sys/fs/cgroup`), so the v2
+//! logic can be tested against a directory that imitates cgroupfs on this v1 machine.
+//!
+//! Ownership and stale cleanup: the kiln process that creates a cgroup holds an exclusive
+//! `flock` on it (the v2 dir, or the first v1 controller dir) until it removes it. A `kiln-*`
+//! cgroup whose lock is free belongs to a kiln that died (its container died with it through
+//! `PR_SET_PDEATHSIG`), and [`clean_stale`] kills whatever is left in it and removes it.
+
+#[cfg(test)]
+#[macro_use]
+extern crate kiln_testing;
+
+mod bpf;
+pub mod devices;
+mod v1;
+mod v2;
+
+pub use bpf::attach_device_filter;
+pub use devices::{Access, DeviceKind, DevicePolicy, DeviceRule};
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Where cgroupfs is mounted on a normal host.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The pids limit when none is given (podman's default).
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
+/// The directory under which every kiln cgroup lives (per controller on v1).
+pub const CGROUP_PARENT: &str = "kiln";
+/// The prefix of a container's cgroup name: `kiln-<id>`.
+pub const CGROUP_PREFIX: &str = "kiln-";
+/// The CFS period kiln uses for `--cpus` (the kernel's and Docker's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel accepts.
+const MIN_CPU_QUOTA_US: u64 = 1_000;
+/// Cgroup interface files are small; anything longer is not what kiln expects.
+const MAX_FILE_LEN: u64 = 1 << 20;
+/// How long removal waits for a cgroup's last processes to finish exiting.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cgroup layout of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Controllers in per-controller v1 hierarchies.
+    V1,
+    /// v1 controllers plus a controller-less v2 hierarchy at `unified/` (systemd's hybrid
+    /// mode); kiln uses the v1 controllers.
+    Hybrid,
+    /// One unified v2 hierarchy.
+    V2,
+}
+
+/// Limits for a container. `None` means no limit, except for `pids` (see
+/// [`DEFAULT_PIDS_LIMIT`]); devices are confined to the default allow-list unless
+/// `devices` says otherwise.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Memory limit in bytes; swap is not allowed on top of it.
+    pub memory: Option<u64>,
+    /// CPUs' worth of time per period, e.g. 1.5.
+    pub cpus: Option<f64>,
+    /// The most processes and threads the container may have at once.
+    pub pids: Option<u64>,
+    /// Which devices the container may create and open.
+    pub devices: DevicePolicy,
+}
+
+impl Resources {
+    /// The CFS quota (µs per [`CPU_PERIOD_US`]) for `cpus`, checked.
+    pub fn cpu_quota(&self) -> Result<Option<u64>, CgroupError> {
+        let Some(cpus) = self.cpus else {
+            return Ok(None);
+        };
+        let quota = cpus * CPU_PERIOD_US as f64;
+        if !quota.is_finite() || quota.round() < MIN_CPU_QUOTA_US as f64 || quota > u64::MAX as f64
+        {
+            return Err(CgroupError::InvalidCpus(cpus));
+        }
+        Ok(Some(quota.round() as u64))
+    }
+
+    /// The pids limit to apply: the given one or the default.
+    pub fn pids_limit(&self) -> u64 {
+        self.pids.unwrap_or(DEFAULT_PIDS_LIMIT)
+    }
+
+    fn check(&self) -> Result<(), CgroupError> {
+        self.cpu_quota()?;
+        if self.memory == Some(0) {
+            return Err(CgroupError::InvalidLimit("memory limit of 0 bytes".into()));
+        }
+        if self.pids == Some(0) {
+            return Err(CgroupError::InvalidLimit("pids limit of 0".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup filesystem found at {0} (neither cgroup v1 controllers nor cgroup v2)")]
+    NotMounted(PathBuf),
+    #[error("the {controller} cgroup controller is not available under {root}, so {what} cannot be applied")]
+    ControllerMissing {
+        controller: &'static str,
+        root: PathBuf,
+        what: &'static str,
+    },
+    #[error("invalid --cpus value {0}: it must be a number of CPUs of at least 0.01")]
+    InvalidCpus(f64),
+    #[error("invalid limit: {0}")]
+    InvalidLimit(String),
+    #[error(
+        "invalid container id {0:?} for a cgroup name (letters, digits, '_', '-' and '.' only)"
+    )]
+    InvalidId(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cgroup {path} still has processes after {secs} s and cannot be removed")]
+    Busy { path: PathBuf, secs: u64 },
+    #[error("cannot {what} the eBPF program that enforces the device allow-list on cgroup v2: {source}{log}")]
+    DeviceFilter {
+        what: &'static str,
+        source: io::Error,
+        /// The verifier's log, with a leading newline, or empty.
+        log: String,
+    },
+}
+
+impl CgroupError {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
+        let path = path.to_path_buf();
+        move |source| CgroupError::Io { what, path, source }
+    }
+}
+
+/// Finds out how cgroups are mounted under `root`.
+pub fn detect(root: &Path) -> Result<CgroupMode, CgroupError> {
+    if root.join("cgroup.controllers").is_file() {
+        return Ok(CgroupMode::V2);
+    }
+    if v1::available_controllers(root).is_empty() {
+        return Err(CgroupError::NotMounted(root.to_path_buf()));
+    }
+    if root.join("unified/cgroup.controllers").is_file() {
+        Ok(CgroupMode::Hybrid)
+    } else {
+        Ok(CgroupMode::V1)
+    }
+}
+
+/// A container's cgroup, removed by [`Cgroup::remove`] (or, best effort, on drop).
+#[derive(Debug)]
+pub struct Cgroup {
+    id: String,
+    mode: CgroupMode,
+    /// `None` once removed.
+    backend: Option<Backend>,
+    /// The open, `flock`ed anchor dir that marks this cgroup as owned by a live kiln.
+    lock: Option<File>,
+}
+
+#[derive(Debug)]
+enum Backend {
+    V1(v1::Group),
+    V2(v2::Group),
+}
+
+impl Cgroup {
+    /// Creates `kiln-<id>` under `root` and applies `resources`. Nothing is left behind on
+    /// error.
+    pub fn create(root: &Path, id: &str, resources: &Resources) -> Result<Cgroup, CgroupError> {
+        check_id(id)?;
+        resources.check()?;
+        let mode = detect(root)?;
+        // Held shared until this group is locked as ours, so a concurrent `clean_stale`
+        // (which holds it exclusively) never sees a half-made group as stale.
+        let _creating = lock_root(root, libc::LOCK_SH)?;
+        for _ in 0..3 {
+            let backend = match mode {
+                CgroupMode::V2 => Backend::V2(v2::Group::create(root, id)?),
+                CgroupMode::V1 | CgroupMode::Hybrid => Backend::V1(v1::Group::create(root, id)?),
+            };
+            let anchor = backend.anchor();
+            let mut cgroup = Cgroup {
+                id: id.to_owned(),
+                mode,
+                backend: Some(backend),
+                lock: None,
+            };
+            match lock_owned(&anchor)? {
+                Some(lock) => cgroup.lock = Some(lock),
+                None => continue,
+            }
+            cgroup.apply(resources)?;
+            return Ok(cgroup);
+        }
+        Err(CgroupError::Io {
+            what: "create cgroup (removed by a concurrent cleanup each time)",
+            path: root.join(CGROUP_PARENT).join(cgroup_name(id)),
+            source: io::Error::from(io::ErrorKind::Interrupted),
+        })
+    }
+
+    fn apply(&mut self, resources: &Resources) -> Result<(), CgroupError> {
+        match &mut self.backend {
+            Some(Backend::V1(g)) => g.apply(resources),
+            Some(Backend::V2(g)) => g.apply(resources),
+            None => Ok(()),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// Whether the container should get a cgroup namespace (only meaningful on v2).
+    pub fn wants_namespace(&self) -> bool {
+        self.mode == CgroupMode::V2
+    }
+
+    /// The cgroup's directories (one per controller on v1).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.backend.as_ref().map(Backend::dirs).unwrap_or_default()
+    }
+
+    /// The dirs in the order of removal: the locked anchor last. Were it removed first, a
+    /// concurrent [`clean_stale`] would find the other controllers' dirs with no lock on
+    /// them, take the group for stale and remove it under this kiln's feet.
+    fn paths_anchor_last(&self) -> Vec<PathBuf> {
+        let mut paths = self.paths();
+        if !paths.is_empty() {
+            paths.rotate_left(1);
+        }
+        paths
+    }
+
+    /// Moves process `pid` (and, on v1, its threads) into the cgroup.
+    pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        for dir in self.paths() {
+            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this cgroup.
+    pub fn oom_killed(&self) -> Result<bool, CgroupError> {
+        match &self.backend {
+            Some(Backend::V1(g)) => g.oom_killed(),
+            Some(Backend::V2(g)) => g.oom_killed(),
+            None => Ok(false),
+        }
+    }
+
+    /// Kills whatever is still in the cgroup and removes it.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        let result = remove_dirs(&self.paths_anchor_last());
+        // Unlock only once the dirs are gone, so no cleaner races with the removal.
+        self.lock = None;
+        self.backend = None;
+        result
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = remove_dirs(&self.paths_anchor_last());
+    }
+}
+
+impl Backend {
+    fn dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Backend::V1(g) => g.dirs(),
+            Backend::V2(g) => g.dirs(),
+        }
+    }
+
+    /// The dir whose `flock` marks ownership.
+    fn anchor(&self) -> PathBuf {
+        self.dirs().into_iter().next().unwrap_or_default()
+    }
+}
+
+/// Removes every `kiln-*` cgroup under `root` that no live kiln owns, killing any process
+/// still in it. Returns the ids removed. A root without cgroups has nothing stale.
+pub fn clean_stale(root: &Path) -> Result<Vec<String>, CgroupError> {
+    let mode = match detect(root) {
+        Ok(mode) => mode,
+        Err(CgroupError::NotMounted(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let _cleaning = lock_root(root, libc::LOCK_EX)?;
+    let groups = match mode {
+        CgroupMode::V2 => v2::existing(root)?,
+        CgroupMode::V1 | CgroupMode::Hybrid => v1::existing(root)?,
+    };
+    let mut removed = Vec::new();
+    for (id, dirs) in groups {
+        let Some(anchor) = dirs.first() else {
+            continue;
+        };
+        // Held while removing, so a kiln starting with the same id cannot interleave.
+        let Some(_lock) = lock_owned(anchor)? else {
+            continue;
+        };
+        remove_dirs(&dirs)?;
+        removed.push(id);
+    }
+    Ok(removed)
+}
+
+/// The `kiln-*` cgroups under `root` whose kiln is gone, as (id, dir), without touching
+/// them: what [`clean_stale`] would remove (`kiln fsck`, `kiln gc --dry-run`).
+pub fn stale(root: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
+    let mode = match detect(root) {
+        Ok(mode) => mode,
+        Err(CgroupError::NotMounted(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let groups = match mode {
+        CgroupMode::V2 => v2::existing(root)?,
+        CgroupMode::V1 | CgroupMode::Hybrid => v1::existing(root)?,
+    };
+    let mut out = Vec::new();
+    for (id, dirs) in groups {
+        let Some(anchor) = dirs.into_iter().next() else {
+            continue;
+        };
+        // Taking the lock and letting it go at once tells whether a kiln holds it.
+        if lock_owned(&anchor)?.is_some() {
+            out.push((id, anchor));
+        }
+    }
+    Ok(out)
+}
+
+fn cgroup_name(id: &str) -> String {
+    format!("{CGROUP_PREFIX}{id}")
+}
+
+fn check_id(id: &str) -> Result<(), CgroupError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupError::InvalidId(id.to_owned()))
+    }
+}
+
+/// Takes the exclusive lock of the cgroup dir `dir` without waiting. `None` when another
+/// process holds it, or when the dir vanished or was replaced before the lock was taken.
+/// A blocking `flock` (`LOCK_SH` or `LOCK_EX`) on the cgroupfs root, released on drop.
+fn lock_root(root: &Path, operation: libc::c_int) -> Result<File, CgroupError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)
+        .map_err(CgroupError::io("open cgroup root", root))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(CgroupError::io("lock cgroup root", root)(err));
+        }
+    }
+}
+
+fn lock_owned(dir: &Path) -> Result<Option<File>, CgroupError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(dir)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CgroupError::io("open cgroup", dir)(e)),
+    };
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => Ok(None),
+            _ => Err(CgroupError::io("lock cgroup", dir)(err)),
+        };
+    }
+    let opened = file
+        .metadata()
+        .map_err(CgroupError::io("stat cgroup", dir))?;
+    match fs::symlink_metadata(dir) {
+        Ok(now) if now.ino() == opened.ino() && now.dev() == opened.dev() => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CgroupError::io("stat cgroup", dir)(e)),
+    }
+}
+
+/// Creates `dir` if it does not exist yet.
+fn ensure_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CgroupError::io("create cgroup", dir)(e)),
+    }
+}
+
+/// Writes `value` to a cgroup interface file (one `write`, as the kernel wants).
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        // A plain file in a test imitation; an existing interface file on cgroupfs.
+        .create(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| CgroupError::Io {
+            what: "open cgroup file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    file.write_all(value.as_bytes())
+        .map_err(|source| CgroupError::Io {
+            what: "write to",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes each of `values` to a cgroup interface file that takes one entry per `write`
+/// (`devices.allow`). The file is opened once and not truncated, so a test imitation
+/// collects every entry, one per line.
+fn write_lines(path: &Path, values: &[String]) -> Result<(), CgroupError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(CgroupError::io("open cgroup file", path))?;
+    for value in values {
+        file.write_all(format!("{value}\n").as_bytes())
+            .map_err(CgroupError::io("write to", path))?;
+    }
+    Ok(())
+}
+
+/// Reads a cgroup interface file, bounded.
+fn read_file(path: &Path) -> Result<String, CgroupError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(CgroupError::io("open cgroup file", path))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_LEN)
+        .read_to_string(&mut text)
+        .map_err(CgroupError::io("read", path))?;
+    Ok(text)
+}
+
+/// The value of `key` in a flat-keyed file such as `memory.events` (`key value` lines).
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Pids listed in a dir's `cgroup.procs`; a missing dir has none.
+fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    match read_file(&dir.join("cgroup.procs")) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        // ENODEV: the cgroup was removed while being read.
+        Err(CgroupError::Io { source, .. })
+            if source.kind() == io::ErrorKind::NotFound
+                || source.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Kills every process of the cgroups and removes their dirs, retrying while the kernel
+/// still counts exiting processes.
+fn remove_dirs(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
+    for dir in dirs {
+        let mut pause = Duration::from_micros(200);
+        loop {
+            kill_all(dir)?;
+            match fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                // Only a plain directory (a test imitation of cgroupfs) says ENOTEMPTY: real
+                // cgroupfs removes a cgroup with its interface files, or answers EBUSY.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(dir) => {
+                    remove_plain_files(dir)?;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    return Err(CgroupError::Busy {
+                        path: dir.clone(),
+                        secs: REMOVE_TIMEOUT.as_secs(),
+                    });
+                }
+                Err(e) => return Err(CgroupError::io("remove cgroup", dir)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kill_all(dir: &Path) -> Result<(), CgroupError> {
+    for pid in procs(dir)? {
+        if pid > 0 {
+            // SAFETY: kill takes plain integers; the process may already be gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    Ok(())
+}
+
+fn is_cgroupfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| {
+        let magic = s.filesystem_type();
+        magic == nix::sys::statfs::CGROUP_SUPER_MAGIC
+            || magic == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+    })
+}
+
+fn remove_plain_files(dir: &Path) -> Result<(), CgroupError> {
+    for entry in fs::read_dir(dir).map_err(CgroupError::io("list", dir))? {
+        let entry = entry.map_err(CgroupError::io("list", dir))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(entry.path()).map_err(CgroupError::io("remove", &entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `kiln-<id>` entries of a `kiln` parent dir: (id, path).
+fn kiln_children(parent: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CgroupError::io("list", parent)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(CgroupError::io("list", parent))?;
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_prefix(CGROUP_PREFIX)) else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push((id.to_owned(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod device_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! OCI image documents: the image config, manifests, and images in the store.
+//!
+//! Exists so the rest of kiln talks about "an image" (manifest + config + layers) rather
+//! than JSON files. Manifests, indexes and descriptors are the `oci-spec` crate's types.
+//! The image *config* is kiln's own [`ImageConfig`], a superset of the OCI config: oci-spec's
+//! type has no `Healthcheck` (a Docker extension that docker and podman honour) and drops
+//! fields it does not know, and kiln promises that nothing in a spec or a base image is
+//! silently dropped. Unknown fields are kept in `extra` and written back unchanged.
+//!
+//! Every document is written as canonical JSON (sorted keys), so the same inputs always give
+//! the same digests.
+
+mod config;
+
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION,
+};
+
+pub use config::{
+    go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig,
+};
+
+use kiln_store::{canonical_json, Digest, Store, StoreError, MAX_DOCUMENT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} {digest} is not valid JSON for its type: {why}")]
+    BadDocument {
+        what: &'static str,
+        digest: Digest,
+        why: String,
+    },
+    #[error("manifest {digest} has media type {found:?}, expected {expected:?}")]
+    MediaType {
+        digest: Digest,
+        found: String,
+        expected: String,
+    },
+    #[error("manifest {0} lists {1} layers but its config lists {2} diff_ids")]
+    LayerCount(Digest, usize, usize),
+    #[error(transparent)]
+    BadDigest(#[from] kiln_store::digest::BadDigest),
+    /// The `run:` defaults kept with a tag do not parse: running without them would drop
+    /// the limits and dropped capabilities they hold.
+    #[error(
+        "the stored run settings ({RUN_DEFAULTS_ANNOTATION} in index.json) are unreadable: {0}"
+    )]
+    RunDefaults(String),
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// A layer of an image: the blob's descriptor and the digest of its uncompressed tar.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub blob: Descriptor,
+    pub digest: Digest,
+    pub diff_id: Digest,
+}
+
+/// An image read from the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub digest: Digest,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+}
+
+impl Image {
+    /// Reads and checks the image whose manifest is `manifest_digest`.
+    pub fn load(store: &Store, manifest_digest: &Digest) -> Result<Image> {
+        let bytes = store.read_blob(manifest_digest, MAX_DOCUMENT)?;
+        let manifest: ImageManifest = parse_document("manifest", manifest_digest, &bytes)?;
+        check_manifest_media_type(manifest_digest, &manifest, &bytes)?;
+        let config_digest = oci_digest(manifest.config())?;
+        let bytes = store.read_blob(&config_digest, MAX_DOCUMENT)?;
+        let config: ImageConfig = parse_document("image config", &config_digest, &bytes)?;
+        let image = Image {
+            digest: manifest_digest.clone(),
+            manifest,
+            config_digest,
+            config,
+        };
+        let (layers, diff_ids) = (
+            image.manifest.layers().len(),
+            image.config.rootfs.diff_ids.len(),
+        );
+        if layers != diff_ids {
+            return Err(ImageError::LayerCount(
+                manifest_digest.clone(),
+                layers,
+                diff_ids,
+            ));
+        }
+        Ok(image)
+    }
+
+    /// The image's layers, bottom first.
+    pub fn layers(&self) -> Result<Vec<Layer>> {
+        self.manifest
+            .layers()
+            .iter()
+            .zip(&self.config.rootfs.diff_ids)
+            .map(|(blob, diff_id)| {
+                Ok(Layer {
+                    blob: blob.clone(),
+                    digest: oci_digest(blob)?,
+                    diff_id: Digest::parse(diff_id)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Total compressed size of the layers, config and manifest, as `kiln images` shows.
+    pub fn size(&self) -> u64 {
+        let layers: u64 = self.manifest.layers().iter().map(Descriptor::size).sum();
+        layers + self.manifest.config().size()
+    }
+}
+
+/// Writes config and manifest for `layers` and returns the manifest's descriptor.
+pub fn write_image(
+    store: &Store,
+    config: &ImageConfig,
+    layers: &[Descriptor],
+) -> Result<Descriptor> {
+    let config_bytes = canonical_json(config);
+    let config_digest = store.put_blob(&config_bytes)?;
+    let config_desc = descriptor(
+        MediaType::ImageConfig,
+        &config_digest,
+        config_bytes.len() as u64,
+    );
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(layers.to_vec())
+        .build()
+        .expect("all required manifest fields are set");
+    let manifest_bytes = canonical_json(&manifest);
+    let digest = store.put_blob(&manifest_bytes)?;
+    Ok(descriptor(
+        MediaType::ImageManifest,
+        &digest,
+        manifest_bytes.len() as u64,
+    ))
+}
+
+/// The index annotation that keeps a spec's `run:` defaults with an image's tags. They live
+/// in the store, not in the image: they may name host paths (bind mount sources), which
+/// must not reach a registry or change the image's digest.
+pub const RUN_DEFAULTS_ANNOTATION: &str = "dev.kiln.run-defaults";
+/// The index annotation `kiln build` adds (value [`ORIGIN_BUILD`]) next to the run defaults
+/// of an image it built from the user's spec. Run defaults without it came from elsewhere
+/// and may not grant privileges (SECURITY.md rule 15).
+pub const ORIGIN_ANNOTATION: &str = "dev.kiln.origin";
+pub const ORIGIN_BUILD: &str = "build";
+
+/// Where an image's run defaults came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDefaultsOrigin {
+    /// `kiln build` in this store, from the user's own spec.
+    Build,
+    /// Anything else (pull, load, import, a hand-edited index).
+    Elsewhere,
+}
+
+/// `manifest` with the spec's `run:` defaults attached (nothing when they are empty),
+/// marked as made by `kiln build`.
+pub fn with_run_defaults(mut manifest: Descriptor, run: &kiln_spec::RunDefaults) -> Descriptor {
+    if *run == kiln_spec::RunDefaults::default() {
+        return manifest;
+    }
+    let json = serde_json::to_string(run).expect("run defaults serialise to JSON");
+    let mut annotations = manifest.annotations().clone().unwrap_or_default();
+    annotations.insert(RUN_DEFAULTS_ANNOTATION.to_owned(), json);
+    annotations.insert(ORIGIN_ANNOTATION.to_owned(), ORIGIN_BUILD.to_owned());
+    manifest.set_annotations(Some(annotations));
+    manifest
+}
+
+/// The `run:` defaults stored with a tag (empty when there are none) and where they came
+/// from. Defaults that are there but do not parse are an error, never "no defaults": they
+/// may hold limits and dropped capabilities that a container must not silently lose.
+pub fn run_defaults(manifest: &Descriptor) -> Result<(kiln_spec::RunDefaults, RunDefaultsOrigin)> {
+    let annotations = manifest.annotations().as_ref();
+    let defaults = match annotations.and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION)) {
+        None => Default::default(),
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| ImageError::RunDefaults(e.to_string()))?
+        }
+    };
+    let origin = match annotations.and_then(|a| a.get(ORIGIN_ANNOTATION)) {
+        Some(value) if value == ORIGIN_BUILD => RunDefaultsOrigin::Build,
+        _ => RunDefaultsOrigin::Elsewhere,
+    };
+    Ok((defaults, origin))
+}
+
+/// A descriptor for content kiln wrote.
+pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
+    let oci: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .expect("kiln digests are valid OCI digests");
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(oci)
+        .size(size)
+        .build()
+        .expect("all required descriptor fields are set")
+}
+
+/// The digest of a descriptor, checked against kiln's grammar before it is used as a path.
+pub fn oci_digest(desc: &Descriptor) -> Result<Digest> {
+    Ok(Digest::parse(desc.digest().as_ref())?)
+}
+
+pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::BadDocument {
+        what,
+        digest: digest.clone(),
+        why: e.to_string(),
+    })
+}
+
+/// A manifest must say it is a manifest, and must not also look like an index
+/// (CVE-2021-41190: one digest must never mean two different images).
+fn check_manifest_media_type(
+    digest: &Digest,
+    manifest: &ImageManifest,
+    bytes: &[u8],
+) -> Result<()> {
+    let found = manifest
+        .media_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let accepted = [
+        MediaType::ImageManifest.to_string(),
+        "application/vnd.docker.distribution.manifest.v2+json".into(),
+    ];
+    let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let ambiguous = raw.get("manifests").is_some();
+    if (!found.is_empty() && !accepted.contains(&found)) || ambiguous {
+        return Err(ImageError::MediaType {
+            digest: digest.clone(),
+            found,
+            expected: accepted[0].clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn written_images_load_back() {
+        let (_dir, store) = store();
+        let config = ImageConfig::scratch();
+        let desc = write_image(&store, &config, &[]).unwrap();
+        let image = Image::load(&store, &oci_digest(&desc).unwrap()).unwrap();
+        assert_eq!(image.config, config);
+        assert!(image.layers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_manifest_that_is_also_an_index_is_rejected() {
+        // CVE-2021-41190: one digest must not mean two different images.
+        let (_dir, store) = store();
+        let config = store
+            .put_blob(&canonical_json(&ImageConfig::scratch()))
+            .unwrap();
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},
+            "layers":[],"manifests":[]}}"#
+        );
+        let digest = store.put_blob(doc.as_bytes()).unwrap();
+        assert!(matches!(
+            Image::load(&store, &digest),
+            Err(ImageError::MediaType { .. })
+        ));
+    }
+
+    #[test]
+    fn run_defaults_travel_with_the_descriptor() {
+        let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
+        assert_eq!(
+            run_defaults(&desc).unwrap().0,
+            kiln_spec::RunDefaults::default()
+        );
+        assert!(with_run_defaults(desc.clone(), &Default::default())
+            .annotations()
+            .is_none());
+        let run = kiln_spec::RunDefaults {
+            memory: Some(64 << 20),
+            cap_drop: vec!["ALL".into()],
+            network: Some(kiln_spec::Network::None),
+            ..Default::default()
+        };
+        let stored = with_run_defaults(desc, &run);
+        assert_eq!(
+            run_defaults(&stored).unwrap(),
+            (run, RunDefaultsOrigin::Build)
+        );
+        // Settings that do not parse are an error, not "no limits".
+        let mut broken = stored.clone();
+        let mut annotations = broken.annotations().clone().unwrap();
+        annotations.insert(
+            RUN_DEFAULTS_ANNOTATION.into(),
+            "{\"memory\": \"lots\"".into(),
+        );
+        broken.set_annotations(Some(annotations));
+        assert!(matches!(
+            run_defaults(&broken),
+            Err(ImageError::RunDefaults(_))
+        ));
+    }
+
+    #[test]
+    fn layer_and_diff_id_counts_must_agree() {
+        let (_dir, store) = store();
+        let mut config = ImageConfig::scratch();
+        config
+            .rootfs
+            .diff_ids
+            .push(Digest::of_bytes(b"x").to_string());
+        let desc = write_image(&store, &config, &[]).unwrap();
+        let loaded = Image::load(&store, &oci_digest(&desc).unwrap());
+        assert!(matches!(loaded, Err(ImageError::LayerCount(_, 0, 1))));
+    }
+}

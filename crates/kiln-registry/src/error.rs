@@ -1,0 +1,132 @@
+//! What can go wrong talking to a registry, worded for docker and podman users. No
+//! message ever includes a password, a token or an `Authorization` header.
+
+use kiln_image::ImageError;
+use kiln_store::{Digest, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
+    #[error("{url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("{registry}: authentication required{}", hint_suffix(.detail))]
+    Unauthorized { registry: String, detail: String },
+    #[error("{registry}: access denied to {repository}: {detail}")]
+    Denied {
+        registry: String,
+        repository: String,
+        detail: String,
+    },
+    #[error("{what} not found: {url}")]
+    NotFound { what: String, url: String },
+    #[error("{method} {url}: the registry answered {status}{}", hint_suffix(.detail))]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{registry}: the authentication challenge is unusable: {why}")]
+    Challenge { registry: String, why: String },
+    #[error("manifest {reference}: {why}")]
+    BadManifest { reference: String, why: String },
+    #[error("manifest {reference} is larger than 4 MiB")]
+    ManifestTooLarge { reference: String },
+    #[error("no image for {wanted} in {reference} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("blob {digest}: the registry sent {got} bytes, the manifest says {expected}")]
+    BlobSize {
+        digest: Digest,
+        expected: u64,
+        got: u64,
+    },
+    #[error("blob {digest}: {why}")]
+    Blob { digest: Digest, why: String },
+    #[error("blob {digest}: {why}")]
+    Unpack { digest: Digest, why: String },
+    #[error("layer {digest}: {source}")]
+    Layer {
+        digest: Digest,
+        source: kiln_layer::LayerError,
+    },
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("{}: {why}", at(path, *line, *column))]
+    Config {
+        path: std::path::PathBuf,
+        /// 1-based; 0 when the file could not be read at all.
+        line: u64,
+        column: u64,
+        why: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// `FILE:LINE:COLUMN`, or just `FILE` when there is no position.
+fn at(path: &std::path::Path, line: u64, column: u64) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", path.display())
+    }
+}
+
+fn hint_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// rustls' words for "the other side does not speak TLS" or "its certificate is bad".
+fn looks_like_tls_failure(why: &str) -> bool {
+    [
+        "certificate",
+        "corrupt message",
+        "InvalidContentType",
+        "tls handshake",
+    ]
+    .iter()
+    .any(|w| why.contains(w))
+}
+
+impl RegistryError {
+    /// Whether trying the same request again may succeed (5xx, 429, broken connections).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } => true,
+            RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// A TLS handshake that failed: the registry speaks plain http, or its certificate
+    /// is not trusted. Trying again does not help.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, RegistryError::Connect { why, .. } if looks_like_tls_failure(why))
+    }
+
+    /// A hint for the user, when one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RegistryError::Unauthorized { registry, .. } => {
+                Some(format!("log in with: kiln login {registry}"))
+            }
+            e @ RegistryError::Connect { .. } if e.is_tls() => {
+                Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into())
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! `kiln pull`: manifest (through an index to this machine's platform), then the config,
+//! then the layers in parallel, each streamed into a staged blob and unpacked into a
+//! staged layer dir while it arrives ([`unpack`]). Blobs are hashed as they stream and
+//! stop at the descriptor's size; layers are checked against the config's diff_ids.
+//! Only when everything checked out is the filesystem synced, once, and the blobs and
+//! layer dirs renamed into the store. The caller tags the image: until then nothing
+//! names it.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{Method, StatusCode};
+
+use super::blob_mounts;
+use super::manifest::{self, Document, Kind, Platform};
+use super::retry::{self, Transient};
+use super::sink::Sink;
+use super::transport::{error_chain, header, Attempt, Client};
+use super::unpack::{unpack_layers, Board, Flusher, LayerJob, StagedLayer};
+use super::{runtime, RegistryError, Result, Settings};
+use kiln_image::{self as image, ImageConfig};
+use kiln_progress::{BlobOutcome, Progress};
+use kiln_store::{BlobWriter, Digest, Reference, Store, StoreError, MAX_DOCUMENT};
+
+/// Layer blobs downloaded at once. Fewer than a push sends: layers unpack one after the
+/// other, bottom first, so a download far ahead of the unpacking only takes bandwidth
+/// from the one it waits for. Two keeps a second connection busy while the first layer
+/// unpacks (on loopback, 2 beat 1, 3 and 4 by 5–15 %).
+const PULL_PARALLEL: usize = 2;
+
+/// A pulled image: its manifest is in the store with every blob it names, and every
+/// layer has its layer dir.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The manifest's descriptor, ready for [`Store::set_tag`].
+    pub manifest: Descriptor,
+    pub digest: Digest,
+    /// Blobs fetched, and blobs the store already had.
+    pub fetched: usize,
+    pub existed: usize,
+    pub bytes: u64,
+}
+
+/// One blob of the image: fetched into staging, or already in the store.
+struct Fetched {
+    digest: Digest,
+    size: u64,
+    outcome: BlobOutcome,
+    staged: Option<BlobWriter>,
+}
+
+/// Pulls `reference` into `store` for `platform` (default: this machine), unpacking every
+/// layer the store has no layer dir for.
+pub fn pull(
+    store: &Store,
+    settings: &Settings,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    progress: Arc<dyn Progress>,
+) -> Result<Pulled> {
+    let platform = platform.cloned().unwrap_or_else(Platform::host);
+    let runtime = runtime()?;
+    let _context = runtime.enter();
+    let client = Client::new(settings, reference, false)?;
+    let doc = runtime.block_on(resolve_manifest(&client, reference, &platform))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&doc.bytes).map_err(|e| bad_manifest(reference, e.to_string()))?;
+    let board = Board::default();
+    let config = runtime.block_on(fetch_blob(
+        &client,
+        store,
+        manifest.config().clone(),
+        progress.as_ref(),
+        &board,
+    ))?;
+    let jobs = layer_jobs(&manifest, &read_config(store, &config)?)
+        .map_err(|why| bad_manifest(reference, why))?;
+    let pulling = Pulling {
+        runtime: &runtime,
+        client: &client,
+        store,
+        board: &board,
+        progress: progress.as_ref(),
+    };
+    let (layers, staged_layers) = pulling.fetch_and_unpack(&manifest, &jobs)?;
+    let manifest_blob = stage_document(store, &doc.bytes, &doc.digest)?;
+    let mut all = vec![config];
+    all.extend(layers);
+    publish(store, &mut all, staged_layers, manifest_blob)?;
+    let digests: Vec<Digest> = all.iter().map(|f| f.digest.clone()).collect();
+    // Only a hint for later pushes: a pull does not fail over it.
+    let _ = blob_mounts::remember(store, client.registry(), client.repository(), &digests);
+    Ok(summary(doc, &all))
+}
+
+fn bad_manifest(reference: &Reference, why: String) -> RegistryError {
+    RegistryError::BadManifest {
+        reference: reference.to_string(),
+        why,
+    }
+}
+
+/// What the layers of one pull share.
+struct Pulling<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    store: &'a Store,
+    board: &'a Board,
+    progress: &'a dyn Progress,
+}
+
+impl Pulling<'_> {
+    /// Downloads the layer blobs (a few at a time) while a thread unpacks the layers in
+    /// order and another starts writing the results to disk.
+    fn fetch_and_unpack(
+        &self,
+        manifest: &ImageManifest,
+        jobs: &[LayerJob],
+    ) -> Result<(Vec<Fetched>, Vec<StagedLayer>)> {
+        // The same layer twice in one image is fetched once.
+        let mut seen = std::collections::HashSet::new();
+        let mut blobs = manifest.layers().clone();
+        blobs.retain(|d| seen.insert(d.digest().clone()));
+        for job in jobs {
+            self.board.expect(&job.digest);
+        }
+        let flusher = Flusher::default();
+        let (fetched, unpacked) = std::thread::scope(|s| {
+            let _end = EndOfPull {
+                board: self.board,
+                flusher: &flusher,
+            };
+            s.spawn(|| flusher.run(self.store));
+            let unpacking = s.spawn(|| unpack_layers(self.store, self.board, jobs, &flusher));
+            let fetched = self.fetch_all(blobs);
+            if fetched.is_err() {
+                self.board.fail_incomplete();
+            }
+            let unpacked = unpacking
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (fetched, unpacked)
+        });
+        // A refused layer explains more than the download it stopped.
+        let staged = unpacked?;
+        let fetched = fetched?;
+        // Unpacking stops early only when a download failed, which was reported above.
+        let staged = staged.ok_or_else(|| RegistryError::Unpack {
+            digest: jobs
+                .first()
+                .map(|j| j.digest.clone())
+                .unwrap_or_else(|| Digest::of_bytes(b"")),
+            why: "unpacking stopped although every download succeeded".into(),
+        })?;
+        Ok((fetched, staged))
+    }
+
+    fn fetch_all(&self, blobs: Vec<Descriptor>) -> Result<Vec<Fetched>> {
+        self.runtime.block_on(
+            futures_util::stream::iter(blobs)
+                .map(|desc| fetch_blob(self.client, self.store, desc, self.progress, self.board))
+                .buffer_unordered(PULL_PARALLEL)
+                .try_collect(),
+        )
+    }
+}
+
+/// The pull as the caller reports it.
+fn summary(doc: Document, all: &[Fetched]) -> Pulled {
+    let pulled = || all.iter().filter(|f| f.outcome == BlobOutcome::Pulled);
+    Pulled {
+        manifest: image::descriptor(
+            MediaType::from(doc.media_type.as_str()),
+            &doc.digest,
+            doc.bytes.len() as u64,
+        ),
+        digest: doc.digest,
+        fetched: pulled().count(),
+        existed: all.len() - pulled().count(),
+        bytes: pulled().map(|f| f.size).sum(),
+    }
+}
+
+/// However the downloads end (even by a panic), the unpacking thread stops waiting for
+/// blobs and the flusher thread ends, so the thread scope can close.
+struct EndOfPull<'a> {
+    board: &'a Board,
+    flusher: &'a Flusher,
+}
+
+impl Drop for EndOfPull<'_> {
+    fn drop(&mut self) {
+        self.board.fail_incomplete();
+        self.flusher.finish();
+    }
+}
+
+/// The image config, from staging or the store (at most 4 MiB, like every document).
+fn read_config(store: &Store, config: &Fetched) -> Result<ImageConfig> {
+    let path = match &config.staged {
+        Some(staged) => staged.temp_path().to_owned(),
+        None => store.blob_path(&config.digest),
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes))
+        .map_err(|e| StoreError::Io {
+            what: "read",
+            path: path.clone(),
+            source: e,
+        })?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(StoreError::TooLarge(config.digest.clone(), MAX_DOCUMENT).into());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        RegistryError::Image(image::ImageError::BadDocument {
+            what: "image config",
+            digest: config.digest.clone(),
+            why: e.to_string(),
+        })
+    })
+}
+
+/// The layers to unpack, bottom first, each with the diff_id the config gives it.
+fn layer_jobs(
+    manifest: &ImageManifest,
+    config: &ImageConfig,
+) -> std::result::Result<Vec<LayerJob>, String> {
+    let diff_ids = &config.rootfs.diff_ids;
+    if manifest.layers().len() != diff_ids.len() {
+        return Err(format!(
+            "it lists {} layers but its config lists {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        ));
+    }
+    manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(blob, diff_id)| {
+            Ok(LayerJob {
+                digest: image::oci_digest(blob).map_err(|e| e.to_string())?,
+                diff_id: Digest::parse(diff_id).map_err(|e| e.to_string())?,
+                media_type: blob.media_type().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The manifest as a staged blob, unless the store has it.
+fn stage_document(store: &Store, bytes: &[u8], digest: &Digest) -> Result<Option<BlobWriter>> {
+    if store.has_blob(digest) {
+        return Ok(None);
+    }
+    let mut blob = store.new_blob()?;
+    blob.write_all(bytes)
+        .map_err(StoreError::io("write", &store.tmp_dir()))?;
+    blob.verify(digest)?;
+    Ok(Some(blob))
+}
+
+/// Makes everything the pull staged durable with one sync, then visible: blobs, layer
+/// dirs, and the manifest last.
+fn publish(
+    store: &Store,
+    blobs: &mut [Fetched],
+    layers: Vec<StagedLayer>,
+    manifest: Option<BlobWriter>,
+) -> Result<()> {
+    let staged = blobs.iter().any(|b| b.staged.is_some()) || !layers.is_empty();
+    if !staged && manifest.is_none() {
+        return Ok(());
+    }
+    store.sync_filesystem()?;
+    for staged in blobs.iter_mut().filter_map(|b| b.staged.take()) {
+        staged.publish()?;
+    }
+    for layer in &layers {
+        store.publish_layer(&layer.path(), layer.diff_id())?;
+    }
+    if let Some(manifest) = manifest {
+        manifest.publish()?;
+    }
+    store.sync_published()?;
+    Ok(())
+}
+
+/// The image manifest `reference` names, going through one index level when it names an
+/// index (nested indexes are not followed: no registry serves them for images).
+async fn resolve_manifest(
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<Document> {
+    let name = reference.to_string();
+    let tag_or_digest = match (&reference.digest, &reference.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".to_owned(),
+    };
+    let doc = manifest::fetch(client, &tag_or_digest, reference.digest.as_ref()).await?;
+    if doc.kind == Kind::Manifest {
+        return Ok(doc);
+    }
+    let bad = |why: String| RegistryError::BadManifest {
+        reference: name.clone(),
+        why,
+    };
+    let index: ImageIndex =
+        serde_json::from_slice(&doc.bytes).map_err(|e| bad(format!("index: {e}")))?;
+    let desc = manifest::pick_platform(&name, &index, platform)?;
+    let digest = image::oci_digest(&desc)?;
+    let child = manifest::fetch(client, &digest.to_string(), Some(&digest)).await?;
+    let listed = desc.media_type().to_string();
+    if child.media_type != listed || child.kind != Kind::Manifest {
+        return Err(bad(format!(
+            "the index lists {digest} as {listed}, but it is a {}",
+            child.media_type
+        )));
+    }
+    if child.bytes.len() as u64 != desc.size() {
+        return Err(bad(format!(
+            "the index gives {digest} a size of {}, it has {}",
+            desc.size(),
+            child.bytes.len()
+        )));
+    }
+    Ok(child)
+}
+
+/// Fetches one blob into staging unless the store has it, telling `board` how far it got
+/// so its layer can unpack as it arrives. A try that fails part way keeps what it wrote:
+/// the next one asks for the rest with `Range`, so a large layer on a flaky link is not
+/// downloaded from the start again.
+async fn fetch_blob(
+    client: &Client,
+    store: &Store,
+    desc: Descriptor,
+    progress: &dyn Progress,
+    board: &Board,
+) -> Result<Fetched> {
+    let digest = image::oci_digest(&desc)?;
+    let size = desc.size();
+    if store.has_blob(&digest) {
+        board.present(&digest, store.blob_path(&digest));
+        progress.blob_finished(&digest, size, BlobOutcome::Exists);
+        return Ok(Fetched {
+            digest,
+            size,
+            outcome: BlobOutcome::Exists,
+            staged: None,
+        });
+    }
+    progress.blob_started(&digest, size);
+    let mut sink = Sink::new(store.new_blob()?);
+    board.writing(&digest, sink.path(), 0);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = sink.received();
+        let target = Target {
+            digest: &digest,
+            size,
+            progress,
+            board,
+        };
+        let result = download(client, store, &mut sink, &target).await;
+        // What arrived stays, for the next try to resume from.
+        let settled = sink.settle().await;
+        board.writing(&digest, sink.path(), sink.written());
+        match (result, settled) {
+            (Ok(()), Ok(())) => break,
+            (_, Err(e)) => return Err(write_error(&digest, &e)),
+            (Err((_, Some(t))), Ok(())) if tries < retry::MAX_ATTEMPTS => {
+                // Tries that moved the download forward do not count against it.
+                if sink.received() > before {
+                    tries = 1;
+                }
+                tokio::time::sleep(retry::delay(tries, t.retry_after)).await;
+            }
+            (Err((e, _)), Ok(())) => return Err(e),
+        }
+    }
+    let mut blob = sink.finish().await.map_err(|e| write_error(&digest, &e))?;
+    blob.verify(&digest).map_err(|e| match e {
+        StoreError::DigestMismatch { actual, .. } => RegistryError::Blob {
+            digest: digest.clone(),
+            why: format!(
+                "the registry sent content with digest {actual}; it was refused and nothing was stored"
+            ),
+        },
+        e => e.into(),
+    })?;
+    board.complete(&digest, blob.temp_path());
+    progress.blob_finished(&digest, size, BlobOutcome::Pulled);
+    Ok(Fetched {
+        digest,
+        size,
+        outcome: BlobOutcome::Pulled,
+        staged: Some(blob),
+    })
+}
+
+/// The blob a download fetches, and who hears about its progress.
+struct Target<'a> {
+    digest: &'a Digest,
+    size: u64,
+    progress: &'a dyn Progress,
+    board: &'a Board,
+}
+
+fn write_error(digest: &Digest, e: &std::io::Error) -> RegistryError {
+    RegistryError::Blob {
+        digest: digest.clone(),
+        why: format!("writing to the store: {e}"),
+    }
+}
+
+/// One try: stream the blob (or, when `sink` already holds its first bytes, the rest of
+/// it) into `sink`, stopping at `size` bytes. The caller settles the sink and verifies the
+/// digest; a blob never staged leaves no file behind.
+async fn download(
+    client: &Client,
+    store: &Store,
+    sink: &mut Sink,
+    target: &Target<'_>,
+) -> Attempt<()> {
+    let Target {
+        digest,
+        size,
+        progress,
+        board,
+    } = *target;
+    let url = client.url(&format!("blobs/{digest}"));
+    let offset = sink.received();
+    let response = client
+        .exchange(|| {
+            let request = client.http().get(url.clone());
+            if offset > 0 {
+                request.header(RANGE, format!("bytes={offset}-"))
+            } else {
+                request
+            }
+        })
+        .await?;
+    if offset > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        sink.restart(store.new_blob().map_err(fatal)?).await;
+        board.writing(digest, sink.path(), 0);
+        let err = RegistryError::Blob {
+            digest: digest.clone(),
+            why: "the registry refused the range".into(),
+        };
+        return Err((err, Some(Transient { retry_after: None })));
+    }
+    let mut response = client
+        .expect_success(response, Method::GET.as_str(), &format!("blob {digest}"))
+        .await?;
+    if offset > 0 && !resumes_at(&response, offset) {
+        // The registry ignored the range (200) or answered another one: start over,
+        // reading this same answer from its first byte.
+        sink.restart(store.new_blob().map_err(fatal)?).await;
+        board.writing(digest, sink.path(), 0);
+    }
+    let too_long = |got| RegistryError::BlobSize {
+        digest: digest.clone(),
+        expected: size,
+        got,
+    };
+    loop {
+        if board.is_cancelled() {
+            let err = RegistryError::Blob {
+                digest: digest.clone(),
+                why: "stopped: another layer of the image was refused".into(),
+            };
+            return Err(fatal(err));
+        }
+        let chunk = response.chunk().await.map_err(|e| {
+            let err = RegistryError::Blob {
+                digest: digest.clone(),
+                why: error_chain(&e),
+            };
+            (err, Some(Transient { retry_after: None }))
+        })?;
+        let Some(chunk) = chunk else { break };
+        let total = sink.received() + chunk.len() as u64;
+        if total > size {
+            return Err(fatal(too_long(total)));
+        }
+        let progressed = sink
+            .push(chunk)
+            .await
+            .map_err(|e| fatal(write_error(digest, &e)))?;
+        if progressed {
+            board.writing(digest, sink.path(), sink.written());
+        }
+        progress.blob_progress(digest, total);
+    }
+    if sink.received() != size {
+        // A body cut short (the connection closed early): try again from here.
+        let err = too_long(sink.received());
+        return Err((err, Some(Transient { retry_after: None })));
+    }
+    Ok(())
+}
+
+/// Whether a ranged GET was answered with the bytes from `offset` on (206 and a
+/// `Content-Range` starting there).
+fn resumes_at(response: &reqwest::Response, offset: u64) -> bool {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return false;
+    }
+    header(response.headers(), CONTENT_RANGE.as_str())
+        .and_then(|r| content_range_start(&r))
+        .is_some_and(|start| start == offset)
+}
+
+/// The first byte of a `Content-Range: bytes START-END/LEN` value.
+fn content_range_start(value: &str) -> Option<u64> {
+    let (start, _) = value.trim().strip_prefix("bytes ")?.split_once('-')?;
+    start.trim().parse().ok()
+}
+
+fn fatal(e: impl Into<RegistryError>) -> (RegistryError, Option<Transient>) {
+    (e.into(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_range_start;
+
+    #[test]
+    fn reads_the_start_of_a_content_range() {
+        assert_eq!(
+            content_range_start("bytes 100000-2099999/2100000"),
+            Some(100000)
+        );
+        assert_eq!(content_range_start(" bytes 0-9/10"), Some(0));
+        assert_eq!(content_range_start("bytes */10"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
+    }
+}

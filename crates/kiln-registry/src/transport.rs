@@ -1,0 +1,559 @@
+//! One registry repository over HTTP: URLs, plain http for local registries, answering
+//! auth challenges (basic, and Docker Hub-style bearer tokens), status codes turned into
+//! errors, and retries of idempotent requests.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+
+use super::auth::{find_credential, parse_challenge, Challenge, Credential};
+use super::retry::{self, Transient};
+use super::{RegistryError, Result, Settings};
+use kiln_store::reference::DOCKER_HUB;
+use kiln_store::Reference;
+
+/// Where Docker Hub's API lives (the `docker.io` in names is not a host).
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// Error bodies are read this far, for their message.
+const MAX_ERROR_BODY: usize = 64 << 10;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A read that stalls this long fails the request (and may be retried).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A failed try, with `Some` when trying again may help.
+pub(super) type Attempt<T> = std::result::Result<T, (RegistryError, Option<Transient>)>;
+
+pub(super) struct Client {
+    http: reqwest::Client,
+    base: Url,
+    registry: String,
+    repository: String,
+    /// `pull` or `pull,push`: the scope asked of a token service.
+    actions: &'static str,
+    /// Other repositories of the registry a token must also let kiln pull from: the
+    /// sources of cross-repository mounts.
+    pull_from: Vec<String>,
+    credential: Option<Credential>,
+    insecure: Vec<String>,
+    /// The `Authorization` value in use for the registry's own host.
+    authorization: Mutex<Option<String>>,
+}
+
+impl Client {
+    /// A client for the repository of `reference`, with the user's stored credentials.
+    pub fn new(settings: &Settings, reference: &Reference, push: bool) -> Result<Client> {
+        let credential = find_credential(&settings.auth_files, &reference.domain)?;
+        let actions = if push { "pull,push" } else { "pull" };
+        Self::build(
+            settings,
+            &reference.domain,
+            &reference.path,
+            actions,
+            credential,
+        )
+    }
+
+    /// A client that only checks `credential` against the registry (`kiln login`).
+    pub fn for_login(
+        settings: &Settings,
+        registry: &str,
+        credential: Credential,
+    ) -> Result<Client> {
+        Self::build(settings, registry, "", "pull", Some(credential))
+    }
+
+    fn build(
+        settings: &Settings,
+        registry: &str,
+        repository: &str,
+        actions: &'static str,
+        credential: Option<Credential>,
+    ) -> Result<Client> {
+        // Several calls may race to install it; the loser's error only says it is there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .build()
+            .map_err(|e| RegistryError::Tls(error_chain(&e)))?;
+        let host = if registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            registry
+        };
+        let insecure = settings.insecure_registries()?;
+        let scheme = if plain_http(host, &insecure) {
+            "http"
+        } else {
+            "https"
+        };
+        let base =
+            Url::parse(&format!("{scheme}://{host}/")).map_err(|e| RegistryError::Connect {
+                url: host.to_owned(),
+                why: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            base,
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            actions,
+            pull_from: Vec::new(),
+            credential,
+            insecure,
+            authorization: Mutex::new(None),
+        })
+    }
+
+    /// Asks tokens for pull access to `repositories` too (mount sources), as docker does:
+    /// a registry mounts a blob only for a client that may read it where it is.
+    pub fn also_pull_from(&mut self, repositories: std::collections::BTreeSet<String>) {
+        self.pull_from = repositories
+            .into_iter()
+            .filter(|r| *r != self.repository)
+            .collect();
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The registry as named in references (`docker.io`, `127.0.0.1:5000`).
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// `/v2/<repository>/<rest>` on the registry.
+    pub fn url(&self, rest: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("/v2/{}/{rest}", self.repository));
+        url
+    }
+
+    /// Resolves an upload `Location` header, which may be relative to the registry.
+    pub fn resolve(&self, location: &str) -> Result<Url> {
+        self.base
+            .join(location)
+            .map_err(|e| RegistryError::Connect {
+                url: location.to_owned(),
+                why: format!("the registry sent an unusable upload location: {e}"),
+            })
+    }
+
+    /// Checks that the registry accepts kiln's credentials (or none) at `/v2/`.
+    pub async fn ping(&self) -> Result<()> {
+        let mut url = self.base.clone();
+        url.set_path("/v2/");
+        let response = retry::with_retries(|| async {
+            let r = self.exchange(|| self.http.get(url.clone())).await?;
+            self.expect_success(r, "GET", "registry").await
+        })
+        .await?;
+        drop(response);
+        Ok(())
+    }
+
+    /// Sends an idempotent request (GET, HEAD, or a PUT whose body `make` rebuilds),
+    /// retrying transient failures, and returns the response when its status is a success,
+    /// or 404 when `allow_404` (a HEAD probe). `what` names the object in errors.
+    pub async fn idempotent(
+        &self,
+        method: Method,
+        what: &str,
+        allow_404: bool,
+        make: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response> {
+        retry::with_retries(|| async {
+            let response = self.exchange(|| make(&self.http)).await?;
+            if allow_404 && response.status() == StatusCode::NOT_FOUND {
+                return Ok(response);
+            }
+            self.expect_success(response, method.as_str(), what).await
+        })
+        .await
+    }
+
+    /// Sends a request with the registry's `Authorization` (only to the registry's own
+    /// host), answering one auth challenge by authenticating and sending it again.
+    pub async fn exchange(&self, make: impl Fn() -> RequestBuilder) -> Attempt<Response> {
+        let response = self.send_authorized(&make).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let detail = error_detail(response).await;
+        let Some(challenge) = challenge else {
+            return Err((self.unauthorized(detail), None));
+        };
+        self.authenticate(&challenge).await.map_err(|e| (e, None))?;
+        let response = self.send_authorized(&make).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let detail = error_detail(response).await;
+            return Err((self.unauthorized(detail), None));
+        }
+        Ok(response)
+    }
+
+    async fn send_authorized(&self, make: &impl Fn() -> RequestBuilder) -> Attempt<Response> {
+        let mut request = make().build().map_err(|e| (connect_error(&e), None))?;
+        if self.same_host(request.url()) {
+            if let Some(value) = self.current_authorization() {
+                if let Ok(v) = value.parse() {
+                    request.headers_mut().insert(AUTHORIZATION, v);
+                }
+            }
+        }
+        let url = request.url().clone();
+        self.http.execute(request).await.map_err(|e| {
+            let err = RegistryError::Connect {
+                url: url.to_string(),
+                why: connect_failure(&e),
+            };
+            // A name that does not resolve will not resolve in a second either, nor will
+            // a server that does not speak TLS start to.
+            let permanent = e.is_builder() || e.is_redirect() || err_is_dns(&err) || err.is_tls();
+            let transient = !permanent;
+            (err, transient.then_some(Transient { retry_after: None }))
+        })
+    }
+
+    fn current_authorization(&self) -> Option<String> {
+        self.authorization.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn set_authorization(&self, value: String) {
+        if let Ok(mut a) = self.authorization.lock() {
+            *a = Some(value);
+        }
+    }
+
+    /// Credentials go to the registry's own scheme, host and port, nowhere else.
+    fn same_host(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    fn unauthorized(&self, detail: String) -> RegistryError {
+        let detail = match (&self.credential, detail.is_empty()) {
+            (Some(_), true) => "the registry refused the credentials".into(),
+            (None, true) => "no credentials are stored for it".into(),
+            (_, false) => detail,
+        };
+        RegistryError::Unauthorized {
+            registry: self.registry.clone(),
+            detail,
+        }
+    }
+
+    async fn authenticate(&self, header: &str) -> Result<()> {
+        let challenge = parse_challenge(header).map_err(|why| RegistryError::Challenge {
+            registry: self.registry.clone(),
+            why,
+        })?;
+        match challenge {
+            Challenge::Basic => {
+                let value = self
+                    .credential
+                    .as_ref()
+                    .and_then(Credential::basic_header)
+                    .ok_or_else(|| self.unauthorized(String::new()))?;
+                self.set_authorization(value);
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let token = self.fetch_token(&realm, service, scope).await?;
+                self.set_authorization(format!("Bearer {token}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The token flow of Docker Hub and the distribution spec: ask the realm for a token
+    /// for this repository's scope, with the user's credentials when there are any.
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<String>,
+        challenge_scope: Option<String>,
+    ) -> Result<String> {
+        let bad = |why: String| RegistryError::Challenge {
+            registry: self.registry.clone(),
+            why,
+        };
+        let mut url = Url::parse(realm).map_err(|e| bad(format!("realm {realm:?}: {e}")))?;
+        let realm_host = host_port(&url);
+        if url.scheme() != "https"
+            && !(url.scheme() == "http" && plain_http(&realm_host, &self.insecure))
+        {
+            return Err(bad(format!("refusing to send credentials to {realm}")));
+        }
+        let scopes: Vec<String> = if self.repository.is_empty() {
+            challenge_scope.into_iter().collect()
+        } else {
+            std::iter::once(format!("repository:{}:{}", self.repository, self.actions))
+                .chain(
+                    self.pull_from
+                        .iter()
+                        .map(|r| format!("repository:{r}:pull")),
+                )
+                .collect()
+        };
+        let request = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", refresh.clone()),
+                    ("client_id", "kiln".to_owned()),
+                ];
+                form.extend(service.map(|s| ("service", s)));
+                // OAuth's form takes the scopes space-separated in one field.
+                if !scopes.is_empty() {
+                    form.push(("scope", scopes.join(" ")));
+                }
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish();
+                self.http
+                    .post(url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            credential => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.extend_pairs(service.iter().map(|s| ("service", s)));
+                    q.extend_pairs(scopes.iter().map(|s| ("scope", s)));
+                }
+                let mut r = self.http.get(url);
+                if let Some(basic) = credential.as_ref().and_then(Credential::basic_header) {
+                    r = r.header(AUTHORIZATION, basic);
+                }
+                r
+            }
+        };
+        let response = request.send().await.map_err(|e| connect_error(&e))?;
+        if matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            let detail = error_detail(response).await;
+            return Err(self.unauthorized(detail));
+        }
+        if !response.status().is_success() {
+            return Err(bad(format!(
+                "the token service answered {}",
+                response.status()
+            )));
+        }
+        let bytes = read_capped(response, MAX_ERROR_BODY).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("token answer: {e}")))?;
+        ["token", "access_token"]
+            .iter()
+            .find_map(|k| answer.get(*k).and_then(|t| t.as_str()))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| bad("the token service sent no token".into()))
+    }
+
+    /// Turns a non-success status into an error (transient for 429 and 5xx).
+    pub async fn expect_success(
+        &self,
+        response: Response,
+        method: &str,
+        what: &str,
+    ) -> Attempt<Response> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let url = response.url().to_string();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
+        let detail = error_detail(response).await;
+        let err = match status {
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                what: what.to_owned(),
+                url,
+            },
+            StatusCode::FORBIDDEN => RegistryError::Denied {
+                registry: self.registry.clone(),
+                repository: self.repository.clone(),
+                detail,
+            },
+            _ => RegistryError::Status {
+                method: method.to_owned(),
+                url,
+                status: status.as_u16(),
+                detail,
+            },
+        };
+        let transient = err.is_transient().then_some(Transient { retry_after });
+        Err((err, transient))
+    }
+}
+
+/// Whether `host` (`HOST[:PORT]`) is reached over plain http: loopback addresses,
+/// `localhost`, and registries the user marked insecure.
+pub(super) fn plain_http(host: &str, insecure: &[String]) -> bool {
+    if insecure.iter().any(|i| i == host) {
+        return true;
+    }
+    let name = strip_port(host);
+    if insecure.iter().any(|i| i == name) {
+        return true;
+    }
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn err_is_dns(err: &RegistryError) -> bool {
+    matches!(err, RegistryError::Connect { why, .. } if why.contains("dns error"))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+fn host_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
+/// The message of a registry error body (`{"errors":[{"code","message"}]}`), or nothing.
+pub(super) async fn error_detail(response: Response) -> String {
+    let Ok(bytes) = read_capped(response, MAX_ERROR_BODY).await else {
+        return String::new();
+    };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return String::new();
+    };
+    let first = body.get("errors").and_then(|e| e.get(0));
+    let field = |k: &str| first.and_then(|e| e.get(k)).and_then(|v| v.as_str());
+    match (field("code"), field("message")) {
+        (Some(code), Some(msg)) => format!("{msg} ({code})"),
+        (None, Some(msg)) => msg.to_owned(),
+        (Some(code), None) => code.to_owned(),
+        (None, None) => String::new(),
+    }
+}
+
+/// Reads a whole body, failing once it passes `limit` bytes (the rest is never read).
+pub(super) async fn read_capped(mut response: Response, limit: usize) -> Result<Vec<u8>> {
+    let url = response.url().to_string();
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| RegistryError::Connect {
+        url: url.clone(),
+        why: error_chain(&e),
+    })? {
+        if out.len() + chunk.len() > limit {
+            return Err(RegistryError::Connect {
+                url,
+                why: format!("the answer is larger than {limit} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+pub(super) fn connect_error(e: &reqwest::Error) -> RegistryError {
+    RegistryError::Connect {
+        url: e.url().map(Url::to_string).unwrap_or_default(),
+        why: error_chain(e),
+    }
+}
+
+/// reqwest's message and its causes ("error sending request" alone says little).
+/// Why a request failed, without reqwest's outer "error sending request for url (URL)":
+/// the error already names the URL once.
+fn connect_failure(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => error_chain(cause),
+        None => e.to_string(),
+    }
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The header map's value as text, if it is text.
+pub(super) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_registries_use_plain_http() {
+        let none: Vec<String> = Vec::new();
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.8.9.1",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(plain_http(host, &none), "{host}");
+        }
+        for host in [
+            "docker.io",
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!plain_http(host, &none), "{host}");
+        }
+        let insecure = vec!["reg.lan:5000".to_owned(), "other.lan".to_owned()];
+        assert!(plain_http("reg.lan:5000", &insecure));
+        assert!(!plain_http("reg.lan", &insecure));
+        assert!(plain_http("other.lan:443", &insecure));
+    }
+}

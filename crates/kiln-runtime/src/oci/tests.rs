@@ -1,0 +1,226 @@
+//! The OCI configuration is accepted by the real `runc` and gives the command what
+//! `run_container` gives it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use super::*;
+use crate::tests::{busybox_layer, root_process};
+use crate::{
+    run_container, BindMount, CapabilitySet, Confinement, DevicePolicy, Overlay, Resources,
+    SeccompPolicy,
+};
+
+const RUNC: &str = "/usr/sbin/runc";
+
+struct Bench {
+    tmp: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        busybox_layer(&tmp.path().join("layers/base"));
+        Bench { tmp }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn spec(&self, tag: &str, script: &str) -> ContainerSpec {
+        let out = self.dir(&format!("{tag}/out"));
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+        ContainerSpec {
+            overlay: Overlay {
+                layers_dir: self.tmp.path().join("layers"),
+                lowers: vec!["base".into()],
+                upper: self.dir(&format!("{tag}/upper")),
+                work: self.dir(&format!("{tag}/work")),
+            },
+            read_only: false,
+            process: root_process(
+                "kiln-oci",
+                &["/bin/sh", "-c", &format!("exec >/out/log 2>&1; {script}")],
+            ),
+            mounts: vec![BindMount {
+                source: out,
+                target: "/out".into(),
+                readonly: false,
+            }],
+            tmpfs: vec!["/scratch".into()],
+            etc_hosts: "127.0.0.1 localhost\n".into(),
+            etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
+            confinement: Confinement {
+                resources: Resources {
+                    memory: Some(64 << 20),
+                    cpus: Some(1.0),
+                    pids: Some(64),
+                    devices: DevicePolicy::Default,
+                },
+                ..Confinement::default()
+            },
+            init: true,
+            tty: false,
+            interactive: false,
+            id: format!("oci{}-{tag}", std::process::id()),
+            state_dir: self.dir(&format!("{tag}/state")),
+            cgroup_root: None,
+        }
+    }
+
+    /// Runs `spec` with runc from a bundle whose rootfs is a copy of the busybox layer.
+    fn runc(&self, tag: &str, spec: &ContainerSpec) -> (std::process::ExitStatus, String) {
+        let bundle = self.dir(&format!("{tag}/bundle"));
+        busybox_layer(&bundle.join("rootfs"));
+        write_state_files(spec).unwrap();
+        let config = oci_config(spec).unwrap();
+        config.save(bundle.join("config.json")).unwrap();
+        let state = self.dir(&format!("{tag}/runc-state"));
+        let out = Command::new(RUNC)
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&spec.id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(spec.mounts[0].source.join("log")).unwrap_or_default();
+        assert!(
+            out.stderr.is_empty(),
+            "runc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, log)
+    }
+
+    fn kiln(&self, spec: &ContainerSpec) -> String {
+        let exit = run_container(spec).unwrap();
+        assert!(exit.status.success(), "{exit:?}");
+        fs::read_to_string(spec.mounts[0].source.join("log")).unwrap()
+    }
+}
+
+const SCRIPT: &str = "grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/self/status; hostname; \
+                      cat /etc/resolv.conf; ls /sys/class/net; wc -c < /proc/keys; \
+                      touch /scratch/x && echo tmpfs-ok; \
+                      if mknod /kmsg c 1 11 2>/dev/null; then echo mknod-ok; \
+                      (: > /kmsg) 2>/dev/null && echo kmsg-opened || echo kmsg-denied; fi";
+
+/// Runs SCRIPT in both and compares; returns kiln's output.
+fn same_in_runc_and_kiln(tag: &str, caps: CapabilitySet) -> String {
+    let bench = Bench::new();
+    let mut kiln_spec = bench.spec(&format!("{tag}-kiln"), SCRIPT);
+    kiln_spec.confinement.capabilities = caps;
+    let kiln = bench.kiln(&kiln_spec);
+    let mut runc_spec = bench.spec(&format!("{tag}-runc"), SCRIPT);
+    runc_spec.confinement.capabilities = caps;
+    let (status, runc) = bench.runc(tag, &runc_spec);
+    assert!(status.success(), "runc: {status:?} {runc}");
+    let eff = format!("{:016x}", caps.effective);
+    assert!(kiln.contains(&format!("CapEff:\t{eff}\n")), "{kiln}");
+    assert_eq!(runc, kiln);
+    kiln
+}
+
+#[test]
+fn runc_runs_the_bundle_with_the_default_capabilities() {
+    require_root!("cgroups, runc");
+    let out = same_in_runc_and_kiln("default", CapabilitySet::default());
+    // Both let the container make a kmsg node, and neither lets it open it.
+    assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");
+}
+
+#[test]
+fn runc_runs_the_bundle_with_drop_all_add_one() {
+    require_root!("cgroups, runc");
+    let caps =
+        CapabilitySet::resolve(&["NET_BIND_SERVICE".into()], &["ALL".into()], false).unwrap();
+    same_in_runc_and_kiln("one", caps);
+}
+
+#[test]
+fn runc_runs_the_bundle_privileged() {
+    require_root!("cgroups, runc");
+    let out = same_in_runc_and_kiln("privileged", CapabilitySet::privileged());
+    // Every capability, but the device allow-list still applies (it is Resources').
+    assert!(out.ends_with("mknod-ok\nkmsg-denied\n"), "{out}");
+}
+
+#[test]
+fn the_config_carries_limits_namespaces_and_seccomp() {
+    let bench = Bench::new();
+    let mut spec = bench.spec("json", "true");
+    spec.read_only = true;
+    let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
+    assert_eq!(config["root"], json!({"path": "rootfs", "readonly": true}));
+    let linux = &config["linux"];
+    assert_eq!(linux["resources"]["memory"]["limit"], 64 << 20);
+    assert_eq!(linux["resources"]["cpu"]["quota"], 100_000);
+    assert_eq!(linux["resources"]["pids"]["limit"], 64);
+    let namespaces: Vec<&str> = linux["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["pid", "ipc", "uts", "mount", "network"]);
+    assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(linux["maskedPaths"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/proc/kcore")));
+    assert_eq!(config["process"]["capabilities"]["inheritable"], json!([]));
+    spec.confinement.seccomp = SeccompPolicy::Unconfined;
+    spec.process.network = NetworkMode::Host;
+    let config = serde_json::to_value(oci_config(&spec).unwrap()).unwrap();
+    assert!(config["linux"].get("seccomp").is_none());
+    assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn the_config_device_list_is_kilns_allow_list() {
+    let bench = Bench::new();
+    let mut spec = bench.spec("devices", "true");
+    let devices = |spec: &ContainerSpec| {
+        let config = serde_json::to_value(oci_config(spec).unwrap()).unwrap();
+        config["linux"]["resources"]["devices"].clone()
+    };
+    let entry = |major: u32, minor: Option<u32>| match minor {
+        Some(minor) => {
+            json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"})
+        }
+        None => json!({"allow": true, "type": "c", "major": major, "access": "rwm"}),
+    };
+    let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
+    let mut want = vec![
+        deny_all.clone(),
+        json!({"allow": true, "type": "c", "access": "m"}),
+        json!({"allow": true, "type": "b", "access": "m"}),
+    ];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        want.push(entry(major, Some(minor)));
+    }
+    want.push(entry(136, None));
+    assert_eq!(devices(&spec), json!(want));
+
+    spec.confinement.resources.devices = DevicePolicy::All;
+    assert_eq!(
+        devices(&spec),
+        json!([deny_all, {"allow": true, "type": "a", "access": "rwm"}])
+    );
+}
