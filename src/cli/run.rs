@@ -286,7 +286,10 @@ fn start_and_wait(spec: &runtime::ContainerSpec) -> CmdResult {
 pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {
     let store = globals.store()?;
     let (source, config) = source_and_config(&store, &args.image, &args.container, &args.command)?;
-    container::write_bundle(&store, &source, config, &args.dir)
+    // The rootfs is unpacked by a thread that mounts the image's overlay, whose working
+    // directory is `/`: a relative DIR would be taken from there.
+    let dir = super::absolute(&args.dir)?;
+    container::write_bundle(&store, &source, config, &dir)
         .map_err(|e| failure(e, &args.container))?;
     if !globals.quiet {
         eprintln!(

@@ -16,7 +16,9 @@ use super::container::container_spec;
 use super::error::{ContainerError, Result};
 use super::source::Source;
 
-/// Writes the bundle of `config` into `bundle`, which must not exist or be empty.
+/// Writes the bundle of `config` into `bundle`, which must not exist or be empty. The path
+/// must be absolute: the rootfs is written by a thread that mounts the image, whose working
+/// directory is `/`.
 pub fn write_bundle(
     store: &Store,
     source: &Source,
@@ -29,7 +31,7 @@ pub fn write_bundle(
     let written = (|| {
         let mut spec = container_spec(store, source, config, &dir, (false, false))?;
         // The /etc files runc binds must outlive kiln: they live in the bundle.
-        spec.state_dir = std::path::absolute(bundle).map_err(ContainerError::BundleIo)?;
+        spec.state_dir = bundle.to_owned();
         runtime::write_state_files(&spec)?;
         flatten_rootfs(&spec.overlay, &bundle.join("rootfs"))?;
         let config = runtime::oci_config(&spec)?;
