@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::sys::stat::FileStat;
@@ -12,7 +12,8 @@ use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use super::host_file::{self, FileOrDir, Refused};
 use super::{BuildError, BuildOptions, Partial, Progress, Result};
-use kiln_image::{self as image, rfc3339, History, Image, ImageConfig, Layer as ImageLayer};
+use kiln_container::ensure_layer_dirs;
+use kiln_image::{self as image, rfc3339, History, Image, ImageConfig};
 use kiln_layer::source_path::fd_path;
 use kiln_layer::{self as layer, ApplyLimits, Compression, TarOptions};
 use kiln_registry as registry;
@@ -113,41 +114,6 @@ fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
         layers: image.manifest.layers().clone(),
         config: image.config,
     })
-}
-
-/// Unpacks every layer of `image` that has no layer dir yet, bottom first, each through
-/// [`layer::unpack_staged`] (diff_id checked) and committed at once.
-pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
-    let layers = image.layers()?;
-    for (i, l) in layers.iter().enumerate() {
-        if !store.has_layer(&l.diff_id) {
-            unpack_stored(store, l, &lower_dirs(store, &layers[..i]))?;
-        }
-    }
-    Ok(())
-}
-
-/// The layer dirs of `below`, top-most first.
-fn lower_dirs(store: &Store, below: &[ImageLayer]) -> Vec<PathBuf> {
-    below
-        .iter()
-        .rev()
-        .map(|b| store.layer_dir(&b.diff_id))
-        .collect()
-}
-
-/// Unpacks one stored layer blob and commits its layer dir.
-fn unpack_stored(store: &Store, l: &ImageLayer, lowers: &[PathBuf]) -> Result<()> {
-    let mut blob = store.open_blob(&l.digest)?;
-    let media_type = l.blob.media_type().to_string();
-    let staged = layer::unpack_staged(store, &mut blob, &media_type, &l.diff_id, lowers).map_err(
-        |source| BuildError::Unpack {
-            digest: l.digest.clone(),
-            source,
-        },
-    )?;
-    store.commit_layer(&staged.path(), staged.diff_id())?;
-    Ok(())
 }
 
 /// Turns a root filesystem (a directory, or a tar optionally gzip/zstd compressed) into one

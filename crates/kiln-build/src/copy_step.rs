@@ -8,7 +8,8 @@
 
 use super::sources::Context;
 use super::steps::{StageOutput, StepCx, StepDirs};
-use super::{passwd, stage_copy, BuildError, Partial, Result};
+use super::{stage_copy, BuildError, Partial, Result};
+use kiln_container::passwd;
 use kiln_layer::{self as layer, CopyOptions};
 use kiln_runtime as runtime;
 use kiln_spec::{CopyFrom, CopyStep};

@@ -12,13 +12,11 @@ extern crate kiln_testing;
 
 mod base;
 mod cache_and_secrets;
-mod confine;
 pub mod context;
 mod copy_step;
 mod host_file;
 mod key;
 mod output;
-pub mod passwd;
 mod record;
 mod run_step;
 mod sources;
@@ -31,9 +29,8 @@ use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
 
+pub use base::import_rootfs;
 pub use base::rootfs_image;
-pub use base::{ensure_layer_dirs, import_rootfs};
-pub use confine::{confinement, limits_over, SecurityOptions};
 pub use steps::CachePolicy;
 
 use kiln_image::{self as image, ImageConfig, ImageError};
@@ -107,9 +104,10 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Layer(#[from] LayerError),
-    /// A layer blob of an image could not become its layer dir.
-    #[error("layer {digest}: {source}")]
-    Unpack { digest: Digest, source: LayerError },
+    /// A base image's layers could not become layer dirs, or a step's user is not in the
+    /// image.
+    #[error(transparent)]
+    Container(#[from] kiln_container::ContainerError),
     #[error("{location}: step {number} ({title}) failed: {}", failure(status, *out_of_memory))]
     StepFailed {
         location: String,

@@ -9,7 +9,8 @@
 use std::os::fd::OwnedFd;
 
 use super::steps::{StepCx, StepDirs};
-use super::{passwd, BuildError, BuildOptions, Partial, Result, Stream};
+use super::{BuildError, BuildOptions, Partial, Result, Stream};
+use kiln_container::{confinement, limits_over, passwd};
 use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
 use kiln_spec::{Network, RunStep};
 use kiln_store::StoreError;
@@ -105,8 +106,8 @@ pub(super) fn run_in_sandbox(
 /// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with
 /// `kiln build --memory` etc. where it sets no limit.
 pub(super) fn step_confinement(run: &RunStep, opts: &BuildOptions) -> Result<Confinement, String> {
-    let limits = super::limits_over(&run.limits, &opts.limits);
-    super::confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
+    let limits = limits_over(&run.limits, &opts.limits);
+    confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

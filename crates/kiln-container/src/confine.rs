@@ -3,7 +3,8 @@
 //!
 //! A run step's `capabilities:`/`privileged:`/`resources:` and `kiln build --memory` etc.
 //! go through [`confinement`]; `kiln run` first merges the image's `run:` defaults with its
-//! flags into the same [`Privileges`] and [`Limits`], then calls it too.
+//! flags into the same [`Privileges`] and [`Limits`], then calls it too. Both live here,
+//! below the build engine, so running an image does not depend on building one.
 
 use kiln_runtime::{
     CapabilityError, CapabilitySet, Confinement, DevicePolicy, Resources, SeccompPolicy,

@@ -4,6 +4,9 @@
 //! The files come from an image, so they are untrusted: they are opened inside the root
 //! (never through a symlink that leaves it), read with a size bound, and IDs are parsed as
 //! `u32` with overflow an error (CVE-2024-9676, CVE-2024-40635).
+//!
+//! Here, below the build engine, because a build step's `user:` and `kiln run --user`
+//! must find the same IDs: both are containers of the same image.
 
 use std::io::Read;
 use std::path::Path;
@@ -265,6 +268,31 @@ mod tests {
             .unwrap();
         assert!(matches!(
             resolve(r.path(), "evil"),
+            Err(UserError::UnknownUser(_))
+        ));
+    }
+
+    #[test]
+    fn users_resolve_through_a_read_only_mount_of_the_image() {
+        require_root!("overlayfs in a private mount namespace");
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = tmp.path().join("layers");
+        std::fs::create_dir(&layers).unwrap();
+        std::fs::rename(rootfs().keep(), layers.join("base")).unwrap();
+        for dir in ["upper", "work"] {
+            std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        }
+        let overlay = kiln_runtime::Overlay {
+            layers_dir: layers,
+            lowers: vec!["base".into()],
+            upper: tmp.path().join("upper"),
+            work: tmp.path().join("work"),
+        };
+        let www = resolve_in_image(&overlay, Some("www")).unwrap();
+        assert_eq!((www.uid, www.gid, www.groups), (33, 34, vec![50]));
+        assert_eq!(resolve_in_image(&overlay, None).unwrap().home, "/root");
+        assert!(matches!(
+            resolve_in_image(&overlay, Some("nobody")),
             Err(UserError::UnknownUser(_))
         ));
     }

@@ -1,0 +1,405 @@
+//! One [`ContainerConfig`] from three layers of settings: the image's config, then the
+//! `run:` defaults kept with its tag, then the caller's [`RunSettings`] (`kiln run`'s flags).
+//!
+//! Exists so that `kiln run` and `kiln bundle` cannot disagree about what a container
+//! gets, and so that the rule about stored settings that grant privileges (SECURITY.md
+//! rule 15) is applied in one place, before anything else reads them.
+
+use std::path::PathBuf;
+
+use kiln_image::{RunDefaultsOrigin, RuntimeConfig};
+use kiln_runtime::{self as runtime, BindMount, Confinement, NetworkMode};
+use kiln_spec::{values, Limits, Network, Privileges, RunDefaults};
+
+use super::confine::{confinement, limits_over};
+use super::error::{ContainerError, Result};
+use super::security::{check_seccomp_profile, security_options};
+use super::source::Source;
+
+/// What the caller asks for on top of the image: `kiln run`'s flags as plain values. Empty
+/// and `None` mean "not given", so the image's settings apply.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    /// `K=V` entries, in order: a later one wins. The caller has already taken the value of
+    /// a bare `K` from its own environment (and left it out when it has none).
+    pub env: Vec<(String, String)>,
+    /// Bind mounts as `SRC:DST[:ro|rw]`; a relative SRC is taken from the current directory.
+    pub volumes: Vec<String>,
+    /// Targets of empty tmpfs mounts.
+    pub tmpfs: Vec<String>,
+    pub limits: Limits,
+    /// Capability names as the user wrote them (`net_admin`, `CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    /// Docker's words: `seccomp=unconfined`, `seccomp=PROFILE.json`,
+    /// `no-new-privileges[=true|false]`.
+    pub security_options: Vec<String>,
+    pub read_only: bool,
+    pub network: Option<Network>,
+    pub hostname: Option<String>,
+    /// `NAME`, `UID`, `NAME:GROUP` or `UID:GID`, looked up in the image.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Replaces the image's entrypoint and drops its cmd.
+    pub entrypoint: Option<String>,
+    /// Replaces the image's cmd.
+    pub command: Vec<String>,
+    /// Run the command as PID 1, without kiln's small init.
+    pub no_init: bool,
+    /// Apply stored settings that grant privileges also for an image not built in this
+    /// store.
+    pub allow_image_privileges: bool,
+}
+
+/// Everything a container gets, merged; the user is still a name, looked up in the image
+/// when the container is made.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub network: NetworkMode,
+    pub mounts: Vec<BindMount>,
+    pub tmpfs: Vec<String>,
+    pub confinement: Confinement,
+    pub read_only: bool,
+    pub init: bool,
+}
+
+/// What the user should be told while the settings are merged; none of it stops the
+/// container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The stored settings of `image`, built in this store (or allowed by the caller),
+    /// grant these privileges, and they apply.
+    Granted { image: String, grants: Vec<String> },
+    /// The stored settings of `image`, which was not built in this store, would grant
+    /// these privileges; they were dropped.
+    Refused { image: String, grants: Vec<String> },
+    /// The seccomp profile names syscalls this machine does not have; they are skipped,
+    /// as runc does.
+    SkippedSyscalls(Vec<String>),
+}
+
+impl ContainerConfig {
+    /// Image config, then the stored `run:` defaults (those that grant privileges only as
+    /// far as they may), then `settings`. Notices go to `notify` as they arise.
+    pub fn merge(
+        source: &Source,
+        settings: &RunSettings,
+        notify: &mut dyn FnMut(Notice),
+    ) -> Result<ContainerConfig> {
+        let defaults = trusted_run_defaults(source, settings.allow_image_privileges, notify);
+        let config = &source.image.config.config;
+        let hostname = settings.hostname.clone().or(defaults.hostname.clone());
+        if let Some(h) = &hostname {
+            values::hostname(h)?;
+        }
+        let user = settings
+            .user
+            .clone()
+            .or(defaults.user.clone())
+            .or(config.user.clone());
+        if let Some(u) = &user {
+            values::user(u)?;
+        }
+        Ok(ContainerConfig {
+            argv: command_line(settings, config)?,
+            env: environment(settings, &defaults, config),
+            cwd: settings
+                .workdir
+                .clone()
+                .or(config.working_dir.clone())
+                .unwrap_or_else(|| "/".into()),
+            user,
+            hostname,
+            network: network(settings, &defaults),
+            mounts: bind_mounts(settings, &defaults)?,
+            tmpfs: tmpfs_mounts(settings, &defaults)?,
+            confinement: merged_confinement(settings, &defaults, notify)?,
+            read_only: settings.read_only || defaults.read_only,
+            init: !settings.no_init,
+        })
+    }
+}
+
+/// The image's `run:` defaults as far as they may apply (SECURITY.md rule 15). Settings
+/// that restrict apply silently. Settings that grant privileges apply to images built in
+/// this store from the user's own spec, and are named; for an image from anywhere else
+/// they are dropped, and named as refused, unless the caller allows them.
+fn trusted_run_defaults(
+    source: &Source,
+    allow_image_privileges: bool,
+    notify: &mut dyn FnMut(Notice),
+) -> RunDefaults {
+    let (grants, narrowed) = split_grants(&source.defaults);
+    if grants.is_empty() {
+        return source.defaults.clone();
+    }
+    let image = source.tagged.reference.to_string();
+    if source.origin == RunDefaultsOrigin::Build || allow_image_privileges {
+        notify(Notice::Granted { image, grants });
+        return source.defaults.clone();
+    }
+    notify(Notice::Refused { image, grants });
+    narrowed
+}
+
+/// The granting items of `defaults` in words, and `defaults` without them.
+fn split_grants(defaults: &RunDefaults) -> (Vec<String>, RunDefaults) {
+    let mut grants = Vec::new();
+    let mut narrowed = defaults.clone();
+    if defaults.privileged {
+        grants.push("privileged".to_string());
+        narrowed.privileged = false;
+    }
+    let default_caps = runtime::capabilities::default_mask();
+    let grants_cap = |name: &String| {
+        name == "ALL"
+            || runtime::capabilities::parse_capability(name, runtime::capabilities::last_cap())
+                .ok()
+                .flatten()
+                .is_none_or(|bit| default_caps & (1 << bit) == 0)
+    };
+    for cap in defaults.cap_add.iter().filter(|c| grants_cap(c)) {
+        grants.push(format!("cap-add {cap}"));
+    }
+    narrowed.cap_add.retain(|c| !grants_cap(c));
+    for m in &defaults.mounts {
+        let mode = if m.readonly { ":ro" } else { "" };
+        grants.push(format!("mount {}:{}{mode}", m.source.display(), m.target));
+    }
+    narrowed.mounts.clear();
+    if defaults.network == Some(Network::Host) {
+        grants.push("network host".to_string());
+        narrowed.network = None;
+    }
+    (grants, narrowed)
+}
+
+/// Docker's rules: an entrypoint given replaces the image's entrypoint and drops its cmd;
+/// a command given replaces the cmd.
+fn command_line(settings: &RunSettings, config: &RuntimeConfig) -> Result<Vec<String>> {
+    let entrypoint = match &settings.entrypoint {
+        Some(e) => vec![e.clone()],
+        None => config.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd = if !settings.command.is_empty() {
+        settings.command.clone()
+    } else if settings.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        config.cmd.clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    Ok(argv)
+}
+
+/// The image's environment, then the spec's `run.env`, then the settings'. A container
+/// always has a PATH, so every runtime finds the same command.
+fn environment(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+    config: &RuntimeConfig,
+) -> Vec<String> {
+    let mut env = RuntimeConfig {
+        env: config.env.clone(),
+        ..Default::default()
+    };
+    for (k, v) in defaults.env.iter().chain(&settings.env) {
+        env.set_env(k, v);
+    }
+    if !env.env.iter().any(|kv| kv.starts_with("PATH=")) {
+        env.env.insert(0, format!("PATH={}", runtime::DEFAULT_PATH));
+    }
+    env.env
+}
+
+/// The image's `run:` defaults, then the settings: limits, capabilities, privileged and
+/// security options, through the same function a build step's confinement comes from.
+fn merged_confinement(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+    notify: &mut dyn FnMut(Notice),
+) -> Result<Confinement> {
+    let names = |stored: &[String], given: &[String]| -> Result<Vec<String>> {
+        let mut out = stored.to_vec();
+        for n in given {
+            out.push(values::capability(n)?);
+        }
+        Ok(out)
+    };
+    let privileges = Privileges {
+        privileged: settings.privileged || defaults.privileged,
+        cap_add: names(&defaults.cap_add, &settings.cap_add)?,
+        cap_drop: names(&defaults.cap_drop, &settings.cap_drop)?,
+    };
+    let image_limits = Limits {
+        memory: defaults.memory,
+        cpus: defaults.cpus,
+        pids: defaults.pids,
+    };
+    let limits = limits_over(&settings.limits, &image_limits);
+    let options = security_options(&settings.security_options)?;
+    let confinement = confinement(&privileges, &limits, &options)?;
+    let skipped = check_seccomp_profile(&confinement)?;
+    if !skipped.is_empty() {
+        notify(Notice::SkippedSyscalls(skipped));
+    }
+    Ok(confinement)
+}
+
+/// The settings' network, else the spec's, else a private network with loopback only.
+fn network(settings: &RunSettings, defaults: &RunDefaults) -> NetworkMode {
+    match settings.network.or(defaults.network) {
+        Some(Network::Host) => NetworkMode::Host,
+        _ => NetworkMode::None,
+    }
+}
+
+/// The spec's `mounts:` and then the settings' volumes; every source must exist.
+fn bind_mounts(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<BindMount>> {
+    let mut mounts: Vec<BindMount> = defaults
+        .mounts
+        .iter()
+        .map(|m| BindMount {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            readonly: m.readonly,
+        })
+        .collect();
+    for v in &settings.volumes {
+        mounts.push(parse_volume(v)?);
+    }
+    if let Some(m) = mounts.iter().find(|m| !m.source.exists()) {
+        return Err(ContainerError::BindSourceMissing(m.source.clone()));
+    }
+    Ok(mounts)
+}
+
+fn tmpfs_mounts(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<String>> {
+    let tmpfs: Vec<String> = defaults
+        .tmpfs
+        .iter()
+        .chain(&settings.tmpfs)
+        .cloned()
+        .collect();
+    if let Some(t) = tmpfs.iter().find(|t| !t.starts_with('/')) {
+        return Err(ContainerError::TmpfsTarget(t.clone()));
+    }
+    Ok(tmpfs)
+}
+
+/// `SRC:DST[:ro|rw]`; a relative SRC is taken from the current directory.
+fn parse_volume(v: &str) -> Result<BindMount> {
+    let bad = || ContainerError::BadVolume(v.to_owned());
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, readonly) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => return Err(bad()),
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(bad());
+    }
+    let source: PathBuf = std::path::absolute(src).map_err(|_| bad())?;
+    Ok(BindMount {
+        source,
+        target: dst.to_owned(),
+        readonly,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_spec::Mount;
+
+    #[test]
+    fn volumes_parse_and_bad_ones_are_errors() {
+        let m = parse_volume("/src:/dst:ro").unwrap();
+        assert_eq!(
+            (m.source, m.target.as_str(), m.readonly),
+            (PathBuf::from("/src"), "/dst", true)
+        );
+        assert!(!parse_volume("/src:/dst:rw").unwrap().readonly);
+        assert!(parse_volume("rel:/dst").unwrap().source.is_absolute());
+        for bad in ["/src", ":/dst", "/src:dst", "/src:/dst:rx", "a:/b:ro:x"] {
+            assert!(
+                matches!(parse_volume(bad), Err(ContainerError::BadVolume(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn grants_are_split_from_what_restricts() {
+        let defaults = RunDefaults {
+            privileged: true,
+            cap_add: vec!["CHOWN".into(), "NET_ADMIN".into()],
+            cap_drop: vec!["ALL".into()],
+            network: Some(Network::Host),
+            mounts: vec![Mount {
+                source: "/srv".into(),
+                target: "/srv".into(),
+                readonly: true,
+            }],
+            memory: Some(64 << 20),
+            ..Default::default()
+        };
+        let (grants, narrowed) = split_grants(&defaults);
+        assert_eq!(
+            grants,
+            [
+                "privileged",
+                "cap-add NET_ADMIN",
+                "mount /srv:/srv:ro",
+                "network host"
+            ]
+        );
+        assert!(!narrowed.privileged && narrowed.mounts.is_empty());
+        assert_eq!(narrowed.cap_add, ["CHOWN"]);
+        assert_eq!(narrowed.network, None);
+        // What restricts stays.
+        assert_eq!(narrowed.cap_drop, ["ALL"]);
+        assert_eq!(narrowed.memory, Some(64 << 20));
+    }
+
+    #[test]
+    fn later_layers_of_settings_win() {
+        let config = RuntimeConfig {
+            env: vec!["A=image".into(), "B=image".into()],
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["cmd".into()]),
+            ..Default::default()
+        };
+        let defaults = RunDefaults {
+            env: vec![("B".into(), "spec".into()), ("C".into(), "spec".into())],
+            ..Default::default()
+        };
+        let settings = RunSettings {
+            env: vec![("C".into(), "flag".into())],
+            ..Default::default()
+        };
+        let env = environment(&settings, &defaults, &config);
+        assert_eq!(env[0], format!("PATH={}", runtime::DEFAULT_PATH));
+        assert_eq!(env[1..], ["A=image", "B=spec", "C=flag"]);
+        assert_eq!(command_line(&settings, &config).unwrap(), ["/entry", "cmd"]);
+        let entrypoint = RunSettings {
+            entrypoint: Some("/other".into()),
+            ..Default::default()
+        };
+        assert_eq!(command_line(&entrypoint, &config).unwrap(), ["/other"]);
+        assert!(matches!(
+            command_line(&RunSettings::default(), &RuntimeConfig::default()),
+            Err(ContainerError::NoCommand)
+        ));
+    }
+}

@@ -1,0 +1,164 @@
+//! A merged [`ContainerConfig`] made concrete for one container dir: the user looked up in
+//! the image, the `/etc` files it gets, the runtime's `ContainerSpec`; and the state record
+//! that `kiln ps` and `kiln rm` read, written before the container starts and after it
+//! ends.
+//!
+//! The store owns the record's format and the container dirs; this file decides what goes
+//! into the record and when, so every command that starts a container keeps it the same way.
+
+use kiln_runtime::{self as runtime, ContainerSpec, NetworkMode, Overlay, Process};
+use kiln_store::{ContainerDir, ContainerState, Store};
+
+use super::config::ContainerConfig;
+use super::error::{ContainerError, Result};
+use super::passwd;
+use super::source::Source;
+
+/// How a container is started, beyond what it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The name `kiln ps` shows; the first 12 characters of the ID when `None`.
+    pub name: Option<String>,
+    /// Remove the container when it exits: its state is not written again then.
+    pub auto_remove: bool,
+    /// Give it a pseudo-terminal.
+    pub tty: bool,
+    /// Pass stdin to it.
+    pub interactive: bool,
+}
+
+impl Launch {
+    /// An error when another container already has this launch's name.
+    pub fn check_name_is_free(&self, store: &Store) -> Result<()> {
+        match &self.name {
+            Some(name) if store.find_container(name)?.is_some() => {
+                Err(ContainerError::NameInUse(name.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The runtime's spec for `config` in `dir`, and the state record of a container about to
+/// start (written, with kiln's own PID as the container's, until it has exited).
+pub fn create(
+    store: &Store,
+    source: &Source,
+    config: ContainerConfig,
+    dir: &ContainerDir,
+    launch: &Launch,
+) -> Result<(ContainerSpec, ContainerState)> {
+    let state = ContainerState {
+        id: dir.id.clone(),
+        name: launch.name.clone().unwrap_or_else(|| short_id(dir)),
+        image: source.tagged.reference.to_string(),
+        image_digest: source.image.digest.to_string(),
+        command: config.argv.clone(),
+        created: now(),
+        pid: Some(std::process::id() as i32),
+        exit_code: None,
+        auto_remove: launch.auto_remove,
+    };
+    let spec = container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
+    dir.write_state(store, &state)?;
+    Ok((spec, state))
+}
+
+/// Records that the container ended with `code`; a container removed on exit keeps no
+/// record.
+pub fn record_exit(
+    store: &Store,
+    dir: &ContainerDir,
+    state: &mut ContainerState,
+    code: i32,
+) -> Result<()> {
+    state.pid = None;
+    state.exit_code = Some(code);
+    if !state.auto_remove {
+        dir.write_state(store, state)?;
+    }
+    Ok(())
+}
+
+/// The runtime's spec: `config` with the user resolved in the image, the hostname
+/// defaulted to the short ID and the `/etc` files the container gets.
+pub(crate) fn container_spec(
+    store: &Store,
+    source: &Source,
+    config: ContainerConfig,
+    dir: &ContainerDir,
+    (tty, interactive): (bool, bool),
+) -> Result<ContainerSpec> {
+    let overlay = Overlay {
+        layers_dir: store.layers_dir(),
+        lowers: source.image.config.lower_layer_names(),
+        upper: dir.upper(),
+        work: dir.work(),
+    };
+    let user = passwd::resolve_in_image(&overlay, config.user.as_deref())?;
+    let hostname = config.hostname.unwrap_or_else(|| short_id(dir));
+    let mut env = config.env;
+    runtime::add_default_env(&mut env, &hostname, &user.home, tty);
+    Ok(ContainerSpec {
+        overlay,
+        read_only: config.read_only,
+        etc_hosts: etc_hosts(&hostname, config.network),
+        etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        process: Process {
+            argv: config.argv,
+            env,
+            cwd: config.cwd,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            hostname,
+            network: config.network,
+        },
+        mounts: config.mounts,
+        tmpfs: config.tmpfs,
+        confinement: config.confinement,
+        init: config.init,
+        tty,
+        interactive,
+        id: dir.id.clone(),
+        state_dir: dir.path.clone(),
+        cgroup_root: None,
+    })
+}
+
+/// The first 12 characters of the container's ID, as Docker shows IDs.
+fn short_id(dir: &ContainerDir) -> String {
+    dir.id[..12].to_owned()
+}
+
+/// The host's `/etc/hosts` with the host's network; otherwise loopback names and the
+/// container's own.
+fn etc_hosts(hostname: &str, network: NetworkMode) -> String {
+    if network == NetworkMode::Host {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            return hosts;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_network_gets_loopback_names_and_its_own() {
+        let hosts = etc_hosts("box", NetworkMode::None);
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(hosts.ends_with("127.0.1.1\tbox\n"));
+    }
+}

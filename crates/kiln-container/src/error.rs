@@ -1,0 +1,130 @@
+//! Why a container could not be made: one typed variant per reason, so the command line
+//! can decide its exit code and add what only it knows (which flag a value came from).
+//!
+//! Messages name values, never flags: a mount, a user or a tmpfs target may come from the
+//! image's stored `run:` settings as well as from the command line.
+
+use std::path::PathBuf;
+
+use kiln_image::ImageError;
+use kiln_layer::LayerError;
+use kiln_runtime::seccomp::SeccompError;
+use kiln_runtime::{CapabilityError, RuntimeError};
+use kiln_spec::values::ValueError;
+use kiln_store::{Digest, StoreError};
+
+use super::passwd::UserError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    /// The `run:` settings kept with a tag do not parse: the container must not start
+    /// without the limits and dropped capabilities they may hold.
+    #[error("{reference}: {source}")]
+    RunDefaults {
+        reference: String,
+        source: ImageError,
+        /// Another tag of the same image whose settings are intact, to retag from.
+        intact: Option<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A layer blob of an image could not become its layer dir.
+    #[error("layer {digest}: {source}")]
+    Unpack { digest: Digest, source: LayerError },
+    /// A setting's value (hostname, user, capability name) is not valid.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    #[error("no command: the image has no entrypoint or cmd")]
+    NoCommand,
+    #[error(transparent)]
+    Capabilities(#[from] CapabilityError),
+    #[error("unsupported security option {0:?}")]
+    SecurityOption(String),
+    #[error("seccomp profile {}: {source}", path.display())]
+    SeccompProfileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("seccomp profile {} is not a regular file", .0.display())]
+    SeccompProfileNotAFile(PathBuf),
+    /// A seccomp profile that reads but does not compile.
+    #[error("seccomp profile: {0}")]
+    SeccompProfile(SeccompError),
+    #[error("invalid volume {0:?}")]
+    BadVolume(String),
+    #[error("bind mount source {} does not exist", .0.display())]
+    BindSourceMissing(PathBuf),
+    #[error("tmpfs {0}: the target must be an absolute path")]
+    TmpfsTarget(String),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error("the name {0:?} is already in use by a container")]
+    NameInUse(String),
+    #[error("{} is not empty", .0.display())]
+    BundleNotEmpty(PathBuf),
+    #[error("{}: {source}", path.display())]
+    BundleDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing a bundle's rootfs or `config.json`.
+    #[error(transparent)]
+    BundleIo(std::io::Error),
+    #[error(transparent)]
+    BundleConfig(serde_json::Error),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl ContainerError {
+    /// A hint for the user, printed under the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ContainerError::NoSuchImage(_) => {
+                Some("`kiln images` lists the images in the store; `kiln build` makes one".into())
+            }
+            ContainerError::RunDefaults {
+                reference, intact, ..
+            } => {
+                let retag = match intact {
+                    Some(good) => format!(
+                        "or retag it from a name with intact settings: kiln tag {good} {reference}"
+                    ),
+                    None => format!(
+                        "or retag it from an image whose settings are intact: kiln tag GOOD {reference}"
+                    ),
+                };
+                Some(format!(
+                    "rebuild it with kiln build, which stores the spec's run: settings again, {retag}"
+                ))
+            }
+            ContainerError::SecurityOption(_) => Some(
+                "kiln knows seccomp=unconfined, seccomp=PROFILE.json (Docker's format) and \
+                 no-new-privileges[=true|false]"
+                    .into(),
+            ),
+            ContainerError::SeccompProfileUnreadable { .. } => {
+                Some("give the path of a JSON profile in Docker's format".into())
+            }
+            ContainerError::BadVolume(_) => Some(
+                "write SRC:DST or SRC:DST:ro, with DST an absolute path in the container".into(),
+            ),
+            ContainerError::BindSourceMissing(_) => {
+                Some("create it first, or fix the path before the ':'".into())
+            }
+            ContainerError::User(_) => {
+                Some("users and groups come from the image's /etc/passwd and /etc/group".into())
+            }
+            ContainerError::BundleNotEmpty(_) => Some("give a new or empty directory".into()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ContainerError> = std::result::Result<T, E>;

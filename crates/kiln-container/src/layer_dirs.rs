@@ -1,0 +1,49 @@
+//! An image's layers as the unpacked layer dirs an overlay stacks.
+//!
+//! A pulled or imported image may have blobs without layer dirs (gc may have removed them,
+//! or another kiln stopped half-way); before it is run, or built on, every missing one is
+//! unpacked. Here, below the build engine, because `kiln run` needs it as much as a build's
+//! base image does.
+
+use std::path::PathBuf;
+
+use kiln_image::{Image, Layer};
+use kiln_layer as layer;
+use kiln_store::Store;
+
+use super::error::{ContainerError, Result};
+
+/// Unpacks every layer of `image` that has no layer dir yet, bottom first, each through
+/// [`layer::unpack_staged`] (diff_id checked) and committed at once.
+pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
+    let layers = image.layers()?;
+    for (i, l) in layers.iter().enumerate() {
+        if !store.has_layer(&l.diff_id) {
+            unpack_stored(store, l, &lower_dirs(store, &layers[..i]))?;
+        }
+    }
+    Ok(())
+}
+
+/// The layer dirs of `below`, top-most first.
+fn lower_dirs(store: &Store, below: &[Layer]) -> Vec<PathBuf> {
+    below
+        .iter()
+        .rev()
+        .map(|b| store.layer_dir(&b.diff_id))
+        .collect()
+}
+
+/// Unpacks one stored layer blob and commits its layer dir.
+fn unpack_stored(store: &Store, l: &Layer, lowers: &[PathBuf]) -> Result<()> {
+    let mut blob = store.open_blob(&l.digest)?;
+    let media_type = l.blob.media_type().to_string();
+    let staged = layer::unpack_staged(store, &mut blob, &media_type, &l.diff_id, lowers).map_err(
+        |source| ContainerError::Unpack {
+            digest: l.digest.clone(),
+            source,
+        },
+    )?;
+    store.commit_layer(&staged.path(), staged.diff_id())?;
+    Ok(())
+}

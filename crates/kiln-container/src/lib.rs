@@ -1,0 +1,43 @@
+//! Everything between "an image and some settings" and the runtime: what `kiln run` and
+//! `kiln bundle` (and the commands that will manage running containers) share.
+//!
+//! Exists so that running an image depends neither on the build engine nor on the command
+//! line. The command line fills a plain [`RunSettings`] from its flags; this crate merges
+//! it over the image's config and the `run:` defaults kept with its tag into one
+//! [`ContainerConfig`], resolves the user inside the image, and turns the result into the
+//! runtime's `ContainerSpec` — for a container it starts ([`create`]) or for a runc bundle
+//! ([`write_bundle`]). A build step is a container too (SECURITY.md rule 11), so the build
+//! engine takes its user lookup ([`passwd`]) and its [`confinement`] from here, and the two
+//! can never mean different things.
+//!
+//! It never prints and never reads the process environment: what the user should be told
+//! comes back as a [`Notice`] or a [`ContainerError`] (with a [`hint`](ContainerError::hint)),
+//! and a `-e K` that takes its value from kiln's environment is resolved by the caller.
+//!
+//! Files, each using only those before it: `error`, `passwd` (user and group names in an
+//! image), `confine` (spec words → `Confinement`), `security` (`--security-opt` words and
+//! seccomp profiles), `layer_dirs` (an image's layers unpacked), `source` (the image to run
+//! and its stored defaults), `config` (the merge), `container` (the runtime's spec and the
+//! container's state record), `bundle` (a runc bundle).
+
+#[cfg(test)]
+#[macro_use]
+extern crate kiln_testing;
+
+mod bundle;
+mod config;
+mod confine;
+mod container;
+mod error;
+mod layer_dirs;
+pub mod passwd;
+mod security;
+mod source;
+
+pub use bundle::write_bundle;
+pub use config::{ContainerConfig, Notice, RunSettings};
+pub use confine::{confinement, limits_over, SecurityOptions};
+pub use container::{create, record_exit, Launch};
+pub use error::{ContainerError, Result};
+pub use layer_dirs::ensure_layer_dirs;
+pub use source::{stored_run_defaults, Source};
