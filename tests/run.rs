@@ -303,6 +303,31 @@ fn runc_runs_a_bundle_with_the_same_capabilities() {
     assert_eq!(status_field(&theirs, "NoNewPrivs"), "1");
 }
 
+/// `kiln bundle IMAGE DIR` from a project folder: a relative DIR is the one below the
+/// working directory, though the rootfs is written by a thread that has `chdir`ed to `/`.
+#[test]
+fn a_bundle_written_to_a_relative_dir_lands_below_the_working_directory() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    busybox_image(&env);
+    std::fs::create_dir(env.path("project")).unwrap();
+    let out = env
+        .command()
+        .current_dir(env.path("project"))
+        .args(["bundle", "bb", "out/bundle", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = env.path("project/out/bundle");
+    assert!(bundle.join("config.json").is_file(), "{}", text(&out));
+    assert!(
+        bundle.join("rootfs/bin/busybox").is_file(),
+        "{}",
+        text(&out)
+    );
+    assert!(!std::path::Path::new("/out/bundle").exists());
+}
+
 /// CVE-2019-5736: the container must not reach the runtime's binary on the host. kiln's
 /// init (PID 1) is kiln's own process image, so `/proc/1/exe` would be kiln's binary; the
 /// init is not dumpable, so the container's root cannot open it (nor `/proc/1/mem`).
