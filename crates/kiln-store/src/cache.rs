@@ -29,15 +29,16 @@ use serde::{Deserialize, Serialize};
 use super::fsutil::{remove_tree, write_atomic};
 use super::{Digest, Result, Store, StoreError};
 
-/// What one build step produced.
+/// What one build step produced. A record whose digests break the grammar does not
+/// deserialise, so it is unreadable: a miss, and no gc root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The step's cache key (`sha256:…`).
-    pub key: String,
+    /// The step's cache key.
+    pub key: Digest,
     /// The step's layer; `None` for a step that changed nothing.
     pub layer: Option<Descriptor>,
     /// The layer's diff_id, naming its layer dir.
-    pub diff_id: Option<String>,
+    pub diff_id: Option<Digest>,
     /// The history entry's `created_by`, for `kiln build --plan` and debugging.
     pub created_by: String,
 }
@@ -46,9 +47,8 @@ impl StepRecord {
     /// The digests this record keeps alive: its blob and its layer dir's diff_id.
     pub fn content(&self) -> Option<(Digest, Digest)> {
         let layer = self.layer.as_ref()?;
-        let blob = Digest::parse(layer.digest().as_ref()).ok()?;
-        let diff_id = Digest::parse(self.diff_id.as_deref()?).ok()?;
-        Some((blob, diff_id))
+        let blob = Digest::try_from(layer).ok()?;
+        Some((blob, self.diff_id.clone()?))
     }
 }
 
@@ -103,7 +103,7 @@ impl Store {
         let Ok(record) = serde_json::from_slice::<StepRecord>(&bytes) else {
             return Ok(None);
         };
-        if record.key != key.to_string() {
+        if record.key != *key {
             return Ok(None);
         }
         if record.layer.is_some() {
@@ -118,14 +118,10 @@ impl Store {
 
     /// Remembers what a step produced. Its layer must already be committed.
     pub fn record_step(&self, record: &StepRecord) -> Result<()> {
-        let key = Digest::parse(&record.key).map_err(|e| StoreError::Corrupt {
-            path: self.step_records_dir(),
-            why: format!("bad cache key {:?}", e.0),
-        })?;
         let dir = self.step_records_dir();
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let bytes = serde_json::to_vec(record).expect("a step record serialises");
-        write_atomic(self, &self.step_record_path(&key), &bytes)
+        write_atomic(self, &self.step_record_path(&record.key), &bytes)
     }
 
     /// Every readable step record (for gc and fsck); unreadable ones are skipped.

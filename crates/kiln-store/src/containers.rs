@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{fsutil, Result, Store, StoreError};
+use super::{fsutil, Digest, Result, Store, StoreError};
 
 /// What `state.json` records about a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +16,9 @@ pub struct ContainerState {
     pub id: String,
     pub name: String,
     pub image: String,
-    pub image_digest: String,
+    /// The manifest of the image it runs (a gc root). A state whose digest breaks the
+    /// grammar does not deserialise, and such a container is not listed.
+    pub image_digest: Digest,
     pub command: Vec<String>,
     /// Seconds since the epoch.
     pub created: u64,
@@ -194,7 +196,7 @@ mod tests {
             id: dir.id.clone(),
             name: "web".into(),
             image: "localhost/hello:latest".into(),
-            image_digest: "sha256:x".into(),
+            image_digest: Digest::of_bytes(b"x"),
             command: vec!["true".into()],
             created: 1,
             pid: None,
@@ -221,7 +223,7 @@ mod tests {
                 id: dir.id.clone(),
                 name: dir.id[..12].into(),
                 image: "i".into(),
-                image_digest: "d".into(),
+                image_digest: Digest::of_bytes(b"d"),
                 command: vec![],
                 created: 1,
                 pid,
