@@ -137,7 +137,7 @@ fn load_source(store: &Store, name: &str) -> Result<Source, Failure> {
         ))
     })?;
     let defaults = stored_run_defaults(store, &tagged)?;
-    let image = Image::load(store, &image::oci_digest(&tagged.manifest)?)?;
+    let image = Image::load(store, &kiln_store::Digest::try_from(&tagged.manifest)?)?;
     build::ensure_layer_dirs(store, &image).map_err(failed)?;
     Ok(Source {
         tagged,
@@ -656,7 +656,7 @@ fn start(
         id: dir.id.clone(),
         name: args.name.clone().unwrap_or_else(|| dir.id[..12].to_owned()),
         image: src.tagged.reference.to_string(),
-        image_digest: src.image.digest.to_string(),
+        image_digest: src.image.digest.clone(),
         command: settings.argv.clone(),
         created: now(),
         pid: Some(std::process::id() as i32),

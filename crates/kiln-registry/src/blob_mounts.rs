@@ -82,9 +82,7 @@ mod tests {
     use super::*;
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::from_hex(&c.to_string().repeat(64)).unwrap()
     }
 
     #[test]

@@ -40,8 +40,14 @@ impl Digest {
 
     /// The digest of a finished hasher.
     pub fn from_hasher(h: Sha256) -> Self {
+        Self::from_sha256(h.finalize().into())
+    }
+
+    /// The digest whose raw sha256 value is `raw` (a hash computed elsewhere, e.g. by a
+    /// parallel walk), without a trip through text.
+    pub fn from_sha256(raw: [u8; 32]) -> Self {
         Digest {
-            hex: hex::encode(h.finalize()),
+            hex: hex::encode(raw),
         }
     }
 
