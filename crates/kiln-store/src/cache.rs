@@ -178,3 +178,43 @@ fn touch(path: &std::path::Path) {
         let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::MediaType;
+
+    fn record() -> StepRecord {
+        let blob = Digest::of_bytes(b"blob");
+        StepRecord {
+            key: Digest::of_bytes(b"key"),
+            layer: Some(crate::oci::descriptor(MediaType::ImageLayerZstd, &blob, 4)),
+            diff_id: Some(Digest::of_bytes(b"tar")),
+            created_by: "run: true".into(),
+        }
+    }
+
+    #[test]
+    fn records_keep_their_json_form() {
+        let r = record();
+        let json = serde_json::to_string(&r).unwrap();
+        let layer = serde_json::to_string(r.layer.as_ref().unwrap()).unwrap();
+        let expected = format!(
+            r#"{{"key":"{}","layer":{layer},"diff_id":"{}","created_by":"run: true"}}"#,
+            r.key,
+            r.diff_id.as_ref().unwrap(),
+        );
+        assert_eq!(json, expected);
+        assert_eq!(serde_json::from_str::<StepRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_record_with_a_bad_digest_is_unreadable() {
+        let json = serde_json::to_string(&record()).unwrap();
+        let bad_key = json.replacen(&record().key.to_string(), "sha256:short", 1);
+        assert!(serde_json::from_str::<StepRecord>(&bad_key).is_err());
+        let diff_id = record().diff_id.unwrap().to_string();
+        let bad_diff_id = json.replacen(&diff_id, &diff_id.to_uppercase(), 1);
+        assert!(serde_json::from_str::<StepRecord>(&bad_diff_id).is_err());
+    }
+}

@@ -213,6 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn state_json_keeps_the_digest_as_text_and_refuses_bad_ones() {
+        let digest = Digest::of_bytes(b"manifest");
+        let json = format!(
+            r#"{{"id":"i","name":"n","image":"localhost/a:latest","image_digest":"{digest}","command":[],"created":1,"pid":null,"exit_code":null,"auto_remove":false}}"#
+        );
+        let state: ContainerState = serde_json::from_str(&json).unwrap();
+        assert_eq!(state.image_digest, digest);
+        assert_eq!(serde_json::to_string(&state).unwrap(), json);
+        let bad = json.replace(&digest.to_string(), "sha256:x");
+        assert!(serde_json::from_str::<ContainerState>(&bad).is_err());
+    }
+
+    #[test]
     fn abandoned_rm_containers_are_removed_and_others_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("s")).unwrap();
