@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{text, Env};
-use kiln_image::{oci_digest, Image};
+use kiln_image::Image;
 use kiln_store::{Digest, StepRecord, Store};
 
 /// Two images on the same busybox base layer, each with one layer of its own.
@@ -57,7 +57,7 @@ impl Content {
 fn image_content(env: &Env, name: &str) -> Content {
     let store = store(env);
     let tagged = store.find(name).unwrap().expect("image is tagged");
-    let manifest = oci_digest(&tagged.manifest).unwrap();
+    let manifest = Digest::try_from(&tagged.manifest).unwrap();
     let image = Image::load(&store, &manifest).unwrap();
     let layers = image.layers().unwrap();
     let mut blobs: BTreeSet<String> = layers.iter().map(|l| l.digest.to_string()).collect();
@@ -343,7 +343,7 @@ fn gc_keeps_a_build_cache_records_layer_until_gc_cache() {
         .find("a")
         .unwrap()
         .map(|t| {
-            let manifest = oci_digest(&t.manifest).unwrap();
+            let manifest = Digest::try_from(&t.manifest).unwrap();
             let image = Image::load(&store, &manifest).unwrap();
             image.layers().unwrap().pop().unwrap()
         })
@@ -352,9 +352,9 @@ fn gc_keeps_a_build_cache_records_layer_until_gc_cache() {
     let key = Digest::of_bytes(b"a test step");
     store
         .record_step(&StepRecord {
-            key: key.to_string(),
+            key: key.clone(),
             layer: Some(layer.blob.clone()),
-            diff_id: Some(layer.diff_id.to_string()),
+            diff_id: Some(layer.diff_id.clone()),
             created_by: "run: echo a > /a".into(),
         })
         .unwrap();

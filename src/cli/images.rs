@@ -4,8 +4,8 @@ use clap::Args;
 
 use super::output::human_size;
 use super::{CmdResult, Failure, Globals};
-use kiln_image::{self as image, Image};
-use kiln_store::{Reference, Store, Tagged};
+use kiln_image::Image;
+use kiln_store::{Digest, Reference, Store, Tagged};
 
 #[derive(Args, Debug)]
 #[command(
@@ -65,7 +65,7 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
     let store = globals.store()?;
     let mut rows = Vec::new();
     for t in store.tags()? {
-        let digest = image::oci_digest(&t.manifest)?;
+        let digest = Digest::try_from(&t.manifest)?;
         let size = Image::load(&store, &digest).map(|i| i.size()).unwrap_or(0);
         rows.push((t.reference, digest, size));
     }
@@ -111,7 +111,7 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
     let store = globals.store()?;
     let tagged = find(&store, &args.image)?;
     super::run::stored_run_defaults(&store, &tagged)?;
-    let digest = image::oci_digest(&tagged.manifest)?;
+    let digest = Digest::try_from(&tagged.manifest)?;
     let img = Image::load(&store, &digest)?;
     let names: Vec<String> = store
         .tags()?

@@ -132,6 +132,13 @@ impl From<kiln_image::ImageError> for Failure {
     }
 }
 
+/// A descriptor's digest that is not kiln's, reported as when an image is loaded.
+impl From<kiln_store::digest::BadDigest> for Failure {
+    fn from(e: kiln_store::digest::BadDigest) -> Self {
+        Failure::from(kiln_image::ImageError::BadDigest(e))
+    }
+}
+
 pub type CmdResult = Result<i32, Failure>;
 
 /// Global settings every command gets.

@@ -8,10 +8,9 @@ use clap::Args;
 use super::output::{human_duration, human_size};
 use super::pull::{BlobProgress, RegistryArgs};
 use super::{CmdResult, Failure, Globals};
-use kiln_image as image;
 use kiln_registry as registry;
 use kiln_store::reference::{DOCKER_HUB, LOCAL_DOMAIN};
-use kiln_store::Reference;
+use kiln_store::{Digest, Reference};
 
 #[derive(Args, Debug)]
 #[command(
@@ -40,7 +39,7 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
         }
         None => tagged.reference.clone(),
     };
-    let digest = image::oci_digest(&tagged.manifest)?;
+    let digest = Digest::try_from(&tagged.manifest)?;
     let started = Instant::now();
     let progress = Arc::new(BlobProgress::new(globals.quiet, "pushing"));
     let pushed = registry::push(

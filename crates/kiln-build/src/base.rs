@@ -19,7 +19,7 @@ use kiln_layer::{self as layer, ApplyLimits, Compression, TarOptions};
 use kiln_registry as registry;
 use kiln_spec::From;
 use kiln_store::reference::DOCKER_HUB;
-use kiln_store::{Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME};
+use kiln_store::{oci, Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 
 /// Nested indexes followed when picking a platform from an OCI layout.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -36,7 +36,7 @@ pub(super) fn resolve(
             layers: Vec::new(),
         }),
         From::Image(name) => match store.find(name)? {
-            Some(tagged) => from_image(store, &image::oci_digest(&tagged.manifest)?),
+            Some(tagged) => from_image(store, &Digest::try_from(&tagged.manifest)?),
             None => {
                 let settings = opts
                     .registry
@@ -69,7 +69,7 @@ pub fn rootfs_image(
     let (blob, diff_id) = import_rootfs(store, path, compression, epoch)?;
     let mut config = ImageConfig::scratch();
     config.created = Some(rfc3339(epoch));
-    config.rootfs.diff_ids.push(diff_id.to_string());
+    config.rootfs.diff_ids.push(diff_id);
     config.history.push(History {
         created: config.created.clone(),
         created_by: Some(format!("kiln import {}", file_name(path))),
@@ -177,12 +177,12 @@ pub fn import_rootfs(
         store.commit_layer(&dir, &written.diff_id)?;
     }
     let media_type = MediaType::from(compression.media_type());
-    let layer = image::descriptor(media_type, &digest, size);
+    let layer = oci::descriptor(media_type, &digest, size);
     if let Some(key) = key {
         store.record_step(&StepRecord {
-            key: key.to_string(),
+            key: key.clone(),
             layer: Some(layer.clone()),
-            diff_id: Some(written.diff_id.to_string()),
+            diff_id: Some(written.diff_id.clone()),
             created_by: format!("kiln import {}", path.display()),
         })?;
     }
@@ -306,7 +306,7 @@ fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
 /// Copies one blob of an OCI layout into the store, checking digest grammar first, then
 /// size and digest while streaming.
 fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
-    let digest = image::oci_digest(desc)?;
+    let digest = Digest::try_from(desc)?;
     if store.has_blob(&digest) {
         return Ok(digest);
     }

@@ -120,7 +120,6 @@ pub enum EntryKind {
     File {
         /// Whether any execute bit is set (the file becomes 0755 rather than 0644).
         exec: bool,
-        #[serde(with = "digest_text")]
         content: Digest,
     },
     Dir,
@@ -174,8 +173,7 @@ fn entry_kind(node: &Found, content: Option<[u8; 32]>) -> EntryKind {
     match (&node.kind, inroot::file_type(st)) {
         (FoundKind::File, _) => EntryKind::File {
             exec: st.st_mode & 0o111 != 0,
-            content: Digest::from_hex(&hex::encode(content.unwrap_or_default()))
-                .expect("64 lower-case hex digits"),
+            content: Digest::from_sha256(content.unwrap_or_default()),
         },
         (FoundKind::Dir, _) => EntryKind::Dir,
         (FoundKind::Symlink(target), _) => EntryKind::Symlink {
@@ -244,20 +242,4 @@ fn display_bytes(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Digests as `sha256:…` strings in serialised listings.
-pub(crate) mod digest_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use kiln_store::Digest;
-
-    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(d)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let text = String::deserialize(d)?;
-        Digest::parse(&text).map_err(serde::de::Error::custom)
-    }
 }

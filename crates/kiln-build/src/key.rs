@@ -35,7 +35,7 @@ const KEY_VERSION: u32 = 3;
 pub(super) fn state_id(image: &Partial) -> Digest {
     #[derive(Serialize)]
     struct State<'a> {
-        diff_ids: &'a [String],
+        diff_ids: &'a [Digest],
         env: &'a [String],
         workdir: Option<&'a str>,
         user: Option<&'a str>,
@@ -55,14 +55,14 @@ pub(super) fn state_id(image: &Partial) -> Digest {
 pub(super) struct KeyInputs {
     pub version: u32,
     /// [`state_id`] of the state the step runs on.
-    pub parent: String,
+    pub parent: Digest,
     /// The step's normalised definition (canonical JSON text).
     pub definition: String,
     /// Values of the args the step uses.
     pub args: BTreeMap<String, String>,
     /// Digest of what a `copy` step copies: the content of the files, from a context or from
     /// the stage copied from.
-    pub sources: Option<String>,
+    pub sources: Option<Digest>,
     /// Layer format: compression and SOURCE_DATE_EPOCH.
     pub format: String,
 }
@@ -82,10 +82,10 @@ impl KeyInputs {
             .collect();
         KeyInputs {
             version: KEY_VERSION,
-            parent: parent.to_string(),
+            parent: parent.clone(),
             definition: definition(&step.kind),
             args: used,
-            sources: sources.map(ToString::to_string),
+            sources: sources.cloned(),
             format,
         }
     }
@@ -236,11 +236,7 @@ mod tests {
         image.config.config.set_env("A", "1");
         let with_env = state_id(&image);
         assert_ne!(empty, with_env);
-        image
-            .config
-            .rootfs
-            .diff_ids
-            .push(Digest::of_bytes(b"l").to_string());
+        image.config.rootfs.diff_ids.push(Digest::of_bytes(b"l"));
         assert_ne!(with_env, state_id(&image));
     }
 }

@@ -164,6 +164,14 @@ pub enum BuildError {
     Runtime(#[from] RuntimeError),
 }
 
+/// A descriptor's digest that is not kiln's is the image's fault, as when an image is
+/// loaded.
+impl From<kiln_store::digest::BadDigest> for BuildError {
+    fn from(e: kiln_store::digest::BadDigest) -> Self {
+        BuildError::Image(ImageError::BadDigest(e))
+    }
+}
+
 fn failure(status: &kiln_runtime::ExitStatus, out_of_memory: bool) -> String {
     match out_of_memory {
         true => "killed: out of memory".into(),
@@ -255,7 +263,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     }
     let size = built.layers.iter().map(Descriptor::size).sum();
     Ok(BuildResult {
-        digest: image::oci_digest(&manifest)?,
+        digest: Digest::try_from(&manifest)?,
         manifest,
         tags,
         layers: built.layers.len(),

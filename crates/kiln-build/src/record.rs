@@ -127,10 +127,10 @@ mod tests {
     fn inputs(definition: &str, arg: &str, sources: Option<&str>) -> KeyInputs {
         KeyInputs {
             version: 1,
-            parent: "p".into(),
+            parent: Digest::of_bytes(b"p"),
             definition: definition.into(),
             args: [("V".to_string(), arg.to_string())].into(),
-            sources: sources.map(str::to_owned),
+            sources: sources.map(|s| Digest::of_bytes(s.as_bytes())),
             format: "zstd/0".into(),
         }
     }
@@ -168,7 +168,7 @@ mod tests {
             "not in the cache"
         );
         let mut moved = inputs("d", "1", None);
-        moved.parent = "q".into();
+        moved.parent = Digest::of_bytes(b"q");
         assert_eq!(
             explain("run", Some(&before), &moved, &[], true),
             "parent rebuilt"

@@ -29,7 +29,6 @@ const VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct StageSources {
     /// Equal exactly when `files` is (with the raw bytes of every name).
-    #[serde(with = "context::digest_text")]
     pub digest: Digest,
     /// What would be copied, as absolute paths in the stage (`/out/app`), sorted.
     pub files: Vec<SourceEntry>,

@@ -24,7 +24,7 @@ use super::stage_copy;
 use super::{
     BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport, DEFAULT_PATH,
 };
-use kiln_image::{self as image, rfc3339, History};
+use kiln_image::{rfc3339, History};
 use kiln_layer::{self as layer, TarOptions};
 use kiln_runtime::Overlay;
 use kiln_spec::{Command, CopyFrom, CopyStep, Spec, Stage, Step, StepKind};
@@ -171,7 +171,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
             duration: started.elapsed(),
             layer: settled.layer.as_ref().map(|d| {
                 (
-                    image::oci_digest(d).expect("kiln wrote this digest"),
+                    Digest::try_from(d).expect("kiln wrote this digest"),
                     d.size(),
                 )
             }),
@@ -315,7 +315,7 @@ fn settle(
     }
     let layer = run_step(cx, image)?;
     job.store.record_step(&StepRecord {
-        key: key.to_string(),
+        key: key.clone(),
         layer: layer.clone(),
         diff_id: image
             .config
@@ -458,16 +458,12 @@ fn capture(job: &StageJob, dirs: &StepDirs, image: &mut Partial) -> Result<Optio
     )?;
     let (digest, size) = blob.commit(Some(&written.digest))?;
     job.store.commit_layer(&upper, &written.diff_id)?;
-    let desc = image::descriptor(
+    let desc = kiln_store::oci::descriptor(
         MediaType::from(job.opts.compression.media_type()),
         &digest,
         size,
     );
-    image
-        .config
-        .rootfs
-        .diff_ids
-        .push(written.diff_id.to_string());
+    image.config.rootfs.diff_ids.push(written.diff_id.clone());
     image.layers.push(desc.clone());
     Ok(Some(desc))
 }

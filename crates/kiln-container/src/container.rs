@@ -52,7 +52,7 @@ pub fn create(
         id: dir.id.clone(),
         name: launch.name.clone().unwrap_or_else(|| short_id(dir)),
         image: source.tagged.reference.to_string(),
-        image_digest: source.image.digest.to_string(),
+        image_digest: source.image.digest.clone(),
         command: config.argv.clone(),
         created: now(),
         pid: Some(std::process::id() as i32),

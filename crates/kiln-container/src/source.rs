@@ -4,9 +4,9 @@
 //! Settings that do not read stop everything here: a container must not start without the
 //! limits and dropped capabilities they may hold.
 
-use kiln_image::{self as image, Image, RunDefaultsOrigin};
+use kiln_image::{self as image, Image, ImageError, RunDefaultsOrigin};
 use kiln_spec::RunDefaults;
-use kiln_store::{Store, Tagged};
+use kiln_store::{Digest, Store, Tagged};
 
 use super::error::{ContainerError, Result};
 use super::layer_dirs::ensure_layer_dirs;
@@ -29,7 +29,10 @@ impl Source {
             .find(name)?
             .ok_or_else(|| ContainerError::NoSuchImage(name.to_owned()))?;
         let (defaults, origin) = stored_run_defaults(store, &tagged)?;
-        let image = Image::load(store, &image::oci_digest(&tagged.manifest)?)?;
+        let image = Image::load(
+            store,
+            &Digest::try_from(&tagged.manifest).map_err(ImageError::from)?,
+        )?;
         ensure_layer_dirs(store, &image)?;
         Ok(Source {
             tagged,

@@ -80,7 +80,9 @@ pub struct Healthcheck {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    pub diff_ids: Vec<String>,
+    /// Digests of the uncompressed layers; one that breaks kiln's grammar makes the config
+    /// unreadable, since each names a layer dir.
+    pub diff_ids: Vec<kiln_store::Digest>,
 }
 
 impl Default for RootFs {
@@ -124,8 +126,7 @@ impl ImageConfig {
             .diff_ids
             .iter()
             .rev()
-            .filter_map(|d| kiln_store::Digest::parse(d).ok())
-            .map(|d| kiln_store::Store::layer_name(&d))
+            .map(kiln_store::Store::layer_name)
             .collect()
     }
 

@@ -12,14 +12,16 @@
 
 mod config;
 
-use oci_spec::image::{
-    Descriptor, DescriptorBuilder, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION,
-};
+use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
 
 pub use config::{
     go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig,
 };
 
+use kiln_store::oci::{
+    descriptor, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_MANIFEST, ORIGIN_ANNOTATION, ORIGIN_BUILD,
+    RUN_DEFAULTS_ANNOTATION,
+};
 use kiln_store::{canonical_json, Digest, Store, StoreError, MAX_DOCUMENT};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,7 @@ impl Image {
         let bytes = store.read_blob(manifest_digest, MAX_DOCUMENT)?;
         let manifest: ImageManifest = parse_document("manifest", manifest_digest, &bytes)?;
         check_manifest_media_type(manifest_digest, &manifest, &bytes)?;
-        let config_digest = oci_digest(manifest.config())?;
+        let config_digest = Digest::try_from(manifest.config())?;
         let bytes = store.read_blob(&config_digest, MAX_DOCUMENT)?;
         let config: ImageConfig = parse_document("image config", &config_digest, &bytes)?;
         let image = Image {
@@ -107,8 +109,8 @@ impl Image {
             .map(|(blob, diff_id)| {
                 Ok(Layer {
                     blob: blob.clone(),
-                    digest: oci_digest(blob)?,
-                    diff_id: Digest::parse(diff_id)?,
+                    digest: Digest::try_from(blob)?,
+                    diff_id: diff_id.clone(),
                 })
             })
             .collect()
@@ -149,16 +151,6 @@ pub fn write_image(
         manifest_bytes.len() as u64,
     ))
 }
-
-/// The index annotation that keeps a spec's `run:` defaults with an image's tags. They live
-/// in the store, not in the image: they may name host paths (bind mount sources), which
-/// must not reach a registry or change the image's digest.
-pub const RUN_DEFAULTS_ANNOTATION: &str = "dev.kiln.run-defaults";
-/// The index annotation `kiln build` adds (value [`ORIGIN_BUILD`]) next to the run defaults
-/// of an image it built from the user's spec. Run defaults without it came from elsewhere
-/// and may not grant privileges (SECURITY.md rule 15).
-pub const ORIGIN_ANNOTATION: &str = "dev.kiln.origin";
-pub const ORIGIN_BUILD: &str = "build";
 
 /// Where an image's run defaults came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,25 +193,6 @@ pub fn run_defaults(manifest: &Descriptor) -> Result<(kiln_spec::RunDefaults, Ru
     Ok((defaults, origin))
 }
 
-/// A descriptor for content kiln wrote.
-pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
-    let oci: oci_spec::image::Digest = digest
-        .to_string()
-        .parse()
-        .expect("kiln digests are valid OCI digests");
-    DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(oci)
-        .size(size)
-        .build()
-        .expect("all required descriptor fields are set")
-}
-
-/// The digest of a descriptor, checked against kiln's grammar before it is used as a path.
-pub fn oci_digest(desc: &Descriptor) -> Result<Digest> {
-    Ok(Digest::parse(desc.digest().as_ref())?)
-}
-
 pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
     what: &'static str,
     digest: &Digest,
@@ -244,17 +217,14 @@ fn check_manifest_media_type(
         .as_ref()
         .map(|m| m.to_string())
         .unwrap_or_default();
-    let accepted = [
-        MediaType::ImageManifest.to_string(),
-        "application/vnd.docker.distribution.manifest.v2+json".into(),
-    ];
+    let accepted = [MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
     let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let ambiguous = raw.get("manifests").is_some();
-    if (!found.is_empty() && !accepted.contains(&found)) || ambiguous {
+    if (!found.is_empty() && !accepted.contains(&found.as_str())) || ambiguous {
         return Err(ImageError::MediaType {
             digest: digest.clone(),
             found,
-            expected: accepted[0].clone(),
+            expected: accepted[0].to_owned(),
         });
     }
     Ok(())
@@ -275,7 +245,7 @@ mod tests {
         let (_dir, store) = store();
         let config = ImageConfig::scratch();
         let desc = write_image(&store, &config, &[]).unwrap();
-        let image = Image::load(&store, &oci_digest(&desc).unwrap()).unwrap();
+        let image = Image::load(&store, &Digest::try_from(&desc).unwrap()).unwrap();
         assert_eq!(image.config, config);
         assert!(image.layers().unwrap().is_empty());
     }
@@ -338,12 +308,9 @@ mod tests {
     fn layer_and_diff_id_counts_must_agree() {
         let (_dir, store) = store();
         let mut config = ImageConfig::scratch();
-        config
-            .rootfs
-            .diff_ids
-            .push(Digest::of_bytes(b"x").to_string());
+        config.rootfs.diff_ids.push(Digest::of_bytes(b"x"));
         let desc = write_image(&store, &config, &[]).unwrap();
-        let loaded = Image::load(&store, &oci_digest(&desc).unwrap());
+        let loaded = Image::load(&store, &Digest::try_from(&desc).unwrap());
         assert!(matches!(loaded, Err(ImageError::LayerCount(_, 0, 1))));
     }
 }

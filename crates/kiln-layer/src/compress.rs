@@ -18,6 +18,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{LayerError, Result};
 use super::{write_tar, Compression, LayerDigests, TarOptions};
+use kiln_store::oci::{
+    MEDIA_TYPE_DOCKER_FOREIGN_TAR_GZIP, MEDIA_TYPE_DOCKER_TAR_GZIP, MEDIA_TYPE_TAR,
+    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_NONDISTRIBUTABLE, MEDIA_TYPE_TAR_NONDISTRIBUTABLE_GZIP,
+    MEDIA_TYPE_TAR_NONDISTRIBUTABLE_ZSTD, MEDIA_TYPE_TAR_ZSTD,
+};
 use kiln_store::Digest;
 
 /// zstd level for layers (as `zstd -3`).
@@ -135,14 +140,12 @@ pub(crate) enum StreamKind {
 pub(crate) fn stream_kind(media_type: &str) -> Result<StreamKind> {
     Ok(match media_type {
         "" => StreamKind::Sniff,
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => StreamKind::Plain,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => StreamKind::Gzip,
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => StreamKind::Zstd,
+        MEDIA_TYPE_TAR | MEDIA_TYPE_TAR_NONDISTRIBUTABLE => StreamKind::Plain,
+        MEDIA_TYPE_TAR_GZIP
+        | MEDIA_TYPE_TAR_NONDISTRIBUTABLE_GZIP
+        | MEDIA_TYPE_DOCKER_TAR_GZIP
+        | MEDIA_TYPE_DOCKER_FOREIGN_TAR_GZIP => StreamKind::Gzip,
+        MEDIA_TYPE_TAR_ZSTD | MEDIA_TYPE_TAR_NONDISTRIBUTABLE_ZSTD => StreamKind::Zstd,
         other => return Err(LayerError::MediaType(other.to_owned())),
     })
 }

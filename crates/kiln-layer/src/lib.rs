@@ -50,12 +50,9 @@ pub use write::write_tar;
 
 use kiln_store::Digest;
 
-/// Media type of an uncompressed OCI layer.
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// Media type of a gzip-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Media type of a zstd-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+// Layer media types are spelt once, in the store's OCI vocabulary; re-exported because
+// callers of `apply_layer` and `unpack_staged` name them.
+pub use kiln_store::oci::{MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD};
 
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -17,8 +17,9 @@ use kiln_store::{Digest, Store};
 /// Repositories remembered per blob; the most recent first.
 const MAX_SOURCES: usize = 8;
 
-/// registry → blob digest → repositories holding it.
-type Record = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+/// registry → blob digest → repositories holding it. A digest that breaks the grammar
+/// damages the file, and a damaged hint file is an empty one.
+type Record = BTreeMap<String, BTreeMap<Digest, Vec<String>>>;
 
 fn record_path(store: &Store) -> PathBuf {
     store.root().join("cache").join("registry-blobs.json")
@@ -36,7 +37,7 @@ fn load(path: &Path) -> Record {
 pub(super) fn sources(store: &Store, registry: &str, digest: &Digest, except: &str) -> Vec<String> {
     load(&record_path(store))
         .get(registry)
-        .and_then(|blobs| blobs.get(&digest.to_string()))
+        .and_then(|blobs| blobs.get(digest))
         .map(|repos| repos.iter().filter(|r| *r != except).cloned().collect())
         .unwrap_or_default()
 }
@@ -52,7 +53,7 @@ pub(super) fn remember(
     let mut record = load(&path);
     let blobs = record.entry(registry.to_owned()).or_default();
     for digest in digests {
-        let repos = blobs.entry(digest.to_string()).or_default();
+        let repos = blobs.entry(digest.clone()).or_default();
         repos.retain(|r| r != repository);
         repos.insert(0, repository.to_owned());
         repos.truncate(MAX_SOURCES);
@@ -82,9 +83,7 @@ mod tests {
     use super::*;
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::from_hex(&c.to_string().repeat(64)).unwrap()
     }
 
     #[test]
@@ -120,5 +119,8 @@ mod tests {
         assert!(sources(&store, "reg", &digest('a'), "app").is_empty());
         remember(&store, "reg", "base", &[digest('a')]).unwrap();
         assert_eq!(sources(&store, "reg", &digest('a'), "app"), ["base"]);
+        // Digests are keyed by their text, as before they were typed.
+        let text = std::fs::read_to_string(record_path(&store)).unwrap();
+        assert_eq!(text, format!(r#"{{"reg":{{"{}":["base"]}}}}"#, digest('a')));
     }
 }

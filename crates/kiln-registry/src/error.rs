@@ -72,6 +72,14 @@ pub enum RegistryError {
     Image(#[from] ImageError),
 }
 
+/// A descriptor's digest that is not kiln's is the image's fault, as when an image is
+/// loaded.
+impl From<kiln_store::digest::BadDigest> for RegistryError {
+    fn from(e: kiln_store::digest::BadDigest) -> Self {
+        RegistryError::Image(ImageError::BadDigest(e))
+    }
+}
+
 /// `FILE:LINE:COLUMN`, or just `FILE` when there is no position.
 fn at(path: &std::path::Path, line: u64, column: u64) -> String {
     if line == 0 {

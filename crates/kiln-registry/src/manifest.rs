@@ -11,12 +11,11 @@ use reqwest::Method;
 
 use super::transport::{header, read_capped, Client};
 use super::{RegistryError, Result};
+use kiln_store::oci::{
+    MEDIA_TYPE_DOCKER_LIST as DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST as DOCKER_MANIFEST,
+    MEDIA_TYPE_INDEX as OCI_INDEX, MEDIA_TYPE_MANIFEST as OCI_MANIFEST,
+};
 use kiln_store::{Digest, MAX_DOCUMENT};
-
-pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(super) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub(super) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What a fetched document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

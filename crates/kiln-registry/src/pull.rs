@@ -172,7 +172,7 @@ impl Pulling<'_> {
 fn summary(doc: Document, all: &[Fetched]) -> Pulled {
     let pulled = || all.iter().filter(|f| f.outcome == BlobOutcome::Pulled);
     Pulled {
-        manifest: image::descriptor(
+        manifest: kiln_store::oci::descriptor(
             MediaType::from(doc.media_type.as_str()),
             &doc.digest,
             doc.bytes.len() as u64,
@@ -243,8 +243,8 @@ fn layer_jobs(
         .zip(diff_ids)
         .map(|(blob, diff_id)| {
             Ok(LayerJob {
-                digest: image::oci_digest(blob).map_err(|e| e.to_string())?,
-                diff_id: Digest::parse(diff_id).map_err(|e| e.to_string())?,
+                digest: Digest::try_from(blob).map_err(|e| e.to_string())?,
+                diff_id: diff_id.clone(),
                 media_type: blob.media_type().to_string(),
             })
         })
@@ -313,7 +313,7 @@ async fn resolve_manifest(
     let index: ImageIndex =
         serde_json::from_slice(&doc.bytes).map_err(|e| bad(format!("index: {e}")))?;
     let desc = manifest::pick_platform(&name, &index, platform)?;
-    let digest = image::oci_digest(&desc)?;
+    let digest = Digest::try_from(&desc)?;
     let child = manifest::fetch(client, &digest.to_string(), Some(&digest)).await?;
     let listed = desc.media_type().to_string();
     if child.media_type != listed || child.kind != Kind::Manifest {
@@ -343,7 +343,7 @@ async fn fetch_blob(
     progress: &dyn Progress,
     board: &Board,
 ) -> Result<Fetched> {
-    let digest = image::oci_digest(&desc)?;
+    let digest = Digest::try_from(&desc)?;
     let size = desc.size();
     if store.has_blob(&digest) {
         board.present(&digest, store.blob_path(&digest));

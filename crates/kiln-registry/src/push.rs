@@ -20,12 +20,12 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
 use super::blob_mounts;
-use super::manifest::OCI_MANIFEST;
 use super::retry::{self, Transient};
 use super::transport::{header, Attempt, Client};
 use super::{block_on, RegistryError, Result, Settings, PARALLEL_BLOBS};
-use kiln_image::{self as image, Image};
+use kiln_image::Image;
 use kiln_progress::{BlobOutcome, Progress};
+use kiln_store::oci::MEDIA_TYPE_MANIFEST;
 use kiln_store::{Digest, Reference, Store, MAX_DOCUMENT};
 
 /// Read size for upload bodies: large enough for few syscalls, small in memory.
@@ -61,7 +61,7 @@ pub fn push(
         .media_type()
         .as_ref()
         .map(|m| m.to_string())
-        .unwrap_or_else(|| OCI_MANIFEST.to_owned());
+        .unwrap_or_else(|| MEDIA_TYPE_MANIFEST.to_owned());
     if let Some(d) = &target.digest {
         if d != manifest_digest {
             return Err(RegistryError::BadManifest {
@@ -80,7 +80,7 @@ pub fn push(
         client.also_pull_from(sources);
         let digests = blobs
             .iter()
-            .map(image::oci_digest)
+            .map(Digest::try_from)
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let outcomes: Vec<(BlobOutcome, u64)> = futures_util::stream::iter(blobs)
             .map(|desc| push_blob(&client, store, desc, &progress))
@@ -121,7 +121,7 @@ fn mount_sources(
 ) -> std::collections::BTreeSet<String> {
     blobs
         .iter()
-        .filter_map(|d| image::oci_digest(d).ok())
+        .filter_map(|d| Digest::try_from(d).ok())
         .flat_map(|d| blob_mounts::sources(store, client.registry(), &d, client.repository()))
         .collect()
 }
@@ -132,7 +132,7 @@ async fn push_blob(
     desc: oci_spec::image::Descriptor,
     progress: &Arc<dyn Progress>,
 ) -> Result<(BlobOutcome, u64)> {
-    let digest = image::oci_digest(&desc)?;
+    let digest = Digest::try_from(&desc)?;
     let size = desc.size();
     let url = client.url(&format!("blobs/{digest}"));
     let what = format!("blob {digest}");

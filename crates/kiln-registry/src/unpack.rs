@@ -365,9 +365,7 @@ mod tests {
     use std::io::Write;
 
     fn digest(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64))
-            .parse()
-            .unwrap()
+        Digest::from_hex(&c.to_string().repeat(64)).unwrap()
     }
 
     #[test]

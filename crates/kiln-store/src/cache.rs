@@ -29,15 +29,16 @@ use serde::{Deserialize, Serialize};
 use super::fsutil::{remove_tree, write_atomic};
 use super::{Digest, Result, Store, StoreError};
 
-/// What one build step produced.
+/// What one build step produced. A record whose digests break the grammar does not
+/// deserialise, so it is unreadable: a miss, and no gc root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The step's cache key (`sha256:…`).
-    pub key: String,
+    /// The step's cache key.
+    pub key: Digest,
     /// The step's layer; `None` for a step that changed nothing.
     pub layer: Option<Descriptor>,
     /// The layer's diff_id, naming its layer dir.
-    pub diff_id: Option<String>,
+    pub diff_id: Option<Digest>,
     /// The history entry's `created_by`, for `kiln build --plan` and debugging.
     pub created_by: String,
 }
@@ -46,9 +47,8 @@ impl StepRecord {
     /// The digests this record keeps alive: its blob and its layer dir's diff_id.
     pub fn content(&self) -> Option<(Digest, Digest)> {
         let layer = self.layer.as_ref()?;
-        let blob = Digest::parse(layer.digest().as_ref()).ok()?;
-        let diff_id = Digest::parse(self.diff_id.as_deref()?).ok()?;
-        Some((blob, diff_id))
+        let blob = Digest::try_from(layer).ok()?;
+        Some((blob, self.diff_id.clone()?))
     }
 }
 
@@ -103,7 +103,7 @@ impl Store {
         let Ok(record) = serde_json::from_slice::<StepRecord>(&bytes) else {
             return Ok(None);
         };
-        if record.key != key.to_string() {
+        if record.key != *key {
             return Ok(None);
         }
         if record.layer.is_some() {
@@ -118,14 +118,10 @@ impl Store {
 
     /// Remembers what a step produced. Its layer must already be committed.
     pub fn record_step(&self, record: &StepRecord) -> Result<()> {
-        let key = Digest::parse(&record.key).map_err(|e| StoreError::Corrupt {
-            path: self.step_records_dir(),
-            why: format!("bad cache key {:?}", e.0),
-        })?;
         let dir = self.step_records_dir();
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let bytes = serde_json::to_vec(record).expect("a step record serialises");
-        write_atomic(self, &self.step_record_path(&key), &bytes)
+        write_atomic(self, &self.step_record_path(&record.key), &bytes)
     }
 
     /// Every readable step record (for gc and fsck); unreadable ones are skipped.
@@ -180,5 +176,45 @@ impl Store {
 fn touch(path: &std::path::Path) {
     if let Ok(file) = fs::File::options().append(true).open(path) {
         let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::MediaType;
+
+    fn record() -> StepRecord {
+        let blob = Digest::of_bytes(b"blob");
+        StepRecord {
+            key: Digest::of_bytes(b"key"),
+            layer: Some(crate::oci::descriptor(MediaType::ImageLayerZstd, &blob, 4)),
+            diff_id: Some(Digest::of_bytes(b"tar")),
+            created_by: "run: true".into(),
+        }
+    }
+
+    #[test]
+    fn records_keep_their_json_form() {
+        let r = record();
+        let json = serde_json::to_string(&r).unwrap();
+        let layer = serde_json::to_string(r.layer.as_ref().unwrap()).unwrap();
+        let expected = format!(
+            r#"{{"key":"{}","layer":{layer},"diff_id":"{}","created_by":"run: true"}}"#,
+            r.key,
+            r.diff_id.as_ref().unwrap(),
+        );
+        assert_eq!(json, expected);
+        assert_eq!(serde_json::from_str::<StepRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_record_with_a_bad_digest_is_unreadable() {
+        let json = serde_json::to_string(&record()).unwrap();
+        let bad_key = json.replacen(&record().key.to_string(), "sha256:short", 1);
+        assert!(serde_json::from_str::<StepRecord>(&bad_key).is_err());
+        let diff_id = record().diff_id.unwrap().to_string();
+        let bad_diff_id = json.replacen(&diff_id, &diff_id.to_uppercase(), 1);
+        assert!(serde_json::from_str::<StepRecord>(&bad_diff_id).is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{fsutil, Result, Store, StoreError};
+use super::{fsutil, Digest, Result, Store, StoreError};
 
 /// What `state.json` records about a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +16,9 @@ pub struct ContainerState {
     pub id: String,
     pub name: String,
     pub image: String,
-    pub image_digest: String,
+    /// The manifest of the image it runs (a gc root). A state whose digest breaks the
+    /// grammar does not deserialise, and such a container is not listed.
+    pub image_digest: Digest,
     pub command: Vec<String>,
     /// Seconds since the epoch.
     pub created: u64,
@@ -194,7 +196,7 @@ mod tests {
             id: dir.id.clone(),
             name: "web".into(),
             image: "localhost/hello:latest".into(),
-            image_digest: "sha256:x".into(),
+            image_digest: Digest::of_bytes(b"x"),
             command: vec!["true".into()],
             created: 1,
             pid: None,
@@ -211,6 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn state_json_keeps_the_digest_as_text_and_refuses_bad_ones() {
+        let digest = Digest::of_bytes(b"manifest");
+        let json = format!(
+            r#"{{"id":"i","name":"n","image":"localhost/a:latest","image_digest":"{digest}","command":[],"created":1,"pid":null,"exit_code":null,"auto_remove":false}}"#
+        );
+        let state: ContainerState = serde_json::from_str(&json).unwrap();
+        assert_eq!(state.image_digest, digest);
+        assert_eq!(serde_json::to_string(&state).unwrap(), json);
+        let bad = json.replace(&digest.to_string(), "sha256:x");
+        assert!(serde_json::from_str::<ContainerState>(&bad).is_err());
+    }
+
+    #[test]
     fn abandoned_rm_containers_are_removed_and_others_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("s")).unwrap();
@@ -221,7 +236,7 @@ mod tests {
                 id: dir.id.clone(),
                 name: dir.id[..12].into(),
                 image: "i".into(),
-                image_digest: "d".into(),
+                image_digest: Digest::of_bytes(b"d"),
                 command: vec![],
                 created: 1,
                 pid,

@@ -40,8 +40,14 @@ impl Digest {
 
     /// The digest of a finished hasher.
     pub fn from_hasher(h: Sha256) -> Self {
+        Self::from_sha256(h.finalize().into())
+    }
+
+    /// The digest whose raw sha256 value is `raw` (a hash computed elsewhere, e.g. by a
+    /// parallel walk), without a trip through text.
+    pub fn from_sha256(raw: [u8; 32]) -> Self {
         Digest {
-            hex: hex::encode(h.finalize()),
+            hex: hex::encode(raw),
         }
     }
 
@@ -82,6 +88,22 @@ impl FromStr for Digest {
     }
 }
 
+/// As its `sha256:…` text, the form every kiln document and OCI document uses.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Reading a document is a boundary: a digest that breaks the grammar makes the document
+/// unreadable rather than reaching a path.
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Digest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +121,16 @@ mod tests {
         ] {
             assert!(Digest::parse(&bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_text_form_and_refuses_bad_digests() {
+        let digest = Digest::of_bytes(b"x");
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json, format!("\"{digest}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), digest);
+        let err = serde_json::from_str::<Digest>("\"sha256:nope\"").unwrap_err();
+        assert!(err.to_string().contains("invalid digest"), "{err}");
     }
 
     #[test]

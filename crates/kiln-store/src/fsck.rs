@@ -369,17 +369,12 @@ mod tests {
         let store = Store::open(&dir.path().join("s")).unwrap();
         let manifest = store.put_blob(b"manifest").unwrap();
         let gone = Digest::of_bytes(b"gone");
-        let desc = oci_spec::image::DescriptorBuilder::default()
-            .media_type(oci_spec::image::MediaType::ImageManifest)
-            .digest(gone.to_string().parse::<oci_spec::image::Digest>().unwrap())
-            .size(4u64)
-            .build()
-            .unwrap();
+        let desc = crate::oci::descriptor(oci_spec::image::MediaType::ImageManifest, &gone, 4);
         store
             .set_tag(&Reference::local("lost").unwrap(), &desc)
             .unwrap();
         let mut with_manifest = desc.clone();
-        with_manifest.set_digest(manifest.to_string().parse().unwrap());
+        with_manifest.set_digest((&manifest).into());
         store
             .set_tag(&Reference::local("layerless").unwrap(), &with_manifest)
             .unwrap();
@@ -391,12 +386,12 @@ mod tests {
             })
         };
         let mut record_layer = desc.clone();
-        record_layer.set_digest(layer.to_string().parse().unwrap());
+        record_layer.set_digest((&layer).into());
         store
             .record_step(&crate::StepRecord {
-                key: Digest::of_bytes(b"k").to_string(),
+                key: Digest::of_bytes(b"k"),
                 layer: Some(record_layer),
-                diff_id: Some(layer.to_string()),
+                diff_id: Some(layer.clone()),
                 created_by: "run".into(),
             })
             .unwrap();

@@ -196,7 +196,7 @@ pub(super) fn index_roots(store: &Store) -> Result<Vec<ImageRoot>> {
         .manifests()
         .iter()
         .map(|desc| {
-            let manifest = Digest::parse(desc.digest().as_ref());
+            let manifest = Digest::try_from(desc);
             let tag = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME));
             let label = match (tag, &manifest) {
                 (Some(tag), _) => format!("image {tag}"),
@@ -215,7 +215,7 @@ pub(super) fn container_roots(store: &Store) -> Result<Vec<ImageRoot>> {
         .into_iter()
         .map(|(_, state)| ImageRoot {
             label: format!("container {}", state.name),
-            manifest: Digest::parse(&state.image_digest),
+            manifest: Ok(state.image_digest),
         })
         .collect())
 }
@@ -390,7 +390,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use oci_spec::image::{DescriptorBuilder, MediaType};
+    use oci_spec::image::MediaType;
 
     use super::*;
     use crate::{Reference, StepRecord};
@@ -402,17 +402,7 @@ mod tests {
     }
 
     fn descriptor(digest: &Digest, size: u64) -> oci_spec::image::Descriptor {
-        DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(
-                digest
-                    .to_string()
-                    .parse::<oci_spec::image::Digest>()
-                    .unwrap(),
-            )
-            .size(size)
-            .build()
-            .unwrap()
+        crate::oci::descriptor(MediaType::ImageManifest, digest, size)
     }
 
     fn layer_dir(store: &Store, content: &[u8]) -> Digest {
@@ -517,9 +507,9 @@ mod tests {
         let key = Digest::of_bytes(b"key");
         store
             .record_step(&StepRecord {
-                key: key.to_string(),
+                key: key.clone(),
                 layer: Some(descriptor(&blob, 6)),
-                diff_id: Some(diff_id.to_string()),
+                diff_id: Some(diff_id.clone()),
                 created_by: "run true".into(),
             })
             .unwrap();

@@ -4,10 +4,7 @@ use std::collections::HashMap;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType, SCHEMA_VERSION};
 
-use super::{canonical_json, fsutil, Reference, Result, Store, StoreError, MAX_DOCUMENT};
-
-/// The annotation that names an image in an OCI layout.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+use super::{canonical_json, fsutil, Reference, Result, Store, StoreError, MAX_DOCUMENT, REF_NAME};
 
 /// A tagged image: its normalised reference and the manifest descriptor.
 #[derive(Debug, Clone)]
@@ -144,17 +141,7 @@ mod tests {
 
     fn manifest(store: &Store, content: &[u8]) -> Descriptor {
         let digest = store.put_blob(content).unwrap();
-        oci_spec::image::DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(
-                digest
-                    .to_string()
-                    .parse::<oci_spec::image::Digest>()
-                    .unwrap(),
-            )
-            .size(content.len() as u64)
-            .build()
-            .unwrap()
+        crate::oci::descriptor(MediaType::ImageManifest, &digest, content.len() as u64)
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod fsutil;
 pub mod gc;
 mod gc_lock;
 mod index;
+pub mod oci;
 pub mod reference;
 
 use std::fs::{self, File};
@@ -32,7 +33,8 @@ pub use fsck::{FsckReport, Problem, ProblemKind};
 pub use fsutil::{canonical_json, read_document, remove_live_temp_dirs, TempDir};
 pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
 pub use gc_lock::ContentGuard;
-pub use index::{Tagged, REF_NAME};
+pub use index::Tagged;
+pub use oci::REF_NAME;
 pub use reference::Reference;
 
 /// Largest JSON document (manifest, config, index) kiln reads (SECURITY.md rule 7).
