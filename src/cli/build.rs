@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::build_progress::{step_prefix, stream_marker, BuildProgress, UnfinishedStep};
+use super::build_progress::{
+    reason_text, step_prefix, stream_marker, BuildProgress, UnfinishedStep,
+};
 use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
 use kiln_build::{self as build, BuildError, BuildOptions, CacheRequest};
@@ -234,7 +236,7 @@ impl Progress for PlanJson {
     fn step_finished(&self, step: &StepRef, report: &StepReport) {
         let (decision, reason) = match &report.outcome {
             Outcome::Cached => ("cached", None),
-            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason)),
+            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason_text(reason))),
             Outcome::Config => ("config", None),
         };
         self.steps

@@ -19,7 +19,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::{human_duration, human_size};
-use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_progress::{Outcome, Progress, RunReason, StagePlan, StepRef, StepReport, Stream};
 
 /// How many of a step's last lines of each stream are kept for a failure report. Per
 /// stream, because stdout and stderr arrive through separate pipes in no fixed order: a
@@ -279,10 +279,11 @@ impl Progress for BuildProgress {
         self.line(&format!("==> {what}"));
     }
 
-    fn step_started(&self, step: &StepRef, reason: Option<&str>) {
+    fn step_started(&self, step: &StepRef, reason: Option<&RunReason>) {
         let Some(reason) = reason else {
             return;
         };
+        let reason = reason_text(reason);
         let mut running = self.running.lock().expect("progress lock");
         let entry = Self::entry(&mut running, step);
         if self.quiet || !self.tty {
@@ -350,12 +351,13 @@ impl Progress for BuildProgress {
                 self.cached.fetch_add(1, Ordering::Relaxed);
                 format!("cached{layer}")
             }
-            Outcome::WouldRun(reason) => format!("would run ({reason})"),
+            Outcome::WouldRun(reason) => format!("would run ({})", reason_text(reason)),
             Outcome::Ran(reason) => {
                 self.ran.fetch_add(1, Ordering::Relaxed);
                 format!(
-                    "ran in {} ({reason}){layer}",
-                    human_duration(report.duration)
+                    "ran in {} ({}){layer}",
+                    human_duration(report.duration),
+                    reason_text(reason)
                 )
             }
             Outcome::Config => String::new(),
@@ -399,5 +401,16 @@ mod tests {
         assert_eq!(terminal_safe("a\x08b\x07c\rd\x7f"), "abcd");
         assert_eq!(terminal_safe("a\tb"), "a       b");
         assert_eq!(terminal_safe("12345678\tb"), "12345678        b");
+    }
+}
+
+/// Why a step runs, as `kiln build` says it: the flag that asked for it, when one did.
+pub fn reason_text(reason: &RunReason) -> std::borrow::Cow<'_, str> {
+    match reason {
+        RunReason::CacheIgnored => "--no-cache".into(),
+        RunReason::CacheIgnoredFrom => "--no-cache-from".into(),
+        RunReason::NotCached => "not in the cache".into(),
+        RunReason::RecordGone => "not in the cache (removed by kiln gc --cache?)".into(),
+        RunReason::Changed(what) => what.as_str().into(),
     }
 }

@@ -218,6 +218,14 @@ impl Cgroup {
                 None => continue,
             }
             cgroup.apply(resources)?;
+            tracing::debug!(
+                paths = ?cgroup.paths(),
+                mode = ?mode,
+                memory = resources.memory,
+                cpus = resources.cpus,
+                pids = resources.pids_limit(),
+                "cgroup created"
+            );
             return Ok(cgroup);
         }
         Err(CgroupError::Io {
@@ -283,6 +291,7 @@ impl Cgroup {
 
     /// Kills whatever is still in the cgroup and removes it.
     pub fn remove(mut self) -> Result<(), CgroupError> {
+        tracing::debug!(id = %self.id, "removing cgroup");
         let result = remove_dirs(&self.paths_anchor_last());
         // Unlock only once the dirs are gone, so no cleaner races with the removal.
         self.lock = None;

@@ -215,7 +215,17 @@ impl Client {
             }
         }
         let url = request.url().clone();
-        self.http.execute(request).await.map_err(|e| {
+        let method = request.method().clone();
+        let response = self.http.execute(request).await;
+        match &response {
+            Ok(r) => {
+                tracing::debug!(%method, url = %loggable(&url), status = r.status().as_u16(), "registry request")
+            }
+            Err(e) => {
+                tracing::debug!(%method, url = %loggable(&url), error = %connect_failure(e), "registry request failed")
+            }
+        }
+        response.map_err(|e| {
             let err = RegistryError::Connect {
                 url: url.to_string(),
                 why: connect_failure(&e),
@@ -347,6 +357,11 @@ impl Client {
             }
         };
         let response = request.send().await.map_err(|e| connect_error(&e))?;
+        tracing::debug!(
+            url = %loggable(response.url()),
+            status = response.status().as_u16(),
+            "registry token request"
+        );
         if matches!(
             response.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -413,6 +428,15 @@ impl Client {
 
 /// Whether `host` (`HOST[:PORT]`) is reached over plain http: loopback addresses,
 /// `localhost`, and registries the user marked insecure.
+/// A URL for the debug log: without a user name or password, should one be in it (the
+/// registry's credentials travel in headers, which are never logged).
+pub(super) fn loggable(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 pub(super) fn plain_http(host: &str, insecure: &[String]) -> bool {
     if insecure.iter().any(|i| i == host) {
         return true;

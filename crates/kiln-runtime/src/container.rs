@@ -261,7 +261,15 @@ pub(crate) fn start<K>(
             console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
         },
     };
-    let pid = spawn(&args, clone_flags(plan))?;
+    let flags = clone_flags(plan);
+    let pid = spawn(&args, flags)?;
+    tracing::debug!(
+        id = launch.id,
+        pid = pid.as_raw(),
+        namespaces = %namespace_names(flags, plan.cgroup_namespace),
+        init = plan.init,
+        "process started"
+    );
     // Only the child may hold these now, so EOF on the error pipe means its exec succeeded
     // and EOF on a stdio pipe means the container closed it.
     drop((report_write, sync_read, status_write, kiln, keep));
@@ -324,6 +332,7 @@ impl RunningContainer {
         let status = wait_for(self.pid)?;
         self.waited = true;
         let status = self.command_status().unwrap_or(status);
+        tracing::debug!(pid = self.pid.as_raw(), %status, "process exited");
         if let Some(TtySessionHandle(tty)) = self.tty.take() {
             tty.finish();
         }
@@ -493,6 +502,26 @@ pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
         flags |= libc::CLONE_NEWNET;
     }
     flags
+}
+
+/// The namespaces `flags` (and the child's own unshare of the cgroup namespace) create,
+/// for the debug log.
+fn namespace_names(flags: c_int, cgroup: bool) -> String {
+    let mut names: Vec<&str> = [
+        (libc::CLONE_NEWNS, "mnt"),
+        (libc::CLONE_NEWPID, "pid"),
+        (libc::CLONE_NEWUTS, "uts"),
+        (libc::CLONE_NEWIPC, "ipc"),
+        (libc::CLONE_NEWNET, "net"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| flags & flag != 0)
+    .map(|(_, name)| name)
+    .collect();
+    if cgroup {
+        names.push("cgroup");
+    }
+    names.join(",")
 }
 
 /// `clone` with every signal blocked, so no kiln signal handler can run in the child before

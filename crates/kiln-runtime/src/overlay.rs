@@ -183,6 +183,15 @@ impl Overlay {
         require_dir("overlay work dir", &work)?;
         create_mountpoint(&scaffold)?;
         self.align_upper_root(&layers_dir, &upper)?;
+        tracing::debug!(
+            lowers = self.lowers.len(),
+            upper = %upper.display(),
+            mount_api = match plan.overlay {
+                OverlayMount::PerLayer(_) => "fsconfig lowerdir+",
+                OverlayMount::Options(_) => "option string",
+            },
+            "overlay prepared"
+        );
         Ok(plan)
     }
 
@@ -496,6 +505,7 @@ pub(crate) fn in_private_mount<T: Send>(
             .spawn_scoped(scope, || -> Result<T, RuntimeError> {
                 enter_private_mount_namespace()?;
                 mount_overlay_root(&plan).map_err(|(stage, e)| setup_error(&plan, stage, e))?;
+                tracing::debug!(root = %plan.root_path.display(), read_only = plan.read_only, "overlay mounted in a private mount namespace");
                 sys::chdir(c"/").map_err(|e| RuntimeError::Setup {
                     stage: Stage::ChdirWorkdir.name(),
                     target: Some("/".into()),

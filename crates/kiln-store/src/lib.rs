@@ -100,6 +100,7 @@ impl Store {
             .map_err(StoreError::io("chmod", root))?;
         store.init_layout_files()?;
         fsutil::remove_stale_staging(&store.tmp_dir());
+        tracing::debug!(root = %root.display(), "store opened");
         Ok(store)
     }
 
@@ -169,7 +170,9 @@ impl Store {
     pub fn commit_layer(&self, staged: &Path, diff_id: &Digest) -> Result<()> {
         fsutil::sync_tree_root(staged)?;
         self.publish_layer(staged, diff_id)?;
-        fsutil::sync_dir(&self.layers_dir())
+        fsutil::sync_dir(&self.layers_dir())?;
+        tracing::debug!(%diff_id, "layer dir committed");
+        Ok(())
     }
 
     /// Starts writing a blob; see [`BlobWriter::commit`].
