@@ -387,6 +387,17 @@ fn stage_plan_text(plan: &StagePlan) -> String {
     }
 }
 
+/// Why a step runs, as `kiln build` says it: the flag that asked for it, when one did.
+pub fn reason_text(reason: &RunReason) -> std::borrow::Cow<'_, str> {
+    match reason {
+        RunReason::CacheIgnored => "--no-cache".into(),
+        RunReason::CacheIgnoredFrom => "--no-cache-from".into(),
+        RunReason::NotCached => "not in the cache".into(),
+        RunReason::RecordGone => "not in the cache (removed by kiln gc --cache?)".into(),
+        RunReason::Changed(what) => what.as_str().into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::terminal_safe;
@@ -401,16 +412,5 @@ mod tests {
         assert_eq!(terminal_safe("a\x08b\x07c\rd\x7f"), "abcd");
         assert_eq!(terminal_safe("a\tb"), "a       b");
         assert_eq!(terminal_safe("12345678\tb"), "12345678        b");
-    }
-}
-
-/// Why a step runs, as `kiln build` says it: the flag that asked for it, when one did.
-pub fn reason_text(reason: &RunReason) -> std::borrow::Cow<'_, str> {
-    match reason {
-        RunReason::CacheIgnored => "--no-cache".into(),
-        RunReason::CacheIgnoredFrom => "--no-cache-from".into(),
-        RunReason::NotCached => "not in the cache".into(),
-        RunReason::RecordGone => "not in the cache (removed by kiln gc --cache?)".into(),
-        RunReason::Changed(what) => what.as_str().into(),
     }
 }

@@ -86,8 +86,16 @@ pub fn docker_config() -> PathBuf {
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
-        let hint = e.hint();
+        let hint = registry_hint(&e);
         Failure::user(e).hint(hint)
+    }
+}
+
+/// The library's hint, with the flag where one helps.
+pub fn registry_hint(e: &RegistryError) -> Option<String> {
+    match e.is_tls() {
+        true => Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into()),
+        false => e.hint(),
     }
 }
 

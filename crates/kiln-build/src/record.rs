@@ -170,21 +170,25 @@ mod tests {
         let before = entry(inputs("d", "1", None), &[]);
         assert_eq!(
             explain("run", Some(&before), &inputs("e", "1", None), &[], false),
-            "run: text changed"
+            RunReason::Changed("run: text changed".into())
         );
         assert_eq!(
             explain("run", Some(&before), &inputs("d", "2", None), &[], false),
-            "arg V changed"
+            RunReason::Changed("arg V changed".into())
         );
         assert_eq!(
             explain("run", None, &inputs("d", "2", None), &[], false),
-            "not in the cache"
+            RunReason::NotCached
         );
         let mut moved = inputs("d", "1", None);
         moved.parent = "q".into();
         assert_eq!(
             explain("run", Some(&before), &moved, &[], true),
-            "parent rebuilt"
+            RunReason::Changed("parent rebuilt".into())
+        );
+        assert_eq!(
+            explain("run", Some(&before), &inputs("d", "1", None), &[], false),
+            RunReason::RecordGone
         );
     }
 
@@ -200,7 +204,7 @@ mod tests {
                 &now,
                 false
             ),
-            "copy: a, c changed"
+            RunReason::Changed("copy: a, c changed".into())
         );
     }
 }

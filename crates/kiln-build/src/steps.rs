@@ -22,7 +22,8 @@ use super::run_step::{run_in_sandbox, step_confinement};
 use super::sources::Sources;
 use super::stage_copy;
 use super::{
-    BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport, DEFAULT_PATH,
+    BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepError, StepRef, StepReport,
+    DEFAULT_PATH,
 };
 use kiln_image::{self as image, rfc3339, History};
 use kiln_layer::{self as layer, TarOptions};
@@ -250,12 +251,12 @@ impl StepCx<'_> {
         )
     }
 
-    pub(super) fn error(&self, message: String) -> BuildError {
+    pub(super) fn error(&self, source: impl Into<StepError>) -> BuildError {
         BuildError::Step {
             location: self.location(),
             number: self.index + 1,
             title: self.title().into(),
-            message,
+            source: Box::new(source.into()),
         }
     }
 }
@@ -382,7 +383,7 @@ fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
                     .map_err(|e| cx.error(e))?;
                 Ok((Some(found.digest), found.files))
             }
-            _ => Err(cx.error(format!("stage {name:?} has not been built"))),
+            _ => Err(cx.error(StepError::StageNotBuilt(name.clone()))),
         },
         CopyFrom::BuildContext | CopyFrom::Context(_) => {
             let found = (cx.job.sources)
@@ -431,7 +432,7 @@ pub(super) struct StepDirs {
 }
 
 impl StepDirs {
-    pub(super) fn new(store: &Store) -> Result<Self> {
+    pub(super) fn new(store: &Store) -> Result<Self, StoreError> {
         let tmp = store.temp_dir("step")?;
         for d in ["upper", "work"] {
             let p = tmp.path().join(d);

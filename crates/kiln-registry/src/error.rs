@@ -113,18 +113,19 @@ impl RegistryError {
 
     /// A TLS handshake that failed: the registry speaks plain http, or its certificate
     /// is not trusted. Trying again does not help.
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         matches!(self, RegistryError::Connect { why, .. } if looks_like_tls_failure(why))
     }
 
-    /// A hint for the user, when one helps.
+    /// A hint for the user, when one helps. It names kiln's config file, not a flag: a
+    /// caller with a command line may name its own (see [`RegistryError::is_tls`]).
     pub fn hint(&self) -> Option<String> {
         match self {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with: kiln login {registry}"))
             }
             e @ RegistryError::Connect { .. } if e.is_tls() => {
-                Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into())
+                Some("a registry without TLS must be listed under insecure_registries: in kiln's config file".into())
             }
             _ => None,
         }
