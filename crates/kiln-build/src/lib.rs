@@ -140,8 +140,8 @@ pub enum BuildError {
         name: String,
         source: kiln_registry::RegistryError,
     },
-    #[error("{path}: {why}")]
-    BadBase { path: PathBuf, why: String },
+    #[error("{}: {problem}", path.display())]
+    BadBase { path: PathBuf, problem: BaseProblem },
     /// A `rootfs:` or `kiln import` path that is neither a directory nor a regular file.
     #[error("{} is {kind}, not a directory or a tar archive", path.display())]
     RootfsKind { path: PathBuf, kind: &'static str },
@@ -207,6 +207,49 @@ pub enum StepError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// What is wrong with a base on the host: an `oci:PATH` layout or a `rootfs:PATH`.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("index.json: {0}")]
+    Index(#[source] LayoutFileError),
+    #[error("index.json is not an OCI index: {0}")]
+    NotAnIndex(#[source] serde_json::Error),
+    #[error("no image tagged {tag:?} (tags: {tags})")]
+    NoSuchTag { tag: String, tags: String },
+    #[error("holds {count} images: name one with oci:PATH:TAG (tags: {tags})")]
+    SeveralImages { count: usize, tags: String },
+    #[error("index {digest}: {source}")]
+    BadIndex {
+        digest: Digest,
+        source: serde_json::Error,
+    },
+    #[error("no linux/{arch} image in index {digest}")]
+    NoPlatform { arch: &'static str, digest: Digest },
+    #[error("manifest {digest}: {source}")]
+    BadManifest {
+        digest: Digest,
+        source: serde_json::Error,
+    },
+    /// A blob file of the layout that is missing, unreadable or not a regular file.
+    #[error("{0}")]
+    Blob(#[source] host_file::Refused),
+    #[error("size is {copied} bytes, the descriptor says {expected}")]
+    BlobSize { copied: u64, expected: u64 },
+}
+
+/// Why a document of an OCI layout (its `index.json`) is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutFileError {
+    #[error("{0}")]
+    Refused(#[source] host_file::Refused),
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("larger than {mib} MiB")]
+    TooLarge { mib: u64 },
 }
 
 /// Why a step to run from (`N` or `STAGE:N`) names no step of the spec.
