@@ -12,7 +12,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use super::{RegistryError, Result};
+use super::{ChallengeError, RegistryError, Result};
 use kiln_store::reference::DOCKER_HUB;
 
 /// Docker Hub's key in `config.json`, a remnant of the v1 API that every tool still uses.
@@ -194,14 +194,14 @@ pub(super) enum Challenge {
 }
 
 /// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
-pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, String> {
+pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, ChallengeError> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Ok(Challenge::Basic);
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(format!("unsupported scheme {scheme:?}"));
+        return Err(ChallengeError::Scheme(scheme.into()));
     }
     let params = parse_params(rest)?;
     let get = |k: &str| {
@@ -211,14 +211,14 @@ pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, St
             .map(|(_, v)| v.clone())
     };
     Ok(Challenge::Bearer {
-        realm: get("realm").ok_or("no realm")?,
+        realm: get("realm").ok_or(ChallengeError::NoRealm)?,
         service: get("service"),
         scope: get("scope"),
     })
 }
 
 /// `key="quoted, value",key2=token` → pairs. Quoted values may hold commas (scopes do).
-fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
+fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, ChallengeError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -230,7 +230,7 @@ fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
         }
         let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
         if chars.next() != Some('=') {
-            return Err(format!("parameter {:?} has no value", key.trim()));
+            return Err(ChallengeError::NoValue(key.trim().into()));
         }
         let mut value = String::new();
         if chars.peek() == Some(&'"') {
@@ -240,7 +240,7 @@ fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
                     Some('"') => break,
                     Some('\\') => value.extend(chars.next()),
                     Some(c) => value.push(c),
-                    None => return Err("unterminated quoted value".into()),
+                    None => return Err(ChallengeError::Unterminated),
                 }
             }
         } else {

@@ -29,8 +29,11 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
-    #[error("{registry}: the authentication challenge is unusable: {why}")]
-    Challenge { registry: String, why: String },
+    #[error("{registry}: the authentication challenge is unusable: {source}")]
+    Challenge {
+        registry: String,
+        source: ChallengeError,
+    },
     #[error("manifest {reference}: {why}")]
     BadManifest { reference: String, why: String },
     #[error("manifest {reference} is larger than 4 MiB")]
@@ -71,6 +74,49 @@ pub enum RegistryError {
     #[error(transparent)]
     Image(#[from] ImageError),
 }
+
+/// What is wrong with a `WWW-Authenticate` challenge, or the token flow it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("unsupported scheme {0:?}")]
+    Scheme(String),
+    #[error("no realm")]
+    NoRealm,
+    #[error("parameter {0:?} has no value")]
+    NoValue(String),
+    #[error("unterminated quoted value")]
+    Unterminated,
+    #[error("realm {realm:?}: {source}")]
+    BadRealm {
+        realm: String,
+        source: url::ParseError,
+    },
+    /// A realm over plain http on a host that is not allowed to be insecure.
+    #[error("refusing to send credentials to {0}")]
+    InsecureRealm(String),
+    #[error("the token service answered {0}")]
+    TokenStatus(reqwest::StatusCode),
+    #[error("token answer: {0}")]
+    TokenAnswer(#[source] serde_json::Error),
+    #[error("the token service sent no token")]
+    NoToken,
+}
+
+/// An `insecure_registries:` entry that is not `HOST[:PORT]`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InsecureHostError {
+    #[error("an insecure registry is empty")]
+    Empty,
+    #[error("insecure registry {0:?}: give HOST[:PORT] only, without a scheme or path")]
+    SchemeOrPath(String),
+    #[error("insecure registry {0:?} is not a HOST[:PORT]")]
+    NotAHost(String),
+}
+
+/// An `OS/ARCH[/VARIANT]` platform that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")]
+pub struct PlatformError(pub String);
 
 /// `FILE:LINE:COLUMN`, or just `FILE` when there is no position.
 fn at(path: &std::path::Path, line: u64, column: u64) -> String {

@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 
 use super::transport::{header, read_capped, Client};
-use super::{RegistryError, Result};
+use super::{PlatformError, RegistryError, Result};
 use kiln_store::{Digest, MAX_DOCUMENT};
 
 pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -168,7 +168,7 @@ impl Platform {
     }
 
     /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
+    pub fn parse(s: &str) -> std::result::Result<Platform, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok =
             |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -183,9 +183,7 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(variant.to_string()),
             }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64"
-            )),
+            _ => Err(PlatformError(s.into())),
         }
     }
 }
