@@ -437,10 +437,10 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<UserMount>, RuntimeError> {
             dir: meta.is_dir(),
             readonly: bind.readonly,
         };
-        mounts.push(UserMount::new(source, &bind.target).map_err(RuntimeError::Invalid)?);
+        mounts.push(UserMount::new(source, &bind.target).map_err(container_target)?);
     }
     for target in &spec.tmpfs {
-        mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(RuntimeError::Invalid)?);
+        mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(container_target)?);
     }
     mounts.sort_by_key(UserMount::depth);
     Ok(mounts)
@@ -502,6 +502,11 @@ pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
         flags |= libc::CLONE_NEWNET;
     }
     flags
+}
+
+/// A container's `-v`/`--tmpfs` target that is not one.
+fn container_target(source: crate::MountTargetError) -> RuntimeError {
+    RuntimeError::BadMountTarget { kind: None, source }
 }
 
 /// The namespaces `flags` (and the child's own unshare of the cgroup namespace) create,

@@ -9,6 +9,17 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+/// Why a mount target is not one kiln mounts on.
+#[derive(Debug, thiserror::Error)]
+pub enum MountTargetError {
+    #[error("mount target {0:?} must be an absolute path")]
+    NotAbsolute(String),
+    #[error("cannot mount over the root ({0:?})")]
+    Root(String),
+    #[error("mount target {0:?} contains a NUL byte")]
+    Nul(String),
+}
+
 /// The stage name the parent gives to a failed `execve`.
 pub const EXEC_STAGE: &str = "exec";
 
@@ -17,6 +28,13 @@ pub enum RuntimeError {
     /// The sandbox description cannot be run (found before anything was started).
     #[error("invalid sandbox: {0}")]
     Invalid(String),
+    /// A mount target that cannot be one; `kind` is the step mount's (`cache`, `secret`),
+    /// `None` for a container's `-v`/`--tmpfs`.
+    #[error("invalid sandbox: {}{source}", kind.map(|k| format!("{k} ")).unwrap_or_default())]
+    BadMountTarget {
+        kind: Option<&'static str>,
+        source: MountTargetError,
+    },
     #[error("layer directory {0} does not exist or is not a directory")]
     MissingLayer(PathBuf),
     #[error(

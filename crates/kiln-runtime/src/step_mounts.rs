@@ -400,8 +400,10 @@ fn target_path(mount: &StepMount) -> Result<TargetPath, RuntimeError> {
         StepMount::Cache { .. } => "cache",
         StepMount::Secret { .. } => "secret",
     };
-    let path = TargetPath::new(mount.target())
-        .map_err(|e| RuntimeError::Invalid(format!("{word} {e}")))?;
+    let path = TargetPath::new(mount.target()).map_err(|source| RuntimeError::BadMountTarget {
+        kind: Some(word),
+        source,
+    })?;
     if path.names.len() > MAX_MADE {
         return Err(RuntimeError::Invalid(format!(
             "{} {:?} has more than {MAX_MADE} components",
