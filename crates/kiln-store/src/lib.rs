@@ -30,7 +30,7 @@ pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsck::{FsckReport, Problem, ProblemKind};
 pub use fsutil::{canonical_json, read_document, remove_live_temp_dirs, TempDir};
-pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
+pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReadError, ImageReader, Removal};
 pub use gc_lock::ContentGuard;
 pub use index::{Tagged, REF_NAME};
 pub use reference::Reference;
