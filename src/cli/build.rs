@@ -282,6 +282,12 @@ fn failure(e: BuildError) -> Failure {
     // A step to run from is only ever given with --no-cache-from.
     let message = match &e {
         BuildError::RunFrom { step, problem } => format!("--no-cache-from {step:?}: {problem}"),
+        BuildError::NoSuchStage(e) => format!(
+            "{}: --target: no stage named \"{}\" ({})",
+            e.file.display(),
+            e.name,
+            e.hint
+        ),
         _ => e.to_string(),
     };
     // A step is a container: 125 when it could not be started (126/127 when its command

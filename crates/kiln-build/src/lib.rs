@@ -157,6 +157,9 @@ pub enum BuildError {
     Context(#[from] context::ContextError),
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
     NoTag,
+    /// The stage to build (`BuildOptions::target`) is not in the spec.
+    #[error(transparent)]
+    NoSuchStage(spec::NoSuchStage),
     #[error("no build context named {0:?} in contexts:")]
     UnknownContext(String),
     /// The step the build was asked to run from (`CacheRequest::IgnoreFrom`) is not in the
@@ -439,7 +442,12 @@ fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
     let shown = |e: SpecError| e.shown_as(&opts.spec_shown);
     let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
-        spec.truncate_to(target).map_err(shown)?;
+        spec.truncate_to(target).map_err(|e| {
+            BuildError::NoSuchStage(spec::NoSuchStage {
+                file: opts.spec_shown.clone(),
+                ..e
+            })
+        })?;
     }
     spec_checks::references(&spec, &opts.spec_shown)?;
     Ok(spec)
