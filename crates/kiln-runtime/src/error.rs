@@ -28,6 +28,10 @@ pub enum RuntimeError {
     /// The sandbox description cannot be run (found before anything was started).
     #[error("invalid sandbox: {0}")]
     Invalid(String),
+    /// A seccomp profile (kiln's or a `--security-opt seccomp=FILE` one) that cannot be
+    /// compiled or converted.
+    #[error("invalid sandbox: {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// A mount target that cannot be one; `kind` is the step mount's (`cache`, `secret`),
     /// `None` for a container's `-v`/`--tmpfs`.
     #[error("invalid sandbox: {}{source}", kind.map(|k| format!("{k} ")).unwrap_or_default())]

@@ -53,7 +53,7 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
         SeccompPolicy::Unconfined => {}
         SeccompPolicy::Profile(json) => {
             linux["seccomp"] = seccomp::oci_profile_of_docker(json, caps.bounding)
-                .map_err(|e| RuntimeError::Invalid(e.to_string()))?
+                .map_err(RuntimeError::Seccomp)?
         }
     }
     Ok(json!({
