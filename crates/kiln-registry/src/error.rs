@@ -60,7 +60,7 @@ pub enum RegistryError {
         source: kiln_layer::LayerError,
     },
     #[error("credentials: {0}")]
-    Credentials(String),
+    Credentials(#[from] CredentialsError),
     #[error("{}: {why}", at(path, *line, *column))]
     Config {
         path: std::path::PathBuf,
@@ -73,6 +73,34 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+}
+
+/// Why stored credentials cannot be read or written. Never holds a secret: a helper's
+/// output is not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("credential helper docker-credential-{helper} failed for {key}")]
+    Helper { helper: String, key: String },
+    #[error("{}: {source}", file.display())]
+    Lookup {
+        file: std::path::PathBuf,
+        source: docker_credential::CredentialRetrievalError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is JSON, but not an object as docker's `config.json` is.
+    #[error("{}: not a JSON object", .0.display())]
+    NotAnObject(std::path::PathBuf),
+    #[error("{}: `auths` is not an object", .0.display())]
+    AuthsNotAnObject(std::path::PathBuf),
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// What is wrong with a `WWW-Authenticate` challenge, or the token flow it asks for.
