@@ -37,6 +37,11 @@ pub(super) fn resolve(
         From::Image(name) => match store.find(name)? {
             Some(tagged) => from_image(store, &image::oci_digest(&tagged.manifest)?),
             None => {
+                tracing::debug!(
+                    name,
+                    pulls = opts.registry.is_some(),
+                    "base image not in the store"
+                );
                 let settings = opts
                     .registry
                     .as_ref()
@@ -108,6 +113,7 @@ fn file_name(path: &Path) -> String {
 
 fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
     let image = Image::load(store, manifest)?;
+    tracing::debug!(%manifest, layers = image.manifest.layers().len(), "base image loaded");
     ensure_layer_dirs(store, &image)?;
     Ok(Partial {
         layers: image.manifest.layers().clone(),

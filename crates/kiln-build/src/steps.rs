@@ -329,6 +329,12 @@ fn settle(
         report_would_run(cx, reason);
         return Ok(None);
     }
+    tracing::debug!(
+        stage = cx.step_ref.stage,
+        step = cx.index + 1,
+        title = cx.title(),
+        "step runs"
+    );
     let layer = run_step(cx, image)?;
     job.store.record_step(&StepRecord {
         key: key.to_string(),
