@@ -11,7 +11,6 @@
 //! step's.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -71,7 +70,7 @@ impl BuildProgress {
     pub fn new(quiet: bool) -> Self {
         BuildProgress {
             quiet,
-            tty: std::io::stderr().is_terminal(),
+            tty: super::debug_log::stderr_is_terminal(),
             bars: MultiProgress::new(),
             running: Mutex::new(HashMap::new()),
             cached: AtomicUsize::new(0),

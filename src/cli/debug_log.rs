@@ -2,6 +2,8 @@
 //! stderr. The library only emits events; this is the one place that installs a
 //! subscriber, so without the flag or the variable nothing extra is printed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing_subscriber::EnvFilter;
 
 use super::Failure;
@@ -9,6 +11,16 @@ use super::Failure;
 /// The variable that sets the filter, in `tracing-subscriber`'s `EnvFilter` syntax
 /// (`debug`, `kiln_registry=trace`, …); it wins over `--verbose`.
 const FILTER_VAR: &str = "KILN_LOG";
+
+/// Whether debug events are written to stderr.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether stderr may be drawn on as a terminal (spinners, bars): not while debug events
+/// are written to it too, which would tear the redrawn lines apart.
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && !ACTIVE.load(Ordering::Relaxed)
+}
 
 /// Installs the stderr subscriber when asked: `--verbose` once shows kiln's debug events,
 /// twice its trace events too; `KILN_LOG` sets any filter.
@@ -32,5 +44,6 @@ pub fn install(verbose: u8) -> Result<(), Failure> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    ACTIVE.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! (`--insecure-registry`, kiln's config file, credential files) and per-blob progress.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -169,7 +168,7 @@ impl BlobProgress {
     pub fn new(quiet: bool, verb: &'static str) -> Self {
         let output = if quiet {
             Output::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if super::debug_log::stderr_is_terminal() {
             Output::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
         } else {
             Output::Lines
