@@ -35,7 +35,7 @@ use super::cgroups::{self, Cgroup, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::child_main;
 use super::confinement::Confinement;
 use super::container_mounts::{MountSource, UserMount};
-use super::error::{Report, RuntimeError, REPORT_LEN};
+use super::error::{InvalidSandbox, Report, RuntimeError, REPORT_LEN};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
 use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
@@ -431,9 +431,8 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<UserMount>, RuntimeError> {
         let meta =
             fs::metadata(&source).map_err(RuntimeError::io("bind mount source", source.clone()))?;
         let source = MountSource::Bind {
-            source: CString::new(source.as_os_str().as_bytes()).map_err(|_| {
-                RuntimeError::Invalid(format!("bind mount source {source:?} contains a NUL byte"))
-            })?,
+            source: CString::new(source.as_os_str().as_bytes())
+                .map_err(|_| InvalidSandbox::NulBindSource(source.clone()))?,
             dir: meta.is_dir(),
             readonly: bind.readonly,
         };
@@ -483,9 +482,9 @@ pub(crate) fn write_etc_files(
         .zip(contents)
         .map(|((host, target), text)| {
             fs::write(host, text).map_err(RuntimeError::io("write", host.clone()))?;
-            let host = host.to_str().ok_or_else(|| {
-                RuntimeError::Invalid(format!("state dir path {} is not UTF-8", host.display()))
-            })?;
+            let host = host
+                .to_str()
+                .ok_or_else(|| InvalidSandbox::StateDirNotUtf8(host.clone()))?;
             let rel = target.trim_start_matches('/');
             Ok((c_string(host, "path")?, c_string(rel, "path")?))
         })
