@@ -467,8 +467,13 @@ fn make_default_dir(dir: BorrowedFd, name: &[u8], path: &[u8]) -> Result<()> {
     inroot::chmod_at(dir, name, 0o755).map_err(io_err("chmod", path))
 }
 
+/// The longest name (one path component) Linux filesystems store: refused up front so the
+/// error names the entry and the rule rather than an `ENAMETOOLONG` from some syscall.
+const NAME_MAX: usize = 255;
+
 /// Normalises an entry path: no leading `/` or `./`, no empty or `.` components. Refuses
-/// `..` components, NUL bytes, `.wh.` directories and paths longer than `max_len`.
+/// `..` components, NUL bytes, `.wh.` directories, names longer than [`NAME_MAX`] and
+/// paths longer than `max_len`.
 fn normalise(raw: &[u8], max_len: usize) -> Result<Vec<u8>> {
     if raw.contains(&0) {
         return Err(LayerError::entry(raw, "the path contains a NUL byte"));
@@ -490,6 +495,15 @@ fn normalise(raw: &[u8], max_len: usize) -> Result<Vec<u8>> {
                 "a directory name starts with .wh., which marks whiteouts",
             ));
         }
+    }
+    if let Some(long) = comps.iter().find(|c| c.len() > NAME_MAX) {
+        return Err(LayerError::entry(
+            raw,
+            format!(
+                "a name in the path is {} bytes long; Linux filesystems allow at most {NAME_MAX}",
+                long.len()
+            ),
+        ));
     }
     let path = comps.join(&b'/');
     if path.len() > max_len {

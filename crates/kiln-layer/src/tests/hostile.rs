@@ -736,3 +736,43 @@ fn owner_ids_that_are_not_ids_are_refused_for_every_entry_kind() {
         }
     }
 }
+
+#[test]
+fn a_name_longer_than_the_filesystem_allows_names_its_entry() {
+    require_root!("chown, mknod");
+    for (path, kind) in [
+        ("d/".to_string() + &"n".repeat(300), EntryType::Regular),
+        (
+            "d/".to_string() + &"n".repeat(300) + "/f",
+            EntryType::Regular,
+        ),
+        ("d/".to_string() + &"n".repeat(300), EntryType::Directory),
+        ("d/".to_string() + &"n".repeat(300), EntryType::Symlink),
+    ] {
+        let a = Arena::new();
+        let tar = TarBuilder::default()
+            .dir("d")
+            .pax(EntryType::XHeader, &[("path", path.as_bytes())])
+            .raw(b"x", kind, 0, b"target", b"")
+            .finish();
+        let err = a.apply(&tar).unwrap_err();
+        let LayerError::BadEntry { path: named, why } = &err else {
+            panic!("{kind:?}: not a refused entry: {err}");
+        };
+        assert_eq!(named, &path, "{kind:?}");
+        assert_eq!(
+            why, "a name in the path is 300 bytes long; Linux filesystems allow at most 255",
+            "{kind:?}"
+        );
+        a.check_contained();
+    }
+    // A name of exactly 255 bytes is the limit, and applies.
+    let a = Arena::new();
+    let name = "n".repeat(255);
+    let tar = TarBuilder::default()
+        .pax(EntryType::XHeader, &[("path", name.as_bytes())])
+        .raw(b"x", EntryType::Regular, 0, b"", b"")
+        .finish();
+    a.apply(&tar).unwrap();
+    assert!(a.dest.join(&name).is_file());
+}
