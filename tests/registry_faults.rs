@@ -259,3 +259,36 @@ fn every_fault_kind_recovers_or_fails_cleanly() {
     }
     eprintln!("{}", table.join("\n"));
 }
+
+/// A pull killed while a blob hangs leaves its staging in `tmp/`; the next kiln command
+/// that opens the store removes it, before `kiln fsck` or `gc` would see it.
+#[test]
+fn the_staging_of_a_killed_pull_is_removed_by_the_next_kiln() {
+    common::require_root!("the pulled layer is unpacked with its owners");
+    let setup = Setup::new();
+    let (store, config) = setup.store("config", "read_timeout: 120\n");
+    let reference = format!("{}/fault/blobhang5/app:1", setup.server.host());
+    let mut child = store
+        .command()
+        .args(["pull", &reference])
+        .env("DOCKER_CONFIG", &setup.none)
+        .env("KILN_CONFIG", &config)
+        .spawn()
+        .unwrap();
+    let tmp = store.root().join("tmp");
+    let staged = || {
+        std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    let waited = Instant::now();
+    while staged() == 0 && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(staged() > 0, "the pull staged nothing before it was killed");
+    store.kiln_ok(&["images"]);
+    assert_eq!(staged(), 0);
+    assert_clean(&store, "killed pull");
+}

@@ -5,7 +5,9 @@
 //!
 //! * a **read timeout** (stall): no byte for [`Timeouts::read`] (default 60 s,
 //!   `read_timeout:` in kiln's config file) fails the try with [`RegistryError::Stalled`].
-//!   A stall may be a dead connection, so it is retried like a reset.
+//!   A stall may be a dead connection, so it is retried like a reset. It covers waiting
+//!   for an answer (from the start of the request) and every read of a body; an upload
+//!   waits for its answer within its deadline only, as the answer comes after the body.
 //! * an **overall deadline** for the whole transfer, answer and body:
 //!   `timeout + size / 10 KiB/s`, where `timeout` is [`Timeouts::base`] (default 60 s,
 //!   `timeout:` in kiln's config file) and `size` the bytes expected (a blob's descriptor
@@ -95,6 +97,11 @@ impl Deadline {
         self.start + self.limit(received)
     }
 
+    /// The read timeout: no byte for this long is a stall.
+    pub fn read(&self) -> Duration {
+        self.read
+    }
+
     /// The error for a request to `url` that passed its deadline with `received` bytes.
     pub fn too_slow(&self, url: &Url, received: u64) -> RegistryError {
         RegistryError::TooSlow {
@@ -171,7 +178,7 @@ mod tests {
         let d = t.deadline(100 * MIN_RATE);
         assert_eq!(d.limit(0), Duration::from_secs(160));
         assert_eq!(d.limit(10), Duration::from_secs(160));
-        assert_eq!(d.read, READ_TIMEOUT);
+        assert_eq!(d.read(), READ_TIMEOUT);
         let short = Timeouts {
             base: Duration::from_secs(2),
             ..Timeouts::default()

@@ -81,8 +81,10 @@ impl Client {
         let timeouts = settings.timeouts()?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            // No reqwest read timeout: it runs from the start of a request to its answer,
+            // so an upload taking longer would fail; `send` and `Deadline::chunk` keep the
+            // read timeout instead.
             .connect_timeout(CONNECT_TIMEOUT.min(timeouts.base))
-            .read_timeout(timeouts.stall())
             .build()
             .map_err(|e| RegistryError::Tls(error_chain(&e)))?;
         let host = if registry == DOCKER_HUB {
@@ -532,16 +534,29 @@ fn host_port(url: &Url) -> String {
 }
 
 /// Sends `request`, failing with [`RegistryError::TooSlow`] when no answer came by the
-/// deadline. reqwest's own errors are left to the caller.
+/// deadline, and, for a request without a body, with [`RegistryError::Stalled`] (worth
+/// another try) when none came within the read timeout. An upload's answer comes only
+/// once its body is sent, which takes as long as it takes within the deadline.
+/// reqwest's own errors are left to the caller.
 async fn send(
     http: &reqwest::Client,
     request: reqwest::Request,
     deadline: &Deadline,
 ) -> Attempt<reqwest::Result<Response>> {
     let url = request.url().clone();
-    tokio::time::timeout_at(deadline.at(0), http.execute(request))
-        .await
-        .map_err(|_| (deadline.too_slow(&url, 0), None))
+    let by = deadline.at(0);
+    let until = match request.body() {
+        None => by.min(tokio::time::Instant::now() + deadline.read()),
+        Some(_) => by,
+    };
+    match tokio::time::timeout_at(until, http.execute(request)).await {
+        Ok(answer) => Ok(answer),
+        Err(_) if tokio::time::Instant::now() >= by => Err((deadline.too_slow(&url, 0), None)),
+        Err(_) => Err((
+            deadline.stalled(&url),
+            Some(Transient { retry_after: None }),
+        )),
+    }
 }
 
 /// The message of a registry error body (`{"errors":[{"code","message"}]}`), or nothing.
