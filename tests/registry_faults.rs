@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{text, Env};
-use registry_mock::{AuthMode, Config, Server};
+use registry_mock::{AuthMode, Config, Server, User};
 
 /// A registry holding `app:1`, a small one-layer image, and a store to pull into.
 struct Setup {
@@ -21,13 +21,28 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_auth(AuthMode::None)
+    }
+
+    /// With `AuthMode::Token`, `alice` pushes (her credentials are in a docker config
+    /// file) and pulls are anonymous, through the token service.
+    fn with_auth(auth: AuthMode) -> Setup {
         let env = Env::new();
         let server = Server::start(Config {
-            auth: AuthMode::None,
+            auth,
+            users: vec![User::new("alice", "s3cret")],
             ..Config::default()
         })
         .unwrap();
         let none = env.path("none");
+        // alice:s3cret
+        let alice = env.write(
+            "alice/config.json",
+            &format!(
+                "{{\"auths\":{{\"{}\":{{\"auth\":\"YWxpY2U6czNjcmV0\"}}}}}}",
+                server.host()
+            ),
+        );
         env.write("rootfs/hello", "hello from the registry\n");
         env.write("rootfs/etc/motd", &"a few bytes of text\n".repeat(100));
         env.kiln_ok(&[
@@ -40,7 +55,7 @@ impl Setup {
         let out = env
             .command()
             .args(["push", "small", &target])
-            .env("DOCKER_CONFIG", &none)
+            .env("DOCKER_CONFIG", alice.parent().unwrap())
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -291,4 +306,37 @@ fn the_staging_of_a_killed_pull_is_removed_by_the_next_kiln() {
     store.kiln_ok(&["images"]);
     assert_eq!(staged(), 0);
     assert_clean(&store, "killed pull");
+}
+
+/// The token service is part of the request it authenticates: a token answer that fails
+/// (5xx), stalls or is cut is asked for again.
+#[test]
+fn a_failing_token_service_is_retried() {
+    common::require_root!("the pulled layer is unpacked with its owners");
+    let setup = Setup::with_auth(AuthMode::Token);
+    let (store, config) = setup.store("config", "read_timeout: 1\nretry_time: 5\n");
+    for spec in [
+        "tokene503x2",
+        "tokenreset10x1",
+        "tokenstallx1",
+        "tokenlonglenx1",
+    ] {
+        let (store, _) = setup.store("config", "");
+        let (out, _) = setup.pull(&store, &config, spec, &[]);
+        assert!(out.status.success(), "{spec}: {}", text(&out));
+        let faulted = setup
+            .server
+            .log()
+            .into_iter()
+            .filter(|e| e.target.starts_with("/token") && e.fault.is_some())
+            .count();
+        assert!(faulted >= 1, "{spec}: no token request was faulted");
+        setup.server.clear_log();
+    }
+    // A token service that keeps failing fails the pull, cleanly.
+    let (out, elapsed) = setup.pull(&store, &config, "tokene503", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("503"), "{}", stderr(&out));
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    assert_clean(&store, "tokene503");
 }
