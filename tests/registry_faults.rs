@@ -340,3 +340,34 @@ fn a_failing_token_service_is_retried() {
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     assert_clean(&store, "tokene503");
 }
+
+/// Pushes have the same limits: an upload that fails once is retried; a registry that
+/// never answers an upload is given up on within the timeout and named.
+#[test]
+fn a_push_to_a_stalling_registry_fails_within_the_timeout() {
+    common::require_root!("the pulled layer is unpacked with its owners");
+    let setup = Setup::new();
+    let config = setup._env.write("limits.yaml", "retry_time: 2\n");
+    // Each to a repository of its own, which holds none of the blobs yet.
+    let push = |spec: &str, name: &str| {
+        let target = format!("{}/fault/{spec}/{name}:1", setup.server.host());
+        let started = Instant::now();
+        let out = setup
+            ._env
+            .command()
+            .args(["push", "--timeout", "2", "small", &target])
+            .env("DOCKER_CONFIG", &setup.none)
+            .env("KILN_CONFIG", &config)
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    let (out, _) = push("uploade503x1", "first");
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, elapsed) = push("uploadstall", "second");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&setup.server.host()), "{err}");
+    assert!(err.contains("stalled") || err.contains("too slow"), "{err}");
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}: {err}");
+}
