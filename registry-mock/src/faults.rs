@@ -81,14 +81,18 @@ pub enum Aim {
     Manifest,
     /// `/blobs/uploads/...`: starting (and mounting), sending and finishing uploads.
     Upload,
+    /// `/token`, for a scope naming a `fault/SPEC/` repository (only aimed faults fire
+    /// there).
+    Token,
 }
 
 impl Aim {
     /// The prefixes of the grammar; no fault name starts with one of them.
-    const PREFIXES: [(&'static str, Aim); 3] = [
+    const PREFIXES: [(&'static str, Aim); 4] = [
         ("blob", Aim::Blob),
         ("manifest", Aim::Manifest),
         ("upload", Aim::Upload),
+        ("token", Aim::Token),
     ];
 }
 

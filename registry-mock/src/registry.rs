@@ -103,7 +103,7 @@ fn host_of(state: &State, request: &Request) -> String {
 pub fn handle(state: &State, request: &Request) -> Reply {
     match request.path.as_str() {
         "/v2" | "/v2/" => return version_check(state, request).into(),
-        "/token" => return state.auth.issue_token(request).into(),
+        "/token" => return token(state, request),
         _ => {}
     }
     let route = match routes::parse(&request.path) {
@@ -125,6 +125,56 @@ pub fn handle(state: &State, request: &Request) -> Reply {
         response,
         fault: ctx.fired.into_inner(),
     }
+}
+
+/// A token, unless a fault aimed at `token` fires for the repository its scope names
+/// (`repository:fault/SPEC/NAME:pull`): a status or a stall instead, or a body cut,
+/// trickled, hung… as for blobs.
+fn token(state: &State, request: &Request) -> Reply {
+    let faults = request
+        .query_all("scope")
+        .flat_map(str::split_whitespace)
+        .find_map(|scope| {
+            let spec = scope.strip_prefix("repository:fault/")?.split('/').next()?;
+            spec.parse::<Faults>().ok()
+        })
+        .unwrap_or_default();
+    let faults = state.config.faults.and(&faults);
+    let key = format!("{} {}", request.method, request.target);
+    let at = Target {
+        endpoint: Some(Aim::Token),
+        aimed_only: true,
+    };
+    let status_or_stall = |k| matches!(k, FaultKind::Status(_) | FaultKind::Stall);
+    if let Some(fired) = state.counters.fire(&faults, &key, at, status_or_stall) {
+        let response = match fired.kind {
+            FaultKind::Status(status) => {
+                let mut response = error(
+                    status,
+                    Code::for_status(status),
+                    format!("injected fault: status {status}"),
+                );
+                if let Some(seconds) = faults.retry_after(status) {
+                    response = response.header("Retry-After", seconds.to_string());
+                }
+                response
+            }
+            _ => Response::new(0),
+        };
+        return Reply {
+            response,
+            fault: Some(fired),
+        };
+    }
+    let response = state.auth.issue_token(request);
+    let fault = (response.status == 200)
+        .then(|| {
+            state
+                .counters
+                .fire(&faults, &key, at, FaultKind::shapes_body)
+        })
+        .flatten();
+    Reply { response, fault }
 }
 
 fn version_check(state: &State, request: &Request) -> Response {

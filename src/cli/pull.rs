@@ -28,6 +28,24 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     insecure: Vec<String>,
+    /// Seconds each registry request may take, plus its size at 10 KiB/s [default: 60, or
+    /// `timeout` in kiln's config file]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// Seconds a registry may send nothing before a request counts as stalled [default: 60,
+    /// or `read_timeout` in kiln's config file]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    read_timeout: Option<Duration>,
+}
+
+/// A positive number of seconds, fractions allowed, up to a day.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds (more than 0, at most 86400)"
+        )),
+    }
 }
 
 impl RegistryArgs {
@@ -37,6 +55,8 @@ impl RegistryArgs {
             insecure: self.insecure.clone(),
             auth_files: auth_files(),
             config_file: config_file(),
+            timeout: self.timeout,
+            read_timeout: self.read_timeout,
         }
     }
 }
@@ -92,9 +112,19 @@ impl From<RegistryError> for Failure {
 
 /// The library's hint, with the flag where one helps.
 pub fn registry_hint(e: &RegistryError) -> Option<String> {
-    match e.is_tls() {
-        true => Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into()),
-        false => e.hint(),
+    match e {
+        _ if e.is_tls() => {
+            Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into())
+        }
+        RegistryError::Stalled { .. } => Some(
+            "a slow registry may be given longer with --read-timeout SECONDS (or read_timeout: in kiln's config file)"
+                .into(),
+        ),
+        RegistryError::TooSlow { .. } => Some(
+            "a slow registry may be given longer with --timeout SECONDS (or timeout: in kiln's config file)"
+                .into(),
+        ),
+        _ => e.hint(),
     }
 }
 

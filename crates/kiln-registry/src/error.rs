@@ -12,6 +12,30 @@ pub enum RegistryError {
     Tls(String),
     #[error("{url}: {why}")]
     Connect { url: String, why: String },
+    /// No byte for the read timeout ([`crate::Timeouts::read`]).
+    #[error("registry {host} stalled: no data for {} from {url}", seconds(.limit))]
+    Stalled {
+        host: String,
+        url: String,
+        limit: std::time::Duration,
+    },
+    /// A request that passed its overall deadline ([`crate::Timeouts::base`] plus its size
+    /// at 10 KiB/s).
+    #[error(
+        "registry {host} is too slow: {url} did not finish within {} (the timeout of {} plus the size at 10 KiB/s); {received} bytes arrived",
+        seconds(.limit),
+        seconds(.base)
+    )]
+    TooSlow {
+        host: String,
+        url: String,
+        limit: std::time::Duration,
+        base: std::time::Duration,
+        received: u64,
+    },
+    /// An answer longer than kiln reads (error bodies, tokens, manifests).
+    #[error("{url}: the answer is larger than {limit} bytes")]
+    BodyTooLarge { url: String, limit: usize },
     #[error("{registry}: authentication required{}", hint_suffix(.detail))]
     Unauthorized { registry: String, detail: String },
     #[error("{registry}: access denied to {repository}: {detail}")]
@@ -163,6 +187,10 @@ fn at(path: &std::path::Path, line: u64, column: u64) -> String {
     }
 }
 
+fn seconds(d: &std::time::Duration) -> String {
+    crate::deadline::seconds(d)
+}
+
 fn hint_suffix(detail: &str) -> String {
     if detail.is_empty() {
         String::new()
@@ -187,8 +215,12 @@ impl RegistryError {
     /// Whether trying the same request again may succeed (5xx, 429, broken connections).
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Connect { .. } => true,
+            RegistryError::Connect { .. } | RegistryError::Stalled { .. } => true,
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            RegistryError::Challenge {
+                source: ChallengeError::TokenStatus(status),
+                ..
+            } => *status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
             _ => false,
         }
     }
@@ -206,6 +238,12 @@ impl RegistryError {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with: kiln login {registry}"))
             }
+            RegistryError::Stalled { .. } => Some(
+                "a registry may send nothing for read_timeout: seconds (default 60) in kiln's config file".into(),
+            ),
+            RegistryError::TooSlow { .. } => Some(
+                "each request may take timeout: seconds (default 60) in kiln's config file, plus its size at 10 KiB/s".into(),
+            ),
             e @ RegistryError::Connect { .. } if e.is_tls() => {
                 Some("a registry without TLS must be listed under insecure_registries: in kiln's config file".into())
             }

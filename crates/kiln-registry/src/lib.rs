@@ -30,6 +30,7 @@
 mod auth;
 mod blob_mounts;
 mod config;
+mod deadline;
 mod error;
 mod manifest;
 mod pull;
@@ -41,14 +42,17 @@ mod unpack;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use auth::{login_key, logout, save_login, Credential};
+pub use deadline::{Timeouts, MIN_RATE, READ_TIMEOUT, TIMEOUT};
 pub use error::{
     ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
 };
 pub use manifest::Platform;
 pub use pull::{pull, Pulled};
 pub use push::{push, Pushed};
+pub use retry::RETRY_TIME;
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -61,6 +65,10 @@ pub struct Settings {
     pub auth_files: Vec<PathBuf>,
     /// kiln's config file, whose `insecure_registries` add to `insecure` ([`config`]).
     pub config_file: Option<PathBuf>,
+    /// `--timeout`: the base of every request's deadline, over the config file's `timeout`.
+    pub timeout: Option<Duration>,
+    /// `--read-timeout`: how long a request may send nothing, over `read_timeout`.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -71,6 +79,22 @@ impl Settings {
             hosts.extend(config::insecure_registries(path)?);
         }
         Ok(hosts)
+    }
+
+    /// The time limits of requests: the command line's, else the config file's, else the
+    /// defaults ([`Timeouts`]).
+    pub fn timeouts(&self) -> Result<Timeouts> {
+        let mut timeouts = match &self.config_file {
+            Some(path) => config::timeouts(path)?,
+            None => Timeouts::default(),
+        };
+        if let Some(t) = self.timeout {
+            timeouts.base = t;
+        }
+        if let Some(t) = self.read_timeout {
+            timeouts.read = t;
+        }
+        Ok(timeouts)
     }
 }
 

@@ -9,7 +9,8 @@
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 
-use super::transport::{header, read_capped, Client};
+use super::retry::{self, Transient};
+use super::transport::{header, read_body, Client};
 use super::{PlatformError, RegistryError, Result};
 use kiln_store::oci::{
     MEDIA_TYPE_DOCKER_LIST as DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST as DOCKER_MANIFEST,
@@ -50,22 +51,40 @@ pub(super) async fn fetch(
     let name = format!("{}:{tag_or_digest}", client.repository());
     let url = client.url(&format!("manifests/{tag_or_digest}"));
     let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
-    let response = client
-        .idempotent(Method::GET, &format!("manifest {name}"), false, |http| {
-            http.get(url.clone()).header(ACCEPT, accept.as_str())
-        })
-        .await?;
-    let content_type = header(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-    let bytes = read_capped(response, MAX_DOCUMENT as usize)
-        .await
-        .map_err(|e| match e {
-            RegistryError::Connect { why, .. } if why.contains("larger than") => {
-                RegistryError::ManifestTooLarge {
-                    reference: name.clone(),
+    let what = format!("manifest {name}");
+    // The body is part of each try: a manifest cut mid-transfer is fetched again, like a
+    // blob (which resumes instead; a manifest is small).
+    let (content_type, bytes) = retry::with_retries(client.retry_time(), || async {
+        let deadline = client.deadline(0);
+        let response = client
+            .exchange_within(&deadline, || {
+                client
+                    .http()
+                    .get(url.clone())
+                    .header(ACCEPT, accept.as_str())
+            })
+            .await?;
+        let response = client
+            .expect_success(response, Method::GET.as_str(), &what)
+            .await?;
+        let content_type = header(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
+        let bytes = read_body(response, MAX_DOCUMENT as usize, &deadline)
+            .await
+            .map_err(|e| match e {
+                RegistryError::BodyTooLarge { .. } => {
+                    let too_large = RegistryError::ManifestTooLarge {
+                        reference: name.clone(),
+                    };
+                    (too_large, None)
                 }
-            }
-            e => e,
-        })?;
+                e => {
+                    let transient = e.is_transient();
+                    (e, transient.then_some(Transient { retry_after: None }))
+                }
+            })?;
+        Ok((content_type, bytes))
+    })
+    .await?;
     let digest = Digest::of_bytes(&bytes);
     if let Some(expected) = expected {
         if &digest != expected {

@@ -15,10 +15,11 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 
 use super::blob_mounts;
+use super::deadline::Deadline;
 use super::manifest::{self, Document, Kind, Platform};
-use super::retry::{self, Transient};
+use super::retry::{Retrying, Transient};
 use super::sink::Sink;
-use super::transport::{error_chain, header, Attempt, Client};
+use super::transport::{header, Attempt, Client};
 use super::unpack::{unpack_layers, Board, Flusher, LayerJob, StagedLayer};
 use super::{runtime, RegistryError, Result, Settings};
 use kiln_image::{self as image, ImageConfig};
@@ -358,9 +359,11 @@ async fn fetch_blob(
     progress.blob_started(&digest, size);
     let mut sink = Sink::new(store.new_blob()?);
     board.writing(&digest, sink.path(), 0);
-    let mut tries = 0;
+    // One deadline for the whole blob, however many tries and resumes it takes.
+    let deadline = client.deadline(size);
+    let mut retrying = Retrying::new(client.retry_time());
     loop {
-        tries += 1;
+        retrying.start();
         let before = sink.received();
         let target = Target {
             digest: &digest,
@@ -368,21 +371,25 @@ async fn fetch_blob(
             progress,
             board,
         };
-        let result = download(client, store, &mut sink, &target).await;
+        let result = download(client, store, &mut sink, &target, &deadline).await;
         // What arrived stays, for the next try to resume from.
         let settled = sink.settle().await;
         board.writing(&digest, sink.path(), sink.written());
         match (result, settled) {
             (Ok(()), Ok(())) => break,
             (_, Err(e)) => return Err(write_error(&digest, &e)),
-            (Err((_, Some(t))), Ok(())) if tries < retry::MAX_ATTEMPTS => {
+            (Err((e, Some(t))), Ok(())) => {
                 // Tries that moved the download forward do not count against it.
                 if sink.received() > before {
-                    tries = 1;
+                    retrying.progressed();
                 }
-                tokio::time::sleep(retry::delay(tries, t.retry_after)).await;
+                let Some(pause) = retrying.pause(t.retry_after) else {
+                    return Err(e);
+                };
+                tracing::debug!(error = %e, ?pause, "blob download failed; retrying");
+                tokio::time::sleep(pause).await;
             }
-            (Err((e, _)), Ok(())) => return Err(e),
+            (Err((e, None)), Ok(())) => return Err(e),
         }
     }
     let mut blob = sink.finish().await.map_err(|e| write_error(&digest, &e))?;
@@ -428,6 +435,7 @@ async fn download(
     store: &Store,
     sink: &mut Sink,
     target: &Target<'_>,
+    deadline: &Deadline,
 ) -> Attempt<()> {
     let Target {
         digest,
@@ -438,7 +446,7 @@ async fn download(
     let url = client.url(&format!("blobs/{digest}"));
     let offset = sink.received();
     let response = client
-        .exchange(|| {
+        .exchange_within(deadline, || {
             let request = client.http().get(url.clone());
             if offset > 0 {
                 request.header(RANGE, format!("bytes={offset}-"))
@@ -478,13 +486,22 @@ async fn download(
             };
             return Err(fatal(err));
         }
-        let chunk = response.chunk().await.map_err(|e| {
-            let err = RegistryError::Blob {
-                digest: digest.clone(),
-                why: error_chain(&e),
-            };
-            (err, Some(Transient { retry_after: None }))
-        })?;
+        let chunk = deadline
+            .chunk(&mut response, sink.received())
+            .await
+            .map_err(|e| match e {
+                RegistryError::Connect { why, .. } => {
+                    let err = RegistryError::Blob {
+                        digest: digest.clone(),
+                        why,
+                    };
+                    (err, Some(Transient { retry_after: None }))
+                }
+                e => {
+                    let transient = e.is_transient();
+                    (e, transient.then_some(Transient { retry_after: None }))
+                }
+            })?;
         let Some(chunk) = chunk else { break };
         let total = sink.received() + chunk.len() as u64;
         if total > size {

@@ -20,7 +20,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
 use super::blob_mounts;
-use super::retry::{self, Transient};
+use super::retry::{self, Retrying, Transient};
 use super::transport::{header, Attempt, Client};
 use super::{block_on, RegistryError, Result, Settings, PARALLEL_BLOBS};
 use kiln_image::Image;
@@ -167,7 +167,10 @@ async fn push_blob(
     } else {
         // A failed upload is retried as a whole from a new session: starting one twice is
         // harmless, while the old session may be gone.
-        retry::with_retries(|| upload(client, session.take(), &blob)).await?;
+        retry::with_retries(client.retry_time(), || {
+            upload(client, session.take(), &blob)
+        })
+        .await?;
     }
     progress.blob_finished(&digest, size, BlobOutcome::Pushed);
     Ok((BlobOutcome::Pushed, size))
@@ -188,7 +191,7 @@ async fn try_mount(client: &Client, digest: &Digest, from: &str) -> Mount {
         .append_pair("mount", &digest.to_string())
         .append_pair("from", from);
     let what = format!("mount of {digest}");
-    let answered = retry::with_retries(|| async {
+    let answered = retry::with_retries(client.retry_time(), || async {
         let response = client.exchange(|| client.http().post(url.clone())).await?;
         client.expect_success(response, "POST", &what).await
     })
@@ -222,7 +225,7 @@ async fn upload(client: &Client, session: Option<Url>, blob: &Upload<'_>) -> Att
     url.query_pairs_mut()
         .append_pair("digest", &blob.digest.to_string());
     let response = client
-        .exchange(|| {
+        .exchange_within(&client.deadline(blob.size), || {
             client
                 .http()
                 .put(url.clone())
@@ -243,12 +246,14 @@ async fn upload(client: &Client, session: Option<Url>, blob: &Upload<'_>) -> Att
 async fn upload_resumable(client: &Client, session: Option<Url>, blob: &Upload<'_>) -> Result<()> {
     let mut session = match session {
         Some(url) => url,
-        None => retry::with_retries(|| start_session(client, blob.digest)).await?,
+        None => {
+            retry::with_retries(client.retry_time(), || start_session(client, blob.digest)).await?
+        }
     };
     let mut offset = 0;
-    let mut tries = 0;
+    let mut retrying = Retrying::new(client.retry_time());
     while offset < blob.size {
-        tries += 1;
+        retrying.start();
         let failure = match patch_from(client, &session, blob, offset).await {
             Ok(next) => {
                 session = next;
@@ -256,22 +261,24 @@ async fn upload_resumable(client: &Client, session: Option<Url>, blob: &Upload<'
             }
             Err(failure) => failure,
         };
-        let retry_after = match failure {
-            (_, Some(t)) if tries < retry::MAX_ATTEMPTS => t.retry_after,
-            (e, _) => return Err(e),
+        let pause = match failure {
+            (e, Some(t)) => retrying.pause(t.retry_after).ok_or(e)?,
+            (e, None) => return Err(e),
         };
-        tokio::time::sleep(retry::delay(tries, retry_after)).await;
+        tokio::time::sleep(pause).await;
         match upload_status(client, &session).await {
             Some((received, location)) if received <= blob.size => {
                 // Tries that moved the upload forward do not count against it.
                 if received > offset {
-                    tries = 0;
+                    retrying.progressed();
                 }
                 offset = received;
                 session = location;
             }
             _ => {
-                session = retry::with_retries(|| start_session(client, blob.digest)).await?;
+                session =
+                    retry::with_retries(client.retry_time(), || start_session(client, blob.digest))
+                        .await?;
                 offset = 0;
             }
         }
@@ -288,7 +295,7 @@ async fn patch_from(
     offset: u64,
 ) -> Attempt<Url> {
     let response = client
-        .exchange(|| {
+        .exchange_within(&client.deadline(blob.size - offset), || {
             client
                 .http()
                 .patch(session.clone())
@@ -355,7 +362,7 @@ async fn finish_upload(client: &Client, session: Url, blob: &Upload<'_>) -> Resu
     url.query_pairs_mut()
         .append_pair("digest", &blob.digest.to_string());
     let what = format!("upload of {}", blob.digest);
-    let finished = retry::with_retries(|| async {
+    let finished = retry::with_retries(client.retry_time(), || async {
         let response = client
             .exchange(|| {
                 client

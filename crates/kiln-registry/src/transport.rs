@@ -1,6 +1,8 @@
 //! One registry repository over HTTP: URLs, plain http for local registries, answering
 //! auth challenges (basic, and Docker Hub-style bearer tokens), status codes turned into
-//! errors, and retries of idempotent requests.
+//! errors, and retries of idempotent requests. Every request runs within the time limits
+//! of [`crate::deadline`]: a connect timeout (30 s, or the `timeout` when smaller), a read
+//! timeout, and an overall deadline that grows with the size of the transfer.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::auth::{find_credential, parse_challenge, Challenge, Credential};
+use super::deadline::{Deadline, Timeouts};
 use super::error::ChallengeError;
 use super::retry::{self, Transient};
 use super::{RegistryError, Result, Settings};
@@ -20,8 +23,8 @@ const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// Error bodies are read this far, for their message.
 const MAX_ERROR_BODY: usize = 64 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A read that stalls this long fails the request (and may be retried).
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an error body (read only for its message) may take.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
 
 /// A failed try, with `Some` when trying again may help.
 pub(super) type Attempt<T> = std::result::Result<T, (RegistryError, Option<Transient>)>;
@@ -40,6 +43,7 @@ pub(super) struct Client {
     insecure: Vec<String>,
     /// The `Authorization` value in use for the registry's own host.
     authorization: Mutex<Option<String>>,
+    timeouts: Timeouts,
 }
 
 impl Client {
@@ -74,10 +78,13 @@ impl Client {
     ) -> Result<Client> {
         // Several calls may race to install it; the loser's error only says it is there.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeouts = settings.timeouts()?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            // No reqwest read timeout: it runs from the start of a request to its answer,
+            // so an upload taking longer would fail; `send` and `Deadline::chunk` keep the
+            // read timeout instead.
+            .connect_timeout(CONNECT_TIMEOUT.min(timeouts.base))
             .build()
             .map_err(|e| RegistryError::Tls(error_chain(&e)))?;
         let host = if registry == DOCKER_HUB {
@@ -106,6 +113,7 @@ impl Client {
             credential,
             insecure,
             authorization: Mutex::new(None),
+            timeouts,
         })
     }
 
@@ -116,6 +124,16 @@ impl Client {
             .into_iter()
             .filter(|r| *r != self.repository)
             .collect();
+    }
+
+    /// The time limits of a request starting now that moves `expected` bytes (0: unknown).
+    pub fn deadline(&self, expected: u64) -> Deadline {
+        self.timeouts.deadline(expected)
+    }
+
+    /// How long a failing request is retried.
+    pub fn retry_time(&self) -> Duration {
+        self.timeouts.retry_time
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -152,7 +170,7 @@ impl Client {
     pub async fn ping(&self) -> Result<()> {
         let mut url = self.base.clone();
         url.set_path("/v2/");
-        let response = retry::with_retries(|| async {
+        let response = retry::with_retries(self.retry_time(), || async {
             let r = self.exchange(|| self.http.get(url.clone())).await?;
             self.expect_success(r, "GET", "registry").await
         })
@@ -171,7 +189,7 @@ impl Client {
         allow_404: bool,
         make: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response> {
-        retry::with_retries(|| async {
+        retry::with_retries(self.retry_time(), || async {
             let response = self.exchange(|| make(&self.http)).await?;
             if allow_404 && response.status() == StatusCode::NOT_FOUND {
                 return Ok(response);
@@ -182,9 +200,19 @@ impl Client {
     }
 
     /// Sends a request with the registry's `Authorization` (only to the registry's own
-    /// host), answering one auth challenge by authenticating and sending it again.
+    /// host), answering one auth challenge by authenticating and sending it again. The
+    /// answer must come within a deadline for a request without a body of known size.
     pub async fn exchange(&self, make: impl Fn() -> RequestBuilder) -> Attempt<Response> {
-        let response = self.send_authorized(&make).await?;
+        self.exchange_within(&self.deadline(0), make).await
+    }
+
+    /// [`Client::exchange`] within `deadline` (an upload's, or a blob download's).
+    pub async fn exchange_within(
+        &self,
+        deadline: &Deadline,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Attempt<Response> {
+        let response = self.send_authorized(deadline, &make).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -197,8 +225,13 @@ impl Client {
         let Some(challenge) = challenge else {
             return Err((self.unauthorized(detail), None));
         };
-        self.authenticate(&challenge).await.map_err(|e| (e, None))?;
-        let response = self.send_authorized(&make).await?;
+        // A token service that fails for a moment (5xx, a cut answer) is tried again with
+        // the request it authenticates.
+        self.authenticate(&challenge).await.map_err(|e| {
+            let transient = e.is_transient();
+            (e, transient.then_some(Transient { retry_after: None }))
+        })?;
+        let response = self.send_authorized(deadline, &make).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let detail = error_detail(response).await;
             return Err((self.unauthorized(detail), None));
@@ -206,7 +239,11 @@ impl Client {
         Ok(response)
     }
 
-    async fn send_authorized(&self, make: &impl Fn() -> RequestBuilder) -> Attempt<Response> {
+    async fn send_authorized(
+        &self,
+        deadline: &Deadline,
+        make: &impl Fn() -> RequestBuilder,
+    ) -> Attempt<Response> {
         let mut request = make().build().map_err(|e| (connect_error(&e), None))?;
         if self.same_host(request.url()) {
             if let Some(value) = self.current_authorization() {
@@ -217,7 +254,7 @@ impl Client {
         }
         let url = request.url().clone();
         let method = request.method().clone();
-        let response = self.http.execute(request).await;
+        let response = send(&self.http, request, deadline).await?;
         match &response {
             Ok(r) => {
                 tracing::debug!(%method, url = %loggable(&url), status = r.status().as_u16(), "registry request")
@@ -227,6 +264,12 @@ impl Client {
             }
         }
         response.map_err(|e| {
+            if e.is_timeout() && !e.is_connect() {
+                return (
+                    deadline.stalled(&url),
+                    Some(Transient { retry_after: None }),
+                );
+            }
             let err = RegistryError::Connect {
                 url: url.to_string(),
                 why: connect_failure(&e),
@@ -362,7 +405,17 @@ impl Client {
                 r
             }
         };
-        let response = request.send().await.map_err(|e| connect_error(&e))?;
+        let deadline = self.deadline(0);
+        let request = request.build().map_err(|e| connect_error(&e))?;
+        let url = request.url().clone();
+        let response = match send(&self.http, request, &deadline)
+            .await
+            .map_err(|(e, _)| e)?
+        {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() && !e.is_connect() => return Err(deadline.stalled(&url)),
+            Err(e) => return Err(connect_error(&e)),
+        };
         tracing::debug!(
             url = %loggable(response.url()),
             status = response.status().as_u16(),
@@ -378,7 +431,7 @@ impl Client {
         if !response.status().is_success() {
             return Err(bad(ChallengeError::TokenStatus(response.status())));
         }
-        let bytes = read_capped(response, MAX_ERROR_BODY).await?;
+        let bytes = read_body(response, MAX_ERROR_BODY, &deadline).await?;
         let answer: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| bad(ChallengeError::TokenAnswer(e)))?;
         ["token", "access_token"]
@@ -480,9 +533,40 @@ fn host_port(url: &Url) -> String {
     }
 }
 
+/// Sends `request`, failing with [`RegistryError::TooSlow`] when no answer came by the
+/// deadline, and, for a request without a body, with [`RegistryError::Stalled`] (worth
+/// another try) when none came within the read timeout. An upload's answer comes only
+/// once its body is sent, which takes as long as it takes within the deadline.
+/// reqwest's own errors are left to the caller.
+async fn send(
+    http: &reqwest::Client,
+    request: reqwest::Request,
+    deadline: &Deadline,
+) -> Attempt<reqwest::Result<Response>> {
+    let url = request.url().clone();
+    let by = deadline.at(0);
+    let until = match request.body() {
+        None => by.min(tokio::time::Instant::now() + deadline.read()),
+        Some(_) => by,
+    };
+    match tokio::time::timeout_at(until, http.execute(request)).await {
+        Ok(answer) => Ok(answer),
+        Err(_) if tokio::time::Instant::now() >= by => Err((deadline.too_slow(&url, 0), None)),
+        Err(_) => Err((
+            deadline.stalled(&url),
+            Some(Transient { retry_after: None }),
+        )),
+    }
+}
+
 /// The message of a registry error body (`{"errors":[{"code","message"}]}`), or nothing.
 pub(super) async fn error_detail(response: Response) -> String {
-    let Ok(bytes) = read_capped(response, MAX_ERROR_BODY).await else {
+    let limits = Timeouts {
+        base: ERROR_BODY_TIME,
+        read: ERROR_BODY_TIME,
+        retry_time: Duration::ZERO,
+    };
+    let Ok(bytes) = read_body(response, MAX_ERROR_BODY, &limits.deadline(0)).await else {
         return String::new();
     };
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -498,19 +582,18 @@ pub(super) async fn error_detail(response: Response) -> String {
     }
 }
 
-/// Reads a whole body, failing once it passes `limit` bytes (the rest is never read).
-pub(super) async fn read_capped(mut response: Response, limit: usize) -> Result<Vec<u8>> {
+/// Reads a whole body within `deadline`, failing once it passes `limit` bytes (the rest
+/// is never read).
+pub(super) async fn read_body(
+    mut response: Response,
+    limit: usize,
+    deadline: &Deadline,
+) -> Result<Vec<u8>> {
     let url = response.url().to_string();
     let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| RegistryError::Connect {
-        url: url.clone(),
-        why: error_chain(&e),
-    })? {
+    while let Some(chunk) = deadline.chunk(&mut response, out.len() as u64).await? {
         if out.len() + chunk.len() > limit {
-            return Err(RegistryError::Connect {
-                url,
-                why: format!("the answer is larger than {limit} bytes"),
-            });
+            return Err(RegistryError::BodyTooLarge { url, limit });
         }
         out.extend_from_slice(&chunk);
     }
