@@ -1,10 +1,14 @@
-//! kiln's own config file, for what is tedious to repeat on every command: today the
-//! registries reached over plain http (`--insecure-registry` on the command line).
+//! kiln's own config file, for what is tedious to repeat on every command: the registries
+//! reached over plain http (`--insecure-registry` on the command line), and the token
+//! services trusted with registry credentials besides the registry's own host and domain
+//! (SECURITY.md §3 rule 16, [`super::realm`]).
 //!
 //! ```yaml
 //! insecure_registries:
 //!   - registry.lan:5000
 //!   - 10.0.0.7
+//! trusted_token_realms:
+//!   - login.example.net
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
@@ -15,7 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned};
 
-use super::{InsecureHostError, RegistryError, Result};
+use super::{InsecureHostError, RegistryError, Result, TrustedRealmError};
 
 /// The largest config file kiln reads; a real one is a few lines.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -25,10 +29,21 @@ const MAX_CONFIG: u64 = 1 << 20;
 struct ConfigFile {
     #[serde(default)]
     insecure_registries: Vec<Spanned<String>>,
+    #[serde(default)]
+    trusted_token_realms: Vec<Spanned<String>>,
 }
 
-/// The `insecure_registries` of the config file at `path` (`HOST` or `HOST:PORT` each).
-pub fn insecure_registries(path: &Path) -> Result<Vec<String>> {
+/// What kiln's config file says about registries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `HOST` or `HOST:PORT` each.
+    pub insecure_registries: Vec<String>,
+    /// `HOST` each: token services trusted with credentials, on any port.
+    pub trusted_token_realms: Vec<String>,
+}
+
+/// Reads the config file at `path`.
+pub fn read(path: &Path) -> Result<FileConfig> {
     let text = read_text(path)?;
     let bad = |line: u64, column: u64, why: String| RegistryError::Config {
         path: path.to_owned(),
@@ -41,7 +56,7 @@ pub fn insecure_registries(path: &Path) -> Result<Vec<String>> {
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
     {
-        return Ok(Vec::new());
+        return Ok(FileConfig::default());
     }
     let config: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| {
         let (line, column) = e
@@ -51,15 +66,22 @@ pub fn insecure_registries(path: &Path) -> Result<Vec<String>> {
         let why = serde_saphyr::UserMessageFormatter.format_message(e.without_snippet());
         bad(line, column, why.to_string())
     })?;
-    let mut hosts = Vec::new();
+    let mut out = FileConfig::default();
     for host in config.insecure_registries {
         if let Err(why) = check_host(&host.value) {
             let at = host.referenced;
             return Err(bad(at.line(), at.column(), why.to_string()));
         }
-        hosts.push(host.value);
+        out.insecure_registries.push(host.value);
     }
-    Ok(hosts)
+    for host in config.trusted_token_realms {
+        if let Err(why) = check_realm_host(&host.value) {
+            let at = host.referenced;
+            return Err(bad(at.line(), at.column(), why.to_string()));
+        }
+        out.trusted_token_realms.push(host.value);
+    }
+    Ok(out)
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -97,15 +119,71 @@ fn check_host(host: &str) -> std::result::Result<(), InsecureHostError> {
     Ok(())
 }
 
+/// A `trusted_token_realms:` entry: a host name or address, without a port.
+fn check_realm_host(host: &str) -> std::result::Result<(), TrustedRealmError> {
+    if host.is_empty() {
+        return Err(TrustedRealmError::Empty);
+    }
+    if host.contains("://") || host.contains('/') {
+        return Err(TrustedRealmError::SchemeOrPath(host.into()));
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err(TrustedRealmError::Port(host.into()));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+    if !host.chars().all(ok_char) || host.starts_with('.') {
+        return Err(TrustedRealmError::NotAHost(host.into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<Vec<String>> {
+    fn read_config(text: &str) -> Result<FileConfig> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
-        insecure_registries(&path)
+        super::read(&path)
+    }
+
+    fn read(text: &str) -> Result<Vec<String>> {
+        read_config(text).map(|c| c.insecure_registries)
+    }
+
+    #[test]
+    fn reads_trusted_token_realms() {
+        let config = read_config(
+            "insecure_registries: [reg.lan]\ntrusted_token_realms:\n  - login.example.net\n  - 10.0.0.9\n  - \"[::1]\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.insecure_registries, ["reg.lan"]);
+        assert_eq!(
+            config.trusted_token_realms,
+            ["login.example.net", "10.0.0.9", "[::1]"]
+        );
+        for (entry, why) in [
+            ("https://login.example.net", "without a scheme"),
+            ("login.example.net:443", "without a port"),
+            ("login example", "not a HOST"),
+            ("\"\"", "empty"),
+        ] {
+            let err = read_config(&format!("trusted_token_realms:\n  - {entry}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.yaml:2:5") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod error;
 mod manifest;
 mod pull;
 mod push;
+mod realm;
 mod retry;
 mod sink;
 mod transport;
@@ -45,6 +46,7 @@ use std::path::PathBuf;
 pub use auth::{login_key, logout, save_login, Credential};
 pub use error::{
     ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
+    TrustedRealmError, Withheld,
 };
 pub use manifest::Platform;
 pub use pull::{pull, Pulled};
@@ -59,7 +61,8 @@ pub struct Settings {
     pub insecure: Vec<String>,
     /// Credential files in lookup order (podman's `auth.json`, docker's `config.json`).
     pub auth_files: Vec<PathBuf>,
-    /// kiln's config file, whose `insecure_registries` add to `insecure` ([`config`]).
+    /// kiln's config file, whose `insecure_registries` add to `insecure` and whose
+    /// `trusted_token_realms` say which token services may see credentials ([`config`]).
     pub config_file: Option<PathBuf>,
 }
 
@@ -68,9 +71,18 @@ impl Settings {
     fn insecure_registries(&self) -> Result<Vec<String>> {
         let mut hosts = self.insecure.clone();
         if let Some(path) = &self.config_file {
-            hosts.extend(config::insecure_registries(path)?);
+            hosts.extend(config::read(path)?.insecure_registries);
         }
         Ok(hosts)
+    }
+
+    /// The token services trusted with credentials besides the registry's own host and
+    /// registrable domain: the config file's `trusted_token_realms` ([`realm`]).
+    fn trusted_token_realms(&self) -> Result<Vec<String>> {
+        match &self.config_file {
+            Some(path) => Ok(config::read(path)?.trusted_token_realms),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::auth::{find_credential, parse_challenge, Challenge, Credential};
-use super::error::ChallengeError;
+use super::error::{ChallengeError, Withheld};
+use super::realm;
 use super::retry::{self, Transient};
 use super::{RegistryError, Result, Settings};
 use kiln_store::reference::DOCKER_HUB;
@@ -38,6 +39,11 @@ pub(super) struct Client {
     pull_from: Vec<String>,
     credential: Option<Credential>,
     insecure: Vec<String>,
+    /// `trusted_token_realms:` hosts ([`realm::trust`]).
+    trusted_realms: Vec<String>,
+    /// The token service the credentials were withheld from, and why: a refusal then says
+    /// so instead of asking to log in.
+    withheld: Mutex<Option<(String, Withheld)>>,
     /// The `Authorization` value in use for the registry's own host.
     authorization: Mutex<Option<String>>,
 }
@@ -86,6 +92,7 @@ impl Client {
             registry
         };
         let insecure = settings.insecure_registries()?;
+        let trusted_realms = settings.trusted_token_realms()?;
         let scheme = if plain_http(host, &insecure) {
             "http"
         } else {
@@ -105,6 +112,8 @@ impl Client {
             pull_from: Vec::new(),
             credential,
             insecure,
+            trusted_realms,
+            withheld: Mutex::new(None),
             authorization: Mutex::new(None),
         })
     }
@@ -257,6 +266,15 @@ impl Client {
     }
 
     fn unauthorized(&self, detail: String) -> RegistryError {
+        let withheld = self.withheld.lock().ok().and_then(|w| w.clone());
+        if let Some((realm, why)) = withheld {
+            return RegistryError::CredentialsWithheld {
+                registry: self.registry.clone(),
+                realm,
+                why,
+                detail,
+            };
+        }
         let detail = match (&self.credential, detail.is_empty()) {
             (Some(_), true) => "the registry refused the credentials".into(),
             (None, true) => "no credentials are stored for it".into(),
@@ -318,6 +336,31 @@ impl Client {
         {
             return Err(bad(ChallengeError::InsecureRealm(realm.into())));
         }
+        // SECURITY.md §3 rule 16: the user's credentials only go to a trusted realm.
+        let credential = match (
+            &self.credential,
+            realm::trust(&self.base, &url, &self.trusted_realms),
+        ) {
+            (Some(credential), Ok(())) => Some(credential),
+            (None, _) => None,
+            (Some(_), Err(why)) => {
+                let realm = realm_host;
+                tracing::debug!(%realm, %why, "credentials withheld from the token service");
+                if self.repository.is_empty() {
+                    // `kiln login`: an anonymous token would check nothing.
+                    return Err(RegistryError::CredentialsWithheld {
+                        registry: self.registry.clone(),
+                        realm,
+                        why,
+                        detail: "an anonymous token cannot check a login".into(),
+                    });
+                }
+                if let Ok(mut w) = self.withheld.lock() {
+                    *w = Some((realm, why));
+                }
+                None
+            }
+        };
         let scopes: Vec<String> = if self.repository.is_empty() {
             challenge_scope.into_iter().collect()
         } else {
@@ -329,7 +372,7 @@ impl Client {
                 )
                 .collect()
         };
-        let request = match &self.credential {
+        let request = match credential {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = vec![
                     ("grant_type", "refresh_token".to_owned()),
@@ -356,7 +399,7 @@ impl Client {
                     q.extend_pairs(scopes.iter().map(|s| ("scope", s)));
                 }
                 let mut r = self.http.get(url);
-                if let Some(basic) = credential.as_ref().and_then(Credential::basic_header) {
+                if let Some(basic) = credential.and_then(Credential::basic_header) {
                     r = r.header(AUTHORIZATION, basic);
                 }
                 r
