@@ -19,7 +19,8 @@
 //! lines ([`auth`]), while oci-client would add chrono, regex, olpc-cjson, http-auth and
 //! tracing to the build. reqwest strips `Authorization` on cross-host redirects, and kiln
 //! attaches credentials only to URLs on the registry's own host (upload `Location`s may
-//! point elsewhere).
+//! point elsewhere), and to a token service only when [`realm`] trusts it (SECURITY.md §3
+//! rule 16).
 //!
 //! The rest of kiln is synchronous: each public function here builds a small tokio
 //! runtime, runs one operation on it and drops it. Nothing here prints; events go to a
