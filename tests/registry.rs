@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{require, run, text, Env};
-use registry_mock::{AuthMode, Config, Server, User};
+use registry_mock::{AuthMode, Config, Listener, Server, User};
 
 /// A `docker-registry` on a free loopback port with its storage in a temp dir; killed on
 /// drop, also when a test panics.
@@ -294,7 +294,15 @@ fn mock(auth: AuthMode) -> Server {
 fn basic_auth_login_push_and_wrong_password() {
     common::require_root!("namespaces, overlayfs");
     let env = Env::new();
-    let server = mock(AuthMode::Basic);
+    // No anonymous pulls: every request must carry Basic credentials, the redirected blob
+    // GETs below too.
+    let server = Server::start(Config {
+        auth: AuthMode::Basic,
+        users: vec![User::new("alice", "s3cret")],
+        anonymous_pull: false,
+        ..Config::default()
+    })
+    .unwrap();
     let config = env.path("docker");
     build_busybox(&env);
 
@@ -326,6 +334,14 @@ fn basic_auth_login_push_and_wrong_password() {
     let pushed = kiln_with_stdin(&env, &["push", "bb", &target], "", &config);
     assert!(pushed.status.success(), "{}", text(&pushed));
     assert!(server.tag_digest("team/bb", "1").is_some());
+
+    // A blob redirected to another host gets no Authorization there, though the registry's
+    // own requests carried Basic credentials.
+    let other = Env::new();
+    let reference = format!("{}/fault/redirect/team/bb:1", server.host());
+    let out = kiln_with_stdin(&other, &["pull", &reference], "", &config);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_redirected_without_authorization(&server);
 
     let out = kiln_with_stdin(&env, &["logout", &server.host()], "", &config);
     assert!(out.status.success(), "{}", text(&out));
@@ -359,6 +375,23 @@ fn a_wrong_login_password_is_invalid_username_or_password() {
         let right = login_alice(&env, &server, "s3cret\n", &config);
         assert_eq!(right.status.code(), Some(0), "{auth:?}: {}", text(&right));
     }
+}
+
+/// Blob GETs were redirected (307) with `Authorization` on the registry, and none reached
+/// the redirect listener (another host: `localhost` for the registry's `127.0.0.1`).
+fn assert_redirected_without_authorization(server: &Server) {
+    let log = server.log();
+    let redirected: Vec<_> = log
+        .iter()
+        .filter(|e| e.listener == Listener::Registry && e.status == 307)
+        .collect();
+    assert!(!redirected.is_empty(), "{log:#?}");
+    assert!(redirected.iter().all(|e| e.authorization), "{log:#?}");
+    assert!(
+        log.iter().any(|e| e.listener == Listener::Redirect),
+        "{log:#?}"
+    );
+    assert!(server.redirect_authorizations().is_empty());
 }
 
 #[test]
@@ -399,7 +432,7 @@ fn bearer_token_flow_and_faults() {
     let reference = format!("{}/fault/redirect/app/bb:1", server.host());
     let out = kiln_with_stdin(&other, &["pull", &reference], "", &config);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(server.redirect_authorizations().is_empty());
+    assert_redirected_without_authorization(&server);
 
     // Corrupted content is refused (registry-mock flips a byte of manifests and blobs
     // alike): by tag the manifest no longer parses, by digest it no longer matches.
@@ -992,4 +1025,185 @@ fn insecure_registries_come_from_the_config_file_too() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.yaml:3:1"), "{err}");
+}
+
+/// A docker `config.json` under `env` holding alice's credentials (`alice:s3cret`) for
+/// `host`; returns its directory, for `DOCKER_CONFIG`.
+fn alice_docker_config(env: &Env, host: &str) -> PathBuf {
+    env.write(
+        "docker/config.json",
+        &format!(r#"{{"auths":{{"{host}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#),
+    );
+    env.path("docker")
+}
+
+/// kiln with `DOCKER_CONFIG` and `KILN_CONFIG` set and nothing else to find credentials in.
+fn kiln_configured(
+    env: &Env,
+    args: &[&str],
+    stdin: &str,
+    docker_config: &Path,
+    kiln_config: &Path,
+) -> std::process::Output {
+    let mut child = env
+        .command()
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .env("KILN_CONFIG", kiln_config)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// SECURITY.md §3 rule 16: which token requests carry alice's credentials, by where the
+/// token service is. The registry (on `127.0.0.1`, plain http) refuses anonymous pulls, so
+/// an anonymous token gets nothing.
+#[test]
+fn credentials_go_only_to_a_token_realm_that_is_trusted() {
+    // (case, the token service's host name, trusted_token_realms, credentials sent)
+    let cases: [(&str, Option<&str>, &str, bool); 4] = [
+        ("same host and port", None, "", true),
+        ("same host, another port", Some("127.0.0.1"), "", true),
+        ("another name, not trusted", Some("localhost"), "", false),
+        (
+            "another name, trusted in the config",
+            Some("localhost"),
+            "trusted_token_realms:\n  - localhost\n",
+            true,
+        ),
+    ];
+    for (case, token_host, kiln_config, trusted) in cases {
+        let env = Env::unprivileged();
+        let server = Server::start(Config {
+            auth: AuthMode::Token,
+            users: vec![User::new("alice", "s3cret")],
+            anonymous_pull: false,
+            token_host: token_host.map(str::to_owned),
+            ..Config::default()
+        })
+        .unwrap();
+        let token_listener = match token_host {
+            Some(_) => Listener::Token,
+            None => Listener::Registry,
+        };
+        let docker = alice_docker_config(&env, &server.host());
+        let kiln_config = env.write("config.yaml", kiln_config);
+        let token_requests = |server: &Server| -> Vec<(Listener, bool)> {
+            server
+                .log()
+                .iter()
+                .filter(|e| e.target.starts_with("/token"))
+                .map(|e| (e.listener, e.authorization))
+                .collect()
+        };
+
+        // A pull with stored credentials: a token with them (the image is missing: 404), or
+        // an anonymous one, refused, with an error that says why and what to do.
+        let reference = format!("{}/app/missing:1", server.host());
+        let out = kiln_configured(&env, &["pull", &reference], "", &docker, &kiln_config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out));
+        let tokens = token_requests(&server);
+        assert!(!tokens.is_empty(), "{case}: {:#?}", server.log());
+        assert!(
+            tokens.iter().all(|t| *t == (token_listener, trusted)),
+            "{case}: {tokens:?}"
+        );
+        if trusted {
+            assert!(err.contains("not found"), "{case}: {err}");
+        } else {
+            let realm = format!("localhost:{}", server.token_addr().unwrap().port());
+            assert!(
+                err.contains(&format!("the token service {realm} is not trusted"))
+                    && err.contains(
+                        "list localhost under trusted_token_realms: in kiln's config file"
+                    ),
+                "{case}: {err}"
+            );
+            assert!(!err.contains("kiln login"), "{case}: {err}");
+        }
+
+        // `kiln login` checks the password with the token service it trusts, and refuses
+        // to check it with one it does not trust, sending it nothing.
+        server.clear_log();
+        let args = ["login", &server.host(), "-u", "alice", "--password-stdin"];
+        let login = kiln_configured(&env, &args, "s3cret\n", &docker, &kiln_config);
+        assert_eq!(login.status.success(), trusted, "{case}: {}", text(&login));
+        let tokens = token_requests(&server);
+        if trusted {
+            assert!(
+                tokens.contains(&(token_listener, true)),
+                "{case}: {tokens:?}"
+            );
+        } else {
+            assert!(tokens.is_empty(), "{case}: {tokens:?}");
+            assert!(
+                String::from_utf8_lossy(&login.stderr).contains("trusted_token_realms"),
+                "{case}: {}",
+                text(&login)
+            );
+        }
+        assert!(
+            server
+                .log()
+                .iter()
+                .all(|e| e.listener != Listener::Token || e.authorization == trusted),
+            "{case}: {:#?}",
+            server.log()
+        );
+    }
+}
+
+/// A registry that is not on loopback is reached over https unless it is listed as
+/// insecure, so its credentials never travel in plain http to it by default.
+#[test]
+fn a_plain_http_registry_gets_credentials_only_when_it_is_listed_as_insecure() {
+    let env = Env::unprivileged();
+    let server = Server::start(Config {
+        auth: AuthMode::Basic,
+        users: vec![User::new("alice", "s3cret")],
+        anonymous_pull: false,
+        ..Config::default()
+    })
+    .unwrap();
+    // `127.1` is this machine, but not spelled as a loopback address.
+    let host = format!("127.1:{}", server.addr().port());
+    let docker = alice_docker_config(&env, &host);
+    let reference = format!("{host}/app/missing:1");
+    let no_config = env.write("none.yaml", "");
+    let out = kiln_configured(&env, &["pull", &reference], "", &docker, &no_config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let log = server.log();
+    // kiln spoke TLS, which the plain-http registry could not read: no request, no header.
+    assert!(
+        log.iter().all(|e| !e.authorization && e.method.is_empty()),
+        "{log:#?}"
+    );
+
+    let insecure = env.write(
+        "insecure.yaml",
+        &format!("insecure_registries:\n  - {host}\n"),
+    );
+    server.clear_log();
+    let out = kiln_configured(&env, &["pull", &reference], "", &docker, &insecure);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        server.log().iter().any(|e| e.authorization),
+        "{:#?}",
+        server.log()
+    );
 }

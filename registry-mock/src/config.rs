@@ -18,8 +18,8 @@ pub enum AuthMode {
     None,
     /// `Authorization: Basic` on every request, like a registry behind an htpasswd file.
     Basic,
-    /// Docker Hub's scheme: a 401 names a token endpoint (`/token` on this same listener),
-    /// which trades basic credentials (or nothing, for anonymous pull) for a bearer token
+    /// Docker Hub's scheme: a 401 names a token endpoint (`/token` on this same listener, or
+    /// on a listener of its own with `Config::token_host`), which trades basic credentials (or nothing, for anonymous pull) for a bearer token
     /// carrying scopes and an expiry.
     Token,
 }
@@ -156,6 +156,11 @@ pub struct Config {
     /// the registry's `127.0.0.1`, so clients see a different host and must not send
     /// credentials there.
     pub redirect_host: String,
+    /// Serve `/token` on a listener of its own (same address, its own port) and name it in
+    /// challenges as `http://TOKEN_HOST:PORT/token`, so that the token service is another
+    /// origin than the registry (`localhost` for a registry on `127.0.0.1`). `None`: `/token`
+    /// is on the registry's listener, named by the host the client used.
+    pub token_host: Option<String>,
     /// Longest a `stall` or `hang` fault holds a connection (shutdown ends it sooner).
     pub stall_limit: Duration,
     /// Also print each request log entry on stderr (the binary does).
@@ -174,6 +179,7 @@ impl Default for Config {
             faults: Faults::default(),
             decline_mounts: false,
             redirect_host: "localhost".to_string(),
+            token_host: None,
             stall_limit: Duration::from_secs(120),
             log_to_stderr: false,
         }

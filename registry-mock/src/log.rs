@@ -13,6 +13,8 @@ pub enum Listener {
     Registry,
     /// The second listener that redirected blob GETs lead to.
     Redirect,
+    /// The token service's own listener (`Config::token_host`).
+    Token,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,9 @@ struct Args {
     /// Host name used in the Location of redirected blob GETs.
     #[arg(long, default_value = "localhost")]
     redirect_host: String,
+    /// Serve /token on a listener of its own, named by this host in challenges.
+    #[arg(long, value_name = "HOST")]
+    token_host: Option<String>,
     /// Allow listening on a non-loopback address.
     #[arg(long)]
     allow_remote: bool,
@@ -83,6 +86,7 @@ fn run(args: Args) -> Result<(), String> {
         faults: args.fault.unwrap_or_default(),
         decline_mounts: args.decline_mounts,
         redirect_host: args.redirect_host,
+        token_host: args.token_host,
         log_to_stderr: true,
         ..Config::default()
     };
@@ -100,9 +104,13 @@ fn run(args: Args) -> Result<(), String> {
         .and_then(|()| stdout.flush())
         .map_err(|e| format!("cannot print the address: {e}"))?;
     eprintln!(
-        "registry-mock: listening on {} (redirect listener {})",
+        "registry-mock: listening on {} (redirect listener {}{})",
         server.addr(),
-        server.redirect_addr()
+        server.redirect_addr(),
+        server
+            .token_addr()
+            .map(|a| format!(", token listener {a}"))
+            .unwrap_or_default()
     );
     let signal = signals
         .wait()

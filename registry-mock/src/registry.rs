@@ -77,9 +77,9 @@ impl Ctx<'_> {
         format!("/v2/{}/{rest}", self.route.visible_name)
     }
 
-    /// The host clients reached us by, for the token realm.
-    pub fn host(&self) -> String {
-        host_of(self.state, self.request)
+    /// `HOST:PORT` of the token realm named in challenges.
+    pub fn realm_host(&self) -> String {
+        realm_host(self.state, self.request)
     }
 }
 
@@ -93,16 +93,38 @@ fn aim_of(endpoint: &Endpoint) -> Option<Aim> {
     }
 }
 
-fn host_of(state: &State, request: &Request) -> String {
+/// The token service's `HOST:PORT`: its own listener under `Config::token_host`, else the
+/// host clients reached the registry by.
+fn realm_host(state: &State, request: &Request) -> String {
+    if let (Some(host), Some(addr)) = (&state.config.token_host, state.token_addr) {
+        return format!("{host}:{}", addr.port());
+    }
     request
         .header("host")
         .map(str::to_string)
         .unwrap_or_else(|| state.addr.to_string())
 }
 
+/// A request to the token service's own listener: `/token` and nothing else.
+pub fn handle_token(state: &State, request: &Request) -> Response {
+    match request.path.as_str() {
+        "/token" => state.auth.issue_token(request),
+        _ => error(404, Code::Unsupported, "this listener serves /token only"),
+    }
+}
+
 pub fn handle(state: &State, request: &Request) -> Reply {
     match request.path.as_str() {
         "/v2" | "/v2/" => return version_check(state, request).into(),
+        // With a token listener of its own, the registry does not issue tokens itself.
+        "/token" if state.token_addr.is_some() => {
+            return error(
+                404,
+                Code::Unsupported,
+                "tokens are issued by the token service",
+            )
+            .into()
+        }
         "/token" => return token(state, request),
         _ => {}
     }
@@ -180,7 +202,9 @@ fn token(state: &State, request: &Request) -> Reply {
 fn version_check(state: &State, request: &Request) -> Response {
     match state.auth.check(request, None) {
         Verdict::Allowed => Response::json(200, &json!({})),
-        refused => state.auth.refusal(&refused, &host_of(state, request), None),
+        refused => state
+            .auth
+            .refusal(&refused, &realm_host(state, request), None),
     }
 }
 
@@ -196,7 +220,10 @@ fn handle_repository(ctx: &Ctx) -> Response {
     };
     let verdict = ctx.state.auth.check(ctx.request, Some(scope));
     if verdict != Verdict::Allowed {
-        return ctx.state.auth.refusal(&verdict, &ctx.host(), Some(scope));
+        return ctx
+            .state
+            .auth
+            .refusal(&verdict, &ctx.realm_host(), Some(scope));
     }
     if let Some(kind) = ctx.fire(|k| matches!(k, FaultKind::Status(_) | FaultKind::Stall)) {
         return injected_answer(ctx, kind);

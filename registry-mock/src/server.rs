@@ -1,5 +1,6 @@
 //! The running registry: two listeners (the registry, and the blob host that `redirect`
-//! faults point to), a thread per connection, and a shutdown that leaves nothing behind.
+//! faults point to), a third for the token service when it is to be another origin, a thread
+//! per connection, and a shutdown that leaves nothing behind.
 //!
 //! Threads rather than async: a test registry serves a handful of connections, and a
 //! thread that simply blocks is the easiest way to stall, trickle or hang on purpose.
@@ -48,6 +49,8 @@ pub struct State {
     pub config: Config,
     pub addr: SocketAddr,
     pub redirect_addr: SocketAddr,
+    /// The token service's own listener, when `Config::token_host` asks for one.
+    pub token_addr: Option<SocketAddr>,
     pub store: Mutex<Store>,
     uploads: Mutex<HashMap<String, Upload>>,
     pub auth: Auth,
@@ -88,6 +91,11 @@ impl Server {
         };
         let (addr, listener) = bind(config.listen)?;
         let (redirect_addr, redirect_listener) = bind(SocketAddr::new(addr.ip(), 0))?;
+        let token = match config.token_host {
+            Some(_) => Some(bind(SocketAddr::new(addr.ip(), 0))?),
+            None => None,
+        };
+        let token_addr = token.as_ref().map(|(a, _)| *a);
         let store = match &config.storage {
             Storage::Memory => Store::in_memory(),
             Storage::Directory(path) => {
@@ -102,6 +110,7 @@ impl Server {
             config,
             addr,
             redirect_addr,
+            token_addr,
             store: Mutex::new(store),
             uploads: Mutex::default(),
             counters: Counters::default(),
@@ -114,6 +123,7 @@ impl Server {
             (redirect_listener, Listener::Redirect),
         ]
         .into_iter()
+        .chain(token.map(|(_, l)| (l, Listener::Token)))
         .map(|(socket, kind)| {
             let state = Arc::clone(&state);
             std::thread::spawn(move || accept_loop(&state, &socket, kind))
@@ -143,6 +153,11 @@ impl Server {
     /// Where `redirect` faults send blob GETs.
     pub fn redirect_addr(&self) -> SocketAddr {
         self.state.redirect_addr
+    }
+
+    /// The token service's own listener, when `Config::token_host` set one up.
+    pub fn token_addr(&self) -> Option<SocketAddr> {
+        self.state.token_addr
     }
 
     /// Every request so far, oldest first.
@@ -179,7 +194,10 @@ impl Server {
 
     fn stop_and_join(&mut self) {
         self.state.stop.trigger();
-        for addr in [self.state.addr, self.state.redirect_addr] {
+        let addrs = [self.state.addr, self.state.redirect_addr]
+            .into_iter()
+            .chain(self.state.token_addr);
+        for addr in addrs {
             // A connection of our own wakes the blocked accept() to see the stop.
             let _ = TcpStream::connect_timeout(&reachable(addr), Duration::from_secs(1));
         }
@@ -263,6 +281,7 @@ fn serve_connection(state: &State, stream: TcpStream, kind: Listener) {
         let reply = match kind {
             Listener::Registry => registry::handle(state, &request),
             Listener::Redirect => crate::blobs::serve_redirected(state, &request).into(),
+            Listener::Token => registry::handle_token(state, &request).into(),
         };
         record(state, kind, &request, &reply);
         let wire_fault = reply
@@ -332,6 +351,7 @@ fn record(state: &State, kind: Listener, request: &Request, reply: &Reply) {
             match kind {
                 Listener::Registry => "registry",
                 Listener::Redirect => "redirect",
+                Listener::Token => "token",
             },
             entry.method,
             entry.target,

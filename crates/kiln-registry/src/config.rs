@@ -1,37 +1,44 @@
-//! kiln's own config file, for what is tedious to repeat on every command: the
-//! registries reached over plain http (`--insecure-registry` on the command line) and the
-//! time limits of registry requests in seconds (`--timeout`, `--read-timeout`; see
-//! `deadline.rs` and `retry.rs`).
+//! kiln's own config file, for what is tedious to repeat on every command: the registries
+//! reached over plain http (`--insecure-registry` on the command line), the token services
+//! trusted with registry credentials besides the registry's own host and domain
+//! (SECURITY.md §3 rule 16, [`super::realm`]), and the time limits of registry requests in
+//! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`).
 //!
 //! ```yaml
 //! insecure_registries:
 //!   - registry.lan:5000
 //!   - 10.0.0.7
-//! timeout: 120
-//! read_timeout: 30
-//! retry_time: 300
+//! trusted_token_realms:
+//!   - login.example.net
+//! timeout: 120       # each request: 120 s plus its size at 10 KiB/s
+//! read_timeout: 30   # no byte for 30 s is a stall
+//! retry_time: 300    # retry a failing request for up to 5 minutes (0: never)
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
 //! and every error names the file, line and column.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned};
 
-use std::time::Duration;
-
-use super::{InsecureHostError, RegistryError, Result, Timeouts};
+use super::{InsecureHostError, RegistryError, Result, Timeouts, TrustedRealmError};
 
 /// The largest config file kiln reads; a real one is a few lines.
 const MAX_CONFIG: u64 = 1 << 20;
+
+/// The longest time limit the config file may set: a day.
+const MAX_SECONDS: f64 = 86400.0;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     #[serde(default)]
     insecure_registries: Vec<Spanned<String>>,
+    #[serde(default)]
+    trusted_token_realms: Vec<Spanned<String>>,
     /// Seconds: the base of every request's deadline ([`Timeouts::base`]).
     timeout: Option<Spanned<f64>>,
     /// Seconds a request may send nothing ([`Timeouts::read`]).
@@ -40,54 +47,37 @@ struct ConfigFile {
     retry_time: Option<Spanned<f64>>,
 }
 
-/// The `insecure_registries` of the config file at `path` (`HOST` or `HOST:PORT` each).
-pub fn insecure_registries(path: &Path) -> Result<Vec<String>> {
-    let text = read_text(path)?;
-    let bad = |line: u64, column: u64, why: String| RegistryError::Config {
-        path: path.to_owned(),
-        line,
-        column,
-        why,
-    };
-    // An empty file (or one of comments only) is an empty config.
-    if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        return Ok(Vec::new());
-    }
-    let config: ConfigFile = serde_saphyr::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|at| (at.line(), at.column()))
-            .unwrap_or((1, 1));
-        let why = serde_saphyr::UserMessageFormatter.format_message(e.without_snippet());
-        bad(line, column, why.to_string())
-    })?;
-    let mut hosts = Vec::new();
-    for host in config.insecure_registries {
-        if let Err(why) = check_host(&host.value) {
-            let at = host.referenced;
-            return Err(bad(at.line(), at.column(), why.to_string()));
-        }
-        hosts.push(host.value);
-    }
-    Ok(hosts)
+/// What kiln's config file says about registries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `HOST` or `HOST:PORT` each.
+    pub insecure_registries: Vec<String>,
+    /// `HOST` each: token services trusted with credentials, on any port.
+    pub trusted_token_realms: Vec<String>,
+    /// The time limits over the defaults.
+    pub timeouts: Timeouts,
 }
 
-/// The time limits of registry requests: `timeout`, `read_timeout` and `retry_time`
-/// (seconds) over the defaults.
-///
-/// ```yaml
-/// timeout: 120       # each request: 120 s plus its size at 10 KiB/s
-/// read_timeout: 30   # no byte for 30 s is a stall
-/// retry_time: 300    # retry a failing request for up to 5 minutes
-/// ```
-pub fn timeouts(path: &Path) -> Result<Timeouts> {
-    let mut timeouts = Timeouts::default();
+/// Reads the config file at `path`; an empty one (or one of comments only) is the defaults.
+pub fn read(path: &Path) -> Result<FileConfig> {
     let Some(config) = parse(path)? else {
-        return Ok(timeouts);
+        return Ok(FileConfig::default());
     };
+    let bad = |at: serde_saphyr::Location, why: String| RegistryError::Config {
+        path: path.to_owned(),
+        line: at.line(),
+        column: at.column(),
+        why,
+    };
+    let mut out = FileConfig::default();
+    for host in config.insecure_registries {
+        check_host(&host.value).map_err(|why| bad(host.referenced, why.to_string()))?;
+        out.insecure_registries.push(host.value);
+    }
+    for host in config.trusted_token_realms {
+        check_realm_host(&host.value).map_err(|why| bad(host.referenced, why.to_string()))?;
+        out.trusted_token_realms.push(host.value);
+    }
     let seconds = |key: &str, value: Option<Spanned<f64>>, zero_ok: bool| {
         let Some(value) = value else {
             return Ok(None);
@@ -96,29 +86,23 @@ pub fn timeouts(path: &Path) -> Result<Timeouts> {
         if s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) && s <= MAX_SECONDS {
             return Ok(Some(Duration::from_secs_f64(s)));
         }
-        let at = value.referenced;
         let least = if zero_ok { "0" } else { "more than 0" };
-        Err(RegistryError::Config {
-            path: path.to_owned(),
-            line: at.line(),
-            column: at.column(),
-            why: format!("{key}: {s} is not a number of seconds from {least} to {MAX_SECONDS}"),
-        })
+        Err(bad(
+            value.referenced,
+            format!("{key}: {s} is not a number of seconds from {least} to {MAX_SECONDS}"),
+        ))
     };
     if let Some(d) = seconds("timeout", config.timeout, false)? {
-        timeouts.base = d;
+        out.timeouts.base = d;
     }
     if let Some(d) = seconds("read_timeout", config.read_timeout, false)? {
-        timeouts.read = d;
+        out.timeouts.read = d;
     }
     if let Some(d) = seconds("retry_time", config.retry_time, true)? {
-        timeouts.retry_time = d;
+        out.timeouts.retry_time = d;
     }
-    Ok(timeouts)
+    Ok(out)
 }
-
-/// The longest time limit the config file may set: a day.
-const MAX_SECONDS: f64 = 86400.0;
 
 /// The config file, or `None` when it is empty or only comments.
 fn parse(path: &Path) -> Result<Option<ConfigFile>> {
@@ -179,15 +163,71 @@ fn check_host(host: &str) -> std::result::Result<(), InsecureHostError> {
     Ok(())
 }
 
+/// A `trusted_token_realms:` entry: a host name or address, without a port.
+fn check_realm_host(host: &str) -> std::result::Result<(), TrustedRealmError> {
+    if host.is_empty() {
+        return Err(TrustedRealmError::Empty);
+    }
+    if host.contains("://") || host.contains('/') {
+        return Err(TrustedRealmError::SchemeOrPath(host.into()));
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err(TrustedRealmError::Port(host.into()));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+    if !host.chars().all(ok_char) || host.starts_with('.') {
+        return Err(TrustedRealmError::NotAHost(host.into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<Vec<String>> {
+    fn read_config(text: &str) -> Result<FileConfig> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
-        insecure_registries(&path)
+        super::read(&path)
+    }
+
+    fn read(text: &str) -> Result<Vec<String>> {
+        read_config(text).map(|c| c.insecure_registries)
+    }
+
+    #[test]
+    fn reads_trusted_token_realms() {
+        let config = read_config(
+            "insecure_registries: [reg.lan]\ntrusted_token_realms:\n  - login.example.net\n  - 10.0.0.9\n  - \"[::1]\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.insecure_registries, ["reg.lan"]);
+        assert_eq!(
+            config.trusted_token_realms,
+            ["login.example.net", "10.0.0.9", "[::1]"]
+        );
+        for (entry, why) in [
+            ("https://login.example.net", "without a scheme"),
+            ("login.example.net:443", "without a port"),
+            ("login example", "not a HOST"),
+            ("\"\"", "empty"),
+        ] {
+            let err = read_config(&format!("trusted_token_realms:\n  - {entry}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.yaml:2:5") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -223,7 +263,7 @@ mod tests {
         let path = dir.path().join("config.yaml");
         let read = |text: &str| {
             std::fs::write(&path, text).unwrap();
-            timeouts(&path)
+            super::read(&path).map(|c| c.timeouts)
         };
         assert_eq!(read("# none\n").unwrap(), Timeouts::default());
         let t = read("timeout: 2.5\nread_timeout: 1\nretry_time: 0\n").unwrap();

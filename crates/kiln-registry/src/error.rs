@@ -38,6 +38,20 @@ pub enum RegistryError {
     BodyTooLarge { url: String, limit: usize },
     #[error("{registry}: authentication required{}", hint_suffix(.detail))]
     Unauthorized { registry: String, detail: String },
+    /// The registry's token service was not trusted with the credentials (SECURITY.md §3
+    /// rule 16), so kiln asked it for an anonymous token, and that was not enough.
+    #[error(
+        "{registry}: authentication required: the token service {realm} is not trusted with \
+         credentials ({why}), so kiln asked it for an anonymous token{}",
+        hint_suffix(.detail)
+    )]
+    CredentialsWithheld {
+        registry: String,
+        /// The realm's `HOST[:PORT]`.
+        realm: String,
+        why: Withheld,
+        detail: String,
+    },
     #[error("{registry}: access denied to {repository}: {detail}")]
     Denied {
         registry: String,
@@ -162,6 +176,33 @@ pub enum ChallengeError {
     NoToken,
 }
 
+/// Why a token service does not get the registry's credentials (`realm::trust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Withheld {
+    #[error(
+        "its host is not the registry's, shares no registrable domain with it and is not \
+         listed under trusted_token_realms"
+    )]
+    Host,
+    #[error(
+        "it is plain http and the registry is not a plain-http registry on its host or loopback"
+    )]
+    PlainHttp,
+}
+
+/// A `trusted_token_realms:` entry that is not a `HOST`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TrustedRealmError {
+    #[error("a trusted token realm is empty")]
+    Empty,
+    #[error("trusted token realm {0:?}: give the HOST only, without a scheme or path")]
+    SchemeOrPath(String),
+    #[error("trusted token realm {0:?}: give the HOST only, without a port (any port of the host is trusted)")]
+    Port(String),
+    #[error("trusted token realm {0:?} is not a HOST")]
+    NotAHost(String),
+}
+
 /// An `insecure_registries:` entry that is not `HOST[:PORT]`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InsecureHostError {
@@ -189,6 +230,19 @@ fn at(path: &std::path::Path, line: u64, column: u64) -> String {
 
 fn seconds(d: &std::time::Duration) -> String {
     crate::deadline::seconds(d)
+}
+
+/// `HOST` of a `HOST[:PORT]` (`[v6]:port` keeps its brackets).
+fn realm_host(host_port: &str) -> &str {
+    match host_port.rsplit_once(':') {
+        Some((host, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            host
+        }
+        _ => host_port,
+    }
 }
 
 fn hint_suffix(detail: &str) -> String {
@@ -244,6 +298,21 @@ impl RegistryError {
             RegistryError::TooSlow { .. } => Some(
                 "each request may take timeout: seconds (default 60) in kiln's config file, plus its size at 10 KiB/s".into(),
             ),
+            RegistryError::CredentialsWithheld {
+                realm,
+                why: Withheld::Host,
+                ..
+            } => {
+                let host = realm_host(realm);
+                Some(format!(
+                    "if {host} is the registry's own token service, list {host} under \
+                     trusted_token_realms: in kiln's config file"
+                ))
+            }
+            RegistryError::CredentialsWithheld {
+                why: Withheld::PlainHttp,
+                ..
+            } => Some("the registry must name an https token service".into()),
             e @ RegistryError::Connect { .. } if e.is_tls() => {
                 Some("a registry without TLS must be listed under insecure_registries: in kiln's config file".into())
             }

@@ -19,7 +19,8 @@
 //! lines ([`auth`]), while oci-client would add chrono, regex, olpc-cjson, http-auth and
 //! tracing to the build. reqwest strips `Authorization` on cross-host redirects, and kiln
 //! attaches credentials only to URLs on the registry's own host (upload `Location`s may
-//! point elsewhere).
+//! point elsewhere), and to a token service only when [`realm`] trusts it (SECURITY.md §3
+//! rule 16).
 //!
 //! The rest of kiln is synchronous: each public function here builds a small tokio
 //! runtime, runs one operation on it and drops it. Nothing here prints; events go to a
@@ -35,6 +36,7 @@ mod error;
 mod manifest;
 mod pull;
 mod push;
+mod realm;
 mod retry;
 mod sink;
 mod transport;
@@ -48,6 +50,7 @@ pub use auth::{login_key, logout, save_login, Credential};
 pub use deadline::{Timeouts, MIN_RATE, READ_TIMEOUT, TIMEOUT};
 pub use error::{
     ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
+    TrustedRealmError, Withheld,
 };
 pub use manifest::Platform;
 pub use pull::{pull, Pulled};
@@ -63,7 +66,8 @@ pub struct Settings {
     pub insecure: Vec<String>,
     /// Credential files in lookup order (podman's `auth.json`, docker's `config.json`).
     pub auth_files: Vec<PathBuf>,
-    /// kiln's config file, whose `insecure_registries` add to `insecure` ([`config`]).
+    /// kiln's config file, whose `insecure_registries` add to `insecure` and whose
+    /// `trusted_token_realms` say which token services may see credentials ([`config`]).
     pub config_file: Option<PathBuf>,
     /// `--timeout`: the base of every request's deadline, over the config file's `timeout`.
     pub timeout: Option<Duration>,
@@ -75,19 +79,22 @@ impl Settings {
     /// The registries reached over plain http: the command line's and the config file's.
     fn insecure_registries(&self) -> Result<Vec<String>> {
         let mut hosts = self.insecure.clone();
-        if let Some(path) = &self.config_file {
-            hosts.extend(config::insecure_registries(path)?);
-        }
+        hosts.extend(self.file_config()?.insecure_registries);
         Ok(hosts)
+    }
+
+    /// What kiln's config file says, or the defaults when there is none.
+    fn file_config(&self) -> Result<config::FileConfig> {
+        match &self.config_file {
+            Some(path) => config::read(path),
+            None => Ok(config::FileConfig::default()),
+        }
     }
 
     /// The time limits of requests: the command line's, else the config file's, else the
     /// defaults ([`Timeouts`]).
     pub fn timeouts(&self) -> Result<Timeouts> {
-        let mut timeouts = match &self.config_file {
-            Some(path) => config::timeouts(path)?,
-            None => Timeouts::default(),
-        };
+        let mut timeouts = self.file_config()?.timeouts;
         if let Some(t) = self.timeout {
             timeouts.base = t;
         }
@@ -95,6 +102,12 @@ impl Settings {
             timeouts.read = t;
         }
         Ok(timeouts)
+    }
+
+    /// The token services trusted with credentials besides the registry's own host and
+    /// registrable domain: the config file's `trusted_token_realms` ([`realm`]).
+    fn trusted_token_realms(&self) -> Result<Vec<String>> {
+        Ok(self.file_config()?.trusted_token_realms)
     }
 }
 

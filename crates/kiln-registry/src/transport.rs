@@ -12,7 +12,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::auth::{find_credential, parse_challenge, Challenge, Credential};
 use super::deadline::{Deadline, Timeouts};
-use super::error::ChallengeError;
+use super::error::{ChallengeError, Withheld};
+use super::realm;
 use super::retry::{self, Transient};
 use super::{RegistryError, Result, Settings};
 use kiln_store::reference::DOCKER_HUB;
@@ -41,6 +42,11 @@ pub(super) struct Client {
     pull_from: Vec<String>,
     credential: Option<Credential>,
     insecure: Vec<String>,
+    /// `trusted_token_realms:` hosts ([`realm::trust`]).
+    trusted_realms: Vec<String>,
+    /// The token service the credentials were withheld from, and why: a refusal then says
+    /// so instead of asking to log in.
+    withheld: Mutex<Option<(String, Withheld)>>,
     /// The `Authorization` value in use for the registry's own host.
     authorization: Mutex<Option<String>>,
     timeouts: Timeouts,
@@ -93,6 +99,7 @@ impl Client {
             registry
         };
         let insecure = settings.insecure_registries()?;
+        let trusted_realms = settings.trusted_token_realms()?;
         let scheme = if plain_http(host, &insecure) {
             "http"
         } else {
@@ -112,6 +119,8 @@ impl Client {
             pull_from: Vec::new(),
             credential,
             insecure,
+            trusted_realms,
+            withheld: Mutex::new(None),
             authorization: Mutex::new(None),
             timeouts,
         })
@@ -300,6 +309,15 @@ impl Client {
     }
 
     fn unauthorized(&self, detail: String) -> RegistryError {
+        let withheld = self.withheld.lock().ok().and_then(|w| w.clone());
+        if let Some((realm, why)) = withheld {
+            return RegistryError::CredentialsWithheld {
+                registry: self.registry.clone(),
+                realm,
+                why,
+                detail,
+            };
+        }
         let detail = match (&self.credential, detail.is_empty()) {
             (Some(_), true) => "the registry refused the credentials".into(),
             (None, true) => "no credentials are stored for it".into(),
@@ -361,6 +379,31 @@ impl Client {
         {
             return Err(bad(ChallengeError::InsecureRealm(realm.into())));
         }
+        // SECURITY.md §3 rule 16: the user's credentials only go to a trusted realm.
+        let credential = match (
+            &self.credential,
+            realm::trust(&self.base, &url, &self.trusted_realms),
+        ) {
+            (Some(credential), Ok(())) => Some(credential),
+            (None, _) => None,
+            (Some(_), Err(why)) => {
+                let realm = realm_host;
+                tracing::debug!(%realm, %why, "credentials withheld from the token service");
+                if self.repository.is_empty() {
+                    // `kiln login`: an anonymous token would check nothing.
+                    return Err(RegistryError::CredentialsWithheld {
+                        registry: self.registry.clone(),
+                        realm,
+                        why,
+                        detail: "an anonymous token cannot check a login".into(),
+                    });
+                }
+                if let Ok(mut w) = self.withheld.lock() {
+                    *w = Some((realm, why));
+                }
+                None
+            }
+        };
         let scopes: Vec<String> = if self.repository.is_empty() {
             challenge_scope.into_iter().collect()
         } else {
@@ -372,7 +415,7 @@ impl Client {
                 )
                 .collect()
         };
-        let request = match &self.credential {
+        let request = match credential {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = vec![
                     ("grant_type", "refresh_token".to_owned()),
@@ -399,7 +442,7 @@ impl Client {
                     q.extend_pairs(scopes.iter().map(|s| ("scope", s)));
                 }
                 let mut r = self.http.get(url);
-                if let Some(basic) = credential.as_ref().and_then(Credential::basic_header) {
+                if let Some(basic) = credential.and_then(Credential::basic_header) {
                     r = r.header(AUTHORIZATION, basic);
                 }
                 r
