@@ -31,6 +31,8 @@ mod auth;
 mod blob_mounts;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 mod pull;
 mod push;
