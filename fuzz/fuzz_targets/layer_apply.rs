@@ -2,9 +2,9 @@
 //! media type is left empty so `apply_layer` detects it from the magic bytes), applied into
 //! a fresh, empty layer dir above a fixed lower layer dir. After each input, whether it was
 //! applied or refused, nothing outside the layer dir may have changed (SECURITY.md G1): the
-//! victim folder beside it (also the working directory, to catch a path resolved from the
-//! cwd) stays empty, the lower layer stays as it was, and the scratch folder holds nothing
-//! new. Needs root for devices, owners and `trusted.*` xattrs, as kiln does.
+//! victim folder beside it stays empty, the lower layer stays as it was, the scratch folder
+//! and the working directory hold nothing new (a path resolved from the cwd would add to
+//! it), and the process has the same open fds as before. Needs root for devices, owners and `trusted.*` xattrs, as kiln does.
 //! Uncompressed input whose last byte is even gets its tar header checksums made right
 //! first (see `fix_checksums`), so that mutations of the headers are not all refused by the
 //! checksum check.
@@ -25,7 +25,36 @@ struct Scratch {
     victim: PathBuf,
     lower: PathBuf,
     lower_state: BTreeMap<PathBuf, String>,
+    /// The working directory's entries: a path resolved from the cwd would add one.
+    cwd_state: Vec<std::ffi::OsString>,
+    /// The process's open fds (numbers and what they are): apply must close what it
+    /// opens and leave the others alone.
+    fds: Vec<(String, Option<PathBuf>)>,
     limits: ApplyLimits,
+}
+
+fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+fn open_fds() -> Vec<(String, Option<PathBuf>)> {
+    let mut fds: Vec<_> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = fs::read_link(e.path()).ok();
+            Some((e.file_name().to_string_lossy().into_owned(), target))
+        })
+        .collect();
+    fds.sort();
+    // The fd read_dir had open is gone by now.
+    fds.retain(|(n, _)| Path::new(&format!("/proc/self/fd/{n}")).exists());
+    fds
 }
 
 /// Every path below `dir` with its type, mode, owner, size, link count, mtime and target.
@@ -88,9 +117,9 @@ fn scratch() -> &'static Scratch {
         if unsafe { libc_geteuid() } != 0 {
             eprintln!("layer_apply: not root: devices, owners and trusted.* xattrs will fail");
         }
-        // Relative paths resolved from the working directory would land in the victim.
-        std::env::set_current_dir(&victim).unwrap();
         Scratch {
+            cwd_state: names(Path::new(".")),
+            fds: open_fds(),
             root: base.join("root"),
             lower_state: snapshot(&lower),
             base,
@@ -170,15 +199,20 @@ fuzz_target!(|data: &[u8]| {
         escaped.is_empty(),
         "written outside the layer dir: {escaped:?}"
     );
-    let mut names: Vec<_> = fs::read_dir(&s.base)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        names(&s.base),
         ["lower", "root", "victim"],
         "new entries beside the layer dir"
+    );
+    assert_eq!(
+        names(Path::new(".")),
+        s.cwd_state,
+        "new entries in the working directory"
+    );
+    assert_eq!(
+        open_fds(),
+        s.fds,
+        "apply_layer leaked, closed or replaced an fd"
     );
     assert!(
         snapshot(&s.lower) == s.lower_state,
