@@ -98,6 +98,15 @@ fn scratch() -> &'static Scratch {
             .map(PathBuf::from)
             .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
             .unwrap_or_else(std::env::temp_dir);
+        // Folders left by earlier runs whose process is gone (libFuzzer ends with exit()).
+        for entry in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("kiln-fuzz-layer-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let base = tmp.join(format!("kiln-fuzz-layer-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let victim = base.join("victim");
