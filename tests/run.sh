@@ -80,3 +80,17 @@ cargo test --workspace --no-run --message-format=json --quiet \
         (cd "$(dirname "$manifest")" \
             && "${as_nobody[@]}" env KILN_TEST_UNPRIVILEGED=1 PATH="$PATH" "$exe" --quiet)
     done
+
+# Fuzzing (SECURITY.md G4): a short run of every target on its seeds and the corpus kept in
+# fuzz/corpus; KILN_FUZZ_SECONDS per target (default 30; 0 skips). Needs the nightly
+# toolchain (cargo fuzz); without one the stage is skipped with a note, a crash fails it.
+# The long run is `fuzz/run.sh 3600` (fuzz/README.md).
+fuzz_seconds=${KILN_FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" = 0 ]; then
+    echo "==> fuzzing skipped (KILN_FUZZ_SECONDS=0)"
+elif ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "==> fuzzing SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
+else
+    echo "==> fuzzing, ${fuzz_seconds}s per target (fuzz/run.sh)"
+    fuzz/run.sh "$fuzz_seconds"
+fi

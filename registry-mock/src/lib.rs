@@ -6,7 +6,9 @@ mod config;
 mod digest;
 mod errors;
 mod faults;
-mod http;
+/// Public for the fuzz target `fuzz/` only (read_request); not an API.
+#[doc(hidden)]
+pub mod http;
 mod listing;
 mod log;
 mod manifests;

@@ -75,10 +75,23 @@ impl Image {
     /// Reads and checks the image whose manifest is `manifest_digest`.
     pub fn load(store: &Store, manifest_digest: &Digest) -> Result<Image> {
         let bytes = store.read_blob(manifest_digest, MAX_DOCUMENT)?;
-        let manifest: ImageManifest = parse_document("manifest", manifest_digest, &bytes)?;
-        check_manifest_media_type(manifest_digest, &manifest, &bytes)?;
+        Self::from_documents(manifest_digest, &bytes, |config_digest| {
+            Ok(store.read_blob(config_digest, MAX_DOCUMENT)?)
+        })
+    }
+
+    /// [`Image::load`] on the manifest's bytes, with `read_config` giving the config's
+    /// bytes for its digest. Not an API: the entry point of the fuzz target `fuzz/`.
+    #[doc(hidden)]
+    pub fn from_documents(
+        manifest_digest: &Digest,
+        bytes: &[u8],
+        read_config: impl FnOnce(&Digest) -> Result<Vec<u8>>,
+    ) -> Result<Image> {
+        let manifest: ImageManifest = parse_document("manifest", manifest_digest, bytes)?;
+        check_manifest_media_type(manifest_digest, &manifest, bytes)?;
         let config_digest = Digest::try_from(manifest.config())?;
-        let bytes = store.read_blob(&config_digest, MAX_DOCUMENT)?;
+        let bytes = read_config(&config_digest)?;
         let config: ImageConfig = parse_document("image config", &config_digest, &bytes)?;
         let image = Image {
             digest: manifest_digest.clone(),

@@ -120,7 +120,13 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        self.skip(self.remaining + self.padding)?;
+        // A size up to u64::MAX is representable (base-256, PAX): the sum must not wrap,
+        // or the next "header" would be read from inside this entry's data.
+        let rest = self
+            .remaining
+            .checked_add(self.padding)
+            .ok_or_else(|| bad("an entry claims more data than any archive can hold"))?;
+        self.skip(rest)?;
         self.remaining = 0;
         self.padding = 0;
         let mut pending = Pending::default();

@@ -33,6 +33,8 @@ mod blob_mounts;
 mod config;
 mod deadline;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 mod pull;
 mod push;

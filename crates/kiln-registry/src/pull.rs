@@ -226,7 +226,7 @@ fn read_config(store: &Store, config: &Fetched) -> Result<ImageConfig> {
 }
 
 /// The layers to unpack, bottom first, each with the diff_id the config gives it.
-fn layer_jobs(
+pub(super) fn layer_jobs(
     manifest: &ImageManifest,
     config: &ImageConfig,
 ) -> std::result::Result<Vec<LayerJob>, String> {
