@@ -43,8 +43,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 # The layering the crates promise (ARCHITECTURE.md): only the binary knows the terminal and
 # the command line. `cargo tree -i` lists who depends on a crate.
-echo "==> only the kiln binary depends on clap and indicatif"
-for front in clap indicatif; do
+echo "==> only the kiln binary depends on clap, indicatif and tracing-subscriber"
+for front in clap indicatif tracing-subscriber; do
     users=$(cargo tree --workspace -e normal -i "$front" --prefix none --depth 1 | tail -n +2 | grep -o '^kiln[a-z-]*' | sort -u)
     if [ "$users" != "kiln" ]; then
         echo "error: $front is used by: $users (only the kiln binary may)" >&2

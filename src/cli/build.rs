@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::build_progress::{step_prefix, stream_marker, BuildProgress, UnfinishedStep};
+use super::build_progress::{
+    reason_text, step_prefix, stream_marker, BuildProgress, UnfinishedStep,
+};
 use super::output::{human_duration, human_size};
 use super::{source_date_epoch, CmdResult, Failure, Globals};
 use kiln_build::{self as build, BuildError, BuildOptions, CacheRequest};
@@ -234,7 +236,7 @@ impl Progress for PlanJson {
     fn step_finished(&self, step: &StepRef, report: &StepReport) {
         let (decision, reason) = match &report.outcome {
             Outcome::Cached => ("cached", None),
-            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason)),
+            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason_text(reason))),
             Outcome::Config => ("config", None),
         };
         self.steps
@@ -262,7 +264,32 @@ impl Progress for PlanJson {
 }
 
 fn failure(e: BuildError) -> Failure {
-    let hint = e.hint();
+    // The library's hints speak of the spec; here the flags and commands are known.
+    let hint = match &e {
+        BuildError::BaseNotFound(_) => Some(
+            "kiln pull it, build or import it first (kiln import ROOTFS -t NAME), or use from: rootfs:PATH or oci:PATH; builds pull a missing base unless --no-pull"
+                .into(),
+        ),
+        BuildError::StepFailed {
+            out_of_memory: true,
+            ..
+        } => Some(
+            "raise the step's limit (resources: { memory: 2g }) or kiln build --memory".into(),
+        ),
+        BuildError::Pull { source, .. } => super::pull::registry_hint(source),
+        _ => e.hint(),
+    };
+    // A step to run from is only ever given with --no-cache-from.
+    let message = match &e {
+        BuildError::RunFrom { step, problem } => format!("--no-cache-from {step:?}: {problem}"),
+        BuildError::NoSuchStage(e) => format!(
+            "{}: --target: no stage named \"{}\" ({})",
+            e.file.display(),
+            e.name,
+            e.hint
+        ),
+        _ => e.to_string(),
+    };
     // A step is a container: 125 when it could not be started (126/127 when its command
     // cannot run), its own code when it failed; anything else kiln could not do is 1.
     let code = match &e {
@@ -278,7 +305,7 @@ fn failure(e: BuildError) -> Failure {
         _ => (Vec::new(), None),
     };
     Failure {
-        message: e.to_string(),
+        message,
         hint,
         code,
         more,

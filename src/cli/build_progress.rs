@@ -11,7 +11,6 @@
 //! step's.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::output::{human_duration, human_size};
-use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_progress::{Outcome, Progress, RunReason, StagePlan, StepRef, StepReport, Stream};
 
 /// How many of a step's last lines of each stream are kept for a failure report. Per
 /// stream, because stdout and stderr arrive through separate pipes in no fixed order: a
@@ -71,7 +70,7 @@ impl BuildProgress {
     pub fn new(quiet: bool) -> Self {
         BuildProgress {
             quiet,
-            tty: std::io::stderr().is_terminal(),
+            tty: super::debug_log::stderr_is_terminal(),
             bars: MultiProgress::new(),
             running: Mutex::new(HashMap::new()),
             cached: AtomicUsize::new(0),
@@ -279,10 +278,11 @@ impl Progress for BuildProgress {
         self.line(&format!("==> {what}"));
     }
 
-    fn step_started(&self, step: &StepRef, reason: Option<&str>) {
+    fn step_started(&self, step: &StepRef, reason: Option<&RunReason>) {
         let Some(reason) = reason else {
             return;
         };
+        let reason = reason_text(reason);
         let mut running = self.running.lock().expect("progress lock");
         let entry = Self::entry(&mut running, step);
         if self.quiet || !self.tty {
@@ -350,12 +350,13 @@ impl Progress for BuildProgress {
                 self.cached.fetch_add(1, Ordering::Relaxed);
                 format!("cached{layer}")
             }
-            Outcome::WouldRun(reason) => format!("would run ({reason})"),
+            Outcome::WouldRun(reason) => format!("would run ({})", reason_text(reason)),
             Outcome::Ran(reason) => {
                 self.ran.fetch_add(1, Ordering::Relaxed);
                 format!(
-                    "ran in {} ({reason}){layer}",
-                    human_duration(report.duration)
+                    "ran in {} ({}){layer}",
+                    human_duration(report.duration),
+                    reason_text(reason)
                 )
             }
             Outcome::Config => String::new(),
@@ -382,6 +383,17 @@ fn stage_plan_text(plan: &StagePlan) -> String {
             plan.stage,
             users.join(", ")
         ),
+    }
+}
+
+/// Why a step runs, as `kiln build` says it: the flag that asked for it, when one did.
+pub fn reason_text(reason: &RunReason) -> std::borrow::Cow<'_, str> {
+    match reason {
+        RunReason::CacheIgnored => "--no-cache".into(),
+        RunReason::CacheIgnoredFrom => "--no-cache-from".into(),
+        RunReason::NotCached => "not in the cache".into(),
+        RunReason::RecordGone => "not in the cache (removed by kiln gc --cache?)".into(),
+        RunReason::Changed(what) => what.as_str().into(),
     }
 }
 

@@ -12,8 +12,8 @@ use super::output::human_size;
 use super::{CmdResult, Failure, Globals, EXIT_USER_ERROR};
 use kiln_image::Image;
 use kiln_store::{
-    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, Problem, ProblemKind, Removal,
-    Store,
+    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, ImageReadError, Problem,
+    ProblemKind, Removal, Store,
 };
 
 #[derive(Args, Debug)]
@@ -62,9 +62,9 @@ fn existing_store(globals: &Globals) -> Result<Store, Failure> {
 
 /// What an image keeps alive, read with the image module's loader (which also checks the
 /// manifest and config against their digests).
-fn image_content(store: &Store, manifest: &Digest) -> Result<ImageContent, String> {
-    let image = Image::load(store, manifest).map_err(|e| e.to_string())?;
-    let layers = image.layers().map_err(|e| e.to_string())?;
+fn image_content(store: &Store, manifest: &Digest) -> Result<ImageContent, ImageReadError> {
+    let image = Image::load(store, manifest)?;
+    let layers = image.layers()?;
     let mut blobs = vec![image.config_digest.clone()];
     blobs.extend(layers.iter().map(|l| l.digest.clone()));
     Ok(ImageContent {

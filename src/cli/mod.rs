@@ -7,6 +7,7 @@ mod build;
 mod build_progress;
 mod containers;
 mod debug;
+mod debug_log;
 mod housekeeping;
 mod images;
 mod import;
@@ -53,6 +54,10 @@ pub struct Cli {
     /// and ps (as docker's -q)
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Print kiln's debug events on stderr (store, cache, layers, registry requests,
+    /// cgroups, processes); twice for trace events. KILN_LOG=FILTER sets the filter instead
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -219,6 +224,10 @@ pub fn main() -> i32 {
             };
         }
     };
+    if let Err(f) = debug_log::install(cli.verbose) {
+        output::print_failure(&f);
+        return f.code;
+    }
     let root = match absolute(&cli.root.unwrap_or_else(default_root)) {
         Ok(root) => root,
         Err(f) => {

@@ -2,7 +2,6 @@
 //! (`--insecure-registry`, kiln's config file, credential files) and per-blob progress.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -86,8 +85,16 @@ pub fn docker_config() -> PathBuf {
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
-        let hint = e.hint();
+        let hint = registry_hint(&e);
         Failure::user(e).hint(hint)
+    }
+}
+
+/// The library's hint, with the flag where one helps.
+pub fn registry_hint(e: &RegistryError) -> Option<String> {
+    match e.is_tls() {
+        true => Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into()),
+        false => e.hint(),
     }
 }
 
@@ -161,7 +168,7 @@ impl BlobProgress {
     pub fn new(quiet: bool, verb: &'static str) -> Self {
         let output = if quiet {
             Output::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if super::debug_log::stderr_is_terminal() {
             Output::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
         } else {
             Output::Lines

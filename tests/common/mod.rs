@@ -48,6 +48,8 @@ impl Env {
         cmd.arg("--root")
             .arg(self.root())
             .env_remove("SOURCE_DATE_EPOCH")
+            // The debug channel stays off unless a test turns it on.
+            .env_remove("KILN_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         cmd

@@ -11,7 +11,7 @@ use nix::sys::stat::FileStat;
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 use super::host_file::{self, FileOrDir, Refused};
-use super::{BuildError, BuildOptions, Partial, Progress, Result};
+use super::{BaseProblem, BuildError, BuildOptions, LayoutFileError, Partial, Progress, Result};
 use kiln_container::ensure_layer_dirs;
 use kiln_image::{self as image, rfc3339, History, Image, ImageConfig};
 use kiln_layer::source_path::fd_path;
@@ -38,6 +38,11 @@ pub(super) fn resolve(
         From::Image(name) => match store.find(name)? {
             Some(tagged) => from_image(store, &Digest::try_from(&tagged.manifest)?),
             None => {
+                tracing::debug!(
+                    name,
+                    pulls = opts.registry.is_some(),
+                    "base image not in the store"
+                );
                 let settings = opts
                     .registry
                     .as_ref()
@@ -109,6 +114,7 @@ fn file_name(path: &Path) -> String {
 
 fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
     let image = Image::load(store, manifest)?;
+    tracing::debug!(%manifest, layers = image.manifest.layers().len(), "base image loaded");
     ensure_layer_dirs(store, &image)?;
     Ok(Partial {
         layers: image.manifest.layers().clone(),
@@ -138,7 +144,7 @@ pub fn import_rootfs(
         Err(Refused::Io(e)) => {
             return Err(BuildError::BadBase {
                 path: path.into(),
-                why: e.to_string(),
+                problem: BaseProblem::Unreadable(e),
             })
         }
     };
@@ -220,14 +226,14 @@ fn tarball_key(file: &File, st: &FileStat, compression: Compression, epoch: u64)
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
 /// store, verifying every blob, and returns its manifest digest.
 fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest> {
-    let bad = |why: String| BuildError::BadBase {
+    let bad = |problem| BuildError::BadBase {
         path: dir.into(),
-        why,
+        problem,
     };
     let index_bytes = read_layout_file(&dir.join("index.json"), MAX_DOCUMENT)
-        .map_err(|e| bad(format!("index.json: {e}")))?;
-    let index: ImageIndex = serde_json::from_slice(&index_bytes)
-        .map_err(|e| bad(format!("index.json is not an OCI index: {e}")))?;
+        .map_err(|e| bad(BaseProblem::Index(e)))?;
+    let index: ImageIndex =
+        serde_json::from_slice(&index_bytes).map_err(|e| bad(BaseProblem::NotAnIndex(e)))?;
     let desc = pick_manifest(&index, tag).map_err(bad)?;
     let mut desc = desc.clone();
     for _ in 0..MAX_INDEX_DEPTH {
@@ -236,19 +242,28 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
         }
         let digest = copy_blob(store, dir, &desc)?;
         let bytes = store.read_blob(&digest, MAX_DOCUMENT)?;
-        let nested: ImageIndex =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("index {digest}: {e}")))?;
+        let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| {
+            bad(BaseProblem::BadIndex {
+                digest: digest.clone(),
+                source,
+            })
+        })?;
         desc = pick_platform(&nested).ok_or_else(|| {
-            bad(format!(
-                "no linux/{} image in index {digest}",
-                image::go_arch()
-            ))
+            bad(BaseProblem::NoPlatform {
+                arch: image::go_arch(),
+                digest: digest.clone(),
+            })
         })?;
     }
     let manifest = copy_blob(store, dir, &desc)?;
     let bytes = store.read_blob(&manifest, MAX_DOCUMENT)?;
     let parsed: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest {manifest}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|source| {
+            bad(BaseProblem::BadManifest {
+                digest: manifest.clone(),
+                source,
+            })
+        })?;
     copy_blob(store, dir, parsed.config())?;
     for layer in parsed.layers() {
         copy_blob(store, dir, layer)?;
@@ -259,7 +274,7 @@ fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Dig
 fn pick_manifest<'a>(
     index: &'a ImageIndex,
     tag: Option<&str>,
-) -> std::result::Result<&'a Descriptor, String> {
+) -> std::result::Result<&'a Descriptor, BaseProblem> {
     let name = |d: &Descriptor| {
         d.annotations()
             .as_ref()
@@ -271,13 +286,15 @@ fn pick_manifest<'a>(
         Some(t) => all
             .iter()
             .find(|d| name(d).as_deref() == Some(t))
-            .ok_or_else(|| format!("no image tagged {t:?} (tags: {})", tag_list(all, name))),
+            .ok_or_else(|| BaseProblem::NoSuchTag {
+                tag: t.into(),
+                tags: tag_list(all, name),
+            }),
         None if all.len() == 1 => Ok(&all[0]),
-        None => Err(format!(
-            "holds {} images: name one with oci:PATH:TAG (tags: {})",
-            all.len(),
-            tag_list(all, name)
-        )),
+        None => Err(BaseProblem::SeveralImages {
+            count: all.len(),
+            tags: tag_list(all, name),
+        }),
     }
 }
 
@@ -313,7 +330,7 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
     let path = dir.join("blobs/sha256").join(digest.hex());
     let file = host_file::open_regular(&path).map_err(|e| BuildError::BadBase {
         path: path.clone(),
-        why: e.to_string(),
+        problem: BaseProblem::Blob(e),
     })?;
     let mut w = store.new_blob()?;
     let copied =
@@ -321,24 +338,24 @@ fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
     if copied != desc.size() {
         return Err(BuildError::BadBase {
             path,
-            why: format!(
-                "size is {copied} bytes, the descriptor says {}",
-                desc.size()
-            ),
+            problem: BaseProblem::BlobSize {
+                copied,
+                expected: desc.size(),
+            },
         });
     }
     Ok(w.commit(Some(&digest))?.0)
 }
 
 /// A file of an OCI layout, at most `limit` bytes; only a regular file is read.
-fn read_layout_file(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, String> {
-    let file = host_file::open_regular(path).map_err(|e| e.to_string())?;
+fn read_layout_file(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, LayoutFileError> {
+    let file = host_file::open_regular(path).map_err(LayoutFileError::Refused)?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(LayoutFileError::Read)?;
     if bytes.len() as u64 > limit {
-        return Err(format!("larger than {} MiB", limit >> 20));
+        return Err(LayoutFileError::TooLarge { mib: limit >> 20 });
     }
     Ok(bytes)
 }

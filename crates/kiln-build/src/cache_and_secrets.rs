@@ -17,22 +17,26 @@ use std::io::Read;
 use std::path::Path;
 
 use super::host_file::{self, Refused};
+use super::{SecretError, StepError};
 use kiln_runtime::StepMount;
 use kiln_spec::{RunStep, SecretSource};
 use kiln_store::{Digest, Store};
 
-/// The mounts of a run step, or a message for the user.
+/// The mounts of a run step.
 pub(super) fn step_mounts(
     store: &Store,
     spec_file: &Path,
     run: &RunStep,
     environment: &HashMap<OsString, OsString>,
-) -> Result<Vec<StepMount>, String> {
+) -> Result<Vec<StepMount>, StepError> {
     let mut mounts = Vec::with_capacity(run.cache.len() + run.secrets.len());
     for target in &run.cache {
         let source = store
             .cache_mount_dir(&cache_mount_id(spec_file, target))
-            .map_err(|e| format!("cache {target}: {e}"))?;
+            .map_err(|source| StepError::CacheMount {
+                target: target.clone(),
+                source,
+            })?;
         mounts.push(StepMount::Cache {
             source,
             target: target.clone(),
@@ -44,11 +48,9 @@ pub(super) fn step_mounts(
             SecretSource::Env(var) => environment
                 .get(OsStr::new(var))
                 .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "secret {:?}: environment variable {var} is not set (export it before kiln build)",
-                        secret.id
-                    )
+                .ok_or_else(|| SecretError::EnvUnset {
+                    id: secret.id.clone(),
+                    var: var.clone(),
                 })?
                 .into_encoded_bytes(),
         };
@@ -61,25 +63,23 @@ pub(super) fn step_mounts(
 }
 
 /// The content of a secret's source file, which must be a regular file.
-fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, String> {
+fn read_secret_file(id: &str, path: &Path) -> Result<Vec<u8>, SecretError> {
     let mut content = Vec::new();
     host_file::open_regular(path)
         .and_then(|mut file| file.read_to_end(&mut content).map_err(Refused::Io))
-        .map_err(|e| secret_file_error(id, path, &e))?;
+        .map_err(|e| secret_file_error(id, path, e))?;
     Ok(content)
 }
 
 /// What is wrong with a secret's source file, in words: "does not exist" for a missing one.
-pub(super) fn secret_file_error(id: &str, path: &Path, why: &Refused) -> String {
+pub(super) fn secret_file_error(id: &str, path: &Path, why: Refused) -> SecretError {
+    let (id, path) = (id.to_owned(), path.to_owned());
     match why {
-        Refused::Kind(kind) => format!(
-            "secret {id:?}: {} is {kind}, not a regular file",
-            path.display()
-        ),
+        Refused::Kind(kind) => SecretError::NotRegular { id, path, kind },
         Refused::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("secret {id:?}: {} does not exist", path.display())
+            SecretError::Missing { id, path }
         }
-        Refused::Io(_) => format!("secret {id:?}: cannot read {}: {why}", path.display()),
+        Refused::Io(source) => SecretError::Unreadable { id, path, source },
     }
 }
 

@@ -51,11 +51,11 @@ pub enum ContextError {
     Source(#[from] LayerError),
 
     /// An ignore file that cannot be used (`line` 0: the file as a whole).
-    #[error("{}: {why}", located(path, *line))]
+    #[error("{}: {problem}", located(path, *line))]
     IgnoreFile {
         path: PathBuf,
         line: u64,
-        why: String,
+        problem: IgnoreProblem,
     },
 
     #[error("cannot read {path}: {source}")]
@@ -63,6 +63,30 @@ pub enum ContextError {
 
     #[error("cannot save the build context's hash memo {path}: {source}")]
     SaveMemo { path: PathBuf, source: io::Error },
+}
+
+/// What is wrong with an ignore file, or with one of its patterns.
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreProblem {
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the pattern is not valid UTF-8")]
+    NotUtf8,
+    /// A gitignore pattern the `ignore` crate refuses.
+    #[error("{0}")]
+    Gitignore(#[source] ::ignore::Error),
+    #[error("\"!\" needs a pattern after it")]
+    BareNegation,
+    #[error("a \\ at the end escapes nothing")]
+    TrailingEscape,
+    #[error("a character class \"[\" is not closed with \"]\"")]
+    UnclosedClass,
+    #[error("an empty character class \"[]\"")]
+    EmptyClass,
+    #[error("the range \"{0}-\" has no end")]
+    OpenRange(char),
+    #[error("the range \"{0}-{1}\" is backwards")]
+    BackwardsRange(char, char),
 }
 
 impl ContextError {

@@ -8,7 +8,7 @@
 
 use super::sources::Context;
 use super::steps::{StageOutput, StepCx, StepDirs};
-use super::{stage_copy, BuildError, Partial, Result};
+use super::{stage_copy, BuildError, Partial, Result, StepError};
 use kiln_container::passwd;
 use kiln_layer::{self as layer, CopyOptions};
 use kiln_runtime as runtime;
@@ -34,17 +34,17 @@ pub(super) fn copy_into_image(
     let source = match &copy.from {
         CopyFrom::Stage(name) => match cx.job.inputs.get(name) {
             Some(StageOutput::Built(stage)) => CopySource::Stage(stage),
-            _ => return Err(cx.error(format!("stage {name:?} has not been built"))),
+            _ => return Err(cx.error(StepError::StageNotBuilt(name.clone()))),
         },
         from => match cx.job.sources.context(from) {
             Some(context) => CopySource::Context(context),
-            None => return Err(cx.error(format!("{from:?} is not an open build context"))),
+            None => return Err(cx.error(StepError::ContextNotOpen(from.clone()))),
         },
     };
-    let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), String> {
+    let outcome = runtime::with_overlay(&overlay, |root| -> std::result::Result<(), StepError> {
         let owner = match &copy.owner {
             None => passwd::User::ROOT,
-            Some(o) => passwd::resolve(root, o).map_err(|e| e.to_string())?,
+            Some(o) => passwd::resolve(root, o)?,
         };
         let opts = CopyOptions {
             mode: copy.mode,
@@ -63,22 +63,21 @@ pub(super) fn copy_into_image(
                 &context.ignore.as_exclusions(),
             )
             .map(drop)
-            .map_err(|e| e.to_string()),
+            .map_err(StepError::from),
             CopySource::Stage(stage) => {
-                let view = StepDirs::new(cx.job.store).map_err(|e| e.to_string())?;
+                let view = StepDirs::new(cx.job.store)?;
                 let relative = stage_copy::relative_sources(&copy.sources);
                 runtime::with_overlay(&view.overlay(cx.job.store, stage), |stage_root| {
-                    let stage_dir = layer::ContextDir::open(stage_root)
-                        .map_err(|e| format!("cannot open the stage's files: {e}"))?;
+                    let stage_dir =
+                        layer::ContextDir::open(stage_root).map_err(StepError::StageFiles)?;
                     layer::copy_in(&stage_dir, &relative, root, &copy.to, &workdir, &opts)
                         .map(drop)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| e.to_string())?
+                        .map_err(StepError::from)
+                })?
             }
         }
     });
-    outcome.map_err(BuildError::from)?.map_err(|m| cx.error(m))
+    outcome.map_err(BuildError::from)?.map_err(|e| cx.error(e))
 }
 
 /// Where a `copy` step's files come from.

@@ -29,11 +29,20 @@ pub(crate) enum FileOrDir {
 
 /// Why a named path is not read.
 #[derive(Debug)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// It cannot be opened (missing, no permission, …).
     Io(io::Error),
     /// It is not a kind of node kiln reads here: `a FIFO`, `a character device`, ….
     Kind(&'static str),
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Refused::Io(e) => Some(e),
+            Refused::Kind(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Refused {

@@ -124,12 +124,12 @@ pub enum BuildError {
         title: String,
         source: RuntimeError,
     },
-    #[error("{location}: step {number} ({title}): {message}")]
+    #[error("{location}: step {number} ({title}): {source}")]
     Step {
         location: String,
         number: usize,
         title: String,
-        message: String,
+        source: Box<StepError>,
     },
     #[error("base image {0:?} is not in the store")]
     BaseNotFound(String),
@@ -138,8 +138,8 @@ pub enum BuildError {
         name: String,
         source: kiln_registry::RegistryError,
     },
-    #[error("{path}: {why}")]
-    BadBase { path: PathBuf, why: String },
+    #[error("{}: {problem}", path.display())]
+    BadBase { path: PathBuf, problem: BaseProblem },
     /// A `rootfs:` or `kiln import` path that is neither a directory nor a regular file.
     #[error("{} is {kind}, not a directory or a tar archive", path.display())]
     RootfsKind { path: PathBuf, kind: &'static str },
@@ -155,8 +155,18 @@ pub enum BuildError {
     Context(#[from] context::ContextError),
     #[error("no image name: pass -t NAME[:TAG] or set image: in the spec")]
     NoTag,
-    #[error("{0}")]
-    Usage(String),
+    /// The stage to build (`BuildOptions::target`) is not in the spec.
+    #[error(transparent)]
+    NoSuchStage(spec::NoSuchStage),
+    #[error("no build context named {0:?} in contexts:")]
+    UnknownContext(String),
+    /// The step the build was asked to run from (`CacheRequest::IgnoreFrom`) is not in the
+    /// spec. The caller knows how it was asked, and may name that instead.
+    #[error("cannot run from step {step:?}: {problem}")]
+    RunFrom {
+        step: String,
+        problem: RunFromProblem,
+    },
     /// Secrets whose file or variable is missing when the build starts, located in the spec.
     #[error(transparent)]
     Secret(SpecError),
@@ -172,6 +182,119 @@ impl From<kiln_store::digest::BadDigest> for BuildError {
     }
 }
 
+/// What stopped a step around its command: its inputs, mounts, user or confinement (the
+/// command's own failure is [`BuildError::StepFailed`], its start's [`BuildError::StepSetup`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("stage {0:?} has not been built")]
+    StageNotBuilt(String),
+    #[error("{0:?} is not an open build context")]
+    ContextNotOpen(kiln_spec::CopyFrom),
+    #[error("cannot open the stage's files: {0}")]
+    StageFiles(#[source] std::io::Error),
+    #[error("create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The store dir of a `cache:` mount.
+    #[error("cache {target}: {source}")]
+    CacheMount { target: String, source: StoreError },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The step's `user:` (or a `copy` owner) that the image does not resolve.
+    #[error(transparent)]
+    User(#[from] kiln_container::passwd::UserError),
+    /// The step's `capabilities:`/`privileged:` request.
+    #[error(transparent)]
+    Confinement(#[from] kiln_runtime::CapabilityError),
+    #[error(transparent)]
+    Context(#[from] context::ContextError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// What is wrong with a base on the host: an `oci:PATH` layout or a `rootfs:PATH`.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseProblem {
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("index.json: {0}")]
+    Index(#[source] LayoutFileError),
+    #[error("index.json is not an OCI index: {0}")]
+    NotAnIndex(#[source] serde_json::Error),
+    #[error("no image tagged {tag:?} (tags: {tags})")]
+    NoSuchTag { tag: String, tags: String },
+    #[error("holds {count} images: name one with oci:PATH:TAG (tags: {tags})")]
+    SeveralImages { count: usize, tags: String },
+    #[error("index {digest}: {source}")]
+    BadIndex {
+        digest: Digest,
+        source: serde_json::Error,
+    },
+    #[error("no linux/{arch} image in index {digest}")]
+    NoPlatform { arch: &'static str, digest: Digest },
+    #[error("manifest {digest}: {source}")]
+    BadManifest {
+        digest: Digest,
+        source: serde_json::Error,
+    },
+    /// A blob file of the layout that is missing, unreadable or not a regular file.
+    #[error("{0}")]
+    Blob(#[source] host_file::Refused),
+    #[error("size is {copied} bytes, the descriptor says {expected}")]
+    BlobSize { copied: u64, expected: u64 },
+}
+
+/// Why a document of an OCI layout (its `index.json`) is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutFileError {
+    #[error("{0}")]
+    Refused(#[source] host_file::Refused),
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("larger than {mib} MiB")]
+    TooLarge { mib: u64 },
+}
+
+/// Why a step to run from (`N` or `STAGE:N`) names no step of the spec.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFromProblem {
+    #[error("no stage named {0:?}")]
+    NoStage(String),
+    #[error("expected a step number (1 is the first step), or STAGE:N")]
+    NotAStep,
+    /// `stage` is `None` in a spec of one stage.
+    #[error("{} has {steps} steps", match stage { None => "the spec".to_string(), Some(s) => format!("stage {s:?}") })]
+    TooFew { stage: Option<String>, steps: usize },
+}
+
+/// A `secrets:` source that cannot be read. Names the secret's id and where its value was
+/// expected, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {id:?}: environment variable {var} is not set (export it before kiln build)")]
+    EnvUnset { id: String, var: String },
+    #[error("secret {id:?}: {} is {kind}, not a regular file", path.display())]
+    NotRegular {
+        id: String,
+        path: PathBuf,
+        kind: &'static str,
+    },
+    #[error("secret {id:?}: {} does not exist", path.display())]
+    Missing { id: String, path: PathBuf },
+    #[error("secret {id:?}: cannot read {}: {}", path.display(), io_reason(source))]
+    Unreadable {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 fn failure(status: &kiln_runtime::ExitStatus, out_of_memory: bool) -> String {
     match out_of_memory {
         true => "killed: out of memory".into(),
@@ -180,12 +303,12 @@ fn failure(status: &kiln_runtime::ExitStatus, out_of_memory: bool) -> String {
 }
 
 impl BuildError {
-    /// A hint for the user, printed under the error.
+    /// A hint for the user, printed under the error. It speaks of the spec, never of a
+    /// command line: a caller that knows how a value was given adds that.
     pub fn hint(&self) -> Option<String> {
         match self {
             BuildError::BaseNotFound(_) => Some(
-                "kiln pull it, build or import it first (kiln import ROOTFS -t NAME), or use from: rootfs:PATH or oci:PATH; builds pull a missing base unless --no-pull"
-                    .into(),
+                "pull, build or import it first, or use from: rootfs:PATH or oci:PATH".into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
             BuildError::Secret(_) => Some(
@@ -195,9 +318,7 @@ impl BuildError {
             BuildError::StepFailed {
                 out_of_memory: true,
                 ..
-            } => Some(
-                "raise the step's limit (resources: { memory: 2g }) or kiln build --memory".into(),
-            ),
+            } => Some("raise the step's limit (resources: { memory: 2g })".into()),
             BuildError::RootfsKind { .. } => Some(
                 "a root filesystem is a directory or a tar archive (plain, gzip or zstd); kiln never reads a FIFO, socket or device as one"
                     .into(),
@@ -327,7 +448,12 @@ fn load_spec(opts: &BuildOptions) -> Result<spec::Spec> {
     let shown = |e: SpecError| e.shown_as(&opts.spec_shown);
     let mut spec = spec::load(&opts.spec_file, &opts.args).map_err(shown)?;
     if let Some(target) = &opts.target {
-        spec.truncate_to(target).map_err(shown)?;
+        spec.truncate_to(target).map_err(|e| {
+            BuildError::NoSuchStage(spec::NoSuchStage {
+                file: opts.spec_shown.clone(),
+                ..e
+            })
+        })?;
     }
     spec_checks::references(&spec, &opts.spec_shown)?;
     Ok(spec)
@@ -340,25 +466,27 @@ fn cache_policy(spec: &spec::Spec, request: &CacheRequest) -> Result<CachePolicy
         CacheRequest::Ignore => return Ok(CachePolicy::Ignore),
         CacheRequest::IgnoreFrom(from) => from,
     };
-    let bad = |why: String| BuildError::Usage(format!("--no-cache-from {from:?}: {why}"));
+    let bad = |problem| BuildError::RunFrom {
+        step: from.clone(),
+        problem,
+    };
     let (stage, number) = match from.rsplit_once(':') {
         Some((name, n)) => {
             let stage = spec
                 .stage_index(name)
-                .ok_or_else(|| bad(format!("no stage named {name:?}")))?;
+                .ok_or_else(|| bad(RunFromProblem::NoStage(name.into())))?;
             (stage, n)
         }
         None => (spec.stages.len() - 1, from.as_str()),
     };
-    let step: usize =
-        number.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
-            bad("expected a step number (1 is the first step), or STAGE:N".into())
-        })?;
+    let step: usize = (number.parse().ok())
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| bad(RunFromProblem::NotAStep))?;
     let steps = spec.stages[stage].steps.len();
     if step > steps {
-        return Err(bad(match spec.stages.len() {
-            1 => format!("the spec has {steps} steps"),
-            _ => format!("stage {:?} has {steps} steps", spec.stages[stage].name),
+        return Err(bad(RunFromProblem::TooFew {
+            stage: (spec.stages.len() > 1).then(|| spec.stages[stage].name.clone()),
+            steps,
         }));
     }
     Ok(CachePolicy::IgnoreFrom {

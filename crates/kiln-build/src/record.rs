@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{changed_paths, SourceEntry};
 use super::key::{shells_differ, KeyInputs};
+use kiln_progress::RunReason;
 use kiln_store::{Digest, Store};
 
 const KIND: &str = "builds";
@@ -67,47 +68,59 @@ pub(super) fn explain(
     now: &KeyInputs,
     files: &[SourceEntry],
     earlier_ran: bool,
-) -> String {
+) -> RunReason {
     let Some(previous) = previous else {
-        return "not in the cache".into();
+        return RunReason::NotCached;
     };
+    changed(kind, previous, now, files, earlier_ran)
+        .map_or(RunReason::RecordGone, RunReason::Changed)
+}
+
+/// The first input that differs between the `previous` build of the step and `now`.
+fn changed(
+    kind: &str,
+    previous: &StepEntry,
+    now: &KeyInputs,
+    files: &[SourceEntry],
+    earlier_ran: bool,
+) -> Option<String> {
     let before = &previous.inputs;
     if before.version != now.version {
-        return "kiln's cache format changed".into();
+        return Some("kiln's cache format changed".into());
     }
     // Args first: definitions are compared after `${}` substitution, so an arg that changed
     // changes the definition too.
     let args = changed_args(before, now);
     if !args.is_empty() {
         let plural = if args.len() > 1 { "args" } else { "arg" };
-        return format!("{plural} {} changed", args.join(", "));
+        return Some(format!("{plural} {} changed", args.join(", ")));
     }
     if before.definition != now.definition {
-        return match kind {
+        return Some(match kind {
             "run" if shells_differ(&before.definition, &now.definition) => "shell changed".into(),
             "run" => "run: text changed".into(),
             _ => format!("{kind}: definition changed"),
-        };
+        });
     }
     if before.sources != now.sources {
         let paths = changed_paths(&previous.files, files);
-        return match paths.as_slice() {
+        return Some(match paths.as_slice() {
             [] => "copy: source changed".into(),
             [one] => format!("copy: {one} changed"),
             [a, b] => format!("copy: {a}, {b} changed"),
             [a, b, rest @ ..] => format!("copy: {a}, {b} and {} more changed", rest.len()),
-        };
+        });
     }
     if before.format != now.format {
-        return "layer format changed (compression or SOURCE_DATE_EPOCH)".into();
+        return Some("layer format changed (compression or SOURCE_DATE_EPOCH)".into());
     }
     if before.parent != now.parent {
-        return match earlier_ran {
+        return Some(match earlier_ran {
             true => "parent rebuilt".into(),
             false => "base image or an earlier env/workdir/user changed".into(),
-        };
+        });
     }
-    "not in the cache (removed by kiln gc --cache?)".into()
+    None
 }
 
 fn changed_args(before: &KeyInputs, now: &KeyInputs) -> Vec<String> {
@@ -157,21 +170,25 @@ mod tests {
         let before = entry(inputs("d", "1", None), &[]);
         assert_eq!(
             explain("run", Some(&before), &inputs("e", "1", None), &[], false),
-            "run: text changed"
+            RunReason::Changed("run: text changed".into())
         );
         assert_eq!(
             explain("run", Some(&before), &inputs("d", "2", None), &[], false),
-            "arg V changed"
+            RunReason::Changed("arg V changed".into())
         );
         assert_eq!(
             explain("run", None, &inputs("d", "2", None), &[], false),
-            "not in the cache"
+            RunReason::NotCached
         );
         let mut moved = inputs("d", "1", None);
         moved.parent = Digest::of_bytes(b"q");
         assert_eq!(
             explain("run", Some(&before), &moved, &[], true),
-            "parent rebuilt"
+            RunReason::Changed("parent rebuilt".into())
+        );
+        assert_eq!(
+            explain("run", Some(&before), &inputs("d", "1", None), &[], false),
+            RunReason::RecordGone
         );
     }
 
@@ -187,7 +204,7 @@ mod tests {
                 &now,
                 false
             ),
-            "copy: a, c changed"
+            RunReason::Changed("copy: a, c changed".into())
         );
     }
 }

@@ -11,7 +11,9 @@ use std::os::fd::OwnedFd;
 use super::steps::{StepCx, StepDirs};
 use super::{BuildError, BuildOptions, Partial, Result, Stream};
 use kiln_container::{confinement, limits_over, passwd};
-use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
+use kiln_runtime::{
+    self as runtime, CapabilityError, Confinement, ExitStatus, NetworkMode, Process, StepSandbox,
+};
 use kiln_spec::{Network, RunStep};
 use kiln_store::StoreError;
 
@@ -29,7 +31,7 @@ pub(super) fn run_in_sandbox(
     let job = cx.job;
     let overlay = dirs.overlay(job.store, image);
     let user = passwd::resolve_in_image(&overlay, image.config.config.user.as_deref())
-        .map_err(|e| cx.error(e.to_string()))?;
+        .map_err(|e| cx.error(e))?;
     // Only the args the step names reach its environment: that is what its key holds.
     // The defaults a container gets follow; they derive from the state (user, layers), which
     // the key holds too.
@@ -48,8 +50,8 @@ pub(super) fn run_in_sandbox(
         run,
         &job.opts.environment,
     )
-    .map_err(|m| cx.error(m))?;
-    let confinement = step_confinement(run, job.opts).map_err(|m| cx.error(m))?;
+    .map_err(|e| cx.error(e))?;
+    let confinement = step_confinement(run, job.opts).map_err(|e| cx.error(e))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let sandbox = StepSandbox {
@@ -105,9 +107,12 @@ pub(super) fn run_in_sandbox(
 
 /// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with
 /// `kiln build --memory` etc. where it sets no limit.
-pub(super) fn step_confinement(run: &RunStep, opts: &BuildOptions) -> Result<Confinement, String> {
+pub(super) fn step_confinement(
+    run: &RunStep,
+    opts: &BuildOptions,
+) -> Result<Confinement, CapabilityError> {
     let limits = limits_over(&run.limits, &opts.limits);
-    confinement(&run.privileges, &limits, &Default::default()).map_err(|e| e.to_string())
+    confinement(&run.privileges, &limits, &Default::default())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

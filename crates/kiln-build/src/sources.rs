@@ -16,10 +16,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::context::{
-    self, ContextDir, ContextError, HashMemo, Ignore, IgnoreSyntax, SourcesDigest,
-};
-use super::{BuildError, BuildOptions};
+use super::context::{self, ContextDir, HashMemo, Ignore, IgnoreSyntax, SourcesDigest};
+use super::{BuildError, BuildOptions, StepError};
 use kiln_spec::{CopyFrom, CopyStep, Spec, Stage, StepKind};
 use kiln_store::Store;
 
@@ -55,9 +53,10 @@ impl<'a> Sources<'a> {
         for name in used_contexts(stages) {
             let path = match &name {
                 None => &opts.context,
-                Some(name) => spec.contexts.get(name).ok_or_else(|| {
-                    BuildError::Usage(format!("no build context named {name:?} in contexts:"))
-                })?,
+                Some(name) => spec
+                    .contexts
+                    .get(name)
+                    .ok_or_else(|| BuildError::UnknownContext(name.clone()))?,
             };
             let index = sources.open_one(name.as_deref(), path)?;
             sources.names.insert(name, index);
@@ -97,13 +96,14 @@ impl<'a> Sources<'a> {
     }
 
     /// What copying `sources` out of the context `from` names would copy, and its digest.
-    pub fn digest(&self, from: &CopyFrom, sources: &[String]) -> Result<SourcesDigest, String> {
+    pub fn digest(&self, from: &CopyFrom, sources: &[String]) -> Result<SourcesDigest, StepError> {
         let cx = self
             .context(from)
-            .ok_or_else(|| format!("{from:?} is not an open build context"))?;
+            .ok_or_else(|| StepError::ContextNotOpen(from.clone()))?;
         let mut memo = cx.memo.lock().expect("memo lock");
-        context::copy_sources_digest(&cx.dir, sources, &cx.ignore, &mut memo)
-            .map_err(|e: ContextError| e.to_string())
+        Ok(context::copy_sources_digest(
+            &cx.dir, sources, &cx.ignore, &mut memo,
+        )?)
     }
 
     /// The ignore file each open context uses, with the context's name (`None`: the build

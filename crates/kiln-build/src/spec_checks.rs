@@ -56,7 +56,7 @@ pub(super) fn secrets(
         let message = match &secret.source {
             SecretSource::File(path) => match host_file::open_regular(path) {
                 Ok(_) => continue,
-                Err(why) => secret_file_error(&secret.id, path, &why),
+                Err(why) => secret_file_error(&secret.id, path, why).to_string(),
             },
             SecretSource::Env(var) if !environment.contains_key(OsStr::new(var)) => format!(
                 "secret {:?}: environment variable {var} is not set",

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::context::{self, ContextDir, HashMemo, Ignore, SourceEntry};
-use super::Partial;
+use super::{Partial, StepError};
 use kiln_runtime::{self as runtime, Overlay};
 use kiln_store::{canonical_json, Digest, Store};
 
@@ -56,17 +56,20 @@ pub(super) fn digest(
     store: &Store,
     stage: &Partial,
     sources: &[String],
-) -> Result<StageSources, String> {
+) -> Result<StageSources, StepError> {
     let relative = relative_sources(sources);
     let id = memo_id(stage, &relative);
     if let Some(known) = remembered(store, &id) {
         return Ok(known);
     }
     // The overlay needs an upper and a work dir; nothing is written to them.
-    let view = store.temp_dir("stage-view").map_err(|e| e.to_string())?;
+    let view = store.temp_dir("stage-view")?;
     for dir in ["upper", "work"] {
         let path = view.path().join(dir);
-        std::fs::create_dir(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        std::fs::create_dir(&path).map_err(|source| StepError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
     }
     let overlay = Overlay {
         layers_dir: store.layers_dir(),
@@ -75,14 +78,12 @@ pub(super) fn digest(
         work: view.path().join("work"),
     };
     let listed = runtime::with_overlay(&overlay, |root| {
-        let dir =
-            ContextDir::open(root).map_err(|e| format!("cannot open the stage's files: {e}"))?;
+        let dir = ContextDir::open(root).map_err(StepError::StageFiles)?;
         // Layers never change: a memo by inode would only fill up.
         let mut memo = HashMemo::in_memory();
         context::copy_sources_digest(&dir, &relative, &Ignore::none(), &mut memo)
-            .map_err(|e| e.to_string())
-    })
-    .map_err(|e| e.to_string())??;
+            .map_err(StepError::from)
+    })??;
     let mut files = listed.files;
     for entry in &mut files {
         entry.path.insert(0, '/');

@@ -22,10 +22,12 @@ use super::run_step::{run_in_sandbox, step_confinement};
 use super::sources::Sources;
 use super::stage_copy;
 use super::{
-    BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepRef, StepReport, DEFAULT_PATH,
+    BuildError, BuildOptions, Outcome, Partial, Progress, Result, StepError, StepRef, StepReport,
+    DEFAULT_PATH,
 };
 use kiln_image::{rfc3339, History};
 use kiln_layer::{self as layer, TarOptions};
+use kiln_progress::RunReason;
 use kiln_runtime::Overlay;
 use kiln_spec::{Command, CopyFrom, CopyStep, Spec, Stage, Step, StepKind};
 use kiln_store::{Digest, StepRecord, Store, StoreError, TempDir};
@@ -110,7 +112,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
             kiln_spec::From::Stage(name) => format!("base stage {name:?} will be rebuilt"),
             _ => "base image will be pulled".to_string(),
         };
-        plan_unknown(job, 0, &reason);
+        plan_unknown(job, 0, &RunReason::Changed(reason));
         return Ok(StageOutput::Unknown);
     };
     let stage = job.stage();
@@ -151,7 +153,11 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
                 let (settled, entry) = match settle(&cx, &mut image, previous, earlier_ran)? {
                     Some(done) => done,
                     None => {
-                        plan_unknown(job, index + 1, "parent will be rebuilt");
+                        plan_unknown(
+                            job,
+                            index + 1,
+                            &RunReason::Changed("parent will be rebuilt".into()),
+                        );
                         return Ok(StageOutput::Unknown);
                     }
                 };
@@ -186,13 +192,13 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
 }
 
 /// `--plan`: reports the steps from `from` on as runs whose parent is not known yet.
-fn plan_unknown(job: &StageJob, from: usize, reason: &str) {
+fn plan_unknown(job: &StageJob, from: usize, reason: &RunReason) {
     let stage = job.stage();
     for (index, step) in stage.steps.iter().enumerate().skip(from) {
         let title = title(&step.kind, job.opts);
         let step_ref = job.step_ref(index, &title);
         let outcome = match step.kind {
-            StepKind::Run(_) | StepKind::Copy(_) => Outcome::WouldRun(reason.into()),
+            StepKind::Run(_) | StepKind::Copy(_) => Outcome::WouldRun(reason.clone()),
             _ => Outcome::Config,
         };
         job.progress.step_started(&step_ref, None);
@@ -245,12 +251,12 @@ impl StepCx<'_> {
         )
     }
 
-    pub(super) fn error(&self, message: String) -> BuildError {
+    pub(super) fn error(&self, source: impl Into<StepError>) -> BuildError {
         BuildError::Step {
             location: self.location(),
             number: self.index + 1,
             title: self.title().into(),
-            message,
+            source: Box::new(source.into()),
         }
     }
 }
@@ -266,7 +272,9 @@ fn settle(
     let job = cx.job;
     if let Some(stage) = unknown_stage_copied(cx) {
         // `--plan`: the stage it copies from would be rebuilt first.
-        let reason = format!("copies from stage {stage:?}, which will be rebuilt");
+        let reason = RunReason::Changed(format!(
+            "copies from stage {stage:?}, which will be rebuilt"
+        ));
         job.progress.step_started(cx.step_ref, Some(&reason));
         report_would_run(cx, reason);
         return Ok(None);
@@ -281,6 +289,14 @@ fn settle(
     );
     let key = inputs.key();
     let forced = job.forces_run(cx.index);
+    tracing::debug!(
+        stage = cx.step_ref.stage,
+        step = cx.index + 1,
+        title = cx.title(),
+        %key,
+        forced,
+        "step cache key"
+    );
     let hit = match forced {
         true => None,
         false => job.store.cached_step(&key)?,
@@ -297,8 +313,8 @@ fn settle(
     }
     let reason = match forced {
         true => match job.cache {
-            CachePolicy::Ignore => "--no-cache".to_string(),
-            _ => "--no-cache-from".to_string(),
+            CachePolicy::Ignore => RunReason::CacheIgnored,
+            _ => RunReason::CacheIgnoredFrom,
         },
         false => record::explain(
             kind_name(&cx.step.kind),
@@ -313,6 +329,12 @@ fn settle(
         report_would_run(cx, reason);
         return Ok(None);
     }
+    tracing::debug!(
+        stage = cx.step_ref.stage,
+        step = cx.index + 1,
+        title = cx.title(),
+        "step runs"
+    );
     let layer = run_step(cx, image)?;
     job.store.record_step(&StepRecord {
         key: key.clone(),
@@ -334,7 +356,7 @@ fn settle(
 }
 
 /// `--plan`: the step ends as "would run", for `reason`.
-fn report_would_run(cx: &StepCx, reason: String) {
+fn report_would_run(cx: &StepCx, reason: RunReason) {
     cx.job.progress.step_finished(
         cx.step_ref,
         &StepReport {
@@ -367,7 +389,7 @@ fn copy_sources(cx: &StepCx) -> Result<(Option<Digest>, Vec<SourceEntry>)> {
                     .map_err(|e| cx.error(e))?;
                 Ok((Some(found.digest), found.files))
             }
-            _ => Err(cx.error(format!("stage {name:?} has not been built"))),
+            _ => Err(cx.error(StepError::StageNotBuilt(name.clone()))),
         },
         CopyFrom::BuildContext | CopyFrom::Context(_) => {
             let found = (cx.job.sources)
@@ -416,7 +438,7 @@ pub(super) struct StepDirs {
 }
 
 impl StepDirs {
-    pub(super) fn new(store: &Store) -> Result<Self> {
+    pub(super) fn new(store: &Store) -> Result<Self, StoreError> {
         let tmp = store.temp_dir("step")?;
         for d in ["upper", "work"] {
             let p = tmp.path().join(d);

@@ -108,10 +108,10 @@ impl Resources {
     fn check(&self) -> Result<(), CgroupError> {
         self.cpu_quota()?;
         if self.memory == Some(0) {
-            return Err(CgroupError::InvalidLimit("memory limit of 0 bytes".into()));
+            return Err(CgroupError::ZeroMemory);
         }
         if self.pids == Some(0) {
-            return Err(CgroupError::InvalidLimit("pids limit of 0".into()));
+            return Err(CgroupError::ZeroPids);
         }
         Ok(())
     }
@@ -127,10 +127,14 @@ pub enum CgroupError {
         root: PathBuf,
         what: &'static str,
     },
-    #[error("invalid --cpus value {0}: it must be a number of CPUs of at least 0.01")]
+    /// A CPU limit (from wherever it was given: a flag, a spec's `resources:`, an image's
+    /// `run:`) the kernel cannot apply.
+    #[error("invalid CPU limit {0}: it must be a number of CPUs of at least 0.01")]
     InvalidCpus(f64),
-    #[error("invalid limit: {0}")]
-    InvalidLimit(String),
+    #[error("invalid limit: memory limit of 0 bytes")]
+    ZeroMemory,
+    #[error("invalid limit: pids limit of 0")]
+    ZeroPids,
     #[error(
         "invalid container id {0:?} for a cgroup name (letters, digits, '_', '-' and '.' only)"
     )]
@@ -218,6 +222,14 @@ impl Cgroup {
                 None => continue,
             }
             cgroup.apply(resources)?;
+            tracing::debug!(
+                paths = ?cgroup.paths(),
+                mode = ?mode,
+                memory = resources.memory,
+                cpus = resources.cpus,
+                pids = resources.pids_limit(),
+                "cgroup created"
+            );
             return Ok(cgroup);
         }
         Err(CgroupError::Io {
@@ -283,6 +295,7 @@ impl Cgroup {
 
     /// Kills whatever is still in the cgroup and removes it.
     pub fn remove(mut self) -> Result<(), CgroupError> {
+        tracing::debug!(id = %self.id, "removing cgroup");
         let result = remove_dirs(&self.paths_anchor_last());
         // Unlock only once the dirs are gone, so no cleaner races with the removal.
         self.lock = None;

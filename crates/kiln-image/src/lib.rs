@@ -28,11 +28,11 @@ use kiln_store::{canonical_json, Digest, Store, StoreError, MAX_DOCUMENT};
 pub enum ImageError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{what} {digest} is not valid JSON for its type: {why}")]
+    #[error("{what} {digest} is not valid JSON for its type: {source}")]
     BadDocument {
         what: &'static str,
         digest: Digest,
-        why: String,
+        source: serde_json::Error,
     },
     #[error("manifest {digest} has media type {found:?}, expected {expected:?}")]
     MediaType {
@@ -49,7 +49,7 @@ pub enum ImageError {
     #[error(
         "the stored run settings ({RUN_DEFAULTS_ANNOTATION} in index.json) are unreadable: {0}"
     )]
-    RunDefaults(String),
+    RunDefaults(#[source] serde_json::Error),
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -182,9 +182,7 @@ pub fn run_defaults(manifest: &Descriptor) -> Result<(kiln_spec::RunDefaults, Ru
     let annotations = manifest.annotations().as_ref();
     let defaults = match annotations.and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION)) {
         None => Default::default(),
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| ImageError::RunDefaults(e.to_string()))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(ImageError::RunDefaults)?,
     };
     let origin = match annotations.and_then(|a| a.get(ORIGIN_ANNOTATION)) {
         Some(value) if value == ORIGIN_BUILD => RunDefaultsOrigin::Build,
@@ -198,10 +196,10 @@ pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::BadDocument {
+    serde_json::from_slice(bytes).map_err(|source| ImageError::BadDocument {
         what,
         digest: digest.clone(),
-        why: e.to_string(),
+        source,
     })
 }
 

@@ -68,7 +68,9 @@ pub fn apply_layer(
         applier.apply(&entry, &mut tar)?;
     }
     applier.finish()?;
-    tar.into_inner().finish()
+    let diff_id = tar.into_inner().finish()?;
+    tracing::trace!(%diff_id, dest = %dest.display(), lowers = lowers.len(), "layer tar applied");
+    Ok(diff_id)
 }
 
 struct Applier {

@@ -84,6 +84,14 @@ pub(crate) fn write_layer_with(
     };
     let size = blob.count;
     let (_, digest) = blob.finish();
+    tracing::debug!(
+        dir = %dir.display(),
+        %digest,
+        %diff_id,
+        size,
+        compression = compression.media_type(),
+        "layer written"
+    );
     Ok(LayerDigests {
         digest,
         diff_id,

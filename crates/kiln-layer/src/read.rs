@@ -196,7 +196,7 @@ impl<R: Read> TarReader<R> {
             // Pre-POSIX writers mark directories by a trailing slash only (Go reads it so).
             Ok(Kind::File) if type_byte == b'\0' && path.ends_with(b"/") => Kind::Dir,
             Ok(kind) => kind,
-            Err(why) => return Err(LayerError::entry(&path, why)),
+            Err(why) => return Err(LayerError::entry(&path, why.to_string())),
         };
         let old = header.as_old();
         let header_size =
@@ -369,7 +369,16 @@ fn verify_checksum(header: &Header) -> Result<()> {
     }
 }
 
-fn entry_kind(type_byte: u8) -> std::result::Result<Kind, String> {
+/// A tar entry type kiln does not unpack.
+#[derive(Debug, thiserror::Error)]
+enum EntryTypeError {
+    #[error("sparse files are not supported")]
+    Sparse,
+    #[error("unsupported tar entry type {0:?}")]
+    Unsupported(char),
+}
+
+fn entry_kind(type_byte: u8) -> std::result::Result<Kind, EntryTypeError> {
     Ok(match type_byte {
         b'0' | b'\0' | b'7' => Kind::File,
         b'1' => Kind::HardLink,
@@ -378,13 +387,8 @@ fn entry_kind(type_byte: u8) -> std::result::Result<Kind, String> {
         b'4' => Kind::Block,
         b'5' => Kind::Dir,
         b'6' => Kind::Fifo,
-        b'S' => return Err("sparse files are not supported".into()),
-        other => {
-            return Err(format!(
-                "unsupported tar entry type {:?}",
-                char::from(other)
-            ))
-        }
+        b'S' => return Err(EntryTypeError::Sparse),
+        other => return Err(EntryTypeError::Unsupported(char::from(other))),
     })
 }
 

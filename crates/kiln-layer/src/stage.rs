@@ -58,6 +58,7 @@ pub fn unpack_staged(
     ))?;
     let actual = apply_layer(blob, media_type, &dest, lowers, &ApplyLimits::default())?;
     check_diff_id(diff_id, actual)?;
+    tracing::debug!(%diff_id, media_type, dir = %dest.display(), "layer applied");
     Ok(StagedLayer {
         diff_id: diff_id.clone(),
         dir,

@@ -37,12 +37,31 @@ pub struct StepRef<'a> {
 pub enum Outcome {
     /// Its layer came from the build cache.
     Cached,
-    /// It ran, for this reason ("run: text changed", "parent rebuilt", …).
-    Ran(String),
+    /// It ran, for this reason.
+    Ran(RunReason),
     /// `--plan`: it would run, for this reason.
-    WouldRun(String),
+    WouldRun(RunReason),
     /// A config-only step (`env`, `workdir`, `user`): nothing to run or cache.
     Config,
+}
+
+/// Why a step runs instead of coming from the build cache. The library states the fact;
+/// how the build was asked to ignore the cache (a flag's name) is the caller's to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunReason {
+    /// The build was asked to run every step.
+    CacheIgnored,
+    /// The build was asked to run this step, or an earlier one of its stage, and every
+    /// step after it.
+    CacheIgnoredFrom,
+    /// No earlier build of the step is known.
+    NotCached,
+    /// Its inputs are those of the last build, but the cache holds no usable record of it
+    /// (removed by a gc of the build cache, say).
+    RecordGone,
+    /// What differs from the last build, or why the step cannot come from the cache
+    /// ("run: text changed", "parent rebuilt", "base image will be pulled", …).
+    Changed(String),
 }
 
 /// What a finished step produced.
@@ -96,7 +115,7 @@ pub trait Progress: Send + Sync {
     /// A phase outside the steps, e.g. "importing rootfs:./base.tar".
     fn phase(&self, _what: &str) {}
     /// A step starts. For a step that will run, `reason` says why it is not cached.
-    fn step_started(&self, _step: &StepRef, _reason: Option<&str>) {}
+    fn step_started(&self, _step: &StepRef, _reason: Option<&RunReason>) {}
     /// One line of output of a running step (without the newline). A line the step
     /// rewrote with `\r` (a progress bar) comes here once, with its last text.
     fn step_output(&self, _step: &StepRef, _stream: Stream, _line: &[u8]) {}

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use super::{RegistryError, Result};
+use super::{ChallengeError, CredentialsError, RegistryError, Result};
 use kiln_store::reference::DOCKER_HUB;
 
 /// Docker Hub's key in `config.json`, a remnant of the v1 API that every tool still uses.
@@ -86,15 +86,18 @@ pub(super) fn find_credential(
                 Err(E::NoCredentialConfigured | E::ConfigNotFound) => {}
                 Err(E::HelperFailure { helper, .. }) => {
                     // The helper's output is not shown: it may hold secrets.
-                    return Err(RegistryError::Credentials(format!(
-                        "credential helper docker-credential-{helper} failed for {key}"
-                    )));
+                    return Err(CredentialsError::Helper {
+                        helper,
+                        key: key.clone(),
+                    }
+                    .into());
                 }
                 Err(e) => {
-                    return Err(RegistryError::Credentials(format!(
-                        "{}: {e}",
-                        file.display()
-                    )))
+                    return Err(CredentialsError::Lookup {
+                        file: file.to_path_buf(),
+                        source: e,
+                    }
+                    .into())
                 }
             }
         }
@@ -118,12 +121,12 @@ pub fn save_login(path: &Path, registry: &str, user: &str, password: &str) -> Re
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let auths = config
         .as_object_mut()
-        .ok_or_else(|| bad_config(path, "not a JSON object"))?
+        .ok_or_else(|| RegistryError::from(CredentialsError::NotAnObject(path.into())))?
         .entry("auths")
         .or_insert_with(|| serde_json::json!({}));
     let auths = auths
         .as_object_mut()
-        .ok_or_else(|| bad_config(path, "`auths` is not an object"))?;
+        .ok_or_else(|| RegistryError::from(CredentialsError::AuthsNotAnObject(path.into())))?;
     auths.insert(login_key(registry), serde_json::json!({ "auth": auth }));
     write_config(path, &config)
 }
@@ -142,20 +145,36 @@ pub fn logout(path: &Path, registry: &str) -> Result<bool> {
     Ok(removed)
 }
 
-fn bad_config(path: &Path, why: &str) -> RegistryError {
-    RegistryError::Credentials(format!("{}: {why}", path.display()))
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    |source| {
+        CredentialsError::Io {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
+    }
+}
+
+fn json_error(path: &Path) -> impl FnOnce(serde_json::Error) -> RegistryError + '_ {
+    |source| {
+        CredentialsError::Json {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
+    }
 }
 
 fn read_config(path: &Path) -> Result<serde_json::Value> {
     match read_small(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad_config(path, &e.to_string())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(json_error(path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
-        Err(e) => Err(bad_config(path, &e.to_string())),
+        Err(e) => Err(io_error(path)(e)),
     }
 }
 
 fn write_config(path: &Path, config: &serde_json::Value) -> Result<()> {
-    let io_err = |e: std::io::Error| bad_config(path, &e.to_string());
+    let io_err = |e: std::io::Error| io_error(path)(e);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -163,7 +182,7 @@ fn write_config(path: &Path, config: &serde_json::Value) -> Result<()> {
         .create(dir)
         .map_err(io_err)?;
     let tmp = dir.join(format!(".config.json.kiln-{}", std::process::id()));
-    let bytes = serde_json::to_vec_pretty(config).map_err(|e| bad_config(path, &e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(config).map_err(json_error(path))?;
     let written = std::fs::File::options()
         .write(true)
         .create(true)
@@ -194,14 +213,14 @@ pub(super) enum Challenge {
 }
 
 /// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
-pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, String> {
+pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, ChallengeError> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Ok(Challenge::Basic);
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(format!("unsupported scheme {scheme:?}"));
+        return Err(ChallengeError::Scheme(scheme.into()));
     }
     let params = parse_params(rest)?;
     let get = |k: &str| {
@@ -211,14 +230,14 @@ pub(super) fn parse_challenge(header: &str) -> std::result::Result<Challenge, St
             .map(|(_, v)| v.clone())
     };
     Ok(Challenge::Bearer {
-        realm: get("realm").ok_or("no realm")?,
+        realm: get("realm").ok_or(ChallengeError::NoRealm)?,
         service: get("service"),
         scope: get("scope"),
     })
 }
 
 /// `key="quoted, value",key2=token` → pairs. Quoted values may hold commas (scopes do).
-fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
+fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, ChallengeError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -230,7 +249,7 @@ fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
         }
         let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
         if chars.next() != Some('=') {
-            return Err(format!("parameter {:?} has no value", key.trim()));
+            return Err(ChallengeError::NoValue(key.trim().into()));
         }
         let mut value = String::new();
         if chars.peek() == Some(&'"') {
@@ -240,7 +259,7 @@ fn parse_params(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
                     Some('"') => break,
                     Some('\\') => value.extend(chars.next()),
                     Some(c) => value.push(c),
-                    None => return Err("unterminated quoted value".into()),
+                    None => return Err(ChallengeError::Unterminated),
                 }
             }
         } else {

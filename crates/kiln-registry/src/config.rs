@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned};
 
-use super::{RegistryError, Result};
+use super::{InsecureHostError, RegistryError, Result};
 
 /// The largest config file kiln reads; a real one is a few lines.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -55,7 +55,7 @@ pub fn insecure_registries(path: &Path) -> Result<Vec<String>> {
     for host in config.insecure_registries {
         if let Err(why) = check_host(&host.value) {
             let at = host.referenced;
-            return Err(bad(at.line(), at.column(), why));
+            return Err(bad(at.line(), at.column(), why.to_string()));
         }
         hosts.push(host.value);
     }
@@ -83,18 +83,16 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 /// `HOST[:PORT]` as `--insecure-registry` takes it: no scheme, no path.
-fn check_host(host: &str) -> std::result::Result<(), String> {
+fn check_host(host: &str) -> std::result::Result<(), InsecureHostError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
     if host.is_empty() {
-        return Err("an insecure registry is empty".into());
+        return Err(InsecureHostError::Empty);
     }
     if host.contains("://") || host.contains('/') {
-        return Err(format!(
-            "insecure registry {host:?}: give HOST[:PORT] only, without a scheme or path"
-        ));
+        return Err(InsecureHostError::SchemeOrPath(host.into()));
     }
     if !host.chars().all(ok_char) {
-        return Err(format!("insecure registry {host:?} is not a HOST[:PORT]"));
+        return Err(InsecureHostError::NotAHost(host.into()));
     }
     Ok(())
 }

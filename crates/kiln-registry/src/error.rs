@@ -29,8 +29,11 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
-    #[error("{registry}: the authentication challenge is unusable: {why}")]
-    Challenge { registry: String, why: String },
+    #[error("{registry}: the authentication challenge is unusable: {source}")]
+    Challenge {
+        registry: String,
+        source: ChallengeError,
+    },
     #[error("manifest {reference}: {why}")]
     BadManifest { reference: String, why: String },
     #[error("manifest {reference} is larger than 4 MiB")]
@@ -57,7 +60,7 @@ pub enum RegistryError {
         source: kiln_layer::LayerError,
     },
     #[error("credentials: {0}")]
-    Credentials(String),
+    Credentials(#[from] CredentialsError),
     #[error("{}: {why}", at(path, *line, *column))]
     Config {
         path: std::path::PathBuf,
@@ -79,6 +82,77 @@ impl From<kiln_store::digest::BadDigest> for RegistryError {
         RegistryError::Image(ImageError::BadDigest(e))
     }
 }
+
+/// Why stored credentials cannot be read or written. Never holds a secret: a helper's
+/// output is not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("credential helper docker-credential-{helper} failed for {key}")]
+    Helper { helper: String, key: String },
+    #[error("{}: {source}", file.display())]
+    Lookup {
+        file: std::path::PathBuf,
+        source: docker_credential::CredentialRetrievalError,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is JSON, but not an object as docker's `config.json` is.
+    #[error("{}: not a JSON object", .0.display())]
+    NotAnObject(std::path::PathBuf),
+    #[error("{}: `auths` is not an object", .0.display())]
+    AuthsNotAnObject(std::path::PathBuf),
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// What is wrong with a `WWW-Authenticate` challenge, or the token flow it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("unsupported scheme {0:?}")]
+    Scheme(String),
+    #[error("no realm")]
+    NoRealm,
+    #[error("parameter {0:?} has no value")]
+    NoValue(String),
+    #[error("unterminated quoted value")]
+    Unterminated,
+    #[error("realm {realm:?}: {source}")]
+    BadRealm {
+        realm: String,
+        source: url::ParseError,
+    },
+    /// A realm over plain http on a host that is not allowed to be insecure.
+    #[error("refusing to send credentials to {0}")]
+    InsecureRealm(String),
+    #[error("the token service answered {0}")]
+    TokenStatus(reqwest::StatusCode),
+    #[error("token answer: {0}")]
+    TokenAnswer(#[source] serde_json::Error),
+    #[error("the token service sent no token")]
+    NoToken,
+}
+
+/// An `insecure_registries:` entry that is not `HOST[:PORT]`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InsecureHostError {
+    #[error("an insecure registry is empty")]
+    Empty,
+    #[error("insecure registry {0:?}: give HOST[:PORT] only, without a scheme or path")]
+    SchemeOrPath(String),
+    #[error("insecure registry {0:?} is not a HOST[:PORT]")]
+    NotAHost(String),
+}
+
+/// An `OS/ARCH[/VARIANT]` platform that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")]
+pub struct PlatformError(pub String);
 
 /// `FILE:LINE:COLUMN`, or just `FILE` when there is no position.
 fn at(path: &std::path::Path, line: u64, column: u64) -> String {
@@ -121,18 +195,19 @@ impl RegistryError {
 
     /// A TLS handshake that failed: the registry speaks plain http, or its certificate
     /// is not trusted. Trying again does not help.
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         matches!(self, RegistryError::Connect { why, .. } if looks_like_tls_failure(why))
     }
 
-    /// A hint for the user, when one helps.
+    /// A hint for the user, when one helps. It names kiln's config file, not a flag: a
+    /// caller with a command line may name its own (see [`RegistryError::is_tls`]).
     pub fn hint(&self) -> Option<String> {
         match self {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with: kiln login {registry}"))
             }
             e @ RegistryError::Connect { .. } if e.is_tls() => {
-                Some("a registry without TLS needs --insecure-registry HOST[:PORT]".into())
+                Some("a registry without TLS must be listed under insecure_registries: in kiln's config file".into())
             }
             _ => None,
         }

@@ -43,7 +43,9 @@ use std::future::Future;
 use std::path::PathBuf;
 
 pub use auth::{login_key, logout, save_login, Credential};
-pub use error::RegistryError;
+pub use error::{
+    ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
+};
 pub use manifest::Platform;
 pub use pull::{pull, Pulled};
 pub use push::{push, Pushed};

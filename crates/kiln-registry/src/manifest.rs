@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 
 use super::transport::{header, read_capped, Client};
-use super::{RegistryError, Result};
+use super::{PlatformError, RegistryError, Result};
 use kiln_store::oci::{
     MEDIA_TYPE_DOCKER_LIST as DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST as DOCKER_MANIFEST,
     MEDIA_TYPE_INDEX as OCI_INDEX, MEDIA_TYPE_MANIFEST as OCI_MANIFEST,
@@ -167,7 +167,7 @@ impl Platform {
     }
 
     /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
+    pub fn parse(s: &str) -> std::result::Result<Platform, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok =
             |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -182,9 +182,7 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(variant.to_string()),
             }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64"
-            )),
+            _ => Err(PlatformError(s.into())),
         }
     }
 }

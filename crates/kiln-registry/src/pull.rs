@@ -215,11 +215,11 @@ fn read_config(store: &Store, config: &Fetched) -> Result<ImageConfig> {
     if bytes.len() as u64 > MAX_DOCUMENT {
         return Err(StoreError::TooLarge(config.digest.clone(), MAX_DOCUMENT).into());
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|source| {
         RegistryError::Image(image::ImageError::BadDocument {
             what: "image config",
             digest: config.digest.clone(),
-            why: e.to_string(),
+            source,
         })
     })
 }

@@ -31,8 +31,10 @@ where
         tries += 1;
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err((_, Some(t))) if tries < MAX_ATTEMPTS => {
-                tokio::time::sleep(delay(tries, t.retry_after)).await;
+            Err((e, Some(t))) if tries < MAX_ATTEMPTS => {
+                let pause = delay(tries, t.retry_after);
+                tracing::debug!(error = %e, tries, ?pause, "transient registry failure; retrying");
+                tokio::time::sleep(pause).await;
             }
             Err((e, _)) => return Err(e),
         }

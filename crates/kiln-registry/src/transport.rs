@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::auth::{find_credential, parse_challenge, Challenge, Credential};
+use super::error::ChallengeError;
 use super::retry::{self, Transient};
 use super::{RegistryError, Result, Settings};
 use kiln_store::reference::DOCKER_HUB;
@@ -215,7 +216,17 @@ impl Client {
             }
         }
         let url = request.url().clone();
-        self.http.execute(request).await.map_err(|e| {
+        let method = request.method().clone();
+        let response = self.http.execute(request).await;
+        match &response {
+            Ok(r) => {
+                tracing::debug!(%method, url = %loggable(&url), status = r.status().as_u16(), "registry request")
+            }
+            Err(e) => {
+                tracing::debug!(%method, url = %loggable(&url), error = %connect_failure(e), "registry request failed")
+            }
+        }
+        response.map_err(|e| {
             let err = RegistryError::Connect {
                 url: url.to_string(),
                 why: connect_failure(&e),
@@ -258,9 +269,9 @@ impl Client {
     }
 
     async fn authenticate(&self, header: &str) -> Result<()> {
-        let challenge = parse_challenge(header).map_err(|why| RegistryError::Challenge {
+        let challenge = parse_challenge(header).map_err(|source| RegistryError::Challenge {
             registry: self.registry.clone(),
-            why,
+            source,
         })?;
         match challenge {
             Challenge::Basic => {
@@ -291,16 +302,21 @@ impl Client {
         service: Option<String>,
         challenge_scope: Option<String>,
     ) -> Result<String> {
-        let bad = |why: String| RegistryError::Challenge {
+        let bad = |source| RegistryError::Challenge {
             registry: self.registry.clone(),
-            why,
+            source,
         };
-        let mut url = Url::parse(realm).map_err(|e| bad(format!("realm {realm:?}: {e}")))?;
+        let mut url = Url::parse(realm).map_err(|source| {
+            bad(ChallengeError::BadRealm {
+                realm: realm.into(),
+                source,
+            })
+        })?;
         let realm_host = host_port(&url);
         if url.scheme() != "https"
             && !(url.scheme() == "http" && plain_http(&realm_host, &self.insecure))
         {
-            return Err(bad(format!("refusing to send credentials to {realm}")));
+            return Err(bad(ChallengeError::InsecureRealm(realm.into())));
         }
         let scopes: Vec<String> = if self.repository.is_empty() {
             challenge_scope.into_iter().collect()
@@ -347,6 +363,11 @@ impl Client {
             }
         };
         let response = request.send().await.map_err(|e| connect_error(&e))?;
+        tracing::debug!(
+            url = %loggable(response.url()),
+            status = response.status().as_u16(),
+            "registry token request"
+        );
         if matches!(
             response.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -355,20 +376,17 @@ impl Client {
             return Err(self.unauthorized(detail));
         }
         if !response.status().is_success() {
-            return Err(bad(format!(
-                "the token service answered {}",
-                response.status()
-            )));
+            return Err(bad(ChallengeError::TokenStatus(response.status())));
         }
         let bytes = read_capped(response, MAX_ERROR_BODY).await?;
         let answer: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("token answer: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| bad(ChallengeError::TokenAnswer(e)))?;
         ["token", "access_token"]
             .iter()
             .find_map(|k| answer.get(*k).and_then(|t| t.as_str()))
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
-            .ok_or_else(|| bad("the token service sent no token".into()))
+            .ok_or_else(|| bad(ChallengeError::NoToken))
     }
 
     /// Turns a non-success status into an error (transient for 429 and 5xx).
@@ -413,6 +431,15 @@ impl Client {
 
 /// Whether `host` (`HOST[:PORT]`) is reached over plain http: loopback addresses,
 /// `localhost`, and registries the user marked insecure.
+/// A URL for the debug log: without a user name or password, should one be in it (the
+/// registry's credentials travel in headers, which are never logged).
+pub(super) fn loggable(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
 pub(super) fn plain_http(host: &str, insecure: &[String]) -> bool {
     if insecure.iter().any(|i| i == host) {
         return true;

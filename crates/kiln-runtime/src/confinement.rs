@@ -105,7 +105,7 @@ impl Confinement {
     /// compiled) in the parent.
     pub(crate) fn plan(&self) -> Result<ConfinePlan, RuntimeError> {
         let bounding = self.capabilities.bounding;
-        let invalid = |e: super::seccomp::SeccompError| RuntimeError::Invalid(e.to_string());
+        let invalid = RuntimeError::Seccomp;
         let seccomp = match &self.seccomp {
             SeccompPolicy::Default => {
                 Some(SeccompProgram::default_profile(bounding).map_err(invalid)?)

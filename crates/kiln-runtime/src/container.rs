@@ -35,7 +35,7 @@ use super::cgroups::{self, Cgroup, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::child_main;
 use super::confinement::Confinement;
 use super::container_mounts::{MountSource, UserMount};
-use super::error::{Report, RuntimeError, REPORT_LEN};
+use super::error::{InvalidSandbox, Report, RuntimeError, REPORT_LEN};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
 use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
@@ -261,7 +261,15 @@ pub(crate) fn start<K>(
             console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
         },
     };
-    let pid = spawn(&args, clone_flags(plan))?;
+    let flags = clone_flags(plan);
+    let pid = spawn(&args, flags)?;
+    tracing::debug!(
+        id = launch.id,
+        pid = pid.as_raw(),
+        namespaces = %namespace_names(flags, plan.cgroup_namespace),
+        init = plan.init,
+        "process started"
+    );
     // Only the child may hold these now, so EOF on the error pipe means its exec succeeded
     // and EOF on a stdio pipe means the container closed it.
     drop((report_write, sync_read, status_write, kiln, keep));
@@ -324,6 +332,7 @@ impl RunningContainer {
         let status = wait_for(self.pid)?;
         self.waited = true;
         let status = self.command_status().unwrap_or(status);
+        tracing::debug!(pid = self.pid.as_raw(), %status, "process exited");
         if let Some(TtySessionHandle(tty)) = self.tty.take() {
             tty.finish();
         }
@@ -422,16 +431,15 @@ fn user_mounts(spec: &ContainerSpec) -> Result<Vec<UserMount>, RuntimeError> {
         let meta =
             fs::metadata(&source).map_err(RuntimeError::io("bind mount source", source.clone()))?;
         let source = MountSource::Bind {
-            source: CString::new(source.as_os_str().as_bytes()).map_err(|_| {
-                RuntimeError::Invalid(format!("bind mount source {source:?} contains a NUL byte"))
-            })?,
+            source: CString::new(source.as_os_str().as_bytes())
+                .map_err(|_| InvalidSandbox::NulBindSource(source.clone()))?,
             dir: meta.is_dir(),
             readonly: bind.readonly,
         };
-        mounts.push(UserMount::new(source, &bind.target).map_err(RuntimeError::Invalid)?);
+        mounts.push(UserMount::new(source, &bind.target).map_err(container_target)?);
     }
     for target in &spec.tmpfs {
-        mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(RuntimeError::Invalid)?);
+        mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(container_target)?);
     }
     mounts.sort_by_key(UserMount::depth);
     Ok(mounts)
@@ -474,9 +482,9 @@ pub(crate) fn write_etc_files(
         .zip(contents)
         .map(|((host, target), text)| {
             fs::write(host, text).map_err(RuntimeError::io("write", host.clone()))?;
-            let host = host.to_str().ok_or_else(|| {
-                RuntimeError::Invalid(format!("state dir path {} is not UTF-8", host.display()))
-            })?;
+            let host = host
+                .to_str()
+                .ok_or_else(|| InvalidSandbox::StateDirNotUtf8(host.clone()))?;
             let rel = target.trim_start_matches('/');
             Ok((c_string(host, "path")?, c_string(rel, "path")?))
         })
@@ -493,6 +501,31 @@ pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
         flags |= libc::CLONE_NEWNET;
     }
     flags
+}
+
+/// A container's `-v`/`--tmpfs` target that is not one.
+fn container_target(source: crate::MountTargetError) -> RuntimeError {
+    RuntimeError::BadMountTarget { kind: None, source }
+}
+
+/// The namespaces `flags` (and the child's own unshare of the cgroup namespace) create,
+/// for the debug log.
+fn namespace_names(flags: c_int, cgroup: bool) -> String {
+    let mut names: Vec<&str> = [
+        (libc::CLONE_NEWNS, "mnt"),
+        (libc::CLONE_NEWPID, "pid"),
+        (libc::CLONE_NEWUTS, "uts"),
+        (libc::CLONE_NEWIPC, "ipc"),
+        (libc::CLONE_NEWNET, "net"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| flags & flag != 0)
+    .map(|(_, name)| name)
+    .collect();
+    if cgroup {
+        names.push("cgroup");
+    }
+    names.join(",")
 }
 
 /// `clone` with every signal blocked, so no kiln signal handler can run in the child before

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
-use super::error::{Report, Stage, NO_DETAIL};
+use super::error::{MountTargetError, Report, Stage, NO_DETAIL};
 use super::sys::{self, Errno};
 
 /// Files and dirs hidden from containers (relative to the root): files get `/dev/null`
@@ -76,9 +76,9 @@ pub(crate) struct TargetPath {
 
 impl TargetPath {
     /// The absolute `target`, normalised lexically (`..` stops at `/`).
-    pub(crate) fn new(target: &str) -> Result<TargetPath, String> {
+    pub(crate) fn new(target: &str) -> Result<TargetPath, MountTargetError> {
         if !target.starts_with('/') {
-            return Err(format!("mount target {target:?} must be an absolute path"));
+            return Err(MountTargetError::NotAbsolute(target.into()));
         }
         let mut parts: Vec<&str> = Vec::new();
         for part in target.split('/') {
@@ -91,11 +91,9 @@ impl TargetPath {
             }
         }
         if parts.is_empty() {
-            return Err(format!("cannot mount over the root ({target:?})"));
+            return Err(MountTargetError::Root(target.into()));
         }
-        let c = |s: String| {
-            CString::new(s).map_err(|_| format!("mount target {target:?} contains a NUL byte"))
-        };
+        let c = |s: String| CString::new(s).map_err(|_| MountTargetError::Nul(target.into()));
         let prefixes = (1..=parts.len())
             .map(|n| c(parts[..n].join("/")))
             .collect::<Result<_, _>>()?;
@@ -118,7 +116,7 @@ impl TargetPath {
 
 impl UserMount {
     /// A mount at the absolute `target`, normalised lexically (`..` stops at `/`).
-    pub(crate) fn new(source: MountSource, target: &str) -> Result<UserMount, String> {
+    pub(crate) fn new(source: MountSource, target: &str) -> Result<UserMount, MountTargetError> {
         let path = TargetPath::new(target)?;
         Ok(UserMount {
             source,

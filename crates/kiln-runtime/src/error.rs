@@ -9,6 +9,101 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+impl From<InvalidSandbox> for RuntimeError {
+    fn from(e: InvalidSandbox) -> Self {
+        RuntimeError::Invalid(Box::new(e))
+    }
+}
+
+/// Why a sandbox description cannot be run; found before anything is started.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSandbox {
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("{what} {value:?} contains a NUL byte")]
+    Nul { what: String, value: String },
+    #[error("path {} contains a NUL byte", .0.display())]
+    NulPath(PathBuf),
+    #[error("a string contains a NUL byte")]
+    NulString,
+    #[error("bind mount source {0:?} contains a NUL byte")]
+    NulBindSource(PathBuf),
+    #[error("the upper dir path contains a NUL byte")]
+    NulUpperDir,
+    #[error("overlay paths must not contain NUL bytes")]
+    NulOverlayPath,
+    #[error("overlay options contain a NUL byte")]
+    NulOverlayOptions,
+    #[error("state dir path {} is not UTF-8", .0.display())]
+    StateDirNotUtf8(PathBuf),
+    #[error("user or group id {0} is not allowed")]
+    ReservedId(u32),
+    #[error("{count} supplementary groups, the kernel allows {max}")]
+    TooManyGroups { count: usize, max: i64 },
+    #[error("hostname {name:?} must be 1 to {max} bytes long")]
+    Hostname { name: String, max: usize },
+    #[error("workdir {0:?} must be an absolute path")]
+    RelativeWorkdir(String),
+    #[error("a step may have at most {max} cache mounts and secrets, not {count}")]
+    TooManyStepMounts { max: usize, count: usize },
+    /// `kind` is the mount's (`cache mount`, `secret`).
+    #[error("{kind} {target:?} has more than {max} components")]
+    DeepMountTarget {
+        kind: &'static str,
+        target: String,
+        max: usize,
+    },
+    #[error("{inner_kind} {inner:?} {} {outer_kind} {outer:?}: cache mounts and secrets must not nest", if *same { "is the same as" } else { "is inside" })]
+    NestedStepMounts {
+        inner_kind: &'static str,
+        inner: String,
+        outer_kind: &'static str,
+        outer: String,
+        /// Both have the same target (rather than one inside the other).
+        same: bool,
+    },
+    #[error("the secret for {target:?} is {len} bytes, more than the {max_kib} KiB kiln allows")]
+    SecretTooLarge {
+        target: String,
+        len: usize,
+        max_kib: usize,
+    },
+    #[error("cache mount source {} is a symbolic link", .0.display())]
+    CacheSourceSymlink(PathBuf),
+    #[error("cache mount source {} must be owned by root, not by uid {uid}", path.display())]
+    CacheSourceOwner { path: PathBuf, uid: u32 },
+    #[error("cache mount source {} is not a directory", .0.display())]
+    CacheSourceNotDir(PathBuf),
+    #[error("the overlay upper dir cannot be /")]
+    UpperIsRoot,
+    #[error("lower layer name {0:?} must be a plain dir name without ',', ':' or '\\'")]
+    LowerName(String),
+    #[error("the overlay {what} path {} must not contain ',', ':' or '\\'", path.display())]
+    OptionPath { what: String, path: PathBuf },
+    #[error("{what} {} is not a directory", path.display())]
+    NotADirectory { what: &'static str, path: PathBuf },
+    #[error("the image has {layers} layers, more than the {max} overlayfs can stack in one mount{}", if *beside_init { " beside kiln's own init layer" } else { "" })]
+    TooManyLayers {
+        layers: usize,
+        max: usize,
+        /// kiln's init layer takes one of the places.
+        beside_init: bool,
+    },
+    #[error("the OCI configuration is malformed: {0}")]
+    OciConfig(#[source] serde_json::Error),
+}
+
+/// Why a mount target is not one kiln mounts on.
+#[derive(Debug, thiserror::Error)]
+pub enum MountTargetError {
+    #[error("mount target {0:?} must be an absolute path")]
+    NotAbsolute(String),
+    #[error("cannot mount over the root ({0:?})")]
+    Root(String),
+    #[error("mount target {0:?} contains a NUL byte")]
+    Nul(String),
+}
+
 /// The stage name the parent gives to a failed `execve`.
 pub const EXEC_STAGE: &str = "exec";
 
@@ -16,7 +111,18 @@ pub const EXEC_STAGE: &str = "exec";
 pub enum RuntimeError {
     /// The sandbox description cannot be run (found before anything was started).
     #[error("invalid sandbox: {0}")]
-    Invalid(String),
+    Invalid(#[source] Box<InvalidSandbox>),
+    /// A seccomp profile (kiln's or a `--security-opt seccomp=FILE` one) that cannot be
+    /// compiled or converted.
+    #[error("invalid sandbox: {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A mount target that cannot be one; `kind` is the step mount's (`cache`, `secret`),
+    /// `None` for a container's `-v`/`--tmpfs`.
+    #[error("invalid sandbox: {}{source}", kind.map(|k| format!("{k} ")).unwrap_or_default())]
+    BadMountTarget {
+        kind: Option<&'static str>,
+        source: MountTargetError,
+    },
     #[error("layer directory {0} does not exist or is not a directory")]
     MissingLayer(PathBuf),
     #[error(

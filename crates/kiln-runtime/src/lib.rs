@@ -68,7 +68,7 @@ pub use container::{
     run_container, start_container, BindMount, ContainerExit, ContainerSpec, ExitStatus,
     RunningContainer,
 };
-pub use error::{RuntimeError, EXEC_STAGE};
+pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
 pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;

@@ -48,7 +48,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
-use super::error::RuntimeError;
+use super::error::{InvalidSandbox, RuntimeError};
 use super::sys::{self, Errno, Sys};
 
 /// The most made entries tracked per mount: enough for any target path kiln accepts (the
@@ -175,8 +175,8 @@ impl MadeLog {
         if chains.is_empty() {
             return Ok(());
         }
-        let c_upper = CString::new(upper.as_os_str().as_bytes())
-            .map_err(|_| RuntimeError::Invalid("the upper dir path contains a NUL byte".into()))?;
+        let c_upper =
+            CString::new(upper.as_os_str().as_bytes()).map_err(|_| InvalidSandbox::NulUpperDir)?;
         let dir = sys::open(&c_upper, libc::O_PATH | libc::O_DIRECTORY)
             .map_err(|e| io_error("open the upper dir", upper.to_path_buf(), e))?;
         let cleaner = Cleaner {

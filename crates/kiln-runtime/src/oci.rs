@@ -15,7 +15,7 @@ use super::cgroups::{self, CgroupMode, DevicePolicy, CPU_PERIOD_US, DEFAULT_CGRO
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::container_mounts::{MASKED_PATHS, READONLY_PATHS};
-use super::error::RuntimeError;
+use super::error::{InvalidSandbox, RuntimeError};
 use super::process::NetworkMode;
 use super::seccomp;
 
@@ -34,8 +34,7 @@ pub fn write_state_files(spec: &ContainerSpec) -> Result<(), RuntimeError> {
 /// The `config.json` for running `spec` with an OCI runtime.
 pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, RuntimeError> {
     let config = config_json(spec)?;
-    serde_json::from_value(config)
-        .map_err(|e| RuntimeError::Invalid(format!("the OCI configuration is malformed: {e}")))
+    serde_json::from_value(config).map_err(|e| InvalidSandbox::OciConfig(e).into())
 }
 
 fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
@@ -53,7 +52,7 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
         SeccompPolicy::Unconfined => {}
         SeccompPolicy::Profile(json) => {
             linux["seccomp"] = seccomp::oci_profile_of_docker(json, caps.bounding)
-                .map_err(|e| RuntimeError::Invalid(e.to_string()))?
+                .map_err(RuntimeError::Seccomp)?
         }
     }
     Ok(json!({

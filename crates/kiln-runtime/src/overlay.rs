@@ -31,7 +31,7 @@ use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 
-use super::error::{RuntimeError, Stage};
+use super::error::{InvalidSandbox, RuntimeError, Stage};
 use super::sys::{self, Sys};
 
 /// An overlay rootfs description. Lower layer dirs are given relative to `layers_dir` so the
@@ -126,9 +126,7 @@ impl Overlay {
     /// Steps sharing the parent dir may share it: each namespace mounts its own scaffold.
     pub fn mountpoint(&self) -> Result<PathBuf, RuntimeError> {
         let upper = absolute(&self.upper)?;
-        let parent = upper
-            .parent()
-            .ok_or_else(|| RuntimeError::Invalid("the overlay upper dir cannot be /".into()))?;
+        let parent = upper.parent().ok_or(InvalidSandbox::UpperIsRoot)?;
         Ok(parent.join("merged"))
     }
 
@@ -183,6 +181,15 @@ impl Overlay {
         require_dir("overlay work dir", &work)?;
         create_mountpoint(&scaffold)?;
         self.align_upper_root(&layers_dir, &upper)?;
+        tracing::debug!(
+            lowers = self.lowers.len(),
+            upper = %upper.display(),
+            mount_api = match plan.overlay {
+                OverlayMount::PerLayer(_) => "fsconfig lowerdir+",
+                OverlayMount::Options(_) => "option string",
+            },
+            "overlay prepared"
+        );
         Ok(plan)
     }
 
@@ -195,9 +202,7 @@ impl Overlay {
                     .bytes()
                     .any(|b| b == b'/' || OPTION_SPECIAL.contains(&b));
             if bad {
-                return Err(RuntimeError::Invalid(format!(
-                    "lower layer name {name:?} must be a plain dir name without ',', ':' or '\\'"
-                )));
+                return Err(InvalidSandbox::LowerName(name.clone()).into());
             }
             let path = layers_dir.join(name);
             if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
@@ -234,7 +239,7 @@ fn absolute(path: &Path) -> Result<PathBuf, RuntimeError> {
 
 fn c_path(path: &Path) -> Result<CString, RuntimeError> {
     CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| RuntimeError::Invalid(format!("path {} contains a NUL byte", path.display())))
+        .map_err(|_| InvalidSandbox::NulPath(path.to_owned()).into())
 }
 
 fn check_option_path(what: &str, path: &Path) -> Result<(), RuntimeError> {
@@ -244,10 +249,11 @@ fn check_option_path(what: &str, path: &Path) -> Result<(), RuntimeError> {
         .iter()
         .any(|b| OPTION_SPECIAL.contains(b))
     {
-        return Err(RuntimeError::Invalid(format!(
-            "the overlay {what} path {} must not contain ',', ':' or '\\'",
-            path.display()
-        )));
+        return Err(InvalidSandbox::OptionPath {
+            what: what.into(),
+            path: path.to_owned(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -255,10 +261,11 @@ fn check_option_path(what: &str, path: &Path) -> Result<(), RuntimeError> {
 fn require_dir(what: &'static str, path: &Path) -> Result<(), RuntimeError> {
     let meta = fs::symlink_metadata(path).map_err(RuntimeError::io(what, path))?;
     if !meta.is_dir() {
-        return Err(RuntimeError::Invalid(format!(
-            "{what} {} is not a directory",
-            path.display()
-        )));
+        return Err(InvalidSandbox::NotADirectory {
+            what,
+            path: path.to_owned(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -278,16 +285,12 @@ fn check_layer_count(image_layers: usize, lowers: usize) -> Result<(), RuntimeEr
         return Ok(());
     }
     let own = lowers - image_layers;
-    let beside_init = if own > 0 {
-        " beside kiln's own init layer"
-    } else {
-        ""
-    };
-    Err(RuntimeError::Invalid(format!(
-        "the image has {image_layers} layers, more than the {} overlayfs can stack in one \
-         mount{beside_init}",
-        MAX_LOWER_LAYERS - own
-    )))
+    Err(InvalidSandbox::TooManyLayers {
+        layers: image_layers,
+        max: MAX_LOWER_LAYERS - own,
+        beside_init: own > 0,
+    }
+    .into())
 }
 
 /// Picks the mount method: one `fsconfig` per layer when the kernel can and every value is
@@ -315,8 +318,7 @@ fn per_layer_settings(
     work: &Path,
 ) -> Result<Vec<(&'static CStr, CString)>, RuntimeError> {
     let value = |bytes: &[u8]| {
-        CString::new(bytes)
-            .map_err(|_| RuntimeError::Invalid("overlay paths must not contain NUL bytes".into()))
+        CString::new(bytes).map_err(|_| RuntimeError::from(InvalidSandbox::NulOverlayPath))
     };
     let mut settings = vec![(c"source", c"overlay".to_owned())];
     for lower in lowers {
@@ -372,8 +374,7 @@ pub(crate) fn overlay_options(
             max,
         });
     }
-    CString::new(opts)
-        .map_err(|_| RuntimeError::Invalid("overlay options contain a NUL byte".into()))
+    CString::new(opts).map_err(|_| InvalidSandbox::NulOverlayOptions.into())
 }
 
 fn page_size() -> usize {
@@ -496,6 +497,7 @@ pub(crate) fn in_private_mount<T: Send>(
             .spawn_scoped(scope, || -> Result<T, RuntimeError> {
                 enter_private_mount_namespace()?;
                 mount_overlay_root(&plan).map_err(|(stage, e)| setup_error(&plan, stage, e))?;
+                tracing::debug!(root = %plan.root_path.display(), read_only = plan.read_only, "overlay mounted in a private mount namespace");
                 sys::chdir(c"/").map_err(|e| RuntimeError::Setup {
                     stage: Stage::ChdirWorkdir.name(),
                     target: Some("/".into()),

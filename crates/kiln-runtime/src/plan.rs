@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use super::cgroups::{self, CgroupMode};
 use super::confinement::{ConfinePlan, Confinement};
 use super::container_mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
-use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
+use super::error::{InvalidSandbox, Report, RuntimeError, Stage, NO_DETAIL};
 use super::overlay::{self, InitLayer, MountPlan, Overlay};
 use super::process::{NetworkMode, Process};
 use super::step_mounts::StepMountPlan;
@@ -196,7 +196,7 @@ impl ChildPlan {
     ) -> Result<ChildPlan, RuntimeError> {
         let argv0 = match process.argv.first() {
             Some(a) if !a.is_empty() => a.clone(),
-            _ => return Err(RuntimeError::Invalid("the command is empty".into())),
+            _ => return Err(InvalidSandbox::EmptyCommand.into()),
         };
         check_ids(process.uid, process.gid, &process.groups)?;
         let (workdir_prefixes, cwd) = workdir_prefixes(&process.cwd)?;
@@ -330,32 +330,39 @@ impl ChildPlan {
 }
 
 pub(crate) fn c_string(s: &str, what: &str) -> Result<CString, RuntimeError> {
-    CString::new(s).map_err(|_| RuntimeError::Invalid(format!("{what} {s:?} contains a NUL byte")))
+    CString::new(s).map_err(|_| {
+        InvalidSandbox::Nul {
+            what: what.into(),
+            value: s.into(),
+        }
+        .into()
+    })
 }
 
 fn check_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<(), RuntimeError> {
     let ids = [uid, gid].into_iter().chain(groups.iter().copied());
     if ids.into_iter().any(|id| id == UNCHANGED_ID) {
-        return Err(RuntimeError::Invalid(format!(
-            "user or group id {UNCHANGED_ID} is not allowed"
-        )));
+        return Err(InvalidSandbox::ReservedId(UNCHANGED_ID).into());
     }
     // SAFETY: sysconf has no preconditions.
     let max_groups = unsafe { libc::sysconf(libc::_SC_NGROUPS_MAX) };
     if groups.len() as i64 > max_groups as i64 {
-        return Err(RuntimeError::Invalid(format!(
-            "{} supplementary groups, the kernel allows {max_groups}",
-            groups.len()
-        )));
+        return Err(InvalidSandbox::TooManyGroups {
+            count: groups.len(),
+            max: max_groups as i64,
+        }
+        .into());
     }
     Ok(())
 }
 
 fn check_hostname(name: &str) -> Result<CString, RuntimeError> {
     if name.is_empty() || name.len() > HOST_NAME_MAX {
-        return Err(RuntimeError::Invalid(format!(
-            "hostname {name:?} must be 1 to {HOST_NAME_MAX} bytes long"
-        )));
+        return Err(InvalidSandbox::Hostname {
+            name: name.into(),
+            max: HOST_NAME_MAX,
+        }
+        .into());
     }
     c_string(name, "hostname")
 }
@@ -364,9 +371,7 @@ fn check_hostname(name: &str) -> Result<CString, RuntimeError> {
 /// create, outermost first. Returns (prefixes, normalised workdir).
 fn workdir_prefixes(cwd: &str) -> Result<(Vec<String>, String), RuntimeError> {
     if !cwd.starts_with('/') {
-        return Err(RuntimeError::Invalid(format!(
-            "workdir {cwd:?} must be an absolute path"
-        )));
+        return Err(InvalidSandbox::RelativeWorkdir(cwd.into()).into());
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in cwd.split('/') {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 use super::container_mounts::{create_target, TargetPath};
-use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
+use super::error::{InvalidSandbox, Report, RuntimeError, Stage, NO_DETAIL};
 use super::mount_point_cleanup::{MadeLog, Recorder, MAX_MADE, PATH_BYTES};
 use super::overlay::Overlay;
 use super::sys::{self, Errno, Sys};
@@ -205,10 +205,11 @@ impl StepMountPlan {
             return Ok(None);
         }
         if mounts.len() > MAX_STEP_MOUNTS {
-            return Err(RuntimeError::Invalid(format!(
-                "a step may have at most {MAX_STEP_MOUNTS} cache mounts and secrets, not {}",
-                mounts.len()
-            )));
+            return Err(InvalidSandbox::TooManyStepMounts {
+                max: MAX_STEP_MOUNTS,
+                count: mounts.len(),
+            }
+            .into());
         }
         let paths = mounts
             .iter()
@@ -387,12 +388,12 @@ fn at(stage: Stage, detail: usize) -> impl Fn(Errno) -> Report {
 }
 
 fn c_string(s: String) -> Result<CString, RuntimeError> {
-    CString::new(s).map_err(|_| RuntimeError::Invalid("a string contains a NUL byte".into()))
+    CString::new(s).map_err(|_| InvalidSandbox::NulString.into())
 }
 
 fn c_path(path: &Path) -> Result<CString, RuntimeError> {
     CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| RuntimeError::Invalid(format!("path {} contains a NUL byte", path.display())))
+        .map_err(|_| InvalidSandbox::NulPath(path.to_owned()).into())
 }
 
 fn target_path(mount: &StepMount) -> Result<TargetPath, RuntimeError> {
@@ -400,14 +401,17 @@ fn target_path(mount: &StepMount) -> Result<TargetPath, RuntimeError> {
         StepMount::Cache { .. } => "cache",
         StepMount::Secret { .. } => "secret",
     };
-    let path = TargetPath::new(mount.target())
-        .map_err(|e| RuntimeError::Invalid(format!("{word} {e}")))?;
+    let path = TargetPath::new(mount.target()).map_err(|source| RuntimeError::BadMountTarget {
+        kind: Some(word),
+        source,
+    })?;
     if path.names.len() > MAX_MADE {
-        return Err(RuntimeError::Invalid(format!(
-            "{} {:?} has more than {MAX_MADE} components",
-            mount.kind(),
-            path.target
-        )));
+        return Err(InvalidSandbox::DeepMountTarget {
+            kind: mount.kind(),
+            target: path.target,
+            max: MAX_MADE,
+        }
+        .into());
     }
     Ok(path)
 }
@@ -421,17 +425,14 @@ fn check_no_nesting(mounts: &[StepMount], paths: &[TargetPath]) -> Result<(), Ru
                 && inner_path.is_within(outer_path)
                 && (i > j || inner_path.names.len() > outer_path.names.len())
             {
-                let relation = match inner_path.names.len() == outer_path.names.len() {
-                    true => "is the same as",
-                    false => "is inside",
-                };
-                return Err(RuntimeError::Invalid(format!(
-                    "{} {:?} {relation} {} {:?}: cache mounts and secrets must not nest",
-                    inner.kind(),
-                    inner_path.target,
-                    outer.kind(),
-                    outer_path.target
-                )));
+                return Err(InvalidSandbox::NestedStepMounts {
+                    inner_kind: inner.kind(),
+                    inner: inner_path.target.clone(),
+                    outer_kind: outer.kind(),
+                    outer: outer_path.target.clone(),
+                    same: inner_path.names.len() == outer_path.names.len(),
+                }
+                .into());
             }
         }
     }
@@ -443,11 +444,12 @@ fn check_secret<'c>(
     target: &str,
 ) -> Result<&'c SecretBytes, RuntimeError> {
     if content.len() > MAX_SECRET_BYTES {
-        return Err(RuntimeError::Invalid(format!(
-            "the secret for {target:?} is {} bytes, more than the {} KiB kiln allows",
-            content.len(),
-            MAX_SECRET_BYTES / 1024
-        )));
+        return Err(InvalidSandbox::SecretTooLarge {
+            target: target.into(),
+            len: content.len(),
+            max_kib: MAX_SECRET_BYTES / 1024,
+        }
+        .into());
     }
     Ok(content)
 }
@@ -468,18 +470,16 @@ fn open_cache_dir(source: &Path) -> Result<OwnedFd, RuntimeError> {
         .map_err(io("open cache mount source"))?;
     let st = sys::stat_fd(fd.as_fd()).map_err(io("stat cache mount source"))?;
     let problem = match st.st_mode & libc::S_IFMT {
-        libc::S_IFLNK => Some("is a symbolic link".to_string()),
-        libc::S_IFDIR if st.st_uid != 0 => {
-            Some(format!("must be owned by root, not by uid {}", st.st_uid))
-        }
+        libc::S_IFLNK => Some(InvalidSandbox::CacheSourceSymlink(source.clone())),
+        libc::S_IFDIR if st.st_uid != 0 => Some(InvalidSandbox::CacheSourceOwner {
+            path: source.clone(),
+            uid: st.st_uid,
+        }),
         libc::S_IFDIR => None,
-        _ => Some("is not a directory".to_string()),
+        _ => Some(InvalidSandbox::CacheSourceNotDir(source.clone())),
     };
     if let Some(problem) = problem {
-        return Err(RuntimeError::Invalid(format!(
-            "cache mount source {} {problem}",
-            source.display()
-        )));
+        return Err(problem.into());
     }
     let tree =
         sys::clone_tree(fd.as_raw_fd(), c"", false).map_err(io("clone cache mount source"))?;

@@ -74,6 +74,30 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
+/// [`crate::Spec::truncate_to`]'s error: no stage has the name the build was asked to
+/// stop at. How that was asked (a flag) is the caller's to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoSuchStage {
+    pub file: PathBuf,
+    pub name: String,
+    /// "did you mean …?", or the stages there are.
+    pub hint: String,
+}
+
+impl fmt::Display for NoSuchStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: no stage named \"{}\" to build ({})",
+            self.file.display(),
+            self.name,
+            self.hint
+        )
+    }
+}
+
+impl std::error::Error for NoSuchStage {}
+
 /// A [`SpecError`] before the file name is known; what every check in this module returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issue {

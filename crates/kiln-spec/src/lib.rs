@@ -36,7 +36,7 @@ mod tests;
 use std::io::Read;
 use std::path::Path;
 
-pub use error::{SpecError, MAX_ISSUES as MAX_PROBLEMS};
+pub use error::{NoSuchStage, SpecError, MAX_ISSUES as MAX_PROBLEMS};
 pub use model::*;
 
 use error::Issue;

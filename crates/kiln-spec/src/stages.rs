@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::error::{did_you_mean, Issue, Issues, Result, SpecError};
+use super::error::{did_you_mean, Issue, Issues, NoSuchStage, Result};
 use super::model::{From, Location, Spec, Stage, SINGLE_STAGE_NAME};
 use super::node::{Node, Value};
 use super::read::{key_text, mapping, Expander, Fields};
@@ -455,18 +455,18 @@ fn parse_from(text: &str, node: &Node, dir: &Path) -> Result<From> {
 impl Spec {
     /// `kiln build --target NAME`: drops the stages after `name`, which becomes the image.
     /// `config:`, `run:` and `image:` stay as written; they now describe that stage's image.
-    pub fn truncate_to(&mut self, name: &str) -> Result<(), SpecError> {
+    pub fn truncate_to(&mut self, name: &str) -> Result<(), NoSuchStage> {
         let Some(index) = self.stage_index(name) else {
             let names = || self.stages.iter().map(|stage| stage.name.as_str());
             let hint = did_you_mean(name, names()).unwrap_or_else(|| {
                 let list: Vec<String> = names().map(|n| format!("\"{n}\"")).collect();
                 format!("the stages are {}", list.join(", "))
             });
-            return Err(
-                Issue::nowhere(format!("--target: no stage named \"{name}\""))
-                    .hint(hint)
-                    .in_file(self.file.clone()),
-            );
+            return Err(NoSuchStage {
+                file: self.file.clone(),
+                name: name.into(),
+                hint,
+            });
         };
         self.stages.truncate(index + 1);
         Ok(())

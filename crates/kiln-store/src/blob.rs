@@ -62,6 +62,7 @@ impl BlobWriter {
         let target = self.store.blob_path(&digest);
         std::fs::rename(&self.path, &target).map_err(StoreError::io("commit blob", &target))?;
         fsutil::sync_dir(target.parent().unwrap_or(self.store.root()))?;
+        tracing::debug!(%digest, size = self.size, "blob committed");
         Ok((digest, self.size))
     }
 }

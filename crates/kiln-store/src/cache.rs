@@ -95,23 +95,32 @@ impl Store {
         let path = self.step_record_path(key);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(%key, "cache miss: no record");
+                return Ok(None);
+            }
             Err(e) => return Err(StoreError::io("read", &path)(e)),
         };
         // A record that does not parse (a crash cannot make one, a user can) is a miss:
         // the step runs and the record is rewritten.
         let Ok(record) = serde_json::from_slice::<StepRecord>(&bytes) else {
+            tracing::debug!(%key, path = %path.display(), "cache miss: record does not parse");
             return Ok(None);
         };
         if record.key != *key {
+            tracing::debug!(%key, path = %path.display(), "cache miss: record is for another key");
             return Ok(None);
         }
         if record.layer.is_some() {
             match record.content() {
                 Some((blob, diff_id)) if self.has_blob(&blob) && self.has_layer(&diff_id) => {}
-                _ => return Ok(None),
+                _ => {
+                    tracing::debug!(%key, "cache miss: the record's layer is gone");
+                    return Ok(None);
+                }
             }
         }
+        tracing::debug!(%key, layer = ?record.content().map(|(blob, _)| blob.to_string()), "cache hit");
         touch(&path);
         Ok(Some(record))
     }
@@ -121,7 +130,9 @@ impl Store {
         let dir = self.step_records_dir();
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let bytes = serde_json::to_vec(record).expect("a step record serialises");
-        write_atomic(self, &self.step_record_path(&record.key), &bytes)
+        write_atomic(self, &self.step_record_path(&record.key), &bytes)?;
+        tracing::debug!(key = %record.key, "cache record written");
+        Ok(())
     }
 
     /// Every readable step record (for gc and fsck); unreadable ones are skipped.

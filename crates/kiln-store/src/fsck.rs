@@ -317,7 +317,7 @@ mod tests {
     use super::*;
     use crate::{ImageContent, Reference};
 
-    fn reader(_: &Store, _: &Digest) -> std::result::Result<ImageContent, String> {
+    fn reader(_: &Store, _: &Digest) -> std::result::Result<ImageContent, crate::ImageReadError> {
         Ok(ImageContent::default())
     }
 

@@ -39,9 +39,12 @@ pub struct ImageContent {
 }
 
 /// Reads what an image manifest references; `Err` says why it cannot be read. Implemented
-/// above the store with the image module's loader.
+/// above the store with the image module's loader, whose error type the store cannot name.
 pub type ImageReader<'a> =
-    dyn Fn(&Store, &Digest) -> std::result::Result<ImageContent, String> + 'a;
+    dyn Fn(&Store, &Digest) -> std::result::Result<ImageContent, ImageReadError> + 'a;
+
+/// Why an [`ImageReader`] could not read an image: the reader's own error.
+pub type ImageReadError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -49,8 +52,13 @@ pub enum GcError {
     Store(#[from] StoreError),
     #[error("there is no kiln store at {0}")]
     NoStore(PathBuf),
-    #[error("{root} cannot be read, so gc cannot tell what it needs (nothing was removed): {why}")]
-    UnreadableRoot { root: String, why: String },
+    #[error(
+        "{root} cannot be read, so gc cannot tell what it needs (nothing was removed): {source}"
+    )]
+    UnreadableRoot {
+        root: String,
+        source: ImageReadError,
+    },
 }
 
 /// What `kiln gc` is asked to do.
@@ -236,11 +244,11 @@ fn reachable(
     let mut roots = index_roots(store)?;
     roots.extend(container_roots(store)?);
     for root in roots {
-        let unreadable = |why: String| GcError::UnreadableRoot {
+        let unreadable = |source: ImageReadError| GcError::UnreadableRoot {
             root: root.label.clone(),
-            why,
+            source,
         };
-        let manifest = root.manifest.map_err(|e| unreadable(e.to_string()))?;
+        let manifest = root.manifest.map_err(|e| unreadable(Box::new(e)))?;
         if keep.blobs.contains(&manifest) {
             continue;
         }
@@ -442,7 +450,7 @@ mod tests {
                 self.images
                     .get(d)
                     .cloned()
-                    .ok_or_else(|| "unknown manifest".to_owned())
+                    .ok_or_else(|| "unknown manifest".into())
             };
             self.store.gc(&reader, options, &mut || {})
         }

@@ -106,7 +106,9 @@ impl Store {
         self.edit_index(|entries| {
             entries.retain(|d| ref_name(d) != Some(&name));
             entries.push(desc);
-        })
+        })?;
+        tracing::debug!(tag = %name, manifest = %manifest.digest(), "tag set");
+        Ok(())
     }
 
     /// Removes a tag. Returns false when it did not exist. Takes the lock.

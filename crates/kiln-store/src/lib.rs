@@ -31,7 +31,7 @@ pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsck::{FsckReport, Problem, ProblemKind};
 pub use fsutil::{canonical_json, read_document, remove_live_temp_dirs, TempDir};
-pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReader, Removal};
+pub use gc::{GcError, GcOptions, GcReport, ImageContent, ImageReadError, ImageReader, Removal};
 pub use gc_lock::ContentGuard;
 pub use index::Tagged;
 pub use oci::REF_NAME;
@@ -102,6 +102,7 @@ impl Store {
             .map_err(StoreError::io("chmod", root))?;
         store.init_layout_files()?;
         fsutil::remove_stale_staging(&store.tmp_dir());
+        tracing::debug!(root = %root.display(), "store opened");
         Ok(store)
     }
 
@@ -171,7 +172,9 @@ impl Store {
     pub fn commit_layer(&self, staged: &Path, diff_id: &Digest) -> Result<()> {
         fsutil::sync_tree_root(staged)?;
         self.publish_layer(staged, diff_id)?;
-        fsutil::sync_dir(&self.layers_dir())
+        fsutil::sync_dir(&self.layers_dir())?;
+        tracing::debug!(%diff_id, "layer dir committed");
+        Ok(())
     }
 
     /// Starts writing a blob; see [`BlobWriter::commit`].

@@ -18,6 +18,8 @@
 //! matched here over characters with a table walk, never by backtracking, so no pattern
 //! can make matching slow.
 
+use super::IgnoreProblem;
+
 /// One parsed line of a `.dockerignore`.
 #[derive(Debug, Clone)]
 pub(super) struct Pattern {
@@ -51,7 +53,7 @@ enum Token {
 }
 
 /// Parses the text of an ignore file; an error carries the 1-based line and why.
-pub(super) fn parse(text: &str) -> Result<Vec<Pattern>, (u64, String)> {
+pub(super) fn parse(text: &str) -> Result<Vec<Pattern>, (u64, IgnoreProblem)> {
     let mut patterns = Vec::new();
     for (index, raw) in text.split('\n').enumerate() {
         let line = index as u64 + 1;
@@ -67,7 +69,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<Pattern>, (u64, String)> {
             None => (false, trimmed),
         };
         if body.is_empty() {
-            return Err((line, "\"!\" needs a pattern after it".into()));
+            return Err((line, IgnoreProblem::BareNegation));
         }
         let glob = compile(&clean(body)).map_err(|why| (line, why))?;
         let literal = glob
@@ -106,7 +108,7 @@ fn clean(pattern: &str) -> String {
     parts.join("/")
 }
 
-fn compile(pattern: &str) -> Result<Vec<Token>, String> {
+fn compile(pattern: &str) -> Result<Vec<Token>, IgnoreProblem> {
     let mut tokens = Vec::new();
     let mut chars = pattern.chars().peekable();
     // moby matches a pattern that starts with `**` and has nothing special after it as a
@@ -129,7 +131,7 @@ fn compile(pattern: &str) -> Result<Vec<Token>, String> {
             '*' => Token::Star,
             '?' => Token::One,
             '[' => class(&mut chars)?,
-            '\\' => Token::Char(chars.next().ok_or("a \\ at the end escapes nothing")?),
+            '\\' => Token::Char(chars.next().ok_or(IgnoreProblem::TrailingEscape)?),
             c => Token::Char(c),
         };
         let plain = matches!(token, Token::Char(_)) && c != '\\';
@@ -145,14 +147,14 @@ fn compile(pattern: &str) -> Result<Vec<Token>, String> {
 }
 
 /// The rest of a `[...]` class, after its `[`.
-fn class(chars: &mut std::iter::Peekable<std::str::Chars>) -> Result<Token, String> {
-    let unclosed = || "a character class \"[\" is not closed with \"]\"".to_string();
+fn class(chars: &mut std::iter::Peekable<std::str::Chars>) -> Result<Token, IgnoreProblem> {
+    let unclosed = || IgnoreProblem::UnclosedClass;
     let negated = chars.next_if_eq(&'^').is_some();
     let mut ranges = Vec::new();
     loop {
         let lo = match chars.next().ok_or_else(unclosed)? {
             ']' if !ranges.is_empty() => break,
-            ']' => return Err("an empty character class \"[]\"".into()),
+            ']' => return Err(IgnoreProblem::EmptyClass),
             '\\' => chars.next().ok_or_else(unclosed)?,
             c => c,
         };
@@ -160,12 +162,12 @@ fn class(chars: &mut std::iter::Peekable<std::str::Chars>) -> Result<Token, Stri
             None => lo,
             Some(_) => match chars.next().ok_or_else(unclosed)? {
                 '\\' => chars.next().ok_or_else(unclosed)?,
-                ']' => return Err(format!("the range \"{lo}-\" has no end")),
+                ']' => return Err(IgnoreProblem::OpenRange(lo)),
                 c => c,
             },
         };
         if hi < lo {
-            return Err(format!("the range \"{lo}-{hi}\" is backwards"));
+            return Err(IgnoreProblem::BackwardsRange(lo, hi));
         }
         ranges.push((lo, hi));
     }

@@ -16,7 +16,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::Match;
 
 use super::dockerignore::{self, Pattern};
-use super::{ContextDir, ContextError};
+use super::{ContextDir, ContextError, IgnoreProblem};
 use kiln_layer::{Exclusion, LayerError};
 
 /// How an ignore file's lines are read.
@@ -85,10 +85,10 @@ impl Ignore {
         path: &Path,
         text: &[u8],
     ) -> Result<Ignore, ContextError> {
-        let bad = |line: u64, why: String| ContextError::IgnoreFile {
+        let bad = |line: u64, problem| ContextError::IgnoreFile {
             path: path.to_owned(),
             line,
-            why,
+            problem,
         };
         let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
         let text = std::str::from_utf8(text).map_err(|e| {
@@ -96,7 +96,7 @@ impl Ignore {
                 .iter()
                 .filter(|b| **b == b'\n')
                 .count();
-            bad(line as u64 + 1, "the pattern is not valid UTF-8".into())
+            bad(line as u64 + 1, IgnoreProblem::NotUtf8)
         })?;
         let rules = match syntax {
             IgnoreSyntax::Gitignore => Rules::Git(gitignore(text).map_err(|(n, why)| bad(n, why))?),
@@ -202,14 +202,14 @@ fn read_ignore_file(context: &ContextDir, name: &str) -> Result<Option<Vec<u8>>,
         return Err(ContextError::IgnoreFile {
             path: shown,
             line: 0,
-            why: format!("larger than {MAX_IGNORE_FILE} bytes"),
+            problem: IgnoreProblem::TooLarge(MAX_IGNORE_FILE),
         });
     }
     Ok(Some(text))
 }
 
 /// gitignore rules; an error carries the 1-based line and why.
-fn gitignore(text: &str) -> Result<Gitignore, (u64, String)> {
+fn gitignore(text: &str) -> Result<Gitignore, (u64, IgnoreProblem)> {
     let mut builder = GitignoreBuilder::new(".");
     for (index, line) in text.split('\n').enumerate() {
         let number = index as u64 + 1;
@@ -218,7 +218,9 @@ fn gitignore(text: &str) -> Result<Gitignore, (u64, String)> {
         // that slot carries the line number for error messages instead.
         builder
             .add_line(Some(PathBuf::from(number.to_string())), line)
-            .map_err(|e| (number, e.to_string()))?;
+            .map_err(|e| (number, IgnoreProblem::Gitignore(e)))?;
     }
-    builder.build().map_err(|e| (0, e.to_string()))
+    builder
+        .build()
+        .map_err(|e| (0, IgnoreProblem::Gitignore(e)))
 }
