@@ -115,14 +115,17 @@ impl Store {
             self.abandoned_containers()?
                 .into_iter()
                 .map(|(dir, state)| {
-                    problem(
-                        ProblemKind::AbandonedContainer,
-                        &dir.path,
-                        format!(
-                    "container {} ({}) was started with --rm by a kiln process that is gone",
-                    state.name, state.image
-                ),
-                    )
+                    let message = match state {
+                        Some(state) => format!(
+                            "container {} ({}) was started with --rm by a kiln process that is gone",
+                            state.name, state.image
+                        ),
+                        None => format!(
+                            "container {} was being created by a kiln process that is gone",
+                            dir.id
+                        ),
+                    };
+                    problem(ProblemKind::AbandonedContainer, &dir.path, message)
                 }),
         );
         problems.extend(stale_staging(self)?.into_iter().map(|entry| {
