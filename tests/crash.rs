@@ -307,18 +307,25 @@ fn tags(store: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Makes trial `i`'s store (and whatever else it needs) at the given path.
+type Prepare<'a> = Box<dyn Fn(&Path, usize) + 'a>;
+/// A kiln command on a trial's store after the kill; returns its stdout.
+type Rerun<'a> = Box<dyn Fn(&Path, usize) -> Result<String, String> + 'a>;
+/// A check of a trial's store after the rerun, given the rerun's stdout.
+type After<'a> = Box<dyn Fn(&Path, usize, &str) -> Result<(), String> + 'a>;
+
 /// One operation under test.
 struct Op<'a> {
     name: &'static str,
     /// Makes trial `i`'s store (and whatever else it needs) at the given path.
-    prepare: Box<dyn Fn(&Path, usize) + 'a>,
+    prepare: Prepare<'a>,
     /// The kiln arguments of trial `i`.
     args: Box<dyn Fn(usize) -> Vec<String> + 'a>,
     /// The next kiln command after the kill: by default the same operation again, which
     /// must succeed. Returns its stdout.
-    rerun: Option<Box<dyn Fn(&Path, usize) -> Result<String, String> + 'a>>,
+    rerun: Option<Rerun<'a>>,
     /// Checks after the rerun, beyond the store's invariants.
-    after: Option<Box<dyn Fn(&Path, usize, &str) -> Result<(), String> + 'a>>,
+    after: Option<After<'a>>,
 }
 
 #[derive(Default)]

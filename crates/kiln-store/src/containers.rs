@@ -317,7 +317,7 @@ mod tests {
                 d.id
             })
             .collect();
-        assert_eq!(abandoned, [dead.id.clone()]);
+        assert_eq!(abandoned, std::slice::from_ref(&dead.id));
         store.remove_abandoned_containers().unwrap();
         assert!(live.path.is_dir() && !dead.path.exists());
         // Removal goes through `tmp/` and leaves nothing there.
