@@ -531,6 +531,13 @@ fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
         kinds.contains("stale-cgroup") || !cgroup.exists(),
         "{output}"
     );
+    // The human report names the container and counts it among what gc would remove.
+    let dry = env.kiln_ok(&["gc", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would remove abandoned container {id}")),
+        "{dry}"
+    );
+    assert!(dry.contains(", 1 abandoned container, "), "{dry}");
     let (_, report) = gc(&env, &[]);
     let removed: Vec<&str> = report["containers"]
         .as_array()

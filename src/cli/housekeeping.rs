@@ -162,6 +162,10 @@ fn remedy(kind: ProblemKind) -> &'static str {
         ProblemKind::StaleStaging | ProblemKind::AbandonedContainer | ProblemKind::StaleCgroup => {
             "`kiln gc` removes leftovers of interrupted kiln processes"
         }
+        ProblemKind::UnfinishedStore => {
+            "a kiln was killed while it created the store: the next kiln command that uses \
+             it (`kiln images`, say) finishes it"
+        }
         ProblemKind::UnknownFile => {
             "kiln did not write these and leaves them alone: remove them by hand once no \
              other tool is writing to the store"

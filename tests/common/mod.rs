@@ -4,6 +4,8 @@
 //! prints `skipped (needs root: …): NAME` to stderr and returns (and fails without it).
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

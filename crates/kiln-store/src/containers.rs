@@ -80,18 +80,26 @@ impl Store {
         self.root().join("containers")
     }
 
-    /// Creates a container dir with a fresh random ID and its upper and work dirs.
+    /// Creates a container dir with a fresh random ID and its upper and work dirs. It is
+    /// made in `tmp/` with a `creator` file (this process's ID) and renamed into place, so a
+    /// kiln killed before it wrote `state.json` leaves a dir that
+    /// [`abandoned_containers`](Store::abandoned_containers) finds.
     pub fn create_container(&self) -> Result<ContainerDir> {
         let parent = self.containers_dir();
         fs::create_dir_all(&parent).map_err(StoreError::io("create", &parent))?;
         let id = random_id()?;
-        let path = parent.join(&id);
-        fs::create_dir(&path).map_err(StoreError::io("create", &path))?;
-        let dir = ContainerDir { id, path };
-        for sub in [dir.upper(), dir.work()] {
+        let staging = fsutil::staging_path(&self.tmp_dir(), "container");
+        fs::create_dir(&staging).map_err(StoreError::io("create", &staging))?;
+        for sub in ["upper", "work"] {
+            let sub = staging.join(sub);
             fs::create_dir(&sub).map_err(StoreError::io("create", &sub))?;
         }
-        Ok(dir)
+        let creator = staging.join(CREATOR);
+        fs::write(&creator, std::process::id().to_string())
+            .map_err(StoreError::io("write", &creator))?;
+        let path = parent.join(&id);
+        fs::rename(&staging, &path).map_err(StoreError::io("rename", &path))?;
+        Ok(ContainerDir { id, path })
     }
 
     /// Every container with a readable state, oldest first.
@@ -135,15 +143,32 @@ impl Store {
         }
     }
 
-    /// `--rm` containers whose kiln process died before it could remove them (`kill -9`).
-    pub fn abandoned_containers(&self) -> Result<Vec<(ContainerDir, ContainerState)>> {
-        Ok(self
+    /// `--rm` containers whose kiln process died before it could remove them (`kill -9`),
+    /// and container dirs without a `state.json` whose creator is gone (a kiln killed while
+    /// it set the container up; their state is `None`).
+    pub fn abandoned_containers(&self) -> Result<Vec<(ContainerDir, Option<ContainerState>)>> {
+        let mut out: Vec<(ContainerDir, Option<ContainerState>)> = self
             .containers()?
             .into_iter()
             .filter(|(_, state)| {
                 state.auto_remove && state.exit_code.is_none() && !state.is_running()
             })
-            .collect())
+            .map(|(dir, state)| (dir, Some(state)))
+            .collect();
+        let entries = fs::read_dir(self.containers_dir()).into_iter().flatten();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.join("state.json").exists() {
+                continue;
+            }
+            let creator = fs::read_to_string(path.join(CREATOR)).ok();
+            let pid = creator.and_then(|c| c.trim().parse::<i32>().ok());
+            if pid.is_some_and(|pid| !process_alive(pid)) {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                out.push((ContainerDir { id, path }, None));
+            }
+        }
+        Ok(out)
     }
 
     /// Removes the [abandoned containers](Store::abandoned_containers), so they never
@@ -155,11 +180,25 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a container's directory and everything in it.
+    /// Removes a container's directory and everything in it: first renamed into `tmp/`, so
+    /// a kiln killed while it removes leaves staging (which the next kiln command removes),
+    /// never a container dir without its state.
     pub fn remove_container(&self, dir: &ContainerDir) -> Result<()> {
-        fsutil::remove_tree(&dir.path)
+        let staging = fsutil::staging_path(&self.tmp_dir(), "removing");
+        match fs::rename(&dir.path, &staging) {
+            Ok(()) => fsutil::remove_tree(&staging),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io {
+                what: "remove",
+                path: dir.path.clone(),
+                source: e,
+            }),
+        }
     }
 }
+
+/// The file in a container dir naming the kiln process that created it.
+const CREATOR: &str = "creator";
 
 fn read_state(dir: &Path) -> Option<ContainerState> {
     let mut bytes = Vec::new();
@@ -258,5 +297,32 @@ mod tests {
             .collect();
         assert!(!ids.contains(&abandoned));
         assert!(ids.contains(&kept) && ids.contains(&running));
+    }
+
+    #[test]
+    fn a_dir_without_state_is_abandoned_only_when_its_creator_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        // Being set up by this (live) process: kept.
+        let live = store.create_container().unwrap();
+        // Set up by a kiln that was killed before it wrote `state.json`.
+        let dead = store.create_container().unwrap();
+        fs::write(dead.path.join(CREATOR), (i32::MAX - 1).to_string()).unwrap();
+        let abandoned: Vec<String> = store
+            .abandoned_containers()
+            .unwrap()
+            .into_iter()
+            .map(|(d, state)| {
+                assert!(state.is_none());
+                d.id
+            })
+            .collect();
+        assert_eq!(abandoned, std::slice::from_ref(&dead.id));
+        store.remove_abandoned_containers().unwrap();
+        assert!(live.path.is_dir() && !dead.path.exists());
+        // Removal goes through `tmp/` and leaves nothing there.
+        store.remove_container(&live).unwrap();
+        assert!(!live.path.exists());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
 }

@@ -50,6 +50,10 @@ pub enum ProblemKind {
     StaleCgroup,
     /// A file in `blobs/sha256/` or `layers/` whose name is not a digest.
     UnknownFile,
+    /// `oci-layout` or `index.json` is missing in a store that holds no blob, layer dir or
+    /// container: a kiln was killed while it created the store, and the next kiln command
+    /// that opens it for writing (any but fsck and gc) writes them.
+    UnfinishedStore,
 }
 
 /// One problem: what kind, where, and a sentence for humans.
@@ -94,9 +98,19 @@ impl Store {
         let _guard = self.content_guard()?;
         let mut report = FsckReport::default();
         let mut problems: Vec<Problem> = check_layout_file(self).into_iter().collect();
+        if unfinished(self) {
+            problems = vec![problem(
+                ProblemKind::UnfinishedStore,
+                self.root(),
+                "the store's creation was interrupted (its oci-layout or index.json is \
+                 missing and it holds nothing yet)"
+                    .into(),
+            )];
+        }
 
         let mut roots = match index_roots(self) {
             Ok(roots) => roots,
+            Err(_) if unfinished(self) => Vec::new(),
             Err(e) => {
                 problems.push(problem(
                     ProblemKind::BadLayout,
@@ -115,14 +129,17 @@ impl Store {
             self.abandoned_containers()?
                 .into_iter()
                 .map(|(dir, state)| {
-                    problem(
-                        ProblemKind::AbandonedContainer,
-                        &dir.path,
-                        format!(
-                    "container {} ({}) was started with --rm by a kiln process that is gone",
-                    state.name, state.image
-                ),
-                    )
+                    let message = match state {
+                        Some(state) => format!(
+                            "container {} ({}) was started with --rm by a kiln process that is gone",
+                            state.name, state.image
+                        ),
+                        None => format!(
+                            "container {} was being created by a kiln process that is gone",
+                            dir.id
+                        ),
+                    };
+                    problem(ProblemKind::AbandonedContainer, &dir.path, message)
                 }),
         );
         problems.extend(stale_staging(self)?.into_iter().map(|entry| {
@@ -157,6 +174,20 @@ fn check_layout_file(store: &Store) -> Option<Problem> {
         &path,
         format!("{} is not a valid OCI layout file: {why}", path.display()),
     ))
+}
+
+/// A store whose creation was interrupted: a layout file missing, and nothing in it.
+fn unfinished(store: &Store) -> bool {
+    let missing = !store.root().join("oci-layout").exists() || !store.index_path().exists();
+    let empty = |dir: PathBuf| {
+        std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    };
+    missing
+        && empty(store.blobs_dir())
+        && empty(store.layers_dir())
+        && empty(store.containers_dir())
 }
 
 /// Loads each distinct image once and checks that its blobs and layer dirs exist. Returns
@@ -333,6 +364,25 @@ mod tests {
         let report = store.fsck(&reader).unwrap();
         assert!(report.is_clean(), "{:?}", report.problems);
         assert_eq!(report.blobs, 1);
+    }
+
+    #[test]
+    fn an_interrupted_creation_is_an_unfinished_store_until_it_holds_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        // A kiln killed between creating the dirs and writing the layout files.
+        fs::remove_file(store.index_path()).unwrap();
+        fs::remove_file(store.root().join("oci-layout")).unwrap();
+        let report = store.fsck(&reader).unwrap();
+        assert_eq!(kinds(&report), [ProblemKind::UnfinishedStore]);
+        // The next kiln command finishes it.
+        let store = Store::open(store.root()).unwrap();
+        assert!(store.fsck(&reader).unwrap().is_clean());
+        // With content, a lost index.json is damage.
+        store.put_blob(b"content").unwrap();
+        fs::remove_file(store.index_path()).unwrap();
+        let report = store.fsck(&reader).unwrap();
+        assert_eq!(kinds(&report), [ProblemKind::BadLayout]);
     }
 
     #[test]

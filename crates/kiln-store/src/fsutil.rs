@@ -23,6 +23,12 @@ fn unique_name(purpose: &str) -> String {
     format!("{purpose}-{}-{n}-{nanos:08x}", std::process::id())
 }
 
+/// A fresh path under `dir` with a staging name of this process (see [`unique_name`]), which
+/// the next kiln command removes if this process is killed.
+pub(super) fn staging_path(dir: &Path, purpose: &str) -> PathBuf {
+    dir.join(unique_name(purpose))
+}
+
 pub(super) fn create_temp_file(dir: &Path, purpose: &str) -> Result<(File, PathBuf)> {
     let path = dir.join(unique_name(purpose));
     let file = File::options()
