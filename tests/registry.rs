@@ -32,15 +32,26 @@ fn kiln_with_stdin(
     stdin: &str,
     docker_config: &Path,
 ) -> std::process::Output {
-    let mut child = env
-        .command()
+    kiln_with(env, args, stdin, &[("DOCKER_CONFIG", docker_config)])
+}
+
+/// kiln with `vars` set, stdin fed, and no auth file but the ones `vars` name.
+fn kiln_with(
+    env: &Env,
+    args: &[&str],
+    stdin: &str,
+    vars: &[(&str, &Path)],
+) -> std::process::Output {
+    let mut command = env.command();
+    command
         .args(args)
-        .env("DOCKER_CONFIG", docker_config)
         .env_remove("REGISTRY_AUTH_FILE")
         .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdin(Stdio::piped());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
     child
         .stdin
         .take()
@@ -948,23 +959,15 @@ fn kiln_configured(
     docker_config: &Path,
     kiln_config: &Path,
 ) -> std::process::Output {
-    let mut child = env
-        .command()
-        .args(args)
-        .env("DOCKER_CONFIG", docker_config)
-        .env("KILN_CONFIG", kiln_config)
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    kiln_with(
+        env,
+        args,
+        stdin,
+        &[
+            ("DOCKER_CONFIG", docker_config),
+            ("KILN_CONFIG", kiln_config),
+        ],
+    )
 }
 
 /// SECURITY.md §3 rule 16: which token requests carry alice's credentials, by where the
