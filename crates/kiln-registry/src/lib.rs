@@ -78,38 +78,24 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The registries reached over plain http: the command line's and the config file's.
-    fn insecure_registries(&self) -> Result<Vec<String>> {
-        let mut hosts = self.insecure.clone();
-        hosts.extend(self.file_config()?.insecure_registries);
-        Ok(hosts)
-    }
-
-    /// What kiln's config file says, or the defaults when there is none.
-    fn file_config(&self) -> Result<config::FileConfig> {
-        match &self.config_file {
-            Some(path) => config::read(path),
-            None => Ok(config::FileConfig::default()),
-        }
-    }
-
-    /// The time limits of requests: the command line's, else the config file's, else the
-    /// defaults ([`Timeouts`]).
-    pub fn timeouts(&self) -> Result<Timeouts> {
-        let mut timeouts = self.file_config()?.timeouts;
+    /// What applies to a client: the config file's registry settings (or the defaults when
+    /// there is none) with the command line's on top — its insecure registries added, its
+    /// `--timeout`/`--read-timeout` over the file's. Reads the file once.
+    fn effective(&self) -> Result<config::FileConfig> {
+        let mut config = match &self.config_file {
+            Some(path) => config::read(path)?,
+            None => config::FileConfig::default(),
+        };
+        config
+            .insecure_registries
+            .splice(0..0, self.insecure.iter().cloned());
         if let Some(t) = self.timeout {
-            timeouts.base = t;
+            config.timeouts.base = t;
         }
         if let Some(t) = self.read_timeout {
-            timeouts.read = t;
+            config.timeouts.read = t;
         }
-        Ok(timeouts)
-    }
-
-    /// The token services trusted with credentials besides the registry's own host and
-    /// registrable domain: the config file's `trusted_token_realms` ([`realm`]).
-    fn trusted_token_realms(&self) -> Result<Vec<String>> {
-        Ok(self.file_config()?.trusted_token_realms)
+        Ok(config)
     }
 }
 

@@ -84,7 +84,8 @@ impl Client {
     ) -> Result<Client> {
         // Several calls may race to install it; the loser's error only says it is there.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let timeouts = settings.timeouts()?;
+        let config = settings.effective()?;
+        let timeouts = config.timeouts;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             // No reqwest read timeout: it runs from the start of a request to its answer,
@@ -98,8 +99,8 @@ impl Client {
         } else {
             registry
         };
-        let insecure = settings.insecure_registries()?;
-        let trusted_realms = settings.trusted_token_realms()?;
+        let insecure = config.insecure_registries;
+        let trusted_realms = config.trusted_token_realms;
         let scheme = if plain_http(host, &insecure) {
             "http"
         } else {
