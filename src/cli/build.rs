@@ -148,7 +148,9 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
             _ => args.context.join("kiln.yaml"),
         });
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
+    let config = super::pull::kiln_config()?;
     let opts = BuildOptions {
+        bounds: config.bounds.clone(),
         context: super::absolute(&args.context)?,
         spec_file: super::absolute(&spec_shown)?,
         spec_shown,
@@ -156,7 +158,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         args: args.args.clone(),
         compression,
         epoch: source_date_epoch()?,
-        registry: (!args.no_pull).then(|| args.registry.settings()),
+        registry: (!args.no_pull).then(|| args.registry.settings(config)),
         cache: match (&args.no_cache, &args.no_cache_from) {
             (true, _) => CacheRequest::Ignore,
             (false, Some(step)) => CacheRequest::IgnoreFrom(step.clone()),

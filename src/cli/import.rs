@@ -38,8 +38,10 @@ pub fn run(globals: &Globals, args: ImportArgs) -> CmdResult {
     // The layer is no gc root until the tag is written.
     let _guard = store.content_guard()?;
     let rootfs = super::absolute(&args.rootfs)?;
-    let imported = build::rootfs_image(&store, &rootfs, compression, source_date_epoch()?)
-        .map_err(|e| {
+    let bounds = super::pull::kiln_config()?.bounds;
+    let epoch = source_date_epoch()?;
+    let imported =
+        build::rootfs_image(&store, &rootfs, compression, epoch, &bounds).map_err(|e| {
             let hint = e.hint();
             Failure::user(e).hint(hint)
         })?;

@@ -79,8 +79,12 @@ pub fn login(globals: &Globals, args: LoginArgs) -> CmdResult {
         user: args.username.clone(),
         password: password.clone(),
     };
-    registry::verify_login(&args.registry_args.settings(), &registry, &credential)
-        .map_err(|e| login_failure(&registry, e))?;
+    registry::verify_login(
+        &args.registry_args.settings(super::pull::kiln_config()?),
+        &registry,
+        &credential,
+    )
+    .map_err(|e| login_failure(&registry, e))?;
     let file = login_file();
     registry::save_login(&file, &registry, &args.username, &password)?;
     if !globals.quiet {

@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::output::{human_duration, human_size};
 use super::{CmdResult, Failure, Globals};
 use kiln_progress::{BlobOutcome, Progress};
-use kiln_registry::{self as registry, Platform, RegistryError, Settings};
+use kiln_registry::{self as registry, FileConfig, Platform, RegistryError, Settings};
 use kiln_store::reference::DOCKER_HUB;
 use kiln_store::{Digest, Reference};
 
@@ -49,15 +49,24 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 impl RegistryArgs {
-    /// Settings with credential files in docker's and podman's lookup order.
-    pub fn settings(&self) -> Settings {
+    /// Settings with credential files in docker's and podman's lookup order, over what
+    /// kiln's config file says (read by [`kiln_config`]).
+    pub fn settings(&self, config: FileConfig) -> Settings {
         Settings {
             insecure: self.insecure.clone(),
             auth_files: auth_files(),
-            config_file: config_file(),
+            config,
             timeout: self.timeout,
             read_timeout: self.read_timeout,
         }
+    }
+}
+
+/// What kiln's config file says, or the defaults when there is none; read once per command.
+pub fn kiln_config() -> Result<FileConfig, Failure> {
+    match config_file() {
+        Some(path) => Ok(registry::read_config(&path)?),
+        None => Ok(FileConfig::default()),
     }
 }
 
@@ -158,7 +167,7 @@ pub fn run(globals: &Globals, args: PullArgs) -> CmdResult {
     let progress = std::sync::Arc::new(BlobProgress::new(globals.quiet, "pulling"));
     let pulled = registry::pull(
         &store,
-        &args.registry.settings(),
+        &args.registry.settings(kiln_config()?),
         &reference,
         platform.as_ref(),
         progress.clone(),

@@ -44,7 +44,7 @@ pub fn run(globals: &Globals, args: PushArgs) -> CmdResult {
     let progress = Arc::new(BlobProgress::new(globals.quiet, "pushing"));
     let pushed = registry::push(
         &store,
-        &args.registry.settings(),
+        &args.registry.settings(super::pull::kiln_config()?),
         &digest,
         &target,
         progress.clone(),

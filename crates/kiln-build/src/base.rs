@@ -8,21 +8,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nix::sys::stat::FileStat;
-use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
 use super::host_file::{self, FileOrDir, Refused};
 use super::{BaseProblem, BuildError, BuildOptions, LayoutFileError, Partial, Progress, Result};
 use kiln_container::ensure_layer_dirs;
+use kiln_image::incoming::{self, Described, Found, IncomingError, IndexPath, Role};
 use kiln_image::{self as image, rfc3339, History, Image, ImageConfig};
 use kiln_layer::source_path::fd_path;
 use kiln_layer::{self as layer, ApplyLimits, Compression, TarOptions};
 use kiln_registry as registry;
 use kiln_spec::From;
 use kiln_store::reference::DOCKER_HUB;
-use kiln_store::{oci, Digest, Reference, StepRecord, Store, StoreError, MAX_DOCUMENT, REF_NAME};
-
-/// Nested indexes followed when picking a platform from an OCI layout.
-const MAX_INDEX_DEPTH: usize = 4;
+use kiln_store::{oci, Bounds, Digest, Reference, StepRecord, Store, StoreError, REF_NAME};
 
 pub(super) fn resolve(
     store: &Store,
@@ -36,7 +34,11 @@ pub(super) fn resolve(
             layers: Vec::new(),
         }),
         From::Image(name) => match store.find(name)? {
-            Some(tagged) => from_image(store, &Digest::try_from(&tagged.manifest)?),
+            Some(tagged) => from_image(
+                store,
+                &Digest::try_from(&tagged.manifest)?,
+                &Bounds::CEILINGS,
+            ),
             None => {
                 tracing::debug!(
                     name,
@@ -48,17 +50,17 @@ pub(super) fn resolve(
                     .as_ref()
                     .ok_or_else(|| BuildError::BaseNotFound(name.clone()))?;
                 progress.phase(&format!("pulling {name}"));
-                from_image(store, &pull_base(store, settings, name)?)
+                from_image(store, &pull_base(store, settings, name)?, &Bounds::CEILINGS)
             }
         },
         From::OciLayout { path, tag } => {
             progress.phase(&format!("importing oci:{}", path.display()));
-            let manifest = import_oci_layout(store, path, tag.as_deref())?;
-            from_image(store, &manifest)
+            let manifest = import_oci_layout(store, path, tag.as_deref(), &opts.bounds)?;
+            from_image(store, &manifest, &opts.bounds)
         }
         From::Rootfs(path) => {
             progress.phase(&format!("importing rootfs:{}", path.display()));
-            rootfs_image(store, path, opts.compression, opts.epoch)
+            rootfs_image(store, path, opts.compression, opts.epoch, &opts.bounds)
         }
         From::Stage(name) => Err(BuildError::BaseNotFound(format!("stage {name}"))),
     }
@@ -70,8 +72,9 @@ pub fn rootfs_image(
     path: &Path,
     compression: Compression,
     epoch: u64,
+    bounds: &Bounds,
 ) -> Result<Partial> {
-    let (blob, diff_id) = import_rootfs(store, path, compression, epoch)?;
+    let (blob, diff_id) = import_rootfs(store, path, compression, epoch, bounds)?;
     let mut config = ImageConfig::scratch();
     config.created = Some(rfc3339(epoch));
     config.rootfs.diff_ids.push(diff_id);
@@ -101,7 +104,6 @@ fn pull_base(store: &Store, settings: &registry::Settings, name: &str) -> Result
         Arc::new(kiln_progress::Silent),
     )
     .map_err(pull_error)?;
-    ensure_layer_dirs(store, &Image::load(store, &pulled.digest)?)?;
     store.set_tag(&reference, &pulled.manifest)?;
     Ok(pulled.digest)
 }
@@ -112,10 +114,11 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
+/// The image `manifest` of the store as a base, with its layer dirs made within `bounds`.
+fn from_image(store: &Store, manifest: &Digest, bounds: &Bounds) -> Result<Partial> {
     let image = Image::load(store, manifest)?;
     tracing::debug!(%manifest, layers = image.manifest.layers().len(), "base image loaded");
-    ensure_layer_dirs(store, &image)?;
+    ensure_layer_dirs(store, &image, bounds)?;
     Ok(Partial {
         layers: image.manifest.layers().clone(),
         config: image.config,
@@ -125,12 +128,14 @@ fn from_image(store: &Store, manifest: &Digest) -> Result<Partial> {
 /// Turns a root filesystem (a directory, or a tar optionally gzip/zstd compressed) into one
 /// reproducible layer: blob in `blobs/`, layer dir in `layers/`. Returns the blob's
 /// descriptor and the diff_id. Anything else (a FIFO, a device) is refused before it is
-/// read: it could block or never end.
+/// read: it could block or never end. The archive, and a directory's tar, obey `bounds`
+/// (a cached import passed them when it was made).
 pub fn import_rootfs(
     store: &Store,
     path: &Path,
     compression: Compression,
     epoch: u64,
+    bounds: &Bounds,
 ) -> Result<(Descriptor, Digest)> {
     let archive = match host_file::open_file_or_dir(path) {
         Ok(FileOrDir::Dir) => None,
@@ -165,7 +170,7 @@ pub fn import_rootfs(
     let staging = store.temp_dir("import")?;
     let dir = staging.path().join("layer");
     std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
-    let limits = ApplyLimits::default();
+    let limits = ApplyLimits::from(bounds);
     if let Some((mut file, _)) = archive {
         // An archive is unpacked first, so the blob is kiln's own reproducible tar of it.
         layer::apply_layer(&mut file, "", &dir, &[], &limits)?;
@@ -224,51 +229,154 @@ fn tarball_key(file: &File, st: &FileStat, compression: Compression, epoch: u64)
 }
 
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
-/// store, verifying every blob, and returns its manifest digest.
-fn import_oci_layout(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Digest> {
-    let bad = |problem| BuildError::BadBase {
-        path: dir.into(),
-        problem,
-    };
-    let index_bytes = read_layout_file(&dir.join("index.json"), MAX_DOCUMENT)
-        .map_err(|e| bad(BaseProblem::Index(e)))?;
+/// store, checking every document and blob as a pull does ([`image::incoming`]), and
+/// returns its manifest digest.
+fn import_oci_layout(
+    store: &Store,
+    dir: &Path,
+    tag: Option<&str>,
+    bounds: &Bounds,
+) -> Result<Digest> {
+    let layout = Layout { store, dir, bounds };
+    let index_bytes = read_layout_file(&dir.join("index.json"), bounds.document_size)
+        .map_err(|e| layout.bad(BaseProblem::Index(e)))?;
+    incoming::check_document(Role::Index, "index.json", index_bytes.len() as u64, bounds)
+        .map_err(|e| layout.refused(e))?;
     let index: ImageIndex =
-        serde_json::from_slice(&index_bytes).map_err(|e| bad(BaseProblem::NotAnIndex(e)))?;
-    let desc = pick_manifest(&index, tag).map_err(bad)?;
-    let mut desc = desc.clone();
-    for _ in 0..MAX_INDEX_DEPTH {
-        if *desc.media_type() != MediaType::ImageIndex {
-            break;
-        }
-        let digest = copy_blob(store, dir, &desc)?;
-        let bytes = store.read_blob(&digest, MAX_DOCUMENT)?;
+        serde_json::from_slice(&index_bytes).map_err(|e| layout.bad(BaseProblem::NotAnIndex(e)))?;
+    let mut desc = pick_manifest(&index, tag)
+        .map_err(|p| layout.bad(p))?
+        .clone();
+    let mut followed = IndexPath::default();
+    while is_index(&desc) {
+        let digest = Digest::try_from(&desc)?;
+        followed
+            .enter(&digest, bounds)
+            .map_err(|e| layout.refused(e))?;
+        let bytes = layout.copy_document(Described::new(Role::Index, &digest, &desc))?;
         let nested: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| {
-            bad(BaseProblem::BadIndex {
+            layout.bad(BaseProblem::BadIndex {
                 digest: digest.clone(),
                 source,
             })
         })?;
         desc = pick_platform(&nested).ok_or_else(|| {
-            bad(BaseProblem::NoPlatform {
+            layout.bad(BaseProblem::NoPlatform {
                 arch: image::go_arch(),
                 digest: digest.clone(),
             })
         })?;
     }
-    let manifest = copy_blob(store, dir, &desc)?;
-    let bytes = store.read_blob(&manifest, MAX_DOCUMENT)?;
-    let parsed: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|source| {
-            bad(BaseProblem::BadManifest {
-                digest: manifest.clone(),
-                source,
-            })
+    let manifest = Digest::try_from(&desc)?;
+    let bytes = layout.copy_document(Described::new(Role::Manifest, &manifest, &desc))?;
+    let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| {
+        layout.bad(BaseProblem::BadManifest {
+            digest: manifest.clone(),
+            source,
+        })
+    })?;
+    incoming::check_manifest(&parsed, desc.size(), bounds).map_err(|e| layout.refused(e))?;
+    let config = incoming::config_of(&parsed).map_err(|e| layout.refused(e))?;
+    let config_digest = config.digest.clone();
+    let config_bytes = layout.copy_document(config)?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|source| image::ImageError::BadDocument {
+            what: "image config",
+            digest: config_digest,
+            source,
         })?;
-    copy_blob(store, dir, parsed.config())?;
-    for layer in parsed.layers() {
-        copy_blob(store, dir, layer)?;
+    incoming::check_diff_ids(&parsed, config.rootfs.diff_ids.len())
+        .map_err(|e| layout.refused(e))?;
+    for layer in incoming::layers_of(&parsed).map_err(|e| layout.refused(e))? {
+        layout.copy_blob(&layer)?;
     }
     Ok(manifest)
+}
+
+fn is_index(desc: &Descriptor) -> bool {
+    matches!(
+        desc.media_type().to_string().as_str(),
+        oci::MEDIA_TYPE_INDEX | oci::MEDIA_TYPE_DOCKER_LIST
+    )
+}
+
+/// An OCI layout being copied into the store.
+struct Layout<'a> {
+    store: &'a Store,
+    dir: &'a Path,
+    bounds: &'a Bounds,
+}
+
+impl Layout<'_> {
+    fn bad(&self, problem: BaseProblem) -> BuildError {
+        BuildError::BadBase {
+            path: self.dir.into(),
+            problem,
+        }
+    }
+
+    fn refused(&self, e: IncomingError) -> BuildError {
+        self.bad(BaseProblem::Incoming(Box::new(e)))
+    }
+
+    /// Copies a document (index, manifest, config) into the store and returns its bytes; its
+    /// descriptor's size is checked against the bound before anything is read.
+    fn copy_document(&self, blob: Described) -> Result<Vec<u8>> {
+        let what = blob.digest.to_string();
+        incoming::check_document(blob.role, &what, blob.size, self.bounds)
+            .map_err(|e| self.refused(e))?;
+        let digest = self.copy_blob(&blob)?;
+        Ok(self.store.read_blob(&digest, self.bounds.document_size)?)
+    }
+
+    /// Copies one blob into the store unless it is there: the file must have the
+    /// descriptor's size (checked before it is read) and digest (checked while it streams).
+    fn copy_blob(&self, blob: &Described) -> Result<Digest> {
+        let digest = blob.digest.clone();
+        let mismatch = |source_name, found| {
+            self.refused(IncomingError::SizeMismatch {
+                blob: blob.clone(),
+                source_name,
+                found,
+            })
+        };
+        if self.store.has_blob(&digest) {
+            let stored = self.store.blob_size(&digest)?;
+            if stored != blob.size {
+                return Err(mismatch("the blob in kiln's store", Found::Exactly(stored)));
+            }
+            return Ok(digest);
+        }
+        let path = self.dir.join("blobs/sha256").join(digest.hex());
+        let file = host_file::open_regular(&path).map_err(|e| BuildError::BadBase {
+            path: path.clone(),
+            problem: BaseProblem::Blob(e),
+        })?;
+        let on_disk = file
+            .metadata()
+            .map_err(StoreError::io("stat", &path))?
+            .len();
+        if on_disk != blob.size {
+            return Err(mismatch("the file", Found::Exactly(on_disk)));
+        }
+        let mut w = self.store.new_blob()?;
+        let copied = io::copy(&mut file.take(blob.size + 1), &mut w)
+            .map_err(StoreError::io("copy", &path))?;
+        if copied != blob.size {
+            // The file changed while it was read.
+            return Err(mismatch("the file", Found::Exactly(copied)));
+        }
+        match w.commit(Some(&digest)) {
+            Ok((digest, _)) => Ok(digest),
+            Err(StoreError::DigestMismatch { actual, .. }) => {
+                Err(self.refused(IncomingError::DigestMismatch {
+                    blob: blob.clone(),
+                    actual,
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 fn pick_manifest<'a>(
@@ -320,42 +428,13 @@ fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
         .cloned()
 }
 
-/// Copies one blob of an OCI layout into the store, checking digest grammar first, then
-/// size and digest while streaming.
-fn copy_blob(store: &Store, dir: &Path, desc: &Descriptor) -> Result<Digest> {
-    let digest = Digest::try_from(desc)?;
-    if store.has_blob(&digest) {
-        return Ok(digest);
-    }
-    let path = dir.join("blobs/sha256").join(digest.hex());
-    let file = host_file::open_regular(&path).map_err(|e| BuildError::BadBase {
-        path: path.clone(),
-        problem: BaseProblem::Blob(e),
-    })?;
-    let mut w = store.new_blob()?;
-    let copied =
-        io::copy(&mut file.take(desc.size() + 1), &mut w).map_err(StoreError::io("copy", &path))?;
-    if copied != desc.size() {
-        return Err(BuildError::BadBase {
-            path,
-            problem: BaseProblem::BlobSize {
-                copied,
-                expected: desc.size(),
-            },
-        });
-    }
-    Ok(w.commit(Some(&digest))?.0)
-}
-
-/// A file of an OCI layout, at most `limit` bytes; only a regular file is read.
+/// A file of an OCI layout, at most `limit` bytes and one more (so the caller can tell it
+/// is too large); only a regular file is read.
 fn read_layout_file(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, LayoutFileError> {
     let file = host_file::open_regular(path).map_err(LayoutFileError::Refused)?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(LayoutFileError::Read)?;
-    if bytes.len() as u64 > limit {
-        return Err(LayoutFileError::TooLarge { mib: limit >> 20 });
-    }
     Ok(bytes)
 }

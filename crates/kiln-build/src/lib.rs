@@ -60,6 +60,9 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Where a `from:` image that is not in the store is pulled from; `None` never pulls.
     pub registry: Option<kiln_registry::Settings>,
+    /// What a `from: oci:` or `from: rootfs:` base may hold (a pulled base obeys the
+    /// registry settings' bounds, which come from the same config file).
+    pub bounds: kiln_store::Bounds,
     /// `--no-cache` / `--no-cache-from STEP`.
     pub cache: CacheRequest,
     /// `--target STAGE`: build this stage instead of the last one.
@@ -246,8 +249,9 @@ pub enum BaseProblem {
     /// A blob file of the layout that is missing, unreadable or not a regular file.
     #[error("{0}")]
     Blob(#[source] host_file::Refused),
-    #[error("size is {copied} bytes, the descriptor says {expected}")]
-    BlobSize { copied: u64, expected: u64 },
+    /// A document or blob that is not what its descriptor says, or past a bound.
+    #[error(transparent)]
+    Incoming(Box<kiln_image::incoming::IncomingError>),
 }
 
 /// Why a document of an OCI layout (its `index.json`) is not read.
@@ -257,8 +261,6 @@ pub enum LayoutFileError {
     Refused(#[source] host_file::Refused),
     #[error("{0}")]
     Read(#[source] std::io::Error),
-    #[error("larger than {mib} MiB")]
-    TooLarge { mib: u64 },
 }
 
 /// Why a step to run from (`N` or `STAGE:N`) names no step of the spec.

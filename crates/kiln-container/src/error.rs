@@ -11,7 +11,7 @@ use kiln_layer::LayerError;
 use kiln_runtime::seccomp::SeccompError;
 use kiln_runtime::{CapabilityError, RuntimeError};
 use kiln_spec::values::ValueError;
-use kiln_store::{Digest, StoreError};
+use kiln_store::StoreError;
 
 use super::passwd::UserError;
 
@@ -33,8 +33,11 @@ pub enum ContainerError {
     #[error(transparent)]
     Image(#[from] ImageError),
     /// A layer blob of an image could not become its layer dir.
-    #[error("layer {digest}: {source}")]
-    Unpack { digest: Digest, source: LayerError },
+    #[error("{layer}: {source}")]
+    Unpack {
+        layer: Box<kiln_image::incoming::Described>,
+        source: LayerError,
+    },
     /// A setting's value (hostname, user, capability name) is not valid.
     #[error(transparent)]
     Value(#[from] ValueError),

@@ -7,19 +7,34 @@
 
 use std::path::PathBuf;
 
+use kiln_image::incoming::{Described, Role};
 use kiln_image::{Image, Layer};
-use kiln_layer as layer;
-use kiln_store::Store;
+use kiln_layer::{self as layer, ApplyLimits};
+use kiln_store::{Bounds, Store};
 
 use super::error::{ContainerError, Result};
 
 /// Unpacks every layer of `image` that has no layer dir yet, bottom first, each through
-/// [`layer::unpack_staged`] (diff_id checked) and committed at once.
-pub fn ensure_layer_dirs(store: &Store, image: &Image) -> Result<()> {
+/// [`layer::unpack_staged`] (diff_id checked) and committed at once. `bounds` are those
+/// of the image's source when it just came in (`from: oci:`), else [`Bounds::CEILINGS`]:
+/// a stored image passed its bounds on the way in.
+pub fn ensure_layer_dirs(store: &Store, image: &Image, bounds: &Bounds) -> Result<()> {
     let layers = image.layers()?;
+    let limits = ApplyLimits::from(bounds);
     for (i, l) in layers.iter().enumerate() {
         if !store.has_layer(&l.diff_id) {
-            unpack_stored(store, l, &lower_dirs(store, &layers[..i]))?;
+            let role = Role::Layer {
+                n: i + 1,
+                of: layers.len(),
+            };
+            let described = Described::new(role, &l.digest, &l.blob);
+            unpack_stored(
+                store,
+                l,
+                &described,
+                &lower_dirs(store, &layers[..i]),
+                &limits,
+            )?;
         }
     }
     Ok(())
@@ -35,15 +50,23 @@ fn lower_dirs(store: &Store, below: &[Layer]) -> Vec<PathBuf> {
 }
 
 /// Unpacks one stored layer blob and commits its layer dir.
-fn unpack_stored(store: &Store, l: &Layer, lowers: &[PathBuf]) -> Result<()> {
+fn unpack_stored(
+    store: &Store,
+    l: &Layer,
+    described: &Described,
+    lowers: &[PathBuf],
+    limits: &ApplyLimits,
+) -> Result<()> {
     let mut blob = store.open_blob(&l.digest)?;
     let media_type = l.blob.media_type().to_string();
-    let staged = layer::unpack_staged(store, &mut blob, &media_type, &l.diff_id, lowers).map_err(
-        |source| ContainerError::Unpack {
-            digest: l.digest.clone(),
-            source,
-        },
-    )?;
+    let layer_type = (media_type.as_str(), &l.diff_id);
+    let staged =
+        layer::unpack_staged(store, &mut blob, layer_type, lowers, limits).map_err(|source| {
+            ContainerError::Unpack {
+                layer: Box::new(described.clone()),
+                source,
+            }
+        })?;
     store.commit_layer(&staged.path(), staged.diff_id())?;
     Ok(())
 }

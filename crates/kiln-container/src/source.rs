@@ -33,7 +33,7 @@ impl Source {
             store,
             &Digest::try_from(&tagged.manifest).map_err(ImageError::from)?,
         )?;
-        ensure_layer_dirs(store, &image)?;
+        ensure_layer_dirs(store, &image, &kiln_store::Bounds::CEILINGS)?;
         Ok(Source {
             tagged,
             image,

@@ -11,6 +11,7 @@
 //! the same digests.
 
 mod config;
+pub mod incoming;
 
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
 

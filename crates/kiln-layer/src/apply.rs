@@ -509,7 +509,10 @@ fn normalise(raw: &[u8], max_len: usize) -> Result<Vec<u8>> {
     if path.len() > max_len {
         return Err(LayerError::entry(
             raw,
-            format!("the path is longer than {max_len} bytes"),
+            format!(
+                "the path is {} bytes long, more than kiln's limit of {max_len} (image_limits: path_length in kiln's config file)",
+                path.len()
+            ),
         ));
     }
     Ok(path)

@@ -23,7 +23,7 @@ use kiln_store::oci::{
     MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_NONDISTRIBUTABLE, MEDIA_TYPE_TAR_NONDISTRIBUTABLE_GZIP,
     MEDIA_TYPE_TAR_NONDISTRIBUTABLE_ZSTD, MEDIA_TYPE_TAR_ZSTD,
 };
-use kiln_store::Digest;
+use kiln_store::{Bound, Digest};
 
 /// zstd level for layers (as `zstd -3`).
 const ZSTD_LEVEL: i32 = 3;
@@ -193,9 +193,9 @@ fn read_prefix(r: &mut dyn Read, n: usize) -> io::Result<Vec<u8>> {
 
 /// A bound on the uncompressed stream was hit (turned into [`LayerError::Limit`]).
 #[derive(Debug, thiserror::Error)]
-#[error("limit of {limit} {what} exceeded")]
+#[error("limit of {limit} ({}) exceeded", bound.key())]
 pub(crate) struct LimitHit {
-    pub what: &'static str,
+    pub bound: Bound,
     pub limit: u64,
 }
 
@@ -206,7 +206,7 @@ pub(crate) fn stream_error(e: io::Error) -> LayerError {
         .and_then(|inner| inner.downcast_ref::<LimitHit>())
     {
         Some(hit) => LayerError::Limit {
-            what: hit.what,
+            bound: hit.bound,
             limit: hit.limit,
         },
         None => LayerError::Stream(e),
@@ -279,7 +279,7 @@ impl<'a> LayerStream<'a> {
     fn check_bounds(&self) -> io::Result<()> {
         if self.total > self.max_bytes {
             return Err(io::Error::other(LimitHit {
-                what: "uncompressed bytes",
+                bound: Bound::LayerSize,
                 limit: self.max_bytes,
             }));
         }
@@ -289,7 +289,7 @@ impl<'a> LayerStream<'a> {
             && self.total / compressed > self.max_ratio
         {
             let hit = LimitHit {
-                what: "as ratio of uncompressed to compressed size",
+                bound: Bound::CompressionRatio,
                 limit: self.max_ratio,
             };
             return Err(io::Error::other(hit));

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use kiln_store::{Digest, StoreError};
+use kiln_store::{Bound, Digest, StoreError};
 
 /// Everything that can go wrong while writing, applying or copying layer content.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +31,13 @@ pub enum LayerError {
     #[error("layer entry {path:?} refused: {why}")]
     BadEntry { path: String, why: String },
 
-    /// A resource bound of [`crate::ApplyLimits`] was hit.
-    #[error("the layer exceeds kiln's limit of {limit} {what}")]
-    Limit { what: &'static str, limit: u64 },
+    /// A resource bound of [`crate::ApplyLimits`] that the config file sets was hit.
+    #[error("the layer exceeds kiln's limit of {limit} {} (image_limits: {} in kiln's config file)", bound_unit(*bound), bound.key())]
+    Limit { bound: Bound, limit: u64 },
+
+    /// A PAX or GNU long-name extension larger than kiln reads.
+    #[error("the layer has an extension header of more than {limit} bytes")]
+    ExtensionTooLarge { limit: u64 },
 
     /// The uncompressed layer's digest is not the diff_id the image config gives it.
     #[error(
@@ -75,6 +79,17 @@ impl LayerError {
             path: String::from_utf8_lossy(path).into_owned(),
             why: why.into(),
         }
+    }
+}
+
+/// What a layer bound counts, after its number in a message.
+fn bound_unit(bound: Bound) -> &'static str {
+    match bound {
+        Bound::LayerEntries => "entries",
+        Bound::LayerSize => "uncompressed bytes",
+        Bound::CompressionRatio => "as ratio of uncompressed to compressed size",
+        Bound::PathLength => "bytes in a path",
+        _ => bound.key(),
     }
 }
 

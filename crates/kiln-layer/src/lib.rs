@@ -48,7 +48,7 @@ pub use error::LayerError;
 pub use stage::{unpack_staged, StagedLayer};
 pub use write::write_tar;
 
-use kiln_store::Digest;
+use kiln_store::{Bounds, Digest};
 
 // Layer media types are spelt once, in the store's OCI vocabulary; re-exported because
 // callers of `apply_layer` and `unpack_staged` name them.
@@ -124,31 +124,38 @@ pub struct LayerDigests {
 /// Resource bounds for [`apply_layer`] (SECURITY.md rule 7). Hitting one is an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyLimits {
-    /// Tar entries (headers of files, dirs, links…) in one layer. Default 1,000,000.
+    /// Tar entries (headers of files, dirs, links…) in one layer ([`Bounds::layer_entries`]).
     pub max_entries: u64,
-    /// Bytes of the uncompressed tar stream. Default 64 GiB.
+    /// Bytes of the uncompressed tar stream ([`Bounds::layer_size`]).
     pub max_bytes: u64,
-    /// Bytes of one entry's path or link target after normalisation. Default 4096 (PATH_MAX).
+    /// Bytes of one entry's path or link target after normalisation ([`Bounds::path_length`]).
     pub max_path_len: usize,
     /// Bytes of one PAX or GNU long-name extension record block. Default 1 MiB.
     pub max_header_bytes: u64,
     /// Largest ratio of uncompressed to compressed bytes, checked once more than
     /// [`ApplyLimits::ratio_grace`] bytes were decompressed (stops decompression bombs
-    /// early). 0 disables the check. Default 1000.
+    /// early). 0 disables the check. [`Bounds::compression_ratio`].
     pub max_ratio: u64,
-    /// Uncompressed bytes before `max_ratio` is enforced. Default 1 GiB.
+    /// Uncompressed bytes before `max_ratio` is enforced ([`Bounds::ratio_after`]).
     pub ratio_grace: u64,
 }
 
 impl Default for ApplyLimits {
     fn default() -> Self {
+        ApplyLimits::from(&Bounds::default())
+    }
+}
+
+impl From<&Bounds> for ApplyLimits {
+    /// The layer's share of the bounds on images from elsewhere.
+    fn from(bounds: &Bounds) -> Self {
         ApplyLimits {
-            max_entries: 1_000_000,
-            max_bytes: 64 << 30,
-            max_path_len: 4096,
+            max_entries: bounds.layer_entries,
+            max_bytes: bounds.layer_size,
+            max_path_len: usize::try_from(bounds.path_length).unwrap_or(usize::MAX),
             max_header_bytes: 1 << 20,
-            max_ratio: 1000,
-            ratio_grace: 1 << 30,
+            max_ratio: bounds.compression_ratio,
+            ratio_grace: bounds.ratio_after,
         }
     }
 }

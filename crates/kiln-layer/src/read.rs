@@ -24,6 +24,7 @@ use tar::Header;
 use super::compress::stream_error;
 use super::error::{LayerError, Result};
 use super::ApplyLimits;
+use kiln_store::Bound;
 
 const BLOCK: usize = 512;
 /// Largest value of the 11-digit octal size field.
@@ -180,7 +181,7 @@ impl<R: Read> TarReader<R> {
         self.entries += 1;
         if self.entries > self.max_entries {
             return Err(LayerError::Limit {
-                what: "entries",
+                bound: Bound::LayerEntries,
                 limit: self.max_entries,
             });
         }
@@ -301,8 +302,7 @@ impl<R: Read> TarReader<R> {
         let size = numeric(&header.as_old().size, || header.entry_size())
             .map_err(|e| bad(format!("bad extension header size: {e}")))?;
         if size > self.max_header_bytes {
-            return Err(LayerError::Limit {
-                what: "bytes in one extension header",
+            return Err(LayerError::ExtensionTooLarge {
                 limit: self.max_header_bytes,
             });
         }

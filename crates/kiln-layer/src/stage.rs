@@ -46,9 +46,9 @@ fn layer_path(staging: &Path) -> PathBuf {
 pub fn unpack_staged(
     store: &Store,
     blob: &mut dyn Read,
-    media_type: &str,
-    diff_id: &Digest,
+    (media_type, diff_id): (&str, &Digest),
     lowers: &[PathBuf],
+    limits: &ApplyLimits,
 ) -> Result<StagedLayer> {
     let dir = store.temp_dir("unpack")?;
     let dest = layer_path(dir.path());
@@ -56,7 +56,7 @@ pub fn unpack_staged(
         "create",
         dest.as_os_str().as_encoded_bytes(),
     ))?;
-    let actual = apply_layer(blob, media_type, &dest, lowers, &ApplyLimits::default())?;
+    let actual = apply_layer(blob, media_type, &dest, lowers, limits)?;
     check_diff_id(diff_id, actual)?;
     tracing::debug!(%diff_id, media_type, dir = %dest.display(), "layer applied");
     Ok(StagedLayer {
@@ -100,7 +100,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (store, tar) = store_and_tar(tmp.path());
         let diff_id = Digest::of_bytes(&tar);
-        let staged = unpack_staged(&store, &mut &tar[..], MEDIA_TYPE_TAR, &diff_id, &[]).unwrap();
+        let staged = unpack_staged(
+            &store,
+            &mut &tar[..],
+            (MEDIA_TYPE_TAR, &diff_id),
+            &[],
+            &ApplyLimits::default(),
+        )
+        .unwrap();
         assert_eq!(staged.diff_id(), &diff_id);
         assert!(staged.path().starts_with(store.tmp_dir()));
         assert_eq!(std::fs::read(staged.path().join("hello")).unwrap(), b"hi\n");
@@ -112,7 +119,14 @@ mod tests {
         let (store, tar) = store_and_tar(tmp.path());
         let before = staging_entries(&store);
         let wrong = Digest::of_bytes(b"something else");
-        let err = unpack_staged(&store, &mut &tar[..], MEDIA_TYPE_TAR, &wrong, &[]).unwrap_err();
+        let err = unpack_staged(
+            &store,
+            &mut &tar[..],
+            (MEDIA_TYPE_TAR, &wrong),
+            &[],
+            &ApplyLimits::default(),
+        )
+        .unwrap_err();
         let LayerError::DiffId { expected, actual } = &err else {
             panic!("{err}");
         };

@@ -1,8 +1,10 @@
 //! kiln's own config file, for what is tedious to repeat on every command: the registries
 //! reached over plain http (`--insecure-registry` on the command line), the token services
 //! trusted with registry credentials besides the registry's own host and domain
-//! (SECURITY.md §3 rule 16, [`super::realm`]), and the time limits of registry requests in
-//! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`).
+//! (SECURITY.md §3 rule 16, [`super::realm`]), the time limits of registry requests in
+//! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`), and the
+//! bounds on images from elsewhere ([`kiln_store::Bounds`]), which builds and imports obey
+//! as well as pulls.
 //!
 //! ```yaml
 //! insecure_registries:
@@ -13,6 +15,9 @@
 //! timeout: 120       # each request: 120 s plus its size at 10 KiB/s
 //! read_timeout: 30   # no byte for 30 s is a stall
 //! retry_time: 300    # retry a failing request for up to 5 minutes (0: never)
+//! image_limits:      # sizes as 4m, 64g (powers of 1024) or a number of bytes
+//!   document_size: 8m
+//!   layers: 1000
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
@@ -25,6 +30,7 @@ use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::{InsecureHostError, RegistryError, Result, Timeouts, TrustedRealmError};
+use kiln_store::{Bound, Bounds};
 
 /// The largest config file kiln reads; a real one is a few lines.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -45,10 +51,54 @@ struct ConfigFile {
     read_timeout: Option<Spanned<f64>>,
     /// Seconds a failing request is retried ([`Timeouts::retry_time`]).
     retry_time: Option<Spanned<f64>>,
+    #[serde(default)]
+    image_limits: ImageLimits,
+}
+
+/// `image_limits:`; each key is a [`Bound::key`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageLimits {
+    document_size: Option<Spanned<Amount>>,
+    index_depth: Option<Spanned<Amount>>,
+    layers: Option<Spanned<Amount>>,
+    layer_entries: Option<Spanned<Amount>>,
+    path_length: Option<Spanned<Amount>>,
+    layer_size: Option<Spanned<Amount>>,
+    compression_ratio: Option<Spanned<Amount>>,
+    ratio_after: Option<Spanned<Amount>>,
+    image_size: Option<Spanned<Amount>>,
+}
+
+impl ImageLimits {
+    /// The values given, each with its bound.
+    fn given(self) -> impl Iterator<Item = (Bound, Spanned<Amount>)> {
+        [
+            (Bound::DocumentSize, self.document_size),
+            (Bound::IndexDepth, self.index_depth),
+            (Bound::Layers, self.layers),
+            (Bound::LayerEntries, self.layer_entries),
+            (Bound::PathLength, self.path_length),
+            (Bound::LayerSize, self.layer_size),
+            (Bound::CompressionRatio, self.compression_ratio),
+            (Bound::RatioAfter, self.ratio_after),
+            (Bound::ImageSize, self.image_size),
+        ]
+        .into_iter()
+        .filter_map(|(bound, value)| Some((bound, value?)))
+    }
+}
+
+/// A value under `image_limits:`: a number, or for sizes also `4m`, `64GiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Text(String),
 }
 
 /// What kiln's config file says about registries.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     /// `HOST` or `HOST:PORT` each.
     pub insecure_registries: Vec<String>,
@@ -56,6 +106,8 @@ pub struct FileConfig {
     pub trusted_token_realms: Vec<String>,
     /// The time limits over the defaults.
     pub timeouts: Timeouts,
+    /// The bounds on images from elsewhere, the defaults where the file names none.
+    pub bounds: Bounds,
 }
 
 /// Reads the config file at `path`; an empty one (or one of comments only) is the defaults.
@@ -101,7 +153,27 @@ pub fn read(path: &Path) -> Result<FileConfig> {
     if let Some(d) = seconds("retry_time", config.retry_time, true)? {
         out.timeouts.retry_time = d;
     }
+    for (bound, value) in config.image_limits.given() {
+        let amount = amount(bound, &value.value).map_err(|why| bad(value.referenced, why))?;
+        out.bounds
+            .set(bound, amount)
+            .map_err(|why| bad(value.referenced, format!("image_limits: {why}")))?;
+    }
     Ok(out)
+}
+
+/// A bound's value: a count, or for sizes also a size with a unit.
+fn amount(bound: Bound, value: &Amount) -> std::result::Result<u64, String> {
+    match value {
+        Amount::Number(n) => Ok(*n),
+        Amount::Text(text) if bound.is_size() => {
+            kiln_spec::values::size(text).map_err(|e| format!("image_limits: {}: {e}", bound.key()))
+        }
+        Amount::Text(text) => Err(format!(
+            "image_limits: {}: {text:?} is not a whole number",
+            bound.key()
+        )),
+    }
 }
 
 /// The config file, or `None` when it is empty or only comments.
@@ -280,5 +352,50 @@ mod tests {
         );
         assert!(read("read_timeout: -3\n").is_err());
         assert!(read("retry_time: soon\n").is_err());
+    }
+
+    #[test]
+    fn reads_image_limits() {
+        let bounds = |text: &str| read_config(text).map(|c| c.bounds);
+        assert_eq!(bounds("# none\n").unwrap(), Bounds::default());
+        let b = bounds("image_limits:\n  document_size: 8m\n  layers: 7\n  image_size: 1000\n")
+            .unwrap();
+        assert_eq!(b.document_size, 8 << 20);
+        assert_eq!(b.layers, 7);
+        assert_eq!(b.image_size, 1000);
+        assert_eq!(b.index_depth, Bounds::default().index_depth);
+        // Every bound has its key.
+        for bound in Bound::ALL {
+            let value = if bound.is_size() { "3k" } else { "3" };
+            let b = bounds(&format!("image_limits:\n  {}: {value}\n", bound.key())).unwrap();
+            let want = if bound.is_size() { 3072 } else { 3 };
+            assert_eq!(b.get(bound), want, "{}", bound.key());
+        }
+        for (text, at, why) in [
+            ("image_limits:\n  layer: 3\n", "config.yaml:2:3", "layer"),
+            (
+                "image_limits:\n  layers: many\n",
+                "config.yaml:2:11",
+                "not a whole number",
+            ),
+            (
+                "image_limits:\n  layers: 0\n",
+                "config.yaml:2:11",
+                "outside 1 to 4096",
+            ),
+            (
+                "image_limits:\n  path_length: 5000\n",
+                "config.yaml:2:16",
+                "outside 1 to 4096",
+            ),
+            (
+                "image_limits:\n  document_size: 4q\n",
+                "config.yaml:2:18",
+                "valid units",
+            ),
+        ] {
+            let err = bounds(text).unwrap_err().to_string();
+            assert!(err.contains(at) && err.contains(why), "{text}: {err}");
+        }
     }
 }

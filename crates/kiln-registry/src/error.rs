@@ -74,27 +74,25 @@ pub enum RegistryError {
     },
     #[error("manifest {reference}: {why}")]
     BadManifest { reference: String, why: String },
-    #[error("manifest {reference} is larger than 4 MiB")]
-    ManifestTooLarge { reference: String },
     #[error("no image for {wanted} in {reference} (it has: {available})")]
     NoPlatform {
         reference: String,
         wanted: String,
         available: String,
     },
-    #[error("blob {digest}: the registry sent {got} bytes, the manifest says {expected}")]
-    BlobSize {
-        digest: Digest,
-        expected: u64,
-        got: u64,
+    /// A document or blob that is not what its descriptor says, or past a bound.
+    #[error("{reference}: {source}")]
+    Incoming {
+        reference: String,
+        source: Box<kiln_image::incoming::IncomingError>,
     },
     #[error("blob {digest}: {why}")]
     Blob { digest: Digest, why: String },
     #[error("blob {digest}: {why}")]
     Unpack { digest: Digest, why: String },
-    #[error("layer {digest}: {source}")]
+    #[error("{layer}: {source}")]
     Layer {
-        digest: Digest,
+        layer: Box<kiln_image::incoming::Described>,
         source: kiln_layer::LayerError,
     },
     #[error("credentials: {0}")]
@@ -266,6 +264,17 @@ fn looks_like_tls_failure(why: &str) -> bool {
 }
 
 impl RegistryError {
+    /// The image `reference` names is refused: `source` says why.
+    pub(crate) fn incoming(
+        reference: impl Into<String>,
+        source: kiln_image::incoming::IncomingError,
+    ) -> RegistryError {
+        RegistryError::Incoming {
+            reference: reference.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// Whether trying the same request again may succeed (5xx, 429, broken connections).
     pub(crate) fn is_transient(&self) -> bool {
         match self {

@@ -49,6 +49,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{login_key, logout, save_login, Credential};
+pub use config::{read as read_config, FileConfig};
 pub use deadline::{Timeouts, MIN_RATE, READ_TIMEOUT, TIMEOUT};
 pub use error::{
     ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
@@ -68,9 +69,10 @@ pub struct Settings {
     pub insecure: Vec<String>,
     /// Credential files in lookup order (podman's `auth.json`, docker's `config.json`).
     pub auth_files: Vec<PathBuf>,
-    /// kiln's config file, whose `insecure_registries` add to `insecure` and whose
-    /// `trusted_token_realms` say which token services may see credentials ([`config`]).
-    pub config_file: Option<PathBuf>,
+    /// What kiln's config file says ([`read_config`]): its `insecure_registries` add to
+    /// `insecure`, its `trusted_token_realms` say which token services may see credentials,
+    /// its `image_limits` bound what a pull accepts.
+    pub config: FileConfig,
     /// `--timeout`: the base of every request's deadline, over the config file's `timeout`.
     pub timeout: Option<Duration>,
     /// `--read-timeout`: how long a request may send nothing, over `read_timeout`.
@@ -80,12 +82,9 @@ pub struct Settings {
 impl Settings {
     /// What applies to a client: the config file's registry settings (or the defaults when
     /// there is none) with the command line's on top — its insecure registries added, its
-    /// `--timeout`/`--read-timeout` over the file's. Reads the file once.
-    fn effective(&self) -> Result<config::FileConfig> {
-        let mut config = match &self.config_file {
-            Some(path) => config::read(path)?,
-            None => config::FileConfig::default(),
-        };
+    /// `--timeout`/`--read-timeout` over the file's.
+    fn effective(&self) -> FileConfig {
+        let mut config = self.config.clone();
         config
             .insecure_registries
             .splice(0..0, self.insecure.iter().cloned());
@@ -95,7 +94,7 @@ impl Settings {
         if let Some(t) = self.read_timeout {
             config.timeouts.read = t;
         }
-        Ok(config)
+        config
     }
 }
 

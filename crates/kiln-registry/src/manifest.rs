@@ -1,7 +1,7 @@
 //! Fetching manifests and indexes, checking what they claim to be, and picking the
 //! host's platform out of an index.
 //!
-//! A document is read with a 4 MiB cap (SECURITY.md rule 7). Its kind must be unambiguous
+//! A document is read up to the `document_size` bound (SECURITY.md rule 7). Its kind must be unambiguous
 //! (CVE-2021-41190): a document with both `manifests` and `layers`/`config` is refused,
 //! its `mediaType` (when present) must be the one it was served as, and a manifest reached
 //! through a descriptor must have the descriptor's media type and digest.
@@ -12,11 +12,12 @@ use reqwest::Method;
 use super::retry::{self, Transient};
 use super::transport::{header, read_body, Client};
 use super::{PlatformError, RegistryError, Result};
+use kiln_image::incoming::{IncomingError, Role};
 use kiln_store::oci::{
     MEDIA_TYPE_DOCKER_LIST as DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST as DOCKER_MANIFEST,
     MEDIA_TYPE_INDEX as OCI_INDEX, MEDIA_TYPE_MANIFEST as OCI_MANIFEST,
 };
-use kiln_store::{Digest, MAX_DOCUMENT};
+use kiln_store::{Bounds, Digest};
 
 /// What a fetched document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub(super) async fn fetch(
     client: &Client,
     tag_or_digest: &str,
     expected: Option<&Digest>,
+    bounds: &Bounds,
 ) -> Result<Document> {
     let name = format!("{}:{tag_or_digest}", client.repository());
     let url = client.url(&format!("manifests/{tag_or_digest}"));
@@ -68,13 +70,19 @@ pub(super) async fn fetch(
             .expect_success(response, Method::GET.as_str(), &what)
             .await?;
         let content_type = header(response.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-        let bytes = read_body(response, MAX_DOCUMENT as usize, &deadline)
+        let limit = usize::try_from(bounds.document_size).unwrap_or(usize::MAX);
+        let bytes = read_body(response, limit, &deadline)
             .await
             .map_err(|e| match e {
                 RegistryError::BodyTooLarge { .. } => {
-                    let too_large = RegistryError::ManifestTooLarge {
-                        reference: name.clone(),
-                    };
+                    let too_large = RegistryError::incoming(
+                        name.clone(),
+                        IncomingError::DocumentTooLarge {
+                            role: Role::Manifest,
+                            what: tag_or_digest.to_owned(),
+                            limit: bounds.document_size,
+                        },
+                    );
                     (too_large, None)
                 }
                 e => {
@@ -90,7 +98,7 @@ pub(super) async fn fetch(
         if &digest != expected {
             return Err(bad(
                 &name,
-                format!("content has digest {digest}, expected {expected}"),
+                format!("digest mismatch: its content has digest {digest}, expected {expected}"),
             ));
         }
     }

@@ -22,9 +22,11 @@ use super::sink::Sink;
 use super::transport::{header, Attempt, Client};
 use super::unpack::{unpack_layers, Board, Flusher, LayerJob, StagedLayer};
 use super::{runtime, RegistryError, Result, Settings};
+use kiln_image::incoming::{self, Described, Found, IncomingError, IndexPath, Role};
 use kiln_image::{self as image, ImageConfig};
+use kiln_layer::ApplyLimits;
 use kiln_progress::{BlobOutcome, Progress};
-use kiln_store::{BlobWriter, Digest, Reference, Store, StoreError, MAX_DOCUMENT};
+use kiln_store::{BlobWriter, Bounds, Digest, Reference, Store, StoreError};
 
 /// Layer blobs downloaded at once. Fewer than a push sends: layers unpack one after the
 /// other, bottom first, so a download far ahead of the unpacking only takes bandwidth
@@ -63,30 +65,37 @@ pub fn pull(
     progress: Arc<dyn Progress>,
 ) -> Result<Pulled> {
     let platform = platform.cloned().unwrap_or_else(Platform::host);
+    let bounds = &settings.config.bounds;
+    let refused = |source| RegistryError::incoming(reference.to_string(), source);
     let runtime = runtime()?;
     let _context = runtime.enter();
     let client = Client::new(settings, reference, false)?;
-    let doc = runtime.block_on(resolve_manifest(&client, reference, &platform))?;
+    let doc = runtime.block_on(resolve_manifest(&client, reference, &platform, bounds))?;
     let manifest: ImageManifest =
         serde_json::from_slice(&doc.bytes).map_err(|e| bad_manifest(reference, e.to_string()))?;
+    incoming::check_manifest(&manifest, doc.bytes.len() as u64, bounds).map_err(refused)?;
+    let config_blob = incoming::config_of(&manifest).map_err(refused)?;
+    incoming::check_document(
+        Role::Config,
+        &config_blob.digest.to_string(),
+        config_blob.size,
+        bounds,
+    )
+    .map_err(refused)?;
     let board = Board::default();
-    let config = runtime.block_on(fetch_blob(
-        &client,
-        store,
-        manifest.config().clone(),
-        progress.as_ref(),
-        &board,
-    ))?;
-    let jobs = layer_jobs(&manifest, &read_config(store, &config)?)
-        .map_err(|why| bad_manifest(reference, why))?;
     let pulling = Pulling {
         runtime: &runtime,
         client: &client,
         store,
         board: &board,
         progress: progress.as_ref(),
+        limits: ApplyLimits::from(bounds),
+        reference: reference.to_string(),
     };
-    let (layers, staged_layers) = pulling.fetch_and_unpack(&manifest, &jobs)?;
+    let config = runtime.block_on(pulling.fetch_blob(config_blob))?;
+    let config_doc = read_config(store, &config, bounds.document_size)?;
+    let jobs = layer_jobs(&manifest, &config_doc).map_err(refused)?;
+    let (layers, staged_layers) = pulling.fetch_and_unpack(&jobs)?;
     let manifest_blob = stage_document(store, &doc.bytes, &doc.digest)?;
     let mut all = vec![config];
     all.extend(layers);
@@ -104,29 +113,40 @@ fn bad_manifest(reference: &Reference, why: String) -> RegistryError {
     }
 }
 
-/// What the layers of one pull share.
+/// What the blobs of one pull share.
 struct Pulling<'a> {
     runtime: &'a tokio::runtime::Runtime,
     client: &'a Client,
     store: &'a Store,
     board: &'a Board,
     progress: &'a dyn Progress,
+    /// The bounds of the layers ([`Settings`]' `image_limits`).
+    limits: ApplyLimits,
+    /// The image, as errors name it.
+    reference: String,
 }
 
 impl Pulling<'_> {
+    fn refused(&self, source: IncomingError) -> RegistryError {
+        RegistryError::incoming(self.reference.clone(), source)
+    }
+
+    async fn fetch_blob(&self, blob: Described) -> Result<Fetched> {
+        fetch_blob(self, blob).await
+    }
+
     /// Downloads the layer blobs (a few at a time) while a thread unpacks the layers in
     /// order and another starts writing the results to disk.
-    fn fetch_and_unpack(
-        &self,
-        manifest: &ImageManifest,
-        jobs: &[LayerJob],
-    ) -> Result<(Vec<Fetched>, Vec<StagedLayer>)> {
+    fn fetch_and_unpack(&self, jobs: &[LayerJob]) -> Result<(Vec<Fetched>, Vec<StagedLayer>)> {
         // The same layer twice in one image is fetched once.
         let mut seen = std::collections::HashSet::new();
-        let mut blobs = manifest.layers().clone();
-        blobs.retain(|d| seen.insert(d.digest().clone()));
+        let blobs: Vec<Described> = jobs
+            .iter()
+            .filter(|j| seen.insert(j.digest().clone()))
+            .map(|j| j.blob.clone())
+            .collect();
         for job in jobs {
-            self.board.expect(&job.digest);
+            self.board.expect(job.digest());
         }
         let flusher = Flusher::default();
         let (fetched, unpacked) = std::thread::scope(|s| {
@@ -135,7 +155,8 @@ impl Pulling<'_> {
                 flusher: &flusher,
             };
             s.spawn(|| flusher.run(self.store));
-            let unpacking = s.spawn(|| unpack_layers(self.store, self.board, jobs, &flusher));
+            let unpacking =
+                s.spawn(|| unpack_layers(self.store, self.board, jobs, &flusher, &self.limits));
             let fetched = self.fetch_all(blobs);
             if fetched.is_err() {
                 self.board.fail_incomplete();
@@ -152,17 +173,17 @@ impl Pulling<'_> {
         let staged = staged.ok_or_else(|| RegistryError::Unpack {
             digest: jobs
                 .first()
-                .map(|j| j.digest.clone())
+                .map(|j| j.digest().clone())
                 .unwrap_or_else(|| Digest::of_bytes(b"")),
             why: "unpacking stopped although every download succeeded".into(),
         })?;
         Ok((fetched, staged))
     }
 
-    fn fetch_all(&self, blobs: Vec<Descriptor>) -> Result<Vec<Fetched>> {
+    fn fetch_all(&self, blobs: Vec<Described>) -> Result<Vec<Fetched>> {
         self.runtime.block_on(
             futures_util::stream::iter(blobs)
-                .map(|desc| fetch_blob(self.client, self.store, desc, self.progress, self.board))
+                .map(|blob| self.fetch_blob(blob))
                 .buffer_unordered(PULL_PARALLEL)
                 .try_collect(),
         )
@@ -199,22 +220,23 @@ impl Drop for EndOfPull<'_> {
     }
 }
 
-/// The image config, from staging or the store (at most 4 MiB, like every document).
-fn read_config(store: &Store, config: &Fetched) -> Result<ImageConfig> {
+/// The image config, from staging or the store (at most `limit` bytes, which its
+/// descriptor's size was checked against).
+fn read_config(store: &Store, config: &Fetched, limit: u64) -> Result<ImageConfig> {
     let path = match &config.staged {
         Some(staged) => staged.temp_path().to_owned(),
         None => store.blob_path(&config.digest),
     };
     let mut bytes = Vec::new();
     std::fs::File::open(&path)
-        .and_then(|f| f.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
         .map_err(|e| StoreError::Io {
             what: "read",
             path: path.clone(),
             source: e,
         })?;
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(StoreError::TooLarge(config.digest.clone(), MAX_DOCUMENT).into());
+    if bytes.len() as u64 > limit {
+        return Err(StoreError::TooLarge(config.digest.clone(), limit).into());
     }
     serde_json::from_slice(&bytes).map_err(|source| {
         RegistryError::Image(image::ImageError::BadDocument {
@@ -229,27 +251,16 @@ fn read_config(store: &Store, config: &Fetched) -> Result<ImageConfig> {
 pub(super) fn layer_jobs(
     manifest: &ImageManifest,
     config: &ImageConfig,
-) -> std::result::Result<Vec<LayerJob>, String> {
-    let diff_ids = &config.rootfs.diff_ids;
-    if manifest.layers().len() != diff_ids.len() {
-        return Err(format!(
-            "it lists {} layers but its config lists {} diff_ids",
-            manifest.layers().len(),
-            diff_ids.len()
-        ));
-    }
-    manifest
-        .layers()
-        .iter()
-        .zip(diff_ids)
-        .map(|(blob, diff_id)| {
-            Ok(LayerJob {
-                digest: Digest::try_from(blob).map_err(|e| e.to_string())?,
-                diff_id: diff_id.clone(),
-                media_type: blob.media_type().to_string(),
-            })
+) -> std::result::Result<Vec<LayerJob>, IncomingError> {
+    incoming::check_diff_ids(manifest, config.rootfs.diff_ids.len())?;
+    Ok(incoming::layers_of(manifest)?
+        .into_iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(blob, diff_id)| LayerJob {
+            blob,
+            diff_id: diff_id.clone(),
         })
-        .collect()
+        .collect())
 }
 
 /// The manifest as a staged blob, unless the store has it.
@@ -290,12 +301,13 @@ fn publish(
     Ok(())
 }
 
-/// The image manifest `reference` names, going through one index level when it names an
-/// index (nested indexes are not followed: no registry serves them for images).
+/// The image manifest `reference` names, following indexes (each to the entry for
+/// `platform`) at most [`Bounds::index_depth`] deep, none twice.
 async fn resolve_manifest(
     client: &Client,
     reference: &Reference,
     platform: &Platform,
+    bounds: &Bounds,
 ) -> Result<Document> {
     let name = reference.to_string();
     let tag_or_digest = match (&reference.digest, &reference.tag) {
@@ -303,50 +315,65 @@ async fn resolve_manifest(
         (None, Some(t)) => t.clone(),
         (None, None) => "latest".to_owned(),
     };
-    let doc = manifest::fetch(client, &tag_or_digest, reference.digest.as_ref()).await?;
-    if doc.kind == Kind::Manifest {
-        return Ok(doc);
-    }
     let bad = |why: String| RegistryError::BadManifest {
         reference: name.clone(),
         why,
     };
-    let index: ImageIndex =
-        serde_json::from_slice(&doc.bytes).map_err(|e| bad(format!("index: {e}")))?;
-    let desc = manifest::pick_platform(&name, &index, platform)?;
-    let digest = Digest::try_from(&desc)?;
-    let child = manifest::fetch(client, &digest.to_string(), Some(&digest)).await?;
-    let listed = desc.media_type().to_string();
-    if child.media_type != listed || child.kind != Kind::Manifest {
-        return Err(bad(format!(
-            "the index lists {digest} as {listed}, but it is a {}",
-            child.media_type
-        )));
+    let mut doc =
+        manifest::fetch(client, &tag_or_digest, reference.digest.as_ref(), bounds).await?;
+    let mut followed = IndexPath::default();
+    while doc.kind == Kind::Index {
+        followed
+            .enter(&doc.digest, bounds)
+            .map_err(|source| RegistryError::incoming(name.clone(), source))?;
+        let index: ImageIndex =
+            serde_json::from_slice(&doc.bytes).map_err(|e| bad(format!("index: {e}")))?;
+        let desc = manifest::pick_platform(&name, &index, platform)?;
+        let digest = Digest::try_from(&desc)?;
+        let child = manifest::fetch(client, &digest.to_string(), Some(&digest), bounds).await?;
+        let listed = desc.media_type().to_string();
+        if child.media_type != listed {
+            return Err(bad(format!(
+                "the index lists {digest} as {listed}, but it is a {}",
+                child.media_type
+            )));
+        }
+        if child.bytes.len() as u64 != desc.size() {
+            return Err(bad(format!(
+                "the index gives {digest} a size of {}, it has {}",
+                desc.size(),
+                child.bytes.len()
+            )));
+        }
+        doc = child;
     }
-    if child.bytes.len() as u64 != desc.size() {
-        return Err(bad(format!(
-            "the index gives {digest} a size of {}, it has {}",
-            desc.size(),
-            child.bytes.len()
-        )));
-    }
-    Ok(child)
+    Ok(doc)
 }
 
 /// Fetches one blob into staging unless the store has it, telling `board` how far it got
 /// so its layer can unpack as it arrives. A try that fails part way keeps what it wrote:
 /// the next one asks for the rest with `Range`, so a large layer on a flaky link is not
 /// downloaded from the start again.
-async fn fetch_blob(
-    client: &Client,
-    store: &Store,
-    desc: Descriptor,
-    progress: &dyn Progress,
-    board: &Board,
-) -> Result<Fetched> {
-    let digest = Digest::try_from(&desc)?;
-    let size = desc.size();
+async fn fetch_blob(pulling: &Pulling<'_>, blob: Described) -> Result<Fetched> {
+    let Pulling {
+        client,
+        store,
+        board,
+        progress,
+        ..
+    } = *pulling;
+    let digest = blob.digest.clone();
+    let size = blob.size;
     if store.has_blob(&digest) {
+        // A descriptor that lies about a blob the store has is refused all the same.
+        let stored = store.blob_size(&digest)?;
+        if stored != size {
+            return Err(pulling.refused(IncomingError::SizeMismatch {
+                blob,
+                source_name: "the blob in kiln's store",
+                found: Found::Exactly(stored),
+            }));
+        }
         board.present(&digest, store.blob_path(&digest));
         progress.blob_finished(&digest, size, BlobOutcome::Exists);
         return Ok(Fetched {
@@ -366,8 +393,7 @@ async fn fetch_blob(
         retrying.start();
         let before = sink.received();
         let target = Target {
-            digest: &digest,
-            size,
+            blob: &blob,
             progress,
             board,
         };
@@ -392,30 +418,26 @@ async fn fetch_blob(
             (Err((e, None)), Ok(())) => return Err(e),
         }
     }
-    let mut blob = sink.finish().await.map_err(|e| write_error(&digest, &e))?;
-    blob.verify(&digest).map_err(|e| match e {
-        StoreError::DigestMismatch { actual, .. } => RegistryError::Blob {
-            digest: digest.clone(),
-            why: format!(
-                "the registry sent content with digest {actual}; it was refused and nothing was stored"
-            ),
-        },
+    let mut staged = sink.finish().await.map_err(|e| write_error(&digest, &e))?;
+    staged.verify(&digest).map_err(|e| match e {
+        StoreError::DigestMismatch { actual, .. } => {
+            pulling.refused(IncomingError::DigestMismatch { blob, actual })
+        }
         e => e.into(),
     })?;
-    board.complete(&digest, blob.temp_path());
+    board.complete(&digest, staged.temp_path());
     progress.blob_finished(&digest, size, BlobOutcome::Pulled);
     Ok(Fetched {
         digest,
         size,
         outcome: BlobOutcome::Pulled,
-        staged: Some(blob),
+        staged: Some(staged),
     })
 }
 
 /// The blob a download fetches, and who hears about its progress.
 struct Target<'a> {
-    digest: &'a Digest,
-    size: u64,
+    blob: &'a Described,
     progress: &'a dyn Progress,
     board: &'a Board,
 }
@@ -438,11 +460,11 @@ async fn download(
     deadline: &Deadline,
 ) -> Attempt<()> {
     let Target {
-        digest,
-        size,
+        blob,
         progress,
         board,
     } = *target;
+    let (digest, size) = (&blob.digest, blob.size);
     let url = client.url(&format!("blobs/{digest}"));
     let offset = sink.received();
     let response = client
@@ -473,11 +495,24 @@ async fn download(
         sink.restart(store.new_blob().map_err(fatal)?).await;
         board.writing(digest, sink.path(), 0);
     }
-    let too_long = |got| RegistryError::BlobSize {
-        digest: digest.clone(),
-        expected: size,
-        got,
+    let mismatch = |found| {
+        let name = format!("{}/{}", client.registry(), client.repository());
+        RegistryError::incoming(
+            name,
+            IncomingError::SizeMismatch {
+                blob: blob.clone(),
+                source_name: "the registry",
+                found,
+            },
+        )
     };
+    // A body announced longer than the blob is refused before it is read.
+    if let Some(announced) = response
+        .content_length()
+        .filter(|n| offset == 0 && *n > size)
+    {
+        return Err(fatal(mismatch(Found::Exactly(announced))));
+    }
     loop {
         if board.is_cancelled() {
             let err = RegistryError::Blob {
@@ -505,7 +540,7 @@ async fn download(
         let Some(chunk) = chunk else { break };
         let total = sink.received() + chunk.len() as u64;
         if total > size {
-            return Err(fatal(too_long(total)));
+            return Err(fatal(mismatch(Found::AtLeast(total))));
         }
         let progressed = sink
             .push(chunk)
@@ -518,7 +553,7 @@ async fn download(
     }
     if sink.received() != size {
         // A body cut short (the connection closed early): try again from here.
-        let err = too_long(sink.received());
+        let err = mismatch(Found::Only(sink.received()));
         return Err((err, Some(Transient { retry_after: None })));
     }
     Ok(())

@@ -84,7 +84,7 @@ impl Client {
     ) -> Result<Client> {
         // Several calls may race to install it; the loser's error only says it is there.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = settings.effective()?;
+        let config = settings.effective();
         let timeouts = config.timeouts;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::RegistryError;
+use kiln_image::incoming::Described;
 pub(super) use kiln_layer::StagedLayer;
-use kiln_layer::{self as layer, LayerError};
+use kiln_layer::{self as layer, ApplyLimits, LayerError};
 use kiln_store::{Digest, Store};
 
 /// Where each blob of a pull is, shared by the downloads and the unpacking thread.
@@ -205,9 +206,22 @@ impl Read for Follow<'_> {
 /// One layer of the image being pulled, bottom first.
 #[derive(Debug, Clone)]
 pub(super) struct LayerJob {
-    pub digest: Digest,
+    /// The blob, as the manifest describes it.
+    pub blob: Described,
+    /// Its diff_id, as the config gives it.
     pub diff_id: Digest,
-    pub media_type: String,
+}
+
+impl LayerJob {
+    pub fn digest(&self) -> &Digest {
+        &self.blob.digest
+    }
+
+    /// What [`layer::unpack_staged`] needs to know of the stream: its media type and
+    /// the diff_id it must have.
+    fn layer_type(&self) -> (&str, &Digest) {
+        (&self.blob.media_type, &self.diff_id)
+    }
 }
 
 /// Unpacks every layer the store has no dir for, bottom first, each from its blob as it
@@ -219,6 +233,7 @@ pub(super) fn unpack_layers(
     board: &Board,
     layers: &[LayerJob],
     flush: &Flusher,
+    limits: &ApplyLimits,
 ) -> Result<Option<Vec<StagedLayer>>, RegistryError> {
     let mut staged: Vec<StagedLayer> = Vec::new();
     for (i, job) in layers.iter().enumerate() {
@@ -226,7 +241,7 @@ pub(super) fn unpack_layers(
             continue;
         }
         let lowers = lower_dirs(store, &layers[..i], &staged);
-        match unpack_one(store, board, job, &lowers) {
+        match unpack_one(store, board, job, &lowers, limits) {
             Ok(layer) => {
                 staged.push(layer);
                 flush.request();
@@ -269,30 +284,30 @@ fn unpack_one(
     board: &Board,
     job: &LayerJob,
     lowers: &[PathBuf],
+    limits: &ApplyLimits,
 ) -> Result<StagedLayer, Stop> {
     loop {
         let mut follow = Follow {
             board,
-            digest: &job.digest,
+            digest: job.digest(),
             file: None,
             pos: 0,
         };
-        let unpacked =
-            layer::unpack_staged(store, &mut follow, &job.media_type, &job.diff_id, lowers);
+        let unpacked = layer::unpack_staged(store, &mut follow, job.layer_type(), lowers, limits);
         let followed = follow.file.as_ref().map(|(_, p)| p.clone());
         let e = match unpacked {
             Ok(staged) => return Ok(staged),
             Err(LayerError::Store(e)) => return Err(Stop::Refused(e.into())),
             // The whole stream was read: the download did all it had to.
             Err(e @ LayerError::DiffId { .. }) => e,
-            Err(e) => match interruption(board, &job.digest, followed.as_deref()) {
+            Err(e) => match interruption(board, job.digest(), followed.as_deref()) {
                 Some(Interrupted::Restarted) => continue,
                 Some(Interrupted::Failed) => return Err(Stop::DownloadFailed),
                 None => e,
             },
         };
         return Err(Stop::Refused(RegistryError::Layer {
-            digest: job.digest.clone(),
+            layer: Box::new(job.blob.clone()),
             source: e,
         }));
     }

@@ -95,7 +95,10 @@ pub fn read_document(path: &Path) -> io::Result<Vec<u8>> {
         .take(super::MAX_DOCUMENT + 1)
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > super::MAX_DOCUMENT {
-        return Err(io::Error::other("larger than 4 MiB"));
+        return Err(io::Error::other(format!(
+            "larger than {} MiB",
+            super::MAX_DOCUMENT >> 20
+        )));
     }
     Ok(bytes)
 }

@@ -40,7 +40,7 @@ impl Store {
         if bytes.len() as u64 > MAX_DOCUMENT {
             return Err(StoreError::Corrupt {
                 path,
-                why: "larger than 4 MiB".into(),
+                why: format!("larger than {} MiB", MAX_DOCUMENT >> 20),
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {

@@ -9,6 +9,7 @@
 //! `org.opencontainers.image.ref.name` annotations holding a normalised [`Reference`].
 
 mod blob;
+pub mod bounds;
 pub mod cache;
 pub mod containers;
 pub mod digest;
@@ -26,6 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
+pub use bounds::{Bound, Bounds};
 pub use cache::StepRecord;
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
@@ -37,8 +39,10 @@ pub use index::Tagged;
 pub use oci::REF_NAME;
 pub use reference::Reference;
 
-/// Largest JSON document (manifest, config, index) kiln reads (SECURITY.md rule 7).
-pub const MAX_DOCUMENT: u64 = 4 << 20;
+/// Largest JSON document (manifest, config, index) kiln reads at all (SECURITY.md rule 7):
+/// the ceiling of [`Bounds::document_size`], which bounds documents from elsewhere (4 MiB
+/// by default). Documents in the store passed that bound on their way in.
+pub const MAX_DOCUMENT: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -151,6 +155,18 @@ impl Store {
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
+    }
+
+    /// The size in bytes of a blob in the store.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::MissingBlob(digest.clone()))
+            }
+            Err(e) => Err(StoreError::io("stat", &path)(e)),
+        }
     }
 
     /// The name of a layer's dir under [`Store::layers_dir`] (short names keep overlay's

@@ -429,7 +429,7 @@ fn limits_are_enforced() {
         matches!(
             err,
             LayerError::Limit {
-                what: "entries",
+                bound: kiln_store::Bound::LayerEntries,
                 ..
             }
         ),
@@ -461,7 +461,7 @@ fn limits_are_enforced() {
             .pax(EntryType::XHeader, &[("path", long.as_bytes())])
             .file("x", b"")
             .finish(),
-        "longer",
+        "more than kiln's limit of 4096",
     );
 }
 
