@@ -21,7 +21,7 @@ use crate::faults::{Counters, FaultKind};
 use crate::http::{read_request, HttpError, Request};
 use crate::log::{Listener, LogEntry, RequestLog};
 use crate::registry::{self, Reply};
-use crate::storage::Store;
+use crate::storage::{Store, StoredManifest};
 use crate::uploads::Upload;
 use crate::wire::{self, Sending, Stop};
 
@@ -187,6 +187,36 @@ impl Server {
         };
         let store = self.state.store.lock().unwrap_or_else(|e| e.into_inner());
         store.has_blob(name, &digest).unwrap_or(false)
+    }
+
+    /// Stores `bytes` as blob `digest` of repository `name` without checking that they hash
+    /// to it: a registry that serves corrupt or mislabelled content, which no real registry
+    /// does on demand.
+    pub fn plant_blob(&self, name: &str, digest: &str, bytes: &[u8]) {
+        let digest = digest.parse().expect("a digest");
+        let mut store = self.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.put_blob(name, &digest, bytes).expect("plant a blob");
+    }
+
+    /// Stores `bytes` as manifest `digest` (served as `media_type`) of repository `name`,
+    /// tagged `tag` when given, without checking them.
+    pub fn plant_manifest(
+        &self,
+        name: &str,
+        digest: &str,
+        media_type: &str,
+        bytes: &[u8],
+        tag: Option<&str>,
+    ) {
+        let manifest = StoredManifest {
+            digest: digest.parse().expect("a digest"),
+            media_type: media_type.to_owned(),
+            bytes: bytes.to_vec(),
+        };
+        let mut store = self.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .put_manifest(name, &manifest, tag)
+            .expect("plant a manifest");
     }
 
     /// Stops serving and waits for every thread; the same as dropping the server.

@@ -16,6 +16,7 @@ pub mod context;
 mod copy_step;
 mod host_file;
 mod key;
+mod oci_layout;
 mod output;
 mod record;
 mod run_step;
@@ -252,6 +253,12 @@ pub enum BaseProblem {
     /// A document or blob that is not what its descriptor says, or past a bound.
     #[error(transparent)]
     Incoming(Box<kiln_image::incoming::IncomingError>),
+    /// A layer that cannot become a layer dir.
+    #[error("{layer}: {source}")]
+    Layer {
+        layer: Box<kiln_image::incoming::Described>,
+        source: LayerError,
+    },
 }
 
 /// Why a document of an OCI layout (its `index.json`) is not read.

@@ -45,7 +45,7 @@ pub use compress::{detect_compression, write_layer};
 pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;
-pub use stage::{unpack_staged, StagedLayer};
+pub use stage::{lower_dirs, publish_staged, unpack_staged, StagedLayer};
 pub use write::write_tar;
 
 use kiln_store::{Bounds, Digest};

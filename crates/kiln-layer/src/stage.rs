@@ -4,17 +4,18 @@
 //!
 //! Pulls (which unpack while the blob downloads), images loaded from the store or an
 //! `oci:` layout, and `kiln run` all need exactly this, and a copy per caller had drifted
-//! (different errors for the same mismatch). Publishing stays with the caller because
-//! the rules differ: a build commits each dir at once, a pull renames its dirs only after
-//! one `syncfs` once every blob checked out. Where the stream comes from is the caller's
-//! too: a pull follows its growing download, the others read a stored blob.
+//! (different errors for the same mismatch). When to publish is the caller's choice: a
+//! build commits each dir at once, while a pull or an `oci:` layout renames everything it
+//! staged only once every blob checked out, after one `syncfs` ([`publish_staged`]).
+//! Where the stream comes from is the caller's too: a pull follows its growing download,
+//! the others read a blob in the store or in staging.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::Result;
 use super::{apply_layer, ApplyLimits, LayerError};
-use kiln_store::{Digest, Store, TempDir};
+use kiln_store::{BlobWriter, Digest, Store, StoreError, TempDir};
 
 /// A layer dir unpacked under the store's `tmp/` whose diff_id matched; removed when
 /// dropped unless it was published first.
@@ -34,6 +35,49 @@ impl StagedLayer {
     pub fn path(&self) -> PathBuf {
         layer_path(self.dir.path())
     }
+}
+
+/// The layer dirs below a layer whose lower layers are `below` (diff_ids, bottom first),
+/// top-most first: the one in `staged` where there is one, else the store's.
+pub fn lower_dirs<'a>(
+    store: &Store,
+    below: impl DoubleEndedIterator<Item = &'a Digest>,
+    staged: &[StagedLayer],
+) -> Vec<PathBuf> {
+    below
+        .rev()
+        .map(|diff_id| {
+            staged
+                .iter()
+                .find(|s| s.diff_id() == diff_id)
+                .map(StagedLayer::path)
+                .unwrap_or_else(|| store.layer_dir(diff_id))
+        })
+        .collect()
+}
+
+/// Makes what an image's import staged durable with one sync, then visible: the blobs,
+/// the layer dirs, and `last` (the manifest, which names the rest) at the very end.
+pub fn publish_staged(
+    store: &Store,
+    blobs: Vec<BlobWriter>,
+    layers: &[StagedLayer],
+    last: Option<BlobWriter>,
+) -> std::result::Result<(), StoreError> {
+    if blobs.is_empty() && layers.is_empty() && last.is_none() {
+        return Ok(());
+    }
+    store.sync_filesystem()?;
+    for blob in blobs {
+        blob.publish()?;
+    }
+    for layer in layers {
+        store.publish_layer(&layer.path(), layer.diff_id())?;
+    }
+    if let Some(last) = last {
+        last.publish()?;
+    }
+    store.sync_published()
 }
 
 fn layer_path(staging: &Path) -> PathBuf {

@@ -99,7 +99,8 @@ pub fn pull(
     let manifest_blob = stage_document(store, &doc.bytes, &doc.digest)?;
     let mut all = vec![config];
     all.extend(layers);
-    publish(store, &mut all, staged_layers, manifest_blob)?;
+    let staged_blobs = all.iter_mut().filter_map(|f| f.staged.take()).collect();
+    kiln_layer::publish_staged(store, staged_blobs, &staged_layers, manifest_blob)?;
     let digests: Vec<Digest> = all.iter().map(|f| f.digest.clone()).collect();
     // Only a hint for later pushes: a pull does not fail over it.
     let _ = blob_mounts::remember(store, client.registry(), client.repository(), &digests);
@@ -273,32 +274,6 @@ fn stage_document(store: &Store, bytes: &[u8], digest: &Digest) -> Result<Option
         .map_err(StoreError::io("write", &store.tmp_dir()))?;
     blob.verify(digest)?;
     Ok(Some(blob))
-}
-
-/// Makes everything the pull staged durable with one sync, then visible: blobs, layer
-/// dirs, and the manifest last.
-fn publish(
-    store: &Store,
-    blobs: &mut [Fetched],
-    layers: Vec<StagedLayer>,
-    manifest: Option<BlobWriter>,
-) -> Result<()> {
-    let staged = blobs.iter().any(|b| b.staged.is_some()) || !layers.is_empty();
-    if !staged && manifest.is_none() {
-        return Ok(());
-    }
-    store.sync_filesystem()?;
-    for staged in blobs.iter_mut().filter_map(|b| b.staged.take()) {
-        staged.publish()?;
-    }
-    for layer in &layers {
-        store.publish_layer(&layer.path(), layer.diff_id())?;
-    }
-    if let Some(manifest) = manifest {
-        manifest.publish()?;
-    }
-    store.sync_published()?;
-    Ok(())
 }
 
 /// The image manifest `reference` names, following indexes (each to the entry for

@@ -240,7 +240,7 @@ pub(super) fn unpack_layers(
         if store.has_layer(&job.diff_id) || staged.iter().any(|s| *s.diff_id() == job.diff_id) {
             continue;
         }
-        let lowers = lower_dirs(store, &layers[..i], &staged);
+        let lowers = layer::lower_dirs(store, layers[..i].iter().map(|l| &l.diff_id), &staged);
         match unpack_one(store, board, job, &lowers, limits) {
             Ok(layer) => {
                 staged.push(layer);
@@ -260,22 +260,6 @@ pub(super) fn unpack_layers(
 enum Stop {
     DownloadFailed,
     Refused(RegistryError),
-}
-
-/// The dirs below layer `below.len()`, top-most first: those staged by this pull, else
-/// the store's.
-fn lower_dirs(store: &Store, below: &[LayerJob], staged: &[StagedLayer]) -> Vec<PathBuf> {
-    below
-        .iter()
-        .rev()
-        .map(|l| {
-            staged
-                .iter()
-                .find(|s| *s.diff_id() == l.diff_id)
-                .map(StagedLayer::path)
-                .unwrap_or_else(|| store.layer_dir(&l.diff_id))
-        })
-        .collect()
 }
 
 /// Unpacks one layer into a fresh staging dir, starting over when its download does.
