@@ -188,3 +188,41 @@ pub fn busybox_rootfs(env: &Env, rel: &str) -> PathBuf {
     }
     root
 }
+
+/// Every file and dir under a store (lock files aside) with its size: equal listings
+/// before and after a refused command mean it left the store as it was.
+pub fn store_listing(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if rel.ends_with("lock") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            out.push(format!(
+                "{rel} {}",
+                if meta.is_dir() { 0 } else { meta.len() }
+            ));
+            if meta.is_dir() {
+                walk(&path, root, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// The Go names of this machine's architecture and of another one.
+pub fn host_and_other_arch() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "arm64"),
+        "aarch64" => ("arm64", "amd64"),
+        other => panic!("add {other} to this test's architectures"),
+    }
+}

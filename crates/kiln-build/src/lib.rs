@@ -320,6 +320,15 @@ impl BuildError {
                 "pull, build or import it first, or use from: rootfs:PATH or oci:PATH".into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
+            BuildError::BadBase {
+                problem: BaseProblem::Incoming(e),
+                ..
+            } => Some(e.hint()),
+            BuildError::BadBase {
+                problem: BaseProblem::Layer { source, .. },
+                ..
+            }
+            | BuildError::Layer(source) => source.hint(),
             BuildError::Secret(_) => Some(
                 "a relative source: is taken from the spec's folder, an env: variable from kiln build's environment; secrets are read when the build starts and never enter a layer, the cache or the log"
                     .into(),

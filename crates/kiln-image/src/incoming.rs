@@ -120,6 +120,16 @@ pub enum IncomingError {
 }
 
 impl IncomingError {
+    /// What to do about it: raise the bound it hit, or know the image is damaged.
+    pub fn hint(&self) -> String {
+        match self.bound() {
+            Some(bound) => bound.hint(),
+            None => {
+                "the image is damaged or was altered on its way; nothing of it was stored".into()
+            }
+        }
+    }
+
     /// The bound of kiln's config file this error hit, if any.
     pub fn bound(&self) -> Option<Bound> {
         match self {

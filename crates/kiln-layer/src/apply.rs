@@ -84,8 +84,10 @@ struct Applier {
     buf: Vec<u8>,
 }
 
+/// An I/O failure on the layer entry `path`.
 fn io_err(what: &'static str, path: &[u8]) -> impl FnOnce(std::io::Error) -> LayerError {
-    LayerError::io(what, path)
+    let path = String::from_utf8_lossy(path).into_owned();
+    move |source| LayerError::EntryIo { what, path, source }
 }
 
 impl Applier {

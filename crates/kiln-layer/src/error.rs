@@ -15,6 +15,15 @@ pub enum LayerError {
         source: io::Error,
     },
 
+    /// A filesystem call on a layer entry failed (a name or link target the filesystem
+    /// refuses, a full disk…); `path` is the entry's, `what` the call's.
+    #[error("layer entry {path:?} ({what}): {source}")]
+    EntryIo {
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
+
     /// The layer stream could not be read or decompressed.
     #[error("cannot read the layer stream: {0}")]
     Stream(#[source] io::Error),
@@ -67,6 +76,15 @@ pub enum LayerError {
 }
 
 impl LayerError {
+    /// What to do about it, when something can be done: a bound of kiln's config file that
+    /// a trusted layer may raise.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LayerError::Limit { bound, .. } => Some(bound.hint()),
+            _ => None,
+        }
+    }
+
     /// Adapter for `map_err`: an I/O failure while doing `what` on `path`.
     pub fn io(what: &'static str, path: &[u8]) -> impl FnOnce(io::Error) -> LayerError {
         let path = String::from_utf8_lossy(path).into_owned();

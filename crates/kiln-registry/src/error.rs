@@ -301,6 +301,8 @@ impl RegistryError {
             RegistryError::Unauthorized { registry, .. } => {
                 Some(format!("log in with: kiln login {registry}"))
             }
+            RegistryError::Incoming { source, .. } => Some(source.hint()),
+            RegistryError::Layer { source, .. } => source.hint(),
             RegistryError::Stalled { .. } => Some(
                 "a registry may send nothing for read_timeout: seconds (default 60) in kiln's config file".into(),
             ),

@@ -167,8 +167,17 @@ impl Pulling<'_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (fetched, unpacked)
         });
-        // A refused layer explains more than the download it stopped.
-        let staged = unpacked?;
+        // Whichever failed first explains the other: a refused layer cancels the downloads
+        // (the board says so), and a failed download ends the unpacking, which may then
+        // fail to read a blob whose staging went with the download's.
+        let (fetched, staged) = match (fetched, unpacked) {
+            (Err(download), Err(unpack)) if !self.board.is_cancelled() => {
+                tracing::debug!(error = %unpack, "unpacking stopped by a failed download");
+                return Err(download);
+            }
+            (fetched, unpacked) => (fetched, unpacked),
+        };
+        let staged = staged?;
         let fetched = fetched?;
         // Unpacking stops early only when a download failed, which was reported above.
         let staged = staged.ok_or_else(|| RegistryError::Unpack {
