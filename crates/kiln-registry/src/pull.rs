@@ -167,11 +167,11 @@ impl Pulling<'_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (fetched, unpacked)
         });
-        // Whichever failed first explains the other: a refused layer cancels the downloads
-        // (the board says so), and a failed download ends the unpacking, which may then
-        // fail to read a blob whose staging went with the download's.
+        // Whichever failed first explains the other: a refused layer stops the downloads,
+        // and a failed download ends the unpacking, which may then fail to read a blob
+        // whose staging went with the download's.
         let (fetched, staged) = match (fetched, unpacked) {
-            (Err(download), Err(unpack)) if !self.board.is_cancelled() => {
+            (Err(download), Err(unpack)) if self.board.download_failed_first() => {
                 tracing::debug!(error = %unpack, "unpacking stopped by a failed download");
                 return Err(download);
             }
@@ -193,7 +193,14 @@ impl Pulling<'_> {
     fn fetch_all(&self, blobs: Vec<Described>) -> Result<Vec<Fetched>> {
         self.runtime.block_on(
             futures_util::stream::iter(blobs)
-                .map(|blob| self.fetch_blob(blob))
+                .map(|blob| async {
+                    let fetched = self.fetch_blob(blob).await;
+                    if fetched.is_err() {
+                        // Before the other downloads' results (and staging) are dropped.
+                        self.board.download_failed();
+                    }
+                    fetched
+                })
                 .buffer_unordered(PULL_PARALLEL)
                 .try_collect(),
         )

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::RegistryError;
@@ -34,7 +34,13 @@ pub(super) struct Board {
     changed: Condvar,
     /// Set when unpacking failed: the downloads stop early.
     cancelled: AtomicBool,
+    /// Which side failed first ([`FIRST_DOWNLOAD`], [`FIRST_UNPACK`]; 0: neither yet): the
+    /// first failure is the cause, the other side's failure only its echo.
+    first_failure: AtomicU8,
 }
+
+const FIRST_DOWNLOAD: u8 = 1;
+const FIRST_UNPACK: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Arrival {
@@ -111,8 +117,26 @@ impl Board {
         self.changed.notify_all();
     }
 
+    /// Unpacking refused a layer: the downloads stop.
     pub fn cancel(&self) {
+        self.note_failure(FIRST_UNPACK);
         self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// A download failed for good.
+    pub fn download_failed(&self) {
+        self.note_failure(FIRST_DOWNLOAD);
+    }
+
+    /// Whether a download failed before unpacking refused anything.
+    pub fn download_failed_first(&self) -> bool {
+        self.first_failure.load(Ordering::SeqCst) == FIRST_DOWNLOAD
+    }
+
+    fn note_failure(&self, side: u8) {
+        let _ = self
+            .first_failure
+            .compare_exchange(0, side, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     pub fn is_cancelled(&self) -> bool {
