@@ -336,7 +336,8 @@ fn bearer_token_flow_and_faults() {
     let out = kiln_with_stdin(&other, &["pull", &reference], "", &config);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("larger than 4 MiB"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("larger than kiln's limit of 4194304 bytes (image_limits: document_size"),
         "{}",
         text(&out)
     );
