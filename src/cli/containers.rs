@@ -53,11 +53,11 @@ pub(super) fn container_store(globals: &Globals) -> Result<Store, Failure> {
 
 /// The container `key` names (name, ID or unique ID prefix), or docker's error.
 pub(super) fn find(store: &Store, key: &str) -> Result<(ContainerDir, ContainerState), Failure> {
-    store
-        .find_container(key)?
-        .ok_or_else(|| Failure::user(format!("no such container: {key}")).hint(Some(
+    store.find_container(key)?.ok_or_else(|| {
+        Failure::user(format!("no such container: {key}")).hint(Some(
             "`kiln ps -a` lists the containers; a unique prefix of an ID is enough".into(),
-        )))
+        ))
+    })
 }
 
 /// Which containers `kiln ps` shows.
@@ -79,8 +79,7 @@ impl Filters {
         for filter in &args.filter {
             let bad = || {
                 Failure::user(format!("invalid filter {filter:?}")).hint(Some(
-                    "kiln ps knows status=created|running|exited, name=TEXT and id=PREFIX"
-                        .into(),
+                    "kiln ps knows status=created|running|exited, name=TEXT and id=PREFIX".into(),
                 ))
             };
             match filter.split_once('=').ok_or_else(bad)? {
@@ -145,7 +144,14 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    let header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"];
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ];
     let table: Vec<[String; 6]> = rows
         .iter()
         .map(|(s, status)| {
@@ -250,7 +256,12 @@ pub fn rm(globals: &Globals, args: RmArgs) -> CmdResult {
 /// Removes one container (killing it first with `force`); returns the name to print.
 fn remove_one(store: &Store, key: &str, force: bool) -> Result<String, Failure> {
     let (dir, state) = find(store, key)?;
-    let _lock = match dir.lock_within(Duration::ZERO)? {
+    // A runner that recorded the end is about to let go.
+    let ending = match state.exit_code {
+        Some(_) => KILLED_WITHIN,
+        None => Duration::ZERO,
+    };
+    let _lock = match dir.lock_within(ending)? {
         Some(lock) => lock,
         None if !force => {
             return Err(
@@ -296,6 +307,9 @@ mod tests {
             status_text(Status::Exited { code: 0, at: 100 }, 220),
             "Exited (0) 2 minutes ago"
         );
-        assert_eq!(status_text(Status::Running { since: 10 }, 190), "Up 3 minutes");
+        assert_eq!(
+            status_text(Status::Running { since: 10 }, 190),
+            "Up 3 minutes"
+        );
     }
 }

@@ -72,7 +72,9 @@ pub fn start_monitor() -> CmdResult {
         }
         _ => match monitor.wait() {
             Ok(status) => Ok(status.code().unwrap_or(EXIT_NOT_STARTED)),
-            Err(e) => Err(Failure::not_started(format!("the container's monitor: {e}"))),
+            Err(e) => Err(Failure::not_started(format!(
+                "the container's monitor: {e}"
+            ))),
         },
     }
 }
@@ -158,7 +160,10 @@ fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
         if let Some((start, end)) = first.split_once('-') {
             let perms = fields.next().unwrap_or("");
             let file = fields.nth(3).is_some_and(|p| p.starts_with('/'));
-            let range = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16));
+            let range = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
             current = match (range, perms.as_bytes()) {
                 ((Ok(s), Ok(e)), [b'r', b'-', _, b'p']) if file => Some((s, e)),
                 _ => None,

@@ -21,7 +21,12 @@ use kiln_store::Store;
 )]
 pub struct StopArgs {
     /// Seconds to wait for the container to end before it is killed
-    #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     time: u64,
     /// Signal to send first (instead of the image's StopSignal or SIGTERM)
     #[arg(short = 's', long, value_name = "SIGNAL")]
@@ -70,8 +75,9 @@ pub fn parse_signal(text: &str) -> Option<Signal> {
 }
 
 fn bad_signal(text: &str) -> Failure {
-    Failure::user(format!("invalid signal {text:?}"))
-        .hint(Some("give a name such as TERM, SIGKILL or HUP, or a number".into()))
+    Failure::user(format!("invalid signal {text:?}")).hint(Some(
+        "give a name such as TERM, SIGKILL or HUP, or a number".into(),
+    ))
 }
 
 fn library_failure(e: ContainerError) -> Failure {
@@ -80,10 +86,7 @@ fn library_failure(e: ContainerError) -> Failure {
 }
 
 /// Runs `each` for every named container; prints failures and goes on; 1 if any failed.
-fn for_each(
-    keys: &[String],
-    mut each: impl FnMut(&str) -> Result<String, Failure>,
-) -> CmdResult {
+fn for_each(keys: &[String], mut each: impl FnMut(&str) -> Result<String, Failure>) -> CmdResult {
     let mut code = 0;
     for key in keys {
         match each(key) {

@@ -47,9 +47,7 @@ pub fn logs(globals: &Globals, args: LogsArgs) -> CmdResult {
             "container {} has no log: it was not started with kiln run -d",
             args.container
         ))
-        .hint(Some(
-            "its output went to the kiln run that ran it".into(),
-        )));
+        .hint(Some("its output went to the kiln run that ran it".into())));
     }
     let tail = match args.tail.as_str() {
         "all" => None,
@@ -148,7 +146,9 @@ fn parse_duration(text: &str) -> Option<Duration> {
             .unwrap_or(rest.len());
         let value: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -174,7 +174,10 @@ mod tests {
         let at = |t: &str| parse_since(t, now).unwrap();
         assert_eq!(at("10m"), UNIX_EPOCH + Duration::from_secs(9_400));
         assert_eq!(at("1h30m"), UNIX_EPOCH + Duration::from_secs(4_600));
-        assert_eq!(at("1970-01-01T02:00:00Z"), UNIX_EPOCH + Duration::from_secs(7_200));
+        assert_eq!(
+            at("1970-01-01T02:00:00Z"),
+            UNIX_EPOCH + Duration::from_secs(7_200)
+        );
         assert_eq!(at("5000"), UNIX_EPOCH + Duration::from_secs(5_000));
         assert!(parse_since("yesterday", now).is_err());
         assert!(parse_since("10x", now).is_err());

@@ -9,13 +9,13 @@ mod containers;
 mod debug;
 mod debug_log;
 mod detach;
-mod lifecycle;
-mod logs;
 mod housekeeping;
 mod images;
 mod import;
+mod lifecycle;
 mod limits;
 mod login;
+mod logs;
 mod output;
 mod pull;
 mod push;
@@ -283,7 +283,9 @@ pub fn main() -> i32 {
         Command::Stop(a) => lifecycle::stop(&globals, a),
         Command::Kill(a) => lifecycle::kill(&globals, a),
         Command::Wait(a) => lifecycle::wait(&globals, a),
-        Command::ContainerMonitor(_) => Err(Failure::user("a monitor must start a detached kiln run")),
+        Command::ContainerMonitor(_) => {
+            Err(Failure::user("a monitor must start a detached kiln run"))
+        }
         Command::Gc(a) => housekeeping::gc(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),

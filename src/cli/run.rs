@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
-use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
 use kiln_container::log::LogOptions;
 use kiln_container::monitor::{self, ControlSocket, OutputLog, Waiters};
+use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;

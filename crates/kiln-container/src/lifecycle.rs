@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use kiln_store::containers::Status;
 use kiln_store::{ContainerDir, Store};
 use nix::sys::signal::Signal;
 
@@ -25,7 +24,11 @@ const RECORD_WITHIN: Duration = Duration::from_secs(30);
 pub fn kill(dir: &ContainerDir, signal: Signal) -> Result<()> {
     let deadline = std::time::Instant::now() + ANSWER_WITHIN;
     while dir.is_locked() {
-        match request(dir, &format!("signal {}", signal as i32), Some(ANSWER_WITHIN))? {
+        match request(
+            dir,
+            &format!("signal {}", signal as i32),
+            Some(ANSWER_WITHIN),
+        )? {
             Some(Reply::Ok) => return Ok(()),
             Some(Reply::Error(why)) => return Err(ContainerError::MonitorRefused(why)),
             _ if std::time::Instant::now() >= deadline => break,
@@ -37,13 +40,18 @@ pub fn kill(dir: &ContainerDir, signal: Signal) -> Result<()> {
 
 /// Stops a running container: `signal`, then SIGKILL after `timeout` (the runner keeps
 /// that deadline). Returns its exit code, or `None` when it was not running.
-pub fn stop(store: &Store, dir: &ContainerDir, signal: Signal, timeout: Duration) -> Result<Option<i32>> {
+pub fn stop(
+    store: &Store,
+    dir: &ContainerDir,
+    signal: Signal,
+    timeout: Duration,
+) -> Result<Option<i32>> {
     if !dir.is_locked() {
         return Ok(None);
     }
     let line = format!("stop {} {}", signal as i32, timeout.as_secs());
     match request(dir, &line, Some(timeout + RECORD_WITHIN))? {
-        Some(Reply::Exited(code)) => Ok(Some(code)),
+        Some(Reply::Exited(code)) => Ok(Some(runner_done(dir, code))),
         Some(Reply::Error(why)) => Err(ContainerError::MonitorRefused(why)),
         // Its runner ended meanwhile, or is only just starting: its lock tells.
         _ => wait_for_lock(store, dir, timeout + RECORD_WITHIN).map(Some),
@@ -55,12 +63,20 @@ pub fn stop(store: &Store, dir: &ContainerDir, signal: Signal, timeout: Duration
 pub fn wait(store: &Store, dir: &ContainerDir) -> Result<Option<i32>> {
     if dir.is_locked() {
         if let Some(Reply::Exited(code)) = request(dir, "wait", None)? {
-            return Ok(Some(code));
+            return Ok(Some(runner_done(dir, code)));
         }
         return wait_for_lock(store, dir, Duration::MAX).map(Some);
     }
     store.record_lost_containers()?;
     Ok(dir.read_state().and_then(|s| s.exit_code))
+}
+
+/// Waits (briefly) until a runner that answered with the exit code has let go of the
+/// container too, so that what the caller does next (`kiln rm`) finds it ended. A `--rm`
+/// container's dir is gone by then.
+fn runner_done(dir: &ContainerDir, code: i32) -> i32 {
+    let _ = dir.lock_within(RECORD_WITHIN);
+    code
 }
 
 /// Waits until the runner lets go of the lock, records a lost container's end, and reads
@@ -78,13 +94,4 @@ fn wait_for_lock(store: &Store, dir: &ContainerDir, timeout: Duration) -> Result
                 .unwrap_or(kiln_store::containers::LOST_EXIT_CODE))
         }
     }
-}
-
-/// The status of the container, with a lost runner's end recorded first.
-pub fn status(store: &Store, dir: &ContainerDir) -> Result<Option<(kiln_store::ContainerState, Status)>> {
-    store.record_lost_containers()?;
-    Ok(dir.read_state().map(|s| {
-        let status = dir.status(&s);
-        (s, status)
-    }))
 }

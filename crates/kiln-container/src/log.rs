@@ -179,7 +179,11 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// Adds `bytes`; calls `line` for every complete (or full-length) line.
-    pub fn push(&mut self, mut bytes: &[u8], line: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        mut bytes: &[u8],
+        line: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         while !bytes.is_empty() {
             let room = MAX_ENTRY - self.pending.len();
             let take = bytes.len().min(room);
@@ -239,7 +243,9 @@ impl LogReader {
             .collect();
         rotated.reverse();
         for (_, path) in rotated {
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             read_lines(&mut BufReader::new(file), &mut Vec::new(), entry)
                 .map_err(log_error(&path))?;
         }
@@ -268,7 +274,9 @@ impl LogReader {
             let now = fs::metadata(&self.path).ok();
             match now {
                 Some(m) if m.ino() == *inode && m.len() < position => {
-                    reader.seek(SeekFrom::Start(0)).map_err(log_error(&self.path))?;
+                    reader
+                        .seek(SeekFrom::Start(0))
+                        .map_err(log_error(&self.path))?;
                     self.partial.clear();
                 }
                 Some(m) if m.ino() != *inode => {
@@ -324,7 +332,9 @@ mod tests {
         };
         splitter.push(b"one\ntw", &mut sink).unwrap();
         splitter.push(b"o\nthree", &mut sink).unwrap();
-        splitter.push(&vec![b'x'; MAX_ENTRY + 5], &mut sink).unwrap();
+        splitter
+            .push(&vec![b'x'; MAX_ENTRY + 5], &mut sink)
+            .unwrap();
         splitter.finish(&mut sink).unwrap();
         assert_eq!(lines[0], b"one\n");
         assert_eq!(lines[1], b"two\n");
@@ -351,7 +361,11 @@ mod tests {
                 .unwrap();
             reader.follow(&mut |e| followed.push(e.log)).unwrap();
         }
-        assert_eq!(followed.len(), 40, "follow sees every entry across rotations");
+        assert_eq!(
+            followed.len(),
+            40,
+            "follow sees every entry across rotations"
+        );
         let files = fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(files, 3);
         for n in [1, 2] {
@@ -367,7 +381,13 @@ mod tests {
     fn log_options_follow_docker() {
         let o = LogOptions::parse(&["max-size=1k,max-file=2".into()]).unwrap();
         assert_eq!((o.max_size, o.max_files), (1024, 2));
-        for bad in ["max-size=0", "max-file=0", "size=1", "max-file=x", "max-size"] {
+        for bad in [
+            "max-size=0",
+            "max-file=0",
+            "size=1",
+            "max-file=x",
+            "max-size",
+        ] {
             assert!(LogOptions::parse(&[bad.into()]).is_err(), "{bad}");
         }
     }

@@ -114,8 +114,18 @@ pub fn supervise(
     };
     let mut streams = output.as_ref().map(|o| {
         [
-            (o.pipes.stdout.as_raw_fd(), Stream::Stdout, LineSplitter::default(), true),
-            (o.pipes.stderr.as_raw_fd(), Stream::Stderr, LineSplitter::default(), true),
+            (
+                o.pipes.stdout.as_raw_fd(),
+                Stream::Stdout,
+                LineSplitter::default(),
+                true,
+            ),
+            (
+                o.pipes.stderr.as_raw_fd(),
+                Stream::Stderr,
+                LineSplitter::default(),
+                true,
+            ),
         ]
     });
     let mut buf = vec![0u8; 64 * 1024];
@@ -128,7 +138,12 @@ pub fn supervise(
             fds.extend(streams.iter().map(|s| poll_in(if s.3 { s.0 } else { -1 })));
         }
         let first_client = fds.len();
-        fds.extend(loop_state.clients.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+        fds.extend(
+            loop_state
+                .clients
+                .iter()
+                .map(|c| poll_in(c.stream.as_raw_fd())),
+        );
         poll(&mut fds, loop_state.timeout())?;
         if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
             for (i, stream) in streams.iter_mut().enumerate() {
@@ -167,7 +182,14 @@ fn copy_to_log(stream: &mut OutputStream, log: &mut LogWriter, buf: &mut [u8]) -
     // SAFETY: the buffer is valid for its length; the fd is the monitor's pipe.
     let n = unsafe { libc::read(*fd, buf.as_mut_ptr().cast(), buf.len()) };
     let now = SystemTime::now();
-    let mut write = |line: &[u8]| log.write(*name, line, now);
+    // A log that cannot be written (a full disk) loses lines, never the container: the
+    // pipe must still be drained, or the container blocks on its next write.
+    let mut write = |line: &[u8]| {
+        if let Err(e) = log.write(*name, line, now) {
+            tracing::warn!(error = %e, "a log line was lost");
+        }
+        Ok(())
+    };
     match n {
         n if n > 0 => splitter.push(&buf[..n as usize], &mut write).map(|()| true),
         n if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted => Ok(true),
@@ -312,7 +334,11 @@ pub enum Reply {
 /// its answer. `None` when no runner listens or it ended without answering (it was killed,
 /// or the container ended as the request came in): the container's lock and state say the
 /// rest.
-pub fn request(dir: &ContainerDir, request: &str, timeout: Option<Duration>) -> Result<Option<Reply>> {
+pub fn request(
+    dir: &ContainerDir,
+    request: &str,
+    timeout: Option<Duration>,
+) -> Result<Option<Reply>> {
     let (_dirfd, path) = socket_path(dir)?;
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,

@@ -433,7 +433,7 @@ mod tests {
         let store = Store::open(&tmp.path().join("s")).unwrap();
         let dead_pid = i32::MAX - 1; // far above pid_max: no such process
         let make = |auto_remove: bool, pid: Option<i32>| {
-            let (dir, _lock) = store.create_container().unwrap();
+            let (dir, lock) = store.create_container().unwrap();
             let state = ContainerState {
                 id: dir.id.clone(),
                 name: dir.id[..12].into(),
@@ -490,7 +490,11 @@ mod tests {
         dir.write_state(&store, &state).unwrap();
         assert_eq!(dir.status(&state), Status::Running { since: 5 });
         store.record_lost_containers().unwrap();
-        assert_eq!(dir.read_state().unwrap().exit_code, None, "its lock is held");
+        assert_eq!(
+            dir.read_state().unwrap().exit_code,
+            None,
+            "its lock is held"
+        );
         drop(lock);
         assert_eq!(dir.status(&state), Status::Created);
         store.record_lost_containers().unwrap();
