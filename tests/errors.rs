@@ -199,7 +199,7 @@ fn push_of_a_local_image_asks_where_to() {
     );
 }
 
-/// kiln has no `stop`: the hint names what works.
+/// `rm` of a running container: the hint names what works.
 #[test]
 fn rm_of_a_running_container_hints_at_what_exists() {
     common::require_root!("namespaces, overlayfs");
@@ -225,7 +225,7 @@ fn rm_of_a_running_container_hints_at_what_exists() {
     assert_eq!(
         err,
         "error: container web is running\n\
-         hint: kiln rm -f web kills and removes it; or end the kiln run that runs it\n"
+         hint: kiln stop web stops it first; kiln rm -f web kills and removes it\n"
     );
     let out = kiln_in(&env, &dir, &["rm", "-f", "web"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

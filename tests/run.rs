@@ -217,7 +217,9 @@ fn kept_containers_are_listed_and_removed() {
     let ps: serde_json::Value =
         serde_json::from_str(&env.kiln_ok(&["ps", "-a", "--json"])).unwrap();
     assert_eq!(ps[0]["name"], "kept");
-    assert_eq!(ps[0]["status"], "exited (0)");
+    assert_eq!(ps[0]["state"], "exited");
+    assert_eq!(ps[0]["exit_code"], 0);
+    assert!(ps[0]["status"].as_str().unwrap().starts_with("Exited (0) "));
     env.kiln_ok(&["rm", "kept"]);
     assert_eq!(env.kiln_ok(&["ps", "-a", "--json"]), "[]");
 }

@@ -1,28 +1,36 @@
-//! `kiln ps` and `kiln rm`: containers kept after they ran (without `--rm`).
+//! `kiln ps` and `kiln rm`: the containers in the store, running or kept after they ran.
+
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals};
-use kiln_store::ContainerState;
+use kiln_container::lifecycle;
+use kiln_store::containers::Status;
+use kiln_store::{ContainerDir, ContainerState, Store};
 
 #[derive(Args, Debug)]
 #[command(
     about = "List containers",
-    after_help = "Examples:\n  kiln ps          # running containers\n  kiln ps -a       # also the exited ones\n  kiln ps -aq      # only their IDs, one per line\n  kiln ps -a --json"
+    after_help = "Examples:\n  kiln ps                          # running containers\n  kiln ps -a                       # also the exited ones\n  kiln ps -aq                      # only their IDs, one per line\n  kiln ps --filter status=exited   # those that exited\n  kiln ps -a --json"
 )]
 pub struct PsArgs {
-    /// Also list containers that have exited
+    /// Also list containers that are not running
     #[arg(short, long)]
     all: bool,
     /// Print a JSON array instead of a table
     #[arg(long)]
     json: bool,
+    /// Only containers that match: status=created|running|exited, name=TEXT (part of
+    /// the name), id=PREFIX; a status filter lists not-running containers without -a
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 #[command(
     about = "Remove containers",
-    after_help = "Examples:\n  kiln rm web\n  kiln rm 3f2a1c\n  kiln rm -f web   # also a running one (it is killed)"
+    after_help = "Examples:\n  kiln rm web\n  kiln rm 3f2a1c\n  kiln rm -f web   # also a running one (it is killed through its monitor)"
 )]
 pub struct RmArgs {
     /// Container names or IDs (a unique ID prefix is enough)
@@ -33,18 +41,87 @@ pub struct RmArgs {
     force: bool,
 }
 
-pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
+/// Opens the store for a container command: what killed kiln processes left is settled
+/// first (`--rm` containers removed, containers whose runner died recorded as exited), so
+/// nothing shows as running that is not.
+pub(super) fn container_store(globals: &Globals) -> Result<Store, Failure> {
     let store = globals.store()?;
     store.remove_abandoned_containers()?;
-    let rows: Vec<ContainerState> = store
+    store.record_lost_containers()?;
+    Ok(store)
+}
+
+/// The container `key` names (name, ID or unique ID prefix), or docker's error.
+pub(super) fn find(store: &Store, key: &str) -> Result<(ContainerDir, ContainerState), Failure> {
+    store.find_container(key)?.ok_or_else(|| {
+        Failure::user(format!("no such container: {key}")).hint(Some(
+            "`kiln ps -a` lists the containers; a unique prefix of an ID is enough".into(),
+        ))
+    })
+}
+
+/// Which containers `kiln ps` shows.
+struct Filters {
+    all: bool,
+    statuses: Vec<String>,
+    names: Vec<String>,
+    ids: Vec<String>,
+}
+
+impl Filters {
+    fn parse(args: &PsArgs) -> Result<Filters, Failure> {
+        let mut f = Filters {
+            all: args.all,
+            statuses: Vec::new(),
+            names: Vec::new(),
+            ids: Vec::new(),
+        };
+        for filter in &args.filter {
+            let bad = || {
+                Failure::user(format!("invalid filter {filter:?}")).hint(Some(
+                    "kiln ps knows status=created|running|exited, name=TEXT and id=PREFIX".into(),
+                ))
+            };
+            match filter.split_once('=').ok_or_else(bad)? {
+                ("status", v) if ["created", "running", "exited"].contains(&v) => {
+                    f.statuses.push(v.to_owned())
+                }
+                ("name", v) => f.names.push(v.to_owned()),
+                ("id", v) => f.ids.push(v.to_owned()),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(f)
+    }
+
+    fn keeps(&self, dir: &ContainerDir, state: &ContainerState, status: Status) -> bool {
+        let status_ok = match self.statuses.is_empty() {
+            true => self.all || matches!(status, Status::Running { .. }),
+            false => self.statuses.iter().any(|s| s == status.word()),
+        };
+        status_ok
+            && (self.names.is_empty() || self.names.iter().any(|n| state.name.contains(n)))
+            && (self.ids.is_empty() || self.ids.iter().any(|i| dir.id.starts_with(i)))
+    }
+}
+
+pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
+    let store = container_store(globals)?;
+    let filters = Filters::parse(&args)?;
+    let now = kiln_store::containers::now();
+    let rows: Vec<(ContainerState, Status)> = store
         .containers()?
         .into_iter()
-        .map(|(_, s)| s)
-        .filter(|s| args.all || s.is_running())
+        .map(|(dir, state)| {
+            let status = dir.status(&state);
+            (dir, state, status)
+        })
+        .filter(|(dir, state, status)| filters.keeps(dir, state, *status))
+        .map(|(_, state, status)| (state, status))
         .collect();
     if globals.quiet && !args.json {
         // docker's `ps -q`: only the container IDs.
-        for s in &rows {
+        for (s, _) in &rows {
             println!("{}", &s.id[..12]);
         }
         return Ok(0);
@@ -52,10 +129,12 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     if args.json {
         let json: Vec<_> = rows
             .iter()
-            .map(|s| {
+            .map(|(s, status)| {
                 serde_json::json!({
                     "id": s.id, "name": s.name, "image": s.image, "command": s.command,
-                    "created": s.created, "status": s.status(), "exit_code": s.exit_code,
+                    "created": s.created, "started": s.started, "finished": s.finished,
+                    "state": status.word(), "status": status_text(*status, now),
+                    "exit_code": s.exit_code, "detached": s.detached,
                 })
             })
             .collect();
@@ -65,55 +144,172 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    println!(
-        "{:<14} {:<30} {:<24} {:<14} NAME",
-        "CONTAINER ID", "IMAGE", "COMMAND", "STATUS"
-    );
-    for s in rows {
-        let mut command = s.command.join(" ");
-        if command.chars().count() > 22 {
-            command = command.chars().take(21).collect::<String>() + "…";
-        }
-        println!(
-            "{:<14} {:<30} {:<24} {:<14} {}",
-            &s.id[..12],
-            s.image,
-            command,
-            s.status(),
-            s.name
-        );
-    }
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ];
+    let table: Vec<[String; 6]> = rows
+        .iter()
+        .map(|(s, status)| {
+            [
+                s.id[..12].to_owned(),
+                s.image.clone(),
+                quoted_command(&s.command),
+                format!("{} ago", human_duration(now.saturating_sub(s.created))),
+                status_text(*status, now),
+                s.name.clone(),
+            ]
+        })
+        .collect();
+    print_table(header, &table);
     Ok(0)
 }
 
+/// Docker's COMMAND column: the command line in quotes, cut at 20 characters.
+fn quoted_command(command: &[String]) -> String {
+    let mut text = command.join(" ");
+    if text.chars().count() > 20 {
+        text = text.chars().take(19).collect::<String>() + "…";
+    }
+    format!("\"{text}\"")
+}
+
+/// Columns padded to their widest cell plus three spaces, as docker's tabwriter does.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] + 3 - cell.chars().count();
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        println!("{out}");
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Docker's STATUS: `Up 3 minutes`, `Exited (0) 2 minutes ago`, `Created`.
+pub(super) fn status_text(status: Status, now: u64) -> String {
+    match status {
+        Status::Created => "Created".into(),
+        Status::Running { since } => format!("Up {}", human_duration(now.saturating_sub(since))),
+        Status::Exited { code, at: 0 } => format!("Exited ({code})"),
+        Status::Exited { code, at } => format!(
+            "Exited ({code}) {} ago",
+            human_duration(now.saturating_sub(at))
+        ),
+    }
+}
+
+/// Docker's (go-units') `HumanDuration` of a number of seconds.
+pub(super) fn human_duration(seconds: u64) -> String {
+    let minutes = seconds / 60;
+    let hours = (seconds + 1800) / 3600;
+    match seconds {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{seconds} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", seconds / 3600 / 24 / 365),
+    }
+}
+
+/// How long `rm -f` waits for a killed container's runner to record its end.
+const KILLED_WITHIN: Duration = Duration::from_secs(30);
+
 pub fn rm(globals: &Globals, args: RmArgs) -> CmdResult {
-    let store = globals.store()?;
+    let store = container_store(globals)?;
     let mut code = 0;
     for key in &args.containers {
-        let failure = match store.find_container(key)? {
-            None => Some(Failure::user(format!("no such container: {key}"))),
-            Some((_, state)) if state.is_running() && !args.force => Some(
-                Failure::user(format!("container {key} is running")).hint(Some(format!(
-                    "kiln rm -f {key} kills and removes it; or end the kiln run that runs it"
-                ))),
-            ),
-            Some((dir, state)) => {
-                if let Some(pid) = state.pid.filter(|_| state.is_running()) {
-                    // The container dies with the kiln process that runs it.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                store.remove_container(&dir)?;
-                println!("{}", state.name);
-                None
+        match remove_one(&store, key, args.force) {
+            Ok(name) => println!("{name}"),
+            Err(f) => {
+                super::output::print_failure(&f);
+                code = super::EXIT_USER_ERROR;
             }
-        };
-        if let Some(f) = failure {
-            super::output::print_failure(&f);
-            code = super::EXIT_USER_ERROR;
         }
     }
     Ok(code)
+}
+
+/// Removes one container (killing it first with `force`); returns the name to print.
+fn remove_one(store: &Store, key: &str, force: bool) -> Result<String, Failure> {
+    let (dir, state) = find(store, key)?;
+    // A runner that recorded the end is about to let go.
+    let ending = match state.exit_code {
+        Some(_) => KILLED_WITHIN,
+        None => Duration::ZERO,
+    };
+    let _lock = match dir.lock_within(ending)? {
+        Some(lock) => lock,
+        None if !force => {
+            return Err(
+                Failure::user(format!("container {key} is running")).hint(Some(format!(
+                    "kiln stop {key} stops it first; kiln rm -f {key} kills and removes it"
+                ))),
+            )
+        }
+        None => {
+            // Its runner records the end (and removes a `--rm` container itself).
+            let _ = lifecycle::kill(&dir, nix::sys::signal::Signal::SIGKILL);
+            match dir.lock_within(KILLED_WITHIN) {
+                Ok(Some(lock)) => lock,
+                _ if !dir.path.exists() => return Ok(state.name),
+                _ => {
+                    return Err(Failure::user(format!(
+                        "container {key} did not end within {} s of SIGKILL",
+                        KILLED_WITHIN.as_secs()
+                    )))
+                }
+            }
+        }
+    };
+    store.remove_container(&dir)?;
+    Ok(state.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_dockers() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(60), "About a minute");
+        assert_eq!(human_duration(180), "3 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86_400), "3 days");
+        assert_eq!(
+            status_text(Status::Exited { code: 0, at: 100 }, 220),
+            "Exited (0) 2 minutes ago"
+        );
+        assert_eq!(
+            status_text(Status::Running { since: 10 }, 190),
+            "Up 3 minutes"
+        );
+    }
 }

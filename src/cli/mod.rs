@@ -8,11 +8,14 @@ mod build_progress;
 mod containers;
 mod debug;
 mod debug_log;
+mod detach;
 mod housekeeping;
 mod images;
 mod import;
+mod lifecycle;
 mod limits;
 mod login;
+mod logs;
 mod output;
 mod pull;
 mod push;
@@ -78,6 +81,13 @@ enum Command {
     Bundle(Box<run::BundleArgs>),
     Ps(containers::PsArgs),
     Rm(containers::RmArgs),
+    Logs(logs::LogsArgs),
+    Stop(lifecycle::StopArgs),
+    Kill(lifecycle::KillArgs),
+    Wait(lifecycle::WaitArgs),
+    /// A detached container's monitor (started by `kiln run -d`)
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor(detach::MonitorArgs),
     Gc(housekeeping::GcArgs),
     Fsck(housekeeping::FsckArgs),
     #[command(hide = true, subcommand)]
@@ -209,20 +219,34 @@ fn raise_open_file_limit() {
     }
 }
 
+/// A command line clap refused: exit 2 (or 0 for --help and --version, which clap reports
+/// as "errors" that print to stdout).
+fn usage_error(e: clap::Error) -> i32 {
+    let _ = e.print();
+    match e.use_stderr() {
+        true => EXIT_USAGE,
+        false => 0,
+    }
+}
+
 /// Runs kiln with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
     signals::install();
     raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are "errors" that print to stdout and succeed.
-            let _ = e.print();
-            return match e.use_stderr() {
-                true => EXIT_USAGE,
-                false => 0,
-            };
+        Err(e) => return usage_error(e),
+    };
+    // A monitor reads the command line of the `kiln run -d` that started it.
+    let (cli, monitor) = match cli.command {
+        Command::ContainerMonitor(m) => {
+            let argv = std::iter::once(std::ffi::OsString::from("kiln")).chain(m.argv);
+            match Cli::try_parse_from(argv) {
+                Ok(cli) => (cli, true),
+                Err(e) => return usage_error(e),
+            }
         }
+        _ => (cli, false),
     };
     if let Err(f) = debug_log::install(cli.verbose) {
         output::print_failure(&f);
@@ -250,10 +274,18 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&globals, a),
         Command::Login(a) => login::login(&globals, a),
         Command::Logout(a) => login::logout(&globals, a),
+        Command::Run(a) if monitor && a.detach => detach::monitor(&globals, *a),
         Command::Run(a) => run::run(&globals, *a),
         Command::Bundle(a) => run::bundle(&globals, *a),
         Command::Ps(a) => containers::ps(&globals, a),
         Command::Rm(a) => containers::rm(&globals, a),
+        Command::Logs(a) => logs::logs(&globals, a),
+        Command::Stop(a) => lifecycle::stop(&globals, a),
+        Command::Kill(a) => lifecycle::kill(&globals, a),
+        Command::Wait(a) => lifecycle::wait(&globals, a),
+        Command::ContainerMonitor(_) => {
+            Err(Failure::user("a monitor must start a detached kiln run"))
+        }
         Command::Gc(a) => housekeeping::gc(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),

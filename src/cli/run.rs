@@ -11,12 +11,14 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
+use kiln_container::log::LogOptions;
+use kiln_container::monitor::{self, ControlSocket, OutputLog, Waiters};
 use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;
 use kiln_spec::{Network, RunDefaults};
-use kiln_store::{Store, Tagged};
+use kiln_store::{ContainerDir, Store, Tagged};
 
 /// Options shared by `kiln run` and `kiln bundle`: everything that shapes the container.
 #[derive(Args, Debug, Clone)]
@@ -74,7 +76,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello"
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -82,6 +84,14 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Run in the background and print the container ID; a monitor process keeps its
+    /// output in a log (kiln logs) and records its end (kiln ps, kiln wait)
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    pub(super) detach: bool,
+    /// Log options of a detached container: max-size=SIZE (default 10m), max-file=N
+    /// (default 3)
+    #[arg(long = "log-opt", value_name = "OPT")]
+    log_opt: Vec<String>,
     /// Name the container (kiln ps, kiln rm)
     #[arg(long)]
     name: Option<String>,
@@ -220,9 +230,53 @@ fn source_and_config(
 }
 
 pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
+    match args.detach {
+        true => super::detach::start_monitor(),
+        false => run_container(globals, args, &mut Foreground),
+    }
+}
+
+/// What differs between a foreground `kiln run` and a detached container's monitor.
+pub(super) trait Runner {
+    /// Called once the container's command runs; returns where its output goes when the
+    /// runner keeps it (the monitor's log), after telling whoever waits that it started.
+    fn started(
+        &mut self,
+        running: &mut runtime::RunningContainer,
+        dir: &ContainerDir,
+        log: LogOptions,
+    ) -> Result<Option<OutputLog>, Failure>;
+}
+
+/// `kiln run` without `-d`: the output goes to kiln's stdout and stderr, signals to kiln
+/// go to the container.
+struct Foreground;
+
+impl Runner for Foreground {
+    fn started(
+        &mut self,
+        running: &mut runtime::RunningContainer,
+        _: &ContainerDir,
+        _: LogOptions,
+    ) -> Result<Option<OutputLog>, Failure> {
+        super::signals::forward_to(Some(running.pid()));
+        Ok(None)
+    }
+}
+
+/// Creates the container, runs it to its end with `runner`, and returns the exit code.
+pub(super) fn run_container(
+    globals: &Globals,
+    args: RunArgs,
+    runner: &mut dyn Runner,
+) -> CmdResult {
     let store = globals.store()?;
-    // What a killed kiln left: `--rm` containers (their cgroups go at container start).
+    // What a killed kiln left: `--rm` containers (their cgroups go at container start),
+    // and containers whose runner died, recorded as exited.
     store.remove_abandoned_containers()?;
+    store.record_lost_containers()?;
+    let failed = |e| failure(e, &args.container);
+    let log = LogOptions::parse(&args.log_opt).map_err(|e| log_option_failure(&e))?;
     // Until the container's state names its image, the image's layers are no gc root.
     let guard = store.content_guard()?;
     let (source, config) = source_and_config(&store, &args.image, &args.container, &args.command)?;
@@ -231,19 +285,25 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
         auto_remove: args.rm,
         tty: args.tty,
         interactive: args.interactive,
+        detached: args.detach,
     };
-    let failed = |e| failure(e, &args.container);
+    // Held until the state with the name is written, so no other kiln takes the name.
+    let names = store.lock_container_names()?;
     launch.check_name_is_free(&store).map_err(failed)?;
     if args.container.privileged {
         eprintln!("kiln: warning: --privileged: the container gets every capability, no seccomp filter and can gain privileges");
     }
-    let dir = store.create_container()?;
+    let (dir, _lock) = store.create_container()?;
     let created = container::create(&store, &source, config, &dir, &launch).map_err(failed);
-    drop(guard);
+    drop((names, guard));
     let remove = args.rm || created.is_err();
     let result = created.and_then(|(spec, mut state)| {
-        let code = start_and_wait(&spec)?;
+        let control = ControlSocket::bind(&dir).map_err(failed)?;
+        let running = start(&spec, &dir, runner, log)?;
+        container::record_start(&store, &dir, &mut state, std::process::id()).map_err(failed)?;
+        let (code, waiters) = supervise_to_end(&spec, running, control)?;
         container::record_exit(&store, &dir, &mut state, code).map_err(failed)?;
+        waiters.answer(code);
         Ok(code)
     });
     if remove {
@@ -252,20 +312,43 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     result
 }
 
-/// Starts the container, passes kiln's signals on to it until it exits, and returns the
-/// exit code kiln exits with, saying when the OOM killer struck.
-fn start_and_wait(spec: &runtime::ContainerSpec) -> CmdResult {
-    let runtime_failure = |e: runtime::RuntimeError| {
-        let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
-        Failure {
-            code,
-            ..Failure::not_started(e)
-        }
-    };
-    let running = runtime::start_container(spec).map_err(runtime_failure)?;
-    super::signals::forward_to(Some(running.pid()));
+fn log_option_failure(e: &ContainerError) -> Failure {
+    Failure::user(format!("--log-opt: {e}")).hint(e.hint())
+}
+
+/// A runtime error as the exit code docker gives it: 126/127 when the command cannot
+/// run, else 125.
+fn runtime_failure(e: runtime::RuntimeError) -> Failure {
+    let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
+    Failure {
+        code,
+        ..Failure::not_started(e)
+    }
+}
+
+/// Starts the container; the runner learns that it runs (and takes its output pipes).
+fn start(
+    spec: &runtime::ContainerSpec,
+    dir: &ContainerDir,
+    runner: &mut dyn Runner,
+    log: LogOptions,
+) -> Result<(runtime::RunningContainer, Option<OutputLog>), Failure> {
+    let mut running = runtime::start_container(spec).map_err(runtime_failure)?;
+    let output = runner.started(&mut running, dir, log)?;
+    Ok((running, output))
+}
+
+/// Serves the control socket (and writes the log) until the container ends; returns the
+/// exit code kiln exits with, saying when the OOM killer struck, and who waits for it.
+fn supervise_to_end(
+    spec: &runtime::ContainerSpec,
+    (running, output): (runtime::RunningContainer, Option<OutputLog>),
+    control: ControlSocket,
+) -> Result<(i32, Waiters), Failure> {
+    let waiters = monitor::supervise(&running, control, output);
     let exit = running.wait();
     super::signals::forward_to(None);
+    let waiters = waiters.map_err(Failure::user)?;
     let exit = exit.map_err(runtime_failure)?;
     let mut code = exit.status.code();
     let limit = spec
@@ -280,7 +363,7 @@ fn start_and_wait(spec: &runtime::ContainerSpec) -> CmdResult {
     } else if exit.oom_killed {
         eprintln!("kiln: warning: a process in the container was killed: out of memory{limit}; the command itself {}", exit.status);
     }
-    Ok(code)
+    Ok((code, waiters))
 }
 
 pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {

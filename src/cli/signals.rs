@@ -8,13 +8,21 @@
 //! only exist in the mount namespaces of steps and containers, which die with kiln (their
 //! processes get SIGKILL through PR_SET_PDEATHSIG).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
 /// The host pid of the running container's first process, or 0.
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Whether SIGHUP is ignored (a detached container's monitor).
+static IGNORE_HANGUP: AtomicBool = AtomicBool::new(false);
+
+/// Ignores SIGHUP from now on: a detached container's monitor outlives the terminal and
+/// the shell that started it, and a stray hangup must not reach its container either.
+pub fn ignore_hangup() {
+    IGNORE_HANGUP.store(true, Ordering::SeqCst);
+}
 
 /// Sends later termination signals to `pid` (a container's first process) instead of
 /// ending kiln; `None` restores the default.
@@ -39,6 +47,9 @@ pub fn install() {
     }
     std::thread::spawn(move || loop {
         let Ok(signal) = set.wait() else { return };
+        if signal == Signal::SIGHUP && IGNORE_HANGUP.load(Ordering::SeqCst) {
+            continue;
+        }
         let pid = FORWARD_TO.load(Ordering::SeqCst);
         if pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
             continue;

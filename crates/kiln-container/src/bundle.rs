@@ -27,7 +27,7 @@ pub fn write_bundle(
 ) -> Result<()> {
     prepare_bundle_dir(bundle)?;
     // The spec needs a container dir for its overlay; the bundle's rootfs is a flat copy.
-    let dir = store.create_container()?;
+    let (dir, _lock) = store.create_container()?;
     debug_assert!(bundle.is_absolute(), "write_bundle needs an absolute path");
     let written = (|| {
         let mut spec = container_spec(store, source, config, &dir, (false, false))?;

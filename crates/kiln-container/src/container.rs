@@ -25,6 +25,8 @@ pub struct Launch {
     pub tty: bool,
     /// Pass stdin to it.
     pub interactive: bool,
+    /// Run by a monitor (`kiln run -d`), which keeps its output pipes for the log.
+    pub detached: bool,
 }
 
 impl Launch {
@@ -40,7 +42,8 @@ impl Launch {
 }
 
 /// The runtime's spec for `config` in `dir`, and the state record of a container about to
-/// start (written, with kiln's own PID as the container's, until it has exited).
+/// start (written with the PID of the kiln process that runs it; [`record_start`] adds
+/// when it started).
 pub fn create(
     store: &Store,
     source: &Source,
@@ -58,10 +61,28 @@ pub fn create(
         pid: Some(std::process::id() as i32),
         exit_code: None,
         auto_remove: launch.auto_remove,
+        started: None,
+        finished: None,
+        stop_signal: source.image.config.config.stop_signal.clone(),
+        detached: launch.detached,
     };
-    let spec = container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
+    let mut spec = container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
+    spec.capture_output = launch.detached;
     dir.write_state(store, &state)?;
     Ok((spec, state))
+}
+
+/// Records that the container's command runs now, run by process `runner`.
+pub fn record_start(
+    store: &Store,
+    dir: &ContainerDir,
+    state: &mut ContainerState,
+    runner: u32,
+) -> Result<()> {
+    state.pid = Some(runner as i32);
+    state.started = Some(kiln_store::containers::now());
+    dir.write_state(store, state)?;
+    Ok(())
 }
 
 /// Records that the container ended with `code`; a container removed on exit keeps no
@@ -74,6 +95,7 @@ pub fn record_exit(
 ) -> Result<()> {
     state.pid = None;
     state.exit_code = Some(code);
+    state.finished = Some(kiln_store::containers::now());
     if !state.auto_remove {
         dir.write_state(store, state)?;
     }
@@ -120,6 +142,7 @@ pub(crate) fn container_spec(
         init: config.init,
         tty,
         interactive,
+        capture_output: false,
         id: dir.id.clone(),
         state_dir: dir.path.clone(),
         cgroup_root: None,
@@ -145,10 +168,7 @@ fn etc_hosts(hostname: &str, network: NetworkMode) -> String {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    kiln_store::containers::now()
 }
 
 #[cfg(test)]

@@ -83,6 +83,25 @@ pub enum ContainerError {
     Layer(#[from] LayerError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("invalid log option {0:?}")]
+    LogOption(String),
+    #[error("container log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Talking to the process that runs a container.
+    #[error("{what}: {source}")]
+    Control {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the container's monitor did not answer in time")]
+    MonitorTimeout,
+    #[error("the container's monitor refused: {0}")]
+    MonitorRefused(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
 }
 
 impl ContainerError {
@@ -125,6 +144,10 @@ impl ContainerError {
                 Some("users and groups come from the image's /etc/passwd and /etc/group".into())
             }
             ContainerError::BundleNotEmpty(_) => Some("give a new or empty directory".into()),
+            ContainerError::LogOption(_) => Some(
+                "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -18,7 +18,10 @@
 //! image), `confine` (spec words → `Confinement`), `security` (`--security-opt` words and
 //! seccomp profiles), `layer_dirs` (an image's layers unpacked), `source` (the image to run
 //! and its stored defaults), `config` (the merge), `container` (the runtime's spec and the
-//! container's state record), `bundle` (a runc bundle).
+//! container's state record), `bundle` (a runc bundle); and for containers that run on
+//! their own: `timefmt` (RFC 3339 times), `log` (a detached container's JSON-lines log,
+//! rotated), `monitor` (the runner's loop and control socket), `lifecycle` (kill, stop and
+//! wait through it).
 
 #[cfg(test)]
 #[macro_use]
@@ -30,14 +33,18 @@ mod confine;
 mod container;
 mod error;
 mod layer_dirs;
+pub mod lifecycle;
+pub mod log;
+pub mod monitor;
 pub mod passwd;
 mod security;
 mod source;
+pub mod timefmt;
 
 pub use bundle::write_bundle;
 pub use config::{ContainerConfig, Notice, RunSettings};
 pub use confine::{confinement, limits_over, SecurityOptions};
-pub use container::{create, record_exit, Launch};
+pub use container::{create, record_exit, record_start, Launch};
 pub use error::{ContainerError, Result};
 pub use layer_dirs::ensure_layer_dirs;
 pub use source::{stored_run_defaults, Source};

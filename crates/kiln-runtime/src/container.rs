@@ -41,7 +41,7 @@ use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
 use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
 use super::process::Process;
 use super::pty::{host_window_size, TtySession};
-use super::relay::StdioRelay;
+use super::relay::{OutputPipes, StdioRelay};
 use super::sys;
 
 /// A `-v SRC:DST[:ro]` bind mount.
@@ -82,6 +82,10 @@ pub struct ContainerSpec {
     /// container never holds kiln's own stdio: without `tty` it writes into pipes that kiln
     /// copies to its stdout and stderr (and copies kiln's stdin into a pipe with `-i`).
     pub interactive: bool,
+    /// Keep the container's stdout and stderr pipes for the caller
+    /// ([`RunningContainer::take_output`]) instead of copying them to kiln's own: a
+    /// detached container's monitor writes them to its log. Ignored with `tty`.
+    pub capture_output: bool,
     /// Container id: names the cgroup `kiln-<id>` (letters, digits, `_-.`).
     pub id: String,
     /// A kiln-owned dir where the runtime writes the `/etc` files it binds.
@@ -158,6 +162,8 @@ pub struct RunningContainer {
     tty: Option<TtySessionHandle>,
     /// The copying of the container's stdio pipes (without a tty).
     relay: Option<StdioRelay>,
+    /// The read ends of its stdout and stderr, with `capture_output`.
+    output: Option<OutputPipes>,
     waited: bool,
 }
 
@@ -181,10 +187,13 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     let cgroup_root = cgroup_root(spec.cgroup_root.as_deref());
     let plan = container_plan(spec, &cgroup_root)?;
     let devnull = open_host_devnull()?;
-    let (relay, stdio) = match spec.tty {
+    let (relay, output, stdio) = match (spec.tty, spec.capture_output) {
         // The child replaces stdio with its pty once it has one.
-        true => (None, None),
-        false => StdioRelay::start(spec.interactive).map(|(r, e)| (Some(r), Some(e)))?,
+        (true, _) => (None, None, None),
+        (false, true) => OutputPipes::new().map(|(o, e)| (None, Some(o), Some(e)))?,
+        (false, false) => {
+            StdioRelay::start(spec.interactive).map(|(r, e)| (Some(r), None, Some(e)))?
+        }
     };
     let null = devnull.as_raw_fd();
     let fd_or_null = |fd: Option<&OwnedFd>| fd.map_or(null, |f| f.as_raw_fd());
@@ -199,6 +208,7 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     };
     let mut running = start(&plan, &launch, (devnull, stdio))?;
     running.relay = relay;
+    running.output = output;
     Ok(running)
 }
 
@@ -280,6 +290,7 @@ pub(crate) fn start<K>(
         status: status_read,
         tty: None,
         relay: None,
+        output: None,
         waited: false,
     };
     // The child waits for this byte, so no code of the container runs outside the cgroup.
@@ -321,6 +332,19 @@ impl RunningContainer {
     /// it does not see it (the kernel protects a namespace's init), except SIGKILL.
     pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
         kill(self.pid, signal).map_err(RuntimeError::sys("signal the container"))
+    }
+
+    /// A pidfd of the container's PID 1, readable once it has exited (for `poll`). Valid
+    /// for as long as this value lives: the process is not reaped before `wait`.
+    pub fn pidfd(&self) -> Result<OwnedFd, RuntimeError> {
+        sys::pidfd_open(self.pid.as_raw())
+            .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))
+    }
+
+    /// The read ends of the container's stdout and stderr, once, when it was started with
+    /// `capture_output`.
+    pub fn take_output(&mut self) -> Option<OutputPipes> {
+        self.output.take()
     }
 
     /// Waits for the container to end, then removes its cgroup.

@@ -94,6 +94,7 @@ impl Fixture {
             init: true,
             tty: false,
             interactive: false,
+            capture_output: false,
             id: format!("t{}-{n}", std::process::id()),
             state_dir: dir.join("state"),
             cgroup_root: None,

@@ -73,5 +73,6 @@ pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use process::{add_default_env, NetworkMode, Process};
+pub use relay::OutputPipes;
 pub use sandbox::{run_step, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};

@@ -39,6 +39,34 @@ pub(crate) struct ChildEnds {
     pub stderr: OwnedFd,
 }
 
+/// The read ends of a container's stdout and stderr, for a caller that copies them itself
+/// (a detached container's monitor, which writes them to the container's log).
+#[derive(Debug)]
+pub struct OutputPipes {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl OutputPipes {
+    /// The pipes, and the container's ends of them (its stdin stays `/dev/null`).
+    pub(crate) fn new() -> Result<(OutputPipes, ChildEnds), RuntimeError> {
+        let (out_read, out_write) = cloexec_pipe()?;
+        let (err_read, err_write) = cloexec_pipe()?;
+        let ends = ChildEnds {
+            stdin: None,
+            stdout: out_write,
+            stderr: err_write,
+        };
+        Ok((
+            OutputPipes {
+                stdout: out_read,
+                stderr: err_read,
+            },
+            ends,
+        ))
+    }
+}
+
 /// The running copy threads.
 pub(crate) struct StdioRelay {
     output: Vec<JoinHandle<()>>,

@@ -1,10 +1,20 @@
 //! Container state: `$ROOT/containers/<id>/` holds a container's overlay upper and work
-//! dirs, the files kiln writes for it (/etc/hosts …) and `state.json`, which `kiln ps` and
-//! `kiln rm` read.
+//! dirs, the files kiln writes for it (/etc/hosts …), its log and `state.json`, which
+//! `kiln ps`, `kiln rm` and the other container commands read.
+//!
+//! Whether a container runs is not a PID in its state (PIDs are reused) but its *lock*: the
+//! process that runs it — a foreground `kiln run` or a detached container's monitor —
+//! holds an exclusive `flock` on `<id>/lock` from the moment the dir is created until the
+//! container has ended and its exit is recorded. The kernel drops the lock when that
+//! process dies, however it dies, so a free lock on a container whose state has no exit
+//! code means its runner was killed (and the container with it, through
+//! `PR_SET_PDEATHSIG`): [`Store::record_lost_containers`] records it as exited.
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,24 +39,55 @@ pub struct ContainerState {
     /// `kiln run --rm`: remove the container when it ends, even if its kiln was killed.
     #[serde(default)]
     pub auto_remove: bool,
+    /// When its command started (seconds since the epoch); `None` until it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
+    /// When it ended (seconds since the epoch), with `exit_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<u64>,
+    /// The signal `kiln stop` sends first (the image's `StopSignal`, e.g. `SIGQUIT`);
+    /// SIGTERM when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Run by a monitor process (`kiln run -d`) rather than a foreground `kiln run`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
-impl ContainerState {
-    /// "running", or "exited (N)"; a container whose kiln died is "stopped".
-    pub fn status(&self) -> String {
-        match (self.exit_code, self.pid) {
-            (Some(code), _) => format!("exited ({code})"),
-            (None, Some(pid)) if process_alive(pid) => "running".into(),
-            _ => "stopped".into(),
+/// What `kiln ps` shows as a container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Made, but its command has not started (or its runner died before it did).
+    Created,
+    /// Its runner holds its lock and the command has started (`since`, epoch seconds).
+    Running { since: u64 },
+    /// It ended with `code` at `at` (epoch seconds; 0 when unknown).
+    Exited { code: i32, at: u64 },
+}
+
+impl Status {
+    /// Docker's word for it: `created`, `running`, `exited`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running { .. } => "running",
+            Status::Exited { .. } => "exited",
         }
     }
-
-    pub fn is_running(&self) -> bool {
-        self.exit_code.is_none() && self.pid.is_some_and(process_alive)
-    }
 }
 
-fn process_alive(pid: i32) -> bool {
+/// The exit code recorded for a container whose runner was killed: the container got
+/// SIGKILL with it (`PR_SET_PDEATHSIG`).
+pub const LOST_EXIT_CODE: i32 = 128 + libc::SIGKILL;
+
+/// The exclusive lock of a running container, held by whoever runs it (see the module
+/// doc); released when dropped or when the holder dies.
+#[derive(Debug)]
+pub struct ContainerLock {
+    _file: fs::File,
+}
+
+pub(crate) fn process_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
@@ -70,6 +111,67 @@ impl ContainerDir {
         let json = serde_json::to_vec_pretty(state).expect("container state serialises");
         fsutil::write_atomic(store, &self.path.join("state.json"), &json)
     }
+
+    /// The state as it is on disk now (`None` once the container is gone).
+    pub fn read_state(&self) -> Option<ContainerState> {
+        read_state(&self.path)
+    }
+
+    /// The container's log (`container.log`, rotated to `container.log.1` …).
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join(LOG_FILE)
+    }
+
+    /// Whether a process holds the container's lock, i.e. runs it now.
+    pub fn is_locked(&self) -> bool {
+        matches!(flock(&self.path.join(LOCK), libc::LOCK_SH | libc::LOCK_NB), Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK))
+    }
+
+    /// The status: running while the lock is held, else exited once an exit is recorded,
+    /// else created.
+    pub fn status(&self, state: &ContainerState) -> Status {
+        match (state.exit_code, state.started) {
+            (Some(code), _) => Status::Exited {
+                code,
+                at: state.finished.unwrap_or(0),
+            },
+            (None, Some(since)) if self.is_locked() => Status::Running { since },
+            _ => Status::Created,
+        }
+    }
+
+    /// Takes the container's lock, waiting up to `timeout` for its holder to let go;
+    /// `None` when it did not in time.
+    pub fn lock_within(&self, timeout: Duration) -> Result<Option<ContainerLock>> {
+        let path = self.path.join(LOCK);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match flock(&path, libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(file) => return Ok(Some(ContainerLock { _file: file })),
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(e) => return Err(StoreError::io("lock", &path)(e)),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Opens `path` (creating it) and `flock`s it with `operation`.
+fn flock(path: &Path, operation: libc::c_int) -> std::io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on an fd this function owns.
+    match unsafe { libc::flock(file.as_raw_fd(), operation) } {
+        0 => Ok(file),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// The largest `state.json` kiln reads.
@@ -80,11 +182,13 @@ impl Store {
         self.root().join("containers")
     }
 
-    /// Creates a container dir with a fresh random ID and its upper and work dirs. It is
-    /// made in `tmp/` with a `creator` file (this process's ID) and renamed into place, so a
-    /// kiln killed before it wrote `state.json` leaves a dir that
-    /// [`abandoned_containers`](Store::abandoned_containers) finds.
-    pub fn create_container(&self) -> Result<ContainerDir> {
+    /// Creates a container dir with a fresh random ID and its upper and work dirs, and
+    /// returns it with its lock held. It is made in `tmp/` with a `creator` file (this
+    /// process's ID) and its lock taken before it is renamed into place, so no other kiln
+    /// ever sees it unlocked while it is set up, and a kiln killed before it wrote
+    /// `state.json` leaves a dir that [`abandoned_containers`](Store::abandoned_containers)
+    /// finds.
+    pub fn create_container(&self) -> Result<(ContainerDir, ContainerLock)> {
         let parent = self.containers_dir();
         fs::create_dir_all(&parent).map_err(StoreError::io("create", &parent))?;
         let id = random_id()?;
@@ -97,9 +201,52 @@ impl Store {
         let creator = staging.join(CREATOR);
         fs::write(&creator, std::process::id().to_string())
             .map_err(StoreError::io("write", &creator))?;
+        let lock_path = staging.join(LOCK);
+        let lock = flock(&lock_path, libc::LOCK_EX | libc::LOCK_NB)
+            .map_err(StoreError::io("lock", &lock_path))?;
         let path = parent.join(&id);
         fs::rename(&staging, &path).map_err(StoreError::io("rename", &path))?;
-        Ok(ContainerDir { id, path })
+        Ok((ContainerDir { id, path }, ContainerLock { _file: lock }))
+    }
+
+    /// Holds container names still while a new container's name is checked and its state
+    /// written, so two `kiln run --name web` at once cannot both take `web`.
+    pub fn lock_container_names(&self) -> Result<ContainerLock> {
+        let parent = self.containers_dir();
+        fs::create_dir_all(&parent).map_err(StoreError::io("create", &parent))?;
+        let file = fs::File::open(&parent).map_err(StoreError::io("open", &parent))?;
+        // SAFETY: flock on an fd this function owns; blocks until the holder lets go.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(StoreError::io("lock", &parent)(e));
+        }
+        Ok(ContainerLock { _file: file })
+    }
+
+    /// Records containers whose runner is gone without having recorded their end (a
+    /// `kiln run` or a monitor killed with SIGKILL; the container died with it) as exited
+    /// with [`LOST_EXIT_CODE`] now, so they never show as running. `--rm` containers are
+    /// left to [`remove_abandoned_containers`](Store::remove_abandoned_containers).
+    pub fn record_lost_containers(&self) -> Result<()> {
+        for (dir, state) in self.containers()? {
+            if state.exit_code.is_some() || state.auto_remove || state.started.is_none() {
+                continue;
+            }
+            let Some(_lock) = dir.lock_within(Duration::ZERO)? else {
+                continue;
+            };
+            // Read again under the lock: its runner may have recorded the end meanwhile.
+            let Some(mut state) = dir.read_state() else {
+                continue;
+            };
+            if state.exit_code.is_none() {
+                state.exit_code = Some(LOST_EXIT_CODE);
+                state.finished = Some(now());
+                state.pid = None;
+                dir.write_state(self, &state)?;
+            }
+        }
+        Ok(())
     }
 
     /// Every container with a readable state, oldest first.
@@ -150,8 +297,8 @@ impl Store {
         let mut out: Vec<(ContainerDir, Option<ContainerState>)> = self
             .containers()?
             .into_iter()
-            .filter(|(_, state)| {
-                state.auto_remove && state.exit_code.is_none() && !state.is_running()
+            .filter(|(dir, state)| {
+                state.auto_remove && state.exit_code.is_none() && !dir.is_locked()
             })
             .map(|(dir, state)| (dir, Some(state)))
             .collect();
@@ -199,6 +346,18 @@ impl Store {
 
 /// The file in a container dir naming the kiln process that created it.
 const CREATOR: &str = "creator";
+/// The file in a container dir whose `flock` its runner holds.
+const LOCK: &str = "lock";
+/// The container's log, written by its monitor.
+const LOG_FILE: &str = "container.log";
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 fn read_state(dir: &Path) -> Option<ContainerState> {
     let mut bytes = Vec::new();
@@ -228,7 +387,7 @@ mod tests {
     fn containers_are_created_listed_found_and_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("s")).unwrap();
-        let dir = store.create_container().unwrap();
+        let (dir, _lock) = store.create_container().unwrap();
         assert_eq!(dir.id.len(), 64);
         assert!(dir.upper().is_dir() && dir.work().is_dir());
         let state = ContainerState {
@@ -241,12 +400,16 @@ mod tests {
             pid: None,
             exit_code: Some(0),
             auto_remove: false,
+            started: Some(1),
+            finished: Some(2),
+            stop_signal: None,
+            detached: false,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(store.containers().unwrap().len(), 1);
         assert_eq!(store.find_container("web").unwrap().unwrap().1, state);
         assert!(store.find_container(&dir.id[..6]).unwrap().is_some());
-        assert_eq!(state.status(), "exited (0)");
+        assert_eq!(dir.status(&state), Status::Exited { code: 0, at: 2 });
         store.remove_container(&dir).unwrap();
         assert!(store.containers().unwrap().is_empty());
     }
@@ -270,7 +433,7 @@ mod tests {
         let store = Store::open(&tmp.path().join("s")).unwrap();
         let dead_pid = i32::MAX - 1; // far above pid_max: no such process
         let make = |auto_remove: bool, pid: Option<i32>| {
-            let dir = store.create_container().unwrap();
+            let (dir, lock) = store.create_container().unwrap();
             let state = ContainerState {
                 id: dir.id.clone(),
                 name: dir.id[..12].into(),
@@ -281,13 +444,18 @@ mod tests {
                 pid,
                 exit_code: None,
                 auto_remove,
+                started: Some(1),
+                finished: None,
+                stop_signal: None,
+                detached: false,
             };
             dir.write_state(&store, &state).unwrap();
-            dir.id
+            (dir.id, lock)
         };
-        let abandoned = make(true, Some(dead_pid));
-        let kept = make(false, Some(dead_pid));
-        let running = make(true, Some(std::process::id() as i32));
+        // A runner that died drops its lock; a live one keeps it.
+        let (abandoned, _) = make(true, Some(dead_pid));
+        let (kept, _) = make(false, Some(dead_pid));
+        let (running, _held) = make(true, Some(std::process::id() as i32));
         store.remove_abandoned_containers().unwrap();
         let ids: Vec<String> = store
             .containers()
@@ -300,13 +468,49 @@ mod tests {
     }
 
     #[test]
+    fn a_container_whose_runner_died_is_recorded_as_exited() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let (dir, lock) = store.create_container().unwrap();
+        let state = ContainerState {
+            id: dir.id.clone(),
+            name: "lost".into(),
+            image: "i".into(),
+            image_digest: Digest::of_bytes(b"d"),
+            command: vec![],
+            created: 1,
+            pid: Some(1),
+            exit_code: None,
+            auto_remove: false,
+            started: Some(5),
+            finished: None,
+            stop_signal: None,
+            detached: true,
+        };
+        dir.write_state(&store, &state).unwrap();
+        assert_eq!(dir.status(&state), Status::Running { since: 5 });
+        store.record_lost_containers().unwrap();
+        assert_eq!(
+            dir.read_state().unwrap().exit_code,
+            None,
+            "its lock is held"
+        );
+        drop(lock);
+        assert_eq!(dir.status(&state), Status::Created);
+        store.record_lost_containers().unwrap();
+        let recorded = dir.read_state().unwrap();
+        assert_eq!(recorded.exit_code, Some(LOST_EXIT_CODE));
+        assert!(recorded.finished.is_some() && recorded.pid.is_none());
+    }
+
+    #[test]
     fn a_dir_without_state_is_abandoned_only_when_its_creator_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("s")).unwrap();
         // Being set up by this (live) process: kept.
-        let live = store.create_container().unwrap();
+        let (live, _live_lock) = store.create_container().unwrap();
         // Set up by a kiln that was killed before it wrote `state.json`.
-        let dead = store.create_container().unwrap();
+        let (dead, _) = store.create_container().unwrap();
         fs::write(dead.path.join(CREATOR), (i32::MAX - 1).to_string()).unwrap();
         let abandoned: Vec<String> = store
             .abandoned_containers()

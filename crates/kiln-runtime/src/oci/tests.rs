@@ -67,6 +67,7 @@ impl Bench {
             init: true,
             tty: false,
             interactive: false,
+            capture_output: false,
             id: format!("oci{}-{tag}", std::process::id()),
             state_dir: self.dir(&format!("{tag}/state")),
             cgroup_root: None,

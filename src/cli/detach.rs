@@ -1,0 +1,180 @@
+//! `kiln run -d`: the container runs under a monitor, kiln's own binary started again as
+//! the hidden `container-monitor` command (conmon's role), and `kiln run` returns its ID.
+//!
+//! The monitor is given the very same command line and runs the very same `run` code as a
+//! foreground `kiln run` (`run::run_container`), so a detached container is made exactly
+//! like any other; only the [`Monitor`] runner differs. It starts in a session of its own
+//! (`setsid`), so the caller's terminal, shell and their SIGHUP do not reach it, and it
+//! never holds the caller's stdio: its stdin is `/dev/null`, and its stdout and stderr are
+//! pipes to the `kiln run -d` that started it. Whatever it reports before the container
+//! runs (notices, errors, 126/127 for a command that cannot run) comes through those pipes
+//! and its exit code, synchronously; once the command runs it writes the ID on stdout,
+//! points its stdio at `monitor.log` in the container's dir, and stays the container's
+//! parent until it ends: it holds the container's lock, copies its output into the log,
+//! answers `kiln stop`/`kill`/`wait`, and records the exit. If the monitor is killed, the
+//! container dies with it (PR_SET_PDEATHSIG) and the next kiln command records its end.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+
+use clap::Args;
+
+use super::run::{run_container, RunArgs, Runner};
+use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
+use kiln_container::log::{LogOptions, LogWriter};
+use kiln_container::monitor::OutputLog;
+use kiln_runtime::RunningContainer;
+use kiln_store::ContainerDir;
+
+/// The hidden command a detached container's monitor runs as.
+pub const MONITOR_COMMAND: &str = "container-monitor";
+
+/// `kiln container-monitor -- ARGS…`: ARGS are the whole command line of the `kiln run -d`
+/// that started it.
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub argv: Vec<OsString>,
+}
+
+/// `kiln run -d`: starts the monitor with this command line and relays what it says until
+/// the container runs; prints the ID then, or exits as the monitor did.
+pub fn start_monitor() -> CmdResult {
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut monitor = Command::new("/proc/self/exe")
+        .arg(MONITOR_COMMAND)
+        .arg("--")
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::not_started(format!("start the container's monitor: {e}")))?;
+    let mut errors = monitor.stderr.take().expect("piped");
+    let relay = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut errors, &mut std::io::stderr());
+    });
+    let mut said = String::new();
+    let _ = monitor
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut said);
+    let _ = relay.join();
+    match said.trim() {
+        // The monitor goes on: it is not waited for (it is in its own session, and init
+        // reaps it once this process has exited).
+        id if id.len() == 64 => {
+            println!("{id}");
+            Ok(0)
+        }
+        _ => match monitor.wait() {
+            Ok(status) => Ok(status.code().unwrap_or(EXIT_NOT_STARTED)),
+            Err(e) => Err(Failure::not_started(format!(
+                "the container's monitor: {e}"
+            ))),
+        },
+    }
+}
+
+/// The `container-monitor` command: the `kiln run -d` again, as the container's monitor.
+pub fn monitor(globals: &Globals, args: RunArgs) -> CmdResult {
+    // Its own session: no controlling terminal, so no SIGHUP when the caller's ends.
+    let _ = nix::unistd::setsid();
+    super::signals::ignore_hangup();
+    run_container(globals, args, &mut Monitor)
+}
+
+/// The detached runner: the log gets the output.
+struct Monitor;
+
+impl Runner for Monitor {
+    fn started(
+        &mut self,
+        running: &mut RunningContainer,
+        dir: &ContainerDir,
+        log: LogOptions,
+    ) -> Result<Option<OutputLog>, Failure> {
+        let pipes = running
+            .take_output()
+            .ok_or_else(|| Failure::not_started("the container's output pipes are missing"))?;
+        let writer = LogWriter::open(dir.log_path(), log).map_err(Failure::not_started)?;
+        super::signals::forward_to(Some(running.pid()));
+        leave_the_caller(dir).map_err(Failure::not_started)?;
+        trim_memory();
+        Ok(Some(OutputLog { pipes, writer }))
+    }
+}
+
+/// Points stderr at `monitor.log` in the container's dir, says the ID on stdout, then
+/// points stdout there too: the `kiln run -d` sees the ID and then the end of both pipes.
+fn leave_the_caller(dir: &ContainerDir) -> std::io::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.path.join("monitor.log"))?;
+    // SAFETY: dup2 onto the process's own stdio fds.
+    if unsafe { libc::dup2(log.as_raw_fd(), 2) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", dir.id)?;
+    out.flush()?;
+    // SAFETY: as above.
+    if unsafe { libc::dup2(log.as_raw_fd(), 1) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Nothing of the caller's working directory stays in use.
+    std::env::set_current_dir("/")
+}
+
+/// Gives back what starting the container needed and the monitor does not: freed heap,
+/// and the pages of code and read-only data it ran through (kiln's and its libraries'),
+/// which come back from the page cache if ever used again. A monitor then holds about
+/// what conmon does.
+fn trim_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for (start, end) in clean_file_mappings(&smaps) {
+        // SAFETY: a private file mapping none of whose pages was ever written (no
+        // anonymous pages): MADV_DONTNEED drops its pages from this process and the next
+        // access reads them from the file again, unchanged. Code running now faults its
+        // page back in.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// The address ranges of private, non-writable file mappings whose pages all still equal
+/// the file's (`Anonymous: 0 kB` in smaps): code and read-only data.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            let perms = fields.next().unwrap_or("");
+            let file = fields.nth(3).is_some_and(|p| p.starts_with('/'));
+            let range = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
+            current = match (range, perms.as_bytes()) {
+                ((Ok(s), Ok(e)), [b'r', b'-', _, b'p']) if file => Some((s, e)),
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            if let Some(range) = current.take() {
+                if fields.next() == Some("0") {
+                    out.push(range);
+                }
+            }
+        }
+    }
+    out
+}
