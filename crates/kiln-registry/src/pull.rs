@@ -497,13 +497,9 @@ async fn download(
             },
         )
     };
-    // A body announced longer than the blob is refused before it is read.
-    if let Some(announced) = response
-        .content_length()
-        .filter(|n| offset == 0 && *n > size)
-    {
-        return Err(fatal(mismatch(Found::Exactly(announced))));
-    }
+    // What the registry announced: how large the blob it sends is, when that turns out to
+    // be more than the descriptor's size (a wrong announcement alone is only a cut body).
+    let announced = response.content_length().filter(|_| offset == 0);
     loop {
         if board.is_cancelled() {
             let err = RegistryError::Blob {
@@ -531,7 +527,11 @@ async fn download(
         let Some(chunk) = chunk else { break };
         let total = sink.received() + chunk.len() as u64;
         if total > size {
-            return Err(fatal(mismatch(Found::AtLeast(total))));
+            let found = match announced {
+                Some(n) if n >= total => Found::Exactly(n),
+                _ => Found::AtLeast(total),
+            };
+            return Err(fatal(mismatch(found)));
         }
         let progressed = sink
             .push(chunk)
