@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::containers::{container_store, find};
 use super::{CmdResult, Failure, Globals};
+use kiln_container::log::parse_rfc3339;
 use kiln_container::log::{LogEntry, LogReader, Stream};
-use kiln_container::timefmt::parse_rfc3339;
 
 #[derive(Args, Debug)]
 #[command(
@@ -117,7 +117,7 @@ fn print_entry(e: &LogEntry, timestamps: bool) {
 /// `--since`: a Go-style duration before `now` (`90s`, `10m`, `1h30m`), an RFC 3339 time,
 /// or seconds since the epoch (fractions allowed), as docker takes it.
 fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, Failure> {
-    if let Some(ago) = parse_duration(text) {
+    if let Ok(ago) = kiln_spec::values::duration(text) {
         return Ok(now.checked_sub(ago).unwrap_or(UNIX_EPOCH));
     }
     if let Some(t) = parse_rfc3339(text) {
@@ -131,37 +131,6 @@ fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, Failure> {
     Err(Failure::user(format!("--since {text:?}: not a time")).hint(Some(
         "give a duration (30s, 10m, 1h30m), an RFC 3339 time (2024-05-01T12:00:00Z) or seconds since the epoch".into(),
     )))
-}
-
-/// `1h30m`, `10m`, `2.5s`, `500ms`: numbers each followed by h, m, s, ms, us or ns.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    Some(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]

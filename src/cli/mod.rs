@@ -177,11 +177,13 @@ impl Globals {
 pub fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
-        Ok(v) => v.trim().parse().map_err(|_| {
-            Failure::user(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        }),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(epoch) if epoch <= kiln_image::MAX_EPOCH => Ok(epoch),
+            _ => Err(Failure::user(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds up to {} (the year 9999)",
+                kiln_image::MAX_EPOCH
+            ))),
+        },
     }
 }
 

@@ -19,8 +19,8 @@
 //! seccomp profiles), `layer_dirs` (an image's layers unpacked), `source` (the image to run
 //! and its stored defaults), `config` (the merge), `container` (the runtime's spec and the
 //! container's state record), `bundle` (a runc bundle); and for containers that run on
-//! their own: `timefmt` (RFC 3339 times), `log` (a detached container's JSON-lines log,
-//! rotated), `monitor` (the runner's loop and control socket), `lifecycle` (kill, stop and
+//! their own: `log` (a detached container's JSON-lines log, rotated, and the RFC 3339 times
+//! it is read by), `monitor` (the runner's loop and control socket), `lifecycle` (kill, stop and
 //! wait through it).
 
 #[cfg(test)]
@@ -39,7 +39,6 @@ pub mod monitor;
 pub mod passwd;
 mod security;
 mod source;
-pub mod timefmt;
 
 pub use bundle::write_bundle;
 pub use config::{ContainerConfig, Notice, RunSettings};

@@ -13,12 +13,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{ContainerError, Result};
-use super::timefmt::{format_rfc3339_nanos, parse_rfc3339};
 
 /// The longest entry: longer lines are split (Docker's 16 KiB).
 pub const MAX_ENTRY: usize = 16 * 1024;
@@ -77,6 +76,34 @@ pub enum Stream {
     Stderr,
 }
 
+/// An RFC 3339 time as docker's `--since` takes it: `2024-05-01T12:00:00Z`, with a
+/// fraction, or with an offset (`+02:00`) instead of `Z`; a space may stand for the `T`.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    // humantime reads UTC only: an offset is taken off here and applied after.
+    let split = text
+        .len()
+        .checked_sub(6)
+        .and_then(|i| Some((text.get(..i)?, text.get(i..)?)));
+    let (utc, offset) = match split {
+        Some((time, zone)) if zone.starts_with(['+', '-']) && zone.as_bytes()[3] == b':' => {
+            let hours: u64 = zone.get(1..3)?.parse().ok()?;
+            let minutes: u64 = zone.get(4..6)?.parse().ok()?;
+            (
+                time,
+                Some((zone.starts_with('+'), hours * 3600 + minutes * 60)),
+            )
+        }
+        _ => (text.strip_suffix(['Z', 'z']).unwrap_or(text), None),
+    };
+    let time = humantime::parse_rfc3339_weak(utc).ok()?;
+    match offset {
+        None => Some(time),
+        Some((true, east)) => time.checked_sub(Duration::from_secs(east)),
+        Some((false, west)) => time.checked_add(Duration::from_secs(west)),
+    }
+}
+
 /// One entry, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -119,7 +146,7 @@ impl LogWriter {
     pub fn write(&mut self, stream: Stream, line: &[u8], time: SystemTime) -> Result<()> {
         let entry = LogEntry {
             stream,
-            time: format_rfc3339_nanos(time),
+            time: humantime::format_rfc3339_nanos(time).to_string(),
             log: String::from_utf8_lossy(line).into_owned(),
         };
         let mut json = serde_json::to_vec(&entry).expect("log entries serialise");
@@ -313,6 +340,27 @@ fn read_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn times_are_written_with_nanoseconds_and_read_back_with_offsets() {
+        let t = UNIX_EPOCH + Duration::new(1_714_564_800, 123_456_789);
+        let text = humantime::format_rfc3339_nanos(t).to_string();
+        assert_eq!(text, "2024-05-01T12:00:00.123456789Z");
+        assert_eq!(parse_rfc3339(&text), Some(t));
+        let noon = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+        assert_eq!(parse_rfc3339("2024-05-01T14:00:00+02:00"), Some(noon));
+        assert_eq!(parse_rfc3339("2024-05-01T10:30:00-01:30"), Some(noon));
+        assert_eq!(parse_rfc3339("2024-05-01 12:00:00"), Some(noon));
+        for bad in [
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "x",
+            "2024-05-01T12:00:00+0é:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     fn all(path: &Path) -> Vec<LogEntry> {
         let mut out = Vec::new();

@@ -207,33 +207,14 @@ pub fn go_arch() -> &'static str {
     }
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`), the form
-/// `created` fields use. Written out because it is the only date kiln formats.
-pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+pub const MAX_EPOCH: u64 = 253_402_300_799;
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`), the form
+/// `created` fields use; times past [`MAX_EPOCH`] are written as that.
+pub fn rfc3339(epoch: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.min(MAX_EPOCH));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]
@@ -245,6 +226,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod incoming;
 use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
 
 pub use config::{
-    go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig,
+    go_arch, rfc3339, Empty, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig, MAX_EPOCH,
 };
 
 use kiln_store::oci::{

@@ -37,6 +37,13 @@ pub fn size(text: &str) -> Result<u64, ValueError> {
     Ok(super::units::parse_size(text)?)
 }
 
+/// A duration such as `30s`, `1m30s` or `500ms` (Go's and docker's spelling), at least 1ms.
+pub fn duration(text: &str) -> Result<std::time::Duration, ValueError> {
+    Ok(std::time::Duration::from_nanos(
+        super::units::parse_duration(text)?,
+    ))
+}
+
 /// A memory limit such as `64m`: a size of at least 6 MiB (Docker's minimum).
 pub fn memory(text: &str) -> Result<u64, ValueError> {
     Ok(super::units::check_memory(super::units::parse_size(text)?)?)
