@@ -243,16 +243,34 @@ fn many_run_rm_cycles_leave_nothing_behind() {
         let kiln = std::path::Path::new("/sys/fs/cgroup")
             .join(ctrl)
             .join("kiln");
-        // `kiln run` containers have 64-hex ids; other kiln tests may run beside this one.
+        // `kiln run` containers have 64-hex ids. Other kiln tests (and other stores) on the
+        // machine may run containers beside this one: theirs hold processes or are gone
+        // within moments, while a cgroup this test left stays, empty.
         let is_run_container = |n: &str| n.strip_prefix("kiln-").is_some_and(|id| id.len() == 64);
-        let left: Vec<String> = std::fs::read_dir(&kiln)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| is_run_container(n))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let abandoned = || -> Vec<String> {
+            std::fs::read_dir(&kiln)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| is_run_container(&e.file_name().to_string_lossy()))
+                        .filter(|e| {
+                            std::fs::read_to_string(e.path().join("cgroup.procs"))
+                                .is_ok_and(|procs| procs.trim().is_empty())
+                        })
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let first = abandoned();
+        std::thread::sleep(std::time::Duration::from_secs(if first.is_empty() {
+            0
+        } else {
+            3
+        }));
+        let left: Vec<String> = abandoned()
+            .into_iter()
+            .filter(|n| first.contains(n))
+            .collect();
         assert!(
             left.is_empty(),
             "cgroups left in {}: {left:?}",
