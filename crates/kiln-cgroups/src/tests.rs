@@ -437,7 +437,10 @@ fn v2_usage_is_read_from_the_imitation_as_docker_counts_it() {
     let root = fake_v2_root();
     let cg = Cgroup::create(root.path(), "stats", &Resources::default()).unwrap();
     let dir = root.path().join("kiln/kiln-stats");
-    assert_eq!(container_dirs(root.path(), "stats").unwrap(), [dir.clone()]);
+    assert_eq!(
+        container_dirs(root.path(), "stats").unwrap(),
+        std::slice::from_ref(&dir)
+    );
     let files = [
         (
             "cpu.stat",
@@ -459,9 +462,8 @@ fn v2_usage_is_read_from_the_imitation_as_docker_counts_it() {
     for (name, text) in files {
         fs::write(dir.join(name), text).unwrap();
     }
-    let usage = usage(root.path(), "stats").unwrap();
     assert_eq!(
-        usage,
+        usage_of(&root, "stats"),
         Usage {
             cpu_ns: Some(2_500_000),
             memory: Some(9 << 20),
