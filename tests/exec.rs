@@ -23,13 +23,33 @@ fn busybox_image(env: &Env) {
     env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
 }
 
-/// `kiln run -d ARGS`: the container's ID.
-fn run_detached(env: &Env, args: &[&str]) -> String {
+/// A detached container, removed (killed first) when the test ends, also when it fails:
+/// a monitor left running would outlive the test's store.
+struct Detached<'a> {
+    env: &'a Env,
+    id: String,
+}
+
+impl std::ops::Deref for Detached<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.kiln(&["rm", "-f", &self.id]);
+    }
+}
+
+/// `kiln run -d ARGS`: the container.
+fn run_detached<'a>(env: &'a Env, args: &[&str]) -> Detached<'a> {
     let mut all = vec!["run", "-d"];
     all.extend_from_slice(args);
     let id = env.kiln_ok(&all);
     assert_eq!(id.len(), 64, "run -d prints the full ID: {id:?}");
-    id
+    Detached { env, id }
 }
 
 fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
@@ -83,7 +103,8 @@ fn confinement_lines(status: &str) -> String {
         .join("\n")
 }
 
-/// Host processes whose command line contains `needle`.
+/// Host processes whose command line starts with `needle` (not the `kiln exec` that
+/// started one: its command line only contains it).
 fn host_processes_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -93,7 +114,7 @@ fn host_processes_with(needle: &str) -> Vec<i32> {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 String::from_utf8_lossy(&c)
                     .replace('\0', " ")
-                    .contains(needle)
+                    .starts_with(needle)
             })
         })
         .collect()
@@ -196,7 +217,6 @@ fn exec_joins_the_containers_namespaces_and_confinement() {
     let privileged = exec_ok(&env, &["--privileged", "box", "cat", "/proc/self/status"]);
     assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
     assert!(privileged.contains("NoNewPrivs:\t0"), "{privileged}");
-    env.kiln_ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -204,7 +224,7 @@ fn a_signal_to_exec_reaches_the_process() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let id = run_detached(&env, &["--name", "sig", "bb", "sleep", "1000"]);
+    let _box = run_detached(&env, &["--name", "sig", "bb", "sleep", "1000"]);
     let script = "trap 'echo got-term; exit 5' TERM; echo ready; while :; do sleep 0.1; done";
     let mut child = env
         .command()
@@ -226,7 +246,6 @@ fn a_signal_to_exec_reaches_the_process() {
     let status = child.wait().unwrap();
     assert_eq!(rest, "got-term\n");
     assert_eq!(status.code(), Some(5));
-    env.kiln_ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -234,7 +253,7 @@ fn exec_it_gets_a_terminal() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let id = run_detached(&env, &["--name", "term", "bb", "sleep", "1000"]);
+    let _box = run_detached(&env, &["--name", "term", "bb", "sleep", "1000"]);
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let script =
@@ -262,7 +281,6 @@ fn exec_it_gets_a_terminal() {
     assert!(output.contains("/dev/pts/"), "{output}");
     assert!(output.contains("xterm"), "{output}");
     assert!(output.contains("got-typed"), "{output}");
-    env.kiln_ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -340,7 +358,7 @@ fn an_exec_cannot_reach_the_host() {
     let env = Env::new();
     busybox_image(&env);
     let secret = env.write("host-secret", "the host's secret\n");
-    let id = run_detached(&env, &["--name", "probe", "bb", "sleep", "1000"]);
+    let _box = run_detached(&env, &["--name", "probe", "bb", "sleep", "1000"]);
     let attempts: [(&str, String); 8] = [
         ("mount a tmpfs", "mount -t tmpfs none /mnt".into()),
         (
@@ -372,7 +390,6 @@ fn an_exec_cannot_reach_the_host() {
     // The host's processes are not visible.
     let ps = exec_ok(&env, &["probe", "ps", "-o", "pid"]);
     assert!(ps.lines().count() <= 4, "{ps}");
-    env.kiln_ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -397,7 +414,7 @@ fn stats_agree_with_the_cgroup_files() {
     );
     let line = env.kiln_ok(&["stats", "--no-stream", "--json", "load"]);
     let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(stats["id"], id);
+    assert_eq!(stats["id"], id.id);
     assert_eq!(stats["name"], "load");
     let pids: u64 = cgroup_file(&id, "pids", "pids.current")
         .trim()
@@ -439,7 +456,7 @@ fn stats_agree_with_the_cgroup_files() {
         "{table}"
     );
     assert!(lines.next().is_none(), "{table}");
-    env.kiln_ok(&["rm", "-f", &id]);
+    drop(id);
     assert_eq!(
         env.kiln(&["stats", "--no-stream", "load"]).status.code(),
         Some(1)
