@@ -9,6 +9,7 @@ mod containers;
 mod debug;
 mod debug_log;
 mod detach;
+mod exec;
 mod housekeeping;
 mod images;
 mod import;
@@ -21,6 +22,7 @@ mod pull;
 mod push;
 mod run;
 mod signals;
+mod stats;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +84,9 @@ enum Command {
     Ps(containers::PsArgs),
     Rm(containers::RmArgs),
     Logs(logs::LogsArgs),
+    Exec(Box<exec::ExecArgs>),
+    Top(stats::TopArgs),
+    Stats(stats::StatsArgs),
     Stop(lifecycle::StopArgs),
     Kill(lifecycle::KillArgs),
     Wait(lifecycle::WaitArgs),
@@ -282,6 +287,9 @@ pub fn main() -> i32 {
         Command::Ps(a) => containers::ps(&globals, a),
         Command::Rm(a) => containers::rm(&globals, a),
         Command::Logs(a) => logs::logs(&globals, a),
+        Command::Exec(a) => exec::exec(&globals, *a),
+        Command::Top(a) => stats::top(&globals, a),
+        Command::Stats(a) => stats::stats(&globals, a),
         Command::Stop(a) => lifecycle::stop(&globals, a),
         Command::Kill(a) => lifecycle::kill(&globals, a),
         Command::Wait(a) => lifecycle::wait(&globals, a),

@@ -299,8 +299,12 @@ pub(super) fn run_container(
     let remove = args.rm || created.is_err();
     let result = created.and_then(|(spec, mut state)| {
         let control = ControlSocket::bind(&dir).map_err(failed)?;
-        let running = start(&spec, &dir, runner, log)?;
-        container::record_start(&store, &dir, &mut state, std::process::id()).map_err(failed)?;
+        let mut running = runtime::start_container(&spec).map_err(runtime_failure)?;
+        // Recorded before the runner says it started, so `kiln exec` right after finds it.
+        let ids = (std::process::id(), running.pid());
+        container::record_start(&store, &dir, &mut state, ids).map_err(failed)?;
+        let output = runner.started(&mut running, &dir, log)?;
+        let running = (running, output);
         let (code, waiters) = supervise_to_end(&spec, running, control)?;
         container::record_exit(&store, &dir, &mut state, code).map_err(failed)?;
         waiters.answer(code);
@@ -324,18 +328,6 @@ fn runtime_failure(e: runtime::RuntimeError) -> Failure {
         code,
         ..Failure::not_started(e)
     }
-}
-
-/// Starts the container; the runner learns that it runs (and takes its output pipes).
-fn start(
-    spec: &runtime::ContainerSpec,
-    dir: &ContainerDir,
-    runner: &mut dyn Runner,
-    log: LogOptions,
-) -> Result<(runtime::RunningContainer, Option<OutputLog>), Failure> {
-    let mut running = runtime::start_container(spec).map_err(runtime_failure)?;
-    let output = runner.started(&mut running, dir, log)?;
-    Ok((running, output))
 }
 
 /// Serves the control socket (and writes the log) until the container ends; returns the

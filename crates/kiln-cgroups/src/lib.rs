@@ -28,11 +28,13 @@ extern crate kiln_testing;
 
 mod bpf;
 pub mod devices;
+mod stats;
 mod v1;
 mod v2;
 
 pub use bpf::attach_device_filter;
 pub use devices::{Access, DeviceKind, DevicePolicy, DeviceRule};
+pub use stats::{processes, usage, Usage};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -375,6 +377,40 @@ pub fn stale(root: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
         }
     }
     Ok(out)
+}
+
+/// The dirs of container `id`'s cgroup under `root` (one per hierarchy on v1), made by
+/// the kiln that runs it; empty when it has none (it is not running).
+pub fn container_dirs(root: &Path, id: &str) -> Result<Vec<PathBuf>, CgroupError> {
+    check_id(id)?;
+    let groups = match detect(root)? {
+        CgroupMode::V2 => v2::existing(root)?,
+        CgroupMode::V1 | CgroupMode::Hybrid => v1::existing(root)?,
+    };
+    let mut dirs: Vec<PathBuf> = groups
+        .into_iter()
+        .filter(|(i, _)| i == id)
+        .flat_map(|(_, dirs)| dirs)
+        .collect();
+    dirs.dedup();
+    Ok(dirs)
+}
+
+/// Moves process `pid` into container `id`'s existing cgroup, in every hierarchy kiln
+/// made it in (`kiln exec`: the new process is counted and limited with the container).
+pub fn join_container(root: &Path, id: &str, pid: i32) -> Result<(), CgroupError> {
+    let dirs = container_dirs(root, id)?;
+    if dirs.is_empty() {
+        return Err(CgroupError::Io {
+            what: "join cgroup",
+            path: root.join(CGROUP_PARENT).join(cgroup_name(id)),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+    }
+    for dir in dirs {
+        write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    Ok(())
 }
 
 fn cgroup_name(id: &str) -> String {

@@ -105,9 +105,18 @@ fn v1_limits_are_written_joined_and_removed() {
     let cpu = real_root().join("cpu/kiln").join(&name);
     let pids = real_root().join("pids/kiln").join(&name);
     let devices = real_root().join("devices/kiln").join(&name);
+    let cpuacct = real_root().join("cpuacct/kiln").join(&name);
+    let blkio = real_root().join("blkio/kiln").join(&name);
     assert_eq!(
         cg.paths(),
-        [memory.clone(), cpu.clone(), pids.clone(), devices.clone()]
+        [
+            memory.clone(),
+            cpu.clone(),
+            pids.clone(),
+            devices.clone(),
+            cpuacct,
+            blkio
+        ]
     );
     assert!(!cg.wants_namespace());
     assert_eq!(read(&memory.join("memory.limit_in_bytes")), "33554432");
@@ -234,11 +243,11 @@ fn v2_controllers_limits_join_oom_and_removal_in_an_imitation() {
     assert!(cg.wants_namespace());
     assert_eq!(
         read(&root.path().join("cgroup.subtree_control")),
-        "+memory +cpu +pids"
+        "+memory +cpu +pids +io"
     );
     assert_eq!(
         read(&root.path().join("kiln/cgroup.subtree_control")),
-        "+memory +cpu +pids"
+        "+memory +cpu +pids +io"
     );
     assert_eq!(read(&dir.join("memory.max")), "33554432");
     assert_eq!(read(&dir.join("cpu.max")), "150000 100000");
@@ -273,7 +282,10 @@ fn v2_missing_controllers_fail_only_when_a_limit_needs_them() {
     let root = fake_v2_root();
     fs::write(root.path().join("cgroup.controllers"), "cpu io\n").unwrap();
     let cg = Cgroup::create(root.path(), "nolimits", &Resources::default()).unwrap();
-    assert_eq!(read(&root.path().join("cgroup.subtree_control")), "+cpu");
+    assert_eq!(
+        read(&root.path().join("cgroup.subtree_control")),
+        "+cpu +io"
+    );
     assert!(!root.path().join("kiln/kiln-nolimits/pids.max").exists());
     cg.remove().unwrap();
     let err = Cgroup::create(
@@ -418,4 +430,80 @@ fn v2_imitation_writes_no_device_files_and_attaches_no_program() {
         assert!(!files.iter().any(|f| f.starts_with("devices")), "{files:?}");
         cg.remove().unwrap();
     }
+}
+
+#[test]
+fn v2_usage_is_read_from_the_imitation_as_docker_counts_it() {
+    let root = fake_v2_root();
+    let cg = Cgroup::create(root.path(), "stats", &Resources::default()).unwrap();
+    let dir = root.path().join("kiln/kiln-stats");
+    assert_eq!(
+        container_dirs(root.path(), "stats").unwrap(),
+        std::slice::from_ref(&dir)
+    );
+    let files = [
+        (
+            "cpu.stat",
+            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
+        ),
+        ("memory.current", "10485760\n"),
+        (
+            "memory.stat",
+            "anon 8388608\nfile 2097152\ninactive_file 1048576\n",
+        ),
+        ("memory.max", "67108864\n"),
+        ("pids.current", "3\n"),
+        (
+            "io.stat",
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+        ),
+        ("cgroup.procs", "41\n42\n"),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+    assert_eq!(
+        usage_of(&root, "stats"),
+        Usage {
+            cpu_ns: Some(2_500_000),
+            memory: Some(9 << 20),
+            memory_limit: Some(64 << 20),
+            pids: Some(3),
+            block_read: Some(4096),
+            block_write: Some(8192),
+        }
+    );
+    assert_eq!(processes(root.path(), "stats").unwrap(), [41, 42]);
+    fs::write(dir.join("memory.max"), "max\n").unwrap();
+    assert_eq!(usage_of(&root, "stats").memory_limit, None);
+    // Joining writes the pid to the group's cgroup.procs.
+    join_container(root.path(), "stats", 77).unwrap();
+    assert_eq!(read(&dir.join("cgroup.procs")), "77");
+    cg.remove().unwrap();
+    assert!(container_dirs(root.path(), "stats").unwrap().is_empty());
+    assert!(usage(root.path(), "stats").is_err());
+    assert!(join_container(root.path(), "stats", 77).is_err());
+}
+
+fn usage_of(root: &tempfile::TempDir, id: &str) -> Usage {
+    usage(root.path(), id).unwrap()
+}
+
+#[test]
+fn v1_co_mounted_controllers_share_one_dir() {
+    let root = fake_v1_root(&["memory", "cpu,cpuacct", "pids", "devices"]);
+    std::os::unix::fs::symlink("cpu,cpuacct", root.path().join("cpu")).unwrap();
+    std::os::unix::fs::symlink("cpu,cpuacct", root.path().join("cpuacct")).unwrap();
+    let res = Resources {
+        cpus: Some(0.5),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(root.path(), "co", &res).unwrap();
+    let cpu = root.path().join("cpu/kiln/kiln-co");
+    assert_eq!(cg.paths().iter().filter(|p| **p == cpu).count(), 1);
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+    fs::write(cpu.join("cpuacct.usage"), "123456\n").unwrap();
+    assert_eq!(usage_of(&root, "co").cpu_ns, Some(123_456));
+    cg.remove().unwrap();
+    assert!(!cpu.exists());
 }

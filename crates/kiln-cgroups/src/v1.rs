@@ -15,8 +15,10 @@ use super::{
 };
 
 /// The controllers kiln uses, in a fixed order: the first present one holds the lock.
-/// (`devices` comes last so that the lock stays where kilns before it put it.)
-const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "devices"];
+/// (Later additions go last, so that the lock stays where kilns before them put it.)
+/// `cpuacct` and `blkio` set no limit: they account the container's CPU time and block
+/// I/O on their own (`kiln stats`).
+const CONTROLLERS: [&str; 6] = ["memory", "cpu", "pids", "devices", "cpuacct", "blkio"];
 
 /// Controllers mounted under `root`: (name, hierarchy root).
 pub(super) fn available_controllers(root: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -32,6 +34,8 @@ pub(super) struct Group {
     root: PathBuf,
     /// (controller, the container's dir in that hierarchy).
     dirs: Vec<(&'static str, PathBuf)>,
+    /// Controllers co-mounted with one in `dirs`: (controller, the same dir by its name).
+    aliases: Vec<(&'static str, PathBuf)>,
 }
 
 impl Group {
@@ -39,10 +43,20 @@ impl Group {
         let mut group = Group {
             root: root.to_path_buf(),
             dirs: Vec::new(),
+            aliases: Vec::new(),
         };
+        let mut hierarchies: Vec<PathBuf> = Vec::new();
         for (controller, hierarchy) in available_controllers(root) {
             let parent = hierarchy.join(CGROUP_PARENT);
             let dir = parent.join(cgroup_name(id));
+            // Co-mounted controllers (`cpu,cpuacct`, linked as `cpu` and `cpuacct`) share
+            // one hierarchy, hence one dir.
+            let real = fs::canonicalize(&hierarchy).unwrap_or(hierarchy);
+            if hierarchies.contains(&real) {
+                group.aliases.push((controller, dir));
+                continue;
+            }
+            hierarchies.push(real);
             let created = ensure_dir(&parent).and_then(|()| {
                 fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))
             });
@@ -62,6 +76,7 @@ impl Group {
     fn dir(&self, controller: &'static str, what: &'static str) -> Result<&Path, CgroupError> {
         self.dirs
             .iter()
+            .chain(&self.aliases)
             .find(|(c, _)| *c == controller)
             .map(|(_, d)| d.as_path())
             .ok_or_else(|| CgroupError::ControllerMissing {
@@ -135,4 +150,13 @@ pub(super) fn existing(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, Cgrou
         }
     }
     Ok(groups)
+}
+
+/// The dir of container `id` in `controller`'s hierarchy, when it exists.
+pub(super) fn controller_dir(root: &Path, id: &str, controller: &str) -> Option<PathBuf> {
+    let dir = root
+        .join(controller)
+        .join(CGROUP_PARENT)
+        .join(cgroup_name(id));
+    dir.is_dir().then_some(dir)
 }

@@ -31,8 +31,9 @@ pub(super) enum DeviceFilter {
     NotCgroupfs,
 }
 
-/// The controllers kiln enables for its cgroups, when the host offers them.
-const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+/// The controllers kiln enables for its cgroups, when the host offers them (`io` sets no
+/// limit: it accounts block I/O in `io.stat`, for `kiln stats`).
+const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "io"];
 
 #[derive(Debug)]
 pub(super) struct Group {

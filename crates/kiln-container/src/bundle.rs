@@ -30,7 +30,7 @@ pub fn write_bundle(
     let (dir, _lock) = store.create_container()?;
     debug_assert!(bundle.is_absolute(), "write_bundle needs an absolute path");
     let written = (|| {
-        let mut spec = container_spec(store, source, config, &dir, (false, false))?;
+        let (mut spec, _) = container_spec(store, source, config, &dir, (false, false))?;
         // The /etc files runc binds must outlive kiln: they live in the bundle.
         spec.state_dir = bundle.to_owned();
         runtime::write_state_files(&spec)?;

@@ -11,6 +11,7 @@ use kiln_store::{ContainerDir, ContainerState, Store};
 
 use super::config::ContainerConfig;
 use super::error::{ContainerError, Result};
+use super::exec::ExecContext;
 use super::passwd;
 use super::source::Source;
 
@@ -65,21 +66,26 @@ pub fn create(
         finished: None,
         stop_signal: source.image.config.config.stop_signal.clone(),
         detached: launch.detached,
+        init_pid: None,
     };
-    let mut spec = container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
+    let (mut spec, context) =
+        container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
+    context.write(store, dir)?;
     dir.write_state(store, &state)?;
     Ok((spec, state))
 }
 
-/// Records that the container's command runs now, run by process `runner`.
+/// Records that the container's command runs now, run by process `runner`, with
+/// `init_pid` as its first process.
 pub fn record_start(
     store: &Store,
     dir: &ContainerDir,
     state: &mut ContainerState,
-    runner: u32,
+    (runner, init_pid): (u32, i32),
 ) -> Result<()> {
     state.pid = Some(runner as i32);
+    state.init_pid = Some(init_pid);
     state.started = Some(kiln_store::containers::now());
     dir.write_state(store, state)?;
     Ok(())
@@ -94,6 +100,7 @@ pub fn record_exit(
     code: i32,
 ) -> Result<()> {
     state.pid = None;
+    state.init_pid = None;
     state.exit_code = Some(code);
     state.finished = Some(kiln_store::containers::now());
     if !state.auto_remove {
@@ -103,14 +110,15 @@ pub fn record_exit(
 }
 
 /// The runtime's spec: `config` with the user resolved in the image, the hostname
-/// defaulted to the short ID and the `/etc` files the container gets.
+/// defaulted to the short ID and the `/etc` files the container gets; and what a
+/// process exec'd into it gets by default.
 pub(crate) fn container_spec(
     store: &Store,
     source: &Source,
     config: ContainerConfig,
     dir: &ContainerDir,
     (tty, interactive): (bool, bool),
-) -> Result<ContainerSpec> {
+) -> Result<(ContainerSpec, ExecContext)> {
     let overlay = Overlay {
         layers_dir: store.layers_dir(),
         lowers: source.image.config.lower_layer_names(),
@@ -118,10 +126,11 @@ pub(crate) fn container_spec(
         work: dir.work(),
     };
     let user = passwd::resolve_in_image(&overlay, config.user.as_deref())?;
-    let hostname = config.hostname.unwrap_or_else(|| short_id(dir));
+    let hostname = config.hostname.clone().unwrap_or_else(|| short_id(dir));
+    let context = ExecContext::new(&config, &user, &hostname);
     let mut env = config.env;
     runtime::add_default_env(&mut env, &hostname, &user.home, tty);
-    Ok(ContainerSpec {
+    let spec = ContainerSpec {
         overlay,
         read_only: config.read_only,
         etc_hosts: etc_hosts(&hostname, config.network),
@@ -146,7 +155,8 @@ pub(crate) fn container_spec(
         id: dir.id.clone(),
         state_dir: dir.path.clone(),
         cgroup_root: None,
-    })
+    };
+    Ok((spec, context))
 }
 
 /// The first 12 characters of the container's ID, as Docker shows IDs.

@@ -102,6 +102,8 @@ pub enum ContainerError {
     MonitorRefused(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    #[error("container {0} was started by a kiln without exec support (it has no exec.json)")]
+    NoExecContext(String),
 }
 
 impl ContainerError {
@@ -144,6 +146,9 @@ impl ContainerError {
                 Some("users and groups come from the image's /etc/passwd and /etc/group".into())
             }
             ContainerError::BundleNotEmpty(_) => Some("give a new or empty directory".into()),
+            ContainerError::NoExecContext(_) => {
+                Some("stop it and start a new container from its image".into())
+            }
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

@@ -19,7 +19,7 @@
 //! seccomp profiles), `layer_dirs` (an image's layers unpacked), `source` (the image to run
 //! and its stored defaults), `config` (the merge), `container` (the runtime's spec and the
 //! container's state record), `bundle` (a runc bundle); and for containers that run on
-//! their own: `log` (a detached container's JSON-lines log, rotated, and the RFC 3339 times
+//! their own: `exec` (what a process exec'd into a running container gets), `log` (a detached container's JSON-lines log, rotated, and the RFC 3339 times
 //! it is read by), `monitor` (the runner's loop and control socket), `lifecycle` (kill, stop and
 //! wait through it).
 
@@ -32,6 +32,7 @@ mod config;
 mod confine;
 mod container;
 mod error;
+pub mod exec;
 mod layer_dirs;
 pub mod lifecycle;
 pub mod log;

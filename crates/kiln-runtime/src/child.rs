@@ -24,11 +24,11 @@ use super::step_mounts;
 use super::sys::{self, Errno};
 
 /// Where the error pipe lives once stdio is arranged; closed by `execve` (close-on-exec).
-const REPORT_FD: RawFd = 3;
+pub(crate) const REPORT_FD: RawFd = 3;
 /// Where the init's status pipe lives (containers with an init only; close-on-exec).
 const STATUS_FD: RawFd = 4;
 /// Where the console socket lives until the pty master has been sent (`tty` only).
-const CONSOLE_FD: RawFd = 5;
+pub(crate) const CONSOLE_FD: RawFd = 5;
 /// The first fd that is neither stdio nor one of the above; fds the plan keeps for setup
 /// ([`ChildPlan::kept_fds`]) follow from here.
 const FIRST_FREE_FD: RawFd = 6;
@@ -37,9 +37,9 @@ const MAX_KEPT_FDS: usize = step_mounts::MAX_STEP_MOUNTS;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
 const EXIT_NOT_FOUND: c_int = 127;
 const EXIT_NOT_EXECUTABLE: c_int = 126;
-const EXIT_SETUP_FAILED: c_int = 125;
+pub(crate) const EXIT_SETUP_FAILED: c_int = 125;
 /// The umask build steps start with, whatever kiln's own is, so builds are reproducible.
-const STEP_UMASK: libc::mode_t = 0o022;
+pub(crate) const STEP_UMASK: libc::mode_t = 0o022;
 /// Signals 1..NSIG on Linux.
 const NSIG: c_int = 65;
 
@@ -65,7 +65,7 @@ pub(crate) extern "C" fn child_main(arg: *mut c_void) -> c_int {
 }
 
 /// The exit code of a child that failed before or at exec, as a shell would give.
-fn exit_code(report: &Report) -> c_int {
+pub(crate) fn exit_code(report: &Report) -> c_int {
     match (report.stage, report.errno) {
         (Stage::Exec, libc::ENOENT | libc::ENOTDIR) => EXIT_NOT_FOUND,
         (Stage::Exec, _) => EXIT_NOT_EXECUTABLE,
@@ -73,7 +73,7 @@ fn exit_code(report: &Report) -> c_int {
     }
 }
 
-fn at(stage: Stage) -> impl Fn(Errno) -> Report {
+pub(crate) fn at(stage: Stage) -> impl Fn(Errno) -> Report {
     move |errno| Report {
         stage,
         errno,
@@ -275,68 +275,86 @@ impl Child<'_> {
         for (i, dir) in self.plan.workdir_prefixes.iter().enumerate() {
             sys::mkdir_allow_existing(dir, 0o755).map_err(at_item(Stage::MkdirWorkdir, i))?;
         }
-        sys::chdir(&self.plan.workdir).map_err(at(Stage::ChdirWorkdir))?;
-        // glibc's getcwd fails with ENOENT when the cwd is unreachable from the root.
-        let mut buf = [0 as libc::c_char; 4096];
-        // SAFETY: the buffer is valid for its length.
-        let cwd = unsafe { libc::getcwd(buf.as_mut_ptr(), buf.len()) };
-        if cwd.is_null() || buf[0] != b'/' as libc::c_char {
-            return Err(at(Stage::CheckWorkdir)(libc::ENOENT));
-        }
-        Ok(())
+        enter_dir_inside_root(&self.plan.workdir)
     }
 
-    /// Raw system calls on purpose: glibc's wrappers would try to sync the parent's threads.
     fn switch_user(&self) -> Result<(), Report> {
-        let p = self.plan;
-        let groups = p.groups.len() as c_long;
-        sys::syscall3(libc::SYS_setgroups, groups, p.groups.as_ptr() as c_long, 0)
-            .map_err(at(Stage::SetGroups))?;
-        let gid = p.gid as c_long;
-        sys::syscall3(libc::SYS_setresgid, gid, gid, gid).map_err(at(Stage::SetGid))?;
-        let uid = p.uid as c_long;
-        sys::syscall3(libc::SYS_setresuid, uid, uid, uid).map_err(at(Stage::SetUid))
+        switch_user(self.plan.uid, self.plan.gid, &self.plan.groups)
     }
 
-    /// Like `execvpe`: tries each candidate; a permission error is remembered and reported
-    /// if no later candidate runs, "not there" errors move on, anything else stops.
     fn exec(&self) -> Report {
         let p = self.plan;
-        let mut denied = None;
-        let mut last = Report {
+        exec_command(&p.exec_candidates, &p.argv, &p.envp, p.searches_path)
+    }
+}
+
+/// Enters `dir` and checks that the result is inside the process's root.
+pub(crate) fn enter_dir_inside_root(dir: &std::ffi::CStr) -> Result<(), Report> {
+    sys::chdir(dir).map_err(at(Stage::ChdirWorkdir))?;
+    // glibc's getcwd fails with ENOENT when the cwd is unreachable from the root.
+    let mut buf = [0 as libc::c_char; 4096];
+    // SAFETY: the buffer is valid for its length.
+    let cwd = unsafe { libc::getcwd(buf.as_mut_ptr(), buf.len()) };
+    if cwd.is_null() || buf[0] != b'/' as libc::c_char {
+        return Err(at(Stage::CheckWorkdir)(libc::ENOENT));
+    }
+    Ok(())
+}
+
+/// Sets the supplementary groups, then gid and uid. Raw system calls on purpose: glibc's
+/// wrappers would try to sync the parent's threads.
+pub(crate) fn switch_user(uid: u32, gid: u32, groups: &[libc::gid_t]) -> Result<(), Report> {
+    let count = groups.len() as c_long;
+    sys::syscall3(libc::SYS_setgroups, count, groups.as_ptr() as c_long, 0)
+        .map_err(at(Stage::SetGroups))?;
+    let gid = gid as c_long;
+    sys::syscall3(libc::SYS_setresgid, gid, gid, gid).map_err(at(Stage::SetGid))?;
+    let uid = uid as c_long;
+    sys::syscall3(libc::SYS_setresuid, uid, uid, uid).map_err(at(Stage::SetUid))
+}
+
+/// Like `execvpe`: tries each candidate; a permission error is remembered and reported
+/// if no later candidate runs, "not there" errors move on, anything else stops.
+pub(crate) fn exec_command(
+    candidates: &[std::ffi::CString],
+    argv: &super::plan::CStringArray,
+    envp: &super::plan::CStringArray,
+    searches_path: bool,
+) -> Report {
+    let mut denied = None;
+    let mut last = Report {
+        stage: Stage::Exec,
+        errno: libc::ENOENT,
+        detail: 0,
+    };
+    for (i, path) in candidates.iter().enumerate() {
+        // SAFETY: path, argv and envp are NUL-terminated / NULL-terminated arrays.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let report = at_item(Stage::Exec, i)(sys::last_errno());
+        match report.errno {
+            libc::EACCES => denied = denied.or(Some(report)),
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
+                if searches_path => {}
+            _ => return report,
+        }
+        last = report;
+    }
+    match (denied, searches_path) {
+        (Some(report), _) => report,
+        // Not in any $PATH dir: the parent reports "executable file not found in $PATH".
+        (None, true) => Report {
             stage: Stage::Exec,
             errno: libc::ENOENT,
-            detail: 0,
-        };
-        for (i, path) in p.exec_candidates.iter().enumerate() {
-            // SAFETY: path, argv and envp are NUL-terminated / NULL-terminated arrays.
-            unsafe { libc::execve(path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
-            let report = at_item(Stage::Exec, i)(sys::last_errno());
-            match report.errno {
-                libc::EACCES => denied = denied.or(Some(report)),
-                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
-                    if p.searches_path => {}
-                _ => return report,
-            }
-            last = report;
-        }
-        match (denied, p.searches_path) {
-            (Some(report), _) => report,
-            // Not in any $PATH dir: the parent reports "executable file not found in $PATH".
-            (None, true) => Report {
-                stage: Stage::Exec,
-                errno: libc::ENOENT,
-                detail: NO_DETAIL,
-            },
-            (None, false) => last,
-        }
+            detail: NO_DETAIL,
+        },
+        (None, false) => last,
     }
 }
 
 /// Handlers and the signal mask are inherited through `clone`; kiln's handlers must not run
 /// here, and ignored signals (Rust ignores SIGPIPE) would stay ignored across `execve`. The
 /// parent blocked every signal around `clone`, so none can arrive before this.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     // SAFETY: a zeroed sigaction with SIG_DFL is valid; errors (SIGKILL, SIGSTOP, glibc's
     // internal signals) are expected and harmless.
     unsafe {
@@ -386,7 +404,7 @@ fn pivot_into(root: OwnedFd) -> Result<(), Errno> {
 
 /// A session of its own, so the container cannot reach kiln's terminal through
 /// `/dev/tty`.
-fn new_session() -> Result<(), Errno> {
+pub(crate) fn new_session() -> Result<(), Errno> {
     // SAFETY: a plain system call; the child is not a process group leader (new pid).
     sys::check(unsafe { libc::setsid() } as c_long).map(drop)
 }
@@ -394,7 +412,7 @@ fn new_session() -> Result<(), Errno> {
 /// Allocates the container's terminal in its own devpts (so it is `/dev/pts/0` inside,
 /// like with runc), sends the master to kiln over the console socket, and makes the slave
 /// stdio and the controlling terminal. Runs after `pivot_root`.
-fn set_up_console(size: &libc::winsize) -> Result<(), Errno> {
+pub(crate) fn set_up_console(size: &libc::winsize) -> Result<(), Errno> {
     let master = sys::open(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY)?;
     let unlock: c_int = 0;
     // SAFETY: ioctls on the master with valid pointers.
@@ -423,7 +441,7 @@ fn set_up_console(size: &libc::winsize) -> Result<(), Errno> {
 }
 
 /// Stdin becomes the step's own `/dev/null` (a node kiln made in its `/dev` tmpfs).
-fn replace_stdin() -> Result<(), Errno> {
+pub(crate) fn replace_stdin() -> Result<(), Errno> {
     let null = sys::open(c"/dev/null", libc::O_RDWR | libc::O_NOFOLLOW)?;
     sys::dup_onto(null.as_raw_fd(), 0, false)
 }

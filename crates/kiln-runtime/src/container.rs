@@ -405,7 +405,7 @@ impl Drop for RunningContainer {
 }
 
 /// A connected unix socket pair: (kiln's end, the child's end).
-fn console_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+pub(crate) fn console_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let mut fds = [0 as libc::c_int; 2];
     let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
     // SAFETY: socketpair fills the two-element array.

@@ -164,6 +164,9 @@ pub enum RuntimeError {
         target: String,
         errno: Errno,
     },
+    /// The container to exec in has no live first process in its cgroup any more.
+    #[error("container {0} is not running")]
+    ContainerGone(String),
     /// The sandbox child broke the report protocol (a short or unknown report).
     #[error("the sandbox setup process sent a malformed error report")]
     MalformedReport,
@@ -273,10 +276,12 @@ pub(crate) enum Stage {
     SecretTmpfs,
     SecretFile,
     SecretMount,
+    JoinNamespaces,
+    ForkProcess,
 }
 
 impl Stage {
-    const ALL: [Stage; 44] = [
+    const ALL: [Stage; 46] = [
         Stage::Stdio,
         Stage::PrivateMounts,
         Stage::Loopback,
@@ -321,6 +326,8 @@ impl Stage {
         Stage::SecretTmpfs,
         Stage::SecretFile,
         Stage::SecretMount,
+        Stage::JoinNamespaces,
+        Stage::ForkProcess,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -373,6 +380,8 @@ impl Stage {
             Stage::SecretTmpfs => "mount the secrets tmpfs on",
             Stage::SecretFile => "write the secret for",
             Stage::SecretMount => "bind mount the secret onto",
+            Stage::JoinNamespaces => "join the container's namespaces",
+            Stage::ForkProcess => "fork the process in the container's PID namespace",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Exists so that the rest of kiln can run a command "inside an image" without knowing how
 //! Linux isolates processes. It serves build steps ([`run_step`]), direct access to an
 //! image's merged filesystem ([`with_overlay`]) and `kiln run` ([`run_container`],
-//! [`start_container`], and [`oci_config`] for `kiln bundle`).
+//! [`start_container`], and [`oci_config`] for `kiln bundle`), and `kiln exec`
+//! ([`exec_in_container`]).
 //!
 //! Two rules shape it (ARCHITECTURE.md `runtime` and Invariants, SECURITY.md §3 rule 9):
 //! - kiln is multi-threaded, so everything the `clone` child needs is prepared before
@@ -22,7 +23,7 @@
 //! `kiln run` and the `start()`, clone and wait it shares with steps), `process` (what
 //! runs, shared by both), `plan` (what the child reads: C strings, container additions,
 //! fds; below `child`, which is below `sandbox` and `container`),
-//! `child` (the allocation-free child), `devices` (`/proc`, `/dev`, `/sys`, host file
+//! `child` (the allocation-free child), `exec` (a process joining a running container), `devices` (`/proc`, `/dev`, `/sys`, host file
 //! binds), `container_mounts` (container binds, tmpfs, masked and read-only paths; the
 //! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
 //! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
@@ -41,6 +42,7 @@ mod container;
 mod container_mounts;
 mod devices;
 mod error;
+mod exec;
 mod init;
 mod mount_point_cleanup;
 mod oci;
@@ -69,6 +71,7 @@ pub use container::{
     RunningContainer,
 };
 pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
+pub use exec::{exec_in_container, ExecSpec, RunningExec};
 pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;

@@ -200,21 +200,11 @@ impl ChildPlan {
         };
         check_ids(process.uid, process.gid, &process.groups)?;
         let (workdir_prefixes, cwd) = workdir_prefixes(&process.cwd)?;
-        let path_var = process
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH)
-            .to_owned();
-        let searches_path = !argv0.contains('/');
-        let exec_candidates = match searches_path {
-            true => path_var
-                .split(':')
-                .filter(|dir| !dir.is_empty())
-                .map(|dir| c_string(&format!("{}/{argv0}", dir.trim_end_matches('/')), "$PATH"))
-                .collect::<Result<_, _>>()?,
-            false => vec![c_string(&argv0, "command")?],
-        };
+        let ExecCandidates {
+            paths: exec_candidates,
+            searches_path,
+            path_var,
+        } = ExecCandidates::new(&argv0, &process.env)?;
         let hostname = check_hostname(&process.hostname)?;
         let workdir_prefixes = workdir_prefixes
             .iter()
@@ -319,13 +309,49 @@ impl ChildPlan {
             | Stage::SetCapabilities
             | Stage::NoNewPrivs
             | Stage::Seccomp
-            | Stage::StartInit => None,
+            | Stage::StartInit
+            | Stage::JoinNamespaces
+            | Stage::ForkProcess => None,
         };
         RuntimeError::Setup {
             stage: report.stage.name(),
             target,
             errno,
         }
+    }
+}
+
+/// Where `execve` looks for a command: the command itself when it has a `/`, else each
+/// directory of the environment's `$PATH` (Docker's default without one), like `execvpe`.
+pub(crate) struct ExecCandidates {
+    pub paths: Vec<CString>,
+    /// Whether the command was looked up in `$PATH`.
+    pub searches_path: bool,
+    /// The `$PATH` searched, for error messages.
+    pub path_var: String,
+}
+
+impl ExecCandidates {
+    pub(crate) fn new(argv0: &str, env: &[String]) -> Result<ExecCandidates, RuntimeError> {
+        let path_var = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_owned();
+        let searches_path = !argv0.contains('/');
+        let paths = match searches_path {
+            true => path_var
+                .split(':')
+                .filter(|dir| !dir.is_empty())
+                .map(|dir| c_string(&format!("{}/{argv0}", dir.trim_end_matches('/')), "$PATH"))
+                .collect::<Result<_, _>>()?,
+            false => vec![c_string(argv0, "command")?],
+        };
+        Ok(ExecCandidates {
+            paths,
+            searches_path,
+            path_var,
+        })
     }
 }
 
@@ -339,7 +365,7 @@ pub(crate) fn c_string(s: &str, what: &str) -> Result<CString, RuntimeError> {
     })
 }
 
-fn check_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<(), RuntimeError> {
+pub(crate) fn check_ids(uid: u32, gid: u32, groups: &[u32]) -> Result<(), RuntimeError> {
     let ids = [uid, gid].into_iter().chain(groups.iter().copied());
     if ids.into_iter().any(|id| id == UNCHANGED_ID) {
         return Err(InvalidSandbox::ReservedId(UNCHANGED_ID).into());

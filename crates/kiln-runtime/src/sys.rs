@@ -401,8 +401,15 @@ pub(crate) fn read_byte(fd: RawFd) -> Sys<bool> {
 /// `fork` as a raw `clone(SIGCHLD)`: no atfork handlers, which could take locks held by
 /// threads that do not exist in a clone child. Returns 0 in the new process.
 pub(crate) fn raw_fork() -> Sys<libc::pid_t> {
+    raw_fork_with(0)
+}
+
+/// [`raw_fork`] with extra `clone` flags (such as `CLONE_PARENT`), none of which may share
+/// memory or need a new stack.
+pub(crate) fn raw_fork_with(flags: c_int) -> Sys<libc::pid_t> {
+    let flags = (flags | libc::SIGCHLD) as c_long;
     // SAFETY: without CLONE_VM the child gets a copy of this stack and continues here.
-    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) })
+    check(unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) })
         .map(|pid| pid as libc::pid_t)
 }
 

@@ -52,6 +52,10 @@ pub struct ContainerState {
     /// Run by a monitor process (`kiln run -d`) rather than a foreground `kiln run`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub detached: bool,
+    /// The host PID of the container's first process (its init), while it runs: what
+    /// `kiln exec` joins. Only meaningful while the container's lock is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_pid: Option<i32>,
 }
 
 /// What `kiln ps` shows as a container's state.
@@ -110,6 +114,22 @@ impl ContainerDir {
     pub fn write_state(&self, store: &Store, state: &ContainerState) -> Result<()> {
         let json = serde_json::to_vec_pretty(state).expect("container state serialises");
         fsutil::write_atomic(store, &self.path.join("state.json"), &json)
+    }
+
+    /// Writes `bytes` as the file `name` in the container's dir, atomically.
+    pub fn write_file(&self, store: &Store, name: &str, bytes: &[u8]) -> Result<()> {
+        fsutil::write_atomic(store, &self.path.join(name), bytes)
+    }
+
+    /// The file `name` in the container's dir (at most 1 MiB), `None` when missing.
+    pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        fs::File::open(self.path.join(name))
+            .ok()?
+            .take(MAX_STATE)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        Some(bytes)
     }
 
     /// The state as it is on disk now (`None` once the container is gone).
@@ -243,6 +263,7 @@ impl Store {
                 state.exit_code = Some(LOST_EXIT_CODE);
                 state.finished = Some(now());
                 state.pid = None;
+                state.init_pid = None;
                 dir.write_state(self, &state)?;
             }
         }
@@ -404,6 +425,7 @@ mod tests {
             finished: Some(2),
             stop_signal: None,
             detached: false,
+            init_pid: None,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(store.containers().unwrap().len(), 1);
@@ -448,6 +470,7 @@ mod tests {
                 finished: None,
                 stop_signal: None,
                 detached: false,
+                init_pid: None,
             };
             dir.write_state(&store, &state).unwrap();
             (dir.id, lock)
@@ -486,6 +509,7 @@ mod tests {
             finished: None,
             stop_signal: None,
             detached: true,
+            init_pid: None,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(dir.status(&state), Status::Running { since: 5 });

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `kiln exec C true` into a detached kiln container vs `runc exec CID true` into a runc
+# container of the same image (a bundle written by `kiln bundle` with the same settings),
+# side by side in one run with hyperfine. Prints both medians and the ratio kiln/runc
+# (bar: <= 1.0, issue 14). Needs root, runc, hyperfine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+require runc hyperfine busybox python3
+build_kiln
+
+work=$(mktemp -d /tmp/kiln-bench-exec.XXXXXX)
+export KILN_ROOT=$work/store
+cleanup() {
+    runc delete -f kiln-bench-exec >/dev/null 2>&1 || true
+    $kiln rm -f bench-exec >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+busybox_rootfs "$work/base"
+$kiln -q import "$work/base" -t bench-bb >/dev/null
+limits=(--memory 64m --pids-limit 64 --cap-drop ALL --cap-add NET_BIND_SERVICE)
+$kiln run -d --name bench-exec "${limits[@]}" bench-bb sleep 100000 >/dev/null
+$kiln bundle "${limits[@]}" bench-bb "$work/bundle" sleep 100000
+runc run -d -b "$work/bundle" kiln-bench-exec >/dev/null 2>&1 </dev/null
+
+commands=(-n kiln "$kiln exec bench-exec true"
+          -n runc "runc exec kiln-bench-exec true")
+# KILN_OLD=path/to/kiln adds another kiln build (e.g. before a change) to the same run.
+if [ -n "${KILN_OLD:-}" ]; then
+    commands+=(-n kiln-old "$KILN_OLD exec bench-exec true")
+fi
+hyperfine --warmup 5 --runs 100 -N --export-json "$work/result.json" "${commands[@]}"
+
+python3 - "$work/result.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+k, c = r["kiln"]["median"], r["runc"]["median"]
+print(f"exec true: kiln {k*1000:.1f} ms, runc exec {c*1000:.1f} ms, ratio kiln/runc = {k/c:.2f} (bar <= 1.0)")
+if "kiln-old" in r:
+    o = r["kiln-old"]["median"]
+    print(f"kiln-old {o*1000:.1f} ms: kiln/kiln-old = {k/o:.2f}")
+PY
