@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Services, kiln vs podman (with runc, as the issue asks): `run -d` until the command is
+# running, and `exec C true` into a running container, side by side in one hyperfine run
+# each. Same busybox image, `--network none` for both (kiln has no bridge yet), podman on a
+# store of its own in a temp dir. Prints the medians and the ratios kiln/podman
+# (bar: <= 0.5 each, issue 14). Needs root, podman, runc, hyperfine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/common.sh
+require podman runc hyperfine busybox python3 tar
+build_kiln
+
+work=$(mktemp -d /tmp/kiln-bench-services.XXXXXX)
+export KILN_ROOT=$work/store
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --runtime runc
+        --cgroup-manager cgroupfs --events-backend none --log-level error)
+# podman raises RLIMIT_NOFILE/NPROC past this sandbox's hard limits (runc: EPERM); keep
+# them low, as kiln leaves them.
+podman_run=(run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none)
+cleanup() {
+    $kiln rm -f bench-d bench-exec >/dev/null 2>&1 || true
+    "${podman[@]}" rm -f -t 0 bench-d bench-exec >/dev/null 2>&1 || true
+    "${podman[@]}" system reset -f >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+busybox_rootfs "$work/base"
+$kiln -q import "$work/base" -t bench-bb >/dev/null
+tar -C "$work/base" -cf "$work/base.tar" .
+"${podman[@]}" import -q "$work/base.tar" localhost/bench-bb >/dev/null
+
+# run -d: each timed run starts a fresh container; removing the last one is not timed.
+hyperfine --warmup 3 --runs 30 -N --export-json "$work/run.json" \
+    --prepare "sh -c '$kiln rm -f bench-d >/dev/null 2>&1; true'" \
+    -n kiln "$kiln run -d --network none --name bench-d bench-bb sleep 100000" \
+    --prepare "sh -c '${podman[*]} rm -f -t 0 bench-d >/dev/null 2>&1; true'" \
+    -n podman "${podman[*]} ${podman_run[*]} -d --name bench-d localhost/bench-bb sleep 100000"
+
+$kiln run -d --network none --name bench-exec bench-bb sleep 100000 >/dev/null
+"${podman[@]}" "${podman_run[@]}" -d --name bench-exec localhost/bench-bb sleep 100000 >/dev/null
+hyperfine --warmup 5 --runs 50 -N --export-json "$work/exec.json" \
+    -n kiln "$kiln exec bench-exec true" \
+    -n podman "${podman[*]} exec bench-exec true"
+
+python3 - "$work/run.json" "$work/exec.json" <<'PY'
+import json, sys
+for what, path in (("run -d", sys.argv[1]), ("exec true", sys.argv[2])):
+    r = {x["command"]: x["median"] for x in json.load(open(path))["results"]}
+    k, p = r["kiln"], r["podman"]
+    print(f"{what}: kiln {k*1000:.1f} ms, podman {p*1000:.1f} ms, ratio kiln/podman = {k/p:.2f} (bar <= 0.5)")
+PY
