@@ -40,7 +40,7 @@ use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
 use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
 use super::process::Process;
-use super::pty::{host_window_size, TtySession};
+use super::pty::{initial_window_size, TtySession};
 use super::relay::{OutputPipes, StdioRelay};
 use super::sys;
 
@@ -428,12 +428,7 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         mounts,
         read_only_root: spec.read_only,
         tty: spec.tty,
-        winsize: host_window_size().unwrap_or(libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }),
+        winsize: initial_window_size(),
         keep_stdin: spec.interactive || spec.tty,
     };
     let sandbox = Sandbox::new(&spec.confinement, cgroup_root, spec.init, Some(container))?;

@@ -51,7 +51,7 @@ use super::confinement::{ConfinePlan, Confinement};
 use super::container::{cgroup_root, open_host_devnull, read_report, wait_for, ExitStatus};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::plan::{c_string, check_ids, CStringArray, ExecCandidates};
-use super::pty::{host_window_size, TtySession};
+use super::pty::{initial_window_size, TtySession};
 use super::relay::StdioRelay;
 use super::sys;
 
@@ -368,12 +368,7 @@ impl ExecPlan {
             candidates: ExecCandidates::new(&argv0, &spec.env)?,
             confine: spec.confinement.plan()?,
             tty: spec.tty,
-            winsize: host_window_size().unwrap_or(libc::winsize {
-                ws_row: 0,
-                ws_col: 0,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            }),
+            winsize: initial_window_size(),
             keep_stdin: spec.interactive || spec.tty,
             detach: spec.detach,
             argv0,

@@ -112,6 +112,16 @@ pub(crate) fn host_window_size() -> Option<libc::winsize> {
     None
 }
 
+/// The size a new pty starts with: the host terminal's, or 0×0 (unknown) without one.
+pub(crate) fn initial_window_size() -> libc::winsize {
+    host_window_size().unwrap_or(libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    })
+}
+
 /// Raw mode on kiln's stdin when it is a terminal; returns the settings to restore.
 fn make_stdin_raw() -> Option<Termios> {
     let stdin = io::stdin();
