@@ -213,6 +213,10 @@ fn exec_joins_the_containers_namespaces_and_confinement() {
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("not found"), "{err}");
     assert_eq!(exec(&env, &["box", "/etc/passwd"]).0, 126);
+    // A workdir that is not there is not created, as docker's exec: 126.
+    let (code, _, err) = exec(&env, &["-w", "/no/such/dir", "box", "true"]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("/no/such/dir"), "{err}");
     // --privileged gives every capability and no filter, in the same namespaces.
     let privileged = exec_ok(&env, &["--privileged", "box", "cat", "/proc/self/status"]);
     assert!(privileged.contains("Seccomp:\t0"), "{privileged}");

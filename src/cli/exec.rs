@@ -107,13 +107,13 @@ fn failure(e: ContainerError, args: &ExecArgs) -> Failure {
     }
 }
 
-/// 126/127 when the command cannot run (docker's), 1 when the container ended meanwhile,
-/// else 125 (the process could not be set up).
+/// 126/127 when the command cannot run or its workdir cannot be entered (docker's), 1 when
+/// the container ended meanwhile, else 125 (the process could not be set up).
 fn runtime_failure(e: runtime::RuntimeError, args: &ExecArgs) -> Failure {
     if let runtime::RuntimeError::ContainerGone(_) = e {
         return not_running(&args.container);
     }
-    let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
+    let code = e.exec_exit_code().unwrap_or(EXIT_NOT_STARTED);
     Failure {
         code,
         ..Failure::not_started(e)

@@ -81,6 +81,26 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// A test that failed half-way may leave detached containers running, whose monitors
+    /// would outlive the store: they are removed (killed first) with it.
+    fn drop(&mut self) {
+        let kept = std::fs::read_dir(self.root().join("containers"))
+            .is_ok_and(|mut entries| entries.next().is_some());
+        if !kept {
+            return;
+        }
+        let Ok(listed) = self.command().args(["ps", "-a", "-q"]).output() else {
+            return;
+        };
+        let ids = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = self.command().args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+}
+
 /// The kiln binary under test: this build's, or `$KILN_TEST_BIN`, to check that a new test
 /// fails on an older build (`KILN_TEST_BIN=/path/to/old/kiln cargo test --test NAME`).
 pub fn kiln_bin() -> PathBuf {

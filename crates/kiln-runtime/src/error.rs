@@ -222,6 +222,20 @@ impl RuntimeError {
         }
     }
 
+    /// The exit code of a `kiln exec` that failed to start its command: as
+    /// [`RuntimeError::command_exit_code`], and 126 for a workdir it cannot enter (docker's:
+    /// unlike `run`, exec does not create the workdir, so a missing one is the user's).
+    pub fn exec_exit_code(&self) -> Option<i32> {
+        match self {
+            RuntimeError::Setup { stage, .. }
+                if [Stage::ChdirWorkdir.name(), Stage::CheckWorkdir.name()].contains(stage) =>
+            {
+                Some(126)
+            }
+            _ => self.command_exit_code(),
+        }
+    }
+
     /// True when the command could not be found (exit code 127 semantics).
     pub fn is_command_not_found(&self) -> bool {
         self.command_exit_code() == Some(127)
