@@ -187,7 +187,23 @@ fn exec_joins_the_containers_namespaces_and_confinement() {
     // --read-only applies.
     let (code, _, _) = exec(&env, &["box", "touch", "/new-file"]);
     assert_ne!(code, 0, "the root is read-only");
-    // The environment of the run, the exec's -e over it; -u and -w.
+    // The environment of the run, an --env-file over it, the exec's -e over both; -u and -w.
+    let env_file = env.write("exec.env", "# for exec\nRUNVAR=file\nFILEVAR=yes\n");
+    let env_file = env_file.to_str().unwrap();
+    assert_eq!(
+        exec_ok(
+            &env,
+            &[
+                "--env-file",
+                env_file,
+                "box",
+                "sh",
+                "-c",
+                "echo $RUNVAR $FILEVAR"
+            ]
+        ),
+        "file yes"
+    );
     assert_eq!(
         exec_ok(&env, &["box", "sh", "-c", "echo $RUNVAR"]),
         "from-run"

@@ -393,3 +393,73 @@ fn the_container_has_no_cgroupfs_and_cannot_mount_one() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["0", "done"], "{out}{err}");
 }
+
+#[test]
+fn env_files_and_extra_hosts_reach_the_container() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    // As a user types it: a relative env file, from the project folder.
+    env.write(
+        "app/app.env",
+        "# database\nDB_HOST=db\nGREETING=hello world\nFROM_KILN\nDB_PORT=1\n",
+    );
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        env.command()
+            .current_dir(env.path("app"))
+            .env("FROM_KILN", "inherited")
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--env-file",
+        "app.env",
+        "-e",
+        "DB_PORT=5432",
+        "--add-host",
+        "db:10.0.0.5",
+        "--add-host",
+        "db6:[2001:db8::5]",
+        "bb",
+        "sh",
+        "-c",
+        "echo \"$DB_HOST|$GREETING|$FROM_KILN|$DB_PORT\"; cat /etc/hosts",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(
+        stdout.starts_with("db|hello world|inherited|5432\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\n10.0.0.5\tdb\n2001:db8::5\tdb6\n"),
+        "{stdout}"
+    );
+    // Mistakes are named, with the line of the file, before anything starts.
+    env.write("app/bad.env", "OK=1\nMY VAR=2\n");
+    let out = run(&["--env-file", "bad.env", "bb", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.env:2: the variable name \"MY VAR\" contains whitespace"),
+        "{err}"
+    );
+    let out = run(&["--add-host", "db:10.0.0.999", "bb", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--add-host db:10.0.0.999: \"10.0.0.999\" is not an IP address"),
+        "{err}"
+    );
+    let out = run(&["--env-file", "missing.env", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
+    assert_eq!(
+        std::fs::read_dir(env.root().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

@@ -36,6 +36,10 @@ pub struct ExecArgs {
     /// Set an environment variable over the container's (K=V, or K to take kiln's value)
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     env: Vec<String>,
+    /// Read environment variables from a file: NAME=VALUE or NAME per line, # comments
+    /// (before -e, which wins)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
     /// Working directory inside the container (must exist)
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     workdir: Option<String>,
@@ -61,14 +65,7 @@ pub fn exec(globals: &Globals, args: ExecArgs) -> CmdResult {
     }
     let settings = ExecSettings {
         argv: args.command.clone(),
-        env: args
-            .env
-            .iter()
-            .filter_map(|e| match e.split_once('=') {
-                Some((k, v)) => Some((k.to_owned(), v.to_owned())),
-                None => std::env::var(e).ok().map(|v| (e.clone(), v)),
-            })
-            .collect(),
+        env: super::env_args::environment(&args.env_file, &args.env)?,
         user: args.user.clone(),
         workdir: args.workdir.clone(),
         privileged: args.privileged,

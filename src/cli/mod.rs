@@ -9,6 +9,7 @@ mod containers;
 mod debug;
 mod debug_log;
 mod detach;
+mod env_args;
 mod exec;
 mod housekeeping;
 mod images;

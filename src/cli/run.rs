@@ -26,6 +26,13 @@ pub struct ContainerArgs {
     /// Set an environment variable (K=V, or K to take the value from kiln's environment)
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     env: Vec<String>,
+    /// Read environment variables from a file: NAME=VALUE or NAME per line, # comments
+    /// (before -e, which wins)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Add a line to the container's /etc/hosts: NAME:IP (IPv6 too, with or without [ ])
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
     /// Bind mount a host path: SRC:DST[:ro]
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     volumes: Vec<String>,
@@ -76,7 +83,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env"
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -128,20 +135,22 @@ pub struct BundleArgs {
 /// The flags as the library's settings. A bare `-e K` takes kiln's own value of K here (and
 /// is left out when kiln has none): the library never reads the environment.
 fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings, Failure> {
-    let env = args
-        .env
+    let env = super::env_args::environment(&args.env_file, &args.env)?;
+    let extra_hosts = args
+        .add_host
         .iter()
-        .filter_map(|e| match e.split_once('=') {
-            Some((k, v)) => Some((k.to_owned(), v.to_owned())),
-            None => std::env::var(e).ok().map(|v| (e.clone(), v)),
+        .map(|h| {
+            kiln_spec::values::host_entry(h)
+                .map_err(|e| Failure::user(format!("--add-host {h}: {}", e.message)).hint(e.hint))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let network = args.network.as_deref().map(|n| match n {
         "host" => Network::Host,
         _ => Network::None,
     });
     Ok(RunSettings {
         env,
+        extra_hosts,
         volumes: args.volumes.clone(),
         tmpfs: args.tmpfs.clone(),
         limits: args.limits.limits()?,

@@ -23,6 +23,8 @@ pub struct RunSettings {
     /// `K=V` entries, in order: a later one wins. The caller has already taken the value of
     /// a bare `K` from its own environment (and left it out when it has none).
     pub env: Vec<(String, String)>,
+    /// `--add-host`: lines added to the container's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// Bind mounts as `SRC:DST[:ro|rw]`; a relative SRC is taken from the current directory.
     pub volumes: Vec<String>,
     /// Targets of empty tmpfs mounts.
@@ -61,6 +63,8 @@ pub struct ContainerConfig {
     pub cwd: String,
     pub user: Option<String>,
     pub hostname: Option<String>,
+    /// Names and addresses added to `/etc/hosts`.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     pub network: NetworkMode,
     pub mounts: Vec<BindMount>,
     pub tmpfs: Vec<String>,
@@ -116,6 +120,7 @@ impl ContainerConfig {
                 .unwrap_or_else(|| "/".into()),
             user,
             hostname,
+            extra_hosts: settings.extra_hosts.clone(),
             network: network(settings, &defaults),
             mounts: bind_mounts(settings, &defaults)?,
             tmpfs: tmpfs_mounts(settings, &defaults)?,

@@ -133,7 +133,7 @@ pub(crate) fn container_spec(
     let spec = ContainerSpec {
         overlay,
         read_only: config.read_only,
-        etc_hosts: etc_hosts(&hostname, config.network),
+        etc_hosts: etc_hosts(&hostname, config.network, &config.extra_hosts),
         etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         process: Process {
             argv: config.argv,
@@ -165,16 +165,24 @@ fn short_id(dir: &ContainerDir) -> String {
 }
 
 /// The host's `/etc/hosts` with the host's network; otherwise loopback names and the
-/// container's own.
-fn etc_hosts(hostname: &str, network: NetworkMode) -> String {
-    if network == NetworkMode::Host {
-        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
-            return hosts;
-        }
+/// container's own. `--add-host` entries follow, as docker appends them.
+fn etc_hosts(hostname: &str, network: NetworkMode, extra: &[(String, std::net::IpAddr)]) -> String {
+    let mut hosts = match network {
+        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").ok(),
+        _ => None,
     }
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
+    .unwrap_or_else(|| {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        )
+    });
+    if !hosts.is_empty() && !hosts.ends_with('\n') {
+        hosts.push('\n');
+    }
+    for (name, ip) in extra {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    hosts
 }
 
 fn now() -> u64 {
@@ -187,8 +195,17 @@ mod tests {
 
     #[test]
     fn a_private_network_gets_loopback_names_and_its_own() {
-        let hosts = etc_hosts("box", NetworkMode::None);
+        let hosts = etc_hosts("box", NetworkMode::None, &[]);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(hosts.ends_with("127.0.1.1\tbox\n"));
+        let extra = [
+            ("db".to_owned(), "10.0.0.5".parse().unwrap()),
+            ("v6".to_owned(), "::2".parse().unwrap()),
+        ];
+        let hosts = etc_hosts("box", NetworkMode::None, &extra);
+        assert!(
+            hosts.ends_with("127.0.1.1\tbox\n10.0.0.5\tdb\n::2\tv6\n"),
+            "{hosts}"
+        );
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             cwd: context.cwd.clone(),
             user: None,
             hostname: None,
+            extra_hosts: vec![],
             network: runtime::NetworkMode::None,
             mounts: vec![],
             tmpfs: vec![],

@@ -44,6 +44,26 @@ pub fn duration(text: &str) -> Result<std::time::Duration, ValueError> {
     ))
 }
 
+/// An `/etc/hosts` entry as docker's `--add-host` takes it: `NAME:IP` or `NAME=IP`, an
+/// IPv6 address with or without `[ ]`.
+pub fn host_entry(text: &str) -> Result<(String, std::net::IpAddr), ValueError> {
+    let hint = || Some("write NAME:IP, e.g. db:10.0.0.5 or db:[2001:db8::5]".to_owned());
+    let (name, ip) = text.split_once(['=', ':']).ok_or_else(|| ValueError {
+        message: format!("{text:?} is not NAME:IP"),
+        hint: hint(),
+    })?;
+    super::names::check_hostname(name)?;
+    let bare = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
+    let ip = bare.parse().map_err(|_| ValueError {
+        message: format!("{ip:?} is not an IP address"),
+        hint: hint(),
+    })?;
+    Ok((name.to_owned(), ip))
+}
+
 /// A memory limit such as `64m`: a size of at least 6 MiB (Docker's minimum).
 pub fn memory(text: &str) -> Result<u64, ValueError> {
     Ok(super::units::check_memory(super::units::parse_size(text)?)?)
@@ -84,6 +104,30 @@ pub fn hostname(text: &str) -> Result<(), ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_entries_are_name_and_address() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(host_entry("db:10.0.0.5"), Ok(("db".into(), ip("10.0.0.5"))));
+        assert_eq!(host_entry("db=10.0.0.5"), Ok(("db".into(), ip("10.0.0.5"))));
+        assert_eq!(
+            host_entry("v6:[2001:db8::5]"),
+            Ok(("v6".into(), ip("2001:db8::5")))
+        );
+        assert_eq!(
+            host_entry("v6:2001:db8::5"),
+            Ok(("v6".into(), ip("2001:db8::5")))
+        );
+        for bad in [
+            "db",
+            "db:",
+            "db:10.0.0.999",
+            ":10.0.0.5",
+            "bad_name!:10.0.0.5",
+        ] {
+            assert!(host_entry(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_use_the_spec_languages() {
