@@ -547,11 +547,9 @@ fn namespace_names(flags: c_int, cgroup: bool) -> String {
     names.join(",")
 }
 
-/// `clone` with every signal blocked, so no kiln signal handler can run in the child before
-/// it resets them.
-pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
-    let mut stack = vec![0u8; CHILD_STACK_SIZE];
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+/// Runs `start` (a fork or a clone) with every signal blocked, so no kiln signal handler
+/// can run in the new process before it resets them; kiln's mask is restored after.
+pub(crate) fn with_signals_blocked<T>(start: impl FnOnce() -> T) -> Result<T, RuntimeError> {
     let mut saved = SigSet::empty();
     pthread_sigmask(
         SigmaskHow::SIG_SETMASK,
@@ -559,19 +557,29 @@ pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError>
         Some(&mut saved),
     )
     .map_err(RuntimeError::sys("block signals"))?;
-    // SAFETY: child_main only reads `args` (copied into the child with the whole address
-    // space, as CLONE_VM is not set) and never returns into Rust code of the parent's.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            flags | libc::SIGCHLD,
-            args as *const ChildArgs as *mut libc::c_void,
-        )
-    };
-    let clone_errno = Errno::last();
+    let started = start();
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
         .map_err(RuntimeError::sys("restore the signal mask"))?;
+    Ok(started)
+}
+
+/// `clone` with every signal blocked ([`with_signals_blocked`]).
+pub(crate) fn spawn(args: &ChildArgs, flags: c_int) -> Result<Pid, RuntimeError> {
+    let mut stack = vec![0u8; CHILD_STACK_SIZE];
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let (pid, clone_errno) = with_signals_blocked(|| {
+        // SAFETY: child_main only reads `args` (copied into the child with the whole address
+        // space, as CLONE_VM is not set) and never returns into Rust code of the parent's.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                top as *mut libc::c_void,
+                flags | libc::SIGCHLD,
+                args as *const ChildArgs as *mut libc::c_void,
+            )
+        };
+        (pid, Errno::last())
+    })?;
     if pid < 0 {
         return Err(RuntimeError::sys("clone the step process")(clone_errno));
     }

@@ -41,14 +41,16 @@ use libc::c_int;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{getpid, pipe2, read, Pid};
 
 use super::cgroups::{self, CGROUP_PARENT, CGROUP_PREFIX};
 use super::child::{self, at, CONSOLE_FD, EXIT_SETUP_FAILED, REPORT_FD, STEP_UMASK};
 use super::confinement::{ConfinePlan, Confinement};
-use super::container::{cgroup_root, open_host_devnull, read_report, wait_for, ExitStatus};
+use super::container::{
+    cgroup_root, open_host_devnull, read_report, wait_for, with_signals_blocked, ExitStatus,
+};
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
 use super::plan::{c_string, check_ids, CStringArray, ExecCandidates};
 use super::pty::{initial_window_size, TtySession};
@@ -409,19 +411,13 @@ impl ExecPlan {
 /// Forks the intermediate with every signal blocked (it resets them), so no kiln signal
 /// handler runs in it.
 fn fork_intermediate(plan: &ExecPlan, fds: &ExecFds) -> Result<Pid, RuntimeError> {
-    let mut saved = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut saved),
-    )
-    .map_err(RuntimeError::sys("block signals"))?;
-    let forked = sys::raw_fork();
-    if forked == Ok(0) {
-        intermediate(plan, fds);
-    }
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&saved), None)
-        .map_err(RuntimeError::sys("restore the signal mask"))?;
+    let forked = with_signals_blocked(|| {
+        let forked = sys::raw_fork();
+        if forked == Ok(0) {
+            intermediate(plan, fds);
+        }
+        forked
+    })?;
     forked
         .map(Pid::from_raw)
         .map_err(|e| RuntimeError::sys("fork")(Errno::from_raw(e)))
