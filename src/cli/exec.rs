@@ -74,8 +74,16 @@ pub fn exec(globals: &Globals, args: ExecArgs) -> CmdResult {
         detach: args.detach,
     };
     let spec = exec::prepare(&dir, &state, &settings).map_err(|e| failure(e, &args))?;
-    let running = runtime::exec_in_container(&spec).map_err(|e| runtime_failure(e, &args))?;
+    super::signals::hold();
+    let running = match runtime::exec_in_container(&spec) {
+        Ok(running) => running,
+        Err(e) => {
+            super::signals::forward_to(None);
+            return Err(runtime_failure(e, &args));
+        }
+    };
     if args.detach {
+        super::signals::forward_to(None);
         running.detach();
         return Ok(0);
     }

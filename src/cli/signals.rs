@@ -13,8 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
-/// The host pid of the running container's first process, or 0.
+/// The host pid of the running container's first process, 0, or [`HOLDING`].
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// A process is being started: a signal is kept in [`HELD`] until it runs.
+const HOLDING: i32 = -1;
+/// The first signal that arrived while holding, or 0.
+static HELD: AtomicI32 = AtomicI32::new(0);
 /// Whether SIGHUP is ignored (a detached container's monitor).
 static IGNORE_HANGUP: AtomicBool = AtomicBool::new(false);
 
@@ -24,10 +28,40 @@ pub fn ignore_hangup() {
     IGNORE_HANGUP.store(true, Ordering::SeqCst);
 }
 
-/// Sends later termination signals to `pid` (a container's first process) instead of
-/// ending kiln; `None` restores the default.
+/// Keeps a termination signal that arrives while a process is being started, for
+/// [`forward_to`] to pass on once the process runs: a Ctrl-C at that moment must reach the
+/// process, not end kiln (and the process with it).
+pub fn hold() {
+    FORWARD_TO.store(HOLDING, Ordering::SeqCst);
+}
+
+/// Sends later termination signals (and one held since [`hold`]) to `pid` (a container's
+/// first process, an exec'd process) instead of ending kiln; `None` restores the default,
+/// and a signal held for a process that never ran ends kiln as it would have.
 pub fn forward_to(pid: Option<i32>) {
     FORWARD_TO.store(pid.unwrap_or(0), Ordering::SeqCst);
+    match pid {
+        Some(pid) => deliver_held(pid),
+        None => {
+            if let Ok(signal) = Signal::try_from(HELD.swap(0, Ordering::SeqCst)) {
+                interrupted(signal);
+            }
+        }
+    }
+}
+
+/// Passes a held signal on to `pid`, once, whichever thread gets here first.
+fn deliver_held(pid: i32) {
+    if let Ok(signal) = Signal::try_from(HELD.swap(0, Ordering::SeqCst)) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// Removes kiln's staging and exits as a process ended by `signal`.
+fn interrupted(signal: Signal) -> ! {
+    kiln_store::remove_live_temp_dirs();
+    eprintln!("kiln: interrupted by {signal}, cleaned up");
+    std::process::exit(128 + signal as i32);
 }
 
 /// Call first in `main`, before any thread exists, so every thread inherits the mask.
@@ -51,11 +85,18 @@ pub fn install() {
             continue;
         }
         let pid = FORWARD_TO.load(Ordering::SeqCst);
+        if pid == HOLDING {
+            let _ = HELD.compare_exchange(0, signal as i32, Ordering::SeqCst, Ordering::SeqCst);
+            // The process may have been named meanwhile.
+            let now = FORWARD_TO.load(Ordering::SeqCst);
+            if now > 0 {
+                deliver_held(now);
+            }
+            continue;
+        }
         if pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
             continue;
         }
-        kiln_store::remove_live_temp_dirs();
-        eprintln!("kiln: interrupted by {signal}, cleaned up");
-        std::process::exit(128 + signal as i32);
+        interrupted(signal);
     });
 }
