@@ -5,97 +5,20 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::containers::{
+    busybox_image, cgroups_of, kill_pid, processes_of, ps_entry, run_detached_id as run_detached,
+    state_of, wait_until,
+};
 use common::{text, Env};
-
-/// A busybox image in the env's store, named `bb`.
-fn busybox_image(env: &Env) {
-    let root = common::busybox_rootfs(env, "bb");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
-}
-
-/// `kiln run -d ARGS`: the full container ID it prints.
-fn run_detached(env: &Env, args: &[&str]) -> String {
-    let mut all = vec!["run", "-d"];
-    all.extend_from_slice(args);
-    let id = env.kiln_ok(&all);
-    assert_eq!(id.len(), 64, "run -d prints the full ID: {id:?}");
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-    id
-}
-
-/// Polls `ready` every 20 ms until it holds; fails the test after `limit`.
-fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `kiln ps -a --json`'s entry for `id`.
-fn ps_entry(env: &Env, id: &str) -> Option<serde_json::Value> {
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&env.kiln_ok(&["ps", "-a", "--json"])).unwrap();
-    all.into_iter().find(|c| c["id"] == id)
-}
-
-fn state_of(env: &Env, id: &str) -> serde_json::Value {
-    ps_entry(env, id).unwrap_or_else(|| panic!("container {id} is not listed"))
-}
 
 /// The PID of the monitor running `id` (the runner recorded in its state).
 fn monitor_pid(env: &Env, id: &str) -> i32 {
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.root().join("containers").join(id).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    state["pid"]
+    common::containers::state_file(env, id)["pid"]
         .as_i64()
         .expect("a running container has its runner's pid") as i32
-}
-
-/// Host processes in the container's cgroup (found through `/proc/*/cgroup`).
-fn processes_of(id: &str) -> Vec<i32> {
-    let marker = format!("kiln-{id}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|c| c.contains(&marker))
-        })
-        .collect()
-}
-
-/// The cgroup dirs kiln made for container `id`, on any controller.
-fn cgroups_of(id: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let dir = ctrl.path().join("kiln").join(format!("kiln-{id}"));
-        if dir.exists() {
-            left.push(dir.display().to_string());
-        }
-    }
-    let v2 = Path::new("/sys/fs/cgroup/kiln").join(format!("kiln-{id}"));
-    if v2.exists() {
-        left.push(v2.display().to_string());
-    }
-    left
-}
-
-fn kill_pid(pid: i32, signal: &str) {
-    common::run(
-        Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string()),
-    );
 }
 
 fn free_port() -> u16 {

@@ -7,58 +7,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::containers::{busybox_image, run_detached, wait_until};
 use common::{text, Env};
-
-/// A busybox image in the env's store, named `bb`, with root and nobody in its passwd.
-fn busybox_image(env: &Env) {
-    let root = common::busybox_rootfs(env, "bb");
-    for dir in ["etc", "tmp", "mnt"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-    )
-    .unwrap();
-    env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
-}
-
-/// A detached container, removed (killed first) when the test ends, also when it fails:
-/// a monitor left running would outlive the test's store.
-struct Detached<'a> {
-    env: &'a Env,
-    id: String,
-}
-
-impl std::ops::Deref for Detached<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.id
-    }
-}
-
-impl Drop for Detached<'_> {
-    fn drop(&mut self) {
-        let _ = self.env.kiln(&["rm", "-f", &self.id]);
-    }
-}
-
-/// `kiln run -d ARGS`: the container.
-fn run_detached<'a>(env: &'a Env, args: &[&str]) -> Detached<'a> {
-    let mut all = vec!["run", "-d"];
-    all.extend_from_slice(args);
-    let id = env.kiln_ok(&all);
-    assert_eq!(id.len(), 64, "run -d prints the full ID: {id:?}");
-    Detached { env, id }
-}
-
-fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `kiln exec ARGS`: (exit code, stdout, stderr).
 fn exec(env: &Env, args: &[&str]) -> (i32, String, String) {

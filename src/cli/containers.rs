@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals};
+use kiln_container::health::HealthState;
 use kiln_container::lifecycle;
 use kiln_store::containers::Status;
 use kiln_store::{ContainerDir, ContainerState, Store};
@@ -83,7 +84,7 @@ impl Filters {
                 ))
             };
             match filter.split_once('=').ok_or_else(bad)? {
-                ("status", v) if ["created", "running", "exited"].contains(&v) => {
+                ("status", v) if ["created", "running", "restarting", "exited"].contains(&v) => {
                     f.statuses.push(v.to_owned())
                 }
                 ("name", v) => f.names.push(v.to_owned()),
@@ -96,7 +97,9 @@ impl Filters {
 
     fn keeps(&self, dir: &ContainerDir, state: &ContainerState, status: Status) -> bool {
         let status_ok = match self.statuses.is_empty() {
-            true => self.all || matches!(status, Status::Running { .. }),
+            true => {
+                self.all || matches!(status, Status::Running { .. } | Status::Restarting { .. })
+            }
             false => self.statuses.iter().any(|s| s == status.word()),
         };
         status_ok
@@ -109,7 +112,7 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     let store = container_store(globals)?;
     let filters = Filters::parse(&args)?;
     let now = kiln_store::containers::now();
-    let rows: Vec<(ContainerState, Status)> = store
+    let rows: Vec<(ContainerState, Status, String)> = store
         .containers()?
         .into_iter()
         .map(|(dir, state)| {
@@ -117,11 +120,14 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
             (dir, state, status)
         })
         .filter(|(dir, state, status)| filters.keeps(dir, state, *status))
-        .map(|(_, state, status)| (state, status))
+        .map(|(dir, state, status)| {
+            let text = status_text(status, now) + &health_suffix(&dir, status);
+            (state, status, text)
+        })
         .collect();
     if globals.quiet && !args.json {
         // docker's `ps -q`: only the container IDs.
-        for (s, _) in &rows {
+        for (s, _, _) in &rows {
             println!("{}", &s.id[..12]);
         }
         return Ok(0);
@@ -129,12 +135,13 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     if args.json {
         let json: Vec<_> = rows
             .iter()
-            .map(|(s, status)| {
+            .map(|(s, status, text)| {
                 serde_json::json!({
                     "id": s.id, "name": s.name, "image": s.image, "command": s.command,
                     "created": s.created, "started": s.started, "finished": s.finished,
-                    "state": status.word(), "status": status_text(*status, now),
+                    "state": status.word(), "status": text,
                     "exit_code": s.exit_code, "detached": s.detached,
+                    "restart_count": s.restart_count,
                 })
             })
             .collect();
@@ -154,19 +161,28 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     ];
     let table: Vec<[String; 6]> = rows
         .iter()
-        .map(|(s, status)| {
+        .map(|(s, _, text)| {
             [
                 s.id[..12].to_owned(),
                 s.image.clone(),
                 quoted_command(&s.command),
                 format!("{} ago", human_duration(now.saturating_sub(s.created))),
-                status_text(*status, now),
+                text.clone(),
                 s.name.clone(),
             ]
         })
         .collect();
     print_table(header, &table);
     Ok(0)
+}
+
+/// ` (healthy)`, ` (unhealthy)` or ` (health: starting)` after a running container's
+/// status when it has a healthcheck, as docker shows it.
+fn health_suffix(dir: &ContainerDir, status: Status) -> String {
+    match (status, HealthState::read(dir)) {
+        (Status::Running { .. }, Some(health)) => format!(" ({})", health.status.word()),
+        _ => String::new(),
+    }
 }
 
 /// Docker's COMMAND column: the command line in quotes, cut at 20 characters.
@@ -203,11 +219,16 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     }
 }
 
-/// Docker's STATUS: `Up 3 minutes`, `Exited (0) 2 minutes ago`, `Created`.
+/// Docker's STATUS: `Up 3 minutes`, `Exited (0) 2 minutes ago`, `Restarting (1) 1 second
+/// ago`, `Created`.
 pub(super) fn status_text(status: Status, now: u64) -> String {
     match status {
         Status::Created => "Created".into(),
         Status::Running { since } => format!("Up {}", human_duration(now.saturating_sub(since))),
+        Status::Restarting { code, at } => format!(
+            "Restarting ({code}) {} ago",
+            human_duration(now.saturating_sub(at))
+        ),
         Status::Exited { code, at: 0 } => format!("Exited ({code})"),
         Status::Exited { code, at } => format!(
             "Exited ({code}) {} ago",
@@ -256,10 +277,11 @@ pub fn rm(globals: &Globals, args: RmArgs) -> CmdResult {
 /// Removes one container (killing it first with `force`); returns the name to print.
 fn remove_one(store: &Store, key: &str, force: bool) -> Result<String, Failure> {
     let (dir, state) = find(store, key)?;
-    // A runner that recorded the end is about to let go.
-    let ending = match state.exit_code {
-        Some(_) => KILLED_WITHIN,
-        None => Duration::ZERO,
+    // A runner that recorded the end is about to let go (one that waits to restart the
+    // container is not).
+    let ending = match (state.exit_code, state.restarting) {
+        (Some(_), false) => KILLED_WITHIN,
+        _ => Duration::ZERO,
     };
     let _lock = match dir.lock_within(ending)? {
         Some(lock) => lock,
@@ -271,8 +293,10 @@ fn remove_one(store: &Store, key: &str, force: bool) -> Result<String, Failure> 
             )
         }
         None => {
-            // Its runner records the end (and removes a `--rm` container itself).
-            let _ = lifecycle::kill(&dir, nix::sys::signal::Signal::SIGKILL);
+            // Its runner records the end (and removes a `--rm` container itself); a stop,
+            // not a kill, so that no restart policy starts it again.
+            let kill = nix::sys::signal::Signal::SIGKILL;
+            let _ = lifecycle::stop(store, &dir, kill, Duration::ZERO);
             match dir.lock_within(KILLED_WITHIN) {
                 Ok(Some(lock)) => lock,
                 _ if !dir.path.exists() => return Ok(state.name),

@@ -39,10 +39,10 @@ pub struct MonitorArgs {
     pub argv: Vec<OsString>,
 }
 
-/// `kiln run -d`: starts the monitor with this command line and relays what it says until
-/// the container runs; prints the ID then, or exits as the monitor did.
-pub fn start_monitor() -> CmdResult {
-    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+/// `kiln run -d` and `kiln start`: starts a monitor with the command line `argv` and relays
+/// what it says until the container runs; returns the container's ID then, or the exit
+/// code of a monitor that could not start it (it said why on stderr).
+pub fn start_monitor(argv: Vec<OsString>) -> Result<Result<String, i32>, Failure> {
     let mut monitor = Command::new("/proc/self/exe")
         .arg(MONITOR_COMMAND)
         .arg("--")
@@ -66,12 +66,9 @@ pub fn start_monitor() -> CmdResult {
     match said.trim() {
         // The monitor goes on: it is not waited for (it is in its own session, and init
         // reaps it once this process has exited).
-        id if id.len() == 64 => {
-            println!("{id}");
-            Ok(0)
-        }
+        id if id.len() == 64 => Ok(Ok(id.to_owned())),
         _ => match monitor.wait() {
-            Ok(status) => Ok(status.code().unwrap_or(EXIT_NOT_STARTED)),
+            Ok(status) => Ok(Err(status.code().unwrap_or(EXIT_NOT_STARTED))),
             Err(e) => Err(Failure::not_started(format!(
                 "the container's monitor: {e}"
             ))),
@@ -81,14 +78,29 @@ pub fn start_monitor() -> CmdResult {
 
 /// The `container-monitor` command: the `kiln run -d` again, as the container's monitor.
 pub fn monitor(globals: &Globals, args: RunArgs) -> CmdResult {
+    become_monitor();
+    run_container(globals, args, &mut Monitor::default())
+}
+
+/// The `container-monitor` command for `kiln start`: the stopped container `key`, run by
+/// this monitor.
+pub fn monitor_start(globals: &Globals, key: &str) -> CmdResult {
+    become_monitor();
+    super::start::run_stopped(globals, key, &mut Monitor::default())
+}
+
+fn become_monitor() {
     // Its own session: no controlling terminal, so no SIGHUP when the caller's ends.
     let _ = nix::unistd::setsid();
     super::signals::ignore_hangup();
-    run_container(globals, args, &mut Monitor)
 }
 
 /// The detached runner: the log gets the output.
-struct Monitor;
+#[derive(Default)]
+pub(super) struct Monitor {
+    /// The ID was said and stdio points at `monitor.log`.
+    left: bool,
+}
 
 impl Runner for Monitor {
     fn started(
@@ -102,8 +114,11 @@ impl Runner for Monitor {
             .ok_or_else(|| Failure::not_started("the container's output pipes are missing"))?;
         let writer = LogWriter::open(dir.log_path(), log).map_err(Failure::not_started)?;
         super::signals::forward_to(Some(running.pid()));
-        leave_the_caller(dir).map_err(Failure::not_started)?;
-        trim_memory();
+        if !self.left {
+            leave_the_caller(dir).map_err(Failure::not_started)?;
+            trim_memory();
+            self.left = true;
+        }
         Ok(Some(OutputLog { pipes, writer }))
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use super::containers::{container_store, find};
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use kiln_container::exec::{self, ExecSettings};
+use kiln_container::health::ProbeCommand;
 use kiln_container::ContainerError;
 use kiln_runtime as runtime;
 
@@ -123,4 +124,21 @@ fn runtime_failure(e: runtime::RuntimeError, args: &ExecArgs) -> Failure {
         code,
         ..Failure::not_started(e)
     }
+}
+
+/// How a container's runner starts a healthcheck probe: `kiln exec` of the container in
+/// the same store, so a probe gets exactly what any exec gets.
+pub(super) fn probe_command(globals: &Globals, id: &str) -> ProbeCommand {
+    let root = globals.root.clone();
+    let id = id.to_owned();
+    Box::new(move |argv: &[String]| {
+        let mut command = std::process::Command::new("/proc/self/exe");
+        command
+            .arg("--root")
+            .arg(&root)
+            .arg("exec")
+            .arg(&id)
+            .args(argv);
+        command
+    })
 }

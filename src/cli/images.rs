@@ -20,12 +20,15 @@ pub struct ImagesArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    about = "Show an image's manifest and config as JSON",
-    after_help = "Examples:\n  kiln inspect hello\n  kiln inspect hello:latest | jq .config.config.Entrypoint"
+    about = "Show a container's state and settings, or an image's manifest and config, as JSON",
+    after_help = "A name that is both a container's and an image's shows the container, unless --type image.\n\nExamples:\n  kiln inspect hello\n  kiln inspect hello:latest | jq .config.config.Entrypoint\n  kiln inspect web | jq .State.Health.Status"
 )]
 pub struct InspectArgs {
-    /// Image name or ID
+    /// Container name or ID, or image name or ID
     image: String,
+    /// Only look for a container or only for an image
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    kind: Option<String>,
     /// Accepted for docker compatibility; inspect always prints JSON
     #[arg(long)]
     json: bool,
@@ -109,6 +112,20 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
 
 pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
     let store = globals.store()?;
+    if args.kind.as_deref() != Some("image") {
+        let container = match args.kind.as_deref() {
+            Some("container") => Some(super::containers::find(&store, &args.image)?),
+            _ => store.find_container(&args.image)?,
+        };
+        if let Some((dir, state)) = container {
+            let json = super::container_inspect::container_json(&dir, &state);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("JSON values serialise")
+            );
+            return Ok(0);
+        }
+    }
     let tagged = find(&store, &args.image)?;
     super::run::stored_run_defaults(&store, &tagged)?;
     let digest = Digest::try_from(&tagged.manifest)?;

@@ -5,6 +5,7 @@
 
 mod build;
 mod build_progress;
+mod container_inspect;
 mod containers;
 mod debug;
 mod debug_log;
@@ -23,6 +24,7 @@ mod pull;
 mod push;
 mod run;
 mod signals;
+mod start;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -91,7 +93,10 @@ enum Command {
     Stop(lifecycle::StopArgs),
     Kill(lifecycle::KillArgs),
     Wait(lifecycle::WaitArgs),
-    /// A detached container's monitor (started by `kiln run -d`)
+    Start(start::StartArgs),
+    Restart(start::RestartArgs),
+    Attach(start::AttachArgs),
+    /// A detached container's monitor (started by `kiln run -d` and `kiln start`)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(detach::MonitorArgs),
     Gc(housekeeping::GcArgs),
@@ -245,7 +250,7 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    // A monitor reads the command line of the `kiln run -d` that started it.
+    // A monitor reads the command line of the `kiln run -d` or `kiln start` that started it.
     let (cli, monitor) = match cli.command {
         Command::ContainerMonitor(m) => {
             let argv = std::iter::once(std::ffi::OsString::from("kiln")).chain(m.argv);
@@ -294,6 +299,10 @@ pub fn main() -> i32 {
         Command::Stop(a) => lifecycle::stop(&globals, a),
         Command::Kill(a) => lifecycle::kill(&globals, a),
         Command::Wait(a) => lifecycle::wait(&globals, a),
+        Command::Start(a) if monitor => detach::monitor_start(&globals, &a.containers[0]),
+        Command::Start(a) => start::start(&globals, a),
+        Command::Restart(a) => start::restart(&globals, a),
+        Command::Attach(a) => start::attach(&globals, a),
         Command::ContainerMonitor(_) => {
             Err(Failure::user("a monitor must start a detached kiln run"))
         }

@@ -11,13 +11,19 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
+use std::time::Instant;
+
+use kiln_container::health::HealthProbe;
 use kiln_container::log::LogOptions;
-use kiln_container::monitor::{self, ControlSocket, OutputLog, Waiters};
+use kiln_container::monitor::{ControlSocket, OutputLog, Supervisor};
+use kiln_container::restart::{Backoff, RestartPolicy};
+use kiln_container::start::StartConfig;
 use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;
 use kiln_spec::{Network, RunDefaults};
+use kiln_store::ContainerState;
 use kiln_store::{ContainerDir, Store, Tagged};
 
 /// Options shared by `kiln run` and `kiln bundle`: everything that shapes the container.
@@ -102,6 +108,17 @@ pub struct RunArgs {
     /// Name the container (kiln ps, kiln rm)
     #[arg(long)]
     name: Option<String>,
+    /// Start the container again when it ends: no, on-failure[:N] (a non-zero exit, at
+    /// most N times), always, unless-stopped; kiln stop ends the restarts
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "no",
+        conflicts_with = "rm"
+    )]
+    restart: String,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Keep stdin open
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -113,6 +130,54 @@ pub struct RunArgs {
     /// Command and arguments (default: the image's entrypoint and cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Docker's `--health-*` flags, over the image's healthcheck.
+#[derive(Args, Debug, Clone)]
+pub struct HealthArgs {
+    /// Command the container's runner runs in it (a shell command) to check its health
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between checks (e.g. 30s), the first one after the command started
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Time a check may take before it is killed and counts as failed
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Time after the start when failed checks do not count yet
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Failed checks in a row that make the container unhealthy
+    #[arg(long = "health-retries", value_name = "N")]
+    health_retries: Option<u32>,
+    /// Run no healthcheck, not even the image's
+    #[arg(long = "no-healthcheck", conflicts_with = "health_cmd")]
+    no_healthcheck: bool,
+}
+
+impl HealthArgs {
+    fn settings(&self) -> Result<container::HealthSettings, Failure> {
+        let duration = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    kiln_spec::values::duration(t).map_err(|e| {
+                        Failure::user(format!("--{flag} {t:?}: {}", e.message)).hint(e.hint)
+                    })
+                })
+                .transpose()
+        };
+        if self.health_retries == Some(0) {
+            return Err(Failure::user("--health-retries must be at least 1"));
+        }
+        Ok(container::HealthSettings {
+            cmd: self.health_cmd.clone(),
+            interval: duration("health-interval", &self.health_interval)?,
+            timeout: duration("health-timeout", &self.health_timeout)?,
+            start_period: duration("health-start-period", &self.health_start_period)?,
+            retries: self.health_retries,
+            disable: self.no_healthcheck,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +232,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         command: command.to_vec(),
         no_init: args.no_init,
         allow_image_privileges: args.allow_image_privileges,
+        health: Default::default(),
     })
 }
 
@@ -229,10 +295,9 @@ fn source_and_config(
     store: &Store,
     name: &str,
     args: &ContainerArgs,
-    command: &[String],
+    settings: RunSettings,
 ) -> Result<(Source, ContainerConfig), Failure> {
     let source = Source::load(store, name).map_err(|e| failure(e, args))?;
-    let settings = run_settings(args, command)?;
     let config = ContainerConfig::merge(&source, &settings, &mut print_notice)
         .map_err(|e| failure(e, args))?;
     Ok((source, config))
@@ -240,15 +305,22 @@ fn source_and_config(
 
 pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
     match args.detach {
-        true => super::detach::start_monitor(),
+        true => match super::detach::start_monitor(std::env::args_os().skip(1).collect())? {
+            Ok(id) => {
+                println!("{id}");
+                Ok(0)
+            }
+            Err(code) => Ok(code),
+        },
         false => run_container(globals, args, &mut Foreground),
     }
 }
 
 /// What differs between a foreground `kiln run` and a detached container's monitor.
 pub(super) trait Runner {
-    /// Called once the container's command runs; returns where its output goes when the
-    /// runner keeps it (the monitor's log), after telling whoever waits that it started.
+    /// Called each time the container's command runs (again, under a restart policy);
+    /// returns where its output goes when the runner keeps it (the monitor's log), after
+    /// telling whoever waits that it started.
     fn started(
         &mut self,
         running: &mut runtime::RunningContainer,
@@ -257,9 +329,9 @@ pub(super) trait Runner {
     ) -> Result<Option<OutputLog>, Failure>;
 }
 
-/// `kiln run` without `-d`: the output goes to kiln's stdout and stderr, signals to kiln
-/// go to the container.
-struct Foreground;
+/// `kiln run` without `-d`, and `kiln start -a`: the output goes to kiln's stdout and
+/// stderr, signals to kiln go to the container.
+pub(super) struct Foreground;
 
 impl Runner for Foreground {
     fn started(
@@ -286,15 +358,20 @@ pub(super) fn run_container(
     store.record_lost_containers()?;
     let failed = |e| failure(e, &args.container);
     let log = LogOptions::parse(&args.log_opt).map_err(|e| log_option_failure(&e))?;
+    let restart = restart_policy(&args.restart)?;
+    let mut settings = run_settings(&args.container, &args.command)?;
+    settings.health = args.health.settings()?;
     // Until the container's state names its image, the image's layers are no gc root.
     let guard = store.content_guard()?;
-    let (source, config) = source_and_config(&store, &args.image, &args.container, &args.command)?;
+    let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
     let launch = Launch {
         name: args.name.clone(),
         auto_remove: args.rm,
         tty: args.tty,
         interactive: args.interactive,
         detached: args.detach,
+        restart,
+        log,
     };
     // Held until the state with the name is written, so no other kiln takes the name.
     let names = store.lock_container_names()?;
@@ -306,23 +383,76 @@ pub(super) fn run_container(
     let created = container::create(&store, &source, config, &dir, &launch).map_err(failed);
     drop((names, guard));
     let remove = args.rm || created.is_err();
-    let result = created.and_then(|(spec, mut state)| {
-        let control = ControlSocket::bind(&dir).map_err(failed)?;
-        let mut running = runtime::start_container(&spec).map_err(runtime_failure)?;
-        // Recorded before the runner says it started, so `kiln exec` right after finds it.
-        let ids = (std::process::id(), running.pid());
-        container::record_start(&store, &dir, &mut state, ids).map_err(failed)?;
-        let output = runner.started(&mut running, &dir, log)?;
-        let running = (running, output);
-        let (code, waiters) = supervise_to_end(&spec, running, control)?;
-        container::record_exit(&store, &dir, &mut state, code).map_err(failed)?;
-        waiters.answer(code);
-        Ok(code)
+    let result = created.and_then(|(start, mut state)| {
+        run_to_end(globals, &store, &dir, (&start, &mut state), runner)
     });
     if remove {
         let _ = store.remove_container(&dir);
     }
     result
+}
+
+fn restart_policy(text: &str) -> Result<RestartPolicy, Failure> {
+    text.parse().map_err(|e| {
+        Failure::user(format!("--restart: {e}")).hint(Some(
+            "e.g. --restart on-failure:3, or --restart unless-stopped for a service".into(),
+        ))
+    })
+}
+
+/// Runs a created container's command, again each time its restart policy says so, and
+/// records its end; returns the last exit code. The caller holds the container's lock.
+pub(super) fn run_to_end(
+    globals: &Globals,
+    store: &Store,
+    dir: &ContainerDir,
+    (start, state): (&StartConfig, &mut ContainerState),
+    runner: &mut dyn Runner,
+) -> CmdResult {
+    let failed = |e: ContainerError| Failure::user(&e).hint(e.hint());
+    let control = ControlSocket::bind(dir).map_err(failed)?;
+    let health = start.health.clone().map(|config| {
+        let command = super::exec::probe_command(globals, &dir.id);
+        HealthProbe::new(config, command, store.clone(), dir.clone())
+    });
+    let mut supervisor = Supervisor::new(control, health);
+    let mut backoff = Backoff::default();
+    loop {
+        let began = Instant::now();
+        let mut running = match runtime::start_container(&start.spec) {
+            Ok(running) => running,
+            Err(e) => {
+                // A restart that cannot start ends the container with its last run's code.
+                if let (true, Some(code)) = (state.restarting, state.exit_code) {
+                    container::record_exit(store, dir, state, code).map_err(failed)?;
+                    supervisor.answer(code);
+                }
+                return Err(runtime_failure(e));
+            }
+        };
+        // Recorded before the runner says it started, so `kiln exec` right after finds it.
+        let ids = (std::process::id(), running.pid());
+        container::record_start(store, dir, state, ids).map_err(failed)?;
+        let output = runner.started(&mut running, dir, start.log)?;
+        let code = supervise_to_end(&start.spec, (running, output), &mut supervisor)?;
+        if super::signals::take_forwarded() {
+            supervisor.mark_stopped();
+        }
+        let again = start
+            .restart
+            .restarts(code, state.restart_count, supervisor.ended_by());
+        if again {
+            container::record_restarting(store, dir, state, code).map_err(failed)?;
+            supervisor.answer(code);
+            let delay = backoff.delay_after(began.elapsed());
+            if supervisor.wait_to_restart(delay, code).map_err(failed)? {
+                continue;
+            }
+        }
+        container::record_exit(store, dir, state, code).map_err(failed)?;
+        supervisor.answer(code);
+        return Ok(code);
+    }
 }
 
 fn log_option_failure(e: &ContainerError) -> Failure {
@@ -340,16 +470,16 @@ fn runtime_failure(e: runtime::RuntimeError) -> Failure {
 }
 
 /// Serves the control socket (and writes the log) until the container ends; returns the
-/// exit code kiln exits with, saying when the OOM killer struck, and who waits for it.
+/// exit code kiln exits with, saying when the OOM killer struck.
 fn supervise_to_end(
     spec: &runtime::ContainerSpec,
     (running, output): (runtime::RunningContainer, Option<OutputLog>),
-    control: ControlSocket,
-) -> Result<(i32, Waiters), Failure> {
-    let waiters = monitor::supervise(&running, control, output);
+    supervisor: &mut Supervisor,
+) -> Result<i32, Failure> {
+    let supervised = supervisor.supervise(&running, output);
     let exit = running.wait();
     super::signals::forward_to(None);
-    let waiters = waiters.map_err(Failure::user)?;
+    supervised.map_err(Failure::user)?;
     let exit = exit.map_err(runtime_failure)?;
     let mut code = exit.status.code();
     let limit = spec
@@ -364,12 +494,13 @@ fn supervise_to_end(
     } else if exit.oom_killed {
         eprintln!("kiln: warning: a process in the container was killed: out of memory{limit}; the command itself {}", exit.status);
     }
-    Ok((code, waiters))
+    Ok(code)
 }
 
 pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {
     let store = globals.store()?;
-    let (source, config) = source_and_config(&store, &args.image, &args.container, &args.command)?;
+    let settings = run_settings(&args.container, &args.command)?;
+    let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
     // The rootfs is unpacked by a thread that mounts the image's overlay, whose working
     // directory is `/`: a relative DIR would be taken from there.
     let dir = super::absolute(&args.dir)?;

@@ -21,6 +21,14 @@ const HOLDING: i32 = -1;
 static HELD: AtomicI32 = AtomicI32::new(0);
 /// Whether SIGHUP is ignored (a detached container's monitor).
 static IGNORE_HANGUP: AtomicBool = AtomicBool::new(false);
+/// Whether a signal was passed on since [`take_forwarded`] last looked.
+static FORWARDED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a termination signal to kiln was passed on to the process since the last
+/// call: the user ended it (a restart policy does not start it again).
+pub fn take_forwarded() -> bool {
+    FORWARDED.swap(false, Ordering::SeqCst)
+}
 
 /// Ignores SIGHUP from now on: a detached container's monitor outlives the terminal and
 /// the shell that started it, and a stray hangup must not reach its container either.
@@ -53,7 +61,9 @@ pub fn forward_to(pid: Option<i32>) {
 /// Passes a held signal on to `pid`, once, whichever thread gets here first.
 fn deliver_held(pid: i32) {
     if let Ok(signal) = Signal::try_from(HELD.swap(0, Ordering::SeqCst)) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        if nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
+            FORWARDED.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -95,6 +105,7 @@ pub fn install() {
             continue;
         }
         if pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), signal).is_ok() {
+            FORWARDED.store(true, Ordering::SeqCst);
             continue;
         }
         interrupted(signal);

@@ -4,6 +4,7 @@
 //! prints `skipped (needs root: …): NAME` to stderr and returns (and fails without it).
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

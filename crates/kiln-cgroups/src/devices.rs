@@ -149,7 +149,7 @@ pub const ALLOW_ALL: [DeviceRule; 1] = [DeviceRule {
 }];
 
 /// Which devices a container may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DevicePolicy {
     /// [`DEFAULT_RULES`]; everything else denied.
     #[default]

@@ -76,7 +76,7 @@ pub enum CgroupMode {
 /// Limits for a container. `None` means no limit, except for `pids` (see
 /// [`DEFAULT_PIDS_LIMIT`]); devices are confined to the default allow-list unless
 /// `devices` says otherwise.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Memory limit in bytes; swap is not allowed on top of it.
     pub memory: Option<u64>,

@@ -13,6 +13,7 @@ use kiln_spec::{values, Limits, Network, Privileges, RunDefaults};
 
 use super::confine::{confinement, limits_over};
 use super::error::{ContainerError, Result};
+use super::health::HealthConfig;
 use super::security::{check_seccomp_profile, security_options};
 use super::source::Source;
 
@@ -52,6 +53,39 @@ pub struct RunSettings {
     /// Apply stored settings that grant privileges also for an image not built in this
     /// store.
     pub allow_image_privileges: bool,
+    /// `--health-*` and `--no-healthcheck`, over the image's healthcheck.
+    pub health: HealthSettings,
+}
+
+/// Docker's `--health-cmd` (a shell command), `--health-interval` … and
+/// `--no-healthcheck`; `None` keeps the image's value.
+#[derive(Debug, Clone, Default)]
+pub struct HealthSettings {
+    pub cmd: Option<String>,
+    pub interval: Option<std::time::Duration>,
+    pub timeout: Option<std::time::Duration>,
+    pub start_period: Option<std::time::Duration>,
+    pub retries: Option<u32>,
+    pub disable: bool,
+}
+
+impl HealthSettings {
+    /// The probe: the image's healthcheck with these settings over it.
+    fn over(&self, image: Option<&kiln_image::Healthcheck>) -> Option<HealthConfig> {
+        if self.disable {
+            return None;
+        }
+        let mut check = image.cloned().unwrap_or_default();
+        if let Some(cmd) = &self.cmd {
+            check.test = vec!["CMD-SHELL".into(), cmd.clone()];
+        }
+        let nanos = |d: std::time::Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        check.interval = self.interval.map(nanos).or(check.interval);
+        check.timeout = self.timeout.map(nanos).or(check.timeout);
+        check.start_period = self.start_period.map(nanos).or(check.start_period);
+        check.retries = self.retries.or(check.retries);
+        HealthConfig::from_image(&check)
+    }
 }
 
 /// Everything a container gets, merged; the user is still a name, looked up in the image
@@ -71,6 +105,8 @@ pub struct ContainerConfig {
     pub confinement: Confinement,
     pub read_only: bool,
     pub init: bool,
+    /// The healthcheck its runner probes, if any.
+    pub health: Option<HealthConfig>,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -127,6 +163,7 @@ impl ContainerConfig {
             confinement: merged_confinement(settings, &defaults, notify)?,
             read_only: settings.read_only || defaults.read_only,
             init: !settings.no_init,
+            health: settings.health.over(config.healthcheck.as_ref()),
         })
     }
 }

@@ -12,8 +12,11 @@ use kiln_store::{ContainerDir, ContainerState, Store};
 use super::config::ContainerConfig;
 use super::error::{ContainerError, Result};
 use super::exec::ExecContext;
+use super::log::LogOptions;
 use super::passwd;
+use super::restart::RestartPolicy;
 use super::source::Source;
+use super::start::StartConfig;
 
 /// How a container is started, beyond what it runs.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +31,10 @@ pub struct Launch {
     pub interactive: bool,
     /// Run by a monitor (`kiln run -d`), which keeps its output pipes for the log.
     pub detached: bool,
+    /// Whether it starts again when it ends.
+    pub restart: RestartPolicy,
+    /// How a monitor rotates its log.
+    pub log: LogOptions,
 }
 
 impl Launch {
@@ -42,16 +49,16 @@ impl Launch {
     }
 }
 
-/// The runtime's spec for `config` in `dir`, and the state record of a container about to
-/// start (written with the PID of the kiln process that runs it; [`record_start`] adds
-/// when it started).
+/// What every start of the container in `dir` runs (kept as its start config), and the
+/// state record of a container about to start (written with the PID of the kiln process
+/// that runs it; [`record_start`] adds when it started).
 pub fn create(
     store: &Store,
     source: &Source,
     config: ContainerConfig,
     dir: &ContainerDir,
     launch: &Launch,
-) -> Result<(ContainerSpec, ContainerState)> {
+) -> Result<(StartConfig, ContainerState)> {
     let state = ContainerState {
         id: dir.id.clone(),
         name: launch.name.clone().unwrap_or_else(|| short_id(dir)),
@@ -67,26 +74,58 @@ pub fn create(
         stop_signal: source.image.config.config.stop_signal.clone(),
         detached: launch.detached,
         init_pid: None,
+        restart_count: 0,
+        restarting: false,
     };
+    let health = config.health.clone();
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
+    let start = StartConfig {
+        spec,
+        restart: launch.restart,
+        log: launch.log,
+        health,
+    };
     context.write(store, dir)?;
+    start.write(store, dir)?;
     dir.write_state(store, &state)?;
-    Ok((spec, state))
+    Ok((start, state))
 }
 
 /// Records that the container's command runs now, run by process `runner`, with
-/// `init_pid` as its first process.
+/// `init_pid` as its first process; a start after a restart policy's wait counts as a
+/// restart.
 pub fn record_start(
     store: &Store,
     dir: &ContainerDir,
     state: &mut ContainerState,
     (runner, init_pid): (u32, i32),
 ) -> Result<()> {
+    if state.restarting {
+        state.restart_count += 1;
+    }
+    state.restarting = false;
+    state.exit_code = None;
     state.pid = Some(runner as i32);
     state.init_pid = Some(init_pid);
     state.started = Some(kiln_store::containers::now());
+    dir.write_state(store, state)?;
+    Ok(())
+}
+
+/// Records that the container ended with `code` and that its runner starts it again
+/// after its restart policy's delay.
+pub fn record_restarting(
+    store: &Store,
+    dir: &ContainerDir,
+    state: &mut ContainerState,
+    code: i32,
+) -> Result<()> {
+    state.init_pid = None;
+    state.exit_code = Some(code);
+    state.finished = Some(kiln_store::containers::now());
+    state.restarting = true;
     dir.write_state(store, state)?;
     Ok(())
 }
@@ -101,6 +140,7 @@ pub fn record_exit(
 ) -> Result<()> {
     state.pid = None;
     state.init_pid = None;
+    state.restarting = false;
     state.exit_code = Some(code);
     state.finished = Some(kiln_store::containers::now());
     if !state.auto_remove {

@@ -104,6 +104,10 @@ pub enum ContainerError {
     NotRunning(String),
     #[error("container {0} was started by a kiln without exec support (it has no exec.json)")]
     NoExecContext(String),
+    #[error("container {0} was made by a kiln that did not keep its start settings (it has no start.json)")]
+    NoStartConfig(String),
+    #[error("container {0} is restarting")]
+    Restarting(String),
 }
 
 impl ContainerError {
@@ -149,6 +153,12 @@ impl ContainerError {
             ContainerError::NoExecContext(_) => {
                 Some("stop it and start a new container from its image".into())
             }
+            ContainerError::NoStartConfig(_) => Some(
+                "remove it with kiln rm and start a new one from its image with kiln run".into(),
+            ),
+            ContainerError::Restarting(name) => Some(format!(
+                "its restart policy starts it again shortly; kiln stop {name} ends the restarts"
+            )),
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

@@ -243,6 +243,7 @@ mod tests {
             confinement: confinement.clone(),
             read_only: false,
             init: true,
+            health: None,
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();

@@ -30,6 +30,7 @@ pub fn kill(dir: &ContainerDir, signal: Signal) -> Result<()> {
             Some(ANSWER_WITHIN),
         )? {
             Some(Reply::Ok) => return Ok(()),
+            Some(Reply::Restarting) => return Err(ContainerError::Restarting(dir.id.clone())),
             Some(Reply::Error(why)) => return Err(ContainerError::MonitorRefused(why)),
             _ if std::time::Instant::now() >= deadline => break,
             _ => std::thread::sleep(Duration::from_millis(20)),

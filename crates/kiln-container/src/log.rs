@@ -23,7 +23,7 @@ use super::error::{ContainerError, Result};
 pub const MAX_ENTRY: usize = 16 * 1024;
 
 /// `--log-opt max-size=…,max-file=…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogOptions {
     /// Bytes a log file may reach before it is rotated.
     pub max_size: u64,

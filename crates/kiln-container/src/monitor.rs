@@ -33,7 +33,9 @@ use kiln_store::ContainerDir;
 use nix::sys::signal::Signal;
 
 use super::error::{ContainerError, Result};
+use super::health::HealthProbe;
 use super::log::{LineSplitter, LogWriter, Stream};
+use super::restart::EndedBy;
 
 const SOCKET: &str = "control.sock";
 /// The longest request line.
@@ -78,99 +80,271 @@ pub struct OutputLog {
     pub writer: LogWriter,
 }
 
-/// The connections that asked to hear how the container ended.
-pub struct Waiters(Vec<UnixStream>);
-
-impl Waiters {
-    /// Tells each waiter the container's exit code.
-    pub fn answer(self, code: i32) {
-        for mut w in self.0 {
-            let _ = w.set_nonblocking(false);
-            let _ = w.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = writeln!(w, "exited {code}");
-        }
-    }
-}
-
 /// A connection whose request line has not fully arrived.
 struct Client {
     stream: UnixStream,
     request: Vec<u8>,
 }
 
-/// The monitor's loop: serves the control socket and writes the output to the log until
-/// the container's PID 1 has exited (it is not reaped: `running.wait()` does that next).
-pub fn supervise(
-    running: &RunningContainer,
+/// The runner's side of the control socket, for the container's whole life: each run of
+/// its command ([`supervise`](Self::supervise)) and the waits between runs that a restart
+/// policy makes ([`wait_to_restart`](Self::wait_to_restart)).
+pub struct Supervisor {
     control: ControlSocket,
-    mut output: Option<OutputLog>,
-) -> Result<Waiters> {
-    let pidfd = running.pidfd()?;
-    let mut loop_state = Loop {
-        running,
-        clients: Vec::new(),
-        waiters: Vec::new(),
-        kill_at: None,
-    };
-    let mut streams = output.as_ref().map(|o| {
-        [
-            (
-                o.pipes.stdout.as_raw_fd(),
-                Stream::Stdout,
-                LineSplitter::default(),
-                true,
-            ),
-            (
-                o.pipes.stderr.as_raw_fd(),
-                Stream::Stderr,
-                LineSplitter::default(),
-                true,
-            ),
-        ]
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut fds = vec![
-            poll_in(pidfd.as_raw_fd()),
-            poll_in(control.listener.as_raw_fd()),
-        ];
-        if let Some(streams) = &streams {
-            fds.extend(streams.iter().map(|s| poll_in(if s.3 { s.0 } else { -1 })));
+    clients: Vec<Client>,
+    /// The connections that asked to hear how the container ended.
+    waiters: Vec<UnixStream>,
+    /// When `stop`'s grace time ends.
+    kill_at: Option<Instant>,
+    /// How kiln ended the current run, if it did.
+    ended_by: Option<EndedBy>,
+    /// When the wait before a restart ends.
+    restart_at: Option<Instant>,
+    /// The exit code of the last run, while waiting to restart.
+    last_code: Option<i32>,
+    health: Option<HealthProbe>,
+}
+
+impl Supervisor {
+    pub fn new(control: ControlSocket, health: Option<HealthProbe>) -> Supervisor {
+        Supervisor {
+            control,
+            clients: Vec::new(),
+            waiters: Vec::new(),
+            kill_at: None,
+            ended_by: None,
+            restart_at: None,
+            last_code: None,
+            health,
         }
-        let first_client = fds.len();
-        fds.extend(
-            loop_state
-                .clients
-                .iter()
-                .map(|c| poll_in(c.stream.as_raw_fd())),
-        );
-        poll(&mut fds, loop_state.timeout())?;
+    }
+
+    /// Whether a `stop` or `kill` request ended the last run, for its restart policy.
+    pub fn ended_by(&self) -> Option<EndedBy> {
+        self.ended_by
+    }
+
+    /// Marks the container as stopped by its user (a foreground `kiln run` that got
+    /// Ctrl-C).
+    pub fn mark_stopped(&mut self) {
+        self.ended_by = Some(EndedBy::Stop);
+    }
+
+    /// Tells each waiter the container's exit code.
+    pub fn answer(&mut self, code: i32) {
+        for mut w in self.waiters.drain(..) {
+            let _ = w.set_nonblocking(false);
+            let _ = w.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = writeln!(w, "exited {code}");
+        }
+    }
+
+    /// Serves the control socket, runs the healthcheck and writes the output to the log
+    /// until the container's PID 1 has exited (it is not reaped: `running.wait()` does that
+    /// next).
+    pub fn supervise(
+        &mut self,
+        running: &RunningContainer,
+        mut output: Option<OutputLog>,
+    ) -> Result<()> {
+        self.last_code = None;
+        self.ended_by = None;
+        if let Some(health) = &mut self.health {
+            health.restart()?;
+        }
+        let pidfd = running.pidfd()?;
+        let mut streams = output.as_ref().map(|o| {
+            [
+                (
+                    o.pipes.stdout.as_raw_fd(),
+                    Stream::Stdout,
+                    LineSplitter::default(),
+                    true,
+                ),
+                (
+                    o.pipes.stderr.as_raw_fd(),
+                    Stream::Stderr,
+                    LineSplitter::default(),
+                    true,
+                ),
+            ]
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut fds = vec![poll_in(pidfd.as_raw_fd())];
+            if let Some(streams) = &streams {
+                fds.extend(streams.iter().map(|s| poll_in(if s.3 { s.0 } else { -1 })));
+            }
+            self.wait_for_events(&mut fds, Some(running))?;
+            if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    if fds[1 + i].revents != 0 {
+                        stream.3 = copy_to_log(stream, &mut out.writer, &mut buf)?;
+                    }
+                }
+            }
+            if fds[0].revents != 0 {
+                break;
+            }
+        }
+        self.kill_at = None;
+        if let Some(health) = &mut self.health {
+            health.end_probe();
+        }
+        // PID 1 is gone, and the kernel kills the rest of its namespace: the pipes end soon.
         if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
-            for (i, stream) in streams.iter_mut().enumerate() {
-                if fds[2 + i].revents != 0 {
+            for stream in streams.iter_mut() {
+                while stream.3 {
+                    wait_readable(stream.0);
                     stream.3 = copy_to_log(stream, &mut out.writer, &mut buf)?;
                 }
             }
         }
-        loop_state.serve_clients(&fds[first_client..]);
-        if fds[1].revents != 0 {
-            loop_state.accept(&control.listener);
+        Ok(())
+    }
+
+    /// Waits `delay` before the container ended with `code` is started again, answering
+    /// requests meanwhile; `false` when a `stop` or `kill` came, and it is not to start.
+    pub fn wait_to_restart(&mut self, delay: Duration, code: i32) -> Result<bool> {
+        self.last_code = Some(code);
+        let until = Instant::now() + delay;
+        self.restart_at = Some(until);
+        while self.ended_by != Some(EndedBy::Stop) && Instant::now() < until {
+            self.wait_for_events(&mut Vec::new(), None)?;
         }
-        loop_state.kill_when_due();
-        if fds[0].revents != 0 {
-            break;
+        self.restart_at = None;
+        Ok(self.ended_by != Some(EndedBy::Stop))
+    }
+
+    /// One `poll` of `fds` (the caller's, first) with the socket, its clients and the
+    /// healthcheck; then serves what is ready on kiln's side.
+    fn wait_for_events(
+        &mut self,
+        fds: &mut Vec<libc::pollfd>,
+        running: Option<&RunningContainer>,
+    ) -> Result<()> {
+        let own = fds.len();
+        fds.push(poll_in(self.control.listener.as_raw_fd()));
+        let health_fds = self.health.as_ref().map(|h| h.fds()).unwrap_or([-1, -1]);
+        fds.extend(health_fds.map(poll_in));
+        let first_client = fds.len();
+        fds.extend(self.clients.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+        poll(fds, self.timeout(running.is_some()))?;
+        self.serve_clients(&fds[first_client..], running);
+        if fds[own].revents != 0 {
+            self.accept();
+        }
+        if running.is_some() {
+            if let Some(health) = &mut self.health {
+                health.advance()?;
+            }
+        }
+        self.kill_when_due(running);
+        fds.truncate(own);
+        Ok(())
+    }
+
+    /// Milliseconds until the next thing due (a `stop`'s SIGKILL, a probe, the end of a
+    /// restart's delay), or -1.
+    fn timeout(&self, running: bool) -> libc::c_int {
+        let kill = self
+            .kill_at
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let health = self.health.as_ref().filter(|_| running).map(|h| h.due_in());
+        let restart = self
+            .restart_at
+            .filter(|_| !running)
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        match [kill, health, restart].into_iter().flatten().min() {
+            None => -1,
+            Some(d) if d == Duration::MAX => -1,
+            // Rounded up: a poll that ends a little early would only spin.
+            Some(d) => d.as_millis().saturating_add(1).min(i32::MAX as u128) as libc::c_int,
         }
     }
-    // PID 1 is gone, and the kernel kills the rest of its namespace: the pipes end soon.
-    if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
-        for stream in streams.iter_mut() {
-            while stream.3 {
-                wait_readable(stream.0);
-                stream.3 = copy_to_log(stream, &mut out.writer, &mut buf)?;
+
+    fn kill_when_due(&mut self, running: Option<&RunningContainer>) {
+        if self.kill_at.is_some_and(|at| at <= Instant::now()) {
+            self.kill_at = None;
+            if let Some(running) = running {
+                let _ = running.signal(Signal::SIGKILL);
             }
         }
     }
-    Ok(Waiters(loop_state.waiters))
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.control.listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                self.clients.push(Client {
+                    stream,
+                    request: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// Reads from the clients `ready` says are readable, and handles complete requests.
+    fn serve_clients(&mut self, ready: &[libc::pollfd], running: Option<&RunningContainer>) {
+        let mut keep = Vec::new();
+        for (mut client, fd) in std::mem::take(&mut self.clients).into_iter().zip(ready) {
+            if fd.revents == 0 {
+                keep.push(client);
+                continue;
+            }
+            let mut buf = [0u8; MAX_REQUEST];
+            match client.stream.read(&mut buf) {
+                Ok(0) => continue,
+                Ok(n) => client.request.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => continue,
+            }
+            match client.request.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    let line = String::from_utf8_lossy(&client.request[..end]).into_owned();
+                    self.handle(client.stream, &line, running);
+                }
+                None if client.request.len() < MAX_REQUEST => keep.push(client),
+                None => reply(client.stream, "error request too long"),
+            }
+        }
+        self.clients.extend(keep);
+    }
+
+    fn handle(&mut self, stream: UnixStream, line: &str, running: Option<&RunningContainer>) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match (words.as_slice(), running) {
+            (["signal", n], _) => match (parse_signal(n), running) {
+                (None, _) => reply(stream, "error bad signal"),
+                // Between runs there is no process to signal (docker refuses too).
+                (Some(_), None) => reply(stream, "restarting"),
+                (Some(signal), Some(running)) => {
+                    self.ended_by.get_or_insert(EndedBy::Kill);
+                    match running.signal(signal) {
+                        Ok(()) => reply(stream, "ok"),
+                        Err(e) => reply(stream, &format!("error {e}")),
+                    }
+                }
+            },
+            (["stop", n, seconds], _) => match (parse_signal(n), seconds.parse::<u64>()) {
+                (Some(signal), Ok(seconds)) => {
+                    self.ended_by = Some(EndedBy::Stop);
+                    match (running, self.last_code) {
+                        (Some(running), _) => {
+                            let _ = running.signal(signal);
+                            let at = Instant::now() + Duration::from_secs(seconds);
+                            self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
+                            self.waiters.push(stream);
+                        }
+                        (None, Some(code)) => reply(stream, &format!("exited {code}")),
+                        (None, None) => self.waiters.push(stream),
+                    }
+                }
+                _ => reply(stream, "error bad stop request"),
+            },
+            (["wait"], _) => self.waiters.push(stream),
+            _ => reply(stream, "error unknown request"),
+        }
+    }
 }
 
 /// A stream being copied: its fd, its name, its line splitter, whether it is still open.
@@ -194,94 +368,6 @@ fn copy_to_log(stream: &mut OutputStream, log: &mut LogWriter, buf: &mut [u8]) -
         n if n > 0 => splitter.push(&buf[..n as usize], &mut write).map(|()| true),
         n if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted => Ok(true),
         _ => splitter.finish(&mut write).map(|()| false),
-    }
-}
-
-struct Loop<'a> {
-    running: &'a RunningContainer,
-    clients: Vec<Client>,
-    waiters: Vec<UnixStream>,
-    /// When `stop`'s grace time ends.
-    kill_at: Option<Instant>,
-}
-
-impl Loop<'_> {
-    /// Milliseconds until the SIGKILL of a `stop` is due, or -1.
-    fn timeout(&self) -> libc::c_int {
-        match self.kill_at {
-            None => -1,
-            Some(at) => at
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(i32::MAX as u128) as libc::c_int,
-        }
-    }
-
-    fn kill_when_due(&mut self) {
-        if self.kill_at.is_some_and(|at| at <= Instant::now()) {
-            self.kill_at = None;
-            let _ = self.running.signal(Signal::SIGKILL);
-        }
-    }
-
-    fn accept(&mut self, listener: &UnixListener) {
-        while let Ok((stream, _)) = listener.accept() {
-            if stream.set_nonblocking(true).is_ok() {
-                self.clients.push(Client {
-                    stream,
-                    request: Vec::new(),
-                });
-            }
-        }
-    }
-
-    /// Reads from the clients `ready` says are readable, and handles complete requests.
-    fn serve_clients(&mut self, ready: &[libc::pollfd]) {
-        let mut keep = Vec::new();
-        for (mut client, fd) in std::mem::take(&mut self.clients).into_iter().zip(ready) {
-            if fd.revents == 0 {
-                keep.push(client);
-                continue;
-            }
-            let mut buf = [0u8; MAX_REQUEST];
-            match client.stream.read(&mut buf) {
-                Ok(0) => continue,
-                Ok(n) => client.request.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => continue,
-            }
-            match client.request.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    let line = String::from_utf8_lossy(&client.request[..end]).into_owned();
-                    self.handle(client.stream, &line);
-                }
-                None if client.request.len() < MAX_REQUEST => keep.push(client),
-                None => reply(client.stream, "error request too long"),
-            }
-        }
-        self.clients.extend(keep);
-    }
-
-    fn handle(&mut self, stream: UnixStream, line: &str) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["signal", n] => match parse_signal(n).map(|s| self.running.signal(s)) {
-                Some(Ok(())) => reply(stream, "ok"),
-                Some(Err(e)) => reply(stream, &format!("error {e}")),
-                None => reply(stream, "error bad signal"),
-            },
-            ["stop", n, seconds] => match (parse_signal(n), seconds.parse::<u64>()) {
-                (Some(signal), Ok(seconds)) => {
-                    let _ = self.running.signal(signal);
-                    let at = Instant::now() + Duration::from_secs(seconds);
-                    self.kill_at = Some(self.kill_at.map_or(at, |k| k.min(at)));
-                    self.waiters.push(stream);
-                }
-                _ => reply(stream, "error bad stop request"),
-            },
-            ["wait"] => self.waiters.push(stream),
-            _ => reply(stream, "error unknown request"),
-        }
     }
 }
 
@@ -327,6 +413,8 @@ fn wait_readable(fd: RawFd) {
 pub enum Reply {
     Ok,
     Exited(i32),
+    /// A signal came between two runs of a container with a restart policy.
+    Restarting,
     Error(String),
 }
 
@@ -365,6 +453,7 @@ pub fn request(
     let answer = answer.trim_end();
     Ok(match answer.split_once(' ') {
         _ if answer == "ok" => Some(Reply::Ok),
+        _ if answer == "restarting" => Some(Reply::Restarting),
         Some(("exited", code)) => code.parse().ok().map(Reply::Exited),
         Some(("error", why)) => Some(Reply::Error(why.to_owned())),
         _ => None,

@@ -54,7 +54,7 @@ pub enum CapabilityError {
 }
 
 /// The five capability sets of a container's process, as masks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapabilitySet {
     pub bounding: u64,
     pub effective: u64,

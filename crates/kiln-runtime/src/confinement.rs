@@ -17,7 +17,7 @@ use super::sys::Errno;
 use super::RuntimeError;
 
 /// The seccomp filter a step or container gets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SeccompPolicy {
     /// kiln's default profile for the capability set (Docker's).
     #[default]
@@ -29,7 +29,7 @@ pub enum SeccompPolicy {
 }
 
 /// Capabilities, `no_new_privs`, seccomp and cgroup limits of one step or container.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Confinement {
     /// The capability sets, exactly as the command gets them (see `capabilities`).
     pub capabilities: CapabilitySet,

@@ -45,7 +45,7 @@ use super::relay::{OutputPipes, StdioRelay};
 use super::sys;
 
 /// A `-v SRC:DST[:ro]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BindMount {
     /// Host path; must exist. Its mounts below are included (a recursive bind).
     pub source: PathBuf,
@@ -56,7 +56,7 @@ pub struct BindMount {
 }
 
 /// Everything needed to run a container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
     /// The image's layers and the container's own upper and work dirs.
     pub overlay: Overlay,

@@ -79,3 +79,10 @@ pub use process::{add_default_env, NetworkMode, Process};
 pub use relay::OutputPipes;
 pub use sandbox::{run_step, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};
+
+/// A pidfd of process `pid`, one of the caller's unreaped children (so the PID cannot have
+/// been reused): to `poll` for its end along with other fds.
+pub fn pidfd_of_child(pid: i32) -> Result<std::os::fd::OwnedFd, RuntimeError> {
+    sys::pidfd_open(pid)
+        .map_err(|e| RuntimeError::sys("pidfd_open")(nix::errno::Errno::from_raw(e)))
+}

@@ -41,7 +41,7 @@ use super::sys::{self, Sys};
 /// kiln gives the upper dir the owner and mode of the top-most lower's root (`root:root 0755`
 /// when there is no lower): a `0700` temp dir as upper would otherwise lock non-root steps
 /// out of `/`. `work` must be an empty dir on the same filesystem as `upper`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Overlay {
     pub layers_dir: PathBuf,
     /// Dir names under `layers_dir`, top-most first; may be empty (scratch).

@@ -7,7 +7,7 @@
 //! ([`add_default_env`]), so a script behaves alike in a step and in a container.
 
 /// The network of a step or container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NetworkMode {
     /// The host's network namespace; for build steps, the host's `/etc/hosts` and
     /// `/etc/resolv.conf` are bound read-only over the image's, when the image has them as
@@ -19,7 +19,7 @@ pub enum NetworkMode {
 
 /// What a step or container runs: the command, its environment and workdir, the user it
 /// runs as, its hostname and its network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Process {
     /// The command and its arguments.
     pub argv: Vec<String>,

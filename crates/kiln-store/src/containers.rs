@@ -56,6 +56,16 @@ pub struct ContainerState {
     /// `kiln exec` joins. Only meaningful while the container's lock is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_pid: Option<i32>,
+    /// How often its restart policy has started it again (docker's `RestartCount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+    /// Its command ended (`exit_code`, `finished`) and its runner waits to start it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What `kiln ps` shows as a container's state.
@@ -65,6 +75,8 @@ pub enum Status {
     Created,
     /// Its runner holds its lock and the command has started (`since`, epoch seconds).
     Running { since: u64 },
+    /// Its runner holds its lock and will start it again: it ended with `code` at `at`.
+    Restarting { code: i32, at: u64 },
     /// It ended with `code` at `at` (epoch seconds; 0 when unknown).
     Exited { code: i32, at: u64 },
 }
@@ -75,6 +87,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running { .. } => "running",
+            Status::Restarting { .. } => "restarting",
             Status::Exited { .. } => "exited",
         }
     }
@@ -147,14 +160,15 @@ impl ContainerDir {
         matches!(flock(&self.path.join(LOCK), libc::LOCK_SH | libc::LOCK_NB), Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK))
     }
 
-    /// The status: running while the lock is held, else exited once an exit is recorded,
-    /// else created.
+    /// The status: running (or restarting) while the lock is held, else exited once an
+    /// exit is recorded, else created.
     pub fn status(&self, state: &ContainerState) -> Status {
+        let at = state.finished.unwrap_or(0);
         match (state.exit_code, state.started) {
-            (Some(code), _) => Status::Exited {
-                code,
-                at: state.finished.unwrap_or(0),
-            },
+            (Some(code), _) if state.restarting && self.is_locked() => {
+                Status::Restarting { code, at }
+            }
+            (Some(code), _) => Status::Exited { code, at },
             (None, Some(since)) if self.is_locked() => Status::Running { since },
             _ => Status::Created,
         }
@@ -249,7 +263,8 @@ impl Store {
     /// left to [`remove_abandoned_containers`](Store::remove_abandoned_containers).
     pub fn record_lost_containers(&self) -> Result<()> {
         for (dir, state) in self.containers()? {
-            if state.exit_code.is_some() || state.auto_remove || state.started.is_none() {
+            let ended = state.exit_code.is_some() && !state.restarting;
+            if ended || state.auto_remove || state.started.is_none() {
                 continue;
             }
             let Some(_lock) = dir.lock_within(Duration::ZERO)? else {
@@ -259,7 +274,12 @@ impl Store {
             let Some(mut state) = dir.read_state() else {
                 continue;
             };
-            if state.exit_code.is_none() {
+            if state.restarting {
+                // It had ended; only the restart its runner waited to make is lost.
+                state.restarting = false;
+                state.pid = None;
+                dir.write_state(self, &state)?;
+            } else if state.exit_code.is_none() {
                 state.exit_code = Some(LOST_EXIT_CODE);
                 state.finished = Some(now());
                 state.pid = None;
@@ -426,6 +446,8 @@ mod tests {
             stop_signal: None,
             detached: false,
             init_pid: None,
+            restart_count: 0,
+            restarting: false,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(store.containers().unwrap().len(), 1);
@@ -471,6 +493,8 @@ mod tests {
                 stop_signal: None,
                 detached: false,
                 init_pid: None,
+                restart_count: 0,
+                restarting: false,
             };
             dir.write_state(&store, &state).unwrap();
             (dir.id, lock)
@@ -510,6 +534,8 @@ mod tests {
             stop_signal: None,
             detached: true,
             init_pid: None,
+            restart_count: 0,
+            restarting: false,
         };
         dir.write_state(&store, &state).unwrap();
         assert_eq!(dir.status(&state), Status::Running { since: 5 });

@@ -1,0 +1,115 @@
+//! `kiln inspect CONTAINER`: a container's state and settings as JSON, in the shape of
+//! docker's `inspect` (`State.Health`, `RestartCount`, `HostConfig.RestartPolicy` …), so
+//! scripts written for docker find the same keys.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use kiln_container::health::HealthState;
+use kiln_container::restart::RestartPolicy;
+use kiln_container::start::StartConfig;
+use kiln_store::containers::Status;
+use kiln_store::{ContainerDir, ContainerState};
+
+/// Docker's `inspect` document for the container.
+pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Value {
+    let status = dir.status(state);
+    let start = StartConfig::read(dir).ok();
+    let running = matches!(status, Status::Running { .. });
+    let mut state_json = json!({
+        "Status": status.word(),
+        "Running": running,
+        "Restarting": matches!(status, Status::Restarting { .. }),
+        "Pid": if running { state.init_pid.unwrap_or(0) } else { 0 },
+        "ExitCode": state.exit_code.unwrap_or(0),
+        "StartedAt": time(state.started),
+        "FinishedAt": time(state.finished),
+    });
+    if let Some(health) = HealthState::read(dir).filter(|_| start_has_health(&start)) {
+        state_json["Health"] = serde_json::to_value(health).expect("health serialises");
+    }
+    let (path, args) = match state.command.split_first() {
+        Some((path, args)) => (path.as_str(), args),
+        None => ("", &[][..]),
+    };
+    json!({
+        "Id": state.id,
+        "Name": state.name,
+        "Created": time(Some(state.created)),
+        "Path": path,
+        "Args": args,
+        "Image": state.image_digest.to_string(),
+        "ImageName": state.image,
+        "State": state_json,
+        "RestartCount": state.restart_count,
+        "LogPath": if state.detached { dir.log_path().display().to_string() } else { String::new() },
+        "HostConfig": start.as_ref().map(host_config).unwrap_or(Value::Null),
+        "Config": start.as_ref().map(config).unwrap_or(Value::Null),
+    })
+}
+
+fn start_has_health(start: &Option<StartConfig>) -> bool {
+    start.as_ref().is_some_and(|s| s.health.is_some())
+}
+
+/// The limits and policies the container runs with, under docker's names.
+fn host_config(start: &StartConfig) -> Value {
+    let (name, max) = match start.restart {
+        RestartPolicy::OnFailure { max } => ("on-failure", max.unwrap_or(0)),
+        other => match other {
+            RestartPolicy::Always => ("always", 0),
+            RestartPolicy::UnlessStopped => ("unless-stopped", 0),
+            _ => ("no", 0),
+        },
+    };
+    let resources = &start.spec.confinement.resources;
+    json!({
+        "RestartPolicy": { "Name": name, "MaximumRetryCount": max },
+        "Memory": resources.memory.unwrap_or(0),
+        "NanoCpus": resources.cpus.map(|c| (c * 1e9).round() as u64).unwrap_or(0),
+        "PidsLimit": resources.pids_limit(),
+        "ReadonlyRootfs": start.spec.read_only,
+        "NetworkMode": match start.spec.process.network {
+            kiln_runtime::NetworkMode::Host => "host",
+            kiln_runtime::NetworkMode::None => "none",
+        },
+        "LogConfig": { "Type": "json-file", "Config": {
+            "max-size": start.log.max_size.to_string(),
+            "max-file": start.log.max_files.to_string(),
+        }},
+    })
+}
+
+/// What runs, under docker's names.
+fn config(start: &StartConfig) -> Value {
+    let process = &start.spec.process;
+    let healthcheck = start.health.as_ref().map(|h| {
+        json!({
+            "Test": std::iter::once("CMD".to_owned()).chain(h.argv.iter().cloned()).collect::<Vec<_>>(),
+            "Interval": h.interval.as_nanos() as u64,
+            "Timeout": h.timeout.as_nanos() as u64,
+            "StartPeriod": h.start_period.as_nanos() as u64,
+            "Retries": h.retries,
+        })
+    });
+    json!({
+        "Hostname": process.hostname,
+        "User": format!("{}:{}", process.uid, process.gid),
+        "Env": process.env,
+        "Cmd": process.argv,
+        "WorkingDir": process.cwd,
+        "Tty": start.spec.tty,
+        "Healthcheck": healthcheck,
+    })
+}
+
+/// RFC 3339, or docker's zero time when unknown.
+fn time(epoch: Option<u64>) -> String {
+    match epoch {
+        Some(secs) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        }
+        None => "0001-01-01T00:00:00Z".into(),
+    }
+}
