@@ -419,9 +419,13 @@ pub(super) fn run_to_end(
     let mut backoff = Backoff::default();
     loop {
         let began = Instant::now();
+        // A Ctrl-C while the container starts is passed to it once it runs (the runner's
+        // `started` names it), not taken as kiln's own end.
+        super::signals::hold();
         let mut running = match runtime::start_container(&start.spec) {
             Ok(running) => running,
             Err(e) => {
+                super::signals::forward_to(None);
                 // A restart that cannot start ends the container with its last run's code.
                 if let (true, Some(code)) = (state.restarting, state.exit_code) {
                     container::record_exit(store, dir, state, code).map_err(failed)?;
@@ -445,7 +449,12 @@ pub(super) fn run_to_end(
             container::record_restarting(store, dir, state, code).map_err(failed)?;
             supervisor.answer(code);
             let delay = backoff.delay_after(began.elapsed());
-            if supervisor.wait_to_restart(delay, code).map_err(failed)? {
+            // A Ctrl-C meanwhile ends the restarts, as a stop does.
+            super::signals::hold();
+            let stopped = || super::signals::take_held();
+            let again = supervisor.wait_to_restart(delay, code, &stopped);
+            let late_signal = super::signals::release();
+            if again.map_err(failed)? && !late_signal {
                 continue;
             }
         }

@@ -43,6 +43,18 @@ pub fn hold() {
     FORWARD_TO.store(HOLDING, Ordering::SeqCst);
 }
 
+/// Whether a signal arrived since [`hold`]; it is taken (not passed on).
+pub fn take_held() -> bool {
+    HELD.swap(0, Ordering::SeqCst) != 0
+}
+
+/// Ends a [`hold`] for which no process was started; whether a signal was held, which
+/// the caller takes as its own (see [`take_held`]).
+pub fn release() -> bool {
+    FORWARD_TO.store(0, Ordering::SeqCst);
+    HELD.swap(0, Ordering::SeqCst) != 0
+}
+
 /// Sends later termination signals (and one held since [`hold`]) to `pid` (a container's
 /// first process, an exec'd process) instead of ending kiln; `None` restores the default,
 /// and a signal held for a process that never ran ends kiln as it would have.

@@ -70,11 +70,11 @@ pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) 
     }
 }
 
-/// `kiln ps -a --json`'s entry for `id`.
-pub fn ps_entry(env: &Env, id: &str) -> Option<serde_json::Value> {
+/// `kiln ps -a --json`'s entry for the container with ID or name `key`.
+pub fn ps_entry(env: &Env, key: &str) -> Option<serde_json::Value> {
     let all: Vec<serde_json::Value> =
         serde_json::from_str(&env.kiln_ok(&["ps", "-a", "--json"])).unwrap();
-    all.into_iter().find(|c| c["id"] == id)
+    all.into_iter().find(|c| c["id"] == key || c["name"] == key)
 }
 
 /// `kiln ps -a --json`'s entry for `id`, which must be listed.

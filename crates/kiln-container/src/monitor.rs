@@ -40,6 +40,8 @@ use super::restart::EndedBy;
 const SOCKET: &str = "control.sock";
 /// The longest request line.
 const MAX_REQUEST: usize = 128;
+/// How often a wait before a restart looks whether its runner was told to stop.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// The control socket a container's runner listens on.
 pub struct ControlSocket {
@@ -204,12 +206,22 @@ impl Supervisor {
     }
 
     /// Waits `delay` before the container ended with `code` is started again, answering
-    /// requests meanwhile; `false` when a `stop` or `kill` came, and it is not to start.
-    pub fn wait_to_restart(&mut self, delay: Duration, code: i32) -> Result<bool> {
+    /// requests meanwhile; `false` when a `stop` came, or `stopped()` (looked at every
+    /// 100 ms: the runner's own signals) says so, and it is not to start.
+    pub fn wait_to_restart(
+        &mut self,
+        delay: Duration,
+        code: i32,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<bool> {
         self.last_code = Some(code);
         let until = Instant::now() + delay;
-        self.restart_at = Some(until);
         while self.ended_by != Some(EndedBy::Stop) && Instant::now() < until {
+            if stopped() {
+                self.ended_by = Some(EndedBy::Stop);
+                break;
+            }
+            self.restart_at = Some(until.min(Instant::now() + SIGNAL_CHECK));
             self.wait_for_events(&mut Vec::new(), None)?;
         }
         self.restart_at = None;

@@ -87,9 +87,11 @@ impl FromStr for RestartPolicy {
                     max: max.transpose()?.filter(|&n| n > 0),
                 });
             }
-            _ => return Err(BadRestartPolicy(format!(
+            _ => {
+                return Err(BadRestartPolicy(format!(
                 "unknown restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"
-            ))),
+            )))
+            }
         };
         match count {
             Some(_) => Err(BadRestartPolicy(format!(
