@@ -3,7 +3,9 @@
 # running, and `exec C true` into a running container, side by side in one hyperfine run
 # each. Same busybox image, `--network none` for both (kiln has no bridge yet), podman on a
 # store of its own in a temp dir. Prints the medians and the ratios kiln/podman
-# (bar: <= 0.5 each, issue 14). Needs root, podman, runc, hyperfine.
+# (bar: <= 0.5 each, issue 14), and the resident memory of the process that watches a
+# running container: kiln's monitor and podman's conmon (bar: <= 2 MiB). Needs root,
+# podman, runc, hyperfine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -18,7 +20,7 @@ podman=(podman --root "$work/podman" --runroot "$work/podman-run" --runtime runc
 # them low, as kiln leaves them.
 podman_run=(run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none)
 cleanup() {
-    $kiln rm -f bench-d bench-exec >/dev/null 2>&1 || true
+    $kiln rm -f bench-d bench-exec bench-health >/dev/null 2>&1 || true
     "${podman[@]}" rm -f -t 0 bench-d bench-exec >/dev/null 2>&1 || true
     "${podman[@]}" system reset -f >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -42,10 +44,28 @@ hyperfine --warmup 5 --runs 50 -N --export-json "$work/exec.json" \
     -n kiln "$kiln exec bench-exec true" \
     -n podman "${podman[*]} exec bench-exec true"
 
-python3 - "$work/run.json" "$work/exec.json" <<'PY'
+# Both have served an exec by now; a probe every second keeps kiln's monitor busier.
+$kiln run -d --network none --name bench-health --health-cmd true --health-interval 1s \
+    bench-bb sleep 100000 >/dev/null
+sleep 3
+kiln_monitor() { $kiln inspect "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Id"])'; }
+monitor_pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
+    "$KILN_ROOT/containers/$(kiln_monitor bench-exec)/state.json")
+health_pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
+    "$KILN_ROOT/containers/$(kiln_monitor bench-health)/state.json")
+conmon_pid=$("${podman[@]}" inspect bench-exec --format '{{.State.ConmonPid}}')
+
+python3 - "$work/run.json" "$work/exec.json" "$monitor_pid" "$health_pid" "$conmon_pid" <<'PY'
 import json, sys
 for what, path in (("run -d", sys.argv[1]), ("exec true", sys.argv[2])):
     r = {x["command"]: x["median"] for x in json.load(open(path))["results"]}
     k, p = r["kiln"], r["podman"]
     print(f"{what}: kiln {k*1000:.1f} ms, podman {p*1000:.1f} ms, ratio kiln/podman = {k/p:.2f} (bar <= 0.5)")
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+k, h, c = (rss(p) for p in sys.argv[3:6])
+print(f"monitor RSS: kiln {k} kB ({h} kB with a healthcheck every second), "
+      f"podman's conmon {c} kB (bar <= 2048 kB)")
 PY

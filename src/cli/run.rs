@@ -327,6 +327,12 @@ pub(super) trait Runner {
         dir: &ContainerDir,
         log: LogOptions,
     ) -> Result<Option<OutputLog>, Failure>;
+
+    /// A process that lives only to run the container (a monitor), which should hold
+    /// little memory.
+    fn is_monitor(&self) -> bool {
+        false
+    }
 }
 
 /// `kiln run` without `-d`, and `kiln start -a`: the output goes to kiln's stdout and
@@ -416,6 +422,9 @@ pub(super) fn run_to_end(
         HealthProbe::new(config, command, store.clone(), dir.clone())
     });
     let mut supervisor = Supervisor::new(control, health);
+    if runner.is_monitor() {
+        supervisor.trim_memory_when_idle();
+    }
     let mut backoff = Backoff::default();
     loop {
         let began = Instant::now();

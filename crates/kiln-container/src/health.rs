@@ -220,8 +220,10 @@ impl HealthProbe {
     }
 
     /// Reads the probe's output, records it once it ended, kills it at its timeout, and
-    /// starts the next one when due. Errors are the health file's (a full disk).
-    pub fn advance(&mut self) -> Result<()> {
+    /// starts the next one when due; whether a probe ended. Errors are the health file's
+    /// (a full disk).
+    pub fn advance(&mut self) -> Result<bool> {
+        let mut ended = false;
         let now = Instant::now();
         if let Some(probe) = &mut self.probe {
             probe.read_output();
@@ -231,13 +233,14 @@ impl HealthProbe {
             }
             if has_exited(&probe.pidfd) {
                 self.finish_probe()?;
+                ended = true;
             }
         }
         if self.probe.is_none() && self.next <= now {
             self.next = now + self.config.interval;
             self.start_probe()?;
         }
-        Ok(())
+        Ok(ended)
     }
 
     fn start_probe(&mut self) -> Result<()> {

@@ -43,6 +43,7 @@ pub mod restart;
 mod security;
 mod source;
 pub mod start;
+mod trim;
 
 pub use bundle::write_bundle;
 pub use config::{ContainerConfig, HealthSettings, Notice, RunSettings};

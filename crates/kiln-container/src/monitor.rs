@@ -105,9 +105,19 @@ pub struct Supervisor {
     /// The exit code of the last run, while waiting to restart.
     last_code: Option<i32>,
     health: Option<HealthProbe>,
+    /// Give back memory before the first wait of each run (a detached monitor).
+    trim: bool,
+    trim_pending: bool,
 }
 
 impl Supervisor {
+    /// Before it first waits in each run, the runner gives back the memory that starting
+    /// the container needed (see `trim`): for a monitor, which lives as long as its
+    /// container.
+    pub fn trim_memory_when_idle(&mut self) {
+        self.trim = true;
+    }
+
     pub fn new(control: ControlSocket, health: Option<HealthProbe>) -> Supervisor {
         Supervisor {
             control,
@@ -118,6 +128,8 @@ impl Supervisor {
             restart_at: None,
             last_code: None,
             health,
+            trim: false,
+            trim_pending: false,
         }
     }
 
@@ -151,6 +163,7 @@ impl Supervisor {
     ) -> Result<()> {
         self.last_code = None;
         self.ended_by = None;
+        self.trim_pending = self.trim;
         if let Some(health) = &mut self.health {
             health.restart()?;
         }
@@ -241,6 +254,9 @@ impl Supervisor {
         fds.extend(health_fds.map(poll_in));
         let first_client = fds.len();
         fds.extend(self.clients.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+        if std::mem::take(&mut self.trim_pending) {
+            super::trim::trim_memory();
+        }
         poll(fds, self.timeout(running.is_some()))?;
         self.serve_clients(&fds[first_client..], running);
         if fds[own].revents != 0 {
@@ -248,7 +264,8 @@ impl Supervisor {
         }
         if running.is_some() {
             if let Some(health) = &mut self.health {
-                health.advance()?;
+                // What starting and recording a probe needed is given back until the next.
+                self.trim_pending |= health.advance()? && self.trim;
             }
         }
         self.kill_when_due(running);
