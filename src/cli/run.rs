@@ -13,7 +13,9 @@ use clap::Args;
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use kiln_container::log::LogOptions;
 use kiln_container::monitor::{self, ControlSocket, OutputLog, Waiters};
-use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
+use kiln_container::{
+    self as container, ConfineError, ContainerConfig, ContainerError, Launch, Notice,
+};
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;
@@ -187,6 +189,19 @@ fn failure(e: ContainerError, args: &ContainerArgs) -> Failure {
         ContainerError::NoCommand => Failure::user(e).hint(Some(
             "give one after the image name: kiln run IMAGE COMMAND".into(),
         )),
+        ContainerError::Confinement(ConfineError::Limits(conflict)) => {
+            args.limits.conflict(*conflict)
+        }
+        ContainerError::Confinement(ConfineError::Device { path, problem }) => {
+            match args.limits.device_flag(path) {
+                Some(flag) => Failure::user(format!("{flag} {}: {problem}", path.display())),
+                None => Failure::user(format!(
+                    "the image's run: settings throttle {}: {problem}",
+                    path.display()
+                )),
+            }
+            .hint(hint)
+        }
         ContainerError::NameInUse(name) => {
             let hint = format!("remove it with kiln rm {name}, or pick another --name");
             Failure::user(e).hint(Some(hint))

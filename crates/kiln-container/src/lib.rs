@@ -43,7 +43,7 @@ mod source;
 
 pub use bundle::write_bundle;
 pub use config::{ContainerConfig, Notice, RunSettings};
-pub use confine::{confinement, limits_over, SecurityOptions};
+pub use confine::{confinement, limits_over, ConfineError, DeviceProblem, SecurityOptions};
 pub use container::{create, record_exit, record_start, Launch};
 pub use error::{ContainerError, Result};
 pub use layer_dirs::ensure_layer_dirs;
