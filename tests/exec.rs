@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, Env};
+use common::{run_detached, text, Env};
 
 /// A busybox image in the env's store, named `bb`, with root and nobody in its passwd.
 fn busybox_image(env: &Env) {
@@ -21,35 +21,6 @@ fn busybox_image(env: &Env) {
     )
     .unwrap();
     env.kiln_ok(&["import", root.to_str().unwrap(), "-t", "bb"]);
-}
-
-/// A detached container, removed (killed first) when the test ends, also when it fails:
-/// a monitor left running would outlive the test's store.
-struct Detached<'a> {
-    env: &'a Env,
-    id: String,
-}
-
-impl std::ops::Deref for Detached<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.id
-    }
-}
-
-impl Drop for Detached<'_> {
-    fn drop(&mut self) {
-        let _ = self.env.kiln(&["rm", "-f", &self.id]);
-    }
-}
-
-/// `kiln run -d ARGS`: the container.
-fn run_detached<'a>(env: &'a Env, args: &[&str]) -> Detached<'a> {
-    let mut all = vec!["run", "-d"];
-    all.extend_from_slice(args);
-    let id = env.kiln_ok(&all);
-    assert_eq!(id.len(), 64, "run -d prints the full ID: {id:?}");
-    Detached { env, id }
 }
 
 fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {

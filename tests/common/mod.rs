@@ -246,3 +246,32 @@ pub fn host_and_other_arch() -> (&'static str, &'static str) {
         other => panic!("add {other} to this test's architectures"),
     }
 }
+
+/// A detached container, removed (killed first) when the test ends, also when it fails:
+/// a monitor left running would outlive the test's store.
+pub struct Detached<'a> {
+    env: &'a Env,
+    pub id: String,
+}
+
+impl std::ops::Deref for Detached<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.kiln(&["rm", "-f", &self.id]);
+    }
+}
+
+/// `kiln run -d ARGS`: the container.
+pub fn run_detached<'a>(env: &'a Env, args: &[&str]) -> Detached<'a> {
+    let mut all = vec!["run", "-d"];
+    all.extend_from_slice(args);
+    let id = env.kiln_ok(&all);
+    assert_eq!(id.len(), 64, "run -d prints the full ID: {id:?}");
+    Detached { env, id }
+}
