@@ -85,7 +85,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb"
 )]
 pub struct RunArgs {
     #[command(flatten)]
