@@ -1,5 +1,6 @@
-//! Control groups for `kiln run`: memory, CPU and pids limits, the device allow-list, OOM
-//! detection, cleanup.
+//! Control groups for `kiln run`: memory, CPU and pids limits, Docker's finer controls
+//! (CPU weight, cpusets, memory reservation and swap, block I/O weight and device
+//! throttles), the device allow-list, OOM detection, cleanup.
 //!
 //! A container's processes are put in a cgroup of their own, `kiln-<id>`, below a `kiln`
 //! parent: on cgroup v1 one directory per controller (`<root>/memory/kiln/kiln-<id>`,
