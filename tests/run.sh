@@ -22,7 +22,8 @@ declare -A peers=(
     [zstd]=zstd                  # decompresses layers to search them
     [mmdebstrap]=mmdebstrap      # makes the Debian root filesystem of the multi-stage test
     [gcc]=gcc                    # builds the static probe program of tests/confinement.rs
-    [losetup]=mount              # a loop device the device probes must not reach
+    [losetup]=mount              # a loop device the device probes must not reach, and to throttle
+    [mkfs.ext4]=e2fsprogs        # a filesystem on that loop device for the throttle test
     [jq]=jq                      # lists the test binaries for the root-free tier
     [setpriv]=util-linux         # runs the root-free tier as nobody
 )

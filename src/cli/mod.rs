@@ -72,7 +72,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     Images(images::ImagesArgs),
     Inspect(images::InspectArgs),
     Rmi(images::RmiArgs),
@@ -277,7 +277,7 @@ pub fn main() -> i32 {
         quiet: cli.quiet,
     };
     let result = match cli.command {
-        Command::Build(a) => build::run(&globals, a),
+        Command::Build(a) => build::run(&globals, *a),
         Command::Images(a) => images::images(&globals, a),
         Command::Inspect(a) => images::inspect(&globals, a),
         Command::Rmi(a) => images::rmi(&globals, a),

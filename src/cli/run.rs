@@ -18,7 +18,9 @@ use kiln_container::log::LogOptions;
 use kiln_container::monitor::{ControlSocket, OutputLog, Supervisor};
 use kiln_container::restart::{Backoff, RestartPolicy};
 use kiln_container::start::StartConfig;
-use kiln_container::{self as container, ContainerConfig, ContainerError, Launch, Notice};
+use kiln_container::{
+    self as container, ConfineError, ContainerConfig, ContainerError, Launch, Notice,
+};
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;
@@ -89,7 +91,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb"
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -253,6 +255,19 @@ fn failure(e: ContainerError, args: &ContainerArgs) -> Failure {
         ContainerError::NoCommand => Failure::user(e).hint(Some(
             "give one after the image name: kiln run IMAGE COMMAND".into(),
         )),
+        ContainerError::Confinement(ConfineError::Limits(conflict)) => {
+            args.limits.conflict(*conflict)
+        }
+        ContainerError::Confinement(ConfineError::Device { path, problem }) => {
+            match args.limits.device_flag(path) {
+                Some(flag) => Failure::user(format!("{flag} {}: {problem}", path.display())),
+                None => Failure::user(format!(
+                    "the image's run: settings throttle {}: {problem}",
+                    path.display()
+                )),
+            }
+            .hint(hint)
+        }
         ContainerError::NameInUse(name) => {
             let hint = format!("remove it with kiln rm {name}, or pick another --name");
             Failure::user(e).hint(Some(hint))

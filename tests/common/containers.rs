@@ -12,7 +12,7 @@ use super::Env;
 /// A busybox image in the env's store, named `bb`, with root and nobody in its passwd.
 pub fn busybox_image(env: &Env) {
     let root = super::busybox_rootfs(env, "bb");
-    for dir in ["etc", "tmp", "mnt"] {
+    for dir in ["etc", "tmp", "mnt", "data"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(

@@ -209,9 +209,9 @@ pub enum StepError {
     /// The step's `user:` (or a `copy` owner) that the image does not resolve.
     #[error(transparent)]
     User(#[from] kiln_container::passwd::UserError),
-    /// The step's `capabilities:`/`privileged:` request.
+    /// The step's `capabilities:`/`privileged:`/`resources:` request.
     #[error(transparent)]
-    Confinement(#[from] kiln_runtime::CapabilityError),
+    Confinement(#[from] kiln_container::ConfineError),
     #[error(transparent)]
     Context(#[from] context::ContextError),
     #[error(transparent)]

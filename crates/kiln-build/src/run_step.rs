@@ -10,10 +10,8 @@ use std::os::fd::OwnedFd;
 
 use super::steps::{StepCx, StepDirs};
 use super::{BuildError, BuildOptions, Partial, Result, Stream};
-use kiln_container::{confinement, limits_over, passwd};
-use kiln_runtime::{
-    self as runtime, CapabilityError, Confinement, ExitStatus, NetworkMode, Process, StepSandbox,
-};
+use kiln_container::{confinement, limits_over, passwd, ConfineError};
+use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
 use kiln_spec::{Network, RunStep};
 use kiln_store::StoreError;
 
@@ -110,7 +108,7 @@ pub(super) fn run_in_sandbox(
 pub(super) fn step_confinement(
     run: &RunStep,
     opts: &BuildOptions,
-) -> Result<Confinement, CapabilityError> {
+) -> Result<Confinement, ConfineError> {
     let limits = limits_over(&run.limits, &opts.limits);
     confinement(&run.privileges, &limits, &Default::default())
 }

@@ -1,5 +1,6 @@
-//! Control groups for `kiln run`: memory, CPU and pids limits, the device allow-list, OOM
-//! detection, cleanup.
+//! Control groups for `kiln run`: memory, CPU and pids limits, Docker's finer controls
+//! (CPU weight, cpusets, memory reservation and swap, block I/O weight and device
+//! throttles), the device allow-list, OOM detection, cleanup.
 //!
 //! A container's processes are put in a cgroup of their own, `kiln-<id>`, below a `kiln`
 //! parent: on cgroup v1 one directory per controller (`<root>/memory/kiln/kiln-<id>`,
@@ -73,19 +74,127 @@ pub enum CgroupMode {
     V2,
 }
 
-/// Limits for a container. `None` means no limit, except for `pids` (see
-/// [`DEFAULT_PIDS_LIMIT`]); devices are confined to the default allow-list unless
-/// `devices` says otherwise.
+/// Limits for a container. `None` and empty mean no limit, except for `pids` (see
+/// [`DEFAULT_PIDS_LIMIT`]) and swap (none on top of `memory`); devices are confined to the
+/// default allow-list unless `devices` says otherwise.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
-    /// Memory limit in bytes; swap is not allowed on top of it.
+    /// Memory limit in bytes.
     pub memory: Option<u64>,
+    /// Soft memory limit in bytes (v1 `memory.soft_limit_in_bytes`, v2 `memory.low`).
+    pub memory_reservation: Option<u64>,
+    /// Memory plus swap; `None` allows no swap on top of `memory`.
+    pub memory_swap: Option<Swap>,
     /// CPUs' worth of time per period, e.g. 1.5.
     pub cpus: Option<f64>,
+    /// The relative CPU weight, in either scale.
+    pub cpu_weight: Option<CpuWeight>,
+    /// CPUs and memory nodes, as the kernel's list syntax (`0-1,3`).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// Block I/O weight, 10 to 1000 (v1's scale).
+    pub blkio_weight: Option<u16>,
+    /// Per-device I/O limits.
+    pub throttles: Vec<Throttle>,
     /// The most processes and threads the container may have at once.
     pub pids: Option<u64>,
     /// Which devices the container may create and open.
     pub devices: DevicePolicy,
+}
+
+/// A memory+swap limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Swap {
+    /// Memory plus swap in bytes, at least the memory limit.
+    Limit(u64),
+    Unlimited,
+}
+
+/// The CPU weight, as given: v1 shares (2–262144, default 1024) or v2 weight (1–10000,
+/// default 100). Each hierarchy gets its own scale, converted the way runc and crun do, so a
+/// value means the same under kiln as under them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CpuWeight {
+    Shares(u64),
+    Weight(u64),
+}
+
+impl CpuWeight {
+    /// v1 `cpu.shares`.
+    pub fn shares(self) -> u64 {
+        match self {
+            CpuWeight::Shares(s) => s,
+            // The inverse of the mapping below, onto 2..=262144.
+            CpuWeight::Weight(w) => 2 + (w.clamp(1, 10_000) - 1) * 262_142 / 9_999,
+        }
+    }
+
+    /// v2 `cpu.weight`: runc's `1 + ((shares - 2) * 9999) / 262142`.
+    pub fn weight(self) -> u64 {
+        match self {
+            CpuWeight::Weight(w) => w,
+            CpuWeight::Shares(s) => 1 + (s.clamp(2, 262_144) - 2) * 9_999 / 262_142,
+        }
+    }
+}
+
+/// One device's I/O limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Throttle {
+    pub kind: ThrottleKind,
+    /// The block device's numbers.
+    pub major: u32,
+    pub minor: u32,
+    /// Bytes or operations per second.
+    pub rate: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ThrottleKind {
+    ReadBps,
+    WriteBps,
+    ReadIops,
+    WriteIops,
+}
+
+impl ThrottleKind {
+    /// v1's file, `blkio.throttle.<name>_device`.
+    fn v1_file(self) -> &'static str {
+        match self {
+            ThrottleKind::ReadBps => "blkio.throttle.read_bps_device",
+            ThrottleKind::WriteBps => "blkio.throttle.write_bps_device",
+            ThrottleKind::ReadIops => "blkio.throttle.read_iops_device",
+            ThrottleKind::WriteIops => "blkio.throttle.write_iops_device",
+        }
+    }
+
+    /// v2's key in `io.max`.
+    fn v2_key(self) -> &'static str {
+        match self {
+            ThrottleKind::ReadBps => "rbps",
+            ThrottleKind::WriteBps => "wbps",
+            ThrottleKind::ReadIops => "riops",
+            ThrottleKind::WriteIops => "wiops",
+        }
+    }
+}
+
+/// Why a block I/O weight may have no file: weights belong to the I/O scheduler.
+const BLKIO_WEIGHT_WHY: &str =
+    "; weights need a disk that uses the BFQ I/O scheduler (see /sys/block/*/queue/scheduler)";
+
+/// Docker's warning, as an error: a swap limit that is not applied would be no limit.
+fn no_swap_accounting(file: &str) -> CgroupError {
+    CgroupError::Unsupported {
+        what: "a memory+swap limit",
+        missing: file.to_owned(),
+        why: "; the kernel does not account swap (Docker: \"Your kernel does not support swap limit capabilities\"); boot it with swapaccount=1",
+    }
+}
+
+/// Docker's `--blkio-weight` (10–1000) on v2's `io.weight` scale (1–10000), as runc maps it.
+fn io_weight(blkio_weight: u16) -> u64 {
+    1 + (u64::from(blkio_weight).clamp(10, 1_000) - 10) * 9_999 / 990
 }
 
 impl Resources {
@@ -115,7 +224,17 @@ impl Resources {
         if self.pids == Some(0) {
             return Err(CgroupError::ZeroPids);
         }
-        Ok(())
+        match (self.memory_swap, self.memory) {
+            (Some(Swap::Limit(swap)), Some(memory)) if swap >= memory => Ok(()),
+            (Some(Swap::Limit(_)), _) => Err(CgroupError::InvalidSwap),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a cpuset is asked for: only then does the container get a cpuset cgroup
+    /// (on v1 one that must be filled before anything joins it).
+    fn wants_cpuset(&self) -> bool {
+        self.cpuset_cpus.is_some() || self.cpuset_mems.is_some()
     }
 }
 
@@ -137,6 +256,17 @@ pub enum CgroupError {
     ZeroMemory,
     #[error("invalid limit: pids limit of 0")]
     ZeroPids,
+    #[error("invalid limit: a memory+swap limit needs a memory limit no larger than it")]
+    InvalidSwap,
+    /// A control whose interface file this kernel does not have.
+    #[error("this kernel cannot apply {what}: {missing} is not there{why}")]
+    Unsupported {
+        what: &'static str,
+        /// The interface file(s) looked for.
+        missing: String,
+        /// Why, when it is known (a boot option), with a leading separator.
+        why: &'static str,
+    },
     #[error(
         "invalid container id {0:?} for a cgroup name (letters, digits, '_', '-' and '.' only)"
     )]
@@ -209,8 +339,10 @@ impl Cgroup {
         let _creating = lock_root(root, libc::LOCK_SH)?;
         for _ in 0..3 {
             let backend = match mode {
-                CgroupMode::V2 => Backend::V2(v2::Group::create(root, id)?),
-                CgroupMode::V1 | CgroupMode::Hybrid => Backend::V1(v1::Group::create(root, id)?),
+                CgroupMode::V2 => Backend::V2(v2::Group::create(root, id, resources)?),
+                CgroupMode::V1 | CgroupMode::Hybrid => {
+                    Backend::V1(v1::Group::create(root, id, resources)?)
+                }
             };
             let anchor = backend.anchor();
             let mut cgroup = Cgroup {

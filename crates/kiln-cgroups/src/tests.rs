@@ -507,3 +507,266 @@ fn v1_co_mounted_controllers_share_one_dir() {
     cg.remove().unwrap();
     assert!(!cpu.exists());
 }
+
+#[test]
+fn weights_convert_between_v1_and_v2_as_runc_does() {
+    // runc's and crun's shares → weight mapping, and its inverse onto the shares' range.
+    assert_eq!(CpuWeight::Shares(2).weight(), 1);
+    assert_eq!(CpuWeight::Shares(1024).weight(), 39);
+    assert_eq!(CpuWeight::Shares(262_144).weight(), 10_000);
+    assert_eq!(CpuWeight::Weight(1).shares(), 2);
+    assert_eq!(CpuWeight::Weight(100).shares(), 2_597);
+    assert_eq!(CpuWeight::Weight(10_000).shares(), 262_144);
+    assert_eq!(CpuWeight::Shares(512).shares(), 512);
+    assert_eq!(CpuWeight::Weight(50).weight(), 50);
+    // runc's blkio weight → io.weight.
+    assert_eq!(io_weight(10), 1);
+    assert_eq!(io_weight(500), 4_950);
+    assert_eq!(io_weight(1_000), 10_000);
+}
+
+/// The major:minor of a block device this host has (a loop device: it exists, bound or
+/// not, and can take throttle rules).
+fn some_block_device() -> (u32, u32) {
+    let dev = read(Path::new("/sys/block/loop0/dev"));
+    let (major, minor) = dev.split_once(':').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
+}
+
+fn throttles(major: u32, minor: u32) -> Vec<Throttle> {
+    [
+        (ThrottleKind::ReadBps, 2 << 20),
+        (ThrottleKind::WriteBps, 1 << 20),
+        (ThrottleKind::ReadIops, 300),
+        (ThrottleKind::WriteIops, 200),
+    ]
+    .into_iter()
+    .map(|(kind, rate)| Throttle {
+        kind,
+        major,
+        minor,
+        rate,
+    })
+    .collect()
+}
+
+#[test]
+fn v1_finer_controls_are_written_and_a_process_can_join_the_cpuset() {
+    require_root!("cgroups");
+    let id = unique_id("v1-finer");
+    let (major, minor) = some_block_device();
+    let res = Resources {
+        memory: Some(64 << 20),
+        memory_reservation: Some(32 << 20),
+        memory_swap: Some(Swap::Limit(128 << 20)),
+        cpu_weight: Some(CpuWeight::Weight(100)),
+        cpuset_cpus: Some("0".into()),
+        throttles: throttles(major, minor),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(real_root(), &id, &res).unwrap();
+    let dir = |c: &str| real_root().join(c).join("kiln").join(format!("kiln-{id}"));
+    assert_eq!(
+        read(&dir("memory").join("memory.limit_in_bytes")),
+        "67108864"
+    );
+    assert_eq!(
+        read(&dir("memory").join("memory.soft_limit_in_bytes")),
+        "33554432"
+    );
+    assert_eq!(
+        read(&dir("memory").join("memory.memsw.limit_in_bytes")),
+        "134217728"
+    );
+    assert_eq!(read(&dir("cpu").join("cpu.shares")), "2597");
+    assert_eq!(read(&dir("cpuset").join("cpuset.cpus")), "0");
+    // Not asked for: the parent's, which kiln filled from the root.
+    assert_eq!(
+        read(&dir("cpuset").join("cpuset.mems")),
+        read(&real_root().join("cpuset/cpuset.mems"))
+    );
+    assert!(!read(&real_root().join("cpuset/kiln/cpuset.cpus")).is_empty());
+    let blkio = dir("blkio");
+    for (file, value) in [
+        ("blkio.throttle.read_bps_device", 2 << 20),
+        ("blkio.throttle.write_bps_device", 1 << 20),
+        ("blkio.throttle.read_iops_device", 300),
+        ("blkio.throttle.write_iops_device", 200),
+    ] {
+        assert_eq!(
+            read(&blkio.join(file)),
+            format!("{major}:{minor} {value}"),
+            "{file}"
+        );
+    }
+    assert!(cg.paths().contains(&dir("cpuset")));
+    let mut child = idle_process("read x");
+    cg.join(child.id() as i32).unwrap();
+    let membership = fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+    assert!(
+        membership.contains(&format!(":cpuset:/kiln/kiln-{id}\n")),
+        "{membership}"
+    );
+    cg.remove().unwrap();
+    let _ = child.wait();
+    assert!(!dir("cpuset").exists());
+}
+
+#[test]
+fn v1_without_a_cpuset_asked_for_has_no_cpuset_dir() {
+    require_root!("cgroups");
+    let id = unique_id("v1-nocpuset");
+    let cg = Cgroup::create(real_root(), &id, &Resources::default()).unwrap();
+    assert!(!cg
+        .paths()
+        .iter()
+        .any(|p| p.starts_with(real_root().join("cpuset"))));
+    cg.remove().unwrap();
+}
+
+#[test]
+fn v1_controls_this_kernel_lacks_are_errors_that_leave_nothing() {
+    require_root!("cgroups");
+    // This host's disks use no scheduler with weights (no BFQ), so no blkio weight file.
+    let id = unique_id("v1-blkio-weight");
+    let res = Resources {
+        blkio_weight: Some(500),
+        ..Resources::default()
+    };
+    let err = Cgroup::create(real_root(), &id, &res).unwrap_err();
+    assert!(matches!(err, CgroupError::Unsupported { .. }), "{err}");
+    assert!(
+        err.to_string().contains("blkio.weight or blkio.bfq.weight"),
+        "{err}"
+    );
+    assert!(!real_root()
+        .join("memory/kiln")
+        .join(format!("kiln-{id}"))
+        .exists());
+    // In an imitation without swap accounting, a swap limit is refused, unlimited swap
+    // needs nothing.
+    let root = fake_v1_root(&["memory", "cpu", "pids", "devices"]);
+    let swap = |swap| Resources {
+        memory: Some(64 << 20),
+        memory_swap: Some(swap),
+        devices: DevicePolicy::All,
+        ..Resources::default()
+    };
+    let err = Cgroup::create(root.path(), "swap", &swap(Swap::Limit(128 << 20))).unwrap_err();
+    assert!(err.to_string().contains("swap limit capabilities"), "{err}");
+    assert!(!root.path().join("memory/kiln/kiln-swap").exists());
+    Cgroup::create(root.path(), "swap", &swap(Swap::Unlimited))
+        .unwrap()
+        .remove()
+        .unwrap();
+    // A swap limit below the memory limit is nonsense whoever asks.
+    let below = Resources {
+        memory: Some(64 << 20),
+        memory_swap: Some(Swap::Limit(32 << 20)),
+        ..Resources::default()
+    };
+    assert!(matches!(
+        Cgroup::create(root.path(), "below", &below),
+        Err(CgroupError::InvalidSwap)
+    ));
+}
+
+#[test]
+fn v1_imitation_fills_an_empty_cpuset_parent_from_the_root() {
+    let root = fake_v1_root(&["memory", "cpu", "pids", "devices", "cpuset"]);
+    fs::write(root.path().join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
+    fs::write(root.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
+    let res = Resources {
+        cpuset_mems: Some("0".into()),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(root.path(), "set", &res).unwrap();
+    assert_eq!(read(&root.path().join("cpuset/kiln/cpuset.cpus")), "0-3");
+    assert_eq!(read(&root.path().join("cpuset/kiln/cpuset.mems")), "0");
+    let dir = root.path().join("cpuset/kiln/kiln-set");
+    assert_eq!(read(&dir.join("cpuset.cpus")), "0-3");
+    assert_eq!(read(&dir.join("cpuset.mems")), "0");
+    cg.remove().unwrap();
+}
+
+#[test]
+fn v2_imitation_gets_the_finer_controls_on_v2_scales() {
+    let root = fake_v2_root();
+    // What this imitated kernel offers: swap accounting and BFQ's weight, shown by kiln/.
+    fs::create_dir(root.path().join("kiln")).unwrap();
+    for file in ["memory.swap.max", "io.bfq.weight", "io.weight"] {
+        fs::write(root.path().join("kiln").join(file), "").unwrap();
+    }
+    let res = Resources {
+        memory: Some(64 << 20),
+        memory_reservation: Some(32 << 20),
+        memory_swap: Some(Swap::Limit(96 << 20)),
+        cpu_weight: Some(CpuWeight::Shares(1024)),
+        cpuset_cpus: Some("0-1".into()),
+        cpuset_mems: Some("0".into()),
+        blkio_weight: Some(300),
+        throttles: throttles(8, 0),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(root.path(), "finer", &res).unwrap();
+    let dir = root.path().join("kiln/kiln-finer");
+    assert_eq!(
+        read(&root.path().join("kiln/cgroup.subtree_control")),
+        "+memory +cpu +pids +io +cpuset"
+    );
+    assert_eq!(read(&dir.join("memory.max")), "67108864");
+    // memory.swap.max is swap alone: 96 MiB of memory+swap over 64 MiB of memory.
+    assert_eq!(read(&dir.join("memory.swap.max")), "33554432");
+    assert_eq!(read(&dir.join("memory.low")), "33554432");
+    assert_eq!(read(&dir.join("cpu.weight")), "39");
+    assert_eq!(read(&dir.join("cpuset.cpus")), "0-1");
+    assert_eq!(read(&dir.join("cpuset.mems")), "0");
+    // BFQ's weight has Docker's scale.
+    assert_eq!(read(&dir.join("io.bfq.weight")), "300");
+    assert!(!dir.join("io.weight").exists());
+    assert_eq!(
+        fs::read_to_string(dir.join("io.max")).unwrap(),
+        "8:0 rbps=2097152\n8:0 wbps=1048576\n8:0 riops=300\n8:0 wiops=200\n"
+    );
+    cg.remove().unwrap();
+
+    // Without BFQ, io.weight on its own scale; unlimited swap is "max"; weight as given.
+    fs::remove_file(root.path().join("kiln/io.bfq.weight")).unwrap();
+    let res = Resources {
+        memory: Some(64 << 20),
+        memory_swap: Some(Swap::Unlimited),
+        cpu_weight: Some(CpuWeight::Weight(50)),
+        blkio_weight: Some(500),
+        ..Resources::default()
+    };
+    let cg = Cgroup::create(root.path(), "generic", &res).unwrap();
+    let dir = root.path().join("kiln/kiln-generic");
+    assert_eq!(read(&dir.join("io.weight")), "default 4950");
+    assert_eq!(read(&dir.join("memory.swap.max")), "max");
+    assert_eq!(read(&dir.join("cpu.weight")), "50");
+    assert!(!dir.join("cpuset.cpus").exists(), "no cpuset asked for");
+    cg.remove().unwrap();
+
+    // No swap accounting, no weight file: a swap limit or a weight cannot be applied.
+    for file in ["memory.swap.max", "io.weight"] {
+        fs::remove_file(root.path().join("kiln").join(file)).unwrap();
+    }
+    let swap = Resources {
+        memory: Some(64 << 20),
+        memory_swap: Some(Swap::Limit(128 << 20)),
+        ..Resources::default()
+    };
+    let err = Cgroup::create(root.path(), "swap", &swap).unwrap_err();
+    assert!(err.to_string().contains("memory.swap.max"), "{err}");
+    let weight = Resources {
+        blkio_weight: Some(500),
+        ..Resources::default()
+    };
+    let err = Cgroup::create(root.path(), "weight", &weight).unwrap_err();
+    assert!(
+        err.to_string().contains("io.bfq.weight or io.weight"),
+        "{err}"
+    );
+    assert!(!root.path().join("kiln/kiln-swap").exists());
+    assert!(!root.path().join("kiln/kiln-weight").exists());
+}

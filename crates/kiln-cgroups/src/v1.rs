@@ -1,5 +1,11 @@
 //! cgroup v1: one hierarchy per controller, so one `kiln/kiln-<id>` dir in each of the
-//! `memory`, `cpu`, `pids` and `devices` hierarchies that the host has mounted.
+//! `memory`, `cpu`, `pids`, `devices`, `cpuacct` and `blkio` hierarchies that the host has
+//! mounted, and in `cpuset` when the container asks for a cpuset.
+//!
+//! A v1 cpuset cgroup starts with no CPUs and no memory nodes, and the kernel refuses a
+//! process into it until both are set; so `kiln/` in the cpuset hierarchy is filled from
+//! the hierarchy's root when it is empty, and a container's dir gets the asked-for lists
+//! or `kiln/`'s, before anything joins it.
 //!
 //! The `devices` controller takes the allow-list as "deny all" (`a` to `devices.deny`)
 //! followed by one `devices.allow` write per rule; the kernel only accepts exceptions that
@@ -10,15 +16,18 @@ use std::path::{Path, PathBuf};
 
 use super::devices::DevicePolicy;
 use super::{
-    cgroup_name, ensure_dir, keyed_value, kiln_children, read_file, remove_dirs, write_file,
-    write_lines, CgroupError, Resources, CGROUP_PARENT, CPU_PERIOD_US,
+    cgroup_name, ensure_dir, keyed_value, kiln_children, no_swap_accounting, read_file,
+    remove_dirs, write_file, write_lines, CgroupError, Resources, Swap, BLKIO_WEIGHT_WHY,
+    CGROUP_PARENT, CPU_PERIOD_US,
 };
 
 /// The controllers kiln uses, in a fixed order: the first present one holds the lock.
 /// (Later additions go last, so that the lock stays where kilns before them put it.)
-/// `cpuacct` and `blkio` set no limit: they account the container's CPU time and block
-/// I/O on their own (`kiln stats`).
-const CONTROLLERS: [&str; 6] = ["memory", "cpu", "pids", "devices", "cpuacct", "blkio"];
+/// `cpuacct` and `blkio` account the container's CPU time and block I/O (`kiln stats`)
+/// even without a limit. `cpuset` is used only by containers that ask for one.
+const CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "pids", "devices", "cpuacct", "blkio", "cpuset",
+];
 
 /// Controllers mounted under `root`: (name, hierarchy root).
 pub(super) fn available_controllers(root: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -39,7 +48,7 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub(super) fn create(root: &Path, id: &str) -> Result<Group, CgroupError> {
+    pub(super) fn create(root: &Path, id: &str, res: &Resources) -> Result<Group, CgroupError> {
         let mut group = Group {
             root: root.to_path_buf(),
             dirs: Vec::new(),
@@ -47,19 +56,27 @@ impl Group {
         };
         let mut hierarchies: Vec<PathBuf> = Vec::new();
         for (controller, hierarchy) in available_controllers(root) {
+            if controller == "cpuset" && !res.wants_cpuset() {
+                continue;
+            }
             let parent = hierarchy.join(CGROUP_PARENT);
             let dir = parent.join(cgroup_name(id));
             // Co-mounted controllers (`cpu,cpuacct`, linked as `cpu` and `cpuacct`) share
             // one hierarchy, hence one dir.
-            let real = fs::canonicalize(&hierarchy).unwrap_or(hierarchy);
+            let real = fs::canonicalize(&hierarchy).unwrap_or_else(|_| hierarchy.clone());
             if hierarchies.contains(&real) {
                 group.aliases.push((controller, dir));
                 continue;
             }
             hierarchies.push(real);
-            let created = ensure_dir(&parent).and_then(|()| {
-                fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))
-            });
+            let created = ensure_dir(&parent)
+                .and_then(|()| match controller {
+                    "cpuset" => fill_cpuset(&hierarchy, &parent),
+                    _ => Ok(()),
+                })
+                .and_then(|()| {
+                    fs::create_dir(&dir).map_err(CgroupError::io("create cgroup", &dir))
+                });
             if let Err(e) = created {
                 let _ = remove_dirs(&group.dirs());
                 return Err(e);
@@ -87,28 +104,98 @@ impl Group {
     }
 
     pub(super) fn apply(&self, res: &Resources) -> Result<(), CgroupError> {
-        if let Some(bytes) = res.memory {
-            let dir = self.dir("memory", "a memory limit")?;
-            write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-            // memory+swap equal to memory: no swap on top of the limit (memsw exists only
-            // when the kernel accounts swap).
-            let memsw = dir.join("memory.memsw.limit_in_bytes");
-            if memsw.is_file() {
-                write_file(&memsw, &bytes.to_string())?;
-            }
-        }
-        if let Some(quota) = res.cpu_quota()? {
-            let dir = self.dir("cpu", "a CPU limit")?;
-            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-        }
+        self.apply_memory(res)?;
+        self.apply_cpu(res)?;
         match self.dir("pids", "a pids limit") {
             Ok(dir) => write_file(&dir.join("pids.max"), &res.pids_limit().to_string())?,
             // The default limit is a safety net, not something the user asked for.
             Err(_) if res.pids.is_none() => {}
             Err(e) => return Err(e),
         }
+        self.apply_blkio(res)?;
         self.apply_devices(res.devices)
+    }
+
+    fn apply_memory(&self, res: &Resources) -> Result<(), CgroupError> {
+        if let Some(bytes) = res.memory {
+            let dir = self.dir("memory", "a memory limit")?;
+            write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            // memsw is memory+swap, and exists only when the kernel accounts swap. Written
+            // after the memory limit, which it may never be below.
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            match res.memory_swap {
+                // No swap on top of the limit: memory+swap equal to memory.
+                None if memsw.is_file() => write_file(&memsw, &bytes.to_string())?,
+                None => {}
+                Some(Swap::Limit(total)) if memsw.is_file() => {
+                    write_file(&memsw, &total.to_string())?
+                }
+                Some(Swap::Limit(_)) => {
+                    return Err(no_swap_accounting("memory.memsw.limit_in_bytes"))
+                }
+                Some(Swap::Unlimited) if memsw.is_file() => write_file(&memsw, "-1")?,
+                // Without swap accounting, swap is unlimited anyway.
+                Some(Swap::Unlimited) => {}
+            }
+        }
+        if let Some(bytes) = res.memory_reservation {
+            let dir = self.dir("memory", "a memory reservation")?;
+            write_file(&dir.join("memory.soft_limit_in_bytes"), &bytes.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply_cpu(&self, res: &Resources) -> Result<(), CgroupError> {
+        if let Some(quota) = res.cpu_quota()? {
+            let dir = self.dir("cpu", "a CPU limit")?;
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        if let Some(weight) = res.cpu_weight {
+            let dir = self.dir("cpu", "CPU shares")?;
+            write_file(&dir.join("cpu.shares"), &weight.shares().to_string())?;
+        }
+        if res.wants_cpuset() {
+            let dir = self.dir("cpuset", "a cpuset")?;
+            let parent = dir.parent().unwrap_or(dir);
+            for (file, wanted) in [
+                ("cpuset.cpus", &res.cpuset_cpus),
+                ("cpuset.mems", &res.cpuset_mems),
+            ] {
+                let value = match wanted {
+                    Some(list) => list.clone(),
+                    None => read_file(&parent.join(file))?.trim().to_owned(),
+                };
+                write_file(&dir.join(file), &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_blkio(&self, res: &Resources) -> Result<(), CgroupError> {
+        if let Some(weight) = res.blkio_weight {
+            let dir = self.dir("blkio", "a block I/O weight")?;
+            // CFQ's file (kernels before 5.0), else BFQ's; neither when no disk of the
+            // host uses an I/O scheduler with weights.
+            let file = ["blkio.weight", "blkio.bfq.weight"]
+                .into_iter()
+                .map(|f| dir.join(f))
+                .find(|f| f.is_file())
+                .ok_or(CgroupError::Unsupported {
+                    what: "a block I/O weight",
+                    missing: "blkio.weight or blkio.bfq.weight".into(),
+                    why: BLKIO_WEIGHT_WHY,
+                })?;
+            write_file(&file, &weight.to_string())?;
+        }
+        if !res.throttles.is_empty() {
+            let dir = self.dir("blkio", "a device I/O limit")?;
+            for t in &res.throttles {
+                let line = format!("{}:{} {}", t.major, t.minor, t.rate);
+                write_lines(&dir.join(t.kind.v1_file()), &[line])?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the inherited "allow all" with the policy's rules. Without the controller
@@ -136,6 +223,29 @@ impl Group {
         let failcnt = read_file(&dir.join("memory.failcnt"))?;
         Ok(failcnt.trim().parse::<u64>().is_ok_and(|n| n > 0))
     }
+}
+
+/// Fills `kiln/`'s empty `cpuset.cpus` and `cpuset.mems` from the hierarchy's root, which
+/// has everything: a v1 cpuset cgroup takes no process (nor a child's lists) until both
+/// are set. Kilns doing this at once write the same values.
+fn fill_cpuset(hierarchy: &Path, parent: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let current = match read_file(&parent.join(file)) {
+            Ok(text) => text,
+            // A test imitation's new dir has no interface files.
+            Err(CgroupError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
+        if current.trim().is_empty() {
+            let all = read_file(&hierarchy.join(file))?;
+            write_file(&parent.join(file), all.trim())?;
+        }
+    }
+    Ok(())
 }
 
 /// Every `kiln-<id>` cgroup under `root`: (id, its dirs, the lock-holding one first).

@@ -1,5 +1,11 @@
 //! cgroup v2: one `kiln/kiln-<id>` dir in the unified hierarchy, with the controllers it
-//! needs enabled in the `subtree_control` of the root and of `kiln/`.
+//! needs enabled in the `subtree_control` of the root and of `kiln/` (`cpuset` only for a
+//! container that asks for one, as on v1).
+//!
+//! v2 has its own scales and files for Docker's v1-shaped controls, mapped as runc maps
+//! them: CPU shares become `cpu.weight`, a memory+swap limit becomes `memory.swap.max`
+//! (swap alone), the reservation `memory.low`, the block I/O weight `io.bfq.weight` (same
+//! scale) or `io.weight` (converted), and device throttles `io.max`.
 //!
 //! The device allow-list is an eBPF program attached to the dir ([`super::bpf`]). A
 //! program can only be attached to a real cgroup2 directory, so on a test imitation of
@@ -15,8 +21,9 @@ use std::path::{Path, PathBuf};
 use super::bpf::attach_device_filter;
 use super::devices::DevicePolicy;
 use super::{
-    cgroup_name, ensure_dir, keyed_value, kiln_children, read_file, write_file, CgroupError,
-    Resources, CGROUP_PARENT, CPU_PERIOD_US,
+    cgroup_name, ensure_dir, io_weight, keyed_value, kiln_children, no_swap_accounting, read_file,
+    write_file, write_lines, CgroupError, Resources, Swap, BLKIO_WEIGHT_WHY, CGROUP_PARENT,
+    CPU_PERIOD_US,
 };
 
 /// How a v2 group's devices are confined.
@@ -45,10 +52,12 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub(super) fn create(root: &Path, id: &str) -> Result<Group, CgroupError> {
+    pub(super) fn create(root: &Path, id: &str, res: &Resources) -> Result<Group, CgroupError> {
         let offered = read_file(&root.join("cgroup.controllers"))?;
+        let cpuset = res.wants_cpuset().then_some("cpuset");
         let controllers: Vec<&'static str> = CONTROLLERS
             .into_iter()
+            .chain(cpuset)
             .filter(|c| offered.split_whitespace().any(|o| o == *c))
             .collect();
         let parent = root.join(CGROUP_PARENT);
@@ -69,6 +78,15 @@ impl Group {
         vec![self.dir.clone()]
     }
 
+    /// Whether the kernel gives the group interface file `file`, which depends on the
+    /// kernel (swap accounting, the BFQ scheduler) and not only on the controller. Asked of
+    /// `kiln/`: it is a non-root cgroup with the group's controllers (the root enables them
+    /// for it), so it shows the same files, and a test imitation can lay them out there
+    /// before the group exists.
+    fn offers(&self, file: &str) -> bool {
+        self.dir.parent().is_some_and(|p| p.join(file).is_file())
+    }
+
     fn require(&self, controller: &'static str, what: &'static str) -> Result<(), CgroupError> {
         if self.controllers.contains(&controller) {
             Ok(())
@@ -82,15 +100,46 @@ impl Group {
     }
 
     pub(super) fn apply(&mut self, res: &Resources) -> Result<(), CgroupError> {
+        self.apply_memory(res)?;
+        self.apply_cpu(res)?;
+        match self.require("pids", "a pids limit") {
+            Ok(()) => write_file(&self.dir.join("pids.max"), &res.pids_limit().to_string())?,
+            Err(_) if res.pids.is_none() => {}
+            Err(e) => return Err(e),
+        }
+        self.apply_io(res)?;
+        self.devices = self.apply_devices(res.devices)?;
+        Ok(())
+    }
+
+    fn apply_memory(&self, res: &Resources) -> Result<(), CgroupError> {
         if let Some(bytes) = res.memory {
             self.require("memory", "a memory limit")?;
             write_file(&self.dir.join("memory.max"), &bytes.to_string())?;
-            // No swap on top of the limit (the file exists only when swap is accounted).
-            let swap = self.dir.join("memory.swap.max");
-            if swap.is_file() {
-                write_file(&swap, "0")?;
+            // Swap alone, unlike v1's memory+swap; the file exists only when swap is
+            // accounted.
+            let file = self.dir.join("memory.swap.max");
+            let accounted = self.offers("memory.swap.max");
+            let swap = match res.memory_swap {
+                // No swap on top of the limit.
+                None => "0".to_owned(),
+                Some(Swap::Limit(total)) => total.saturating_sub(bytes).to_string(),
+                Some(Swap::Unlimited) => "max".to_owned(),
+            };
+            if accounted {
+                write_file(&file, &swap)?;
+            } else if matches!(res.memory_swap, Some(Swap::Limit(_))) {
+                return Err(no_swap_accounting("memory.swap.max"));
             }
         }
+        if let Some(bytes) = res.memory_reservation {
+            self.require("memory", "a memory reservation")?;
+            write_file(&self.dir.join("memory.low"), &bytes.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply_cpu(&self, res: &Resources) -> Result<(), CgroupError> {
         if let Some(quota) = res.cpu_quota()? {
             self.require("cpu", "a CPU limit")?;
             write_file(
@@ -98,12 +147,50 @@ impl Group {
                 &format!("{quota} {CPU_PERIOD_US}"),
             )?;
         }
-        match self.require("pids", "a pids limit") {
-            Ok(()) => write_file(&self.dir.join("pids.max"), &res.pids_limit().to_string())?,
-            Err(_) if res.pids.is_none() => {}
-            Err(e) => return Err(e),
+        if let Some(weight) = res.cpu_weight {
+            self.require("cpu", "a CPU weight")?;
+            write_file(&self.dir.join("cpu.weight"), &weight.weight().to_string())?;
         }
-        self.devices = self.apply_devices(res.devices)?;
+        for (file, wanted) in [
+            ("cpuset.cpus", &res.cpuset_cpus),
+            ("cpuset.mems", &res.cpuset_mems),
+        ] {
+            // Unlike v1, an empty v2 cpuset means "the parent's".
+            if let Some(list) = wanted {
+                self.require("cpuset", "a cpuset")?;
+                write_file(&self.dir.join(file), list)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_io(&self, res: &Resources) -> Result<(), CgroupError> {
+        if let Some(weight) = res.blkio_weight {
+            self.require("io", "a block I/O weight")?;
+            // BFQ's weight has Docker's scale; the generic io.weight is 1-10000.
+            if self.offers("io.bfq.weight") {
+                write_file(&self.dir.join("io.bfq.weight"), &weight.to_string())?;
+            } else if self.offers("io.weight") {
+                let value = format!("default {}", io_weight(weight));
+                write_file(&self.dir.join("io.weight"), &value)?;
+            } else {
+                return Err(CgroupError::Unsupported {
+                    what: "a block I/O weight",
+                    missing: "io.bfq.weight or io.weight".into(),
+                    why: BLKIO_WEIGHT_WHY,
+                });
+            }
+        }
+        if !res.throttles.is_empty() {
+            self.require("io", "a device I/O limit")?;
+            // One entry per write; keys not written keep their value.
+            let lines: Vec<String> = res
+                .throttles
+                .iter()
+                .map(|t| format!("{}:{} {}={}", t.major, t.minor, t.kind.v2_key(), t.rate))
+                .collect();
+            write_lines(&self.dir.join("io.max"), &lines)?;
+        }
         Ok(())
     }
 

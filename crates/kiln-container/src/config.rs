@@ -282,12 +282,7 @@ fn merged_confinement(
         cap_add: names(&defaults.cap_add, &settings.cap_add)?,
         cap_drop: names(&defaults.cap_drop, &settings.cap_drop)?,
     };
-    let image_limits = Limits {
-        memory: defaults.memory,
-        cpus: defaults.cpus,
-        pids: defaults.pids,
-    };
-    let limits = limits_over(&settings.limits, &image_limits);
+    let limits = limits_over(&settings.limits, &defaults.limits);
     let options = security_options(&settings.security_options)?;
     let confinement = confinement(&privileges, &limits, &options)?;
     let skipped = check_seccomp_profile(&confinement)?;
@@ -393,7 +388,10 @@ mod tests {
                 target: "/srv".into(),
                 readonly: true,
             }],
-            memory: Some(64 << 20),
+            limits: Limits {
+                memory: Some(64 << 20),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (grants, narrowed) = split_grants(&defaults);
@@ -411,7 +409,7 @@ mod tests {
         assert_eq!(narrowed.network, None);
         // What restricts stays.
         assert_eq!(narrowed.cap_drop, ["ALL"]);
-        assert_eq!(narrowed.memory, Some(64 << 20));
+        assert_eq!(narrowed.limits.memory, Some(64 << 20));
     }
 
     #[test]

@@ -5,11 +5,46 @@
 //! go through [`confinement`]; `kiln run` first merges the image's `run:` defaults with its
 //! flags into the same [`Privileges`] and [`Limits`], then calls it too. Both live here,
 //! below the build engine, so running an image does not depend on building one.
+//!
+//! Limits are checked as a whole here (Docker's cross rules, on what the container really
+//! gets after merging), and throttled devices are looked up on this machine: a spec or an
+//! image names a path, the kernel wants the device's numbers.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
 
 use kiln_runtime::{
-    CapabilityError, CapabilitySet, Confinement, DevicePolicy, Resources, SeccompPolicy,
+    CapabilityError, CapabilitySet, Confinement, CpuWeight, DevicePolicy, Resources, SeccompPolicy,
+    Swap, Throttle, ThrottleKind,
 };
-use kiln_spec::{Limits, Privileges};
+use kiln_spec::values::{check_limits, LimitConflict};
+use kiln_spec::{self as spec, DeviceThrottle, Limits, MemorySwap, Privileges};
+
+/// Why a step's or container's confinement cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error(transparent)]
+    Capabilities(#[from] CapabilityError),
+    /// Limits that contradict each other once merged (named by their spec keys).
+    #[error(transparent)]
+    Limits(#[from] LimitConflict),
+    /// A throttled device that is not a block device of this machine.
+    #[error("device {}: {problem}", path.display())]
+    Device {
+        path: PathBuf,
+        problem: DeviceProblem,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceProblem {
+    #[error("no such device")]
+    Missing,
+    #[error("not a block device")]
+    NotBlock,
+    #[error("{0}")]
+    Unreadable(std::io::Error),
+}
 
 /// `--security-opt` settings that are not capabilities.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,13 +63,8 @@ pub fn confinement(
     privileges: &Privileges,
     limits: &Limits,
     options: &SecurityOptions,
-) -> Result<Confinement, CapabilityError> {
-    let resources = Resources {
-        memory: limits.memory,
-        cpus: limits.cpus,
-        pids: limits.pids,
-        devices: DevicePolicy::Default,
-    };
+) -> Result<Confinement, ConfineError> {
+    let resources = resources(limits)?;
     let mut confinement = match privileges.privileged {
         true => Confinement::privileged(resources),
         false => Confinement {
@@ -55,13 +85,91 @@ pub fn confinement(
     Ok(confinement)
 }
 
+/// The cgroup resources `limits` describe, checked as a whole, devices looked up.
+fn resources(limits: &Limits) -> Result<Resources, ConfineError> {
+    check_limits(limits)?;
+    Ok(Resources {
+        memory: limits.memory,
+        memory_reservation: limits.memory_reservation,
+        memory_swap: limits.memory_swap.map(|swap| match swap {
+            MemorySwap::Limit(bytes) => Swap::Limit(bytes),
+            MemorySwap::Unlimited => Swap::Unlimited,
+        }),
+        cpus: limits.cpus,
+        cpu_weight: limits.cpu_weight.map(|weight| match weight {
+            spec::CpuWeight::Shares(n) => CpuWeight::Shares(n),
+            spec::CpuWeight::Weight(n) => CpuWeight::Weight(n),
+        }),
+        cpuset_cpus: limits.cpuset_cpus.clone(),
+        cpuset_mems: limits.cpuset_mems.clone(),
+        blkio_weight: limits.blkio_weight,
+        throttles: throttles(&limits.device_throttles)?,
+        pids: limits.pids,
+        devices: DevicePolicy::Default,
+    })
+}
+
+/// The throttles with their devices' numbers; of several for one device and kind, the
+/// last (a flag's over the image's `run:`).
+fn throttles(given: &[DeviceThrottle]) -> Result<Vec<Throttle>, ConfineError> {
+    let mut out: Vec<Throttle> = Vec::new();
+    for t in given {
+        let (major, minor) = block_device(&t.path)?;
+        let kind = match t.kind {
+            spec::ThrottleKind::DeviceReadBps => ThrottleKind::ReadBps,
+            spec::ThrottleKind::DeviceWriteBps => ThrottleKind::WriteBps,
+            spec::ThrottleKind::DeviceReadIops => ThrottleKind::ReadIops,
+            spec::ThrottleKind::DeviceWriteIops => ThrottleKind::WriteIops,
+        };
+        out.retain(|o| (o.kind, o.major, o.minor) != (kind, major, minor));
+        out.push(Throttle {
+            kind,
+            major,
+            minor,
+            rate: t.rate,
+        });
+    }
+    Ok(out)
+}
+
+/// A host block device's major and minor numbers (symlinks followed, as `/dev/disk/by-id/`
+/// paths are links).
+fn block_device(path: &std::path::Path) -> Result<(u32, u32), ConfineError> {
+    let problem = |problem| ConfineError::Device {
+        path: path.to_owned(),
+        problem,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => problem(DeviceProblem::Missing),
+        _ => problem(DeviceProblem::Unreadable(e)),
+    })?;
+    if !meta.file_type().is_block_device() {
+        return Err(problem(DeviceProblem::NotBlock));
+    }
+    let rdev = meta.rdev();
+    Ok((libc::major(rdev), libc::minor(rdev)))
+}
+
 /// `limits` with `fallback`'s values where `limits` has none (a step's `resources:` over
-/// `kiln build --memory`, `kiln run --memory` over the image's `run:`).
+/// `kiln build --memory`, `kiln run --memory` over the image's `run:`). Device throttles
+/// add up, `limits`' after `fallback`'s, so that for one device and kind `limits`' wins.
 pub fn limits_over(limits: &Limits, fallback: &Limits) -> Limits {
     Limits {
         memory: limits.memory.or(fallback.memory),
         cpus: limits.cpus.or(fallback.cpus),
         pids: limits.pids.or(fallback.pids),
+        memory_reservation: limits.memory_reservation.or(fallback.memory_reservation),
+        memory_swap: limits.memory_swap.or(fallback.memory_swap),
+        cpu_weight: limits.cpu_weight.or(fallback.cpu_weight),
+        cpuset_cpus: limits.cpuset_cpus.clone().or(fallback.cpuset_cpus.clone()),
+        cpuset_mems: limits.cpuset_mems.clone().or(fallback.cpuset_mems.clone()),
+        blkio_weight: limits.blkio_weight.or(fallback.blkio_weight),
+        device_throttles: fallback
+            .device_throttles
+            .iter()
+            .chain(&limits.device_throttles)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -112,7 +220,7 @@ mod tests {
         let flags = Limits {
             memory: Some(2),
             pids: Some(3),
-            cpus: None,
+            ..Default::default()
         };
         let merged = limits_over(&step, &flags);
         assert_eq!((merged.memory, merged.pids), (Some(1), Some(3)));

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use kiln_image::ImageError;
 use kiln_layer::LayerError;
 use kiln_runtime::seccomp::SeccompError;
-use kiln_runtime::{CapabilityError, RuntimeError};
+use kiln_runtime::RuntimeError;
 use kiln_spec::values::ValueError;
 use kiln_store::StoreError;
 
+use super::confine::{ConfineError, DeviceProblem};
 use super::passwd::UserError;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +44,9 @@ pub enum ContainerError {
     Value(#[from] ValueError),
     #[error("no command: the image has no entrypoint or cmd")]
     NoCommand,
+    /// Capabilities, limits or throttled devices that cannot make a confinement.
     #[error(transparent)]
-    Capabilities(#[from] CapabilityError),
+    Confinement(#[from] ConfineError),
     #[error("unsupported security option {0:?}")]
     SecurityOption(String),
     #[error("seccomp profile {}: {source}", path.display())]
@@ -150,6 +152,15 @@ impl ContainerError {
                 Some("users and groups come from the image's /etc/passwd and /etc/group".into())
             }
             ContainerError::BundleNotEmpty(_) => Some("give a new or empty directory".into()),
+            ContainerError::Confinement(ConfineError::Limits(conflict)) => {
+                Some(conflict.describe(str::to_owned).1)
+            }
+            ContainerError::Confinement(ConfineError::Device { problem, .. }) => match problem {
+                DeviceProblem::Unreadable(_) => None,
+                _ => Some(
+                    "name a block device of this machine, e.g. /dev/sda (lsblk lists them)".into(),
+                ),
+            },
             ContainerError::NoExecContext(_) => {
                 Some("stop it and start a new container from its image".into())
             }

@@ -47,7 +47,7 @@ mod trim;
 
 pub use bundle::write_bundle;
 pub use config::{ContainerConfig, HealthSettings, Notice, RunSettings};
-pub use confine::{confinement, limits_over, SecurityOptions};
+pub use confine::{confinement, limits_over, ConfineError, DeviceProblem, SecurityOptions};
 pub use container::{create, record_exit, record_restarting, record_start, Launch};
 pub use error::{ContainerError, Result};
 pub use layer_dirs::ensure_layer_dirs;

@@ -292,7 +292,15 @@ mod tests {
             .annotations()
             .is_none());
         let run = kiln_spec::RunDefaults {
-            memory: Some(64 << 20),
+            limits: kiln_spec::Limits {
+                memory: Some(64 << 20),
+                device_throttles: vec![kiln_spec::DeviceThrottle {
+                    kind: kiln_spec::ThrottleKind::DeviceWriteBps,
+                    path: "/dev/sda".into(),
+                    rate: 1 << 20,
+                }],
+                ..Default::default()
+            },
             cap_drop: vec!["ALL".into()],
             network: Some(kiln_spec::Network::None),
             ..Default::default()

@@ -64,7 +64,7 @@ mod step_mounts_tests;
 mod tests;
 
 pub use capabilities::{CapabilityError, CapabilitySet};
-pub use cgroups::{CgroupError, DevicePolicy, Resources};
+pub use cgroups::{CgroupError, CpuWeight, DevicePolicy, Resources, Swap, Throttle, ThrottleKind};
 pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
     run_container, start_container, BindMount, ContainerExit, ContainerSpec, ExitStatus,

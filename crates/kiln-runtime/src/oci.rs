@@ -11,7 +11,10 @@
 use serde_json::{json, Value};
 
 use super::capabilities::CapabilitySet;
-use super::cgroups::{self, CgroupMode, DevicePolicy, CPU_PERIOD_US, DEFAULT_CGROUP_ROOT};
+use super::cgroups::{
+    self, CgroupMode, DevicePolicy, Resources, Swap, ThrottleKind, CPU_PERIOD_US,
+    DEFAULT_CGROUP_ROOT,
+};
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::container_mounts::{MASKED_PATHS, READONLY_PATHS};
@@ -105,20 +108,77 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
         .collect()
 }
 
+/// `linux.resources`: the same limits in the OCI spec's v1-shaped words, which runc maps
+/// onto v2 the way kiln does (shares → weight, memory+swap → swap alone, blkio → io).
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let res = &spec.confinement.resources;
     let mut out = json!({
         "devices": devices(res.devices),
         "pids": {"limit": res.pids_limit()},
     });
-    if let Some(bytes) = res.memory {
-        // `swap` is memory plus swap: equal to the limit means no swap, as kiln does.
-        out["memory"] = json!({"limit": bytes, "swap": bytes});
+    if let Some(memory) = memory(res) {
+        out["memory"] = memory;
     }
+    let mut cpu = serde_json::Map::new();
     if let Some(quota) = res.cpu_quota()? {
-        out["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
+        cpu.insert("quota".into(), quota.into());
+        cpu.insert("period".into(), CPU_PERIOD_US.into());
+    }
+    if let Some(weight) = res.cpu_weight {
+        cpu.insert("shares".into(), weight.shares().into());
+    }
+    if let Some(cpus) = &res.cpuset_cpus {
+        cpu.insert("cpus".into(), cpus.clone().into());
+    }
+    if let Some(mems) = &res.cpuset_mems {
+        cpu.insert("mems".into(), mems.clone().into());
+    }
+    if !cpu.is_empty() {
+        out["cpu"] = cpu.into();
+    }
+    if res.blkio_weight.is_some() || !res.throttles.is_empty() {
+        out["blockIO"] = block_io(res);
     }
     Ok(out)
+}
+
+fn memory(res: &Resources) -> Option<Value> {
+    let mut memory = serde_json::Map::new();
+    if let Some(bytes) = res.memory {
+        // `swap` is memory plus swap: equal to the limit means no swap, kiln's default.
+        let swap: i64 = match res.memory_swap {
+            None => bytes as i64,
+            Some(Swap::Limit(total)) => total as i64,
+            Some(Swap::Unlimited) => -1,
+        };
+        memory.insert("limit".into(), bytes.into());
+        memory.insert("swap".into(), swap.into());
+    }
+    if let Some(bytes) = res.memory_reservation {
+        memory.insert("reservation".into(), bytes.into());
+    }
+    (!memory.is_empty()).then(|| memory.into())
+}
+
+fn block_io(res: &Resources) -> Value {
+    let mut out = json!({});
+    if let Some(weight) = res.blkio_weight {
+        out["weight"] = weight.into();
+    }
+    for t in &res.throttles {
+        let key = match t.kind {
+            ThrottleKind::ReadBps => "throttleReadBpsDevice",
+            ThrottleKind::WriteBps => "throttleWriteBpsDevice",
+            ThrottleKind::ReadIops => "throttleReadIOPSDevice",
+            ThrottleKind::WriteIops => "throttleWriteIOPSDevice",
+        };
+        let entry = json!({"major": t.major, "minor": t.minor, "rate": t.rate});
+        match out[key].as_array_mut() {
+            Some(list) => list.push(entry),
+            None => out[key] = json!([entry]),
+        }
+    }
+    out
 }
 
 /// kiln's device allow-list as OCI device cgroup entries: deny everything, then allow

@@ -18,6 +18,7 @@
 //!   `Stage::dependencies()`; `Step::args_used`, `Stage::{env_args_used, from_args_used}`.
 
 mod error;
+mod limits;
 pub mod model;
 mod names;
 mod node;

@@ -113,8 +113,9 @@ pub struct RunStep {
     pub network: Network,
     /// `capabilities:` and `privileged:`: what the step may do beyond a default container.
     pub privileges: Privileges,
-    /// `resources:`: the step's cgroup limits (over `kiln build --memory` etc.).
-    pub limits: Limits,
+    /// `resources:`: the step's cgroup limits (over `kiln build --memory` etc.); boxed, as
+    /// the largest part of a step that most steps leave empty.
+    pub limits: Box<Limits>,
     /// `cache:` persistent cache mount targets (absolute paths).
     pub cache: Vec<String>,
     pub secrets: Vec<Secret>,
@@ -165,13 +166,99 @@ pub struct Privileges {
     pub cap_drop: Vec<String>,
 }
 
-/// `memory`, `cpus`, `pids`: cgroup limits.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The cgroup controls of `run:`, of a run step's `resources:` and of the limit flags
+/// (`--memory`, `--cpu-shares`, …), with Docker's meanings. `None` and empty mean "not
+/// set". Serialisable because [`RunDefaults`] keeps them, flattened.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Bytes.
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<u64>,
+    /// Soft memory limit in bytes (`--memory-reservation`), at most `memory`.
+    pub memory_reservation: Option<u64>,
+    /// Memory plus swap (`--memory-swap`); needs `memory`. `None` means no swap on top of
+    /// `memory`, kiln's default (Docker's is twice the memory).
+    pub memory_swap: Option<MemorySwap>,
+    /// The CPU's relative weight, as v1 shares or v2 weight (one knob, two scales).
+    pub cpu_weight: Option<CpuWeight>,
+    /// CPUs the container may run on, a list like `0-1,3`, checked against this machine.
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use, a list like `0`, checked against this machine.
+    pub cpuset_mems: Option<String>,
+    /// The block I/O weight, 10 to 1000.
+    pub blkio_weight: Option<u16>,
+    /// Per-device read/write throttles, in the order given: a later one for the same device
+    /// and kind wins (so flags, which come after `run:`'s, override them).
+    pub device_throttles: Vec<DeviceThrottle>,
+}
+
+/// `memory_swap` / `--memory-swap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySwap {
+    /// Memory plus swap, in bytes (at least the memory limit).
+    Limit(u64),
+    /// `-1`: as much swap as the host has.
+    Unlimited,
+}
+
+/// `cpu_shares` (cgroup v1's scale, 2 to 262144, default 1024) or `cpu_weight` (v2's, 1 to
+/// 10000, default 100): the same control, kept in the scale it was given in; the cgroup
+/// code converts between them as runc does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuWeight {
+    Shares(u64),
+    Weight(u64),
+}
+
+/// One `device_read_bps`-like entry: a host block device and its limit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceThrottle {
+    pub kind: ThrottleKind,
+    /// A host path under `/dev/`, resolved to the device's numbers when a container starts.
+    pub path: PathBuf,
+    /// Bytes or operations per second, at least 1.
+    pub rate: u64,
+}
+
+/// What a [`DeviceThrottle`] limits; the names are the spec keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleKind {
+    DeviceReadBps,
+    DeviceWriteBps,
+    DeviceReadIops,
+    DeviceWriteIops,
+}
+
+impl ThrottleKind {
+    pub const ALL: [ThrottleKind; 4] = [
+        ThrottleKind::DeviceReadBps,
+        ThrottleKind::DeviceWriteBps,
+        ThrottleKind::DeviceReadIops,
+        ThrottleKind::DeviceWriteIops,
+    ];
+
+    /// The spec key: `device_read_bps`, …
+    pub fn key(self) -> &'static str {
+        match self {
+            ThrottleKind::DeviceReadBps => "device_read_bps",
+            ThrottleKind::DeviceWriteBps => "device_write_bps",
+            ThrottleKind::DeviceReadIops => "device_read_iops",
+            ThrottleKind::DeviceWriteIops => "device_write_iops",
+        }
+    }
+
+    /// Bytes per second (a size like `1mb`), rather than operations per second.
+    pub fn is_bytes(self) -> bool {
+        matches!(
+            self,
+            ThrottleKind::DeviceReadBps | ThrottleKind::DeviceWriteBps
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,10 +341,10 @@ pub struct Healthcheck {
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct RunDefaults {
-    /// Bytes.
-    pub memory: Option<u64>,
-    pub cpus: Option<f64>,
-    pub pids: Option<u64>,
+    /// `memory`, `cpus`, `pids`, `cpu_shares`, …: flattened, so the stored keys are the
+    /// same as before the other controls existed.
+    #[serde(flatten)]
+    pub limits: Limits,
     /// Upper-case names without the `CAP_` prefix, or `ALL`.
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,

@@ -4,15 +4,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::{Issue, Issues, Result};
-use super::model::{Config, Healthcheck, Limits, Mount, Privileges, RunDefaults};
+use super::limits::{read_limits, LIMIT_KEYS};
+use super::model::{Config, Healthcheck, Mount, Privileges, RunDefaults};
 use super::names::{check_hostname, parse_capability, parse_signal};
 use super::node::{Node, Value};
-use super::read::{
-    boolean, key_text, list, located, number, optional_mapping, unsigned, Expander, Fields,
-};
+use super::read::{boolean, key_text, list, located, optional_mapping, unsigned, Expander, Fields};
 use super::steps::{network, user};
 use super::top::resolve;
-use super::units::{check_cpus, check_memory, parse_duration, parse_port, parse_size};
+use super::units::{parse_duration, parse_port};
 
 #[rustfmt::skip]
 pub(crate) const CONFIG_KEYS: [&str; 10] = [
@@ -20,13 +19,17 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
     "healthcheck",
 ];
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
+/// `run:`'s own keys; its limit keys ([`LIMIT_KEYS`]) are those of a step's `resources:`.
 #[rustfmt::skip]
-pub(crate) const RUN_KEYS: [&str; 12] = [
-    "memory", "cpus", "pids", "capabilities", "privileged", "read_only", "network", "hostname",
-    "tmpfs", "mounts", "env", "user",
+const RUN_OWN_KEYS: [&str; 9] = [
+    "capabilities", "privileged", "read_only", "network", "hostname", "tmpfs", "mounts", "env",
+    "user",
 ];
-/// The keys of a run step's `resources:`.
-pub(crate) const LIMIT_KEYS: [&str; 3] = ["memory", "cpus", "pids"];
+
+/// Every key of `run:`.
+pub(crate) fn run_keys() -> Vec<&'static str> {
+    LIMIT_KEYS.iter().chain(&RUN_OWN_KEYS).copied().collect()
+}
 
 /// `config:`; each key's problem is recorded in `issues` and the other keys still read.
 pub(crate) fn parse_config(node: &Node, ex: &Expander, issues: &mut Issues) -> Config {
@@ -162,7 +165,7 @@ pub(crate) fn parse_run(
     if node.is_null() {
         return RunDefaults::default();
     }
-    let f = Fields::lenient(node, "run", &RUN_KEYS, issues, |_| None);
+    let f = Fields::lenient(node, "run", &run_keys(), issues, |_| None);
     let Some(f) = issues.check(f) else {
         return RunDefaults::default();
     };
@@ -173,9 +176,7 @@ pub(crate) fn parse_run(
     let limits = read_limits(&f, ex, issues);
     let privileges = keep(issues, parse_privileges(&f, ex));
     RunDefaults {
-        memory: limits.memory,
-        cpus: limits.cpus,
-        pids: limits.pids,
+        limits,
         cap_add: privileges.cap_add,
         cap_drop: privileges.cap_drop,
         privileged: privileges.privileged,
@@ -192,29 +193,6 @@ pub(crate) fn parse_run(
         mounts: keep(issues, f.read_or_default("mounts", |n| mounts(ex, n, dir))),
         env: keep(issues, f.read_or_default("env", |n| ex.env_map(n, "env"))),
         user: keep(issues, f.read("user", |n| user(ex, n, "user"))),
-    }
-}
-
-/// `memory`, `cpus` and `pids` of a run step's `resources:`: the first problem.
-pub(crate) fn parse_limits(f: &Fields, ex: &Expander) -> Result<Limits> {
-    let mut issues = Issues::default();
-    let limits = read_limits(f, ex, &mut issues);
-    issues.finish().map_err(|mut found| found.remove(0))?;
-    Ok(limits)
-}
-
-/// `memory`, `cpus` and `pids` of `run:` or of a run step's `resources:`, each key's
-/// problem recorded in `issues`.
-fn read_limits(f: &Fields, ex: &Expander, issues: &mut Issues) -> Limits {
-    let cpus = |n: &Node| located(n, check_cpus(number(n, "cpus")?));
-    let pids = |n: &Node| match unsigned(n, "pids")? {
-        0 => Err(Issue::at(n.location, "pids must be at least 1")),
-        pids => Ok(pids),
-    };
-    Limits {
-        memory: keep(issues, f.read("memory", |n| memory(ex, n))),
-        cpus: keep(issues, f.read("cpus", cpus)),
-        pids: keep(issues, f.read("pids", pids)),
     }
 }
 
@@ -235,27 +213,6 @@ pub(crate) fn parse_privileges(f: &Fields, ex: &Expander) -> Result<Privileges> 
         cap_add,
         cap_drop,
     })
-}
-
-/// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`); at least 6 MiB.
-fn memory(ex: &Expander, node: &Node) -> Result<u64> {
-    let bytes = match node.value {
-        Value::Int { value, .. } => u64::try_from(value)
-            .ok()
-            .filter(|bytes| *bytes > 0)
-            .ok_or_else(|| {
-                Issue::at(node.location, format!("invalid size \"{value}\""))
-                    .hint("a size is more than 0 bytes, e.g. 64m")
-            })?,
-        Value::Str(_) => located(node, parse_size(&ex.text(node, "memory")?))?,
-        _ => {
-            return Err(Issue::at(
-                node.location,
-                format!("memory must be a size like 64m, found {}", node.kind_name()),
-            ))
-        }
-    };
-    located(node, check_memory(bytes))
 }
 
 fn capabilities(ex: &Expander, node: Option<&Node>, what: &str) -> Result<Vec<String>> {

@@ -12,7 +12,7 @@ use super::error::{did_you_mean, Issue, Issues, NoSuchStage, Result};
 use super::model::{From, Location, Spec, Stage, SINGLE_STAGE_NAME};
 use super::node::{Node, Value};
 use super::read::{key_text, mapping, Expander, Fields};
-use super::sections::{CONFIG_KEYS, RUN_KEYS};
+use super::sections::{run_keys, CONFIG_KEYS};
 use super::steps::{parse_steps, Shell, StepContext, STEP_KEYS};
 use super::subst::Vars;
 use super::top::resolve;
@@ -237,7 +237,7 @@ fn refuse_misplaced_keys(stage: &Node) -> Result<()> {
             "at the top level: it is shared by all stages"
         } else if CONFIG_KEYS.contains(&name) {
             "in config: at the top level"
-        } else if RUN_KEYS.contains(&name) {
+        } else if run_keys().contains(&name) {
             "in run: at the top level"
         } else {
             continue;

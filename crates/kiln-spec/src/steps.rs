@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::error::{did_you_mean, Issue, Issues, Result};
+use super::limits::{parse_limits, LIMIT_KEYS};
 use super::model::{
     Command, CopyFrom, CopyStep, Location, Network, RunStep, Secret, SecretSource, Step, StepKind,
     DEFAULT_SHELL,
@@ -13,7 +14,7 @@ use super::model::{
 use super::names::{check_env_name, check_user};
 use super::node::{Node, Value};
 use super::read::{list, located, Expander, Fields};
-use super::sections::{parse_limits, parse_privileges, LIMIT_KEYS};
+use super::sections::parse_privileges;
 use super::stages::{Place, StageUse};
 use super::subst::Vars;
 use super::top::resolve;
@@ -199,9 +200,9 @@ fn run_step(value: &Node, fields: &Fields, cx: &StepContext, ex: &Expander) -> R
         command: command(value, fields, cx, ex)?,
         network: fields.read_or_default("network", |n| network(ex, n))?,
         privileges: parse_privileges(fields, ex)?,
-        limits: fields.read_or_default("resources", |n| {
+        limits: Box::new(fields.read_or_default("resources", |n| {
             parse_limits(&Fields::new(n, "resources", &LIMIT_KEYS)?, ex)
-        })?,
+        })?),
         cache: fields.read_or_default("cache", |n| ex.container_paths(n, "cache", true))?,
         secrets: fields.read_or_default("secrets", |n| secrets(n, cx, ex))?,
     })

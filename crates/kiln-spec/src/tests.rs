@@ -244,9 +244,12 @@ fn full_spec_parses_to_the_expected_model() {
         },
         run: RunDefaults {
             privileged: false,
-            memory: Some(64 << 20),
-            cpus: Some(0.5),
-            pids: Some(64),
+            limits: Limits {
+                memory: Some(64 << 20),
+                cpus: Some(0.5),
+                pids: Some(64),
+                ..Limits::default()
+            },
             cap_add: strings(&["NET_BIND_SERVICE", "CHOWN"]),
             cap_drop: strings(&["ALL"]),
             read_only: true,
@@ -429,7 +432,10 @@ fn sizes() {
         assert!(parse_size(bad).is_err(), "{bad} should be rejected");
     }
     assert_eq!(
-        ok("from: scratch\nrun: { memory: 6291456 }\n").run.memory,
+        ok("from: scratch\nrun: { memory: 6291456 }\n")
+            .run
+            .limits
+            .memory,
         Some(6 << 20)
     );
     assert_eq!(
@@ -470,7 +476,7 @@ fn implausible_limits_are_located_errors() {
     );
     let spec = ok("from: scratch\nrun: { memory: 6m, cpus: 0.01 }\n");
     assert_eq!(
-        (spec.run.memory, spec.run.cpus),
+        (spec.run.limits.memory, spec.run.limits.cpus),
         (Some(6 << 20), Some(0.01))
     );
 }
@@ -1549,4 +1555,95 @@ fn at_most_twenty_problems_are_reported() {
         found[19].starts_with("kiln.yaml:22:5: unknown step key \"rnu19\""),
         "{found:#?}"
     );
+}
+
+/// Docker's finer cgroup controls: every key in `run:` and in a step's `resources:`, with
+/// the flags' parsers, Docker's ranges and its cross rules, each problem located.
+#[test]
+fn the_finer_cgroup_controls_parse_with_dockers_rules() {
+    let spec = ok("from: scratch\n\
+         run:\n  memory: 64m\n  memory_reservation: 32m\n  memory_swap: 128m\n  \
+         cpu_shares: 512\n  cpuset_cpus: 0\n  cpuset_mems: \"0\"\n  blkio_weight: 300\n  \
+         device_read_bps: [{ path: /dev/sda, rate: 1mb }]\n  \
+         device_write_bps: [\"/dev/sdb:512kb\"]\n  \
+         device_read_iops: [{ path: /dev/sda, rate: 100 }]\n  \
+         device_write_iops: [/dev/sda:20]\n");
+    let limits = &spec.run.limits;
+    assert_eq!(limits.memory_reservation, Some(32 << 20));
+    assert_eq!(limits.memory_swap, Some(MemorySwap::Limit(128 << 20)));
+    assert_eq!(limits.cpu_weight, Some(CpuWeight::Shares(512)));
+    assert_eq!(limits.cpuset_cpus.as_deref(), Some("0"));
+    assert_eq!(limits.cpuset_mems.as_deref(), Some("0"));
+    assert_eq!(limits.blkio_weight, Some(300));
+    let throttle = |kind, path: &str, rate| DeviceThrottle {
+        kind,
+        path: path.into(),
+        rate,
+    };
+    assert_eq!(
+        limits.device_throttles,
+        [
+            throttle(ThrottleKind::DeviceReadBps, "/dev/sda", 1 << 20),
+            throttle(ThrottleKind::DeviceWriteBps, "/dev/sdb", 512 << 10),
+            throttle(ThrottleKind::DeviceReadIops, "/dev/sda", 100),
+            throttle(ThrottleKind::DeviceWriteIops, "/dev/sda", 20),
+        ]
+    );
+    let step = ok(
+        "from: scratch\nsteps:\n  - run: x\n    resources: { cpu_weight: 50, memory_swap: -1 }\n",
+    );
+    let StepKind::Run(run) = &step.final_stage().steps[0].kind else {
+        panic!("a run step");
+    };
+    assert_eq!(run.limits.cpu_weight, Some(CpuWeight::Weight(50)));
+    assert_eq!(run.limits.memory_swap, Some(MemorySwap::Unlimited));
+    // Stored with the tag and read back: the same keys, flattened.
+    let json = serde_json::to_string(&spec.run).unwrap();
+    assert!(json.contains("\"memory\":67108864"), "{json}");
+    assert_eq!(
+        serde_json::from_str::<RunDefaults>(&json).unwrap(),
+        spec.run
+    );
+    let old: RunDefaults =
+        serde_json::from_str(r#"{"memory":67108864,"cpus":null,"pids":5}"#).unwrap();
+    assert_eq!(
+        (old.limits.memory, old.limits.pids),
+        (Some(64 << 20), Some(5))
+    );
+
+    for (text, expected) in [
+        ("cpu_shares: 1", "kiln.yaml:2:20: cpu shares 1 is out of range (from 2 to 262144, e.g. 512)"),
+        ("cpu_weight: 10001", "kiln.yaml:2:20: cpu weight 10001 is out of range (from 1 to 10000, e.g. 50)"),
+        ("blkio_weight: 5", "kiln.yaml:2:22: blkio weight 5 is out of range (from 10 to 1000, e.g. 500)"),
+        ("cpuset_cpus: 1-0", "kiln.yaml:2:21: invalid CPU list \"1-0\" (a list of CPUs like 0-1,3)"),
+        ("memory_reservation: 1m", "kiln.yaml:2:28: memory reservation 1 MiB is below the minimum of 6 MiB (Docker's minimum too; e.g. 32m)"),
+        ("memory_swap: lots", "kiln.yaml:2:21: invalid size \"lots\" (memory plus swap as a size, e.g. 128m, or -1 for unlimited swap)"),
+        ("device_read_bps: [{ path: sda, rate: 1mb }]", "kiln.yaml:2:34: invalid device path \"sda\" (a host block device under /dev/, e.g. /dev/sda)"),
+        ("device_read_iops: [/dev/sda:1mb]", "kiln.yaml:2:27: invalid rate \"1mb\" (operations per second, a whole number of at least 1, e.g. 1000)"),
+        ("device_write_bps: [{ path: /dev/sda }]", "kiln.yaml:2:27: a device_write_bps entry needs \"rate\" (e.g. { path: /dev/sda, rate: 1mb })"),
+        ("cpu_shares: 512, cpu_weight: 50", "kiln.yaml:2:25: cpu_shares and cpu_weight are both set (they are one control in two scales (v1 shares 2-262144, v2 weight 1-10000): keep one)"),
+        ("memory: 64m, memory_swap: 32m", "kiln.yaml:2:34: memory_swap 32 MiB is less than memory 64 MiB (memory_swap is memory plus swap: at least memory (equal means no swap), or -1 for unlimited swap)"),
+        ("memory: 64m, memory_reservation: 1g", "kiln.yaml:2:41: memory_reservation 1 GiB is more than memory 64 MiB (memory_reservation is a soft limit, kept below the hard limit memory)"),
+    ] {
+        let spec = format!("from: scratch\nrun: {{ {text} }}\n");
+        assert_eq!(err(&spec), expected, "{text}");
+    }
+    // A swap limit alone may get its memory from a flag: checked when the container starts.
+    assert_eq!(
+        ok("from: scratch\nrun: { memory_swap: 1g }\n")
+            .run
+            .limits
+            .memory_swap,
+        Some(MemorySwap::Limit(1 << 30))
+    );
+    // CPUs and nodes are this machine's.
+    let host = units::host_cpus();
+    assert!(err(&format!(
+        "from: scratch\nrun: {{ cpuset_cpus: \"0,{host}\" }}\n"
+    ))
+    .contains(&format!(
+        "CPU {host} is not on this machine (this machine has CPUs 0"
+    )));
+    assert!(err("from: scratch\nrun: { cpuset_mems: 1-2 }\n")
+        .contains("memory nodes 1,2 are not on this machine (this machine has memory nodes 0)"));
 }

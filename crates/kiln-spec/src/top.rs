@@ -9,7 +9,7 @@ use super::error::{did_you_mean, Issue, Issues, Result};
 use super::model::Spec;
 use super::node::{Node, Value};
 use super::read::{key_text, optional_mapping, text, Expander, Fields};
-use super::sections::{parse_config, parse_run, CONFIG_KEYS, RUN_KEYS};
+use super::sections::{parse_config, parse_run, run_keys, CONFIG_KEYS};
 use super::stages::{parse_stages, Shared};
 use super::steps::{Shell, STEP_KEYS};
 use super::subst::{is_var_name, Vars};
@@ -111,7 +111,7 @@ fn check_root(root: &Node) -> Result<()> {
 fn belongs_in(name: &str) -> Option<String> {
     let section = if CONFIG_KEYS.contains(&name) {
         "config:"
-    } else if RUN_KEYS.contains(&name) {
+    } else if run_keys().contains(&name) {
         "run:"
     } else if STEP_KEYS.contains(&name) {
         "a step under steps:"

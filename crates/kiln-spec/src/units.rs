@@ -217,9 +217,10 @@ pub(crate) fn check_memory(bytes: u64) -> Parsed<u64> {
     ))
 }
 
-/// `1 MiB`, `512 KiB`, `100 bytes`: a size as a limit message shows it.
-fn binary_size(bytes: u64) -> String {
+/// `1 GiB`, `512 KiB`, `100 bytes`: a size as a limit message shows it.
+pub(crate) fn binary_size(bytes: u64) -> String {
     match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
         b => format!("{b} bytes"),

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use super::limits;
+pub use super::limits::{check_limits, LimitConflict};
+use super::model::{CpuWeight, DeviceThrottle, Limits, MemorySwap, ThrottleKind};
 use super::units::Invalid;
 
 /// A rejected flag value: what is wrong and how to write it.
@@ -79,6 +82,61 @@ pub fn cpus(text: &str) -> Result<f64, ValueError> {
         )),
     })?;
     Ok(super::units::check_cpus(value)?)
+}
+
+/// `--memory-reservation`: a size of at least 6 MiB.
+pub fn memory_reservation(text: &str) -> Result<u64, ValueError> {
+    Ok(limits::check_reservation(super::units::parse_size(text)?)?)
+}
+
+/// `--memory-swap`: memory plus swap as a size, or `-1` for unlimited swap.
+pub fn memory_swap(text: &str) -> Result<MemorySwap, ValueError> {
+    Ok(limits::parse_memory_swap(text)?)
+}
+
+/// `--cpu-shares`: 2 to 262144 (cgroup v1's scale; 1024 is the default weight).
+pub fn cpu_shares(text: &str) -> Result<CpuWeight, ValueError> {
+    Ok(limits::check_cpu_shares(limits::parse_whole(
+        "cpu shares",
+        text,
+    )?)?)
+}
+
+/// `--cpu-weight`: 1 to 10000 (cgroup v2's scale; 100 is the default weight).
+pub fn cpu_weight(text: &str) -> Result<CpuWeight, ValueError> {
+    Ok(limits::check_cpu_weight(limits::parse_whole(
+        "cpu weight",
+        text,
+    )?)?)
+}
+
+/// `--cpuset-cpus`: a list like `0-1,3` of CPUs this machine has.
+pub fn cpuset_cpus(text: &str) -> Result<String, ValueError> {
+    Ok(limits::parse_cpuset(text, limits::CpusetOf::Cpus)?)
+}
+
+/// `--cpuset-mems`: a list like `0` of memory nodes this machine has.
+pub fn cpuset_mems(text: &str) -> Result<String, ValueError> {
+    Ok(limits::parse_cpuset(text, limits::CpusetOf::Mems)?)
+}
+
+/// `--blkio-weight`: 10 to 1000.
+pub fn blkio_weight(text: &str) -> Result<u16, ValueError> {
+    Ok(limits::check_blkio_weight(limits::parse_whole(
+        "blkio weight",
+        text,
+    )?)?)
+}
+
+/// `--device-read-bps /dev/sda:1mb` and the like: `DEVICE:RATE`.
+pub fn device_throttle(kind: ThrottleKind, text: &str) -> Result<DeviceThrottle, ValueError> {
+    Ok(limits::parse_device_throttle(kind, text)?)
+}
+
+/// Limits from one source that contradict each other on their own (a swap limit without
+/// a memory limit is left to [`check_limits`], since another source may give the memory).
+pub fn check_partial_limits(limits: &Limits) -> Result<(), LimitConflict> {
+    limits::check_partial_limits(limits)
 }
 
 /// A capability name (`net_admin`, `CAP_NET_ADMIN`) → `NET_ADMIN`; `all` → `ALL`.

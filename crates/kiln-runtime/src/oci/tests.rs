@@ -61,6 +61,7 @@ impl Bench {
                     cpus: Some(1.0),
                     pids: Some(64),
                     devices: DevicePolicy::Default,
+                    ..Resources::default()
                 },
                 ..Confinement::default()
             },
@@ -224,4 +225,103 @@ fn the_config_device_list_is_kilns_allow_list() {
         devices(&spec),
         json!([deny_all, {"allow": true, "type": "a", "access": "rwm"}])
     );
+}
+
+/// The cgroup files a container with Docker's finer controls gets, read from the host
+/// while its command waits for `/out/go`: under `parent/kiln-<id>` in each v1 hierarchy.
+fn finer_cgroup_files(spec: &ContainerSpec, parent: &str) -> Vec<String> {
+    let dir = |c: &str| {
+        PathBuf::from(cgroups::DEFAULT_CGROUP_ROOT)
+            .join(c)
+            .join(parent)
+            .join(format!("kiln-{}", spec.id))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Once the command runs: runc puts its init in the cgroup before it sets the limits.
+    while !spec.mounts[0].source.join("started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{parent}: never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let files = [
+        ("cpu", "cpu.shares"),
+        ("cpuset", "cpuset.cpus"),
+        ("cpuset", "cpuset.mems"),
+        ("memory", "memory.limit_in_bytes"),
+        ("memory", "memory.soft_limit_in_bytes"),
+        ("memory", "memory.memsw.limit_in_bytes"),
+        ("blkio", "blkio.throttle.write_bps_device"),
+        ("blkio", "blkio.throttle.read_iops_device"),
+    ];
+    let values = files
+        .iter()
+        .map(|(c, f)| {
+            let value = fs::read_to_string(dir(c).join(f)).unwrap_or_else(|e| format!("{e}"));
+            format!("{f}={}", value.trim())
+        })
+        .collect();
+    fs::write(spec.mounts[0].source.join("go"), "").unwrap();
+    values
+}
+
+#[test]
+fn runc_applies_the_finer_controls_as_kiln_does() {
+    require_root!("cgroups, runc");
+    let bench = Bench::new();
+    let dev = fs::read_to_string("/sys/block/loop0/dev").unwrap();
+    let (major, minor) = dev.trim().split_once(':').unwrap();
+    let (major, minor): (u32, u32) = (major.parse().unwrap(), minor.parse().unwrap());
+    let finer = |spec: &mut ContainerSpec| {
+        let res = &mut spec.confinement.resources;
+        res.memory_reservation = Some(32 << 20);
+        res.memory_swap = Some(Swap::Limit(128 << 20));
+        res.cpu_weight = Some(cgroups::CpuWeight::Shares(512));
+        res.cpuset_cpus = Some("0".into());
+        res.cpuset_mems = Some("0".into());
+        res.throttles = vec![
+            cgroups::Throttle {
+                kind: ThrottleKind::WriteBps,
+                major,
+                minor,
+                rate: 1 << 20,
+            },
+            cgroups::Throttle {
+                kind: ThrottleKind::ReadIops,
+                major,
+                minor,
+                rate: 100,
+            },
+        ];
+    };
+    let wait = "touch /out/started; while [ ! -e /out/go ]; do sleep 0.05; done";
+    let mut kiln_spec = bench.spec("finer-kiln", wait);
+    finer(&mut kiln_spec);
+    let mut runc_spec = bench.spec("finer-runc", wait);
+    finer(&mut runc_spec);
+    let (kiln, runc) = std::thread::scope(|s| {
+        let kiln_run = s.spawn(|| run_container(&kiln_spec).unwrap());
+        let kiln = finer_cgroup_files(&kiln_spec, "kiln");
+        assert!(kiln_run.join().unwrap().status.success());
+        let runc_run = s.spawn(|| bench.runc("finer", &runc_spec));
+        let runc = finer_cgroup_files(&runc_spec, "kiln-oci");
+        let (status, log) = runc_run.join().unwrap();
+        assert!(status.success(), "runc: {status:?} {log}");
+        (kiln, runc)
+    });
+    assert_eq!(
+        kiln,
+        [
+            "cpu.shares=512".to_string(),
+            "cpuset.cpus=0".into(),
+            "cpuset.mems=0".into(),
+            "memory.limit_in_bytes=67108864".into(),
+            "memory.soft_limit_in_bytes=33554432".into(),
+            "memory.memsw.limit_in_bytes=134217728".into(),
+            format!("blkio.throttle.write_bps_device={major}:{minor} 1048576"),
+            format!("blkio.throttle.read_iops_device={major}:{minor} 100"),
+        ]
+    );
+    assert_eq!(runc, kiln);
 }
