@@ -18,6 +18,7 @@
 //!   `Stage::dependencies()`; `Step::args_used`, `Stage::{env_args_used, from_args_used}`.
 
 mod error;
+mod knobs;
 pub mod model;
 mod names;
 mod node;
@@ -37,6 +38,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use error::{NoSuchStage, SpecError, MAX_ISSUES as MAX_PROBLEMS};
+pub use knobs::UNLIMITED;
 pub use model::*;
 
 use error::Issue;
