@@ -83,6 +83,16 @@ pub struct DeviceRule {
 }
 
 impl DeviceRule {
+    /// Exactly one device, `kind` `Char` or `Block`, with `access`.
+    pub const fn device(kind: DeviceKind, major: u32, minor: u32, access: Access) -> DeviceRule {
+        DeviceRule {
+            kind,
+            major: Some(major),
+            minor: Some(minor),
+            access,
+        }
+    }
+
     const fn char(major: u32, minor: Option<u32>) -> DeviceRule {
         DeviceRule {
             kind: DeviceKind::Char,
@@ -149,32 +159,49 @@ pub const ALLOW_ALL: [DeviceRule; 1] = [DeviceRule {
 }];
 
 /// Which devices a container may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum DevicePolicy {
     /// [`DEFAULT_RULES`]; everything else denied.
     #[default]
     Default,
+    /// [`DEFAULT_RULES`] and these: the devices the container was given (`--device`).
+    DefaultAnd(Vec<DeviceRule>),
     /// No device confinement (`--privileged`).
     All,
 }
 
 impl DevicePolicy {
     /// The rules allowed on top of "deny everything".
-    pub fn rules(self) -> &'static [DeviceRule] {
+    pub fn rules(&self) -> Vec<DeviceRule> {
         match self {
-            DevicePolicy::Default => &DEFAULT_RULES,
-            DevicePolicy::All => &ALLOW_ALL,
+            DevicePolicy::Default => DEFAULT_RULES.to_vec(),
+            DevicePolicy::DefaultAnd(extra) => DEFAULT_RULES.iter().chain(extra).copied().collect(),
+            DevicePolicy::All => ALLOW_ALL.to_vec(),
+        }
+    }
+
+    /// This policy with `extra` devices allowed too; every device is already allowed
+    /// by [`DevicePolicy::All`].
+    pub fn and(self, extra: &[DeviceRule]) -> DevicePolicy {
+        match self {
+            _ if extra.is_empty() => self,
+            DevicePolicy::Default => DevicePolicy::DefaultAnd(extra.to_vec()),
+            DevicePolicy::DefaultAnd(mut rules) => {
+                rules.extend_from_slice(extra);
+                DevicePolicy::DefaultAnd(rules)
+            }
+            DevicePolicy::All => DevicePolicy::All,
         }
     }
 
     /// Whether the policy restricts anything, i.e. whether a host that cannot enforce it
     /// must refuse to run the container.
-    pub fn confines(self) -> bool {
-        self != DevicePolicy::All
+    pub fn confines(&self) -> bool {
+        *self != DevicePolicy::All
     }
 
     /// Whether the policy allows `access` to a `Char` or `Block` device `major:minor`.
-    pub fn allows(self, kind: DeviceKind, major: u32, minor: u32, access: Access) -> bool {
+    pub fn allows(&self, kind: DeviceKind, major: u32, minor: u32, access: Access) -> bool {
         self.rules()
             .iter()
             .any(|r| r.allows(kind, major, minor, access))

@@ -108,12 +108,12 @@ impl Group {
             Err(_) if res.pids.is_none() => {}
             Err(e) => return Err(e),
         }
-        self.apply_devices(res.devices)
+        self.apply_devices(&res.devices)
     }
 
     /// Replaces the inherited "allow all" with the policy's rules. Without the controller
     /// only a policy that confines nothing can be honoured.
-    fn apply_devices(&self, policy: DevicePolicy) -> Result<(), CgroupError> {
+    fn apply_devices(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
         let dir = match self.dir("devices", "the device allow-list every container needs") {
             Ok(dir) => dir,
             Err(_) if !policy.confines() => return Ok(()),

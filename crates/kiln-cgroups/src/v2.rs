@@ -103,12 +103,12 @@ impl Group {
             Err(_) if res.pids.is_none() => {}
             Err(e) => return Err(e),
         }
-        self.devices = self.apply_devices(res.devices)?;
+        self.devices = self.apply_devices(&res.devices)?;
         Ok(())
     }
 
     /// Attaches the allow-list program, before any process joins.
-    fn apply_devices(&self, policy: DevicePolicy) -> Result<DeviceFilter, CgroupError> {
+    fn apply_devices(&self, policy: &DevicePolicy) -> Result<DeviceFilter, CgroupError> {
         if !policy.confines() {
             return Ok(DeviceFilter::None);
         }
@@ -125,7 +125,7 @@ impl Group {
         if !on_cgroup2 {
             return Ok(DeviceFilter::NotCgroupfs);
         }
-        attach_device_filter(dir.as_fd(), policy.rules())?;
+        attach_device_filter(dir.as_fd(), &policy.rules())?;
         Ok(DeviceFilter::Attached)
     }
 

@@ -108,7 +108,7 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let res = &spec.confinement.resources;
     let mut out = json!({
-        "devices": devices(res.devices),
+        "devices": devices(&res.devices),
         "pids": {"limit": res.pids_limit()},
     });
     if let Some(bytes) = res.memory {
@@ -124,9 +124,9 @@ fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
 /// kiln's device allow-list as OCI device cgroup entries: deny everything, then allow
 /// each rule (an absent major or minor is a wildcard). runc appends its own defaults,
 /// which the list already contains, so runc enforces exactly what kiln does.
-fn devices(policy: DevicePolicy) -> Vec<Value> {
+fn devices(policy: &DevicePolicy) -> Vec<Value> {
     let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
-    let allows = policy.rules().iter().map(|rule| {
+    let allows = policy.rules().into_iter().map(|rule| {
         let mut entry = json!({
             "allow": true,
             "type": rule.kind.letter().to_string(),
