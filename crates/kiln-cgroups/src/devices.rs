@@ -59,6 +59,20 @@ impl Access {
         self.0 & other.0 == other.0
     }
 
+    /// The operations `letters` names (any of `r`, `w`, `m`, as `--device` takes them);
+    /// `None` for any other letter.
+    pub fn from_letters(letters: &str) -> Option<Access> {
+        letters.chars().try_fold(Access::NONE, |acc, c| {
+            let op = match c {
+                'r' => Access::READ,
+                'w' => Access::WRITE,
+                'm' => Access::MKNOD,
+                _ => return None,
+            };
+            Some(acc.union(op))
+        })
+    }
+
     /// `rwm`-style letters, in the order cgroup v1 and runc print them.
     pub fn letters(self) -> String {
         [

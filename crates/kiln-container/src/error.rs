@@ -104,6 +104,13 @@ pub enum ContainerError {
     NotRunning(String),
     #[error("container {0} was started by a kiln without exec support (it has no exec.json)")]
     NoExecContext(String),
+    #[error(transparent)]
+    Device(#[from] kiln_runtime::DeviceError),
+    /// A `net.*` sysctl for a container that shares the host's network.
+    #[error("sysctl {0} cannot be set with the host's network: it would change the host's")]
+    SysctlWithHostNetwork(String),
+    #[error(transparent)]
+    Ulimit(#[from] kiln_runtime::RlimitError),
 }
 
 impl ContainerError {
@@ -149,6 +156,20 @@ impl ContainerError {
             ContainerError::NoExecContext(_) => {
                 Some("stop it and start a new container from its image".into())
             }
+            ContainerError::Device(kiln_runtime::DeviceError::ReservedTarget { .. }) => {
+                Some("give another path in the container: HOST:/dev/NAME".into())
+            }
+            ContainerError::Device(kiln_runtime::DeviceError::Twice { .. }) => {
+                Some("give each device its own path in the container".into())
+            }
+            ContainerError::Device(_) => Some(
+                "give the path of a device node on this host (ls -l /dev), or a directory of them"
+                    .into(),
+            ),
+            ContainerError::SysctlWithHostNetwork(_) => Some(
+                "drop the sysctl, or run the container with its own network (--network none)"
+                    .into(),
+            ),
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

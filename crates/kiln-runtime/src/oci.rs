@@ -15,6 +15,7 @@ use super::cgroups::{self, CgroupMode, DevicePolicy, CPU_PERIOD_US, DEFAULT_CGRO
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::container_mounts::{MASKED_PATHS, READONLY_PATHS};
+use super::devices::DEFAULT_SHM_SIZE;
 use super::error::{InvalidSandbox, RuntimeError};
 use super::process::NetworkMode;
 use super::seccomp;
@@ -42,6 +43,8 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let process = &spec.process;
     let mut linux = json!({
         "namespaces": namespaces(spec),
+        "devices": device_nodes(spec),
+        "sysctl": spec.sysctls.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "maskedPaths": proc_paths(&MASKED_PATHS),
         "readonlyPaths": proc_paths(&READONLY_PATHS),
         "resources": resources(spec)?,
@@ -67,6 +70,9 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
             "cwd": process.cwd,
             "capabilities": capabilities(caps),
             "noNewPrivileges": spec.confinement.no_new_privileges,
+            "rlimits": spec.confinement.rlimits.iter().map(|l| json!({
+                "type": l.oci_type(), "soft": l.soft, "hard": l.hard,
+            })).collect::<Vec<_>>(),
         },
         "mounts": mounts(spec)?,
         "linux": linux,
@@ -105,8 +111,26 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
         .collect()
 }
 
+/// The `--device` nodes, which runc makes in the container's `/dev`.
+fn device_nodes(spec: &ContainerSpec) -> Vec<Value> {
+    spec.devices
+        .iter()
+        .map(|d| {
+            json!({
+                "path": d.path,
+                "type": d.kind.letter().to_string(),
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.mode,
+                "uid": d.uid,
+                "gid": d.gid,
+            })
+        })
+        .collect()
+}
+
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
-    let res = &spec.confinement.resources;
+    let res = &spec.resources();
     let mut out = json!({
         "devices": devices(&res.devices),
         "pids": {"limit": res.pids_limit()},
@@ -145,6 +169,10 @@ fn devices(policy: &DevicePolicy) -> Vec<Value> {
 
 /// The same filesystems kiln mounts, in the order a runtime must mount them.
 fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
+    let shm_size = match spec.shm_size {
+        Some(bytes) => format!("size={bytes}"),
+        None => format!("size={}", DEFAULT_SHM_SIZE.to_string_lossy()),
+    };
     let mount = |dest: &str, kind: &str, source: &str, options: &[&str]| json!({"destination": dest, "type": kind, "source": source, "options": options});
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -171,7 +199,7 @@ fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         ),
         mount(
             "/sys",

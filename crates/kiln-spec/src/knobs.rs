@@ -48,7 +48,7 @@ pub(crate) fn ulimit(name: &str, soft: u64, hard: u64) -> Parsed<Ulimit> {
     if soft > hard {
         return Err(Invalid::new(
             format!(
-                "ulimit {name}: the soft limit {} is above the hard limit {}",
+                "the soft limit {} of {name} is above its hard limit {}",
                 limit_text(soft),
                 limit_text(hard)
             ),
@@ -85,7 +85,7 @@ pub(crate) fn ulimit_value(name: &str, text: &str) -> Parsed<u64> {
         "-1" | "unlimited" | "infinity" => Ok(UNLIMITED),
         t => t.parse::<u64>().map_err(|_| {
             Invalid::new(
-                format!("ulimit {name}: {text:?} is not a limit"),
+                format!("{text:?} is not a limit for {name}"),
                 "a limit is a whole number of at least 0, or -1 or unlimited for no limit",
             )
         }),
@@ -210,19 +210,19 @@ pub(crate) fn parse_device(text: &str) -> Parsed<Device> {
 pub(crate) fn device(host: &str, container: &str, access: &str) -> Parsed<Device> {
     if !host.starts_with('/') {
         return Err(Invalid::new(
-            format!("device {host:?} must be an absolute host path"),
+            format!("the host path {host:?} must be absolute"),
             DEVICE_HINT,
         ));
     }
     if !is_access(access) {
         return Err(Invalid::new(
-            format!("device {host}: invalid permissions {access:?}"),
+            format!("invalid permissions {access:?}"),
             "permissions are one or more of r (read), w (write) and m (mknod), e.g. rw",
         ));
     }
     let container = normal_dev_path(container).ok_or_else(|| {
         Invalid::new(
-            format!("device {host}: the container path {container:?} must be a file under /dev"),
+            format!("the container path {container:?} must be a file under /dev"),
             "device nodes can be opened only on the container's /dev, e.g. /dev/sdb:/dev/xvdb",
         )
     })?;
@@ -269,7 +269,7 @@ mod tests {
         let err = parse_ulimit("nofile=4096:1024").unwrap_err();
         assert!(err
             .message
-            .contains("soft limit 4096 is above the hard limit 1024"));
+            .contains("soft limit 4096 of nofile is above its hard limit 1024"));
         let err = parse_ulimit("nofiles=1").unwrap_err();
         assert_eq!(err.hint.as_deref(), Some("did you mean \"nofile\"?"));
         assert!(parse_ulimit("bogus=1")

@@ -128,11 +128,14 @@ pub fn shm_size(text: &str) -> Result<u64, ValueError> {
 /// kilobytes.
 pub const MAX_ENV_FILE: u64 = 1 << 20;
 
+/// A line of an env file: the name, and the value unless the line is a bare name.
+pub type EnvFileEntry = (String, Option<String>);
+
 /// The lines of an env file in docker's format: `NAME=VALUE` or a bare `NAME` per line
 /// (`None` as its value: the reader decides where a bare name's value comes from), the
 /// value as written; blank lines and `#` comments skipped. An error names the 1-based
 /// line.
-pub fn env_file(text: &str) -> Result<Vec<(String, Option<String>)>, (usize, ValueError)> {
+pub fn env_file(text: &str) -> Result<Vec<EnvFileEntry>, (usize, ValueError)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();
