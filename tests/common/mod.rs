@@ -121,6 +121,41 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// A loop device over a small file of the test's, detached on drop: the host block device
+/// a container must not reach.
+pub struct LoopDevice {
+    pub path: String,
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl LoopDevice {
+    pub fn new(env: &Env) -> LoopDevice {
+        require("losetup", "mount");
+        let backing = env.path("loop.img");
+        std::fs::write(&backing, vec![0x5a; 1 << 20]).unwrap();
+        let path = run(std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing))
+        .trim()
+        .to_owned();
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&path).unwrap());
+        LoopDevice {
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+            path,
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.path])
+            .status();
+    }
+}
+
 /// See `kiln_testing::privileged`; the skip line names this test binary.
 pub fn privileged(why: &str) -> bool {
     kiln_testing::privileged(why, Some(env!("CARGO_CRATE_NAME")))
