@@ -28,7 +28,7 @@
 //! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
 //! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
-//! `error`.
+//! `rlimits` (`--ulimit`), `sysctls` (`--sysctl`), `host_devices` (`--device`), `error`.
 
 #[cfg(test)]
 #[macro_use]
