@@ -430,4 +430,25 @@ fn an_image_from_elsewhere_gets_no_device_from_its_stored_settings() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "512\nZZ");
+
+    // Stored settings are not read by the spec's parser: a sysctl of the host's kernel
+    // put there by hand is refused all the same, even with --allow-image-privileges.
+    let host_panic = host_sysctl("kernel/panic");
+    for m in doc["manifests"].as_array_mut().unwrap() {
+        let Some(stored) = m["annotations"]["dev.kiln.run-defaults"].as_str() else {
+            continue;
+        };
+        let mut run: serde_json::Value = serde_json::from_str(stored).unwrap();
+        run["sysctls"] = serde_json::json!([["kernel.panic", "77"]]);
+        m["annotations"]["dev.kiln.run-defaults"] = run.to_string().into();
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = env.kiln(&["run", "--rm", "--allow-image-privileges", "knobs", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sysctl kernel.panic is not allowed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(host_sysctl("kernel/panic"), host_panic);
 }

@@ -135,7 +135,7 @@ impl ContainerConfig {
                 .unwrap_or_else(|| "/".into()),
             user,
             hostname,
-            extra_hosts: [&defaults.extra_hosts[..], &settings.extra_hosts[..]].concat(),
+            extra_hosts: extra_hosts(settings, &defaults)?,
             network: network(settings, &defaults),
             mounts: bind_mounts(settings, &defaults)?,
             tmpfs: tmpfs_mounts(settings, &defaults)?,
@@ -327,11 +327,27 @@ fn rlimits(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<runtime
         .collect()
 }
 
+/// The stored `/etc/hosts` lines, then the settings'; stored names are checked again, as
+/// they were not read by the spec's parser.
+fn extra_hosts(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+) -> Result<Vec<(String, std::net::IpAddr)>> {
+    for (name, _) in &defaults.extra_hosts {
+        values::hostname(name)?;
+    }
+    Ok([&defaults.extra_hosts[..], &settings.extra_hosts[..]].concat())
+}
+
 /// The stored sysctls, then the settings' (a later value of a key wins). A `net.*` one
 /// needs the container's own network namespace.
 fn sysctls(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (key, value) in defaults.sysctls.iter().chain(&settings.sysctls) {
+        // Stored defaults are read from index.json, not through the spec's parser: a key
+        // of the host's kernel must never get this far (written as root, it would change
+        // the host), whoever wrote it.
+        values::sysctl(&format!("{key}={value}"))?;
         out.retain(|(k, _)| k != key);
         out.push((key.clone(), value.clone()));
     }
