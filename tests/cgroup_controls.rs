@@ -7,65 +7,11 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::containers::{busybox_image, run_detached};
-use common::{require, run, text, Env};
-
-/// A loop device over a file of the test's, detached on drop (after whatever is mounted
-/// from it is unmounted): a host block device to throttle.
-struct LoopDevice {
-    path: String,
-    /// Where an ext4 made on it is mounted, if one is.
-    mounted: Option<PathBuf>,
-}
-
-impl LoopDevice {
-    fn new(env: &Env, mib: usize) -> LoopDevice {
-        require("losetup", "mount");
-        let backing = env.path("loop.img");
-        std::fs::write(&backing, vec![0; mib << 20]).unwrap();
-        let path = run(Command::new("losetup").args(["-f", "--show"]).arg(&backing))
-            .trim()
-            .to_owned();
-        LoopDevice {
-            path,
-            mounted: None,
-        }
-    }
-
-    /// An ext4 on the device, mounted at `dir`: direct writes to a file there are writes to
-    /// the device, throttled by the same rule, without the container opening the device
-    /// (its device allow-list forbids that).
-    fn mount_ext4(&mut self, dir: &Path) {
-        require("mkfs.ext4", "e2fsprogs");
-        run(Command::new("mkfs.ext4").args(["-q", "-F", &self.path]));
-        std::fs::create_dir_all(dir).unwrap();
-        run(Command::new("mount").arg(&self.path).arg(dir));
-        self.mounted = Some(dir.to_owned());
-    }
-
-    fn numbers(&self) -> String {
-        let rdev = std::fs::metadata(&self.path).unwrap().rdev();
-        format!(
-            "{}:{}",
-            nix::sys::stat::major(rdev),
-            nix::sys::stat::minor(rdev)
-        )
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.mounted {
-            let _ = Command::new("umount").arg(dir).status();
-        }
-        let _ = Command::new("losetup").args(["-d", &self.path]).status();
-    }
-}
+use common::{text, Env, LoopDevice};
 
 /// The value of `file` in container `id`'s cgroup of `controller`, read on the host.
 fn cgroup_file(id: &str, controller: &str, file: &str) -> String {
@@ -106,7 +52,7 @@ fn each_control_is_in_its_cgroup_file_while_the_container_runs() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let dev = LoopDevice::new(&env, 4);
+    let dev = LoopDevice::sized(&env, 4);
     let write_bps = format!("{}:1mb", dev.path);
     let read_iops = format!("{}:100", dev.path);
     let c = run_detached(
@@ -213,7 +159,7 @@ fn bad_values_name_their_flag() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let dev = LoopDevice::new(&env, 1);
+    let dev = LoopDevice::sized(&env, 1);
     let on_loop = |rate: &str| format!("{}:{rate}", dev.path);
     let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
     let unknown_cpu = "64".to_string();
@@ -348,7 +294,7 @@ fn run_keys_apply_and_flags_override_them() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let dev = LoopDevice::new(&env, 1);
+    let dev = LoopDevice::sized(&env, 1);
     build(
         &env,
         &format!(
@@ -423,7 +369,7 @@ fn device_write_bps_throttles_direct_writes_to_its_rate() {
     common::require_root!("namespaces, overlayfs, cgroups, loop devices");
     let env = Env::new();
     busybox_image(&env);
-    let mut dev = LoopDevice::new(&env, 32);
+    let mut dev = LoopDevice::sized(&env, 32);
     let mnt = env.path("mnt");
     dev.mount_ext4(&mnt);
     let volume = format!("{}:/data", mnt.display());
@@ -462,7 +408,7 @@ fn a_container_cannot_raise_its_limits() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     busybox_image(&env);
-    let dev = LoopDevice::new(&env, 1);
+    let dev = LoopDevice::sized(&env, 1);
     let rate = format!("{}:1mb", dev.path);
     let attack = "mkdir -p /tmp/cg; \
         for opt in cpu,cpuacct cpuset blkio memory; do \

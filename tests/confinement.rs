@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{require, run, text, Env};
+use common::{require, run, text, Env, LoopDevice};
 
 /// Builds the probe program into `dir/probe`.
 fn build_probe(dir: &Path) -> PathBuf {
@@ -22,37 +22,6 @@ fn build_probe(dir: &Path) -> PathBuf {
         .arg(&out)
         .arg(source));
     out
-}
-
-/// A loop device over a small file of the test's, detached on drop: the host block device
-/// a container must not reach.
-struct LoopDevice {
-    path: String,
-    major: u64,
-    minor: u64,
-}
-
-impl LoopDevice {
-    fn new(env: &Env) -> LoopDevice {
-        require("losetup", "mount");
-        let backing = env.path("loop.img");
-        std::fs::write(&backing, vec![0x5a; 1 << 20]).unwrap();
-        let path = run(Command::new("losetup").args(["-f", "--show"]).arg(&backing))
-            .trim()
-            .to_owned();
-        let rdev = std::fs::metadata(&path).unwrap().rdev();
-        LoopDevice {
-            major: nix::sys::stat::major(rdev),
-            minor: nix::sys::stat::minor(rdev),
-            path,
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.path]).status();
-    }
 }
 
 /// A busybox rootfs with the files a real image has (`/etc/passwd`, `/etc/hosts`,

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::Failure;
 
-/// The largest env file kiln reads; a real one is a few kilobytes.
-const MAX_ENV_FILE: u64 = 1 << 20;
+use kiln_spec::values::MAX_ENV_FILE;
 
 /// The variables of every `--env-file` (in order), then of every `-e` (a later one wins).
 /// A bare `K` takes kiln's value of K and is left out when kiln has none.
@@ -32,9 +31,8 @@ fn entry(text: &str) -> Option<(String, String)> {
     }
 }
 
-/// Docker's env-file format: one `K=V` or bare `K` per line, the value taken as written
-/// (no quotes removed); blank lines and lines starting with `#` are skipped; a name may
-/// not be empty or hold whitespace.
+/// Docker's env-file format (`kiln_spec::values::env_file`, which a spec's `env_file:`
+/// is read with too); a bare `K` takes kiln's own value and is left out without one.
 fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, Failure> {
     let mut text = String::new();
     std::fs::File::open(path)
@@ -47,29 +45,16 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, Failure> {
             MAX_ENV_FILE >> 10
         )));
     }
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name = line.split_once('=').map_or(line, |(k, _)| k);
-        let bad = |why: &str| {
-            Failure::user(format!("{}:{}: {why}", path.display(), i + 1)).hint(Some(
-                "write one NAME=VALUE (or a bare NAME) per line".into(),
-            ))
-        };
-        if name.is_empty() {
-            return Err(bad("no variable name before the ="));
-        }
-        if name.chars().any(char::is_whitespace) {
-            return Err(bad(&format!(
-                "the variable name {name:?} contains whitespace"
-            )));
-        }
-        out.extend(entry(line));
-    }
-    Ok(out)
+    let entries = kiln_spec::values::env_file(&text).map_err(|(line, e)| {
+        Failure::user(format!("{}:{line}: {}", path.display(), e.message)).hint(e.hint)
+    })?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Some(v) => Some((k, v)),
+            None => std::env::var(&k).ok().map(|v| (k, v)),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use kiln_container::{
 use kiln_container::{RunSettings, Source};
 use kiln_image::RunDefaultsOrigin;
 use kiln_runtime as runtime;
-use kiln_spec::{Network, RunDefaults};
+use kiln_spec::{values, Network, RunDefaults};
 use kiln_store::ContainerState;
 use kiln_store::{ContainerDir, Store, Tagged};
 
@@ -79,11 +79,31 @@ pub struct ContainerArgs {
     /// Override the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Run kiln's small init as PID 1, which reaps zombies and forwards signals (the
+    /// default; overrides the image's run: init: false)
+    #[arg(long, conflicts_with = "no_init")]
+    init: bool,
     /// Run the command as PID 1 without kiln's small init
     #[arg(long = "no-init")]
     no_init: bool,
+    /// Set a process resource limit: NAME=SOFT[:HARD] with docker's names (nofile, nproc,
+    /// core, memlock, stack, …); -1 or unlimited for no limit
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm, e.g. 256m (default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// Set a sysctl of the container's own namespaces: kernel.shm*, kernel.msg*,
+    /// kernel.sem, fs.mqueue.*, net.* (not with --network host)
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER[:rwm]] (CONTAINER under /dev;
+    /// a directory gives every device in it)
+    #[arg(long, value_name = "HOST[:CONTAINER[:PERMS]]")]
+    device: Vec<String>,
     /// Apply run settings that grant privileges (privileged, added capabilities, host
-    /// binds, host network) also for an image that was not built in this store
+    /// binds, host network, devices, raised ulimits) also for an image that was not built
+    /// in this store
     #[arg(long = "allow-image-privileges")]
     allow_image_privileges: bool,
 }
@@ -91,7 +111,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --restart unless-stopped --health-cmd 'wget -q -O- localhost:8080' hello\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb\n  kiln run --rm --ulimit nofile=1024:4096 --shm-size 256m hello sh -c 'ulimit -n; df /dev/shm'\n  kiln run --rm --sysctl kernel.shmmax=1073741824 --sysctl net.ipv4.ip_forward=1 hello\n  kiln run --rm --device /dev/fuse --device /dev/sdb:/dev/xvdb:r hello\n  kiln run --rm --init hello ps"
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -206,10 +226,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
     let extra_hosts = args
         .add_host
         .iter()
-        .map(|h| {
-            kiln_spec::values::host_entry(h)
-                .map_err(|e| Failure::user(format!("--add-host {h}: {}", e.message)).hint(e.hint))
-        })
+        .map(|h| values::host_entry(h).map_err(|e| value_failure("--add-host", h, e)))
         .collect::<Result<_, _>>()?;
     let network = args.network.as_deref().map(|n| match n {
         "host" => Network::Host,
@@ -232,10 +249,40 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         workdir: args.workdir.clone(),
         entrypoint: args.entrypoint.clone(),
         command: command.to_vec(),
-        no_init: args.no_init,
+        ulimits: each(&args.ulimit, "--ulimit", values::ulimit)?,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|s| values::shm_size(s).map_err(|e| value_failure("--shm-size", s, e)))
+            .transpose()?,
+        sysctls: each(&args.sysctl, "--sysctl", values::sysctl)?,
+        devices: each(&args.device, "--device", values::device)?,
+        init: match (args.init, args.no_init) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         allow_image_privileges: args.allow_image_privileges,
         health: Default::default(),
     })
+}
+
+/// Every value of a repeatable flag, read by `parse` (the spec's parser of the same key).
+fn each<T>(
+    given: &[String],
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T, values::ValueError>,
+) -> Result<Vec<T>, Failure> {
+    given
+        .iter()
+        .map(|text| parse(text).map_err(|e| value_failure(flag, text, e)))
+        .collect()
+}
+
+/// `--ulimit nofile=9:8: the soft limit 9 of nofile is above its hard limit 8`, the hint
+/// on a line of its own.
+fn value_failure(flag: &str, text: &str, e: values::ValueError) -> Failure {
+    Failure::user(format!("{flag} {text}: {}", e.message)).hint(e.hint)
 }
 
 /// A library error as the user sees it (exit 1: nothing was started), with the flag named
@@ -268,12 +315,28 @@ fn failure(e: ContainerError, args: &ContainerArgs) -> Failure {
             }
             .hint(hint)
         }
+        ContainerError::Device(d) if given(&args.device, d.host().and_then(|h| h.to_str())) => {
+            Failure::user(format!("--device: {e}")).hint(hint)
+        }
+        ContainerError::SysctlWithHostNetwork(key) if given(&args.sysctl, Some(key)) => {
+            Failure::user(format!("--sysctl: {e}")).hint(hint)
+        }
         ContainerError::NameInUse(name) => {
             let hint = format!("remove it with kiln rm {name}, or pick another --name");
             Failure::user(e).hint(Some(hint))
         }
         _ => Failure::user(e).hint(hint),
     }
+}
+
+/// Whether one of a flag's values starts with `value` (its first `:`/`=` part): the
+/// error is about what the flag gave, not about a stored default.
+fn given(flag_values: &[String], value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        flag_values
+            .iter()
+            .any(|f| f.split([':', '=']).next() == Some(v))
+    })
 }
 
 /// The `run:` defaults kept with a tag; unreadable ones stop `kiln run`, `bundle` and

@@ -122,6 +122,66 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// A loop device over a file of the test's env (1 MiB of 0x5a bytes, or `mib` MiB),
+/// detached on drop after whatever was mounted from it is unmounted: a host device to give
+/// to, hide from or throttle for a container.
+pub struct LoopDevice {
+    pub path: String,
+    pub major: u64,
+    pub minor: u64,
+    /// Where an ext4 made on it is mounted, if one is.
+    mounted: Option<PathBuf>,
+}
+
+impl LoopDevice {
+    pub fn new(env: &Env) -> LoopDevice {
+        LoopDevice::sized(env, 1)
+    }
+
+    pub fn sized(env: &Env, mib: usize) -> LoopDevice {
+        require("losetup", "mount");
+        let backing = env.path("loop.img");
+        std::fs::write(&backing, vec![0x5a; mib << 20]).unwrap();
+        let path = run(std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing))
+        .trim()
+        .to_owned();
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&std::fs::metadata(&path).unwrap());
+        LoopDevice {
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+            path,
+            mounted: None,
+        }
+    }
+
+    /// `MAJOR:MINOR`.
+    pub fn numbers(&self) -> String {
+        format!("{}:{}", self.major, self.minor)
+    }
+
+    /// An ext4 on the device, mounted at `dir`: direct writes to a file there are writes to
+    /// the device, throttled by its rules, without the container opening the device (its
+    /// device allow-list forbids that).
+    pub fn mount_ext4(&mut self, dir: &Path) {
+        require("mkfs.ext4", "e2fsprogs");
+        run(Command::new("mkfs.ext4").args(["-q", "-F", &self.path]));
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount").arg(&self.path).arg(dir));
+        self.mounted = Some(dir.to_owned());
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.mounted {
+            let _ = Command::new("umount").arg(dir).status();
+        }
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+    }
+}
+
 /// See `kiln_testing::privileged`; the skip line names this test binary.
 pub fn privileged(why: &str) -> bool {
     kiln_testing::privileged(why, Some(env!("CARGO_CRATE_NAME")))

@@ -14,6 +14,7 @@ mod base;
 mod cache_and_secrets;
 pub mod context;
 mod copy_step;
+mod env_files;
 mod host_file;
 mod key;
 mod oci_layout;
@@ -174,6 +175,14 @@ pub enum BuildError {
     /// Secrets whose file or variable is missing when the build starts, located in the spec.
     #[error(transparent)]
     Secret(SpecError),
+    /// A `run: env_file:` that cannot be read, or a line of it that is not `NAME=VALUE`.
+    #[error("{}{}: {message}", if line.is_none() { "env_file " } else { "" }, match line { Some(n) => format!("{}:{n}", path.display()), None => path.display().to_string() })]
+    EnvFile {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+        hint: Option<String>,
+    },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -329,6 +338,10 @@ impl BuildError {
                 ..
             }
             | BuildError::Layer(source) => source.hint(),
+            BuildError::EnvFile { hint: Some(h), .. } => Some(h.clone()),
+            BuildError::EnvFile { line: None, .. } => Some(
+                "a relative env_file: is taken from the spec's folder; it is read when the image is built".into(),
+            ),
             BuildError::Secret(_) => Some(
                 "a relative source: is taken from the spec's folder, an env: variable from kiln build's environment; secrets are read when the build starts and never enter a layer, the cache or the log"
                     .into(),
@@ -390,13 +403,15 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     let spec = load_spec(opts)?;
     let tags = resolve_tags(&spec, &opts.tags)?;
     spec_checks::secrets(&spec, &opts.spec_shown, &opts.environment).map_err(BuildError::Secret)?;
+    // Read before any step runs, so a missing env file stops the build at once.
+    let run = env_files::stored_run_defaults(&spec.run, &opts.environment)?;
     let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
     else {
         unreachable!("a build that is not a plan knows every stage");
     };
     built.config.config.apply_spec(&spec.config);
     let manifest = image::write_image(store, &built.config, &built.layers)?;
-    let manifest = image::with_run_defaults(manifest, &spec.run);
+    let manifest = image::with_run_defaults(manifest, &run);
     for tag in &tags {
         store.set_tag(tag, &manifest)?;
     }

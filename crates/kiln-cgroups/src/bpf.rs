@@ -427,6 +427,19 @@ mod tests {
     }
 
     #[test]
+    fn a_given_device_is_allowed_beside_the_defaults_with_its_own_access() {
+        let loop_read = DeviceRule::device(DeviceKind::Block, 7, 3, Access::READ);
+        let policy = DevicePolicy::Default.and(&[loop_read]);
+        assert_eq!(policy.rules().len(), DEFAULT_RULES.len() + 1);
+        assert_program_means(&policy.rules());
+        assert!(policy.allows(DeviceKind::Block, 7, 3, Access::READ));
+        assert!(!policy.allows(DeviceKind::Block, 7, 3, Access::WRITE));
+        assert!(!policy.allows(DeviceKind::Block, 7, 4, Access::READ));
+        assert_eq!(DevicePolicy::All.and(&[loop_read]), DevicePolicy::All);
+        assert_eq!(DevicePolicy::Default.and(&[]), DevicePolicy::Default);
+    }
+
+    #[test]
     fn the_allow_all_program_allows_everything() {
         assert_program_means(&ALLOW_ALL);
     }

@@ -13,7 +13,7 @@
 //! Everything not listed is denied.
 
 /// The kind of device a rule covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     Char,
     Block,
@@ -34,7 +34,7 @@ impl DeviceKind {
 
 /// A set of device operations. The bit values are the kernel's `BPF_DEVCG_ACC_*`, so the
 /// eBPF program can compare them with what the kernel asks for as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Access(u8);
 
 impl Access {
@@ -59,6 +59,20 @@ impl Access {
         self.0 & other.0 == other.0
     }
 
+    /// The operations `letters` names (any of `r`, `w`, `m`, as `--device` takes them);
+    /// `None` for any other letter.
+    pub fn from_letters(letters: &str) -> Option<Access> {
+        letters.chars().try_fold(Access::NONE, |acc, c| {
+            let op = match c {
+                'r' => Access::READ,
+                'w' => Access::WRITE,
+                'm' => Access::MKNOD,
+                _ => return None,
+            };
+            Some(acc.union(op))
+        })
+    }
+
     /// `rwm`-style letters, in the order cgroup v1 and runc print them.
     pub fn letters(self) -> String {
         [
@@ -74,7 +88,7 @@ impl Access {
 }
 
 /// One allowed (kind, major, minor, access) combination; `None` numbers match any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRule {
     pub kind: DeviceKind,
     pub major: Option<u32>,
@@ -83,6 +97,16 @@ pub struct DeviceRule {
 }
 
 impl DeviceRule {
+    /// Exactly one device, `kind` `Char` or `Block`, with `access`.
+    pub const fn device(kind: DeviceKind, major: u32, minor: u32, access: Access) -> DeviceRule {
+        DeviceRule {
+            kind,
+            major: Some(major),
+            minor: Some(minor),
+            access,
+        }
+    }
+
     const fn char(major: u32, minor: Option<u32>) -> DeviceRule {
         DeviceRule {
             kind: DeviceKind::Char,
@@ -149,32 +173,49 @@ pub const ALLOW_ALL: [DeviceRule; 1] = [DeviceRule {
 }];
 
 /// Which devices a container may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DevicePolicy {
     /// [`DEFAULT_RULES`]; everything else denied.
     #[default]
     Default,
+    /// [`DEFAULT_RULES`] and these: the devices the container was given (`--device`).
+    DefaultAnd(Vec<DeviceRule>),
     /// No device confinement (`--privileged`).
     All,
 }
 
 impl DevicePolicy {
     /// The rules allowed on top of "deny everything".
-    pub fn rules(self) -> &'static [DeviceRule] {
+    pub fn rules(&self) -> Vec<DeviceRule> {
         match self {
-            DevicePolicy::Default => &DEFAULT_RULES,
-            DevicePolicy::All => &ALLOW_ALL,
+            DevicePolicy::Default => DEFAULT_RULES.to_vec(),
+            DevicePolicy::DefaultAnd(extra) => DEFAULT_RULES.iter().chain(extra).copied().collect(),
+            DevicePolicy::All => ALLOW_ALL.to_vec(),
+        }
+    }
+
+    /// This policy with `extra` devices allowed too; every device is already allowed
+    /// by [`DevicePolicy::All`].
+    pub fn and(self, extra: &[DeviceRule]) -> DevicePolicy {
+        match self {
+            _ if extra.is_empty() => self,
+            DevicePolicy::Default => DevicePolicy::DefaultAnd(extra.to_vec()),
+            DevicePolicy::DefaultAnd(mut rules) => {
+                rules.extend_from_slice(extra);
+                DevicePolicy::DefaultAnd(rules)
+            }
+            DevicePolicy::All => DevicePolicy::All,
         }
     }
 
     /// Whether the policy restricts anything, i.e. whether a host that cannot enforce it
     /// must refuse to run the container.
-    pub fn confines(self) -> bool {
-        self != DevicePolicy::All
+    pub fn confines(&self) -> bool {
+        *self != DevicePolicy::All
     }
 
     /// Whether the policy allows `access` to a `Char` or `Block` device `major:minor`.
-    pub fn allows(self, kind: DeviceKind, major: u32, minor: u32, access: Access) -> bool {
+    pub fn allows(&self, kind: DeviceKind, major: u32, minor: u32, access: Access) -> bool {
         self.rules()
             .iter()
             .any(|r| r.allows(kind, major, minor, access))

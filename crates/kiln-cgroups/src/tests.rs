@@ -370,6 +370,22 @@ fn v1_imitation_gets_deny_all_then_the_default_allow_list() {
 }
 
 #[test]
+fn v1_imitation_gets_a_given_device_after_the_default_list() {
+    let root = fake_v1_root(&["memory", "cpu", "pids", "devices"]);
+    let loop_rw = DeviceRule::device(DeviceKind::Block, 7, 3, Access::READ.union(Access::WRITE));
+    let cg = Cgroup::create(
+        root.path(),
+        "dev",
+        &with_devices(DevicePolicy::Default.and(&[loop_rw])),
+    )
+    .unwrap();
+    let allow =
+        fs::read_to_string(root.path().join("devices/kiln/kiln-dev/devices.allow")).unwrap();
+    assert!(allow.ends_with("c 136:* rwm\nb 7:3 rw\n"), "{allow}");
+    cg.remove().unwrap();
+}
+
+#[test]
 fn v1_imitation_privileged_allows_every_device() {
     let root = fake_v1_root(&["memory", "cpu", "pids", "devices"]);
     let cg = Cgroup::create(root.path(), "priv", &with_devices(DevicePolicy::All)).unwrap();
@@ -420,7 +436,7 @@ fn v2_imitation_writes_no_device_files_and_attaches_no_program() {
         ("dflt", DevicePolicy::Default, v2::DeviceFilter::NotCgroupfs),
         ("all", DevicePolicy::All, v2::DeviceFilter::None),
     ] {
-        let cg = Cgroup::create(root.path(), id, &with_devices(policy)).unwrap();
+        let cg = Cgroup::create(root.path(), id, &with_devices(policy.clone())).unwrap();
         assert_eq!(v2_device_filter(&cg), filter, "{policy:?}");
         let dir = root.path().join("kiln").join(format!("kiln-{id}"));
         let files: Vec<String> = fs::read_dir(&dir)

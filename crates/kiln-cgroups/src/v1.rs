@@ -113,7 +113,7 @@ impl Group {
             Err(e) => return Err(e),
         }
         self.apply_blkio(res)?;
-        self.apply_devices(res.devices)
+        self.apply_devices(&res.devices)
     }
 
     fn apply_memory(&self, res: &Resources) -> Result<(), CgroupError> {
@@ -200,7 +200,7 @@ impl Group {
 
     /// Replaces the inherited "allow all" with the policy's rules. Without the controller
     /// only a policy that confines nothing can be honoured.
-    fn apply_devices(&self, policy: DevicePolicy) -> Result<(), CgroupError> {
+    fn apply_devices(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
         let dir = match self.dir("devices", "the device allow-list every container needs") {
             Ok(dir) => dir,
             Err(_) if !policy.confines() => return Ok(()),

@@ -108,7 +108,7 @@ impl Group {
             Err(e) => return Err(e),
         }
         self.apply_io(res)?;
-        self.devices = self.apply_devices(res.devices)?;
+        self.devices = self.apply_devices(&res.devices)?;
         Ok(())
     }
 
@@ -195,7 +195,7 @@ impl Group {
     }
 
     /// Attaches the allow-list program, before any process joins.
-    fn apply_devices(&self, policy: DevicePolicy) -> Result<DeviceFilter, CgroupError> {
+    fn apply_devices(&self, policy: &DevicePolicy) -> Result<DeviceFilter, CgroupError> {
         if !policy.confines() {
             return Ok(DeviceFilter::None);
         }
@@ -212,7 +212,7 @@ impl Group {
         if !on_cgroup2 {
             return Ok(DeviceFilter::NotCgroupfs);
         }
-        attach_device_filter(dir.as_fd(), policy.rules())?;
+        attach_device_filter(dir.as_fd(), &policy.rules())?;
         Ok(DeviceFilter::Attached)
     }
 

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use kiln_image::{RunDefaultsOrigin, RuntimeConfig};
-use kiln_runtime::{self as runtime, BindMount, Confinement, NetworkMode};
-use kiln_spec::{values, Limits, Network, Privileges, RunDefaults};
+use kiln_runtime::{self as runtime, BindMount, Confinement, DeviceNode, NetworkMode};
+use kiln_spec::{values, Device, Limits, Network, Privileges, RunDefaults, Ulimit};
 
 use super::confine::{confinement, limits_over};
 use super::error::{ContainerError, Result};
@@ -48,8 +48,18 @@ pub struct RunSettings {
     pub entrypoint: Option<String>,
     /// Replaces the image's cmd.
     pub command: Vec<String>,
-    /// Run the command as PID 1, without kiln's small init.
-    pub no_init: bool,
+    /// `--ulimit`s: a limit of the same name in the stored defaults is replaced.
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size` in bytes.
+    pub shm_size: Option<u64>,
+    /// `--sysctl`s (already checked to be of the container's own namespaces); a later
+    /// value of the same key wins.
+    pub sysctls: Vec<(String, String)>,
+    /// `--device`s.
+    pub devices: Vec<Device>,
+    /// `--init` (`Some(true)`) or `--no-init` (`Some(false)`): whether kiln's small init is
+    /// PID 1; `None` leaves it to the stored defaults, else the init.
+    pub init: Option<bool>,
     /// Apply stored settings that grant privileges also for an image not built in this
     /// store.
     pub allow_image_privileges: bool,
@@ -102,6 +112,11 @@ pub struct ContainerConfig {
     pub network: NetworkMode,
     pub mounts: Vec<BindMount>,
     pub tmpfs: Vec<String>,
+    /// The size of `/dev/shm` in bytes; `None` is Docker's 64 MiB.
+    pub shm_size: Option<u64>,
+    pub sysctls: Vec<(String, String)>,
+    /// Host devices, read from the host when the settings were merged.
+    pub devices: Vec<DeviceNode>,
     pub confinement: Confinement,
     pub read_only: bool,
     pub init: bool,
@@ -156,13 +171,16 @@ impl ContainerConfig {
                 .unwrap_or_else(|| "/".into()),
             user,
             hostname,
-            extra_hosts: settings.extra_hosts.clone(),
+            extra_hosts: extra_hosts(settings, &defaults)?,
             network: network(settings, &defaults),
             mounts: bind_mounts(settings, &defaults)?,
             tmpfs: tmpfs_mounts(settings, &defaults)?,
+            shm_size: settings.shm_size.or(defaults.shm_size),
+            sysctls: sysctls(settings, &defaults)?,
+            devices: devices(settings, &defaults)?,
             confinement: merged_confinement(settings, &defaults, notify)?,
             read_only: settings.read_only || defaults.read_only,
-            init: !settings.no_init,
+            init: settings.init.or(defaults.init).unwrap_or(true),
             health: settings.health.over(config.healthcheck.as_ref()),
         })
     }
@@ -219,7 +237,42 @@ fn split_grants(defaults: &RunDefaults) -> (Vec<String>, RunDefaults) {
         grants.push("network host".to_string());
         narrowed.network = None;
     }
+    for d in &defaults.devices {
+        grants.push(format!(
+            "device {}:{}:{}",
+            d.host.display(),
+            d.container,
+            d.access
+        ));
+    }
+    narrowed.devices.clear();
+    for u in defaults.ulimits.iter().filter(|u| raises_a_limit(u)) {
+        grants.push(format!(
+            "ulimit {}={}:{}",
+            u.name,
+            limit_text(u.soft),
+            limit_text(u.hard)
+        ));
+    }
+    narrowed.ulimits.retain(|u| !raises_a_limit(u));
     (grants, narrowed)
+}
+
+/// Whether a stored ulimit goes above kiln's own hard limit: only a process holding
+/// CAP_SYS_RESOURCE (the container's setup) can set it, so it grants what the caller
+/// does not have (real-time priority, locked memory, more files). A lower one restricts.
+fn raises_a_limit(u: &Ulimit) -> bool {
+    runtime::Rlimit::new(&u.name, u.soft, u.hard)
+        .ok()
+        .and_then(|l| l.current_hard())
+        .is_none_or(|hard| u.hard > hard)
+}
+
+fn limit_text(value: u64) -> String {
+    match value {
+        kiln_spec::UNLIMITED => "unlimited".into(),
+        n => n.to_string(),
+    }
 }
 
 /// Docker's rules: an entrypoint given replaces the image's entrypoint and drops its cmd;
@@ -284,12 +337,73 @@ fn merged_confinement(
     };
     let limits = limits_over(&settings.limits, &defaults.limits);
     let options = security_options(&settings.security_options)?;
-    let confinement = confinement(&privileges, &limits, &options)?;
+    let mut confinement = confinement(&privileges, &limits, &options)?;
+    confinement.rlimits = rlimits(settings, defaults)?;
     let skipped = check_seccomp_profile(&confinement)?;
     if !skipped.is_empty() {
         notify(Notice::SkippedSyscalls(skipped));
     }
     Ok(confinement)
+}
+
+/// The stored ulimits, each replaced by the settings' of the same name, then the
+/// settings' others.
+fn rlimits(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<runtime::Rlimit>> {
+    let given = |name: &str| settings.ulimits.iter().any(|u| u.name == name);
+    defaults
+        .ulimits
+        .iter()
+        .filter(|u| !given(&u.name))
+        .chain(&settings.ulimits)
+        .map(|u| Ok(runtime::Rlimit::new(&u.name, u.soft, u.hard)?))
+        .collect()
+}
+
+/// The stored `/etc/hosts` lines, then the settings'; stored names are checked again, as
+/// they were not read by the spec's parser.
+fn extra_hosts(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+) -> Result<Vec<(String, std::net::IpAddr)>> {
+    for (name, _) in &defaults.extra_hosts {
+        values::hostname(name)?;
+    }
+    Ok([&defaults.extra_hosts[..], &settings.extra_hosts[..]].concat())
+}
+
+/// The stored sysctls, then the settings' (a later value of a key wins). A `net.*` one
+/// needs the container's own network namespace.
+fn sysctls(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (key, value) in defaults.sysctls.iter().chain(&settings.sysctls) {
+        // Stored defaults are read from index.json, not through the spec's parser: a key
+        // of the host's kernel must never get this far (written as root, it would change
+        // the host), whoever wrote it.
+        values::sysctl(&format!("{key}={value}"))?;
+        out.retain(|(k, _)| k != key);
+        out.push((key.clone(), value.clone()));
+    }
+    if network(settings, defaults) == NetworkMode::Host {
+        if let Some((key, _)) = out
+            .iter()
+            .find(|(k, _)| values::sysctl_needs_own_network(k))
+        {
+            return Err(ContainerError::SysctlWithHostNetwork(key.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored devices, then the settings', each read from the host now.
+fn devices(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<DeviceNode>> {
+    let mut nodes = Vec::new();
+    for d in defaults.devices.iter().chain(&settings.devices) {
+        // The spec's and the flags' parsers only let rwm letters through.
+        let access = runtime::Access::from_letters(&d.access).unwrap_or(runtime::Access::NONE);
+        nodes.extend(DeviceNode::from_host(&d.host, &d.container, access)?);
+    }
+    DeviceNode::check_distinct(&nodes)?;
+    Ok(nodes)
 }
 
 /// The settings' network, else the spec's, else a private network with loopback only.
@@ -392,6 +506,25 @@ mod tests {
                 memory: Some(64 << 20),
                 ..Default::default()
             },
+            devices: vec![Device {
+                host: "/dev/fuse".into(),
+                container: "/dev/fuse".into(),
+                access: "rw".into(),
+            }],
+            ulimits: vec![
+                // Above kiln's own hard limit: a grant. Below it: a restriction.
+                Ulimit {
+                    name: "nofile".into(),
+                    soft: kiln_spec::UNLIMITED,
+                    hard: kiln_spec::UNLIMITED,
+                },
+                Ulimit {
+                    name: "core".into(),
+                    soft: 0,
+                    hard: 0,
+                },
+            ],
+            sysctls: vec![("kernel.shmmax".into(), "1".into())],
             ..Default::default()
         };
         let (grants, narrowed) = split_grants(&defaults);
@@ -401,9 +534,15 @@ mod tests {
                 "privileged",
                 "cap-add NET_ADMIN",
                 "mount /srv:/srv:ro",
-                "network host"
+                "network host",
+                "device /dev/fuse:/dev/fuse:rw",
+                "ulimit nofile=unlimited:unlimited",
             ]
         );
+        assert!(narrowed.devices.is_empty());
+        assert_eq!(narrowed.ulimits, defaults.ulimits[1..]);
+        // Sysctls reach only the container's own namespaces: no grant.
+        assert_eq!(narrowed.sysctls, defaults.sysctls);
         assert!(!narrowed.privileged && narrowed.mounts.is_empty());
         assert_eq!(narrowed.cap_add, ["CHOWN"]);
         assert_eq!(narrowed.network, None);

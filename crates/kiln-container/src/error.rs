@@ -110,6 +110,13 @@ pub enum ContainerError {
     NoStartConfig(String),
     #[error("container {0} is restarting")]
     Restarting(String),
+    #[error(transparent)]
+    Device(#[from] kiln_runtime::DeviceError),
+    /// A `net.*` sysctl for a container that shares the host's network.
+    #[error("sysctl {0} cannot be set with the host's network: it would change the host's")]
+    SysctlWithHostNetwork(String),
+    #[error(transparent)]
+    Ulimit(#[from] kiln_runtime::RlimitError),
 }
 
 impl ContainerError {
@@ -170,6 +177,20 @@ impl ContainerError {
             ContainerError::Restarting(name) => Some(format!(
                 "its restart policy starts it again shortly; kiln stop {name} ends the restarts"
             )),
+            ContainerError::Device(kiln_runtime::DeviceError::ReservedTarget { .. }) => {
+                Some("give another path in the container: HOST:/dev/NAME".into())
+            }
+            ContainerError::Device(kiln_runtime::DeviceError::Twice { .. }) => {
+                Some("give each device its own path in the container".into())
+            }
+            ContainerError::Device(_) => Some(
+                "give the path of a device node on this host (ls -l /dev), or a directory of them"
+                    .into(),
+            ),
+            ContainerError::SysctlWithHostNetwork(_) => Some(
+                "drop the sysctl, or run the container with its own network (--network none)"
+                    .into(),
+            ),
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

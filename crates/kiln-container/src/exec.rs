@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use kiln_runtime::{
-    self as runtime, CapabilitySet, Confinement, ExecSpec, Resources, SeccompPolicy,
+    self as runtime, CapabilitySet, Confinement, ExecSpec, Resources, Rlimit, SeccompPolicy,
 };
 use kiln_store::{ContainerDir, ContainerState, Store};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,11 @@ pub struct ExecContext {
     pub capabilities: Capabilities,
     pub no_new_privileges: bool,
     pub seccomp: Seccomp,
+    /// The container's `--ulimit`s: an exec'd process is forked by kiln, not by the
+    /// container's init, so it gets them set again (as docker's exec does); the limits not
+    /// given are kiln's, as the container's are.
+    #[serde(default)]
+    pub ulimits: Vec<kiln_spec::Ulimit>,
 }
 
 /// [`CapabilitySet`] as it is written down.
@@ -89,6 +94,15 @@ impl ExecContext {
                     Seccomp::Profile(String::from_utf8_lossy(json).into_owned())
                 }
             },
+            ulimits: c
+                .rlimits
+                .iter()
+                .map(|l| kiln_spec::Ulimit {
+                    name: l.name().to_owned(),
+                    soft: l.soft,
+                    hard: l.hard,
+                })
+                .collect(),
         }
     }
 
@@ -122,6 +136,12 @@ impl ExecContext {
                 Seccomp::Profile(json) => SeccompPolicy::Profile(json.clone().into_bytes()),
             },
             resources: Resources::default(),
+            // Written from valid limits; one that no longer reads is left to kiln's own.
+            rlimits: self
+                .ulimits
+                .iter()
+                .filter_map(|u| Rlimit::new(&u.name, u.soft, u.hard).ok())
+                .collect(),
         }
     }
 }
@@ -205,6 +225,7 @@ mod tests {
             no_new_privileges: false,
             seccomp: SeccompPolicy::Profile(br#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.to_vec()),
             resources: Resources::default(),
+            rlimits: vec![Rlimit::new("nofile", 100, 200).unwrap()],
         };
         let context = ExecContext {
             env: vec!["PATH=/bin".into()],
@@ -223,6 +244,7 @@ mod tests {
             },
             no_new_privileges: true,
             seccomp: Seccomp::Default,
+            ulimits: vec![],
         };
         let user = User {
             uid: 1,
@@ -240,6 +262,9 @@ mod tests {
             network: runtime::NetworkMode::None,
             mounts: vec![],
             tmpfs: vec![],
+            shm_size: None,
+            sysctls: vec![],
+            devices: vec![],
             confinement: confinement.clone(),
             read_only: false,
             init: true,

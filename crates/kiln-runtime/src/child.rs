@@ -17,11 +17,13 @@ use libc::{c_int, c_long, c_void};
 use super::container_mounts;
 use super::devices;
 use super::error::{Report, Stage, NO_DETAIL};
+use super::host_devices;
 use super::init::{self, InitFds};
 use super::overlay;
 use super::plan::{ChildArgs, ChildFds, ChildPlan};
 use super::step_mounts;
 use super::sys::{self, Errno};
+use super::sysctls;
 
 /// Where the error pipe lives once stdio is arranged; closed by `execve` (close-on-exec).
 pub(crate) const REPORT_FD: RawFd = 3;
@@ -240,7 +242,16 @@ impl Child<'_> {
         overlay::mount_overlay_root(&plan.mount).map_err(from_stage)?;
         let root = sys::open(&plan.mount.root, libc::O_PATH | libc::O_DIRECTORY)
             .map_err(at(Stage::OpenRoot))?;
-        devices::mount_pseudo_filesystems(root.as_fd()).map_err(from_stage)?;
+        let shm_size = plan
+            .container
+            .as_ref()
+            .map_or(devices::DEFAULT_SHM_SIZE, |c| c.shm_size.as_c_str());
+        devices::mount_pseudo_filesystems(root.as_fd(), shm_size).map_err(from_stage)?;
+        if let Some(c) = &plan.container {
+            // In the fresh /dev and /proc, before masks and the read-only /proc/sys.
+            host_devices::make_all(root.as_fd(), &c.devices)?;
+            sysctls::write_all(root.as_fd(), &c.sysctls)?;
+        }
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
             let bound = match plan.container {
                 Some(_) => container_mounts::bind_file_over(root.as_fd(), host, rel),

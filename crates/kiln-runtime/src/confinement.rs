@@ -12,6 +12,7 @@
 use super::capabilities::{self, CapabilitySet, CapsPlan};
 use super::cgroups::{DevicePolicy, Resources};
 use super::error::{Report, Stage, NO_DETAIL};
+use super::rlimits::{self, Rlimit};
 use super::seccomp::SeccompProgram;
 use super::sys::Errno;
 use super::RuntimeError;
@@ -37,6 +38,9 @@ pub struct Confinement {
     pub seccomp: SeccompPolicy,
     /// Memory, CPU and pids limits of the cgroup the process runs in.
     pub resources: Resources,
+    /// Process resource limits (`--ulimit`), set before anything else; the others are
+    /// inherited from kiln.
+    pub rlimits: Vec<Rlimit>,
 }
 
 impl Default for Confinement {
@@ -49,6 +53,7 @@ impl Default for Confinement {
             no_new_privileges: true,
             seccomp: SeccompPolicy::Default,
             resources: Resources::default(),
+            rlimits: Vec::new(),
         }
     }
 }
@@ -65,6 +70,7 @@ impl Confinement {
                 devices: DevicePolicy::All,
                 ..resources
             },
+            rlimits: Vec::new(),
         }
     }
 
@@ -118,6 +124,7 @@ impl Confinement {
             ),
         };
         Ok(ConfinePlan {
+            rlimits: self.rlimits.clone(),
             caps: CapsPlan::new(self.capabilities),
             no_new_privs: self.no_new_privileges,
             seccomp,
@@ -127,19 +134,26 @@ impl Confinement {
 
 /// A [`Confinement`] in the form the allocation-free child applies.
 pub(crate) struct ConfinePlan {
+    pub rlimits: Vec<Rlimit>,
     pub caps: CapsPlan,
     pub no_new_privs: bool,
     pub seccomp: Option<SeccompProgram>,
 }
 
 impl ConfinePlan {
-    /// The privileges, in the only order that works: bounding set (needs CAP_SETPCAP),
-    /// `switch_user`, the other capability sets, no_new_privs, seccomp last. Without
-    /// no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in before the user switch.
+    /// The privileges, in the only order that works: resource limits (raising a hard
+    /// limit needs CAP_SYS_RESOURCE), bounding set (needs CAP_SETPCAP), `switch_user`, the
+    /// other capability sets, no_new_privs, seccomp last. Without no_new_privs the filter
+    /// needs CAP_SYS_ADMIN, so it goes in before the user switch.
     pub(crate) fn apply(
         &self,
         switch_user: impl FnOnce() -> Result<(), Report>,
     ) -> Result<(), Report> {
+        rlimits::apply(&self.rlimits).map_err(|(i, errno)| Report {
+            stage: Stage::SetRlimit,
+            errno,
+            detail: i as u32,
+        })?;
         self.caps.drop_bounding().map_err(at(Stage::DropBounding))?;
         let early_seccomp = !self.no_new_privs;
         if let (Some(filter), true) = (&self.seccomp, early_seccomp) {

@@ -35,7 +35,9 @@ use super::cgroups::{self, Cgroup, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::child_main;
 use super::confinement::Confinement;
 use super::container_mounts::{MountSource, UserMount};
+use super::devices::DEFAULT_SHM_SIZE;
 use super::error::{InvalidSandbox, Report, RuntimeError, REPORT_LEN};
+use super::host_devices::{self, DeviceNode};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
 use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
@@ -43,6 +45,7 @@ use super::process::Process;
 use super::pty::{initial_window_size, TtySession};
 use super::relay::{OutputPipes, StdioRelay};
 use super::sys;
+use super::sysctls;
 
 /// A `-v SRC:DST[:ro]` bind mount.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +70,14 @@ pub struct ContainerSpec {
     pub mounts: Vec<BindMount>,
     /// `--tmpfs` targets (mode 1777, `nosuid,nodev,noexec`).
     pub tmpfs: Vec<String>,
+    /// The size of `/dev/shm` in bytes; `None` is Docker's 64 MiB.
+    pub shm_size: Option<u64>,
+    /// `--sysctl`s of the container's own namespaces (which keys may be set is the
+    /// caller's decision), written before the command runs.
+    pub sysctls: Vec<(String, String)>,
+    /// `--device`s: made in the container's `/dev` and allowed in its cgroup beside the
+    /// confinement's device policy.
+    pub devices: Vec<DeviceNode>,
     /// Contents of the container's `/etc/hosts`.
     pub etc_hosts: String,
     /// Contents of the container's `/etc/resolv.conf`.
@@ -197,10 +208,11 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     };
     let null = devnull.as_raw_fd();
     let fd_or_null = |fd: Option<&OwnedFd>| fd.map_or(null, |f| f.as_raw_fd());
+    let resources = spec.resources();
     let launch = Launch {
         cgroup_root: &cgroup_root,
         id: &spec.id,
-        resources: &spec.confinement.resources,
+        resources: &resources,
         stdin: fd_or_null(stdio.as_ref().and_then(|e| e.stdin.as_ref())),
         stdout: fd_or_null(stdio.as_ref().map(|e| &e.stdout)),
         stderr: fd_or_null(stdio.as_ref().map(|e| &e.stderr)),
@@ -210,6 +222,18 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     running.relay = relay;
     running.output = output;
     Ok(running)
+}
+
+impl ContainerSpec {
+    /// The cgroup's resources: the confinement's, with the given devices allowed.
+    pub(crate) fn resources(&self) -> Resources {
+        let rules: Vec<_> = self.devices.iter().map(DeviceNode::rule).collect();
+        let resources = self.confinement.resources.clone();
+        Resources {
+            devices: resources.devices.clone().and(&rules),
+            ..resources
+        }
+    }
 }
 
 /// Where cgroupfs is: the given root or `/sys/fs/cgroup`.
@@ -430,6 +454,14 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         tty: spec.tty,
         winsize: initial_window_size(),
         keep_stdin: spec.interactive || spec.tty,
+        shm_size: match spec.shm_size {
+            // tmpfs takes size=0 as "no limit".
+            Some(0) => return Err(InvalidSandbox::ZeroShmSize.into()),
+            Some(bytes) => c_string(&bytes.to_string(), "shm size")?,
+            None => DEFAULT_SHM_SIZE.to_owned(),
+        },
+        sysctls: sysctls::prepare(&spec.sysctls)?,
+        devices: host_devices::prepare(&spec.devices)?,
     };
     let sandbox = Sandbox::new(&spec.confinement, cgroup_root, spec.init, Some(container))?;
     ChildPlan::build(

@@ -88,6 +88,9 @@ impl Fixture {
                 readonly: false,
             }],
             tmpfs: vec![],
+            shm_size: None,
+            sysctls: vec![],
+            devices: vec![],
             etc_hosts: "127.0.0.1 localhost\n10.0.0.1 kiln-box\n".into(),
             etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
             confinement: Confinement::default(),
@@ -574,4 +577,49 @@ fn a_container_mounts_five_hundred_lowers_and_the_top_most_wins() {
     spec.overlay.lowers.splice(0..0, names);
     let out = fx.run(&spec);
     assert_eq!(out.log, "0\nreached\n");
+}
+
+#[test]
+fn ulimits_shm_size_and_sysctls_reach_the_container_and_not_the_host() {
+    require_root!("namespaces, overlayfs, cgroups");
+    let fx = Fixture::new();
+    let host_shmmax = fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    let mut spec = fx.spec(
+        "ulimit -n; ulimit -Hn; ulimit -c; df -k /dev/shm | tail -1; \
+         cat /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward; \
+         echo 1 > /proc/sys/kernel/shmmax || echo sys-ro",
+    );
+    spec.confinement.rlimits = vec![
+        crate::Rlimit::new("nofile", 321, 654).unwrap(),
+        crate::Rlimit::new("core", 0, crate::RLIM_INFINITY).unwrap(),
+    ];
+    spec.shm_size = Some(3 << 20);
+    spec.sysctls = vec![
+        ("kernel.shmmax".into(), "12345678".into()),
+        ("net.ipv4.ip_forward".into(), "1".into()),
+    ];
+    let out = fx.run(&spec);
+    assert!(out.status().success(), "{}", out.log);
+    let lines: Vec<&str> = out.log.lines().filter(|l| !l.contains("sh: ")).collect();
+    assert_eq!(lines[..3], ["321", "654", "0"], "{}", out.log);
+    let df: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(df[1], "3072", "{}", out.log);
+    assert_eq!(lines[4..], ["12345678", "1", "sys-ro"], "{}", out.log);
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host_shmmax
+    );
+}
+
+#[test]
+fn a_sysctl_the_namespace_lacks_fails_the_start_by_name() {
+    require_root!("namespaces, overlayfs, cgroups");
+    let fx = Fixture::new();
+    let mut spec = fx.spec("true");
+    spec.sysctls = vec![("net.no.such.key".into(), "1".into())];
+    let err = run_container(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "write sysctl \"net.no.such.key\": No such file or directory"
+    );
 }

@@ -71,10 +71,23 @@ const DEV_SYMLINKS: [(&CStr, &CStr); 5] = [
     (c"stderr", c"/proc/self/fd/2"),
 ];
 
-/// Mounts `/proc`, `/dev` (with pts and shm) and a read-only `/sys` into `root`.
-pub(crate) fn mount_pseudo_filesystems(root: BorrowedFd) -> StageResult<()> {
+/// The size option of `/dev/shm` when none is given: Docker's 64 MiB.
+pub(crate) const DEFAULT_SHM_SIZE: &CStr = c"65536k";
+
+/// Whether `name` is an entry kiln makes in `/dev` itself (a device, a symlink, `pts` or
+/// `shm`), where no `--device` may go.
+pub(crate) fn is_kilns_own_dev_entry(name: &str) -> bool {
+    let is = |c: &CStr| c.to_bytes() == name.as_bytes();
+    CHAR_DEVICES.iter().any(|d| is(d.name))
+        || DEV_SYMLINKS.iter().any(|(link, _)| is(link))
+        || ["pts", "shm"].contains(&name)
+}
+
+/// Mounts `/proc`, `/dev` (with pts, and shm of `shm_size`, a tmpfs `size=` value) and a
+/// read-only `/sys` into `root`.
+pub(crate) fn mount_pseudo_filesystems(root: BorrowedFd, shm_size: &CStr) -> StageResult<()> {
     mount_proc(root)?;
-    mount_dev(root)?;
+    mount_dev(root, shm_size)?;
     mount_sys(root)
 }
 
@@ -99,7 +112,7 @@ fn mount_sys(root: BorrowedFd) -> StageResult<()> {
     sys::attach(&sysfs, target.as_fd()).map_err(at(Stage::MountSys))
 }
 
-fn mount_dev(root: BorrowedFd) -> StageResult<()> {
+fn mount_dev(root: BorrowedFd, shm_size: &CStr) -> StageResult<()> {
     let target = mount_point(root, c"dev", Stage::MountDev)?;
     let options = [(c"mode", Some(c"755")), (c"size", Some(c"65536k"))];
     // Not nodev: the device nodes below must work.
@@ -107,7 +120,7 @@ fn mount_dev(root: BorrowedFd) -> StageResult<()> {
     sys::attach(&dev, target.as_fd()).map_err(at(Stage::MountDev))?;
     populate_dev(dev.as_fd()).map_err(at(Stage::PopulateDev))?;
     mount_devpts(dev.as_fd())?;
-    mount_shm(dev.as_fd())
+    mount_shm(dev.as_fd(), shm_size)
 }
 
 fn populate_dev(dev: BorrowedFd) -> Result<(), Errno> {
@@ -151,10 +164,10 @@ fn mount_devpts(dev: BorrowedFd) -> StageResult<()> {
     sys::attach(&pts, target.as_fd()).map_err(at(stage))
 }
 
-fn mount_shm(dev: BorrowedFd) -> StageResult<()> {
+fn mount_shm(dev: BorrowedFd, size: &CStr) -> StageResult<()> {
     let stage = Stage::MountDevShm;
     let target = sys::open_in_root(dev, c"shm", libc::O_DIRECTORY).map_err(at(stage))?;
-    let options = [(c"mode", Some(c"1777")), (c"size", Some(c"65536k"))];
+    let options = [(c"mode", Some(c"1777")), (c"size", Some(size))];
     let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     let shm = sys::new_mount(c"tmpfs", &options, attrs).map_err(at(stage))?;
     sys::attach(&shm, target.as_fd()).map_err(at(stage))

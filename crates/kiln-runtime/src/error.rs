@@ -89,6 +89,12 @@ pub enum InvalidSandbox {
         /// kiln's init layer takes one of the places.
         beside_init: bool,
     },
+    #[error("the size of /dev/shm must be more than 0 bytes")]
+    ZeroShmSize,
+    #[error("sysctl {0:?} is not a sysctl name")]
+    SysctlKey(String),
+    #[error("device {0:?} cannot be made in the container's /dev (given twice, or kiln's own)")]
+    DevicePath(String),
     #[error("the OCI configuration is malformed: {0}")]
     OciConfig(#[source] serde_json::Error),
 }
@@ -292,10 +298,13 @@ pub(crate) enum Stage {
     SecretMount,
     JoinNamespaces,
     ForkProcess,
+    SetRlimit,
+    Sysctl,
+    MakeDevice,
 }
 
 impl Stage {
-    const ALL: [Stage; 46] = [
+    const ALL: [Stage; 49] = [
         Stage::Stdio,
         Stage::PrivateMounts,
         Stage::Loopback,
@@ -342,6 +351,9 @@ impl Stage {
         Stage::SecretMount,
         Stage::JoinNamespaces,
         Stage::ForkProcess,
+        Stage::SetRlimit,
+        Stage::Sysctl,
+        Stage::MakeDevice,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -396,6 +408,9 @@ impl Stage {
             Stage::SecretMount => "bind mount the secret onto",
             Stage::JoinNamespaces => "join the container's namespaces",
             Stage::ForkProcess => "fork the process in the container's PID namespace",
+            Stage::SetRlimit => "set ulimit",
+            Stage::Sysctl => "write sysctl",
+            Stage::MakeDevice => "create device",
         }
     }
 }

@@ -398,6 +398,11 @@ impl ExecPlan {
             Stage::SetGroups => Some(format!("{:?}", self.groups)),
             Stage::SetGid => Some(self.gid.to_string()),
             Stage::SetUid => Some(self.uid.to_string()),
+            Stage::SetRlimit => self
+                .confine
+                .rlimits
+                .get(report.detail as usize)
+                .map(|l| l.name().to_owned()),
             _ => None,
         };
         RuntimeError::Setup {

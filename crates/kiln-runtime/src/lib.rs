@@ -28,7 +28,7 @@
 //! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
 //! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
-//! `error`.
+//! `rlimits` (`--ulimit`), `sysctls` (`--sysctl`), `host_devices` (`--device`), `error`.
 
 #[cfg(test)]
 #[macro_use]
@@ -43,6 +43,7 @@ mod container_mounts;
 mod devices;
 mod error;
 mod exec;
+mod host_devices;
 mod init;
 mod mount_point_cleanup;
 mod oci;
@@ -51,10 +52,12 @@ mod plan;
 mod process;
 mod pty;
 mod relay;
+mod rlimits;
 mod sandbox;
 pub mod seccomp;
 mod step_mounts;
 mod sys;
+mod sysctls;
 
 #[cfg(test)]
 mod container_tests;
@@ -64,7 +67,10 @@ mod step_mounts_tests;
 mod tests;
 
 pub use capabilities::{CapabilityError, CapabilitySet};
-pub use cgroups::{CgroupError, CpuWeight, DevicePolicy, Resources, Swap, Throttle, ThrottleKind};
+pub use cgroups::{
+    Access, CgroupError, CpuWeight, DeviceKind, DevicePolicy, DeviceRule, Resources, Swap,
+    Throttle, ThrottleKind,
+};
 pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
     run_container, start_container, BindMount, ContainerExit, ContainerSpec, ExitStatus,
@@ -72,11 +78,13 @@ pub use container::{
 };
 pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
 pub use exec::{exec_in_container, ExecSpec, RunningExec};
+pub use host_devices::{DeviceError, DeviceNode};
 pub use oci::{oci_config, write_state_files};
 pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
 pub use plan::DEFAULT_PATH;
 pub use process::{add_default_env, NetworkMode, Process};
 pub use relay::OutputPipes;
+pub use rlimits::{Rlimit, RlimitError, RLIM_INFINITY};
 pub use sandbox::{run_step, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};
 

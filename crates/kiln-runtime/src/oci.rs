@@ -18,6 +18,7 @@ use super::cgroups::{
 use super::confinement::SeccompPolicy;
 use super::container::{etc_file_sources, ContainerSpec};
 use super::container_mounts::{MASKED_PATHS, READONLY_PATHS};
+use super::devices::DEFAULT_SHM_SIZE;
 use super::error::{InvalidSandbox, RuntimeError};
 use super::process::NetworkMode;
 use super::seccomp;
@@ -45,6 +46,8 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
     let process = &spec.process;
     let mut linux = json!({
         "namespaces": namespaces(spec),
+        "devices": device_nodes(spec),
+        "sysctl": spec.sysctls.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "maskedPaths": proc_paths(&MASKED_PATHS),
         "readonlyPaths": proc_paths(&READONLY_PATHS),
         "resources": resources(spec)?,
@@ -70,6 +73,9 @@ fn config_json(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
             "cwd": process.cwd,
             "capabilities": capabilities(caps),
             "noNewPrivileges": spec.confinement.no_new_privileges,
+            "rlimits": spec.confinement.rlimits.iter().map(|l| json!({
+                "type": l.oci_type(), "soft": l.soft, "hard": l.hard,
+            })).collect::<Vec<_>>(),
         },
         "mounts": mounts(spec)?,
         "linux": linux,
@@ -108,12 +114,30 @@ fn proc_paths(rels: &[&std::ffi::CStr]) -> Vec<String> {
         .collect()
 }
 
+/// The `--device` nodes, which runc makes in the container's `/dev`.
+fn device_nodes(spec: &ContainerSpec) -> Vec<Value> {
+    spec.devices
+        .iter()
+        .map(|d| {
+            json!({
+                "path": d.path,
+                "type": d.kind.letter().to_string(),
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.mode,
+                "uid": d.uid,
+                "gid": d.gid,
+            })
+        })
+        .collect()
+}
+
 /// `linux.resources`: the same limits in the OCI spec's v1-shaped words, which runc maps
 /// onto v2 the way kiln does (shares → weight, memory+swap → swap alone, blkio → io).
 fn resources(spec: &ContainerSpec) -> Result<Value, RuntimeError> {
-    let res = &spec.confinement.resources;
+    let res = &spec.resources();
     let mut out = json!({
-        "devices": devices(res.devices),
+        "devices": devices(&res.devices),
         "pids": {"limit": res.pids_limit()},
     });
     if let Some(memory) = memory(res) {
@@ -184,9 +208,9 @@ fn block_io(res: &Resources) -> Value {
 /// kiln's device allow-list as OCI device cgroup entries: deny everything, then allow
 /// each rule (an absent major or minor is a wildcard). runc appends its own defaults,
 /// which the list already contains, so runc enforces exactly what kiln does.
-fn devices(policy: DevicePolicy) -> Vec<Value> {
+fn devices(policy: &DevicePolicy) -> Vec<Value> {
     let deny_all = json!({"allow": false, "type": "a", "access": "rwm"});
-    let allows = policy.rules().iter().map(|rule| {
+    let allows = policy.rules().into_iter().map(|rule| {
         let mut entry = json!({
             "allow": true,
             "type": rule.kind.letter().to_string(),
@@ -205,6 +229,10 @@ fn devices(policy: DevicePolicy) -> Vec<Value> {
 
 /// The same filesystems kiln mounts, in the order a runtime must mount them.
 fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
+    let shm_size = match spec.shm_size {
+        Some(bytes) => format!("size={bytes}"),
+        None => format!("size={}", DEFAULT_SHM_SIZE.to_string_lossy()),
+    };
     let mount = |dest: &str, kind: &str, source: &str, options: &[&str]| json!({"destination": dest, "type": kind, "source": source, "options": options});
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -231,7 +259,7 @@ fn mounts(spec: &ContainerSpec) -> Result<Vec<Value>, RuntimeError> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         ),
         mount(
             "/sys",

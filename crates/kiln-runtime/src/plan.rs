@@ -20,9 +20,11 @@ use super::cgroups::{self, CgroupMode};
 use super::confinement::{ConfinePlan, Confinement};
 use super::container_mounts::{UserMount, MASKED_PATHS, READONLY_PATHS};
 use super::error::{InvalidSandbox, Report, RuntimeError, Stage, NO_DETAIL};
+use super::host_devices::PreparedDevice;
 use super::overlay::{self, InitLayer, MountPlan, Overlay};
 use super::process::{NetworkMode, Process};
 use super::step_mounts::StepMountPlan;
+use super::sysctls::PreparedSysctl;
 
 /// The `$PATH` used when the step's environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -140,6 +142,23 @@ pub(crate) struct ContainerPlan {
     pub winsize: libc::winsize,
     /// Keep the stdin kiln passed instead of replacing it with the container's `/dev/null`.
     pub keep_stdin: bool,
+    /// The `size=` of `/dev/shm`.
+    pub shm_size: CString,
+    /// `--sysctl`s, written into the container's `/proc/sys`.
+    pub sysctls: Vec<PreparedSysctl>,
+    /// `--device` nodes, made in the container's `/dev`.
+    pub devices: Vec<PreparedDevice>,
+}
+
+impl ContainerPlan {
+    /// The sysctl or device a failed stage was working on, for its message.
+    pub(crate) fn item_for(&self, stage: Stage, index: usize) -> Option<String> {
+        match stage {
+            Stage::Sysctl => self.sysctls.get(index).map(|s| s.key.clone()),
+            Stage::MakeDevice => self.devices.get(index).map(|d| d.path.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Host fds the child turns into its stdio and error pipe. Optional ones are -1.
@@ -298,6 +317,15 @@ impl ChildPlan {
                     None => RuntimeError::MalformedReport,
                 };
             }
+            Stage::SetRlimit => self
+                .confine
+                .rlimits
+                .get(report.detail as usize)
+                .map(|l| l.name().to_owned()),
+            Stage::Sysctl | Stage::MakeDevice => self
+                .container
+                .as_ref()
+                .and_then(|c| c.item_for(report.stage, report.detail as usize)),
             Stage::Stdio
             | Stage::PrivateMounts
             | Stage::Loopback

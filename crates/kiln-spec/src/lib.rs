@@ -18,6 +18,7 @@
 //!   `Stage::dependencies()`; `Step::args_used`, `Stage::{env_args_used, from_args_used}`.
 
 mod error;
+mod knobs;
 mod limits;
 pub mod model;
 mod names;
@@ -38,6 +39,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use error::{NoSuchStage, SpecError, MAX_ISSUES as MAX_PROBLEMS};
+pub use knobs::UNLIMITED;
 pub use model::*;
 
 use error::Issue;

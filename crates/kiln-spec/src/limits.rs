@@ -457,7 +457,7 @@ fn device_throttles(ex: &Expander, node: &Node, kind: ThrottleKind) -> Result<Ve
 }
 
 /// Bytes as a YAML integer, or a string with a unit (`64m`, `64Mi`).
-fn size(ex: &Expander, node: &Node, what: &str) -> Result<u64> {
+pub(crate) fn size(ex: &Expander, node: &Node, what: &str) -> Result<u64> {
     match node.value {
         Value::Int { value, .. } => u64::try_from(value)
             .ok()

@@ -357,6 +357,44 @@ pub struct RunDefaults {
     pub mounts: Vec<Mount>,
     pub env: Vec<(String, String)>,
     pub user: Option<String>,
+    /// `env_file:` host paths, absolute (relative ones were taken from the spec's folder).
+    /// `kiln build` reads them and stores their variables at the start of `env`, so what
+    /// is kept with a tag never names one and `kiln run` reads no host file for them.
+    pub env_file: Vec<PathBuf>,
+    /// `extra_hosts:` lines added to the container's `/etc/hosts` (`--add-host`).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `ulimits:`: process resource limits (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// `shm_size:`: the size of `/dev/shm` in bytes (`--shm-size`).
+    pub shm_size: Option<u64>,
+    /// `sysctls:`: keys of the container's own namespaces and their values (`--sysctl`).
+    pub sysctls: Vec<(String, String)>,
+    /// `devices:`: host devices the container gets (`--device`); a grant, like `mounts`.
+    pub devices: Vec<Device>,
+    /// `init:`: run kiln's small init as PID 1 (`--init`, `--no-init`); `None` is kiln's
+    /// default, which is the init.
+    pub init: Option<bool>,
+}
+
+/// One `--ulimit`: a process resource limit by Docker's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ulimit {
+    /// Lower case, one of Docker's names (`nofile`, `nproc`, …).
+    pub name: String,
+    /// [`crate::UNLIMITED`] means no limit.
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One `--device`: a host device node made in the container's `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    /// The host path, absolute: a device node (or a directory of them).
+    pub host: PathBuf,
+    /// Where it appears in the container, normalised, under `/dev/`.
+    pub container: String,
+    /// The letters of `rwm` allowed, in that order.
+    pub access: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::{Issue, Issues, Result};
-use super::limits::{read_limits, LIMIT_KEYS};
-use super::model::{Config, Healthcheck, Mount, Privileges, RunDefaults};
+use super::knobs::{
+    parse_device, parse_ulimit, sysctl, ulimit as knob_ulimit, ulimit_name, ulimit_value,
+};
+use super::limits::{read_limits, size, LIMIT_KEYS};
+use super::model::{Config, Device, Healthcheck, Mount, Privileges, RunDefaults, Ulimit};
 use super::names::{check_hostname, parse_capability, parse_signal};
 use super::node::{Node, Value};
 use super::read::{boolean, key_text, list, located, optional_mapping, unsigned, Expander, Fields};
@@ -21,9 +24,9 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
 /// `run:`'s own keys; its limit keys ([`LIMIT_KEYS`]) are those of a step's `resources:`.
 #[rustfmt::skip]
-const RUN_OWN_KEYS: [&str; 9] = [
+const RUN_OWN_KEYS: [&str; 16] = [
     "capabilities", "privileged", "read_only", "network", "hostname", "tmpfs", "mounts", "env",
-    "user",
+    "user", "env_file", "extra_hosts", "ulimits", "shm_size", "sysctls", "devices", "init",
 ];
 
 /// Every key of `run:`.
@@ -193,7 +196,111 @@ pub(crate) fn parse_run(
         mounts: keep(issues, f.read_or_default("mounts", |n| mounts(ex, n, dir))),
         env: keep(issues, f.read_or_default("env", |n| ex.env_map(n, "env"))),
         user: keep(issues, f.read("user", |n| user(ex, n, "user"))),
+        env_file: keep(
+            issues,
+            f.read_or_default("env_file", |n| env_files(ex, n, dir)),
+        ),
+        extra_hosts: keep(
+            issues,
+            f.read_or_default("extra_hosts", |n| extra_hosts(ex, n)),
+        ),
+        ulimits: keep(issues, f.read_or_default("ulimits", |n| ulimits(ex, n))),
+        shm_size: keep(issues, f.read("shm_size", |n| size(ex, n, "shm_size"))),
+        sysctls: keep(issues, f.read_or_default("sysctls", |n| sysctls(ex, n))),
+        devices: keep(issues, f.read_or_default("devices", |n| devices(ex, n))),
+        init: keep(issues, f.read("init", |n| boolean(n, "init"))),
     }
+}
+
+/// `env_file:` one path or a list (docker compose takes both), relative to the spec's
+/// folder.
+fn env_files(ex: &Expander, node: &Node, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let (paths, _) = ex.text_or_texts(node, "env_file")?;
+    if let Some(empty) = paths.iter().find(|p| p.is_empty()) {
+        return Err(Issue::at(
+            node.location,
+            format!("env_file {empty:?} is empty"),
+        ));
+    }
+    Ok(paths.iter().map(|p| resolve(dir, p)).collect())
+}
+
+/// `extra_hosts:` a list of `NAME:IP`, as docker compose writes them.
+fn extra_hosts(ex: &Expander, node: &Node) -> Result<Vec<(String, std::net::IpAddr)>> {
+    list(node, "extra_hosts")?
+        .iter()
+        .map(|item| {
+            let text = ex.text(item, "each extra_hosts entry")?;
+            crate::values::host_entry(&text).map_err(|e| {
+                Issue::at(item.location, format!("extra_hosts: {}", e.message)).maybe_hint(e.hint)
+            })
+        })
+        .collect()
+}
+
+/// `ulimits:` as docker compose writes them: `NAME: LIMIT` (soft and hard),
+/// `NAME: "SOFT:HARD"` or `NAME: { soft: S, hard: H }`; a limit is a number, `-1` or
+/// `unlimited`.
+fn ulimits(ex: &Expander, node: &Node) -> Result<Vec<Ulimit>> {
+    let mut out: Vec<Ulimit> = Vec::new();
+    for (key, value) in optional_mapping(node, "ulimits")? {
+        let name = located(key, ulimit_name(key_text(key)?))?;
+        let limit = |n: &Node, what: &str| located(n, ulimit_value(name, &ex.text(n, what)?));
+        let (soft, hard) = match &value.value {
+            Value::Map(_) => {
+                let f = Fields::new(value, &format!("ulimit {name}"), &["soft", "hard"])?;
+                let need = |which: &str| {
+                    f.get(which).ok_or_else(|| {
+                        Issue::at(value.location, format!("ulimit {name} needs \"{which}\""))
+                            .hint("e.g. nofile: { soft: 1024, hard: 4096 }")
+                    })
+                };
+                (limit(need("soft")?, "soft")?, limit(need("hard")?, "hard")?)
+            }
+            _ => {
+                let text = ex.text(value, &format!("ulimit {name}"))?;
+                let parsed = located(value, parse_ulimit(&format!("{name}={text}")))?;
+                (parsed.soft, parsed.hard)
+            }
+        };
+        let parsed = located(key, knob_ulimit(name, soft, hard))?;
+        if out.iter().any(|u| u.name == parsed.name) {
+            return Err(Issue::at(
+                key.location,
+                format!("ulimit {} is listed twice", parsed.name),
+            ));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// `sysctls:` a mapping `KEY: VALUE` (docker compose's), only keys of the container's
+/// own namespaces.
+fn sysctls(ex: &Expander, node: &Node) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (key, value) in optional_mapping(node, "sysctls")? {
+        let name = key_text(key)?;
+        let value = ex.text(value, &format!("the value of {name}"))?;
+        out.push(located(key, sysctl(name, &value))?);
+    }
+    Ok(out)
+}
+
+/// `devices:` a list of `HOST[:CONTAINER[:PERMISSIONS]]` (docker compose's).
+fn devices(ex: &Expander, node: &Node) -> Result<Vec<Device>> {
+    let mut out: Vec<Device> = Vec::new();
+    for item in list(node, "devices")? {
+        let device = located(item, parse_device(&ex.text(item, "each device")?))?;
+        if out.iter().any(|d| d.container == device.container) {
+            return Err(Issue::at(
+                item.location,
+                format!("two devices at {} in the container", device.container),
+            ));
+        }
+        out.push(device);
+    }
+    Ok(out)
 }
 
 /// `capabilities: { add, drop }` and `privileged:` of `run:` or of a run step.

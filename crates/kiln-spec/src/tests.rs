@@ -123,6 +123,13 @@ run:
   mounts: [{ source: ./data, target: /data, readonly: true }]
   env: { LOG: debug }
   user: nobody
+  env_file: [./app.env, /etc/app.env]
+  extra_hosts: ["db:10.0.0.5", "v6:[2001:db8::5]"]
+  ulimits: { nofile: { soft: 1024, hard: 4096 }, nproc: 512, core: "0:unlimited" }
+  shm_size: 128m
+  sysctls: { kernel.shmmax: 1073741824, net.ipv4.ip_forward: 1 }
+  devices: [/dev/fuse, "/dev/loop3:/dev/xvda:r"]
+  init: false
 "#;
 
 #[test]
@@ -263,6 +270,46 @@ fn full_spec_parses_to_the_expected_model() {
             }],
             env: pairs(&[("LOG", "debug")]),
             user: Some("nobody".into()),
+            env_file: vec![dir.join("app.env"), PathBuf::from("/etc/app.env")],
+            extra_hosts: vec![
+                ("db".into(), "10.0.0.5".parse().unwrap()),
+                ("v6".into(), "2001:db8::5".parse().unwrap()),
+            ],
+            ulimits: vec![
+                Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 4096,
+                },
+                Ulimit {
+                    name: "nproc".into(),
+                    soft: 512,
+                    hard: 512,
+                },
+                Ulimit {
+                    name: "core".into(),
+                    soft: 0,
+                    hard: UNLIMITED,
+                },
+            ],
+            shm_size: Some(128 << 20),
+            sysctls: pairs(&[
+                ("kernel.shmmax", "1073741824"),
+                ("net.ipv4.ip_forward", "1"),
+            ]),
+            devices: vec![
+                Device {
+                    host: "/dev/fuse".into(),
+                    container: "/dev/fuse".into(),
+                    access: "rwm".into(),
+                },
+                Device {
+                    host: "/dev/loop3".into(),
+                    container: "/dev/xvda".into(),
+                    access: "r".into(),
+                },
+            ],
+            init: Some(false),
         },
     };
     assert_eq!(spec, expected);
@@ -654,6 +701,17 @@ fn other_errors() {
         ("from: scratch\nenv:\n  A:\n", "kiln.yaml:3:3: A has no value (write A: \"\" for an empty value)"),
         ("from: scratch\nrun: { read_only: yes }\n", "kiln.yaml:2:19: read_only must be true or false, found a string"),
         ("from: scratch\nrun: { pids: 0 }\n", "kiln.yaml:2:14: pids must be at least 1"),
+        ("from: scratch\nrun: { ulimits: { nofiles: 5 } }\n", "kiln.yaml:2:19: unknown ulimit \"nofiles\" (did you mean \"nofile\"?)"),
+        ("from: scratch\nrun: { ulimits: { nofile: \"9:8\" } }\n", "kiln.yaml:2:27: the soft limit 9 of nofile is above its hard limit 8 (the soft limit must be at most the hard limit, e.g. nofile=1024:4096)"),
+        ("from: scratch\nrun: { ulimits: { nofile: { soft: 9, hard: 8 } } }\n", "kiln.yaml:2:19: the soft limit 9 of nofile is above its hard limit 8 (the soft limit must be at most the hard limit, e.g. nofile=1024:4096)"),
+        ("from: scratch\nrun: { ulimits: { nofile: { soft: 9 } } }\n", "kiln.yaml:2:27: ulimit nofile needs \"hard\" (e.g. nofile: { soft: 1024, hard: 4096 })"),
+        ("from: scratch\nrun: { ulimits: { nofile: x } }\n", "kiln.yaml:2:27: \"x\" is not a limit for nofile (a limit is a whole number of at least 0, or -1 or unlimited for no limit)"),
+        ("from: scratch\nrun: { shm_size: 0 }\n", "kiln.yaml:2:18: invalid size \"0\" (a size is more than 0 bytes, e.g. 64m)"),
+        ("from: scratch\nrun: { sysctls: { vm.swappiness: 10 } }\n", "kiln.yaml:2:19: sysctl vm.swappiness is not allowed: it is not in the container's own namespaces, so it would change the host's kernel (a container may set only the sysctls of its own namespaces: kernel.msgmax, kernel.msgmnb, kernel.msgmni, kernel.sem, kernel.shmall, kernel.shmmax, kernel.shmmni, kernel.shm_rmid_forced, kernel.domainname, fs.mqueue.* and net.*)"),
+        ("from: scratch\nrun: { devices: [/dev/fuse:/fuse] }\n", "kiln.yaml:2:18: the container path \"/fuse\" must be a file under /dev (device nodes can be opened only on the container's /dev, e.g. /dev/sdb:/dev/xvdb)"),
+        ("from: scratch\nrun: { devices: [/dev/a:/dev/x, /dev/b:/dev/x] }\n", "kiln.yaml:2:33: two devices at /dev/x in the container"),
+        ("from: scratch\nrun: { extra_hosts: [db] }\n", "kiln.yaml:2:22: extra_hosts: \"db\" is not NAME:IP (write NAME:IP, e.g. db:10.0.0.5 or db:[2001:db8::5])"),
+        ("from: scratch\nrun: { init: 1 }\n", "kiln.yaml:2:14: init must be true or false, found an integer"),
         ("from: scratch\nrun: { hostname: a_b }\n", "kiln.yaml:2:18: invalid hostname \"a_b\" (letters, digits, '-' and '.', at most 64 characters)"),
         ("from: scratch\nrun: { mounts: [{ target: /d }] }\n", "kiln.yaml:2:17: a mount needs \"source\" (e.g. { source: ./data, target: /data, readonly: true })"),
         ("from: scratch\nconfig: { expose: [8080, 0] }\n", "kiln.yaml:2:26: invalid port \"0\" (a port is a number from 1 to 65535, optionally with /tcp, /udp or /sctp)"),

@@ -154,6 +154,74 @@ pub fn user(text: &str) -> Result<(), ValueError> {
     Ok(super::names::check_user(text)?)
 }
 
+/// `--ulimit NAME=SOFT[:HARD]`: one of docker's names, `-1`/`unlimited` for no limit,
+/// SOFT at most HARD (which defaults to SOFT).
+pub fn ulimit(text: &str) -> Result<super::Ulimit, ValueError> {
+    Ok(super::knobs::parse_ulimit(text)?)
+}
+
+/// `--sysctl KEY=VALUE`: only a sysctl of the container's own namespaces (docker's rules);
+/// whether it needs the container's own network is [`sysctl_needs_own_network`].
+pub fn sysctl(text: &str) -> Result<(String, String), ValueError> {
+    Ok(super::knobs::parse_sysctl(text)?)
+}
+
+/// Whether the sysctl `key` is the network namespace's (`net.*`).
+pub fn sysctl_needs_own_network(key: &str) -> bool {
+    super::knobs::needs_own_network(key)
+}
+
+/// `--device HOST[:CONTAINER[:PERMISSIONS]]`, docker's form; the container path must be
+/// under `/dev`.
+pub fn device(text: &str) -> Result<super::Device, ValueError> {
+    Ok(super::knobs::parse_device(text)?)
+}
+
+/// `--shm-size`: a size of more than 0 bytes, e.g. `64m`.
+pub fn shm_size(text: &str) -> Result<u64, ValueError> {
+    size(text)
+}
+
+/// The largest env file kiln reads (`--env-file`, `env_file:`); a real one is a few
+/// kilobytes.
+pub const MAX_ENV_FILE: u64 = 1 << 20;
+
+/// A line of an env file: the name, and the value unless the line is a bare name.
+pub type EnvFileEntry = (String, Option<String>);
+
+/// The lines of an env file in docker's format: `NAME=VALUE` or a bare `NAME` per line
+/// (`None` as its value: the reader decides where a bare name's value comes from), the
+/// value as written; blank lines and `#` comments skipped. An error names the 1-based
+/// line.
+pub fn env_file(text: &str) -> Result<Vec<EnvFileEntry>, (usize, ValueError)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (line, None),
+        };
+        let bad = |message: String| ValueError {
+            message,
+            hint: Some("write one NAME=VALUE (or a bare NAME) per line".into()),
+        };
+        if name.is_empty() {
+            return Err((i + 1, bad("no variable name before the =".into())));
+        }
+        if name.chars().any(char::is_whitespace) {
+            return Err((
+                i + 1,
+                bad(format!("the variable name {name:?} contains whitespace")),
+            ));
+        }
+        out.push((name.to_owned(), value));
+    }
+    Ok(out)
+}
+
 /// A hostname: letters, digits, `-` and `.`, at most 64 characters.
 pub fn hostname(text: &str) -> Result<(), ValueError> {
     Ok(super::names::check_hostname(text)?)

@@ -53,6 +53,9 @@ impl Bench {
                 readonly: false,
             }],
             tmpfs: vec!["/scratch".into()],
+            shm_size: None,
+            sysctls: vec![],
+            devices: vec![],
             etc_hosts: "127.0.0.1 localhost\n".into(),
             etc_resolv_conf: "nameserver 10.0.0.53\n".into(),
             confinement: Confinement {
