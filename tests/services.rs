@@ -578,3 +578,55 @@ fn fifty_detached_containers_started_and_stopped_leave_nothing_behind() {
     );
     assert_eq!(env.kiln_ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn the_specs_restart_key_applies_and_the_flag_overrides_it() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    env.write(
+        "app/kiln.yaml",
+        "image: flaky:latest\nfrom: bb\nconfig:\n  cmd: [sh, -c, 'echo run; exit 2']\nrun:\n  restart: on-failure:2\n",
+    );
+    let built = env
+        .command()
+        .current_dir(env.path("app"))
+        .args(["build", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let id = run_detached(&env, &["flaky"]);
+    wait_until(Duration::from_secs(20), "two restarts and the end", || {
+        status_and_restarts(&env, &id) == ("exited".into(), 2)
+    });
+    assert_eq!(
+        inspect(&env, &id)["HostConfig"]["RestartPolicy"]["Name"],
+        "on-failure"
+    );
+    let flag = run_detached(&env, &["--restart", "no", "flaky"]);
+    assert_eq!(env.kiln_ok(&["wait", &flag]), "2");
+    assert_eq!(status_and_restarts(&env, &flag), ("exited".into(), 0));
+    // --rm has no restart policy, whatever the spec says.
+    let out = env.kiln(&["run", "--rm", "flaky"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "run\n");
+
+    // A bad value is located in the spec, with the words that work.
+    env.write(
+        "bad/kiln.yaml",
+        "image: bad:latest\nfrom: bb\nrun:\n  restart: sometimes\n",
+    );
+    let out = env
+        .command()
+        .current_dir(env.path("bad"))
+        .arg("build")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out);
+    assert!(
+        said.contains("kiln.yaml:4:12") && said.contains("unknown restart policy"),
+        "{said}"
+    );
+    assert!(said.contains("on-failure[:N]"), "{said}");
+}

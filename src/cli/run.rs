@@ -16,7 +16,7 @@ use std::time::Instant;
 use kiln_container::health::HealthProbe;
 use kiln_container::log::LogOptions;
 use kiln_container::monitor::{ControlSocket, OutputLog, Supervisor};
-use kiln_container::restart::{Backoff, RestartPolicy};
+use kiln_container::restart::{self, Backoff, RestartPolicy};
 use kiln_container::start::StartConfig;
 use kiln_container::{
     self as container, ConfineError, ContainerConfig, ContainerError, Launch, Notice,
@@ -132,13 +132,9 @@ pub struct RunArgs {
     name: Option<String>,
     /// Start the container again when it ends: no, on-failure[:N] (a non-zero exit, at
     /// most N times), always, unless-stopped; kiln stop ends the restarts
-    #[arg(
-        long,
-        value_name = "POLICY",
-        default_value = "no",
-        conflicts_with = "rm"
-    )]
-    restart: String,
+    /// (default: the spec's run: restart, else no)
+    #[arg(long, value_name = "POLICY", conflicts_with = "rm")]
+    restart: Option<String>,
     #[command(flatten)]
     health: HealthArgs,
     /// Keep stdin open
@@ -264,6 +260,8 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         },
         allow_image_privileges: args.allow_image_privileges,
         health: Default::default(),
+        restart: None,
+        auto_remove: false,
     })
 }
 
@@ -442,9 +440,10 @@ pub(super) fn run_container(
     store.record_lost_containers()?;
     let failed = |e| failure(e, &args.container);
     let log = LogOptions::parse(&args.log_opt).map_err(|e| log_option_failure(&e))?;
-    let restart = restart_policy(&args.restart)?;
     let mut settings = run_settings(&args.container, &args.command)?;
     settings.health = args.health.settings()?;
+    settings.restart = args.restart.as_deref().map(restart_policy).transpose()?;
+    settings.auto_remove = args.rm;
     // Until the container's state names its image, the image's layers are no gc root.
     let guard = store.content_guard()?;
     let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
@@ -454,7 +453,6 @@ pub(super) fn run_container(
         tty: args.tty,
         interactive: args.interactive,
         detached: args.detach,
-        restart,
         log,
     };
     // Held until the state with the name is written, so no other kiln takes the name.
@@ -477,11 +475,8 @@ pub(super) fn run_container(
 }
 
 fn restart_policy(text: &str) -> Result<RestartPolicy, Failure> {
-    text.parse().map_err(|e| {
-        Failure::user(format!("--restart: {e}")).hint(Some(
-            "e.g. --restart on-failure:3, or --restart unless-stopped for a service".into(),
-        ))
-    })
+    values::restart_policy(text)
+        .map_err(|e| Failure::user(format!("--restart: {}", e.message)).hint(e.hint))
 }
 
 /// Runs a created container's command, again each time its restart policy says so, and
@@ -529,9 +524,8 @@ pub(super) fn run_to_end(
         if super::signals::take_forwarded() {
             supervisor.mark_stopped();
         }
-        let again = start
-            .restart
-            .restarts(code, state.restart_count, supervisor.ended_by());
+        let ended_by = supervisor.ended_by();
+        let again = restart::restarts(start.restart, code, state.restart_count, ended_by);
         if again {
             container::record_restarting(store, dir, state, code).map_err(failed)?;
             supervisor.answer(code);

@@ -65,6 +65,10 @@ pub struct RunSettings {
     pub allow_image_privileges: bool,
     /// `--health-*` and `--no-healthcheck`, over the image's healthcheck.
     pub health: HealthSettings,
+    /// `--restart`, over the stored `restart:`; `--rm` (a container removed when it ends)
+    /// has none.
+    pub restart: Option<kiln_spec::RestartPolicy>,
+    pub auto_remove: bool,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -122,6 +126,7 @@ pub struct ContainerConfig {
     pub init: bool,
     /// The healthcheck its runner probes, if any.
     pub health: Option<HealthConfig>,
+    pub restart: kiln_spec::RestartPolicy,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -182,6 +187,10 @@ impl ContainerConfig {
             read_only: settings.read_only || defaults.read_only,
             init: settings.init.or(defaults.init).unwrap_or(true),
             health: settings.health.over(config.healthcheck.as_ref()),
+            restart: match settings.auto_remove {
+                true => kiln_spec::RestartPolicy::No,
+                false => settings.restart.or(defaults.restart).unwrap_or_default(),
+            },
         })
     }
 }

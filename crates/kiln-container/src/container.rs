@@ -14,7 +14,6 @@ use super::error::{ContainerError, Result};
 use super::exec::ExecContext;
 use super::log::LogOptions;
 use super::passwd;
-use super::restart::RestartPolicy;
 use super::source::Source;
 use super::start::StartConfig;
 
@@ -31,8 +30,6 @@ pub struct Launch {
     pub interactive: bool,
     /// Run by a monitor (`kiln run -d`), which keeps its output pipes for the log.
     pub detached: bool,
-    /// Whether it starts again when it ends.
-    pub restart: RestartPolicy,
     /// How a monitor rotates its log.
     pub log: LogOptions,
 }
@@ -77,13 +74,13 @@ pub fn create(
         restart_count: 0,
         restarting: false,
     };
-    let health = config.health.clone();
+    let (health, restart) = (config.health.clone(), config.restart);
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
     let start = StartConfig {
         spec,
-        restart: launch.restart,
+        restart,
         log: launch.log,
         health,
     };

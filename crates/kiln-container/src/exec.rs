@@ -269,6 +269,7 @@ mod tests {
             read_only: false,
             init: true,
             health: None,
+            restart: Default::default(),
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();

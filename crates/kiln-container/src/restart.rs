@@ -7,11 +7,9 @@
 //! `unless-stopped` (docker's "manually stopped"). The delay before a restart starts at
 //! 100 ms and doubles each time up to a minute; a run that lasted 10 s or more resets it.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use kiln_spec::RestartPolicy;
 
 /// The first delay before a restart.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -20,31 +18,19 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A run at least this long resets the delay to [`FIRST_DELAY`].
 const STEADY_RUN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    No,
-    /// A non-zero exit, at most `max` times (`None`: without end).
-    OnFailure {
-        max: Option<u32>,
-    },
-    Always,
-    UnlessStopped,
-}
-
-impl RestartPolicy {
-    /// Whether a container that ended with `code` after `restarts` restarts so far starts
-    /// again; `ended_by` says whether kiln ended it.
-    pub fn restarts(self, code: i32, restarts: u32, ended_by: Option<EndedBy>) -> bool {
-        match (self, ended_by) {
-            (_, Some(EndedBy::Stop)) | (RestartPolicy::No, _) => false,
-            (RestartPolicy::OnFailure { max }, _) => {
-                code != 0 && max.is_none_or(|max| restarts < max)
-            }
-            (RestartPolicy::Always, _) => true,
-            (RestartPolicy::UnlessStopped, killed) => killed.is_none(),
-        }
+/// Whether a container that ended with `code` after `restarts` restarts so far starts
+/// again under `policy`; `ended_by` says whether kiln ended it.
+pub fn restarts(
+    policy: RestartPolicy,
+    code: i32,
+    restarts: u32,
+    ended_by: Option<EndedBy>,
+) -> bool {
+    match (policy, ended_by) {
+        (_, Some(EndedBy::Stop)) | (RestartPolicy::No, _) => false,
+        (RestartPolicy::OnFailure { max }, _) => code != 0 && max.is_none_or(|max| restarts < max),
+        (RestartPolicy::Always, _) => true,
+        (RestartPolicy::UnlessStopped, killed) => killed.is_none(),
     }
 }
 
@@ -55,63 +41,6 @@ pub enum EndedBy {
     Kill,
     /// `kiln stop`, `kiln rm -f`, Ctrl-C to a foreground `kiln run`: never restarted.
     Stop,
-}
-
-/// A `--restart` value kiln does not know.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadRestartPolicy(String);
-
-impl FromStr for RestartPolicy {
-    type Err = BadRestartPolicy;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, count) = match text.split_once(':') {
-            Some((name, count)) => (name, Some(count)),
-            None => (text, None),
-        };
-        let policy = match name {
-            "no" => RestartPolicy::No,
-            "always" => RestartPolicy::Always,
-            "unless-stopped" => RestartPolicy::UnlessStopped,
-            "on-failure" => {
-                let max = count.map(|c| {
-                    c.parse::<u32>().map_err(|_| {
-                        BadRestartPolicy(format!(
-                            "on-failure:{c}: the most restarts must be a number (e.g. on-failure:3)"
-                        ))
-                    })
-                });
-                // docker: on-failure:0 means "no limit".
-                return Ok(RestartPolicy::OnFailure {
-                    max: max.transpose()?.filter(|&n| n > 0),
-                });
-            }
-            _ => {
-                return Err(BadRestartPolicy(format!(
-                "unknown restart policy {text:?}: use no, on-failure[:N], always or unless-stopped"
-            )))
-            }
-        };
-        match count {
-            Some(_) => Err(BadRestartPolicy(format!(
-                "{text:?}: only on-failure takes a most number of restarts"
-            ))),
-            None => Ok(policy),
-        }
-    }
-}
-
-impl fmt::Display for RestartPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RestartPolicy::No => f.write_str("no"),
-            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
-            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
-            RestartPolicy::Always => f.write_str("always"),
-            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
-        }
-    }
 }
 
 /// The delay before each restart.
@@ -151,37 +80,46 @@ mod tests {
             "on-failure",
             "on-failure:3",
         ] {
-            assert_eq!(text.parse::<RestartPolicy>().unwrap().to_string(), text);
+            assert_eq!(policy(text).to_string(), text);
         }
         assert_eq!(
-            "on-failure:0".parse::<RestartPolicy>().unwrap(),
+            policy("on-failure:0"),
             RestartPolicy::OnFailure { max: None }
         );
         for bad in ["sometimes", "always:3", "on-failure:x", "on-failure:-1", ""] {
-            assert!(bad.parse::<RestartPolicy>().is_err(), "{bad}");
+            assert!(kiln_spec::values::restart_policy(bad).is_err(), "{bad}");
         }
+    }
+
+    fn policy(text: &str) -> RestartPolicy {
+        kiln_spec::values::restart_policy(text).unwrap()
     }
 
     #[test]
     fn on_failure_restarts_failures_up_to_its_count() {
-        let policy: RestartPolicy = "on-failure:3".parse().unwrap();
-        assert!(policy.restarts(1, 0, None));
-        assert!(policy.restarts(1, 2, None));
-        assert!(!policy.restarts(1, 3, None));
-        assert!(!policy.restarts(0, 0, None));
-        let endless: RestartPolicy = "on-failure".parse().unwrap();
-        assert!(endless.restarts(137, 1000, Some(EndedBy::Kill)));
+        let on_failure = policy("on-failure:3");
+        assert!(restarts(on_failure, 1, 0, None));
+        assert!(restarts(on_failure, 1, 2, None));
+        assert!(!restarts(on_failure, 1, 3, None));
+        assert!(!restarts(on_failure, 0, 0, None));
+        let endless = policy("on-failure");
+        assert!(restarts(endless, 137, 1000, Some(EndedBy::Kill)));
     }
 
     #[test]
     fn a_stop_through_kiln_ends_every_policy_and_a_kill_ends_unless_stopped() {
         for policy in [RestartPolicy::Always, RestartPolicy::UnlessStopped] {
-            assert!(policy.restarts(0, 50, None));
-            assert!(!policy.restarts(0, 0, Some(EndedBy::Stop)));
+            assert!(restarts(policy, 0, 50, None));
+            assert!(!restarts(policy, 0, 0, Some(EndedBy::Stop)));
         }
-        assert!(RestartPolicy::Always.restarts(137, 0, Some(EndedBy::Kill)));
-        assert!(!RestartPolicy::UnlessStopped.restarts(137, 0, Some(EndedBy::Kill)));
-        assert!(!RestartPolicy::No.restarts(1, 0, None));
+        assert!(restarts(RestartPolicy::Always, 137, 0, Some(EndedBy::Kill)));
+        assert!(!restarts(
+            RestartPolicy::UnlessStopped,
+            137,
+            0,
+            Some(EndedBy::Kill)
+        ));
+        assert!(!restarts(RestartPolicy::No, 1, 0, None));
     }
 
     #[test]

@@ -374,6 +374,35 @@ pub struct RunDefaults {
     /// `init:`: run kiln's small init as PID 1 (`--init`, `--no-init`); `None` is kiln's
     /// default, which is the init.
     pub init: Option<bool>,
+    /// `restart:` (`--restart`); `None` is `no`.
+    pub restart: Option<RestartPolicy>,
+}
+
+/// `restart:` / `--restart`: whether a container that ended is started again (docker's
+/// policies; what they mean is `kiln_container::restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// A non-zero exit, at most `max` times (`None`: without end).
+    OnFailure {
+        max: Option<u32>,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::No => f.write_str("no"),
+            RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
+            RestartPolicy::OnFailure { max: Some(n) } => write!(f, "on-failure:{n}"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
 }
 
 /// One `--ulimit`: a process resource limit by Docker's name.

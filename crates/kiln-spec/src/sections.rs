@@ -24,9 +24,10 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
 /// `run:`'s own keys; its limit keys ([`LIMIT_KEYS`]) are those of a step's `resources:`.
 #[rustfmt::skip]
-const RUN_OWN_KEYS: [&str; 16] = [
+const RUN_OWN_KEYS: [&str; 17] = [
     "capabilities", "privileged", "read_only", "network", "hostname", "tmpfs", "mounts", "env",
     "user", "env_file", "extra_hosts", "ulimits", "shm_size", "sysctls", "devices", "init",
+    "restart",
 ];
 
 /// Every key of `run:`.
@@ -209,7 +210,19 @@ pub(crate) fn parse_run(
         sysctls: keep(issues, f.read_or_default("sysctls", |n| sysctls(ex, n))),
         devices: keep(issues, f.read_or_default("devices", |n| devices(ex, n))),
         init: keep(issues, f.read("init", |n| boolean(n, "init"))),
+        restart: keep(issues, f.read("restart", |n| restart(ex, n))),
     }
+}
+
+/// `restart:` docker's words (`unless-stopped`, `on-failure:3`); a bare `no` (or `false`),
+/// which YAML 1.1 readers take for a boolean, is `no` too.
+fn restart(ex: &Expander, node: &Node) -> Result<crate::RestartPolicy> {
+    if let Value::Bool { value: false, .. } = node.value {
+        return Ok(crate::RestartPolicy::No);
+    }
+    let text = ex.text(node, "restart")?;
+    crate::values::restart_policy(&text)
+        .map_err(|e| Issue::at(node.location, format!("restart: {}", e.message)).maybe_hint(e.hint))
 }
 
 /// `env_file:` one path or a list (docker compose takes both), relative to the spec's

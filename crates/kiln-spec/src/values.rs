@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::limits;
 pub use super::limits::{check_limits, LimitConflict};
-use super::model::{CpuWeight, DeviceThrottle, Limits, MemorySwap, ThrottleKind};
+use super::model::{CpuWeight, DeviceThrottle, Limits, MemorySwap, RestartPolicy, ThrottleKind};
 use super::units::Invalid;
 
 /// A rejected flag value: what is wrong and how to write it.
@@ -45,6 +45,45 @@ pub fn duration(text: &str) -> Result<std::time::Duration, ValueError> {
     Ok(std::time::Duration::from_nanos(
         super::units::parse_duration(text)?,
     ))
+}
+
+/// A restart policy as docker spells it: `no`, `on-failure[:N]` (`on-failure:0` means no
+/// limit, as docker's), `always` or `unless-stopped`.
+pub fn restart_policy(text: &str) -> Result<RestartPolicy, ValueError> {
+    let bad = |message: String| ValueError {
+        message,
+        hint: Some("use no, on-failure[:N], always or unless-stopped, e.g. on-failure:3".into()),
+    };
+    let (name, count) = match text.split_once(':') {
+        Some((name, count)) => (name, Some(count)),
+        None => (text, None),
+    };
+    let policy = match name {
+        "no" => RestartPolicy::No,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        "on-failure" => {
+            let max = count
+                .map(|c| {
+                    c.parse::<u32>().map_err(|_| {
+                        bad(format!(
+                            "on-failure:{c}: the most restarts must be a number"
+                        ))
+                    })
+                })
+                .transpose()?;
+            return Ok(RestartPolicy::OnFailure {
+                max: max.filter(|&n| n > 0),
+            });
+        }
+        _ => return Err(bad(format!("unknown restart policy {text:?}"))),
+    };
+    match count {
+        Some(_) => Err(bad(format!(
+            "{text:?}: only on-failure takes a most number of restarts"
+        ))),
+        None => Ok(policy),
+    }
 }
 
 /// An `/etc/hosts` entry as docker's `--add-host` takes it: `NAME:IP` or `NAME=IP`, an
