@@ -630,3 +630,62 @@ fn the_specs_restart_key_applies_and_the_flag_overrides_it() {
     );
     assert!(said.contains("on-failure[:N]"), "{said}");
 }
+
+#[test]
+fn inspect_shows_a_containers_settings_under_dockers_names() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    let id = run_detached(
+        &env,
+        &[
+            "--name",
+            "svc",
+            "--memory",
+            "64m",
+            "--memory-reservation",
+            "32m",
+            "--cpu-shares",
+            "512",
+            "--ulimit",
+            "nofile=100:200",
+            "--shm-size",
+            "32m",
+            "--sysctl",
+            "kernel.shmmax=1048576",
+            "--read-only",
+            "--restart",
+            "unless-stopped",
+            "bb",
+            "sleep",
+            "300",
+        ],
+    );
+    let doc = inspect(&env, "svc");
+    assert_eq!(doc["Id"], id.id.as_str());
+    assert_eq!(doc["Name"], "svc");
+    assert_eq!(doc["State"]["Status"], "running");
+    assert_eq!(doc["State"]["Running"], true);
+    assert!(doc["State"]["Pid"].as_i64().unwrap() > 1);
+    let host = &doc["HostConfig"];
+    assert_eq!(host["Memory"], 64 << 20);
+    assert_eq!(host["MemoryReservation"], 32 << 20);
+    assert_eq!(host["CpuShares"], 512);
+    assert_eq!(host["ShmSize"], 32 << 20);
+    assert_eq!(host["Ulimits"][0]["Name"], "nofile");
+    assert_eq!(host["Ulimits"][0]["Hard"], 200);
+    assert_eq!(host["Sysctls"]["kernel.shmmax"], "1048576");
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(doc["Config"]["Cmd"][0], "sleep");
+    // An image of the same name is still reachable.
+    let image: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["inspect", "--type", "image", "bb"])).unwrap();
+    assert!(image["digest"].as_str().unwrap().starts_with("sha256:"));
+    let out = env.kiln(&["inspect", "--type", "container", "bb"]);
+    assert!(
+        text(&out).contains("no such container: bb"),
+        "{}",
+        text(&out)
+    );
+}

@@ -63,12 +63,31 @@ fn host_config(start: &StartConfig) -> Value {
             _ => ("no", 0),
         },
     };
-    let resources = &start.spec.confinement.resources;
+    let spec = &start.spec;
+    let resources = &spec.confinement.resources;
+    let swap = match resources.memory_swap {
+        Some(kiln_runtime::Swap::Limit(bytes)) => bytes as i64,
+        Some(kiln_runtime::Swap::Unlimited) => -1,
+        None => 0,
+    };
     json!({
         "RestartPolicy": { "Name": name, "MaximumRetryCount": max },
         "Memory": resources.memory.unwrap_or(0),
+        "MemoryReservation": resources.memory_reservation.unwrap_or(0),
+        "MemorySwap": swap,
         "NanoCpus": resources.cpus.map(|c| (c * 1e9).round() as u64).unwrap_or(0),
+        "CpuShares": resources.cpu_weight.map(|w| w.shares()).unwrap_or(0),
+        "CpusetCpus": resources.cpuset_cpus.clone().unwrap_or_default(),
+        "CpusetMems": resources.cpuset_mems.clone().unwrap_or_default(),
+        "BlkioWeight": resources.blkio_weight.unwrap_or(0),
         "PidsLimit": resources.pids_limit(),
+        "Ulimits": spec.confinement.rlimits.iter().map(|r| json!({
+            "Name": r.name(), "Soft": r.soft, "Hard": r.hard,
+        })).collect::<Vec<_>>(),
+        "ShmSize": spec.shm_size.unwrap_or(64 << 20),
+        "Sysctls": spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "Devices": spec.devices.iter().map(|d| d.path.clone()).collect::<Vec<_>>(),
+        "Init": spec.init,
         "ReadonlyRootfs": start.spec.read_only,
         "NetworkMode": match start.spec.process.network {
             kiln_runtime::NetworkMode::Host => "host",
