@@ -310,6 +310,7 @@ fn full_spec_parses_to_the_expected_model() {
                 },
             ],
             init: Some(false),
+            restart: None,
         },
     };
     assert_eq!(spec, expected);
@@ -1704,4 +1705,27 @@ fn the_finer_cgroup_controls_parse_with_dockers_rules() {
     )));
     assert!(err("from: scratch\nrun: { cpuset_mems: 1-2 }\n")
         .contains("memory nodes 1,2 are not on this machine (this machine has memory nodes 0)"));
+}
+
+#[test]
+fn restart_takes_docker_composes_words_and_a_bare_no() {
+    let restart = |value: &str| {
+        ok(&format!(
+            "image: a:1\nfrom: scratch\nrun:\n  restart: {value}\n"
+        ))
+        .run
+        .restart
+    };
+    assert_eq!(restart("no"), Some(RestartPolicy::No));
+    assert_eq!(restart("\"no\""), Some(RestartPolicy::No));
+    assert_eq!(restart("always"), Some(RestartPolicy::Always));
+    assert_eq!(
+        restart("unless-stopped"),
+        Some(RestartPolicy::UnlessStopped)
+    );
+    assert_eq!(
+        restart("on-failure:3"),
+        Some(RestartPolicy::OnFailure { max: Some(3) })
+    );
+    assert_eq!(ok("image: a:1\nfrom: scratch\n").run.restart, None);
 }
