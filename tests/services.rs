@@ -377,6 +377,11 @@ fn a_healthcheck_turns_healthy_then_unhealthy_and_inspect_shows_why() {
     let health = &doc["State"]["Health"];
     assert_eq!(health["Status"], "unhealthy");
     assert!(health["FailingStreak"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        env.kiln_ok(&["ps", "-q", "--filter", "health=unhealthy"]),
+        &id[..12]
+    );
+    assert_eq!(env.kiln_ok(&["ps", "-q", "--filter", "health=healthy"]), "");
     let log = health["Log"].as_array().unwrap();
     assert!(log.len() <= 5);
     assert_eq!(log.last().unwrap()["ExitCode"], 1);

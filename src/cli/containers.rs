@@ -22,8 +22,9 @@ pub struct PsArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
     json: bool,
-    /// Only containers that match: status=created|running|exited, name=TEXT (part of
-    /// the name), id=PREFIX; a status filter lists not-running containers without -a
+    /// Only containers that match: status=created|running|restarting|exited,
+    /// health=starting|healthy|unhealthy|none, name=TEXT (part of the name), id=PREFIX; a
+    /// status filter lists not-running containers without -a
     #[arg(short, long, value_name = "KEY=VALUE")]
     filter: Vec<String>,
 }
@@ -67,6 +68,8 @@ struct Filters {
     statuses: Vec<String>,
     names: Vec<String>,
     ids: Vec<String>,
+    /// `starting`, `healthy`, `unhealthy` or `none` (no healthcheck).
+    health: Vec<String>,
 }
 
 impl Filters {
@@ -76,16 +79,22 @@ impl Filters {
             statuses: Vec::new(),
             names: Vec::new(),
             ids: Vec::new(),
+            health: Vec::new(),
         };
         for filter in &args.filter {
             let bad = || {
                 Failure::user(format!("invalid filter {filter:?}")).hint(Some(
-                    "kiln ps knows status=created|running|exited, name=TEXT and id=PREFIX".into(),
+                    "kiln ps knows status=created|running|restarting|exited, \
+                     health=starting|healthy|unhealthy|none, name=TEXT and id=PREFIX"
+                        .into(),
                 ))
             };
             match filter.split_once('=').ok_or_else(bad)? {
                 ("status", v) if ["created", "running", "restarting", "exited"].contains(&v) => {
                     f.statuses.push(v.to_owned())
+                }
+                ("health", v) if ["starting", "healthy", "unhealthy", "none"].contains(&v) => {
+                    f.health.push(v.to_owned())
                 }
                 ("name", v) => f.names.push(v.to_owned()),
                 ("id", v) => f.ids.push(v.to_owned()),
@@ -105,6 +114,15 @@ impl Filters {
         status_ok
             && (self.names.is_empty() || self.names.iter().any(|n| state.name.contains(n)))
             && (self.ids.is_empty() || self.ids.iter().any(|i| dir.id.starts_with(i)))
+            && (self.health.is_empty() || self.health.contains(&health_word(dir, status)))
+    }
+}
+
+/// docker's health filter words: the running container's health, or `none`.
+fn health_word(dir: &ContainerDir, status: Status) -> String {
+    match (status, HealthState::read(dir)) {
+        (Status::Running { .. }, Some(h)) => h.status.name().into(),
+        _ => "none".into(),
     }
 }
 

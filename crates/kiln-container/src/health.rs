@@ -80,11 +80,20 @@ pub enum Health {
 }
 
 impl Health {
+    /// docker's word: `starting`, `healthy`, `unhealthy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// As `ps` shows it after the status: `health: starting`, `healthy`, `unhealthy`.
     pub fn word(self) -> &'static str {
         match self {
             Health::Starting => "health: starting",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
+            other => other.name(),
         }
     }
 }
