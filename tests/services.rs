@@ -193,6 +193,10 @@ fn bad_restart_policies_are_refused_before_anything_starts() {
     let out = env.kiln(&["run", "--rm", "--restart", "always", "bb", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cannot be used with"), "{}", text(&out));
+    // docker's `run -dit` says what to do instead.
+    let out = env.kiln(&["run", "-dit", "bb", "sh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("kiln exec -it"), "{}", text(&out));
     assert_eq!(env.kiln_ok(&["ps", "-a", "-q"]), "");
 }
 

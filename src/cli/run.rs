@@ -121,7 +121,7 @@ pub struct RunArgs {
     rm: bool,
     /// Run in the background and print the container ID; a monitor process keeps its
     /// output in a log (kiln logs) and records its end (kiln ps, kiln wait)
-    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    #[arg(short = 'd', long)]
     pub(super) detach: bool,
     /// Log options of a detached container: max-size=SIZE (default 10m), max-file=N
     /// (default 3)
@@ -380,6 +380,18 @@ fn source_and_config(
 }
 
 pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
+    if args.detach && (args.interactive || args.tty) {
+        // docker's `run -dit`: a detached container that keeps a terminal to attach to.
+        return Err(Failure {
+            code: super::EXIT_USAGE,
+            ..Failure::user("kiln run -d keeps no terminal or stdin: -i and -t cannot go with -d")
+        }
+        .hint(Some(
+            "run it detached with a command that stays up (e.g. kiln run -d --name box IMAGE \
+             sleep infinity), then get a shell in it with kiln exec -it box sh"
+                .into(),
+        )));
+    }
     match args.detach {
         true => match super::detach::start_monitor(std::env::args_os().skip(1).collect())? {
             Ok(id) => {
