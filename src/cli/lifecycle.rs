@@ -86,7 +86,10 @@ fn library_failure(e: ContainerError) -> Failure {
 }
 
 /// Runs `each` for every named container; prints failures and goes on; 1 if any failed.
-fn for_each(keys: &[String], mut each: impl FnMut(&str) -> Result<String, Failure>) -> CmdResult {
+pub(super) fn for_each(
+    keys: &[String],
+    mut each: impl FnMut(&str) -> Result<String, Failure>,
+) -> CmdResult {
     let mut code = 0;
     for key in keys {
         match each(key) {

@@ -15,6 +15,7 @@ use clap::Args;
 use nix::sys::signal::Signal;
 
 use super::containers::{container_store, find};
+use super::lifecycle::for_each;
 use super::run::{run_to_end, Foreground, Runner};
 use super::{CmdResult, Failure, Globals};
 use kiln_container::lifecycle;
@@ -100,22 +101,6 @@ pub fn restart(globals: &Globals, args: RestartArgs) -> CmdResult {
             .map_err(|e| Failure::user(&e).hint(e.hint()))?;
         start_detached(globals, &store, key)
     })
-}
-
-/// Runs `each` for every named container; prints failures and goes on; the last failure's
-/// exit code, if any failed.
-fn for_each(keys: &[String], mut each: impl FnMut(&str) -> Result<String, Failure>) -> CmdResult {
-    let mut code = 0;
-    for key in keys {
-        match each(key) {
-            Ok(line) => println!("{line}"),
-            Err(f) => {
-                super::output::print_failure(&f);
-                code = f.code;
-            }
-        }
-    }
-    Ok(code)
 }
 
 /// Starts the container under a monitor; a running one is left as it is (docker's).

@@ -13,7 +13,7 @@
 //! seccomp filter — and the runner stays a small process that only polls. The verdict is
 //! written to `health.json` in the container's dir after each probe.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -357,16 +357,19 @@ impl Probe {
     /// blocks on a full pipe.
     fn read_output(&mut self) {
         let mut buf = [0u8; 4096];
-        let mut pipe = std::fs::File::from(self.output.try_clone().expect("dup a pipe fd"));
         loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
+            // SAFETY: the buffer is valid for its length; the fd is the probe's pipe, which
+            // is non-blocking.
+            let n =
+                unsafe { libc::read(self.output.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => return,
+                n if n > 0 => {
                     let room = KEPT_OUTPUT.saturating_sub(self.kept.len());
-                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    self.kept.extend_from_slice(&buf[..(n as usize).min(room)]);
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return,
+                _ if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted => {}
+                _ => return,
             }
         }
     }
