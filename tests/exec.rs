@@ -35,9 +35,7 @@ fn exec_ok(env: &Env, args: &[&str]) -> String {
 
 /// The host PID of the container's first process, from its state.
 fn init_pid(env: &Env, id: &str) -> i32 {
-    let path = env.root().join("containers").join(id).join("state.json");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    state["init_pid"]
+    common::containers::state_file(env, id)["init_pid"]
         .as_i64()
         .expect("a running container's init_pid") as i32
 }

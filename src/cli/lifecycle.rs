@@ -20,6 +20,19 @@ use kiln_store::Store;
     after_help = "Examples:\n  kiln stop web\n  kiln stop -t 1 web db      # SIGKILL after 1 s\n  kiln stop -s SIGINT web"
 )]
 pub struct StopArgs {
+    #[command(flatten)]
+    grace: GraceTime,
+    /// Signal to send first (instead of the image's StopSignal or SIGTERM)
+    #[arg(short = 's', long, value_name = "SIGNAL")]
+    signal: Option<String>,
+    /// Container names or IDs (a unique ID prefix is enough)
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `-t SECONDS` of `stop` and `restart`.
+#[derive(Args, Debug)]
+pub struct GraceTime {
     /// Seconds to wait for the container to end before it is killed
     #[arg(
         short = 't',
@@ -28,12 +41,12 @@ pub struct StopArgs {
         default_value_t = 10
     )]
     time: u64,
-    /// Signal to send first (instead of the image's StopSignal or SIGTERM)
-    #[arg(short = 's', long, value_name = "SIGNAL")]
-    signal: Option<String>,
-    /// Container names or IDs (a unique ID prefix is enough)
-    #[arg(required = true)]
-    containers: Vec<String>,
+}
+
+impl GraceTime {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.time)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -111,11 +124,13 @@ pub fn stop(globals: &Globals, args: StopArgs) -> CmdResult {
         .map(|s| parse_signal(s).ok_or_else(|| bad_signal(s)))
         .transpose()?;
     for_each(&args.containers, |key| {
-        stop_one(&store, key, chosen, Duration::from_secs(args.time))
+        stop_one(&store, key, chosen, args.grace.duration())
     })
 }
 
-fn stop_one(
+/// Stops one container (`chosen`, else the image's stop signal, else SIGTERM; SIGKILL after
+/// `grace`); returns the name to print.
+pub(super) fn stop_one(
     store: &Store,
     key: &str,
     chosen: Option<Signal>,

@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::Args;
-use nix::sys::signal::Signal;
 
 use super::containers::{container_store, find};
 use super::lifecycle::for_each;
@@ -46,14 +45,8 @@ pub struct StartArgs {
     after_help = "Examples:\n  kiln restart web\n  kiln restart -t 2 web db      # SIGKILL after 2 s"
 )]
 pub struct RestartArgs {
-    /// Seconds to wait for the container to end before it is killed
-    #[arg(
-        short = 't',
-        long = "time",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
-    time: u64,
+    #[command(flatten)]
+    grace: super::lifecycle::GraceTime,
     /// Container names or IDs (a unique ID prefix is enough)
     #[arg(required = true)]
     containers: Vec<String>,
@@ -91,14 +84,7 @@ pub fn start(globals: &Globals, args: StartArgs) -> CmdResult {
 pub fn restart(globals: &Globals, args: RestartArgs) -> CmdResult {
     let store = container_store(globals)?;
     for_each(&args.containers, |key| {
-        let (dir, state) = find(&store, key)?;
-        let signal = state
-            .stop_signal
-            .as_deref()
-            .and_then(super::lifecycle::parse_signal)
-            .unwrap_or(Signal::SIGTERM);
-        lifecycle::stop(&store, &dir, signal, Duration::from_secs(args.time))
-            .map_err(|e| Failure::user(&e).hint(e.hint()))?;
+        super::lifecycle::stop_one(&store, key, None, args.grace.duration())?;
         start_detached(globals, &store, key)
     })
 }
