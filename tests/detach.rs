@@ -264,11 +264,10 @@ fn run_d_of_a_missing_command_fails_at_once() {
     assert_eq!(out.status.code(), Some(126), "{}", text(&out));
     let out = env.kiln(&["run", "-d", "no-such-image"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    // -d with a terminal is refused as usage.
-    assert_eq!(
-        env.kiln(&["run", "-d", "-t", "bb", "true"]).status.code(),
-        Some(2)
-    );
+    // With a terminal too (`run -dit`): the command is checked before the ID is printed.
+    let out = env.kiln(&["run", "-dit", "bb", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "no ID: {}", text(&out));
 }
 
 #[test]

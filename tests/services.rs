@@ -193,10 +193,6 @@ fn bad_restart_policies_are_refused_before_anything_starts() {
     let out = env.kiln(&["run", "--rm", "--restart", "always", "bb", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cannot be used with"), "{}", text(&out));
-    // docker's `run -dit` says what to do instead.
-    let out = env.kiln(&["run", "-dit", "bb", "sh"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("kiln exec -it"), "{}", text(&out));
     assert_eq!(env.kiln_ok(&["ps", "-a", "-q"]), "");
 }
 
@@ -697,4 +693,134 @@ fn inspect_shows_a_containers_settings_under_dockers_names() {
         "{}",
         text(&out)
     );
+}
+
+/// Reads `master` until `needle` appears in what it gave, or fails after `limit`.
+fn read_until(master: &mut std::fs::File, needle: &str, limit: Duration) -> String {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        assert!(
+            start.elapsed() < limit,
+            "{needle:?} not within {limit:?}; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut fds = [libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd record.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) } > 0 {
+            match master.read(&mut buf) {
+                Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn attach_passes_stdin_to_a_container_run_with_di() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    let script = "read line; echo got $line; echo err >&2; exit 3";
+    let id = run_detached(&env, &["-i", "--name", "reader", "bb", "sh", "-c", script]);
+    let mut attach = env
+        .command()
+        .args(["attach", "reader"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut attach.stdin.take().unwrap(), b"hello\n").unwrap();
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(env.kiln_ok(&["logs", &id]), "got hello");
+
+    // A container run in the foreground keeps its output there: attach says so.
+    let mut fg = env
+        .command()
+        .args(["run", "--name", "fg", "bb", "sleep", "300"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the foreground run", || {
+        common::containers::ps_entry(&env, "fg").is_some_and(|e| e["state"] == "running")
+    });
+    let out = env.kiln(&["attach", "fg"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("foreground"), "{}", text(&out));
+    env.kiln_ok(&["stop", "-t", "1", "fg"]);
+    let _ = fg.wait();
+}
+
+#[test]
+fn run_dit_keeps_a_terminal_that_attach_joins_leaves_and_ends() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    let id = run_detached(&env, &["-it", "--name", "box", "bb", "sh"]);
+    let attach_in_a_terminal = || {
+        let size = nix::pty::Winsize {
+            ws_row: 33,
+            ws_col: 111,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+        let child = env
+            .command()
+            .args(["attach", "box"])
+            .stdin(slave())
+            .stdout(slave())
+            .stderr(slave())
+            .spawn()
+            .unwrap();
+        (child, std::fs::File::from(pty.master))
+    };
+    let (mut child, mut master) = attach_in_a_terminal();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut master, b"echo $((6*7)); stty size; tty\r").unwrap();
+    let seen = read_until(&mut master, "/dev/pts/", Duration::from_secs(10));
+    assert!(seen.contains("42"), "{seen}");
+    assert!(
+        seen.contains("33 111"),
+        "the container's terminal has ours' size: {seen}"
+    );
+    // Ctrl-C reaches the shell in the container, not kiln: a sleep is interrupted.
+    std::io::Write::write_all(&mut master, b"sleep 100\r").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut master, b"\x03echo after-ctrl-c\r").unwrap();
+    read_until(&mut master, "after-ctrl-c\r\n", Duration::from_secs(10));
+    // Ctrl-P Ctrl-Q leaves it running.
+    std::io::Write::write_all(&mut master, b"\x10\x11").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(state_of(&env, &id)["state"], "running");
+    assert!(env.kiln_ok(&["logs", &id]).contains("42"));
+
+    // Attached again, `exit 5` ends the container and attach with its code.
+    let (mut child, mut master) = attach_in_a_terminal();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut master, b"exit 5\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5));
+    assert_eq!(env.kiln_ok(&["wait", &id]), "5");
+
+    // Started again, it has its terminal again.
+    assert_eq!(env.kiln_ok(&["start", "box"]), "box");
+    let (mut child, mut master) = attach_in_a_terminal();
+    std::thread::sleep(Duration::from_millis(300));
+    std::io::Write::write_all(&mut master, b"tty; exit 6\r").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(6));
+    assert!(env.kiln_ok(&["logs", &id]).contains("/dev/pts/"));
 }

@@ -23,8 +23,9 @@ use clap::Args;
 
 use super::run::{run_container, RunArgs, Runner};
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
-use kiln_container::log::{LogOptions, LogWriter};
+use kiln_container::log::LogWriter;
 use kiln_container::monitor::OutputLog;
+use kiln_container::start::StartConfig;
 use kiln_runtime::RunningContainer;
 use kiln_store::ContainerDir;
 
@@ -107,18 +108,25 @@ impl Runner for Monitor {
         &mut self,
         running: &mut RunningContainer,
         dir: &ContainerDir,
-        log: LogOptions,
+        start: &StartConfig,
     ) -> Result<Option<OutputLog>, Failure> {
-        let pipes = running
-            .take_output()
-            .ok_or_else(|| Failure::not_started("the container's output pipes are missing"))?;
-        let writer = LogWriter::open(dir.log_path(), log).map_err(Failure::not_started)?;
+        let writer = LogWriter::open(dir.log_path(), start.log).map_err(Failure::not_started)?;
+        let output = match (running.take_console(), running.take_output()) {
+            (Some(master), _) => OutputLog::console(master, start.spec.interactive, writer)
+                .map_err(Failure::not_started)?,
+            (None, Some(pipes)) => OutputLog::pipes(pipes, writer),
+            (None, None) => {
+                return Err(Failure::not_started(
+                    "the container's output pipes are missing",
+                ))
+            }
+        };
         super::signals::forward_to(Some(running.pid()));
         if !self.left {
             leave_the_caller(dir).map_err(Failure::not_started)?;
             self.left = true;
         }
-        Ok(Some(OutputLog { pipes, writer }))
+        Ok(Some(output))
     }
 
     fn is_monitor(&self) -> bool {

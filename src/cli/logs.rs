@@ -83,13 +83,6 @@ pub fn logs(globals: &Globals, args: LogsArgs) -> CmdResult {
     Ok(0)
 }
 
-/// Prints what the container writes from now on until it has ended (`kiln attach`).
-pub(super) fn follow_from_now(dir: &kiln_store::ContainerDir) -> Result<(), Failure> {
-    let mut reader = LogReader::new(dir.log_path());
-    reader.read_all(&mut |_| {}).map_err(Failure::user)?;
-    follow(dir, &mut reader, false)
-}
-
 /// Prints what the container writes next until it has ended and everything is printed.
 fn follow(
     dir: &kiln_store::ContainerDir,

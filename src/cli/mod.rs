@@ -3,6 +3,7 @@
 //! The only module that knows about clap, terminals and environment variables. Each command
 //! lives in its own small file and calls into the library.
 
+mod attach;
 mod build;
 mod build_progress;
 mod container_inspect;
@@ -95,7 +96,7 @@ enum Command {
     Wait(lifecycle::WaitArgs),
     Start(start::StartArgs),
     Restart(start::RestartArgs),
-    Attach(start::AttachArgs),
+    Attach(attach::AttachArgs),
     /// A detached container's monitor (started by `kiln run -d` and `kiln start`)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(detach::MonitorArgs),
@@ -302,7 +303,7 @@ pub fn main() -> i32 {
         Command::Start(a) if monitor => detach::monitor_start(&globals, &a.containers[0]),
         Command::Start(a) => start::start(&globals, a),
         Command::Restart(a) => start::restart(&globals, a),
-        Command::Attach(a) => start::attach(&globals, a),
+        Command::Attach(a) => attach::attach(&globals, a),
         Command::ContainerMonitor(_) => {
             Err(Failure::user("a monitor must start a detached kiln run"))
         }

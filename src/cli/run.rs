@@ -120,7 +120,8 @@ pub struct RunArgs {
     #[arg(long)]
     rm: bool,
     /// Run in the background and print the container ID; a monitor process keeps its
-    /// output in a log (kiln logs) and records its end (kiln ps, kiln wait)
+    /// output in a log (kiln logs), its terminal and stdin with -t and -i (kiln attach),
+    /// and records its end (kiln ps, kiln wait)
     #[arg(short = 'd', long)]
     pub(super) detach: bool,
     /// Log options of a detached container: max-size=SIZE (default 10m), max-file=N
@@ -380,18 +381,6 @@ fn source_and_config(
 }
 
 pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
-    if args.detach && (args.interactive || args.tty) {
-        // docker's `run -dit`: a detached container that keeps a terminal to attach to.
-        return Err(Failure {
-            code: super::EXIT_USAGE,
-            ..Failure::user("kiln run -d keeps no terminal or stdin: -i and -t cannot go with -d")
-        }
-        .hint(Some(
-            "run it detached with a command that stays up (e.g. kiln run -d --name box IMAGE \
-             sleep infinity), then get a shell in it with kiln exec -it box sh"
-                .into(),
-        )));
-    }
     match args.detach {
         true => match super::detach::start_monitor(std::env::args_os().skip(1).collect())? {
             Ok(id) => {
@@ -413,7 +402,7 @@ pub(super) trait Runner {
         &mut self,
         running: &mut runtime::RunningContainer,
         dir: &ContainerDir,
-        log: LogOptions,
+        start: &StartConfig,
     ) -> Result<Option<OutputLog>, Failure>;
 
     /// A process that lives only to run the container (a monitor), which should hold
@@ -432,7 +421,7 @@ impl Runner for Foreground {
         &mut self,
         running: &mut runtime::RunningContainer,
         _: &ContainerDir,
-        _: LogOptions,
+        _: &StartConfig,
     ) -> Result<Option<OutputLog>, Failure> {
         super::signals::forward_to(Some(running.pid()));
         Ok(None)
@@ -531,7 +520,7 @@ pub(super) fn run_to_end(
         // Recorded before the runner says it started, so `kiln exec` right after finds it.
         let ids = (std::process::id(), running.pid());
         container::record_start(store, dir, state, ids).map_err(failed)?;
-        let output = runner.started(&mut running, dir, start.log)?;
+        let output = runner.started(&mut running, dir, start)?;
         let code = supervise_to_end(&start.spec, (running, output), &mut supervisor)?;
         if super::signals::take_forwarded() {
             supervisor.mark_stopped();

@@ -1,12 +1,11 @@
-//! `kiln start`, `kiln restart` and `kiln attach`: a container made earlier runs again, or
-//! its output is followed, with docker's flags and exit codes.
+//! `kiln start` and `kiln restart`: a container made earlier runs again, with docker's
+//! flags and exit codes.
 //!
 //! A stopped container starts again from what was kept when it was made
 //! (`kiln_container::start::StartConfig`: same rootfs upper dir, same confinement and
 //! limits), under a monitor like `kiln run -d`'s (the same hidden command, given `start ID`
 //! instead of a `run` command line), or in the foreground with `-a`. `restart` is `stop`
-//! then `start`. `attach` follows a running container's log until it ends and exits with
-//! its code; Ctrl-C is passed to the container (docker's `--sig-proxy`).
+//! then `start`.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -17,9 +16,7 @@ use super::containers::{container_store, find};
 use super::lifecycle::for_each;
 use super::run::{run_to_end, Foreground, Runner};
 use super::{CmdResult, Failure, Globals};
-use kiln_container::lifecycle;
 use kiln_container::start::StartConfig;
-use kiln_store::containers::Status;
 use kiln_store::{ContainerDir, ContainerState, Store};
 
 #[derive(Args, Debug)]
@@ -50,20 +47,6 @@ pub struct RestartArgs {
     /// Container names or IDs (a unique ID prefix is enough)
     #[arg(required = true)]
     containers: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-#[command(
-    about = "Follow a running container's output until it ends, and exit with its code",
-    after_help = "Ctrl-C is passed to the container (stopping it, for most commands) unless \
---sig-proxy=false, when it only ends kiln attach.\n\nExamples:\n  kiln attach web\n  kiln attach --sig-proxy=false web"
-)]
-pub struct AttachArgs {
-    /// Pass Ctrl-C and other termination signals to the container
-    #[arg(long = "sig-proxy", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    sig_proxy: bool,
-    /// Container name or ID (a unique ID prefix is enough)
-    container: String,
 }
 
 pub fn start(globals: &Globals, args: StartArgs) -> CmdResult {
@@ -160,46 +143,12 @@ fn run_stopped_with(
             start.spec.capture_output = false;
             start.spec.tty = start.spec.tty && interactive;
         }
-        None => {
-            start.spec.interactive = false;
-            start.spec.tty = false;
-            start.spec.capture_output = true;
-        }
+        // Its monitor keeps its terminal and stdin, as `run -dit` does, for `kiln attach`.
+        None => start.spec.capture_output = true,
     }
     state.detached |= attached.is_none();
     state.restart_count = 0;
     state.restarting = false;
     state.pid = Some(std::process::id() as i32);
     run_to_end(globals, &store, &dir, (&start, &mut state), runner)
-}
-
-pub fn attach(globals: &Globals, args: AttachArgs) -> CmdResult {
-    let store = container_store(globals)?;
-    let (dir, state) = find(&store, &args.container)?;
-    match dir.status(&state) {
-        Status::Running { .. } | Status::Restarting { .. } => {}
-        _ => {
-            return Err(Failure::user(format!(
-                "cannot attach to container {}: it is not running",
-                args.container
-            ))
-            .hint(Some(format!(
-                "start it and follow it with kiln start -a {}",
-                args.container
-            ))))
-        }
-    }
-    if !state.detached {
-        return Err(Failure::user(format!(
-            "container {} runs in the foreground of another kiln, which has its output",
-            args.container
-        )));
-    }
-    if args.sig_proxy {
-        super::signals::forward_to(state.init_pid);
-    }
-    super::logs::follow_from_now(&dir)?;
-    super::signals::forward_to(None);
-    let code = lifecycle::wait(&store, &dir).map_err(|e| Failure::user(&e).hint(e.hint()))?;
-    Ok(code.unwrap_or(0))
 }

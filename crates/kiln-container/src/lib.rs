@@ -27,6 +27,7 @@
 #[macro_use]
 extern crate kiln_testing;
 
+pub mod attach;
 mod bundle;
 mod config;
 mod confine;

@@ -23,7 +23,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +32,7 @@ use kiln_runtime::{OutputPipes, RunningContainer};
 use kiln_store::ContainerDir;
 use nix::sys::signal::Signal;
 
+use super::attach::{AttachMode, Attached, MAX_STDIN_PENDING};
 use super::error::{ContainerError, Result};
 use super::health::HealthProbe;
 use super::log::{LineSplitter, LogWriter, Stream};
@@ -76,10 +77,52 @@ fn control(what: &'static str) -> impl Fn(std::io::Error) -> ContainerError {
     move |source| ContainerError::Control { what, source }
 }
 
-/// Where a detached container's output goes.
+/// A detached container's stdio, kept by its runner: the output goes to the log and to
+/// attached clients, their input to the container.
 pub struct OutputLog {
-    pub pipes: OutputPipes,
-    pub writer: LogWriter,
+    /// Its stdout and stderr pipes, or its pty's master.
+    outputs: Vec<(OwnedFd, Stream)>,
+    /// Its stdin (`-i`): a pipe, or the pty's master.
+    input: Option<OwnedFd>,
+    tty: bool,
+    writer: LogWriter,
+}
+
+impl OutputLog {
+    /// A container started without a terminal: its pipes.
+    pub fn pipes(pipes: OutputPipes, writer: LogWriter) -> OutputLog {
+        OutputLog {
+            outputs: vec![
+                (pipes.stdout, Stream::Stdout),
+                (pipes.stderr, Stream::Stderr),
+            ],
+            input: pipes.stdin,
+            tty: false,
+            writer,
+        }
+    }
+
+    /// A container with a terminal: its pty's master, read for its output and written
+    /// with its input when `interactive`.
+    pub fn console(master: OwnedFd, interactive: bool, writer: LogWriter) -> Result<OutputLog> {
+        let input = match interactive {
+            true => Some(master.try_clone().map_err(control("dup the pty"))?),
+            false => None,
+        };
+        Ok(OutputLog {
+            outputs: vec![(master, Stream::Stdout)],
+            input,
+            tty: true,
+            writer,
+        })
+    }
+
+    fn mode(&self) -> AttachMode {
+        AttachMode {
+            tty: self.tty,
+            stdin: self.input.is_some(),
+        }
+    }
 }
 
 /// A connection whose request line has not fully arrived.
@@ -105,6 +148,13 @@ pub struct Supervisor {
     /// The exit code of the last run, while waiting to restart.
     last_code: Option<i32>,
     health: Option<HealthProbe>,
+    /// What `attach` gets during this run (`None`: no output kept, or between runs).
+    attach_mode: Option<AttachMode>,
+    /// The pty's master during this run, for `resize`.
+    console: Option<RawFd>,
+    attached: Vec<Attached>,
+    /// Stdin from attached clients that the container has not read yet.
+    stdin_pending: Vec<u8>,
     /// Give back memory before the first wait of each run (a detached monitor).
     trim: bool,
     trim_pending: bool,
@@ -130,6 +180,10 @@ impl Supervisor {
             health,
             trim: false,
             trim_pending: false,
+            attach_mode: None,
+            console: None,
+            attached: Vec::new(),
+            stdin_pending: Vec::new(),
         }
     }
 
@@ -153,9 +207,9 @@ impl Supervisor {
         }
     }
 
-    /// Serves the control socket, runs the healthcheck and writes the output to the log
-    /// until the container's PID 1 has exited (it is not reaped: `running.wait()` does that
-    /// next).
+    /// Serves the control socket, runs the healthcheck, writes the output to the log and
+    /// relays attached clients until the container's PID 1 has exited (it is not reaped:
+    /// `running.wait()` does that next).
     pub fn supervise(
         &mut self,
         running: &RunningContainer,
@@ -168,34 +222,47 @@ impl Supervisor {
             health.restart()?;
         }
         let pidfd = running.pidfd()?;
-        let mut streams = output.as_ref().map(|o| {
-            [
-                (
-                    o.pipes.stdout.as_raw_fd(),
-                    Stream::Stdout,
-                    LineSplitter::default(),
-                    true,
-                ),
-                (
-                    o.pipes.stderr.as_raw_fd(),
-                    Stream::Stderr,
-                    LineSplitter::default(),
-                    true,
-                ),
-            ]
-        });
+        self.attach_mode = output.as_ref().map(OutputLog::mode);
+        self.console = output
+            .as_ref()
+            .filter(|o| o.tty)
+            .map(|o| o.outputs[0].0.as_raw_fd());
+        let mut streams: Vec<OutputStream> = output
+            .as_ref()
+            .map(|o| {
+                o.outputs
+                    .iter()
+                    .map(|(fd, name)| (fd.as_raw_fd(), *name, LineSplitter::default(), true))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let input = output
+            .as_ref()
+            .and_then(|o| o.input.as_ref())
+            .map(|fd| fd.as_raw_fd());
+        if let Some(fd) = input {
+            set_nonblocking(fd);
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let mut fds = vec![poll_in(pidfd.as_raw_fd())];
-            if let Some(streams) = &streams {
-                fds.extend(streams.iter().map(|s| poll_in(if s.3 { s.0 } else { -1 })));
-            }
+            fds.extend(streams.iter().map(|s| poll_in(if s.3 { s.0 } else { -1 })));
+            let input_at = fds.len();
+            fds.push(match (input, self.stdin_pending.is_empty()) {
+                (Some(fd), false) => poll_out(fd),
+                _ => poll_in(-1),
+            });
             self.wait_for_events(&mut fds, Some(running))?;
-            if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
+            if let Some(out) = &mut output {
                 for (i, stream) in streams.iter_mut().enumerate() {
                     if fds[1 + i].revents != 0 {
-                        stream.3 = copy_to_log(stream, &mut out.writer, &mut buf)?;
+                        stream.3 = self.copy_output(stream, &mut out.writer, &mut buf)?;
                     }
+                }
+            }
+            if let Some(fd) = input {
+                if fds[input_at].revents != 0 || !self.stdin_pending.is_empty() {
+                    self.write_stdin(fd);
                 }
             }
             if fds[0].revents != 0 {
@@ -203,19 +270,86 @@ impl Supervisor {
             }
         }
         self.kill_at = None;
+        self.console = None;
         if let Some(health) = &mut self.health {
             health.end_probe();
         }
         // PID 1 is gone, and the kernel kills the rest of its namespace: the pipes end soon.
-        if let (Some(streams), Some(out)) = (&mut streams, &mut output) {
+        if let Some(out) = &mut output {
             for stream in streams.iter_mut() {
                 while stream.3 {
                     wait_readable(stream.0);
-                    stream.3 = copy_to_log(stream, &mut out.writer, &mut buf)?;
+                    stream.3 = self.copy_output(stream, &mut out.writer, &mut buf)?;
                 }
             }
         }
+        // Attached clients see the end of the stream: the run is over.
+        self.attach_mode = None;
+        self.stdin_pending.clear();
+        for client in self.attached.drain(..) {
+            client.finish();
+        }
         Ok(())
+    }
+
+    /// Copies what is in an output pipe (or the pty) to the log and to attached clients;
+    /// `false` at its end.
+    fn copy_output(
+        &mut self,
+        stream: &mut OutputStream,
+        log: &mut LogWriter,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        let (fd, name, splitter, _) = stream;
+        // SAFETY: the buffer is valid for its length; the fd is the runner's pipe or pty.
+        let n = unsafe { libc::read(*fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let now = SystemTime::now();
+        // A log that cannot be written (a full disk) loses lines, never the container: the
+        // pipe must still be drained, or the container blocks on its next write.
+        let mut write = |line: &[u8]| {
+            if let Err(e) = log.write(*name, line, now) {
+                tracing::warn!(error = %e, "a log line was lost");
+            }
+            Ok(())
+        };
+        if n > 0 {
+            let bytes = &buf[..n as usize];
+            for client in &mut self.attached {
+                client.send(*name, bytes);
+            }
+            self.attached.retain(|c| !c.gone);
+            return splitter.push(bytes, &mut write).map(|()| true);
+        }
+        let e = std::io::Error::last_os_error();
+        match n {
+            n if n < 0 && matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {
+                Ok(true)
+            }
+            // EOF of a pipe, EIO of a pty whose last slave closed.
+            _ => splitter.finish(&mut write).map(|()| false),
+        }
+    }
+
+    /// Writes stdin that clients sent to the container, as far as it takes it now.
+    fn write_stdin(&mut self, fd: RawFd) {
+        while !self.stdin_pending.is_empty() {
+            let pending = &self.stdin_pending;
+            // SAFETY: the buffer is valid for its length; the fd is the container's stdin.
+            let n = unsafe { libc::write(fd, pending.as_ptr().cast(), pending.len()) };
+            if n > 0 {
+                self.stdin_pending.drain(..n as usize);
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            if n < 0 && e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            if n < 0 && e.kind() != ErrorKind::WouldBlock {
+                // The container closed its stdin: what clients type goes nowhere.
+                self.stdin_pending.clear();
+            }
+            return;
+        }
     }
 
     /// Waits `delay` before the container ended with `code` is started again, answering
@@ -254,11 +388,23 @@ impl Supervisor {
         fds.extend(health_fds.map(poll_in));
         let first_client = fds.len();
         fds.extend(self.clients.iter().map(|c| poll_in(c.stream.as_raw_fd())));
+        let first_attached = fds.len();
+        let take_stdin = self.stdin_pending.len() < MAX_STDIN_PENDING;
+        fds.extend(self.attached.iter().map(|c| libc::pollfd {
+            fd: c.fd(),
+            events: (if c.sending && take_stdin {
+                libc::POLLIN
+            } else {
+                0
+            }) | (if c.has_pending() { libc::POLLOUT } else { 0 }),
+            revents: 0,
+        }));
         if std::mem::take(&mut self.trim_pending) {
             super::trim::trim_memory();
         }
         poll(fds, self.timeout(running.is_some()))?;
-        self.serve_clients(&fds[first_client..], running);
+        self.serve_attached(&fds[first_attached..]);
+        self.serve_clients(&fds[first_client..first_attached], running);
         if fds[own].revents != 0 {
             self.accept();
         }
@@ -271,6 +417,27 @@ impl Supervisor {
         self.kill_when_due(running);
         fds.truncate(own);
         Ok(())
+    }
+
+    /// Takes stdin from the attached clients `ready` says sent some, and sends them the
+    /// output they can take now.
+    fn serve_attached(&mut self, ready: &[libc::pollfd]) {
+        for (client, fd) in self.attached.iter_mut().zip(ready) {
+            if fd.revents & libc::POLLOUT != 0 {
+                client.flush();
+            }
+            let hung_up = fd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+            if fd.revents & libc::POLLIN != 0 || (hung_up && client.sending) {
+                let room = MAX_STDIN_PENDING.saturating_sub(self.stdin_pending.len());
+                if let Some(bytes) = client.read_stdin(room) {
+                    self.stdin_pending.extend_from_slice(&bytes);
+                }
+            } else if hung_up {
+                // Gone for good: poll would report it again at once.
+                client.gone = true;
+            }
+        }
+        self.attached.retain(|c| !c.gone);
     }
 
     /// Milliseconds until the next thing due (a `stop`'s SIGKILL, a probe, the end of a
@@ -371,6 +538,34 @@ impl Supervisor {
                 _ => reply(stream, "error bad stop request"),
             },
             (["wait"], _) => self.waiters.push(stream),
+            (["attach"], _) => match self.attach_mode {
+                Some(mode) => {
+                    let mut stream = stream;
+                    if writeln!(stream, "{}", mode.answer()).is_ok() {
+                        self.attached.push(Attached::new(stream, mode.stdin));
+                    }
+                }
+                None if running.is_none() => reply(stream, "error the container is restarting"),
+                None => reply(
+                    stream,
+                    "error its output goes to the kiln run that runs it in the foreground",
+                ),
+            },
+            (["resize", rows, cols], _) => match (self.console, rows.parse(), cols.parse()) {
+                (Some(fd), Ok(rows), Ok(cols)) => {
+                    let size = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads one winsize from the pointer; fd is the
+                    // container's pty master.
+                    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
+                    reply(stream, "ok");
+                }
+                _ => reply(stream, "error no terminal to resize"),
+            },
             _ => reply(stream, "error unknown request"),
         }
     }
@@ -378,27 +573,6 @@ impl Supervisor {
 
 /// A stream being copied: its fd, its name, its line splitter, whether it is still open.
 type OutputStream = (RawFd, Stream, LineSplitter, bool);
-
-/// Copies what is in the pipe to the log; `false` at its end.
-fn copy_to_log(stream: &mut OutputStream, log: &mut LogWriter, buf: &mut [u8]) -> Result<bool> {
-    let (fd, name, splitter, _) = stream;
-    // SAFETY: the buffer is valid for its length; the fd is the monitor's pipe.
-    let n = unsafe { libc::read(*fd, buf.as_mut_ptr().cast(), buf.len()) };
-    let now = SystemTime::now();
-    // A log that cannot be written (a full disk) loses lines, never the container: the
-    // pipe must still be drained, or the container blocks on its next write.
-    let mut write = |line: &[u8]| {
-        if let Err(e) = log.write(*name, line, now) {
-            tracing::warn!(error = %e, "a log line was lost");
-        }
-        Ok(())
-    };
-    match n {
-        n if n > 0 => splitter.push(&buf[..n as usize], &mut write).map(|()| true),
-        n if n < 0 && std::io::Error::last_os_error().kind() == ErrorKind::Interrupted => Ok(true),
-        _ => splitter.finish(&mut write).map(|()| false),
-    }
-}
 
 fn parse_signal(n: &str) -> Option<Signal> {
     Signal::try_from(n.parse::<i32>().ok()?).ok()
@@ -432,9 +606,73 @@ fn poll(fds: &mut [libc::pollfd], timeout: libc::c_int) -> Result<()> {
     }
 }
 
+fn poll_out(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl flags of an fd the runner owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
 fn wait_readable(fd: RawFd) {
     let mut fds = [poll_in(fd)];
     let _ = poll(&mut fds, -1);
+}
+
+/// Sends `request` to the runner of the container in `dir` and reads its one-line answer,
+/// keeping the connection (for `attach`, which goes on with a stream). `None` when no
+/// runner listens or it ended without answering.
+pub fn open_request(dir: &ContainerDir, request: &str) -> Result<Option<(UnixStream, String)>> {
+    open_request_within(dir, request, Some(Duration::from_secs(5)))
+}
+
+fn open_request_within(
+    dir: &ContainerDir,
+    request: &str,
+    timeout: Option<Duration>,
+) -> Result<Option<(UnixStream, String)>> {
+    let (_dirfd, path) = socket_path(dir)?;
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(control("connect to the container's monitor")(e)),
+    };
+    stream
+        .set_read_timeout(timeout)
+        .map_err(control("talk to the container's monitor"))?;
+    if writeln!(stream, "{request}").is_err() {
+        return Ok(None);
+    }
+    // Byte by byte up to the newline: what follows belongs to the caller (attach's stream).
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while answer.len() < MAX_REQUEST {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => answer.push(byte[0]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(ContainerError::MonitorTimeout)
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    let _ = stream.set_read_timeout(None);
+    Ok(Some((
+        stream,
+        String::from_utf8_lossy(&answer).into_owned(),
+    )))
 }
 
 /// What a container's runner answered.
@@ -456,29 +694,10 @@ pub fn request(
     request: &str,
     timeout: Option<Duration>,
 ) -> Result<Option<Reply>> {
-    let (_dirfd, path) = socket_path(dir)?;
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(control("connect to the container's monitor")(e)),
-    };
-    stream
-        .set_read_timeout(timeout)
-        .map_err(control("talk to the container's monitor"))?;
-    if writeln!(stream, "{request}").is_err() {
+    let Some((stream, answer)) = open_request_within(dir, request, timeout)? else {
         return Ok(None);
-    }
-    let mut answer = String::new();
-    let mut limited = (&stream).take(MAX_REQUEST as u64);
-    match limited.read_to_string(&mut answer) {
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            return Err(ContainerError::MonitorTimeout)
-        }
-        Err(_) => return Ok(None),
-    }
+    };
+    drop(stream);
     let answer = answer.trim_end();
     Ok(match answer.split_once(' ') {
         _ if answer == "ok" => Some(Reply::Ok),

@@ -93,9 +93,10 @@ pub struct ContainerSpec {
     /// container never holds kiln's own stdio: without `tty` it writes into pipes that kiln
     /// copies to its stdout and stderr (and copies kiln's stdin into a pipe with `-i`).
     pub interactive: bool,
-    /// Keep the container's stdout and stderr pipes for the caller
-    /// ([`RunningContainer::take_output`]) instead of copying them to kiln's own: a
-    /// detached container's monitor writes them to its log. Ignored with `tty`.
+    /// Keep the container's stdio for the caller instead of copying it to and from kiln's
+    /// own: its pipes ([`RunningContainer::take_output`]), or with `tty` its pty's master
+    /// ([`RunningContainer::take_console`]). A detached container's monitor writes the
+    /// output to its log and relays `kiln attach`.
     pub capture_output: bool,
     /// Container id: names the cgroup `kiln-<id>` (letters, digits, `_-.`).
     pub id: String,
@@ -171,6 +172,8 @@ pub struct RunningContainer {
     /// Read end of the init's status pipe.
     status: Option<OwnedFd>,
     tty: Option<TtySessionHandle>,
+    /// The pty's master, for a caller that relays it itself (`capture_output` with `tty`).
+    console: Option<OwnedFd>,
     /// The copying of the container's stdio pipes (without a tty).
     relay: Option<StdioRelay>,
     /// The read ends of its stdout and stderr, with `capture_output`.
@@ -201,7 +204,9 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     let (relay, output, stdio) = match (spec.tty, spec.capture_output) {
         // The child replaces stdio with its pty once it has one.
         (true, _) => (None, None, None),
-        (false, true) => OutputPipes::new().map(|(o, e)| (None, Some(o), Some(e)))?,
+        (false, true) => {
+            OutputPipes::new(spec.interactive).map(|(o, e)| (None, Some(o), Some(e)))?
+        }
         (false, false) => {
             StdioRelay::start(spec.interactive).map(|(r, e)| (Some(r), None, Some(e)))?
         }
@@ -217,6 +222,7 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
         stdout: fd_or_null(stdio.as_ref().map(|e| &e.stdout)),
         stderr: fd_or_null(stdio.as_ref().map(|e| &e.stderr)),
         tty: spec.tty.then_some(spec.interactive),
+        console_to_caller: spec.capture_output,
     };
     let mut running = start(&plan, &launch, (devnull, stdio))?;
     running.relay = relay;
@@ -259,6 +265,9 @@ pub(crate) struct Launch<'a> {
     pub stderr: RawFd,
     /// `Some(interactive)` to give the child a pty.
     pub tty: Option<bool>,
+    /// Hand the pty's master to the caller ([`RunningContainer::take_console`]) instead of
+    /// copying it to and from kiln's own stdio.
+    pub console_to_caller: bool,
 }
 
 /// The parent side shared by build steps and containers: creates the cgroup, clones the
@@ -313,6 +322,7 @@ pub(crate) fn start<K>(
         cgroup: Some(cgroup),
         status: status_read,
         tty: None,
+        console: None,
         relay: None,
         output: None,
         waited: false,
@@ -332,8 +342,12 @@ pub(crate) fn start<K>(
         })?,
         None => None,
     };
-    if let (Some(master), Some(interactive)) = (master, launch.tty) {
-        running.tty = Some(TtySessionHandle(TtySession::start(master, interactive)?));
+    match (master, launch.tty) {
+        (Some(master), Some(_)) if launch.console_to_caller => running.console = Some(master),
+        (Some(master), Some(interactive)) => {
+            running.tty = Some(TtySessionHandle(TtySession::start(master, interactive)?));
+        }
+        _ => {}
     }
     match read_report(&report_read)? {
         None => Ok(running),
@@ -365,10 +379,16 @@ impl RunningContainer {
             .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))
     }
 
-    /// The read ends of the container's stdout and stderr, once, when it was started with
-    /// `capture_output`.
+    /// The read ends of the container's stdout and stderr (and its stdin's write end with
+    /// `interactive`), once, when it was started with `capture_output` and no `tty`.
     pub fn take_output(&mut self) -> Option<OutputPipes> {
         self.output.take()
+    }
+
+    /// The master of the container's pty, once, when it was started with `capture_output`
+    /// and `tty`: its output to read, its input to write.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
     }
 
     /// Waits for the container to end, then removes its cgroup.

@@ -39,21 +39,28 @@ pub(crate) struct ChildEnds {
     pub stderr: OwnedFd,
 }
 
-/// The read ends of a container's stdout and stderr, for a caller that copies them itself
-/// (a detached container's monitor, which writes them to the container's log).
+/// The read ends of a container's stdout and stderr, and the write end of its stdin with
+/// `-i`, for a caller that copies them itself (a detached container's monitor, which
+/// writes the output to the container's log and relays `kiln attach`).
 #[derive(Debug)]
 pub struct OutputPipes {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
 }
 
 impl OutputPipes {
-    /// The pipes, and the container's ends of them (its stdin stays `/dev/null`).
-    pub(crate) fn new() -> Result<(OutputPipes, ChildEnds), RuntimeError> {
+    /// The pipes, and the container's ends of them (its stdin stays `/dev/null` unless
+    /// `interactive`).
+    pub(crate) fn new(interactive: bool) -> Result<(OutputPipes, ChildEnds), RuntimeError> {
         let (out_read, out_write) = cloexec_pipe()?;
         let (err_read, err_write) = cloexec_pipe()?;
+        let (stdin_read, stdin_write) = match interactive {
+            true => cloexec_pipe().map(|(r, w)| (Some(r), Some(w)))?,
+            false => (None, None),
+        };
         let ends = ChildEnds {
-            stdin: None,
+            stdin: stdin_read,
             stdout: out_write,
             stderr: err_write,
         };
@@ -61,6 +68,7 @@ impl OutputPipes {
             OutputPipes {
                 stdout: out_read,
                 stderr: err_read,
+                stdin: stdin_write,
             },
             ends,
         ))

@@ -61,6 +61,7 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
         stdout: sb.stdout.as_raw_fd(),
         stderr: sb.stderr.as_raw_fd(),
         tty: None,
+        console_to_caller: false,
     };
     let exit = container::start(&plan, &launch, devnull).and_then(|running| running.wait());
     // Also after a failed setup: the child may have made mount points before it failed.
