@@ -2,22 +2,27 @@
 //!
 //! Whoever starts a container stays its parent until it ends: a foreground `kiln run`, or
 //! for `kiln run -d` a *monitor* (kiln re-executed in its own session, conmon's role). It
-//! holds the container's lock (see `kiln_store::containers`), and [`supervise`] is its one
-//! loop: a single thread `poll`s the container's pidfd, its output pipes (written to the
-//! log, when detached) and a *control socket* in the container's dir, until the
-//! container's PID 1 exits. Then the caller records the exit and [`Waiters::answer`]s
-//! whoever waits.
+//! holds the container's lock (see `kiln_store::containers`), and a [`Supervisor`] is its
+//! one loop: a single thread `poll`s the container's pidfd, its stdio (pipes or pty, the
+//! output written to the log and to attached clients, when detached), the healthcheck
+//! probe and a *control socket* in the container's dir, until the container's PID 1
+//! exits; then the caller records the exit, the supervisor answers whoever waits, and,
+//! under a restart policy, waits out the delay (still serving the socket) before the
+//! caller starts the container again.
 //!
 //! Why a socket rather than signals to the monitor: a request names an exact action
-//! (`signal 15`, `stop 15 10`, `wait`) and gets an answer (the exit code), without racing
-//! PID reuse, and the same channel will carry what later commands need (attach's
-//! streams, exec's and restart policies' requests). The monitor signals its own unreaped
+//! (`signal 15`, `stop 15 10`, `wait`, `attach`) and gets an answer (the exit code, a
+//! stream), without racing PID reuse, and a stop reaches the restart policy. The monitor
+//! signals its own unreaped
 //! child, so a signal never reaches a recycled PID; `stop`'s SIGKILL deadline lives in the
 //! monitor, so it holds even if the `kiln stop` that asked is interrupted.
 //!
-//! Protocol: one line per connection, answered by one line. `signal N` → `ok`;
-//! `stop N SECONDS` → `exited CODE` once the container ended (N first, SIGKILL after
-//! SECONDS); `wait` → `exited CODE`; anything else → `error TEXT`. The socket is
+//! Protocol: one line per connection, answered by one line. `signal N` → `ok` (or
+//! `restarting` between two runs); `stop N SECONDS` → `exited CODE` once the container
+//! ended (N first, SIGKILL after SECONDS); `wait` → `exited CODE`; `resize ROWS COLS` →
+//! `ok` (the pty of a `-t` container); `attach` → `ok tty|pipes stdin|nostdin`, after which
+//! the connection carries the container's stdio (see `attach`); anything else →
+//! `error TEXT`. The socket is
 //! `<dir>/control.sock`, reached through `/proc/self/fd/N/` (a socket path is limited to
 //! 108 bytes, which a store below a long temp dir would exceed).
 
