@@ -1,0 +1,150 @@
+//! The bridge and each container's veth pair, over rtnetlink ([`crate::netlink`]).
+//!
+//! A container's veth is made with its peer created *directly in the container's
+//! namespace* as `eth0` (the veth driver takes the peer's namespace and name in the same
+//! request), so the peer never appears in the host's namespace under a temporary name.
+//! Deleting the host end deletes the pair; so does the container's namespace ending,
+//! which is why a killed container leaves no veth behind, only its lease (reclaimed).
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+use crate::netlink::Socket;
+use crate::netns::in_netns;
+use crate::subnet::Subnet;
+use crate::NetworkError;
+
+/// The interface name inside the container.
+pub const CONTAINER_IFNAME: &str = "eth0";
+
+/// The host end's name for `owner` (a container ID): `kv` and 12 hex digits of a hash
+/// (interface names are at most 15 bytes; FNV-1a, stable across runs and versions).
+pub fn host_ifname(owner: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in owner.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("kv{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// Makes the bridge `name` with the subnet's gateway address, up, unless it exists;
+/// returns its index. A new bridge's subnet is first checked against the routes of the
+/// namespace, where the bridge's own route would otherwise be found.
+pub fn ensure_bridge(
+    socket: &mut Socket,
+    name: &str,
+    subnet: &Subnet,
+) -> Result<i32, NetworkError> {
+    if let Some(index) = socket
+        .link_index(name)
+        .map_err(NetworkError::netlink(format!("looking up {name}")))?
+    {
+        return Ok(index);
+    }
+    crate::routes::check_free(subnet)?;
+    socket
+        .add_bridge(name)
+        .map_err(NetworkError::netlink(format!("creating bridge {name}")))?;
+    let index = socket
+        .link_index(name)
+        .map_err(NetworkError::netlink(format!("looking up {name}")))?
+        .ok_or_else(|| NetworkError::Netlink {
+            what: format!("bridge {name} vanished after it was made"),
+            source: io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+    socket
+        .add_address(index, subnet.gateway(), subnet.prefix())
+        .map_err(NetworkError::netlink(format!(
+            "adding {} to {name}",
+            subnet.gateway()
+        )))?;
+    // Lets traffic DNATed from 127.0.0.1 leave through the bridge (published ports on
+    // loopback); per interface, so it goes with the bridge and affects nothing else.
+    write_sysctl(
+        format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
+        "1",
+    )?;
+    Ok(index)
+}
+
+/// Removes the bridge `name` if it exists.
+pub fn remove_bridge(socket: &mut Socket, name: &str) -> Result<(), NetworkError> {
+    delete_link_named(socket, name)
+}
+
+/// What a container's interface is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressing {
+    pub address: Ipv4Addr,
+    pub subnet: Subnet,
+}
+
+/// Makes the veth pair `host` ↔ `eth0` (in `netns`), the host end on the bridge, and
+/// inside the namespace: `lo` up, `eth0` with the address, up, default route via the
+/// gateway. On failure the pair is removed again.
+pub fn attach_veth(
+    socket: &mut Socket,
+    bridge: i32,
+    host: &str,
+    netns: BorrowedFd<'_>,
+    addressing: Addressing,
+) -> Result<(), NetworkError> {
+    socket
+        .add_veth(host, bridge, CONTAINER_IFNAME, netns.as_raw_fd())
+        .map_err(NetworkError::netlink(format!("creating veth {host}")))?;
+    let inside = in_netns(netns, || configure_inside(addressing));
+    if let Err(source) = inside {
+        let _ = delete_link_named(socket, host);
+        return Err(NetworkError::Netlink {
+            what: "configuring the container's eth0".to_owned(),
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// Runs in the container's namespace (see [`in_netns`]).
+fn configure_inside(addressing: Addressing) -> io::Result<()> {
+    let mut socket = Socket::open()?;
+    let missing = |name: &str| io::Error::new(io::ErrorKind::NotFound, format!("no {name}"));
+    let lo = socket.link_index("lo")?.ok_or_else(|| missing("lo"))?;
+    socket.set_up(lo)?;
+    let eth0 = socket
+        .link_index(CONTAINER_IFNAME)?
+        .ok_or_else(|| missing(CONTAINER_IFNAME))?;
+    socket.add_address(eth0, addressing.address, addressing.subnet.prefix())?;
+    socket.set_up(eth0)?;
+    socket.add_default_route(addressing.subnet.gateway(), eth0)
+}
+
+/// Removes a container's veth pair by its host end; gone already is fine (the
+/// container's namespace ending removes the pair).
+pub fn detach_veth(socket: &mut Socket, host: &str) -> Result<(), NetworkError> {
+    delete_link_named(socket, host)
+}
+
+fn delete_link_named(socket: &mut Socket, name: &str) -> Result<(), NetworkError> {
+    let what = || format!("removing {name}");
+    let Some(index) = socket
+        .link_index(name)
+        .map_err(NetworkError::netlink(what()))?
+    else {
+        return Ok(());
+    };
+    match socket.delete_link(index) {
+        Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        other => other.map_err(NetworkError::netlink(what())),
+    }
+}
+
+pub(crate) fn write_sysctl(path: String, value: &str) -> Result<(), NetworkError> {
+    let path = PathBuf::from(path);
+    fs::write(&path, value).map_err(|source| NetworkError::Sysctl { path, source })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! Address management for one network, shared by every kiln process on the machine.
+//!
+//! Files, in the directory the caller passes (kiln's store: `$ROOT/networks/`):
+//! - `NAME.lock`: every change happens under an exclusive `flock` on it, taken by
+//!   [`Ipam::lock`] and held by the [`IpamGuard`] (so a bridge or table is also created
+//!   and removed under it: no process removes the bridge while another attaches).
+//! - `NAME.json`: the state: subnet, leases (address → owner, host interface, ports),
+//!   and whether kiln turned `ip_forward` on. Replaced atomically (temp file + rename).
+//! - `NAME.leases/ADDRESS`: one file per lease, `flock`ed by the process that holds the
+//!   lease for as long as it does ([`LeaseHold`]). As for containers and cgroups, a
+//!   lease is alive while its lock is held, never by a PID: a lease whose file is not
+//!   locked belongs to a kiln that died, and [`IpamGuard::reclaim_stale`] frees it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::ports::PortMapping;
+use crate::subnet::Subnet;
+use crate::NetworkError;
+
+/// One container's address and what was made for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    /// The host end of the container's veth (removed with the lease).
+    pub interface: String,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+}
+
+/// The shared state of one network, as kept in `NAME.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub subnet: Option<String>,
+    pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// kiln found `ip_forward` off and turned it on; the last container turns it off.
+    #[serde(default)]
+    pub ip_forward_enabled: bool,
+}
+
+/// The files of one network's IPAM.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    dir: PathBuf,
+    name: String,
+    subnet: Subnet,
+}
+
+/// The network's state, locked against every other kiln process until dropped.
+#[derive(Debug)]
+pub struct IpamGuard {
+    ipam: Ipam,
+    pub state: State,
+    _lock: Flock<File>,
+}
+
+/// A held lease: its file's lock. Dropping it without [`IpamGuard::release`] leaves a
+/// stale lease that the next [`IpamGuard::reclaim_stale`] frees (as a crash would).
+#[derive(Debug)]
+pub struct LeaseHold {
+    pub address: Ipv4Addr,
+    _lock: Flock<File>,
+}
+
+impl Ipam {
+    pub fn new(dir: &Path, name: &str, subnet: Subnet) -> Ipam {
+        Ipam {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            subnet,
+        }
+    }
+
+    pub fn subnet(&self) -> Subnet {
+        self.subnet
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.json", self.name))
+    }
+
+    fn lease_path(&self, address: Ipv4Addr) -> PathBuf {
+        self.dir
+            .join(format!("{}.leases", self.name))
+            .join(address.to_string())
+    }
+
+    /// Waits for the network's lock and reads its state. The subnet must be the one in
+    /// use while any lease is held.
+    pub fn lock(&self) -> Result<IpamGuard, NetworkError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| NetworkError::State { path, source }
+        };
+        fs::create_dir_all(self.dir.join(format!("{}.leases", self.name)))
+            .map_err(io_err(&self.dir))?;
+        let lock_path = self.dir.join(format!("{}.lock", self.name));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_err(&lock_path)(errno.into()))?;
+        let state = self.read_state()?;
+        let guard = IpamGuard {
+            ipam: self.clone(),
+            state,
+            _lock: lock,
+        };
+        guard.check_subnet()?;
+        Ok(guard)
+    }
+
+    fn read_state(&self) -> Result<State, NetworkError> {
+        let path = self.state_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| NetworkError::StateCorrupt { path, source }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(NetworkError::State { path, source }),
+        }
+    }
+}
+
+impl IpamGuard {
+    fn check_subnet(&self) -> Result<(), NetworkError> {
+        let requested = self.ipam.subnet.to_string();
+        match &self.state.subnet {
+            Some(in_use) if *in_use != requested && !self.state.leases.is_empty() => {
+                Err(NetworkError::SubnetInUse {
+                    network: self.ipam.name.clone(),
+                    in_use: in_use.clone(),
+                    requested,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Frees the leases whose holder is gone and returns them, so the caller removes
+    /// what was made for them (their veth, their ports' rules).
+    pub fn reclaim_stale(&mut self) -> Result<Vec<(Ipv4Addr, Lease)>, NetworkError> {
+        let mut stale = Vec::new();
+        for address in self.state.leases.keys().copied().collect::<Vec<_>>() {
+            let path = self.ipam.lease_path(address);
+            let Some(lock) = self.try_lock_lease(&path)? else {
+                continue; // held: its owner is alive
+            };
+            // Under the network's lock nobody else opens the file: safe to remove it.
+            remove_if_exists(&path)?;
+            drop(lock);
+            let lease = self
+                .state
+                .leases
+                .remove(&address)
+                .expect("key from the map");
+            stale.push((address, lease));
+        }
+        if !stale.is_empty() {
+            self.save()?;
+        }
+        Ok(stale)
+    }
+
+    /// The lease file's lock if nobody holds it (a missing file is not held either).
+    fn try_lock_lease(&self, path: &Path) -> Result<Option<Flock<File>>, NetworkError> {
+        let file = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(source) => {
+                return Err(NetworkError::State {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(NetworkError::State {
+                path: path.to_owned(),
+                source: errno.into(),
+            }),
+        }
+    }
+
+    /// Takes the first free address for `owner` and records it (saved at once, so a
+    /// crash right after leaves a stale lease rather than a lost one).
+    pub fn allocate(&mut self, owner: &str, interface: &str) -> Result<LeaseHold, NetworkError> {
+        let subnet = self.ipam.subnet;
+        for address in subnet.container_addresses() {
+            if self.state.leases.contains_key(&address) {
+                continue;
+            }
+            let Some(lock) = self.try_lock_lease(&self.ipam.lease_path(address))? else {
+                continue; // held without a record: never hand it out twice
+            };
+            self.state.subnet = Some(subnet.to_string());
+            self.state.leases.insert(
+                address,
+                Lease {
+                    owner: owner.to_owned(),
+                    interface: interface.to_owned(),
+                    ports: Vec::new(),
+                },
+            );
+            self.save()?;
+            return Ok(LeaseHold {
+                address,
+                _lock: lock,
+            });
+        }
+        Err(NetworkError::Exhausted {
+            subnet: subnet.to_string(),
+        })
+    }
+
+    /// Frees a lease held by this process.
+    pub fn release(&mut self, hold: LeaseHold) -> Result<Option<Lease>, NetworkError> {
+        let lease = self.state.leases.remove(&hold.address);
+        remove_if_exists(&self.ipam.lease_path(hold.address))?;
+        drop(hold);
+        self.save()?;
+        Ok(lease)
+    }
+
+    /// Writes the state: a temp file renamed over the old one.
+    pub fn save(&self) -> Result<(), NetworkError> {
+        let path = self.ipam.state_path();
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(&self.state)?)?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| NetworkError::State { path, source })
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), NetworkError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetworkError::State {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
