@@ -38,6 +38,12 @@ pub enum NetworkError {
     #[error("nft refused kiln's rules: {stderr}")]
     Nft { stderr: String },
 
+    #[error("invalid {what} {name:?}: letters, digits, '-' and '_', starting with a letter")]
+    InvalidName { what: &'static str, name: String },
+
+    #[error("port {port} is already in use{}", if *by_container { " by another container" } else { "" })]
+    PortInUse { port: String, by_container: bool },
+
     #[error("{}: {source}", path.display())]
     Sysctl { path: PathBuf, source: io::Error },
 }
@@ -60,6 +66,9 @@ impl NetworkError {
                 "with no container running on the network, remove {}",
                 path.display()
             )),
+            NetworkError::PortInUse { .. } => {
+                Some("publish another host port, or stop what uses this one".to_owned())
+            }
             NetworkError::ToolMissing { package, .. } => {
                 Some(format!("install it: apt-get install {package}"))
             }

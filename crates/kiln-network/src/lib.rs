@@ -9,6 +9,12 @@
 //!   (0.8 ms); the container's end is configured from a thread in its namespace
 //!   ([`netns`]).
 //! - [`routes`]: a subnet overlapping a host route is refused.
+//! - [`nft`]: kiln's own nftables table (masquerade, DNAT of published ports, also from
+//!   the host's 127.0.0.1), one `nft -f -` transaction per change.
+//! - [`Network`]: what a container start and end call, [`Network::attach`] and
+//!   [`Network::detach`], each under the IPAM lock from start to end; the first
+//!   container makes the bridge and table and turns `ip_forward` on if it was off, the
+//!   last one undoes all three; [`Network::reclaim`] frees what dead kilns left.
 //!
 //! Like every library crate of kiln it never prints or reads the environment; errors
 //! are [`NetworkError`] with a `hint()`. ARCHITECTURE.md § kiln-network has the design
@@ -23,6 +29,8 @@ mod error;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
+mod network;
+pub mod nft;
 pub mod ports;
 pub mod routes;
 mod subnet;
@@ -30,5 +38,6 @@ mod subnet;
 mod test_support;
 
 pub use error::NetworkError;
+pub use network::{Attachment, Network, NetworkConfig};
 pub use ports::{PortMapping, Protocol};
 pub use subnet::Subnet;

@@ -1,0 +1,295 @@
+//! One bridge network as a whole: what a container start and end call.
+//!
+//! Every attach and detach runs under the IPAM lock from start to end, so the first
+//! container's bridge, table and `ip_forward`, and the last one's teardown, are decided
+//! on a state no other kiln changes meanwhile. Both also reclaim the leases of kilns that
+//! died (their veth, their port rules), and a detach or [`Network::reclaim`] that leaves
+//! no lease tears the network down.
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+
+use crate::bridge::{self, write_sysctl, Addressing};
+use crate::ipam::{Ipam, IpamGuard, Lease, LeaseHold};
+use crate::netlink::Socket;
+use crate::nft::{self, Table};
+use crate::ports::{PortMapping, Protocol};
+use crate::subnet::Subnet;
+use crate::NetworkError;
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// A bridge network's names and subnet, and where its state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Names the state files (`NAME.json`, …).
+    pub name: String,
+    /// The bridge interface (at most 15 bytes).
+    pub bridge: String,
+    /// kiln's nftables table for this network.
+    pub table: String,
+    pub subnet: Subnet,
+    /// kiln's store gives `$ROOT/networks`.
+    pub state_dir: PathBuf,
+}
+
+impl NetworkConfig {
+    /// The default network: bridge `kiln0`, table `ip kiln`, 10.89.0.0/24.
+    pub fn default_bridge(state_dir: PathBuf) -> NetworkConfig {
+        NetworkConfig {
+            name: "kiln".to_owned(),
+            bridge: "kiln0".to_owned(),
+            table: "kiln".to_owned(),
+            subnet: Subnet::DEFAULT,
+            state_dir,
+        }
+    }
+}
+
+/// What a container got: its address, and its lease (held until [`Network::detach`]).
+#[derive(Debug)]
+pub struct Attachment {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    /// The host end of its veth.
+    pub interface: String,
+    pub ports: Vec<PortMapping>,
+    hold: LeaseHold,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    config: NetworkConfig,
+    ipam: Ipam,
+}
+
+impl Network {
+    /// Checks the names (they go into interface names and nft scripts).
+    pub fn new(config: NetworkConfig) -> Result<Network, NetworkError> {
+        let valid = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && s.as_bytes()[0].is_ascii_alphabetic()
+        };
+        for (what, value, max) in [
+            ("network name", &config.name, 64),
+            ("bridge name", &config.bridge, 15),
+            ("table name", &config.table, 64),
+        ] {
+            if !valid(value, max) {
+                return Err(NetworkError::InvalidName {
+                    what,
+                    name: value.clone(),
+                });
+            }
+        }
+        let ipam = Ipam::new(&config.state_dir, &config.name, config.subnet);
+        Ok(Network { config, ipam })
+    }
+
+    fn table(&self) -> Table {
+        Table {
+            name: self.config.table.clone(),
+            bridge: self.config.bridge.clone(),
+            subnet: self.config.subnet,
+        }
+    }
+
+    /// Connects the network namespace `netns` of container `owner`, publishing `ports`.
+    /// Runs in the host's network namespace (the calling thread's).
+    pub fn attach(
+        &self,
+        owner: &str,
+        netns: BorrowedFd<'_>,
+        ports: &[PortMapping],
+    ) -> Result<Attachment, NetworkError> {
+        let mut guard = self.ipam.lock()?;
+        let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
+        check_ports(&guard, ports)?;
+        let bridge = bridge::ensure_bridge(&mut socket, &self.config.bridge, &self.config.subnet)?;
+        if guard.state.leases.is_empty() {
+            self.start_network(&mut guard)?;
+        }
+        let interface = bridge::host_ifname(owner);
+        let hold = guard.allocate(owner, &interface)?;
+        let address = hold.address;
+        let link = Link {
+            bridge,
+            interface: &interface,
+            netns,
+        };
+        let made = self.connect(&mut guard, &mut socket, link, address, ports, reclaimed);
+        if let Err(err) = made {
+            // Undo this attach, and the network too if it was the first.
+            let _ = bridge::detach_veth(&mut socket, &interface);
+            let _ = guard.release(hold);
+            let _ = self.settle(&mut guard, &mut socket, true);
+            return Err(err);
+        }
+        Ok(Attachment {
+            address,
+            gateway: self.config.subnet.gateway(),
+            prefix: self.config.subnet.prefix(),
+            interface,
+            ports: ports.to_vec(),
+            hold,
+        })
+    }
+
+    fn connect(
+        &self,
+        guard: &mut IpamGuard,
+        socket: &mut Socket,
+        link: Link<'_>,
+        address: Ipv4Addr,
+        ports: &[PortMapping],
+        reclaimed: bool,
+    ) -> Result<(), NetworkError> {
+        let lease = guard
+            .state
+            .leases
+            .get_mut(&address)
+            .expect("just allocated");
+        lease.ports = ports.to_vec();
+        guard.save()?;
+        let addressing = Addressing {
+            address,
+            subnet: self.config.subnet,
+        };
+        bridge::attach_veth(socket, link.bridge, link.interface, link.netns, addressing)?;
+        if !ports.is_empty() || reclaimed {
+            nft::apply(&self.table().ports_script(&published(guard)))?;
+        }
+        Ok(())
+    }
+
+    /// Disconnects a container: its veth (if its namespace's end has not removed it
+    /// already), its lease and its port rules; the network itself with the last lease.
+    pub fn detach(&self, attachment: Attachment) -> Result<(), NetworkError> {
+        let mut guard = self.ipam.lock()?;
+        let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        bridge::detach_veth(&mut socket, &attachment.interface)?;
+        guard.release(attachment.hold)?;
+        self.remove_stale(&mut guard, &mut socket)?;
+        self.settle(&mut guard, &mut socket, !attachment.ports.is_empty())
+    }
+
+    /// Frees what dead kilns left (for `kiln gc` and the start of every kiln run): their
+    /// leases and veths, and the network itself if no lease is left.
+    pub fn reclaim(&self) -> Result<(), NetworkError> {
+        let mut guard = self.ipam.lock()?;
+        let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
+        let state_left = guard.state.ip_forward_enabled || guard.state.subnet.is_some();
+        if reclaimed || (guard.state.leases.is_empty() && state_left) {
+            self.settle(&mut guard, &mut socket, true)?;
+        }
+        Ok(())
+    }
+
+    /// Frees the leases whose holders are gone and removes their veths; true if any.
+    fn remove_stale(
+        &self,
+        guard: &mut IpamGuard,
+        socket: &mut Socket,
+    ) -> Result<bool, NetworkError> {
+        let stale = guard.reclaim_stale()?;
+        for (address, Lease { interface, .. }) in &stale {
+            tracing::debug!(%address, interface, "reclaiming a stale lease");
+            bridge::detach_veth(socket, interface)?;
+        }
+        Ok(!stale.is_empty())
+    }
+
+    /// After leases went: the network torn down if none is left, else the port rules
+    /// rewritten if `ports_changed`.
+    fn settle(
+        &self,
+        guard: &mut IpamGuard,
+        socket: &mut Socket,
+        ports_changed: bool,
+    ) -> Result<(), NetworkError> {
+        if !guard.state.leases.is_empty() {
+            if ports_changed {
+                nft::apply(&self.table().ports_script(&published(guard)))?;
+            }
+            return Ok(());
+        }
+        nft::apply(&self.table().delete_script())?;
+        bridge::remove_bridge(socket, &self.config.bridge)?;
+        if guard.state.ip_forward_enabled {
+            write_sysctl(IP_FORWARD.to_owned(), "0")?;
+        }
+        guard.state.ip_forward_enabled = false;
+        guard.state.subnet = None;
+        guard.save()
+    }
+
+    /// The first container's part: kiln's table, and `ip_forward` if it is off.
+    fn start_network(&self, guard: &mut IpamGuard) -> Result<(), NetworkError> {
+        nft::apply(&self.table().create_script())?;
+        let forward =
+            std::fs::read_to_string(IP_FORWARD).map_err(|source| NetworkError::Sysctl {
+                path: IP_FORWARD.into(),
+                source,
+            })?;
+        if forward.trim() == "0" {
+            write_sysctl(IP_FORWARD.to_owned(), "1")?;
+            guard.state.ip_forward_enabled = true;
+            guard.save()?;
+        }
+        Ok(())
+    }
+}
+
+/// The veth to make: its host end's name and bridge, and the container's namespace.
+struct Link<'a> {
+    bridge: i32,
+    interface: &'a str,
+    netns: BorrowedFd<'a>,
+}
+
+/// Every published port of the network with its container's address.
+fn published(guard: &IpamGuard) -> Vec<(Ipv4Addr, PortMapping)> {
+    guard
+        .state
+        .leases
+        .iter()
+        .flat_map(|(address, lease)| lease.ports.iter().map(move |port| (*address, *port)))
+        .collect()
+}
+
+/// Refuses a host port another container of the network publishes, or that a process
+/// of the host listens on (the DNAT would silently take its traffic): bound for a moment
+/// here, in the host's namespace.
+fn check_ports(guard: &IpamGuard, ports: &[PortMapping]) -> Result<(), NetworkError> {
+    for port in ports {
+        let clash = published(guard).into_iter().any(|(_, other)| {
+            other.host_port == port.host_port
+                && other.protocol == port.protocol
+                && (other.host_ip == port.host_ip
+                    || other.host_ip.is_unspecified()
+                    || port.host_ip.is_unspecified())
+        });
+        let address = (port.host_ip, port.host_port);
+        let bound = match port.protocol {
+            Protocol::Tcp => TcpListener::bind(address).map(drop),
+            Protocol::Udp => UdpSocket::bind(address).map(drop),
+        };
+        if clash || bound.is_err() {
+            return Err(NetworkError::PortInUse {
+                port: format!("{}:{}/{}", port.host_ip, port.host_port, port.protocol),
+                by_container: clash,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

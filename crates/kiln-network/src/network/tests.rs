@@ -1,0 +1,283 @@
+//! The network end to end, in a namespace that plays the host (so `nft list ruleset`,
+//! `ip_forward` and `ip link` are compared without another test run changing them), with
+//! an "outside" namespace behind the host's uplink and a container namespace.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::netns::in_netns;
+use crate::test_support::{require_tool, TestNetns};
+
+const OUTSIDE: &str = "198.51.100.2";
+const UPLINK: &str = "198.51.100.1";
+
+/// A `busybox httpd` serving `page` as /index.html on `port` inside a namespace; killed
+/// when dropped.
+struct Httpd {
+    child: Child,
+    _root: tempfile::TempDir,
+}
+
+impl Httpd {
+    fn start(ns: &TestNetns, port: u16, page: &str) -> Httpd {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("index.html"), page).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "busybox", "httpd", "-f", "-p"])
+            .arg(port.to_string())
+            .arg("-h")
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Httpd { child, _root: root }
+    }
+}
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` of `url` from inside `ns` (Debian's static busybox `wget -q -T` crashes), retried for up to 3 s while the server
+/// starts; the page, or the last error.
+fn fetch(ns: &TestNetns, url: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let out = ns.exec(&["curl", "-sS", "--max-time", "1", url]);
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        if Instant::now() > deadline {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Lab {
+    host: TestNetns,
+    outside: TestNetns,
+    state: tempfile::TempDir,
+}
+
+impl Lab {
+    /// The host with an uplink to the outside namespace (which has no route back to
+    /// the containers' subnet: only NAT lets them in).
+    fn new() -> Lab {
+        require_tool("busybox", "busybox-static");
+        require_tool("nft", "nftables");
+        require_tool("curl", "curl");
+        let host = TestNetns::new("host");
+        let outside = TestNetns::new("out");
+        host.ip(&["link", "set", "lo", "up"]);
+        outside.ip(&["link", "set", "lo", "up"]);
+        host.ip(&[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up1",
+            "netns",
+            &outside.name,
+        ]);
+        host.ip(&["addr", "add", &format!("{UPLINK}/24"), "dev", "up0"]);
+        host.ip(&["link", "set", "up0", "up"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE}/24"), "dev", "up1"]);
+        outside.ip(&["link", "set", "up1", "up"]);
+        Lab {
+            host,
+            outside,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn network(&self) -> Network {
+        Network::new(NetworkConfig::default_bridge(self.state.path().to_owned())).unwrap()
+    }
+
+    /// What the tests compare before and after: links, rules, forwarding.
+    fn snapshot(&self) -> (String, String, String) {
+        let links = String::from_utf8(self.host.ip(&["-br", "link"]).stdout).unwrap();
+        let rules = self.host.exec(&["nft", "list", "ruleset"]);
+        assert!(rules.status.success());
+        let forward = self.host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+        (
+            links,
+            String::from_utf8(rules.stdout).unwrap(),
+            String::from_utf8(forward.stdout).unwrap(),
+        )
+    }
+
+    fn in_host<T: Send>(
+        &self,
+        work: impl FnOnce() -> Result<T, NetworkError> + Send,
+    ) -> Result<T, NetworkError> {
+        in_netns(self.host.fd(), || Ok(work())).unwrap()
+    }
+}
+
+fn leases(state: &Path) -> usize {
+    let text = fs::read_to_string(state.join("kiln.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["leases"].as_object().unwrap().len()
+}
+
+#[test]
+fn a_container_reaches_the_outside_through_nat_and_is_reached_on_a_published_port() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    assert_eq!(before.2.trim(), "0", "a fresh namespace forwards nothing");
+    let container = TestNetns::new("ctr");
+    let _outside_server = Httpd::start(&lab.outside, 8080, "outside");
+    let _container_server = Httpd::start(&container, 80, "inside");
+    let network = lab.network();
+    let published = [PortMapping {
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 18080,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    }];
+
+    let started = Instant::now();
+    let attachment = lab
+        .in_host(|| network.attach("c1", container.fd(), &published))
+        .unwrap();
+    eprintln!(
+        "first attach (bridge, table, veth, ports) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(attachment.address, Ipv4Addr::new(10, 89, 0, 2));
+    assert_eq!(lab.snapshot().2.trim(), "1");
+
+    // Out through the masquerade: the outside has no route to 10.89.0.0/24.
+    assert_eq!(
+        fetch(&container, &format!("http://{OUTSIDE}:8080/")).unwrap(),
+        "outside"
+    );
+    // In through the published port: from the host's loopback and from the outside.
+    assert_eq!(
+        fetch(&lab.host, "http://127.0.0.1:18080/").unwrap(),
+        "inside"
+    );
+    assert_eq!(
+        fetch(&lab.outside, &format!("http://{UPLINK}:18080/")).unwrap(),
+        "inside"
+    );
+
+    let started = Instant::now();
+    lab.in_host(|| network.detach(attachment)).unwrap();
+    eprintln!(
+        "last detach (veth, table, bridge) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(leases(lab.state.path()), 0);
+}
+
+#[test]
+fn a_busy_port_is_refused_and_leaves_nothing_behind() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let network = lab.network();
+    let port = |host_port| PortMapping {
+        host_ip: Ipv4Addr::LOCALHOST,
+        host_port,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let first = TestNetns::new("c1");
+    let second = TestNetns::new("c2");
+    let attachment = lab
+        .in_host(|| network.attach("c1", first.fd(), &[port(18080)]))
+        .unwrap();
+    // Published by another container.
+    let err = lab
+        .in_host(|| network.attach("c2", second.fd(), &[port(18080)]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetworkError::PortInUse {
+                by_container: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Listened on by a host process.
+    let err = lab
+        .in_host(|| {
+            let _listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 18081)).unwrap();
+            network.attach("c2", second.fd(), &[port(18081)])
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("127.0.0.1:18081/tcp is already in use"),
+        "{err}"
+    );
+    assert!(err.hint().is_some());
+    assert_eq!(leases(lab.state.path()), 1);
+    lab.in_host(|| network.detach(attachment)).unwrap();
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn leases_of_a_dead_kiln_are_reclaimed_with_the_network() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let network = lab.network();
+    let container = TestNetns::new("ctr");
+    let attachment = lab
+        .in_host(|| network.attach("lost", container.fd(), &[]))
+        .unwrap();
+    // As if its kiln was killed: the lease's lock goes, nothing is detached.
+    let Attachment { hold, .. } = attachment;
+    drop(hold);
+    lab.in_host(|| network.reclaim()).unwrap();
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(leases(lab.state.path()), 0);
+}
+
+#[test]
+fn many_containers_start_and_end_and_the_host_is_as_before() {
+    require_root!("network namespaces, nftables");
+    const CONTAINERS: usize = 12;
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let network = lab.network();
+    let containers: Vec<_> = (0..CONTAINERS).map(|_| TestNetns::new("m")).collect();
+    let attachments: Vec<_> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            lab.in_host(|| network.attach(&format!("c{i}"), c.fd(), &[]))
+                .unwrap()
+        })
+        .collect();
+    let mut addresses: Vec<_> = attachments.iter().map(|a| a.address).collect();
+    addresses.dedup();
+    assert_eq!(addresses.len(), CONTAINERS);
+    let last = addresses[CONTAINERS - 1].to_string();
+    let ping = containers[0].exec(&["busybox", "ping", "-c1", "-W1", &last]);
+    assert!(
+        ping.status.success(),
+        "container to container over the bridge"
+    );
+    for attachment in attachments {
+        lab.in_host(|| network.detach(attachment)).unwrap();
+    }
+    assert_eq!(lab.snapshot(), before);
+}

@@ -1,0 +1,175 @@
+//! kiln's nftables table: masquerade for the network's subnet and DNAT for published
+//! ports, written as `nft` scripts and applied as one transaction each (`nft -f -`).
+//!
+//! Why the tool and not nf_tables netlink, and what each step costs: ARCHITECTURE.md
+//! § kiln-network. The table is kiln's alone (`ip kiln`, or the name the network is
+//! given); every script names only that table, so no rule kiln did not create is read,
+//! changed or removed.
+//!
+//! Layout:
+//! - `ports`: one DNAT rule per published port, replaced whole on every change;
+//! - `prerouting` (from other hosts) and `output` (from the host itself, 127.0.0.1
+//!   included) jump to `ports` for packets to a local address;
+//! - `postrouting`: masquerade what the subnet sends out of any interface but the bridge,
+//!   and what leaves through the bridge from 127.0.0.0/8 (DNATed loopback traffic, which
+//!   the container could not answer otherwise).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use crate::ports::PortMapping;
+use crate::subnet::Subnet;
+use crate::NetworkError;
+
+/// The table of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+}
+
+impl Table {
+    /// Creates the table afresh, replacing one a killed kiln may have left (`add` first so
+    /// that `delete` cannot fail on a missing table; one transaction, so never half made).
+    pub fn create_script(&self) -> String {
+        let Table {
+            name,
+            bridge,
+            subnet,
+        } = self;
+        format!(
+            "add table ip {name}\n\
+             delete table ip {name}\n\
+             table ip {name} {{\n\
+             \tchain ports {{\n\t}}\n\
+             \tchain prerouting {{\n\
+             \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+             \t\tfib daddr type local jump ports\n\
+             \t}}\n\
+             \tchain output {{\n\
+             \t\ttype nat hook output priority -100; policy accept;\n\
+             \t\tfib daddr type local jump ports\n\
+             \t}}\n\
+             \tchain postrouting {{\n\
+             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
+             \t\tip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n\
+             \t}}\n\
+             }}\n"
+        )
+    }
+
+    /// Replaces the port rules with those of `published` (container address, mapping).
+    pub fn ports_script(&self, published: &[(Ipv4Addr, PortMapping)]) -> String {
+        let name = &self.name;
+        let mut script = format!("flush chain ip {name} ports\n");
+        for (address, port) in published {
+            let only_to = if port.host_ip.is_unspecified() {
+                String::new()
+            } else {
+                format!("ip daddr {} ", port.host_ip)
+            };
+            script.push_str(&format!(
+                "add rule ip {name} ports {only_to}{proto} dport {} dnat ip to {address}:{}\n",
+                port.host_port,
+                port.container_port,
+                proto = port.protocol,
+            ));
+        }
+        script
+    }
+
+    /// Removes the table if it exists.
+    pub fn delete_script(&self) -> String {
+        format!("add table ip {0}\ndelete table ip {0}\n", self.name)
+    }
+}
+
+/// Runs `nft -f -` with `script` in the calling thread's network namespace.
+pub fn apply(script: &str) -> Result<(), NetworkError> {
+    let spawned = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(NetworkError::ToolMissing {
+                tool: "nft".to_owned(),
+                package: "nftables".to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(NetworkError::Netlink {
+                what: "running nft".to_owned(),
+                source,
+            })
+        }
+    };
+    let io_err = |source| NetworkError::Netlink {
+        what: "running nft".to_owned(),
+        source,
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(script.as_bytes()).map_err(io_err)?;
+    drop(stdin);
+    let output = child.wait_with_output().map_err(io_err)?;
+    if !output.status.success() {
+        return Err(NetworkError::Nft {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    tracing::debug!(script, "nft applied");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    fn table() -> Table {
+        Table {
+            name: "kiln".to_owned(),
+            bridge: "kiln0".to_owned(),
+            subnet: Subnet::DEFAULT,
+        }
+    }
+
+    #[test]
+    fn port_rules_name_the_address_only_when_one_is_given() {
+        let any = PortMapping {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 18080,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        };
+        let local = PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: 5353,
+            container_port: 53,
+            protocol: Protocol::Udp,
+        };
+        let script = table().ports_script(&[
+            (Ipv4Addr::new(10, 89, 0, 2), any),
+            (Ipv4Addr::new(10, 89, 0, 3), local),
+        ]);
+        assert_eq!(
+            script,
+            "flush chain ip kiln ports\n\
+             add rule ip kiln ports tcp dport 18080 dnat ip to 10.89.0.2:80\n\
+             add rule ip kiln ports ip daddr 127.0.0.1 udp dport 5353 dnat ip to 10.89.0.3:53\n"
+        );
+    }
+
+    #[test]
+    fn the_table_masquerades_the_subnet_leaving_other_interfaces() {
+        let script = table().create_script();
+        assert!(script.contains("ip saddr 10.89.0.0/24 oifname != \"kiln0\" masquerade"));
+        assert!(script.starts_with("add table ip kiln\ndelete table ip kiln\n"));
+    }
+}
