@@ -31,6 +31,15 @@ pub fn host_ifname(owner: &str) -> String {
     format!("kv{:012x}", hash & 0xffff_ffff_ffff)
 }
 
+/// The container's MAC address, derived from its IP address (docker's idea): a
+/// locally administered unicast prefix `02:6b` ('k') and the four bytes of the address.
+/// An address handed out again comes with the same MAC, so the host's neighbour entry
+/// for it, left by the container before, is still right.
+pub fn container_mac(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x6b, a, b, c, d]
+}
+
 /// Makes the bridge `name` with the subnet's gateway address, up, unless it exists;
 /// returns its index. A new bridge's subnet is first checked against the routes of the
 /// namespace, where the bridge's own route would otherwise be found.
@@ -93,9 +102,18 @@ pub fn attach_veth(
     netns: BorrowedFd<'_>,
     addressing: Addressing,
 ) -> Result<(), NetworkError> {
-    socket
-        .add_veth(host, bridge, CONTAINER_IFNAME, netns.as_raw_fd())
-        .map_err(NetworkError::netlink(format!("creating veth {host}")))?;
+    let mac = container_mac(addressing.address);
+    let made = socket.add_veth(host, bridge, CONTAINER_IFNAME, mac, netns.as_raw_fd());
+    let made = match made {
+        // A pair of the same name whose namespace is still being destroyed by the
+        // kernel (a detach that left the veth to it, then the same container again).
+        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+            delete_link_named(socket, host)?;
+            socket.add_veth(host, bridge, CONTAINER_IFNAME, mac, netns.as_raw_fd())
+        }
+        other => other,
+    };
+    made.map_err(NetworkError::netlink(format!("creating veth {host}")))?;
     let inside = in_netns(netns, || configure_inside(addressing));
     if let Err(source) = inside {
         let _ = delete_link_named(socket, host);

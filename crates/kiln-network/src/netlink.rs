@@ -31,6 +31,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
 // Link attributes (linux/if_link.h, linux/veth.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -297,13 +298,15 @@ impl Socket {
     }
 
     /// Creates a veth pair: `host` here, up and enslaved to `master`; its peer made
-    /// directly in the namespace `peer_netns` under the name `peer`, so the peer never
-    /// exists in this namespace under a name that could collide.
+    /// directly in the namespace `peer_netns` under the name `peer` with the MAC address
+    /// `peer_mac`, so the peer never exists in this namespace under a name that could
+    /// collide.
     pub fn add_veth(
         &mut self,
         host: &str,
         master: i32,
         peer: &str,
+        peer_mac: [u8; 6],
         peer_netns: RawFd,
     ) -> io::Result<()> {
         let mut request = Request::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
@@ -317,6 +320,7 @@ impl Socket {
         request.put_ifinfo(0, 0, 0);
         let request = request
             .attr_str(IFLA_IFNAME, peer)
+            .attr(IFLA_ADDRESS, &peer_mac)
             .attr_u32(IFLA_NET_NS_FD, peer_netns as u32)
             .end_nest()
             .end_nest()

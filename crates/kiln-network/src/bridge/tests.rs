@@ -61,6 +61,14 @@ fn a_container_on_the_bridge_pings_its_gateway_and_leaves_nothing_behind() {
     .unwrap();
     eprintln!("veth attached and configured in {:?}", started.elapsed());
 
+    let link = String::from_utf8(container.ip(&["-br", "link"]).stdout).unwrap();
+    assert!(
+        link.contains(&format!(
+            "02:6b:0a:e7:{:02x}:02",
+            subnet.network().octets()[2]
+        )),
+        "{link}"
+    );
     let inside = String::from_utf8(container.ip(&["-br", "addr"]).stdout).unwrap();
     assert!(inside.contains(&format!("{address}/24")), "{inside}");
     let routes = String::from_utf8(container.ip(&["route"]).stdout).unwrap();

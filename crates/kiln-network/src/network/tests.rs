@@ -3,6 +3,7 @@
 //! an "outside" namespace behind the host's uplink and a container namespace.
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -252,9 +253,64 @@ fn leases_of_a_dead_kiln_are_reclaimed_with_the_network() {
 }
 
 #[test]
+fn a_released_container_veth_goes_with_its_namespace() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let network = lab.network();
+    let resident = TestNetns::new("r");
+    let kept = lab
+        .in_host(|| network.attach("resident", resident.fd(), &[]))
+        .unwrap();
+    // A container as kiln runs it: a process in a network namespace of its own.
+    let mut process = Command::new("unshare")
+        .args(["--net", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let netns = wait_for_own_netns(process.id());
+    let attachment = lab
+        .in_host(|| network.attach("gone", netns.as_fd(), &[]))
+        .unwrap();
+    let interface = attachment.interface.clone();
+    drop(netns);
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let started = Instant::now();
+    lab.in_host(|| network.release(attachment)).unwrap();
+    eprintln!("release in {:?}", started.elapsed());
+    // The kernel removes the pair when it destroys the namespace, shortly after.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab
+        .host
+        .exec(&["ip", "link", "show", &interface])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "{interface} still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.in_host(|| network.detach(kept)).unwrap();
+    assert_eq!(lab.snapshot(), before);
+}
+
+/// The network namespace of `pid` once `unshare` has made it (until then it is ours).
+fn wait_for_own_netns(pid: u32) -> crate::netns::NetNs {
+    let ours = fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let theirs = fs::read_link(format!("/proc/{pid}/ns/net"));
+        if theirs.is_ok_and(|t| t != ours) {
+            return crate::netns::NetNs::of_pid(pid).unwrap();
+        }
+        assert!(Instant::now() < deadline, "unshare made no namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
 fn many_containers_start_and_end_and_the_host_is_as_before() {
     require_root!("network namespaces, nftables");
-    const CONTAINERS: usize = 12;
+    const CONTAINERS: usize = 50;
     let lab = Lab::new();
     let before = lab.snapshot();
     let network = lab.network();
@@ -280,4 +336,51 @@ fn many_containers_start_and_end_and_the_host_is_as_before() {
         lab.in_host(|| network.detach(attachment)).unwrap();
     }
     assert_eq!(lab.snapshot(), before);
+}
+
+/// The figures of ARCHITECTURE.md § kiln-network for a whole attach and detach. Run with
+/// `cargo test --release -p kiln-network measure_ -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_attach_and_detach() {
+    require_root!("network namespaces, nftables");
+    const RUNS: usize = 15;
+    let lab = Lab::new();
+    let network = lab.network();
+    let port = [PortMapping {
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 18080,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    }];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let timed = |ports: &[PortMapping]| {
+        let (mut attach, mut detach) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let container = TestNetns::new("m");
+            let t = Instant::now();
+            let a = lab
+                .in_host(|| network.attach("m", container.fd(), ports))
+                .unwrap();
+            attach.push(t.elapsed());
+            let t = Instant::now();
+            lab.in_host(|| network.detach(a)).unwrap();
+            detach.push(t.elapsed());
+        }
+        (median(attach), median(detach))
+    };
+    let (first, last) = timed(&port);
+    eprintln!("first attach with a port {first:?}, last detach {last:?} (median of {RUNS})");
+    let resident = TestNetns::new("r");
+    let kept = lab
+        .in_host(|| network.attach("resident", resident.fd(), &[]))
+        .unwrap();
+    let (attach, detach) = timed(&[]);
+    eprintln!("another container: attach {attach:?}, detach {detach:?}");
+    let (attach, detach) = timed(&port);
+    eprintln!("another container with a port: attach {attach:?}, detach {detach:?}");
+    lab.in_host(|| network.detach(kept)).unwrap();
 }
