@@ -37,6 +37,7 @@ mod subnet;
 #[cfg(test)]
 mod test_support;
 
+pub use bridge::Shaping;
 pub use error::NetworkError;
 pub use network::{Attachment, Network, NetworkConfig};
 pub use ports::{PortMapping, Protocol};

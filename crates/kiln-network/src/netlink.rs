@@ -55,6 +55,17 @@ const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 
+// Traffic control (linux/rtnetlink.h, linux/pkt_sched.h).
+const RTM_NEWQDISC: u16 = 36;
+const NLM_F_REPLACE: u16 = 0x100;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+const TC_H_ROOT: u32 = 0xffff_ffff;
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+
 const AF_INET: u8 = libc::AF_INET as u8;
 const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 
@@ -373,6 +384,28 @@ impl Socket {
         self.call(request)
     }
 
+    /// Replaces the root qdisc of link `index` with a token bucket filter: `rate` bytes
+    /// per second, bursts of `burst` bytes, at most `limit` bytes queued (beyond that,
+    /// packets are dropped and TCP slows down).
+    pub fn set_tbf(&mut self, index: i32, rate: u64, burst: u32, limit: u32) -> io::Result<()> {
+        let mut request = Request::new(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        // struct tcmsg: family, padding, ifindex, handle (1:0), parent, info.
+        request.buf.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
+        request.buf.extend_from_slice(&index.to_ne_bytes());
+        request.buf.extend_from_slice(&0x1_0000u32.to_ne_bytes());
+        request.buf.extend_from_slice(&TC_H_ROOT.to_ne_bytes());
+        request.buf.extend_from_slice(&0u32.to_ne_bytes());
+        let mut request = request
+            .attr_str(TCA_KIND, "tbf")
+            .nest(TCA_OPTIONS)
+            .attr(TCA_TBF_PARMS, &tbf_qopt(rate, limit))
+            .attr_u32(TCA_TBF_BURST, burst);
+        if rate > u64::from(u32::MAX) {
+            request = request.attr(TCA_TBF_RATE64, &rate.to_ne_bytes());
+        }
+        self.call(request.end_nest())
+    }
+
     /// The IPv4 routes of every table but `local` (which holds the host's own addresses,
     /// not networks), default routes left out: they overlap everything by definition.
     pub fn routes(&mut self) -> io::Result<Vec<Route>> {
@@ -392,6 +425,24 @@ impl Socket {
         })?;
         Ok(routes)
     }
+}
+
+/// `struct tc_tbf_qopt`: rate (`tc_ratespec`), no peak rate, limit; buffer and MTU are
+/// left 0 because `TCA_TBF_BURST` gives the bucket in bytes and the kernel derives the
+/// rest. A rate above 4 GB/s is saturated here and sent whole as `TCA_TBF_RATE64`.
+fn tbf_qopt(rate: u64, limit: u32) -> Vec<u8> {
+    let mut opt = Vec::with_capacity(36);
+    // tc_ratespec: cell_log, linklayer, overhead, cell_align, mpu, rate.
+    opt.extend_from_slice(&[0, TC_LINKLAYER_ETHERNET]);
+    opt.extend_from_slice(&0u16.to_ne_bytes());
+    opt.extend_from_slice(&(-1i16).to_ne_bytes());
+    opt.extend_from_slice(&0u16.to_ne_bytes());
+    opt.extend_from_slice(&(rate.min(u64::from(u32::MAX)) as u32).to_ne_bytes());
+    opt.extend_from_slice(&[0u8; 12]); // peak rate: none
+    opt.extend_from_slice(&limit.to_ne_bytes());
+    opt.extend_from_slice(&0u32.to_ne_bytes()); // buffer: from TCA_TBF_BURST
+    opt.extend_from_slice(&0u32.to_ne_bytes()); // mtu: no peak rate, unused
+    opt
 }
 
 /// One `RTM_NEWROUTE` body (rtmsg + attributes) as a [`Route`], if it is a network route

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
-use crate::bridge::{self, write_sysctl, Addressing};
+use crate::bridge::{self, write_sysctl, Addressing, Shaping};
 use crate::ipam::{Ipam, IpamGuard, Lease, LeaseHold};
 use crate::netlink::Socket;
 use crate::nft::{self, Table};
@@ -107,6 +107,17 @@ impl Network {
         netns: BorrowedFd<'_>,
         ports: &[PortMapping],
     ) -> Result<Attachment, NetworkError> {
+        self.attach_shaped(owner, netns, ports, Shaping::default())
+    }
+
+    /// [`Network::attach`] with bandwidth limits.
+    pub fn attach_shaped(
+        &self,
+        owner: &str,
+        netns: BorrowedFd<'_>,
+        ports: &[PortMapping],
+        shaping: Shaping,
+    ) -> Result<Attachment, NetworkError> {
         let mut guard = self.ipam.lock()?;
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
@@ -122,6 +133,7 @@ impl Network {
             bridge,
             interface: &interface,
             netns,
+            shaping,
         };
         let made = self.connect(&mut guard, &mut socket, link, address, ports, reclaimed);
         if let Err(err) = made {
@@ -161,7 +173,14 @@ impl Network {
             address,
             subnet: self.config.subnet,
         };
-        bridge::attach_veth(socket, link.bridge, link.interface, link.netns, addressing)?;
+        bridge::attach_veth(
+            socket,
+            link.bridge,
+            link.interface,
+            link.netns,
+            addressing,
+            link.shaping,
+        )?;
         if !ports.is_empty() || reclaimed {
             nft::apply(&self.table().ports_script(&published(guard)))?;
         }
@@ -265,6 +284,7 @@ struct Link<'a> {
     bridge: i32,
     interface: &'a str,
     netns: BorrowedFd<'a>,
+    shaping: Shaping,
 }
 
 /// Every published port of the network with its container's address.

@@ -57,6 +57,7 @@ fn a_container_on_the_bridge_pings_its_gateway_and_leaves_nothing_behind() {
         &veth,
         container.fd(),
         Addressing { address, subnet },
+        Shaping::default(),
     )
     .unwrap();
     eprintln!("veth attached and configured in {:?}", started.elapsed());
@@ -118,6 +119,7 @@ fn a_failed_setup_inside_removes_the_pair() {
         &veth,
         container.fd(),
         Addressing { address, subnet },
+        Shaping::default(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("creating veth"), "{err}");
@@ -170,7 +172,15 @@ fn measure_veth_setup_netlink_vs_ip_tool() {
     for _ in 0..RUNS {
         let container = TestNetns::new("m");
         let t = Instant::now();
-        attach_veth(&mut socket, index, &veth, container.fd(), addressing).unwrap();
+        attach_veth(
+            &mut socket,
+            index,
+            &veth,
+            container.fd(),
+            addressing,
+            Shaping::default(),
+        )
+        .unwrap();
         setup.push(t.elapsed());
         let t = Instant::now();
         detach_veth(&mut socket, &veth).unwrap();

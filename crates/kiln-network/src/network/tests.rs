@@ -24,8 +24,14 @@ struct Httpd {
 
 impl Httpd {
     fn start(ns: &TestNetns, port: u16, page: &str) -> Httpd {
+        Httpd::serving(ns, port, page, 0)
+    }
+
+    /// Also serves /big, `big` bytes.
+    fn serving(ns: &TestNetns, port: u16, page: &str, big: usize) -> Httpd {
         let root = tempfile::tempdir().unwrap();
         fs::write(root.path().join("index.html"), page).unwrap();
+        fs::write(root.path().join("big"), vec![b'k'; big]).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "busybox", "httpd", "-f", "-p"])
             .arg(port.to_string())
@@ -305,6 +311,74 @@ fn wait_for_own_netns(pid: u32) -> crate::netns::NetNs {
         assert!(Instant::now() < deadline, "unshare made no namespace");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Bytes per second of a download of `{base}/big` from inside `ns`, once the server
+/// answers.
+fn download_rate(ns: &TestNetns, base: &str) -> f64 {
+    fetch(ns, &format!("{base}/")).unwrap();
+    let url = &format!("{base}/big");
+    let out = ns.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "15",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+        url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn rate_in_and_rate_out_shape_the_container_traffic() {
+    require_root!("network namespaces, traffic control");
+    const RATE: u64 = 8_000_000; // 8mbit: 1 MB/s
+    const SIZE: usize = 2_500_000;
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let network = lab.network();
+    let container = TestNetns::new("ctr");
+    let shaping = Shaping {
+        rate_in: Some(RATE),
+        rate_out: Some(RATE),
+    };
+    let attachment = lab
+        .in_host(|| network.attach_shaped("c", container.fd(), &[], shaping))
+        .unwrap();
+    let _in_container = Httpd::serving(&container, 80, "ready", SIZE);
+    let _on_host = Httpd::serving(&lab.host, 8080, "ready", SIZE);
+    // TBF counts whole frames: a 1514-byte frame carries 1448 bytes of TCP payload
+    // (timestamps on), and curl measures payload.
+    let expected = RATE as f64 / 8.0 * 1448.0 / 1514.0;
+    // From the container (its eth0's TBF), then to it (the host end's TBF).
+    let out = download_rate(&lab.host, &format!("http://{}:80", attachment.address));
+    let inbound = download_rate(&container, &format!("http://{}:8080", attachment.gateway));
+    eprintln!("rate out {out:.0} B/s, rate in {inbound:.0} B/s, limit {expected:.0} B/s");
+    for (what, rate) in [("out", out), ("in", inbound)] {
+        let off = (rate - expected).abs() / expected;
+        assert!(
+            off < 0.15,
+            "rate {what}: {rate:.0} B/s against {expected:.0} B/s"
+        );
+    }
+    // Unshaped, the same transfer is far faster.
+    let other = TestNetns::new("free");
+    let free = lab
+        .in_host(|| network.attach("free", other.fd(), &[]))
+        .unwrap();
+    let unshaped = download_rate(&other, &format!("http://{}:8080", free.gateway));
+    assert!(unshaped > 5.0 * expected, "unshaped {unshaped:.0} B/s");
+    lab.in_host(|| network.detach(free)).unwrap();
+    lab.in_host(|| network.detach(attachment)).unwrap();
+    assert_eq!(lab.snapshot(), before);
 }
 
 #[test]
