@@ -48,29 +48,33 @@ pub fn ensure_bridge(
     name: &str,
     subnet: &Subnet,
 ) -> Result<i32, NetworkError> {
-    if let Some(index) = socket
-        .link_index(name)
-        .map_err(NetworkError::netlink(format!("looking up {name}")))?
-    {
-        return Ok(index);
-    }
-    crate::routes::check_free(subnet)?;
-    socket
-        .add_bridge(name)
-        .map_err(NetworkError::netlink(format!("creating bridge {name}")))?;
-    let index = socket
-        .link_index(name)
-        .map_err(NetworkError::netlink(format!("looking up {name}")))?
-        .ok_or_else(|| NetworkError::Netlink {
-            what: format!("bridge {name} vanished after it was made"),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
-    socket
-        .add_address(index, subnet.gateway(), subnet.prefix())
-        .map_err(NetworkError::netlink(format!(
+    let lookup = NetworkError::netlink(format!("looking up {name}"));
+    let index = match socket.link_index(name).map_err(lookup)? {
+        Some(index) => index,
+        None => {
+            crate::routes::check_free(subnet)?;
+            socket
+                .add_bridge(name)
+                .map_err(NetworkError::netlink(format!("creating bridge {name}")))?;
+            let lookup = NetworkError::netlink(format!("looking up {name}"));
+            socket
+                .link_index(name)
+                .map_err(lookup)?
+                .ok_or_else(|| NetworkError::Netlink {
+                    what: format!("bridge {name} vanished after it was made"),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                })?
+        }
+    };
+    // Also on a bridge that exists: a kiln killed between making it and addressing it
+    // left it bare. Both are idempotent and cost microseconds.
+    match socket.add_address(index, subnet.gateway(), subnet.prefix()) {
+        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+        other => other.map_err(NetworkError::netlink(format!(
             "adding {} to {name}",
             subnet.gateway()
-        )))?;
+        )))?,
+    }
     // Lets traffic DNATed from 127.0.0.1 leave through the bridge (published ports on
     // loopback); per interface, so it goes with the bridge and affects nothing else.
     write_sysctl(

@@ -47,8 +47,11 @@ fn a_container_on_the_bridge_pings_its_gateway_and_leaves_nothing_behind() {
     let mut socket = Socket::open().unwrap();
 
     let index = ensure_bridge(&mut socket, &bridge, &subnet).unwrap();
-    // A second call finds it.
+    // A second call finds it, and gives a bare one (a killed kiln's) its address.
+    run("ip", &["addr", "flush", "dev", &bridge]);
     assert_eq!(ensure_bridge(&mut socket, &bridge, &subnet).unwrap(), index);
+    let addr = String::from_utf8(run("ip", &["-br", "addr", "show", &bridge]).stdout).unwrap();
+    assert!(addr.contains(&format!("{}/24", subnet.gateway())), "{addr}");
     let address = subnet.container_addresses().next().unwrap();
     let started = Instant::now();
     attach_veth(

@@ -446,6 +446,31 @@ fn measure_attach_and_detach() {
         }
         (median(attach), median(detach))
     };
+    let parts = lab.in_host(|| {
+        let mut socket = Socket::open().unwrap();
+        let table = network.table();
+        let (mut bridge_made, mut bridge_gone, mut table_made, mut table_gone) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            bridge::ensure_bridge(&mut socket, "kiln0", &Subnet::DEFAULT)?;
+            bridge_made.push(t.elapsed());
+            let t = Instant::now();
+            nft::apply(&table.create_script())?;
+            table_made.push(t.elapsed());
+            let t = Instant::now();
+            nft::apply(&table.delete_script())?;
+            table_gone.push(t.elapsed());
+            let t = Instant::now();
+            bridge::remove_bridge(&mut socket, "kiln0")?;
+            bridge_gone.push(t.elapsed());
+        }
+        Ok([bridge_made, bridge_gone, table_made, table_gone].map(median))
+    });
+    let [bridge_made, bridge_gone, table_made, table_gone] = parts.unwrap();
+    eprintln!(
+        "bridge made {bridge_made:?}, removed {bridge_gone:?}; table made {table_made:?}, removed {table_gone:?}"
+    );
     let (first, last) = timed(&port);
     eprintln!("first attach with a port {first:?}, last detach {last:?} (median of {RUNS})");
     let resident = TestNetns::new("r");
