@@ -26,6 +26,9 @@ declare -A peers=(
     [mkfs.ext4]=e2fsprogs        # a filesystem on that loop device for the throttle test
     [jq]=jq                      # lists the test binaries for the root-free tier
     [setpriv]=util-linux         # runs the root-free tier as nobody
+    [ip]=iproute2                # network namespaces of kiln-network's tests
+    [nft]=nftables               # kiln-network's NAT and published ports
+    [curl]=curl                  # fetches through kiln-network's NAT and ports
 )
 missing=()
 for cmd in "${!peers[@]}"; do
