@@ -382,6 +382,42 @@ fn rate_in_and_rate_out_shape_the_container_traffic() {
 }
 
 #[test]
+fn rules_and_forwarding_kiln_did_not_set_are_left_alone() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    // Another tool's table, and forwarding already on.
+    let foreign = lab.host.exec(&[
+        "nft",
+        "add table inet other; add chain inet other passing { type filter hook forward priority 0; policy accept; }; add rule inet other passing ip saddr 192.0.2.99 drop",
+    ]);
+    assert!(
+        foreign.status.success(),
+        "{}",
+        String::from_utf8_lossy(&foreign.stderr)
+    );
+    let on = lab.host.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    assert!(on.status.success());
+    let before = lab.snapshot();
+    let network = lab.network();
+    let container = TestNetns::new("ctr");
+    let port = PortMapping {
+        host_ip: Ipv4Addr::UNSPECIFIED,
+        host_port: 18080,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let attachment = lab
+        .in_host(|| network.attach("c", container.fd(), &[port]))
+        .unwrap();
+    let during = lab.snapshot();
+    assert!(during.1.contains("table inet other"), "{}", during.1);
+    assert!(during.1.contains("table ip kiln"), "{}", during.1);
+    lab.in_host(|| network.detach(attachment)).unwrap();
+    // Still there, untouched, and forwarding still on: kiln did not turn it on.
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
 fn many_containers_start_and_end_and_the_host_is_as_before() {
     require_root!("network namespaces, nftables");
     const CONTAINERS: usize = 50;
