@@ -49,8 +49,13 @@ pub fn ensure_bridge(
     subnet: &Subnet,
 ) -> Result<i32, NetworkError> {
     let lookup = NetworkError::netlink(format!("looking up {name}"));
-    let index = match socket.link_index(name).map_err(lookup)? {
-        Some(index) => index,
+    let index = match socket.link(name).map_err(lookup)? {
+        Some((index, Some(kind))) if kind == "bridge" => index,
+        Some(_) => {
+            return Err(NetworkError::NotABridge {
+                name: name.to_owned(),
+            })
+        }
         None => {
             crate::routes::check_free(subnet)?;
             socket
@@ -84,9 +89,14 @@ pub fn ensure_bridge(
     Ok(index)
 }
 
-/// Removes the bridge `name` if it exists.
+/// Removes the bridge `name` if it exists; a link of that name that is not a bridge is
+/// not kiln's and stays.
 pub fn remove_bridge(socket: &mut Socket, name: &str) -> Result<(), NetworkError> {
-    delete_link_named(socket, name)
+    let what = || format!("removing {name}");
+    match socket.link(name).map_err(NetworkError::netlink(what()))? {
+        Some((_, Some(kind))) if kind == "bridge" => delete_link_named(socket, name),
+        _ => Ok(()),
+    }
 }
 
 /// What a container's interface is given.

@@ -17,6 +17,9 @@ pub enum NetworkError {
         requested: String,
     },
 
+    #[error("{name} exists and is not a bridge")]
+    NotABridge { name: String },
+
     #[error("no free address left in {subnet}")]
     Exhausted { subnet: String },
 
@@ -59,6 +62,11 @@ impl NetworkError {
             NetworkError::SubnetInUse { .. } => {
                 Some("stop the containers on the network first, or keep its subnet".to_owned())
             }
+            NetworkError::NotABridge { .. } => Some(
+                "kiln does not touch interfaces it did not make: rename that one, or give \
+                 kiln's network another bridge name"
+                    .to_owned(),
+            ),
             NetworkError::Exhausted { .. } => {
                 Some("stop some containers, or give the network a larger subnet".to_owned())
             }

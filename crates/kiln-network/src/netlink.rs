@@ -279,19 +279,26 @@ impl Socket {
 
     /// The index of the link named `name` in this socket's namespace.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<i32>> {
+        Ok(self.link(name)?.map(|(index, _)| index))
+    }
+
+    /// The index and kind (`bridge`, `veth`, …; none for a plain device) of the link
+    /// named `name`.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<(i32, Option<String>)>> {
         // With an ack asked for, the answer ends with one even when a link is found.
         let request = Request::new(RTM_GETLINK, NLM_F_ACK)
             .ifinfo(0, 0, 0)
             .attr_str(IFLA_IFNAME, name);
         let seq = self.send(request)?;
-        let mut index = None;
+        let mut link = None;
         let found = self.receive(seq, |kind, body| {
             if kind == RTM_NEWLINK && body.len() >= 16 {
-                index = Some(i32::from_ne_bytes(body[4..8].try_into().unwrap()));
+                let index = i32::from_ne_bytes(body[4..8].try_into().unwrap());
+                link = Some((index, link_kind(&body[16..])));
             }
         });
         match found {
-            Ok(()) => Ok(index),
+            Ok(()) => Ok(link),
             Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(err) => Err(err),
         }
@@ -472,6 +479,14 @@ pub(crate) fn parse_route(body: &[u8]) -> Option<Route> {
         destination: Subnet::masked(dst, dst_len),
         table,
     })
+}
+
+/// `IFLA_INFO_KIND` inside `IFLA_LINKINFO` of a link's attributes.
+fn link_kind(attrs: &[u8]) -> Option<String> {
+    let (_, info) = attributes(attrs).find(|(kind, _)| *kind == IFLA_LINKINFO)?;
+    let (_, name) = attributes(info).find(|(kind, _)| *kind == IFLA_INFO_KIND)?;
+    let name = name.split(|b| *b == 0).next()?;
+    Some(String::from_utf8_lossy(name).into_owned())
 }
 
 /// The attributes of a netlink message body: (type without flags, payload).

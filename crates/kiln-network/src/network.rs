@@ -122,10 +122,16 @@ impl Network {
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
         check_ports(&guard, ports)?;
-        let bridge = bridge::ensure_bridge(&mut socket, &self.config.bridge, &self.config.subnet)?;
-        if guard.state.leases.is_empty() {
-            self.start_network(&mut guard)?;
-        }
+        let bridge = match self.prepare(&mut guard, &mut socket) {
+            Ok(bridge) => bridge,
+            Err(err) => {
+                // A first container that could not make the network leaves none of it.
+                if guard.state.leases.is_empty() {
+                    let _ = self.settle(&mut guard, &mut socket, true);
+                }
+                return Err(err);
+            }
+        };
         let interface = bridge::host_ifname(owner);
         let hold = guard.allocate(owner, &interface)?;
         let address = hold.address;
@@ -151,6 +157,16 @@ impl Network {
             ports: ports.to_vec(),
             hold,
         })
+    }
+
+    /// The bridge (made if missing) and, for the first container, the table and
+    /// forwarding; the bridge's index.
+    fn prepare(&self, guard: &mut IpamGuard, socket: &mut Socket) -> Result<i32, NetworkError> {
+        let bridge = bridge::ensure_bridge(socket, &self.config.bridge, &self.config.subnet)?;
+        if guard.state.leases.is_empty() {
+            self.start_network(guard)?;
+        }
+        Ok(bridge)
     }
 
     fn connect(
@@ -252,10 +268,20 @@ impl Network {
             }
             return Ok(());
         }
-        nft::apply(&self.table().delete_script())?;
-        bridge::remove_bridge(socket, &self.config.bridge)?;
-        if guard.state.ip_forward_enabled {
-            write_sysctl(IP_FORWARD.to_owned(), "0")?;
+        // Every step is tried even when one fails, so a failure leaves as little as it
+        // can; the first error is reported. The state forgets the subnet only when all
+        // went, so `reclaim` tries again.
+        let steps = [
+            nft::apply(&self.table().delete_script()),
+            bridge::remove_bridge(socket, &self.config.bridge),
+            if guard.state.ip_forward_enabled {
+                write_sysctl(IP_FORWARD.to_owned(), "0")
+            } else {
+                Ok(())
+            },
+        ];
+        if let Some(err) = steps.into_iter().find_map(Result::err) {
+            return Err(err);
         }
         guard.state.ip_forward_enabled = false;
         guard.state.subnet = None;

@@ -418,6 +418,25 @@ fn rules_and_forwarding_kiln_did_not_set_are_left_alone() {
 }
 
 #[test]
+fn a_link_named_like_the_bridge_that_is_not_one_is_refused_and_kept() {
+    require_root!("network namespaces, nftables");
+    let lab = Lab::new();
+    lab.host.ip(&[
+        "link", "add", "kiln0", "type", "veth", "peer", "name", "notkiln",
+    ]);
+    let before = lab.snapshot();
+    let network = lab.network();
+    let container = TestNetns::new("ctr");
+    let err = lab
+        .in_host(|| network.attach("c", container.fd(), &[]))
+        .unwrap_err();
+    assert!(matches!(err, NetworkError::NotABridge { .. }), "{err}");
+    assert!(err.hint().is_some());
+    assert_eq!(lab.snapshot(), before);
+    assert!(before.0.contains("kiln0@notkiln"), "{}", before.0);
+}
+
+#[test]
 fn many_containers_start_and_end_and_the_host_is_as_before() {
     require_root!("network namespaces, nftables");
     const CONTAINERS: usize = 50;
