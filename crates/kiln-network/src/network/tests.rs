@@ -437,6 +437,40 @@ fn a_link_named_like_the_bridge_that_is_not_one_is_refused_and_kept() {
 }
 
 #[test]
+fn containers_starting_and_ending_at_once_share_one_network() {
+    require_root!("network namespaces, nftables");
+    const THREADS: usize = 8;
+    let lab = Lab::new();
+    let before = lab.snapshot();
+    let containers: Vec<_> = (0..THREADS).map(|_| TestNetns::new("p")).collect();
+    // Each thread its own `Network`, as separate kiln processes would have; two rounds,
+    // so first and last containers race with each other too.
+    for round in 0..2 {
+        std::thread::scope(|scope| {
+            for (i, container) in containers.iter().enumerate() {
+                let lab = &lab;
+                scope.spawn(move || {
+                    let network = lab.network();
+                    let port = PortMapping {
+                        host_ip: Ipv4Addr::UNSPECIFIED,
+                        host_port: 20000 + i as u16,
+                        container_port: 80,
+                        protocol: Protocol::Tcp,
+                    };
+                    let owner = format!("r{round}c{i}");
+                    let a = lab
+                        .in_host(|| network.attach(&owner, container.fd(), &[port]))
+                        .unwrap();
+                    lab.in_host(|| network.detach(a)).unwrap();
+                });
+            }
+        });
+    }
+    assert_eq!(lab.snapshot(), before);
+    assert_eq!(leases(lab.state.path()), 0);
+}
+
+#[test]
 fn many_containers_start_and_end_and_the_host_is_as_before() {
     require_root!("network namespaces, nftables");
     const CONTAINERS: usize = 50;
