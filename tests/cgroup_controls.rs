@@ -280,12 +280,7 @@ fn bad_values_name_their_flag() {
 /// `kiln build` in `env`'s project folder, from image `bb`.
 fn build(env: &Env, spec: &str) {
     env.write("project/kiln.yaml", spec);
-    let out = env
-        .command()
-        .current_dir(env.path("project"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out = env.kiln_in("project", &["build"]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -465,12 +460,7 @@ fn a_build_steps_resources_take_the_same_controls() {
         "project/kiln.yaml",
         "image: step\nfrom: bb\nsteps:\n  - run: 'true'\n    resources: { cpu_weight: 0 }\n",
     );
-    let out = env
-        .command()
-        .current_dir(env.path("project"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out = env.kiln_in("project", &["build"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("kiln.yaml:5:30: cpu weight 0 is out of range"),

@@ -346,12 +346,7 @@ fn run_keys_apply_and_flags_override_them() {
     let dev = LoopDevice::new(&env);
     let spec = spec_with_every_key(&env, &dev);
     // The build reads the env file, from the spec's folder; then it may go.
-    let out = env
-        .command()
-        .current_dir(env.path("project"))
-        .args(["build"])
-        .output()
-        .unwrap();
+    let out = env.kiln_in("project", &["build"]);
     assert!(out.status.success(), "{}", text(&out));
     std::fs::remove_file(env.path("project/app.env")).unwrap();
     let run = |flags: &[&str]| {

@@ -40,12 +40,7 @@ fn set_run_defaults(env: &Env, name: &str, value: &str) {
 
 /// `kiln build` in the project folder.
 fn build(env: &Env) {
-    let out = env
-        .command()
-        .current_dir(env.path("project"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out = env.kiln_in("project", &["build"]);
     assert!(out.status.success(), "{}", text(&out));
 }
 

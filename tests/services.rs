@@ -593,12 +593,7 @@ fn the_specs_restart_key_applies_and_the_flag_overrides_it() {
         "app/kiln.yaml",
         "image: flaky:latest\nfrom: bb\nconfig:\n  cmd: [sh, -c, 'echo run; exit 2']\nrun:\n  restart: on-failure:2\n",
     );
-    let built = env
-        .command()
-        .current_dir(env.path("app"))
-        .args(["build", "-q"])
-        .output()
-        .unwrap();
+    let built = env.kiln_in("app", &["build", "-q"]);
     assert!(built.status.success(), "{}", text(&built));
     let id = run_detached(&env, &["flaky"]);
     wait_until(Duration::from_secs(20), "two restarts and the end", || {
@@ -621,12 +616,7 @@ fn the_specs_restart_key_applies_and_the_flag_overrides_it() {
         "bad/kiln.yaml",
         "image: bad:latest\nfrom: bb\nrun:\n  restart: sometimes\n",
     );
-    let out = env
-        .command()
-        .current_dir(env.path("bad"))
-        .arg("build")
-        .output()
-        .unwrap();
+    let out = env.kiln_in("bad", &["build"]);
     assert_eq!(out.status.code(), Some(1));
     let said = text(&out);
     assert!(

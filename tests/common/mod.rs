@@ -61,6 +61,15 @@ impl Env {
         self.command().args(args).output().expect("run kiln")
     }
 
+    /// Runs kiln from the env's folder `rel`, as a user types it in their project.
+    pub fn kiln_in(&self, rel: &str, args: &[&str]) -> Output {
+        self.command()
+            .current_dir(self.path(rel))
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
     /// Runs kiln and fails the test with its output when it does not exit 0.
     pub fn kiln_ok(&self, args: &[&str]) -> String {
         let out = self.kiln(args);

@@ -33,6 +33,10 @@ const KEPT_OUTPUT: usize = 4096;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RETRIES: u32 = 3;
+/// The least time between the end of a probe and the start of the next. Each probe is a
+/// `kiln exec` whose setup runs on the host, outside the container's cgroup: an image whose
+/// healthcheck says `interval: 1ms` and never answers quickly must not keep a host CPU busy.
+const MIN_GAP: Duration = Duration::from_millis(100);
 
 /// How a container's health is probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +246,7 @@ impl HealthProbe {
             }
             if has_exited(&probe.pidfd) {
                 self.finish_probe()?;
+                self.next = next_start(self.next, Instant::now());
                 ended = true;
             }
         }
@@ -375,6 +380,12 @@ impl Probe {
     }
 }
 
+/// When the next probe may start: at its interval, but not within [`MIN_GAP`] of the end of
+/// the last one.
+fn next_start(due: Instant, last_ended: Instant) -> Instant {
+    due.max(last_ended + MIN_GAP)
+}
+
 fn has_exited(pidfd: &OwnedFd) -> bool {
     let mut fds = [libc::pollfd {
         fd: pidfd.as_raw_fd(),
@@ -424,6 +435,16 @@ mod tests {
         state.record(result(0), 1, true);
         state.record(result(1), 1, true);
         assert_eq!(state.status, Health::Unhealthy);
+    }
+
+    #[test]
+    fn probes_are_spaced_even_when_their_interval_is_shorter_than_they_take() {
+        let t0 = Instant::now();
+        let due = t0 + Duration::from_millis(1);
+        let ended = t0 + Duration::from_millis(40);
+        assert_eq!(next_start(due, ended), ended + MIN_GAP);
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(next_start(later, ended), later);
     }
 
     #[test]

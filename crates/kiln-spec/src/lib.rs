@@ -23,6 +23,7 @@ mod limits;
 pub mod model;
 mod names;
 mod node;
+mod ports;
 mod read;
 mod sections;
 mod stages;
@@ -41,6 +42,7 @@ use std::path::Path;
 pub use error::{NoSuchStage, SpecError, MAX_ISSUES as MAX_PROBLEMS};
 pub use knobs::UNLIMITED;
 pub use model::*;
+pub use ports::{PortMapping, Protocol};
 
 use error::Issue;
 use node::MAX_SPEC_BYTES;

@@ -86,6 +86,12 @@ pub fn restart_policy(text: &str) -> Result<RestartPolicy, ValueError> {
     }
 }
 
+/// A `-p` value: `[IP:][HOSTPORT:]CONTAINERPORT[/PROTO]`, a range giving one mapping per
+/// port.
+pub fn publish(text: &str) -> Result<Vec<super::PortMapping>, ValueError> {
+    Ok(super::ports::parse_publish(text)?)
+}
+
 /// An `/etc/hosts` entry as docker's `--add-host` takes it: `NAME:IP` or `NAME=IP`, an
 /// IPv6 address with or without `[ ]`.
 pub fn host_entry(text: &str) -> Result<(String, std::net::IpAddr), ValueError> {
