@@ -46,11 +46,36 @@ pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Valu
         "LogPath": if state.detached { dir.log_path().display().to_string() } else { String::new() },
         "HostConfig": start.as_ref().map(host_config).unwrap_or(Value::Null),
         "Config": start.as_ref().map(config).unwrap_or(Value::Null),
+        "NetworkSettings": network_settings(dir),
     })
 }
 
 fn start_has_health(start: &Option<StartConfig>) -> bool {
     start.as_ref().is_some_and(|s| s.health.is_some())
+}
+
+/// The address, gateway, MAC and published ports of its last run on the bridge.
+fn network_settings(dir: &ContainerDir) -> Value {
+    let Some(net) = kiln_container::network::NetworkRecord::read(dir) else {
+        return Value::Null;
+    };
+    let ports: serde_json::Map<String, Value> = net
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.container_port, p.protocol),
+                json!([{ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() }]),
+            )
+        })
+        .collect();
+    json!({
+        "IPAddress": net.address.to_string(),
+        "IPPrefixLen": net.prefix,
+        "Gateway": net.gateway.to_string(),
+        "MacAddress": net.mac,
+        "Ports": ports,
+    })
 }
 
 /// The limits and policies the container runs with, under docker's names.
@@ -92,6 +117,7 @@ fn host_config(start: &StartConfig) -> Value {
         "NetworkMode": match start.spec.process.network {
             kiln_runtime::NetworkMode::Host => "host",
             kiln_runtime::NetworkMode::None => "none",
+            kiln_runtime::NetworkMode::Bridge => "bridge",
         },
         "LogConfig": { "Type": "json-file", "Config": {
             "max-size": start.log.max_size.to_string(),

@@ -64,9 +64,14 @@ pub struct ContainerArgs {
     /// Make the root filesystem read-only
     #[arg(long = "read-only")]
     read_only: bool,
-    /// Network: none (a private network with loopback only; the default) or host
-    #[arg(long, value_parser = ["none", "host"])]
+    /// Network: none (a private network with loopback only; the default), host, or bridge
+    /// (its own address on kiln's bridge, outbound NAT, -p)
+    #[arg(long, value_parser = ["none", "host", "bridge"])]
     network: Option<String>,
+    /// Publish a container port on the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]
+    /// (needs --network bridge; no HOSTPORT: a free one)
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]PORT")]
+    publish: Vec<String>,
     /// Container host name
     #[arg(long)]
     hostname: Option<String>,
@@ -227,8 +232,15 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         .collect::<Result<_, _>>()?;
     let network = args.network.as_deref().map(|n| match n {
         "host" => Network::Host,
+        "bridge" => Network::Bridge,
         _ => Network::None,
     });
+    let mut publish = Vec::new();
+    for p in &args.publish {
+        let mappings = values::publish(p)
+            .map_err(|e| Failure::user(format!("-p {p}: {}", e.message)).hint(e.hint))?;
+        publish.extend(mappings);
+    }
     Ok(RunSettings {
         env,
         extra_hosts,
@@ -263,6 +275,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         health: Default::default(),
         restart: None,
         auto_remove: false,
+        publish,
     })
 }
 
@@ -496,6 +509,10 @@ pub(super) fn run_to_end(
         HealthProbe::new(config, command, store.clone(), dir.clone())
     });
     let mut supervisor = Supervisor::new(control, health);
+    let network = match start.spec.process.network {
+        runtime::NetworkMode::Bridge => Some(bridge_network(store, start)?),
+        _ => None,
+    };
     if runner.is_monitor() {
         supervisor.trim_memory_when_idle();
     }
@@ -505,7 +522,22 @@ pub(super) fn run_to_end(
         // A Ctrl-C while the container starts is passed to it once it runs (the runner's
         // `started` names it), not taken as kiln's own end.
         super::signals::hold();
-        let mut running = match runtime::start_container(&start.spec) {
+        let mut attachment = None;
+        let mut attach = |pid: i32| match &network {
+            Some((network, ports)) => {
+                let made = container::network::attach(network, &dir.id, pid, ports)?;
+                attachment = Some(made);
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let started = runtime::start_container_attached(&start.spec, &mut attach);
+        if let (Some(made), Some(_)) = (&attachment, &network) {
+            container::network::NetworkRecord::of(made)
+                .write(store, dir)
+                .map_err(failed)?;
+        }
+        let mut running = match started {
             Ok(running) => running,
             Err(e) => {
                 super::signals::forward_to(None);
@@ -521,7 +553,14 @@ pub(super) fn run_to_end(
         let ids = (std::process::id(), running.pid());
         container::record_start(store, dir, state, ids).map_err(failed)?;
         let output = runner.started(&mut running, dir, start)?;
-        let code = supervise_to_end(&start.spec, (running, output), &mut supervisor)?;
+        let code = supervise_to_end(&start.spec, (running, output), &mut supervisor);
+        // Its namespace is gone: the address and ports are free again.
+        if let (Some((network, _)), Some(made)) = (&network, attachment.take()) {
+            if let Err(e) = network.release(made) {
+                eprintln!("kiln: warning: release the container's network address: {e}");
+            }
+        }
+        let code = code?;
         if super::signals::take_forwarded() {
             supervisor.mark_stopped();
         }
@@ -544,6 +583,17 @@ pub(super) fn run_to_end(
         supervisor.answer(code);
         return Ok(code);
     }
+}
+
+/// kiln's bridge network and the host side of the container's published ports.
+fn bridge_network(
+    store: &Store,
+    start: &StartConfig,
+) -> Result<(kiln_network::Network, Vec<kiln_network::PortMapping>), Failure> {
+    let failed = |e: ContainerError| Failure::not_started(&e).hint(e.hint());
+    let network = container::network::default_network(store).map_err(failed)?;
+    let ports = container::network::host_ports(&start.publish).map_err(failed)?;
+    Ok((network, ports))
 }
 
 fn log_option_failure(e: &ContainerError) -> Failure {

@@ -107,7 +107,7 @@ fn definition(kind: &StepKind) -> String {
                 Command::Argv(argv) => serde_json::json!(argv),
             },
             "shell": run_shell(&run.command),
-            "network": match run.network { Network::Host => "host", Network::None => "none" },
+            "network": match run.network { Network::Host => "host", Network::None => "none", Network::Bridge => "bridge" },
             "privileged": run.privileges.privileged,
             "cap_add": run.privileges.cap_add,
             "cap_drop": run.privileges.cap_drop,

@@ -70,7 +70,8 @@ pub(super) fn run_in_sandbox(
             hostname: STEP_HOSTNAME.into(),
             network: match run.network {
                 Network::Host => NetworkMode::Host,
-                Network::None => NetworkMode::None,
+                // The spec's parser does not take `bridge` for steps yet.
+                Network::None | Network::Bridge => NetworkMode::None,
             },
         },
         stdout: out_w,

@@ -69,6 +69,8 @@ pub struct RunSettings {
     /// has none.
     pub restart: Option<kiln_spec::RestartPolicy>,
     pub auto_remove: bool,
+    /// `-p`: ports to publish (`--network bridge` only).
+    pub publish: Vec<kiln_spec::PortMapping>,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -127,6 +129,7 @@ pub struct ContainerConfig {
     /// The healthcheck its runner probes, if any.
     pub health: Option<HealthConfig>,
     pub restart: kiln_spec::RestartPolicy,
+    pub publish: Vec<kiln_spec::PortMapping>,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -187,6 +190,7 @@ impl ContainerConfig {
             read_only: settings.read_only || defaults.read_only,
             init: settings.init.or(defaults.init).unwrap_or(true),
             health: settings.health.over(config.healthcheck.as_ref()),
+            publish: published(settings, &defaults)?,
             restart: match settings.auto_remove {
                 true => kiln_spec::RestartPolicy::No,
                 false => settings.restart.or(defaults.restart).unwrap_or_default(),
@@ -415,10 +419,24 @@ fn devices(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<DeviceN
     Ok(nodes)
 }
 
+/// `-p`, which only a container on the bridge network can have.
+fn published(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+) -> Result<Vec<kiln_spec::PortMapping>> {
+    if !settings.publish.is_empty() && network(settings, defaults) != NetworkMode::Bridge {
+        return Err(ContainerError::Network(
+            "published ports need the container's own address: add --network bridge".into(),
+        ));
+    }
+    Ok(settings.publish.clone())
+}
+
 /// The settings' network, else the spec's, else a private network with loopback only.
 fn network(settings: &RunSettings, defaults: &RunDefaults) -> NetworkMode {
     match settings.network.or(defaults.network) {
         Some(Network::Host) => NetworkMode::Host,
+        Some(Network::Bridge) => NetworkMode::Bridge,
         _ => NetworkMode::None,
     }
 }

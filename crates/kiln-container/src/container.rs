@@ -75,6 +75,7 @@ pub fn create(
         restarting: false,
     };
     let (health, restart) = (config.health.clone(), config.restart);
+    let publish = config.publish.clone();
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
@@ -83,6 +84,7 @@ pub fn create(
         restart,
         log: launch.log,
         health,
+        publish,
     };
     context.write(store, dir)?;
     start.write(store, dir)?;

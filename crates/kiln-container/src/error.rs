@@ -110,6 +110,9 @@ pub enum ContainerError {
     NoStartConfig(String),
     #[error("container {0} is restarting")]
     Restarting(String),
+    /// Connecting a container to its network.
+    #[error("{0}")]
+    Network(String),
     #[error(transparent)]
     Device(#[from] kiln_runtime::DeviceError),
     /// A `net.*` sysctl for a container that shares the host's network.

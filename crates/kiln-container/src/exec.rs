@@ -270,6 +270,7 @@ mod tests {
             init: true,
             health: None,
             restart: Default::default(),
+            publish: vec![],
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();

@@ -39,6 +39,7 @@ mod layer_dirs;
 pub mod lifecycle;
 pub mod log;
 pub mod monitor;
+pub mod network;
 pub mod passwd;
 pub mod restart;
 mod security;

@@ -29,6 +29,9 @@ pub struct StartConfig {
     pub log: LogOptions,
     #[serde(default)]
     pub health: Option<HealthConfig>,
+    /// `-p`: ports published with `--network bridge`.
+    #[serde(default)]
+    pub publish: Vec<kiln_spec::PortMapping>,
 }
 
 impl StartConfig {

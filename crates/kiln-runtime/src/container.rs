@@ -198,6 +198,17 @@ impl std::fmt::Debug for TtySessionHandle {
 /// Must be waited for on the thread that called it: the container gets SIGKILL
 /// (`PR_SET_PDEATHSIG`) when that thread ends.
 pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, RuntimeError> {
+    start_container_attached(spec, &mut |_| Ok(()))
+}
+
+/// [`start_container`], calling `attach` with the host PID of the container's first
+/// process once it is in its new namespaces and cgroup, before any of its code runs: the
+/// moment to give its network namespace an interface ([`NetworkMode::Bridge`]). An error
+/// from `attach` stops the start, and nothing is left of the container.
+pub fn start_container_attached(
+    spec: &ContainerSpec,
+    attach: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<RunningContainer, RuntimeError> {
     let cgroup_root = cgroup_root(spec.cgroup_root.as_deref());
     let plan = container_plan(spec, &cgroup_root)?;
     let devnull = open_host_devnull()?;
@@ -214,7 +225,7 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
     let null = devnull.as_raw_fd();
     let fd_or_null = |fd: Option<&OwnedFd>| fd.map_or(null, |f| f.as_raw_fd());
     let resources = spec.resources();
-    let launch = Launch {
+    let mut launch = Launch {
         cgroup_root: &cgroup_root,
         id: &spec.id,
         resources: &resources,
@@ -223,8 +234,9 @@ pub fn start_container(spec: &ContainerSpec) -> Result<RunningContainer, Runtime
         stderr: fd_or_null(stdio.as_ref().map(|e| &e.stderr)),
         tty: spec.tty.then_some(spec.interactive),
         console_to_caller: spec.capture_output,
+        attach: Some(attach),
     };
-    let mut running = start(&plan, &launch, (devnull, stdio))?;
+    let mut running = start(&plan, &mut launch, (devnull, stdio))?;
     running.relay = relay;
     running.output = output;
     Ok(running)
@@ -268,6 +280,8 @@ pub(crate) struct Launch<'a> {
     /// Hand the pty's master to the caller ([`RunningContainer::take_console`]) instead of
     /// copying it to and from kiln's own stdio.
     pub console_to_caller: bool,
+    /// Called with the child's PID once it is in its cgroup, before it goes on.
+    pub attach: Option<&'a mut dyn FnMut(i32) -> Result<(), String>>,
 }
 
 /// The parent side shared by build steps and containers: creates the cgroup, clones the
@@ -276,7 +290,7 @@ pub(crate) struct Launch<'a> {
 /// child's stdio) right after the clone.
 pub(crate) fn start<K>(
     plan: &ChildPlan,
-    launch: &Launch,
+    launch: &mut Launch,
     keep: K,
 ) -> Result<RunningContainer, RuntimeError> {
     // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
@@ -330,6 +344,10 @@ pub(crate) fn start<K>(
     // The child waits for this byte, so no code of the container runs outside the cgroup.
     if let Some(cgroup) = &running.cgroup {
         cgroup.join(pid.as_raw())?;
+    }
+    if let Some(attach) = launch.attach.as_mut() {
+        // Dropping `running` kills the child and removes its cgroup.
+        attach(pid.as_raw()).map_err(RuntimeError::Attach)?;
     }
     sys::write_all(sync_write.as_raw_fd(), b"g")
         .map_err(|e| RuntimeError::sys("start the container process")(Errno::from_raw(e)))?;

@@ -115,6 +115,10 @@ pub const EXEC_STAGE: &str = "exec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The caller could not give the container its network (see
+    /// `start_container_attached`).
+    #[error("connect the container to its network: {0}")]
+    Attach(String),
     /// The sandbox description cannot be run (found before anything was started).
     #[error("invalid sandbox: {0}")]
     Invalid(#[source] Box<InvalidSandbox>),

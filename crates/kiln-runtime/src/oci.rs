@@ -94,7 +94,7 @@ fn capabilities(caps: &CapabilitySet) -> Value {
 
 fn namespaces(spec: &ContainerSpec) -> Value {
     let mut list = vec!["pid", "ipc", "uts", "mount"];
-    if spec.process.network == NetworkMode::None {
+    if spec.process.network != NetworkMode::Host {
         // A new network namespace: runc brings up its loopback interface, as kiln does.
         list.push("network");
     }

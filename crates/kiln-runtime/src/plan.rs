@@ -236,7 +236,7 @@ impl ChildPlan {
         let mount = overlay.prepare(init)?;
         Ok(ChildPlan {
             mount,
-            new_netns: process.network == NetworkMode::None,
+            new_netns: process.network != NetworkMode::Host,
             etc_binds,
             hostname,
             workdir_prefixes,

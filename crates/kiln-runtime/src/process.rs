@@ -15,6 +15,11 @@ pub enum NetworkMode {
     Host,
     /// A fresh network namespace with only the loopback interface, up.
     None,
+    /// A fresh network namespace to which the caller adds an interface (a bridge
+    /// network's veth) before the command runs ([`start_container_attached`]).
+    ///
+    /// [`start_container_attached`]: crate::start_container_attached
+    Bridge,
 }
 
 /// What a step or container runs: the command, its environment and workdir, the user it

@@ -53,7 +53,7 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
     let plan = ChildPlan::new(sb, sandbox)?;
     let devnull = container::open_host_devnull()?;
     let id = step_id();
-    let launch = Launch {
+    let mut launch = Launch {
         cgroup_root: &cgroup_root,
         id: &id,
         resources: &sb.confinement.resources,
@@ -62,8 +62,9 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
         stderr: sb.stderr.as_raw_fd(),
         tty: None,
         console_to_caller: false,
+        attach: None,
     };
-    let exit = container::start(&plan, &launch, devnull).and_then(|running| running.wait());
+    let exit = container::start(&plan, &mut launch, devnull).and_then(|running| running.wait());
     // Also after a failed setup: the child may have made mount points before it failed.
     let cleaned = plan.remove_mount_points();
     let exit = exit?;
@@ -80,7 +81,7 @@ impl ChildPlan {
                 .iter()
                 .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
                 .collect::<Result<_, RuntimeError>>()?,
-            NetworkMode::None => Vec::new(),
+            NetworkMode::None | NetworkMode::Bridge => Vec::new(),
         };
         // Before `build`, which prepares the overlay on disk as its last step.
         let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;

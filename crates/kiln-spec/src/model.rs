@@ -154,6 +154,9 @@ pub enum Network {
     Host,
     /// A fresh network namespace with only loopback.
     None,
+    /// Its own address on kiln's bridge, outbound NAT, published ports (`kiln run
+    /// --network bridge`; not yet a spec word).
+    Bridge,
 }
 
 /// `capabilities: { add, drop }` and `privileged:` of a run step.

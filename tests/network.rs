@@ -1,0 +1,143 @@
+//! `kiln run --network bridge -p …`: a container with its own address on kiln's bridge,
+//! reached from the host through a published port, and nothing left of the network once
+//! the last container ended. Traffic stays on this machine (127.0.0.1 and kiln's bridge).
+//!
+//! One test function uses kiln's default network (`kiln0`, table `ip kiln`), so the
+//! host-wide checks cannot race another test of this binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::containers::{busybox_image, run_detached, wait_until};
+use common::{text, Env};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /` on 127.0.0.1:`port`: the body, or `None` when nothing answers.
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// What of kiln's network the host has: its links, its nftables table.
+fn kiln_network_on_host() -> (Vec<String>, bool) {
+    let links = common::run(Command::new("ip").args(["-br", "link"]));
+    let links = links
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name == "kiln0" || name.starts_with("kv"))
+        .map(str::to_owned)
+        .collect();
+    let table = Command::new("nft")
+        .args(["list", "table", "ip", "kiln"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    (links, table)
+}
+
+fn ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
+}
+
+#[test]
+fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one() {
+    common::require_root!("network namespaces, a bridge, nftables");
+    common::require("nft", "nftables");
+    common::require("ip", "iproute2");
+    let env = Env::new();
+    busybox_image(&env);
+    let forward_before = ip_forward();
+    assert_eq!(
+        kiln_network_on_host(),
+        (vec![], false),
+        "kiln's network is in use"
+    );
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let serve = "mkdir -p /www && echo hello over the bridge > /www/index.html && \
+                 exec httpd -f -p 80 -h /www";
+    let web = run_detached(
+        &env,
+        &[
+            "--network",
+            "bridge",
+            "-p",
+            &publish,
+            "bb",
+            "sh",
+            "-c",
+            serve,
+        ],
+    );
+    wait_until(Duration::from_secs(10), "the page through the port", || {
+        http_get(port).is_some_and(|b| b == "hello over the bridge\n")
+    });
+    let doc: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", &web])).unwrap();
+    let net = &doc["NetworkSettings"];
+    let address = net["IPAddress"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("10.89.0."), "{net}");
+    assert_eq!(net["Gateway"], "10.89.0.1");
+    assert_eq!(net["Ports"]["80/tcp"][0]["HostPort"], port.to_string());
+    // Inside: its own eth0 with that address, a default route through the bridge.
+    let inside = env.kiln_ok(&["exec", &web, "sh", "-c", "ip -4 addr show eth0; ip route"]);
+    assert!(inside.contains(&format!("inet {address}/24")), "{inside}");
+    assert!(inside.contains("default via 10.89.0.1"), "{inside}");
+
+    // A second container gets another address and reaches the first through the bridge.
+    let other = env.kiln_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "bb",
+        "sh",
+        "-c",
+        &format!("ip -4 addr show eth0; wget -q -O- http://{address}/"),
+    ]);
+    assert!(other.contains("hello over the bridge"), "{other}");
+    assert!(!other.contains(&format!("inet {address}/")), "{other}");
+
+    // A host port in use is an error before the container starts, and leaves nothing.
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "-p",
+        &publish,
+        "bb",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains(&port.to_string()), "{}", text(&out));
+    // -p needs the bridge.
+    let out = env.kiln(&["run", "--rm", "-p", "8080:80", "bb", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--network bridge"), "{}", text(&out));
+
+    drop(web);
+    wait_until(Duration::from_secs(10), "the network removed", || {
+        kiln_network_on_host() == (vec![], false)
+    });
+    assert_eq!(ip_forward(), forward_before);
+    assert!(http_get(port).is_none());
+}
