@@ -140,4 +140,21 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
     });
     assert_eq!(ip_forward(), forward_before);
     assert!(http_get(port).is_none());
+
+    // A kiln killed with its container leaves its lease; `kiln gc` frees it, and the
+    // network with it.
+    let mut run = env
+        .command()
+        .args(["run", "--network", "bridge", "bb", "sleep", "300"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the bridge made", || {
+        kiln_network_on_host().1
+    });
+    run.kill().unwrap();
+    let _ = run.wait();
+    env.kiln_ok(&["gc"]);
+    assert_eq!(kiln_network_on_host(), (vec![], false));
+    assert_eq!(ip_forward(), forward_before);
 }

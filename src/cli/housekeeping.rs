@@ -173,6 +173,18 @@ fn remedy(kind: ProblemKind) -> &'static str {
     }
 }
 
+/// Frees what killed kiln processes left on the bridge network (leases, port rules, and
+/// the bridge and table when no container is left), if a bridge network was ever used.
+fn reclaim_network(store: &kiln_store::Store) -> Result<(), Failure> {
+    if !store.root().join("networks").exists() {
+        return Ok(());
+    }
+    let network = kiln_container::network::default_network(store).map_err(Failure::user)?;
+    network
+        .reclaim()
+        .map_err(|e| Failure::user(format!("reclaim the bridge network: {e}")).hint(e.hint()))
+}
+
 pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     let store = existing_store(globals)?;
     let options = GcOptions {
@@ -193,6 +205,9 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
         false => kiln_cgroups::clean_stale(Path::new(kiln_cgroups::DEFAULT_CGROUP_ROOT))
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
+    if !args.dry_run {
+        reclaim_network(&store)?;
+    }
     if args.json {
         println!("{}", gc_json(&report));
     } else {

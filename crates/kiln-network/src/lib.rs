@@ -1,5 +1,5 @@
 //! Container networks (issue 15): addresses, a bridge and veth pairs, NAT and published
-//! ports. Not yet used by `kiln run`.
+//! ports, for `kiln run --network bridge` (through `kiln_container::network`).
 //!
 //! - [`ipam`]: addresses from a subnet, shared by every kiln process through a state file
 //!   under an `flock`; a lease lives while its holder keeps the lock of its lease file,
