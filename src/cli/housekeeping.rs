@@ -173,6 +173,23 @@ fn remedy(kind: ProblemKind) -> &'static str {
     }
 }
 
+/// The hidden command that removes an idle bridge network (started by the runner of the
+/// last container on it).
+pub const NETWORK_RECLAIM_COMMAND: &str = "network-reclaim";
+
+/// How long an idle bridge network is kept before it is removed: a container started
+/// meanwhile (a script running one `kiln run --rm -p …` after another) finds it ready
+/// instead of waiting for its removal and making it again (~70 ms each way).
+const NETWORK_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `kiln network-reclaim`: after [`NETWORK_LINGER`], removes the bridge network if no
+/// container uses it.
+pub fn network_reclaim(globals: &Globals) -> CmdResult {
+    std::thread::sleep(NETWORK_LINGER);
+    let store = existing_store(globals)?;
+    reclaim_network(&store).map(|()| 0)
+}
+
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and
 /// the bridge and table when no container is left), if a bridge network was ever used.
 fn reclaim_network(store: &kiln_store::Store) -> Result<(), Failure> {

@@ -101,6 +101,9 @@ enum Command {
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(detach::MonitorArgs),
     Gc(housekeeping::GcArgs),
+    /// Removes the bridge network once no container uses it (started by kiln itself)
+    #[command(name = "network-reclaim", hide = true)]
+    NetworkReclaim,
     Fsck(housekeeping::FsckArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
@@ -308,6 +311,7 @@ pub fn main() -> i32 {
             Err(Failure::user("a monitor must start a detached kiln run"))
         }
         Command::Gc(a) => housekeeping::gc(&globals, a),
+        Command::NetworkReclaim => housekeeping::network_reclaim(&globals),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),
     };

@@ -216,6 +216,22 @@ impl Network {
         self.end(attachment, false)
     }
 
+    /// [`Network::release`] that leaves the bridge, table and forwarding in place when
+    /// this was the last container (its port rules go at once); `true` then: the caller
+    /// has [`Network::reclaim`] remove them later, off the path of the exit it reports —
+    /// deleting them costs the kernel ~65 ms, which a lone `kiln run --rm` would wait for.
+    /// A container that attaches meanwhile finds the network ready.
+    pub fn release_keeping_network(&self, attachment: Attachment) -> Result<bool, NetworkError> {
+        let mut guard = self.ipam.lock()?;
+        let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        guard.release(attachment.hold)?;
+        let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
+        if !attachment.ports.is_empty() || reclaimed {
+            nft::apply(&self.table().ports_script(&published(&guard)))?;
+        }
+        Ok(guard.state.leases.is_empty())
+    }
+
     fn end(&self, attachment: Attachment, remove_veth: bool) -> Result<(), NetworkError> {
         let mut guard = self.ipam.lock()?;
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
