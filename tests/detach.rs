@@ -12,21 +12,13 @@ use common::containers::{
     busybox_image, cgroups_of, kill_pid, processes_of, ps_entry, run_detached_id as run_detached,
     state_of, wait_until,
 };
-use common::{text, Env};
+use common::{free_port, text, Env};
 
 /// The PID of the monitor running `id` (the runner recorded in its state).
 fn monitor_pid(env: &Env, id: &str) -> i32 {
     common::containers::state_file(env, id)["pid"]
         .as_i64()
         .expect("a running container has its runner's pid") as i32
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -12,15 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::containers::{busybox_image, run_detached, wait_until};
-use common::{text, Env};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, text, Env};
 
 /// `GET /` on 127.0.0.1:`port`: the body, or `None` when nothing answers.
 fn http_get(port: u16) -> Option<String> {

@@ -131,6 +131,15 @@ fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// A TCP port nothing listens on now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A loop device over a file of the test's env (1 MiB of 0x5a bytes, or `mib` MiB),
 /// detached on drop after whatever was mounted from it is unmounted: a host device to give
 /// to, hide from or throttle for a container.
