@@ -184,19 +184,18 @@ const NETWORK_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `kiln network-reclaim`: after [`NETWORK_LINGER`], removes the bridge network if no
 /// container uses it.
-pub fn network_reclaim(globals: &Globals) -> CmdResult {
+pub fn network_reclaim() -> CmdResult {
     std::thread::sleep(NETWORK_LINGER);
-    let store = existing_store(globals)?;
-    reclaim_network(&store).map(|()| 0)
+    reclaim_network().map(|()| 0)
 }
 
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and
 /// the bridge and table when no container is left), if a bridge network was ever used.
-fn reclaim_network(store: &kiln_store::Store) -> Result<(), Failure> {
-    if !store.root().join("networks").exists() {
+fn reclaim_network() -> Result<(), Failure> {
+    if !std::path::Path::new(kiln_container::network::DEFAULT_NETWORK_STATE).exists() {
         return Ok(());
     }
-    let network = kiln_container::network::default_network(store).map_err(Failure::user)?;
+    let network = kiln_container::network::default_network().map_err(Failure::user)?;
     network
         .reclaim()
         .map_err(|e| Failure::user(format!("reclaim the bridge network: {e}")).hint(e.hint()))
@@ -223,7 +222,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
     if !args.dry_run {
-        reclaim_network(&store)?;
+        reclaim_network()?;
     }
     if args.json {
         println!("{}", gc_json(&report));

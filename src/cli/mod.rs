@@ -311,7 +311,7 @@ pub fn main() -> i32 {
             Err(Failure::user("a monitor must start a detached kiln run"))
         }
         Command::Gc(a) => housekeeping::gc(&globals, a),
-        Command::NetworkReclaim => housekeeping::network_reclaim(&globals),
+        Command::NetworkReclaim => housekeeping::network_reclaim(),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),
     };

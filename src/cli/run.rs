@@ -510,7 +510,7 @@ pub(super) fn run_to_end(
     });
     let mut supervisor = Supervisor::new(control, health);
     let network = match start.spec.process.network {
-        runtime::NetworkMode::Bridge => Some(bridge_network(store, start)?),
+        runtime::NetworkMode::Bridge => Some(bridge_network(start)?),
         _ => None,
     };
     if runner.is_monitor() {
@@ -557,7 +557,7 @@ pub(super) fn run_to_end(
         // Its namespace is gone: the address and ports are free again.
         if let (Some((network, _)), Some(made)) = (&network, attachment.take()) {
             match network.release_keeping_network(made) {
-                Ok(true) => remove_idle_network_later(globals),
+                Ok(true) => remove_idle_network_later(),
                 Ok(false) => {}
                 Err(e) => eprintln!("kiln: warning: release the container's network address: {e}"),
             }
@@ -591,11 +591,9 @@ pub(super) fn run_to_end(
 /// table and forwarding a little later (`kiln network-reclaim`; ~65 ms of kernel time), so
 /// that this kiln reports the exit without waiting and a container started right after
 /// finds the network ready; it does nothing if a container uses the network by then.
-fn remove_idle_network_later(globals: &Globals) {
+pub(super) fn remove_idle_network_later() {
     use std::os::unix::process::CommandExt;
     let spawned = std::process::Command::new("/proc/self/exe")
-        .arg("--root")
-        .arg(&globals.root)
         .arg(super::housekeeping::NETWORK_RECLAIM_COMMAND)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -609,11 +607,10 @@ fn remove_idle_network_later(globals: &Globals) {
 
 /// kiln's bridge network and the host side of the container's published ports.
 fn bridge_network(
-    store: &Store,
     start: &StartConfig,
 ) -> Result<(kiln_network::Network, Vec<kiln_network::PortMapping>), Failure> {
     let failed = |e: ContainerError| Failure::not_started(&e).hint(e.hint());
-    let network = container::network::default_network(store).map_err(failed)?;
+    let network = container::network::default_network().map_err(failed)?;
     let ports = container::network::host_ports(&start.publish).map_err(failed)?;
     Ok((network, ports))
 }

@@ -75,6 +75,11 @@ pub struct BuildOptions {
     /// The environment `secrets: env:` read from: the caller's (kiln build's), passed in
     /// because the library never reads the process environment itself.
     pub environment: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
+    /// Called when a step was the last user of kiln's bridge network, which stays up for
+    /// the next step: the caller has it removed a little later, off the build's path
+    /// (the CLI starts a process of its own that does nothing if a step or container
+    /// uses the network by then).
+    pub network_idle: Option<fn()>,
 }
 
 /// How the build cache is used, as asked on the command line.
@@ -229,6 +234,9 @@ pub enum StepError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Connecting the step to kiln's bridge network.
+    #[error("connect the step to the bridge network: {0}")]
+    Network(String),
 }
 
 /// What is wrong with a base on the host: an `oci:PATH` layout or a `rootfs:PATH`.

@@ -9,7 +9,7 @@
 use std::os::fd::OwnedFd;
 
 use super::steps::{StepCx, StepDirs};
-use super::{BuildError, BuildOptions, Partial, Result, Stream};
+use super::{BuildError, BuildOptions, Partial, Result, StepError, Stream};
 use kiln_container::{confinement, limits_over, passwd, ConfineError};
 use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
 use kiln_spec::{Network, RunStep};
@@ -70,19 +70,33 @@ pub(super) fn run_in_sandbox(
             hostname: STEP_HOSTNAME.into(),
             network: match run.network {
                 Network::Host => NetworkMode::Host,
-                // The spec's parser does not take `bridge` for steps yet.
-                Network::None | Network::Bridge => NetworkMode::None,
+                Network::None => NetworkMode::None,
+                Network::Bridge => NetworkMode::Bridge,
             },
         },
         stdout: out_w,
         stderr: err_w,
         confinement,
+        resolv_conf: match run.network {
+            Network::Bridge => step_resolv_conf(dirs).map_err(|e| cx.error(e))?,
+            _ => None,
+        },
+    };
+    let bridge = match run.network {
+        Network::Bridge => Some(
+            kiln_container::network::default_network()
+                .map_err(|e| cx.error(StepError::Network(e.to_string())))?,
+        ),
+        _ => None,
     };
     let exit = std::thread::scope(|s| {
         let progress = cx.job.progress;
         s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stdout, out_r));
         s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stderr, err_r));
-        let exit = runtime::run_step(&sandbox);
+        let exit = match &bridge {
+            Some(network) => run_on_bridge(&sandbox, network, job.opts.network_idle),
+            None => runtime::run_step(&sandbox),
+        };
         drop(sandbox);
         exit
     });
@@ -101,6 +115,45 @@ pub(super) fn run_in_sandbox(
             status,
             out_of_memory: exit.command_oom_killed(),
         }),
+    }
+}
+
+/// Runs the step with an address on kiln's bridge network, held while it runs: its
+/// namespace gets its interface between its clone and its first instruction, and the
+/// address goes back once it ended (the network stays up for the next step).
+fn run_on_bridge(
+    sandbox: &StepSandbox,
+    network: &kiln_network::Network,
+    network_idle: Option<fn()>,
+) -> std::result::Result<runtime::ContainerExit, runtime::RuntimeError> {
+    let mut attachment = None;
+    let mut attach = |pid: i32| {
+        let owner = format!("step-{pid}");
+        attachment = Some(kiln_container::network::attach(network, &owner, pid, &[])?);
+        Ok(())
+    };
+    let exit = runtime::run_step_attached(sandbox, &mut attach);
+    if let Some(made) = attachment {
+        // A failure here costs an address until the next attach or `kiln gc` reclaims it
+        // (the lease's lock went with the step); it must not fail a step that succeeded.
+        if let Ok(true) = network.release_keeping_network(made) {
+            if let Some(idle) = network_idle {
+                idle();
+            }
+        }
+    }
+    exit
+}
+
+/// The resolv.conf of a step on the bridge network: the host's resolvers it can reach
+/// (`None`: the image's own file).
+fn step_resolv_conf(
+    dirs: &StepDirs,
+) -> std::result::Result<Option<std::path::PathBuf>, StoreError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    match kiln_container::network::bridge_resolv_conf(&host) {
+        Some(text) => dirs.resolv_conf(&text).map(Some),
+        None => Ok(None),
     }
 }
 

@@ -447,6 +447,13 @@ impl StepDirs {
         Ok(StepDirs { tmp })
     }
 
+    /// Writes `text` as the step's `/etc/resolv.conf`, bound from here; its path.
+    pub(super) fn resolv_conf(&self, text: &str) -> Result<std::path::PathBuf, StoreError> {
+        let path = self.tmp.path().join("resolv.conf");
+        fs::write(&path, text).map_err(StoreError::io("write", &path))?;
+        Ok(path)
+    }
+
     fn upper(&self) -> std::path::PathBuf {
         self.tmp.path().join("upper")
     }
@@ -514,6 +521,8 @@ fn title(kind: &StepKind, opts: &BuildOptions) -> String {
     if let StepKind::Run(run) = kind {
         // An invalid request is reported when the step runs.
         let grants = step_confinement(run, opts).map_or_else(|_| Vec::new(), |c| c.grants());
+        let network = (run.network == kiln_spec::Network::Host).then(|| "network host".to_owned());
+        let grants: Vec<String> = network.into_iter().chain(grants).collect();
         if !grants.is_empty() {
             t.push_str(&format!(" [{}]", grants.join(", ")));
         }

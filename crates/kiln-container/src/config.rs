@@ -426,18 +426,18 @@ fn published(
 ) -> Result<Vec<kiln_spec::PortMapping>> {
     if !settings.publish.is_empty() && network(settings, defaults) != NetworkMode::Bridge {
         return Err(ContainerError::Network(
-            "published ports need the container's own address: add --network bridge".into(),
+            "published ports need the container's own address on kiln's bridge network: drop --network host/none (or give --network bridge)".into(),
         ));
     }
     Ok(settings.publish.clone())
 }
 
-/// The settings' network, else the spec's, else a private network with loopback only.
+/// The settings' network, else the spec's, else kiln's bridge network (docker's default).
 fn network(settings: &RunSettings, defaults: &RunDefaults) -> NetworkMode {
-    match settings.network.or(defaults.network) {
-        Some(Network::Host) => NetworkMode::Host,
-        Some(Network::Bridge) => NetworkMode::Bridge,
-        _ => NetworkMode::None,
+    match settings.network.or(defaults.network).unwrap_or_default() {
+        Network::Host => NetworkMode::Host,
+        Network::Bridge => NetworkMode::Bridge,
+        Network::None => NetworkMode::None,
     }
 }
 

@@ -173,7 +173,7 @@ pub(crate) fn container_spec(
         overlay,
         read_only: config.read_only,
         etc_hosts: etc_hosts(&hostname, config.network, &config.extra_hosts),
-        etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        etc_resolv_conf: etc_resolv_conf(config.network),
         process: Process {
             argv: config.argv,
             env,
@@ -225,6 +225,16 @@ fn etc_hosts(hostname: &str, network: NetworkMode, extra: &[(String, std::net::I
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     hosts
+}
+
+/// The host's `/etc/resolv.conf`; on the bridge network without the resolvers the
+/// container cannot reach ([`super::network::bridge_resolv_conf`]).
+fn etc_resolv_conf(network: NetworkMode) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    match network {
+        NetworkMode::Bridge => super::network::bridge_resolv_conf(&host).unwrap_or(host),
+        _ => host,
+    }
 }
 
 fn now() -> u64 {

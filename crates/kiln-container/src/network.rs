@@ -19,9 +19,15 @@ use super::error::{ContainerError, Result};
 /// The file in a container's dir that says what its last run got.
 const NETWORK_FILE: &str = "network.json";
 
-/// kiln's default bridge network, its state under `$ROOT/networks`.
-pub fn default_network(store: &Store) -> Result<Network> {
-    let config = NetworkConfig::default_bridge(store.root().join("networks"));
+/// Where the default network's addresses are leased: one dir for the whole host, not one
+/// per store, because the bridge, its subnet and its nftables table are the host's — two
+/// stores (a second `--root`, every test's own) share them, so they must share the leases.
+/// Under `/run`: a lease ends with the boot it was made in.
+pub const DEFAULT_NETWORK_STATE: &str = "/run/kiln/networks";
+
+/// kiln's default bridge network, its state in [`DEFAULT_NETWORK_STATE`].
+pub fn default_network() -> Result<Network> {
+    let config = NetworkConfig::default_bridge(DEFAULT_NETWORK_STATE.into());
     Network::new(config).map_err(|e| ContainerError::Network(e.to_string()))
 }
 
@@ -125,4 +131,44 @@ pub fn attach(
             Some(hint) => format!("{e} ({hint})"),
             None => e.to_string(),
         })
+}
+
+/// The `/etc/resolv.conf` of a container or build step on the bridge network, from the
+/// host's: its `nameserver` lines without the loopback ones (a resolver on the host's
+/// 127.0.0.53 is not reachable from the container's namespace), everything else as it
+/// is. `None` when no nameserver is left: the caller keeps what it had.
+pub fn bridge_resolv_conf(host: &str) -> Option<String> {
+    let loopback = |line: &str| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("nameserver")
+            && words
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback())
+    };
+    let kept: Vec<&str> = host.lines().filter(|l| !loopback(l)).collect();
+    let any_nameserver = kept
+        .iter()
+        .any(|l| l.split_whitespace().next() == Some("nameserver"));
+    any_nameserver.then(|| kept.iter().map(|l| format!("{l}\n")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_resolvers_are_left_out_of_a_bridged_resolv_conf() {
+        let host = "# by hand\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nsearch lan\noptions edns0\n";
+        assert_eq!(
+            bridge_resolv_conf(host).as_deref(),
+            Some("# by hand\nnameserver 10.255.255.53\nsearch lan\noptions edns0\n")
+        );
+        assert_eq!(
+            bridge_resolv_conf("nameserver 127.0.0.53\nsearch lan\n"),
+            None
+        );
+        assert_eq!(bridge_resolv_conf("nameserver ::1\n"), None);
+        assert_eq!(bridge_resolv_conf(""), None);
+    }
 }

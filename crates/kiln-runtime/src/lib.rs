@@ -85,7 +85,7 @@ pub use plan::DEFAULT_PATH;
 pub use process::{add_default_env, NetworkMode, Process};
 pub use relay::OutputPipes;
 pub use rlimits::{Rlimit, RlimitError, RLIM_INFINITY};
-pub use sandbox::{run_step, StepSandbox};
+pub use sandbox::{run_step, run_step_attached, StepSandbox};
 pub use step_mounts::{SecretBytes, StepMount, MAX_SECRET_BYTES, MAX_STEP_MOUNTS};
 
 /// A pidfd of process `pid`, one of the caller's unreaped children (so the PID cannot have

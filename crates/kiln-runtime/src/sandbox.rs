@@ -36,6 +36,11 @@ pub struct StepSandbox {
     pub mounts: Vec<StepMount>,
     /// What the step may do; [`Confinement::default`] is a default `kiln run`.
     pub confinement: Confinement,
+    /// A host file bound read-only as the step's `/etc/resolv.conf` when it has its own
+    /// network ([`NetworkMode::Bridge`]): resolvers it can reach from there, which the
+    /// host's own file may not name (a resolver on the host's 127.0.0.53). `None` leaves
+    /// the image's file.
+    pub resolv_conf: Option<std::path::PathBuf>,
 }
 
 /// Run one build step (see [`StepSandbox`]) and return how it ended once it and every
@@ -48,6 +53,16 @@ pub struct StepSandbox {
 /// kiln ends first. Errors before the command runs come back as [`RuntimeError::Setup`] or
 /// [`RuntimeError::CommandNotFound`] (see [`RuntimeError::command_exit_code`]).
 pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
+    run_step_attached(sb, &mut |_| Ok(()))
+}
+
+/// [`run_step`], calling `attach` with the host PID of the step's first process before
+/// any of its code runs, as [`start_container_attached`](super::start_container_attached)
+/// does: where a step on the bridge network gets its interface.
+pub fn run_step_attached(
+    sb: &StepSandbox,
+    attach: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<ContainerExit, RuntimeError> {
     let cgroup_root = container::cgroup_root(None);
     let sandbox = Sandbox::new(&sb.confinement, &cgroup_root, false, None)?;
     let plan = ChildPlan::new(sb, sandbox)?;
@@ -62,7 +77,7 @@ pub fn run_step(sb: &StepSandbox) -> Result<ContainerExit, RuntimeError> {
         stderr: sb.stderr.as_raw_fd(),
         tty: None,
         console_to_caller: false,
-        attach: None,
+        attach: Some(attach),
     };
     let exit = container::start(&plan, &mut launch, devnull).and_then(|running| running.wait());
     // Also after a failed setup: the child may have made mount points before it failed.
@@ -81,7 +96,19 @@ impl ChildPlan {
                 .iter()
                 .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
                 .collect::<Result<_, RuntimeError>>()?,
-            NetworkMode::None | NetworkMode::Bridge => Vec::new(),
+            NetworkMode::Bridge => match &sb.resolv_conf {
+                Some(file) => vec![(
+                    std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).map_err(|_| {
+                        RuntimeError::from(super::error::InvalidSandbox::Nul {
+                            what: "path".into(),
+                            value: file.display().to_string(),
+                        })
+                    })?,
+                    c_string("etc/resolv.conf", "path")?,
+                )],
+                None => Vec::new(),
+            },
+            NetworkMode::None => Vec::new(),
         };
         // Before `build`, which prepares the overlay on disk as its last step.
         let step_mounts = StepMountPlan::new(&sb.mounts, &sb.overlay, process.uid, process.gid)?;

@@ -149,13 +149,13 @@ impl Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// Share the host's network (the default for build steps).
-    #[default]
+    /// Share the host's network: an explicit grant, in a step as in `run:`.
     Host,
     /// A fresh network namespace with only loopback.
     None,
-    /// Its own address on kiln's bridge, outbound NAT, published ports (`kiln run
-    /// --network bridge`; not yet a spec word).
+    /// Its own network namespace with an address on kiln's bridge, outbound NAT and (for
+    /// containers) published ports: the default for build steps and containers.
+    #[default]
     Bridge,
 }
 

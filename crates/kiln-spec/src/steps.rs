@@ -263,14 +263,15 @@ fn shell(ex: &Expander, node: &Node) -> Result<Vec<String>> {
     }
 }
 
-/// `host` or `none`; shared with the `run:` section.
+/// `bridge`, `host` or `none`; shared with the `run:` section.
 pub(crate) fn network(ex: &Expander, node: &Node) -> Result<Network> {
     match ex.text(node, "network")?.as_str() {
+        "bridge" => Ok(Network::Bridge),
         "host" => Ok(Network::Host),
         "none" => Ok(Network::None),
         other => Err(
             Issue::at(node.location, format!("invalid network \"{other}\""))
-                .hint("use host or none"),
+                .hint("use bridge (the default), host or none"),
         ),
     }
 }

@@ -174,7 +174,7 @@ fn full_spec_parses_to_the_expected_model() {
                 Step {
                     kind: StepKind::Run(RunStep {
                         command: Command::Argv(strings(&["/bin/busybox", "--install", "-s", "/bin"])),
-                        network: Network::Host,
+                        network: Network::Bridge,
                         privileges: Default::default(),
                         limits: Default::default(),
                         cache: vec![],
@@ -697,7 +697,7 @@ fn other_errors() {
         ("from: scratch\nsteps:\n  - copy: [a, ../b]\n    to: /\n", "kiln.yaml:3:15: copy source \"../b\" leaves the build context (sources are relative to the context folder and cannot use \"..\" or start with /)"),
         ("from: scratch\nsteps:\n  - workdir: srv\n", "kiln.yaml:3:14: \"srv\" is not an absolute path (paths inside the image start with /)"),
         ("from: scratch\nsteps:\n  - run: x\n    cache: [/a/../b]\n", "kiln.yaml:4:13: path \"/a/../b\" contains \"..\" (write the path without \"..\")"),
-        ("from: scratch\nsteps:\n  - run: x\n    network: bridge\n", "kiln.yaml:4:14: invalid network \"bridge\" (use host or none)"),
+        ("from: scratch\nsteps:\n  - run: x\n    network: bridged\n", "kiln.yaml:4:14: invalid network \"bridged\" (use bridge (the default), host or none)"),
         ("from: scratch\nsteps:\n  - user: root:wheel:x\n", "kiln.yaml:3:11: invalid user \"root:wheel:x\" (write NAME, UID, NAME:GROUP or UID:GID, e.g. \"65534:65534\")"),
         ("from: scratch\nenv:\n  A:\n", "kiln.yaml:3:3: A has no value (write A: \"\" for an empty value)"),
         ("from: scratch\nrun: { read_only: yes }\n", "kiln.yaml:2:19: read_only must be true or false, found a string"),
@@ -991,7 +991,7 @@ fn multi_stage_spec_parses_to_stages() {
         build.steps[1].kind,
         StepKind::Run(RunStep {
             command: script("${CC} ${CFLAGS} -static -o /out/hello /src/hello.c ${CFLAGS:-x}"),
-            network: Network::Host,
+            network: Network::Bridge,
             privileges: Default::default(),
             limits: Default::default(),
             cache: vec![],
