@@ -50,17 +50,25 @@ fn import_probe_rootfs(env: &Env, name: &str) -> PathBuf {
 /// The probes every default step and container must refuse. (A step also may not write
 /// the host's `/etc/hosts` and `/etc/resolv.conf` bound into it; a container's are its own
 /// copies, writable as with Docker.)
-fn attack_args(dev: &LoopDevice) -> String {
+fn attack_args(dev: &LoopDevice, loopback_port: u16) -> String {
     format!(
         "status mount remount /etc/resolv.conf remount /etc/hosts handle /etc/resolv.conf \
-         proc syscalls block {} {} pids 2100",
+         proc syscalls block {} {} pids 2100 localnet {loopback_port}",
         dev.major, dev.minor
     )
 }
 
+/// A service bound to the host's 127.0.0.1, which the `localnet` probe must not reach
+/// (the kernel answers its SYNs from the listen queue; nothing needs to accept).
+fn host_loopback_service() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
 /// Builds image `probe` whose last step runs the attacks and keeps their output in
 /// `/step-results.txt`; `extra` is more spec text for that step.
-fn build_probe_image(env: &Env, dev: &LoopDevice, extra: &str) -> String {
+fn build_probe_image(env: &Env, dev: &LoopDevice, loopback_port: u16, extra: &str) -> String {
     let rootfs = probe_rootfs(env);
     let probes = build_probe(&env.path("probes"));
     let spec = format!(
@@ -75,7 +83,7 @@ fn build_probe_image(env: &Env, dev: &LoopDevice, extra: &str) -> String {
          \x20 - run: /probe {args} write /etc/hosts write /etc/resolv.conf > /step-results.txt 2>&1\n{extra}",
         rootfs = rootfs.display(),
         probes = probes.parent().unwrap().display(),
-        args = attack_args(dev),
+        args = attack_args(dev, loopback_port),
     );
     let spec_path = env.write("ctx/kiln.yaml", &spec);
     let out = env.kiln(&["build", "-f", spec_path.to_str().unwrap()]);
@@ -110,6 +118,9 @@ fn assert_all_refused(place: &str, results: &str) {
         "{place}: {pids} processes forked, over the default pids limit"
     );
     for must in [
+        // Both on the bridge network; the control says the probe would have seen an answer.
+        "localnet-control: answered",
+        "localnet: refused",
         "mount: refused",
         "open_by_handle_at: refused",
         "bpf: refused",
@@ -130,10 +141,11 @@ fn a_default_step_and_a_default_container_refuse_every_attack() {
     common::require_root!("namespaces, overlayfs, cgroups");
     let env = Env::new();
     let dev = LoopDevice::new(&env);
-    build_probe_image(&env, &dev, "");
+    let (_service, port) = host_loopback_service();
+    build_probe_image(&env, &dev, port, "");
     let step = run_in_container(&env, &["probe", "cat", "/step-results.txt"]);
     assert_all_refused("build step", &step);
-    let args = attack_args(&dev);
+    let args = attack_args(&dev, port);
     let mut argv = vec!["probe", "/probe"];
     argv.extend(args.split(' '));
     let container = run_in_container(&env, &argv);

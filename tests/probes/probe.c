@@ -7,14 +7,22 @@
  * a path that must not exist): an EINVAL means the call was reachable, which is what the
  * probe is about. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
 #include <linux/perf_event.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
@@ -218,6 +226,160 @@ static void probe_pids(int max) {
     printf("pids: %d forked of %d\n", n, max);
 }
 
+/* The internet checksum of `len` bytes, `sum` carrying a pseudo header's part. */
+static unsigned short inet_sum(const void *data, size_t len, unsigned long sum) {
+    const unsigned char *p = data;
+    for (; len > 1; p += 2, len -= 2)
+        sum += (unsigned long)(p[0] << 8 | p[1]);
+    if (len)
+        sum += (unsigned long)(p[0] << 8);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return htons((unsigned short)~sum);
+}
+
+/* The default route's interface and gateway, from /proc/net/route. */
+static int default_route(char ifname[IFNAMSIZ], struct in_addr *gateway) {
+    FILE *f = fopen("/proc/net/route", "r");
+    char line[256], name[IFNAMSIZ];
+    unsigned long dest, gw;
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        if (sscanf(line, "%15s %lx %lx", name, &dest, &gw) == 3 && dest == 0 && gw != 0) {
+            snprintf(ifname, IFNAMSIZ, "%s", name);
+            gateway->s_addr = (in_addr_t)gw; /* printed as the raw network-order word */
+            found = 1;
+        }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The gateway's MAC once the kernel resolved it (a datagram to it makes it ARP). */
+static int neighbour_mac(struct in_addr ip, unsigned char mac[6]) {
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr = ip};
+    sendto(udp, "x", 1, 0, (struct sockaddr *)&to, sizeof to);
+    close(udp);
+    for (int tries = 0; tries < 20; tries++) {
+        FILE *f = fopen("/proc/net/arp", "r");
+        char line[256], addr[64];
+        unsigned m[6], flags;
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "%63s %*x %x %x:%x:%x:%x:%x:%x", addr, &flags, &m[0], &m[1], &m[2],
+                       &m[3], &m[4], &m[5]) == 8 &&
+                (flags & 2) && inet_addr(addr) == ip.s_addr) {
+                for (int i = 0; i < 6; i++)
+                    mac[i] = (unsigned char)m[i];
+                fclose(f);
+                return 1;
+            }
+        if (f)
+            fclose(f);
+        usleep(50000);
+    }
+    return 0;
+}
+
+/* A TCP SYN from `self` to `dst`:`port`, framed for the gateway `gw_mac`. */
+static size_t syn_frame(unsigned char *frame, const unsigned char self_mac[6],
+                        const unsigned char gw_mac[6], struct in_addr self, struct in_addr dst,
+                        unsigned short sport, unsigned short port) {
+    struct ether_header *eth = (void *)frame;
+    struct iphdr *ip = (void *)(frame + sizeof *eth);
+    struct tcphdr *tcp = (void *)(frame + sizeof *eth + sizeof *ip);
+    memset(frame, 0, sizeof *eth + sizeof *ip + sizeof *tcp);
+    memcpy(eth->ether_dhost, gw_mac, 6);
+    memcpy(eth->ether_shost, self_mac, 6);
+    eth->ether_type = htons(ETHERTYPE_IP);
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->tot_len = htons(sizeof *ip + sizeof *tcp);
+    ip->id = htons(sport);
+    ip->ttl = 64;
+    ip->protocol = IPPROTO_TCP;
+    ip->saddr = self.s_addr;
+    ip->daddr = dst.s_addr;
+    ip->check = inet_sum(ip, sizeof *ip, 0);
+    tcp->source = htons(sport);
+    tcp->dest = htons(port);
+    tcp->seq = htonl(0x6b696c6e);
+    tcp->doff = 5;
+    tcp->syn = 1;
+    tcp->window = htons(64240);
+    unsigned long pseudo = (ntohl(self.s_addr) >> 16) + (ntohl(self.s_addr) & 0xffff) +
+                           (ntohl(dst.s_addr) >> 16) + (ntohl(dst.s_addr) & 0xffff) +
+                           IPPROTO_TCP + sizeof *tcp;
+    tcp->check = inet_sum(tcp, sizeof *tcp, pseudo);
+    return sizeof *eth + sizeof *ip + sizeof *tcp;
+}
+
+/* Sends SYNs to `dst`:`port` through the gateway for up to 2 s; whether a TCP answer
+ * (SYN-ACK or RST) from there came back. */
+static int raw_syn_answered(int sock, int ifindex, const unsigned char self_mac[6],
+                            const unsigned char gw_mac[6], struct in_addr self,
+                            struct in_addr dst, unsigned short port) {
+    unsigned short sport = (unsigned short)(40000 + getpid() % 20000 + port % 97);
+    unsigned char frame[128], got[2048];
+    size_t len = syn_frame(frame, self_mac, gw_mac, self, dst, sport, port);
+    struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_ifindex = ifindex, .sll_halen = 6};
+    memcpy(to.sll_addr, gw_mac, 6);
+    for (int round = 0; round < 4; round++) {
+        if (sendto(sock, frame, len, 0, (struct sockaddr *)&to, sizeof to) < 0)
+            return 0;
+        struct pollfd pfd = {.fd = sock, .events = POLLIN};
+        while (poll(&pfd, 1, 500) > 0) {
+            ssize_t n = recv(sock, got, sizeof got, 0);
+            struct iphdr *ip = (void *)(got + sizeof(struct ether_header));
+            struct tcphdr *tcp = (void *)(got + sizeof(struct ether_header) + sizeof *ip);
+            if (n >= (ssize_t)(sizeof(struct ether_header) + sizeof *ip + sizeof *tcp) &&
+                ip->protocol == IPPROTO_TCP && ip->saddr == dst.s_addr &&
+                tcp->source == htons(port) && tcp->dest == htons(sport))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* CVE-2020-8558: a frame to 127.0.0.1 sent to the bridge's MAC (a packet socket needs only
+ * CAP_NET_RAW, a default capability) must not reach a service the host binds to its
+ * loopback on `port`. The control: the same SYN to the gateway's own address must be
+ * answered (a RST), or the probe could not have seen an answer at all. */
+static void probe_localnet(unsigned short port) {
+    char ifname[IFNAMSIZ];
+    struct in_addr gateway, self, loopback = {.s_addr = htonl(INADDR_LOOPBACK)};
+    unsigned char self_mac[6], gw_mac[6];
+    if (!default_route(ifname, &gateway)) {
+        printf("localnet: refused (no route out)\n");
+        return;
+    }
+    int sock = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+    if (sock < 0) {
+        printf("localnet: refused (%s)\n", strerrorname_np(errno));
+        return;
+    }
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", ifname);
+    if (ioctl(sock, SIOCGIFADDR, &ifr) < 0) {
+        printf("localnet: ERROR (no address on %s)\n", ifname);
+        return;
+    }
+    self = ((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr;
+    if (ioctl(sock, SIOCGIFHWADDR, &ifr) < 0 || !neighbour_mac(gateway, gw_mac)) {
+        printf("localnet: ERROR (no MAC for %s or the gateway)\n", ifname);
+        return;
+    }
+    memcpy(self_mac, ifr.ifr_hwaddr.sa_data, 6);
+    int ifindex = (int)if_nametoindex(ifname);
+    int control = raw_syn_answered(sock, ifindex, self_mac, gw_mac, self, gateway, port);
+    printf("localnet-control: %s\n", control ? "answered" : "NO ANSWER (the probe is blind)");
+    if (raw_syn_answered(sock, ifindex, self_mac, gw_mac, self, loopback, port))
+        printf("localnet: ALLOWED (the host's 127.0.0.1:%u answered)\n", port);
+    else
+        printf("localnet: refused (no answer from the host's 127.0.0.1:%u)\n", port);
+    close(sock);
+}
+
 static void probe_status(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[512];
@@ -259,6 +421,8 @@ int main(int argc, char **argv) {
             probe_open_existing(argv[++i]);
         else if (!strcmp(p, "pids"))
             probe_pids(atoi(argv[++i]));
+        else if (!strcmp(p, "localnet"))
+            probe_localnet((unsigned short)atoi(argv[++i]));
         else {
             fprintf(stderr, "unknown probe %s\n", p);
             return 2;

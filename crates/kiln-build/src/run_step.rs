@@ -77,9 +77,9 @@ pub(super) fn run_in_sandbox(
         stdout: out_w,
         stderr: err_w,
         confinement,
-        resolv_conf: match run.network {
-            Network::Bridge => step_resolv_conf(dirs).map_err(|e| cx.error(e))?,
-            _ => None,
+        etc_files: match run.network {
+            Network::Bridge => bridge_etc_files(dirs).map_err(|e| cx.error(e))?,
+            _ => Vec::new(),
         },
     };
     let bridge = match run.network {
@@ -145,16 +145,20 @@ fn run_on_bridge(
     exit
 }
 
-/// The resolv.conf of a step on the bridge network: the host's resolvers it can reach
-/// (`None`: the image's own file).
-fn step_resolv_conf(
+/// The `/etc` files of a step on the bridge network: loopback names and its own, and the
+/// host's resolvers it can reach (the image's resolv.conf when there is none).
+fn bridge_etc_files(
     dirs: &StepDirs,
-) -> std::result::Result<Option<std::path::PathBuf>, StoreError> {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    match kiln_container::network::bridge_resolv_conf(&host) {
-        Some(text) => dirs.resolv_conf(&text).map(Some),
-        None => Ok(None),
+) -> std::result::Result<Vec<(std::path::PathBuf, &'static str)>, StoreError> {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{STEP_HOSTNAME}\n"
+    );
+    let mut files = vec![(dirs.etc_file("hosts", &hosts)?, "etc/hosts")];
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if let Some(text) = kiln_container::network::bridge_resolv_conf(&host_resolv) {
+        files.push((dirs.etc_file("resolv.conf", &text)?, "etc/resolv.conf"));
     }
+    Ok(files)
 }
 
 /// What a run step may do: its own `capabilities:`/`privileged:`/`resources:`, with

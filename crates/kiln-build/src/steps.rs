@@ -447,9 +447,13 @@ impl StepDirs {
         Ok(StepDirs { tmp })
     }
 
-    /// Writes `text` as the step's `/etc/resolv.conf`, bound from here; its path.
-    pub(super) fn resolv_conf(&self, text: &str) -> Result<std::path::PathBuf, StoreError> {
-        let path = self.tmp.path().join("resolv.conf");
+    /// Writes `text` as the step's `/etc/NAME`, bound from here; its path.
+    pub(super) fn etc_file(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<std::path::PathBuf, StoreError> {
+        let path = self.tmp.path().join(name);
         fs::write(&path, text).map_err(StoreError::io("write", &path))?;
         Ok(path)
     }

@@ -13,6 +13,13 @@
 //! - `postrouting`: masquerade what the subnet sends out of any interface but the bridge,
 //!   and what leaves through the bridge from 127.0.0.0/8 (DNATed loopback traffic, which
 //!   the container could not answer otherwise).
+//! - `guard` (before conntrack, raw priority): drops whatever arrives from the bridge for
+//!   127.0.0.0/8. The bridge has `route_localnet` (so the host's own 127.0.0.1 can be
+//!   DNATed out through it), which would otherwise let a container reach every service
+//!   the host binds to its loopback by sending a frame for 127.0.0.1 to the bridge's MAC
+//!   with a packet socket (CAP_NET_RAW, a default capability): CVE-2020-8558. Replies of
+//!   the DNATed loopback connections are not hit: they arrive for the bridge's address
+//!   and become 127.0.0.1 only in conntrack, after this hook.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -53,8 +60,12 @@ impl Table {
              \tchain postrouting {{\n\
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              \t}}\n\
+             \tchain guard {{\n\
+             \t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t}}\n\
              }}\n\
              flush table ip {name}\n\
+             add rule ip {name} guard iifname \"{bridge}\" ip daddr 127.0.0.0/8 drop\n\
              add rule ip {name} prerouting fib daddr type local jump ports\n\
              add rule ip {name} output fib daddr type local jump ports\n\
              add rule ip {name} postrouting ip saddr {subnet} oifname != \"{bridge}\" masquerade\n\

@@ -36,11 +36,12 @@ pub struct StepSandbox {
     pub mounts: Vec<StepMount>,
     /// What the step may do; [`Confinement::default`] is a default `kiln run`.
     pub confinement: Confinement,
-    /// A host file bound read-only as the step's `/etc/resolv.conf` when it has its own
-    /// network ([`NetworkMode::Bridge`]): resolvers it can reach from there, which the
-    /// host's own file may not name (a resolver on the host's 127.0.0.53). `None` leaves
-    /// the image's file.
-    pub resolv_conf: Option<std::path::PathBuf>,
+    /// Files kiln wrote for a step with its own network ([`NetworkMode::Bridge`]), each
+    /// bound read-only over the image's file at the path (relative to the root, e.g.
+    /// `etc/resolv.conf`) if the image has one: the resolvers it can reach from there
+    /// (the host's own file may name one on the host's 127.0.0.53) and its own
+    /// `/etc/hosts`. A step writes neither into its layer, as with the host's files.
+    pub etc_files: Vec<(std::path::PathBuf, &'static str)>,
 }
 
 /// Run one build step (see [`StepSandbox`]) and return how it ended once it and every
@@ -96,18 +97,20 @@ impl ChildPlan {
                 .iter()
                 .map(|(host, rel)| Ok((c_string(host, "path")?, c_string(rel, "path")?)))
                 .collect::<Result<_, RuntimeError>>()?,
-            NetworkMode::Bridge => match &sb.resolv_conf {
-                Some(file) => vec![(
-                    std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).map_err(|_| {
-                        RuntimeError::from(super::error::InvalidSandbox::Nul {
-                            what: "path".into(),
-                            value: file.display().to_string(),
-                        })
-                    })?,
-                    c_string("etc/resolv.conf", "path")?,
-                )],
-                None => Vec::new(),
-            },
+            NetworkMode::Bridge => sb
+                .etc_files
+                .iter()
+                .map(|(file, rel)| {
+                    let host = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+                        .map_err(|_| {
+                            RuntimeError::from(super::error::InvalidSandbox::Nul {
+                                what: "path".into(),
+                                value: file.display().to_string(),
+                            })
+                        })?;
+                    Ok((host, c_string(rel, "path")?))
+                })
+                .collect::<Result<_, RuntimeError>>()?,
             NetworkMode::None => Vec::new(),
         };
         // Before `build`, which prepares the overlay on disk as its last step.

@@ -138,7 +138,7 @@ impl Fixture {
             mounts: Vec::new(),
             overlay,
             confinement: Confinement::default(),
-            resolv_conf: None,
+            etc_files: Vec::new(),
         }
     }
 
