@@ -728,8 +728,8 @@ fn other_errors() {
         ("from: scratch\nrun: { ports: [{ published: 8080 }] }\n", "kiln.yaml:2:16: a port needs \"target\" (e.g. { target: 80, published: \"8080\", host_ip: 127.0.0.1, protocol: tcp })"),
         ("from: scratch\nrun: { ports: [{ target: 80, mode: host }] }\n", "kiln.yaml:2:30: unknown port key \"mode\" (valid keys: target, published, host_ip, protocol)"),
         ("from: scratch\nrun: { ports: 8080:80 }\n", "kiln.yaml:2:15: ports must be a list, found a string"),
-        ("from: scratch\nrun: { network_rate_out: 8mb }\n", "kiln.yaml:2:27: invalid rate \"8mb\": unknown unit \"mb\" (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
-        ("from: scratch\nrun: { network_rate_in: 100 }\n", "kiln.yaml:2:26: rate \"100\" is below the least one, 8kbit (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
+        ("from: scratch\nrun: { network_rate_out: 8mb }\n", "kiln.yaml:2:26: invalid rate \"8mb\": unknown unit \"mb\" (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
+        ("from: scratch\nrun: { network_rate_in: 100 }\n", "kiln.yaml:2:25: rate \"100\" is below the least one, 8kbit (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
         ("from: scratch\nrun: { network: bridges }\n", "kiln.yaml:2:17: invalid network \"bridges\" (use host, none or bridge)"),
     ];
     for (text, expected) in cases {
