@@ -361,7 +361,11 @@ fn failure(e: ContainerError, args: &ContainerArgs) -> Failure {
         ContainerError::NetworkRateWithoutBridge
             if args.network_rate_in.is_some() || args.network_rate_out.is_some() =>
         {
-            Failure::user(format!("--network-rate-in/-out: {e}")).hint(hint)
+            let flag = match args.network_rate_in {
+                Some(_) => "--network-rate-in",
+                None => "--network-rate-out",
+            };
+            Failure::user(format!("{flag}: {e}")).hint(hint)
         }
         ContainerError::NameInUse(name) => {
             let hint = format!("remove it with kiln rm {name}, or pick another --name");
