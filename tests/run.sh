@@ -29,6 +29,7 @@ declare -A peers=(
     [ip]=iproute2                # network namespaces of kiln-network's tests
     [nft]=nftables               # kiln-network's NAT and published ports
     [curl]=curl                  # fetches through kiln-network's NAT and ports
+    [iperf3]=iperf3              # measures --network-rate-in/-out (tests/ports.rs)
 )
 missing=()
 for cmd in "${!peers[@]}"; do

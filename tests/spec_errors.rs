@@ -80,6 +80,21 @@ fn each_kind_of_spec_error_is_located() {
             "kiln.yaml:4:37:",
             "a secret takes \"source\" or \"env\", not both",
         ),
+        (
+            "from: scratch\nrun:\n  ports: [\"8080:80/icmp\"]\n",
+            "kiln.yaml:3:11:",
+            "invalid port mapping \"8080:80/icmp\": unknown protocol \"icmp\"",
+        ),
+        (
+            "from: scratch\nrun:\n  ports:\n    - { target: 80, published: 8080 }\n    - 8080:81\n",
+            "kiln.yaml:5:7:",
+            "host port 8080/tcp is published twice",
+        ),
+        (
+            "from: scratch\nrun:\n  network_rate_out: 8mb\n",
+            "kiln.yaml:3:21:",
+            "invalid rate \"8mb\": unknown unit \"mb\"",
+        ),
     ];
     for (spec, location, detail) in cases {
         let err = build_error(spec);

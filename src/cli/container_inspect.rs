@@ -46,7 +46,7 @@ pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Valu
         "LogPath": if state.detached { dir.log_path().display().to_string() } else { String::new() },
         "HostConfig": start.as_ref().map(host_config).unwrap_or(Value::Null),
         "Config": start.as_ref().map(config).unwrap_or(Value::Null),
-        "NetworkSettings": network_settings(dir),
+        "NetworkSettings": network_settings(dir, state),
     })
 }
 
@@ -54,21 +54,13 @@ fn start_has_health(start: &Option<StartConfig>) -> bool {
     start.as_ref().is_some_and(|s| s.health.is_some())
 }
 
-/// The address, gateway, MAC and published ports of its last run on the bridge.
-fn network_settings(dir: &ContainerDir) -> Value {
+/// The address, gateway and MAC of its last run on the bridge, and the ports it
+/// publishes while it runs (docker's `Ports` is empty for a container that does not).
+fn network_settings(dir: &ContainerDir, state: &ContainerState) -> Value {
     let Some(net) = kiln_container::network::NetworkRecord::read(dir) else {
         return Value::Null;
     };
-    let ports: serde_json::Map<String, Value> = net
-        .ports
-        .iter()
-        .map(|p| {
-            (
-                format!("{}/{}", p.container_port, p.protocol),
-                json!([{ "HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string() }]),
-            )
-        })
-        .collect();
+    let ports = super::port::inspect_ports(&super::port::published(dir, state));
     json!({
         "IPAddress": net.address.to_string(),
         "IPPrefixLen": net.prefix,
@@ -114,6 +106,7 @@ fn host_config(start: &StartConfig) -> Value {
         "Devices": spec.devices.iter().map(|d| d.path.clone()).collect::<Vec<_>>(),
         "Init": spec.init,
         "ReadonlyRootfs": start.spec.read_only,
+        "PortBindings": super::port::port_bindings(&start.publish),
         "NetworkMode": match start.spec.process.network {
             kiln_runtime::NetworkMode::Host => "host",
             kiln_runtime::NetworkMode::None => "none",

@@ -130,7 +130,12 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     let store = container_store(globals)?;
     let filters = Filters::parse(&args)?;
     let now = kiln_store::containers::now();
-    let rows: Vec<(ContainerState, Status, String)> = store
+    let rows: Vec<(
+        ContainerState,
+        Status,
+        String,
+        Vec<kiln_network::PortMapping>,
+    )> = store
         .containers()?
         .into_iter()
         .map(|(dir, state)| {
@@ -140,12 +145,13 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         .filter(|(dir, state, status)| filters.keeps(dir, state, *status))
         .map(|(dir, state, status)| {
             let text = status_text(status, now) + &health_suffix(&dir, status);
-            (state, status, text)
+            let ports = super::port::published(&dir, &state);
+            (state, status, text, ports)
         })
         .collect();
     if globals.quiet && !args.json {
         // docker's `ps -q`: only the container IDs.
-        for (s, _, _) in &rows {
+        for (s, _, _, _) in &rows {
             println!("{}", &s.id[..12]);
         }
         return Ok(0);
@@ -153,13 +159,13 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
     if args.json {
         let json: Vec<_> = rows
             .iter()
-            .map(|(s, status, text)| {
+            .map(|(s, status, text, ports)| {
                 serde_json::json!({
                     "id": s.id, "name": s.name, "image": s.image, "command": s.command,
                     "created": s.created, "started": s.started, "finished": s.finished,
                     "state": status.word(), "status": text,
                     "exit_code": s.exit_code, "detached": s.detached,
-                    "restart_count": s.restart_count,
+                    "restart_count": s.restart_count, "ports": ports,
                 })
             })
             .collect();
@@ -175,17 +181,19 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ];
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
-        .map(|(s, _, text)| {
+        .map(|(s, _, text, ports)| {
             [
                 s.id[..12].to_owned(),
                 s.image.clone(),
                 quoted_command(&s.command),
                 format!("{} ago", human_duration(now.saturating_sub(s.created))),
                 text.clone(),
+                super::port::ps_column(ports),
                 s.name.clone(),
             ]
         })

@@ -21,6 +21,7 @@ mod limits;
 mod login;
 mod logs;
 mod output;
+mod port;
 mod pull;
 mod push;
 mod run;
@@ -86,6 +87,7 @@ enum Command {
     Run(Box<run::RunArgs>),
     Bundle(Box<run::BundleArgs>),
     Ps(containers::PsArgs),
+    Port(port::PortArgs),
     Rm(containers::RmArgs),
     Logs(logs::LogsArgs),
     Exec(Box<exec::ExecArgs>),
@@ -295,6 +297,7 @@ pub fn main() -> i32 {
         Command::Run(a) => run::run(&globals, *a),
         Command::Bundle(a) => run::bundle(&globals, *a),
         Command::Ps(a) => containers::ps(&globals, a),
+        Command::Port(a) => port::port(&globals, a),
         Command::Rm(a) => containers::rm(&globals, a),
         Command::Logs(a) => logs::logs(&globals, a),
         Command::Exec(a) => exec::exec(&globals, *a),

@@ -68,10 +68,23 @@ pub struct ContainerArgs {
     /// (its own address on kiln's bridge, outbound NAT, -p)
     #[arg(long, value_parser = ["none", "host", "bridge"])]
     network: Option<String>,
-    /// Publish a container port on the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]
-    /// (needs --network bridge; no HOSTPORT: a free one)
+    /// Publish a container port on the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp],
+    /// ranges as 8000-8002:80-82 (needs --network bridge; no HOSTPORT: a free one; no IP:
+    /// every address); replaces the spec's run: ports for that container port
     #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]PORT")]
     publish: Vec<String>,
+    /// Publish every port the image exposes (a spec's expose:, an image's ExposedPorts;
+    /// tcp and udp) on a free host port of every address; -p for a port wins
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Limit the bandwidth to the container (needs --network bridge), in tc's units: bits
+    /// per second as 500kbit, 8mbit, 1gbit (powers of 1000; kibit, mibit… of 1024) or a
+    /// bare number; kbps, mbps… are bytes per second, as in tc
+    #[arg(long = "network-rate-in", value_name = "RATE")]
+    network_rate_in: Option<String>,
+    /// Limit the bandwidth from the container, as --network-rate-in
+    #[arg(long = "network-rate-out", value_name = "RATE")]
+    network_rate_out: Option<String>,
     /// Container host name
     #[arg(long)]
     hostname: Option<String>,
@@ -116,7 +129,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --restart unless-stopped --health-cmd 'wget -q -O- localhost:8080' hello\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb\n  kiln run --rm --ulimit nofile=1024:4096 --shm-size 256m hello sh -c 'ulimit -n; df /dev/shm'\n  kiln run --rm --sysctl kernel.shmmax=1073741824 --sysctl net.ipv4.ip_forward=1 hello\n  kiln run --rm --device /dev/fuse --device /dev/sdb:/dev/xvdb:r hello\n  kiln run --rm --init hello ps"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --restart unless-stopped --health-cmd 'wget -q -O- localhost:8080' hello\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb\n  kiln run --rm --ulimit nofile=1024:4096 --shm-size 256m hello sh -c 'ulimit -n; df /dev/shm'\n  kiln run --rm --sysctl kernel.shmmax=1073741824 --sysctl net.ipv4.ip_forward=1 hello\n  kiln run --rm --device /dev/fuse --device /dev/sdb:/dev/xvdb:r hello\n  kiln run --rm --init hello ps\n  kiln run -d --network bridge -p 127.0.0.1:8080:80 -p 8000-8002:81-83 hello\n  kiln run -d --name web --network bridge -P hello && kiln port web   # every exposed port\n  kiln run --rm --network bridge --network-rate-out 8mbit --network-rate-in 1gbit hello"
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -276,7 +289,19 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         restart: None,
         auto_remove: false,
         publish,
+        publish_all: args.publish_all,
+        rates: container::network::NetworkRates {
+            rate_in: rate("--network-rate-in", &args.network_rate_in)?,
+            rate_out: rate("--network-rate-out", &args.network_rate_out)?,
+        },
     })
+}
+
+/// A `--network-rate-*` value in bits per second.
+fn rate(flag: &str, text: &Option<String>) -> Result<Option<u64>, Failure> {
+    text.as_deref()
+        .map(|t| values::network_rate(t).map_err(|e| value_failure(flag, t, e)))
+        .transpose()
 }
 
 /// Every value of a repeatable flag, read by `parse` (the spec's parser of the same key).
@@ -333,6 +358,15 @@ fn failure(e: ContainerError, args: &ContainerArgs) -> Failure {
         ContainerError::SysctlWithHostNetwork(key) if given(&args.sysctl, Some(key)) => {
             Failure::user(format!("--sysctl: {e}")).hint(hint)
         }
+        ContainerError::NetworkRateWithoutBridge
+            if args.network_rate_in.is_some() || args.network_rate_out.is_some() =>
+        {
+            let flag = match args.network_rate_in {
+                Some(_) => "--network-rate-in",
+                None => "--network-rate-out",
+            };
+            Failure::user(format!("{flag}: {e}")).hint(hint)
+        }
         ContainerError::NameInUse(name) => {
             let hint = format!("remove it with kiln rm {name}, or pick another --name");
             Failure::user(e).hint(Some(hint))
@@ -371,6 +405,10 @@ fn print_notice(notice: Notice) {
             "kiln: refused {image}'s run settings that grant privileges ({}): the image was not \
              built in this store; pass --allow-image-privileges to apply them",
             grants.join(", ")
+        ),
+        Notice::PortsNotPublished { network } => eprintln!(
+            "kiln: the image's run: ports are not published: the container's network is \
+             {network}, with no address of its own"
         ),
         Notice::SkippedSyscalls(skipped) => eprintln!(
             "kiln: the seccomp profile names {} syscalls this machine does not have (e.g. {}); they are skipped, as runc does",
@@ -525,7 +563,8 @@ pub(super) fn run_to_end(
         let mut attachment = None;
         let mut attach = |pid: i32| match &network {
             Some((network, ports)) => {
-                let made = container::network::attach(network, &dir.id, pid, ports)?;
+                let link = (&ports[..], start.rates);
+                let made = container::network::attach(network, &dir.id, pid, link)?;
                 attachment = Some(made);
                 Ok(())
             }

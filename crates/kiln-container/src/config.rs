@@ -14,6 +14,7 @@ use kiln_spec::{values, Device, Limits, Network, Privileges, RunDefaults, Ulimit
 use super::confine::{confinement, limits_over};
 use super::error::{ContainerError, Result};
 use super::health::HealthConfig;
+pub use super::network::NetworkRates;
 use super::security::{check_seccomp_profile, security_options};
 use super::source::Source;
 
@@ -69,8 +70,13 @@ pub struct RunSettings {
     /// has none.
     pub restart: Option<kiln_spec::RestartPolicy>,
     pub auto_remove: bool,
-    /// `-p`: ports to publish (`--network bridge` only).
+    /// `-p`: ports to publish (`--network bridge` only); one for a container port the
+    /// stored `ports:` publish replaces theirs.
     pub publish: Vec<kiln_spec::PortMapping>,
+    /// `-P`: every port the image exposes, not published otherwise, on a free host port.
+    pub publish_all: bool,
+    /// `--network-rate-in/-out`, over the stored `network_rate_in/out`.
+    pub rates: NetworkRates,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -130,6 +136,7 @@ pub struct ContainerConfig {
     pub health: Option<HealthConfig>,
     pub restart: kiln_spec::RestartPolicy,
     pub publish: Vec<kiln_spec::PortMapping>,
+    pub rates: NetworkRates,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -145,6 +152,9 @@ pub enum Notice {
     /// The seccomp profile names syscalls this machine does not have; they are skipped,
     /// as runc does.
     SkippedSyscalls(Vec<String>),
+    /// The stored `ports:` are not published: the container's network (`host` or
+    /// `none`) has no address of its own to forward them to (docker discards them too).
+    PortsNotPublished { network: &'static str },
 }
 
 impl ContainerConfig {
@@ -190,7 +200,8 @@ impl ContainerConfig {
             read_only: settings.read_only || defaults.read_only,
             init: settings.init.or(defaults.init).unwrap_or(true),
             health: settings.health.over(config.healthcheck.as_ref()),
-            publish: published(settings, &defaults)?,
+            publish: published(settings, &defaults, &config.exposed_ports, notify)?,
+            rates: rates(settings, &defaults)?,
             restart: match settings.auto_remove {
                 true => kiln_spec::RestartPolicy::No,
                 false => settings.restart.or(defaults.restart).unwrap_or_default(),
@@ -419,17 +430,88 @@ fn devices(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<DeviceN
     Ok(nodes)
 }
 
-/// `-p`, which only a container on the bridge network can have.
+/// The stored `ports:`, each container port that `-p` publishes taken from the settings
+/// instead (docker compose's override of a service's port), then `-P`'s: every exposed
+/// tcp and udp port published by neither, on a free host port of every address. Only a
+/// container on the bridge network can have them: given ones are an error elsewhere,
+/// stored ones are dropped with a notice (as docker discards ports with the host's
+/// network).
 fn published(
     settings: &RunSettings,
     defaults: &RunDefaults,
+    exposed: &std::collections::BTreeMap<String, kiln_image::Empty>,
+    notify: &mut dyn FnMut(Notice),
 ) -> Result<Vec<kiln_spec::PortMapping>> {
-    if !settings.publish.is_empty() && network(settings, defaults) != NetworkMode::Bridge {
-        return Err(ContainerError::Network(
-            "published ports need the container's own address on kiln's bridge network: drop --network host/none (or give --network bridge)".into(),
-        ));
+    let mode = network(settings, defaults);
+    if mode != NetworkMode::Bridge {
+        if !settings.publish.is_empty() || settings.publish_all {
+            return Err(ContainerError::Network(
+                "published ports need the container's own address on kiln's bridge network: drop --network host/none (or give --network bridge)".into(),
+            ));
+        }
+        if !defaults.ports.is_empty() {
+            let network = match mode {
+                NetworkMode::Host => "host",
+                _ => "none",
+            };
+            notify(Notice::PortsNotPublished { network });
+        }
+        return Ok(Vec::new());
     }
-    Ok(settings.publish.clone())
+    let same_port = |a: &kiln_spec::PortMapping, b: &kiln_spec::PortMapping| {
+        a.container_port == b.container_port && a.protocol == b.protocol
+    };
+    let mut ports: Vec<kiln_spec::PortMapping> = defaults
+        .ports
+        .iter()
+        .filter(|stored| {
+            !settings
+                .publish
+                .iter()
+                .any(|given| same_port(stored, given))
+        })
+        .chain(&settings.publish)
+        .cloned()
+        .collect();
+    if settings.publish_all {
+        for port in exposed.keys().filter_map(|key| exposed_port(key)) {
+            if !ports.iter().any(|p| same_port(p, &port)) {
+                ports.push(port);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// An `ExposedPorts` key (`80/tcp`, `53/udp`) as a port to publish on a free host port;
+/// `None` for sctp, which kiln does not publish yet, and for a key it cannot read.
+fn exposed_port(key: &str) -> Option<kiln_spec::PortMapping> {
+    let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+    let protocol = match protocol {
+        "tcp" => kiln_spec::Protocol::Tcp,
+        "udp" => kiln_spec::Protocol::Udp,
+        _ => return None,
+    };
+    Some(kiln_spec::PortMapping {
+        host_ip: None,
+        host_port: None,
+        container_port: port.parse().ok().filter(|&p| p > 0)?,
+        protocol,
+    })
+}
+
+/// `--network-rate-in/-out` over the stored `network_rate_in/out`: a limit the container's
+/// network cannot enforce (the host's, or none) is an error, never dropped.
+fn rates(settings: &RunSettings, defaults: &RunDefaults) -> Result<NetworkRates> {
+    let rates = NetworkRates {
+        rate_in: settings.rates.rate_in.or(defaults.network_rate_in),
+        rate_out: settings.rates.rate_out.or(defaults.network_rate_out),
+    };
+    let limited = rates.rate_in.is_some() || rates.rate_out.is_some();
+    if limited && network(settings, defaults) != NetworkMode::Bridge {
+        return Err(ContainerError::NetworkRateWithoutBridge);
+    }
+    Ok(rates)
 }
 
 /// The settings' network, else the spec's, else kiln's bridge network (docker's default).
@@ -606,6 +688,90 @@ mod tests {
         assert!(matches!(
             command_line(&RunSettings::default(), &RuntimeConfig::default()),
             Err(ContainerError::NoCommand)
+        ));
+    }
+
+    fn port(
+        host: Option<u16>,
+        container: u16,
+        protocol: kiln_spec::Protocol,
+    ) -> kiln_spec::PortMapping {
+        kiln_spec::PortMapping {
+            host_ip: None,
+            host_port: host,
+            container_port: container,
+            protocol,
+        }
+    }
+
+    #[test]
+    fn given_ports_override_stored_ones_and_publish_all_adds_the_rest() {
+        use kiln_spec::Protocol::{Tcp, Udp};
+        let defaults = RunDefaults {
+            network: Some(Network::Bridge),
+            ports: vec![port(Some(8080), 80, Tcp), port(Some(5353), 53, Udp)],
+            ..Default::default()
+        };
+        let settings = RunSettings {
+            publish: vec![port(Some(9090), 80, Tcp)],
+            publish_all: true,
+            ..Default::default()
+        };
+        let exposed = ["80/tcp", "53/udp", "443/tcp", "9/sctp", "x/tcp"]
+            .map(|k| (k.to_owned(), kiln_image::Empty {}))
+            .into_iter()
+            .collect();
+        let mut notices = Vec::new();
+        let ports = published(&settings, &defaults, &exposed, &mut |n| notices.push(n)).unwrap();
+        assert_eq!(
+            ports,
+            [
+                port(Some(5353), 53, Udp),
+                port(Some(9090), 80, Tcp),
+                port(None, 443, Tcp),
+            ]
+        );
+        assert!(notices.is_empty());
+        // Without the bridge: given ports are an error, stored ones a notice.
+        let host = RunDefaults {
+            network: Some(Network::Host),
+            ..defaults
+        };
+        let none = published(&RunSettings::default(), &host, &exposed, &mut |n| {
+            notices.push(n)
+        });
+        assert_eq!(none.unwrap(), []);
+        assert_eq!(notices, [Notice::PortsNotPublished { network: "host" }]);
+        let given = published(&settings, &host, &exposed, &mut |_| {});
+        assert!(matches!(given, Err(ContainerError::Network(_))));
+    }
+
+    #[test]
+    fn rates_need_the_bridge() {
+        let defaults = RunDefaults {
+            network_rate_in: Some(1_000_000),
+            ..Default::default()
+        };
+        let settings = RunSettings {
+            rates: NetworkRates {
+                rate_in: None,
+                rate_out: Some(8_000_000),
+            },
+            network: Some(Network::Bridge),
+            ..Default::default()
+        };
+        let rates = super::rates(&settings, &defaults).unwrap();
+        assert_eq!(
+            (rates.rate_in, rates.rate_out),
+            (Some(1_000_000), Some(8_000_000))
+        );
+        let none = RunSettings {
+            network: Some(Network::None),
+            ..settings
+        };
+        assert!(matches!(
+            super::rates(&none, &defaults),
+            Err(ContainerError::NetworkRateWithoutBridge)
         ));
     }
 }

@@ -75,7 +75,7 @@ pub fn create(
         restarting: false,
     };
     let (health, restart) = (config.health.clone(), config.restart);
-    let publish = config.publish.clone();
+    let (publish, rates) = (config.publish.clone(), config.rates);
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
@@ -85,6 +85,7 @@ pub fn create(
         log: launch.log,
         health,
         publish,
+        rates,
     };
     context.write(store, dir)?;
     start.write(store, dir)?;

@@ -115,6 +115,12 @@ pub enum ContainerError {
     Network(String),
     #[error(transparent)]
     Device(#[from] kiln_runtime::DeviceError),
+    /// `--network-rate-in/-out` or `network_rate_in/out` for a container without its own
+    /// veth to shape.
+    #[error(
+        "a network rate limit needs the container's own network: the bridge, not host or none"
+    )]
+    NetworkRateWithoutBridge,
     /// A `net.*` sysctl for a container that shares the host's network.
     #[error("sysctl {0} cannot be set with the host's network: it would change the host's")]
     SysctlWithHostNetwork(String),
@@ -194,6 +200,9 @@ impl ContainerError {
                 "drop the sysctl, or run the container with its own network (--network none)"
                     .into(),
             ),
+            ContainerError::NetworkRateWithoutBridge => {
+                Some("run it with --network bridge, or drop the rate limit".into())
+            }
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

@@ -32,6 +32,9 @@ pub struct StartConfig {
     /// `-p`: ports published with `--network bridge`.
     #[serde(default)]
     pub publish: Vec<kiln_spec::PortMapping>,
+    /// Bandwidth limits of its veth on the bridge network.
+    #[serde(default)]
+    pub rates: super::network::NetworkRates,
 }
 
 impl StartConfig {

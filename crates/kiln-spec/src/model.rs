@@ -379,6 +379,12 @@ pub struct RunDefaults {
     pub init: Option<bool>,
     /// `restart:` (`--restart`); `None` is `no`.
     pub restart: Option<RestartPolicy>,
+    /// `ports:` published with the bridge network (`-p`), a range already one per port.
+    pub ports: Vec<crate::PortMapping>,
+    /// `network_rate_in:` (`--network-rate-in`): bits per second to the container.
+    pub network_rate_in: Option<u64>,
+    /// `network_rate_out:` (`--network-rate-out`): bits per second from the container.
+    pub network_rate_out: Option<u64>,
 }
 
 /// `restart:` / `--restart`: whether a container that ended is started again (docker's

@@ -14,7 +14,7 @@ use super::node::{Node, Value};
 use super::read::{boolean, key_text, list, located, optional_mapping, unsigned, Expander, Fields};
 use super::steps::{network, user};
 use super::top::resolve;
-use super::units::{parse_duration, parse_port};
+use super::units::{parse_duration, parse_port, parse_rate};
 
 #[rustfmt::skip]
 pub(crate) const CONFIG_KEYS: [&str; 10] = [
@@ -24,11 +24,13 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
 const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
 /// `run:`'s own keys; its limit keys ([`LIMIT_KEYS`]) are those of a step's `resources:`.
 #[rustfmt::skip]
-const RUN_OWN_KEYS: [&str; 17] = [
+const RUN_OWN_KEYS: [&str; 20] = [
     "capabilities", "privileged", "read_only", "network", "hostname", "tmpfs", "mounts", "env",
     "user", "env_file", "extra_hosts", "ulimits", "shm_size", "sysctls", "devices", "init",
-    "restart",
+    "restart", "ports", "network_rate_in", "network_rate_out",
 ];
+/// The keys of docker compose's long form of a published port.
+const PORT_KEYS: [&str; 4] = ["target", "published", "host_ip", "protocol"];
 
 /// Every key of `run:`.
 pub(crate) fn run_keys() -> Vec<&'static str> {
@@ -211,7 +213,78 @@ pub(crate) fn parse_run(
         devices: keep(issues, f.read_or_default("devices", |n| devices(ex, n))),
         init: keep(issues, f.read("init", |n| boolean(n, "init"))),
         restart: keep(issues, f.read("restart", |n| restart(ex, n))),
+        ports: keep(issues, f.read_or_default("ports", |n| ports(ex, n))),
+        network_rate_in: keep(issues, f.read("network_rate_in", |n| rate(ex, n, "in"))),
+        network_rate_out: keep(issues, f.read("network_rate_out", |n| rate(ex, n, "out"))),
     }
+}
+
+/// `network_rate_in:`/`network_rate_out:` in tc's units (`8mbit`), or a whole number of
+/// bits per second.
+fn rate(ex: &Expander, node: &Node, way: &str) -> Result<u64> {
+    let text = ex.text(node, &format!("network_rate_{way}"))?;
+    located(node, parse_rate(&text))
+}
+
+/// `ports:` docker compose's two forms: `-p`'s string (`"8080:80"`, `"127.0.0.1::53/udp"`,
+/// `"8000-8002:80-82"`, `80`) or `{ target, published, host_ip, protocol }`. A host port
+/// given twice (same address and protocol) is an error here rather than when the
+/// container starts.
+fn ports(ex: &Expander, node: &Node) -> Result<Vec<crate::PortMapping>> {
+    let mut out: Vec<crate::PortMapping> = Vec::new();
+    for item in list(node, "ports")? {
+        let text = match &item.value {
+            Value::Map(_) => long_port(ex, item)?,
+            _ => ex.text(item, "each ports entry")?,
+        };
+        let mappings = crate::ports::parse_publish(&text).map_err(|e| e.at(item.location))?;
+        for m in mappings {
+            let clash = out.iter().any(|o| {
+                o.host_port.is_some()
+                    && o.host_port == m.host_port
+                    && o.protocol == m.protocol
+                    && (o.host_ip == m.host_ip || o.host_ip.is_none() || m.host_ip.is_none())
+            });
+            if clash {
+                let port = m.host_port.unwrap_or_default();
+                return Err(Issue::at(
+                    item.location,
+                    format!("host port {port}/{} is published twice", m.protocol),
+                ));
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Compose's long form as `-p`'s string, so that one parser checks both.
+fn long_port(ex: &Expander, item: &Node) -> Result<String> {
+    let f = Fields::new(item, "port", &PORT_KEYS)?;
+    let target = f.get("target").ok_or_else(|| {
+        Issue::at(item.location, "a port needs \"target\"")
+            .hint("e.g. { target: 80, published: \"8080\", host_ip: 127.0.0.1, protocol: tcp }")
+    })?;
+    let field = |name: &str| f.get(name).map(|n| ex.text(n, name)).transpose();
+    let mut text = String::new();
+    if let Some(ip) = field("host_ip")? {
+        // An IPv6 address goes in brackets in `-p`'s grammar.
+        match ip.contains(':') && !ip.starts_with('[') {
+            true => text.push_str(&format!("[{ip}]:")),
+            false => text.push_str(&format!("{ip}:")),
+        }
+        if f.get("published").is_none() {
+            text.push(':');
+        }
+    }
+    if let Some(published) = field("published")? {
+        text.push_str(&format!("{published}:"));
+    }
+    text.push_str(&ex.text(target, "target")?);
+    if let Some(protocol) = field("protocol")? {
+        text.push_str(&format!("/{protocol}"));
+    }
+    Ok(text)
 }
 
 /// `restart:` docker's words (`unless-stopped`, `on-failure:3`); a bare `no` (or `false`),

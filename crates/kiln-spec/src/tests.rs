@@ -311,6 +311,7 @@ fn full_spec_parses_to_the_expected_model() {
             ],
             init: Some(false),
             restart: None,
+            ..RunDefaults::default()
         },
     };
     assert_eq!(spec, expected);
@@ -722,6 +723,14 @@ fn other_errors() {
         ("from: scratch\nconfig: { healthcheck: { test: [CMD] } }\n", "kiln.yaml:2:32: invalid healthcheck test (write [CMD, program, args...], [CMD-SHELL, \"script\"], [NONE] or a script string)"),
         ("from: scratch\nconfig: { healthcheck: { test: x, interval: 30 } }\n", "kiln.yaml:2:45: interval needs a unit (e.g. 30s)"),
         ("a: !foo bar\nfrom: scratch\n", "kiln.yaml:1:9: invalid YAML: unsupported tag `!foo`"),
+        ("from: scratch\nrun: { ports: [\"8080:80/icmp\"] }\n", "kiln.yaml:2:16: invalid port mapping \"8080:80/icmp\": unknown protocol \"icmp\" (write [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp|/sctp], e.g. 8080:80, 127.0.0.1:8080:80/tcp, 53:53/udp or 8000-8009:80-89)"),
+        ("from: scratch\nrun:\n  ports:\n    - 8080:80\n    - 127.0.0.1:8080:81\n", "kiln.yaml:5:7: host port 8080/tcp is published twice"),
+        ("from: scratch\nrun: { ports: [{ published: 8080 }] }\n", "kiln.yaml:2:16: a port needs \"target\" (e.g. { target: 80, published: \"8080\", host_ip: 127.0.0.1, protocol: tcp })"),
+        ("from: scratch\nrun: { ports: [{ target: 80, mode: host }] }\n", "kiln.yaml:2:30: unknown port key \"mode\" (valid keys: target, published, host_ip, protocol)"),
+        ("from: scratch\nrun: { ports: 8080:80 }\n", "kiln.yaml:2:15: ports must be a list, found a string"),
+        ("from: scratch\nrun: { network_rate_out: 8mb }\n", "kiln.yaml:2:26: invalid rate \"8mb\": unknown unit \"mb\" (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
+        ("from: scratch\nrun: { network_rate_in: 100 }\n", "kiln.yaml:2:25: rate \"100\" is below the least one, 8kbit (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
+        ("from: scratch\nrun: { network: bridges }\n", "kiln.yaml:2:17: invalid network \"bridges\" (use host, none or bridge)"),
     ];
     for (text, expected) in cases {
         assert_eq!(err(text), expected, "for spec:\n{text}");
@@ -1728,4 +1737,46 @@ fn restart_takes_docker_composes_words_and_a_bare_no() {
         Some(RestartPolicy::OnFailure { max: Some(3) })
     );
     assert_eq!(ok("image: a:1\nfrom: scratch\n").run.restart, None);
+}
+
+#[test]
+fn run_ports_and_rates_read_as_docker_compose_and_tc_write_them() {
+    use crate::{PortMapping, Protocol};
+    let spec = ok(r#"from: scratch
+run:
+  network: bridge
+  ports:
+    - 80
+    - "8080:80"
+    - 127.0.0.1::53/udp
+    - 8000-8001:90-91
+    - { target: 443, published: "8443", host_ip: 127.0.0.1, protocol: tcp }
+    - { target: 5353, protocol: udp }
+    - { target: 22, host_ip: "::1" }
+  network_rate_in: 1gbit
+  network_rate_out: 8000000
+"#);
+    let map = |ip: Option<&str>, host: Option<u16>, container: u16, protocol| PortMapping {
+        host_ip: ip.map(|i| i.parse().unwrap()),
+        host_port: host,
+        container_port: container,
+        protocol,
+    };
+    use Protocol::*;
+    assert_eq!(
+        spec.run.ports,
+        [
+            map(None, None, 80, Tcp),
+            map(None, Some(8080), 80, Tcp),
+            map(Some("127.0.0.1"), None, 53, Udp),
+            map(None, Some(8000), 90, Tcp),
+            map(None, Some(8001), 91, Tcp),
+            map(Some("127.0.0.1"), Some(8443), 443, Tcp),
+            map(None, None, 5353, Udp),
+            map(Some("::1"), None, 22, Tcp),
+        ]
+    );
+    assert_eq!(spec.run.network, Some(Network::Bridge));
+    assert_eq!(spec.run.network_rate_in, Some(1_000_000_000));
+    assert_eq!(spec.run.network_rate_out, Some(8_000_000));
 }

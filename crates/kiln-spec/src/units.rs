@@ -192,6 +192,65 @@ pub(crate) fn parse_port(text: &str) -> Parsed<String> {
     }
 }
 
+const RATE_HINT: &str = "tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) \
+                         and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, \
+                         kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit";
+
+/// The least bandwidth a rate limit may give: below it a TBF's bucket and queue make no
+/// sense (a single full-size frame takes more than a second).
+pub(crate) const MIN_RATE: u64 = 8_000;
+
+/// A network rate in bits per second, in `tc`'s units, so that `--network-rate-out 8mbit`
+/// means what `tc qdisc … rate 8mbit` does: `bit`, `kbit`, `mbit`, … are bits per second
+/// (SI, powers of 1000; `kibit`, `mibit`, … powers of 1024), `bps`, `kbps`, `mbps`, …
+/// *bytes* per second (tc's spelling, not "bits"), a bare number bits per second; case
+/// does not matter.
+pub(crate) fn parse_rate(text: &str) -> Parsed<u64> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.to_ascii_lowercase();
+    let (prefix, bits) = match unit.strip_suffix("bit") {
+        Some(prefix) => (prefix, 1),
+        None => match unit.strip_suffix("bps") {
+            Some(prefix) => (prefix, 8),
+            None if unit.is_empty() => ("", 1),
+            None => return Err(Invalid::new(rate_problem(text, &unit), RATE_HINT)),
+        },
+    };
+    let scale: u128 = match prefix {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "t" => 1_000_000_000_000,
+        "ki" => 1 << 10,
+        "mi" => 1 << 20,
+        "gi" => 1 << 30,
+        "ti" => 1 << 40,
+        _ => return Err(Invalid::new(rate_problem(text, &unit), RATE_HINT)),
+    };
+    let rate = scale_decimal(number, scale * bits)
+        .ok_or_else(|| Invalid::new(format!("invalid rate \"{text}\""), RATE_HINT))?;
+    match u64::try_from(rate) {
+        Ok(r) if r >= MIN_RATE => Ok(r),
+        Ok(_) => Err(Invalid::new(
+            format!("rate \"{text}\" is below the least one, 8kbit"),
+            RATE_HINT,
+        )),
+        Err(_) => Err(Invalid::new(
+            format!("rate \"{text}\" is too large"),
+            RATE_HINT,
+        )),
+    }
+}
+
+fn rate_problem(text: &str, unit: &str) -> String {
+    format!("invalid rate \"{text}\": unknown unit \"{unit}\"")
+}
+
 /// The smallest memory limit a container can start with, Docker's minimum (6 MiB): below
 /// it the runtime and the command's first pages do not fit, and the container is killed
 /// before it does anything, which looks like a bug rather than a limit.
@@ -266,4 +325,41 @@ pub(crate) fn host_cpus() -> usize {
             .unwrap_or(1)
             .min(MAX_CPUS)
     })
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_tc_reads_them() {
+        for (text, bits) in [
+            ("8mbit", 8_000_000),
+            ("8Mbit", 8_000_000),
+            ("1gbit", 1_000_000_000),
+            ("500kbit", 500_000),
+            ("1.5mbit", 1_500_000),
+            ("1mibit", 1 << 20),
+            ("1000000", 1_000_000),
+            ("10000bit", 10_000),
+            // tc's bps is bytes per second.
+            ("1mbps", 8_000_000),
+            ("2kibps", 16_384),
+        ] {
+            assert_eq!(parse_rate(text), Ok(bits), "{text}");
+        }
+        for (text, says) in [
+            ("8mb", "unknown unit \"mb\""),
+            ("fast", "unknown unit"),
+            ("mbit", "invalid rate"),
+            ("1.2.3mbit", "invalid rate"),
+            ("7999", "below the least"),
+            ("0", "below the least"),
+            ("99999999999tbit", "too large"),
+        ] {
+            let e = parse_rate(text).unwrap_err();
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+            assert!(e.hint.unwrap().contains("mbit"));
+        }
+    }
 }

@@ -92,6 +92,12 @@ pub fn publish(text: &str) -> Result<Vec<super::PortMapping>, ValueError> {
     Ok(super::ports::parse_publish(text)?)
 }
 
+/// `--network-rate-in/-out`: bits per second in `tc`'s units (`8mbit`, `1gbit`, `500kbit`,
+/// a bare number of bits per second; `bps` is bytes per second, as in tc).
+pub fn network_rate(text: &str) -> Result<u64, ValueError> {
+    Ok(super::units::parse_rate(text)?)
+}
+
 /// An `/etc/hosts` entry as docker's `--add-host` takes it: `NAME:IP` or `NAME=IP`, an
 /// IPv6 address with or without `[ ]`.
 pub fn host_entry(text: &str) -> Result<(String, std::net::IpAddr), ValueError> {
