@@ -129,7 +129,12 @@ fn run_on_bridge(
     let mut attachment = None;
     let mut attach = |pid: i32| {
         let owner = format!("step-{pid}");
-        attachment = Some(kiln_container::network::attach(network, &owner, pid, &[])?);
+        attachment = Some(kiln_container::network::attach(
+            network,
+            &owner,
+            pid,
+            (&[], Default::default()),
+        )?);
         Ok(())
     };
     let exit = runtime::run_step_attached(sandbox, &mut attach);

@@ -730,7 +730,7 @@ fn other_errors() {
         ("from: scratch\nrun: { ports: 8080:80 }\n", "kiln.yaml:2:15: ports must be a list, found a string"),
         ("from: scratch\nrun: { network_rate_out: 8mb }\n", "kiln.yaml:2:26: invalid rate \"8mb\": unknown unit \"mb\" (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
         ("from: scratch\nrun: { network_rate_in: 100 }\n", "kiln.yaml:2:25: rate \"100\" is below the least one, 8kbit (tc's units: bit (or none), kbit, mbit, gbit, tbit (powers of 1000) and kibit, mibit, gibit, tibit (of 1024) in bits per second; bps, kbps, mbps, gbps, kibps, … in bytes per second; e.g. 8mbit)"),
-        ("from: scratch\nrun: { network: bridges }\n", "kiln.yaml:2:17: invalid network \"bridges\" (use host, none or bridge)"),
+        ("from: scratch\nrun: { network: bridges }\n", "kiln.yaml:2:17: invalid network \"bridges\" (use bridge (the default), host or none)"),
     ];
     for (text, expected) in cases {
         assert_eq!(err(text), expected, "for spec:\n{text}");
