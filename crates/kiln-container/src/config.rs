@@ -71,6 +71,9 @@ pub struct RunSettings {
     pub auto_remove: bool,
     /// `-p`: ports to publish (`--network bridge` only).
     pub publish: Vec<kiln_spec::PortMapping>,
+    /// `--network NAME` (with `network` `Bridge`): named networks, the first one's
+    /// interface `eth0` with the default route.
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -130,6 +133,7 @@ pub struct ContainerConfig {
     pub health: Option<HealthConfig>,
     pub restart: kiln_spec::RestartPolicy,
     pub publish: Vec<kiln_spec::PortMapping>,
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -191,6 +195,7 @@ impl ContainerConfig {
             init: settings.init.or(defaults.init).unwrap_or(true),
             health: settings.health.over(config.healthcheck.as_ref()),
             publish: published(settings, &defaults)?,
+            networks: settings.networks.clone(),
             restart: match settings.auto_remove {
                 true => kiln_spec::RestartPolicy::No,
                 false => settings.restart.or(defaults.restart).unwrap_or_default(),

@@ -15,6 +15,7 @@ use super::exec::ExecContext;
 use super::log::LogOptions;
 use super::passwd;
 use super::source::Source;
+use super::resolv::{resolv_conf, ResolverFor};
 use super::start::StartConfig;
 
 /// How a container is started, beyond what it runs.
@@ -76,6 +77,7 @@ pub fn create(
     };
     let (health, restart) = (config.health.clone(), config.restart);
     let publish = config.publish.clone();
+    let networks = config.networks.clone();
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
@@ -85,6 +87,7 @@ pub fn create(
         log: launch.log,
         health,
         publish,
+        networks,
     };
     context.write(store, dir)?;
     start.write(store, dir)?;
@@ -173,7 +176,7 @@ pub(crate) fn container_spec(
         overlay,
         read_only: config.read_only,
         etc_hosts: etc_hosts(&hostname, config.network, &config.extra_hosts),
-        etc_resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        etc_resolv_conf: etc_resolv_conf(store, config.network, &config.networks)?,
         process: Process {
             argv: config.argv,
             env,
@@ -199,6 +202,29 @@ pub(crate) fn container_spec(
         cgroup_root: None,
     };
     Ok((spec, context))
+}
+
+/// The host's resolv.conf with the host's network (and none); on a bridge network, one
+/// whose resolvers work from inside ([`crate::resolv`]).
+fn etc_resolv_conf(
+    store: &Store,
+    network: NetworkMode,
+    named: &[crate::named_network::NetworkChoice],
+) -> Result<String> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolver = match (network, named.first()) {
+        (NetworkMode::Bridge, Some(first)) => {
+            let definition = crate::named_network::find(store, &first.name)?;
+            ResolverFor::Named {
+                gateway: definition.gateway()?,
+            }
+        }
+        (NetworkMode::Bridge, None) => ResolverFor::DefaultBridge {
+            gateway: kiln_network::Subnet::DEFAULT.gateway(),
+        },
+        _ => return Ok(host),
+    };
+    Ok(resolv_conf(&host, resolver).text)
 }
 
 /// The first 12 characters of the container's ID, as Docker shows IDs.

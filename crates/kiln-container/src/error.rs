@@ -114,6 +114,8 @@ pub enum ContainerError {
     #[error("{0}")]
     Network(String),
     #[error(transparent)]
+    NamedNetwork(#[from] crate::named_network::NamedNetworkError),
+    #[error(transparent)]
     Device(#[from] kiln_runtime::DeviceError),
     /// A `net.*` sysctl for a container that shares the host's network.
     #[error("sysctl {0} cannot be set with the host's network: it would change the host's")]
@@ -194,6 +196,7 @@ impl ContainerError {
                 "drop the sysctl, or run the container with its own network (--network none)"
                     .into(),
             ),
+            ContainerError::NamedNetwork(e) => e.hint(),
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

@@ -32,6 +32,10 @@ pub struct StartConfig {
     /// `-p`: ports published with `--network bridge`.
     #[serde(default)]
     pub publish: Vec<kiln_spec::PortMapping>,
+    /// Named networks it is on (`--network NAME`, `kiln network connect`); none: the
+    /// default network when its mode is bridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 impl StartConfig {
