@@ -384,8 +384,8 @@ fn start_responder(globals: &Globals, label: &str) -> Result<(), String> {
             }
         }
     }
-    // Reaped by init once this kiln ends; not waited for here.
-    std::mem::forget(child);
+    // Reaped by a thread while this kiln (a monitor, maybe) lives, else by init.
+    std::thread::spawn(move || child.wait());
     Ok(())
 }
 

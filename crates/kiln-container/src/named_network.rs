@@ -95,7 +95,7 @@ impl NamedNetworkError {
                 Some("kiln network ls lists the networks; kiln network create NAME makes one".into())
             }
             NamedNetworkError::InUse { network, .. } => Some(format!(
-                "stop those containers or disconnect them (kiln network disconnect {network} CONTAINER) first"
+                "stop or remove those containers first (kiln network inspect {network} lists them)"
             )),
             NamedNetworkError::Overlaps { .. } | NamedNetworkError::NoFreeSubnet => {
                 Some("give another --subnet, or remove networks no longer used".into())
