@@ -84,6 +84,62 @@ fn responder_runs(env: &Env, network: &str) -> bool {
     })
 }
 
+/// A named network of the test, created now; when dropped (after the test's containers,
+/// so declared before them) it waits until the network's bridge and table are gone, as
+/// the last container's runner has them removed 2 s after it ended — before the test's
+/// store goes — and removes what a failed test left.
+struct TestNetwork<'a> {
+    env: &'a Env,
+    name: String,
+    bridge: String,
+    table: String,
+}
+
+impl<'a> TestNetwork<'a> {
+    fn create(env: &'a Env, what: &str, flags: &[&str]) -> TestNetwork<'a> {
+        let name = net_name(what);
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(flags);
+        args.push(&name);
+        env.kiln_ok(&args);
+        let doc = inspect(env, &name);
+        let option = |key: &str| doc["Options"][key].as_str().unwrap().to_owned();
+        TestNetwork {
+            env,
+            bridge: option("com.docker.network.bridge.name"),
+            table: option("dev.kiln.nftables.table"),
+            name,
+        }
+    }
+
+    fn gone(&self) -> bool {
+        !link_exists(&self.bridge) && !table_exists(&self.table) && !responder_runs(self.env, &self.name)
+    }
+}
+
+impl Drop for TestNetwork<'_> {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !self.gone() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !self.gone() {
+            let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+            let _ = Command::new("nft").args(["delete", "table", "ip", &self.table]).status();
+            if !std::thread::panicking() {
+                panic!("network {} was not removed after its last container", self.name);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for TestNetwork<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Host end veths of the network's containers: the links whose master is the bridge.
 fn veths_on(bridge: &str) -> Vec<String> {
     let out = common::run(Command::new("ip").args(["-br", "link", "show", "master", bridge]));
@@ -100,17 +156,8 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     common::require("ip", "iproute2");
     let env = Env::new();
     busybox_image(&env);
-    let net = net_name("names");
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.201.0/24", &net]);
-    let doc = inspect(&env, &net);
-    let bridge = doc["Options"]["com.docker.network.bridge.name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let table = doc["Options"]["dev.kiln.nftables.table"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let net = TestNetwork::create(&env, "names", &["--subnet", "10.89.201.0/24"]);
+    let (bridge, table) = (net.bridge.clone(), net.table.clone());
     assert!(bridge.starts_with("kb") && bridge.len() == 14, "{bridge}");
     assert!(!link_exists(&bridge), "no bridge before a container is attached");
 
@@ -149,7 +196,7 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     assert_eq!(doc["Containers"].as_object().unwrap().len(), 2);
     let container: serde_json::Value =
         serde_json::from_str(&env.kiln_ok(&["inspect", "second"])).unwrap();
-    let on_net = &container[0]["NetworkSettings"]["Networks"][&net];
+    let on_net = &container["NetworkSettings"]["Networks"][net.name.as_str()];
     assert_eq!(on_net["Gateway"], "10.89.201.1");
     assert_eq!(on_net["Aliases"], serde_json::json!(["beta"]));
     assert!(on_net["MacAddress"].as_str().unwrap().starts_with("02:6b:0a:59:c9:"));
@@ -158,7 +205,7 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     let out = env.kiln(&["network", "rm", &net]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("network {net} is in use by")), "{stderr}");
+    assert!(stderr.contains(&format!("network {} is in use by", net.name)), "{stderr}");
     assert!(stderr.contains("first") && stderr.contains("second") && stderr.contains("hint:"), "{stderr}");
     assert_eq!(veths_on(&bridge).len(), 2);
 
@@ -168,10 +215,12 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
         !link_exists(&bridge) && !table_exists(&table) && !responder_runs(&env, &net)
     });
     assert_eq!(inspect(&env, &net)["Containers"], serde_json::json!({}));
-    let leases = env.root().join(format!("networks/named/{net}/{net}.leases"));
+    let name = net.name.clone();
+    let leases = env.root().join(format!("networks/named/{name}/{name}.leases"));
     assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0);
-    env.kiln_ok(&["network", "rm", &net]);
-    let out = env.kiln(&["network", "inspect", &net]);
+    drop(net);
+    env.kiln_ok(&["network", "rm", &name]);
+    let out = env.kiln(&["network", "inspect", &name]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -230,10 +279,8 @@ fn an_internal_network_has_no_way_out_and_a_named_network_reaches_out_through_na
     let env = Env::new();
     busybox_image(&env);
     let outside = Outside::new(&env);
-    let open = net_name("open");
-    let closed = net_name("closed");
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.202.0/24", &open]);
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.203.0/24", "--internal", &closed]);
+    let open = TestNetwork::create(&env, "open", &["--subnet", "10.89.202.0/24"]);
+    let closed = TestNetwork::create(&env, "closed", &["--subnet", "10.89.203.0/24", "--internal"]);
     let url = "http://198.51.100.2:8080/";
     // The same request from an ordinary named network is answered: the test can fail.
     let mut reached = None;
@@ -257,10 +304,8 @@ fn containers_on_two_networks_do_not_reach_each_other() {
     common::require("ip", "iproute2");
     let env = Env::new();
     busybox_image(&env);
-    let left = net_name("left");
-    let right = net_name("right");
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.204.0/24", &left]);
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.205.0/24", &right]);
+    let left = TestNetwork::create(&env, "left", &["--subnet", "10.89.204.0/24"]);
+    let right = TestNetwork::create(&env, "right", &["--subnet", "10.89.205.0/24"]);
     let server = run_detached(&env, &["--name", "server", "--network", &left, "bb", "sh", "-c", &httpd("left-page")]);
     let address = inspect(&env, &left)["Containers"][&server.id]["IPv4Address"]
         .as_str()
@@ -323,8 +368,8 @@ fn a_name_that_is_no_container_is_forwarded_to_the_networks_resolver() {
     busybox_image(&env);
     let upstream = Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8, 9);
     let (asked, _server) = fake_upstream(upstream);
-    let net = net_name("fwd");
-    env.kiln_ok(&["network", "create", "--subnet", "10.89.206.0/24", "--dns", &upstream.to_string(), &net]);
+    let upstream_text = upstream.to_string();
+    let net = TestNetwork::create(&env, "fwd", &["--subnet", "10.89.206.0/24", "--dns", &upstream_text]);
     let out = env.kiln_ok(&[
         "run", "--rm", "--network", &net, "--name", "asker", "bb", "sh", "-c",
         "cat /etc/resolv.conf; nslookup -type=a somewhere.example; nslookup -type=a asker",
