@@ -225,8 +225,11 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
 }
 
 /// An "outside" network namespace reached through a veth of the host, with busybox
-/// httpd serving on 198.51.100.2:8080 (TEST-NET-2: routed nowhere else here). It has no
-/// route back to kiln's subnets: only NAT lets a container's request be answered.
+/// httpd serving on 198.51.100.2:8080 (TEST-NET-2: routed nowhere else here). It has a
+/// route back to the internal network's subnet only (so there only kiln's forward drop
+/// keeps a request from being answered); the others need NAT.
+const INTERNAL_SUBNET: &str = "10.89.203.0/24";
+
 struct Outside {
     name: String,
     host_end: String,
@@ -248,6 +251,7 @@ impl Outside {
         ip(&["-n", &name, "addr", "add", "198.51.100.2/30", "dev", "eth0"]);
         ip(&["-n", &name, "link", "set", "eth0", "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ip(&["-n", &name, "route", "add", INTERNAL_SUBNET, "via", "198.51.100.1"]);
         let www = env.write("outside/index.html", "outside-page\n");
         let server = Command::new("ip")
             .args(["netns", "exec", &name, "busybox", "httpd", "-f", "-p", "198.51.100.2:8080", "-h"])
@@ -280,7 +284,7 @@ fn an_internal_network_has_no_way_out_and_a_named_network_reaches_out_through_na
     busybox_image(&env);
     let outside = Outside::new(&env);
     let open = TestNetwork::create(&env, "open", &["--subnet", "10.89.202.0/24"]);
-    let closed = TestNetwork::create(&env, "closed", &["--subnet", "10.89.203.0/24", "--internal"]);
+    let closed = TestNetwork::create(&env, "closed", &["--subnet", INTERNAL_SUBNET, "--internal"]);
     let url = "http://198.51.100.2:8080/";
     // The same request from an ordinary named network is answered: the test can fail.
     let mut reached = None;
