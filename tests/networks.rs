@@ -25,7 +25,16 @@ fn httpd(body: &str) -> String {
 /// output, or `None` when it failed.
 fn fetch_from_new(env: &Env, network: &str, url: &str) -> Option<String> {
     let script = format!("timeout 5 wget -qO- {url}");
-    let out = env.kiln(&["run", "--rm", "--network", network, "bb", "sh", "-c", &script]);
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "bb",
+        "sh",
+        "-c",
+        &script,
+    ]);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -79,8 +88,9 @@ fn responder_runs(env: &Env, network: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.windows(2).any(|w| w == [b"network-dns".as_slice(), network.as_bytes()])
-            && args.iter().any(|a| *a == root.as_bytes())
+        args.windows(2)
+            .any(|w| w == [b"network-dns".as_slice(), network.as_bytes()])
+            && args.contains(&root.as_bytes())
     })
 }
 
@@ -113,7 +123,9 @@ impl<'a> TestNetwork<'a> {
     }
 
     fn gone(&self) -> bool {
-        !link_exists(&self.bridge) && !table_exists(&self.table) && !responder_runs(self.env, &self.name)
+        !link_exists(&self.bridge)
+            && !table_exists(&self.table)
+            && !responder_runs(self.env, &self.name)
     }
 }
 
@@ -124,10 +136,17 @@ impl Drop for TestNetwork<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         if !self.gone() {
-            let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
-            let _ = Command::new("nft").args(["delete", "table", "ip", &self.table]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &self.table])
+                .status();
             if !std::thread::panicking() {
-                panic!("network {} was not removed after its last container", self.name);
+                panic!(
+                    "network {} was not removed after its last container",
+                    self.name
+                );
             }
         }
     }
@@ -159,11 +178,25 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     let net = TestNetwork::create(&env, "names", &["--subnet", "10.89.201.0/24"]);
     let (bridge, table) = (net.bridge.clone(), net.table.clone());
     assert!(bridge.starts_with("kb") && bridge.len() == 14, "{bridge}");
-    assert!(!link_exists(&bridge), "no bridge before a container is attached");
+    assert!(
+        !link_exists(&bridge),
+        "no bridge before a container is attached"
+    );
 
     let first = run_detached(
         &env,
-        &["--name", "first", "--network", &net, "--network-alias", "alpha", "bb", "sh", "-c", &httpd("page-of-first")],
+        &[
+            "--name",
+            "first",
+            "--network",
+            &net,
+            "--network-alias",
+            "alpha",
+            "bb",
+            "sh",
+            "-c",
+            &httpd("page-of-first"),
+        ],
     );
     wait_until(Duration::from_secs(10), "first serves", || {
         fetch_from_new(&env, &net, "http://first/").as_deref() == Some("page-of-first")
@@ -172,15 +205,37 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     assert_eq!(fetch_from(&env, &first, "http://second/"), None);
     let second = run_detached(
         &env,
-        &["--name", "second", "--network", &net, "--network-alias", "beta", "bb", "sh", "-c", &httpd("page-of-second")],
+        &[
+            "--name",
+            "second",
+            "--network",
+            &net,
+            "--network-alias",
+            "beta",
+            "bb",
+            "sh",
+            "-c",
+            &httpd("page-of-second"),
+        ],
     );
     // …and finds it once it started; the second finds the first, by name and alias.
-    wait_until(Duration::from_secs(10), "first reaches second by name", || {
-        fetch_from(&env, &first, "http://second/").as_deref() == Some("page-of-second")
-    });
-    assert_eq!(fetch_from(&env, &first, "http://beta/").as_deref(), Some("page-of-second"));
-    assert_eq!(fetch_from(&env, &second, "http://first/").as_deref(), Some("page-of-first"));
-    assert_eq!(fetch_from(&env, &second, "http://alpha/").as_deref(), Some("page-of-first"));
+    wait_until(
+        Duration::from_secs(10),
+        "first reaches second by name",
+        || fetch_from(&env, &first, "http://second/").as_deref() == Some("page-of-second"),
+    );
+    assert_eq!(
+        fetch_from(&env, &first, "http://beta/").as_deref(),
+        Some("page-of-second")
+    );
+    assert_eq!(
+        fetch_from(&env, &second, "http://first/").as_deref(),
+        Some("page-of-first")
+    );
+    assert_eq!(
+        fetch_from(&env, &second, "http://alpha/").as_deref(),
+        Some("page-of-first")
+    );
     let short_id = &first.id[..12];
     assert_eq!(
         fetch_from(&env, &second, &format!("http://{short_id}/")).as_deref(),
@@ -192,31 +247,50 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     let entry = &doc["Containers"][&first.id];
     assert_eq!(entry["Name"], "first");
     assert_eq!(entry["Aliases"], serde_json::json!(["alpha"]));
-    assert!(entry["IPv4Address"].as_str().unwrap().starts_with("10.89.201."), "{entry}");
+    assert!(
+        entry["IPv4Address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.89.201."),
+        "{entry}"
+    );
     assert_eq!(doc["Containers"].as_object().unwrap().len(), 2);
     let container: serde_json::Value =
         serde_json::from_str(&env.kiln_ok(&["inspect", "second"])).unwrap();
     let on_net = &container["NetworkSettings"]["Networks"][net.name.as_str()];
     assert_eq!(on_net["Gateway"], "10.89.201.1");
     assert_eq!(on_net["Aliases"], serde_json::json!(["beta"]));
-    assert!(on_net["MacAddress"].as_str().unwrap().starts_with("02:6b:0a:59:c9:"));
+    assert!(on_net["MacAddress"]
+        .as_str()
+        .unwrap()
+        .starts_with("02:6b:0a:59:c9:"));
 
     // A network in use is not removed.
     let out = env.kiln(&["network", "rm", &net]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("network {} is in use by", net.name)), "{stderr}");
-    assert!(stderr.contains("first") && stderr.contains("second") && stderr.contains("hint:"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("network {} is in use by", net.name)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("first") && stderr.contains("second") && stderr.contains("hint:"),
+        "{stderr}"
+    );
     assert_eq!(veths_on(&bridge).len(), 2);
 
     // Once both ended: no bridge, table, veth, responder or lease is left.
     drop((first, second));
-    wait_until(Duration::from_secs(15), "the network is gone from the host", || {
-        !link_exists(&bridge) && !table_exists(&table) && !responder_runs(&env, &net)
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the network is gone from the host",
+        || !link_exists(&bridge) && !table_exists(&table) && !responder_runs(&env, &net),
+    );
     assert_eq!(inspect(&env, &net)["Containers"], serde_json::json!({}));
     let name = net.name.clone();
-    let leases = env.root().join(format!("networks/named/{name}/{name}.leases"));
+    let leases = env
+        .root()
+        .join(format!("networks/named/{name}/{name}.leases"));
     assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0);
     drop(net);
     env.kiln_ok(&["network", "rm", &name]);
@@ -245,16 +319,36 @@ impl Outside {
             common::run(Command::new("ip").args(args));
         };
         ip(&["netns", "add", &name]);
-        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name]);
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
         ip(&["addr", "add", "198.51.100.1/30", "dev", &host_end]);
         ip(&["link", "set", &host_end, "up"]);
         ip(&["-n", &name, "addr", "add", "198.51.100.2/30", "dev", "eth0"]);
         ip(&["-n", &name, "link", "set", "eth0", "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
-        ip(&["-n", &name, "route", "add", INTERNAL_SUBNET, "via", "198.51.100.1"]);
+        ip(&[
+            "-n",
+            &name,
+            "route",
+            "add",
+            INTERNAL_SUBNET,
+            "via",
+            "198.51.100.1",
+        ]);
         let www = env.write("outside/index.html", "outside-page\n");
         let server = Command::new("ip")
-            .args(["netns", "exec", &name, "busybox", "httpd", "-f", "-p", "198.51.100.2:8080", "-h"])
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "198.51.100.2:8080",
+                "-h",
+            ])
             .arg(www.parent().unwrap())
             .spawn()
             .unwrap();
@@ -270,8 +364,12 @@ impl Drop for Outside {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = Command::new("ip").args(["link", "del", &self.host_end]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_end])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -288,14 +386,21 @@ fn an_internal_network_has_no_way_out_and_a_named_network_reaches_out_through_na
     let url = "http://198.51.100.2:8080/";
     // The same request from an ordinary named network is answered: the test can fail.
     let mut reached = None;
-    wait_until(Duration::from_secs(15), "the outside server answers", || {
-        reached = fetch_from_new(&env, &open, url);
-        reached.is_some()
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the outside server answers",
+        || {
+            reached = fetch_from_new(&env, &open, url);
+            reached.is_some()
+        },
+    );
     assert_eq!(reached.as_deref(), Some("outside-page"));
     assert_eq!(fetch_from_new(&env, &closed, url), None);
     // Not even to the outside's host end: nothing is forwarded out of the bridge.
-    assert_eq!(fetch_from_new(&env, &closed, "http://198.51.100.1:1/"), None);
+    assert_eq!(
+        fetch_from_new(&env, &closed, "http://198.51.100.1:1/"),
+        None
+    );
     let doc = inspect(&env, &closed);
     assert_eq!(doc["Internal"], true);
     drop(outside);
@@ -310,7 +415,19 @@ fn containers_on_two_networks_do_not_reach_each_other() {
     busybox_image(&env);
     let left = TestNetwork::create(&env, "left", &["--subnet", "10.89.204.0/24"]);
     let right = TestNetwork::create(&env, "right", &["--subnet", "10.89.205.0/24"]);
-    let server = run_detached(&env, &["--name", "server", "--network", &left, "bb", "sh", "-c", &httpd("left-page")]);
+    let server = run_detached(
+        &env,
+        &[
+            "--name",
+            "server",
+            "--network",
+            &left,
+            "bb",
+            "sh",
+            "-c",
+            &httpd("left-page"),
+        ],
+    );
     let address = inspect(&env, &left)["Containers"][&server.id]["IPv4Address"]
         .as_str()
         .unwrap()
@@ -320,9 +437,11 @@ fn containers_on_two_networks_do_not_reach_each_other() {
         .to_owned();
     let url = format!("http://{address}/");
     // From its own network it answers (by address: the check below is not about names)…
-    wait_until(Duration::from_secs(10), "the server answers on its network", || {
-        fetch_from_new(&env, &left, &url).as_deref() == Some("left-page")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the server answers on its network",
+        || fetch_from_new(&env, &left, &url).as_deref() == Some("left-page"),
+    );
     // …from the other network neither by address nor by name.
     assert_eq!(fetch_from_new(&env, &right, &url), None);
     assert_eq!(fetch_from_new(&env, &right, "http://server/"), None);
@@ -330,9 +449,16 @@ fn containers_on_two_networks_do_not_reach_each_other() {
 
 /// A DNS server on a loopback address of the host, port 53: every A query is answered
 /// with 192.0.2.77; it counts what it was asked.
-fn fake_upstream(address: Ipv4Addr) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+fn fake_upstream(
+    address: Ipv4Addr,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
     let socket = UdpSocket::bind((address, 53)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -373,9 +499,21 @@ fn a_name_that_is_no_container_is_forwarded_to_the_networks_resolver() {
     let upstream = Ipv4Addr::new(127, 53, (std::process::id() % 250) as u8, 9);
     let (asked, _server) = fake_upstream(upstream);
     let upstream_text = upstream.to_string();
-    let net = TestNetwork::create(&env, "fwd", &["--subnet", "10.89.206.0/24", "--dns", &upstream_text]);
+    let net = TestNetwork::create(
+        &env,
+        "fwd",
+        &["--subnet", "10.89.206.0/24", "--dns", &upstream_text],
+    );
     let out = env.kiln_ok(&[
-        "run", "--rm", "--network", &net, "--name", "asker", "bb", "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "--name",
+        "asker",
+        "bb",
+        "sh",
+        "-c",
         "cat /etc/resolv.conf; nslookup -type=a somewhere.example; nslookup -type=a asker",
     ]);
     assert!(out.starts_with("nameserver 10.89.206.1\n"), "{out}");
@@ -384,7 +522,10 @@ fn a_name_that_is_no_container_is_forwarded_to_the_networks_resolver() {
     // …and the container's own name was answered by kiln, not forwarded.
     assert!(out.contains("10.89.206.2"), "{out}");
     let forwarded: Vec<String> = asked.try_iter().collect();
-    assert!(forwarded.iter().any(|n| n == "somewhere.example"), "{forwarded:?}");
+    assert!(
+        forwarded.iter().any(|n| n == "somewhere.example"),
+        "{forwarded:?}"
+    );
     assert!(!forwarded.iter().any(|n| n == "asker"), "{forwarded:?}");
 }
 
@@ -395,19 +536,36 @@ fn network_names_and_values_are_checked() {
     for (args, says) in [
         (vec!["network", "create", "bridge"], "reserved network name"),
         (vec!["network", "create", "9lives"], "invalid network name"),
-        (vec!["network", "create", "--subnet", "10.89.207.1/24", "x"], "host bits are set"),
-        (vec!["network", "create", "--subnet", "10.89.0.0/16", "x"], "overlaps network bridge"),
+        (
+            vec!["network", "create", "--subnet", "10.89.207.1/24", "x"],
+            "host bits are set",
+        ),
+        (
+            vec!["network", "create", "--subnet", "10.89.0.0/16", "x"],
+            "overlaps network bridge",
+        ),
         (vec!["network", "rm", "nothere"], "no such network: nothere"),
-        (vec!["run", "--rm", "--network-alias", "a", "bb", "true"], "--network-alias needs a named network"),
+        (
+            vec!["run", "--rm", "--network-alias", "a", "bb", "true"],
+            "--network-alias needs a named network",
+        ),
     ] {
         let out = env.kiln(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
     let net = net_name("dup");
     env.kiln_ok(&["network", "create", &net]);
     let out = env.kiln(&["network", "create", &net]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out)
+    );
     let listed = env.kiln_ok(&["network", "ls", "--json"]);
     let entry: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(entry["Name"], net.as_str());

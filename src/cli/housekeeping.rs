@@ -197,11 +197,11 @@ pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult
         None => reclaim_network(&store).map(|()| 0),
         Some(name) => {
             let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
-            let network = kiln_container::container_networks::network_named(&store, &name)
-                .map_err(failed)?;
-            network
-                .reclaim()
-                .map_err(|e| Failure::user(format!("reclaim network {name}: {e}")).hint(e.hint()))?;
+            let network =
+                kiln_container::container_networks::network_named(&store, &name).map_err(failed)?;
+            network.reclaim().map_err(|e| {
+                Failure::user(format!("reclaim network {name}: {e}")).hint(e.hint())
+            })?;
             Ok(0)
         }
     }

@@ -105,7 +105,11 @@ enum Command {
     /// Removes the bridge network once no container uses it (started by kiln itself)
     #[command(name = "network-reclaim", hide = true)]
     NetworkReclaim(housekeeping::NetworkReclaimArgs),
-    #[command(subcommand, about = "Manage named networks: containers on one reach each other by name", after_help = "Examples:\n  kiln network create web\n  kiln run -d --name api --network web --network-alias backend hello\n  kiln run --rm --network web hello wget -qO- http://backend/\n  kiln network create --internal --subnet 10.90.7.0/24 private\n  kiln network ls\n  kiln network inspect web\n  kiln network rm web")]
+    #[command(
+        subcommand,
+        about = "Manage named networks: containers on one reach each other by name",
+        after_help = "Examples:\n  kiln network create web\n  kiln run -d --name api --network web --network-alias backend hello\n  kiln run --rm --network web hello wget -qO- http://backend/\n  kiln network create --internal --subnet 10.90.7.0/24 private\n  kiln network ls\n  kiln network inspect web\n  kiln network rm web"
+    )]
     Network(network::NetworkCommand),
     /// A network's DNS responder (started by kiln itself)
     #[command(name = "network-dns", hide = true)]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use kiln_container::container_networks::{self, Joined, DEFAULT_NETWORK};
-use kiln_container::named_network::{self, CreateRequest, Definition, NamedNetworkError, NetworkChoice};
+use kiln_container::named_network::{
+    self, CreateRequest, Definition, NamedNetworkError, NetworkChoice,
+};
 use kiln_container::start::StartConfig;
 use kiln_network::dns::serve::{nameservers, Bound, Responder};
 use kiln_store::Store;
@@ -36,7 +38,9 @@ pub enum NetworkCommand {
 /// Make a named network: containers on it (kiln run --network NAME) reach each other by
 /// name and alias
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  kiln network create web\n  kiln network create --subnet 10.90.7.0/24 --internal backend\n  kiln run -d --name db --network backend --network-alias database hello\n  kiln run --rm --network backend hello wget -qO- http://database/\n  kiln network connect web db\n  kiln network inspect backend")]
+#[command(
+    after_help = "Examples:\n  kiln network create web\n  kiln network create --subnet 10.90.7.0/24 --internal backend\n  kiln run -d --name db --network backend --network-alias database hello\n  kiln run --rm --network backend hello wget -qO- http://database/\n  kiln network connect web db\n  kiln network inspect backend"
+)]
 pub struct CreateArgs {
     /// IPv4 subnet, e.g. 10.90.7.0/24 (default: the first free /24 from 10.89.1.0)
     #[arg(long, value_name = "CIDR")]
@@ -116,8 +120,10 @@ fn create(store: &Store, args: CreateArgs) -> CmdResult {
         .subnet
         .as_deref()
         .map(|s| {
-            s.parse::<kiln_network::Subnet>()
-                .map_err(|e| Failure::user(format!("--subnet {s}: {e}")).hint(Some("e.g. --subnet 10.90.7.0/24".into())))
+            s.parse::<kiln_network::Subnet>().map_err(|e| {
+                Failure::user(format!("--subnet {s}: {e}"))
+                    .hint(Some("e.g. --subnet 10.90.7.0/24".into()))
+            })
         })
         .transpose()?;
     let request = CreateRequest {
@@ -149,7 +155,10 @@ fn ls(globals: &Globals, store: &Store, args: LsArgs) -> CmdResult {
         }
         return Ok(0);
     }
-    println!("{:<14}{:<24}{:<8}{:<18}INTERNAL", "NETWORK ID", "NAME", "DRIVER", "SUBNET");
+    println!(
+        "{:<14}{:<24}{:<8}{:<18}INTERNAL",
+        "NETWORK ID", "NAME", "DRIVER", "SUBNET"
+    );
     for d in &all {
         println!(
             "{:<14}{:<24}{:<8}{:<18}{}",
@@ -169,7 +178,10 @@ fn inspect(store: &Store, args: InspectArgs) -> CmdResult {
         let definition = named_network::find(store, key).map_err(named_failure)?;
         docs.push(inspect_document(store, &definition)?);
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Array(docs)).expect("json"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Array(docs)).expect("json")
+    );
     Ok(0)
 }
 
@@ -234,7 +246,10 @@ fn rm(store: &Store, args: RmArgs) -> CmdResult {
 
 /// The container's start config, refused while it runs: a running container's leases
 /// are held by its runner, which would have to make or remove the interface.
-fn stopped_container(store: &Store, key: &str) -> Result<(kiln_store::ContainerDir, StartConfig), Failure> {
+fn stopped_container(
+    store: &Store,
+    key: &str,
+) -> Result<(kiln_store::ContainerDir, StartConfig), Failure> {
     let Some((dir, state)) = store.find_container(key)? else {
         return Err(Failure::user(format!("no such container: {key}")));
     };
@@ -243,7 +258,10 @@ fn stopped_container(store: &Store, key: &str) -> Result<(kiln_store::ContainerD
             "container {} is running: kiln connects and disconnects stopped containers only",
             state.name
         ))
-        .hint(Some(format!("kiln stop {} first; its next start attaches the networks", state.name))));
+        .hint(Some(format!(
+            "kiln stop {} first; its next start attaches the networks",
+            state.name
+        ))));
     }
     let start = StartConfig::read(&dir).map_err(|e| Failure::user(&e).hint(e.hint()))?;
     if start.spec.process.network != kiln_runtime::NetworkMode::Bridge {
@@ -259,13 +277,21 @@ fn connect(store: &Store, args: ConnectArgs) -> CmdResult {
     let definition = named_network::find(store, &args.network).map_err(named_failure)?;
     let (dir, mut start) = stopped_container(store, &args.container)?;
     if start.networks.iter().any(|n| n.name == definition.name) {
-        return Err(Failure::user(format!("{} is already on network {}", args.container, definition.name)));
+        return Err(Failure::user(format!(
+            "{} is already on network {}",
+            args.container, definition.name
+        )));
     }
     if start.networks.is_empty() {
         // On the default network until now: a container is on named networks or on the
         // default one, as its resolv.conf is made for one of them.
-        return Err(Failure::user(format!("{} is on the default bridge network", args.container))
-            .hint(Some("run it with --network NAME to put it on named networks".into())));
+        return Err(Failure::user(format!(
+            "{} is on the default bridge network",
+            args.container
+        ))
+        .hint(Some(
+            "run it with --network NAME to put it on named networks".into(),
+        )));
     }
     start.networks.push(NetworkChoice {
         name: definition.name,
@@ -281,11 +307,17 @@ fn disconnect(store: &Store, args: DisconnectArgs) -> CmdResult {
     let before = start.networks.len();
     start.networks.retain(|n| n.name != definition.name);
     if start.networks.len() == before {
-        return Err(Failure::user(format!("{} is not on network {}", args.container, definition.name)));
+        return Err(Failure::user(format!(
+            "{} is not on network {}",
+            args.container, definition.name
+        )));
     }
     if start.networks.is_empty() {
-        return Err(Failure::user(format!("network {} is the only network of {}", definition.name, args.container))
-            .hint(Some("connect it to another network first".into())));
+        return Err(Failure::user(format!(
+            "network {} is the only network of {}",
+            definition.name, args.container
+        ))
+        .hint(Some("connect it to another network first".into())));
     }
     start.write(store, &dir).map_err(|e| Failure::user(&e))?;
     Ok(0)
@@ -313,10 +345,11 @@ pub fn network_dns(globals: &Globals, args: NetworkDnsArgs) -> CmdResult {
     if upstreams.is_empty() {
         upstreams = host_upstreams();
     }
-    let responder = match Responder::bind(network, upstreams).map_err(|e| Failure::user(&e).hint(e.hint()))? {
-        Bound::Serving(responder) => responder,
-        Bound::AlreadyRunning => return Ok(0),
-    };
+    let responder =
+        match Responder::bind(network, upstreams).map_err(|e| Failure::user(&e).hint(e.hint()))? {
+            Bound::Serving(responder) => responder,
+            Bound::AlreadyRunning => return Ok(0),
+        };
     println!("ready");
     responder
         .serve(RESPONDER_LINGER)
@@ -365,7 +398,9 @@ fn start_responder(globals: &Globals, label: &str) -> Result<(), String> {
     // terminal's hangup does not end it.
     unsafe {
         command.pre_exec(|| {
-            nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
         });
     }
     let mut child = command
@@ -390,7 +425,10 @@ fn start_responder(globals: &Globals, label: &str) -> Result<(), String> {
 }
 
 /// `--network NAME` and `--network-alias`: the named network a container joins.
-pub(super) fn network_choice(network: Option<&str>, aliases: &[String]) -> Result<Option<NetworkChoice>, Failure> {
+pub(super) fn network_choice(
+    network: Option<&str>,
+    aliases: &[String],
+) -> Result<Option<NetworkChoice>, Failure> {
     match network {
         None | Some("none" | "host" | DEFAULT_NETWORK) => {
             if !aliases.is_empty() {
@@ -400,7 +438,8 @@ pub(super) fn network_choice(network: Option<&str>, aliases: &[String]) -> Resul
             Ok(None)
         }
         Some(name) => {
-            named_network::check_name(name).map_err(|e| Failure::user(format!("--network {name}: {e}")).hint(e.hint()))?;
+            named_network::check_name(name)
+                .map_err(|e| Failure::user(format!("--network {name}: {e}")).hint(e.hint()))?;
             for alias in aliases {
                 check_alias(alias)?;
             }
@@ -419,11 +458,16 @@ fn check_alias(alias: &str) -> Result<(), Failure> {
         && alias.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     match valid {
         true => Ok(()),
-        false => Err(Failure::user(format!("--network-alias {alias:?}: not a DNS name"))
-            .hint(Some("letters, digits, '-' and '_' in dot-separated labels".into()))),
+        false => Err(
+            Failure::user(format!("--network-alias {alias:?}: not a DNS name")).hint(Some(
+                "letters, digits, '-' and '_' in dot-separated labels".into(),
+            )),
+        ),
     }
 }

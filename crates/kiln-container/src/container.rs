@@ -14,8 +14,8 @@ use super::error::{ContainerError, Result};
 use super::exec::ExecContext;
 use super::log::LogOptions;
 use super::passwd;
-use super::source::Source;
 use super::resolv::{resolv_conf, ResolverFor};
+use super::source::Source;
 use super::start::StartConfig;
 
 /// How a container is started, beyond what it runs.

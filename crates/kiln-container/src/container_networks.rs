@@ -38,7 +38,12 @@ pub struct Joined {
 
 /// Every network a container on a bridge network joins, in order; empty for `none` and
 /// `host`. `name` is the container's name (with its short ID, what DNS answers).
-pub fn networks_of(store: &Store, start: &StartConfig, dir: &ContainerDir, name: &str) -> Result<Vec<Joined>> {
+pub fn networks_of(
+    store: &Store,
+    start: &StartConfig,
+    dir: &ContainerDir,
+    name: &str,
+) -> Result<Vec<Joined>> {
     if start.spec.process.network != NetworkMode::Bridge {
         return Ok(Vec::new());
     }
@@ -77,9 +82,17 @@ pub fn networks_of(store: &Store, start: &StartConfig, dir: &ContainerDir, name:
                 names,
             },
             aliases: choice.aliases.clone(),
-            ports: if index == 0 { ports.clone() } else { Vec::new() },
+            ports: if index == 0 {
+                ports.clone()
+            } else {
+                Vec::new()
+            },
             needs_responder: true,
-            upstreams: definition.dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect(),
+            upstreams: definition
+                .dns
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, 53))
+                .collect(),
         });
     }
     Ok(joined)
@@ -87,7 +100,11 @@ pub fn networks_of(store: &Store, start: &StartConfig, dir: &ContainerDir, name:
 
 /// Connects process `pid`'s network namespace (the container's first process, just
 /// cloned) to every network; on a failure, what was connected is released again.
-pub fn attach_all(networks: &[Joined], id: &str, pid: i32) -> std::result::Result<Vec<Attachment>, String> {
+pub fn attach_all(
+    networks: &[Joined],
+    id: &str,
+    pid: i32,
+) -> std::result::Result<Vec<Attachment>, String> {
     let netns = kiln_network::netns::NetNs::of_pid(pid as u32)
         .map_err(|e| format!("open the container's network namespace: {e}"))?;
     let mut made: Vec<Attachment> = Vec::new();
@@ -129,7 +146,10 @@ pub fn records(networks: &[Joined], attachments: &[Attachment]) -> Vec<NetworkRe
 /// Releases each attachment of a container whose namespace has ended; returns the
 /// labels of the networks left without a container (their bridge and table are to be
 /// removed a little later) and the warnings.
-pub fn release_all(networks: &[Joined], attachments: Vec<Attachment>) -> (Vec<String>, Vec<ContainerError>) {
+pub fn release_all(
+    networks: &[Joined],
+    attachments: Vec<Attachment>,
+) -> (Vec<String>, Vec<ContainerError>) {
     let mut idle = Vec::new();
     let mut problems = Vec::new();
     for (joined, attachment) in networks.iter().zip(attachments) {

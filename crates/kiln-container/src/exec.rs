@@ -271,6 +271,7 @@ mod tests {
             health: None,
             restart: Default::default(),
             publish: vec![],
+            networks: vec![],
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();

@@ -91,9 +91,9 @@ impl NamedNetworkError {
             NamedNetworkError::Reserved(_) | NamedNetworkError::Exists(_) => {
                 Some("pick another name; kiln network ls lists the networks".into())
             }
-            NamedNetworkError::NotFound(_) => {
-                Some("kiln network ls lists the networks; kiln network create NAME makes one".into())
-            }
+            NamedNetworkError::NotFound(_) => Some(
+                "kiln network ls lists the networks; kiln network create NAME makes one".into(),
+            ),
             NamedNetworkError::InUse { network, .. } => Some(format!(
                 "stop or remove those containers first (kiln network inspect {network} lists them)"
             )),
@@ -327,7 +327,10 @@ pub fn find(store: &Store, key: &str) -> Result<Definition> {
 
 /// Owners (container IDs) of the network's live leases: those of dead kilns are
 /// reclaimed first.
-pub fn attached(store: &Store, definition: &Definition) -> Result<Vec<(Ipv4Addr, kiln_network::ipam::Lease)>> {
+pub fn attached(
+    store: &Store,
+    definition: &Definition,
+) -> Result<Vec<(Ipv4Addr, kiln_network::ipam::Lease)>> {
     let network = definition.network(store)?;
     network.reclaim()?;
     Ok(network.leases()?.into_iter().collect())
@@ -367,7 +370,16 @@ mod tests {
 
     #[test]
     fn names_are_checked_and_reserved_ones_refused() {
-        for bad in ["bridge", "host", "none", "", "1net", "a b", "a/b", &"x".repeat(65)] {
+        for bad in [
+            "bridge",
+            "host",
+            "none",
+            "",
+            "1net",
+            "a b",
+            "a/b",
+            &"x".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         for good in ["web", "my-net_2", "A"] {
@@ -387,7 +399,7 @@ mod tests {
         };
         let err = check_subnet(&"10.89.0.0/16".parse().unwrap(), &[]).unwrap_err();
         assert!(err.to_string().contains("overlaps network bridge"), "{err}");
-        let err = check_subnet(&"10.89.1.128/25".parse().unwrap(), &[other.clone()]).unwrap_err();
+        let err = check_subnet(&"10.89.1.128/25".parse().unwrap(), &[other]).unwrap_err();
         assert!(err.to_string().contains("overlaps network one"), "{err}");
         assert!(err.hint().is_some());
     }

@@ -8,6 +8,7 @@
 //! - On the default network (docker's default bridge resolves no container names): the
 //!   host's nameservers that are not loopback; when none is left, kiln's responder on
 //!   the default network's gateway, forwarding only.
+//!
 //! The host's `search` and `options` lines are kept either way. Build steps on the
 //! default network take theirs from here too.
 
@@ -76,7 +77,8 @@ mod tests {
 
     #[test]
     fn a_named_network_asks_its_gateway_and_keeps_search_and_options() {
-        let host = "# generated\nnameserver 192.0.2.53\nsearch corp.example\noptions ndots:2 edns0\n";
+        let host =
+            "# generated\nnameserver 192.0.2.53\nsearch corp.example\noptions ndots:2 edns0\n";
         let conf = resolv_conf(host, ResolverFor::Named { gateway: GATEWAY });
         assert_eq!(
             conf.text,

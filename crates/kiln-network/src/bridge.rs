@@ -164,7 +164,14 @@ pub fn attach_veth(
     addressing: Addressing,
     shaping: Shaping,
 ) -> Result<(), NetworkError> {
-    attach_veth_as(socket, (bridge, host), netns, addressing, shaping, &Inside::default())
+    attach_veth_as(
+        socket,
+        (bridge, host),
+        netns,
+        addressing,
+        shaping,
+        &Inside::default(),
+    )
 }
 
 /// [`attach_veth`] with the container's end named and routed as `inside` says.
@@ -189,7 +196,9 @@ pub fn attach_veth_as(
         other => other,
     };
     made.map_err(NetworkError::netlink(format!("creating veth {host}")))?;
-    let configured = in_netns(netns, || configure_inside(addressing, shaping.rate_out, inside));
+    let configured = in_netns(netns, || {
+        configure_inside(addressing, shaping.rate_out, inside)
+    });
     let mut outside = || -> Result<(), NetworkError> {
         if let Some(rate) = shaping.rate_in {
             let what = || format!("shaping {host}");

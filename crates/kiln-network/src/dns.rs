@@ -91,7 +91,12 @@ fn read_name(message: &[u8], mut at: usize) -> Option<(String, usize)> {
 /// question asks for one, else no record (the name exists, without that type).
 pub fn answer(query: &Query, message: &[u8], address: Ipv4Addr) -> Vec<u8> {
     let with_record = query.qtype == TYPE_A && query.qclass == CLASS_IN;
-    let mut out = reply_header(query.id, query.recursion_desired, 0, (1, u16::from(with_record)));
+    let mut out = reply_header(
+        query.id,
+        query.recursion_desired,
+        0,
+        (1, u16::from(with_record)),
+    );
     out.extend_from_slice(&message[HEADER_LEN..query.question_end]);
     if with_record {
         out.extend_from_slice(&[0xc0, HEADER_LEN as u8]); // the name: the question's
@@ -125,7 +130,8 @@ pub fn error_reply(message: &[u8], rcode: u8) -> Option<Vec<u8>> {
 
 /// A response header: authoritative, recursion available, the given code and counts.
 fn reply_header(id: u16, recursion_desired: bool, rcode: u8, (qd, an): (u16, u16)) -> Vec<u8> {
-    let flags: u16 = 0x8000 | 0x0400 | 0x0080 | u16::from(recursion_desired) << 8 | u16::from(rcode & 0xf);
+    let flags: u16 =
+        0x8000 | 0x0400 | 0x0080 | u16::from(recursion_desired) << 8 | u16::from(rcode & 0xf);
     let mut out = Vec::with_capacity(64);
     for word in [id, flags, qd, an, 0, 0] {
         out.extend_from_slice(&word.to_be_bytes());

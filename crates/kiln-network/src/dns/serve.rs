@@ -70,8 +70,9 @@ impl Responder {
             Err((_, errno)) => return Err(state_err(errno.into())),
         };
         let gateway = network.config().subnet.gateway();
-        let socket = bind_freely(SocketAddrV4::new(gateway, 53))
-            .map_err(NetworkError::netlink(format!("binding {gateway}:53 for DNS")))?;
+        let socket = bind_freely(SocketAddrV4::new(gateway, 53)).map_err(NetworkError::netlink(
+            format!("binding {gateway}:53 for DNS"),
+        ))?;
         Ok(Bound::Serving(Responder {
             network,
             upstreams,
@@ -93,7 +94,11 @@ impl Responder {
         loop {
             match self.socket.recv_from(&mut buf) {
                 Ok((len, peer)) => self.handle(&buf[..len], peer, &in_flight),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(NetworkError::netlink("serving DNS")(e)),
             }

@@ -58,7 +58,11 @@ fn what_is_not_one_plain_question_is_not_read() {
     let mut answer_msg = query("web", TYPE_A);
     answer_msg[2] |= 0x80;
     assert_eq!(parse_query(&answer_msg), None);
-    assert_eq!(error_reply(&answer_msg, RCODE_SERVFAIL), None, "never answer an answer");
+    assert_eq!(
+        error_reply(&answer_msg, RCODE_SERVFAIL),
+        None,
+        "never answer an answer"
+    );
     let mut two = query("web", TYPE_A);
     two[5] = 2;
     assert_eq!(parse_query(&two), None);
@@ -99,12 +103,18 @@ fn names_and_aliases_are_found_in_any_case() {
         names: names.iter().map(|n| n.to_string()).collect(),
     };
     let leases = BTreeMap::from([
-        (Ipv4Addr::new(10, 89, 1, 2), lease(&["web", "0123456789ab", "www"])),
+        (
+            Ipv4Addr::new(10, 89, 1, 2),
+            lease(&["web", "0123456789ab", "www"]),
+        ),
         (Ipv4Addr::new(10, 89, 1, 3), lease(&["db"])),
     ]);
     assert_eq!(lookup("WWW.", &leases), Some(Ipv4Addr::new(10, 89, 1, 2)));
     assert_eq!(lookup("db", &leases), Some(Ipv4Addr::new(10, 89, 1, 3)));
-    assert_eq!(lookup("0123456789ab", &leases), Some(Ipv4Addr::new(10, 89, 1, 2)));
+    assert_eq!(
+        lookup("0123456789ab", &leases),
+        Some(Ipv4Addr::new(10, 89, 1, 2))
+    );
     assert_eq!(lookup("web.example", &leases), None);
 }
 

@@ -28,14 +28,19 @@ impl Table {
              \t}}\n\
              }}\n"
         );
-        let mut drop = |rule: String| script.push_str(&format!("add rule ip {name} forward {rule} drop\n"));
+        let mut drop =
+            |rule: String| script.push_str(&format!("add rule ip {name} forward {rule} drop\n"));
         if self.internal {
             drop(format!("iifname \"{bridge}\" oifname != \"{bridge}\""));
             drop(format!("oifname \"{bridge}\" iifname != \"{bridge}\""));
         } else {
             for other in KILN_BRIDGES {
-                drop(format!("iifname \"{bridge}\" oifname \"{other}\" oifname != \"{bridge}\""));
-                drop(format!("iifname \"{other}\" iifname != \"{bridge}\" oifname \"{bridge}\""));
+                drop(format!(
+                    "iifname \"{bridge}\" oifname \"{other}\" oifname != \"{bridge}\""
+                ));
+                drop(format!(
+                    "iifname \"{other}\" iifname != \"{bridge}\" oifname \"{bridge}\""
+                ));
             }
         }
         script
