@@ -61,12 +61,29 @@ fn network_settings(dir: &ContainerDir, state: &ContainerState) -> Value {
         return Value::Null;
     };
     let ports = super::port::inspect_ports(&super::port::published(dir, state));
+    // Every network of the last run, by name (docker's `NetworkSettings.Networks`).
+    let networks: serde_json::Map<String, Value> =
+        kiln_container::network::NetworkRecord::read_all(dir)
+            .iter()
+            .map(|r| {
+                let name = r.network.clone().unwrap_or_else(|| "bridge".into());
+                let doc = json!({
+                    "IPAddress": r.address.to_string(),
+                    "IPPrefixLen": r.prefix,
+                    "Gateway": r.gateway.to_string(),
+                    "MacAddress": r.mac,
+                    "Aliases": r.aliases,
+                });
+                (name, doc)
+            })
+            .collect();
     json!({
         "IPAddress": net.address.to_string(),
         "IPPrefixLen": net.prefix,
         "Gateway": net.gateway.to_string(),
         "MacAddress": net.mac,
         "Ports": ports,
+        "Networks": networks,
     })
 }
 

@@ -182,11 +182,29 @@ pub const NETWORK_RECLAIM_COMMAND: &str = "network-reclaim";
 /// instead of waiting for its removal and making it again (~70 ms each way).
 const NETWORK_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `kiln network-reclaim`: after [`NETWORK_LINGER`], removes the bridge network if no
-/// container uses it.
-pub fn network_reclaim() -> CmdResult {
+#[derive(clap::Args, Debug)]
+pub struct NetworkReclaimArgs {
+    /// A named network instead of the default one
+    network: Option<String>,
+}
+
+/// `kiln network-reclaim [NAME]`: after [`NETWORK_LINGER`], removes the bridge network
+/// (or the named network's bridge and table) if no container uses it.
+pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult {
     std::thread::sleep(NETWORK_LINGER);
-    reclaim_network().map(|()| 0)
+    match args.network {
+        None => reclaim_network().map(|()| 0),
+        Some(name) => {
+            let store = existing_store(globals)?;
+            let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
+            let network =
+                kiln_container::container_networks::network_named(&store, &name).map_err(failed)?;
+            network.reclaim().map_err(|e| {
+                Failure::user(format!("reclaim network {name}: {e}")).hint(e.hint())
+            })?;
+            Ok(0)
+        }
+    }
 }
 
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and

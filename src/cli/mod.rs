@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod login;
 mod logs;
+mod network;
 mod output;
 mod port;
 mod pull;
@@ -105,7 +106,16 @@ enum Command {
     Gc(housekeeping::GcArgs),
     /// Removes the bridge network once no container uses it (started by kiln itself)
     #[command(name = "network-reclaim", hide = true)]
-    NetworkReclaim,
+    NetworkReclaim(housekeeping::NetworkReclaimArgs),
+    #[command(
+        subcommand,
+        about = "Manage named networks: containers on one reach each other by name",
+        after_help = "Examples:\n  kiln network create web\n  kiln run -d --name api --network web --network-alias backend hello\n  kiln run --rm --network web hello wget -qO- http://backend/\n  kiln network create --internal --subnet 10.90.7.0/24 private\n  kiln network ls\n  kiln network inspect web\n  kiln network rm web"
+    )]
+    Network(network::NetworkCommand),
+    /// A network's DNS responder (started by kiln itself)
+    #[command(name = "network-dns", hide = true)]
+    NetworkDns(network::NetworkDnsArgs),
     Fsck(housekeeping::FsckArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
@@ -314,7 +324,9 @@ pub fn main() -> i32 {
             Err(Failure::user("a monitor must start a detached kiln run"))
         }
         Command::Gc(a) => housekeeping::gc(&globals, a),
-        Command::NetworkReclaim => housekeeping::network_reclaim(),
+        Command::NetworkReclaim(a) => housekeeping::network_reclaim(&globals, a),
+        Command::Network(c) => network::run(&globals, c),
+        Command::NetworkDns(a) => network::network_dns(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),
     };

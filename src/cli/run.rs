@@ -13,6 +13,7 @@ use clap::Args;
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use std::time::Instant;
 
+use kiln_container::container_networks;
 use kiln_container::health::HealthProbe;
 use kiln_container::log::LogOptions;
 use kiln_container::monitor::{ControlSocket, OutputLog, Supervisor};
@@ -64,10 +65,14 @@ pub struct ContainerArgs {
     /// Make the root filesystem read-only
     #[arg(long = "read-only")]
     read_only: bool,
-    /// Network: none (a private network with loopback only; the default), host, or bridge
-    /// (its own address on kiln's bridge, outbound NAT, -p)
-    #[arg(long, value_parser = ["none", "host", "bridge"])]
+    /// Network: none (a private network with loopback only; the default), host, bridge
+    /// (its own address on kiln's bridge, outbound NAT, -p), or a named network (kiln
+    /// network create), where containers reach each other by name
+    #[arg(long, value_name = "NETWORK")]
     network: Option<String>,
+    /// Another name the container has on its named network (repeatable)
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    network_alias: Vec<String>,
     /// Publish a container port on the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp],
     /// ranges as 8000-8002:80-82 (needs --network bridge; no HOSTPORT: a free one; no IP:
     /// every address); replaces the spec's run: ports for that container port
@@ -243,10 +248,11 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         .iter()
         .map(|h| values::host_entry(h).map_err(|e| value_failure("--add-host", h, e)))
         .collect::<Result<_, _>>()?;
+    let named = super::network::network_choice(args.network.as_deref(), &args.network_alias)?;
     let network = args.network.as_deref().map(|n| match n {
         "host" => Network::Host,
-        "bridge" => Network::Bridge,
-        _ => Network::None,
+        "none" => Network::None,
+        _ => Network::Bridge,
     });
     let mut publish = Vec::new();
     for p in &args.publish {
@@ -294,6 +300,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
         },
+        networks: named.into_iter().collect(),
     })
 }
 
@@ -547,10 +554,8 @@ pub(super) fn run_to_end(
         HealthProbe::new(config, command, store.clone(), dir.clone())
     });
     let mut supervisor = Supervisor::new(control, health);
-    let network = match start.spec.process.network {
-        runtime::NetworkMode::Bridge => Some(bridge_network(start)?),
-        _ => None,
-    };
+    let networks = container_networks::networks_of(store, start, dir, &state.name)
+        .map_err(|e| Failure::not_started(&e).hint(e.hint()))?;
     if runner.is_monitor() {
         supervisor.trim_memory_when_idle();
     }
@@ -560,21 +565,15 @@ pub(super) fn run_to_end(
         // A Ctrl-C while the container starts is passed to it once it runs (the runner's
         // `started` names it), not taken as kiln's own end.
         super::signals::hold();
-        let mut attachment = None;
-        let mut attach = |pid: i32| match &network {
-            Some((network, ports)) => {
-                let link = (&ports[..], start.rates);
-                let made = container::network::attach(network, &dir.id, pid, link)?;
-                attachment = Some(made);
-                Ok(())
-            }
-            None => Ok(()),
+        let mut attachments = Vec::new();
+        let mut attach = |pid: i32| {
+            attachments = container_networks::attach_all(&networks, &dir.id, pid)?;
+            super::network::start_responders(globals, &networks)
         };
         let started = runtime::start_container_attached(&start.spec, &mut attach);
-        if let (Some(made), Some(_)) = (&attachment, &network) {
-            container::network::NetworkRecord::of(made)
-                .write(store, dir)
-                .map_err(failed)?;
+        if !attachments.is_empty() {
+            let records = container_networks::records(&networks, &attachments);
+            container::network::NetworkRecord::write_all(&records, store, dir).map_err(failed)?;
         }
         let mut running = match started {
             Ok(running) => running,
@@ -593,13 +592,13 @@ pub(super) fn run_to_end(
         container::record_start(store, dir, state, ids).map_err(failed)?;
         let output = runner.started(&mut running, dir, start)?;
         let code = supervise_to_end(&start.spec, (running, output), &mut supervisor);
-        // Its namespace is gone: the address and ports are free again.
-        if let (Some((network, _)), Some(made)) = (&network, attachment.take()) {
-            match network.release_keeping_network(made) {
-                Ok(true) => remove_idle_network_later(),
-                Ok(false) => {}
-                Err(e) => eprintln!("kiln: warning: release the container's network address: {e}"),
-            }
+        // Its namespace is gone: the addresses and ports are free again.
+        let (idle, problems) = container_networks::release_all(&networks, attachments);
+        for label in idle {
+            remove_idle_network_later(globals, &label);
+        }
+        for e in problems {
+            eprintln!("kiln: warning: {e}");
         }
         let code = code?;
         if super::signals::take_forwarded() {
@@ -626,14 +625,35 @@ pub(super) fn run_to_end(
     }
 }
 
-/// The last container left the bridge network: a process of its own removes the bridge,
-/// table and forwarding a little later (`kiln network-reclaim`; ~65 ms of kernel time), so
-/// that this kiln reports the exit without waiting and a container started right after
-/// finds the network ready; it does nothing if a container uses the network by then.
-pub(super) fn remove_idle_network_later() {
+/// The last container left the bridge network `label`: a process of its own removes its
+/// bridge, table and forwarding a little later (`kiln network-reclaim`; ~65 ms of kernel
+/// time), so that this kiln reports the exit without waiting and a container started
+/// right after finds the network ready; it does nothing if a container uses the network
+/// by then.
+fn remove_idle_network_later(globals: &Globals, label: &str) {
+    match label {
+        container_networks::DEFAULT_NETWORK => remove_idle_default_network_later(),
+        name => spawn_network_reclaim(&[
+            "--root".as_ref(),
+            globals.root.as_os_str(),
+            RECLAIM.as_ref(),
+            name.as_ref(),
+        ]),
+    }
+}
+
+const RECLAIM: &str = super::housekeeping::NETWORK_RECLAIM_COMMAND;
+
+/// [`remove_idle_network_later`] for the default network, whose state is the host's, not
+/// a store's (a build calls it when a step was the network's last user).
+pub(super) fn remove_idle_default_network_later() {
+    spawn_network_reclaim(&[RECLAIM.as_ref()]);
+}
+
+fn spawn_network_reclaim(args: &[&std::ffi::OsStr]) {
     use std::os::unix::process::CommandExt;
     let spawned = std::process::Command::new("/proc/self/exe")
-        .arg(super::housekeeping::NETWORK_RECLAIM_COMMAND)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -642,16 +662,6 @@ pub(super) fn remove_idle_network_later() {
     if let Err(e) = spawned {
         eprintln!("kiln: warning: remove the idle bridge network: {e}; kiln gc removes it");
     }
-}
-
-/// kiln's bridge network and the host side of the container's published ports.
-fn bridge_network(
-    start: &StartConfig,
-) -> Result<(kiln_network::Network, Vec<kiln_network::PortMapping>), Failure> {
-    let failed = |e: ContainerError| Failure::not_started(&e).hint(e.hint());
-    let network = container::network::default_network().map_err(failed)?;
-    let ports = container::network::host_ports(&start.publish).map_err(failed)?;
-    Ok((network, ports))
 }
 
 fn log_option_failure(e: &ContainerError) -> Failure {

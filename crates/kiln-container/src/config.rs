@@ -77,6 +77,9 @@ pub struct RunSettings {
     pub publish_all: bool,
     /// `--network-rate-in/-out`, over the stored `network_rate_in/out`.
     pub rates: NetworkRates,
+    /// `--network NAME` (with `network` `Bridge`): named networks, the first one's
+    /// interface `eth0` with the default route.
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -137,6 +140,7 @@ pub struct ContainerConfig {
     pub restart: kiln_spec::RestartPolicy,
     pub publish: Vec<kiln_spec::PortMapping>,
     pub rates: NetworkRates,
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -202,6 +206,7 @@ impl ContainerConfig {
             health: settings.health.over(config.healthcheck.as_ref()),
             publish: published(settings, &defaults, &config.exposed_ports, notify)?,
             rates: rates(settings, &defaults)?,
+            networks: settings.networks.clone(),
             restart: match settings.auto_remove {
                 true => kiln_spec::RestartPolicy::No,
                 false => settings.restart.or(defaults.restart).unwrap_or_default(),

@@ -14,6 +14,7 @@ use super::error::{ContainerError, Result};
 use super::exec::ExecContext;
 use super::log::LogOptions;
 use super::passwd;
+use super::resolv::{resolv_conf, ResolverFor};
 use super::source::Source;
 use super::start::StartConfig;
 
@@ -76,6 +77,7 @@ pub fn create(
     };
     let (health, restart) = (config.health.clone(), config.restart);
     let (publish, rates) = (config.publish.clone(), config.rates);
+    let networks = config.networks.clone();
     let (mut spec, context) =
         container_spec(store, source, config, dir, (launch.tty, launch.interactive))?;
     spec.capture_output = launch.detached;
@@ -86,6 +88,7 @@ pub fn create(
         health,
         publish,
         rates,
+        networks,
     };
     context.write(store, dir)?;
     start.write(store, dir)?;
@@ -174,7 +177,7 @@ pub(crate) fn container_spec(
         overlay,
         read_only: config.read_only,
         etc_hosts: etc_hosts(&hostname, config.network, &config.extra_hosts),
-        etc_resolv_conf: etc_resolv_conf(config.network),
+        etc_resolv_conf: etc_resolv_conf(store, config.network, &config.networks)?,
         process: Process {
             argv: config.argv,
             env,
@@ -202,6 +205,29 @@ pub(crate) fn container_spec(
     Ok((spec, context))
 }
 
+/// The host's resolv.conf with the host's network (and none); on a bridge network, one
+/// whose resolvers work from inside ([`crate::resolv`]).
+fn etc_resolv_conf(
+    store: &Store,
+    network: NetworkMode,
+    named: &[crate::named_network::NetworkChoice],
+) -> Result<String> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolver = match (network, named.first()) {
+        (NetworkMode::Bridge, Some(first)) => {
+            let definition = crate::named_network::find(store, &first.name)?;
+            ResolverFor::Named {
+                gateway: definition.gateway()?,
+            }
+        }
+        (NetworkMode::Bridge, None) => ResolverFor::DefaultBridge {
+            gateway: kiln_network::Subnet::DEFAULT.gateway(),
+        },
+        _ => return Ok(host),
+    };
+    Ok(resolv_conf(&host, resolver).text)
+}
+
 /// The first 12 characters of the container's ID, as Docker shows IDs.
 fn short_id(dir: &ContainerDir) -> String {
     dir.id[..12].to_owned()
@@ -226,16 +252,6 @@ fn etc_hosts(hostname: &str, network: NetworkMode, extra: &[(String, std::net::I
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     hosts
-}
-
-/// The host's `/etc/resolv.conf`; on the bridge network without the resolvers the
-/// container cannot reach ([`super::network::bridge_resolv_conf`]).
-fn etc_resolv_conf(network: NetworkMode) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    match network {
-        NetworkMode::Bridge => super::network::bridge_resolv_conf(&host).unwrap_or(host),
-        _ => host,
-    }
 }
 
 fn now() -> u64 {

@@ -114,6 +114,8 @@ pub enum ContainerError {
     #[error("{0}")]
     Network(String),
     #[error(transparent)]
+    NamedNetwork(#[from] crate::named_network::NamedNetworkError),
+    #[error(transparent)]
     Device(#[from] kiln_runtime::DeviceError),
     /// `--network-rate-in/-out` or `network_rate_in/out` for a container without its own
     /// veth to shape.
@@ -203,6 +205,7 @@ impl ContainerError {
             ContainerError::NetworkRateWithoutBridge => {
                 Some("run it with --network bridge, or drop the rate limit".into())
             }
+            ContainerError::NamedNetwork(e) => e.hint(),
             ContainerError::LogOption(_) => Some(
                 "kiln knows max-size=SIZE (e.g. 10m; at least 1 byte) and max-file=N (N ≥ 1)"
                     .into(),

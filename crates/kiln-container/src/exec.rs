@@ -272,6 +272,7 @@ mod tests {
             restart: Default::default(),
             publish: vec![],
             rates: Default::default(),
+            networks: vec![],
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();

@@ -18,6 +18,8 @@ use super::error::{ContainerError, Result};
 
 /// The file in a container's dir that says what its last run got.
 const NETWORK_FILE: &str = "network.json";
+/// Every network of its last run, named networks included.
+const NETWORKS_FILE: &str = "networks.json";
 
 /// Where the default network's addresses are leased: one dir for the whole host, not one
 /// per store, because the bridge, its subnet and its nftables table are the host's — two
@@ -86,6 +88,11 @@ pub struct NetworkRecord {
     pub prefix: u8,
     pub mac: String,
     pub ports: Vec<kiln_network::PortMapping>,
+    /// The named network (none: the default network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl NetworkRecord {
@@ -101,7 +108,28 @@ impl NetworkRecord {
             prefix: attachment.prefix,
             mac,
             ports: attachment.ports.clone(),
+            network: None,
+            aliases: Vec::new(),
         }
+    }
+
+    /// Writes the records of every network of the run (the first also as the one
+    /// record older readers know).
+    pub fn write_all(records: &[NetworkRecord], store: &Store, dir: &ContainerDir) -> Result<()> {
+        if let Some(first) = records.first() {
+            first.write(store, dir)?;
+        }
+        let json = serde_json::to_vec_pretty(records).expect("network records serialise");
+        dir.write_file(store, NETWORKS_FILE, &json)?;
+        Ok(())
+    }
+
+    /// Every network of the container's last run.
+    pub fn read_all(dir: &ContainerDir) -> Vec<NetworkRecord> {
+        dir.read_file(NETWORKS_FILE)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .or_else(|| NetworkRecord::read(dir).map(|r| vec![r]))
+            .unwrap_or_default()
     }
 
     pub fn write(&self, store: &Store, dir: &ContainerDir) -> Result<()> {

@@ -35,6 +35,10 @@ pub struct StartConfig {
     /// Bandwidth limits of its veth on the bridge network.
     #[serde(default)]
     pub rates: super::network::NetworkRates,
+    /// Named networks it is on (`--network NAME`, `kiln network connect`); none: the
+    /// default network when its mode is bridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
 impl StartConfig {

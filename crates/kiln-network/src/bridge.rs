@@ -135,6 +135,24 @@ fn shape(socket: &mut Socket, index: i32, bits_per_second: u64) -> io::Result<()
     socket.set_tbf(index, rate, burst, limit)
 }
 
+/// The container's end of a veth: its name, and whether the default route goes through
+/// it (a container's first network; `eth1`, … of further networks route only their
+/// subnet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inside {
+    pub ifname: String,
+    pub default_route: bool,
+}
+
+impl Default for Inside {
+    fn default() -> Inside {
+        Inside {
+            ifname: CONTAINER_IFNAME.to_owned(),
+            default_route: true,
+        }
+    }
+}
+
 /// Makes the veth pair `host` ↔ `eth0` (in `netns`), the host end on the bridge, and
 /// inside the namespace: `lo` up, `eth0` with the address, up, default route via the
 /// gateway; then the shaping. On failure the pair is removed again.
@@ -146,19 +164,41 @@ pub fn attach_veth(
     addressing: Addressing,
     shaping: Shaping,
 ) -> Result<(), NetworkError> {
+    attach_veth_as(
+        socket,
+        (bridge, host),
+        netns,
+        addressing,
+        shaping,
+        &Inside::default(),
+    )
+}
+
+/// [`attach_veth`] with the container's end named and routed as `inside` says.
+pub fn attach_veth_as(
+    socket: &mut Socket,
+    (bridge, host): (i32, &str),
+    netns: BorrowedFd<'_>,
+    addressing: Addressing,
+    shaping: Shaping,
+    inside: &Inside,
+) -> Result<(), NetworkError> {
     let mac = container_mac(addressing.address);
-    let made = socket.add_veth(host, bridge, CONTAINER_IFNAME, mac, netns.as_raw_fd());
+    let peer = inside.ifname.as_str();
+    let made = socket.add_veth(host, bridge, peer, mac, netns.as_raw_fd());
     let made = match made {
         // A pair of the same name whose namespace is still being destroyed by the
         // kernel (a detach that left the veth to it, then the same container again).
         Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
             delete_link_named(socket, host)?;
-            socket.add_veth(host, bridge, CONTAINER_IFNAME, mac, netns.as_raw_fd())
+            socket.add_veth(host, bridge, peer, mac, netns.as_raw_fd())
         }
         other => other,
     };
     made.map_err(NetworkError::netlink(format!("creating veth {host}")))?;
-    let inside = in_netns(netns, || configure_inside(addressing, shaping.rate_out));
+    let configured = in_netns(netns, || {
+        configure_inside(addressing, shaping.rate_out, inside)
+    });
     let mut outside = || -> Result<(), NetworkError> {
         if let Some(rate) = shaping.rate_in {
             let what = || format!("shaping {host}");
@@ -173,9 +213,9 @@ pub fn attach_veth(
         }
         Ok(())
     };
-    let done = inside
+    let done = configured
         .map_err(|source| NetworkError::Netlink {
-            what: "configuring the container's eth0".to_owned(),
+            what: format!("configuring the container's {peer}"),
             source,
         })
         .and_then(|()| outside());
@@ -186,17 +226,23 @@ pub fn attach_veth(
 }
 
 /// Runs in the container's namespace (see [`in_netns`]).
-fn configure_inside(addressing: Addressing, rate_out: Option<u64>) -> io::Result<()> {
+fn configure_inside(
+    addressing: Addressing,
+    rate_out: Option<u64>,
+    inside: &Inside,
+) -> io::Result<()> {
     let mut socket = Socket::open()?;
     let missing = |name: &str| io::Error::new(io::ErrorKind::NotFound, format!("no {name}"));
     let lo = socket.link_index("lo")?.ok_or_else(|| missing("lo"))?;
     socket.set_up(lo)?;
     let eth0 = socket
-        .link_index(CONTAINER_IFNAME)?
-        .ok_or_else(|| missing(CONTAINER_IFNAME))?;
+        .link_index(&inside.ifname)?
+        .ok_or_else(|| missing(&inside.ifname))?;
     socket.add_address(eth0, addressing.address, addressing.subnet.prefix())?;
     socket.set_up(eth0)?;
-    socket.add_default_route(addressing.subnet.gateway(), eth0)?;
+    if inside.default_route {
+        socket.add_default_route(addressing.subnet.gateway(), eth0)?;
+    }
     if let Some(rate) = rate_out {
         shape(&mut socket, eth0, rate)?;
     }

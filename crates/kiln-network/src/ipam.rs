@@ -32,6 +32,10 @@ pub struct Lease {
     pub interface: String,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Names kiln's DNS responder answers with this address (container name, short ID,
+    /// aliases); none on the default network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// The shared state of one network, as kept in `NAME.json`.
@@ -119,7 +123,7 @@ impl Ipam {
         Ok(guard)
     }
 
-    fn read_state(&self) -> Result<State, NetworkError> {
+    pub(crate) fn read_state(&self) -> Result<State, NetworkError> {
         let path = self.state_path();
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -214,6 +218,7 @@ impl IpamGuard {
                     owner: owner.to_owned(),
                     interface: interface.to_owned(),
                     ports: Vec::new(),
+                    names: Vec::new(),
                 },
             );
             self.save()?;

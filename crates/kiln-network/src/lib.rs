@@ -25,6 +25,7 @@
 extern crate kiln_testing;
 
 pub mod bridge;
+pub mod dns;
 mod error;
 pub mod ipam;
 pub mod netlink;
@@ -39,6 +40,6 @@ mod test_support;
 
 pub use bridge::Shaping;
 pub use error::NetworkError;
-pub use network::{Attachment, Network, NetworkConfig};
+pub use network::{Attachment, Endpoint, Network, NetworkConfig};
 pub use ports::{PortMapping, Protocol};
 pub use subnet::Subnet;

@@ -6,11 +6,12 @@
 //! died (their veth, their port rules), and a detach or [`Network::reclaim`] that leaves
 //! no lease tears the network down.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
-use crate::bridge::{self, write_sysctl, Addressing, Shaping};
+use crate::bridge::{self, write_sysctl, Addressing, Inside, Shaping};
 use crate::ipam::{Ipam, IpamGuard, Lease, LeaseHold};
 use crate::netlink::Socket;
 use crate::nft::{self, Table};
@@ -32,6 +33,12 @@ pub struct NetworkConfig {
     pub subnet: Subnet,
     /// kiln's store gives `$ROOT/networks`.
     pub state_dir: PathBuf,
+    /// No masquerade and no forwarding out of the bridge (`kiln network create
+    /// --internal`).
+    pub internal: bool,
+    /// Containers on other kiln bridges cannot reach this network's, nor it theirs
+    /// (named networks, as docker isolates its networks).
+    pub isolated: bool,
 }
 
 impl NetworkConfig {
@@ -43,6 +50,8 @@ impl NetworkConfig {
             table: "kiln".to_owned(),
             subnet: Subnet::DEFAULT,
             state_dir,
+            internal: false,
+            isolated: false,
         }
     }
 }
@@ -57,6 +66,14 @@ pub struct Attachment {
     pub interface: String,
     pub ports: Vec<PortMapping>,
     hold: LeaseHold,
+}
+
+/// How a container appears on a network beyond its address: its interface inside, and
+/// the names kiln's DNS responder answers with its address (kept in its lease).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    pub inside: Inside,
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,11 +108,31 @@ impl Network {
         Ok(Network { config, ipam })
     }
 
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The leases as last saved, read without the network's lock (the state file is
+    /// replaced whole): what kiln's DNS responder answers from. A lease whose holder
+    /// died stays here until the next attach, release or reclaim frees it.
+    pub fn leases(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, NetworkError> {
+        Ok(self.ipam.read_state()?.leases)
+    }
+
+    /// The file whose `flock` the network's one DNS responder holds.
+    pub fn dns_lock_path(&self) -> PathBuf {
+        self.config
+            .state_dir
+            .join(format!("{}.dns.lock", self.config.name))
+    }
+
     fn table(&self) -> Table {
         Table {
             name: self.config.table.clone(),
             bridge: self.config.bridge.clone(),
             subnet: self.config.subnet,
+            internal: self.config.internal,
+            isolated: self.config.isolated,
         }
     }
 
@@ -118,6 +155,17 @@ impl Network {
         ports: &[PortMapping],
         shaping: Shaping,
     ) -> Result<Attachment, NetworkError> {
+        self.attach_endpoint(owner, netns, (ports, shaping), &Endpoint::default())
+    }
+
+    /// [`Network::attach_shaped`] with the container's interface and names given.
+    pub fn attach_endpoint(
+        &self,
+        owner: &str,
+        netns: BorrowedFd<'_>,
+        (ports, shaping): (&[PortMapping], Shaping),
+        endpoint: &Endpoint,
+    ) -> Result<Attachment, NetworkError> {
         let mut guard = self.ipam.lock()?;
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
@@ -132,7 +180,8 @@ impl Network {
                 return Err(err);
             }
         };
-        let interface = bridge::host_ifname(owner);
+        // One container may be on several networks: one host end per network.
+        let interface = bridge::host_ifname(&format!("{owner}@{}", self.config.bridge));
         let hold = guard.allocate(owner, &interface)?;
         let address = hold.address;
         let link = Link {
@@ -140,6 +189,7 @@ impl Network {
             interface: &interface,
             netns,
             shaping,
+            endpoint,
         };
         let made = self.connect(&mut guard, &mut socket, link, address, ports, reclaimed);
         if let Err(err) = made {
@@ -184,18 +234,19 @@ impl Network {
             .get_mut(&address)
             .expect("just allocated");
         lease.ports = ports.to_vec();
+        lease.names = link.endpoint.names.clone();
         guard.save()?;
         let addressing = Addressing {
             address,
             subnet: self.config.subnet,
         };
-        bridge::attach_veth(
+        bridge::attach_veth_as(
             socket,
-            link.bridge,
-            link.interface,
+            (link.bridge, link.interface),
             link.netns,
             addressing,
             link.shaping,
+            &link.endpoint.inside,
         )?;
         if !ports.is_empty() || reclaimed {
             nft::apply(&self.table().ports_script(&published(guard)))?;
@@ -327,6 +378,7 @@ struct Link<'a> {
     interface: &'a str,
     netns: BorrowedFd<'a>,
     shaping: Shaping,
+    endpoint: &'a Endpoint,
 }
 
 /// Every published port of the network with its container's address.

@@ -29,12 +29,18 @@ use crate::ports::PortMapping;
 use crate::subnet::Subnet;
 use crate::NetworkError;
 
+mod filter;
+
 /// The table of one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     pub name: String,
     pub bridge: String,
     pub subnet: Subnet,
+    /// No masquerade, and no forwarding between the bridge and any other interface.
+    pub internal: bool,
+    /// No forwarding between this bridge and another kiln network's.
+    pub isolated: bool,
 }
 
 impl Table {
@@ -47,8 +53,15 @@ impl Table {
             name,
             bridge,
             subnet,
+            ..
         } = self;
-        format!(
+        let masquerade = match self.internal {
+            true => String::new(),
+            false => format!(
+                "add rule ip {name} postrouting ip saddr {subnet} oifname != \"{bridge}\" masquerade\n"
+            ),
+        };
+        let script = format!(
             "table ip {name} {{\n\
              \tchain ports {{\n\t}}\n\
              \tchain prerouting {{\n\
@@ -68,9 +81,10 @@ impl Table {
              add rule ip {name} guard iifname \"{bridge}\" ip daddr 127.0.0.0/8 drop\n\
              add rule ip {name} prerouting fib daddr type local jump ports\n\
              add rule ip {name} output fib daddr type local jump ports\n\
-             add rule ip {name} postrouting ip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
+             {masquerade}\
              add rule ip {name} postrouting ip saddr 127.0.0.0/8 oifname \"{bridge}\" masquerade\n"
-        )
+        );
+        script + &self.filter_script()
     }
 
     /// Replaces the port rules with those of `published` (container address, mapping).
@@ -149,6 +163,8 @@ mod tests {
             name: "kiln".to_owned(),
             bridge: "kiln0".to_owned(),
             subnet: Subnet::DEFAULT,
+            internal: false,
+            isolated: false,
         }
     }
 

@@ -1,0 +1,473 @@
+//! `kiln network create|ls|inspect|rm|connect|disconnect`, and the hidden
+//! `kiln network-dns` (a network's DNS responder, started by the first container's
+//! runner) and `kiln network-reclaim` (an idle network's bridge and table removed).
+//!
+//! Named networks live in kiln-container (`named_network`); this file is their command
+//! line: flags, what is printed, docker's JSON shapes.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use kiln_container::container_networks::{self, Joined, DEFAULT_NETWORK};
+use kiln_container::named_network::{
+    self, CreateRequest, Definition, NamedNetworkError, NetworkChoice,
+};
+use kiln_container::start::StartConfig;
+use kiln_network::dns::serve::{nameservers, Bound, Responder};
+use kiln_store::Store;
+use serde_json::{json, Value};
+
+use super::{CmdResult, Failure, Globals};
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    Create(CreateArgs),
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    Inspect(InspectArgs),
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    Connect(ConnectArgs),
+    Disconnect(DisconnectArgs),
+}
+
+/// Make a named network: containers on it (kiln run --network NAME) reach each other by
+/// name and alias
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  kiln network create web\n  kiln network create --subnet 10.90.7.0/24 --internal backend\n  kiln run -d --name db --network backend --network-alias database hello\n  kiln run --rm --network backend hello wget -qO- http://database/\n  kiln network connect web db\n  kiln network inspect backend"
+)]
+pub struct CreateArgs {
+    /// IPv4 subnet, e.g. 10.90.7.0/24 (default: the first free /24 from 10.89.1.0)
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<String>,
+    /// No outbound traffic: no NAT, nothing forwarded to or from other interfaces
+    #[arg(long)]
+    internal: bool,
+    /// Resolver the network's DNS forwards other names to, instead of the host's
+    /// (repeatable)
+    #[arg(long, value_name = "IP")]
+    dns: Vec<IpAddr>,
+    /// Network name: letters, digits, '-' and '_', starting with a letter
+    name: String,
+}
+
+/// List networks
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// One JSON object per network
+    #[arg(long)]
+    json: bool,
+}
+
+/// Show networks as JSON, with the containers attached
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// Remove named networks (refused while a container is attached)
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// No error for a network that does not exist
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// Put a stopped container on a named network too (its next start attaches it)
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Another name the container has on this network (repeatable)
+    #[arg(long = "alias", value_name = "ALIAS")]
+    aliases: Vec<String>,
+    network: String,
+    container: String,
+}
+
+/// Take a stopped container off a named network
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    network: String,
+    container: String,
+}
+
+fn named_failure(e: NamedNetworkError) -> Failure {
+    let hint = e.hint();
+    Failure::user(e).hint(hint)
+}
+
+pub fn run(globals: &Globals, command: NetworkCommand) -> CmdResult {
+    let store = globals.store()?;
+    match command {
+        NetworkCommand::Create(a) => create(&store, a),
+        NetworkCommand::Ls(a) => ls(globals, &store, a),
+        NetworkCommand::Inspect(a) => inspect(&store, a),
+        NetworkCommand::Rm(a) => rm(&store, a),
+        NetworkCommand::Connect(a) => connect(&store, a),
+        NetworkCommand::Disconnect(a) => disconnect(&store, a),
+    }
+}
+
+fn create(store: &Store, args: CreateArgs) -> CmdResult {
+    let subnet = args
+        .subnet
+        .as_deref()
+        .map(|s| {
+            s.parse::<kiln_network::Subnet>().map_err(|e| {
+                Failure::user(format!("--subnet {s}: {e}"))
+                    .hint(Some("e.g. --subnet 10.90.7.0/24".into()))
+            })
+        })
+        .transpose()?;
+    let request = CreateRequest {
+        name: args.name,
+        subnet,
+        internal: args.internal,
+        dns: args.dns,
+    };
+    let definition = named_network::create(store, request).map_err(named_failure)?;
+    println!("{}", definition.id);
+    Ok(0)
+}
+
+fn ls(globals: &Globals, store: &Store, args: LsArgs) -> CmdResult {
+    let all = named_network::list(store).map_err(named_failure)?;
+    if globals.quiet {
+        for d in &all {
+            println!("{}", d.name);
+        }
+        return Ok(0);
+    }
+    if args.json {
+        for d in &all {
+            let line = json!({
+                "Name": d.name, "ID": d.short_id(), "Driver": "bridge",
+                "Subnet": d.subnet, "Internal": d.internal,
+            });
+            println!("{line}");
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<14}{:<24}{:<8}{:<18}INTERNAL",
+        "NETWORK ID", "NAME", "DRIVER", "SUBNET"
+    );
+    for d in &all {
+        println!(
+            "{:<14}{:<24}{:<8}{:<18}{}",
+            d.short_id(),
+            d.name,
+            "bridge",
+            d.subnet,
+            d.internal
+        );
+    }
+    Ok(0)
+}
+
+fn inspect(store: &Store, args: InspectArgs) -> CmdResult {
+    let mut docs = Vec::new();
+    for key in &args.networks {
+        let definition = named_network::find(store, key).map_err(named_failure)?;
+        docs.push(inspect_document(store, &definition)?);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Array(docs)).expect("json")
+    );
+    Ok(0)
+}
+
+/// docker's `network inspect` document of a named network.
+fn inspect_document(store: &Store, d: &Definition) -> Result<Value, Failure> {
+    let attached = named_network::attached(store, d).map_err(named_failure)?;
+    let prefix = d.subnet().map_err(named_failure)?.prefix();
+    let mut containers = serde_json::Map::new();
+    for (address, lease) in attached {
+        let name = named_network::container_name(store, &lease.owner);
+        // The lease keeps name, short ID, then the aliases.
+        let aliases: Vec<&String> = lease.names.iter().skip(2).collect();
+        let mac = kiln_network::bridge::container_mac(address)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        containers.insert(
+            lease.owner.clone(),
+            json!({
+                "Name": name,
+                "IPv4Address": format!("{address}/{prefix}"),
+                "MacAddress": mac,
+                "Aliases": aliases,
+            }),
+        );
+    }
+    let gateway = d.gateway().map_err(named_failure)?;
+    let network = d.network(store).map_err(named_failure)?;
+    Ok(json!({
+        "Name": d.name,
+        "Id": d.id,
+        "Created": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(d.created)).to_string(),
+        "Scope": "local",
+        "Driver": "bridge",
+        "Internal": d.internal,
+        "IPAM": { "Driver": "default", "Config": [{ "Subnet": d.subnet, "Gateway": gateway.to_string() }] },
+        "Containers": containers,
+        "Options": {
+            "com.docker.network.bridge.name": network.config().bridge,
+            "dev.kiln.nftables.table": network.config().table,
+        },
+        "DNS": d.dns.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "Labels": {},
+    }))
+}
+
+fn rm(store: &Store, args: RmArgs) -> CmdResult {
+    let mut code = 0;
+    for key in &args.networks {
+        match named_network::remove(store, key) {
+            Ok(d) => println!("{}", d.name),
+            Err(NamedNetworkError::NotFound(_)) if args.force => {}
+            Err(e) => {
+                super::output::print_failure(&named_failure(e));
+                code = super::EXIT_USER_ERROR;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// The container's start config, refused while it runs: a running container's leases
+/// are held by its runner, which would have to make or remove the interface.
+fn stopped_container(
+    store: &Store,
+    key: &str,
+) -> Result<(kiln_store::ContainerDir, StartConfig), Failure> {
+    let Some((dir, state)) = store.find_container(key)? else {
+        return Err(Failure::user(format!("no such container: {key}")));
+    };
+    if dir.is_locked() {
+        return Err(Failure::user(format!(
+            "container {} is running: kiln connects and disconnects stopped containers only",
+            state.name
+        ))
+        .hint(Some(format!(
+            "kiln stop {} first; its next start attaches the networks",
+            state.name
+        ))));
+    }
+    let start = StartConfig::read(&dir).map_err(|e| Failure::user(&e).hint(e.hint()))?;
+    if start.spec.process.network != kiln_runtime::NetworkMode::Bridge {
+        return Err(Failure::user(format!(
+            "container {} runs with the host's network or none: it cannot join a bridge network",
+            state.name
+        )));
+    }
+    Ok((dir, start))
+}
+
+fn connect(store: &Store, args: ConnectArgs) -> CmdResult {
+    let definition = named_network::find(store, &args.network).map_err(named_failure)?;
+    let (dir, mut start) = stopped_container(store, &args.container)?;
+    if start.networks.iter().any(|n| n.name == definition.name) {
+        return Err(Failure::user(format!(
+            "{} is already on network {}",
+            args.container, definition.name
+        )));
+    }
+    if start.networks.is_empty() {
+        // On the default network until now: a container is on named networks or on the
+        // default one, as its resolv.conf is made for one of them.
+        return Err(Failure::user(format!(
+            "{} is on the default bridge network",
+            args.container
+        ))
+        .hint(Some(
+            "run it with --network NAME to put it on named networks".into(),
+        )));
+    }
+    start.networks.push(NetworkChoice {
+        name: definition.name,
+        aliases: args.aliases,
+    });
+    start.write(store, &dir).map_err(|e| Failure::user(&e))?;
+    Ok(0)
+}
+
+fn disconnect(store: &Store, args: DisconnectArgs) -> CmdResult {
+    let definition = named_network::find(store, &args.network).map_err(named_failure)?;
+    let (dir, mut start) = stopped_container(store, &args.container)?;
+    let before = start.networks.len();
+    start.networks.retain(|n| n.name != definition.name);
+    if start.networks.len() == before {
+        return Err(Failure::user(format!(
+            "{} is not on network {}",
+            args.container, definition.name
+        )));
+    }
+    if start.networks.is_empty() {
+        return Err(Failure::user(format!(
+            "network {} is the only network of {}",
+            definition.name, args.container
+        ))
+        .hint(Some("connect it to another network first".into())));
+    }
+    start.write(store, &dir).map_err(|e| Failure::user(&e))?;
+    Ok(0)
+}
+
+/// The hidden command that serves a network's DNS (started by [`start_responder`]).
+pub const NETWORK_DNS_COMMAND: &str = "network-dns";
+
+/// How long a network's responder stays once the network has no container.
+const RESPONDER_LINGER: Duration = Duration::from_secs(3);
+
+#[derive(Args, Debug)]
+pub struct NetworkDnsArgs {
+    /// `bridge` or a named network
+    network: String,
+}
+
+/// `kiln network-dns NETWORK`: binds the responder, says `ready` on stdout (the
+/// starter waits for it), serves until the network has been idle for a while.
+pub fn network_dns(globals: &Globals, args: NetworkDnsArgs) -> CmdResult {
+    let store = globals.store()?;
+    let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
+    let network = container_networks::network_named(&store, &args.network).map_err(failed)?;
+    let mut upstreams = container_networks::own_upstreams(&store, &args.network).map_err(failed)?;
+    if upstreams.is_empty() {
+        upstreams = host_upstreams();
+    }
+    let responder =
+        match Responder::bind(network, upstreams).map_err(|e| Failure::user(&e).hint(e.hint()))? {
+            Bound::Serving(responder) => responder,
+            Bound::AlreadyRunning => return Ok(0),
+        };
+    println!("ready");
+    responder
+        .serve(RESPONDER_LINGER)
+        .map_err(|e| Failure::user(&e).hint(e.hint()))?;
+    Ok(0)
+}
+
+/// The host's resolvers (`/etc/resolv.conf`, loopback ones included: the responder
+/// runs in the host's namespace).
+fn host_upstreams() -> Vec<SocketAddr> {
+    nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+}
+
+/// Starts the responder of each network that needs one unless it runs, and waits until
+/// it listens (a container's first lookup must find it): a process of its own, in a
+/// session of its own, that outlives this kiln.
+pub(super) fn start_responders(globals: &Globals, networks: &[Joined]) -> Result<(), String> {
+    for joined in networks.iter().filter(|j| j.needs_responder) {
+        if responder_runs(&joined.network) {
+            continue;
+        }
+        start_responder(globals, &joined.label)?;
+    }
+    Ok(())
+}
+
+/// Whether a process holds the network's DNS lock.
+fn responder_runs(network: &kiln_network::Network) -> bool {
+    let Ok(file) = std::fs::File::open(network.dns_lock_path()) else {
+        return false;
+    };
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
+}
+
+fn start_responder(globals: &Globals, label: &str) -> Result<(), String> {
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg("--root")
+        .arg(&globals.root)
+        .arg(NETWORK_DNS_COMMAND)
+        .arg(label)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the responder leaves kiln's session so a
+    // terminal's hangup does not end it.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("start the DNS responder of network {label}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    // `ready`, or nothing when another responder took the network meanwhile (it exits).
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.trim() != "ready" {
+        if let Ok(Some(status)) = child.try_wait() {
+            if !status.success() {
+                return Err(format!(
+                    "the DNS responder of network {label} did not start ({status}); kiln -v network-dns {label} says why"
+                ));
+            }
+        }
+    }
+    // Reaped by a thread while this kiln (a monitor, maybe) lives, else by init.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+/// `--network NAME` and `--network-alias`: the named network a container joins.
+pub(super) fn network_choice(
+    network: Option<&str>,
+    aliases: &[String],
+) -> Result<Option<NetworkChoice>, Failure> {
+    match network {
+        None | Some("none" | "host" | DEFAULT_NETWORK) => {
+            if !aliases.is_empty() {
+                return Err(Failure::user("--network-alias needs a named network")
+                    .hint(Some("kiln network create NAME, then kiln run --network NAME --network-alias ALIAS".into())));
+            }
+            Ok(None)
+        }
+        Some(name) => {
+            named_network::check_name(name)
+                .map_err(|e| Failure::user(format!("--network {name}: {e}")).hint(e.hint()))?;
+            for alias in aliases {
+                check_alias(alias)?;
+            }
+            Ok(Some(NetworkChoice {
+                name: name.to_owned(),
+                aliases: aliases.to_vec(),
+            }))
+        }
+    }
+}
+
+/// An alias is a DNS name: labels of letters, digits and '-', dots between.
+fn check_alias(alias: &str) -> Result<(), Failure> {
+    let valid = !alias.is_empty()
+        && alias.len() <= 253
+        && alias.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    match valid {
+        true => Ok(()),
+        false => Err(
+            Failure::user(format!("--network-alias {alias:?}: not a DNS name")).hint(Some(
+                "letters, digits, '-' and '_' in dot-separated labels".into(),
+            )),
+        ),
+    }
+}
