@@ -572,3 +572,29 @@ fn network_names_and_values_are_checked() {
     assert_eq!(env.kiln_ok(&["-q", "network", "ls"]), net);
     env.kiln_ok(&["network", "rm", "-f", "nothere"]);
 }
+
+/// `ip_forward` is the host's, not a network's: the network that turned it on must not
+/// turn it off while another kiln network still routes through it.
+#[test]
+fn forwarding_stays_on_while_any_kiln_network_is_up() {
+    common::require_root!("network namespaces, bridges, nftables");
+    common::require("nft", "nftables");
+    let env = Env::new();
+    busybox_image(&env);
+    let first = TestNetwork::create(&env, "fwda", &["--subnet", "10.89.206.0/24"]);
+    let second = TestNetwork::create(&env, "fwdb", &["--subnet", "10.89.207.0/24"]);
+    let on_first = run_detached(&env, &["--network", &first, "bb", "sleep", "300"]);
+    let on_second = run_detached(&env, &["--network", &second, "bb", "sleep", "300"]);
+    let forward = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(forward().trim(), "1");
+    drop(on_first);
+    wait_until(Duration::from_secs(15), "the first network removed", || {
+        first.gone()
+    });
+    assert_eq!(
+        forward().trim(),
+        "1",
+        "the second network lost its forwarding"
+    );
+    drop(on_second);
+}

@@ -150,6 +150,7 @@ impl Definition {
             table: format!("kiln_{}", self.short_id()),
             subnet: self.subnet()?,
             state_dir: self.dir(store),
+            forwarding_dir: crate::network::DEFAULT_NETWORK_STATE.into(),
             internal: self.internal,
             isolated: true,
         };

@@ -43,9 +43,6 @@ pub struct Lease {
 pub struct State {
     pub subnet: Option<String>,
     pub leases: BTreeMap<Ipv4Addr, Lease>,
-    /// kiln found `ip_forward` off and turned it on; the last container turns it off.
-    #[serde(default)]
-    pub ip_forward_enabled: bool,
 }
 
 /// The files of one network's IPAM.

@@ -27,6 +27,7 @@ extern crate kiln_testing;
 pub mod bridge;
 pub mod dns;
 mod error;
+pub mod forwarding;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;

@@ -11,15 +11,14 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
-use crate::bridge::{self, write_sysctl, Addressing, Inside, Shaping};
+use crate::bridge::{self, Addressing, Inside, Shaping};
+use crate::forwarding::Forwarding;
 use crate::ipam::{Ipam, IpamGuard, Lease, LeaseHold};
 use crate::netlink::Socket;
 use crate::nft::{self, Table};
 use crate::ports::{PortMapping, Protocol};
 use crate::subnet::Subnet;
 use crate::NetworkError;
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// A bridge network's names and subnet, and where its state is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +32,9 @@ pub struct NetworkConfig {
     pub subnet: Subnet,
     /// kiln's store gives `$ROOT/networks`.
     pub state_dir: PathBuf,
+    /// Where the host's `ip_forward` switch is kept ([`Forwarding`]): the same directory
+    /// for every network of the host.
+    pub forwarding_dir: PathBuf,
     /// No masquerade and no forwarding out of the bridge (`kiln network create
     /// --internal`).
     pub internal: bool,
@@ -49,6 +51,7 @@ impl NetworkConfig {
             bridge: "kiln0".to_owned(),
             table: "kiln".to_owned(),
             subnet: Subnet::DEFAULT,
+            forwarding_dir: state_dir.clone(),
             state_dir,
             internal: false,
             isolated: false,
@@ -214,7 +217,7 @@ impl Network {
     fn prepare(&self, guard: &mut IpamGuard, socket: &mut Socket) -> Result<i32, NetworkError> {
         let bridge = bridge::ensure_bridge(socket, &self.config.bridge, &self.config.subnet)?;
         if guard.state.leases.is_empty() {
-            self.start_network(guard)?;
+            self.start_network()?;
         }
         Ok(bridge)
     }
@@ -300,8 +303,9 @@ impl Network {
         let mut guard = self.ipam.lock()?;
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
-        let state_left = guard.state.ip_forward_enabled || guard.state.subnet.is_some();
-        if reclaimed || (guard.state.leases.is_empty() && state_left) {
+        // With no lease, whatever is left goes, also what a kiln killed between making
+        // the bridge or table and recording its lease left (the state does not know it).
+        if reclaimed || guard.state.leases.is_empty() {
             self.settle(&mut guard, &mut socket, true)?;
         }
         Ok(())
@@ -341,34 +345,23 @@ impl Network {
         let steps = [
             nft::apply(&self.table().delete_script()),
             bridge::remove_bridge(socket, &self.config.bridge),
-            if guard.state.ip_forward_enabled {
-                write_sysctl(IP_FORWARD.to_owned(), "0")
-            } else {
-                Ok(())
-            },
+            self.forwarding().release(&self.config.table),
         ];
         if let Some(err) = steps.into_iter().find_map(Result::err) {
             return Err(err);
         }
-        guard.state.ip_forward_enabled = false;
         guard.state.subnet = None;
         guard.save()
     }
 
+    fn forwarding(&self) -> Forwarding {
+        Forwarding::new(&self.config.forwarding_dir)
+    }
+
     /// The first container's part: kiln's table, and `ip_forward` if it is off.
-    fn start_network(&self, guard: &mut IpamGuard) -> Result<(), NetworkError> {
+    fn start_network(&self) -> Result<(), NetworkError> {
         nft::apply(&self.table().create_script())?;
-        let forward =
-            std::fs::read_to_string(IP_FORWARD).map_err(|source| NetworkError::Sysctl {
-                path: IP_FORWARD.into(),
-                source,
-            })?;
-        if forward.trim() == "0" {
-            write_sysctl(IP_FORWARD.to_owned(), "1")?;
-            guard.state.ip_forward_enabled = true;
-            guard.save()?;
-        }
-        Ok(())
+        self.forwarding().acquire(&self.config.table)
     }
 }
 
