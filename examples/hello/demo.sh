@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Builds kiln, builds examples/hello with it, runs the image and fetches its page.
-# Needs root (namespaces, overlayfs, cgroups). Installs busybox-static, the example's base.
+# Needs root (namespaces, overlayfs, cgroups). Installs busybox-static (the example's base) and nftables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v busybox >/dev/null 2>&1; then
-    echo "==> installing busybox-static"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+# busybox-static is the example's base; nftables gives the bridge network its NAT and
+# published ports.
+missing=()
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo build --release --quiet
 kiln=target/release/kiln
 $kiln build examples/hello
 
-# The spec's run: section gives the limits, dropped capabilities, read-only root and host
-# network, so the page is on 127.0.0.1:8080.
+# The spec's run: section gives the limits, dropped capabilities, read-only root and the
+# published port: the container has its own address on kiln's bridge, its page is on the
+# host's 127.0.0.1:8080.
 $kiln run --rm hello &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
