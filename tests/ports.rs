@@ -5,10 +5,11 @@
 //! measured with iperf3. Traffic stays on this machine: 127.0.0.1, kiln's bridge and a
 //! namespace the test makes.
 //!
-//! These tests share kiln's default network (`kiln0`) with whatever else runs on the
-//! machine, so they assert only on their own containers' rules, veths and leases. They
-//! run one at a time: each uses its own store, whose network state would otherwise tear
-//! the bridge down under another test's container (see [`Serial`]).
+//! These tests share kiln's default network (`kiln0`, its state host-wide) with whatever
+//! else runs on the machine, so they assert only on their own containers' rules, veths
+//! and leases. They run one at a time (see [`Serial`]), so that the network's rules and
+//! leases one test compares before and after are not changed by another of them, and
+//! the bandwidth measurements have the machine to themselves.
 
 mod common;
 
@@ -24,10 +25,8 @@ use common::{free_port, text, Env};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// A test's store, used by it alone on kiln's bridge. At its end its containers are
-/// removed and `kiln gc` tears its bridge network down at once: the 2 s linger of the
-/// last container's network (`kiln network-reclaim`) would otherwise remove the bridge
-/// under the next test's container, which keeps its state in another store.
+/// A test's store, its turn on kiln's bridge. At its end its containers are removed and
+/// `kiln gc` frees what they left on the network.
 struct Serial {
     env: Env,
     _turn: MutexGuard<'static, ()>,
@@ -329,9 +328,9 @@ fn kiln_table() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The leases of the test store's default network.
-fn leases(env: &Env) -> serde_json::Value {
-    let path = env.root().join("networks/kiln.json");
+/// The leases of kiln's default network (its state is the host's, not a store's).
+fn leases() -> serde_json::Value {
+    let path = std::path::Path::new("/run/kiln/networks/kiln.json");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     state["leases"].clone()
 }
@@ -345,7 +344,7 @@ fn a_busy_host_port_fails_before_the_command_runs_and_leaves_nothing() {
     let keeper = run_detached(&env, &["--network", "bridge", "bb", "sleep", "300"]);
     let port = free_port();
     let _busy = TcpListener::bind(("0.0.0.0", port)).unwrap();
-    let (veths, table, leased) = (kiln_veths(), kiln_table(), leases(&env));
+    let (veths, table, leased) = (kiln_veths(), kiln_table(), leases());
     let marks = env.path("marks");
     std::fs::create_dir_all(&marks).unwrap();
     let volume = format!("{}:/marks", marks.display());
@@ -373,7 +372,7 @@ fn a_busy_host_port_fails_before_the_command_runs_and_leaves_nothing() {
     assert_eq!(kiln_veths(), veths, "a veth is left");
     assert_eq!(kiln_table(), table, "the rules changed");
     assert!(!kiln_table().contains(&format!("dport {port} ")));
-    assert_eq!(leases(&env), leased, "an address is left leased");
+    assert_eq!(leases(), leased, "an address is left leased");
     assert_eq!(env.kiln_ok(&["ps", "-a", "-q"]).lines().count(), 1);
     drop(keeper);
 }

@@ -219,6 +219,19 @@ fn reclaim_network() -> Result<(), Failure> {
         .map_err(|e| Failure::user(format!("reclaim the bridge network: {e}")).hint(e.hint()))
 }
 
+/// [`reclaim_network`] for each of the store's named networks.
+fn reclaim_named_networks(store: &kiln_store::Store) -> Result<(), Failure> {
+    let failed =
+        |e: kiln_container::named_network::NamedNetworkError| Failure::user(&e).hint(e.hint());
+    for definition in kiln_container::named_network::list(store).map_err(failed)? {
+        let network = definition.network(store).map_err(failed)?;
+        network.reclaim().map_err(|e| {
+            Failure::user(format!("reclaim network {}: {e}", definition.name)).hint(e.hint())
+        })?;
+    }
+    Ok(())
+}
+
 pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     let store = existing_store(globals)?;
     let options = GcOptions {
@@ -241,6 +254,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     };
     if !args.dry_run {
         reclaim_network()?;
+        reclaim_named_networks(&store)?;
     }
     if args.json {
         println!("{}", gc_json(&report));

@@ -347,7 +347,7 @@ pub fn network_dns(globals: &Globals, args: NetworkDnsArgs) -> CmdResult {
     }
     let responder =
         match Responder::bind(network, upstreams).map_err(|e| Failure::user(&e).hint(e.hint()))? {
-            Bound::Serving(responder) => responder,
+            Bound::Serving(responder) => *responder,
             Bound::AlreadyRunning => return Ok(0),
         };
     println!("ready");

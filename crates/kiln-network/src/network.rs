@@ -213,10 +213,12 @@ impl Network {
     }
 
     /// The bridge (made if missing) and, for the first container, the table and
-    /// forwarding; the bridge's index.
+    /// forwarding; the bridge's index. A network whose last container left less than its
+    /// linger ago is still up (the state keeps its subnet until the teardown): its table
+    /// is not made again, which saved an `nft` run on back-to-back `kiln run --rm`.
     fn prepare(&self, guard: &mut IpamGuard, socket: &mut Socket) -> Result<i32, NetworkError> {
         let bridge = bridge::ensure_bridge(socket, &self.config.bridge, &self.config.subnet)?;
-        if guard.state.leases.is_empty() {
+        if guard.state.leases.is_empty() && guard.state.subnet.is_none() {
             self.start_network()?;
         }
         Ok(bridge)

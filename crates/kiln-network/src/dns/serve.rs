@@ -43,7 +43,7 @@ pub struct Responder {
 /// What [`Responder::bind`] found.
 #[derive(Debug)]
 pub enum Bound {
-    Serving(Responder),
+    Serving(Box<Responder>),
     /// Another process holds the network's DNS lock: it serves the network.
     AlreadyRunning,
 }
@@ -73,12 +73,12 @@ impl Responder {
         let socket = bind_freely(SocketAddrV4::new(gateway, 53)).map_err(NetworkError::netlink(
             format!("binding {gateway}:53 for DNS"),
         ))?;
-        Ok(Bound::Serving(Responder {
+        Ok(Bound::Serving(Box::new(Responder {
             network,
             upstreams,
             socket,
             _lock: lock,
-        }))
+        })))
     }
 
     /// Answers until the network has had no lease for `idle`.
