@@ -158,4 +158,44 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
     env.kiln_ok(&["gc"]);
     assert_eq!(kiln_network_on_host(), (vec![], false));
     assert_eq!(ip_forward(), forward_before);
+
+    // kiln's config file moves the default network to another subnet; one that is not a
+    // subnet is an error that names its place in the file.
+    let config = env.write("config.yaml", "# kiln\ndefault_subnet: 10.77.7.0/24\n");
+    let out = env
+        .command()
+        .env("KILN_CONFIG", &config)
+        .args([
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "ip -4 addr show eth0; ip route",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("inet 10.77.7.2/24"), "{}", text(&out));
+    assert!(
+        text(&out).contains("default via 10.77.7.1"),
+        "{}",
+        text(&out)
+    );
+    let bad = env.write("bad.yaml", "default_subnet: 10.77.7.9/24\n");
+    let out = env
+        .command()
+        .env("KILN_CONFIG", &bad)
+        .args(["run", "--rm", "bb", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("bad.yaml:1:17: default_subnet: invalid subnet 10.77.7.9/24"),
+        "{}",
+        text(&out)
+    );
+    wait_until(Duration::from_secs(10), "the network removed", || {
+        kiln_network_on_host() == (vec![], false) && ip_forward() == forward_before
+    });
 }

@@ -50,6 +50,23 @@ pub const EXIT_USAGE: i32 = 2;
 /// A valid container or build step could not be started (docker's 125).
 pub const EXIT_NOT_STARTED: i32 = 125;
 
+/// Whether the command may make or use a bridge network (and so needs the default
+/// network's subnet from kiln's config file): any other command runs even when the
+/// config file's `default_subnet:` is wrong.
+fn uses_networks(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Build(_)
+            | Command::Run(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::Gc(_)
+            | Command::NetworkReclaim(_)
+            | Command::Network(_)
+            | Command::NetworkDns(_)
+    )
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kiln",
@@ -292,6 +309,12 @@ pub fn main() -> i32 {
         root,
         quiet: cli.quiet,
     };
+    if uses_networks(&cli.command) {
+        if let Err(f) = network::configure_default_subnet() {
+            output::print_failure(&f);
+            return f.code;
+        }
+    }
     let result = match cli.command {
         Command::Build(a) => build::run(&globals, *a),
         Command::Images(a) => images::images(&globals, a),

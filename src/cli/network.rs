@@ -471,3 +471,19 @@ fn check_alias(alias: &str) -> Result<(), Failure> {
         ),
     }
 }
+
+/// Applies kiln's config file's `default_subnet:` (the default bridge network's subnet),
+/// for the commands that may use networks; an invalid one names its place in the file.
+pub fn configure_default_subnet() -> Result<(), Failure> {
+    let config = super::pull::kiln_config()?;
+    let Some(given) = config.default_subnet else {
+        return Ok(());
+    };
+    let subnet: kiln_network::Subnet = given.value.parse().map_err(|e| {
+        Failure::user(given.error("default_subnet", e)).hint(Some(
+            "write an IPv4 subnet with its host bits zero, e.g. 10.77.0.0/24".into(),
+        ))
+    })?;
+    kiln_container::network::configure_default_subnet(subnet);
+    Ok(())
+}

@@ -221,7 +221,7 @@ fn etc_resolv_conf(
             }
         }
         (NetworkMode::Bridge, None) => ResolverFor::DefaultBridge {
-            gateway: kiln_network::Subnet::DEFAULT.gateway(),
+            gateway: crate::network::default_subnet().gateway(),
         },
         _ => return Ok(host),
     };

@@ -235,11 +235,12 @@ pub fn create(store: &Store, request: CreateRequest) -> Result<Definition> {
 /// A subnet is refused when it overlaps another kiln network (the default one
 /// included) or a route of the host.
 fn check_subnet(subnet: &Subnet, others: &[Definition]) -> Result<()> {
-    if subnet.overlaps(&Subnet::DEFAULT) {
+    let default = crate::network::default_subnet();
+    if subnet.overlaps(&default) {
         return Err(NamedNetworkError::Overlaps {
             subnet: subnet.to_string(),
             other: "bridge".into(),
-            other_subnet: Subnet::DEFAULT.to_string(),
+            other_subnet: default.to_string(),
         });
     }
     for other in others {

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 
-use kiln_network::{Attachment, Network, NetworkConfig};
+use kiln_network::{Attachment, Network, NetworkConfig, Subnet};
 use kiln_spec::{PortMapping, Protocol};
 use kiln_store::{ContainerDir, Store};
 use serde::{Deserialize, Serialize};
@@ -27,9 +27,27 @@ const NETWORKS_FILE: &str = "networks.json";
 /// Under `/run`: a lease ends with the boot it was made in.
 pub const DEFAULT_NETWORK_STATE: &str = "/run/kiln/networks";
 
+/// The default network's subnet when kiln's config file names one (`default_subnet:`),
+/// set once by the binary before it runs a command that uses networks.
+static DEFAULT_SUBNET: std::sync::OnceLock<Subnet> = std::sync::OnceLock::new();
+
+/// Makes `subnet` the default network's (and keeps named networks off it). Once per
+/// process; a second call changes nothing.
+pub fn configure_default_subnet(subnet: Subnet) {
+    let _ = DEFAULT_SUBNET.set(subnet);
+}
+
+/// The default network's subnet: the configured one, else 10.89.0.0/24.
+pub fn default_subnet() -> Subnet {
+    DEFAULT_SUBNET.get().copied().unwrap_or(Subnet::DEFAULT)
+}
+
 /// kiln's default bridge network, its state in [`DEFAULT_NETWORK_STATE`].
 pub fn default_network() -> Result<Network> {
-    let config = NetworkConfig::default_bridge(DEFAULT_NETWORK_STATE.into());
+    let config = NetworkConfig {
+        subnet: default_subnet(),
+        ..NetworkConfig::default_bridge(DEFAULT_NETWORK_STATE.into())
+    };
     Network::new(config).map_err(|e| ContainerError::Network(e.to_string()))
 }
 
@@ -180,24 +198,15 @@ pub fn attach(
         })
 }
 
-/// The `/etc/resolv.conf` of a container or build step on the bridge network, from the
-/// host's: its `nameserver` lines without the loopback ones (a resolver on the host's
-/// 127.0.0.53 is not reachable from the container's namespace), everything else as it
-/// is. `None` when no nameserver is left: the caller keeps what it had.
+/// The `/etc/resolv.conf` of a build step on the default network, from the host's
+/// ([`crate::resolv::resolv_conf`]): `None` when only kiln's DNS responder could serve it
+/// (the host's resolvers are all loopback), which runs for containers only; the step
+/// keeps its image's file then.
 pub fn bridge_resolv_conf(host: &str) -> Option<String> {
-    let loopback = |line: &str| {
-        let mut words = line.split_whitespace();
-        words.next() == Some("nameserver")
-            && words
-                .next()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-                .is_some_and(|a| a.is_loopback())
-    };
-    let kept: Vec<&str> = host.lines().filter(|l| !loopback(l)).collect();
-    let any_nameserver = kept
-        .iter()
-        .any(|l| l.split_whitespace().next() == Some("nameserver"));
-    any_nameserver.then(|| kept.iter().map(|l| format!("{l}\n")).collect())
+    let gateway = default_subnet().gateway();
+    let conf =
+        crate::resolv::resolv_conf(host, crate::resolv::ResolverFor::DefaultBridge { gateway });
+    (!conf.uses_responder).then_some(conf.text)
 }
 
 #[cfg(test)]
@@ -205,11 +214,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_resolvers_are_left_out_of_a_bridged_resolv_conf() {
+    fn a_steps_resolv_conf_leaves_out_loopback_resolvers_or_is_the_images() {
         let host = "# by hand\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nsearch lan\noptions edns0\n";
         assert_eq!(
             bridge_resolv_conf(host).as_deref(),
-            Some("# by hand\nnameserver 10.255.255.53\nsearch lan\noptions edns0\n")
+            Some("nameserver 10.255.255.53\nsearch lan\noptions edns0\n")
         );
         assert_eq!(
             bridge_resolv_conf("nameserver 127.0.0.53\nsearch lan\n"),

@@ -216,9 +216,17 @@ impl Network {
     /// forwarding; the bridge's index. A network whose last container left less than its
     /// linger ago is still up (the state keeps its subnet until the teardown): its table
     /// is not made again, which saved an `nft` run on back-to-back `kiln run --rm`.
+    /// One lingering with another subnet (kiln's config changed meanwhile) is torn down
+    /// and made anew.
     fn prepare(&self, guard: &mut IpamGuard, socket: &mut Socket) -> Result<i32, NetworkError> {
+        let first = guard.state.leases.is_empty();
+        let up_with = guard.state.subnet.clone();
+        let lingering = first && up_with == Some(self.config.subnet.to_string());
+        if first && up_with.is_some() && !lingering {
+            self.settle(guard, socket, true)?;
+        }
         let bridge = bridge::ensure_bridge(socket, &self.config.bridge, &self.config.subnet)?;
-        if guard.state.leases.is_empty() && guard.state.subnet.is_none() {
+        if first && !lingering {
             self.start_network()?;
         }
         Ok(bridge)

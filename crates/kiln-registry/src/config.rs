@@ -4,7 +4,7 @@
 //! (SECURITY.md §3 rule 16, [`super::realm`]), the time limits of registry requests in
 //! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`), and the
 //! bounds on images from elsewhere ([`kiln_store::Bounds`]), which builds and imports obey
-//! as well as pulls.
+//! as well as pulls; and the default bridge network's subnet.
 //!
 //! ```yaml
 //! insecure_registries:
@@ -18,6 +18,7 @@
 //! image_limits:      # sizes as 4m, 64g (powers of 1024) or a number of bytes
 //!   document_size: 8m
 //!   layers: 1000
+//! default_subnet: 10.77.0.0/24   # kiln's default bridge network (10.89.0.0/24)
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
@@ -53,6 +54,8 @@ struct ConfigFile {
     retry_time: Option<Spanned<f64>>,
     #[serde(default)]
     image_limits: ImageLimits,
+    /// The default bridge network's subnet (`10.89.0.0/24`), checked by the caller.
+    default_subnet: Option<Spanned<String>>,
 }
 
 /// `image_limits:`; each key is a [`Bound::key`].
@@ -108,6 +111,30 @@ pub struct FileConfig {
     pub timeouts: Timeouts,
     /// The bounds on images from elsewhere, the defaults where the file names none.
     pub bounds: Bounds,
+    /// `default_subnet:`, the default bridge network's subnet as written, with where; the
+    /// network code parses it (this crate knows nothing of networks).
+    pub default_subnet: Option<Located>,
+}
+
+/// A value of the config file with its place, for an error the caller finds in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub value: String,
+    pub path: std::path::PathBuf,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Located {
+    /// `FILE:LINE:COLUMN: KEY: WHY`, as every error of the config file reads.
+    pub fn error(&self, key: &str, why: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}:{}: {key}: {why}",
+            self.path.display(),
+            self.line,
+            self.column
+        )
+    }
 }
 
 /// Reads the config file at `path`; an empty one (or one of comments only) is the defaults.
@@ -153,6 +180,12 @@ pub fn read(path: &Path) -> Result<FileConfig> {
     if let Some(d) = seconds("retry_time", config.retry_time, true)? {
         out.timeouts.retry_time = d;
     }
+    out.default_subnet = config.default_subnet.map(|subnet| Located {
+        value: subnet.value,
+        path: path.to_owned(),
+        line: subnet.referenced.line(),
+        column: subnet.referenced.column(),
+    });
     for (bound, value) in config.image_limits.given() {
         let amount = amount(bound, &value.value).map_err(|why| bad(value.referenced, why))?;
         out.bounds

@@ -49,7 +49,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{login_key, logout, save_login, Credential};
-pub use config::{read as read_config, FileConfig};
+pub use config::{read as read_config, FileConfig, Located};
 pub use deadline::{Timeouts, MIN_RATE, READ_TIMEOUT, TIMEOUT};
 pub use error::{
     ChallengeError, CredentialsError, InsecureHostError, PlatformError, RegistryError,
