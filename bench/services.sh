@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Services, kiln vs podman (with runc, as the issue asks): `run -d` until the command is
 # running, and `exec C true` into a running container, side by side in one hyperfine run
-# each. Same busybox image, `--network none` for both (kiln has no bridge yet), podman on a
+# each. Same busybox image, `--network none` for both (bench/network.sh times the bridges), podman on a
 # store of its own in a temp dir. Prints the medians and the ratios kiln/podman
 # (bar: <= 0.5 each, issue 14), and the resident memory of the process that watches a
 # running container: kiln's monitor and podman's conmon (bar: <= 2 MiB). Needs root,

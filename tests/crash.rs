@@ -564,7 +564,44 @@ fn trial(
     if !cgroups.is_empty() {
         return Err(format!("cgroups left: {cgroups:?}"));
     }
+    // The rerun's attach to the bridge network reclaimed the killed container's address
+    // (other tests of this binary may have stale leases of their own meanwhile).
+    let stale: Vec<String> = stale_leases()
+        .into_iter()
+        .filter(|(_, owner)| containers_after_kill.contains(owner))
+        .map(|(address, owner)| format!("{address} ({owner})"))
+        .collect();
+    if !stale.is_empty() {
+        return Err(format!("addresses leased to dead kilns: {stale:?}"));
+    }
     Ok((finished, outcome))
+}
+
+/// The default network's leases (address, owner) whose holder is gone (nobody holds the
+/// lease file's lock), read under the network's own lock as kiln does.
+fn stale_leases() -> Vec<(String, String)> {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = Path::new("/run/kiln/networks");
+    let Ok(lock) = fs::File::open(dir.join("kiln.lock")) else {
+        return Vec::new(); // no network was ever used
+    };
+    let _held = Flock::lock(lock, FlockArg::LockExclusive).unwrap();
+    let state: serde_json::Value = match fs::read(dir.join("kiln.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Err(_) => return Vec::new(),
+    };
+    let leases = state["leases"].as_object().cloned().unwrap_or_default();
+    leases
+        .iter()
+        .filter(|(address, _)| {
+            let file = fs::File::open(dir.join("kiln.leases").join(address.as_str()));
+            file.is_ok_and(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok())
+        })
+        .map(|(address, lease)| {
+            let owner = lease["owner"].as_str().unwrap_or_default().to_owned();
+            (address.clone(), owner)
+        })
+        .collect()
 }
 
 /// The processes of group `pgid` that are not zombies, from `/proc/<pid>/stat`.
