@@ -112,8 +112,17 @@ impl Lab {
     }
 
     /// What the tests compare before and after: links, rules, forwarding.
+    /// The lab host's links (names and addresses: not their state, which the uplink's
+    /// carrier changes on its own time), its ruleset and `ip_forward`.
     fn snapshot(&self) -> (String, String, String) {
         let links = String::from_utf8(self.host.ip(&["-br", "link"]).stdout).unwrap();
+        let links: String = links
+            .lines()
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {}\n", words[0], words.get(2).unwrap_or(&""))
+            })
+            .collect();
         let rules = self.host.exec(&["nft", "list", "ruleset"]);
         assert!(rules.status.success());
         let forward = self.host.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
