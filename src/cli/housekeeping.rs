@@ -193,13 +193,13 @@ pub struct NetworkReclaimArgs {
 pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult {
     std::thread::sleep(NETWORK_LINGER);
     match args.network {
-        None => reclaim_network().map(|()| 0),
+        None => reclaim_network(NETWORK_LINGER).map(|()| 0),
         Some(name) => {
             let store = existing_store(globals)?;
             let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
             let network =
                 kiln_container::container_networks::network_named(&store, &name).map_err(failed)?;
-            network.reclaim().map_err(|e| {
+            network.reclaim_idle(NETWORK_LINGER).map_err(|e| {
                 Failure::user(format!("reclaim network {name}: {e}")).hint(e.hint())
             })?;
             Ok(0)
@@ -208,14 +208,15 @@ pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult
 }
 
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and
-/// the bridge and table when no container is left), if a bridge network was ever used.
-fn reclaim_network() -> Result<(), Failure> {
+/// the bridge and table when no container left it within `linger`), if a bridge network
+/// was ever used.
+fn reclaim_network(linger: std::time::Duration) -> Result<(), Failure> {
     if !std::path::Path::new(kiln_container::network::DEFAULT_NETWORK_STATE).exists() {
         return Ok(());
     }
     let network = kiln_container::network::default_network().map_err(Failure::user)?;
     network
-        .reclaim()
+        .reclaim_idle(linger)
         .map_err(|e| Failure::user(format!("reclaim the bridge network: {e}")).hint(e.hint()))
 }
 
@@ -253,7 +254,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
     if !args.dry_run {
-        reclaim_network()?;
+        reclaim_network(std::time::Duration::ZERO)?;
         reclaim_named_networks(&store)?;
     }
     if args.json {

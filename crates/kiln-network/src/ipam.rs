@@ -43,6 +43,10 @@ pub struct Lease {
 pub struct State {
     pub subnet: Option<String>,
     pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// When the last lease was released (Unix milliseconds): an idle network lingers
+    /// for a while after it ([`crate::Network::reclaim_idle`]).
+    #[serde(default)]
+    pub last_release_ms: u64,
 }
 
 /// The files of one network's IPAM.
@@ -234,6 +238,9 @@ impl IpamGuard {
         let lease = self.state.leases.remove(&hold.address);
         remove_if_exists(&self.ipam.lease_path(hold.address))?;
         drop(hold);
+        self.state.last_release_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.save()?;
         Ok(lease)
     }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::bridge::{self, Addressing, Inside, Shaping};
 use crate::forwarding::Forwarding;
@@ -310,7 +311,22 @@ impl Network {
     /// Frees what dead kilns left (for `kiln gc` and the start of every kiln run): their
     /// leases and veths, and the network itself if no lease is left.
     pub fn reclaim(&self) -> Result<(), NetworkError> {
+        self.reclaim_idle(Duration::ZERO)
+    }
+
+    /// [`Network::reclaim`] for the process a last container's runner leaves behind
+    /// `linger` earlier: an idle network goes only if no container left it since — a
+    /// later one's runner left a process of its own to decide. Without this, back-to-back
+    /// `kiln run --rm` found the network torn down under them every `linger`.
+    pub fn reclaim_idle(&self, linger: Duration) -> Result<(), NetworkError> {
         let mut guard = self.ipam.lock()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let idle_for = Duration::from_millis(now.saturating_sub(guard.state.last_release_ms));
+        if guard.state.leases.is_empty() && idle_for < linger {
+            return Ok(());
+        }
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
         // With no lease, whatever is left goes, also what a kiln killed between making
