@@ -201,11 +201,14 @@ fn memo_dir(store: &Store) -> PathBuf {
     store.cache_dir().join("context")
 }
 
-/// A temp file name no other thread or process uses at the same time.
+/// A temp file name no other thread or process uses at the same time, in the store's
+/// staging convention `PURPOSE-PID-N` (one word before the PID): a kiln killed while
+/// saving leaves it to the next kiln, which removes it once the PID is gone. (It was
+/// `context-memo-PID-N`, whose PID the store did not find: left forever.)
 fn temp_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("context-memo-{}-{n}", std::process::id())
+    format!("contextmemo-{}-{n}", std::process::id())
 }
 
 /// The entries of a memo file; `None` when it is missing, torn or corrupt.
