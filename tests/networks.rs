@@ -598,3 +598,135 @@ fn forwarding_stays_on_while_any_kiln_network_is_up() {
     );
     drop(on_second);
 }
+
+/// The container's addresses and routes as `ip` in it shows them.
+fn ip_in(env: &Env, container: &str, what: &str) -> String {
+    env.kiln_ok(&["exec", container, "ip", what])
+}
+
+#[test]
+fn a_running_container_is_connected_and_disconnected_and_keeps_it_over_a_restart() {
+    common::require_root!("network namespaces, bridges, nftables");
+    common::require("nft", "nftables");
+    common::require("ip", "iproute2");
+    let env = Env::new();
+    busybox_image(&env);
+    let front = TestNetwork::create(&env, "conna", &["--subnet", "10.89.211.0/24"]);
+    let back = TestNetwork::create(&env, "connb", &["--subnet", "10.89.212.0/24"]);
+    let web = run_detached(
+        &env,
+        &[
+            "--name",
+            "web",
+            "--network",
+            &front,
+            "bb",
+            "sh",
+            "-c",
+            &httpd("web-page"),
+        ],
+    );
+    let client = run_detached(
+        &env,
+        &["--name", "client", "--network", &back, "bb", "sleep", "300"],
+    );
+    wait_until(Duration::from_secs(10), "web serves on its network", || {
+        fetch_from_new(&env, &front, "http://web/").as_deref() == Some("web-page")
+    });
+    assert_eq!(fetch_from(&env, &client, "http://web/"), None);
+
+    // Connected while it runs: the other network's container reaches it by name and alias.
+    env.kiln_ok(&["network", "connect", "--alias", "api", &back, "web"]);
+    assert_eq!(
+        fetch_from(&env, &client, "http://web/").as_deref(),
+        Some("web-page")
+    );
+    assert_eq!(
+        fetch_from(&env, &client, "http://api/").as_deref(),
+        Some("web-page")
+    );
+    let entry = inspect(&env, &back)["Containers"][&web.id].clone();
+    assert_eq!(entry["Name"], "web");
+    assert_eq!(entry["Aliases"], serde_json::json!(["api"]));
+    let address = entry["IPv4Address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(address.starts_with("10.89.212."), "{entry}");
+    let addrs = ip_in(&env, &web, "addr");
+    assert!(
+        addrs.contains("eth1") && addrs.contains(&format!("inet {address}/24")),
+        "{addrs}"
+    );
+    // eth1 routes its subnet only: the default route stays on eth0.
+    let routes = ip_in(&env, &web, "route");
+    assert!(
+        routes.contains("default via 10.89.211.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(!routes.contains("default via 10.89.212.1"), "{routes}");
+    let container: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["inspect", "web"])).unwrap();
+    let networks = &container["NetworkSettings"]["Networks"];
+    assert_eq!(networks[back.name.as_str()]["IPAddress"], address.as_str());
+    assert_eq!(
+        networks[back.name.as_str()]["Aliases"],
+        serde_json::json!(["api"])
+    );
+
+    // Refused with a hint: twice on one network, a network that does not exist.
+    for (args, says) in [
+        (
+            vec!["network", "connect", &back, "web"],
+            "already on network",
+        ),
+        (
+            vec!["network", "connect", "nosuchnet", "web"],
+            "no such network: nosuchnet",
+        ),
+        (
+            vec!["network", "connect", "bridge", "web"],
+            "default bridge network",
+        ),
+    ] {
+        let out = env.kiln(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(says) && stderr.contains("hint:"),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    // Disconnected while it runs: unreachable by name and address, no eth1, not listed.
+    env.kiln_ok(&["network", "disconnect", &back, "web"]);
+    assert_eq!(fetch_from(&env, &client, "http://web/"), None);
+    assert_eq!(
+        fetch_from(&env, &client, &format!("http://{address}/")),
+        None
+    );
+    assert!(!ip_in(&env, &web, "addr").contains("eth1"));
+    assert!(inspect(&env, &back)["Containers"].get(&web.id).is_none());
+    let out = env.kiln(&["network", "disconnect", &back, "web"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not on network"));
+    assert_eq!(
+        fetch_from_new(&env, &front, "http://web/").as_deref(),
+        Some("web-page"),
+        "its first network is untouched"
+    );
+
+    // A connect is kept in the start config: the next start attaches it again.
+    env.kiln_ok(&["network", "connect", &back, "web"]);
+    env.kiln_ok(&["restart", "-t", "1", "web"]);
+    wait_until(
+        Duration::from_secs(10),
+        "web serves on both networks again",
+        || fetch_from(&env, &client, "http://web/").as_deref() == Some("web-page"),
+    );
+    assert!(ip_in(&env, &web, "addr").contains("eth1"));
+    drop((web, client));
+}

@@ -18,6 +18,7 @@ mod images;
 mod import;
 mod lifecycle;
 mod limits;
+mod live_networks;
 mod login;
 mod logs;
 mod network;

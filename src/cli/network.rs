@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use kiln_container::container_networks::{self, Joined, DEFAULT_NETWORK};
+use kiln_container::live_networks::{ConnectError, LiveNetworks};
+use kiln_container::monitor::{self, Reply};
 use kiln_container::named_network::{
     self, CreateRequest, Definition, NamedNetworkError, NetworkChoice,
 };
@@ -81,8 +83,15 @@ pub struct RmArgs {
     networks: Vec<String>,
 }
 
-/// Put a stopped container on a named network too (its next start attaches it)
+/// Put a container on a named network too: a running one at once (its next interface,
+/// eth1, …, routing only that network's subnet), a stopped one at its next start
 #[derive(Args, Debug)]
+#[command(
+    after_help = "The container reaches the network's containers by name, and they reach it by its \
+name, short ID and aliases. A restart or kiln start keeps the network.\n\nExamples:\n  \
+kiln network connect backend web\n  kiln network connect --alias api backend web\n  \
+kiln network disconnect backend web"
+)]
 pub struct ConnectArgs {
     /// Another name the container has on this network (repeatable)
     #[arg(long = "alias", value_name = "ALIAS")]
@@ -91,7 +100,8 @@ pub struct ConnectArgs {
     container: String,
 }
 
-/// Take a stopped container off a named network
+/// Take a container off a named network: a running one at once (its interface is
+/// removed), a stopped one from its next start; the last one too (loopback only)
 #[derive(Args, Debug)]
 pub struct DisconnectArgs {
     network: String,
@@ -244,83 +254,103 @@ fn rm(store: &Store, args: RmArgs) -> CmdResult {
     Ok(code)
 }
 
-/// The container's start config, refused while it runs: a running container's leases
-/// are held by its runner, which would have to make or remove the interface.
-fn stopped_container(
-    store: &Store,
-    key: &str,
-) -> Result<(kiln_store::ContainerDir, StartConfig), Failure> {
+/// A change of a container's named networks.
+enum Change {
+    Connect {
+        network: String,
+        aliases: Vec<String>,
+    },
+    Disconnect {
+        network: String,
+    },
+}
+
+impl Change {
+    /// The control socket's request asking a running container's runner.
+    fn request(&self) -> String {
+        match self {
+            Change::Connect { network, aliases } => {
+                let mut words = vec!["connect", network.as_str()];
+                words.extend(aliases.iter().map(String::as_str));
+                words.join(" ")
+            }
+            Change::Disconnect { network } => format!("disconnect {network}"),
+        }
+    }
+
+    /// The change made to a stopped container's start config.
+    fn apply(&self, live: &mut LiveNetworks) -> Result<(), ConnectError> {
+        match self {
+            Change::Connect { network, aliases } => live.connect(None, network, aliases).map(drop),
+            Change::Disconnect { network } => live.disconnect(network).map(drop),
+        }
+    }
+}
+
+/// How long a runner may take to make or remove an interface (and start a responder).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes `change` on container `key`: a running one's runner makes it (it holds the
+/// leases), a stopped one's start config takes it (its next start attaches it).
+fn change_networks(store: &Store, key: &str, change: Change) -> CmdResult {
     let Some((dir, state)) = store.find_container(key)? else {
-        return Err(Failure::user(format!("no such container: {key}")));
+        return Err(Failure::user(format!("no such container: {key}"))
+            .hint(Some("kiln ps -a lists the containers".into())));
     };
-    if dir.is_locked() {
-        return Err(Failure::user(format!(
-            "container {} is running: kiln connects and disconnects stopped containers only",
-            state.name
-        ))
-        .hint(Some(format!(
-            "kiln stop {} first; its next start attaches the networks",
-            state.name
-        ))));
+    // A runner that ended as the request came leaves a stopped container: once more.
+    for _ in 0..2 {
+        if !dir.is_locked() {
+            let start = StartConfig::read(&dir).map_err(|e| Failure::user(&e).hint(e.hint()))?;
+            let mut live = LiveNetworks::new(store, &dir, &state.name, start);
+            change.apply(&mut live).map_err(connect_failure)?;
+            return Ok(0);
+        }
+        let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
+        match monitor::request(&dir, &change.request(), Some(CHANGE_TIMEOUT)).map_err(failed)? {
+            Some(Reply::Ok) => return Ok(0),
+            Some(Reply::Error(text)) => {
+                let (message, hint) = text.split_once('\t').unwrap_or((&text, ""));
+                let hint = (!hint.is_empty()).then(|| hint.to_owned());
+                return Err(Failure::user(message).hint(hint));
+            }
+            Some(other) => {
+                return Err(Failure::user(format!(
+                    "the runner of {} gave an unexpected answer: {other:?}",
+                    state.name
+                )))
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
-    let start = StartConfig::read(&dir).map_err(|e| Failure::user(&e).hint(e.hint()))?;
-    if start.spec.process.network != kiln_runtime::NetworkMode::Bridge {
-        return Err(Failure::user(format!(
-            "container {} runs with the host's network or none: it cannot join a bridge network",
+    Err(
+        Failure::user(format!("the runner of {} did not answer", state.name)).hint(Some(format!(
+            "kiln ps -a shows whether {} still runs",
             state.name
-        )));
-    }
-    Ok((dir, start))
+        ))),
+    )
+}
+
+fn connect_failure(e: ConnectError) -> Failure {
+    let hint = e.hint();
+    Failure::user(e).hint(hint)
 }
 
 fn connect(store: &Store, args: ConnectArgs) -> CmdResult {
-    let definition = named_network::find(store, &args.network).map_err(named_failure)?;
-    let (dir, mut start) = stopped_container(store, &args.container)?;
-    if start.networks.iter().any(|n| n.name == definition.name) {
-        return Err(Failure::user(format!(
-            "{} is already on network {}",
-            args.container, definition.name
-        )));
+    for alias in &args.aliases {
+        check_alias("--alias", alias)?;
     }
-    if start.networks.is_empty() {
-        // On the default network until now: a container is on named networks or on the
-        // default one, as its resolv.conf is made for one of them.
-        return Err(Failure::user(format!(
-            "{} is on the default bridge network",
-            args.container
-        ))
-        .hint(Some(
-            "run it with --network NAME to put it on named networks".into(),
-        )));
-    }
-    start.networks.push(NetworkChoice {
-        name: definition.name,
+    let change = Change::Connect {
+        network: args.network,
         aliases: args.aliases,
-    });
-    start.write(store, &dir).map_err(|e| Failure::user(&e))?;
-    Ok(0)
+    };
+    change_networks(store, &args.container, change)
 }
 
 fn disconnect(store: &Store, args: DisconnectArgs) -> CmdResult {
-    let definition = named_network::find(store, &args.network).map_err(named_failure)?;
-    let (dir, mut start) = stopped_container(store, &args.container)?;
-    let before = start.networks.len();
-    start.networks.retain(|n| n.name != definition.name);
-    if start.networks.len() == before {
-        return Err(Failure::user(format!(
-            "{} is not on network {}",
-            args.container, definition.name
-        )));
-    }
-    if start.networks.is_empty() {
-        return Err(Failure::user(format!(
-            "network {} is the only network of {}",
-            definition.name, args.container
-        ))
-        .hint(Some("connect it to another network first".into())));
-    }
-    start.write(store, &dir).map_err(|e| Failure::user(&e))?;
-    Ok(0)
+    let change = Change::Disconnect {
+        network: args.network,
+    };
+    change_networks(store, &args.container, change)
 }
 
 /// The hidden command that serves a network's DNS (started by [`start_responder`]).
@@ -441,7 +471,7 @@ pub(super) fn network_choice(
             named_network::check_name(name)
                 .map_err(|e| Failure::user(format!("--network {name}: {e}")).hint(e.hint()))?;
             for alias in aliases {
-                check_alias(alias)?;
+                check_alias("--network-alias", alias)?;
             }
             Ok(Some(NetworkChoice {
                 name: name.to_owned(),
@@ -452,7 +482,7 @@ pub(super) fn network_choice(
 }
 
 /// An alias is a DNS name: labels of letters, digits and '-', dots between.
-fn check_alias(alias: &str) -> Result<(), Failure> {
+fn check_alias(flag: &str, alias: &str) -> Result<(), Failure> {
     let valid = !alias.is_empty()
         && alias.len() <= 253
         && alias.split('.').all(|label| {
@@ -465,7 +495,7 @@ fn check_alias(alias: &str) -> Result<(), Failure> {
     match valid {
         true => Ok(()),
         false => Err(
-            Failure::user(format!("--network-alias {alias:?}: not a DNS name")).hint(Some(
+            Failure::user(format!("{flag} {alias:?}: not a DNS name")).hint(Some(
                 "letters, digits, '-' and '_' in dot-separated labels".into(),
             )),
         ),

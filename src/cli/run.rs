@@ -554,36 +554,39 @@ pub(super) fn run_to_end(
         HealthProbe::new(config, command, store.clone(), dir.clone())
     });
     let mut supervisor = Supervisor::new(control, health);
-    let networks = container_networks::networks_of(store, start, dir, &state.name)
-        .map_err(|e| Failure::not_started(&e).hint(e.hint()))?;
+    // The runner holds the leases, so `kiln network connect` and `disconnect` of the
+    // running container are its to do, asked over the control socket.
+    let networks = super::live_networks::RunnerNetworks::new(globals, store, dir, state, start);
+    supervisor.serve_network_requests(Box::new(networks.clone()));
     if runner.is_monitor() {
         supervisor.trim_memory_when_idle();
     }
     let mut backoff = Backoff::default();
     loop {
         let began = Instant::now();
+        // Each run attaches the networks the start config names now (a network connected
+        // during an earlier run included).
+        if let Err(e) = networks.live().plan() {
+            end_unstarted(store, dir, state, &mut supervisor)?;
+            return Err(Failure::not_started(&e).hint(e.hint()));
+        }
         // A Ctrl-C while the container starts is passed to it once it runs (the runner's
         // `started` names it), not taken as kiln's own end.
         super::signals::hold();
-        let mut attachments = Vec::new();
         let mut attach = |pid: i32| {
-            attachments = container_networks::attach_all(&networks, &dir.id, pid)?;
-            super::network::start_responders(globals, &networks)
+            let mut live = networks.live();
+            live.attach(pid)?;
+            super::network::start_responders(globals, live.joined())
         };
         let started = runtime::start_container_attached(&start.spec, &mut attach);
-        if !attachments.is_empty() {
-            let records = container_networks::records(&networks, &attachments);
-            container::network::NetworkRecord::write_all(&records, store, dir).map_err(failed)?;
+        if networks.live().attached() {
+            networks.live().write_records().map_err(failed)?;
         }
         let mut running = match started {
             Ok(running) => running,
             Err(e) => {
                 super::signals::forward_to(None);
-                // A restart that cannot start ends the container with its last run's code.
-                if let (true, Some(code)) = (state.restarting, state.exit_code) {
-                    container::record_exit(store, dir, state, code).map_err(failed)?;
-                    supervisor.answer(code);
-                }
+                end_unstarted(store, dir, state, &mut supervisor)?;
                 return Err(runtime_failure(e));
             }
         };
@@ -593,7 +596,7 @@ pub(super) fn run_to_end(
         let output = runner.started(&mut running, dir, start)?;
         let code = supervise_to_end(&start.spec, (running, output), &mut supervisor);
         // Its namespace is gone: the addresses and ports are free again.
-        let (idle, problems) = container_networks::release_all(&networks, attachments);
+        let (idle, problems) = networks.live().release();
         for label in idle {
             remove_idle_network_later(globals, &label);
         }
@@ -625,12 +628,27 @@ pub(super) fn run_to_end(
     }
 }
 
+/// A restart that cannot start ends the container with its last run's code.
+fn end_unstarted(
+    store: &Store,
+    dir: &ContainerDir,
+    state: &mut ContainerState,
+    supervisor: &mut Supervisor,
+) -> Result<(), Failure> {
+    if let (true, Some(code)) = (state.restarting, state.exit_code) {
+        container::record_exit(store, dir, state, code)
+            .map_err(|e| Failure::user(&e).hint(e.hint()))?;
+        supervisor.answer(code);
+    }
+    Ok(())
+}
+
 /// The last container left the bridge network `label`: a process of its own removes its
 /// bridge, table and forwarding a little later (`kiln network-reclaim`; ~65 ms of kernel
 /// time), so that this kiln reports the exit without waiting and a container started
 /// right after finds the network ready; it does nothing if a container uses the network
 /// by then.
-fn remove_idle_network_later(globals: &Globals, label: &str) {
+pub(super) fn remove_idle_network_later(globals: &Globals, label: &str) {
     match label {
         container_networks::DEFAULT_NETWORK => remove_idle_default_network_later(),
         name => spawn_network_reclaim(&[

@@ -89,6 +89,7 @@ pub fn create(
         publish,
         rates,
         networks,
+        networks_disconnected: false,
     };
     context.write(store, dir)?;
     start.write(store, dir)?;

@@ -12,7 +12,7 @@ use kiln_runtime::NetworkMode;
 use kiln_store::{ContainerDir, Store};
 
 use super::error::{ContainerError, Result};
-use super::named_network;
+use super::named_network::{self, NetworkChoice};
 use super::network::{default_network, host_ports, NetworkRecord};
 use super::resolv::{resolv_conf, ResolverFor};
 use super::start::StartConfig;
@@ -68,43 +68,54 @@ pub fn networks_of(
             upstreams: Vec::new(),
         }]);
     }
-    let short_id = &dir.id[..12];
+    if start.networks_disconnected {
+        return Ok(Vec::new());
+    }
     let mut joined = Vec::new();
     for (index, choice) in start.networks.iter().enumerate() {
-        let definition = named_network::find(store, &choice.name)?;
-        let mut names = vec![name.to_owned(), short_id.to_owned()];
-        names.extend(choice.aliases.iter().cloned());
-        names.dedup();
-        joined.push(Joined {
-            label: definition.name.clone(),
-            network: definition.network(store)?,
-            endpoint: Endpoint {
-                inside: Inside {
-                    ifname: format!("eth{index}"),
-                    default_route: index == 0,
-                },
-                names,
-            },
-            aliases: choice.aliases.clone(),
-            ports: if index == 0 {
-                ports.clone()
-            } else {
-                Vec::new()
-            },
-            shaping: if index == 0 {
-                start.rates.shaping()
-            } else {
-                Shaping::default()
-            },
-            needs_responder: true,
-            upstreams: definition
-                .dns
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, 53))
-                .collect(),
-        });
+        let mut one = named_joined(store, dir, name, choice, index)?;
+        if index == 0 {
+            one.ports = ports.clone();
+            one.shaping = start.rates.shaping();
+        }
+        joined.push(one);
     }
     Ok(joined)
+}
+
+/// How the container called `name` joins the named network `choice` as `eth{index}`
+/// (the default route with index 0 only), with no published port and no shaping.
+pub fn named_joined(
+    store: &Store,
+    dir: &ContainerDir,
+    name: &str,
+    choice: &NetworkChoice,
+    index: usize,
+) -> Result<Joined> {
+    let definition = named_network::find(store, &choice.name)?;
+    let mut names = vec![name.to_owned(), dir.id[..12].to_owned()];
+    names.extend(choice.aliases.iter().cloned());
+    names.dedup();
+    Ok(Joined {
+        label: definition.name.clone(),
+        network: definition.network(store)?,
+        endpoint: Endpoint {
+            inside: Inside {
+                ifname: format!("eth{index}"),
+                default_route: index == 0,
+            },
+            names,
+        },
+        aliases: choice.aliases.clone(),
+        ports: Vec::new(),
+        shaping: Shaping::default(),
+        needs_responder: true,
+        upstreams: definition
+            .dns
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect(),
+    })
 }
 
 /// Connects process `pid`'s network namespace (the container's first process, just
@@ -118,24 +129,37 @@ pub fn attach_all(
         .map_err(|e| format!("open the container's network namespace: {e}"))?;
     let mut made: Vec<Attachment> = Vec::new();
     for joined in networks {
-        let attached = joined.network.attach_endpoint(
-            id,
-            std::os::fd::AsFd::as_fd(&netns),
-            (&joined.ports, joined.shaping),
-            &joined.endpoint,
-        );
-        match attached {
+        match attach_one(joined, id, &netns) {
             Ok(attachment) => made.push(attachment),
             Err(e) => {
                 for (joined, attachment) in networks.iter().zip(made) {
                     let _ = joined.network.detach(attachment);
                 }
-                let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-                return Err(format!("network {}: {e}{hint}", joined.label));
+                return Err(e);
             }
         }
     }
     Ok(made)
+}
+
+/// Connects the network namespace `netns` of container `id` to one network.
+pub fn attach_one(
+    joined: &Joined,
+    id: &str,
+    netns: &kiln_network::netns::NetNs,
+) -> std::result::Result<Attachment, String> {
+    joined
+        .network
+        .attach_endpoint(
+            id,
+            std::os::fd::AsFd::as_fd(netns),
+            (&joined.ports, joined.shaping),
+            &joined.endpoint,
+        )
+        .map_err(|e| {
+            let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+            format!("network {}: {e}{hint}", joined.label)
+        })
 }
 
 /// What each attachment is, as `kiln inspect` shows it.

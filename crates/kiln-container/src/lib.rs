@@ -21,7 +21,7 @@
 //! container's state record), `bundle` (a runc bundle); and for containers that run on
 //! their own: `exec` (what a process exec'd into a running container gets), `log` (a detached container's JSON-lines log, rotated, and the RFC 3339 times
 //! it is read by), `monitor` (the runner's loop and control socket), `lifecycle` (kill, stop and
-//! wait through it).
+//! wait through it), `live_networks` (connect and disconnect, done by the runner).
 
 #[cfg(test)]
 #[macro_use]
@@ -38,6 +38,7 @@ pub mod exec;
 pub mod health;
 mod layer_dirs;
 pub mod lifecycle;
+pub mod live_networks;
 pub mod log;
 pub mod monitor;
 pub mod named_network;

@@ -21,8 +21,10 @@
 //! `restarting` between two runs); `stop N SECONDS` → `exited CODE` once the container
 //! ended (N first, SIGKILL after SECONDS); `wait` → `exited CODE`; `resize ROWS COLS` →
 //! `ok` (the pty of a `-t` container); `attach` → `ok tty|pipes stdin|nostdin`, after which
-//! the connection carries the container's stdio (see `attach`); anything else →
-//! `error TEXT`. The socket is
+//! the connection carries the container's stdio (see `attach`); `connect NETWORK
+//! [ALIAS…]` and `disconnect NETWORK` → `ok` once the runner changed the container's
+//! networks (see `live_networks`: the runner holds the leases); anything else →
+//! `error TEXT`, where a tab may separate a hint from the text. The socket is
 //! `<dir>/control.sock`, reached through `/proc/self/fd/N/` (a socket path is limited to
 //! 108 bytes, which a store below a long temp dir would exceed).
 
@@ -40,12 +42,15 @@ use nix::sys::signal::Signal;
 use super::attach::{AttachMode, Attached, MAX_STDIN_PENDING};
 use super::error::{ContainerError, Result};
 use super::health::HealthProbe;
+use super::live_networks::ConnectError;
 use super::log::{LineSplitter, LogWriter, Stream};
 use super::restart::EndedBy;
 
 const SOCKET: &str = "control.sock";
-/// The longest request line.
-const MAX_REQUEST: usize = 128;
+/// The longest request line (`connect` names a network and its aliases).
+const MAX_REQUEST: usize = 1024;
+/// The longest answer line (an error with its hint).
+const MAX_ANSWER: usize = 4096;
 /// How often a wait before a restart looks whether its runner was told to stop.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -130,6 +135,21 @@ impl OutputLog {
     }
 }
 
+/// What a runner does for `connect` and `disconnect` requests: the container's
+/// networks ([`crate::live_networks::LiveNetworks`]) and what only the caller can do
+/// (start the network's DNS responder, have an idle network removed later).
+pub trait NetworkRequests {
+    /// `pid`: the container's first process while it runs; `None` between two runs.
+    fn connect(
+        &mut self,
+        pid: Option<i32>,
+        network: &str,
+        aliases: &[String],
+    ) -> std::result::Result<(), ConnectError>;
+
+    fn disconnect(&mut self, network: &str) -> std::result::Result<(), ConnectError>;
+}
+
 /// A connection whose request line has not fully arrived.
 struct Client {
     stream: UnixStream,
@@ -160,6 +180,8 @@ pub struct Supervisor {
     attached: Vec<Attached>,
     /// Stdin from attached clients that the container has not read yet.
     stdin_pending: Vec<u8>,
+    /// Serves `connect` and `disconnect` (none: refused).
+    networks: Option<Box<dyn NetworkRequests>>,
     /// Give back memory before the first wait of each run (a detached monitor).
     trim: bool,
     trim_pending: bool,
@@ -183,6 +205,7 @@ impl Supervisor {
             restart_at: None,
             last_code: None,
             health,
+            networks: None,
             trim: false,
             trim_pending: false,
             attach_mode: None,
@@ -190,6 +213,11 @@ impl Supervisor {
             attached: Vec::new(),
             stdin_pending: Vec::new(),
         }
+    }
+
+    /// Serves `connect` and `disconnect` requests with `networks`.
+    pub fn serve_network_requests(&mut self, networks: Box<dyn NetworkRequests>) {
+        self.networks = Some(networks);
     }
 
     /// Whether a `stop` or `kill` request ended the last run, for its restart policy.
@@ -571,7 +599,32 @@ impl Supervisor {
                 }
                 _ => reply(stream, "error no terminal to resize"),
             },
+            (["connect", network, aliases @ ..], _) => {
+                let aliases: Vec<String> = aliases.iter().map(|a| a.to_string()).collect();
+                let pid = running.map(RunningContainer::pid);
+                let done = self
+                    .networks
+                    .as_mut()
+                    .map(|n| n.connect(pid, network, &aliases));
+                reply_network(stream, done);
+            }
+            (["disconnect", network], _) => {
+                let done = self.networks.as_mut().map(|n| n.disconnect(network));
+                reply_network(stream, done);
+            }
             _ => reply(stream, "error unknown request"),
+        }
+    }
+}
+
+/// `ok`, or `error TEXT<tab>HINT`.
+fn reply_network(stream: UnixStream, done: Option<std::result::Result<(), ConnectError>>) {
+    match done {
+        None => reply(stream, "error this runner does not change networks"),
+        Some(Ok(())) => reply(stream, "ok"),
+        Some(Err(e)) => {
+            let text = format!("{e}\t{}", e.hint().unwrap_or_default());
+            reply(stream, &format!("error {}", text.replace('\n', " ")));
         }
     }
 }
@@ -661,7 +714,7 @@ fn open_request_within(
     // Byte by byte up to the newline: what follows belongs to the caller (attach's stream).
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
-    while answer.len() < MAX_REQUEST {
+    while answer.len() < MAX_ANSWER {
         match stream.read(&mut byte) {
             Ok(0) => return Ok(None),
             Ok(_) if byte[0] == b'\n' => break,

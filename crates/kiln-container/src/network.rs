@@ -134,8 +134,17 @@ impl NetworkRecord {
     /// Writes the records of every network of the run (the first also as the one
     /// record older readers know).
     pub fn write_all(records: &[NetworkRecord], store: &Store, dir: &ContainerDir) -> Result<()> {
-        if let Some(first) = records.first() {
-            first.write(store, dir)?;
+        match records.first() {
+            Some(first) => first.write(store, dir)?,
+            // Every network was disconnected: no address to show.
+            None => match std::fs::remove_file(dir.path.join(NETWORK_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ContainerError::Network(format!(
+                        "remove {NETWORK_FILE}: {e}"
+                    )))
+                }
+                _ => {}
+            },
         }
         let json = serde_json::to_vec_pretty(records).expect("network records serialise");
         dir.write_file(store, NETWORKS_FILE, &json)?;

@@ -39,6 +39,11 @@ pub struct StartConfig {
     /// default network when its mode is bridge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<crate::named_network::NetworkChoice>,
+    /// Every named network was disconnected (`kiln network disconnect`, as docker
+    /// allows): it runs with loopback only, not on the default network, until one is
+    /// connected again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub networks_disconnected: bool,
 }
 
 impl StartConfig {

@@ -287,8 +287,27 @@ impl Network {
     /// deleting them costs the kernel ~65 ms, which a lone `kiln run --rm` would wait for.
     /// A container that attaches meanwhile finds the network ready.
     pub fn release_keeping_network(&self, attachment: Attachment) -> Result<bool, NetworkError> {
+        self.end_keeping_network(attachment, false)
+    }
+
+    /// [`Network::detach`] that leaves the network in place when this was the last
+    /// container, as [`Network::release_keeping_network`] does: for a container whose
+    /// namespace lives on (`kiln network disconnect` of a running container), whose
+    /// veth must go now.
+    pub fn detach_keeping_network(&self, attachment: Attachment) -> Result<bool, NetworkError> {
+        self.end_keeping_network(attachment, true)
+    }
+
+    fn end_keeping_network(
+        &self,
+        attachment: Attachment,
+        remove_veth: bool,
+    ) -> Result<bool, NetworkError> {
         let mut guard = self.ipam.lock()?;
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        if remove_veth {
+            bridge::detach_veth(&mut socket, &attachment.interface)?;
+        }
         guard.release(attachment.hold)?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
         if !attachment.ports.is_empty() || reclaimed {
