@@ -147,7 +147,7 @@ impl NetworkRecord {
             },
         }
         let json = serde_json::to_vec_pretty(records).expect("network records serialise");
-        dir.write_file(store, NETWORKS_FILE, &json)?;
+        dir.write_run_file(store, NETWORKS_FILE, &json)?;
         Ok(())
     }
 
@@ -161,7 +161,7 @@ impl NetworkRecord {
 
     pub fn write(&self, store: &Store, dir: &ContainerDir) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("a network record serialises");
-        dir.write_file(store, NETWORK_FILE, &json)?;
+        dir.write_run_file(store, NETWORK_FILE, &json)?;
         Ok(())
     }
 

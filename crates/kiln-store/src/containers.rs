@@ -134,6 +134,14 @@ impl ContainerDir {
         fsutil::write_atomic(store, &self.path.join(name), bytes)
     }
 
+    /// [`ContainerDir::write_file`] without waiting for the disk, for a file that only
+    /// describes the run in progress (its addresses): a crash of the machine ends the run
+    /// it describes, so losing it loses nothing, and a container start does not wait for
+    /// two more flushes.
+    pub fn write_run_file(&self, store: &Store, name: &str, bytes: &[u8]) -> Result<()> {
+        fsutil::write_atomic_unsynced(store, &self.path.join(name), bytes)
+    }
+
     /// The file `name` in the container's dir (at most 1 MiB), `None` when missing.
     pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
         let mut bytes = Vec::new();

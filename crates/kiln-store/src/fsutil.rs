@@ -71,8 +71,21 @@ pub(super) fn remove_tree(dir: &Path) -> Result<()> {
 
 /// Replaces `target` with `bytes` atomically: temp file, fsync, rename, fsync dir.
 pub(super) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(store, target, bytes, true)?;
+    sync_dir(target.parent().unwrap_or(store.root()))
+}
+
+/// [`write_atomic`] without waiting for the disk: readers see the old or the new file,
+/// never a torn one, but a crash of the machine may lose the change.
+pub(super) fn write_atomic_unsynced(store: &Store, target: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file(store, target, bytes, false)
+}
+
+fn replace_file(store: &Store, target: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let (mut file, tmp) = create_temp_file(&store.tmp_dir(), "doc")?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) });
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(StoreError::Io {
@@ -83,8 +96,7 @@ pub(super) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result
     }
     fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .map_err(StoreError::io("chmod", &tmp))?;
-    fs::rename(&tmp, target).map_err(StoreError::io("replace", target))?;
-    sync_dir(target.parent().unwrap_or(store.root()))
+    fs::rename(&tmp, target).map_err(StoreError::io("replace", target))
 }
 
 /// Reads a small JSON document from outside the blob store (an `index.json`, an
