@@ -387,10 +387,11 @@ impl Network {
         // Every step is tried even when one fails, so a failure leaves as little as it
         // can; the first error is reported. The state forgets the subnet only when all
         // went, so `reclaim` tries again.
+        // Forwarding first: whoever sees the bridge gone sees forwarding settled too.
         let steps = [
+            self.forwarding().release(&self.config.table),
             nft::apply(&self.table().delete_script()),
             bridge::remove_bridge(socket, &self.config.bridge),
-            self.forwarding().release(&self.config.table),
         ];
         if let Some(err) = steps.into_iter().find_map(Result::err) {
             return Err(err);
