@@ -20,7 +20,10 @@ podman=(podman --root "$work/podman" --runroot "$work/podman-run" --runtime runc
         --cgroup-manager cgroupfs --events-backend none --log-level error)
 # podman raises RLIMIT_NOFILE/NPROC past this sandbox's hard limits (runc: EPERM).
 podman_run=(run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+# netavark turns ip_forward on and leaves it on: put back what the machine had.
+forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
+    echo "$forward_before" > /proc/sys/net/ipv4/ip_forward
     $kiln rm -f bench-web >/dev/null 2>&1 || true
     "${podman[@]}" rm -f -t 0 bench-web >/dev/null 2>&1 || true
     "${podman[@]}" system reset -f >/dev/null 2>&1 || true

@@ -167,7 +167,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         target: args.target.clone(),
         limits: args.limits.limits()?,
         environment: std::env::vars_os().collect(),
-        network_idle: Some(super::run::remove_idle_default_network_later),
+        network_idle: Some(super::network_later::remove_idle_default_network_later),
     };
     // Layers and cache records are no gc roots until the tag is written.
     let _guard = store.content_guard()?;

@@ -186,25 +186,44 @@ const NETWORK_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct NetworkReclaimArgs {
     /// A named network instead of the default one
     network: Option<String>,
+    /// First rewrite the network's port rules, under its lock, which fd 3 holds
+    #[arg(long)]
+    ports: bool,
+    /// Do not remove the network after the linger
+    #[arg(long)]
+    no_reclaim: bool,
 }
 
-/// `kiln network-reclaim [NAME]`: after [`NETWORK_LINGER`], removes the bridge network
-/// (or the named network's bridge and table) if no container uses it.
+/// `kiln network-reclaim [NAME] [--ports] [--no-reclaim]`: with `--ports`, rewrites the
+/// network's port rules under the lock the runner handed over as fd 3; then, after
+/// [`NETWORK_LINGER`], removes the network (bridge, table, forwarding) if no container
+/// left it meanwhile.
 pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult {
-    std::thread::sleep(NETWORK_LINGER);
-    match args.network {
-        None => reclaim_network(NETWORK_LINGER).map(|()| 0),
+    let network = match &args.network {
+        None => kiln_container::network::default_network().map_err(Failure::user)?,
         Some(name) => {
             let store = existing_store(globals)?;
             let failed = |e: kiln_container::ContainerError| Failure::user(&e).hint(e.hint());
-            let network =
-                kiln_container::container_networks::network_named(&store, &name).map_err(failed)?;
-            network.reclaim_idle(NETWORK_LINGER).map_err(|e| {
-                Failure::user(format!("reclaim network {name}: {e}")).hint(e.hint())
-            })?;
-            Ok(0)
+            kiln_container::container_networks::network_named(&store, name).map_err(failed)?
         }
+    };
+    let label = args.network.as_deref().unwrap_or("bridge");
+    let failed = |e: kiln_network::NetworkError| {
+        Failure::user(format!("network {label}: {e}")).hint(e.hint())
+    };
+    if args.ports {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the runner gave this process the network's lock as fd 3, for it alone.
+        let lock =
+            unsafe { std::os::fd::OwnedFd::from_raw_fd(super::network_later::PORTS_LOCK_FD) };
+        network.sync_ports(lock).map_err(failed)?;
     }
+    if args.no_reclaim {
+        return Ok(0);
+    }
+    std::thread::sleep(NETWORK_LINGER);
+    network.reclaim_idle(NETWORK_LINGER).map_err(failed)?;
+    Ok(0)
 }
 
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and

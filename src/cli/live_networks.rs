@@ -70,7 +70,7 @@ impl NetworkRequests for RunnerNetworks {
 
     fn disconnect(&mut self, network: &str) -> Result<(), ConnectError> {
         if let Some(idle) = self.live().disconnect(network)? {
-            super::run::remove_idle_network_later(&self.globals(), &idle);
+            super::network_later::remove_idle_network_later(&self.globals(), &idle);
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ mod live_networks;
 mod login;
 mod logs;
 mod network;
+mod network_later;
 mod output;
 mod port;
 mod pull;

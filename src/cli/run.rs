@@ -13,7 +13,6 @@ use clap::Args;
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use std::time::Instant;
 
-use kiln_container::container_networks;
 use kiln_container::health::HealthProbe;
 use kiln_container::log::LogOptions;
 use kiln_container::monitor::{ControlSocket, OutputLog, Supervisor};
@@ -596,13 +595,7 @@ pub(super) fn run_to_end(
         let output = runner.started(&mut running, dir, start)?;
         let code = supervise_to_end(&start.spec, (running, output), &mut supervisor);
         // Its namespace is gone: the addresses and ports are free again.
-        let (idle, problems) = networks.live().release();
-        for label in idle {
-            remove_idle_network_later(globals, &label);
-        }
-        for e in problems {
-            eprintln!("kiln: warning: {e}");
-        }
+        super::network_later::finish_run(globals, networks.live().release());
         let code = code?;
         if super::signals::take_forwarded() {
             supervisor.mark_stopped();
@@ -641,45 +634,6 @@ fn end_unstarted(
         supervisor.answer(code);
     }
     Ok(())
-}
-
-/// The last container left the bridge network `label`: a process of its own removes its
-/// bridge, table and forwarding a little later (`kiln network-reclaim`; ~65 ms of kernel
-/// time), so that this kiln reports the exit without waiting and a container started
-/// right after finds the network ready; it does nothing if a container uses the network
-/// by then.
-pub(super) fn remove_idle_network_later(globals: &Globals, label: &str) {
-    match label {
-        container_networks::DEFAULT_NETWORK => remove_idle_default_network_later(),
-        name => spawn_network_reclaim(&[
-            "--root".as_ref(),
-            globals.root.as_os_str(),
-            RECLAIM.as_ref(),
-            name.as_ref(),
-        ]),
-    }
-}
-
-const RECLAIM: &str = super::housekeeping::NETWORK_RECLAIM_COMMAND;
-
-/// [`remove_idle_network_later`] for the default network, whose state is the host's, not
-/// a store's (a build calls it when a step was the network's last user).
-pub(super) fn remove_idle_default_network_later() {
-    spawn_network_reclaim(&[RECLAIM.as_ref()]);
-}
-
-fn spawn_network_reclaim(args: &[&std::ffi::OsStr]) {
-    use std::os::unix::process::CommandExt;
-    let spawned = std::process::Command::new("/proc/self/exe")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
-    if let Err(e) = spawned {
-        eprintln!("kiln: warning: remove the idle bridge network: {e}; kiln gc removes it");
-    }
 }
 
 fn log_option_failure(e: &ContainerError) -> Failure {

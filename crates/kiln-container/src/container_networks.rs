@@ -176,26 +176,37 @@ pub fn records(networks: &[Joined], attachments: &[Attachment]) -> Vec<NetworkRe
         .collect()
 }
 
-/// Releases each attachment of a container whose namespace has ended; returns the
-/// labels of the networks left without a container (their bridge and table are to be
-/// removed a little later) and the warnings.
-pub fn release_all(
-    networks: &[Joined],
-    attachments: Vec<Attachment>,
-) -> (Vec<String>, Vec<ContainerError>) {
-    let mut idle = Vec::new();
-    let mut problems = Vec::new();
+/// What the end of a run leaves to the runner, per network label.
+#[derive(Debug, Default)]
+pub struct RunEnd {
+    /// Networks left without a container: their bridge and table go a little later.
+    pub idle: Vec<String>,
+    /// Networks whose port rules are still to be rewritten, with their lock, held: for a
+    /// process of the runner's own (`Network::sync_ports`), off the path of the exit.
+    pub port_locks: Vec<(String, std::os::fd::OwnedFd)>,
+    pub problems: Vec<ContainerError>,
+}
+
+/// Releases each attachment of a container whose namespace has ended.
+pub fn release_all(networks: &[Joined], attachments: Vec<Attachment>) -> RunEnd {
+    let mut end = RunEnd::default();
     for (joined, attachment) in networks.iter().zip(attachments) {
-        match joined.network.release_keeping_network(attachment) {
-            Ok(true) => idle.push(joined.label.clone()),
-            Ok(false) => {}
-            Err(e) => problems.push(ContainerError::Network(format!(
+        match joined.network.release_deferring_ports(attachment) {
+            Ok(released) => {
+                if released.idle {
+                    end.idle.push(joined.label.clone());
+                }
+                if let Some(lock) = released.ports_lock {
+                    end.port_locks.push((joined.label.clone(), lock));
+                }
+            }
+            Err(e) => end.problems.push(ContainerError::Network(format!(
                 "release the container's address on {}: {e}",
                 joined.label
             ))),
         }
     }
-    (idle, problems)
+    end
 }
 
 /// The network a label names: `bridge` or a named network.

@@ -120,9 +120,9 @@ impl LiveNetworks {
         NetworkRecord::write_all(&records, &self.store, &self.dir)
     }
 
-    /// Releases every attachment of a run whose namespace has ended: the labels of the
-    /// networks left idle, and the warnings.
-    pub fn release(&mut self) -> (Vec<String>, Vec<ContainerError>) {
+    /// Releases every attachment of a run whose namespace has ended: what is left to the
+    /// runner ([`container_networks::RunEnd`]).
+    pub fn release(&mut self) -> container_networks::RunEnd {
         let attachments = std::mem::take(&mut self.attachments);
         container_networks::release_all(&self.joined, attachments)
     }

@@ -5,7 +5,8 @@
 //!   [`Ipam::lock`] and held by the [`IpamGuard`] (so a bridge or table is also created
 //!   and removed under it: no process removes the bridge while another attaches).
 //! - `NAME.json`: the state: subnet, leases (address → owner, host interface, ports),
-//!   and whether kiln turned `ip_forward` on. Replaced atomically (temp file + rename).
+//!   when the last lease went, whether the port rules are behind. Replaced atomically
+//!   (temp file + rename).
 //! - `NAME.leases/ADDRESS`: one file per lease, `flock`ed by the process that holds the
 //!   lease for as long as it does ([`LeaseHold`]). As for containers and cgroups, a
 //!   lease is alive while its lock is held, never by a PID: a lease whose file is not
@@ -47,6 +48,10 @@ pub struct State {
     /// for a while after it ([`crate::Network::reclaim_idle`]).
     #[serde(default)]
     pub last_release_ms: u64,
+    /// The port rules may name a released lease: whoever holds the lock next rewrites
+    /// them (set when their rewrite was handed to another process, cleared by it).
+    #[serde(default)]
+    pub ports_stale: bool,
 }
 
 /// The files of one network's IPAM.
@@ -62,7 +67,30 @@ pub struct Ipam {
 pub struct IpamGuard {
     ipam: Ipam,
     pub state: State,
-    _lock: Flock<File>,
+    lock: NetworkLock,
+}
+
+/// The network's lock: an exclusive `flock` on `NAME.lock`, held while its file is open.
+/// Not nix's `Flock`, which unlocks on drop: unlocking would also end the lock for a
+/// process the file was handed to ([`IpamGuard::hand_over`]); closing does not while
+/// that process keeps its copy.
+#[derive(Debug)]
+struct NetworkLock(File);
+
+impl NetworkLock {
+    fn acquire(file: File) -> io::Result<NetworkLock> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: a valid fd for the duration of the call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(NetworkLock(file));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
 }
 
 /// A held lease: its file's lock. Dropping it without [`IpamGuard::release`] leaves a
@@ -112,13 +140,22 @@ impl Ipam {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_err(&lock_path)(errno.into()))?;
+        let lock = NetworkLock::acquire(file).map_err(io_err(&lock_path))?;
+        self.guard(lock)
+    }
+
+    /// The network's state under a lock this process was handed, still held (see
+    /// [`IpamGuard::hand_over`]).
+    pub fn adopt(&self, held: std::os::fd::OwnedFd) -> Result<IpamGuard, NetworkError> {
+        self.guard(NetworkLock(File::from(held)))
+    }
+
+    fn guard(&self, lock: NetworkLock) -> Result<IpamGuard, NetworkError> {
         let state = self.read_state()?;
         let guard = IpamGuard {
             ipam: self.clone(),
             state,
-            _lock: lock,
+            lock,
         };
         guard.check_subnet()?;
         Ok(guard)
@@ -136,6 +173,12 @@ impl Ipam {
 }
 
 impl IpamGuard {
+    /// The lock's file, still locked, for another process to finish the change under it
+    /// ([`Ipam::adopt`]): the lock ends once every copy of it is closed.
+    pub fn hand_over(self) -> std::os::fd::OwnedFd {
+        self.lock.0.into()
+    }
+
     fn check_subnet(&self) -> Result<(), NetworkError> {
         let requested = self.ipam.subnet.to_string();
         match &self.state.subnet {

@@ -41,6 +41,6 @@ mod test_support;
 
 pub use bridge::Shaping;
 pub use error::NetworkError;
-pub use network::{Attachment, Endpoint, Network, NetworkConfig};
+pub use network::{Attachment, Endpoint, Network, NetworkConfig, Released};
 pub use ports::{PortMapping, Protocol};
 pub use subnet::Subnet;

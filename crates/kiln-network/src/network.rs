@@ -262,8 +262,8 @@ impl Network {
             link.shaping,
             &link.endpoint.inside,
         )?;
-        if !ports.is_empty() || reclaimed {
-            nft::apply(&self.table().ports_script(&published(guard)))?;
+        if !ports.is_empty() || reclaimed || guard.state.ports_stale {
+            self.rewrite_ports(guard)?;
         }
         Ok(())
     }
@@ -310,10 +310,58 @@ impl Network {
         }
         guard.release(attachment.hold)?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
-        if !attachment.ports.is_empty() || reclaimed {
-            nft::apply(&self.table().ports_script(&published(&guard)))?;
+        if !attachment.ports.is_empty() || reclaimed || guard.state.ports_stale {
+            self.rewrite_ports(&mut guard)?;
         }
         Ok(guard.state.leases.is_empty())
+    }
+
+    /// [`Network::release_keeping_network`] that leaves rewriting the port rules, when
+    /// they must change, to the caller: it gets the network's lock, still held, to hand
+    /// to a process of its own that calls [`Network::sync_ports`]. Removing a rule costs
+    /// the kernel an RCU grace period (~10 ms here), which `kiln run --rm -p` would
+    /// otherwise wait for before it reports the exit. Until the rules are rewritten
+    /// nobody else takes the lock, so no container gets the address or the host port;
+    /// if the lock is dropped instead, `ports_stale` makes its next holder rewrite them.
+    pub fn release_deferring_ports(
+        &self,
+        attachment: Attachment,
+    ) -> Result<Released, NetworkError> {
+        let mut guard = self.ipam.lock()?;
+        let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
+        guard.release(attachment.hold)?;
+        let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
+        let idle = guard.state.leases.is_empty();
+        if attachment.ports.is_empty() && !reclaimed && !guard.state.ports_stale {
+            return Ok(Released {
+                idle,
+                ports_lock: None,
+            });
+        }
+        guard.state.ports_stale = true;
+        guard.save()?;
+        Ok(Released {
+            idle,
+            ports_lock: Some(guard.hand_over()),
+        })
+    }
+
+    /// Rewrites the port rules under the lock `held` that [`Network::release_deferring_ports`]
+    /// handed over.
+    pub fn sync_ports(&self, held: std::os::fd::OwnedFd) -> Result<(), NetworkError> {
+        let mut guard = self.ipam.adopt(held)?;
+        self.rewrite_ports(&mut guard)
+    }
+
+    /// The port rules made to match the leases (one `nft` transaction), `ports_stale`
+    /// cleared.
+    fn rewrite_ports(&self, guard: &mut IpamGuard) -> Result<(), NetworkError> {
+        nft::apply(&self.table().ports_script(&published(guard)))?;
+        if guard.state.ports_stale {
+            guard.state.ports_stale = false;
+            guard.save()?;
+        }
+        Ok(())
     }
 
     fn end(&self, attachment: Attachment, remove_veth: bool) -> Result<(), NetworkError> {
@@ -379,8 +427,8 @@ impl Network {
         ports_changed: bool,
     ) -> Result<(), NetworkError> {
         if !guard.state.leases.is_empty() {
-            if ports_changed {
-                nft::apply(&self.table().ports_script(&published(guard)))?;
+            if ports_changed || guard.state.ports_stale {
+                self.rewrite_ports(guard)?;
             }
             return Ok(());
         }
@@ -397,6 +445,7 @@ impl Network {
             return Err(err);
         }
         guard.state.subnet = None;
+        guard.state.ports_stale = false;
         guard.save()
     }
 
@@ -409,6 +458,16 @@ impl Network {
         nft::apply(&self.table().create_script())?;
         self.forwarding().acquire(&self.config.table)
     }
+}
+
+/// What [`Network::release_deferring_ports`] leaves to its caller.
+#[derive(Debug)]
+pub struct Released {
+    /// No container is left on the network: have it removed after its linger.
+    pub idle: bool,
+    /// The network's lock, still held, when the port rules must be rewritten: for the
+    /// process that calls [`Network::sync_ports`] with it.
+    pub ports_lock: Option<std::os::fd::OwnedFd>,
 }
 
 /// The veth to make: its host end's name and bridge, and the container's namespace.

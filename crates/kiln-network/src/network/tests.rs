@@ -84,6 +84,10 @@ impl Lab {
         let outside = TestNetns::new("out");
         host.ip(&["link", "set", "lo", "up"]);
         outside.ip(&["link", "set", "lo", "up"]);
+        // A new namespace starts with the machine's ip_forward (netavark turns it on and
+        // leaves it on): the lab's host starts from off, as a fresh machine.
+        let off = host.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        assert!(off.status.success());
         host.ip(&[
             "link",
             "add",
