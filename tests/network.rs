@@ -7,26 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use common::containers::{busybox_image, run_detached, wait_until};
+use common::containers::{busybox_image, http_get, run_detached, wait_until};
 use common::{free_port, text, Env};
-
-/// `GET /` on 127.0.0.1:`port`: the body, or `None` when nothing answers.
-fn http_get(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
 
 /// What of kiln's network the host has: its links, its nftables table.
 fn kiln_network_on_host() -> (Vec<String>, bool) {
@@ -81,7 +66,7 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
         ],
     );
     wait_until(Duration::from_secs(10), "the page through the port", || {
-        http_get(port).is_some_and(|b| b == "hello over the bridge\n")
+        http_get("127.0.0.1", port).is_some_and(|b| b == "hello over the bridge\n")
     });
     let doc: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", &web])).unwrap();
     let net = &doc["NetworkSettings"];
@@ -140,7 +125,7 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
     wait_until(Duration::from_secs(10), "the network removed", || {
         kiln_network_on_host() == (vec![], false) && ip_forward() == forward_before
     });
-    assert!(http_get(port).is_none());
+    assert!(http_get("127.0.0.1", port).is_none());
 
     // A kiln killed with its container leaves its lease; `kiln gc` frees it, and the
     // network with it.

@@ -13,14 +13,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::containers::{busybox_image, ps_entry, run_detached, wait_until};
+use common::containers::{busybox_image, http_get, ps_entry, run_detached, wait_until};
 use common::{free_port, text, Env};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -62,20 +61,6 @@ impl Drop for Serial {
         }
         let _ = self.env.kiln(&["gc"]);
     }
-}
-
-/// `GET /` on `ip:port`: the body, or `None` when nothing answers.
-fn http_get(ip: &str, port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect((ip, port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
 }
 
 /// A shell command for the container: busybox httpd serving "port N" on each port.

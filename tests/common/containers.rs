@@ -126,3 +126,18 @@ pub fn kill_pid(pid: i32, signal: &str) {
             .arg(pid.to_string()),
     );
 }
+
+/// `GET /` on `ip:port`: the body, or `None` when nothing answers.
+pub fn http_get(ip: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((ip, port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
