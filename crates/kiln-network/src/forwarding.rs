@@ -10,14 +10,13 @@
 //! `flock` of its own, taken inside a network's lock (never the other way round).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::write_sysctl;
+use crate::ipam::{read_json, write_json, NetworkLock};
 use crate::NetworkError;
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -79,40 +78,16 @@ impl Forwarding {
         &self,
         change: impl FnOnce(&mut State) -> Result<(), NetworkError>,
     ) -> Result<(), NetworkError> {
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source: io::Error| NetworkError::State { path, source }
-        };
-        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let lock_path = self.dir.join("forwarding.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        let _lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_err(&lock_path)(errno.into()))?;
+        fs::create_dir_all(&self.dir).map_err(|source| NetworkError::State {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let _lock = NetworkLock::of(&self.dir.join("forwarding.lock"))?;
         let path = self.dir.join("forwarding.json");
-        let mut state: State = match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| NetworkError::StateCorrupt {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => State::default(),
-            Err(source) => return Err(NetworkError::State { path, source }),
-        };
+        let mut state: State = read_json(&path)?;
         let changed = change(&mut state);
         // Saved also after a failed change: what did happen is recorded.
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&state)?)?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(io_err(&path))?;
+        write_json(&path, &state)?;
         changed
     }
 }

@@ -75,9 +75,24 @@ pub struct IpamGuard {
 /// process the file was handed to ([`IpamGuard::hand_over`]); closing does not while
 /// that process keeps its copy.
 #[derive(Debug)]
-struct NetworkLock(File);
+pub(crate) struct NetworkLock(File);
 
 impl NetworkLock {
+    /// Waits for the lock of the file at `path` (made if missing).
+    pub(crate) fn of(path: &Path) -> Result<NetworkLock, NetworkError> {
+        let io_err = |source| NetworkError::State {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err)?;
+        NetworkLock::acquire(file).map_err(io_err)
+    }
+
     fn acquire(file: File) -> io::Result<NetworkLock> {
         use std::os::fd::AsRawFd;
         loop {
@@ -133,14 +148,7 @@ impl Ipam {
         };
         fs::create_dir_all(self.dir.join(format!("{}.leases", self.name)))
             .map_err(io_err(&self.dir))?;
-        let lock_path = self.dir.join(format!("{}.lock", self.name));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        let lock = NetworkLock::acquire(file).map_err(io_err(&lock_path))?;
+        let lock = NetworkLock::of(&self.dir.join(format!("{}.lock", self.name)))?;
         self.guard(lock)
     }
 
@@ -162,13 +170,7 @@ impl Ipam {
     }
 
     pub(crate) fn read_state(&self) -> Result<State, NetworkError> {
-        let path = self.state_path();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| NetworkError::StateCorrupt { path, source }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(State::default()),
-            Err(source) => Err(NetworkError::State { path, source }),
-        }
+        read_json(&self.state_path())
     }
 }
 
@@ -290,15 +292,39 @@ impl IpamGuard {
 
     /// Writes the state: a temp file renamed over the old one.
     pub fn save(&self) -> Result<(), NetworkError> {
-        let path = self.ipam.state_path();
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&serde_json::to_vec_pretty(&self.state)?)?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|source| NetworkError::State { path, source })
+        write_json(&self.ipam.state_path(), &self.state)
     }
+}
+
+/// A state file kept under a [`NetworkLock`]: its value, the default when it is missing.
+pub(crate) fn read_json<T: Default + serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<T, NetworkError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| NetworkError::StateCorrupt {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(NetworkError::State {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replaces a state file: a temp file renamed over the old one.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NetworkError> {
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(value)?)?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|source| NetworkError::State {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), NetworkError> {
