@@ -31,6 +31,26 @@ fn kiln_network_on_host() -> (Vec<String>, bool) {
     (links, table)
 }
 
+/// Waits until kiln's network is gone from the host and `ip_forward` is `forward`; on a
+/// timeout the failure shows what is left, with the network's state.
+fn wait_network_gone(what: &str, forward: &str) {
+    let gone = || kiln_network_on_host() == (vec![], false) && ip_forward() == forward;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gone() {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "{what}: not within 10 s: {:?}, ip_forward {}, state {}, forwarding {}, processes:\n{}",
+                kiln_network_on_host(),
+                ip_forward().trim(),
+                std::fs::read_to_string("/run/kiln/networks/kiln.json").unwrap_or_default(),
+                std::fs::read_to_string("/run/kiln/networks/forwarding.json").unwrap_or_default(),
+                common::run(Command::new("sh").args(["-c", "ps -eo pid,pgid,args | grep -v grep | grep 'kiln' || true"])),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn ip_forward() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
 }
@@ -42,12 +62,12 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
     common::require("ip", "iproute2");
     let env = Env::new();
     busybox_image(&env);
-    let forward_before = ip_forward();
     // The test binary before this one may have left the network lingering (kiln removes
-    // an idle one 2 s after its last container).
+    // an idle one 2 s after its last container); what it had on is back off after it.
     wait_until(Duration::from_secs(10), "kiln's network idle", || {
         kiln_network_on_host() == (vec![], false)
     });
+    let forward_before = ip_forward();
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
     let serve = "mkdir -p /www && echo hello over the bridge > /www/index.html && \
@@ -122,9 +142,7 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
 
     drop(web);
     // Removed by a process of its own, after the last container's exit was reported.
-    wait_until(Duration::from_secs(10), "the network removed", || {
-        kiln_network_on_host() == (vec![], false) && ip_forward() == forward_before
-    });
+    wait_network_gone("the network removed", &forward_before);
     assert!(http_get("127.0.0.1", port).is_none());
 
     // A kiln killed with its container leaves its lease; `kiln gc` frees it, and the
@@ -180,7 +198,8 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
         "{}",
         text(&out)
     );
-    wait_until(Duration::from_secs(10), "the network removed", || {
-        kiln_network_on_host() == (vec![], false) && ip_forward() == forward_before
-    });
+    wait_network_gone(
+        "the network removed after the config's subnet",
+        &forward_before,
+    );
 }
