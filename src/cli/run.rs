@@ -64,9 +64,9 @@ pub struct ContainerArgs {
     /// Make the root filesystem read-only
     #[arg(long = "read-only")]
     read_only: bool,
-    /// Network: none (a private network with loopback only; the default), host, bridge
-    /// (its own address on kiln's bridge, outbound NAT, -p), or a named network (kiln
-    /// network create), where containers reach each other by name
+    /// Network: bridge (the default: its own address on kiln's bridge, outbound NAT, -p),
+    /// none (a private network with loopback only), host (the host's), or a named network
+    /// (kiln network create), where containers reach each other by name
     #[arg(long, value_name = "NETWORK")]
     network: Option<String>,
     /// Another name the container has on its named network (repeatable)
@@ -133,7 +133,7 @@ pub struct ContainerArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Run a command in a new container",
-    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web --network host -v ./site:/srv/www:ro hello\n  kiln run -d --name web --network host hello     # prints the container ID\n  kiln run -d --restart unless-stopped --health-cmd 'wget -q -O- localhost:8080' hello\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb\n  kiln run --rm --ulimit nofile=1024:4096 --shm-size 256m hello sh -c 'ulimit -n; df /dev/shm'\n  kiln run --rm --sysctl kernel.shmmax=1073741824 --sysctl net.ipv4.ip_forward=1 hello\n  kiln run --rm --device /dev/fuse --device /dev/sdb:/dev/xvdb:r hello\n  kiln run --rm --init hello ps\n  kiln run -d --network bridge -p 127.0.0.1:8080:80 -p 8000-8002:81-83 hello\n  kiln run -d --name web --network bridge -P hello && kiln port web   # every exposed port\n  kiln run --rm --network bridge --network-rate-out 8mbit --network-rate-in 1gbit hello"
+    after_help = "Examples:\n  kiln run --rm hello\n  kiln run -it --rm hello sh\n  kiln run --rm --memory 64m --cap-drop ALL --network none hello id\n  kiln run --name web -p 8081:8080 -v ./site:/srv/www:ro hello\n  kiln run -d --name web -p 127.0.0.1:8080:8080 hello   # prints the container ID\n  kiln run -d --restart unless-stopped --health-cmd 'wget -q -O- localhost:8080' hello\n  kiln run -d --log-opt max-size=1m --log-opt max-file=2 hello\n  kiln run --rm --env-file .env --add-host db:10.0.0.5 hello env\n  kiln run --rm --cpu-shares 512 --cpuset-cpus 0 --memory 256m --memory-swap 512m hello\n  kiln run --rm -v /mnt/sdb:/data --device-write-bps /dev/sdb:10mb hello   # 10 MiB/s to sdb\n  kiln run --rm --ulimit nofile=1024:4096 --shm-size 256m hello sh -c 'ulimit -n; df /dev/shm'\n  kiln run --rm --sysctl kernel.shmmax=1073741824 --sysctl net.ipv4.ip_forward=1 hello\n  kiln run --rm --device /dev/fuse --device /dev/sdb:/dev/xvdb:r hello\n  kiln run --rm --init hello ps\n  kiln run -d --network bridge -p 127.0.0.1:8080:80 -p 8000-8002:81-83 hello\n  kiln run -d --name web --network bridge -P hello && kiln port web   # every exposed port\n  kiln run --rm --network bridge --network-rate-out 8mbit --network-rate-in 1gbit hello"
 )]
 pub struct RunArgs {
     #[command(flatten)]
