@@ -70,12 +70,24 @@ pub struct IpamGuard {
     lock: NetworkLock,
 }
 
-/// The network's lock: an exclusive `flock` on `NAME.lock`, held while its file is open.
-/// Not nix's `Flock`, which unlocks on drop: unlocking would also end the lock for a
-/// process the file was handed to ([`IpamGuard::hand_over`]); closing does not while
-/// that process keeps its copy.
+/// The network's lock: an exclusive `flock` on `NAME.lock`. Dropping it unlocks
+/// explicitly, not just closes: a process that clones (a build's parallel steps) gives
+/// each clone child a copy of every open file until it execs, and a copy alone would keep
+/// the lock held — the next step's attach, in the same process, waited for its own
+/// child, which waited for that attach. [`IpamGuard::hand_over`] gives the file away
+/// still locked instead, for a process that keeps its copy until it is done.
 #[derive(Debug)]
-pub(crate) struct NetworkLock(File);
+pub(crate) struct NetworkLock(Option<File>);
+
+impl Drop for NetworkLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        if let Some(file) = &self.0 {
+            // SAFETY: a valid fd for the duration of the call.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
 
 impl NetworkLock {
     /// Waits for the lock of the file at `path` (made if missing).
@@ -98,7 +110,7 @@ impl NetworkLock {
         loop {
             // SAFETY: a valid fd for the duration of the call.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(NetworkLock(file));
+                return Ok(NetworkLock(Some(file)));
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
@@ -155,7 +167,7 @@ impl Ipam {
     /// The network's state under a lock this process was handed, still held (see
     /// [`IpamGuard::hand_over`]).
     pub fn adopt(&self, held: std::os::fd::OwnedFd) -> Result<IpamGuard, NetworkError> {
-        self.guard(NetworkLock(File::from(held)))
+        self.guard(NetworkLock(Some(File::from(held))))
     }
 
     fn guard(&self, lock: NetworkLock) -> Result<IpamGuard, NetworkError> {
@@ -177,8 +189,8 @@ impl Ipam {
 impl IpamGuard {
     /// The lock's file, still locked, for another process to finish the change under it
     /// ([`Ipam::adopt`]): the lock ends once every copy of it is closed.
-    pub fn hand_over(self) -> std::os::fd::OwnedFd {
-        self.lock.0.into()
+    pub fn hand_over(mut self) -> std::os::fd::OwnedFd {
+        self.lock.0.take().expect("a guard holds its lock").into()
     }
 
     fn check_subnet(&self) -> Result<(), NetworkError> {

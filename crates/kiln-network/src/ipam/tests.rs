@@ -189,3 +189,55 @@ fn processes_never_share_an_address_and_a_dead_process_leases_are_reclaimed() {
     assert_eq!(guard.reclaim_stale().unwrap().len(), leased.len());
     assert!(guard.state.leases.is_empty());
 }
+
+/// A build clones its steps from one process while another step attaches: each clone
+/// child holds a copy of the network's lock file until it execs. Dropping the guard must
+/// free the lock all the same (it once only closed the file: the stages test hung, a
+/// step's attach waiting for a child that waited for it).
+#[test]
+fn a_dropped_lock_is_free_while_a_forked_child_keeps_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = ipam(dir.path(), "10.89.0.0/24");
+    let guard = ipam.lock().unwrap();
+    // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            libc::sleep(3);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0);
+    drop(guard);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = ipam.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(other.lock().map(drop));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(2));
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    assert!(matches!(got, Ok(Ok(()))), "the lock stayed held: {got:?}");
+}
+
+/// A guard handed over stays locked until the process it went to closes it.
+#[test]
+fn a_handed_over_lock_stays_held_until_its_last_copy_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = ipam(dir.path(), "10.89.0.0/24");
+    let held = ipam.lock().unwrap().hand_over();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = ipam.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(other.lock().map(drop));
+    });
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(300))
+        .is_err());
+    let guard = ipam.adopt(held).unwrap();
+    drop(guard);
+    assert!(matches!(
+        rx.recv_timeout(std::time::Duration::from_secs(2)),
+        Ok(Ok(()))
+    ));
+}
