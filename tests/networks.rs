@@ -570,11 +570,26 @@ fn network_names_and_values_are_checked() {
         "{}",
         text(&out)
     );
+    // docker's pre-defined networks first, then the store's.
     let listed = env.kiln_ok(&["network", "ls", "--json"]);
-    let entry: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
-    assert_eq!(entry["Name"], net.as_str());
-    assert_eq!(env.kiln_ok(&["-q", "network", "ls"]), net);
+    let entries: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bridge", "host", "none", net.as_str()]);
+    assert_eq!(entries[2]["Driver"], "null");
+    assert_eq!(
+        env.kiln_ok(&["-q", "network", "ls"]),
+        format!("bridge\nhost\nnone\n{net}")
+    );
     env.kiln_ok(&["network", "rm", "-f", "nothere"]);
+    let out = env.kiln(&["network", "rm", "bridge"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pre-defined network"), "{}", text(&out));
 }
 
 /// `ip_forward` is the host's, not a network's: the network that turned it on must not

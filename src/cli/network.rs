@@ -147,19 +147,56 @@ fn create(store: &Store, args: CreateArgs) -> CmdResult {
     Ok(0)
 }
 
+/// One row of `kiln network ls`.
+struct Row {
+    id: String,
+    name: String,
+    driver: &'static str,
+    subnet: String,
+    internal: bool,
+}
+
+/// The networks every container may use without creating one (docker's pre-defined
+/// `bridge`, `host` and `none`), then the store's named networks.
+fn ls_rows(store: &Store) -> Result<Vec<Row>, Failure> {
+    let builtin = |name: &str, driver, subnet: String| Row {
+        id: name.to_owned(),
+        name: name.to_owned(),
+        driver,
+        subnet,
+        internal: false,
+    };
+    let default = kiln_container::network::default_subnet().to_string();
+    let mut rows = vec![
+        builtin("bridge", "bridge", default),
+        builtin("host", "host", String::new()),
+        builtin("none", "null", String::new()),
+    ];
+    for d in named_network::list(store).map_err(named_failure)? {
+        rows.push(Row {
+            id: d.short_id().to_owned(),
+            driver: "bridge",
+            subnet: d.subnet.clone(),
+            internal: d.internal,
+            name: d.name,
+        });
+    }
+    Ok(rows)
+}
+
 fn ls(globals: &Globals, store: &Store, args: LsArgs) -> CmdResult {
-    let all = named_network::list(store).map_err(named_failure)?;
+    let rows = ls_rows(store)?;
     if globals.quiet {
-        for d in &all {
-            println!("{}", d.name);
+        for row in &rows {
+            println!("{}", row.name);
         }
         return Ok(0);
     }
     if args.json {
-        for d in &all {
+        for row in &rows {
             let line = json!({
-                "Name": d.name, "ID": d.short_id(), "Driver": "bridge",
-                "Subnet": d.subnet, "Internal": d.internal,
+                "Name": row.name, "ID": row.id, "Driver": row.driver,
+                "Subnet": row.subnet, "Internal": row.internal,
             });
             println!("{line}");
         }
@@ -169,14 +206,10 @@ fn ls(globals: &Globals, store: &Store, args: LsArgs) -> CmdResult {
         "{:<14}{:<24}{:<8}{:<18}INTERNAL",
         "NETWORK ID", "NAME", "DRIVER", "SUBNET"
     );
-    for d in &all {
+    for row in &rows {
         println!(
             "{:<14}{:<24}{:<8}{:<18}{}",
-            d.short_id(),
-            d.name,
-            "bridge",
-            d.subnet,
-            d.internal
+            row.id, row.name, row.driver, row.subnet, row.internal
         );
     }
     Ok(0)
@@ -242,6 +275,14 @@ fn inspect_document(store: &Store, d: &Definition) -> Result<Value, Failure> {
 fn rm(store: &Store, args: RmArgs) -> CmdResult {
     let mut code = 0;
     for key in &args.networks {
+        if ["bridge", "host", "none"].contains(&key.as_str()) {
+            let failure = Failure::user(format!(
+                "{key} is a pre-defined network and cannot be removed"
+            ));
+            super::output::print_failure(&failure);
+            code = super::EXIT_USER_ERROR;
+            continue;
+        }
         match named_network::remove(store, key) {
             Ok(d) => println!("{}", d.name),
             Err(NamedNetworkError::NotFound(_)) if args.force => {}
