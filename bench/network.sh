@@ -16,10 +16,6 @@ build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-network.XXXXXX)
 export KILN_ROOT=$work/store
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --runtime runc
-        --cgroup-manager cgroupfs --events-backend none --log-level error)
-# podman raises RLIMIT_NOFILE/NPROC past this sandbox's hard limits (runc: EPERM).
-podman_run=(run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 # netavark turns ip_forward on and leaves it on: put back what the machine had.
 forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
@@ -30,10 +26,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-busybox_rootfs "$work/base"
-$kiln -q import "$work/base" -t bench-bb >/dev/null
-tar -C "$work/base" -cf "$work/base.tar" .
-"${podman[@]}" import -q "$work/base.tar" localhost/bench-bb >/dev/null
+podman_with_image "$work"
+podman_run=(run "${podman_ulimits[@]}")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)

@@ -14,11 +14,6 @@ build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-services.XXXXXX)
 export KILN_ROOT=$work/store
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --runtime runc
-        --cgroup-manager cgroupfs --events-backend none --log-level error)
-# podman raises RLIMIT_NOFILE/NPROC past this sandbox's hard limits (runc: EPERM); keep
-# them low, as kiln leaves them.
-podman_run=(run --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none)
 cleanup() {
     $kiln rm -f bench-d bench-exec bench-health >/dev/null 2>&1 || true
     "${podman[@]}" rm -f -t 0 bench-d bench-exec >/dev/null 2>&1 || true
@@ -26,10 +21,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-busybox_rootfs "$work/base"
-$kiln -q import "$work/base" -t bench-bb >/dev/null
-tar -C "$work/base" -cf "$work/base.tar" .
-"${podman[@]}" import -q "$work/base.tar" localhost/bench-bb >/dev/null
+podman_with_image "$work"
+podman_run=(run "${podman_ulimits[@]}" --network none)
 
 # run -d: each timed run starts a fresh container; removing the last one is not timed.
 hyperfine --warmup 3 --runs 30 -N --export-json "$work/run.json" \
