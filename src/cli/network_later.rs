@@ -92,8 +92,11 @@ fn spawn(args: &[&OsStr], lock: Option<OwnedFd>) {
             });
         }
     }
-    if let Err(e) = command.spawn() {
+    match command.spawn() {
+        // Reaped by a thread of its own: a monitor lives on after it, restart after
+        // restart, and would otherwise keep a zombie of each.
+        Ok(mut child) => drop(std::thread::spawn(move || child.wait())),
         // The lock closes with `lock` here: its next holder rewrites the rules.
-        eprintln!("kiln: warning: settle the bridge network: {e}; kiln gc settles it");
+        Err(e) => eprintln!("kiln: warning: settle the bridge network: {e}; kiln gc settles it"),
     }
 }
