@@ -226,6 +226,12 @@ impl Network {
         if first && up_with.is_some() && !lingering {
             self.settle(guard, socket, true)?;
         }
+        if first && !lingering {
+            // Recorded before anything is made: a kiln killed while making the network
+            // leaves a state that says it is up, so a reclaim removes what it made.
+            guard.state.subnet = Some(self.config.subnet.to_string());
+            guard.save()?;
+        }
         let bridge = bridge::ensure_bridge(socket, &self.config.bridge, &self.config.subnet)?;
         if first && !lingering {
             self.start_network()?;
@@ -396,9 +402,11 @@ impl Network {
         }
         let mut socket = Socket::open().map_err(NetworkError::netlink("opening rtnetlink"))?;
         let reclaimed = self.remove_stale(&mut guard, &mut socket)?;
-        // With no lease, whatever is left goes, also what a kiln killed between making
-        // the bridge or table and recording its lease left (the state does not know it).
-        if reclaimed || guard.state.leases.is_empty() {
+        // With no lease, whatever is left goes (the state says the network is up from
+        // before its bridge is made). A network already down is left alone: removing
+        // its table again would make it for a moment (`add table` then `delete table`).
+        let up = guard.state.subnet.is_some();
+        if reclaimed || (guard.state.leases.is_empty() && up) {
             self.settle(&mut guard, &mut socket, true)?;
         }
         Ok(())
