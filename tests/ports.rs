@@ -266,7 +266,10 @@ fn spec_ports_apply_under_the_flags_and_publish_all_adds_every_exposed_port() {
         None,
         "the spec's 80 is replaced"
     );
-    assert_eq!(http_get("127.0.0.1", p81).as_deref(), Some("port 81\n"));
+    // Its two servers start one after the other: 81 may answer a moment after 80.
+    wait_until(Duration::from_secs(10), "the spec's port 81", || {
+        http_get("127.0.0.1", p81).as_deref() == Some("port 81\n")
+    });
     let listed = env.kiln_ok(&["port", "two"]);
     let lines = stdout_lines(&listed);
     assert_eq!(lines.len(), 3, "{listed}");

@@ -227,15 +227,14 @@ pub fn network_reclaim(globals: &Globals, args: NetworkReclaimArgs) -> CmdResult
 }
 
 /// Frees what killed kiln processes left on the bridge network (leases, port rules, and
-/// the bridge and table when no container left it within `linger`), if a bridge network
-/// was ever used.
-fn reclaim_network(linger: std::time::Duration) -> Result<(), Failure> {
+/// the bridge and table when no container is left), if a bridge network was ever used.
+fn reclaim_network() -> Result<(), Failure> {
     if !std::path::Path::new(kiln_container::network::DEFAULT_NETWORK_STATE).exists() {
         return Ok(());
     }
     let network = kiln_container::network::default_network().map_err(Failure::user)?;
     network
-        .reclaim_idle(linger)
+        .reclaim()
         .map_err(|e| Failure::user(format!("reclaim the bridge network: {e}")).hint(e.hint()))
 }
 
@@ -273,7 +272,7 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
     if !args.dry_run {
-        reclaim_network(std::time::Duration::ZERO)?;
+        reclaim_network()?;
         reclaim_named_networks(&store)?;
     }
     if args.json {

@@ -295,7 +295,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         auto_remove: false,
         publish,
         publish_all: args.publish_all,
-        rates: container::network::NetworkRates {
+        rates: kiln_network::Shaping {
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
         },

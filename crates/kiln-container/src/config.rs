@@ -14,9 +14,9 @@ use kiln_spec::{values, Device, Limits, Network, Privileges, RunDefaults, Ulimit
 use super::confine::{confinement, limits_over};
 use super::error::{ContainerError, Result};
 use super::health::HealthConfig;
-pub use super::network::NetworkRates;
 use super::security::{check_seccomp_profile, security_options};
 use super::source::Source;
+use kiln_network::Shaping;
 
 /// What the caller asks for on top of the image: `kiln run`'s flags as plain values. Empty
 /// and `None` mean "not given", so the image's settings apply.
@@ -76,7 +76,7 @@ pub struct RunSettings {
     /// `-P`: every port the image exposes, not published otherwise, on a free host port.
     pub publish_all: bool,
     /// `--network-rate-in/-out`, over the stored `network_rate_in/out`.
-    pub rates: NetworkRates,
+    pub rates: Shaping,
     /// `--network NAME` (with `network` `Bridge`): named networks, the first one's
     /// interface `eth0` with the default route.
     pub networks: Vec<crate::named_network::NetworkChoice>,
@@ -139,7 +139,7 @@ pub struct ContainerConfig {
     pub health: Option<HealthConfig>,
     pub restart: kiln_spec::RestartPolicy,
     pub publish: Vec<kiln_spec::PortMapping>,
-    pub rates: NetworkRates,
+    pub rates: Shaping,
     pub networks: Vec<crate::named_network::NetworkChoice>,
 }
 
@@ -507,8 +507,8 @@ fn exposed_port(key: &str) -> Option<kiln_spec::PortMapping> {
 
 /// `--network-rate-in/-out` over the stored `network_rate_in/out`: a limit the container's
 /// network cannot enforce (the host's, or none) is an error, never dropped.
-fn rates(settings: &RunSettings, defaults: &RunDefaults) -> Result<NetworkRates> {
-    let rates = NetworkRates {
+fn rates(settings: &RunSettings, defaults: &RunDefaults) -> Result<Shaping> {
+    let rates = Shaping {
         rate_in: settings.rates.rate_in.or(defaults.network_rate_in),
         rate_out: settings.rates.rate_out.or(defaults.network_rate_out),
     };
@@ -758,7 +758,7 @@ mod tests {
             ..Default::default()
         };
         let settings = RunSettings {
-            rates: NetworkRates {
+            rates: Shaping {
                 rate_in: None,
                 rate_out: Some(8_000_000),
             },

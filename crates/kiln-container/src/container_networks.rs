@@ -63,7 +63,7 @@ pub fn networks_of(
             endpoint: Endpoint::default(),
             aliases: Vec::new(),
             ports,
-            shaping: start.rates.shaping(),
+            shaping: start.rates,
             needs_responder,
             upstreams: Vec::new(),
         }]);
@@ -76,7 +76,7 @@ pub fn networks_of(
         let mut one = named_joined(store, dir, name, choice, index)?;
         if index == 0 {
             one.ports = ports.clone();
-            one.shaping = start.rates.shaping();
+            one.shaping = start.rates;
         }
         joined.push(one);
     }

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 
-use kiln_network::{Attachment, Network, NetworkConfig, Subnet};
+use kiln_network::{Attachment, Network, NetworkConfig, Shaping, Subnet};
 use kiln_spec::{PortMapping, Protocol};
 use kiln_store::{ContainerDir, Store};
 use serde::{Deserialize, Serialize};
@@ -170,37 +170,18 @@ impl NetworkRecord {
     }
 }
 
-/// A container's bandwidth limits in bits per second (`--network-rate-in/-out`), kept in
-/// its start config.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkRates {
-    /// To the container.
-    pub rate_in: Option<u64>,
-    /// From the container.
-    pub rate_out: Option<u64>,
-}
-
-impl NetworkRates {
-    pub fn shaping(&self) -> kiln_network::Shaping {
-        kiln_network::Shaping {
-            rate_in: self.rate_in,
-            rate_out: self.rate_out,
-        }
-    }
-}
-
 /// Connects the network namespace of process `pid` (the container's first process, just
 /// cloned) for container `id`, its veth shaped by `rates`.
 pub fn attach(
     network: &Network,
     id: &str,
     pid: i32,
-    (ports, rates): (&[kiln_network::PortMapping], NetworkRates),
+    (ports, rates): (&[kiln_network::PortMapping], Shaping),
 ) -> std::result::Result<Attachment, String> {
     let netns = kiln_network::netns::NetNs::of_pid(pid as u32)
         .map_err(|e| format!("open the container's network namespace: {e}"))?;
     network
-        .attach_shaped(id, std::os::fd::AsFd::as_fd(&netns), ports, rates.shaping())
+        .attach_shaped(id, std::os::fd::AsFd::as_fd(&netns), ports, rates)
         .map_err(|e| match e.hint() {
             Some(hint) => format!("{e} ({hint})"),
             None => e.to_string(),

@@ -34,7 +34,7 @@ pub struct StartConfig {
     pub publish: Vec<kiln_spec::PortMapping>,
     /// Bandwidth limits of its veth on the bridge network.
     #[serde(default)]
-    pub rates: super::network::NetworkRates,
+    pub rates: kiln_network::Shaping,
     /// Named networks it is on (`--network NAME`, `kiln network connect`); none: the
     /// default network when its mode is bridge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -115,7 +115,7 @@ pub struct Addressing {
 /// follows smoothly. A container given `CAP_NET_ADMIN` could lift its own `rate_out`;
 /// moving it to the host end's ingress through an `ifb` device would close that, at the
 /// cost of a second device per container.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shaping {
     pub rate_in: Option<u64>,
     pub rate_out: Option<u64>,
