@@ -34,14 +34,18 @@ pub fn host_ifname(owner: &str) -> String {
 /// The container's MAC address, derived from its IP address (docker's idea): a
 /// locally administered unicast prefix `02:6b` ('k') and the four bytes of the address.
 /// An address handed out again comes with the same MAC, so the host's neighbour entry
-/// for it, left by the container before, is still right.
+/// for it, left by the container before, is still right. The bridge's own MAC is the
+/// gateway address's, so a bridge made again has the one the containers knew.
 pub fn container_mac(address: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = address.octets();
     [0x02, 0x6b, a, b, c, d]
 }
 
 /// Makes the bridge `name` with the subnet's gateway address, up, unless it exists;
-/// returns its index. A new bridge's subnet is first checked against the routes of the
+/// returns its index. Its MAC is set (derived from the gateway's address like a
+/// container's): a bridge left to choose takes its lowest port's and changes it as
+/// containers come and go, and a container that learned the old one loses its gateway
+/// (DNS, outbound traffic) until its neighbour entry expires, ~30 s. A new bridge's subnet is first checked against the routes of the
 /// namespace, where the bridge's own route would otherwise be found.
 pub fn ensure_bridge(
     socket: &mut Socket,
@@ -59,7 +63,7 @@ pub fn ensure_bridge(
         None => {
             crate::routes::check_free(subnet)?;
             socket
-                .add_bridge(name)
+                .add_bridge(name, container_mac(subnet.gateway()))
                 .map_err(NetworkError::netlink(format!("creating bridge {name}")))?;
             let lookup = NetworkError::netlink(format!("looking up {name}"));
             socket

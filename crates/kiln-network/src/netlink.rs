@@ -304,11 +304,13 @@ impl Socket {
         }
     }
 
-    /// Creates a bridge named `name`, up. `EEXIST` if a link of that name exists.
-    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Creates a bridge named `name` with the MAC address `mac`, up. `EEXIST` if a link
+    /// of that name exists.
+    pub fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let request = Request::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
             .ifinfo(0, IFF_UP, IFF_UP)
             .attr_str(IFLA_IFNAME, name)
+            .attr(IFLA_ADDRESS, &mac)
             .nest(IFLA_LINKINFO)
             .attr_str(IFLA_INFO_KIND, "bridge")
             .end_nest();

@@ -228,3 +228,70 @@ fn measure_veth_setup_netlink_vs_ip_tool() {
     );
     remove_bridge(&mut socket, &bridge).unwrap();
 }
+
+/// A bridge left to pick its own MAC takes the lowest of its ports' and changes it as
+/// containers come and go: a container that learned the gateway's MAC while another
+/// (lower) one was attached then sends to an address no port has, and its DNS and
+/// outbound traffic stop for the ~30 s its neighbour entry stays "reachable". kiln's
+/// bridge has a MAC of its own, set when it is made.
+#[test]
+fn the_gateway_keeps_its_mac_while_containers_come_and_go() {
+    require_root!("network interfaces");
+    require_tool("busybox", "busybox-static");
+    let bridge = unique("kb");
+    let (first_veth, second_veth) = (unique("kvf"), unique("kvs"));
+    let _cleanup = (
+        LinkGuard(bridge.clone()),
+        LinkGuard(first_veth.clone()),
+        LinkGuard(second_veth.clone()),
+    );
+    let subnet = test_subnet(3);
+    let (first, second) = (TestNetns::new("first"), TestNetns::new("second"));
+    let mut socket = Socket::open().unwrap();
+    let index = ensure_bridge(&mut socket, &bridge, &subnet).unwrap();
+    let mut addresses = subnet.container_addresses();
+    for (netns, veth) in [(&first, &first_veth), (&second, &second_veth)] {
+        let address = addresses.next().unwrap();
+        let addressing = Addressing { address, subnet };
+        attach_veth(
+            &mut socket,
+            index,
+            veth,
+            netns.fd(),
+            addressing,
+            Shaping::default(),
+        )
+        .unwrap();
+    }
+    // The second's host end gets the lowest MAC there is: a bridge that follows its
+    // ports would take it.
+    run(
+        "ip",
+        &[
+            "link",
+            "set",
+            "dev",
+            &second_veth,
+            "address",
+            "02:00:00:00:00:01",
+        ],
+    );
+    let gateway = subnet.gateway().to_string();
+    let ping = |netns: &TestNetns| {
+        netns
+            .exec(&["busybox", "ping", "-c1", "-W1", &gateway])
+            .status
+            .success()
+    };
+    assert!(ping(&first), "the first reaches its gateway");
+    detach_veth(&mut socket, &second_veth).unwrap();
+    assert!(
+        ping(&first),
+        "the first reaches its gateway after the second left"
+    );
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address")).unwrap();
+    let [a, b, c, d] = subnet.gateway().octets();
+    assert_eq!(mac.trim(), format!("02:6b:{a:02x}:{b:02x}:{c:02x}:{d:02x}"));
+    detach_veth(&mut socket, &first_veth).unwrap();
+    remove_bridge(&mut socket, &bridge).unwrap();
+}
