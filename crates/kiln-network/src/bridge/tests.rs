@@ -245,7 +245,7 @@ fn the_gateway_keeps_its_mac_while_containers_come_and_go() {
         LinkGuard(first_veth.clone()),
         LinkGuard(second_veth.clone()),
     );
-    let subnet = test_subnet(3);
+    let subnet = test_subnet(4);
     let (first, second) = (TestNetns::new("first"), TestNetns::new("second"));
     let mut socket = Socket::open().unwrap();
     let index = ensure_bridge(&mut socket, &bridge, &subnet).unwrap();
