@@ -27,6 +27,7 @@ mod output;
 mod port;
 mod pull;
 mod push;
+mod rootless;
 mod run;
 mod signals;
 mod start;
@@ -246,7 +247,7 @@ pub fn absolute(path: &Path) -> Result<PathBuf, Failure> {
 }
 
 fn default_root() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if !kiln_runtime::userns::rootless() {
         return PathBuf::from("/var/lib/kiln");
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -279,12 +280,17 @@ fn usage_error(e: clap::Error) -> i32 {
 
 /// Runs kiln with the process's arguments and returns the exit code.
 pub fn main() -> i32 {
-    signals::install();
-    raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    // First, while kiln has one thread: a user namespace cannot be entered later.
+    if let Err(f) = rootless::enter_if_needed(&cli.command, cli.quiet) {
+        output::print_failure(&f);
+        return f.code;
+    }
+    signals::install();
+    raise_open_file_limit();
     // A monitor reads the command line of the `kiln run -d` or `kiln start` that started it.
     let (cli, monitor) = match cli.command {
         Command::ContainerMonitor(m) => {

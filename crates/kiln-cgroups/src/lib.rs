@@ -211,6 +211,31 @@ impl Resources {
         Ok(Some(quota.round() as u64))
     }
 
+    /// The limits asked for, by the names `docker run` gives their flags' subjects; empty
+    /// for a container with only the defaults (the default pids limit and device list).
+    pub fn requested(&self) -> Vec<&'static str> {
+        let asked = [
+            ("memory", self.memory.is_some()),
+            ("memory reservation", self.memory_reservation.is_some()),
+            ("memory+swap", self.memory_swap.is_some()),
+            ("cpus", self.cpus.is_some()),
+            ("cpu shares", self.cpu_weight.is_some()),
+            ("cpuset", self.wants_cpuset()),
+            ("blkio weight", self.blkio_weight.is_some()),
+            ("device I/O limits", !self.throttles.is_empty()),
+            ("pids", self.pids.is_some()),
+            (
+                "devices",
+                matches!(self.devices, DevicePolicy::DefaultAnd(_)),
+            ),
+        ];
+        asked
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
     /// The pids limit to apply: the given one or the default.
     pub fn pids_limit(&self) -> u64 {
         self.pids.unwrap_or(DEFAULT_PIDS_LIMIT)

@@ -246,7 +246,8 @@ impl Child<'_> {
             .container
             .as_ref()
             .map_or(devices::DEFAULT_SHM_SIZE, |c| c.shm_size.as_c_str());
-        devices::mount_pseudo_filesystems(root.as_fd(), shm_size).map_err(from_stage)?;
+        devices::mount_pseudo_filesystems(root.as_fd(), shm_size, plan.pseudo_fs)
+            .map_err(from_stage)?;
         if let Some(c) = &plan.container {
             // In the fresh /dev and /proc, before masks and the read-only /proc/sys.
             host_devices::make_all(root.as_fd(), &c.devices)?;
@@ -316,8 +317,12 @@ pub(crate) fn enter_dir_inside_root(dir: &std::ffi::CStr) -> Result<(), Report> 
 /// wrappers would try to sync the parent's threads.
 pub(crate) fn switch_user(uid: u32, gid: u32, groups: &[libc::gid_t]) -> Result<(), Report> {
     let count = groups.len() as c_long;
-    sys::syscall3(libc::SYS_setgroups, count, groups.as_ptr() as c_long, 0)
-        .map_err(at(Stage::SetGroups))?;
+    match sys::syscall3(libc::SYS_setgroups, count, groups.as_ptr() as c_long, 0) {
+        // A user namespace with a single-id map denies setgroups; with no group to
+        // set there is nothing it would have changed.
+        Err(libc::EPERM) if groups.is_empty() => {}
+        other => other.map_err(at(Stage::SetGroups))?,
+    }
     let gid = gid as c_long;
     sys::syscall3(libc::SYS_setresgid, gid, gid, gid).map_err(at(Stage::SetGid))?;
     let uid = uid as c_long;

@@ -284,6 +284,33 @@ pub(crate) struct Launch<'a> {
     pub attach: Option<&'a mut dyn FnMut(i32) -> Result<(), String>>,
 }
 
+/// The cgroup of a step or container: none for an ordinary user's kiln, which may not
+/// make cgroups here — an error then if limits were asked for, since a limit silently not
+/// applied is worse than none (the default pids limit and device list are not asked for).
+fn container_cgroup(launch: &Launch) -> Result<Option<Cgroup>, RuntimeError> {
+    if crate::userns::rootless() {
+        let limits = launch.resources.requested();
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let reason = match cgroups::detect(launch.cgroup_root) {
+            Ok(cgroups::CgroupMode::V2) => {
+                "an ordinary user has no cgroup of its own here (no delegated cgroup v2 subtree)"
+            }
+            _ => "an ordinary user cannot make cgroups on a cgroup v1 host",
+        };
+        return Err(RuntimeError::LimitsNeedCgroups {
+            limits,
+            reason: reason.into(),
+        });
+    }
+    // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
+    let _ = cgroups::clean_stale(launch.cgroup_root);
+    Cgroup::create(launch.cgroup_root, launch.id, launch.resources)
+        .map(Some)
+        .map_err(Into::into)
+}
+
 /// The parent side shared by build steps and containers: creates the cgroup, clones the
 /// child, puts it in the cgroup before letting it go on, receives its pty, and returns
 /// once the command's `execve` succeeded. `keep` is dropped (closing kiln's copies of the
@@ -293,9 +320,7 @@ pub(crate) fn start<K>(
     launch: &mut Launch,
     keep: K,
 ) -> Result<RunningContainer, RuntimeError> {
-    // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
-    let _ = cgroups::clean_stale(launch.cgroup_root);
-    let cgroup = Cgroup::create(launch.cgroup_root, launch.id, launch.resources)?;
+    let cgroup = container_cgroup(launch)?;
     let (report_read, report_write) = cloexec_pipe(OFlag::empty())?;
     let (sync_read, sync_write) = cloexec_pipe(OFlag::empty())?;
     let (status_read, status_write) = match plan.init {
@@ -333,7 +358,7 @@ pub(crate) fn start<K>(
     let console = console.map(|(ours, _child)| ours);
     let mut running = RunningContainer {
         pid,
-        cgroup: Some(cgroup),
+        cgroup,
         status: status_read,
         tty: None,
         console: None,

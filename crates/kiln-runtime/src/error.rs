@@ -115,6 +115,13 @@ pub const EXEC_STAGE: &str = "exec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// Limits were asked for where kiln may not make cgroups (an ordinary user's kiln
+    /// without a delegated cgroup v2 subtree).
+    #[error("cannot apply the {} limit{}: {reason}", .limits.join(", "), if .limits.len() == 1 { "" } else { "s" })]
+    LimitsNeedCgroups {
+        limits: Vec<&'static str>,
+        reason: String,
+    },
     /// The caller could not give the container its network (see
     /// `start_container_attached`).
     #[error("connect the container to its network: {0}")]

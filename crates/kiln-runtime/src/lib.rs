@@ -44,6 +44,7 @@ mod devices;
 mod error;
 mod exec;
 mod host_devices;
+pub mod idmap;
 mod init;
 mod mount_point_cleanup;
 mod oci;
@@ -58,6 +59,7 @@ pub mod seccomp;
 mod step_mounts;
 mod sys;
 mod sysctls;
+pub mod userns;
 
 #[cfg(test)]
 mod container_tests;

@@ -66,10 +66,15 @@ const LOWER_ADD_KEY: &CStr = c"lowerdir+";
 
 /// A plain change set in the upper dir: no redirects, no metadata-only copy-ups, no index.
 const PLAIN_CHANGE_SET: [(&CStr, &CStr); 3] = [
-    (c"redirect_dir", c"off"),
+    (c"redirect_dir", c"nofollow"),
     (c"metacopy", c"off"),
     (c"index", c"off"),
 ];
+
+/// In a user namespace (rootless kiln) overlayfs keeps its own marks — opaque dirs,
+/// redirects — in `user.overlay.*` xattrs, since `trusted.*` needs the host's root; the
+/// store's layer dirs are written the same way there (kiln-layer).
+const USER_XATTR: &CStr = c"userxattr";
 
 /// Dirs of the init layer of build steps (relative to the scaffold's `init/`).
 pub(crate) const INIT_MOUNTPOINTS: [&str; 3] = ["proc", "dev", "sys"];
@@ -329,6 +334,9 @@ fn per_layer_settings(
     for (key, val) in PLAIN_CHANGE_SET {
         settings.push((key, val.to_owned()));
     }
+    if crate::userns::current().nested {
+        settings.push((USER_XATTR, CString::default()));
+    }
     Ok(settings)
 }
 
@@ -365,6 +373,10 @@ pub(crate) fn overlay_options(
         opts.extend_from_slice(key.to_bytes());
         opts.push(b'=');
         opts.extend_from_slice(value.to_bytes());
+    }
+    if crate::userns::current().nested {
+        opts.push(b',');
+        opts.extend_from_slice(USER_XATTR.to_bytes());
     }
     let max = page_size() - 1;
     if opts.len() > max {
@@ -445,7 +457,10 @@ pub(crate) fn mount_overlay_root(plan: &MountPlan) -> Result<(), (Stage, sys::Er
 fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr, read_only: bool) -> Sys<()> {
     let fs = sys::fs_open(c"overlay")?;
     for (key, value) in settings {
-        sys::fs_set_string(&fs, key, value)?;
+        match value.is_empty() {
+            true => sys::fs_set_flag(&fs, key)?, // a flag (`userxattr`); no value is empty
+            false => sys::fs_set_string(&fs, key, value)?,
+        }
     }
     let mut attrs = libc::MOUNT_ATTR_NODEV;
     if read_only {
@@ -457,7 +472,7 @@ fn mount_layer_by_layer(settings: &[(&CStr, CString)], target: &CStr, read_only:
     sys::attach(&mount, target.as_fd())
 }
 
-/// Mount the overlay (`redirect_dir=off,metacopy=off,index=off`, so the upper dir is a plain
+/// Mount the overlay (`redirect_dir=nofollow,metacopy=off,index=off`, so the upper dir is a plain
 /// change set) in a private mount namespace of a dedicated thread, call `f(merged_root)` on
 /// that thread, and unmount (the namespace dies with the thread). The mount is never visible
 /// in kiln's own namespace or the host's. Used for `copy:` steps and for reading an image's

@@ -96,6 +96,8 @@ pub(crate) struct ChildPlan {
     pub cgroup_namespace: bool,
     /// Run the built-in init as PID 1.
     pub init: bool,
+    /// How `/dev` and `/sys` are made: as the host's root or in a user namespace.
+    pub pseudo_fs: crate::devices::PseudoFs,
     /// What `kiln run` adds to a build step's sandbox; `None` for build steps.
     pub container: Option<ContainerPlan>,
     /// A build step's cache mounts and secrets; `None` without any (and for containers).
@@ -251,6 +253,7 @@ impl ChildPlan {
             confine: sandbox.confine,
             cgroup_namespace: sandbox.cgroup_namespace,
             init: sandbox.init,
+            pseudo_fs: crate::devices::PseudoFs::current(),
             container: sandbox.container,
             step_mounts: None,
             argv0,

@@ -566,7 +566,7 @@ fn legacy_mount_options_over_one_page_are_a_clear_error() {
         "{fits}"
     );
     assert!(
-        fits.ends_with(",upperdir=/u,workdir=/w,redirect_dir=off,metacopy=off,index=off"),
+        fits.ends_with(",upperdir=/u,workdir=/w,redirect_dir=nofollow,metacopy=off,index=off"),
         "{fits}"
     );
 }
