@@ -285,7 +285,7 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(e),
     };
     // First, while kiln has one thread: a user namespace cannot be entered later.
-    if let Err(f) = rootless::enter_if_needed(&cli.command, cli.quiet) {
+    if let Err(f) = rootless::enter_if_needed(&cli.command) {
         output::print_failure(&f);
         return f.code;
     }
@@ -365,6 +365,9 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(f) => {
             output::print_failure(&f);
+            if let Some(note) = rootless::single_id_note(&f) {
+                eprintln!("{note}");
+            }
             f.code
         }
     }

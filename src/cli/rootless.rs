@@ -5,6 +5,7 @@
 //! where it matters and `kiln check` says how to fix it.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use kiln_runtime::idmap::subordinate_ranges;
 use kiln_runtime::userns::{self, Mapping};
@@ -26,7 +27,7 @@ fn stays_outside(command: &Command) -> bool {
 
 /// Enters kiln's user namespace when the process is not root and `command` needs it.
 /// Called while the process has one thread.
-pub fn enter_if_needed(command: &Command, quiet: bool) -> Result<(), Failure> {
+pub fn enter_if_needed(command: &Command) -> Result<(), Failure> {
     let uid = nix::unistd::getuid();
     if uid.is_root() || nix::unistd::geteuid().is_root() || stays_outside(command) {
         return Ok(());
@@ -34,14 +35,30 @@ pub fn enter_if_needed(command: &Command, quiet: bool) -> Result<(), Failure> {
     let mapping = mapping_for(uid.as_raw(), nix::unistd::getgid().as_raw());
     let helpers = helpers_present().then_some((NEWUIDMAP, NEWGIDMAP));
     userns::enter(&mapping, helpers).map_err(|e| Failure::user(&e).hint(e.hint()))?;
-    if (mapping.is_single() || helpers.is_none()) && !quiet && warns_single_mapping(command) {
-        eprintln!(
-            "warning: {}: only your own id exists in containers (uid 0); a step or image that \
-             uses another user or group fails. kiln check says how to fix it",
-            why_single(helpers.is_some())
-        );
+    if (mapping.is_single() || helpers.is_none()) && may_need_other_ids(command) {
+        let _ = SINGLE_ID_REASON.set(why_single(helpers.is_some()));
     }
     Ok(())
+}
+
+/// Why only the user's own id is mapped, for a command where that may be why it failed.
+static SINGLE_ID_REASON: OnceLock<&'static str> = OnceLock::new();
+
+/// Said under a failure of a command that ran with a single-id map when the failure is
+/// the kernel's `EINVAL`, what chown and setuid give for an id the map does not hold
+/// (said only then: a warning on every build would be noise for the many images that
+/// need no other id).
+pub fn single_id_note(failure: &Failure) -> Option<String> {
+    let reason = SINGLE_ID_REASON.get()?;
+    let unmapped_id = std::iter::once(&failure.message)
+        .chain(&failure.more)
+        .any(|m| m.contains("Invalid argument"));
+    unmapped_id.then(|| reason).map(|why| {
+        format!(
+            "note: {why}, so containers have only uid 0: an image or step that uses another \
+             user or group fails this way. kiln check says how to fix it"
+        )
+    })
 }
 
 /// The user's mapping: itself as 0, then its subordinate ranges.
@@ -70,7 +87,7 @@ fn why_single(helpers: bool) -> &'static str {
 }
 
 /// Where a single-id map changes what the command can do.
-fn warns_single_mapping(command: &Command) -> bool {
+fn may_need_other_ids(command: &Command) -> bool {
     matches!(
         command,
         Command::Build(_) | Command::Run(_) | Command::Pull(_) | Command::Import(_)
