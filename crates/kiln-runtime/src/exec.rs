@@ -58,9 +58,11 @@ use super::relay::StdioRelay;
 use super::sys;
 
 /// The namespaces a process may join, in the order the fallback enters them one by one
-/// (the mount namespace last: joining it changes what `/proc` paths mean, though only fds
-/// are used).
-const NAMESPACES: [(&str, c_int); 6] = [
+/// (the user namespace first: a rootless container's other namespaces are its, and only
+/// inside it does the process have the capabilities to join them; the mount namespace
+/// last: joining it changes what `/proc` paths mean, though only fds are used).
+const NAMESPACES: [(&str, c_int); 7] = [
+    ("user", libc::CLONE_NEWUSER),
     ("cgroup", libc::CLONE_NEWCGROUP),
     ("ipc", libc::CLONE_NEWIPC),
     ("uts", libc::CLONE_NEWUTS),
@@ -199,7 +201,11 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     // Only the children may hold these now: EOF on the pipes means they are done with them.
     drop((report_write, sync_read, pid_write, kiln, ends, devnull));
     let console = console.map(|(ours, _child)| ours);
-    let joined = cgroups::join_container(&cgroup_root, &spec.id, intermediate.as_raw());
+    // A rootless container has no cgroup (see `container::container_cgroup`).
+    let joined = match crate::userns::rootless() {
+        true => Ok(()),
+        false => cgroups::join_container(&cgroup_root, &spec.id, intermediate.as_raw()),
+    };
     if let Err(e) = joined {
         let _ = kill(intermediate, Signal::SIGKILL);
         let _ = waitpid(intermediate, None);
@@ -260,7 +266,7 @@ impl Target {
     fn open(pid: i32, id: &str) -> Result<Target, RuntimeError> {
         let gone = || RuntimeError::ContainerGone(id.to_owned());
         let pidfd = sys::pidfd_open(pid).map_err(|_| gone())?;
-        if !in_cgroup(pid, id) {
+        if !is_the_container(pid, id) {
             return Err(gone());
         }
         let mut flags = 0;
@@ -294,6 +300,25 @@ impl Target {
             .map(|(name, _)| *name)
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Whether `pid` (taken from a state file) is still the container's process: in its
+/// cgroup; for a rootless kiln, which makes no cgroup, in a user namespace other than
+/// the host's, as every container of an ordinary user is and no plain process of theirs.
+fn is_the_container(pid: i32, id: &str) -> bool {
+    match crate::userns::rootless() {
+        true => {
+            let host = fs::metadata("/proc/1/ns/user");
+            let theirs = fs::metadata(format!("/proc/{pid}/ns/user"));
+            match (host, theirs) {
+                (Ok(h), Ok(t)) => (h.dev(), h.ino()) != (t.dev(), t.ino()),
+                // The host's init is not ours to look at (hidepid): the process is enough.
+                (Err(_), Ok(_)) => true,
+                _ => false,
+            }
+        }
+        false => in_cgroup(pid, id),
     }
 }
 
