@@ -257,6 +257,22 @@ fn default_root() -> PathBuf {
     data.join("kiln")
 }
 
+/// Device nodes of the layers this command applied that an ordinary user's kiln could
+/// only make as empty files: said once, after the command's own output.
+fn warn_of_device_placeholders() {
+    let placeholders = kiln_layer::take_device_placeholders();
+    if let Some(first) = placeholders.first() {
+        let more = match placeholders.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        eprintln!(
+            "warning: device node /{first}{more} in the image became an empty file: only root \
+             makes device nodes (containers get /dev from kiln; --device works as root)"
+        );
+    }
+}
+
 /// Layer capture holds one directory fd per level of nesting: allow as many open files as
 /// the hard limit does, as Go programs do at start.
 fn raise_open_file_limit() {
@@ -361,6 +377,7 @@ pub fn main() -> i32 {
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Debug(c) => debug::run(c),
     };
+    warn_of_device_placeholders();
     match result {
         Ok(code) => code,
         Err(f) => {

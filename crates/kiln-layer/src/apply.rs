@@ -33,6 +33,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::fcntl::OFlag;
 use sha2::{Digest as _, Sha256};
@@ -71,6 +72,29 @@ pub fn apply_layer(
     let diff_id = tar.into_inner().finish()?;
     tracing::trace!(%diff_id, dest = %dest.display(), lowers = lowers.len(), "layer tar applied");
     Ok(diff_id)
+}
+
+/// Device nodes of layers applied by this process that became empty placeholder files.
+static DEVICE_PLACEHOLDERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn note_device_placeholder(path: &[u8]) {
+    let path = String::from_utf8_lossy(path).into_owned();
+    tracing::debug!(path, "device node applied as a placeholder file");
+    if let Ok(mut all) = DEVICE_PLACEHOLDERS.lock() {
+        all.push(path);
+    }
+}
+
+/// The paths of device nodes that layers applied since the last call carried and that
+/// became empty files because this process may not make device nodes (an ordinary user's
+/// kiln). The caller says so to the user: a process-wide list rather than a return value
+/// of [`apply_layer`], since layers are applied deep inside pulls, builds and bundles and
+/// only the binary prints.
+pub fn take_device_placeholders() -> Vec<String> {
+    DEVICE_PLACEHOLDERS
+        .lock()
+        .map(|mut all| std::mem::take(&mut *all))
+        .unwrap_or_default()
 }
 
 struct Applier {
@@ -281,7 +305,15 @@ impl Applier {
                     _ => (libc::S_IFIFO, (0, 0)),
                 };
                 let dev = nix::sys::stat::makedev(dev.0.into(), dev.1.into());
-                inroot::mknod(dir, name, kind, dev).map_err(io_err("create", path))?;
+                match inroot::mknod(dir, name, kind, dev) {
+                    // A user namespace (rootless kiln) may make no device node: an empty
+                    // file holds its place, and the pull goes on (said by the caller).
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && kind != libc::S_IFIFO => {
+                        inroot::create_file(dir, name).map_err(io_err("create", path))?;
+                        note_device_placeholder(path);
+                    }
+                    other => other.map_err(io_err("create", path))?,
+                }
                 set_meta_at(dir, name, entry, path)
             }
             Kind::HardLink => Err(LayerError::entry(&entry.path, "unexpected hard link")),

@@ -40,7 +40,7 @@ mod tests;
 use std::fmt;
 use std::str::FromStr;
 
-pub use apply::apply_layer;
+pub use apply::{apply_layer, take_device_placeholders};
 pub use compress::{detect_compression, write_layer};
 pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
