@@ -211,12 +211,36 @@ pub struct Globals {
 
 impl Globals {
     pub fn store(&self) -> Result<Store, Failure> {
+        check_store_owner(&self.root)?;
         Store::open(&self.root).map_err(|e| {
             Failure::user(e).hint(Some(
                 "kiln needs root, or --root pointing at a writable directory".into(),
             ))
         })
     }
+}
+
+/// A store is used only by the user who owns it: root's kiln never reads a user's store
+/// (its files are owned by the user's subordinate ids and marked with `user.*` overlay
+/// xattrs) and a user's kiln never root's. (In an ordinary user's namespace the user is
+/// uid 0 and anyone else's file shows as the overflow id.)
+fn check_store_owner(root: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(root) else {
+        return Ok(()); // made by Store::open, as this user
+    };
+    if meta.uid() == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    Err(Failure::user(format!(
+        "the store {} belongs to another user: kiln keeps one store per user",
+        root.display()
+    ))
+    .hint(Some(
+        "run kiln as the store's owner, or use your own store (the default: /var/lib/kiln \
+         for root, ~/.local/share/kiln for others; or --root DIR)"
+            .into(),
+    )))
 }
 
 /// SOURCE_DATE_EPOCH as reproducible-builds.org defines it; kiln's default is 0 so builds
