@@ -49,6 +49,10 @@ pub struct ContainerArgs {
     tmpfs: Vec<String>,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
+    /// Run without the limits kiln cannot apply here (an ordinary user without a
+    /// delegated cgroup v2 subtree) instead of failing; a warning names them
+    #[arg(long = "ignore-limits")]
+    ignore_limits: bool,
     /// Add a Linux capability (e.g. NET_ADMIN)
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
@@ -295,6 +299,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         auto_remove: false,
         publish,
         publish_all: args.publish_all,
+        ignore_limits: args.ignore_limits,
         rates: kiln_network::Shaping {
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
@@ -415,6 +420,12 @@ fn print_notice(notice: Notice) {
         Notice::PortsNotPublished { network } => eprintln!(
             "kiln: the image's run: ports are not published: the container's network is \
              {network}, with no address of its own"
+        ),
+        Notice::LimitsIgnored(limits) => eprintln!(
+            "kiln: warning: running without the {} limit{} (--ignore-limits): an ordinary \
+             user's kiln has no cgroup here; kiln check says what to enable",
+            limits.join(", "),
+            if limits.len() == 1 { "" } else { "s" }
         ),
         Notice::SkippedSyscalls(skipped) => eprintln!(
             "kiln: the seccomp profile names {} syscalls this machine does not have (e.g. {}); they are skipped, as runc does",
@@ -644,9 +655,17 @@ fn log_option_failure(e: &ContainerError) -> Failure {
 /// run, else 125.
 fn runtime_failure(e: runtime::RuntimeError) -> Failure {
     let code = e.command_exit_code().unwrap_or(EXIT_NOT_STARTED);
+    let hint = match e {
+        runtime::RuntimeError::LimitsNeedCgroups { .. } => Some(
+            "run without the limits, or pass --ignore-limits to run without them with a \
+             warning; kiln check says what gives you cgroups (cgroup v2 with systemd delegation)"
+                .into(),
+        ),
+        _ => None,
+    };
     Failure {
         code,
-        ..Failure::not_started(e)
+        ..Failure::not_started(e).hint(hint)
     }
 }
 

@@ -75,6 +75,9 @@ pub struct RunSettings {
     pub publish: Vec<kiln_spec::PortMapping>,
     /// `-P`: every port the image exposes, not published otherwise, on a free host port.
     pub publish_all: bool,
+    /// Run without the limits this kiln cannot apply (an ordinary user's, without a
+    /// cgroup of its own) instead of failing; said through [`Notice::LimitsIgnored`].
+    pub ignore_limits: bool,
     /// `--network-rate-in/-out`, over the stored `network_rate_in/out`.
     pub rates: Shaping,
     /// `--network NAME` (with `network` `Bridge`): named networks, the first one's
@@ -159,6 +162,9 @@ pub enum Notice {
     /// The stored `ports:` are not published: the container's network (`host` or
     /// `none`) has no address of its own to forward them to (docker discards them too).
     PortsNotPublished { network: &'static str },
+    /// These limits were asked for but cannot be applied here, and the caller said to
+    /// run without them.
+    LimitsIgnored(Vec<&'static str>),
 }
 
 impl ContainerConfig {
@@ -371,6 +377,19 @@ fn merged_confinement(
     let skipped = check_seccomp_profile(&confinement)?;
     if !skipped.is_empty() {
         notify(Notice::SkippedSyscalls(skipped));
+    }
+    if settings.ignore_limits && !runtime::limits_apply() {
+        let resources = &mut confinement.resources;
+        let ignored = resources.requested();
+        if !ignored.is_empty() {
+            // The device list stays: it is what the container may open, not a limit.
+            let devices = std::mem::take(&mut resources.devices);
+            *resources = runtime::Resources {
+                devices,
+                ..Default::default()
+            };
+            notify(Notice::LimitsIgnored(ignored));
+        }
     }
     Ok(confinement)
 }

@@ -284,11 +284,16 @@ pub(crate) struct Launch<'a> {
     pub attach: Option<&'a mut dyn FnMut(i32) -> Result<(), String>>,
 }
 
+/// Whether this kiln can apply limits (make cgroups): not as an ordinary user.
+pub fn limits_apply() -> bool {
+    !crate::userns::rootless()
+}
+
 /// The cgroup of a step or container: none for an ordinary user's kiln, which may not
 /// make cgroups here — an error then if limits were asked for, since a limit silently not
 /// applied is worse than none (the default pids limit and device list are not asked for).
 fn container_cgroup(launch: &Launch) -> Result<Option<Cgroup>, RuntimeError> {
-    if crate::userns::rootless() {
+    if !limits_apply() {
         let limits = launch.resources.requested();
         if limits.is_empty() {
             return Ok(None);

@@ -75,8 +75,8 @@ pub use cgroups::{
 };
 pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
-    run_container, start_container, start_container_attached, BindMount, ContainerExit,
-    ContainerSpec, ExitStatus, RunningContainer,
+    limits_apply, run_container, start_container, start_container_attached, BindMount,
+    ContainerExit, ContainerSpec, ExitStatus, RunningContainer,
 };
 pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
 pub use exec::{exec_in_container, ExecSpec, RunningExec};
