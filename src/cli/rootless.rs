@@ -45,18 +45,18 @@ pub fn enter_if_needed(command: &Command) -> Result<(), Failure> {
 static SINGLE_ID_REASON: OnceLock<&'static str> = OnceLock::new();
 
 /// Said under a failure of a command that ran with a single-id map when the failure is
-/// the kernel's `EINVAL`, what chown and setuid give for an id the map does not hold
-/// (said only then: a warning on every build would be noise for the many images that
-/// need no other id).
+/// the kernel's `EINVAL` (what chown and setuid give for an id the map does not hold) or
+/// a build step's failed command (whose own chown may have met it): said only then, since
+/// a warning on every build would be noise for the many images that need no other id.
 pub fn single_id_note(failure: &Failure) -> Option<String> {
     let reason = SINGLE_ID_REASON.get()?;
-    let unmapped_id = std::iter::once(&failure.message)
+    let maybe_unmapped_id = std::iter::once(&failure.message)
         .chain(&failure.more)
-        .any(|m| m.contains("Invalid argument"));
-    unmapped_id.then(|| reason).map(|why| {
+        .any(|m| m.contains("Invalid argument") || m.contains(") failed: exit code "));
+    maybe_unmapped_id.then_some(reason).map(|why| {
         format!(
             "note: {why}, so containers have only uid 0: an image or step that uses another \
-             user or group fails this way. kiln check says how to fix it"
+             user or group (chown, USER) fails. kiln check says how to fix it"
         )
     })
 }

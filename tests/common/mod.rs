@@ -6,6 +6,7 @@
 
 pub mod containers;
 pub mod registry;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

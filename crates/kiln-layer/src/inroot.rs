@@ -392,7 +392,14 @@ pub(crate) fn is_opaque(dir: BorrowedFd, name: &[u8]) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Marks the directory `name` in `dir` opaque (hides the lower layers' content under it).
+/// Marks the directory `name` in `dir` opaque (hides the lower layers' content under it):
+/// with the `trusted.` mark, or, where only the host's root may set that (an ordinary
+/// user's kiln, whose overlays are mounted with `userxattr`), the `user.` one.
 pub(crate) fn set_opaque(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
-    xattr_set(dir, name, OPAQUE_XATTR, b"y")
+    match xattr_set(dir, name, OPAQUE_XATTR, b"y") {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            xattr_set(dir, name, USER_OPAQUE_XATTR, b"y")
+        }
+        other => other,
+    }
 }

@@ -1,0 +1,308 @@
+//! Rootless kiln: build, run, exec, push and pull as ordinary users the test makes — one
+//! with subordinate ids, one without — and the rules that keep them apart from root.
+
+mod common;
+
+use common::registry::Registry;
+use common::users::{shared_dir, TestUser, SUBIDS};
+use common::{text, Env};
+
+/// A multi-step spec whose layers hold what a user namespace must get right: a file
+/// owned by uid 1000, a whiteout and an opaque directory.
+const SPEC: &str = r#"
+image: rl:1
+from: scratch
+contexts:
+  hostbin: /bin
+env:
+  PATH: /bin
+steps:
+  - copy: busybox
+    from: hostbin
+    to: /bin/busybox
+    mode: "0755"
+  - run: [/bin/busybox, --install, -s, /bin]
+    network: none
+  - run: mkdir -p /data /gone /redo && echo hi > /data/f && touch /gone/x /redo/old && chown 1000:1000 /data/f
+    network: none
+  - run: rm -rf /gone /redo && mkdir /redo && touch /redo/new
+    network: none
+"#;
+
+/// The image ID `kiln build` prints last.
+fn built_id(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "build failed:\n{}", text(out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.lines().last().unwrap().trim().to_owned()
+}
+
+fn project(env: &Env, spec: &str) -> std::path::PathBuf {
+    let app = shared_dir(env, "app");
+    std::fs::write(app.join("kiln.yaml"), spec).unwrap();
+    app
+}
+
+fn assert_ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "{}", text(out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn an_ordinary_user_builds_and_runs_the_image_root_builds() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(true);
+
+    let theirs = built_id(&user.kiln_in(&app, &["build"]));
+    let ours = built_id(&env.kiln_in("app", &["build"]));
+    assert_eq!(
+        theirs, ours,
+        "a rootless build gives root's image, bit for bit"
+    );
+
+    // Inside, the files have their in-image owners; on disk, the user's subordinate ids.
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none", "rl:1"];
+        all.extend_from_slice(args);
+        assert_ok(&user.kiln(&all))
+    };
+    assert_eq!(run(&["stat", "-c", "%u:%g", "/data/f"]), "1000:1000");
+    assert_eq!(run(&["ls", "/redo"]), "new");
+    assert_eq!(run(&["sh", "-c", "test -e /gone || echo gone"]), "gone");
+    let start = user.subid_start.unwrap();
+    let map = run(&["cat", "/proc/self/uid_map"]);
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (uid, sub) = (user.uid.to_string(), start.to_string());
+    let count = (SUBIDS - 1).to_string();
+    assert_eq!(lines, [vec!["0", &uid, "1"], vec!["1", &sub, &count]]);
+    let on_disk = common::run(std::process::Command::new("find").args([
+        user.store().join("layers").to_str().unwrap(),
+        "-path",
+        "*/data/f",
+        "-printf",
+        "%U\n",
+    ]));
+    assert_eq!(on_disk.trim(), (start + 999).to_string());
+
+    // The same capabilities as root's container: the default set, nothing more.
+    let caps = |out: String| {
+        out.lines()
+            .filter(|l| l.starts_with("Cap"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let status = ["grep", "Cap", "/proc/self/status"];
+    let root_caps =
+        caps(env.kiln_ok(&[&["run", "--rm", "--network", "none", "rl:1"], &status[..]].concat()));
+    assert_eq!(caps(run(&status)), root_caps);
+    assert!(!root_caps.is_empty());
+}
+
+#[test]
+fn without_subordinate_ids_only_the_users_own_id_exists() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(false);
+
+    let out = user.kiln_in(&app, &["build"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("Invalid argument"), "{said}");
+    assert!(
+        said.contains("no subordinate ids for you in /etc/subuid"),
+        "{said}"
+    );
+    assert!(said.contains("kiln check"), "{said}");
+
+    // Without another id the same kind of image builds and runs.
+    let simple = SPEC.replace(" && chown 1000:1000 /data/f", "");
+    std::fs::write(app.join("kiln.yaml"), simple).unwrap();
+    assert_ok(&user.kiln_in(&app, &["build"]));
+    let id = assert_ok(&user.kiln(&["run", "--rm", "--network", "none", "rl:1", "id", "-u"]));
+    assert_eq!(id, "0");
+    let map = assert_ok(&user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "rl:1",
+        "cat",
+        "/proc/self/uid_map",
+    ]));
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", &user.uid.to_string(), "1"]
+    );
+}
+
+#[test]
+fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(true);
+    assert_ok(&user.kiln_in(&app, &["build"]));
+
+    let out = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "rl:1",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("cannot apply the memory limit"), "{said}");
+    assert!(
+        said.contains("--ignore-limits") && said.contains("kiln check"),
+        "{said}"
+    );
+
+    let out = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--ignore-limits",
+        "rl:1",
+        "echo",
+        "ran",
+    ]);
+    assert_eq!(assert_ok(&out), "ran");
+    assert!(
+        text(&out).contains("running without the memory, pids limits"),
+        "{}",
+        text(&out)
+    );
+    // Without limits nothing is asked of cgroups.
+    assert_eq!(
+        assert_ok(&user.kiln(&["run", "--rm", "--network", "none", "rl:1", "echo", "ok"])),
+        "ok"
+    );
+}
+
+#[test]
+fn a_users_store_is_its_own() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(true);
+    assert_ok(&user.kiln_in(&app, &["build"]));
+    env.kiln_ok(&["images"]);
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(user.store()).unwrap();
+    assert_eq!(meta.uid(), user.uid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+
+    let root_store = env.root();
+    let out = user.kiln(&["--root", root_store.to_str().unwrap(), "images"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("belongs to another user"),
+        "{}",
+        text(&out)
+    );
+    let out = std::process::Command::new(common::kiln_bin())
+        .args(["--root", user.store().to_str().unwrap(), "images"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("belongs to another user"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_ordinary_user_runs_detached_containers_and_execs_into_them() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(true);
+    assert_ok(&user.kiln_in(&app, &["build"]));
+
+    assert_ok(&user.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "--network",
+        "none",
+        "rl:1",
+        "sleep",
+        "600",
+    ]));
+    assert_eq!(assert_ok(&user.kiln(&["exec", "bg", "id", "-u"])), "0");
+    assert_eq!(
+        assert_ok(&user.kiln(&["exec", "-u", "1000", "bg", "id", "-u"])),
+        "1000"
+    );
+    // The exec'd process is in the container's namespaces: it sees the container's PID 1.
+    let init = assert_ok(&user.kiln(&["exec", "bg", "cat", "/proc/1/cmdline"]));
+    assert!(!init.is_empty());
+    assert!(assert_ok(&user.kiln(&["ps"])).contains("bg"));
+    assert_ok(&user.kiln(&["stop", "-t", "1", "bg"]));
+    assert_ok(&user.kiln(&["rm", "bg"]));
+    assert!(!assert_ok(&user.kiln(&["ps", "-a"])).contains("bg"));
+}
+
+#[test]
+fn an_ordinary_user_pushes_and_pulls() {
+    common::require_root!("useradd, user namespaces");
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let registry = Registry::start(env.dir.path());
+    let user = TestUser::create(true);
+    let built = built_id(&user.kiln_in(&app, &["build"]));
+
+    let reference = format!("{}/rootless/rl:1", registry.host());
+    assert_ok(&user.kiln(&["tag", "rl:1", &reference]));
+    assert_ok(&user.kiln(&["push", &reference]));
+    let other = user.home.join("other-store");
+    let pulled = assert_ok(&user.kiln(&["--root", other.to_str().unwrap(), "pull", &reference]));
+    assert_eq!(pulled.lines().last().unwrap(), built);
+
+    // A device node in an image from elsewhere becomes a placeholder, not a failed pull.
+    let rootfs = common::busybox_rootfs(&env, "devroot");
+    std::fs::create_dir_all(rootfs.join("dev")).unwrap();
+    common::run(std::process::Command::new("mknod").args([
+        rootfs.join("dev/mydev").to_str().unwrap(),
+        "c",
+        "1",
+        "3",
+    ]));
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "devimg"]);
+    let with_device = format!("{}/rootless/dev:1", registry.host());
+    env.kiln_ok(&["tag", "devimg", &with_device]);
+    env.kiln_ok(&["push", &with_device]);
+    let out = user.kiln(&["pull", &with_device]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("device node /dev/mydev in the image became an empty file"),
+        "{}",
+        text(&out)
+    );
+    let placeholder = common::run(std::process::Command::new("find").args([
+        user.store().join("layers").to_str().unwrap(),
+        "-path",
+        "*/dev/mydev",
+        "-type",
+        "f",
+        "-empty",
+    ]));
+    assert_eq!(placeholder.lines().count(), 1, "{placeholder}");
+}
