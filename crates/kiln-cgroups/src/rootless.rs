@@ -314,12 +314,13 @@ fn offered_controllers(dir: &Path) -> Result<Vec<String>, DelegationError> {
     Ok(text.split_whitespace().map(str::to_owned).collect())
 }
 
-/// Kiln's controllers (required, then optional, then v1's `devices`) among `offered`.
+/// Kiln's controllers (required, then optional, then v1's `devices` and `blkio`) among
+/// `offered`.
 fn kiln_controllers(offered: &[String]) -> Vec<&'static str> {
     REQUIRED_CONTROLLERS
         .iter()
         .chain(&OPTIONAL_CONTROLLERS)
-        .chain(&["devices"])
+        .chain(&["devices", "blkio"])
         .copied()
         .filter(|c| offered.iter().any(|o| o == c))
         .collect()

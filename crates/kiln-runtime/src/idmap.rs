@@ -25,6 +25,23 @@ pub fn subordinate_ranges(file_text: &str, user: &str, uid: u32) -> Vec<IdRange>
         .collect()
 }
 
+/// Where shadow's tools start giving out subordinate ids (`SUB_UID_MIN` in login.defs).
+const FIRST_SUBORDINATE_ID: u32 = 100_000;
+
+/// A range of `count` ids that no user has in any of `file_texts` (the subuid and subgid
+/// files): after every range given out, and from 100000 on, as `useradd` would pick it.
+/// It is what `kiln check` suggests for `usermod --add-subuids`; `None` when the ids are
+/// exhausted.
+pub fn unused_range(file_texts: &[&str], count: u32) -> Option<IdRange> {
+    let end = file_texts
+        .iter()
+        .flat_map(|text| text.lines().filter_map(parse_line))
+        .map(|(_, range)| u64::from(range.start) + u64::from(range.count))
+        .fold(u64::from(FIRST_SUBORDINATE_ID), u64::max);
+    let start = u32::try_from(end).ok()?;
+    (u64::from(start) + u64::from(count) <= u64::from(u32::MAX)).then_some(IdRange { start, count })
+}
+
 /// One `OWNER:START:COUNT` line, or `None` for a comment, a blank or a malformed line.
 fn parse_line(line: &str) -> Option<(&str, IdRange)> {
     let line = line.trim();
@@ -109,5 +126,21 @@ alice: 100000:65536
         );
         assert_eq!(subordinate_ranges(text, "", 0), []);
         assert_eq!(subordinate_ranges("", "alice", 1000), []);
+    }
+
+    #[test]
+    fn an_unused_range_starts_after_every_range_of_both_files() {
+        assert_eq!(unused_range(&["", ""], 65536), Some(range(100000, 65536)));
+        let subuid = "alice:100000:65536\nbob:165536:65536\n# x:9000000:1\n";
+        let subgid = "alice:100000:65536\ncarol:500000:10\n";
+        assert_eq!(
+            unused_range(&[subuid, subgid], 65536),
+            Some(range(500010, 65536))
+        );
+        assert_eq!(
+            unused_range(&["low:10:10\n"], 65536),
+            Some(range(100000, 65536))
+        );
+        assert_eq!(unused_range(&["full:4294900000:60000\n"], 65536), None);
     }
 }
