@@ -537,7 +537,12 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if fs::remove_dir_all(&self.0).is_err() {
+            // overlayfs leaves `work/work` with mode 000, which only root can empty.
+            let _ =
+                fs::set_permissions(self.0.join("work/work"), fs::Permissions::from_mode(0o700));
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
