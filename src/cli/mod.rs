@@ -6,6 +6,7 @@
 mod attach;
 mod build;
 mod build_progress;
+mod check;
 mod container_inspect;
 mod containers;
 mod debug;
@@ -137,6 +138,7 @@ enum Command {
     #[command(name = "network-dns", hide = true)]
     NetworkDns(network::NetworkDnsArgs),
     Fsck(housekeeping::FsckArgs),
+    Check(check::CheckArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
 }
@@ -399,6 +401,7 @@ pub fn main() -> i32 {
         Command::Network(c) => network::run(&globals, c),
         Command::NetworkDns(a) => network::network_dns(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
+        Command::Check(a) => check::check(&globals, a),
         Command::Debug(c) => debug::run(c),
     };
     warn_of_device_placeholders();

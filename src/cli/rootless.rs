@@ -21,7 +21,11 @@ const NEWGIDMAP: &str = "/usr/bin/newgidmap";
 fn stays_outside(command: &Command) -> bool {
     matches!(
         command,
-        Command::Exec(_) | Command::Debug(_) | Command::Login(_) | Command::Logout(_)
+        Command::Exec(_)
+            | Command::Debug(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            | Command::Check(_)
     )
 }
 

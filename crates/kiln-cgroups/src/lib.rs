@@ -29,12 +29,14 @@ extern crate kiln_testing;
 
 mod bpf;
 pub mod devices;
+pub mod rootless;
 mod stats;
 mod v1;
 mod v2;
 
 pub use bpf::attach_device_filter;
 pub use devices::{Access, DeviceKind, DevicePolicy, DeviceRule};
+pub use rootless::{delegated_root, CgroupReport, DelegationError};
 pub use stats::{processes, usage, Usage};
 
 use std::fs::{self, File, OpenOptions};
@@ -810,5 +812,7 @@ fn kiln_children(parent: &Path) -> Result<Vec<(String, PathBuf)>, CgroupError> {
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod rootless_tests;
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ fn read(path: &Path) -> String {
 }
 
 /// A temp dir laid out like a fresh cgroup v2 root.
-fn fake_v2_root() -> tempfile::TempDir {
+pub(crate) fn fake_v2_root() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(
         tmp.path().join("cgroup.controllers"),
@@ -336,7 +336,7 @@ fn a_root_without_cgroups_has_nothing_stale() {
 }
 
 /// A temp dir laid out like a cgroup v1 root with `controllers` mounted.
-fn fake_v1_root(controllers: &[&str]) -> tempfile::TempDir {
+pub(crate) fn fake_v1_root(controllers: &[&str]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for c in controllers {
         fs::create_dir(tmp.path().join(c)).unwrap();
