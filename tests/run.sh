@@ -30,6 +30,7 @@ declare -A peers=(
     [nft]=nftables               # kiln-network's NAT and published ports
     [curl]=curl                  # fetches through kiln-network's NAT and ports
     [iperf3]=iperf3              # measures --network-rate-in/-out (tests/ports.rs)
+    [pasta]=passt                # the network without root (kiln-network's pasta tests)
 )
 missing=()
 for cmd in "${!peers[@]}"; do
@@ -43,6 +44,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# pasta as an ordinary user opens /dev/net/tun: udev makes it 0666 on Debian, a machine
+# without udev (a container, a minimal VM like this one) may have it 0600.
+chmod 0666 /dev/net/tun
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

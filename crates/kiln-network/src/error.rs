@@ -49,6 +49,15 @@ pub enum NetworkError {
 
     #[error("{}: {source}", path.display())]
     Sysctl { path: PathBuf, source: io::Error },
+
+    #[error("pasta {what}: {stderr}")]
+    Pasta { what: String, stderr: String },
+
+    #[error("/dev/net/tun cannot be opened for reading and writing: {source}")]
+    TunUnavailable { source: io::Error },
+
+    #[error("port {port} cannot be published: {source}")]
+    PortUnavailable { port: String, source: io::Error },
 }
 
 impl NetworkError {
@@ -76,6 +85,20 @@ impl NetworkError {
             )),
             NetworkError::PortInUse { .. } => {
                 Some("publish another host port, or stop what uses this one".to_owned())
+            }
+            NetworkError::TunUnavailable { .. } => Some(
+                "a network without root needs /dev/net/tun open to every user, as udev \
+                 makes it on Debian: chmod 0666 /dev/net/tun"
+                    .to_owned(),
+            ),
+            NetworkError::PortUnavailable { source, .. }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "ports below 1024 need root: publish a higher host port, or lower \
+                     net.ipv4.ip_unprivileged_port_start"
+                        .to_owned(),
+                )
             }
             NetworkError::ToolMissing { package, .. } => {
                 Some(format!("install it: apt-get install {package}"))

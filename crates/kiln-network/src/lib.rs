@@ -15,6 +15,8 @@
 //!   [`Network::detach`], each under the IPAM lock from start to end; the first
 //!   container makes the bridge and table and turns `ip_forward` on if it was off, the
 //!   last one undoes all three; [`Network::reclaim`] frees what dead kilns left.
+//! - [`pasta`]: a container's network without root (issue 16): pasta, run as the user,
+//!   gives the namespace an interface, outbound traffic and published ports.
 //!
 //! Like every library crate of kiln it never prints or reads the environment; errors
 //! are [`NetworkError`] with a `hint()`. ARCHITECTURE.md § kiln-network has the design
@@ -33,6 +35,7 @@ pub mod netlink;
 pub mod netns;
 mod network;
 pub mod nft;
+pub mod pasta;
 pub mod ports;
 pub mod routes;
 mod subnet;
@@ -42,5 +45,6 @@ mod test_support;
 pub use bridge::Shaping;
 pub use error::NetworkError;
 pub use network::{Attachment, Endpoint, Network, NetworkConfig, Released};
+pub use pasta::{Pasta, PastaOptions};
 pub use ports::{PortMapping, Protocol};
 pub use subnet::Subnet;
