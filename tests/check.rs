@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{require_root, run, text};
+use common::users::TestUser;
+use common::{require_root, text};
 use serde_json::Value;
 
 /// The checks, in the order kiln prints them.
@@ -20,112 +19,6 @@ const CHECKS: [&str; 6] = [
     "cgroups",
     "network",
 ];
-
-/// A throwaway system user (no home, no login, no subordinate ids of its own), removed with
-/// its ranges on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    /// `START-END` given to it in both files, if any.
-    ranges: Option<String>,
-}
-
-impl TestUser {
-    fn create(tag: &str) -> TestUser {
-        common::require("useradd", "passwd");
-        let name = format!("kiln-check-{}-{tag}", std::process::id());
-        run(Command::new("useradd").args([
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            &name,
-        ]));
-        let user = nix::unistd::User::from_name(&name)
-            .unwrap()
-            .expect("the user just made");
-        TestUser {
-            name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            ranges: None,
-        }
-    }
-
-    /// Gives the user 65536 subordinate uids and gids, from a range no real user has.
-    fn add_ranges(&mut self) {
-        let start = 1_000_000_000 + (std::process::id() % 10_000) * 65_536;
-        let range = format!("{start}-{}", start + 65_535);
-        self.ranges = Some(range.clone());
-        run(Command::new("usermod").args([
-            "--add-subuids",
-            &range,
-            "--add-subgids",
-            &range,
-            &self.name,
-        ]));
-    }
-
-    /// The lines of /etc/subuid and /etc/subgid that name the user.
-    fn subid_lines(&self) -> Vec<String> {
-        ["/etc/subuid", "/etc/subgid"]
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|l| l.split(':').next() == Some(self.name.as_str()))
-            .collect()
-    }
-
-    /// Runs `kiln ARGS` as the user, from a copy of the binary it can read.
-    fn kiln(&self, bin: &Path, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--clear-groups")
-            .arg("--")
-            .arg(bin)
-            .args(args)
-            .current_dir(bin.parent().unwrap())
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .env("HOME", "/nonexistent")
-            .output()
-            .expect("run kiln as the test user")
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        if let Some(range) = &self.ranges {
-            let _ = Command::new("usermod")
-                .args(["--del-subuids", range, "--del-subgids", range, &self.name])
-                .output();
-        }
-        let _ = Command::new("userdel").arg(&self.name).output();
-    }
-}
-
-/// The kiln binary in a dir anyone may enter and read (the build's target dir may not be).
-fn readable_kiln() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-check-bin")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("kiln");
-    std::fs::copy(common::kiln_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (dir, bin)
-}
 
 /// The JSON report, checked for shape: every check once, in order, with its fields; and the
 /// exit code the rule gives (1 when a needed check is not ok).
@@ -193,17 +86,15 @@ fn as_root_every_check_is_reported_and_subordinate_ids_are_not_needed() {
 #[test]
 fn a_user_with_subordinate_ranges_has_them_reported_ok() {
     require_root!("useradd and setpriv");
-    let (_bin_dir, bin) = readable_kiln();
-    let mut user = TestUser::create("r");
-    user.add_ranges();
-    let range = user.ranges.clone().unwrap();
+    let user = TestUser::create(true);
+    let range = user.subid_range().unwrap();
     assert_eq!(
         user.subid_lines().len(),
         2,
         "usermod wrote one line per file"
     );
 
-    let out = user.kiln(&bin, &["check", "--json"]);
+    let out = user.kiln(&["check", "--json"]);
     let items = report(&out);
     let subids = item(&items, "subordinate-ids");
     assert_eq!(subids["ok"], true, "{}", text(&out));
@@ -229,7 +120,7 @@ fn a_user_with_subordinate_ranges_has_them_reported_ok() {
         );
     }
 
-    let out = user.kiln(&bin, &["check"]);
+    let out = user.kiln(&["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout
@@ -262,15 +153,14 @@ fn a_user_with_subordinate_ranges_has_them_reported_ok() {
 #[test]
 fn a_user_without_subordinate_ranges_is_told_the_usermod_line_and_fails() {
     require_root!("useradd and setpriv");
-    let (_bin_dir, bin) = readable_kiln();
-    let user = TestUser::create("n");
+    let user = TestUser::create(false);
     assert_eq!(
         user.subid_lines(),
         Vec::<String>::new(),
         "a system user gets no ranges"
     );
 
-    let out = user.kiln(&bin, &["check", "--json"]);
+    let out = user.kiln(&["check", "--json"]);
     let items = report(&out);
     let subids = item(&items, "subordinate-ids");
     assert_eq!(subids["ok"], false);
@@ -301,7 +191,7 @@ fn a_user_without_subordinate_ranges_is_told_the_usermod_line_and_fails() {
         .collect();
     assert!(scratch.is_empty(), "left behind: {scratch:?}");
 
-    let out = user.kiln(&bin, &["check"]);
+    let out = user.kiln(&["check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();

@@ -1,8 +1,9 @@
 //! Ordinary users made by a test, to run kiln as (rootless kiln): each with a home, and
-//! optionally subordinate id ranges in `/etc/subuid` and `/etc/subgid`. Removed — user,
-//! home and range lines — when dropped, also when the test panics.
+//! optionally a subordinate id range in `/etc/subuid` and `/etc/subgid`. Removed — user,
+//! home and ranges — when dropped, also when the test panics. Every change goes through
+//! shadow's own tools (useradd, usermod, userdel), which lock and replace those files
+//! whole, so tests making users at once never lose each other's lines.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,48 +27,73 @@ pub struct TestUser {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl TestUser {
-    /// A new user; with `subids`, a range of [`SUBIDS`] ids of its own.
+    /// A new user (a system account: useradd gives it no ranges of its own); with
+    /// `subids`, a range of [`SUBIDS`] ids no real user has.
     pub fn create(subids: bool) -> TestUser {
         require("useradd", "passwd");
         require("setpriv", "util-linux");
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let name = format!("kt{}u{n}", std::process::id());
-        // useradd gives a new user subordinate ranges of its own (login.defs): replaced
-        // by the test's, or removed, so the user has exactly what the test says.
-        let prefix = format!("{name}:");
-        with_subid_lock(|| {
-            run(Command::new("useradd").args([
-                "--create-home",
-                "--shell",
-                "/bin/sh",
-                "--user-group",
-                &name,
-            ]));
-            rewrite_subid_files(|text| without_lines_of(text, &prefix));
-        });
+        let home = PathBuf::from(format!("/home/{name}"));
+        run(Command::new("useradd").args([
+            "--system",
+            "--create-home",
+            "--home-dir",
+            home.to_str().unwrap(),
+            "--shell",
+            "/bin/sh",
+            "--user-group",
+            &name,
+        ]));
         let uid: u32 = run(Command::new("id").args(["-u", &name]))
             .trim()
             .parse()
             .unwrap();
-        // Far above useradd's own allocations (100000…), one slot per user of this run.
-        let subid_start =
-            subids.then(|| 3_000_000 + (std::process::id() % 1000) * 8 * SUBIDS + n * SUBIDS);
         let mut user = TestUser {
-            home: PathBuf::from(format!("/home/{name}")),
+            home,
             name,
             uid,
-            subid_start,
+            subid_start: None,
             kiln: PathBuf::new(),
         };
-        if let Some(start) = subid_start {
-            with_subid_lock(|| {
-                rewrite_subid_files(|text| format!("{text}{}:{start}:{SUBIDS}\n", user.name))
-            });
+        if subids {
+            // Far above useradd's own allocations (100000…), one slot per user of a run.
+            let start = 1_000_000_000 + (std::process::id() % 1000) * 16 * SUBIDS + n * SUBIDS;
+            user.subid_start = Some(start);
+            let range = user.subid_range().unwrap();
+            run(Command::new("usermod").args([
+                "--add-subuids",
+                &range,
+                "--add-subgids",
+                &range,
+                &user.name,
+            ]));
         }
         user.kiln = user.home.join("kiln");
         std::fs::copy(kiln_bin(), &user.kiln).unwrap();
         std::fs::set_permissions(&user.kiln, std::fs::Permissions::from_mode(0o755)).unwrap();
         user
+    }
+
+    /// `START-END` of the user's range, as usermod takes it.
+    pub fn subid_range(&self) -> Option<String> {
+        self.subid_start
+            .map(|start| format!("{start}-{}", start + SUBIDS - 1))
+    }
+
+    /// The lines of /etc/subuid and /etc/subgid that name the user.
+    pub fn subid_lines(&self) -> Vec<String> {
+        ["/etc/subuid", "/etc/subgid"]
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.split(':').next() == Some(self.name.as_str()))
+            .collect()
     }
 
     /// `kiln ARGS` as this user in `dir`, with the environment a login gives.
@@ -112,47 +138,14 @@ impl Drop for TestUser {
             .args(["-KILL", "-u", &self.name])
             .status();
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let prefix = format!("{}:", self.name);
-        with_subid_lock(|| {
-            let _ = Command::new("userdel")
-                .args(["--remove", &self.name])
-                .stderr(Stdio::null())
-                .status();
-            rewrite_subid_files(|text| without_lines_of(text, &prefix));
-        });
-    }
-}
-
-fn without_lines_of(text: &str, prefix: &str) -> String {
-    text.lines()
-        .filter(|l| !l.starts_with(prefix))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// Runs `f` holding a lock shared by every test process: tests make and remove users,
-/// and so change the subordinate id files, concurrently.
-fn with_subid_lock<T>(f: impl FnOnce() -> T) -> T {
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/kiln-test-subid.lock")
-        .unwrap();
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
-    f()
-}
-
-/// Rewrites `/etc/subuid` and `/etc/subgid` with `edit`, each replaced whole by a rename:
-/// a kiln reading them meanwhile (another test's) sees the old or the new file, never a
-/// half-written one.
-fn rewrite_subid_files(edit: impl Fn(&str) -> String) {
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let temp = format!("{file}.kiln-test-{}", std::process::id());
-        std::fs::write(&temp, edit(&text)).unwrap();
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::rename(&temp, file).unwrap();
+        if let Some(range) = self.subid_range() {
+            let _ = Command::new("usermod")
+                .args(["--del-subuids", &range, "--del-subgids", &range, &self.name])
+                .output();
+        }
+        let _ = Command::new("userdel")
+            .args(["--remove", &self.name])
+            .output();
     }
 }
 

@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 
 use super::steps::{StepCx, StepDirs};
 use super::{BuildError, BuildOptions, Partial, Result, StepError, Stream};
+use kiln_container::rootless_network;
 use kiln_container::{confinement, limits_over, passwd, ConfineError};
 use kiln_runtime::{self as runtime, Confinement, ExitStatus, NetworkMode, Process, StepSandbox};
 use kiln_spec::{Network, RunStep};
@@ -82,8 +83,9 @@ pub(super) fn run_in_sandbox(
             _ => Vec::new(),
         },
     };
+    let on_pasta = run.network == Network::Bridge && rootless_network::uses_pasta();
     let bridge = match run.network {
-        Network::Bridge => Some(
+        Network::Bridge if !on_pasta => Some(
             kiln_container::network::default_network()
                 .map_err(|e| cx.error(StepError::Network(e.to_string())))?,
         ),
@@ -95,6 +97,7 @@ pub(super) fn run_in_sandbox(
         s.spawn(|| super::output::forward(progress, cx.step_ref, Stream::Stderr, err_r));
         let exit = match &bridge {
             Some(network) => run_on_bridge(&sandbox, network, job.opts.network_idle),
+            None if on_pasta => run_on_pasta(&sandbox, dirs.run_dir()),
             None => runtime::run_step(&sandbox),
         };
         drop(sandbox);
@@ -150,8 +153,26 @@ fn run_on_bridge(
     exit
 }
 
+/// Runs the step on an ordinary user's default network: pasta, for as long as it runs.
+fn run_on_pasta(
+    sandbox: &StepSandbox,
+    dir: &std::path::Path,
+) -> std::result::Result<runtime::ContainerExit, runtime::RuntimeError> {
+    let mut network = None;
+    let mut attach = |pid: i32| {
+        network = Some(rootless_network::attach_pasta(pid, &[], dir)?);
+        Ok(())
+    };
+    let exit = runtime::run_step_attached(sandbox, &mut attach);
+    if let Some(network) = network {
+        network.stop();
+    }
+    exit
+}
+
 /// The `/etc` files of a step on the bridge network: loopback names and its own, and the
-/// host's resolvers it can reach (the image's resolv.conf when there is none).
+/// host's resolvers it can reach (the image's resolv.conf when there is none); on
+/// pasta, pasta's resolver.
 fn bridge_etc_files(
     dirs: &StepDirs,
 ) -> std::result::Result<Vec<(std::path::PathBuf, &'static str)>, StoreError> {
@@ -160,7 +181,11 @@ fn bridge_etc_files(
     );
     let mut files = vec![(dirs.etc_file("hosts", &hosts)?, "etc/hosts")];
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if let Some(text) = kiln_container::network::bridge_resolv_conf(&host_resolv) {
+    let resolv = match rootless_network::uses_pasta() {
+        true => Some(rootless_network::pasta_resolv_conf(&host_resolv)),
+        false => kiln_container::network::bridge_resolv_conf(&host_resolv),
+    };
+    if let Some(text) = resolv {
         files.push((dirs.etc_file("resolv.conf", &text)?, "etc/resolv.conf"));
     }
     Ok(files)

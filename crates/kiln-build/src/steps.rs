@@ -448,6 +448,11 @@ impl StepDirs {
     }
 
     /// Writes `text` as the step's `/etc/NAME`, bound from here; its path.
+    /// The step's own temp dir (private to kiln), for files of its run.
+    pub(super) fn run_dir(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
     pub(super) fn etc_file(
         &self,
         name: &str,

@@ -221,6 +221,9 @@ fn etc_resolv_conf(
                 gateway: definition.gateway()?,
             }
         }
+        (NetworkMode::Bridge, None) if crate::rootless_network::uses_pasta() => {
+            return Ok(crate::rootless_network::pasta_resolv_conf(&host));
+        }
         (NetworkMode::Bridge, None) => ResolverFor::DefaultBridge {
             gateway: crate::network::default_subnet().gateway(),
         },

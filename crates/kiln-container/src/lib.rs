@@ -46,6 +46,7 @@ pub mod network;
 pub mod passwd;
 pub mod resolv;
 pub mod restart;
+pub mod rootless_network;
 mod security;
 mod source;
 pub mod start;

@@ -75,6 +75,9 @@ pub struct LiveNetworks {
     /// This run's networks and, while it runs, their attachments (same order).
     joined: Vec<Joined>,
     attachments: Vec<Attachment>,
+    /// An ordinary user's default network: pasta, started for each run.
+    on_pasta: bool,
+    pasta: Option<crate::rootless_network::PastaNetwork>,
 }
 
 impl LiveNetworks {
@@ -86,14 +89,27 @@ impl LiveNetworks {
             start,
             joined: Vec::new(),
             attachments: Vec::new(),
+            on_pasta: false,
+            pasta: None,
         }
     }
 
     /// Decides this run's networks from the start config as it is now (connects and
     /// disconnects of earlier runs included).
     pub fn plan(&mut self) -> Result<(), ContainerError> {
-        self.joined =
-            container_networks::networks_of(&self.store, &self.start, &self.dir, &self.name)?;
+        self.on_pasta = self.start.spec.process.network == NetworkMode::Bridge
+            && crate::rootless_network::uses_pasta();
+        if self.on_pasta && !self.start.networks.is_empty() {
+            return Err(ContainerError::Network(
+                "named networks need root: an ordinary user's containers have the default network (pasta), host or none".into(),
+            ));
+        }
+        self.joined = match self.on_pasta {
+            true => Vec::new(),
+            false => {
+                container_networks::networks_of(&self.store, &self.start, &self.dir, &self.name)?
+            }
+        };
         Ok(())
     }
 
@@ -105,6 +121,16 @@ impl LiveNetworks {
     /// Attaches the planned networks to the namespace of `pid`, the just cloned first
     /// process.
     pub fn attach(&mut self, pid: i32) -> std::result::Result<(), String> {
+        if self.on_pasta {
+            let ports =
+                crate::network::host_ports(&self.start.publish).map_err(|e| e.to_string())?;
+            self.pasta = Some(crate::rootless_network::attach_pasta(
+                pid,
+                &ports,
+                &self.dir.path,
+            )?);
+            return Ok(());
+        }
         self.attachments = container_networks::attach_all(&self.joined, &self.dir.id, pid)?;
         Ok(())
     }
@@ -123,6 +149,9 @@ impl LiveNetworks {
     /// Releases every attachment of a run whose namespace has ended: what is left to the
     /// runner ([`container_networks::RunEnd`]).
     pub fn release(&mut self) -> container_networks::RunEnd {
+        if let Some(pasta) = self.pasta.take() {
+            pasta.stop();
+        }
         let attachments = std::mem::take(&mut self.attachments);
         container_networks::release_all(&self.joined, attachments)
     }

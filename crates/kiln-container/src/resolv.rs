@@ -21,6 +21,9 @@ pub enum ResolverFor {
     Named { gateway: Ipv4Addr },
     /// kiln's default network, its gateway `gateway`.
     DefaultBridge { gateway: Ipv4Addr },
+    /// An ordinary user's default network: pasta, which forwards queries to `nameserver`
+    /// to the host's resolver.
+    Pasta { nameserver: Ipv4Addr },
 }
 
 /// What the container gets, and whether kiln's DNS responder must run for it.
@@ -51,6 +54,7 @@ pub fn resolv_conf(host: &str, network: ResolverFor) -> ResolvConf {
         ResolverFor::DefaultBridge { .. } => {
             (reachable.iter().map(|l| l.to_string()).collect(), false)
         }
+        ResolverFor::Pasta { nameserver } => (vec![format!("nameserver {nameserver}")], false),
     };
     let mut text = String::new();
     for line in servers.iter().map(String::as_str).chain(kept) {

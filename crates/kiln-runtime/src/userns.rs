@@ -140,6 +140,16 @@ pub fn enter(mapping: &Mapping, helpers: Option<(&str, &str)>) -> Result<(), Use
     }
     let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
     let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+    // The credential change made the process non-dumpable, and so its clones: then no
+    // other process of the user (pasta, `kiln exec`) may open a step's or container's
+    // `/proc/PID/ns/*` in the window before its command runs. kiln as root never changes
+    // credentials and stays dumpable; so does this kiln now.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    // A mount namespace of the user namespace's own: the one place this kiln may mount
+    // on its own paths (a step's network namespace bound to a file for pasta). Mounts of
+    // the host still reach it (as a slave), none of it reaches the host.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(UsernsError::Unshare)?;
     Ok(())
 }
 
