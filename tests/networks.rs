@@ -9,8 +9,10 @@
 
 mod common;
 
+use common::outside::Outside;
+
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::containers::{busybox_image, run_detached, wait_until};
@@ -304,80 +306,10 @@ fn containers_reach_each_other_by_name_and_alias_whatever_order_they_started_in(
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// An "outside" network namespace reached through a veth of the host, with busybox
-/// httpd serving on 198.51.100.2:8080 (TEST-NET-2: routed nowhere else here). It has a
-/// route back to the internal network's subnet only (so there only kiln's forward drop
-/// keeps a request from being answered); the others need NAT.
+/// The internal network of the test below; the outside namespace routes back to it only
+/// (so there only kiln's forward drop keeps a request from being answered); the others
+/// need NAT.
 const INTERNAL_SUBNET: &str = "10.89.203.0/24";
-
-struct Outside {
-    name: String,
-    host_end: String,
-    server: Child,
-}
-
-impl Outside {
-    fn new(env: &Env) -> Outside {
-        let id = std::process::id();
-        let name = format!("kiln-out-{id}");
-        let host_end = format!("ko{}", id % 1_000_000);
-        let ip = |args: &[&str]| {
-            common::run(Command::new("ip").args(args));
-        };
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name,
-        ]);
-        ip(&["addr", "add", "198.51.100.1/30", "dev", &host_end]);
-        ip(&["link", "set", &host_end, "up"]);
-        ip(&["-n", &name, "addr", "add", "198.51.100.2/30", "dev", "eth0"]);
-        ip(&["-n", &name, "link", "set", "eth0", "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "route",
-            "add",
-            INTERNAL_SUBNET,
-            "via",
-            "198.51.100.1",
-        ]);
-        let www = env.write("outside/index.html", "outside-page\n");
-        let server = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &name,
-                "busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "198.51.100.2:8080",
-                "-h",
-            ])
-            .arg(www.parent().unwrap())
-            .spawn()
-            .unwrap();
-        Outside {
-            name,
-            host_end,
-            server,
-        }
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_end])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 #[test]
 fn an_internal_network_has_no_way_out_and_a_named_network_reaches_out_through_nat() {
@@ -386,7 +318,7 @@ fn an_internal_network_has_no_way_out_and_a_named_network_reaches_out_through_na
     common::require("ip", "iproute2");
     let env = Env::new();
     busybox_image(&env);
-    let outside = Outside::new(&env);
+    let outside = Outside::new(&env, 0, Some(INTERNAL_SUBNET));
     let open = TestNetwork::create(&env, "open", &["--subnet", "10.89.202.0/24"]);
     let closed = TestNetwork::create(&env, "closed", &["--subnet", INTERNAL_SUBNET, "--internal"]);
     let url = "http://198.51.100.2:8080/";

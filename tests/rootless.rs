@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::outside::Outside;
 use common::registry::Registry;
 use common::users::{shared_dir, TestUser, SUBIDS};
 use common::{text, Env};
@@ -305,4 +306,107 @@ fn an_ordinary_user_pushes_and_pulls() {
         "-empty",
     ]));
     assert_eq!(placeholder.lines().count(), 1, "{placeholder}");
+}
+
+#[test]
+fn an_ordinary_users_network_reaches_out_publishes_ports_and_not_the_hosts_loopback() {
+    common::require_root!("useradd, network namespaces");
+    common::require("pasta", "passt");
+    common::require("ip", "iproute2");
+    let env = Env::new();
+    let outside = Outside::new(&env, 1, None);
+    let url = format!("http://{}:8080/", outside.address);
+    // A build step on the default network fetches from outside.
+    let spec = format!("{SPEC}  - run: wget -qO /fetched {url}\n");
+    let app = project(&env, &spec);
+    let user = TestUser::create(true);
+    assert_ok(&user.kiln_in(&app, &["build"]));
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "rl:1"];
+        all.extend_from_slice(args);
+        user.kiln(&all)
+    };
+    assert_eq!(assert_ok(&run(&["cat", "/fetched"])), "outside-page");
+    let resolv = assert_ok(&run(&["cat", "/etc/resolv.conf"]));
+    assert!(
+        resolv.lines().any(|l| l == "nameserver 169.254.1.1"),
+        "{resolv}"
+    );
+
+    // A page published on the host's 127.0.0.1 answers there.
+    let port = common::free_port().to_string();
+    let publish = format!("127.0.0.1:{port}:80");
+    assert_ok(&user.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        "rl:1",
+        "sh",
+        "-c",
+        "mkdir /w && echo rootless-page > /w/index.html && exec httpd -f -p 80 -h /w",
+    ]));
+    let page = (0..100).find_map(|_| {
+        let out = std::process::Command::new("busybox")
+            .args(["wget", "-qO-", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    assert_eq!(page.as_deref(), Some("rootless-page"));
+
+    // A service only on the host's loopback is out of reach (pasta forwards nothing of
+    // the host into the container, and maps no gateway address to it), while the same
+    // fetch to the outside works.
+    let secret_port = common::free_port().to_string();
+    let www = env.write("secret/index.html", "secret\n");
+    let secret = KillOnDrop(
+        std::process::Command::new("busybox")
+            .args([
+                "httpd",
+                "-f",
+                "-p",
+                &format!("127.0.0.1:{secret_port}"),
+                "-h",
+            ])
+            .arg(www.parent().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // (busybox's `wget -T` crashes; `timeout` bounds it instead.)
+    let probe = format!(
+        "timeout 2 wget -qO- http://127.0.0.1:{secret_port}/ || timeout 2 wget -qO- http://$(ip route | awk '/default/ {{print $3}}'):{secret_port}/ || echo unreachable; timeout 5 wget -qO- {url}"
+    );
+    let said = assert_ok(&run(&["sh", "-c", &probe]));
+    drop(secret);
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["unreachable", "outside-page"]
+    );
+
+    assert_ok(&user.kiln(&["rm", "-f", "web"]));
+    let left = std::process::Command::new("pgrep")
+        .args(["-u", &user.name, "pasta"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "pasta left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod containers;
+pub mod outside;
 pub mod registry;
 pub mod users;
 
