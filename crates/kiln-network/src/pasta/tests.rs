@@ -531,7 +531,10 @@ fn an_ordinary_user_publishes_a_port_with_pasta() {
         .unwrap()
         .port();
     // A copy nobody may run: the build tree may be private to root (CI's checkout is).
-    let bin_dir = tempfile::Builder::new().prefix("kiln-pasta-test").tempdir().unwrap();
+    let bin_dir = tempfile::Builder::new()
+        .prefix("kiln-pasta-test")
+        .tempdir()
+        .unwrap();
     fs::set_permissions(bin_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let exe = bin_dir.path().join("tests");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
