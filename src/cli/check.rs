@@ -10,7 +10,7 @@
 //! What is *needed* depends on the user: as root kiln uses no user namespace, no subordinate
 //! ids and its own bridge network, but always a cgroup; as an ordinary user it needs the
 //! user namespace, the ids, the setuid mappers, overlayfs in the namespace and a user-mode
-//! network (pasta or slirp4netns), while cgroup delegation only makes resource limits
+//! network (pasta, with /dev/net/tun), while cgroup delegation only makes resource limits
 //! possible (`kiln run` without limits works without it). The exit code is 1 when something
 //! needed is missing; what is missing but optional is reported without failing.
 //!
@@ -39,8 +39,8 @@ use super::{CmdResult, Globals, EXIT_USER_ERROR};
     about = "Check that this host lets the running user build and run containers",
     long_about = "Check that this host lets the running user build and run containers: user \
                   namespaces, subordinate ids, newuidmap/newgidmap, overlayfs in a user \
-                  namespace, cgroups (delegation, for limits as an ordinary user) and pasta or \
-                  slirp4netns. Each missing piece comes with the command that fixes it. Exits 1 \
+                  namespace, cgroups (delegation, for limits as an ordinary user) and pasta with \
+                  /dev/net/tun. Each missing piece comes with the command that fixes it. Exits 1 \
                   when something kiln needs as this user is missing.",
     after_help = "Examples:\n  kiln check                       # one line per check, then a summary\n  kiln check --json | jq '.[] | select(.ok | not)'"
 )]
@@ -686,16 +686,24 @@ fn cgroup_detail(layout: &str, report: &CgroupReport) -> String {
 // ---- 6. user-mode networking -----------------------------------------------------------
 
 fn user_mode_network(user: &User) -> Check {
-    let found: Vec<String> = ["pasta", "slirp4netns"]
-        .into_iter()
-        .filter_map(|tool| find_program(tool).map(|p| p.display().to_string()))
-        .collect();
-    let ok = !found.is_empty();
-    let mut detail = if ok {
-        found.join(", ")
-    } else {
-        "neither pasta nor slirp4netns found: rootless containers have only --network none or host"
-            .into()
+    let pasta = find_program("pasta");
+    // pasta makes the container's interface from /dev/net/tun, opened as the user.
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun");
+    let (ok, mut detail, fix) = match (&pasta, &tun) {
+        (Some(path), Ok(_)) => (true, format!("{} and /dev/net/tun", path.display()), None),
+        (None, _) => (
+            false,
+            "pasta not found: an ordinary user's containers have only --network none or host".into(),
+            Some("apt-get install passt".to_owned()),
+        ),
+        (Some(_), Err(e)) => (
+            false,
+            format!("pasta cannot open /dev/net/tun: {e}"),
+            Some("chmod 0666 /dev/net/tun (udev's default mode)".to_owned()),
+        ),
     };
     if user.is_root() {
         detail.push_str(" (not needed as root: kiln's bridge network)");
@@ -705,7 +713,7 @@ fn user_mode_network(user: &User) -> Check {
         ok,
         needed: !user.is_root(),
         detail,
-        fix: (!ok).then(|| "apt-get install passt".into()),
+        fix,
     }
 }
 

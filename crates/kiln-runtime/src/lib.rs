@@ -28,7 +28,9 @@
 //! target creation step mounts share), `step_mounts` (cache mounts and secrets of build
 //! steps), `mount_point_cleanup` (their mount points kept out of the step's layer), `cgroups` (v1 and v2 limits), `capabilities`, `seccomp`, `init`
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
-//! `rlimits` (`--ulimit`), `sysctls` (`--sysctl`), `host_devices` (`--device`), `error`.
+//! `rlimits` (`--ulimit`), `sysctls` (`--sysctl`), `host_devices` (`--device`), `error`;
+//! and for an ordinary user's kiln `userns` (the user namespace the whole process runs in,
+//! and what the runtime may do in it) and `idmap` (subordinate id ranges).
 
 #[cfg(test)]
 #[macro_use]
