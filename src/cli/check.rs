@@ -696,7 +696,8 @@ fn user_mode_network(user: &User) -> Check {
         (Some(path), Ok(_)) => (true, format!("{} and /dev/net/tun", path.display()), None),
         (None, _) => (
             false,
-            "pasta not found: an ordinary user's containers have only --network none or host".into(),
+            "pasta not found: an ordinary user's containers have only --network none or host"
+                .into(),
             Some("apt-get install passt".to_owned()),
         ),
         (Some(_), Err(e)) => (
