@@ -27,7 +27,7 @@ useradd --system --create-home --home-dir "/home/$user" --shell /bin/sh --user-g
 usermod --add-subuids 1900000000-1900065535 --add-subgids 1900000000-1900065535 "$user"
 install -m 0755 "$kiln" "$work/kiln"
 as_user=(setpriv --reuid "$user" --regid "$user" --init-groups --reset-env --)
-as_root=(setpriv --reuid 0 --regid 0 --)
+as_root=(setpriv --reuid 0 --regid 0 --keep-groups --)
 
 busybox_rootfs "$work/base"
 chmod -R a+rX "$work/base"
