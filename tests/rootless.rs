@@ -258,6 +258,8 @@ fn an_ordinary_user_runs_detached_containers_and_execs_into_them() {
     assert!(assert_ok(&user.kiln(&["ps"])).contains("bg"));
     assert_ok(&user.kiln(&["stop", "-t", "1", "bg"]));
     assert_ok(&user.kiln(&["rm", "bg"]));
+    // Housekeeping is the user's too: no host cgroup or bridge is touched.
+    assert_ok(&user.kiln(&["gc"]));
     assert!(!assert_ok(&user.kiln(&["ps", "-a"])).contains("bg"));
 }
 

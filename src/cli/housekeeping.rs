@@ -266,12 +266,15 @@ pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     let mut report = store
         .gc(&image_content, options, &mut say_waiting)
         .map_err(gc_failure)?;
-    report.cgroups = match args.dry_run {
-        true => stale_cgroups()?.into_iter().map(|(id, _)| id).collect(),
-        false => kiln_cgroups::clean_stale(Path::new(kiln_cgroups::DEFAULT_CGROUP_ROOT))
+    // An ordinary user's kiln makes no cgroup and no bridge: nothing of them is its.
+    let rootless = kiln_runtime::userns::rootless();
+    report.cgroups = match (args.dry_run, rootless) {
+        (_, true) => Vec::new(),
+        (true, false) => stale_cgroups()?.into_iter().map(|(id, _)| id).collect(),
+        (false, false) => kiln_cgroups::clean_stale(Path::new(kiln_cgroups::DEFAULT_CGROUP_ROOT))
             .map_err(|e| Failure::user(format!("remove stale cgroups: {e}")))?,
     };
-    if !args.dry_run {
+    if !args.dry_run && !rootless {
         reclaim_network()?;
         reclaim_named_networks(&store)?;
     }

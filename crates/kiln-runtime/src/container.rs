@@ -284,34 +284,44 @@ pub(crate) struct Launch<'a> {
     pub attach: Option<&'a mut dyn FnMut(i32) -> Result<(), String>>,
 }
 
-/// Whether this kiln can apply limits (make cgroups): not as an ordinary user.
+/// Whether this kiln can apply limits (make cgroups): root can; an ordinary user only
+/// in a cgroup v2 subtree systemd delegated to it.
 pub fn limits_apply() -> bool {
-    !crate::userns::rootless()
+    !crate::userns::rootless() || delegated_cgroup_root(Path::new(DEFAULT_CGROUP_ROOT)).is_ok()
 }
 
-/// The cgroup of a step or container: none for an ordinary user's kiln, which may not
-/// make cgroups here — an error then if limits were asked for, since a limit silently not
-/// applied is worse than none (the default pids limit and device list are not asked for).
+/// Where an ordinary user's kiln makes its cgroups: the subtree delegated to the user
+/// (`kiln_cgroups::rootless`), found anew each time (it is a few reads).
+pub(crate) fn delegated_cgroup_root(
+    cgroupfs: &Path,
+) -> Result<std::path::PathBuf, cgroups::DelegationError> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // In kiln's user namespace the user is uid 0, and so are its cgroup dirs.
+    cgroups::delegated_root(cgroupfs, &own, nix::unistd::geteuid().as_raw())
+}
+
+/// The cgroup of a step or container. An ordinary user's kiln makes one only for limits
+/// asked for, in its delegated subtree; without one such a limit is an error, since a
+/// limit silently not applied is worse than none (the default pids limit and device
+/// list are not asked for, and go without a cgroup).
 fn container_cgroup(launch: &Launch) -> Result<Option<Cgroup>, RuntimeError> {
-    if !limits_apply() {
+    let mut root = launch.cgroup_root.to_path_buf();
+    if crate::userns::rootless() {
         let limits = launch.resources.requested();
         if limits.is_empty() {
             return Ok(None);
         }
-        let reason = match cgroups::detect(launch.cgroup_root) {
-            Ok(cgroups::CgroupMode::V2) => {
-                "an ordinary user has no cgroup of its own here (no delegated cgroup v2 subtree)"
-            }
-            _ => "an ordinary user cannot make cgroups on a cgroup v1 host",
-        };
-        return Err(RuntimeError::LimitsNeedCgroups {
-            limits,
-            reason: reason.into(),
-        });
+        root = delegated_cgroup_root(launch.cgroup_root).map_err(|e| {
+            let reason = match e.hint() {
+                Some(fix) => format!("{e} ({fix})"),
+                None => e.to_string(),
+            };
+            RuntimeError::LimitsNeedCgroups { limits, reason }
+        })?;
     }
     // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
-    let _ = cgroups::clean_stale(launch.cgroup_root);
-    Cgroup::create(launch.cgroup_root, launch.id, launch.resources)
+    let _ = cgroups::clean_stale(&root);
+    Cgroup::create(&root, launch.id, launch.resources)
         .map(Some)
         .map_err(Into::into)
 }

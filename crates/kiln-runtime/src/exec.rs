@@ -202,8 +202,15 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     drop((report_write, sync_read, pid_write, kiln, ends, devnull));
     let console = console.map(|(ours, _child)| ours);
     // A rootless container has no cgroup (see `container::container_cgroup`).
+    // An ordinary user's container has a cgroup only in its delegated subtree, and only
+    // when it was given limits (see `container::container_cgroup`).
     let joined = match crate::userns::rootless() {
-        true => Ok(()),
+        true => match crate::container::delegated_cgroup_root(&cgroup_root) {
+            Ok(root) if cgroups::container_dirs(&root, &spec.id).is_ok_and(|d| !d.is_empty()) => {
+                cgroups::join_container(&root, &spec.id, intermediate.as_raw())
+            }
+            _ => Ok(()),
+        },
         false => cgroups::join_container(&cgroup_root, &spec.id, intermediate.as_raw()),
     };
     if let Err(e) = joined {
