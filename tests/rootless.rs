@@ -43,6 +43,15 @@ fn project(env: &Env, spec: &str) -> std::path::PathBuf {
     app
 }
 
+/// The test's env and an ordinary user with subordinate ids who built [`SPEC`].
+fn user_with_image() -> (Env, TestUser) {
+    let env = Env::new();
+    let app = project(&env, SPEC);
+    let user = TestUser::create(true);
+    assert_ok(&user.kiln_in(&app, &["build"]));
+    (env, user)
+}
+
 fn assert_ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "{}", text(out));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -144,10 +153,7 @@ fn without_subordinate_ids_only_the_users_own_id_exists() {
 #[test]
 fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
     common::require_root!("useradd, user namespaces");
-    let env = Env::new();
-    let app = project(&env, SPEC);
-    let user = TestUser::create(true);
-    assert_ok(&user.kiln_in(&app, &["build"]));
+    let (_env, user) = user_with_image();
 
     let out = user.kiln(&[
         "run",
@@ -197,10 +203,7 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
 #[test]
 fn a_users_store_is_its_own() {
     common::require_root!("useradd, user namespaces");
-    let env = Env::new();
-    let app = project(&env, SPEC);
-    let user = TestUser::create(true);
-    assert_ok(&user.kiln_in(&app, &["build"]));
+    let (env, user) = user_with_image();
     env.kiln_ok(&["images"]);
 
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -231,10 +234,7 @@ fn a_users_store_is_its_own() {
 #[test]
 fn an_ordinary_user_runs_detached_containers_and_execs_into_them() {
     common::require_root!("useradd, user namespaces");
-    let env = Env::new();
-    let app = project(&env, SPEC);
-    let user = TestUser::create(true);
-    assert_ok(&user.kiln_in(&app, &["build"]));
+    let (_env, user) = user_with_image();
 
     assert_ok(&user.kiln(&[
         "run",
