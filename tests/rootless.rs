@@ -193,6 +193,19 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
         "{}",
         text(&out)
     );
+    // A device would need a node made and a cgroup rule: said plainly, not as a limit.
+    let out = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--device",
+        "/dev/null:/dev/x",
+        "rl:1",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("devices need root"), "{}", text(&out));
     // Without limits nothing is asked of cgroups.
     assert_eq!(
         assert_ok(&user.kiln(&["run", "--rm", "--network", "none", "rl:1", "echo", "ok"])),

@@ -445,7 +445,11 @@ fn sysctls(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<(String
 /// The stored devices, then the settings', each read from the host now.
 fn devices(settings: &RunSettings, defaults: &RunDefaults) -> Result<Vec<DeviceNode>> {
     let mut nodes = Vec::new();
-    for d in defaults.devices.iter().chain(&settings.devices) {
+    let mut asked = defaults.devices.iter().chain(&settings.devices).peekable();
+    if asked.peek().is_some() && runtime::userns::rootless() {
+        return Err(ContainerError::DevicesNeedRoot);
+    }
+    for d in asked {
         // The spec's and the flags' parsers only let rwm letters through.
         let access = runtime::Access::from_letters(&d.access).unwrap_or(runtime::Access::NONE);
         nodes.extend(DeviceNode::from_host(&d.host, &d.container, access)?);

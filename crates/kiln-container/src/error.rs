@@ -126,6 +126,10 @@ pub enum ContainerError {
     /// A `net.*` sysctl for a container that shares the host's network.
     #[error("sysctl {0} cannot be set with the host's network: it would change the host's")]
     SysctlWithHostNetwork(String),
+    /// A device for a container of an ordinary user's kiln, which cannot make device
+    /// nodes or allow them in a cgroup.
+    #[error("devices need root: an ordinary user's kiln cannot make device nodes in a container")]
+    DevicesNeedRoot,
     #[error(transparent)]
     Ulimit(#[from] kiln_runtime::RlimitError),
 }
