@@ -335,6 +335,7 @@ fn remove_one(store: &Store, key: &str, force: bool) -> Result<String, Failure> 
             }
         }
     };
+    kiln_container::rootless_network::end_left_pasta(&dir.path);
     store.remove_container(&dir)?;
     Ok(state.name)
 }

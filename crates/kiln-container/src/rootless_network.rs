@@ -85,6 +85,12 @@ fn bind_netns(pid: i32, anchor: &Path) -> nix::Result<()> {
     )
 }
 
+/// Ends a pasta a killed runner left for the container whose directory is `dir` (it
+/// would keep the container's published ports bound); before the directory goes.
+pub fn end_left_pasta(dir: &Path) {
+    let _ = pasta::end_left(&dir.join("pasta.pid"));
+}
+
 /// The resolv.conf of a step or container on pasta, from the host's: pasta's resolver
 /// address, and the host's search and options lines.
 pub fn pasta_resolv_conf(host: &str) -> String {

@@ -104,8 +104,9 @@ pub fn start(
     options: &PastaOptions,
 ) -> Result<Pasta, NetworkError> {
     check_tun()?;
-    // A stale file would be read as this start's PID if pasta failed to write it.
-    remove_stale(&options.pid_file)?;
+    // A stale file would be read as this start's PID if pasta failed to write it; its
+    // pasta, if a killed kiln left it running, would hold the ports.
+    end_left(&options.pid_file)?;
     let root = nix::unistd::geteuid().is_root();
     let args = arguments(netns, userns, options, root);
     tracing::debug!(?args, "starting pasta");
@@ -238,6 +239,28 @@ fn check_tun() -> Result<(), NetworkError> {
             source: io::Error::from(errno),
         }
     })
+}
+
+/// Ends the pasta a killed kiln left behind for this PID file, if it still runs (Debian
+/// 12's pasta outlives its namespace and keeps the ports bound), and removes the file.
+/// The PID is taken for pasta only while `/proc/PID/comm` says so (`pasta`, or the
+/// `passt.avx2` pasta execs itself into on CPUs with AVX2).
+pub fn end_left(pid_file: &Path) -> Result<(), NetworkError> {
+    let is_pasta = |comm: String| {
+        let comm = comm.trim();
+        comm == "pasta" || comm.starts_with("passt") || comm.starts_with("pasta.")
+    };
+    let left = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(is_pasta));
+    if left.is_some() {
+        if let Ok(pasta) = adopt(pid_file) {
+            tracing::debug!(pid = pasta.pid, "a pasta left by a killed kiln ended");
+            pasta.stop();
+        }
+    }
+    remove_stale(pid_file)
 }
 
 fn remove_stale(pid_file: &Path) -> Result<(), NetworkError> {
