@@ -193,6 +193,14 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
         "{}",
         text(&out)
     );
+    // Nor is a bandwidth limit dropped: it shapes the bridge's veth, which needs root.
+    let out = user.kiln(&["run", "--rm", "--network-rate-out", "8mbit", "rl:1", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        text(&out).contains("bandwidth limits need root"),
+        "{}",
+        text(&out)
+    );
     // A device would need a node made and a cgroup rule: said plainly, not as a limit.
     let out = user.kiln(&[
         "run",

@@ -104,6 +104,12 @@ impl LiveNetworks {
                 "named networks need root: an ordinary user's containers have the default network (pasta), host or none".into(),
             ));
         }
+        // Shaping is a qdisc on the bridge's veth; pasta has none: refused, never dropped.
+        if self.on_pasta && self.start.rates != kiln_network::Shaping::default() {
+            return Err(ContainerError::Network(
+                "bandwidth limits need root: they shape the veth of kiln's bridge, which an ordinary user's kiln does not make".into(),
+            ));
+        }
         self.joined = match self.on_pasta {
             true => Vec::new(),
             false => {
