@@ -69,9 +69,7 @@ impl TestUser {
                 &user.name,
             ]));
         }
-        user.kiln = user.home.join("kiln");
-        std::fs::copy(kiln_bin(), &user.kiln).unwrap();
-        std::fs::set_permissions(&user.kiln, std::fs::Permissions::from_mode(0o755)).unwrap();
+        user.kiln = shared_kiln().to_owned();
         user
     }
 
@@ -108,21 +106,28 @@ impl TestUser {
 
     /// Any program as this user.
     pub fn command_in(&self, dir: &Path, program: &Path, args: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &self.name,
-                "--regid",
-                &self.name,
-                "--init-groups",
-            ])
-            .args(["--reset-env", "--"])
-            .arg(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let run = || {
+            Command::new("setpriv")
+                .args(["--reuid", &self.name, "--regid", &self.name])
+                .args(["--init-groups", "--reset-env", "--"])
+                .arg(program)
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        // A file just written may be held open for writing a moment longer by a child
+        // another test thread forked meanwhile (its copy of the fd lives until its exec):
+        // executing it then fails with ETXTBSY, which is the test's race, not kiln's.
+        for _ in 0..50 {
+            let out = run();
+            if !String::from_utf8_lossy(&out.stderr).contains("Text file busy") {
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        run()
     }
 
     /// The user's default store.
@@ -147,6 +152,24 @@ impl Drop for TestUser {
             .args(["--remove", &self.name])
             .output();
     }
+}
+
+/// One copy of kiln per test process that every user can run (the build tree may be
+/// private to root), in a 0755 directory that lives as long as the process.
+fn shared_kiln() -> &'static Path {
+    static KILN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = KILN.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-users-bin")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("kiln");
+        std::fs::copy(kiln_bin(), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    });
+    path
 }
 
 /// A directory every user can read (the tests' own temp dirs are root's, mode 0700).
