@@ -447,12 +447,12 @@ impl StepDirs {
         Ok(StepDirs { tmp })
     }
 
-    /// Writes `text` as the step's `/etc/NAME`, bound from here; its path.
     /// The step's own temp dir (private to kiln), for files of its run.
     pub(super) fn run_dir(&self) -> &std::path::Path {
         self.tmp.path()
     }
 
+    /// Writes `text` as the step's `/etc/NAME`, bound from here; its path.
     pub(super) fn etc_file(
         &self,
         name: &str,

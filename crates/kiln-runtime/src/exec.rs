@@ -201,7 +201,6 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     // Only the children may hold these now: EOF on the pipes means they are done with them.
     drop((report_write, sync_read, pid_write, kiln, ends, devnull));
     let console = console.map(|(ours, _child)| ours);
-    // A rootless container has no cgroup (see `container::container_cgroup`).
     // An ordinary user's container has a cgroup only in its delegated subtree, and only
     // when it was given limits (see `container::container_cgroup`).
     let joined = match crate::userns::rootless() {
