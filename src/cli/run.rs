@@ -116,6 +116,11 @@ pub struct ContainerArgs {
     /// core, memlock, stack, …); -1 or unlimited for no limit
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// Whose ids the container runs with: host (the default), auto (a range of host ids
+    /// of its own, so root in the container is not root on the host; auto:size=N for
+    /// fewer than 65536) or keep-id (the host's ids in a user namespace of its own)
+    #[arg(long, value_name = "MODE")]
+    userns: Option<String>,
     /// Size of /dev/shm, e.g. 256m (default 64m)
     #[arg(long = "shm-size", value_name = "SIZE")]
     shm_size: Option<String>,
@@ -300,6 +305,17 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         publish,
         publish_all: args.publish_all,
         ignore_limits: args.ignore_limits,
+        userns: args
+            .userns
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|e| {
+                    Failure::user(format!("--userns {text}: {e}")).hint(Some(
+                        "--userns=auto gives the container host ids of its own".into(),
+                    ))
+                })
+            })
+            .transpose()?,
         rates: kiln_network::Shaping {
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,

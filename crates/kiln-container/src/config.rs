@@ -83,6 +83,8 @@ pub struct RunSettings {
     /// `--network NAME` (with `network` `Bridge`): named networks, the first one's
     /// interface `eth0` with the default route.
     pub networks: Vec<crate::named_network::NetworkChoice>,
+    /// `--userns`: whose ids the container runs with; `None` is the host's.
+    pub userns: Option<runtime::UsernsMode>,
 }
 
 /// Docker's `--health-cmd` (a shell command), `--health-interval` … and
@@ -144,6 +146,7 @@ pub struct ContainerConfig {
     pub publish: Vec<kiln_spec::PortMapping>,
     pub rates: Shaping,
     pub networks: Vec<crate::named_network::NetworkChoice>,
+    pub userns: runtime::UsernsMode,
 }
 
 /// What the user should be told while the settings are merged; none of it stops the
@@ -213,6 +216,7 @@ impl ContainerConfig {
             publish: published(settings, &defaults, &config.exposed_ports, notify)?,
             rates: rates(settings, &defaults)?,
             networks: settings.networks.clone(),
+            userns: settings.userns.unwrap_or_default(),
             restart: match settings.auto_remove {
                 true => kiln_spec::RestartPolicy::No,
                 false => settings.restart.or(defaults.restart).unwrap_or_default(),

@@ -202,6 +202,7 @@ pub(crate) fn container_spec(
         id: dir.id.clone(),
         state_dir: dir.path.clone(),
         cgroup_root: None,
+        userns: config.userns,
     };
     Ok((spec, context))
 }

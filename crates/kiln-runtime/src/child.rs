@@ -21,7 +21,6 @@ use super::host_devices;
 use super::init::{self, InitFds};
 use super::overlay;
 use super::plan::{ChildArgs, ChildFds, ChildPlan};
-use super::step_mounts;
 use super::sys::{self, Errno};
 use super::sysctls;
 
@@ -34,8 +33,8 @@ pub(crate) const CONSOLE_FD: RawFd = 5;
 /// The first fd that is neither stdio nor one of the above; fds the plan keeps for setup
 /// ([`ChildPlan::kept_fds`]) follow from here.
 const FIRST_FREE_FD: RawFd = 6;
-/// The most fds a plan may keep for setup.
-const MAX_KEPT_FDS: usize = step_mounts::MAX_STEP_MOUNTS;
+/// The most fds a plan may keep for setup (a step's mounts, a container's binds).
+pub(crate) const MAX_KEPT_FDS: usize = 256;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
 const EXIT_NOT_FOUND: c_int = 127;
 const EXIT_NOT_EXECUTABLE: c_int = 126;
@@ -112,6 +111,9 @@ impl Child<'_> {
         let plan = self.plan;
         let container = plan.container.as_ref();
         self.wait_for_cgroup()?;
+        if plan.user_namespace {
+            become_namespace_root().map_err(at(Stage::SetUid))?;
+        }
         self.arrange_stdio().map_err(at(Stage::Stdio))?;
         new_session().map_err(at(Stage::Session))?;
         overlay::make_mounts_private().map_err(at(Stage::PrivateMounts))?;
@@ -239,9 +241,14 @@ impl Child<'_> {
     /// Overlay, pseudo filesystems, host files and mounts, then `pivot_root` into it.
     fn build_root(&self) -> Result<(), Report> {
         let plan = self.plan;
-        overlay::mount_overlay_root(&plan.mount).map_err(from_stage)?;
-        let root = sys::open(&plan.mount.root, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(at(Stage::OpenRoot))?;
+        let root = match plan.container.as_ref().and_then(|c| c.own_root) {
+            Some(index) => attach_own_root(FIRST_FREE_FD + index as RawFd)?,
+            None => {
+                overlay::mount_overlay_root(&plan.mount).map_err(from_stage)?;
+                sys::open(&plan.mount.root, libc::O_PATH | libc::O_DIRECTORY)
+                    .map_err(at(Stage::OpenRoot))?
+            }
+        };
         let shm_size = plan
             .container
             .as_ref()
@@ -255,7 +262,10 @@ impl Child<'_> {
         }
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {
             let bound = match plan.container {
-                Some(_) => container_mounts::bind_file_over(root.as_fd(), host, rel),
+                // The parent made the copies of the files, the first trees.
+                Some(_) => {
+                    container_mounts::bind_file_over(root.as_fd(), FIRST_FREE_FD + i as RawFd, rel)
+                }
                 None => devices::bind_host_file(root.as_fd(), host, rel).map(drop),
             };
             bound.map_err(at_item(Stage::BindEtcFile, i))?;
@@ -265,7 +275,7 @@ impl Child<'_> {
         }
         if let Some(c) = &plan.container {
             for (i, m) in c.mounts.iter().enumerate() {
-                container_mounts::mount_user(root.as_fd(), m, i)?;
+                container_mounts::mount_user(root.as_fd(), m, i, FIRST_FREE_FD)?;
             }
         }
         container_mounts::mask_paths(root.as_fd())?;
@@ -298,6 +308,26 @@ impl Child<'_> {
         let p = self.plan;
         exec_command(&p.exec_candidates, &p.argv, &p.envp, p.searches_path)
     }
+}
+
+/// In a user namespace of its own (maps written by the parent), the child still has the
+/// host root's ids, which the namespace does not map: it takes the namespace's root
+/// (keeping its capabilities there) and drops kiln's supplementary groups.
+fn become_namespace_root() -> Result<(), Errno> {
+    sys::syscall3(libc::SYS_setgroups, 0, 0, 0)?;
+    sys::syscall3(libc::SYS_setresgid, 0, 0, 0)?;
+    sys::syscall3(libc::SYS_setresuid, 0, 0, 0)
+}
+
+/// A container with a user namespace of its own gets its root from the parent, as the
+/// detached overlay kept at `fd`: attached over `/` (the one mount point the child can
+/// always reach, since host paths need not be open to the namespace's root), it is the
+/// root `pivot_into` enters.
+fn attach_own_root(fd: RawFd) -> Result<OwnedFd, Report> {
+    sys::attach_at_path(fd, c"/").map_err(at(Stage::MountOverlay))?;
+    // SAFETY: the fd is one the child keeps open through its setup.
+    let mount = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    sys::open_in_root(mount, c".", libc::O_DIRECTORY).map_err(at(Stage::OpenRoot))
 }
 
 /// Enters `dir` and checks that the result is inside the process's root.

@@ -33,10 +33,13 @@ use nix::unistd::{getpid, pipe2, read, Pid};
 
 use super::cgroups::{self, Cgroup, Resources, DEFAULT_CGROUP_ROOT};
 use super::child::child_main;
+use super::child::MAX_KEPT_FDS;
 use super::confinement::Confinement;
-use super::container_mounts::{MountSource, UserMount};
+use super::container_mounts::{self, MountSource, UserMount};
+use super::container_userns::{self, IdMapping, OwnUserns, UsernsMode};
+use super::devices::PseudoFs;
 use super::devices::DEFAULT_SHM_SIZE;
-use super::error::{InvalidSandbox, Report, RuntimeError, REPORT_LEN};
+use super::error::{InvalidSandbox, Report, RuntimeError, Stage, REPORT_LEN};
 use super::host_devices::{self, DeviceNode};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
@@ -104,6 +107,9 @@ pub struct ContainerSpec {
     pub state_dir: PathBuf,
     /// Where cgroupfs is; `None` means `/sys/fs/cgroup`.
     pub cgroup_root: Option<PathBuf>,
+    /// Whose ids it runs with: the host's, or a user namespace of its own (`--userns`).
+    #[serde(default)]
+    pub userns: UsernsMode,
 }
 
 /// How a step ended.
@@ -179,6 +185,10 @@ pub struct RunningContainer {
     /// The read ends of its stdout and stderr, with `capture_output`.
     output: Option<OutputPipes>,
     waited: bool,
+    /// The maps of its own user namespace, if it has one.
+    id_mapping: Option<IdMapping>,
+    /// Its slot of host ids (`--userns=auto`), free again when this is dropped.
+    id_lease: Option<crate::id_leases::IdLease>,
 }
 
 /// Wrapper so that `RunningContainer` can derive `Debug`.
@@ -210,7 +220,7 @@ pub fn start_container_attached(
     attach: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<RunningContainer, RuntimeError> {
     let cgroup_root = cgroup_root(spec.cgroup_root.as_deref());
-    let plan = container_plan(spec, &cgroup_root)?;
+    let (plan, own_userns) = container_plan(spec, &cgroup_root)?;
     let devnull = open_host_devnull()?;
     let (relay, output, stdio) = match (spec.tty, spec.capture_output) {
         // The child replaces stdio with its pty once it has one.
@@ -235,10 +245,12 @@ pub fn start_container_attached(
         tty: spec.tty.then_some(spec.interactive),
         console_to_caller: spec.capture_output,
         attach: Some(attach),
+        id_mapping: own_userns.as_ref().map(|own| own.mapping),
     };
     let mut running = start(&plan, &mut launch, (devnull, stdio))?;
     running.relay = relay;
     running.output = output;
+    running.id_lease = own_userns.and_then(|own| own.lease);
     Ok(running)
 }
 
@@ -282,6 +294,8 @@ pub(crate) struct Launch<'a> {
     pub console_to_caller: bool,
     /// Called with the child's PID once it is in its cgroup, before it goes on.
     pub attach: Option<&'a mut dyn FnMut(i32) -> Result<(), String>>,
+    /// The maps of the child's own user namespace, written before it goes on.
+    pub id_mapping: Option<IdMapping>,
 }
 
 /// Whether this kiln can apply limits (make cgroups): root can; an ordinary user only
@@ -380,7 +394,13 @@ pub(crate) fn start<K>(
         relay: None,
         output: None,
         waited: false,
+        id_mapping: launch.id_mapping,
+        id_lease: None,
     };
+    // The child waits for the go byte below, so it has its ids before it does anything.
+    if let Some(mapping) = &launch.id_mapping {
+        container_userns::write_maps(pid.as_raw(), mapping)?;
+    }
     // The child waits for this byte, so no code of the container runs outside the cgroup.
     if let Some(cgroup) = &running.cgroup {
         cgroup.join(pid.as_raw())?;
@@ -421,6 +441,12 @@ impl RunningContainer {
     /// The host pid of the container's PID 1 (the init, or the command without one).
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
+    }
+
+    /// The uid and gid maps of the container's own user namespace; `None` when it runs
+    /// with the host's ids.
+    pub fn id_mapping(&self) -> Option<IdMapping> {
+        self.id_mapping
     }
 
     /// Sends `signal` to the container's PID 1. With the init it reaches the command (for
@@ -522,10 +548,25 @@ fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     pipe2(OFlag::O_CLOEXEC | extra).map_err(RuntimeError::sys("create a pipe"))
 }
 
-/// Checks the spec and builds the child's plan; writes the `/etc` files into `state_dir`.
-fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan, RuntimeError> {
-    let mounts = user_mounts(spec)?;
+/// Checks the spec and builds the child's plan; writes the `/etc` files into `state_dir`
+/// and makes the detached mounts the child attaches (and, with a user namespace of the
+/// container's own, its root).
+fn container_plan(
+    spec: &ContainerSpec,
+    cgroup_root: &Path,
+) -> Result<(ChildPlan, Option<OwnUserns>), RuntimeError> {
     let etc_binds = write_etc_files(spec)?;
+    let mut trees = etc_binds
+        .iter()
+        .map(|(host, rel)| {
+            container_mounts::etc_file_tree(host).map_err(|e| RuntimeError::Setup {
+                stage: Stage::BindEtcFile.name(),
+                target: Some(format!("/{}", rel.to_string_lossy())),
+                errno: Errno::from_raw(e),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mounts = user_mounts(spec, &mut trees)?;
     let container = ContainerPlan {
         mounts,
         read_only_root: spec.read_only,
@@ -540,32 +581,84 @@ fn container_plan(spec: &ContainerSpec, cgroup_root: &Path) -> Result<ChildPlan,
         },
         sysctls: sysctls::prepare(&spec.sysctls)?,
         devices: host_devices::prepare(&spec.devices)?,
+        trees,
+        own_root: None,
     };
     let sandbox = Sandbox::new(&spec.confinement, cgroup_root, spec.init, Some(container))?;
-    ChildPlan::build(
+    let mut plan = ChildPlan::build(
         &spec.overlay,
         &spec.process,
         InitLayer::Container,
         etc_binds,
         sandbox,
-    )
+    )?;
+    // After `build`: the upper dir has its root's owner and mode by now.
+    let own = container_userns::prepare(spec.userns, &spec.id, &spec.overlay)?;
+    if let (Some(own), Some(container)) = (&own, plan.container.as_mut()) {
+        if !spec.devices.is_empty() {
+            return Err(RuntimeError::UsernsUnsupported("no --device (not yet)"));
+        }
+        // kiln's /etc files belong to the container's root, as they do without one.
+        for (host, _) in etc_file_sources(spec)? {
+            std::os::unix::fs::lchown(
+                &host,
+                Some(own.mapping.uids.outside),
+                Some(own.mapping.gids.outside),
+            )
+            .map_err(RuntimeError::io("chown", &host))?;
+        }
+        container.trees.push(
+            own.root
+                .try_clone()
+                .map_err(RuntimeError::io("dup", "the container root"))?,
+        );
+        container.own_root = Some(container.trees.len() - 1);
+        plan.user_namespace = true;
+        plan.pseudo_fs = PseudoFs {
+            in_user_namespace: true,
+            tty_group: own.mapping.has_tty_group(),
+        };
+    }
+    if plan.kept_fds().len() > MAX_KEPT_FDS {
+        return Err(InvalidSandbox::TooManyMounts {
+            max: MAX_KEPT_FDS - CONTAINER_ETC_FILES.len() - 1,
+        }
+        .into());
+    }
+    Ok((plan, own))
 }
 
-/// Binds and tmpfs mounts, sorted so that a mount's parent is mounted before it.
-fn user_mounts(spec: &ContainerSpec) -> Result<Vec<UserMount>, RuntimeError> {
+/// Binds and tmpfs mounts, sorted so that a mount's parent is mounted before it; each
+/// bind's detached copy is added to `trees`.
+fn user_mounts(
+    spec: &ContainerSpec,
+    trees: &mut Vec<OwnedFd>,
+) -> Result<Vec<UserMount>, RuntimeError> {
     let mut mounts = Vec::new();
     for bind in &spec.mounts {
         let source = std::path::absolute(&bind.source)
             .map_err(RuntimeError::io("bind mount source", bind.source.clone()))?;
         let meta =
             fs::metadata(&source).map_err(RuntimeError::io("bind mount source", source.clone()))?;
-        let source = MountSource::Bind {
-            source: CString::new(source.as_os_str().as_bytes())
-                .map_err(|_| InvalidSandbox::NulBindSource(source.clone()))?,
-            dir: meta.is_dir(),
-            readonly: bind.readonly,
-        };
-        mounts.push(UserMount::new(source, &bind.target).map_err(container_target)?);
+        let c_source = CString::new(source.as_os_str().as_bytes())
+            .map_err(|_| InvalidSandbox::NulBindSource(source.clone()))?;
+        let mount = UserMount::new(
+            MountSource::Bind {
+                tree: trees.len(),
+                dir: meta.is_dir(),
+            },
+            &bind.target,
+        )
+        .map_err(container_target)?;
+        let tree = container_mounts::bind_tree(&c_source, bind.readonly).map_err(|e| {
+            RuntimeError::Setup {
+                stage: Stage::BindMount.name(),
+                target: Some(mount.target.clone()),
+                errno: Errno::from_raw(e),
+            }
+        })?;
+        trees.push(tree);
+        mounts.push(mount);
     }
     for target in &spec.tmpfs {
         mounts.push(UserMount::new(MountSource::Tmpfs, target).map_err(container_target)?);
@@ -626,6 +719,10 @@ const CHILD_STACK_SIZE: usize = 256 * 1024;
 pub(crate) fn clone_flags(plan: &ChildPlan) -> c_int {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    // Created first by the kernel, so it owns the others.
+    if plan.user_namespace {
+        flags |= libc::CLONE_NEWUSER;
+    }
     if plan.new_netns {
         flags |= libc::CLONE_NEWNET;
     }
@@ -641,6 +738,7 @@ fn container_target(source: crate::MountTargetError) -> RuntimeError {
 /// for the debug log.
 fn namespace_names(flags: c_int, cgroup: bool) -> String {
     let mut names: Vec<&str> = [
+        (libc::CLONE_NEWUSER, "user"),
         (libc::CLONE_NEWNS, "mnt"),
         (libc::CLONE_NEWPID, "pid"),
         (libc::CLONE_NEWUTS, "uts"),

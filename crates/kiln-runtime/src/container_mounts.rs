@@ -7,7 +7,7 @@
 //! symlink at all. Allocation-free, like all of the child.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
@@ -42,11 +42,11 @@ pub(crate) const READONLY_PATHS: [&CStr; 5] = [
 /// What a user mount puts at its target.
 #[derive(Debug)]
 pub(crate) enum MountSource {
-    /// A host path (absolute), and whether it is a directory.
+    /// A detached copy of a host path the parent made ([`bind_tree`]): its index among
+    /// the fds the child keeps, and whether it is a directory.
     Bind {
-        source: CString,
+        tree: usize,
         dir: bool,
-        readonly: bool,
     },
     Tmpfs,
 }
@@ -147,22 +147,50 @@ fn at(stage: Stage, detail: usize) -> impl Fn(Errno) -> Report {
     }
 }
 
-/// Binds the host file `host` over the regular file `rel` of the root, writable but
-/// `nosuid,nodev,noexec`. The target is reached without following any symlink (the
-/// container init layer puts a regular file there).
-pub(crate) fn bind_file_over(root: BorrowedFd, host: &CStr, rel: &CStr) -> Result<(), Errno> {
+/// The parent's half of a `-v` bind: a detached copy of the host path `source` with the
+/// mounts below it, `nodev` on the whole tree (`-v /dev:/x` must not give the host's
+/// devices, SECURITY.md rule 12; only kiln's own /dev holds usable nodes) and read-only
+/// when asked. Made before `clone`, in kiln's own namespaces, so the child never looks a
+/// host path up (in a user namespace of its own, it could not).
+pub(crate) fn bind_tree(source: &CStr, readonly: bool) -> Result<OwnedFd, Errno> {
+    let tree = sys::clone_tree(libc::AT_FDCWD, source, true)?;
+    let attrs = match readonly {
+        true => MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY,
+        false => MOUNT_ATTR_NODEV,
+    };
+    sys::set_mount_attrs(tree.as_fd(), attrs, true)?;
+    Ok(tree)
+}
+
+/// The parent's half of binding kiln's `/etc` file `host`: a detached copy, writable but
+/// `nosuid,nodev,noexec`.
+pub(crate) fn etc_file_tree(host: &CStr) -> Result<OwnedFd, Errno> {
+    let tree = sys::clone_tree(libc::AT_FDCWD, host, false)?;
+    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    sys::set_mount_attrs(tree.as_fd(), attrs, false)?;
+    Ok(tree)
+}
+
+/// Attaches the detached copy `tree` ([`etc_file_tree`]) over the regular file `rel` of
+/// the root. The target is reached without following any symlink (the container init
+/// layer puts a regular file there).
+pub(crate) fn bind_file_over(root: BorrowedFd, tree: RawFd, rel: &CStr) -> Result<(), Errno> {
     let target = sys::open_in_root(root, rel, 0)?;
     if sys::file_type(target.as_fd())? != libc::S_IFREG {
         return Err(libc::EEXIST);
     }
-    let tree = sys::clone_tree(libc::AT_FDCWD, host, false)?;
-    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    sys::set_mount_attrs(tree.as_fd(), attrs, false)?;
-    sys::attach(&tree, target.as_fd())
+    // SAFETY: the fd is one the child keeps open through its setup.
+    sys::attach_borrowed(unsafe { BorrowedFd::borrow_raw(tree) }, target.as_fd())
 }
 
-/// Performs user mount number `index`, creating its target inside the root when missing.
-pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Result<(), Report> {
+/// Performs user mount number `index`, creating its target inside the root when missing;
+/// a bind's tree is kept fd `first_tree_fd` + its index.
+pub(crate) fn mount_user(
+    root: BorrowedFd,
+    m: &UserMount,
+    index: usize,
+    first_tree_fd: RawFd,
+) -> Result<(), Report> {
     let target = create_target(
         root,
         &m.prefixes,
@@ -174,19 +202,10 @@ pub(crate) fn mount_user(root: BorrowedFd, m: &UserMount, index: usize) -> Resul
     .map(|reached| reached.fd)
     .map_err(at(Stage::MountTarget, index))?;
     match &m.source {
-        MountSource::Bind {
-            source, readonly, ..
-        } => {
-            let fail = at(Stage::BindMount, index);
-            let tree = sys::clone_tree(libc::AT_FDCWD, source, true).map_err(&fail)?;
-            // nodev on the whole tree: `-v /dev:/x` must not give the host's devices
-            // (SECURITY.md rule 12); only kiln's own /dev holds usable nodes.
-            let attrs = match readonly {
-                true => MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY,
-                false => MOUNT_ATTR_NODEV,
-            };
-            sys::set_mount_attrs(tree.as_fd(), attrs, true).map_err(&fail)?;
-            sys::attach(&tree, target.as_fd()).map_err(fail)
+        MountSource::Bind { tree, .. } => {
+            // SAFETY: the fd is one the child keeps open through its setup.
+            let tree = unsafe { BorrowedFd::borrow_raw(first_tree_fd + *tree as RawFd) };
+            sys::attach_borrowed(tree, target.as_fd()).map_err(at(Stage::BindMount, index))
         }
         MountSource::Tmpfs => {
             let fail = at(Stage::MountTmpfs, index);

@@ -89,6 +89,8 @@ pub enum InvalidSandbox {
         /// kiln's init layer takes one of the places.
         beside_init: bool,
     },
+    #[error("too many bind mounts: at most {max}")]
+    TooManyMounts { max: usize },
     #[error("the size of /dev/shm must be more than 0 bytes")]
     ZeroShmSize,
     #[error("sysctl {0:?} is not a sysctl name")]
@@ -122,6 +124,16 @@ pub enum RuntimeError {
         limits: Vec<&'static str>,
         reason: String,
     },
+    /// Every slot of host ids for `--userns=auto` is held by a running container.
+    #[error("no free range of host ids for a user namespace: all {slots} slots of the pool are in use (their locks are in {})", .dir.display())]
+    NoFreeIds {
+        slots: usize,
+        dir: std::path::PathBuf,
+    },
+    /// A container with a user namespace of its own was asked of a kiln that cannot give
+    /// one (an ordinary user's, or a kernel without what it needs).
+    #[error("a user namespace of the container's own needs {0}")]
+    UsernsUnsupported(&'static str),
     /// The caller could not give the container its network (see
     /// `start_container_attached`).
     #[error("connect the container to its network: {0}")]

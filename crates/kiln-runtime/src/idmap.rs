@@ -25,6 +25,16 @@ pub fn subordinate_ranges(file_text: &str, user: &str, uid: u32) -> Vec<IdRange>
         .collect()
 }
 
+/// The ranges `file_text` gives users other than `user` (by name), in file order.
+pub fn ranges_of_others(file_text: &str, user: &str) -> Vec<IdRange> {
+    file_text
+        .lines()
+        .filter_map(parse_line)
+        .filter(|(owner, _)| *owner != user)
+        .map(|(_, range)| range)
+        .collect()
+}
+
 /// Where shadow's tools start giving out subordinate ids (`SUB_UID_MIN` in login.defs).
 const FIRST_SUBORDINATE_ID: u32 = 100_000;
 

@@ -42,10 +42,12 @@ mod child;
 mod confinement;
 mod container;
 mod container_mounts;
+pub mod container_userns;
 mod devices;
 mod error;
 mod exec;
 mod host_devices;
+pub mod id_leases;
 pub mod idmap;
 mod init;
 mod mount_point_cleanup;
@@ -80,6 +82,7 @@ pub use container::{
     limits_apply, run_container, start_container, start_container_attached, BindMount,
     ContainerExit, ContainerSpec, ExitStatus, RunningContainer,
 };
+pub use container_userns::{IdMapping, UsernsMode};
 pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
 pub use exec::{exec_in_container, ExecSpec, RunningExec};
 pub use host_devices::{DeviceError, DeviceNode};

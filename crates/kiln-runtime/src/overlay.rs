@@ -65,7 +65,7 @@ const FSCONFIG_VALUE_MAX: usize = 255;
 const LOWER_ADD_KEY: &CStr = c"lowerdir+";
 
 /// A plain change set in the upper dir: no redirects, no metadata-only copy-ups, no index.
-const PLAIN_CHANGE_SET: [(&CStr, &CStr); 3] = [
+pub(crate) const PLAIN_CHANGE_SET: [(&CStr, &CStr); 3] = [
     (c"redirect_dir", c"nofollow"),
     (c"metacopy", c"off"),
     (c"index", c"off"),

@@ -98,6 +98,9 @@ pub(crate) struct ChildPlan {
     pub init: bool,
     /// How `/dev` and `/sys` are made: as the host's root or in a user namespace.
     pub pseudo_fs: crate::devices::PseudoFs,
+    /// Clone into a user namespace of the container's own, whose maps the parent writes
+    /// before letting the child go on.
+    pub user_namespace: bool,
     /// What `kiln run` adds to a build step's sandbox; `None` for build steps.
     pub container: Option<ContainerPlan>,
     /// A build step's cache mounts and secrets; `None` without any (and for containers).
@@ -150,6 +153,13 @@ pub(crate) struct ContainerPlan {
     pub sysctls: Vec<PreparedSysctl>,
     /// `--device` nodes, made in the container's `/dev`.
     pub devices: Vec<PreparedDevice>,
+    /// Detached mounts the parent made for the child to attach: kiln's `/etc` files (the
+    /// first [`CONTAINER_ETC_FILES`](crate::overlay::CONTAINER_ETC_FILES)), then `-v`
+    /// binds, then the root of a container with a user namespace of its own. The child
+    /// keeps them at fixed numbers ([`ChildPlan::kept_fds`]).
+    pub trees: Vec<std::os::fd::OwnedFd>,
+    /// The index in `trees` of the container's own root (user namespace of its own).
+    pub own_root: Option<usize>,
 }
 
 impl ContainerPlan {
@@ -192,9 +202,11 @@ pub(crate) struct ChildArgs<'a> {
 impl ChildPlan {
     /// Fds the child keeps open through its setup, moved to fixed numbers (see `child`).
     pub(crate) fn kept_fds(&self) -> &[std::os::fd::OwnedFd] {
-        self.step_mounts
-            .as_ref()
-            .map_or(&[], |step| step.kept_fds())
+        match (&self.step_mounts, &self.container) {
+            (Some(step), _) => step.kept_fds(),
+            (None, Some(container)) => &container.trees,
+            (None, None) => &[],
+        }
     }
 
     /// After the step: removes the mount points the child made for cache mounts and secrets
@@ -254,6 +266,7 @@ impl ChildPlan {
             cgroup_namespace: sandbox.cgroup_namespace,
             init: sandbox.init,
             pseudo_fs: crate::devices::PseudoFs::current(),
+            user_namespace: false,
             container: sandbox.container,
             step_mounts: None,
             argv0,

@@ -79,6 +79,7 @@ pub fn run_step_attached(
         tty: None,
         console_to_caller: false,
         attach: Some(attach),
+        id_mapping: None,
     };
     let exit = container::start(&plan, &mut launch, devnull).and_then(|running| running.wait());
     // Also after a failed setup: the child may have made mount points before it failed.

@@ -173,7 +173,18 @@ pub(crate) fn fs_set_flag(fs: &OwnedFd, key: &CStr) -> Sys<()> {
 /// Creates the filesystem of a configured context and returns a detached mount of it with
 /// the mount attributes `attrs` (`MOUNT_ATTR_*`).
 pub(crate) fn fs_mount(fs: &OwnedFd, attrs: u64) -> Sys<OwnedFd> {
-    fsconfig(fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())?;
+    fs_create(fs)?;
+    fs_mount_created(fs, attrs)
+}
+
+/// `fsconfig(FSCONFIG_CMD_CREATE)`: creates the filesystem of a configured context, with
+/// the calling thread's credentials.
+pub(crate) fn fs_create(fs: &OwnedFd) -> Sys<()> {
+    fsconfig(fs, libc::FSCONFIG_CMD_CREATE, ptr::null(), ptr::null())
+}
+
+/// A detached mount of a created context ([`fs_create`]) with the attributes `attrs`.
+pub(crate) fn fs_mount_created(fs: &OwnedFd, attrs: u64) -> Sys<OwnedFd> {
     // SAFETY: fs is a valid fs context fd.
     owned(unsafe {
         libc::syscall(
@@ -378,6 +389,73 @@ pub(crate) fn set_mount_attrs(fd: BorrowedFd, attrs: u64, recursive: bool) -> Sy
     .map(drop)
 }
 
+/// Makes the mount `fd` (a detached clone) show its files through the id mapping of the
+/// user namespace `userns` (`MOUNT_ATTR_IDMAP`).
+pub(crate) fn set_idmap(fd: BorrowedFd, userns: BorrowedFd) -> Sys<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: attr is valid for the call and its size is passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as c_uint,
+            &attr as *const libc::mount_attr,
+            size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Lets the calling thread keep its capabilities when its ids change
+/// (`SECBIT_NO_SETUID_FIXUP`); per thread, like every credential.
+pub(crate) fn keep_capabilities_across_id_changes() -> Sys<()> {
+    const SECBIT_NO_SETUID_FIXUP: c_long = 1 << 2;
+    // SAFETY: prctl with integer arguments.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_SECUREBITS,
+            SECBIT_NO_SETUID_FIXUP,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets the calling thread's filesystem uid and gid (raw calls: per thread, where glibc's
+/// would not be).
+pub(crate) fn set_fs_ids(uid: u32, gid: u32) {
+    // SAFETY: plain system calls with integer arguments; they cannot fail.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid as c_long);
+        libc::syscall(libc::SYS_setfsuid, uid as c_long);
+    }
+}
+
+/// Moves the detached mount `mount` onto the path `target`.
+pub(crate) fn attach_at_path(mount: RawFd, target: &CStr) -> Sys<()> {
+    // SAFETY: mount is an fd, target NUL-terminated, the source path empty.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
 /// `fstat` of an open fd.
 pub(crate) fn stat_fd(fd: BorrowedFd) -> Sys<libc::stat> {
     // SAFETY: stat is plain data and fstat fills it.
@@ -525,6 +603,13 @@ pub(crate) fn create_new_at(
     let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: name is NUL-terminated.
     owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) } as c_long)
+}
+
+/// `fchown` that also takes an `O_PATH` fd (a mount's): `fchownat(fd, "", AT_EMPTY_PATH)`.
+pub(crate) fn chown_fd(fd: BorrowedFd, uid: u32, gid: u32) -> Sys<()> {
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: an empty, NUL-terminated path and a valid fd.
+    check_int(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, flags) }).map(drop)
 }
 
 pub(crate) fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Sys<()> {

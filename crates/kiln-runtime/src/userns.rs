@@ -38,7 +38,7 @@ use crate::idmap::IdRange;
 pub const CONTAINER_IDS: u32 = 65_536;
 
 /// One line of a `uid_map`/`gid_map`: `count` ids from `inside` map to `outside` on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdMap {
     pub inside: u32,
     pub outside: u32,
