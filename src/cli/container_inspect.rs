@@ -29,6 +29,10 @@ pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Valu
     if let Some(health) = HealthState::read(dir).filter(|_| start_has_health(&start)) {
         state_json["Health"] = serde_json::to_value(health).expect("health serialises");
     }
+    let mut host_config = start.as_ref().map(host_config).unwrap_or(Value::Null);
+    if let (true, Some(pid)) = (running, state.init_pid) {
+        host_config["IDMappings"] = id_mappings(pid);
+    }
     let (path, args) = match state.command.split_first() {
         Some((path, args)) => (path.as_str(), args),
         None => ("", &[][..]),
@@ -44,10 +48,24 @@ pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Valu
         "State": state_json,
         "RestartCount": state.restart_count,
         "LogPath": if state.detached { dir.log_path().display().to_string() } else { String::new() },
-        "HostConfig": start.as_ref().map(host_config).unwrap_or(Value::Null),
+        "HostConfig": host_config,
         "Config": start.as_ref().map(config).unwrap_or(Value::Null),
         "NetworkSettings": network_settings(dir, state),
     })
+}
+
+/// podman's `HostConfig.IDMappings` of a running container: its user namespace's maps
+/// as `inside:outside:count`, read from its first process (the host's own map without
+/// `--userns`).
+fn id_mappings(pid: i32) -> Value {
+    let read = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(":"))
+            .collect()
+    };
+    json!({ "UidMap": read("uid_map"), "GidMap": read("gid_map") })
 }
 
 fn start_has_health(start: &Option<StartConfig>) -> bool {
@@ -122,6 +140,7 @@ fn host_config(start: &StartConfig) -> Value {
         "Sysctls": spec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "Devices": spec.devices.iter().map(|d| d.path.clone()).collect::<Vec<_>>(),
         "Init": spec.init,
+        "UsernsMode": spec.userns.to_string(),
         "ReadonlyRootfs": start.spec.read_only,
         "PortBindings": super::port::port_bindings(&start.publish),
         "NetworkMode": match start.spec.process.network {

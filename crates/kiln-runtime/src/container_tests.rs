@@ -101,6 +101,7 @@ impl Fixture {
             id: format!("t{}-{n}", std::process::id()),
             state_dir: dir.join("state"),
             cgroup_root: None,
+            userns: Default::default(),
         }
     }
 

@@ -30,7 +30,9 @@
 //! (the PID 1 reaper), `pty` (`-t`), `oci` (`config.json`), `sys` (raw syscall wrappers),
 //! `rlimits` (`--ulimit`), `sysctls` (`--sysctl`), `host_devices` (`--device`), `error`;
 //! and for an ordinary user's kiln `userns` (the user namespace the whole process runs in,
-//! and what the runtime may do in it) and `idmap` (subordinate id ranges).
+//! and what the runtime may do in it) and `idmap` (subordinate id ranges); for a container
+//! with a user namespace of its own (`--userns`), `container_userns` (its idmapped root,
+//! built by the parent) and `id_leases` (slots of host ids, held by a lock).
 
 #[cfg(test)]
 #[macro_use]

@@ -37,6 +37,12 @@ pub fn write_state_files(spec: &ContainerSpec) -> Result<(), RuntimeError> {
 
 /// The `config.json` for running `spec` with an OCI runtime.
 pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, RuntimeError> {
+    if spec.userns.is_private() {
+        // Its root would have to be idmapped, which the bundle's plain rootfs dir is not.
+        return Err(RuntimeError::UsernsUnsupported(
+            "kiln run; a bundle runs with the host's ids",
+        ));
+    }
     let config = config_json(spec)?;
     serde_json::from_value(config).map_err(|e| InvalidSandbox::OciConfig(e).into())
 }

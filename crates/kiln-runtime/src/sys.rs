@@ -605,13 +605,6 @@ pub(crate) fn create_new_at(
     owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) } as c_long)
 }
 
-/// `fchown` that also takes an `O_PATH` fd (a mount's): `fchownat(fd, "", AT_EMPTY_PATH)`.
-pub(crate) fn chown_fd(fd: BorrowedFd, uid: u32, gid: u32) -> Sys<()> {
-    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
-    // SAFETY: an empty, NUL-terminated path and a valid fd.
-    check_int(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, flags) }).map(drop)
-}
-
 pub(crate) fn fchown(fd: BorrowedFd, uid: u32, gid: u32) -> Sys<()> {
     // SAFETY: a plain system call on a valid fd.
     check_int(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)

@@ -75,6 +75,7 @@ impl Bench {
             id: format!("oci{}-{tag}", std::process::id()),
             state_dir: self.dir(&format!("{tag}/state")),
             cgroup_root: None,
+            userns: Default::default(),
         }
     }
 
