@@ -3,7 +3,9 @@
 # same way (setpriv to the user it runs as):
 #   1. `kiln run --rm --network none IMG true`: rootless vs rootful (bar: <= 1.5x) and vs
 #      rootless `podman run --rm` with runc as the same user (bar: <= 0.3x);
-#   2. a fully cached rebuild of a 10-step spec: rootless vs rootful (bar: <= 2x).
+#   2. a fully cached rebuild of a 10-step spec: rootless vs rootful (bar: <= 2x);
+#   3. root's `kiln run --rm --userns=auto` (a user namespace and idmapped root of the
+#      container's own) vs root's plain run (no bar: the cost of the hardening).
 # Makes a throwaway user with a subordinate id range (removed at the end).
 # Needs root, hyperfine, busybox-static, uidmap, podman.
 set -euo pipefail
@@ -55,6 +57,7 @@ chmod -R a+rX "$work/app"
 run=(run --rm --network none bench-bb true)
 hyperfine --warmup 5 --runs 40 -N --export-json "$work/run.json" \
     -n rootful "${as_root[*]} $work/kiln --root $root_store ${run[*]}" \
+    -n rootful-userns-auto "${as_root[*]} $work/kiln --root $root_store run --rm --network none --userns=auto bench-bb true" \
     -n rootless "${as_user[*]} $work/kiln ${run[*]}" \
     -n podman-rootless "${as_user[*]} ${podman[*]} ${run[*]}"
 hyperfine --warmup 3 --runs 30 -N --export-json "$work/build.json" \
@@ -68,6 +71,8 @@ r, b = med(sys.argv[1]), med(sys.argv[2])
 print(f"run --rm true: rootless {r['rootless']:.1f} ms, rootful {r['rootful']:.1f} ms "
       f"({r['rootless']/r['rootful']:.2f}x, bar <= 1.5), podman rootless {r['podman-rootless']:.1f} ms "
       f"(kiln/podman {r['rootless']/r['podman-rootless']:.2f}, bar <= 0.3)")
+print(f"run --rm --userns=auto true (root): {r['rootful-userns-auto']:.1f} ms, "
+      f"{r['rootful-userns-auto']/r['rootful']:.2f}x root's plain run")
 print(f"cached 10-step build: rootless {b['rootless']:.1f} ms, rootful {b['rootful']:.1f} ms "
       f"({b['rootless']/b['rootful']:.2f}x, bar <= 2)")
 PY
