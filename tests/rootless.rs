@@ -285,6 +285,49 @@ fn an_ordinary_user_runs_detached_containers_and_execs_into_them() {
 }
 
 #[test]
+fn ids_above_65535_and_a_private_user_namespace_are_refused_with_the_reason() {
+    common::require_root!("useradd, user namespaces");
+    let (_env, user) = user_with_image();
+
+    let out = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-u",
+        "70000",
+        "rl:1",
+        "id",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{said}");
+    assert!(said.contains("Invalid argument"), "{said}");
+    assert!(
+        said.contains("0…65535") && said.contains("root's kiln"),
+        "{said}"
+    );
+
+    // Its containers already run in kiln's user namespace; a second, private one per
+    // container needs idmapped mounts, which need the host's root.
+    let out = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--userns=auto",
+        "rl:1",
+        "true",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("--userns=auto"), "{said}");
+    assert!(
+        said.contains("user namespace of the container's own needs root"),
+        "{said}"
+    );
+}
+
+#[test]
 fn an_ordinary_user_pushes_and_pulls() {
     common::require_root!("useradd, user namespaces");
     let env = Env::new();

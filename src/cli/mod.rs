@@ -409,7 +409,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(f) => {
             output::print_failure(&f);
-            if let Some(note) = rootless::single_id_note(&f) {
+            if let Some(note) = rootless::unmapped_id_note(&f) {
                 eprintln!("{note}");
             }
             f.code

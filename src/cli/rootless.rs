@@ -39,30 +39,55 @@ pub fn enter_if_needed(command: &Command) -> Result<(), Failure> {
     let mapping = mapping_for(uid.as_raw(), nix::unistd::getgid().as_raw());
     let helpers = helpers_present().then_some((NEWUIDMAP, NEWGIDMAP));
     userns::enter(&mapping, helpers).map_err(|e| Failure::user(&e).hint(e.hint()))?;
-    if (mapping.is_single() || helpers.is_none()) && may_need_other_ids(command) {
-        let _ = SINGLE_ID_REASON.set(why_single(helpers.is_some()));
+    if may_need_other_ids(command) {
+        let limit = match mapping.is_single() || helpers.is_none() {
+            true => IdLimit::Single(why_single(helpers.is_some())),
+            false => IdLimit::Below65536,
+        };
+        let _ = ID_LIMIT.set(limit);
     }
     Ok(())
 }
 
-/// Why only the user's own id is mapped, for a command where that may be why it failed.
-static SINGLE_ID_REASON: OnceLock<&'static str> = OnceLock::new();
+/// Which ids exist in kiln's user namespace, for a command where a missing one may be why
+/// it failed.
+enum IdLimit {
+    /// Only the user's own (uid 0 inside), and why.
+    Single(&'static str),
+    /// 0…65535: the user and its subordinate ids.
+    Below65536,
+}
+
+static ID_LIMIT: OnceLock<IdLimit> = OnceLock::new();
 
 /// Said under a failure of a command that ran with a single-id map when the failure is
 /// the kernel's `EINVAL` (what chown and setuid give for an id the map does not hold) or
 /// a build step's failed command (whose own chown may have met it): said only then, since
 /// a warning on every build would be noise for the many images that need no other id.
-pub fn single_id_note(failure: &Failure) -> Option<String> {
-    let reason = SINGLE_ID_REASON.get()?;
-    let maybe_unmapped_id = std::iter::once(&failure.message)
-        .chain(&failure.more)
-        .any(|m| m.contains("Invalid argument") || m.contains(") failed: exit code "));
-    maybe_unmapped_id.then_some(reason).map(|why| {
-        format!(
-            "note: {why}, so containers have only uid 0: an image or step that uses another \
-             user or group (chown, USER) fails. kiln check says how to fix it"
-        )
-    })
+///
+/// With the full map, only `EINVAL` itself: an id above 65535 (podman's "insufficient
+/// UIDs") is then the likely cause.
+pub fn unmapped_id_note(failure: &Failure) -> Option<String> {
+    let said = |what: &str| {
+        std::iter::once(&failure.message)
+            .chain(&failure.more)
+            .any(|m| m.contains(what))
+    };
+    match ID_LIMIT.get()? {
+        IdLimit::Single(why) if said("Invalid argument") || said(") failed: exit code ") => {
+            Some(format!(
+                "note: {why}, so containers have only uid 0: an image or step that uses \
+                 another user or group (chown, USER) fails. kiln check says how to fix it"
+            ))
+        }
+        IdLimit::Below65536 if said("Invalid argument") => Some(
+            "note: an ordinary user's containers have uids and gids 0…65535 (you and your \
+             subordinate ids): an image or step that uses a higher id (a chown, a file's \
+             owner, USER) fails with Invalid argument; such an image needs root's kiln"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 /// The user's mapping: itself as 0, then its subordinate ranges.

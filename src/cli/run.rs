@@ -268,7 +268,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
             .map_err(|e| Failure::user(format!("-p {p}: {}", e.message)).hint(e.hint))?;
         publish.extend(mappings);
     }
-    Ok(RunSettings {
+    let settings = RunSettings {
         env,
         extra_hosts,
         volumes: args.volumes.clone(),
@@ -315,13 +315,22 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
                     ))
                 })
             })
+            .transpose()?
+            .map(refuse_private_userns_where_it_cannot_be)
             .transpose()?,
         rates: kiln_network::Shaping {
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
         },
         networks: named.into_iter().collect(),
-    })
+    };
+    if settings.userns.is_some_and(|m| m.is_private()) && !settings.devices.is_empty() {
+        return Err(Failure::user(
+            "--device cannot be given with --userns=auto or keep-id yet (the device node would have to be bound from the host into the container's user namespace)",
+        )
+        .hint(Some("drop --device, or run without --userns".into())));
+    }
+    Ok(settings)
 }
 
 /// A `--network-rate-*` value in bits per second.
@@ -341,6 +350,21 @@ fn each<T>(
         .iter()
         .map(|text| parse(text).map_err(|e| value_failure(flag, text, e)))
         .collect()
+}
+
+/// `--userns=auto|keep-id` refused before anything starts where kiln cannot give it: as
+/// an ordinary user, and with `--device`.
+fn refuse_private_userns_where_it_cannot_be(
+    mode: kiln_runtime::UsernsMode,
+) -> Result<kiln_runtime::UsernsMode, Failure> {
+    if mode.is_private() && kiln_runtime::userns::rootless() {
+        return Err(Failure::user(format!(
+            "--userns={mode}: {}",
+            kiln_runtime::container_userns::ROOT_ONLY
+        ))
+        .hint(Some("run it as root, or without --userns".into())));
+    }
+    Ok(mode)
 }
 
 /// `--ulimit nofile=9:8: the soft limit 9 of nofile is above its hard limit 8`, the hint

@@ -596,7 +596,9 @@ fn container_plan(
     let own = container_userns::prepare(spec.userns, &spec.id, &spec.overlay)?;
     if let (Some(own), Some(container)) = (&own, plan.container.as_mut()) {
         if !spec.devices.is_empty() {
-            return Err(RuntimeError::UsernsUnsupported("no --device (not yet)"));
+            return Err(RuntimeError::UsernsUnsupported(
+                "a container with a user namespace of its own cannot have devices yet",
+            ));
         }
         // kiln's /etc files belong to the container's root, as they do without one.
         for (host, _) in etc_file_sources(spec)? {

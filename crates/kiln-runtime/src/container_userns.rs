@@ -34,6 +34,11 @@ use crate::overlay::{Overlay, CONTAINER_ETC_FILES, INIT_MOUNTPOINTS, PLAIN_CHANG
 use crate::sys;
 use crate::userns::IdMap;
 
+/// Why an ordinary user's kiln cannot give a container a user namespace of its own.
+pub const ROOT_ONLY: &str = "a user namespace of the container's own needs root: an ordinary user's containers already run in kiln's user namespace, where root is the user";
+
+const NUL_PATH: &str = "a path of the container's root has a NUL byte";
+
 /// Whose ids a container runs with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -153,9 +158,7 @@ pub(crate) fn prepare(
         return Ok(None);
     }
     if crate::userns::rootless() {
-        return Err(RuntimeError::UsernsUnsupported(
-            "root: an ordinary user's containers already run in kiln's user namespace, where root is the user",
-        ));
+        return Err(RuntimeError::UsernsUnsupported(ROOT_ONLY));
     }
     let (mapping, lease) = match mode {
         UsernsMode::Host => return Ok(None),
@@ -213,9 +216,12 @@ fn detached_root(overlay: &Overlay, mapping: &IdMapping) -> Result<OwnedFd, Runt
         std::path::absolute(&overlay.upper).map_err(RuntimeError::io("resolve", &overlay.upper))?;
     let work =
         std::path::absolute(&overlay.work).map_err(RuntimeError::io("resolve", &overlay.work))?;
-    let parent = upper.parent().filter(|p| Some(*p) == work.parent()).ok_or(
-        RuntimeError::UsernsUnsupported("the upper and work dirs in one directory"),
-    )?;
+    let parent = upper
+        .parent()
+        .filter(|p| Some(*p) == work.parent())
+        .ok_or(RuntimeError::UsernsUnsupported(
+        "a user namespace of the container's own needs its upper and work dirs in one directory",
+    ))?;
     init_layer(parent)?;
     let container_dir = layered(parent)?;
     set(c"lowerdir+", &container_dir.value(Some(INIT_DIR.as_ref()))?)?;
@@ -247,12 +253,12 @@ impl LayerDir {
     fn path(path: &Path) -> Result<LayerDir, RuntimeError> {
         CString::new(path.as_os_str().as_bytes())
             .map(LayerDir::Path)
-            .map_err(|_| RuntimeError::UsernsUnsupported("paths without NUL bytes"))
+            .map_err(|_| RuntimeError::UsernsUnsupported(NUL_PATH))
     }
 
     fn idmapped(path: &Path, ns: &OwnedFd) -> Result<LayerDir, RuntimeError> {
         let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| RuntimeError::UsernsUnsupported("paths without NUL bytes"))?;
+            .map_err(|_| RuntimeError::UsernsUnsupported(NUL_PATH))?;
         let failed = |what: &'static str| {
             move |e| RuntimeError::Setup {
                 stage: what,
@@ -275,8 +281,7 @@ impl LayerDir {
                     bytes.push(b'/');
                     bytes.extend_from_slice(child.as_bytes());
                 }
-                CString::new(bytes)
-                    .map_err(|_| RuntimeError::UsernsUnsupported("paths without NUL bytes"))
+                CString::new(bytes).map_err(|_| RuntimeError::UsernsUnsupported(NUL_PATH))
             }
             LayerDir::Idmapped(fd) => fd_path(fd, child),
         }
@@ -290,7 +295,7 @@ fn fd_path(fd: &OwnedFd, child: Option<&std::ffi::OsStr>) -> Result<CString, Run
         text.push(b'/');
         text.extend_from_slice(child.as_bytes());
     }
-    CString::new(text).map_err(|_| RuntimeError::UsernsUnsupported("paths without NUL bytes"))
+    CString::new(text).map_err(|_| RuntimeError::UsernsUnsupported(NUL_PATH))
 }
 
 /// The name of the dir beside the upper dir that holds a container's init layer.

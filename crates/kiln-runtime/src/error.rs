@@ -132,7 +132,7 @@ pub enum RuntimeError {
     },
     /// A container with a user namespace of its own was asked of a kiln that cannot give
     /// one (an ordinary user's, or a kernel without what it needs).
-    #[error("a user namespace of the container's own needs {0}")]
+    #[error("{0}")]
     UsernsUnsupported(&'static str),
     /// The caller could not give the container its network (see
     /// `start_container_attached`).

@@ -40,7 +40,7 @@ pub fn oci_config(spec: &ContainerSpec) -> Result<oci_spec::runtime::Spec, Runti
     if spec.userns.is_private() {
         // Its root would have to be idmapped, which the bundle's plain rootfs dir is not.
         return Err(RuntimeError::UsernsUnsupported(
-            "kiln run; a bundle runs with the host's ids",
+            "a bundle runs with the host's ids: a user namespace of the container's own is kiln run's",
         ));
     }
     let config = config_json(spec)?;
