@@ -548,3 +548,46 @@ fn an_ordinary_users_kiln_refuses_a_user_namespace_of_the_containers_own() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 }
+
+#[test]
+fn the_config_files_userns_is_the_default_that_the_flag_overrides() {
+    common::require_root!("user namespaces, idmapped mounts");
+    let _slots = some_slots();
+    let env = env_with_image();
+    env.write(
+        "config.yaml",
+        "# hardening for every container\nuserns: auto\n",
+    );
+    let with_config = |args: &[&str]| {
+        let out = env
+            .command()
+            .env("KILN_CONFIG", env.path("config.yaml"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), stdout, text(&out))
+    };
+    let run = ["run", "--rm", "--network", "none"];
+    let cat_map = ["uns:1", "cat", "/proc/self/uid_map"];
+
+    let (code, maps, said) = with_config(&[&run[..], &cat_map[..]].concat());
+    assert_eq!(code, Some(0), "{said}");
+    let map = id_maps(&maps)[0];
+    assert!(map[1] >= POOL_START && map[2] == SLOT_IDS, "{said}");
+
+    let (code, maps, said) = with_config(&[&run[..], &["--userns=host"], &cat_map[..]].concat());
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(id_maps(&maps), vec![[0, 0, u32::MAX]], "{said}");
+
+    // A bundle is a plain rootfs with the host's ids: the default is not for it.
+    let bundle = env.path("bundle");
+    let (code, _, said) = with_config(&["bundle", "uns:1", bundle.to_str().unwrap(), "true"]);
+    assert_eq!(code, Some(0), "{said}");
+
+    env.write("config.yaml", "userns: sideways\n");
+    let (code, _, said) = with_config(&[&run[..], &["uns:1", "true"]].concat());
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("config.yaml:1:9: userns:"), "{said}");
+}

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use kiln_runtime::UsernsMode;
 
 use super::{CmdResult, Failure, Globals, EXIT_NOT_STARTED};
 use std::time::Instant;
@@ -305,19 +306,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         publish,
         publish_all: args.publish_all,
         ignore_limits: args.ignore_limits,
-        userns: args
-            .userns
-            .as_deref()
-            .map(|text| {
-                text.parse().map_err(|e| {
-                    Failure::user(format!("--userns {text}: {e}")).hint(Some(
-                        "--userns=auto gives the container host ids of its own".into(),
-                    ))
-                })
-            })
-            .transpose()?
-            .map(refuse_private_userns_where_it_cannot_be)
-            .transpose()?,
+        userns: userns(args)?,
         rates: kiln_network::Shaping {
             rate_in: rate("--network-rate-in", &args.network_rate_in)?,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
@@ -328,7 +317,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         return Err(Failure::user(
             "--device cannot be given with --userns=auto or keep-id yet (the device node would have to be bound from the host into the container's user namespace)",
         )
-        .hint(Some("drop --device, or run without --userns".into())));
+        .hint(Some("drop --device, or run with --userns=host (which also overrides a config file's userns:)".into())));
     }
     Ok(settings)
 }
@@ -352,19 +341,34 @@ fn each<T>(
         .collect()
 }
 
-/// `--userns=auto|keep-id` refused before anything starts where kiln cannot give it: as
-/// an ordinary user, and with `--device`.
-fn refuse_private_userns_where_it_cannot_be(
-    mode: kiln_runtime::UsernsMode,
-) -> Result<kiln_runtime::UsernsMode, Failure> {
-    if mode.is_private() && kiln_runtime::userns::rootless() {
-        return Err(Failure::user(format!(
-            "--userns={mode}: {}",
-            kiln_runtime::container_userns::ROOT_ONLY
-        ))
-        .hint(Some("run it as root, or without --userns".into())));
+/// `--userns`, else the config file's `userns:`; `None` for the host's ids. An ordinary
+/// user's kiln refuses the flag before anything starts, and passes over the config
+/// file's default: its containers already run in kiln's user namespace.
+fn userns(args: &ContainerArgs) -> Result<Option<UsernsMode>, Failure> {
+    const HINT: &str =
+        "auto gives the container host ids of its own; host (the host's ids) is the default";
+    let rootless = kiln_runtime::userns::rootless();
+    if let Some(text) = args.userns.as_deref() {
+        let mode: UsernsMode = text
+            .parse()
+            .map_err(|e| Failure::user(format!("--userns {text}: {e}")).hint(Some(HINT.into())))?;
+        if mode.is_private() && rootless {
+            return Err(Failure::user(format!(
+                "--userns={mode}: {}",
+                kiln_runtime::container_userns::ROOT_ONLY
+            ))
+            .hint(Some("run it as root, or without --userns".into())));
+        }
+        return Ok(Some(mode));
     }
-    Ok(mode)
+    let Some(given) = super::pull::kiln_config()?.userns else {
+        return Ok(None);
+    };
+    let mode: UsernsMode = given
+        .value
+        .parse()
+        .map_err(|e| Failure::user(given.error("userns", e)).hint(Some(HINT.into())))?;
+    Ok((!rootless).then_some(mode))
 }
 
 /// `--ulimit nofile=9:8: the soft limit 9 of nofile is above its hard limit 8`, the hint
@@ -739,7 +743,12 @@ fn supervise_to_end(
 
 pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {
     let store = globals.store()?;
-    let settings = run_settings(&args.container, &args.command)?;
+    let mut settings = run_settings(&args.container, &args.command)?;
+    if args.container.userns.is_none() {
+        // A bundle's rootfs is a plain dir, with the host's ids: the config file's
+        // `userns:` is a default for what kiln runs itself.
+        settings.userns = None;
+    }
     let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
     // The rootfs is unpacked by a thread that mounts the image's overlay, whose working
     // directory is `/`: a relative DIR would be taken from there.

@@ -4,7 +4,8 @@
 //! (SECURITY.md §3 rule 16, [`super::realm`]), the time limits of registry requests in
 //! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`), and the
 //! bounds on images from elsewhere ([`kiln_store::Bounds`]), which builds and imports obey
-//! as well as pulls; and the default bridge network's subnet.
+//! as well as pulls; the default bridge network's subnet; and whose ids containers run
+//! with by default (`--userns`, root's hardening, Docker's daemon-wide `userns-remap`).
 //!
 //! ```yaml
 //! insecure_registries:
@@ -19,6 +20,7 @@
 //!   document_size: 8m
 //!   layers: 1000
 //! default_subnet: 10.77.0.0/24   # kiln's default bridge network (10.89.0.0/24)
+//! userns: auto       # containers run as root get host ids of their own (default: host)
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
@@ -56,6 +58,8 @@ struct ConfigFile {
     image_limits: ImageLimits,
     /// The default bridge network's subnet (`10.89.0.0/24`), checked by the caller.
     default_subnet: Option<Spanned<String>>,
+    /// `kiln run`'s default `--userns`, checked by the caller.
+    userns: Option<Spanned<String>>,
 }
 
 /// `image_limits:`; each key is a [`Bound::key`].
@@ -114,6 +118,9 @@ pub struct FileConfig {
     /// `default_subnet:`, the default bridge network's subnet as written, with where; the
     /// network code parses it (this crate knows nothing of networks).
     pub default_subnet: Option<Located>,
+    /// `userns:`, `kiln run`'s default `--userns` as written, with where; the caller
+    /// parses it.
+    pub userns: Option<Located>,
 }
 
 /// A value of the config file with its place, for an error the caller finds in it.
@@ -180,12 +187,14 @@ pub fn read(path: &Path) -> Result<FileConfig> {
     if let Some(d) = seconds("retry_time", config.retry_time, true)? {
         out.timeouts.retry_time = d;
     }
-    out.default_subnet = config.default_subnet.map(|subnet| Located {
-        value: subnet.value,
+    let located = |given: Spanned<String>| Located {
+        value: given.value,
         path: path.to_owned(),
-        line: subnet.referenced.line(),
-        column: subnet.referenced.column(),
-    });
+        line: given.referenced.line(),
+        column: given.referenced.column(),
+    };
+    out.default_subnet = config.default_subnet.map(located);
+    out.userns = config.userns.map(located);
     for (bound, value) in config.image_limits.given() {
         let amount = amount(bound, &value.value).map_err(|why| bad(value.referenced, why))?;
         out.bounds
