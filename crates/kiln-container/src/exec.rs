@@ -273,6 +273,7 @@ mod tests {
             publish: vec![],
             rates: Default::default(),
             networks: vec![],
+            userns: Default::default(),
         };
         let made = ExecContext::new(&config, &user, "box");
         let json = serde_json::to_vec(&made).unwrap();
