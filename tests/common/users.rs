@@ -99,20 +99,35 @@ impl TestUser {
         self.command_in(dir, &self.kiln, args)
     }
 
+    /// kiln as this user in its home, for a caller that gives the arguments and stdio
+    /// (a pty); run [`TestUser::kiln`] once before, which waits out a fresh copy's
+    /// `ETXTBSY`.
+    pub fn kiln_command(&self) -> Command {
+        self.command(&self.home, &self.kiln)
+    }
+
     /// `kiln ARGS` as this user in its home.
     pub fn kiln(&self, args: &[&str]) -> Output {
         self.kiln_in(&self.home, args)
     }
 
+    /// `program` to be run as this user in `dir`, with the environment a login gives; the
+    /// caller adds arguments and stdio.
+    pub fn command(&self, dir: &Path, program: &Path) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", &self.name, "--regid", &self.name])
+            .args(["--init-groups", "--reset-env", "--"])
+            .arg(program)
+            .current_dir(dir);
+        command
+    }
+
     /// Any program as this user.
     pub fn command_in(&self, dir: &Path, program: &Path, args: &[&str]) -> Output {
         let run = || {
-            Command::new("setpriv")
-                .args(["--reuid", &self.name, "--regid", &self.name])
-                .args(["--init-groups", "--reset-env", "--"])
-                .arg(program)
+            self.command(dir, program)
                 .args(args)
-                .current_dir(dir)
                 .stdin(Stdio::null())
                 .output()
                 .unwrap()
