@@ -311,21 +311,43 @@ impl Target {
 
 /// Whether `pid` (taken from a state file) is still the container's process: in its
 /// cgroup; for a rootless kiln, which makes no cgroup, in a user namespace other than
-/// the host's, as every container of an ordinary user is and no plain process of theirs.
+/// the host's, as every container of an ordinary user is and no plain process of theirs,
+/// with the container's upper dir under its root (another namespaced process of the
+/// user's that took over the PID has another root).
 fn is_the_container(pid: i32, id: &str) -> bool {
     match crate::userns::rootless() {
         true => {
             let host = fs::metadata("/proc/1/ns/user");
             let theirs = fs::metadata(format!("/proc/{pid}/ns/user"));
-            match (host, theirs) {
+            let namespaced = match (host, theirs) {
                 (Ok(h), Ok(t)) => (h.dev(), h.ino()) != (t.dev(), t.ino()),
                 // The host's init is not ours to look at (hidepid): the process is enough.
                 (Err(_), Ok(_)) => true,
                 _ => false,
-            }
+            };
+            namespaced && root_is_the_containers(pid, id)
         }
         false => in_cgroup(pid, id),
     }
+}
+
+/// Whether the root mount of process `pid` is an overlay whose upper dir is container
+/// `id`'s (`…/containers/ID/upper` in its options). A mountinfo kiln may not read says
+/// nothing against it.
+fn root_is_the_containers(pid: i32, id: &str) -> bool {
+    let Ok(mountinfo) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+        return true;
+    };
+    let upper = "upperdir=";
+    let own = format!("/containers/{id}/upper");
+    mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some("/"))
+        .any(|line| {
+            line.split(',')
+                .filter_map(|option| option.strip_prefix(upper))
+                .any(|dir| dir.ends_with(&own))
+        })
 }
 
 /// Whether `pid` is in the cgroup `kiln-<id>` (in any hierarchy).
@@ -607,4 +629,19 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 /// A connected unix socket pair: (kiln's end, the process's end).
 fn console_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     super::container::console_socket()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_whose_root_is_no_containers_overlay_is_not_the_container() {
+        // The test's own root is the host's (or the test machine's), never an overlay
+        // with a kiln container's upper dir.
+        let me = std::process::id() as i32;
+        assert!(!root_is_the_containers(me, "0123abcd"));
+        // A process kiln may not look at says nothing against it.
+        assert!(root_is_the_containers(i32::MAX, "0123abcd"));
+    }
 }
