@@ -454,6 +454,19 @@ fn an_ordinary_users_network_reaches_out_publishes_ports_and_not_the_hosts_loopb
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     });
     assert_eq!(page.as_deref(), Some("rootless-page"));
+    // The mapping is shown as for root's containers; the default network is pasta's.
+    assert_eq!(
+        assert_ok(&user.kiln(&["port", "web"])),
+        format!("80/tcp -> 127.0.0.1:{port}")
+    );
+    let networks = assert_ok(&user.kiln(&["network", "ls"]));
+    assert!(
+        networks
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["bridge", "bridge", "pasta", "false"]),
+        "{networks}"
+    );
 
     // A service only on the host's loopback is out of reach (pasta forwards nothing of
     // the host into the container, and maps no gateway address to it), while the same

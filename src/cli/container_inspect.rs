@@ -50,7 +50,7 @@ pub(super) fn container_json(dir: &ContainerDir, state: &ContainerState) -> Valu
         "LogPath": if state.detached { dir.log_path().display().to_string() } else { String::new() },
         "HostConfig": host_config,
         "Config": start.as_ref().map(config).unwrap_or(Value::Null),
-        "NetworkSettings": network_settings(dir, state),
+        "NetworkSettings": network_settings(dir, state, on_bridge(&start)),
     })
 }
 
@@ -68,17 +68,30 @@ fn id_mappings(pid: i32) -> Value {
     json!({ "UidMap": read("uid_map"), "GidMap": read("gid_map") })
 }
 
+/// Whether the container's network is the default one (`bridge`, pasta for an ordinary
+/// user).
+fn on_bridge(start: &Option<StartConfig>) -> bool {
+    start
+        .as_ref()
+        .is_some_and(|s| s.spec.process.network == kiln_runtime::NetworkMode::Bridge)
+}
+
 fn start_has_health(start: &Option<StartConfig>) -> bool {
     start.as_ref().is_some_and(|s| s.health.is_some())
 }
 
 /// The address, gateway and MAC of its last run on the bridge, and the ports it
 /// publishes while it runs (docker's `Ports` is empty for a container that does not).
-fn network_settings(dir: &ContainerDir, state: &ContainerState) -> Value {
-    let Some(net) = kiln_container::network::NetworkRecord::read(dir) else {
-        return Value::Null;
-    };
+fn network_settings(dir: &ContainerDir, state: &ContainerState, on_bridge: bool) -> Value {
     let ports = super::port::inspect_ports(&super::port::published(dir, state));
+    let Some(net) = kiln_container::network::NetworkRecord::read(dir) else {
+        // An ordinary user's default network: pasta gives the container the host's
+        // addresses, which kiln does not record.
+        return match on_bridge && kiln_container::rootless_network::uses_pasta() {
+            true => json!({ "Ports": ports, "Networks": { "bridge": { "Driver": "pasta" } } }),
+            false => Value::Null,
+        };
+    };
     // Every network of the last run, by name (docker's `NetworkSettings.Networks`).
     let networks: serde_json::Map<String, Value> =
         kiln_container::network::NetworkRecord::read_all(dir)

@@ -166,9 +166,16 @@ fn ls_rows(store: &Store) -> Result<Vec<Row>, Failure> {
         subnet,
         internal: false,
     };
-    let default = kiln_container::network::default_subnet().to_string();
+    // An ordinary user's `bridge` is pasta, with the host's addresses, not kiln's subnet.
+    let (driver, subnet) = match kiln_container::rootless_network::uses_pasta() {
+        true => ("pasta", String::new()),
+        false => (
+            "bridge",
+            kiln_container::network::default_subnet().to_string(),
+        ),
+    };
     let mut rows = vec![
-        builtin("bridge", "bridge", default),
+        builtin("bridge", driver, subnet),
         builtin("host", "host", String::new()),
         builtin("none", "null", String::new()),
     ];

@@ -83,9 +83,10 @@ pub(super) fn published(dir: &ContainerDir, state: &ContainerState) -> Vec<PortM
     if !matches!(dir.status(state), Status::Running { .. }) {
         return Vec::new();
     }
-    let mut ports = kiln_container::network::NetworkRecord::read(dir)
-        .map(|net| net.ports)
-        .unwrap_or_default();
+    let mut ports = match kiln_container::network::NetworkRecord::read(dir) {
+        Some(net) => net.ports,
+        None => kiln_container::rootless_network::published_ports(&dir.path),
+    };
     ports.sort_by_key(|p| {
         (
             p.container_port,

@@ -313,12 +313,6 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
         },
         networks: named.into_iter().collect(),
     };
-    if settings.userns.is_some_and(|m| m.is_private()) && !settings.devices.is_empty() {
-        return Err(Failure::user(
-            "--device cannot be given with --userns=auto or keep-id yet (the device node would have to be bound from the host into the container's user namespace)",
-        )
-        .hint(Some("drop --device, or run with --userns=host (which also overrides a config file's userns:)".into())));
-    }
     Ok(settings)
 }
 

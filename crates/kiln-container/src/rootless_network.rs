@@ -53,6 +53,12 @@ pub fn attach_pasta(
     let anchor = dir.join("netns");
     bind_netns(pid, &anchor)
         .map_err(|e| format!("bind the network namespace on {}: {e}", anchor.display()))?;
+    // What `kiln port`, `ps` and `inspect` show while it runs (pasta keeps no record).
+    let record = dir.join(PORTS_FILE);
+    serde_json::to_vec(ports)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&record, json))
+        .map_err(|e| format!("write {}: {e}", record.display()))?;
     let options = PastaOptions {
         ports: ports.to_vec(),
         pid_file: dir.join("pasta.pid"),
@@ -68,6 +74,17 @@ pub fn attach_pasta(
             })
         }
     }
+}
+
+/// The file in a container's dir naming the ports its pasta publishes.
+const PORTS_FILE: &str = "pasta-ports.json";
+
+/// The ports the container's pasta publishes (its last run's; empty without a record).
+pub fn published_ports(dir: &Path) -> Vec<PortMapping> {
+    std::fs::read(dir.join(PORTS_FILE))
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_default()
 }
 
 fn bind_netns(pid: i32, anchor: &Path) -> nix::Result<()> {

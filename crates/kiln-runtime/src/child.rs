@@ -257,7 +257,7 @@ impl Child<'_> {
             .map_err(from_stage)?;
         if let Some(c) = &plan.container {
             // In the fresh /dev and /proc, before masks and the read-only /proc/sys.
-            host_devices::make_all(root.as_fd(), &c.devices)?;
+            host_devices::make_all(root.as_fd(), &c.devices, FIRST_FREE_FD)?;
             sysctls::write_all(root.as_fd(), &c.sysctls)?;
         }
         for (i, (host, rel)) in plan.etc_binds.iter().enumerate() {

@@ -595,11 +595,13 @@ fn container_plan(
     // After `build`: the upper dir has its root's owner and mode by now.
     let own = container_userns::prepare(spec.userns, &spec.id, &spec.overlay)?;
     if let (Some(own), Some(container)) = (&own, plan.container.as_mut()) {
-        if !spec.devices.is_empty() {
-            return Err(RuntimeError::UsernsUnsupported(
-                "a container with a user namespace of its own cannot have devices yet",
-            ));
-        }
+        let mapping = own.mapping;
+        let devices = host_devices::make_for_user_namespace(
+            &mut container.devices,
+            container.trees.len(),
+            |id, is_uid| mapping.host_id(id, is_uid),
+        )?;
+        container.trees.extend(devices);
         // kiln's /etc files belong to the container's root, as they do without one.
         for (host, _) in etc_file_sources(spec)? {
             std::os::unix::fs::lchown(

@@ -131,6 +131,13 @@ impl IdMapping {
         [self.uids, self.gids].map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
     }
 
+    /// The host id of the namespace's uid (`is_uid`) or gid `id`, if it maps it.
+    pub(crate) fn host_id(&self, id: u32, is_uid: bool) -> Option<u32> {
+        let map = if is_uid { self.uids } else { self.gids };
+        let offset = id.checked_sub(map.inside)?;
+        (offset < map.count).then(|| map.outside.wrapping_add(offset))
+    }
+
     /// Whether gid 5 (tty, which devpts may own ptys by) exists in the namespace.
     pub(crate) fn has_tty_group(&self) -> bool {
         self.gids.count > 5

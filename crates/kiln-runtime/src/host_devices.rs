@@ -14,7 +14,7 @@
 //! allocation-free child, on paths prepared by [`prepare`].
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -225,6 +225,10 @@ pub(crate) struct PreparedDevice {
     dev: libc::dev_t,
     uid: u32,
     gid: u32,
+    /// For a container with a user namespace of its own, which cannot make a usable node:
+    /// the index among the child's kept fds of the node the parent made
+    /// ([`make_for_user_namespace`]), bound on an empty file instead.
+    pub tree: Option<usize>,
 }
 
 /// The nodes as the child makes them; a path given twice is an error.
@@ -252,14 +256,77 @@ pub(crate) fn prepare(nodes: &[DeviceNode]) -> Result<Vec<PreparedDevice>, Runti
             dev: libc::makedev(node.major, node.minor),
             uid: node.uid,
             gid: node.gid,
+            tree: None,
         });
     }
     Ok(out)
 }
 
-/// Makes every node in the container's `/dev` (the tmpfs mounted at `dev` in `root`).
+/// For a container with a user namespace of its own: makes each node in a tmpfs of the
+/// host's user namespace (a tmpfs mounted in the container's is `nodev` whatever kiln
+/// asks), its owner the container's view of the host node's (`to_host` maps an id,
+/// `None` for one the namespace lacks, which keeps the host's), and returns a detached
+/// mount of each node, for the child to bind in its `/dev`; records the fd index each
+/// gets from `first_index` on.
+pub(crate) fn make_for_user_namespace(
+    devices: &mut [PreparedDevice],
+    first_index: usize,
+    to_host: impl Fn(u32, bool) -> Option<u32>,
+) -> Result<Vec<OwnedFd>, RuntimeError> {
+    if devices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fail = |path: &str| {
+        let path = path.to_owned();
+        move |e: Errno| RuntimeError::Setup {
+            stage: Stage::MakeDevice.name(),
+            target: Some(path.clone()),
+            errno: nix::errno::Errno::from_raw(e),
+        }
+    };
+    let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
+    let holder = sys::new_mount(c"tmpfs", &[(c"mode", Some(c"0700"))], attrs)
+        .map_err(fail("a tmpfs for the device nodes"))?;
+    let mut trees = Vec::with_capacity(devices.len());
+    for (i, device) in devices.iter_mut().enumerate() {
+        let name = c_string(&format!("d{i}"), "device")?;
+        let made = &device.path;
+        // SAFETY: the name is NUL-terminated; `holder` is a directory (mount) fd.
+        let ret =
+            unsafe { libc::mknodat(holder.as_raw_fd(), name.as_ptr(), device.mode, device.dev) };
+        sys::check(ret as libc::c_long).map_err(fail(made))?;
+        // The mode exactly, whatever kiln's umask took from it (the child has none).
+        // SAFETY: as above; the name is the node just made.
+        let ret =
+            unsafe { libc::fchmodat(holder.as_raw_fd(), name.as_ptr(), device.mode & 0o7777, 0) };
+        sys::check(ret as libc::c_long).map_err(fail(made))?;
+        let uid = to_host(device.uid, true).unwrap_or(device.uid);
+        let gid = to_host(device.gid, false).unwrap_or(device.gid);
+        // SAFETY: as above; the node was just made, and no symlink is followed.
+        let ret = unsafe {
+            libc::fchownat(
+                holder.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        sys::check(ret as libc::c_long).map_err(fail(made))?;
+        trees.push(sys::clone_tree(holder.as_raw_fd(), &name, false).map_err(fail(made))?);
+        device.tree = Some(first_index + i);
+    }
+    Ok(trees)
+}
+
+/// Makes every node in the container's `/dev` (the tmpfs mounted at `dev` in `root`), or
+/// binds the one the parent made on an empty file (kept fd `first_tree_fd` + its index).
 /// Runs in the clone child, before `pivot_root`.
-pub(crate) fn make_all(root: BorrowedFd, devices: &[PreparedDevice]) -> Result<(), Report> {
+pub(crate) fn make_all(
+    root: BorrowedFd,
+    devices: &[PreparedDevice],
+    first_tree_fd: RawFd,
+) -> Result<(), Report> {
     if devices.is_empty() {
         return Ok(());
     }
@@ -272,12 +339,12 @@ pub(crate) fn make_all(root: BorrowedFd, devices: &[PreparedDevice]) -> Result<(
     };
     let dev = sys::open_in_root(root, c"dev", libc::O_DIRECTORY).map_err(fail(0))?;
     for (i, device) in devices.iter().enumerate() {
-        make_one(dev.as_fd(), device).map_err(fail(i))?;
+        make_one(dev.as_fd(), device, first_tree_fd).map_err(fail(i))?;
     }
     Ok(())
 }
 
-fn make_one(dev: BorrowedFd, device: &PreparedDevice) -> Result<(), Errno> {
+fn make_one(dev: BorrowedFd, device: &PreparedDevice, first_tree_fd: RawFd) -> Result<(), Errno> {
     let mut parent: Option<OwnedFd> = None;
     for dir in &device.dirs {
         let at = parent.as_ref().map_or(dev, |p| p.as_fd());
@@ -292,6 +359,12 @@ fn make_one(dev: BorrowedFd, device: &PreparedDevice) -> Result<(), Errno> {
         )?);
     }
     let at = parent.as_ref().map_or(dev, |p| p.as_fd());
+    if let Some(index) = device.tree {
+        let file = sys::create_new_at(at, &device.name, libc::O_RDONLY, 0o600)?;
+        // SAFETY: the fd is one the child keeps open through its setup.
+        let node = unsafe { BorrowedFd::borrow_raw(first_tree_fd + index as RawFd) };
+        return sys::attach_borrowed(node, file.as_fd());
+    }
     // SAFETY: the name is NUL-terminated; `at` is a directory fd.
     let made = unsafe {
         libc::mknodat(
