@@ -491,10 +491,32 @@ fn an_ordinary_users_network_reaches_out_publishes_ports_and_not_the_hosts_loopb
         "timeout 2 wget -qO- http://127.0.0.1:{secret_port}/ || timeout 2 wget -qO- http://$(ip route | awk '/default/ {{print $3}}'):{secret_port}/ || echo unreachable; timeout 5 wget -qO- {url}"
     );
     let said = assert_ok(&run(&["sh", "-c", &probe]));
-    drop(secret);
     assert_eq!(
         said.lines().collect::<Vec<_>>(),
         ["unreachable", "outside-page"]
+    );
+    // The same from a build step, which gets its own pasta the same way.
+    let spec = format!(
+        "{}  - run: |\n      ({probe}) 2>/dev/null > /probed\n",
+        SPEC.replace("image: rl:1", "image: rl:probe")
+    );
+    let probe_app = shared_dir(&env, "probe");
+    std::fs::write(probe_app.join("kiln.yaml"), spec).unwrap();
+    assert_ok(&user.kiln_in(&probe_app, &["build"]));
+    drop(secret);
+    let probed = assert_ok(&user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "rl:probe",
+        "cat",
+        "/probed",
+    ]));
+    assert_eq!(
+        probed.lines().collect::<Vec<_>>(),
+        ["unreachable", "outside-page"],
+        "{probed}"
     );
 
     // A runner killed outright leaves its pasta (Debian 12's outlives the namespace,
