@@ -43,6 +43,11 @@ fn project(env: &Env, spec: &str) -> std::path::PathBuf {
     app
 }
 
+/// `kiln run --rm --network none ARGS` as `user`.
+fn run_none(user: &TestUser, args: &[&str]) -> std::process::Output {
+    user.kiln(&[&["run", "--rm", "--network", "none"], args].concat())
+}
+
 /// The test's env and an ordinary user with subordinate ids who built [`SPEC`].
 fn user_with_image() -> (Env, TestUser) {
     let env = Env::new();
@@ -133,17 +138,9 @@ fn without_subordinate_ids_only_the_users_own_id_exists() {
     let simple = SPEC.replace(" && chown 1000:1000 /data/f", "");
     std::fs::write(app.join("kiln.yaml"), simple).unwrap();
     assert_ok(&user.kiln_in(&app, &["build"]));
-    let id = assert_ok(&user.kiln(&["run", "--rm", "--network", "none", "rl:1", "id", "-u"]));
+    let id = assert_ok(&run_none(&user, &["rl:1", "id", "-u"]));
     assert_eq!(id, "0");
-    let map = assert_ok(&user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "rl:1",
-        "cat",
-        "/proc/self/uid_map",
-    ]));
+    let map = assert_ok(&run_none(&user, &["rl:1", "cat", "/proc/self/uid_map"]));
     assert_eq!(
         map.split_whitespace().collect::<Vec<_>>(),
         ["0", &user.uid.to_string(), "1"]
@@ -155,16 +152,7 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
     common::require_root!("useradd, user namespaces");
     let (_env, user) = user_with_image();
 
-    let out = user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--memory",
-        "64m",
-        "rl:1",
-        "true",
-    ]);
+    let out = run_none(&user, &["--memory", "64m", "rl:1", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("cannot apply the memory limit"), "{said}");
@@ -173,20 +161,19 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
         "{said}"
     );
 
-    let out = user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--memory",
-        "64m",
-        "--pids-limit",
-        "50",
-        "--ignore-limits",
-        "rl:1",
-        "echo",
-        "ran",
-    ]);
+    let out = run_none(
+        &user,
+        &[
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "50",
+            "--ignore-limits",
+            "rl:1",
+            "echo",
+            "ran",
+        ],
+    );
     assert_eq!(assert_ok(&out), "ran");
     assert!(
         text(&out).contains("running without the memory, pids limits"),
@@ -202,23 +189,11 @@ fn a_limit_an_ordinary_user_cannot_apply_is_an_error_unless_ignored() {
         text(&out)
     );
     // A device would need a node made and a cgroup rule: said plainly, not as a limit.
-    let out = user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--device",
-        "/dev/null:/dev/x",
-        "rl:1",
-        "true",
-    ]);
+    let out = run_none(&user, &["--device", "/dev/null:/dev/x", "rl:1", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("devices need root"), "{}", text(&out));
     // Without limits nothing is asked of cgroups.
-    assert_eq!(
-        assert_ok(&user.kiln(&["run", "--rm", "--network", "none", "rl:1", "echo", "ok"])),
-        "ok"
-    );
+    assert_eq!(assert_ok(&run_none(&user, &["rl:1", "echo", "ok"])), "ok");
 }
 
 #[test]
@@ -337,16 +312,7 @@ fn an_id_above_65535_is_refused_with_the_reason() {
     common::require_root!("useradd, user namespaces");
     let (_env, user) = user_with_image();
 
-    let out = user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-u",
-        "70000",
-        "rl:1",
-        "id",
-    ]);
+    let out = run_none(&user, &["-u", "70000", "rl:1", "id"]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{said}");
     assert!(said.contains("Invalid argument"), "{said}");
@@ -504,15 +470,7 @@ fn an_ordinary_users_network_reaches_out_publishes_ports_and_not_the_hosts_loopb
     std::fs::write(probe_app.join("kiln.yaml"), spec).unwrap();
     assert_ok(&user.kiln_in(&probe_app, &["build"]));
     drop(secret);
-    let probed = assert_ok(&user.kiln(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "rl:probe",
-        "cat",
-        "/probed",
-    ]));
+    let probed = assert_ok(&run_none(&user, &["rl:probe", "cat", "/probed"]));
     assert_eq!(
         probed.lines().collect::<Vec<_>>(),
         ["unreachable", "outside-page"],
