@@ -323,6 +323,47 @@ fn an_id_above_65535_is_refused_with_the_reason() {
 }
 
 #[test]
+fn an_ordinary_users_login_is_kept_in_their_own_docker_config() {
+    common::require_root!("useradd, user namespaces");
+    let (_env, user) = user_with_image();
+    let server = registry_mock::Server::start(registry_mock::Config {
+        auth: registry_mock::AuthMode::Basic,
+        users: vec![registry_mock::User::new("alice", "s3cret")],
+        anonymous_pull: false,
+        ..registry_mock::Config::default()
+    })
+    .unwrap();
+    let host = server.host();
+    assert_ok(&user.kiln(&["--version"]));
+    let mut login = user
+        .kiln_command()
+        .args(["login", &host, "-u", "alice", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut login.stdin.take().unwrap(), b"s3cret\n").unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert_ok(&out);
+
+    // In the user's own ~/.docker/config.json, theirs and private, as docker keeps it.
+    let config = user.home.join(".docker/config.json");
+    let meta = std::fs::metadata(&config).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.uid(), user.uid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&config).unwrap().contains(&host));
+
+    // The push (in kiln's user namespace) finds them there.
+    let target = format!("{host}/team/rl:1");
+    assert_ok(&user.kiln(&["push", "rl:1", &target]));
+    assert!(server.tag_digest("team/rl", "1").is_some());
+    assert_ok(&user.kiln(&["logout", &host]));
+    assert!(!std::fs::read_to_string(&config).unwrap().contains(&host));
+}
+
+#[test]
 fn an_ordinary_user_pushes_and_pulls() {
     common::require_root!("useradd, user namespaces");
     let env = Env::new();
