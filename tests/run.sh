@@ -31,6 +31,9 @@ declare -A peers=(
     [curl]=curl                  # fetches through kiln-network's NAT and ports
     [iperf3]=iperf3              # measures --network-rate-in/-out (tests/ports.rs)
     [pasta]=passt                # the network without root (kiln-network's pasta tests)
+    [zsh]=zsh                    # checks kiln's zsh completions
+    [fish]=fish                  # checks kiln's fish completions
+    [man]=man-db                 # renders kiln's man pages
 )
 missing=()
 for cmd in "${!peers[@]}"; do

@@ -30,6 +30,7 @@ mod pull;
 mod push;
 mod rootless;
 mod run;
+mod shell;
 mod signals;
 mod start;
 mod stats;
@@ -139,6 +140,8 @@ enum Command {
     NetworkDns(network::NetworkDnsArgs),
     Fsck(housekeeping::FsckArgs),
     Check(check::CheckArgs),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
 }
@@ -402,6 +405,8 @@ pub fn main() -> i32 {
         Command::NetworkDns(a) => network::network_dns(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
         Command::Check(a) => check::check(&globals, a),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
         Command::Debug(c) => debug::run(c),
     };
     warn_of_device_placeholders();

@@ -26,6 +26,8 @@ fn stays_outside(command: &Command) -> bool {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Check(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     )
 }
 
