@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::output::human_size;
+use super::output::{created_ago, human_size};
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
 use kiln_store::{Digest, Reference, Store, Tagged};
@@ -57,35 +57,93 @@ pub struct TagArgs {
     target: String,
 }
 
-fn find(store: &Store, name: &str) -> Result<Tagged, Failure> {
+pub(super) fn find(store: &Store, name: &str) -> Result<Tagged, Failure> {
     store.find(name)?.ok_or_else(|| {
         Failure::user(format!("no such image: {name}"))
             .hint(Some("`kiln images` lists the images in the store".into()))
     })
 }
 
+/// One row of `kiln images`.
+struct ImageRow {
+    reference: Reference,
+    digest: Digest,
+    /// docker's SIZE: the bytes of the image's files, unpacked.
+    size: u64,
+    /// What it takes in blobs (and on a registry): layers compressed, and the config.
+    compressed: u64,
+    created: Option<String>,
+}
+
+impl ImageRow {
+    fn new(store: &Store, tagged: Tagged, sizes: &mut LayerSizes) -> Result<ImageRow, Failure> {
+        let digest = Digest::try_from(&tagged.manifest)?;
+        let image = Image::load(store, &digest).ok();
+        let mut size = 0;
+        for diff_id in image.iter().flat_map(|i| &i.config.rootfs.diff_ids) {
+            size += sizes.of(store, diff_id)?;
+        }
+        Ok(ImageRow {
+            reference: tagged.reference,
+            compressed: image.as_ref().map_or(0, Image::size),
+            created: image.and_then(|i| i.config.created),
+            digest,
+            size,
+        })
+    }
+}
+
+/// Unpacked layer sizes, each layer walked once however many images share it.
+#[derive(Default)]
+pub(super) struct LayerSizes(std::collections::HashMap<String, u64>);
+
+impl LayerSizes {
+    pub(super) fn of(&mut self, store: &Store, diff_id: &Digest) -> Result<u64, Failure> {
+        let key = diff_id.to_string();
+        if let Some(size) = self.0.get(&key) {
+            return Ok(*size);
+        }
+        // A layer dir a gc removed meanwhile holds nothing.
+        let size = match store.has_layer(diff_id) {
+            true => store.layer_size(diff_id)?,
+            false => 0,
+        };
+        self.0.insert(key, size);
+        Ok(size)
+    }
+}
+
 pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
     let store = globals.store()?;
-    let mut rows = Vec::new();
-    for t in store.tags()? {
-        let digest = Digest::try_from(&t.manifest)?;
-        let size = Image::load(&store, &digest).map(|i| i.size()).unwrap_or(0);
-        rows.push((t.reference, digest, size));
-    }
     if globals.quiet && !args.json {
         // docker's `images -q`: each image's ID once, whatever its number of tags.
         let mut seen = std::collections::HashSet::new();
-        for (_, digest, _) in &rows {
-            if seen.insert(digest.short()) {
-                println!("{}", digest.short());
+        for t in store.tags()? {
+            let short = Digest::try_from(&t.manifest)?.short().to_owned();
+            if seen.insert(short.clone()) {
+                println!("{short}");
             }
         }
         return Ok(0);
     }
+    let mut sizes = LayerSizes::default();
+    let rows = store
+        .tags()?
+        .into_iter()
+        .map(|t| ImageRow::new(&store, t, &mut sizes))
+        .collect::<Result<Vec<_>, _>>()?;
     if args.json {
         let json: Vec<_> = rows
             .iter()
-            .map(|(r, d, s)| serde_json::json!({ "name": r.to_string(), "digest": d.to_string(), "size": s }))
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.reference.to_string(),
+                    "digest": r.digest.to_string(),
+                    "created": r.created,
+                    "size": r.size,
+                    "compressed_size": r.compressed,
+                })
+            })
             .collect();
         println!(
             "{}",
@@ -94,17 +152,18 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<40} {:<16} {:<14} {:>10}",
-        "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
+        "{:<40} {:<16} {:<14} {:<16} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
     );
-    for (r, d, s) in rows {
-        let repo = format!("{}/{}", r.domain, r.path);
+    for r in rows {
+        let repo = format!("{}/{}", r.reference.domain, r.reference.path);
         println!(
-            "{:<40} {:<16} {:<14} {:>10}",
+            "{:<40} {:<16} {:<14} {:<16} {:>10}",
             repo,
-            r.tag.as_deref().unwrap_or("<none>"),
-            d.short(),
-            human_size(s)
+            r.reference.tag.as_deref().unwrap_or("<none>"),
+            r.digest.short(),
+            created_ago(r.created.as_deref()),
+            human_size(r.size)
         );
     }
     Ok(0)

@@ -14,6 +14,7 @@ mod debug_log;
 mod detach;
 mod env_args;
 mod exec;
+mod history;
 mod housekeeping;
 mod images;
 mod import;
@@ -100,6 +101,7 @@ enum Command {
     Build(Box<build::BuildArgs>),
     Images(images::ImagesArgs),
     Inspect(images::InspectArgs),
+    History(history::HistoryArgs),
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
@@ -372,6 +374,7 @@ pub fn main() -> i32 {
         Command::Build(a) => build::run(&globals, *a),
         Command::Images(a) => images::images(&globals, a),
         Command::Inspect(a) => images::inspect(&globals, a),
+        Command::History(a) => history::history(&globals, a),
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),

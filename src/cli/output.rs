@@ -35,6 +35,19 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// `3 hours ago` for an RFC 3339 time (an image's `created`), as docker shows CREATED;
+/// `N/A` when there is none or it does not parse.
+pub fn created_ago(rfc3339: Option<&str>) -> String {
+    let Some(when) = rfc3339.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
+        return "N/A".into();
+    };
+    let age = std::time::SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default()
+        .as_secs();
+    format!("{} ago", super::containers::human_duration(age))
+}
+
 /// `64 MiB`, for limits given in powers of 1024.
 pub fn human_binary_size(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -69,6 +69,32 @@ pub(super) fn remove_tree(dir: &Path) -> Result<()> {
     }
 }
 
+/// The bytes the files below `dir` hold: regular files' lengths (a hard-linked file
+/// once) and symlinks' target lengths. Never follows a symlink.
+pub(super) fn apparent_size(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut linked = std::collections::HashSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).map_err(StoreError::io("read", &dir))? {
+            let entry = entry.map_err(StoreError::io("read", &dir))?;
+            let meta = entry
+                .metadata()
+                .map_err(StoreError::io("stat", &entry.path()))?;
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_symlink()
+                || (kind.is_file() && (meta.nlink() == 1 || linked.insert(meta.ino())))
+            {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Replaces `target` with `bytes` atomically: temp file, fsync, rename, fsync dir.
 pub(super) fn write_atomic(store: &Store, target: &Path, bytes: &[u8]) -> Result<()> {
     replace_file(store, target, bytes, true)?;

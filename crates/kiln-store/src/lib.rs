@@ -179,6 +179,13 @@ impl Store {
         self.layers_dir().join(Self::layer_name(diff_id))
     }
 
+    /// The bytes a layer's files hold, as docker counts an image's SIZE: every regular
+    /// file's length once (hard links once) and every symlink's target; dirs and special
+    /// files count nothing. Walks the unpacked layer dir (no record of it is kept).
+    pub fn layer_size(&self, diff_id: &Digest) -> Result<u64> {
+        fsutil::apparent_size(&self.layer_dir(diff_id))
+    }
+
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
         self.layer_dir(diff_id).is_dir()
     }

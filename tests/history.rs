@@ -1,0 +1,124 @@
+//! `kiln history` and the CREATED and SIZE columns of `kiln images` (issue 17, section 1),
+//! as a docker user reads them: steps newest first with the size of what each made, an
+//! image's SIZE as the bytes of its files (docker's meaning), the compressed size in JSON.
+
+mod common;
+
+use common::containers::busybox_image;
+use common::Env;
+
+/// A spec on the busybox image whose first step writes 100,000 bytes of zeros, then a
+/// small step, then one whose text is longer than the table shows.
+const SPEC: &str = r#"
+image: hist:1
+from: bb
+steps:
+  - run: head -c 100000 /dev/zero > /zeros
+    network: none
+  - run: echo small > /small
+    network: none
+  - run: echo this step has a rather long text that docker would cut in its table > /long
+    network: none
+"#;
+
+fn built(env: &Env) {
+    common::require_root!("namespaces, overlayfs");
+    busybox_image(env);
+    env.write("app/kiln.yaml", SPEC);
+    env.kiln_ok(&["build", env.path("app").to_str().unwrap()]);
+}
+
+#[test]
+fn history_lists_the_steps_newest_first_with_what_each_made() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    built(&env);
+    let table = env.kiln_ok(&["history", "hist:1"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("IMAGE") && lines[0].contains("CREATED BY"),
+        "{table}"
+    );
+    // The image's ID on the newest step, <missing> below, as docker shows it.
+    let id = env.kiln_ok(&["images", "-q"]);
+    let id = id
+        .lines()
+        .find(|i| lines[1].starts_with(i))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        lines[2..].iter().all(|l| l.starts_with("<missing>")),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("run: echo this step has a rather long text t…"),
+        "{table}"
+    );
+    assert!(
+        lines[3].contains("run: head -c 100000 /dev/zero > /zeros"),
+        "{table}"
+    );
+    assert!(lines[3].contains("100.0 kB"), "{table}");
+    assert!(lines.last().unwrap().contains("kiln import bb"), "{table}");
+    assert_eq!(lines.len(), 1 + 4, "{table}");
+
+    let whole = env.kiln_ok(&["history", "--no-trunc", id]);
+    assert!(whole.contains("would cut in its table > /long"), "{whole}");
+    let quiet = env.kiln_ok(&["-q", "history", "hist:1"]);
+    assert_eq!(quiet.lines().next(), Some(id), "{quiet}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["history", "--json", "hist:1"])).unwrap();
+    let zeros = &json[2];
+    assert_eq!(
+        zeros["created_by"],
+        "run: head -c 100000 /dev/zero > /zeros"
+    );
+    assert_eq!(zeros["size"], 100_000);
+    let compressed = zeros["compressed_size"].as_u64().unwrap();
+    assert!(
+        compressed > 0 && compressed < 10_000,
+        "zeros compress: {zeros}"
+    );
+    assert!(zeros["diff_id"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn images_shows_when_an_image_was_made_and_the_bytes_of_its_files() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    built(&env);
+    let table = env.kiln_ok(&["images"]);
+    let header = table.lines().next().unwrap();
+    for column in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(column), "{table}");
+    }
+    // Builds are reproducible: created is SOURCE_DATE_EPOCH's default, the epoch.
+    let row = table.lines().find(|l| l.contains("/hist ")).unwrap();
+    assert!(row.contains(" years ago "), "{row}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["images", "--json"])).unwrap();
+    let image = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str().unwrap().ends_with("/hist:1"))
+        .unwrap();
+    assert_eq!(image["created"], "1970-01-01T00:00:00Z");
+    // SIZE is docker's: what the image's files hold, every layer's, unpacked.
+    let history: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["history", "--json", "hist:1"])).unwrap();
+    let layers: u64 = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(image["size"].as_u64(), Some(layers));
+    assert!(layers > 100_000);
+    // The compressed size (blobs and config) is below it: the zeros and busybox compress.
+    assert!(
+        image["compressed_size"].as_u64().unwrap() < layers,
+        "{image}"
+    );
+}
