@@ -21,7 +21,7 @@ pub struct ImagesArgs {
 #[derive(Args, Debug)]
 #[command(
     about = "Show a container's state and settings, or an image's manifest and config, as JSON",
-    after_help = "A name that is both a container's and an image's shows the container, unless --type image.\n\nExamples:\n  kiln inspect hello\n  kiln inspect hello:latest | jq .config.config.Entrypoint\n  kiln inspect web | jq .State.Health.Status"
+    after_help = "A name that is both a container's and an image's shows the container, unless --type image.\n\nExamples:\n  kiln inspect hello\n  kiln inspect hello:latest | jq .config.config.Entrypoint\n  kiln inspect -f '{{.State.Health.Status}}' web\n  kiln inspect -f '{{json .config.config.Env}}' hello"
 )]
 pub struct InspectArgs {
     /// Container name or ID, or image name or ID
@@ -29,9 +29,13 @@ pub struct InspectArgs {
     /// Only look for a container or only for an image
     #[arg(long = "type", value_parser = ["container", "image"])]
     kind: Option<String>,
-    /// Accepted for docker compatibility; inspect always prints JSON
+    /// Accepted for docker compatibility; inspect prints JSON unless --format is given
     #[arg(long)]
     json: bool,
+    /// Print only what a Go-style template picks out, e.g. '{{.State.Pid}}' or
+    /// '{{json .Config.Env}}' (fields, json, index and | as in docker's)
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -178,11 +182,7 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
         };
         if let Some((dir, state)) = container {
             let json = super::container_inspect::container_json(&dir, &state);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).expect("JSON values serialise")
-            );
-            return Ok(0);
+            return print_document(&json, args.format.as_deref());
         }
     }
     let tagged = find(&store, &args.image)?;
@@ -202,10 +202,26 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
         "config_digest": img.config_digest.to_string(),
         "config": img.config,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).expect("JSON values serialise")
-    );
+    print_document(&json, args.format.as_deref())
+}
+
+/// An inspect document: pretty JSON, or what `format` picks out of it.
+fn print_document(document: &serde_json::Value, format: Option<&str>) -> CmdResult {
+    match format {
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(document).expect("JSON values serialise")
+        ),
+        Some(template) => {
+            let text = super::template::render(template, document).map_err(|e| {
+                Failure::user(format!("--format: {e}")).hint(Some(
+                    "fields as {{.State.Pid}}, and json, index and | as in docker's templates"
+                        .into(),
+                ))
+            })?;
+            println!("{text}");
+        }
+    }
     Ok(0)
 }
 

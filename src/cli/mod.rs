@@ -35,6 +35,7 @@ mod shell;
 mod signals;
 mod start;
 mod stats;
+mod template;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
-//! `kiln history` and the CREATED and SIZE columns of `kiln images` (issue 17, section 1),
-//! as a docker user reads them: steps newest first with the size of what each made, an
-//! image's SIZE as the bytes of its files (docker's meaning), the compressed size in JSON.
+//! What kiln tells of images and containers for people and scripts (issue 17, section 1),
+//! as a docker user reads it: `kiln history` (steps newest first with the size of what
+//! each made), the CREATED and SIZE columns of `kiln images` (SIZE as the bytes of the
+//! files, docker's meaning; the compressed size in JSON), and `inspect --format`.
 
 mod common;
 
@@ -120,5 +121,61 @@ fn images_shows_when_an_image_was_made_and_the_bytes_of_its_files() {
     assert!(
         image["compressed_size"].as_u64().unwrap() < layers,
         "{image}"
+    );
+}
+
+#[test]
+fn inspect_format_picks_out_what_a_script_needs() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    built(&env);
+    let full: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["inspect", "hist:1"])).unwrap();
+    let picked = env.kiln_ok(&[
+        "inspect",
+        "--format",
+        "{{.digest}} {{index .config.rootfs.diff_ids 0}} {{json .names}}",
+        "hist:1",
+    ]);
+    let expected = format!(
+        "{} {} {}",
+        full["digest"].as_str().unwrap(),
+        full["config"]["rootfs"]["diff_ids"][0].as_str().unwrap(),
+        serde_json::to_string(&full["names"]).unwrap()
+    );
+    assert_eq!(picked, expected);
+
+    // A container's, as `docker inspect -f` is used on one.
+    env.kiln_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fmt",
+        "--network",
+        "none",
+        "hist:1",
+        "sleep",
+        "60",
+    ]);
+    let pid = env.kiln_ok(&["inspect", "-f", "{{.State.Pid}}", "fmt"]);
+    let state: serde_json::Value = serde_json::from_str(&env.kiln_ok(&["inspect", "fmt"])).unwrap();
+    assert_eq!(pid, state["State"]["Pid"].to_string());
+    assert_eq!(
+        env.kiln_ok(&["inspect", "-f", "{{.State.Running}} {{.Name}}", "fmt"]),
+        "true fmt"
+    );
+    assert_eq!(
+        env.kiln_ok(&["inspect", "-f", "{{.State.NoSuchKey}}", "fmt"]),
+        "<no value>"
+    );
+    env.kiln_ok(&["rm", "-f", "fmt"]);
+
+    // A broken template is the user's mistake: exit 1, named.
+    let out = env.kiln(&["inspect", "-f", "{{upper .digest}}", "hist:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("--format: template: function \"upper\" not defined"),
+        "{said}"
     );
 }
