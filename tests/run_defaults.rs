@@ -106,3 +106,104 @@ fn unreadable_run_settings_stop_run_bundle_and_inspect_with_the_remedy() {
     env.kiln_ok(&["tag", "limited:good", "limited"]);
     env.kiln_ok(&["run", "--rm", "limited", "true"]);
 }
+
+/// A spec whose `run:` settings restrict (a memory limit, a read-only root, no
+/// capabilities, a user), grant one privilege (NET_ADMIN) and set environment from the
+/// spec and from an env file on the build machine.
+const TRAVELLING: &str = r#"
+image: travels:1
+from: base
+steps:
+  - run: echo built > /built
+    network: none
+run:
+  memory: 64m
+  read_only: true
+  user: "65534"
+  network: none
+  capabilities: { drop: [ALL], add: [NET_ADMIN] }
+  env:
+    GREETING: hello
+  env_file: [secret.env]
+"#;
+
+#[test]
+fn run_settings_travel_with_the_image_through_a_registry() {
+    common::require_root!("namespaces, overlayfs, cgroups");
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    env.write("project/kiln.yaml", TRAVELLING);
+    env.write("project/secret.env", "TOKEN=s3cret\n");
+    build(&env);
+    // The image carries them as a config label, without the build machine's env file.
+    let label = env.kiln_ok(&[
+        "inspect",
+        "-f",
+        r#"{{index .config.config.Labels "dev.kiln.run"}}"#,
+        "travels:1",
+    ]);
+    assert!(
+        label.contains("GREETING") && label.contains("67108864"),
+        "{label}"
+    );
+    assert!(
+        !label.contains("s3cret") && !label.contains("secret.env"),
+        "{label}"
+    );
+
+    let registry = common::registry::Registry::start(env.dir.path());
+    let reference = format!("{}/travel/t:1", registry.host());
+    env.kiln_ok(&["push", "travels:1", &reference]);
+    let other = Env::new();
+    other.kiln_ok(&["pull", &reference]);
+    let from = other.kiln_ok(&[
+        "inspect",
+        "-f",
+        "{{.run_settings_from}} {{.run_settings.memory}} {{.run_settings.read_only}}",
+        &reference,
+    ]);
+    assert_eq!(from, "elsewhere 67108864 true");
+
+    // Pulled elsewhere, the restrictions apply; the privilege is refused, and said so.
+    // (A user other than root has no effective capabilities: the bounding set tells.)
+    let script = "id -u; touch /x 2>/dev/null || echo read-only; grep CapBnd /proc/self/status; echo $GREETING ${TOKEN:-no-token}";
+    let out = other.kiln(&["run", "--rm", &reference, "sh", "-c", script]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "65534",
+            "read-only",
+            "CapBnd: 0000000000000000",
+            "hello no-token"
+        ],
+        "{said}"
+    );
+    assert!(
+        said.contains("refused") && said.contains("NET_ADMIN"),
+        "{said}"
+    );
+    let out = other.kiln(&[
+        "run",
+        "--rm",
+        "--allow-image-privileges",
+        &reference,
+        "grep",
+        "CapBnd",
+        "/proc/self/status",
+    ]);
+    assert!(text(&out).contains("0000000000001000"), "{}", text(&out));
+    // The memory limit is the container's too.
+    other.kiln_ok(&["run", "-d", "--name", "limited", &reference, "sleep", "60"]);
+    assert_eq!(
+        other.kiln_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", "limited"]),
+        (64u64 << 20).to_string()
+    );
+    other.kiln_ok(&["rm", "-f", "limited"]);
+}

@@ -186,9 +186,9 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
         }
     }
     let tagged = find(&store, &args.image)?;
-    super::run::stored_run_defaults(&store, &tagged)?;
     let digest = Digest::try_from(&tagged.manifest)?;
     let img = Image::load(&store, &digest)?;
+    let (run, origin) = super::run::stored_run_defaults(&store, &tagged, &img.config)?;
     let names: Vec<String> = store
         .tags()?
         .into_iter()
@@ -201,6 +201,13 @@ pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {
         "manifest": img.manifest,
         "config_digest": img.config_digest.to_string(),
         "config": img.config,
+        // What `kiln run` starts from, and whether settings that grant privileges apply
+        // (only to images built in this store).
+        "run_settings": run,
+        "run_settings_from": match origin {
+            kiln_image::RunDefaultsOrigin::Build => "build",
+            kiln_image::RunDefaultsOrigin::Elsewhere => "elsewhere",
+        },
     });
     print_document(&json, args.format.as_deref())
 }

@@ -439,8 +439,10 @@ fn given(flag_values: &[String], value: Option<&str>) -> bool {
 pub(super) fn stored_run_defaults(
     store: &Store,
     tagged: &Tagged,
+    config: &kiln_image::ImageConfig,
 ) -> Result<(RunDefaults, RunDefaultsOrigin), Failure> {
-    container::stored_run_defaults(store, tagged).map_err(|e| Failure::user(&e).hint(e.hint()))
+    container::stored_run_defaults(store, tagged, config)
+        .map_err(|e| Failure::user(&e).hint(e.hint()))
 }
 
 fn print_notice(notice: Notice) {

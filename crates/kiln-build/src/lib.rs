@@ -418,6 +418,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
         unreachable!("a build that is not a plan knows every stage");
     };
     built.config.config.apply_spec(&spec.config);
+    image::label_run_settings(&mut built.config, &spec.run);
     let manifest = image::write_image(store, &built.config, &built.layers)?;
     let manifest = image::with_run_defaults(manifest, &run);
     for tag in &tags {

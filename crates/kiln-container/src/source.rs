@@ -28,11 +28,11 @@ impl Source {
         let tagged = store
             .find(name)?
             .ok_or_else(|| ContainerError::NoSuchImage(name.to_owned()))?;
-        let (defaults, origin) = stored_run_defaults(store, &tagged)?;
         let image = Image::load(
             store,
             &Digest::try_from(&tagged.manifest).map_err(ImageError::from)?,
         )?;
+        let (defaults, origin) = stored_run_defaults(store, &tagged, &image.config)?;
         ensure_layer_dirs(store, &image, &kiln_store::Bounds::CEILINGS)?;
         Ok(Source {
             tagged,
@@ -43,18 +43,20 @@ impl Source {
     }
 }
 
-/// The `run:` defaults kept with a tag. When they do not read, the error names another tag
-/// of the same image whose copy is intact, if there is one, to retag from.
+/// The `run:` defaults kept with a tag, else those the image (`config`) carries. When they
+/// do not read, the error names another tag of the same image whose copy is intact, if
+/// there is one, to retag from.
 pub fn stored_run_defaults(
     store: &Store,
     tagged: &Tagged,
+    config: &image::ImageConfig,
 ) -> Result<(RunDefaults, RunDefaultsOrigin)> {
-    image::run_defaults(&tagged.manifest).map_err(|source| {
+    image::run_defaults(&tagged.manifest, config).map_err(|source| {
         let name = &tagged.reference;
         let intact = store.tags().unwrap_or_default().into_iter().find(|t| {
             t.manifest.digest() == tagged.manifest.digest()
                 && t.reference != *name
-                && image::run_defaults(&t.manifest).is_ok()
+                && image::run_defaults(&t.manifest, config).is_ok()
         });
         ContainerError::RunDefaults {
             reference: name.to_string(),

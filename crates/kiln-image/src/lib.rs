@@ -51,6 +51,10 @@ pub enum ImageError {
         "the stored run settings ({RUN_DEFAULTS_ANNOTATION} in index.json) are unreadable: {0}"
     )]
     RunDefaults(#[source] serde_json::Error),
+    /// The run settings an image carries (its config's [`RUN_SETTINGS_LABEL`]) do not
+    /// parse: as above, and the image must be fixed where it was made.
+    #[error("the image's run settings (its label {RUN_SETTINGS_LABEL}) are unreadable: {0}")]
+    RunSettingsLabel(#[source] serde_json::Error),
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
@@ -175,6 +179,32 @@ pub enum RunDefaultsOrigin {
     Elsewhere,
 }
 
+/// The config label under which an image carries its spec's `run:` settings wherever it
+/// goes (a registry, another store, `docker load`): a label rather than a manifest
+/// annotation because Docker's manifests and archives have no annotations, and a label is
+/// part of the config, so the image's ID says which settings it was tested with.
+pub const RUN_SETTINGS_LABEL: &str = "dev.kiln.run";
+
+/// Puts `run` on `config` as [`RUN_SETTINGS_LABEL`], or takes the label off when `run` is
+/// empty (a base image's must not pass for this image's). `env_file:` is left out: its
+/// variables are the build machine's files, read into the tag's copy only.
+pub fn label_run_settings(config: &mut ImageConfig, run: &kiln_spec::RunDefaults) {
+    let portable = kiln_spec::RunDefaults {
+        env_file: Vec::new(),
+        ..run.clone()
+    };
+    let labels = &mut config.config.labels;
+    match portable == kiln_spec::RunDefaults::default() {
+        true => {
+            labels.remove(RUN_SETTINGS_LABEL);
+        }
+        false => {
+            let json = serde_json::to_string(&portable).expect("run defaults serialise to JSON");
+            labels.insert(RUN_SETTINGS_LABEL.to_owned(), json);
+        }
+    }
+}
+
 /// `manifest` with the spec's `run:` defaults attached (nothing when they are empty),
 /// marked as made by `kiln build`.
 pub fn with_run_defaults(mut manifest: Descriptor, run: &kiln_spec::RunDefaults) -> Descriptor {
@@ -189,18 +219,27 @@ pub fn with_run_defaults(mut manifest: Descriptor, run: &kiln_spec::RunDefaults)
     manifest
 }
 
-/// The `run:` defaults stored with a tag (empty when there are none) and where they came
-/// from. Defaults that are there but do not parse are an error, never "no defaults": they
-/// may hold limits and dropped capabilities that a container must not silently lose.
-pub fn run_defaults(manifest: &Descriptor) -> Result<(kiln_spec::RunDefaults, RunDefaultsOrigin)> {
+/// The `run:` defaults of a tag (empty when there are none) and where they came from: the
+/// copy `kiln build` kept with the tag, else the settings the image carries in `config`
+/// (from elsewhere, then). Defaults that are there but do not parse are an error, never
+/// "no defaults": they may hold limits and dropped capabilities that a container must not
+/// silently lose.
+pub fn run_defaults(
+    manifest: &Descriptor,
+    config: &ImageConfig,
+) -> Result<(kiln_spec::RunDefaults, RunDefaultsOrigin)> {
     let annotations = manifest.annotations().as_ref();
-    let defaults = match annotations.and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION)) {
-        None => Default::default(),
-        Some(json) => serde_json::from_str(json).map_err(ImageError::RunDefaults)?,
-    };
     let origin = match annotations.and_then(|a| a.get(ORIGIN_ANNOTATION)) {
         Some(value) if value == ORIGIN_BUILD => RunDefaultsOrigin::Build,
         _ => RunDefaultsOrigin::Elsewhere,
+    };
+    if let Some(json) = annotations.and_then(|a| a.get(RUN_DEFAULTS_ANNOTATION)) {
+        let defaults = serde_json::from_str(json).map_err(ImageError::RunDefaults)?;
+        return Ok((defaults, origin));
+    }
+    let defaults = match config.config.labels.get(RUN_SETTINGS_LABEL) {
+        None => Default::default(),
+        Some(json) => serde_json::from_str(json).map_err(ImageError::RunSettingsLabel)?,
     };
     Ok((defaults, origin))
 }
@@ -284,8 +323,9 @@ mod tests {
     #[test]
     fn run_defaults_travel_with_the_descriptor() {
         let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
+        let config = ImageConfig::scratch();
         assert_eq!(
-            run_defaults(&desc).unwrap().0,
+            run_defaults(&desc, &config).unwrap().0,
             kiln_spec::RunDefaults::default()
         );
         assert!(with_run_defaults(desc.clone(), &Default::default())
@@ -307,7 +347,7 @@ mod tests {
         };
         let stored = with_run_defaults(desc, &run);
         assert_eq!(
-            run_defaults(&stored).unwrap(),
+            run_defaults(&stored, &config).unwrap(),
             (run, RunDefaultsOrigin::Build)
         );
         // Settings that do not parse are an error, not "no limits".
@@ -319,8 +359,45 @@ mod tests {
         );
         broken.set_annotations(Some(annotations));
         assert!(matches!(
-            run_defaults(&broken),
+            run_defaults(&broken, &config),
             Err(ImageError::RunDefaults(_))
+        ));
+    }
+
+    #[test]
+    fn an_image_carries_its_run_settings_in_a_label_without_env_files() {
+        let desc = descriptor(MediaType::ImageManifest, &Digest::of_bytes(b"m"), 1);
+        let run = kiln_spec::RunDefaults {
+            read_only: true,
+            env: vec![("A".into(), "1".into())],
+            env_file: vec!["/home/me/secret.env".into()],
+            ..Default::default()
+        };
+        let mut config = ImageConfig::scratch();
+        label_run_settings(&mut config, &run);
+        let label = &config.config.labels[RUN_SETTINGS_LABEL];
+        assert!(!label.contains("secret.env"), "{label}");
+        // Without the tag's copy (a pulled image), the label is read, as from elsewhere.
+        let (read, origin) = run_defaults(&desc, &config).unwrap();
+        assert_eq!(origin, RunDefaultsOrigin::Elsewhere);
+        assert!(read.read_only && read.env == run.env && read.env_file.is_empty());
+        // The tag's copy wins where there is one (a build in this store).
+        let built = with_run_defaults(desc.clone(), &run);
+        assert_eq!(
+            run_defaults(&built, &config).unwrap(),
+            (run, RunDefaultsOrigin::Build)
+        );
+        // A spec without run: takes a base image's label off.
+        label_run_settings(&mut config, &Default::default());
+        assert!(!config.config.labels.contains_key(RUN_SETTINGS_LABEL));
+        // A label that does not parse is an error, not "no settings".
+        config
+            .config
+            .labels
+            .insert(RUN_SETTINGS_LABEL.into(), "{".into());
+        assert!(matches!(
+            run_defaults(&desc, &config),
+            Err(ImageError::RunSettingsLabel(_))
         ));
     }
 
