@@ -36,7 +36,7 @@ fn bash_completes(script_path: &std::path::Path, words: &[&str]) -> Vec<String> 
 #[test]
 fn bash_completes_commands_and_flags_from_the_real_command_line() {
     require("bash", "bash");
-    let env = Env::new();
+    let env = Env::unprivileged();
     let path = env.write("kiln.bash", &script(&env, "bash"));
     let commands = bash_completes(&path, &["kiln", "ru"]);
     assert_eq!(commands, ["run"], "{commands:?}");
@@ -59,7 +59,7 @@ fn bash_completes_commands_and_flags_from_the_real_command_line() {
 fn zsh_and_fish_accept_their_scripts() {
     require("zsh", "zsh");
     require("fish", "fish");
-    let env = Env::new();
+    let env = Env::unprivileged();
     let zsh = env.write("_kiln", &script(&env, "zsh"));
     run(Command::new("zsh").arg("-n").arg(&zsh));
     let text = std::fs::read_to_string(&zsh).unwrap();
@@ -86,7 +86,7 @@ fn zsh_and_fish_accept_their_scripts() {
 #[test]
 fn man_pages_are_written_for_every_command_and_render() {
     require("man", "man-db");
-    let env = Env::new();
+    let env = Env::unprivileged();
     let dir = env.path("man");
     let out = env.kiln(&["man", "-o", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
