@@ -3,6 +3,7 @@
 //! The only module that knows about clap, terminals and environment variables. Each command
 //! lives in its own small file and calls into the library.
 
+mod archive;
 mod attach;
 mod build;
 mod build_progress;
@@ -103,6 +104,8 @@ enum Command {
     Images(images::ImagesArgs),
     Inspect(images::InspectArgs),
     History(history::HistoryArgs),
+    Save(archive::SaveArgs),
+    Load(archive::LoadArgs),
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
@@ -376,6 +379,8 @@ pub fn main() -> i32 {
         Command::Images(a) => images::images(&globals, a),
         Command::Inspect(a) => images::inspect(&globals, a),
         Command::History(a) => history::history(&globals, a),
+        Command::Save(a) => archive::save(&globals, a),
+        Command::Load(a) => archive::load(&globals, a),
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),

@@ -32,6 +32,18 @@ use std::path::PathBuf;
 use oci_spec::image::Descriptor;
 
 pub use base::import_rootfs;
+
+/// Copies the image `tag` names (by its `org.opencontainers.image.ref.name`; `None`: the
+/// only image) of the OCI layout at `dir` into the store, checked as a pull is, and returns
+/// its manifest digest: `from: oci:` and `kiln load` alike.
+pub fn import_oci_layout(
+    store: &Store,
+    dir: &std::path::Path,
+    tag: Option<&str>,
+    bounds: &kiln_store::Bounds,
+) -> Result<Digest> {
+    oci_layout::import(store, dir, tag, bounds)
+}
 pub use base::rootfs_image;
 pub use steps::CachePolicy;
 

@@ -1,0 +1,157 @@
+//! `kiln save` and `kiln load` (issue 17, section 1): images to and from OCI image layouts,
+//! as tar archives, directories and pipes, read and written by skopeo too; and a loaded
+//! archive is as untrusted as a registry: a hostile one changes nothing.
+
+mod common;
+
+use std::process::Command;
+
+use common::containers::busybox_image;
+use common::{require, run, text, Env};
+
+/// An env whose store holds `bb` and `app:1` (a step's file on top of it).
+fn env_with_images() -> Env {
+    let env = Env::new();
+    busybox_image(&env);
+    env.write(
+        "app/kiln.yaml",
+        "image: app:1\nfrom: bb\nsteps:\n  - run: echo saved-and-loaded > /hello\n    network: none\n",
+    );
+    env.kiln_ok(&["build", env.path("app").to_str().unwrap()]);
+    env
+}
+
+/// `kiln images -q` of a store, sorted.
+fn ids(env: &Env) -> Vec<String> {
+    let mut ids: Vec<String> = env
+        .kiln_ok(&["images", "-q"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn saved_archives_load_back_and_skopeo_reads_and_writes_them() {
+    common::require_root!("namespaces, overlayfs");
+    require("skopeo", "skopeo");
+    let env = env_with_images();
+    let tar = env.path("images.tar");
+    env.kiln_ok(&["save", "-o", tar.to_str().unwrap(), "app:1", "bb"]);
+    // Reproducible: the same images give the same bytes.
+    let again = env.path("again.tar");
+    env.kiln_ok(&["save", "-o", again.to_str().unwrap(), "app:1", "bb"]);
+    assert_eq!(std::fs::read(&tar).unwrap(), std::fs::read(&again).unwrap());
+
+    // Another store loads both, by name, with the same IDs, and runs them.
+    let other = Env::new();
+    let loaded = other.kiln_ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: localhost/app:1"), "{loaded}");
+    assert_eq!(ids(&other), ids(&env));
+    let out = other.kiln_ok(&["run", "--rm", "--network", "none", "app:1", "cat", "/hello"]);
+    assert_eq!(out, "saved-and-loaded");
+
+    // skopeo reads kiln's archive, and kiln loads what skopeo writes: an archive and a dir.
+    let name = format!("oci-archive:{}:localhost/app:1", tar.display());
+    let skopeo_tar = env.path("skopeo.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", &name])
+        .arg(format!("oci-archive:{}:team/app:2", skopeo_tar.display())));
+    let skopeo_dir = env.path("skopeo-dir");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", &name])
+        .arg(format!("oci:{}:team/app:3", skopeo_dir.display())));
+    let third = Env::new();
+    third.kiln_ok(&["load", "-i", skopeo_tar.to_str().unwrap()]);
+    third.kiln_ok(&["load", "-i", skopeo_dir.to_str().unwrap()]);
+    let out = third.kiln_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "team/app:3",
+        "cat",
+        "/hello",
+    ]);
+    assert_eq!(out, "saved-and-loaded");
+    assert!(third.kiln_ok(&["images"]).contains("localhost/team/app"));
+}
+
+#[test]
+fn save_and_load_go_through_a_pipe_and_a_directory() {
+    common::require_root!("namespaces, overlayfs");
+    let env = env_with_images();
+    let other = Env::new();
+    // `kiln save app:1 | kiln load`, as users pipe it over ssh.
+    let pipe = format!(
+        "{kiln} --root {a} save app:1 | {kiln} --root {b} load",
+        kiln = common::kiln_bin().display(),
+        a = env.root().display(),
+        b = other.root().display()
+    );
+    let said = run(Command::new("sh").args(["-c", &pipe]));
+    assert!(said.contains("Loaded image: localhost/app:1"), "{said}");
+    let dir = env.path("layout/");
+    env.kiln_ok(&["save", "-o", dir.to_str().unwrap(), "bb"]);
+    for name in ["oci-layout", "index.json", "blobs/sha256"] {
+        assert!(dir.join(name).exists(), "{name}");
+    }
+    other.kiln_ok(&["load", "-i", dir.to_str().unwrap()]);
+    assert_eq!(ids(&other), ids(&env));
+}
+
+#[test]
+fn a_hostile_archive_changes_nothing() {
+    common::require_root!("namespaces, overlayfs");
+    let env = env_with_images();
+    let victim = Env::new();
+    // An entry that would climb out of the staging dir is refused before anything is read.
+    let evil = env.path("evil.tar");
+    {
+        let mut tar = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let escape = env.path("escaped");
+        // Written into the header by hand: the tar crate itself refuses to write `..`.
+        let name = format!("../../../..{}", escape.display());
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        tar.append(&header, &b"evil"[..]).unwrap();
+        tar.finish().unwrap();
+        assert!(!escape.exists());
+    }
+    let out = victim.kiln(&["load", "-i", evil.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("unexpected entry"), "{}", text(&out));
+    assert!(!env.path("escaped").exists());
+
+    // A blob whose bytes are not its digest is refused as a pull's would be.
+    let dir = env.path("tampered/");
+    env.kiln_ok(&["save", "-o", dir.to_str().unwrap(), "app:1"]);
+    let blobs = dir.join("blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&biggest, bytes).unwrap();
+    let out = victim.kiln(&["load", "-i", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sha256:"), "{}", text(&out));
+    // The store is as it was: no image, no blob, no staging left.
+    assert!(ids(&victim).is_empty());
+    let blobs = victim.root().join("blobs/sha256");
+    assert_eq!(std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(victim.root().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
