@@ -155,3 +155,82 @@ fn a_hostile_archive_changes_nothing() {
         0
     );
 }
+
+#[test]
+fn docker_archives_are_written_with_gzip_layers_and_read_back_from_skopeo_too() {
+    common::require_root!("namespaces, overlayfs");
+    require("skopeo", "skopeo");
+    let env = env_with_images();
+    let tar = env.path("docker.tar");
+    env.kiln_ok(&[
+        "save",
+        "--format",
+        "docker",
+        "-o",
+        tar.to_str().unwrap(),
+        "app:1",
+    ]);
+    // docker load's format, with layers any docker reads: gzip, whatever the store holds.
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut manifest = None;
+    let mut layers = 0;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if name == "manifest.json" {
+            manifest = Some(serde_json::from_slice::<serde_json::Value>(&bytes).unwrap());
+        } else if name.ends_with("/layer.tar") {
+            assert_eq!(&bytes[..2], &[0x1f, 0x8b], "{name} is not gzip");
+            layers += 1;
+        }
+    }
+    let manifest = manifest.expect("manifest.json");
+    assert_eq!(manifest[0]["RepoTags"][0], "localhost/app:1");
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), layers);
+
+    // The config is kiln's own, so the image is the same one under docker's ID.
+    let other = Env::new();
+    other.kiln_ok(&["load", "-i", tar.to_str().unwrap()]);
+    let config = |e: &Env| e.kiln_ok(&["inspect", "-f", "{{.config_digest}}", "app:1"]);
+    assert_eq!(config(&other), config(&env));
+    let out = other.kiln_ok(&["run", "--rm", "--network", "none", "app:1", "cat", "/hello"]);
+    assert_eq!(out, "saved-and-loaded");
+
+    // skopeo reads it, and its own docker-archive (layers linked by symlinks) loads.
+    let name = format!("docker-archive:{}:localhost/app:1", tar.display());
+    let copied = env.path("skopeo-docker.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", &name])
+        .arg(format!("docker-archive:{}:team/app:4", copied.display())));
+    let third = Env::new();
+    let loaded = third.kiln_ok(&["load", "-i", copied.to_str().unwrap()]);
+    assert!(loaded.contains("team/app:4"), "{loaded}");
+    let out = third.kiln_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "team/app:4",
+        "cat",
+        "/hello",
+    ]);
+    assert_eq!(out, "saved-and-loaded");
+
+    // A link out of the archive is refused.
+    let evil = env.path("link.tar");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, "abc/layer.tar", "../../../etc/shadow")
+            .unwrap();
+        builder.finish().unwrap();
+    }
+    let out = third.kiln(&["load", "-i", evil.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("outside the archive"), "{}", text(&out));
+}

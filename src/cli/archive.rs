@@ -1,13 +1,15 @@
-//! `kiln save` and `kiln load`: images to and from OCI image layouts, as a directory or a
-//! tar archive (a file or a pipe), so they go wherever skopeo, podman or containerd take
-//! them, without a registry.
+//! `kiln save` and `kiln load`: images to and from OCI image layouts (a directory or a tar
+//! archive, a file or a pipe) and Docker archives (`docker save`/`load`'s format), so they
+//! go wherever skopeo, podman, containerd or docker take them, without a registry.
 //!
 //! Saving copies the store's blobs as they are (kiln's store is itself an OCI layout) and
 //! names each image in `index.json` by its full reference; the tar is reproducible (fixed
 //! order, owners and times). Loading is a pull from an untrusted source: the layout goes
 //! through the same checks as `from: oci:` (`kiln_build::import_oci_layout`); a tar is
-//! first unpacked, entry by entry, into a private staging dir of the store, where only
-//! `oci-layout`, `index.json` and `blobs/ALG/HEX` regular files are accepted.
+//! first unpacked, entry by entry, into a private staging dir of the store, where only a
+//! layout's or a Docker archive's own names are accepted (a Docker archive's symlinks
+//! between its files are remembered, never made); a Docker archive is then turned into a
+//! layout there (`docker_to_oci`).
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
@@ -33,8 +35,9 @@ pub struct SaveArgs {
     /// stdout [default: stdout, when it is not a terminal]
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
-    /// The archive's format (OCI image layout)
-    #[arg(long, default_value = "oci", value_parser = ["oci"])]
+    /// The archive's format: oci (an OCI image layout, what skopeo and podman read) or
+    /// docker (what `docker load` reads, every version: gzip layers)
+    #[arg(long, default_value = "oci", value_parser = ["oci", "docker"])]
     format: String,
 }
 
@@ -49,11 +52,22 @@ pub struct LoadArgs {
     input: Option<PathBuf>,
 }
 
-/// One image to save: the name it gets in `index.json` and its manifest.
+/// One image to save: the name it gets and what it is.
 struct Saved {
     name: String,
     manifest: Descriptor,
-    blobs: Vec<Digest>,
+    image: Image,
+}
+
+impl Saved {
+    /// Its blobs: manifest, config, layers.
+    fn blobs(&self) -> Result<Vec<Digest>, Failure> {
+        let mut blobs = vec![self.image.digest.clone(), self.image.config_digest.clone()];
+        for layer in self.image.manifest.layers() {
+            blobs.push(Digest::try_from(layer)?);
+        }
+        Ok(blobs)
+    }
 }
 
 pub fn save(globals: &Globals, args: SaveArgs) -> CmdResult {
@@ -63,10 +77,11 @@ pub fn save(globals: &Globals, args: SaveArgs) -> CmdResult {
         .iter()
         .map(|name| saved(&store, name))
         .collect::<Result<Vec<_>, _>>()?;
-    let index = index_json(&saved)?;
-    let mut blobs: Vec<&Digest> = saved.iter().flat_map(|s| &s.blobs).collect();
-    blobs.sort_by_key(|d| d.to_string());
-    blobs.dedup();
+    let docker = args.format == "docker";
+    let archive = |out: &mut dyn Write| match docker {
+        true => write_docker_tar(&store, &saved, out),
+        false => write_oci_tar(&store, &saved, out),
+    };
     let target = match &args.output {
         Some(path) if path.as_os_str() != "-" => path.clone(),
         _ if io::stdout().is_terminal() => {
@@ -78,21 +93,29 @@ pub fn save(globals: &Globals, args: SaveArgs) -> CmdResult {
             )
         }
         _ => {
-            write_tar(&store, &index, &blobs, io::stdout().lock())?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            archive(&mut out)?;
+            out.flush().map_err(failed("write the archive".into()))?;
             return Ok(0);
         }
     };
     let as_dir = target.is_dir() || target.as_os_str().to_string_lossy().ends_with('/');
-    match as_dir {
-        true => write_dir(&store, &index, &blobs, &target)?,
-        false => write_tar_file(&store, &index, &blobs, &target)?,
+    match (as_dir, docker) {
+        (true, true) => {
+            return Err(Failure::user(format!(
+                "{}: a docker archive is a tar file, not a directory",
+                target.display()
+            ))
+            .hint(Some("kiln save --format docker -o hello.tar hello".into())))
+        }
+        (true, false) => write_oci_dir(&store, &saved, &target)?,
+        (false, _) => to_file(&target, archive)?,
     }
     if !globals.quiet {
         eprintln!(
-            "saved {} image{} ({} blobs) to {}",
+            "saved {} image{} to {}",
             saved.len(),
             if saved.len() == 1 { "" } else { "s" },
-            blobs.len(),
             target.display()
         );
     }
@@ -101,22 +124,28 @@ pub fn save(globals: &Globals, args: SaveArgs) -> CmdResult {
 
 fn saved(store: &Store, name: &str) -> Result<Saved, Failure> {
     let tagged = super::images::find(store, name)?;
-    let digest = Digest::try_from(&tagged.manifest)?;
-    let image = Image::load(store, &digest)?;
-    let mut blobs = vec![digest, image.config_digest.clone()];
-    for layer in image.manifest.layers() {
-        blobs.push(Digest::try_from(layer)?);
-    }
+    let image = Image::load(store, &Digest::try_from(&tagged.manifest)?)?;
     Ok(Saved {
         name: tagged.reference.to_string(),
         manifest: tagged.manifest,
-        blobs,
+        image,
     })
+}
+
+/// Every blob of the saved images, once, in digest order.
+fn all_blobs(saved: &[Saved]) -> Result<Vec<Digest>, Failure> {
+    let mut blobs = Vec::new();
+    for s in saved {
+        blobs.extend(s.blobs()?);
+    }
+    blobs.sort_by_key(|d| d.to_string());
+    blobs.dedup();
+    Ok(blobs)
 }
 
 /// `index.json`: each image's manifest descriptor, named by its full reference (and
 /// nothing of kiln's own annotations).
-fn index_json(saved: &[Saved]) -> Result<Vec<u8>, Failure> {
+fn index_json(saved: &[Saved]) -> Vec<u8> {
     let manifests: Vec<serde_json::Value> = saved
         .iter()
         .map(|s| {
@@ -130,7 +159,7 @@ fn index_json(saved: &[Saved]) -> Result<Vec<u8>, Failure> {
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": manifests,
     });
-    Ok(serde_json::to_vec(&index).expect("JSON values serialise"))
+    serde_json::to_vec(&index).expect("JSON values serialise")
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -144,13 +173,13 @@ fn failed(what: String) -> impl Fn(io::Error) -> Failure {
     move |e| Failure::user(format!("{what}: {e}"))
 }
 
-fn write_dir(store: &Store, index: &[u8], blobs: &[&Digest], dir: &Path) -> Result<(), Failure> {
+fn write_oci_dir(store: &Store, saved: &[Saved], dir: &Path) -> Result<(), Failure> {
     fs::create_dir_all(dir.join("blobs/sha256"))
         .map_err(failed(format!("create {}", dir.display())))?;
-    for digest in blobs {
-        let to = dir.join(blob_name(digest));
+    for digest in all_blobs(saved)? {
+        let to = dir.join(blob_name(&digest));
         if !to.exists() {
-            fs::copy(store.blob_path(digest), &to)
+            fs::copy(store.blob_path(&digest), &to)
                 .map_err(failed(format!("write {}", to.display())))?;
         }
     }
@@ -160,16 +189,14 @@ fn write_dir(store: &Store, index: &[u8], blobs: &[&Digest], dir: &Path) -> Resu
     };
     write("oci-layout", OCI_LAYOUT)?;
     // Last: a layout whose index is there names only blobs that are.
-    write("index.json", index)
+    write("index.json", &index_json(saved))
 }
 
-/// A tar written to `path` through a temporary file renamed into place, so a failed or
-/// interrupted save never leaves half an archive under the name.
-fn write_tar_file(
-    store: &Store,
-    index: &[u8],
-    blobs: &[&Digest],
+/// An archive written to `path` through a temporary file renamed into place, so a failed
+/// or interrupted save never leaves half an archive under the name.
+fn to_file(
     path: &Path,
+    archive: impl FnOnce(&mut dyn Write) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let name = path
         .file_name()
@@ -177,84 +204,189 @@ fn write_tar_file(
         .unwrap_or_default();
     let partial = path.with_file_name(format!(".{name}.partial"));
     let file = File::create(&partial).map_err(failed(format!("create {}", partial.display())))?;
-    let written = write_tar(
-        store,
-        index,
-        blobs,
-        io::BufWriter::with_capacity(1 << 20, file),
-    )
-    .and_then(|()| fs::rename(&partial, path).map_err(failed(format!("write {}", path.display()))));
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    let written = archive(&mut out)
+        .and_then(|()| {
+            out.flush()
+                .map_err(failed(format!("write {}", partial.display())))
+        })
+        .and_then(|()| {
+            fs::rename(&partial, path).map_err(failed(format!("write {}", path.display())))
+        });
     if written.is_err() {
         let _ = fs::remove_file(&partial);
     }
     written
 }
 
-fn write_tar(
-    store: &Store,
-    index: &[u8],
-    blobs: &[&Digest],
-    out: impl Write,
-) -> Result<(), Failure> {
-    let broken = failed("write the archive".into());
-    let mut tar = tar::Builder::new(out);
-    let header = |size: u64, kind: tar::EntryType, mode: u32| {
+/// A tar of fixed owners, modes and times, so the same images give the same bytes.
+struct Tar<'a> {
+    builder: tar::Builder<&'a mut dyn Write>,
+}
+
+impl<'a> Tar<'a> {
+    fn new(out: &'a mut dyn Write) -> Self {
+        Tar {
+            builder: tar::Builder::new(out),
+        }
+    }
+
+    fn header(size: u64, kind: tar::EntryType) -> tar::Header {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_size(size);
-        h.set_mode(mode);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
         h.set_mtime(0);
         h.set_uid(0);
         h.set_gid(0);
         h
-    };
-    tar.append_data(
-        &mut header(OCI_LAYOUT.len() as u64, tar::EntryType::Regular, 0o644),
-        "oci-layout",
-        OCI_LAYOUT,
-    )
-    .map_err(&broken)?;
-    for dir in ["blobs/", "blobs/sha256/"] {
-        tar.append_data(
-            &mut header(0, tar::EntryType::Directory, 0o755),
-            dir,
-            io::empty(),
-        )
-        .map_err(&broken)?;
     }
-    for digest in blobs {
-        let path = store.blob_path(digest);
-        let file = File::open(&path).map_err(failed(format!("read {}", path.display())))?;
-        let size = file.metadata().map_err(&broken)?.len();
-        let reader = io::BufReader::with_capacity(1 << 20, file);
-        tar.append_data(
-            &mut header(size, tar::EntryType::Regular, 0o644),
-            blob_name(digest),
-            reader,
-        )
-        .map_err(&broken)?;
+
+    fn dir(&mut self, name: &str) -> Result<(), Failure> {
+        let mut h = Self::header(0, tar::EntryType::Directory);
+        self.builder
+            .append_data(&mut h, name, io::empty())
+            .map_err(failed("write the archive".into()))
     }
-    tar.append_data(
-        &mut header(index.len() as u64, tar::EntryType::Regular, 0o644),
-        "index.json",
-        index,
-    )
-    .map_err(&broken)?;
-    tar.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(&broken)
+
+    fn file(&mut self, name: &str, size: u64, data: impl Read) -> Result<(), Failure> {
+        let mut h = Self::header(size, tar::EntryType::Regular);
+        self.builder
+            .append_data(&mut h, name, data)
+            .map_err(failed("write the archive".into()))
+    }
+
+    /// A file of the store (a blob, a staged layer) as the entry `name`.
+    fn host_file(&mut self, name: &str, path: &Path) -> Result<(), Failure> {
+        let file = File::open(path).map_err(failed(format!("read {}", path.display())))?;
+        let size = file
+            .metadata()
+            .map_err(failed(format!("read {}", path.display())))?
+            .len();
+        self.file(name, size, io::BufReader::with_capacity(1 << 20, file))
+    }
+
+    fn finish(self) -> Result<(), Failure> {
+        self.builder
+            .into_inner()
+            .and_then(|w| w.flush())
+            .map_err(failed("write the archive".into()))
+    }
+}
+
+fn write_oci_tar(store: &Store, saved: &[Saved], out: &mut dyn Write) -> Result<(), Failure> {
+    let mut tar = Tar::new(out);
+    tar.file("oci-layout", OCI_LAYOUT.len() as u64, OCI_LAYOUT)?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
+    for digest in all_blobs(saved)? {
+        tar.host_file(&blob_name(&digest), &store.blob_path(&digest))?;
+    }
+    let index = index_json(saved);
+    tar.file("index.json", index.len() as u64, &index[..])?;
+    tar.finish()
+}
+
+/// `docker save`'s format, which `docker load` of any version reads: `manifest.json` (each
+/// image's config file, tags and layer files), `repositories`, `HEX.json` configs and
+/// `HEX/layer.tar` layers (by diff_id), gzip-compressed — a zstd layer is recompressed
+/// through a temporary file of the store, as the tar header needs its size first. The
+/// configs are unchanged, so the image IDs are the same as kiln's.
+fn write_docker_tar(store: &Store, saved: &[Saved], out: &mut dyn Write) -> Result<(), Failure> {
+    let staging = store.temp_dir("save")?;
+    let mut tar = Tar::new(out);
+    let mut manifests = Vec::new();
+    let mut repositories = serde_json::Map::new();
+    let mut written = std::collections::BTreeSet::new();
+    for s in saved {
+        let config = format!("{}.json", s.image.config_digest.hex());
+        if written.insert(config.clone()) {
+            tar.host_file(&config, &store.blob_path(&s.image.config_digest))?;
+        }
+        let mut layers = Vec::new();
+        for (blob, diff_id) in s
+            .image
+            .manifest
+            .layers()
+            .iter()
+            .zip(&s.image.config.rootfs.diff_ids)
+        {
+            let dir = diff_id.hex().to_owned();
+            let name = format!("{dir}/layer.tar");
+            if written.insert(name.clone()) {
+                tar.dir(&format!("{dir}/"))?;
+                let gzip = gzip_layer(store, staging.path(), blob)?;
+                tar.host_file(&name, &gzip)?;
+                if gzip.starts_with(staging.path()) {
+                    let _ = fs::remove_file(&gzip);
+                }
+            }
+            layers.push(name);
+        }
+        let (repo, tag) = s.name.rsplit_once(':').unwrap_or((&s.name, "latest"));
+        let top = s
+            .image
+            .config
+            .rootfs
+            .diff_ids
+            .last()
+            .map(|d| d.hex().to_owned());
+        repositories
+            .entry(repo.to_owned())
+            .or_insert_with(|| serde_json::json!({}))[tag] =
+            serde_json::json!(top.unwrap_or_default());
+        manifests.push(serde_json::json!({
+            "Config": config,
+            "RepoTags": [s.name],
+            "Layers": layers,
+        }));
+    }
+    let manifest = serde_json::to_vec(&manifests).expect("JSON values serialise");
+    tar.file("manifest.json", manifest.len() as u64, &manifest[..])?;
+    let repositories = serde_json::to_vec(&repositories).expect("JSON values serialise");
+    tar.file("repositories", repositories.len() as u64, &repositories[..])?;
+    tar.finish()
+}
+
+/// The layer `blob` gzip-compressed: the store's blob itself when it is gzip already, else
+/// a recompressed copy in `staging`.
+fn gzip_layer(store: &Store, staging: &Path, blob: &Descriptor) -> Result<PathBuf, Failure> {
+    let digest = Digest::try_from(blob)?;
+    let source = store.blob_path(&digest);
+    let media_type = blob.media_type().to_string();
+    if media_type.ends_with("gzip") {
+        return Ok(source);
+    }
+    let target = staging.join(digest.hex());
+    let mut input = io::BufReader::with_capacity(
+        1 << 20,
+        File::open(&source).map_err(failed(format!("read {}", source.display())))?,
+    );
+    let mut output = io::BufWriter::with_capacity(
+        1 << 20,
+        File::create(&target).map_err(failed(format!("write {}", target.display())))?,
+    );
+    kiln_layer::copy_as_gzip(&mut input, &media_type, &mut output)
+        .map_err(|e| Failure::user(format!("recompress layer {digest}: {e}")))?;
+    output
+        .flush()
+        .map_err(failed(format!("write {}", target.display())))?;
+    Ok(target)
 }
 
 pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
     let store = globals.store()?;
     let input = args.input.filter(|p| p.as_os_str() != "-");
-    let staged;
+    let mut staged = None;
     let dir = match &input {
         Some(path) if path.is_dir() => path.clone(),
         Some(path) => {
             let file = File::open(path).map_err(failed(format!("open {}", path.display())))?;
-            staged = Staging::unpack(&store, file)?;
-            staged.dir.path().to_owned()
+            staged
+                .insert(Staging::unpack(&store, file)?)
+                .dir
+                .path()
+                .to_owned()
         }
         None if io::stdin().is_terminal() => {
             return Err(
@@ -263,11 +395,30 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
                 )),
             )
         }
-        None => {
-            staged = Staging::unpack(&store, io::stdin().lock())?;
-            staged.dir.path().to_owned()
-        }
+        None => staged
+            .insert(Staging::unpack(&store, io::stdin().lock())?)
+            .dir
+            .path()
+            .to_owned(),
     };
+    if !dir.join("index.json").exists() && dir.join("manifest.json").exists() {
+        // A Docker archive (docker save before 25, skopeo's docker-archive): the same
+        // images as an OCI layout, in the staging dir (a directory given is never changed).
+        if staged.is_none() {
+            return Err(Failure::user(format!(
+                "{}: a Docker archive is read as a tar file",
+                dir.display()
+            ))
+            .hint(Some(
+                "tar -C DIR -cf image.tar . && kiln load -i image.tar".into(),
+            )));
+        }
+        let aliases = staged
+            .as_ref()
+            .map(|s| s.aliases.clone())
+            .unwrap_or_default();
+        docker_to_oci(&dir, &aliases)?;
+    }
     let names = image_names(&dir)?;
     let bounds = super::pull::kiln_config()?.bounds;
     for name in &names {
@@ -329,15 +480,19 @@ fn image_names(dir: &Path) -> Result<Vec<Option<String>>, Failure> {
 /// kiln is interrupted).
 struct Staging {
     dir: kiln_store::TempDir,
+    /// Docker archives' symlinks between their own files (`HEX/layer.tar` →
+    /// `../HEX.tar`, as skopeo writes them): never made, only remembered.
+    aliases: std::collections::HashMap<String, String>,
 }
 
 impl Staging {
     fn unpack(store: &Store, archive: impl Read) -> Result<Staging, Failure> {
-        let staging = Staging {
+        let mut staging = Staging {
             dir: store.temp_dir("load")?,
+            aliases: Default::default(),
         };
-        let root = staging.dir.path();
-        let bad = |why: String| Failure::user(format!("not an OCI image layout archive: {why}"));
+        let root = staging.dir.path().to_owned();
+        let bad = |why: String| Failure::user(format!("not an image archive: {why}"));
         let mut tar = tar::Archive::new(archive);
         for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(e.to_string()))?;
@@ -355,18 +510,172 @@ impl Staging {
                 Some(Staged::Dir) if kind.is_dir() => {}
                 Some(Staged::File(rel)) if kind.is_file() => {
                     let to = root.join(&rel);
+                    staging.aliases.remove(&rel);
                     if let Some(parent) = to.parent() {
                         fs::create_dir_all(parent).map_err(failed(format!("create {}", parent.display())))?;
                     }
                     let mut out = File::create(&to).map_err(failed(format!("write {}", to.display())))?;
                     io::copy(&mut entry, &mut out).map_err(failed(format!("write {}", to.display())))?;
                 }
+                Some(Staged::File(rel)) if kind.is_symlink() => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| bad(e.to_string()))?
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let resolved = resolve_link(&rel, &target)
+                        .filter(|t| matches!(staged_path(t), Some(Staged::File(_))))
+                        .ok_or_else(|| bad(format!("{name:?} links to {target:?}, outside the archive's own files")))?;
+                    staging.aliases.insert(rel, resolved);
+                }
                 _ if name.is_empty() || name == "." => {}
-                _ => return Err(bad(format!("unexpected entry {name:?} (a layout holds oci-layout, index.json and blobs/ALG/HEX files)"))),
+                _ => return Err(bad(format!("unexpected entry {name:?} (an OCI layout holds oci-layout, index.json and blobs/ALG/HEX files; a Docker archive manifest.json, repositories, HEX.json and HEX/layer.tar)"))),
             }
         }
         Ok(staging)
     }
+}
+
+/// One image of a Docker archive's `manifest.json`.
+#[derive(serde::Deserialize)]
+struct DockerImage {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// Turns the staged Docker archive in `dir` into an OCI layout beside it: every file its
+/// `manifest.json` names becomes a blob under its digest, each image an OCI manifest, each
+/// tag an `index.json` entry. What the files are is then checked by the import as for any
+/// layout (diff_ids against the unpacked layers, sizes, bounds).
+fn docker_to_oci(
+    dir: &Path,
+    aliases: &std::collections::HashMap<String, String>,
+) -> Result<(), Failure> {
+    let bad = |why: String| Failure::user(format!("not a Docker archive: {why}"));
+    let path = dir.join("manifest.json");
+    let bytes =
+        kiln_store::read_document(&path).map_err(failed(format!("read {}", path.display())))?;
+    let images: Vec<DockerImage> =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    fs::create_dir_all(dir.join("blobs/sha256"))
+        .map_err(failed(format!("create {}", dir.display())))?;
+    let mut blobs = std::collections::HashMap::new();
+    let mut entries = Vec::new();
+    for image in &images {
+        let real = |name: &String| aliases.get(name).unwrap_or(name).clone();
+        let config = as_blob(dir, &real(&image.config), &mut blobs)?;
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            let (digest, size, media_type) = as_blob(dir, &real(layer), &mut blobs)?;
+            layers.push(serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": size }));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.0.to_string(),
+                "size": config.1,
+            },
+            "layers": layers,
+        });
+        let manifest = serde_json::to_vec(&manifest).expect("JSON values serialise");
+        let digest = Digest::of_bytes(&manifest);
+        let to = dir.join(blob_name(&digest));
+        fs::write(&to, &manifest).map_err(failed(format!("write {}", to.display())))?;
+        let descriptor = |name: Option<&String>| {
+            let mut entry = serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest.to_string(),
+                "size": manifest.len(),
+            });
+            if let Some(name) = name {
+                entry["annotations"] = serde_json::json!({ REF_NAME: name });
+            }
+            entry
+        };
+        match image.repo_tags.as_deref().unwrap_or_default() {
+            [] => entries.push(descriptor(None)),
+            tags => entries.extend(tags.iter().map(|t| descriptor(Some(t)))),
+        }
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": entries });
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("JSON values serialise"),
+    )
+    .map_err(failed(format!("write {}", dir.display())))?;
+    fs::write(dir.join("oci-layout"), OCI_LAYOUT)
+        .map_err(failed(format!("write {}", dir.display())))
+}
+
+/// The file `name` of a staged Docker archive moved to `blobs/sha256/` under its digest:
+/// (digest, size, layer media type from its first bytes). A name given twice (a layer two
+/// images share) is moved once.
+fn as_blob(
+    dir: &Path,
+    name: &str,
+    moved: &mut std::collections::HashMap<String, (Digest, u64, &'static str)>,
+) -> Result<(Digest, u64, &'static str), Failure> {
+    if let Some(found) = moved.get(name) {
+        return Ok(found.clone());
+    }
+    if !matches!(staged_path(name), Some(Staged::File(_))) || name == "manifest.json" {
+        return Err(Failure::user(format!(
+            "not a Docker archive: manifest.json names {name:?}"
+        )));
+    }
+    let path = dir.join(name);
+    let mut file = File::open(&path).map_err(|_| {
+        Failure::user(format!(
+            "not a Docker archive: manifest.json names {name:?}, which it does not hold"
+        ))
+    })?;
+    let size = file
+        .metadata()
+        .map_err(failed(format!("read {}", path.display())))?
+        .len();
+    let mut first = [0u8; 4];
+    let n = file
+        .read(&mut first)
+        .map_err(failed(format!("read {}", path.display())))?;
+    let media_type = match kiln_layer::detect_compression(&first[..n]) {
+        Some(kiln_layer::Compression::Gzip) => kiln_store::oci::MEDIA_TYPE_TAR_GZIP,
+        Some(kiln_layer::Compression::Zstd) => kiln_store::oci::MEDIA_TYPE_TAR_ZSTD,
+        None => kiln_store::oci::MEDIA_TYPE_TAR,
+    };
+    let mut file = File::open(&path).map_err(failed(format!("read {}", path.display())))?;
+    let digest =
+        Digest::of_reader(&mut file).map_err(failed(format!("read {}", path.display())))?;
+    let to = dir.join(blob_name(&digest));
+    fs::rename(&path, &to).map_err(failed(format!("move {}", path.display())))?;
+    let found = (digest, size, media_type);
+    moved.insert(name.to_owned(), found.clone());
+    Ok(found)
+}
+
+/// A symlink's target, relative to the link's dir, as a name at the archive's top level;
+/// `None` if it leaves the archive.
+fn resolve_link(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 enum Staged {
@@ -374,14 +683,23 @@ enum Staged {
     File(String),
 }
 
-/// Where an archive entry may go in the staging dir: only a layout's own names, so no
-/// entry can reach outside it (no `..`, no absolute path, no link).
+/// Where an archive entry may go in the staging dir: only the names of an OCI layout or a
+/// Docker archive, so no entry can reach outside it (no `..`, no absolute path, no link).
 fn staged_path(name: &str) -> Option<Staged> {
+    let file = || Some(Staged::File(name.to_owned()));
     match name.split('/').collect::<Vec<_>>()[..] {
-        ["oci-layout"] | ["index.json"] => Some(Staged::File(name.to_owned())),
+        ["oci-layout"] | ["index.json"] | ["manifest.json"] | ["repositories"] => file(),
         ["blobs"] => Some(Staged::Dir),
         ["blobs", alg] if is_word(alg) => Some(Staged::Dir),
-        ["blobs", alg, hex] if is_word(alg) && is_word(hex) => Some(Staged::File(name.to_owned())),
+        ["blobs", alg, hex] if is_word(alg) && is_word(hex) => file(),
+        // Docker's `HEX.json` configs and skopeo's `HEX.tar` layers.
+        [single] => match single.rsplit_once('.') {
+            Some((hex, "json" | "tar")) if is_word(hex) => file(),
+            _ if is_word(single) => Some(Staged::Dir),
+            _ => None,
+        },
+        // Docker's `HEX/layer.tar` (with `HEX/json` and `HEX/VERSION` beside it).
+        [dir, "layer.tar" | "json" | "VERSION"] if is_word(dir) => file(),
         _ => None,
     }
 }
@@ -395,20 +713,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_layouts_own_names_are_unpacked() {
-        assert!(matches!(staged_path("index.json"), Some(Staged::File(_))));
-        assert!(matches!(
-            staged_path("blobs/sha256/ab12"),
-            Some(Staged::File(_))
-        ));
+    fn links_resolve_only_inside_the_archive() {
+        assert_eq!(
+            resolve_link("abc/layer.tar", "../abc.tar").as_deref(),
+            Some("abc.tar")
+        );
+        assert_eq!(
+            resolve_link("abc/layer.tar", "./x/../def.tar").as_deref(),
+            Some("abc/def.tar")
+        );
+        assert_eq!(resolve_link("abc/layer.tar", "../../etc/shadow"), None);
+        assert_eq!(resolve_link("abc/layer.tar", "/etc/shadow"), None);
+    }
+
+    #[test]
+    fn only_an_archives_own_names_are_unpacked() {
+        for good in [
+            "index.json",
+            "blobs/sha256/ab12",
+            "manifest.json",
+            "ab12.json",
+            "ab12/layer.tar",
+            "ab12.tar",
+        ] {
+            assert!(matches!(staged_path(good), Some(Staged::File(_))), "{good}");
+        }
         assert!(matches!(staged_path("blobs/sha256"), Some(Staged::Dir)));
+        assert!(matches!(staged_path("ab12"), Some(Staged::Dir)));
         for bad in [
             "../x",
             "blobs/../../etc/passwd",
             "/etc/passwd",
             "blobs/sha256/a/b",
             "blobs/sha-256/x",
-            "manifest.json",
+            "ab12/etc/passwd",
+            "x.sh",
+            "..",
         ] {
             assert!(staged_path(bad).is_none(), "{bad}");
         }

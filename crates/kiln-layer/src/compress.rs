@@ -307,3 +307,39 @@ impl Read for LayerStream<'_> {
         Ok(n)
     }
 }
+
+/// Writes the layer `blob` (of `media_type`) to `out` gzip-compressed, as Docker archives
+/// want it (Docker before 23 reads no zstd): a gzip blob is copied as it is, any other is
+/// decompressed and compressed again, streaming. For blobs of kiln's own store, which were
+/// verified when they came in.
+pub fn copy_as_gzip(blob: &mut dyn Read, media_type: &str, out: &mut dyn Write) -> Result<()> {
+    let kind = match stream_kind(media_type)? {
+        StreamKind::Sniff => {
+            let prefix = read_prefix(blob, 4).map_err(LayerError::Stream)?;
+            let kind = match detect_compression(&prefix) {
+                Some(Compression::Gzip) => StreamKind::Gzip,
+                Some(Compression::Zstd) => StreamKind::Zstd,
+                None => StreamKind::Plain,
+            };
+            return copy_kind_as_gzip(&mut io::Cursor::new(prefix).chain(blob), kind, out);
+        }
+        kind => kind,
+    };
+    copy_kind_as_gzip(blob, kind, out)
+}
+
+fn copy_kind_as_gzip(blob: &mut dyn Read, kind: StreamKind, out: &mut dyn Write) -> Result<()> {
+    let copied = match kind {
+        StreamKind::Gzip => io::copy(blob, out).map(drop),
+        StreamKind::Zstd => zstd::stream::read::Decoder::new(blob).and_then(|mut plain| {
+            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            io::copy(&mut plain, &mut gz)?;
+            gz.finish().map(drop)
+        }),
+        StreamKind::Plain | StreamKind::Sniff => {
+            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            io::copy(blob, &mut gz).and_then(|_| gz.finish().map(drop))
+        }
+    };
+    copied.map_err(LayerError::Stream)
+}

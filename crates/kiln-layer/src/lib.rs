@@ -41,7 +41,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use apply::{apply_layer, take_device_placeholders};
-pub use compress::{detect_compression, write_layer};
+pub use compress::{copy_as_gzip, detect_compression, write_layer};
 pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;

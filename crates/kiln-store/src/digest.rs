@@ -58,6 +58,20 @@ impl Digest {
         Self::from_hasher(h)
     }
 
+    /// The digest of everything `reader` yields, read in large pieces.
+    pub fn of_reader(reader: &mut dyn std::io::Read) -> std::io::Result<Self> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(Self::from_hasher(h)),
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The 64 hex digits.
     pub fn hex(&self) -> &str {
         &self.hex
