@@ -40,10 +40,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = image.size();
     }
 
+    // Run settings from a tag's annotation, else from the image's config label.
+    let parsed_config = serde_json::from_slice::<ImageConfig>(config).unwrap_or_default();
     if let Ok(index) = serde_json::from_slice::<ImageIndex>(document) {
         for desc in index.manifests() {
             let _ = Digest::try_from(desc);
-            let _ = run_defaults(desc);
+            let _ = run_defaults(desc, &parsed_config);
         }
     }
 
