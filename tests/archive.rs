@@ -144,6 +144,18 @@ fn a_hostile_archive_changes_nothing() {
     let out = victim.kiln(&["load", "-i", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("sha256:"), "{}", text(&out));
+    // Bounds apply while the archive is read, as a pull's do (kiln's config file).
+    let tar = env.path("whole.tar");
+    env.kiln_ok(&["save", "-o", tar.to_str().unwrap(), "app:1"]);
+    victim.write("config.yaml", "image_limits:\n  image_size: 100k\n");
+    let out = victim
+        .command()
+        .env("KILN_CONFIG", victim.path("config.yaml"))
+        .args(["load", "-i", tar.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("image_size"), "{}", text(&out));
     // The store is as it was: no image, no blob, no staging left.
     assert!(ids(&victim).is_empty());
     let blobs = victim.root().join("blobs/sha256");

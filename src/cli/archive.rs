@@ -20,7 +20,7 @@ use oci_spec::image::{Descriptor, ImageIndex};
 
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
-use kiln_store::{oci::REF_NAME, Digest, Reference, Store};
+use kiln_store::{oci::REF_NAME, Bounds, Digest, Reference, Store};
 
 #[derive(Args, Debug)]
 #[command(
@@ -376,6 +376,7 @@ fn gzip_layer(store: &Store, staging: &Path, blob: &Descriptor) -> Result<PathBu
 
 pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
     let store = globals.store()?;
+    let bounds = super::pull::kiln_config()?.bounds;
     let input = args.input.filter(|p| p.as_os_str() != "-");
     let mut staged = None;
     let dir = match &input {
@@ -383,7 +384,7 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
         Some(path) => {
             let file = File::open(path).map_err(failed(format!("open {}", path.display())))?;
             staged
-                .insert(Staging::unpack(&store, file)?)
+                .insert(Staging::unpack(&store, file, &bounds)?)
                 .dir
                 .path()
                 .to_owned()
@@ -396,7 +397,7 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
             )
         }
         None => staged
-            .insert(Staging::unpack(&store, io::stdin().lock())?)
+            .insert(Staging::unpack(&store, io::stdin().lock(), &bounds)?)
             .dir
             .path()
             .to_owned(),
@@ -420,7 +421,6 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
         docker_to_oci(&dir, &aliases)?;
     }
     let names = image_names(&dir)?;
-    let bounds = super::pull::kiln_config()?.bounds;
     for name in &names {
         let digest = kiln_build::import_oci_layout(&store, &dir, name.as_deref(), &bounds)
             .map_err(|e| Failure::user(format!("{e}")).hint(e.hint()))?;
@@ -486,13 +486,16 @@ struct Staging {
 }
 
 impl Staging {
-    fn unpack(store: &Store, archive: impl Read) -> Result<Staging, Failure> {
+    /// Unpacks `archive`, bounded as a pull is: no document above `bounds.document_size`,
+    /// no file, and not all of them together, above `bounds.image_size`.
+    fn unpack(store: &Store, archive: impl Read, bounds: &Bounds) -> Result<Staging, Failure> {
         let mut staging = Staging {
             dir: store.temp_dir("load")?,
             aliases: Default::default(),
         };
         let root = staging.dir.path().to_owned();
         let bad = |why: String| Failure::user(format!("not an image archive: {why}"));
+        let mut total = 0u64;
         let mut tar = tar::Archive::new(archive);
         for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(e.to_string()))?;
@@ -509,6 +512,18 @@ impl Staging {
             match staged_path(&name) {
                 Some(Staged::Dir) if kind.is_dir() => {}
                 Some(Staged::File(rel)) if kind.is_file() => {
+                    let size = entry.header().size().map_err(|e| bad(e.to_string()))?;
+                    let limit = match rel.ends_with(".json") || !rel.contains('/') && !rel.ends_with(".tar") {
+                        true => ("document_size", bounds.document_size),
+                        false => ("image_size", bounds.image_size),
+                    };
+                    total = total.saturating_add(size);
+                    if size > limit.1 || total > bounds.image_size {
+                        return Err(bad(format!(
+                            "{name:?} ({size} bytes) is over the bound {} = {} (image_limits in kiln's config file)",
+                            limit.0, limit.1
+                        )));
+                    }
                     let to = root.join(&rel);
                     staging.aliases.remove(&rel);
                     if let Some(parent) = to.parent() {
