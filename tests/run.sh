@@ -47,6 +47,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# kiln kube's manifests are checked against Kubernetes' own schemas, offline
+# (kubernetes-validate bundles them; from PyPI, not in Debian).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "==> installing kubernetes-validate (PyPI)"
+    python3 -m pip --version >/dev/null 2>&1 || {
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    }
+    python3 -m pip install -q --break-system-packages kubernetes-validate==1.37.0
+fi
 # pasta as an ordinary user opens /dev/net/tun: udev makes it 0666 on Debian, a machine
 # without udev (a container, a minimal VM like this one) may have it 0600.
 chmod 0666 /dev/net/tun

@@ -19,6 +19,7 @@ mod history;
 mod housekeeping;
 mod images;
 mod import;
+mod kube;
 mod lifecycle;
 mod limits;
 mod live_networks;
@@ -105,6 +106,7 @@ enum Command {
     Inspect(images::InspectArgs),
     History(history::HistoryArgs),
     Save(archive::SaveArgs),
+    Kube(kube::KubeArgs),
     Load(archive::LoadArgs),
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
@@ -380,6 +382,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => images::inspect(&globals, a),
         Command::History(a) => history::history(&globals, a),
         Command::Save(a) => archive::save(&globals, a),
+        Command::Kube(a) => kube::kube(&globals, a),
         Command::Load(a) => archive::load(&globals, a),
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),

@@ -43,6 +43,21 @@ pub fn write_bundle(
     written
 }
 
+/// The runtime's spec of a container `kiln run` would make of `source` with `config`,
+/// without making one (the user resolved in the image, the process as it would start):
+/// what `kiln kube` describes.
+pub fn spec_without_container(
+    store: &Store,
+    source: &Source,
+    config: ContainerConfig,
+) -> Result<runtime::ContainerSpec> {
+    // The spec needs a container dir for its overlay (the user is read from the image).
+    let (dir, _lock) = store.create_container()?;
+    let spec = container_spec(store, source, config, &dir, (false, false)).map(|(spec, _)| spec);
+    let _ = store.remove_container(&dir);
+    spec
+}
+
 fn prepare_bundle_dir(dir: &Path) -> Result<()> {
     let empty = std::fs::read_dir(dir)
         .map(|mut d| d.next().is_none())

@@ -52,7 +52,7 @@ mod source;
 pub mod start;
 mod trim;
 
-pub use bundle::write_bundle;
+pub use bundle::{spec_without_container, write_bundle};
 pub use config::{ContainerConfig, HealthSettings, Notice, RunSettings};
 pub use confine::{confinement, limits_over, ConfineError, DeviceProblem, SecurityOptions};
 pub use container::{create, record_exit, record_restarting, record_start, Launch};
