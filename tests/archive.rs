@@ -62,7 +62,17 @@ fn saved_archives_load_back_and_skopeo_reads_and_writes_them() {
     run(Command::new("skopeo")
         .args(["copy", "-q", &name])
         .arg(format!("oci:{}:team/app:3", skopeo_dir.display())));
+    // An image the layout does not name is kept under its ID.
+    let unnamed = env.path("unnamed");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", &name])
+        .arg(format!("oci:{}", unnamed.display())));
     let third = Env::new();
+    let said = third.kiln_ok(&["load", "-i", unnamed.to_str().unwrap()]);
+    assert!(
+        said.contains("localhost/loaded:") && said.contains("unnamed"),
+        "{said}"
+    );
     third.kiln_ok(&["load", "-i", skopeo_tar.to_str().unwrap()]);
     third.kiln_ok(&["load", "-i", skopeo_dir.to_str().unwrap()]);
     let out = third.kiln_ok(&[

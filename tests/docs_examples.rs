@@ -1,4 +1,4 @@
-//! Every ```yaml example of README.md and specs/spec.md is a spec that builds, as a user
+//! Every ```yaml example of README.md, specs/spec.md and docs/coming-from-docker.md is a spec that builds, as a user
 //! would build it: written as `kiln.yaml` into a project folder of its own, with the files,
 //! contexts, secrets and base images it names made by the test, and `kiln build` run in
 //! that folder.
@@ -22,7 +22,7 @@ use common::{text, Env};
 use kiln_spec::{CopyFrom, From, SecretSource, Spec, StepKind};
 
 /// The documents whose examples must build, relative to the crate root.
-const DOCS: [&str; 2] = ["README.md", "specs/spec.md"];
+const DOCS: [&str; 3] = ["README.md", "specs/spec.md", "docs/coming-from-docker.md"];
 
 /// One fenced ```yaml block.
 struct Example {

@@ -376,6 +376,8 @@ fn gzip_layer(store: &Store, staging: &Path, blob: &Descriptor) -> Result<PathBu
 
 pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
     let store = globals.store()?;
+    // What is loaded is unreachable until it is tagged: no gc meanwhile.
+    let _guard = store.content_guard()?;
     let bounds = super::pull::kiln_config()?.bounds;
     let input = args.input.filter(|p| p.as_os_str() != "-");
     let mut staged = None;
@@ -429,7 +431,15 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
                 store.set_tag(&reference, &manifest_descriptor(&store, &digest)?)?;
                 println!("Loaded image: {reference}");
             }
-            _ => println!("Loaded image ID: {digest}"),
+            // An image without a name in the archive is kept under its ID, as a tag, so
+            // that gc keeps it and `kiln run` finds it.
+            _ => {
+                let reference =
+                    Reference::parse(&format!("loaded:{}", digest.short()), "localhost")
+                        .map_err(Failure::user)?;
+                store.set_tag(&reference, &manifest_descriptor(&store, &digest)?)?;
+                println!("Loaded image: {reference} (unnamed in the archive)");
+            }
         }
     }
     Ok(0)
