@@ -222,29 +222,12 @@ fn exec_it_gets_a_terminal() {
     let env = Env::new();
     busybox_image(&env);
     let _box = run_detached(&env, &["--name", "term", "bb", "sleep", "1000"]);
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let script =
         "test -t 0 && test -t 1 && echo on-a-terminal; tty; echo $TERM; read line; echo got-$line";
-    let mut child = env
-        .command()
-        .args(["exec", "-it", "term", "sh", "-c", script])
-        .stdin(slave())
-        .stdout(slave())
-        .stderr(slave())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    std::io::Write::write_all(&mut master, b"typed\n").unwrap();
-    let mut output = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Ends (EIO) once no process holds the slave any more.
-    while let Ok(n @ 1..) = master.read(&mut buf) {
-        output.extend_from_slice(&buf[..n]);
-    }
-    assert!(child.wait().unwrap().success());
-    let output = String::from_utf8_lossy(&output);
+    let mut command = env.command();
+    command.args(["exec", "-it", "term", "sh", "-c", script]);
+    let (ok, output) = common::on_a_terminal(command, b"typed\n");
+    assert!(ok, "{output}");
     assert!(output.contains("on-a-terminal"), "{output}");
     assert!(output.contains("/dev/pts/"), "{output}");
     assert!(output.contains("xterm"), "{output}");

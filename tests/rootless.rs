@@ -264,39 +264,22 @@ fn an_ordinary_users_container_gets_a_terminal_with_it() {
     common::require_root!("useradd, user namespaces");
     let (_env, user) = user_with_image();
     assert_ok(&user.kiln(&["--version"]));
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
     let script =
         "test -t 0 && test -t 1 && echo on-a-terminal; ls -ln $(tty); read line; echo got-$line";
-    let mut child = user
-        .kiln_command()
-        .args([
-            "run",
-            "--rm",
-            "-it",
-            "--network",
-            "none",
-            "rl:1",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(slave())
-        .stdout(slave())
-        .stderr(slave())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    std::io::Write::write_all(&mut master, b"typed\n").unwrap();
-    let mut output = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Ends (EIO) once no process holds the slave any more.
-    while let Ok(n @ 1..) = std::io::Read::read(&mut master, &mut buf) {
-        output.extend_from_slice(&buf[..n]);
-    }
-    let output = String::from_utf8_lossy(&output);
-    assert!(child.wait().unwrap().success(), "{output}");
+    let mut command = user.kiln_command();
+    command.args([
+        "run",
+        "--rm",
+        "-it",
+        "--network",
+        "none",
+        "rl:1",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let (ok, output) = common::on_a_terminal(command, b"typed\n");
+    assert!(ok, "{output}");
     assert!(output.contains("on-a-terminal"), "{output}");
     // The container's own devpts, its pty owned by root and the tty group (gid 5, which
     // the subordinate range maps), as with root's kiln.

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use common::{text, Env};
 
@@ -270,32 +269,15 @@ fn containers_get_home_and_hostname() {
 /// `kiln run -t` with a terminal as kiln's stdio, as in an interactive shell: what the
 /// container printed, through both terminals.
 fn run_on_a_terminal(env: &Env, flags: &[&str]) -> String {
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
-    let mut child = env
-        .command()
+    let mut command = env.command();
+    command
         .args(["run", "--rm", "-t", "--hostname", "box"])
         .args(flags)
-        .args(["base", "sh", "-c", DOCKER_VARS])
-        .stdin(slave())
-        .stdout(slave())
-        .stderr(slave())
-        .spawn()
-        .unwrap();
-    // Reading the master ends (EIO) once no process holds the slave any more.
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    let mut output = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n @ 1..) = master.read(&mut buf) {
-        output.extend_from_slice(&buf[..n]);
-    }
-    assert!(child.wait().unwrap().success());
+        .args(["base", "sh", "-c", DOCKER_VARS]);
+    let (ok, output) = common::on_a_terminal(command, b"");
+    assert!(ok, "{output}");
     // Both terminals turn "\n" into "\r\n".
-    String::from_utf8_lossy(&output)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    output.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[test]

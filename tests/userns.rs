@@ -611,29 +611,13 @@ fn an_auto_container_gets_a_terminal_of_its_own() {
     common::require_root!("user namespaces, idmapped mounts");
     let _slots = some_slots();
     let env = env_with_image();
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let script = "test -t 0 && echo on-a-terminal; ls -ln $(tty); read line; echo got-$line";
-    let mut child = env
-        .command()
+    let mut command = env.command();
+    command
         .args(["run", "--rm", "-it", "--network", "none", "--userns=auto"])
-        .args(["uns:1", "sh", "-c", script])
-        .stdin(slave())
-        .stdout(slave())
-        .stderr(slave())
-        .spawn()
-        .unwrap();
-    drop(pty.slave);
-    let mut master = std::fs::File::from(pty.master);
-    std::io::Write::write_all(&mut master, b"typed\n").unwrap();
-    let mut output = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Ends (EIO) once no process holds the slave any more.
-    while let Ok(n @ 1..) = std::io::Read::read(&mut master, &mut buf) {
-        output.extend_from_slice(&buf[..n]);
-    }
-    let output = String::from_utf8_lossy(&output);
-    assert!(child.wait().unwrap().success(), "{output}");
+        .args(["uns:1", "sh", "-c", script]);
+    let (ok, output) = common::on_a_terminal(command, b"typed\n");
+    assert!(ok, "{output}");
     assert!(output.contains("on-a-terminal"), "{output}");
     // devpts made in the container's namespace: its pty is owned by its root and tty group.
     assert!(

@@ -327,3 +327,30 @@ pub fn host_and_other_arch() -> (&'static str, &'static str) {
         other => panic!("add {other} to this test's architectures"),
     }
 }
+
+/// Runs `command` with a new pty as its stdin, stdout and stderr, as on a user's terminal,
+/// types `input` into it, and returns whether it succeeded and everything it wrote (reading
+/// ends, EIO, once no process holds the pty any more).
+pub fn on_a_terminal(mut command: Command, input: &[u8]) -> (bool, String) {
+    use std::io::{Read, Write};
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
+    let mut child = command
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
+    // The command keeps its copies of the slave until dropped.
+    drop(command);
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(input).unwrap();
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        output.extend_from_slice(&buf[..n]);
+    }
+    let ok = child.wait().unwrap().success();
+    (ok, String::from_utf8_lossy(&output).into_owned())
+}
