@@ -20,7 +20,8 @@ use oci_spec::image::{Descriptor, ImageIndex};
 
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
-use kiln_store::{oci::REF_NAME, Bounds, Digest, Reference, Store};
+use kiln_store::oci::{OCI_LAYOUT, REF_NAME};
+use kiln_store::{Bounds, Digest, Reference, Store};
 
 #[derive(Args, Debug)]
 #[command(
@@ -161,8 +162,6 @@ fn index_json(saved: &[Saved]) -> Vec<u8> {
     });
     serde_json::to_vec(&index).expect("JSON values serialise")
 }
-
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// kiln's digests are sha256's (`kiln_store::Digest` refuses others).
 fn blob_name(digest: &Digest) -> String {

@@ -99,12 +99,11 @@ impl ImageRow {
 
 /// Unpacked layer sizes, each layer walked once however many images share it.
 #[derive(Default)]
-pub(super) struct LayerSizes(std::collections::HashMap<String, u64>);
+pub(super) struct LayerSizes(std::collections::HashMap<Digest, u64>);
 
 impl LayerSizes {
     pub(super) fn of(&mut self, store: &Store, diff_id: &Digest) -> Result<u64, Failure> {
-        let key = diff_id.to_string();
-        if let Some(size) = self.0.get(&key) {
+        if let Some(size) = self.0.get(diff_id) {
             return Ok(*size);
         }
         // A layer dir a gc removed meanwhile holds nothing.
@@ -112,7 +111,7 @@ impl LayerSizes {
             true => store.layer_size(diff_id)?,
             false => 0,
         };
-        self.0.insert(key, size);
+        self.0.insert(diff_id.clone(), size);
         Ok(size)
     }
 }

@@ -62,12 +62,18 @@ impl RegistryArgs {
     }
 }
 
-/// What kiln's config file says, or the defaults when there is none; read once per command.
+/// What kiln's config file says, or the defaults when there is none; read once per command
+/// (`kiln run` and `kiln build` ask for it twice: the network, then their own settings).
 pub fn kiln_config() -> Result<FileConfig, Failure> {
-    match config_file() {
-        Some(path) => Ok(registry::read_config(&path)?),
-        None => Ok(FileConfig::default()),
+    static READ: std::sync::OnceLock<FileConfig> = std::sync::OnceLock::new();
+    if let Some(config) = READ.get() {
+        return Ok(config.clone());
     }
+    let config = match config_file() {
+        Some(path) => registry::read_config(&path)?,
+        None => FileConfig::default(),
+    };
+    Ok(READ.get_or_init(|| config).clone())
 }
 
 /// kiln's config file: `$KILN_CONFIG` (which must exist), else the first that exists of

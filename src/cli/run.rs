@@ -269,7 +269,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
             .map_err(|e| Failure::user(format!("-p {p}: {}", e.message)).hint(e.hint))?;
         publish.extend(mappings);
     }
-    let settings = RunSettings {
+    Ok(RunSettings {
         env,
         extra_hosts,
         volumes: args.volumes.clone(),
@@ -312,8 +312,7 @@ fn run_settings(args: &ContainerArgs, command: &[String]) -> Result<RunSettings,
             rate_out: rate("--network-rate-out", &args.network_rate_out)?,
         },
         networks: named.into_iter().collect(),
-    };
-    Ok(settings)
+    })
 }
 
 /// A `--network-rate-*` value in bits per second.

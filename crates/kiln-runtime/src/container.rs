@@ -185,8 +185,6 @@ pub struct RunningContainer {
     /// The read ends of its stdout and stderr, with `capture_output`.
     output: Option<OutputPipes>,
     waited: bool,
-    /// The maps of its own user namespace, if it has one.
-    id_mapping: Option<IdMapping>,
     /// Its slot of host ids (`--userns=auto`), free again when this is dropped.
     id_lease: Option<crate::id_leases::IdLease>,
 }
@@ -394,7 +392,6 @@ pub(crate) fn start<K>(
         relay: None,
         output: None,
         waited: false,
-        id_mapping: launch.id_mapping,
         id_lease: None,
     };
     // The child waits for the go byte below, so it has its ids before it does anything.
@@ -441,12 +438,6 @@ impl RunningContainer {
     /// The host pid of the container's PID 1 (the init, or the command without one).
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
-    }
-
-    /// The uid and gid maps of the container's own user namespace; `None` when it runs
-    /// with the host's ids.
-    pub fn id_mapping(&self) -> Option<IdMapping> {
-        self.id_mapping
     }
 
     /// Sends `signal` to the container's PID 1. With the init it reaches the command (for
@@ -603,13 +594,14 @@ fn container_plan(
         )?;
         container.trees.extend(devices);
         // kiln's /etc files belong to the container's root, as they do without one.
-        for (host, _) in etc_file_sources(spec)? {
+        for (host, _) in &plan.etc_binds {
+            let host = Path::new(std::ffi::OsStr::from_bytes(host.as_bytes()));
             std::os::unix::fs::lchown(
-                &host,
+                host,
                 Some(own.mapping.uids.outside),
                 Some(own.mapping.gids.outside),
             )
-            .map_err(RuntimeError::io("chown", &host))?;
+            .map_err(RuntimeError::io("chown", host))?;
         }
         container.trees.push(
             own.root

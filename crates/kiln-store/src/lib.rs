@@ -246,7 +246,7 @@ impl Store {
     fn init_layout_files(&self) -> Result<()> {
         let layout = self.root.join("oci-layout");
         if !layout.exists() {
-            fsutil::write_atomic(self, &layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            fsutil::write_atomic(self, &layout, oci::OCI_LAYOUT)?;
         }
         if !self.index_path().exists() {
             let _lock = self.lock()?;

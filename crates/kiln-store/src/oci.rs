@@ -44,6 +44,9 @@ pub const MEDIA_TYPE_DOCKER_TAR_GZIP: &str = "application/vnd.docker.image.rootf
 pub const MEDIA_TYPE_DOCKER_FOREIGN_TAR_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
+/// The `oci-layout` file of an OCI image layout (the store's own, and archives kiln writes).
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
 /// The annotation that names an image in an OCI layout.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The index annotation that keeps a spec's `run:` defaults with an image's tags. They live
