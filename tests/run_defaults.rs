@@ -207,3 +207,56 @@ fn run_settings_travel_with_the_image_through_a_registry() {
     );
     other.kiln_ok(&["rm", "-f", "limited"]);
 }
+
+#[test]
+fn an_image_from_elsewhere_publishes_no_host_port_on_its_own() {
+    common::require_root!("namespaces, overlayfs, cgroups, network");
+    let env = Env::new();
+    let rootfs = common::busybox_rootfs(&env, "rootfs");
+    env.kiln_ok(&["import", rootfs.to_str().unwrap(), "-t", "base"]);
+    let port = common::free_port();
+    env.write(
+        "project/kiln.yaml",
+        &format!("image: opens:1\nfrom: base\nrun:\n  ports: [\"{port}:80\"]\n"),
+    );
+    build(&env);
+    // Built here, its ports are published (and named, as a grant).
+    env.kiln_ok(&["run", "-d", "--name", "here", "opens:1", "sleep", "60"]);
+    assert_eq!(
+        env.kiln_ok(&["port", "here"]),
+        format!("80/tcp -> 0.0.0.0:{port}")
+    );
+    env.kiln_ok(&["rm", "-f", "here"]);
+
+    // The same image pulled elsewhere carries the setting, but does not open the port.
+    let registry = common::registry::Registry::start(env.dir.path());
+    let reference = format!("{}/open/o:1", registry.host());
+    env.kiln_ok(&["push", "opens:1", &reference]);
+    let other = Env::new();
+    other.kiln_ok(&["pull", &reference]);
+    let out = other.kiln(&["run", "-d", "--name", "there", &reference, "sleep", "60"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("publish 0.0.0.0:{port}:80/tcp")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(other.kiln_ok(&["port", "there"]), "");
+    other.kiln_ok(&["rm", "-f", "there"]);
+    let out = other.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "allowed",
+        "--allow-image-privileges",
+        &reference,
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        other.kiln_ok(&["port", "allowed"]),
+        format!("80/tcp -> 0.0.0.0:{port}")
+    );
+    other.kiln_ok(&["rm", "-f", "allowed"]);
+}

@@ -294,6 +294,17 @@ fn split_grants(defaults: &RunDefaults) -> (Vec<String>, RunDefaults) {
         ));
     }
     narrowed.ulimits.retain(|u| !raises_a_limit(u));
+    // A published port opens the host to the network: an image's settings travel with it
+    // (the `dev.kiln.run` label), and one from elsewhere must not do that on its own.
+    for p in &defaults.ports {
+        let ip = p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
+        let host = p.host_port.map_or(String::new(), |port| port.to_string());
+        grants.push(format!(
+            "publish {ip}:{host}:{}/{}",
+            p.container_port, p.protocol
+        ));
+    }
+    narrowed.ports.clear();
     (grants, narrowed)
 }
 
