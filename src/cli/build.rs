@@ -13,6 +13,8 @@ use super::{source_date_epoch, CmdResult, Failure, Globals};
 use kiln_build::{self as build, BuildError, BuildOptions, CacheRequest};
 use kiln_layer::Compression;
 use kiln_progress::{Outcome, Progress, StagePlan, StepRef, StepReport, Stream};
+use kiln_store::reference::DOCKER_HUB;
+use kiln_store::Reference;
 
 #[derive(Args, Debug)]
 #[command(
@@ -47,6 +49,14 @@ pub struct BuildArgs {
     /// Run this step and the ones after it even when cached: N (1-based) or STAGE:N
     #[arg(long = "no-cache-from", value_name = "STEP")]
     no_cache_from: Option<String>,
+    /// Let a registry build cache lend steps the local cache lacks (repeatable):
+    /// REF, or docker's type=registry,ref=REF
+    #[arg(long = "cache-from", value_name = "REF", value_parser = parse_cache_ref)]
+    cache_from: Vec<CacheRef>,
+    /// Push the build's step records and their layers to REF as a build cache:
+    /// REF, or docker's type=registry,ref=REF[,mode=max|min]
+    #[arg(long = "cache-to", value_name = "REF", value_parser = parse_cache_ref)]
+    cache_to: Option<CacheRef>,
     /// Build this stage of a multi-stage spec instead of the last one
     #[arg(long, value_name = "STAGE")]
     target: Option<String>,
@@ -58,6 +68,44 @@ pub struct BuildArgs {
     limits: super::limits::LimitArgs,
     #[command(flatten)]
     registry: super::pull::RegistryArgs,
+}
+
+/// A `--cache-from`/`--cache-to` value.
+#[derive(Debug, Clone)]
+struct CacheRef {
+    reference: Reference,
+    /// `mode=min`: only the records of the image's own layers (docker's default); kiln's
+    /// default is `max`, every stage's steps, so a multi-stage build is fully cached.
+    min: bool,
+}
+
+/// `REF` or docker's `type=registry,ref=REF[,mode=max|min]`.
+fn parse_cache_ref(value: &str) -> Result<CacheRef, String> {
+    let parse = |r: &str| Reference::parse(r, DOCKER_HUB).map_err(|e| e.to_string());
+    if !value.contains('=') {
+        return Ok(CacheRef {
+            reference: parse(value)?,
+            min: false,
+        });
+    }
+    let (mut reference, mut min) = (None, false);
+    for part in value.split(',') {
+        match part.split_once('=') {
+            Some(("type", "registry")) => {}
+            Some(("type", other)) => {
+                return Err(format!(
+                    "type={other}: kiln keeps its build cache in a registry (type=registry) or in its store"
+                ))
+            }
+            Some(("ref", r)) => reference = Some(parse(r)?),
+            Some(("mode", "max")) => min = false,
+            Some(("mode", "min")) => min = true,
+            Some(("mode", other)) => return Err(format!("mode={other}: expected max or min")),
+            _ => return Err(format!("{part:?}: expected type=registry, ref=REF or mode=max|min")),
+        }
+    }
+    let reference = reference.ok_or("no ref=REF")?;
+    Ok(CacheRef { reference, min })
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -149,6 +197,8 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         });
     let compression: Compression = args.compression.parse().map_err(Failure::user)?;
     let config = super::pull::kiln_config()?;
+    let settings = args.registry.settings(config.clone());
+    let cache_from = remote_caches(&settings, &args.cache_from, progress);
     let opts = BuildOptions {
         bounds: config.bounds.clone(),
         context: super::absolute(&args.context)?,
@@ -158,12 +208,13 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         args: args.args.clone(),
         compression,
         epoch: source_date_epoch()?,
-        registry: (!args.no_pull).then(|| args.registry.settings(config)),
+        registry: (!args.no_pull).then(|| settings.clone()),
         cache: match (&args.no_cache, &args.no_cache_from) {
             (true, _) => CacheRequest::Ignore,
             (false, Some(step)) => CacheRequest::IgnoreFrom(step.clone()),
             (false, None) => CacheRequest::Use,
         },
+        cache_from,
         target: args.target.clone(),
         limits: args.limits.limits()?,
         environment: std::env::vars_os().collect(),
@@ -177,6 +228,15 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
     let started = Instant::now();
     let result = build::build(&store, &opts, progress).map_err(failure)?;
     let (cached, ran) = progress.counts();
+    if let Some(cache_to) = &args.cache_to {
+        export_cache(
+            &store,
+            &settings,
+            cache_to,
+            &result,
+            globals.quiet || args.json,
+        )?;
+    }
     if args.json {
         let tags: Vec<String> = result.tags.iter().map(ToString::to_string).collect();
         let json = serde_json::json!({
@@ -209,6 +269,90 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
     Ok(0)
 }
 
+/// Reads each `--cache-from` cache. One that cannot be read is passed over with a
+/// warning, as BuildKit does: the first build of a branch has no cache yet, and a cache is
+/// never a reason for a build to fail.
+fn remote_caches(
+    settings: &kiln_registry::Settings,
+    refs: &[CacheRef],
+    progress: &BuildProgress,
+) -> Vec<kiln_registry::RemoteCache> {
+    refs.iter()
+        .filter_map(
+            |r| match kiln_registry::fetch_cache(settings, &r.reference) {
+                Ok(cache) => {
+                    progress.phase(&format!(
+                        "registry cache {}: {} step records",
+                        r.reference,
+                        cache.len()
+                    ));
+                    Some(cache)
+                }
+                Err(kiln_registry::RegistryError::NotFound { .. }) => {
+                    eprintln!(
+                        "warning: registry cache {} not found: building without it",
+                        r.reference
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("warning: ignoring registry cache {}: {e}", r.reference);
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// `--cache-to`: pushes the build's step records (with `mode=min`, only those of the
+/// image's own layers) and their layers. The image is built and tagged already; a failed
+/// export still fails the command, as a CI job relying on the cache would want to know.
+fn export_cache(
+    store: &kiln_store::Store,
+    settings: &kiln_registry::Settings,
+    cache_to: &CacheRef,
+    result: &build::BuildResult,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let records: Vec<_> = match cache_to.min {
+        false => result.records.clone(),
+        true => {
+            let image = kiln_image::Image::load(store, &result.digest).map_err(Failure::user)?;
+            let own = |r: &&kiln_store::StepRecord| match &r.layer {
+                Some(layer) => image.manifest.layers().contains(layer),
+                None => true,
+            };
+            result.records.iter().filter(own).cloned().collect()
+        }
+    };
+    let pushed = kiln_registry::push_cache(
+        store,
+        settings,
+        &cache_to.reference,
+        &records,
+        std::sync::Arc::new(kiln_progress::Silent),
+    )
+    .map_err(|e| {
+        let mut f = Failure::user(format!(
+            "the image was built, but exporting its build cache to {} failed: {e}",
+            cache_to.reference
+        ));
+        f.hint = e.hint();
+        f
+    })?;
+    if !quiet {
+        eprintln!(
+            "exported build cache to {}: {} step records, {} layers uploaded ({}), {} already there",
+            cache_to.reference,
+            records.len(),
+            pushed.uploaded,
+            human_size(pushed.bytes),
+            pushed.existed + pushed.mounted,
+        );
+    }
+    Ok(())
+}
+
 /// `--plan`: one line per step (or JSON lines with --json), nothing run.
 fn plan(store: &kiln_store::Store, opts: &BuildOptions, json: bool) -> CmdResult {
     if json {
@@ -239,7 +383,10 @@ impl Progress for PlanJson {
     fn step_finished(&self, step: &StepRef, report: &StepReport) {
         let (decision, reason) = match &report.outcome {
             Outcome::Cached => ("cached", None),
-            Outcome::WouldRun(reason) | Outcome::Ran(reason) => ("run", Some(reason_text(reason))),
+            Outcome::CachedFrom(cache) => ("cached", Some(format!("registry cache {cache}"))),
+            Outcome::WouldRun(reason) | Outcome::Ran(reason) => {
+                ("run", Some(reason_text(reason).into_owned()))
+            }
             Outcome::Config => ("config", None),
         };
         self.steps

@@ -350,6 +350,10 @@ impl Progress for BuildProgress {
                 self.cached.fetch_add(1, Ordering::Relaxed);
                 format!("cached{layer}")
             }
+            Outcome::CachedFrom(cache) => {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                format!("cached, from registry cache {cache}{layer}")
+            }
             Outcome::WouldRun(reason) => format!("would run ({})", reason_text(reason)),
             Outcome::Ran(reason) => {
                 self.ran.fetch_add(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@ mod copy_step;
 mod env_files;
 mod host_file;
 mod key;
+mod lent;
 mod oci_layout;
 mod output;
 mod record;
@@ -79,6 +80,9 @@ pub struct BuildOptions {
     pub bounds: kiln_store::Bounds,
     /// `--no-cache` / `--no-cache-from STEP`.
     pub cache: CacheRequest,
+    /// `--cache-from REF`: registry build caches that may lend a step the local cache
+    /// lacks, the first that has its key.
+    pub cache_from: Vec<kiln_registry::RemoteCache>,
     /// `--target STAGE`: build this stage instead of the last one.
     pub target: Option<String>,
     /// `--memory`, `--cpus`, `--pids-limit`: the cgroup limits of every run step without
@@ -114,6 +118,9 @@ pub struct BuildResult {
     pub layers: usize,
     /// Compressed size of all layers.
     pub size: u64,
+    /// The step record of every `run`/`copy` step of the build (cached, lent or run), of
+    /// every stage built: what `--cache-to` shares.
+    pub records: Vec<kiln_store::StepRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +159,12 @@ pub enum BuildError {
         number: usize,
         title: String,
         source: Box<StepError>,
+    },
+    /// A layer a `--cache-from` cache lent could not be fetched.
+    #[error("fetching a cached layer from {reference}: {source}")]
+    CacheFrom {
+        reference: String,
+        source: kiln_registry::RegistryError,
     },
     #[error("base image {0:?} is not in the store")]
     BaseNotFound(String),
@@ -349,6 +362,9 @@ impl BuildError {
                 "pull, build or import it first, or use from: rootfs:PATH or oci:PATH".into(),
             ),
             BuildError::Pull { source, .. } => source.hint(),
+            BuildError::CacheFrom { source, .. } => source.hint().or_else(|| {
+                Some("build without that --cache-from to run the steps instead".into())
+            }),
             BuildError::BadBase {
                 problem: BaseProblem::Incoming(e),
                 ..
@@ -425,8 +441,9 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     spec_checks::secrets(&spec, &opts.spec_shown, &opts.environment).map_err(BuildError::Secret)?;
     // Read before any step runs, so a missing env file stops the build at once.
     let run = env_files::stored_run_defaults(&spec.run, &opts.environment)?;
-    let steps::StageOutput::Built(mut built) = build_stages(store, &spec, opts, progress, false)?
-    else {
+    let records = std::sync::Mutex::default();
+    let built = build_stages(store, &spec, opts, progress, false, &records)?;
+    let steps::StageOutput::Built(mut built) = built else {
         unreachable!("a build that is not a plan knows every stage");
     };
     built.config.config.apply_spec(&spec.config);
@@ -443,6 +460,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
         tags,
         layers: built.layers.len(),
         size,
+        records: records.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
 }
 
@@ -451,7 +469,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
 /// their parent is not known until it has run.
 pub fn plan(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<()> {
     let spec = load_spec(opts)?;
-    build_stages(store, &spec, opts, progress, true).map(drop)
+    build_stages(store, &spec, opts, progress, true, &Default::default()).map(drop)
 }
 
 /// Builds (or plans) the last stage of `spec` and what it needs.
@@ -461,6 +479,7 @@ fn build_stages(
     opts: &BuildOptions,
     progress: &dyn Progress,
     plan: bool,
+    records: &std::sync::Mutex<Vec<kiln_store::StepRecord>>,
 ) -> Result<steps::StageOutput> {
     let cache = cache_policy(spec, &opts.cache)?;
     let stages = stages::needed_stages(spec).into_iter();
@@ -474,6 +493,7 @@ fn build_stages(
         cache: &cache,
         plan,
         sources: &sources,
+        records,
     };
     let output = stages::build(&request);
     sources.save();

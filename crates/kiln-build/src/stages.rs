@@ -25,6 +25,8 @@ pub(super) struct Request<'a> {
     pub cache: &'a CachePolicy,
     pub plan: bool,
     pub sources: &'a Sources<'a>,
+    /// Every step record the build settles, for `--cache-to`.
+    pub records: &'a std::sync::Mutex<Vec<kiln_store::StepRecord>>,
 }
 
 /// Builds the target stage and the stages it needs; returns the target's output.
@@ -135,6 +137,7 @@ fn build_one(
         plan: req.plan,
         sources: req.sources,
         inputs,
+        records: req.records,
     };
     steps::build_stage(&job, base)
 }

@@ -17,6 +17,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use super::context::SourceEntry;
 use super::copy_step::copy_into_image;
 use super::key::{state_id, KeyInputs};
+use super::lent::{self, Lent};
 use super::record::{self, StageRecord, StepEntry};
 use super::run_step::{run_in_sandbox, step_confinement};
 use super::sources::Sources;
@@ -66,6 +67,8 @@ pub(super) struct StageJob<'a> {
     pub sources: &'a Sources<'a>,
     /// Outputs of the stages this one uses (`from:` or `copy: from:`), by name.
     pub inputs: BTreeMap<String, StageOutput>,
+    /// Every step record the build settles, for `--cache-to`.
+    pub records: &'a std::sync::Mutex<Vec<StepRecord>>,
 }
 
 impl StageJob<'_> {
@@ -85,6 +88,23 @@ impl StageJob<'_> {
             index,
             total: self.stage().steps.len(),
             title,
+        }
+    }
+
+    /// Whether another stage's `copy` step reads this stage's files.
+    fn copied_from(&self) -> bool {
+        let name = self.stage().name.as_str();
+        self.spec.stages.iter().any(|stage| {
+            stage.steps.iter().any(|step| {
+                matches!(&step.kind, StepKind::Copy(CopyStep { from: CopyFrom::Stage(from), .. }) if from == name)
+            })
+        })
+    }
+
+    /// Notes the record a step was settled with, for `--cache-to`.
+    fn settled_with(&self, record: &StepRecord) {
+        if let Ok(mut records) = self.records.lock() {
+            records.push(record.clone());
         }
     }
 
@@ -128,6 +148,7 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
         image.config.config.set_env("PATH", DEFAULT_PATH);
     }
     let mut earlier_ran = false;
+    let mut lent = Lent::default();
     for (index, step) in stage.steps.iter().enumerate() {
         let title = title(&step.kind, job.opts);
         let step_ref = job.step_ref(index, &title);
@@ -150,7 +171,8 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
                     step,
                     step_ref: &step_ref,
                 };
-                let (settled, entry) = match settle(&cx, &mut image, previous, earlier_ran)? {
+                let settled = settle(&cx, &mut image, previous, earlier_ran, &mut lent)?;
+                let (settled, entry) = match settled {
                     Some(done) => done,
                     None => {
                         plan_unknown(
@@ -184,6 +206,10 @@ pub(super) fn build_stage(job: &StageJob, base: StageOutput) -> Result<StageOutp
             outcome: settled.outcome,
         };
         job.progress.step_finished(&step_ref, &report);
+    }
+    // A plan fetches lent layers only where a copy must read them to know its key.
+    if !job.plan || job.copied_from() {
+        lent.fetch(job.store, &job.opts.cache_from, &image)?;
     }
     if !job.plan {
         record::save(job.store, &record_id, &previous, &record);
@@ -268,6 +294,7 @@ fn settle(
     image: &mut Partial,
     previous: Option<&StepEntry>,
     earlier_ran: bool,
+    lent: &mut Lent,
 ) -> Result<Option<(Settled, StepEntry)>> {
     let job = cx.job;
     if let Some(stage) = unknown_stage_copied(cx) {
@@ -304,10 +331,27 @@ fn settle(
     let entry = StepEntry { inputs, files };
     if let Some(hit) = hit {
         job.progress.step_started(cx.step_ref, None);
+        job.settled_with(&hit);
         let layer = reuse(image, &hit);
         let settled = Settled {
             layer,
             outcome: Outcome::Cached,
+        };
+        return Ok(Some((settled, entry)));
+    }
+    let remote = (!forced)
+        .then(|| lent::lookup(&job.opts.cache_from, &key))
+        .flatten();
+    if let Some((cache, hit)) = remote {
+        job.progress.step_started(cx.step_ref, None);
+        job.settled_with(hit);
+        let layer = reuse(image, hit);
+        lent.lend(cache, image, hit.clone());
+        let source = job.opts.cache_from[cache].reference.to_string();
+        tracing::debug!(%key, cache = %source, "cache hit in a registry cache");
+        let settled = Settled {
+            layer,
+            outcome: Outcome::CachedFrom(source),
         };
         return Ok(Some((settled, entry)));
     }
@@ -335,8 +379,10 @@ fn settle(
         title = cx.title(),
         "step runs"
     );
+    // The step runs on the files of the steps before it, lent ones included.
+    lent.fetch(job.store, &job.opts.cache_from, image)?;
     let layer = run_step(cx, image)?;
-    job.store.record_step(&StepRecord {
+    let ran = StepRecord {
         key: key.clone(),
         layer: layer.clone(),
         diff_id: image
@@ -347,7 +393,9 @@ fn settle(
             .filter(|_| layer.is_some())
             .cloned(),
         created_by: created_by(&cx.step.kind),
-    })?;
+    };
+    job.store.record_step(&ran)?;
+    job.settled_with(&ran);
     let settled = Settled {
         layer,
         outcome: Outcome::Ran(reason),

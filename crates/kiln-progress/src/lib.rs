@@ -37,6 +37,9 @@ pub struct StepRef<'a> {
 pub enum Outcome {
     /// Its layer came from the build cache.
     Cached,
+    /// Its layer came from the registry build cache this reference names
+    /// (`kiln build --cache-from`); with `--plan`, it would.
+    CachedFrom(String),
     /// It ran, for this reason.
     Ran(RunReason),
     /// `--plan`: it would run, for this reason.

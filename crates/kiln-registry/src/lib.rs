@@ -30,6 +30,7 @@
 
 mod auth;
 mod blob_mounts;
+mod build_cache;
 mod config;
 mod deadline;
 mod error;
@@ -49,6 +50,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{login_key, logout, save_login, Credential};
+pub use build_cache::{fetch_cache, push_cache, RemoteCache, CACHE_MEDIA_TYPE};
 pub use config::{read as read_config, FileConfig, Located};
 pub use deadline::{Timeouts, MIN_RATE, READ_TIMEOUT, TIMEOUT};
 pub use error::{

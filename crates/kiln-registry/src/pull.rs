@@ -107,6 +107,43 @@ pub fn pull(
     Ok(summary(doc, &all))
 }
 
+/// Fetches and unpacks the layers of `stack` (bottom first, each with its diff_id) that the
+/// store lacks, from the repository `reference` names: the layers a build cache's records
+/// lend a build. Layers the store has are not fetched but serve as the lower layers of
+/// those above them, as in a pull. Returns how many blobs were fetched.
+pub(super) fn pull_layer_stack(
+    store: &Store,
+    settings: &Settings,
+    reference: &Reference,
+    stack: &[LayerJob],
+    progress: Arc<dyn Progress>,
+) -> Result<usize> {
+    let runtime = runtime()?;
+    let _context = runtime.enter();
+    let client = Client::new(settings, reference, false)?;
+    let board = Board::default();
+    let pulling = Pulling {
+        runtime: &runtime,
+        client: &client,
+        store,
+        board: &board,
+        progress: progress.as_ref(),
+        limits: ApplyLimits::from(&settings.config.bounds),
+        reference: reference.to_string(),
+    };
+    let (mut fetched, staged_layers) = pulling.fetch_and_unpack(stack)?;
+    // Only what came from this repository: the layers below may be from anywhere.
+    let pulled: Vec<Digest> = fetched
+        .iter()
+        .filter(|f| f.outcome == BlobOutcome::Pulled)
+        .map(|f| f.digest.clone())
+        .collect();
+    let staged_blobs = fetched.iter_mut().filter_map(|f| f.staged.take()).collect();
+    kiln_layer::publish_staged(store, staged_blobs, &staged_layers, None)?;
+    let _ = blob_mounts::remember(store, client.registry(), client.repository(), &pulled);
+    Ok(pulled.len())
+}
+
 fn bad_manifest(reference: &Reference, why: String) -> RegistryError {
     RegistryError::BadManifest {
         reference: reference.to_string(),

@@ -72,6 +72,38 @@ pub fn push(
     }
     let mut blobs = vec![image.manifest.config().clone()];
     blobs.extend(image.manifest.layers().iter().cloned());
+    let outgoing = Outgoing {
+        digest: manifest_digest.clone(),
+        bytes: manifest_bytes,
+        media_type,
+        blobs,
+    };
+    push_manifest(store, settings, target, outgoing, progress)
+}
+
+/// A manifest on its way up: its exact bytes and the blobs it names, all in the store.
+pub(super) struct Outgoing {
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    /// Config first, then layers; a blob named twice is sent once.
+    pub blobs: Vec<oci_spec::image::Descriptor>,
+}
+
+/// Sends the blobs the registry lacks, then the manifest: an image's or a build cache's.
+pub(super) fn push_manifest(
+    store: &Store,
+    settings: &Settings,
+    target: &Reference,
+    outgoing: Outgoing,
+    progress: Arc<dyn Progress>,
+) -> Result<Pushed> {
+    let Outgoing {
+        digest: manifest_digest,
+        bytes: manifest_bytes,
+        media_type,
+        mut blobs,
+    } = outgoing;
     let mut seen = std::collections::HashSet::new();
     blobs.retain(|d| seen.insert(d.digest().clone()));
     block_on(async {
@@ -90,7 +122,7 @@ pub fn push(
         put_manifest(
             &client,
             target,
-            manifest_digest,
+            &manifest_digest,
             manifest_bytes,
             &media_type,
         )
