@@ -21,6 +21,7 @@ declare -A peers=(
     [runc]=runc                  # runs kiln bundles
     [zstd]=zstd                  # decompresses layers to search them
     [mmdebstrap]=mmdebstrap      # makes the Debian root filesystem of the multi-stage test
+    [buildah]=buildah            # builds the Dockerfiles kiln convert translates, to compare
     [gcc]=gcc                    # builds the static probe program of tests/confinement.rs
     [losetup]=mount              # a loop device the device probes must not reach, and to throttle
     [mkfs.ext4]=e2fsprogs        # a filesystem on that loop device for the throttle test
@@ -34,6 +35,7 @@ declare -A peers=(
     [zsh]=zsh                    # checks kiln's zsh completions
     [fish]=fish                  # checks kiln's fish completions
     [man]=man-db                 # renders kiln's man pages
+    [jsonschema]=python3-jsonschema  # validates specs against kiln's JSON Schema (tests/schema.rs)
 )
 missing=()
 for cmd in "${!peers[@]}"; do
@@ -42,6 +44,8 @@ done
 # The probes link statically: glibc's static library.
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] \
     || missing+=(libc6-dev)
+# tests/schema.rs validates with Debian's Python modules (/usr/bin/python3's, not a pip one).
+/usr/bin/python3 -c 'import jsonschema, yaml' 2>/dev/null || missing+=(python3-jsonschema python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     apt-get update -qq

@@ -33,6 +33,7 @@ mod pull;
 mod push;
 mod rootless;
 mod run;
+mod schema;
 mod shell;
 mod signals;
 mod start;
@@ -150,6 +151,7 @@ enum Command {
     Check(check::CheckArgs),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
+    Schema(schema::SchemaArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
 }
@@ -419,6 +421,7 @@ pub fn main() -> i32 {
         Command::Check(a) => check::check(&globals, a),
         Command::Completions(a) => shell::completions(a),
         Command::Man(a) => shell::man(a),
+        Command::Schema(a) => schema::schema(a),
         Command::Debug(c) => debug::run(c),
     };
     warn_of_device_placeholders();

@@ -101,7 +101,7 @@ fn limit_text(value: u64) -> String {
 }
 
 /// The System V IPC sysctls a container's own IPC namespace has (Docker's list).
-const IPC_SYSCTLS: [&str; 8] = [
+pub(crate) const IPC_SYSCTLS: [&str; 8] = [
     "kernel.msgmax",
     "kernel.msgmnb",
     "kernel.msgmni",

@@ -7,6 +7,7 @@
 //! Layers, bottom up: [`node`] turns YAML into a tree that remembers positions; [`read`]
 //! reads typed values from it; [`units`], [`names`] and [`subst`] parse the small languages
 //! inside values; `top`, `stages`, `steps` and `sections` check each part of the spec.
+//! [`schema`] describes the format as a JSON Schema (`kiln schema`), from the same key tables.
 //!
 //! INTERFACE (owned by the spec helper; keep these signatures):
 //! - `pub fn load(path: &Path, arg_overrides: &[(String, String)]) -> Result<Spec, SpecError>`
@@ -25,6 +26,7 @@ mod names;
 mod node;
 mod ports;
 mod read;
+pub mod schema;
 mod sections;
 mod stages;
 mod steps;

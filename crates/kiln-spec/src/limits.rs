@@ -28,6 +28,9 @@ pub(crate) const LIMIT_KEYS: [&str; 14] = [
     "device_read_iops", "device_write_iops",
 ];
 
+/// The keys of a device throttle written as a mapping (`{ path: /dev/sda, rate: 1mb }`).
+pub(crate) const THROTTLE_KEYS: [&str; 2] = ["path", "rate"];
+
 /// Docker's range of `--cpu-shares` (the kernel's v1 `cpu.shares`).
 pub(crate) const CPU_SHARES: (u64, u64) = (2, 262_144);
 /// cgroup v2's range of `cpu.weight`.
@@ -431,7 +434,7 @@ fn device_throttles(ex: &Expander, node: &Node, kind: ThrottleKind) -> Result<Ve
     let mut out = Vec::new();
     for item in list(node, kind.key())? {
         if let Value::Map(_) = item.value {
-            let f = Fields::new(item, kind.key(), &["path", "rate"])?;
+            let f = Fields::new(item, kind.key(), &THROTTLE_KEYS)?;
             let require = |name: &str| {
                 f.get(name).ok_or_else(|| {
                     Issue::at(

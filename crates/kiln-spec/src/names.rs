@@ -12,7 +12,7 @@ type Parsed<T> = Result<T, Invalid>;
 
 /// Standard Linux signals by number (index + 1).
 #[rustfmt::skip]
-const SIGNALS: [&str; 31] = [
+pub(crate) const SIGNALS: [&str; 31] = [
     "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
     "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
     "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",

@@ -21,16 +21,23 @@ pub(crate) const CONFIG_KEYS: [&str; 10] = [
     "entrypoint", "cmd", "env", "user", "workdir", "expose", "labels", "volumes", "stop_signal",
     "healthcheck",
 ];
-const HEALTHCHECK_KEYS: [&str; 5] = ["test", "interval", "timeout", "start_period", "retries"];
+pub(crate) const HEALTHCHECK_KEYS: [&str; 5] =
+    ["test", "interval", "timeout", "start_period", "retries"];
 /// `run:`'s own keys; its limit keys ([`LIMIT_KEYS`]) are those of a step's `resources:`.
 #[rustfmt::skip]
-const RUN_OWN_KEYS: [&str; 20] = [
+pub(crate) const RUN_OWN_KEYS: [&str; 20] = [
     "capabilities", "privileged", "read_only", "network", "hostname", "tmpfs", "mounts", "env",
     "user", "env_file", "extra_hosts", "ulimits", "shm_size", "sysctls", "devices", "init",
     "restart", "ports", "network_rate_in", "network_rate_out",
 ];
 /// The keys of docker compose's long form of a published port.
-const PORT_KEYS: [&str; 4] = ["target", "published", "host_ip", "protocol"];
+pub(crate) const PORT_KEYS: [&str; 4] = ["target", "published", "host_ip", "protocol"];
+/// The keys of a bind mount under `run: mounts:`.
+pub(crate) const MOUNT_KEYS: [&str; 3] = ["source", "target", "readonly"];
+/// The keys of `capabilities:` (of `run:` and of a run step).
+pub(crate) const CAPABILITY_KEYS: [&str; 2] = ["add", "drop"];
+/// The keys of a ulimit written as a mapping (`nofile: { soft: 1024, hard: 4096 }`).
+pub(crate) const ULIMIT_KEYS: [&str; 2] = ["soft", "hard"];
 
 /// Every key of `run:`.
 pub(crate) fn run_keys() -> Vec<&'static str> {
@@ -334,7 +341,7 @@ fn ulimits(ex: &Expander, node: &Node) -> Result<Vec<Ulimit>> {
         let limit = |n: &Node, what: &str| located(n, ulimit_value(name, &ex.text(n, what)?));
         let (soft, hard) = match &value.value {
             Value::Map(_) => {
-                let f = Fields::new(value, &format!("ulimit {name}"), &["soft", "hard"])?;
+                let f = Fields::new(value, &format!("ulimit {name}"), &ULIMIT_KEYS)?;
                 let need = |which: &str| {
                     f.get(which).ok_or_else(|| {
                         Issue::at(value.location, format!("ulimit {name} needs \"{which}\""))
@@ -393,7 +400,7 @@ fn devices(ex: &Expander, node: &Node) -> Result<Vec<Device>> {
 pub(crate) fn parse_privileges(f: &Fields, ex: &Expander) -> Result<Privileges> {
     let (cap_add, cap_drop) = match f.get("capabilities") {
         Some(n) => {
-            let caps = Fields::new(n, "capabilities", &["add", "drop"])?;
+            let caps = Fields::new(n, "capabilities", &CAPABILITY_KEYS)?;
             (
                 capabilities(ex, caps.get("add"), "add")?,
                 capabilities(ex, caps.get("drop"), "drop")?,
@@ -421,7 +428,7 @@ fn capabilities(ex: &Expander, node: Option<&Node>, what: &str) -> Result<Vec<St
 fn mounts(ex: &Expander, node: &Node, dir: &Path) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for item in list(node, "mounts")? {
-        let f = Fields::new(item, "mount", &["source", "target", "readonly"])?;
+        let f = Fields::new(item, "mount", &MOUNT_KEYS)?;
         let require = |name: &str| {
             f.get(name).ok_or_else(|| {
                 Issue::at(item.location, format!("a mount needs \"{name}\""))

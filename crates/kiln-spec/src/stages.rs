@@ -17,11 +17,11 @@ use super::steps::{parse_steps, Shell, StepContext, STEP_KEYS};
 use super::subst::Vars;
 use super::top::resolve;
 
-const STAGE_KEYS: [&str; 4] = ["from", "steps", "env", "shell"];
+pub(crate) const STAGE_KEYS: [&str; 4] = ["from", "steps", "env", "shell"];
 /// Top-level keys that make no sense inside one stage.
 const SHARED_KEYS: [&str; 2] = ["args", "contexts"];
 const FINAL_IMAGE_KEYS: [&str; 3] = ["image", "config", "run"];
-const MAX_STAGE_NAME: usize = 128;
+pub(crate) const MAX_STAGE_NAME: usize = 128;
 const FROM_EXAMPLES: &str =
     "e.g. from: scratch, from: alpine:3.20, from: oci:./layout, from: rootfs:./root.tar";
 

@@ -20,8 +20,8 @@ use super::subst::Vars;
 use super::top::resolve;
 use super::units::{mode_from_int, parse_mode};
 
-const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
-const RUN_MODIFIERS: [&str; 7] = [
+pub(crate) const KINDS: [&str; 5] = ["run", "copy", "env", "workdir", "user"];
+pub(crate) const RUN_MODIFIERS: [&str; 7] = [
     "shell",
     "network",
     "cache",
@@ -30,7 +30,9 @@ const RUN_MODIFIERS: [&str; 7] = [
     "privileged",
     "resources",
 ];
-const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
+pub(crate) const COPY_MODIFIERS: [&str; 4] = ["from", "to", "mode", "owner"];
+/// The keys of one entry of a run step's `secrets:`.
+pub(crate) const SECRET_KEYS: [&str; 4] = ["id", "source", "env", "target"];
 const SECRET_EXAMPLE: &str = "e.g. { id: token, source: ./token.txt } or { id: token, env: TOKEN }";
 const SHELL_EXAMPLE: &str =
     "e.g. shell: [/bin/bash, -euo, pipefail, -c]; the script becomes the last argument";
@@ -279,7 +281,7 @@ pub(crate) fn network(ex: &Expander, node: &Node) -> Result<Network> {
 fn secrets(node: &Node, cx: &StepContext, ex: &Expander) -> Result<Vec<Secret>> {
     let mut secrets: Vec<Secret> = Vec::new();
     for item in list(node, "secrets")? {
-        let fields = Fields::new(item, "secret", &["id", "source", "env", "target"])?;
+        let fields = Fields::new(item, "secret", &SECRET_KEYS)?;
         let id_node = fields.get("id").ok_or_else(|| {
             Issue::at(item.location, "a secret needs \"id\"").hint(SECRET_EXAMPLE)
         })?;

@@ -15,7 +15,7 @@ use super::steps::{Shell, STEP_KEYS};
 use super::subst::{is_var_name, Vars};
 
 #[rustfmt::skip]
-const TOP_KEYS: [&str; 10] = [
+pub(crate) const TOP_KEYS: [&str; 10] = [
     "image", "from", "args", "contexts", "env", "shell", "stages", "steps", "config", "run",
 ];
 
