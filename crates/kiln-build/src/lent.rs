@@ -68,9 +68,8 @@ impl Lent {
             if let Some(top) = run.iter().filter_map(|p| p.at).max() {
                 fetch_stack(store, &caches[cache], &stack(image, top))?;
             }
-            for p in run {
-                store.record_step(&p.record)?;
-            }
+            let records: Vec<StepRecord> = run.iter().map(|p| p.record.clone()).collect();
+            store.record_steps(&records)?;
             start = end;
         }
         Ok(())

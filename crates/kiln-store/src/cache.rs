@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use oci_spec::image::Descriptor;
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{remove_tree, write_atomic};
+use super::fsutil::{remove_tree, write_atomic, write_atomic_unsynced};
 use super::{Digest, Result, Store, StoreError};
 
 /// What one build step produced. A record whose digests break the grammar does not
@@ -132,6 +132,20 @@ impl Store {
         let bytes = serde_json::to_vec(record).expect("a step record serialises");
         write_atomic(self, &self.step_record_path(&record.key), &bytes)?;
         tracing::debug!(key = %record.key, "cache record written");
+        Ok(())
+    }
+
+    /// [`Store::record_step`] for several steps, with one wait for the disk instead of one
+    /// per record (the records of a run of steps a registry cache lent a build).
+    pub fn record_steps(&self, records: &[StepRecord]) -> Result<()> {
+        let dir = self.step_records_dir();
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        for record in records {
+            let bytes = serde_json::to_vec(record).expect("a step record serialises");
+            write_atomic_unsynced(self, &self.step_record_path(&record.key), &bytes)?;
+        }
+        self.sync_filesystem()?;
+        tracing::debug!(count = records.len(), "cache records written");
         Ok(())
     }
 
