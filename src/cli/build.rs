@@ -19,7 +19,7 @@ use kiln_store::Reference;
 #[derive(Args, Debug)]
 #[command(
     about = "Build an image from a kiln.yaml spec",
-    after_help = "Examples:\n  kiln build                         # ./kiln.yaml, tagged as its image: key\n  kiln build examples/hello -t hello:dev\n  kiln build -f ci.yaml --arg VERSION=1.2 --compression gzip .\n  kiln build --plan                  # which steps are cached, and why the others would run\n  kiln build --target builder        # build a stage of a multi-stage spec\n  kiln build --no-cache-from 4       # rerun step 4 and everything after it\n  kiln build --memory 2g --pids-limit 512   # limits of every run step without resources:"
+    after_help = "Examples:\n  kiln build                         # ./kiln.yaml, tagged as its image: key\n  kiln build examples/hello -t hello:dev\n  kiln build -f ci.yaml --arg VERSION=1.2 --compression gzip .\n  kiln build --plan                  # which steps are cached, and why the others would run\n  kiln build --target builder        # build a stage of a multi-stage spec\n  kiln build --no-cache-from 4       # rerun step 4 and everything after it\n  kiln build --memory 2g --pids-limit 512   # limits of every run step without resources:\n  kiln build --cache-from reg.example/app:cache --cache-to reg.example/app:cache   # share the cache"
 )]
 pub struct BuildArgs {
     /// Build context: the folder copy: steps read from
