@@ -10,6 +10,7 @@ mod build_progress;
 mod check;
 mod container_inspect;
 mod containers;
+mod convert;
 mod debug;
 mod debug_log;
 mod detach;
@@ -151,6 +152,7 @@ enum Command {
     Check(check::CheckArgs),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
+    Convert(convert::ConvertArgs),
     Schema(schema::SchemaArgs),
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
@@ -421,6 +423,7 @@ pub fn main() -> i32 {
         Command::Check(a) => check::check(&globals, a),
         Command::Completions(a) => shell::completions(a),
         Command::Man(a) => shell::man(a),
+        Command::Convert(a) => convert::run(&globals, a),
         Command::Schema(a) => schema::schema(a),
         Command::Debug(c) => debug::run(c),
     };

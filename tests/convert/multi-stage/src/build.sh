@@ -1,0 +1,2 @@
+set -e
+echo "built from $(ls | wc -l) files"
