@@ -422,9 +422,14 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
         docker_to_oci(&dir, &aliases)?;
     }
     let names = image_names(&dir)?;
+    let mut prestaged = staged
+        .as_mut()
+        .map(|s| std::mem::take(&mut s.blobs))
+        .unwrap_or_default();
     for name in &names {
-        let digest = kiln_build::import_oci_layout(&store, &dir, name.as_deref(), &bounds)
-            .map_err(|e| Failure::user(format!("{e}")).hint(e.hint()))?;
+        let digest =
+            kiln_build::import_oci_layout(&store, &dir, name.as_deref(), &bounds, &mut prestaged)
+                .map_err(|e| Failure::user(format!("{e}")).hint(e.hint()))?;
         match name.as_deref().map(|n| Reference::parse(n, "localhost")) {
             Some(Ok(reference)) => {
                 store.set_tag(&reference, &manifest_descriptor(&store, &digest)?)?;
@@ -489,6 +494,9 @@ fn image_names(dir: &Path) -> Result<Vec<Option<String>>, Failure> {
 /// kiln is interrupted).
 struct Staging {
     dir: kiln_store::TempDir,
+    /// An OCI layout's `blobs/sha256/HEX` files, written straight into the store's blob
+    /// staging and hashed on the way (so the import takes them instead of copying them).
+    blobs: kiln_build::StagedBlobs,
     /// Docker archives' symlinks between their own files (`HEX/layer.tar` →
     /// `../HEX.tar`, as skopeo writes them): never made, only remembered.
     aliases: std::collections::HashMap<String, String>,
@@ -500,6 +508,7 @@ impl Staging {
     fn unpack(store: &Store, archive: impl Read, bounds: &Bounds) -> Result<Staging, Failure> {
         let mut staging = Staging {
             dir: store.temp_dir("load")?,
+            blobs: Default::default(),
             aliases: Default::default(),
         };
         let root = staging.dir.path().to_owned();
@@ -533,8 +542,12 @@ impl Staging {
                             limit.0, limit.1
                         )));
                     }
-                    let to = root.join(&rel);
                     staging.aliases.remove(&rel);
+                    if let Some(digest) = layout_blob_digest(&rel) {
+                        staging.stage_blob(store, digest, &mut entry)?;
+                        continue;
+                    }
+                    let to = root.join(&rel);
                     if let Some(parent) = to.parent() {
                         fs::create_dir_all(parent).map_err(failed(format!("create {}", parent.display())))?;
                     }
@@ -558,6 +571,38 @@ impl Staging {
         }
         Ok(staging)
     }
+}
+
+impl Staging {
+    /// Writes the archive's blob `digest` into the store's staging, refusing content that
+    /// does not hash to its name, and starts writing it to disk.
+    fn stage_blob(
+        &mut self,
+        store: &Store,
+        digest: Digest,
+        content: &mut impl Read,
+    ) -> Result<(), Failure> {
+        let mut blob = store.new_blob()?;
+        io::copy(content, &mut blob).map_err(failed(format!("write blob {digest}")))?;
+        match blob.verify(&digest) {
+            Ok(()) => {}
+            Err(kiln_store::StoreError::DigestMismatch { actual, .. }) => {
+                return Err(Failure::user(format!(
+                    "not an image archive: blobs/sha256/{} holds content whose digest is {actual}",
+                    digest.hex()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        blob.start_writeback();
+        self.blobs.insert(digest, blob);
+        Ok(())
+    }
+}
+
+/// The digest an OCI layout's blob file is named by (`blobs/sha256/HEX`).
+fn layout_blob_digest(rel: &str) -> Option<Digest> {
+    Digest::from_hex(rel.strip_prefix("blobs/sha256/")?).ok()
 }
 
 /// One image of a Docker archive's `manifest.json`.

@@ -53,7 +53,13 @@ pub(super) fn resolve(
         },
         From::OciLayout { path, tag } => {
             progress.phase(&format!("importing oci:{}", path.display()));
-            let manifest = super::oci_layout::import(store, path, tag.as_deref(), &opts.bounds)?;
+            let manifest = super::oci_layout::import(
+                store,
+                path,
+                tag.as_deref(),
+                &opts.bounds,
+                &mut Default::default(),
+            )?;
             from_image(store, &manifest, &Bounds::CEILINGS)
         }
         From::Rootfs(path) => {

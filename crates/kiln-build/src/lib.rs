@@ -36,15 +36,18 @@ pub use base::import_rootfs;
 
 /// Copies the image `tag` names (by its `org.opencontainers.image.ref.name`; `None`: the
 /// only image) of the OCI layout at `dir` into the store, checked as a pull is, and returns
-/// its manifest digest: `from: oci:` and `kiln load` alike.
+/// its manifest digest: `from: oci:` and `kiln load` alike. Blobs in `prestaged` (a loaded
+/// archive's, staged while it was read) are taken instead of copied.
 pub fn import_oci_layout(
     store: &Store,
     dir: &std::path::Path,
     tag: Option<&str>,
     bounds: &kiln_store::Bounds,
+    prestaged: &mut StagedBlobs,
 ) -> Result<Digest> {
-    oci_layout::import(store, dir, tag, bounds)
+    oci_layout::import(store, dir, tag, bounds, prestaged)
 }
+pub use oci_layout::StagedBlobs;
 pub use base::rootfs_image;
 pub use steps::CachePolicy;
 

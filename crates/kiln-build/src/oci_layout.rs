@@ -18,19 +18,27 @@ use kiln_image::{self as image, ImageConfig};
 use kiln_layer::{self as layer, ApplyLimits, StagedLayer};
 use kiln_store::{oci, BlobWriter, Bounds, Digest, Store, StoreError, REF_NAME};
 
+/// Blobs of a layout already in the store's staging, verified against their names, by
+/// digest: what `kiln load` wrote while it read an archive, so that they are not copied a
+/// second time. The import takes those its image uses.
+pub type StagedBlobs = std::collections::HashMap<Digest, BlobWriter>;
+
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
-/// store with its layer dirs, and returns its manifest digest.
+/// store with its layer dirs, and returns its manifest digest. A blob found in
+/// `prestaged` is taken from there instead of `dir`.
 pub(super) fn import(
     store: &Store,
     dir: &Path,
     tag: Option<&str>,
     bounds: &Bounds,
+    prestaged: &mut StagedBlobs,
 ) -> Result<Digest> {
     let mut layout = Layout {
         store,
         dir,
         bounds,
         staged: Vec::new(),
+        prestaged,
     };
     let (manifest_desc, manifest) = layout.find_manifest(tag)?;
     let bytes = layout.copy_document(Described::new(Role::Manifest, &manifest, &manifest_desc))?;
@@ -66,6 +74,8 @@ struct Layout<'a> {
     bounds: &'a Bounds,
     /// Verified blobs, not yet published.
     staged: Vec<(Digest, BlobWriter)>,
+    /// Blobs staged before the import began; those used move to `staged`.
+    prestaged: &'a mut StagedBlobs,
 }
 
 impl Layout<'_> {
@@ -157,6 +167,9 @@ impl Layout<'_> {
                 found,
             })
         };
+        if let Some(taken) = self.prestaged.remove(digest) {
+            self.staged.push((digest.clone(), taken));
+        }
         if let Some((_, staged)) = self.staged.iter().find(|(d, _)| d == digest) {
             if staged.size() != blob.size {
                 return Err(mismatch(self, "the file", Found::Exactly(staged.size())));
