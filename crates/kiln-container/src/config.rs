@@ -184,11 +184,7 @@ impl ContainerConfig {
         if let Some(h) = &hostname {
             values::hostname(h)?;
         }
-        let user = settings
-            .user
-            .clone()
-            .or(defaults.user.clone())
-            .or(config.user.clone());
+        let user = user_of(settings, &defaults, config);
         if let Some(u) = &user {
             values::user(u)?;
         }
@@ -620,6 +616,22 @@ fn parse_volume(v: &str) -> Result<BindMount> {
     })
 }
 
+/// Who the container runs as: `--user`, else the stored `run: user:`, else the image's
+/// `User`. An empty `User` is Docker's way of writing none (docker-format images without
+/// a USER carry `"User": ""`): the image's default, root.
+fn user_of(
+    settings: &RunSettings,
+    defaults: &RunDefaults,
+    config: &RuntimeConfig,
+) -> Option<String> {
+    let image_user = config.user.clone().filter(|u| !u.is_empty());
+    settings
+        .user
+        .clone()
+        .or(defaults.user.clone())
+        .or(image_user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,6 +713,32 @@ mod tests {
         // What restricts stays.
         assert_eq!(narrowed.cap_drop, ["ALL"]);
         assert_eq!(narrowed.limits.memory, Some(64 << 20));
+    }
+
+    #[test]
+    fn an_empty_image_user_is_no_user() {
+        let config = RuntimeConfig {
+            user: Some(String::new()),
+            ..Default::default()
+        };
+        let none = RunSettings::default();
+        assert_eq!(user_of(&none, &RunDefaults::default(), &config), None);
+        let app = RuntimeConfig {
+            user: Some("app".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&none, &RunDefaults::default(), &app).as_deref(),
+            Some("app")
+        );
+        let given = RunSettings {
+            user: Some("1000".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            user_of(&given, &RunDefaults::default(), &config).as_deref(),
+            Some("1000")
+        );
     }
 
     #[test]
