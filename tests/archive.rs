@@ -256,3 +256,73 @@ fn docker_archives_are_written_with_gzip_layers_and_read_back_from_skopeo_too() 
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("outside the archive"), "{}", text(&out));
 }
+
+/// Load imports while it reads (index first, as `kiln save` writes it): an archive cut in
+/// its last layer, or with a blob whose bytes are not its name, must still tag nothing and
+/// leave nothing, though the import had begun. Run from the project folder with relative
+/// paths, as users type it.
+#[test]
+fn a_cut_or_tampered_archive_loads_nothing_though_the_import_had_begun() {
+    common::require_root!("namespaces, overlayfs");
+    let env = env_with_images();
+    let out = env.kiln_in("app", &["save", "-o", "app.tar", "app:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let whole = std::fs::read(env.path("app/app.tar")).unwrap();
+    let entries = run(Command::new("tar").arg("tf").arg(env.path("app/app.tar")));
+    let names: Vec<&str> = entries.lines().collect();
+    assert_eq!(
+        names[..2],
+        ["oci-layout", "index.json"],
+        "index first: {entries}"
+    );
+
+    let victim = Env::new();
+    victim.write("in/.keep", "");
+    std::fs::write(victim.path("in/cut.tar"), &whole[..whole.len() - 3000]).unwrap();
+    // Tampered: the last byte of the largest blob's content flipped, the tar intact.
+    let mut tampered = whole.clone();
+    let biggest = largest_entry_end(&env.path("app/app.tar"));
+    tampered[biggest - 1] ^= 0xff;
+    std::fs::write(victim.path("in/tampered.tar"), &tampered).unwrap();
+    for (archive, why) in [
+        ("cut.tar", "not an image archive"),
+        ("tampered.tar", "holds content whose digest is"),
+    ] {
+        let out = victim.kiln_in("in", &["load", "-i", archive]);
+        assert_eq!(out.status.code(), Some(1), "{archive}: {}", text(&out));
+        assert!(text(&out).contains(why), "{archive}: {}", text(&out));
+        assert!(ids(&victim).is_empty(), "{archive}");
+        let blobs = victim.root().join("blobs/sha256");
+        assert_eq!(std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0), 0);
+        assert_eq!(
+            std::fs::read_dir(victim.root().join("tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+    std::fs::write(victim.path("in/app.tar"), &whole).unwrap();
+    let out = victim.kiln_in("in", &["load", "-i", "app.tar"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = victim.kiln(&["run", "--rm", "--network", "none", "app:1", "cat", "/hello"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "saved-and-loaded",
+        "{}",
+        text(&out)
+    );
+}
+
+/// Where the content of the archive's largest entry ends, in bytes from its start.
+fn largest_entry_end(path: &std::path::Path) -> usize {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut largest = (0, 0);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let size = entry.header().size().unwrap();
+        if size > largest.0 {
+            largest = (size, entry.raw_file_position() + size);
+        }
+    }
+    largest.1 as usize
+}

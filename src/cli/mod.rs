@@ -24,6 +24,7 @@ mod kube;
 mod lifecycle;
 mod limits;
 mod live_networks;
+mod load;
 mod login;
 mod logs;
 mod network;
@@ -109,7 +110,7 @@ enum Command {
     History(history::HistoryArgs),
     Save(archive::SaveArgs),
     Kube(kube::KubeArgs),
-    Load(archive::LoadArgs),
+    Load(load::LoadArgs),
     Rmi(images::RmiArgs),
     Tag(images::TagArgs),
     Import(import::ImportArgs),
@@ -387,7 +388,7 @@ pub fn main() -> i32 {
         Command::History(a) => history::history(&globals, a),
         Command::Save(a) => archive::save(&globals, a),
         Command::Kube(a) => kube::kube(&globals, a),
-        Command::Load(a) => archive::load(&globals, a),
+        Command::Load(a) => load::load(&globals, a),
         Command::Rmi(a) => images::rmi(&globals, a),
         Command::Tag(a) => images::tag(&globals, a),
         Command::Import(a) => import::run(&globals, a),

@@ -58,7 +58,7 @@ pub(super) fn resolve(
                 path,
                 tag.as_deref(),
                 &opts.bounds,
-                &mut Default::default(),
+                &mut std::collections::HashMap::new(),
             )?;
             from_image(store, &manifest, &Bounds::CEILINGS)
         }

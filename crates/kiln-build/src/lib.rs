@@ -43,12 +43,12 @@ pub fn import_oci_layout(
     dir: &std::path::Path,
     tag: Option<&str>,
     bounds: &kiln_store::Bounds,
-    prestaged: &mut StagedBlobs,
+    prestaged: &mut dyn StagedBlobs,
 ) -> Result<Digest> {
     oci_layout::import(store, dir, tag, bounds, prestaged)
 }
-pub use oci_layout::StagedBlobs;
 pub use base::rootfs_image;
+pub use oci_layout::StagedBlobs;
 pub use steps::CachePolicy;
 
 use kiln_image::{self as image, ImageConfig, ImageError};

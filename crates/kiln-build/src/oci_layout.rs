@@ -18,10 +18,21 @@ use kiln_image::{self as image, ImageConfig};
 use kiln_layer::{self as layer, ApplyLimits, StagedLayer};
 use kiln_store::{oci, BlobWriter, Bounds, Digest, Store, StoreError, REF_NAME};
 
-/// Blobs of a layout already in the store's staging, verified against their names, by
-/// digest: what `kiln load` wrote while it read an archive, so that they are not copied a
-/// second time. The import takes those its image uses.
-pub type StagedBlobs = std::collections::HashMap<Digest, BlobWriter>;
+/// Where an import finds blobs of the layout already in the store's staging, verified
+/// against their names: what `kiln load` writes while it reads an archive, so that they
+/// are not copied a second time. The import takes those its image uses.
+pub trait StagedBlobs {
+    /// The staged blob `digest` — waiting for it when it may still arrive — or `None`:
+    /// read it from the layout's directory.
+    fn take(&mut self, digest: &Digest) -> Option<BlobWriter>;
+}
+
+/// Blobs staged before the import began (none, for `from: oci:`).
+impl StagedBlobs for std::collections::HashMap<Digest, BlobWriter> {
+    fn take(&mut self, digest: &Digest) -> Option<BlobWriter> {
+        self.remove(digest)
+    }
+}
 
 /// Copies the image named `tag` (or the only image) of the OCI layout at `dir` into the
 /// store with its layer dirs, and returns its manifest digest. A blob found in
@@ -31,7 +42,7 @@ pub(super) fn import(
     dir: &Path,
     tag: Option<&str>,
     bounds: &Bounds,
-    prestaged: &mut StagedBlobs,
+    prestaged: &mut dyn StagedBlobs,
 ) -> Result<Digest> {
     let mut layout = Layout {
         store,
@@ -52,10 +63,7 @@ pub(super) fn import(
         .map_err(|e| layout.refused(e))?;
     let config = layout.copy_config(&parsed)?;
     let layers = incoming::layers_of(&parsed).map_err(|e| layout.refused(e))?;
-    for blob in &layers {
-        layout.copy_blob(blob)?;
-    }
-    let unpacked = layout.unpack(&layers, &config.rootfs.diff_ids)?;
+    let unpacked = layout.copy_and_unpack(&layers, &config.rootfs.diff_ids)?;
     // The manifest, staged first, is published last: it names everything else.
     let manifest_blob = layout
         .staged
@@ -75,7 +83,7 @@ struct Layout<'a> {
     /// Verified blobs, not yet published.
     staged: Vec<(Digest, BlobWriter)>,
     /// Blobs staged before the import began; those used move to `staged`.
-    prestaged: &'a mut StagedBlobs,
+    prestaged: &'a mut dyn StagedBlobs,
 }
 
 impl Layout<'_> {
@@ -167,7 +175,7 @@ impl Layout<'_> {
                 found,
             })
         };
-        if let Some(taken) = self.prestaged.remove(digest) {
+        if let Some(taken) = self.prestaged.take(digest) {
             self.staged.push((digest.clone(), taken));
         }
         if let Some((_, staged)) = self.staged.iter().find(|(d, _)| d == digest) {
@@ -221,20 +229,21 @@ impl Layout<'_> {
         Ok(temp)
     }
 
-    /// Unpacks every layer the store has no dir for, bottom first, into staging.
-    fn unpack(&self, layers: &[Described], diff_ids: &[Digest]) -> Result<Vec<StagedLayer>> {
+    /// Stages each layer blob and unpacks every layer the store has no dir for, bottom
+    /// first: one layer after the other, so a layer unpacks while `kiln load` still reads
+    /// the archive's next ones.
+    fn copy_and_unpack(
+        &mut self,
+        layers: &[Described],
+        diff_ids: &[Digest],
+    ) -> Result<Vec<StagedLayer>> {
         let limits = ApplyLimits::from(self.bounds);
         let mut unpacked: Vec<StagedLayer> = Vec::new();
         for (i, (blob, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+            let path = self.copy_blob(blob)?;
             if self.store.has_layer(diff_id) || unpacked.iter().any(|s| s.diff_id() == diff_id) {
                 continue;
             }
-            let path = self
-                .staged
-                .iter()
-                .find(|(d, _)| *d == blob.digest)
-                .map(|(_, w)| w.temp_path().to_owned())
-                .unwrap_or_else(|| self.store.blob_path(&blob.digest));
             let mut file = File::open(&path).map_err(StoreError::io("open", &path))?;
             let lowers = layer::lower_dirs(self.store, diff_ids[..i].iter(), &unpacked);
             let layer_type = (blob.media_type.as_str(), diff_id);
