@@ -302,7 +302,7 @@ fn a_cut_or_tampered_archive_loads_nothing_though_the_import_had_begun() {
         );
     }
     std::fs::write(victim.path("in/app.tar"), &whole).unwrap();
-    let out = victim.kiln_in("in", &["load", "-i", "app.tar"]);
+    let out = victim.kiln_in("in", &["load", "app.tar"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = victim.kiln(&["run", "--rm", "--network", "none", "app:1", "cat", "/hello"]);
     assert_eq!(

@@ -31,12 +31,15 @@ use kiln_store::{BlobWriter, Bounds, Digest, Reference, Store};
 #[derive(Args, Debug)]
 #[command(
     about = "Read images from an OCI image layout (a tar archive, a directory or stdin) into the store",
-    after_help = "Examples:\n  kiln load -i hello.tar\n  kiln load -i layout/\n  kiln load < hello.tar\n  skopeo copy docker://… oci-archive:img.tar:me/img:1 && kiln load -i img.tar"
+    after_help = "Examples:\n  kiln load -i hello.tar\n  kiln load hello.tar\n  kiln load layout/\n  kiln load < hello.tar\n  skopeo copy docker://… oci-archive:img.tar:me/img:1 && kiln load -i img.tar"
 )]
 pub struct LoadArgs {
     /// The tar archive or layout directory; - or nothing for stdin
     #[arg(short, long, value_name = "PATH")]
     input: Option<PathBuf>,
+    /// The same as -i (docker and podman take -i, the path alone reads as well)
+    #[arg(value_name = "PATH", conflicts_with = "input")]
+    path: Option<PathBuf>,
 }
 
 pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
@@ -44,7 +47,7 @@ pub fn load(globals: &Globals, args: LoadArgs) -> CmdResult {
     // What is loaded is unreachable until it is tagged: no gc meanwhile.
     let _guard = store.content_guard()?;
     let bounds = super::pull::kiln_config()?.bounds;
-    let input = args.input.filter(|p| p.as_os_str() != "-");
+    let input = args.input.or(args.path).filter(|p| p.as_os_str() != "-");
     let images = match &input {
         Some(path) if path.is_dir() => {
             if !path.join("index.json").exists() && path.join("manifest.json").exists() {
