@@ -43,11 +43,15 @@ hyperfine --runs "$RUNS" --warmup 1 -N --export-json "$work/load.json" \
     -n kiln "$kiln --root $work/loaded -q load -i $work/kiln.tar" \
     -n skopeo "skopeo copy -q oci-archive:$work/kiln.tar:$ref oci:$work/skopeo-dir:$ref"
 
-python3 - "$work/save.json" "$work/load.json" "$bytes" <<'PY'
-import json, sys
-size = int(sys.argv[3]) / 1e6
+python3 - "$work/save.json" "$work/load.json" "$bytes" "$SIZE_MB" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from results import medians, record
+size, mib = int(sys.argv[3]) / 1e6, sys.argv[4]
 for name, path in (("save", sys.argv[1]), ("load", sys.argv[2])):
-    med = {r["command"]: r["median"] for r in json.load(open(path))["results"]}
+    med = medians(path)
     k, s = size / med["kiln"], size / med["skopeo"]
     print(f"{name}: kiln {k:.0f} MB/s, skopeo {s:.0f} MB/s, kiln/skopeo {k / s:.2f} (bar >= 1.0)")
+    record(f"{name} {mib} MiB image (OCI archive)", k, "skopeo copy", s, ">= 1.0", unit="MB/s",
+           better="higher")
 PY

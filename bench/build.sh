@@ -47,11 +47,13 @@ fi
 hyperfine --warmup 2 --runs 15 --export-json "$work/result.json" "${commands[@]}"
 
 python3 - "$work/result.json" <<'PY'
-import json, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-k, b = r["kiln"]["median"], r["buildah"]["median"]
+import sys
+sys.path.insert(0, "bench")
+from results import medians, record
+r = medians(sys.argv[1])
+k, b, o = r["kiln"], r["buildah"], r.get("kiln-old")
 print(f"cold 3-step build: kiln {k*1000:.0f} ms, buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.2f} (goal <= 0.5)")
-if "kiln-old" in r:
-    o = r["kiln-old"]["median"]
+if o:
     print(f"kiln-old {o*1000:.0f} ms: kiln/kiln-old = {k/o:.2f}")
+record("cold 3-step build, --no-cache", k * 1000, "buildah", b * 1000, "<= 0.5", old=o and o * 1000)
 PY

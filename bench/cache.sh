@@ -52,21 +52,26 @@ buildah_build="buildah build -q --layers --isolation chroot -t localhost/kiln-be
 $kiln_build >/dev/null
 $buildah_build >/dev/null
 
-hyperfine --warmup 3 --runs 20 --export-json "$work/cached.json" \
-    -n kiln "$kiln_build" -n buildah "$buildah_build"
+commands=(-n kiln "$kiln_build" -n buildah "$buildah_build")
+# KILN_OLD=path/to/kiln adds another kiln build (e.g. before a change) to the same run.
+if [ -n "${KILN_OLD:-}" ]; then
+    commands+=(-n kiln-old "$KILN_OLD -q build $work/ctx")
+fi
+hyperfine --warmup 3 --runs 20 --export-json "$work/cached.json" "${commands[@]}"
 
 # Each run changes `last`, so exactly the last step runs in both tools.
 hyperfine --warmup 2 --runs 15 --export-json "$work/last.json" \
-    --prepare "date +%s%N > $work/ctx/last" \
-    -n kiln "$kiln_build" -n buildah "$buildah_build"
+    --prepare "date +%s%N > $work/ctx/last" "${commands[@]}"
 
 python3 - "$work/cached.json" "$work/last.json" <<'PY'
-import json, sys
-def medians(path):
-    r = {x["command"]: x["median"] for x in json.load(open(path))["results"]}
-    return r["kiln"], r["buildah"]
-k, b = medians(sys.argv[1])
-print(f"fully cached 10-step rebuild: kiln {k*1000:.1f} ms (goal <= 50 ms), buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.3f} (goal <= 0.25)")
-k, b = medians(sys.argv[2])
-print(f"last step changed: kiln {k*1000:.1f} ms, buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.3f} (goal <= 0.5)")
+import sys
+sys.path.insert(0, "bench")
+from results import medians, record
+for path, what, bar in ((sys.argv[1], "fully cached 10-step rebuild", "<= 0.05 (goal 0.02)"),
+                        (sys.argv[2], "10-step rebuild, last step changed", "<= 0.5")):
+    r = medians(path)
+    k, b, o = r["kiln"], r["buildah"], r.get("kiln-old")
+    old = f", kiln-old {o*1000:.1f} ms" if o else ""
+    print(f"{what}: kiln {k*1000:.1f} ms{old}, buildah {b*1000:.0f} ms, ratio kiln/buildah = {k/b:.3f} (bar {bar})")
+    record(what, k * 1000, "buildah --layers", b * 1000, bar, old=o and o * 1000)
 PY

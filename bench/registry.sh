@@ -87,10 +87,14 @@ hyperfine --runs "$RUNS" --export-json "$work/push.json" \
 # What the pulls read: one push from kiln, kept from here on.
 rm -rf "$data"
 $kiln -q push bench-registry "$reg/bench/img:1" >/dev/null
+pulls=(-n kiln-pull "KILN_ROOT=$work/pull-kiln $kiln -q pull $reg/bench/img:1"
+       -n skopeo-pull "skopeo copy -q --src-tls-verify=false docker://$reg/bench/img:1 oci:$work/pull-skopeo:img")
+# KILN_OLD=path/to/kiln adds another kiln build (e.g. before a change) to the same run.
+if [ -n "${KILN_OLD:-}" ]; then
+    pulls+=(-n kiln-old-pull "KILN_ROOT=$work/pull-kiln $KILN_OLD -q pull $reg/bench/img:1")
+fi
 hyperfine --runs "$RUNS" --export-json "$work/pull.json" \
-    --prepare "rm -rf $work/pull-kiln $work/pull-skopeo" \
-    -n kiln-pull "KILN_ROOT=$work/pull-kiln $kiln -q pull $reg/bench/img:1" \
-    -n skopeo-pull "skopeo copy -q --src-tls-verify=false docker://$reg/bench/img:1 oci:$work/pull-skopeo:img"
+    --prepare "rm -rf $work/pull-kiln $work/pull-skopeo" "${pulls[@]}"
 
 hyperfine --warmup 2 --runs 20 --export-json "$work/repush.json" \
     -n kiln-repush "$kiln -q push bench-registry $reg/bench/img:1"
@@ -114,20 +118,36 @@ if [ "$BIG_MB" -gt 0 ]; then
     rm -f "$work/ctx/big"
     big_push_rss=$(peak_rss $kiln -q push bench-big "$reg/bench/big:1")
     big_pull_rss=$(KILN_ROOT=$work/pull-kiln peak_rss $kiln -q pull "$reg/bench/big:1")
+    # One large layer: kiln hashes, writes and unpacks it, skopeo only writes the blob.
+    bigs=(-n kiln-pull "KILN_ROOT=$work/pull-kiln $kiln -q pull $reg/bench/big:1"
+          -n skopeo-pull "skopeo copy -q --src-tls-verify=false docker://$reg/bench/big:1 oci:$work/pull-skopeo:img")
+    if [ -n "${KILN_OLD:-}" ]; then
+        bigs+=(-n kiln-old-pull "KILN_ROOT=$work/pull-kiln $KILN_OLD -q pull $reg/bench/big:1")
+    fi
+    hyperfine --runs "$RUNS" --export-json "$work/bigpull.json" \
+        --prepare "rm -rf $work/pull-kiln $work/pull-skopeo; sync" "${bigs[@]}"
 fi
 
 python3 - "$work" "$bytes" "$push_rss" "$pull_rss" "$BIG_MB" "$big_push_rss" "$big_pull_rss" <<'PY'
-import json, sys
+import sys
+sys.path.insert(0, "bench")
+from results import medians as medians_of, record
 work, size, push_rss, pull_rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 big_mb, big_push_rss, big_pull_rss = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-def medians(name):
-    return {x["command"]: x["median"] for x in json.load(open(f"{work}/{name}.json"))["results"]}
+medians = lambda name: medians_of(f"{work}/{name}.json")
 push, pull, repush = medians("push"), medians("pull"), medians("repush")
-mbs = lambda t: size / t / 1e6
-for what, r in (("push", push), ("pull", pull)):
+def report(what, r, size, label, bar):
+    mbs = lambda t: size / t / 1e6
     k, s = mbs(r[f"kiln-{what}"]), mbs(r[f"skopeo-{what}"])
-    print(f"{what}: kiln {k:.0f} MB/s ({r[f'kiln-{what}']:.2f} s), skopeo {s:.0f} MB/s "
-          f"({r[f'skopeo-{what}']:.2f} s), ratio kiln/skopeo = {k/s:.2f} (bar >= 1.0)")
+    o = r.get(f"kiln-old-{what}")
+    old = f", kiln-old {mbs(o):.0f} MB/s" if o else ""
+    print(f"{label}: kiln {k:.0f} MB/s ({r[f'kiln-{what}']:.2f} s){old}, skopeo {s:.0f} MB/s "
+          f"({r[f'skopeo-{what}']:.2f} s), ratio kiln/skopeo = {k/s:.2f} (bar {bar})")
+    record(label, k, "skopeo copy", s, bar, unit="MB/s", old=o and mbs(o), better="higher")
+report("push", push, size, "push 4 x 50 MiB layers", ">= 1.0")
+report("pull", pull, size, "pull 4 x 50 MiB layers", ">= 1.0")
+if big_mb:
+    report("pull", medians("bigpull"), big_mb << 20, f"pull one {big_mb} MiB layer", ">= 1.5")
 print(f"re-push unchanged: kiln {repush['kiln-repush']*1000:.0f} ms (goal < 100 ms)")
 print(f"kiln peak RSS: push {push_rss/1024:.0f} MB, pull {pull_rss/1024:.0f} MB (goal < 100 MB)")
 if big_mb:

@@ -28,11 +28,14 @@ fi
 hyperfine --warmup 5 --runs 50 -N --export-json "$work/result.json" "${commands[@]}"
 
 python3 - "$work/result.json" <<'PY'
-import json, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-k, c = r["kiln"]["median"], r["runc"]["median"]
+import sys
+sys.path.insert(0, "bench")
+from results import medians, record
+r = medians(sys.argv[1])
+k, c, o = r["kiln"], r["runc"], r.get("kiln-old")
 print(f"container start (true): kiln {k*1000:.1f} ms, runc {c*1000:.1f} ms, ratio kiln/runc = {k/c:.2f} (bar <= 0.5)")
-if "kiln-old" in r:
-    o = r["kiln-old"]["median"]
+if o:
     print(f"kiln-old {o*1000:.1f} ms: kiln/kiln-old = {k/o:.2f}")
+record("run --rm true (limits, caps, seccomp)", k * 1000, "runc run", c * 1000, "<= 0.5 (goal 0.25)",
+       old=o and o * 1000)
 PY
