@@ -9,6 +9,13 @@
 //! process dies, however it dies, so a free lock on a container whose state has no exit
 //! code means its runner was killed (and the container with it, through
 //! `PR_SET_PDEATHSIG`): [`Store::record_lost_containers`] records it as exited.
+//!
+//! Every kiln command that starts a container first looks for such lost containers, so
+//! that look must not read every kept container's state: `containers/.live/` holds an
+//! empty file per container that may still run (made with its dir, removed when its state
+//! records its end or it is removed), and only those are checked. A store from before the
+//! index gets it from one full scan (`.live/.complete` says it was made); a marker left for
+//! a container that ended meanwhile is removed when next seen.
 
 use std::fs;
 use std::io::Read;
@@ -124,9 +131,15 @@ impl ContainerDir {
         self.path.join("work")
     }
 
+    /// Writes the state, and keeps the container in the index of those that may still
+    /// run exactly while the state says it has not ended.
     pub fn write_state(&self, store: &Store, state: &ContainerState) -> Result<()> {
         let json = serde_json::to_vec_pretty(state).expect("container state serialises");
-        fsutil::write_atomic(store, &self.path.join("state.json"), &json)
+        fsutil::write_atomic(store, &self.path.join("state.json"), &json)?;
+        match has_ended(state) {
+            true => store.unmark_live(&self.id),
+            false => store.mark_live(&self.id),
+        }
     }
 
     /// Writes `bytes` as the file `name` in the container's dir, atomically.
@@ -246,6 +259,9 @@ impl Store {
         let lock_path = staging.join(LOCK);
         let lock = flock(&lock_path, libc::LOCK_EX | libc::LOCK_NB)
             .map_err(StoreError::io("lock", &lock_path))?;
+        // Marked before it appears, so a kiln killed from here on leaves a dir the next
+        // look for abandoned containers finds (or a marker without a dir, which it drops).
+        self.mark_live(&id)?;
         let path = parent.join(&id);
         fs::rename(&staging, &path).map_err(StoreError::io("rename", &path))?;
         Ok((ContainerDir { id, path }, ContainerLock { _file: lock }))
@@ -270,7 +286,8 @@ impl Store {
     /// with [`LOST_EXIT_CODE`] now, so they never show as running. `--rm` containers are
     /// left to [`remove_abandoned_containers`](Store::remove_abandoned_containers).
     pub fn record_lost_containers(&self) -> Result<()> {
-        for (dir, state) in self.containers()? {
+        for (dir, state) in self.live_containers()? {
+            let Some(state) = state else { continue };
             let ended = state.exit_code.is_some() && !state.restarting;
             if ended || state.auto_remove || state.started.is_none() {
                 continue;
@@ -343,28 +360,82 @@ impl Store {
     /// and container dirs without a `state.json` whose creator is gone (a kiln killed while
     /// it set the container up; their state is `None`).
     pub fn abandoned_containers(&self) -> Result<Vec<(ContainerDir, Option<ContainerState>)>> {
-        let mut out: Vec<(ContainerDir, Option<ContainerState>)> = self
-            .containers()?
+        Ok(self
+            .live_containers()?
             .into_iter()
-            .filter(|(dir, state)| {
-                state.auto_remove && state.exit_code.is_none() && !dir.is_locked()
+            .filter(|(dir, state)| match state {
+                Some(state) => state.auto_remove && state.exit_code.is_none() && !dir.is_locked(),
+                None => creator_is_gone(dir),
             })
-            .map(|(dir, state)| (dir, Some(state)))
-            .collect();
-        let entries = fs::read_dir(self.containers_dir()).into_iter().flatten();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.join("state.json").exists() {
+            .collect())
+    }
+
+    fn live_dir(&self) -> PathBuf {
+        self.containers_dir().join(LIVE)
+    }
+
+    /// Notes that the container `id` may still run.
+    fn mark_live(&self, id: &str) -> Result<()> {
+        let dir = self.live_dir();
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let marker = dir.join(id);
+        fs::File::create(&marker).map_err(StoreError::io("create", &marker))?;
+        Ok(())
+    }
+
+    /// Notes that the container `id` has ended or is gone.
+    fn unmark_live(&self, id: &str) -> Result<()> {
+        let marker = self.live_dir().join(id);
+        match fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::io("remove", &marker)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The containers that may still run, with their state (`None`: not written yet),
+    /// from the index; markers of containers that ended or are gone are dropped.
+    fn live_containers(&self) -> Result<Vec<(ContainerDir, Option<ContainerState>)>> {
+        self.complete_live_index()?;
+        let mut out = Vec::new();
+        for id in list_names(&self.live_dir())? {
+            if id.starts_with('.') {
                 continue;
             }
-            let creator = fs::read_to_string(path.join(CREATOR)).ok();
-            let pid = creator.and_then(|c| c.trim().parse::<i32>().ok());
-            if pid.is_some_and(|pid| !process_alive(pid)) {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                out.push((ContainerDir { id, path }, None));
+            let dir = ContainerDir {
+                path: self.containers_dir().join(&id),
+                id,
+            };
+            let state = dir.read_state();
+            let gone = !dir.path.is_dir() || state.as_ref().is_some_and(has_ended);
+            match gone {
+                true => self.unmark_live(&dir.id)?,
+                false => out.push((dir, state)),
             }
         }
         Ok(out)
+    }
+
+    /// Indexes, once, the containers of a store from before the index: every container
+    /// dir whose state has not recorded its end, or that has none yet.
+    fn complete_live_index(&self) -> Result<()> {
+        let complete = self.live_dir().join(COMPLETE);
+        if complete.exists() {
+            return Ok(());
+        }
+        for id in list_names(&self.containers_dir())? {
+            if id.starts_with('.') {
+                continue;
+            }
+            let ended = read_state(&self.containers_dir().join(&id)).is_some_and(|s| has_ended(&s));
+            if !ended {
+                self.mark_live(&id)?;
+            }
+        }
+        fs::create_dir_all(self.live_dir()).map_err(StoreError::io("create", &self.live_dir()))?;
+        fs::File::create(&complete).map_err(StoreError::io("create", &complete))?;
+        Ok(())
     }
 
     /// Removes the [abandoned containers](Store::abandoned_containers), so they never
@@ -382,7 +453,10 @@ impl Store {
     pub fn remove_container(&self, dir: &ContainerDir) -> Result<()> {
         let staging = fsutil::staging_path(&self.tmp_dir(), "removing");
         match fs::rename(&dir.path, &staging) {
-            Ok(()) => fsutil::remove_tree(&staging),
+            Ok(()) => {
+                self.unmark_live(&dir.id)?;
+                fsutil::remove_tree(&staging)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::Io {
                 what: "remove",
@@ -395,6 +469,35 @@ impl Store {
 
 /// The file in a container dir naming the kiln process that created it.
 const CREATOR: &str = "creator";
+/// The index of containers that may still run, in `containers/`.
+const LIVE: &str = ".live";
+/// In the index: it was completed from a full scan.
+const COMPLETE: &str = ".complete";
+
+/// Whether the state records the container's end (not one it is about to restart after).
+fn has_ended(state: &ContainerState) -> bool {
+    state.exit_code.is_some() && !state.restarting
+}
+
+/// A container dir without a state whose creating kiln is gone (killed while it set the
+/// container up).
+fn creator_is_gone(dir: &ContainerDir) -> bool {
+    let creator = fs::read_to_string(dir.path.join(CREATOR)).ok();
+    let pid = creator.and_then(|c| c.trim().parse::<i32>().ok());
+    pid.is_some_and(|pid| !process_alive(pid))
+}
+
+/// The names in a directory (none when it does not exist).
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io("list", dir)(e)),
+    }
+}
 /// The file in a container dir whose `flock` its runner holds.
 const LOCK: &str = "lock";
 /// The container's log, written by its monitor.
@@ -586,5 +689,93 @@ mod tests {
         store.remove_container(&live).unwrap();
         assert!(!live.path.exists());
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    fn state_of(dir: &ContainerDir, exit_code: Option<i32>) -> ContainerState {
+        ContainerState {
+            id: dir.id.clone(),
+            name: dir.id[..12].into(),
+            image: "i".into(),
+            image_digest: Digest::of_bytes(b"d"),
+            command: vec![],
+            created: 1,
+            pid: Some(1),
+            exit_code,
+            auto_remove: false,
+            started: Some(1),
+            finished: exit_code.map(|_| 2),
+            stop_signal: None,
+            detached: false,
+            init_pid: None,
+            restart_count: 0,
+            restarting: false,
+        }
+    }
+
+    fn indexed(store: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = list_names(&store.live_dir())
+            .unwrap()
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The look for lost containers reads only those that may still run: ended ones leave
+    /// the index when their end is written, and come back when they start again.
+    #[test]
+    fn only_containers_that_may_still_run_are_indexed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let (ended, _) = store.create_container().unwrap();
+        let (running, lock) = store.create_container().unwrap();
+        assert_eq!(indexed(&store).len(), 2, "indexed from creation");
+        ended
+            .write_state(&store, &state_of(&ended, Some(0)))
+            .unwrap();
+        running
+            .write_state(&store, &state_of(&running, None))
+            .unwrap();
+        assert_eq!(indexed(&store), vec![running.id.clone()]);
+        // A restart (kiln start) puts it back; a removal takes it out.
+        ended.write_state(&store, &state_of(&ended, None)).unwrap();
+        assert_eq!(indexed(&store).len(), 2);
+        store.remove_container(&ended).unwrap();
+        assert_eq!(indexed(&store), vec![running.id.clone()]);
+        // Its runner dies: found through the index and recorded.
+        drop(lock);
+        store.record_lost_containers().unwrap();
+        assert_eq!(
+            running.read_state().unwrap().exit_code,
+            Some(LOST_EXIT_CODE)
+        );
+        assert!(indexed(&store).is_empty());
+    }
+
+    /// A store from before the index: its first look indexes every container that has not
+    /// ended (a lost one is found), and markers without a container are dropped.
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        let (ended, _) = store.create_container().unwrap();
+        let (lost, lock) = store.create_container().unwrap();
+        ended
+            .write_state(&store, &state_of(&ended, Some(0)))
+            .unwrap();
+        lost.write_state(&store, &state_of(&lost, None)).unwrap();
+        drop(lock);
+        fs::remove_dir_all(store.live_dir()).unwrap();
+        store.record_lost_containers().unwrap();
+        assert_eq!(lost.read_state().unwrap().exit_code, Some(LOST_EXIT_CODE));
+        assert_eq!(ended.read_state().unwrap().exit_code, Some(0));
+        assert!(store.live_dir().join(COMPLETE).exists());
+        store.mark_live("0123").unwrap();
+        store.record_lost_containers().unwrap();
+        assert!(
+            indexed(&store).is_empty(),
+            "a marker without a container goes"
+        );
     }
 }
