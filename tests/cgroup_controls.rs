@@ -271,10 +271,7 @@ fn bad_values_name_their_flag() {
     assert!(out.contains("blkio.weight or blkio.bfq.weight"), "{out}");
     assert!(out.contains("BFQ"), "{out}");
     // Nothing was left behind by the refusals.
-    let containers = std::fs::read_dir(env.root().join("containers"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(containers, 0);
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
 }
 
 /// `kiln build` in `env`'s project folder, from image `bb`.

@@ -285,11 +285,22 @@ fn kiln_cgroups(matches: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 }
 
 fn container_ids(store: &Path) -> BTreeSet<String> {
-    fs::read_dir(store.join("containers"))
+    names_in(&store.join("containers"))
+}
+
+/// The containers kiln's index says may still run (`containers/.live/`).
+fn live_markers(store: &Path) -> BTreeSet<String> {
+    names_in(&store.join("containers/.live"))
+}
+
+/// The names in `dir` but kiln's own dot-files (`.live`, `.complete`).
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
         .collect()
 }
 
@@ -868,9 +879,13 @@ fn run_rm_survives_sigkill() {
             rerun: None,
             after: Some(Box::new(|store, _, _| {
                 // The rerun's own container is gone, and so is the killed one's.
-                match container_ids(store).is_empty() {
+                match container_ids(store).is_empty() && live_markers(store).is_empty() {
                     true => Ok(()),
-                    false => Err(format!("containers left: {:?}", container_ids(store))),
+                    false => Err(format!(
+                        "containers left: {:?}, marked as live: {:?}",
+                        container_ids(store),
+                        live_markers(store)
+                    )),
                 }
             })),
         },

@@ -308,10 +308,7 @@ fn many_detached_containers_leave_nothing_behind() {
         !mounts.contains(&store),
         "mounts left under {store}:\n{mounts}"
     );
-    let containers = std::fs::read_dir(env.root().join("containers"))
-        .unwrap()
-        .count();
-    assert_eq!(containers, 0);
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
     let monitors = Command::new("pgrep")
         .args(["-f", &format!("container-monitor -- --root {store}")])
         .output()

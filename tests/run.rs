@@ -202,10 +202,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
         );
     }
     assert_eq!(common::kiln_mounts(&env), before);
-    let containers = std::fs::read_dir(env.root().join("containers"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(containers, 0);
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
 }
 
 #[test]
@@ -235,10 +232,7 @@ fn many_run_rm_cycles_leave_nothing_behind() {
         assert_eq!(code, 0, "{err}");
     }
     assert_eq!(common::kiln_mounts(&env), before);
-    let containers = std::fs::read_dir(env.root().join("containers"))
-        .unwrap()
-        .count();
-    assert_eq!(containers, 0);
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
     for ctrl in ["memory", "pids", "cpu"] {
         let kiln = std::path::Path::new("/sys/fs/cgroup")
             .join(ctrl)
@@ -456,10 +450,5 @@ fn env_files_and_extra_hosts_reach_the_container() {
     );
     let out = run(&["--env-file", "missing.env", "bb", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
-    assert_eq!(
-        std::fs::read_dir(env.root().join("containers"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
 }

@@ -234,6 +234,18 @@ pub fn require(tool: &str, package: &str) {
     );
 }
 
+/// The container dirs of the store at `root` (kiln's index of live containers,
+/// `containers/.live`, is not one).
+pub fn container_dirs(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
+}
+
 /// Runs a command and fails the test with its output when it does not exit 0.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
