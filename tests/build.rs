@@ -528,3 +528,36 @@ fn a_rootfs_tarball_and_its_directory_import_to_the_same_layer() {
         text(&missing)
     );
 }
+
+/// A spec past the layer limit fails before its first step, `--plan` the same way, and
+/// with the step that would add the layer too many (issue 18: an 800-step spec used to
+/// plan "would run" and exit 0, then fail at step 500 after running 499 steps). Run as
+/// a user types it, from the project folder.
+#[test]
+fn a_spec_past_the_layer_limit_fails_before_any_step_and_in_plan_alike() {
+    common::require_root!("a build");
+    let env = Env::new();
+    busybox_rootfs(&env);
+    let mut spec = String::from("image: tall\nfrom: rootfs:../base\nsteps:\n");
+    for n in 1..=600 {
+        spec.push_str(&format!("  - run: echo {n} > /n{n}\n    network: none\n"));
+    }
+    env.write("app/kiln.yaml", &spec);
+    // The base is one layer, so step 499 would make layer 500.
+    let line = 3 + 2 * 499 - 1;
+    let expected = format!(
+        "kiln.yaml:{line}:5: step 499 (run: echo 499 > /n499): it would make the image's layer 500"
+    );
+    for args in [&["build", "--plan"][..], &["build"]] {
+        let out = env.kiln_in("app", args);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {shown}");
+        assert!(shown.contains(&expected), "{args:?}: {shown}");
+        assert!(shown.contains("merge steps"), "{args:?}: {shown}");
+        assert!(
+            !shown.contains("[1/600]"),
+            "no step ran or was planned: {shown}"
+        );
+    }
+    assert!(env.kiln_ok(&["images", "-q"]).is_empty());
+}

@@ -17,6 +17,7 @@ mod copy_step;
 mod env_files;
 mod host_file;
 mod key;
+mod layer_room;
 mod lent;
 mod oci_layout;
 mod output;
@@ -265,6 +266,10 @@ pub enum StepError {
     /// Connecting the step to kiln's bridge network.
     #[error("connect the step to the bridge network: {0}")]
     Network(String),
+    /// The step would be the image's `layer`th layer, past what a step or a container can
+    /// run on.
+    #[error("it would make the image's layer {layer}: kiln runs steps and containers on at most {max} layers (overlayfs stacks 500, one is kiln's own)")]
+    TooManyLayers { layer: usize, max: usize },
 }
 
 /// What is wrong with a base on the host: an `oci:PATH` layout or a `rootfs:PATH`.
@@ -401,6 +406,11 @@ impl BuildError {
                 "a relative path under contexts: is taken from the spec's folder; a build context is a directory"
                     .into(),
             ),
+            BuildError::Step { source, .. }
+                if matches!(**source, StepError::TooManyLayers { .. }) =>
+            {
+                Some("merge steps: one run: with several commands (&&), one copy: of a directory; or build on a base with fewer layers".into())
+            }
             BuildError::StepSetup { source, .. } if source.is_command_not_found() => {
                 Some("the command must exist in the image; check the step's PATH or use an absolute path".into())
             }
@@ -485,7 +495,9 @@ fn build_stages(
     records: &std::sync::Mutex<Vec<kiln_store::StepRecord>>,
 ) -> Result<steps::StageOutput> {
     let cache = cache_policy(spec, &opts.cache)?;
-    let stages = stages::needed_stages(spec).into_iter();
+    let needed: Vec<usize> = stages::needed_stages(spec).into_iter().collect();
+    layer_room::check(store, spec, opts, &needed)?;
+    let stages = needed.iter().copied();
     let sources = sources::Sources::open(store, spec, opts, stages.map(|i| &spec.stages[i]))?;
     announce_ignore_files(&sources, progress);
     let request = stages::Request {

@@ -568,7 +568,7 @@ fn join_workdir(current: Option<&str>, dir: &str) -> String {
 
 /// A one-line description of a step for progress output. A run step that may do more
 /// than a default container says so: `run: ip link add … [cap-add NET_ADMIN]`.
-fn title(kind: &StepKind, opts: &BuildOptions) -> String {
+pub(super) fn title(kind: &StepKind, opts: &BuildOptions) -> String {
     let full = created_by(kind);
     let first = full.lines().next().unwrap_or("");
     let mut t: String = first.chars().take(60).collect();

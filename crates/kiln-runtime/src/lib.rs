@@ -89,7 +89,7 @@ pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};
 pub use exec::{exec_in_container, ExecSpec, RunningExec};
 pub use host_devices::{DeviceError, DeviceNode};
 pub use oci::{oci_config, write_state_files};
-pub use overlay::{with_overlay, with_overlay_read_only, Overlay};
+pub use overlay::{with_overlay, with_overlay_read_only, Overlay, MAX_IMAGE_LAYERS};
 pub use plan::DEFAULT_PATH;
 pub use process::{add_default_env, NetworkMode, Process};
 pub use relay::OutputPipes;

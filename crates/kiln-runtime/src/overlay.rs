@@ -57,6 +57,10 @@ const OPTION_SPECIAL: &[u8] = b",:\\\0";
 /// The most lower layers overlayfs stacks in one mount (the kernel's `OVL_MAX_STACK`).
 pub(crate) const MAX_LOWER_LAYERS: usize = 500;
 
+/// The most layers an image may have for a build step or a container to run on it:
+/// overlayfs's stack less kiln's own init layer.
+pub const MAX_IMAGE_LAYERS: usize = MAX_LOWER_LAYERS - 1;
+
 /// The longest string value `fsconfig` accepts (the kernel copies at most 256 bytes with
 /// the NUL).
 const FSCONFIG_VALUE_MAX: usize = 255;
