@@ -550,3 +550,88 @@ fn a_killed_run_rm_is_reported_by_fsck_and_removed_by_gc() {
     assert!(!cgroup.exists());
     assert_fsck_clean(&env);
 }
+
+/// Three images of one 1 MiB layer each (a `copy` of random data), built one after the
+/// other in project `app`, so their step records are used in that order.
+fn three_cached_images(env: &Env) {
+    for name in ["one", "two", "three"] {
+        let mut data = vec![0u8; 1 << 20];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+            .unwrap();
+        std::fs::create_dir_all(env.path("app")).unwrap();
+        std::fs::write(env.path(&format!("app/{name}.bin")), data).unwrap();
+        env.write(
+            &format!("app/{name}.yaml"),
+            &format!("image: {name}\nfrom: scratch\nsteps:\n  - copy: {name}.bin\n    to: /data\n"),
+        );
+        let out = env.kiln_in("app", &["build", "-f", &format!("{name}.yaml")]);
+        assert!(out.status.success(), "{}", text(&out));
+        // Record mtimes are whole-second apart at least on every filesystem.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+}
+
+/// BuildKit's gc policy: `kiln gc --keep-storage` keeps the most recently used steps that
+/// fit and drops the others with what only they held; `--keep-duration` drops the unused
+/// ones; the config file's `build_cache:` budget is applied after a build that ran a step.
+#[test]
+fn the_build_cache_keeps_its_budget_least_recently_used_first() {
+    common::require_root!("builds");
+    let env = Env::new();
+    three_cached_images(&env);
+    for name in ["one", "two", "three"] {
+        env.kiln_ok(&["rmi", name]);
+    }
+    // Plain gc keeps the cache: each record still holds its layer (blob + dir, ~2 MiB).
+    let out = env.kiln(&["gc", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cache_records"], 0, "{}", text(&out));
+    // Room for one layer's blob and dir: the two least recently used go.
+    let out = env.kiln(&["gc", "--keep-storage", "3m", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cache_records"], 2, "{}", text(&out));
+    assert!(
+        report["bytes"].as_u64().unwrap() > 2 << 20,
+        "{}",
+        text(&out)
+    );
+    let ran = |name: &str| {
+        let out = env.kiln_in("app", &["build", "-f", &format!("{name}.yaml"), "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        result["steps_run"].as_u64().unwrap()
+    };
+    assert_eq!(ran("three"), 0, "the most recent step was kept");
+    assert_eq!(ran("one"), 1, "the oldest was dropped");
+    // Unused for longer than a second: everything but what an image needs goes.
+    std::thread::sleep(Duration::from_millis(1100));
+    env.kiln_ok(&["rmi", "one", "three"]);
+    let out = env.kiln(&["gc", "--keep-duration", "1s", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cache_records"], 2, "{}", text(&out));
+    // The config file's budget, after a build that ran a step: "one" is cached again but
+    // untagged, so its record alone holds its layer, and goes.
+    assert_eq!(ran("one"), 1);
+    env.kiln_ok(&["rmi", "one"]);
+    env.write("config.yaml", "build_cache:\n  keep_storage: 1k\n");
+    let out = env
+        .command()
+        .current_dir(env.path("app"))
+        .env("KILN_CONFIG", env.path("config.yaml"))
+        .args(["build", "-f", "two.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("build cache over its budget (build_cache: in kiln's config file): dropped 1 least recently used step, freed"),
+        "{}",
+        text(&out)
+    );
+    // The image just built holds its layer: its record costs nothing and stayed.
+    assert_eq!(ran("two"), 0);
+    assert_eq!(ran("one"), 1);
+    let out = env.kiln(&["gc", "--keep-storage", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = env.kiln(&["gc", "--cache", "--keep-storage", "1g"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

@@ -221,7 +221,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
         network_idle: Some(super::network_later::remove_idle_default_network_later),
     };
     // Layers and cache records are no gc roots until the tag is written.
-    let _guard = store.content_guard()?;
+    let guard = store.content_guard()?;
     if args.plan {
         return plan(&store, &opts, args.json);
     }
@@ -236,6 +236,20 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
             &result,
             globals.quiet || args.json,
         )?;
+    }
+    // The image is tagged: its layers are gc roots now.
+    drop(guard);
+    let trimmed = match ran > 0 || !args.cache_from.is_empty() {
+        true => super::housekeeping::trim_build_cache(&store)?,
+        false => None,
+    };
+    if let Some(report) = trimmed.filter(|_| !globals.quiet && !args.json) {
+        eprintln!(
+            "build cache over its budget (build_cache: in kiln's config file): dropped {} least recently used step{}, freed {}",
+            report.cache_records,
+            if report.cache_records == 1 { "" } else { "s" },
+            human_size(report.bytes())
+        );
     }
     if args.json {
         let tags: Vec<String> = result.tags.iter().map(ToString::to_string).collect();

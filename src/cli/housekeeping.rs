@@ -12,8 +12,8 @@ use super::output::human_size;
 use super::{CmdResult, Failure, Globals, EXIT_USER_ERROR};
 use kiln_image::Image;
 use kiln_store::{
-    Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, ImageReadError, Problem,
-    ProblemKind, Removal, Store,
+    CacheBudget, Digest, FsckReport, GcError, GcOptions, GcReport, ImageContent, ImageReadError,
+    Problem, ProblemKind, Removal, Store,
 };
 
 #[derive(Args, Debug)]
@@ -37,15 +37,22 @@ pub struct FsckArgs {
     long_about = "Remove blobs and layer dirs that no image (tagged or not), container or \
         build-cache record needs, and staging left by interrupted kiln processes. Waits \
         for running builds, pulls and runs to finish writing first.",
-    after_help = "Examples:\n  kiln rmi hello && kiln gc\n  kiln gc --dry-run       # list what would go\n  kiln gc --cache         # also drop the build cache and cache mounts"
+    after_help = "Examples:\n  kiln rmi hello && kiln gc\n  kiln gc --dry-run       # list what would go\n  kiln gc --cache         # also drop the build cache and cache mounts\n  kiln gc --keep-storage 10g --keep-duration 168h   # trim the build cache, least recently used first\n\nbuild_cache: keep_storage/keep_duration in kiln's config file are the defaults, which kiln build also applies after each build."
 )]
 pub struct GcArgs {
     /// List what would be removed and remove nothing
     #[arg(long)]
     dry_run: bool,
     /// Drop the build cache (step records and `cache:` mounts) first, so its layers go too
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["keep_storage", "keep_duration"])]
     cache: bool,
+    /// Keep at most SIZE of build cache (what only it holds), dropping the least recently
+    /// used steps first (BuildKit's --keep-storage)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    keep_storage: Option<u64>,
+    /// Drop build-cache steps unused for longer than AGE, e.g. 168h
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    keep_duration: Option<std::time::Duration>,
     /// Print a JSON report instead of text
     #[arg(long)]
     json: bool,
@@ -251,11 +258,73 @@ fn reclaim_named_networks(store: &kiln_store::Store) -> Result<(), Failure> {
     Ok(())
 }
 
+fn parse_size(text: &str) -> Result<u64, String> {
+    kiln_spec::values::size(text).map_err(|e| e.message)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    kiln_spec::values::duration(text).map_err(|e| e.message)
+}
+
+/// The build cache's budget of kiln's config file (`build_cache:`), none when it sets none.
+pub(super) fn configured_budget() -> Result<CacheBudget, Failure> {
+    let config = super::pull::kiln_config()?;
+    let bad = |at: &kiln_registry::Located, key: &str, e: kiln_spec::values::ValueError| {
+        Failure::user(at.error(key, e.message)).hint(e.hint)
+    };
+    let keep_storage = config
+        .keep_storage
+        .as_ref()
+        .map(|at| {
+            kiln_spec::values::size(&at.value).map_err(|e| bad(at, "build_cache.keep_storage", e))
+        })
+        .transpose()?;
+    let keep_duration = config
+        .keep_duration
+        .as_ref()
+        .map(|at| {
+            kiln_spec::values::duration(&at.value)
+                .map_err(|e| bad(at, "build_cache.keep_duration", e))
+        })
+        .transpose()?;
+    Ok(CacheBudget {
+        keep_storage,
+        keep_duration,
+    })
+}
+
+/// After a build that added to the build cache: the config file's budget, applied unless
+/// another kiln process is writing to the store (the next build tries again). Returns what
+/// it dropped, if anything.
+pub(super) fn trim_build_cache(store: &Store) -> Result<Option<GcReport>, Failure> {
+    let budget = configured_budget()?;
+    if !budget.is_set() {
+        return Ok(None);
+    }
+    let options = GcOptions {
+        budget,
+        no_wait: true,
+        ..GcOptions::default()
+    };
+    match store.gc(&image_content, options, &mut || {}) {
+        Ok(report) => Ok(Some(report).filter(|r| r.cache_records > 0)),
+        Err(GcError::Busy) => Ok(None),
+        Err(e) => Err(gc_failure(e)),
+    }
+}
+
 pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     let store = existing_store(globals)?;
+    let configured = configured_budget()?;
+    let budget = CacheBudget {
+        keep_storage: args.keep_storage.or(configured.keep_storage),
+        keep_duration: args.keep_duration.or(configured.keep_duration),
+    };
     let options = GcOptions {
         dry_run: args.dry_run,
         drop_build_cache: args.cache,
+        budget,
+        no_wait: false,
     };
     let quiet = globals.quiet;
     let mut say_waiting = || {
@@ -299,7 +368,7 @@ fn gc_failure(e: GcError) -> Failure {
              container, then run gc again"
                 .into(),
         )),
-        GcError::NoStore(_) => Failure::user(e),
+        GcError::NoStore(_) | GcError::Busy => Failure::user(e),
         GcError::Store(e) => e.into(),
     }
 }

@@ -5,7 +5,9 @@
 //! seconds (`--timeout`, `--read-timeout`; see `deadline.rs` and `retry.rs`), and the
 //! bounds on images from elsewhere ([`kiln_store::Bounds`]), which builds and imports obey
 //! as well as pulls; the default bridge network's subnet; and whose ids containers run
-//! with by default (`--userns`, root's hardening, Docker's daemon-wide `userns-remap`).
+//! with by default (`--userns`, root's hardening, Docker's daemon-wide `userns-remap`);
+//! and the build cache's budget (BuildKit's gc policy: `kiln gc --keep-storage
+//! --keep-duration`, applied after each build too).
 //!
 //! ```yaml
 //! insecure_registries:
@@ -21,6 +23,9 @@
 //!   layers: 1000
 //! default_subnet: 10.77.0.0/24   # kiln's default bridge network (10.89.0.0/24)
 //! userns: auto       # containers run as root get host ids of their own (default: host)
+//! build_cache:       # after a build, drop least recently used steps past these
+//!   keep_storage: 20g
+//!   keep_duration: 720h
 //! ```
 //!
 //! Unknown keys are errors (a misspelt key must not silently leave a registry on https),
@@ -60,6 +65,16 @@ struct ConfigFile {
     default_subnet: Option<Spanned<String>>,
     /// `kiln run`'s default `--userns`, checked by the caller.
     userns: Option<Spanned<String>>,
+    #[serde(default)]
+    build_cache: BuildCache,
+}
+
+/// `build_cache:`, the budget's defaults, checked by the caller.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildCache {
+    keep_storage: Option<Spanned<Amount>>,
+    keep_duration: Option<Spanned<String>>,
 }
 
 /// `image_limits:`; each key is a [`Bound::key`].
@@ -121,6 +136,10 @@ pub struct FileConfig {
     /// `userns:`, `kiln run`'s default `--userns` as written, with where; the caller
     /// parses it.
     pub userns: Option<Located>,
+    /// `build_cache: keep_storage:` (a size) and `keep_duration:` (a duration) as
+    /// written, with where; the caller parses them.
+    pub keep_storage: Option<Located>,
+    pub keep_duration: Option<Located>,
 }
 
 /// A value of the config file with its place, for an error the caller finds in it.
@@ -195,6 +214,18 @@ pub fn read(path: &Path) -> Result<FileConfig> {
     };
     out.default_subnet = config.default_subnet.map(located);
     out.userns = config.userns.map(located);
+    out.keep_storage = config.build_cache.keep_storage.map(|given| {
+        let value = match given.value {
+            Amount::Number(n) => n.to_string(),
+            Amount::Text(text) => text,
+        };
+        located(Spanned {
+            value,
+            referenced: given.referenced,
+            defined: given.defined,
+        })
+    });
+    out.keep_duration = config.build_cache.keep_duration.map(located);
     for (bound, value) in config.image_limits.given() {
         let amount = amount(bound, &value.value).map_err(|why| bad(value.referenced, why))?;
         out.bounds

@@ -9,7 +9,8 @@
 //!   blobs, and the layer dirs named by its config's diff_ids;
 //! - every container in `containers/`: the same for its image's manifest;
 //! - every build-cache step record: its layer blob and layer dir (`kiln gc --cache` drops
-//!   the records and the cache mounts first).
+//!   the records and the cache mounts first; a [`CacheBudget`] drops the records past it,
+//!   see `budget`).
 //!
 //! The store cannot read image documents (`image` sits above it), so callers pass an
 //! [`ImageReader`], which the image module's loader implements. A root that cannot be read
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use super::budget::{self, CacheBudget, CacheUsage, Needed};
 use super::digest::BadDigest;
 use super::{fsutil, Digest, Result, Store, StoreError, REF_NAME};
 
@@ -59,6 +61,9 @@ pub enum GcError {
         root: String,
         source: ImageReadError,
     },
+    /// [`GcOptions::no_wait`]: another kiln process is writing to the store.
+    #[error("another kiln process is writing to the store")]
+    Busy,
 }
 
 /// What `kiln gc` is asked to do.
@@ -68,6 +73,10 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Drop the build cache (step records and cache mounts) first.
     pub drop_build_cache: bool,
+    /// Otherwise drop the step records past this budget first.
+    pub budget: CacheBudget,
+    /// Give up ([`GcError::Busy`]) rather than wait for other kiln processes.
+    pub no_wait: bool,
 }
 
 /// One thing gc removed (or would remove).
@@ -93,7 +102,7 @@ pub struct GcReport {
     /// Cgroups of kiln processes that are gone, by id. The store knows no cgroupfs: the
     /// caller that cleans them (the CLI) fills this in.
     pub cgroups: Vec<String>,
-    /// Build-cache step records dropped (`drop_build_cache`).
+    /// Build-cache step records dropped (`drop_build_cache`, or past the budget).
     pub cache_records: usize,
     /// Cache-mount directories dropped (`drop_build_cache`).
     pub cache_mounts: Vec<Removal>,
@@ -143,7 +152,10 @@ impl Store {
         options: GcOptions,
         on_wait: &mut dyn FnMut(),
     ) -> std::result::Result<GcReport, GcError> {
-        let _lock = self.exclusive_gc_lock(on_wait)?;
+        let _lock = match options.no_wait {
+            true => self.exclusive_gc_lock_now()?.ok_or(GcError::Busy)?,
+            false => self.exclusive_gc_lock(on_wait)?,
+        };
         let containers = self
             .abandoned_containers()?
             .into_iter()
@@ -156,7 +168,7 @@ impl Store {
         if !options.dry_run {
             self.remove_abandoned_containers()?;
         }
-        let keep = reachable(self, reader, !options.drop_build_cache)?;
+        let mut keep = needed_by_images(self, reader)?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             staging: stale_staging(self)?,
@@ -168,6 +180,29 @@ impl Store {
             report.cache_mounts = cache_mounts(self)?;
             if !options.dry_run {
                 self.clear_build_cache()?;
+            }
+        } else {
+            let records = self.step_records_by_use()?;
+            let evicted = match options.budget.is_set() {
+                true => budget::evictions(
+                    self,
+                    &records,
+                    &keep,
+                    options.budget,
+                    std::time::SystemTime::now(),
+                ),
+                false => Vec::new(),
+            };
+            report.cache_records = evicted.len();
+            for (i, used) in records.iter().enumerate() {
+                if evicted.contains(&i) {
+                    if !options.dry_run {
+                        remove_entry(&used.path)?;
+                    }
+                } else if let Some((blob, diff_id)) = used.record.content() {
+                    keep.blobs.insert(blob);
+                    keep.layer_dirs.insert(diff_id);
+                }
             }
         }
         report.blobs = unreachable_blobs(self, &keep)?;
@@ -228,19 +263,24 @@ pub(super) fn container_roots(store: &Store) -> Result<Vec<ImageRoot>> {
         .collect())
 }
 
-/// Everything some root needs.
-#[derive(Debug, Default)]
-struct Reachable {
-    blobs: HashSet<Digest>,
-    layer_dirs: HashSet<Digest>,
+impl Store {
+    /// What the build cache holds beyond what images and containers need (`kiln system
+    /// df`, and whether a budget is exceeded).
+    pub fn cache_usage(
+        &self,
+        reader: &ImageReader<'_>,
+    ) -> std::result::Result<CacheUsage, GcError> {
+        let needed = needed_by_images(self, reader)?;
+        Ok(budget::usage(self, &self.step_records_by_use()?, &needed))
+    }
 }
 
-fn reachable(
+/// Everything the images (tagged or not) and containers need.
+fn needed_by_images(
     store: &Store,
     reader: &ImageReader<'_>,
-    with_build_cache: bool,
-) -> std::result::Result<Reachable, GcError> {
-    let mut keep = Reachable::default();
+) -> std::result::Result<Needed, GcError> {
+    let mut keep = Needed::default();
     let mut roots = index_roots(store)?;
     roots.extend(container_roots(store)?);
     for root in roots {
@@ -256,12 +296,6 @@ fn reachable(
         keep.blobs.insert(manifest);
         keep.blobs.extend(content.blobs);
         keep.layer_dirs.extend(content.layer_dirs);
-    }
-    if with_build_cache {
-        for (blob, diff_id) in store.step_records()?.iter().filter_map(|r| r.content()) {
-            keep.blobs.insert(blob);
-            keep.layer_dirs.insert(diff_id);
-        }
     }
     Ok(keep)
 }
@@ -289,7 +323,7 @@ pub(super) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)
 
 /// Blobs no root needs. Files whose names are not digests are left alone: kiln did not
 /// write them (fsck reports them).
-fn unreachable_blobs(store: &Store, keep: &Reachable) -> Result<Vec<Removal>> {
+fn unreachable_blobs(store: &Store, keep: &Needed) -> Result<Vec<Removal>> {
     Ok(list_dir(&store.blobs_dir())?
         .into_iter()
         .filter(|(_, _, meta)| meta.is_file())
@@ -304,7 +338,7 @@ fn unreachable_blobs(store: &Store, keep: &Reachable) -> Result<Vec<Removal>> {
         .collect())
 }
 
-fn unreachable_layer_dirs(store: &Store, keep: &Reachable) -> Result<Vec<Removal>> {
+fn unreachable_layer_dirs(store: &Store, keep: &Needed) -> Result<Vec<Removal>> {
     Ok(list_dir(&store.layers_dir())?
         .into_iter()
         .filter(|(_, _, meta)| meta.is_dir())

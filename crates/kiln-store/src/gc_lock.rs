@@ -67,6 +67,16 @@ impl Store {
         }
     }
 
+    /// The gc lock if no other kiln process holds a content guard now, else `None`.
+    pub(super) fn exclusive_gc_lock_now(&self) -> Result<Option<GcLock>> {
+        let file = self.open_gc_lock()?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(GcLock { _lock: lock })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(self.gc_lock_error(e)),
+        }
+    }
+
     pub(super) fn exclusive_gc_lock(&self, on_wait: &mut dyn FnMut()) -> Result<GcLock> {
         let file = self.open_gc_lock()?;
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

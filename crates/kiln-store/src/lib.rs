@@ -10,6 +10,7 @@
 
 mod blob;
 pub mod bounds;
+pub mod budget;
 pub mod cache;
 pub mod containers;
 pub mod digest;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
 pub use bounds::{Bound, Bounds};
+pub use budget::{CacheBudget, CacheUsage};
 pub use cache::StepRecord;
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
