@@ -952,7 +952,7 @@ fn gc_survives_sigkill() {
     let template = template_with_built(&env);
     // Unreferenced content: the built image's tags are gone, and `--cache` drops the
     // build-cache records that keep its layers.
-    let mut args = vec!["rmi"];
+    let mut args = vec!["rmi", "--no-prune"];
     args.extend(RMI_TAGS);
     kiln_ok(&template, &strings(&args)).unwrap();
     crash_trials(

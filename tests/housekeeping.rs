@@ -309,7 +309,7 @@ fn gc_after_rmi_removes_exactly_the_images_own_content() {
     let a = image_content(&env, "a");
     let b = image_content(&env, "b");
     let before = listing(&env);
-    env.kiln_ok(&["rmi", "a"]);
+    env.kiln_ok(&["rmi", "--no-prune", "a"]);
     let (removed, report) = gc(&env, &[]);
 
     let expected = a.minus(&b).minus(&cached_content(&env));
@@ -361,7 +361,7 @@ fn gc_keeps_a_build_cache_records_layer_until_gc_cache() {
     let mount = store.cache_mount_dir(&key).unwrap();
     std::fs::write(mount.join("downloaded.pkg"), vec![7u8; 1000]).unwrap();
 
-    env.kiln_ok(&["rmi", "a"]);
+    env.kiln_ok(&["rmi", "--no-prune", "a"]);
     let (removed, _) = gc(&env, &[]);
     assert!(!removed.blobs.contains(&layer.digest.to_string()));
     assert!(store.has_blob(&layer.digest) && store.has_layer(&layer.diff_id));
@@ -388,7 +388,7 @@ fn gc_keeps_a_stopped_containers_image() {
     two_images(&env);
     let a = image_content(&env, "a");
     env.kiln_ok(&["run", "--name", "kept", "a", "true"]);
-    env.kiln_ok(&["rmi", "a"]);
+    env.kiln_ok(&["rmi", "--no-prune", "a"]);
 
     let (removed, _) = gc(&env, &[]);
     assert_eq!(removed, Content::default());
@@ -413,7 +413,7 @@ fn dry_run_removes_nothing_and_lists_what_gc_then_removes() {
     common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
-    env.kiln_ok(&["rmi", "a"]);
+    env.kiln_ok(&["rmi", "--no-prune", "a"]);
     let before = listing(&env);
 
     let (listed, report) = gc(&env, &["--dry-run"]);
@@ -433,7 +433,7 @@ fn gc_waits_while_a_writer_holds_a_content_guard() {
     common::require_root!("namespaces, overlayfs");
     let env = Env::new();
     two_images(&env);
-    env.kiln_ok(&["rmi", "a"]);
+    env.kiln_ok(&["rmi", "--no-prune", "a"]);
     let before = listing(&env);
     let guard = store(&env).content_guard().unwrap();
 
@@ -634,4 +634,39 @@ fn the_build_cache_keeps_its_budget_least_recently_used_first() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = env.kiln(&["gc", "--cache", "--keep-storage", "1g"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// `kiln rmi` frees what only the image needed at once, as docker's does, says how much,
+/// and points at the build cache's copy of its layers; `--no-prune` only untags.
+#[test]
+fn rmi_frees_what_only_the_image_needed_and_names_what_the_cache_keeps() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    two_images(&env);
+    let a = image_content(&env, "a");
+    let b = image_content(&env, "b");
+    let out = env.kiln(&["rmi", "a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("untagged: localhost/a:latest"), "{shown}");
+    assert!(
+        shown.contains("freed 2 blobs, 0 layer dirs"),
+        "manifest and config: {shown}"
+    );
+    assert!(
+        shown.contains("hint: the build cache still holds"),
+        "{shown}"
+    );
+    assert!(shown.contains("kiln gc --cache"), "{shown}");
+    let left = listing(&env);
+    for blob in &a.minus(&b).minus(&cached_content(&env)).blobs {
+        assert!(!left.blobs.contains(blob), "{blob} was freed");
+    }
+    assert_eq!(env.kiln_ok(&["gc"]), "removed 0 blobs, 0 layer dirs, 0 B");
+    assert_fsck_clean(&env);
+    // --no-prune: the tag goes, the content stays for gc.
+    let before = listing(&env);
+    let out = env.kiln(&["rmi", "--no-prune", "b"]);
+    assert!(!text(&out).contains("freed"), "{}", text(&out));
+    assert_eq!(listing(&env), before);
 }

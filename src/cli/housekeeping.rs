@@ -69,7 +69,10 @@ fn existing_store(globals: &Globals) -> Result<Store, Failure> {
 
 /// What an image keeps alive, read with the image module's loader (which also checks the
 /// manifest and config against their digests).
-fn image_content(store: &Store, manifest: &Digest) -> Result<ImageContent, ImageReadError> {
+pub(super) fn image_content(
+    store: &Store,
+    manifest: &Digest,
+) -> Result<ImageContent, ImageReadError> {
     let image = Image::load(store, manifest)?;
     let layers = image.layers()?;
     let mut blobs = vec![image.config_digest.clone()];
@@ -311,6 +314,72 @@ pub(super) fn trim_build_cache(store: &Store) -> Result<Option<GcReport>, Failur
         Err(GcError::Busy) => Ok(None),
         Err(e) => Err(gc_failure(e)),
     }
+}
+
+/// After `kiln rmi`: removes what nothing needs any more (unless another kiln process is
+/// writing to the store), says how much that freed, and how much of the removed images'
+/// layers the build cache still holds, with the command that frees it.
+pub(super) fn free_removed_images(
+    store: &Store,
+    removed: &[Digest],
+    quiet: bool,
+) -> Result<(), Failure> {
+    let content: Vec<ImageContent> = removed
+        .iter()
+        .filter_map(|m| image_content(store, m).ok())
+        .collect();
+    let options = GcOptions {
+        no_wait: true,
+        ..GcOptions::default()
+    };
+    let report = match store.gc(&image_content, options, &mut || {}) {
+        Ok(report) => report,
+        Err(GcError::Busy) => {
+            if !quiet {
+                eprintln!("not freed yet: another kiln process is writing to the store (kiln gc frees it later)");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(gc_failure(e)),
+    };
+    if quiet {
+        return Ok(());
+    }
+    println!("freed {}", gc_summary(&report));
+    let held = held_by_cache(store, &content)?;
+    if held > 0 {
+        eprintln!(
+            "hint: the build cache still holds {} of their layers: kiln gc --cache frees it (or kiln gc --keep-storage SIZE keeps the cache within SIZE)",
+            human_size(held)
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of the images' blobs and layer dirs that are still in the store and that a
+/// build-cache step record keeps.
+fn held_by_cache(store: &Store, images: &[ImageContent]) -> Result<u64, Failure> {
+    let mut cached_blobs = std::collections::HashSet::new();
+    let mut cached_dirs = std::collections::HashSet::new();
+    for (blob, diff_id) in store.step_records()?.iter().filter_map(|r| r.content()) {
+        cached_blobs.insert(blob);
+        cached_dirs.insert(diff_id);
+    }
+    let mut counted = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for image in images {
+        for blob in image.blobs.iter().filter(|b| cached_blobs.contains(*b)) {
+            if counted.insert(blob.clone()) && store.has_blob(blob) {
+                bytes += store.blob_size(blob)?;
+            }
+        }
+        for dir in image.layer_dirs.iter().filter(|d| cached_dirs.contains(*d)) {
+            if counted.insert(dir.clone()) && store.has_layer(dir) {
+                bytes += store.layer_size(dir)?;
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {

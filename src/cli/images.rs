@@ -40,13 +40,20 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    about = "Remove image tags",
-    after_help = "Examples:\n  kiln rmi hello\n  kiln rmi hello:1 hello:2"
+    about = "Remove images (their tags), and the blobs and layers nothing else needs",
+    long_about = "Remove image tags, then the blobs and layer dirs no other image, container or \
+        build-cache step needs (a gc that does not wait: while another kiln process writes to \
+        the store, kiln gc frees them later). Says how much it freed, and how much of the \
+        images the build cache still holds.",
+    after_help = "Examples:\n  kiln rmi hello\n  kiln rmi hello:1 hello:2\n  kiln rmi hello && kiln gc --cache   # the build cache's copy of its layers too"
 )]
 pub struct RmiArgs {
     /// Image names
     #[arg(required = true)]
     images: Vec<String>,
+    /// Only remove the tags; leave their blobs and layers for a later kiln gc (docker's flag)
+    #[arg(long)]
+    no_prune: bool,
 }
 
 #[derive(Args, Debug)]
@@ -234,17 +241,22 @@ fn print_document(document: &serde_json::Value, format: Option<&str>) -> CmdResu
 pub fn rmi(globals: &Globals, args: RmiArgs) -> CmdResult {
     let store = globals.store()?;
     let mut code = 0;
+    let mut removed = Vec::new();
     for name in &args.images {
         match store.find(name)? {
             Some(t) => {
                 store.remove_tag(&t.reference)?;
                 println!("untagged: {}", t.reference);
+                removed.push(Digest::try_from(&t.manifest)?);
             }
             None => {
                 super::output::print_failure(&Failure::user(format!("no such image: {name}")));
                 code = super::EXIT_USER_ERROR;
             }
         }
+    }
+    if !removed.is_empty() && !args.no_prune {
+        super::housekeeping::free_removed_images(&store, &removed, globals.quiet)?;
     }
     Ok(code)
 }
