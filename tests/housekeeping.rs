@@ -670,3 +670,37 @@ fn rmi_frees_what_only_the_image_needed_and_names_what_the_cache_keeps() {
     assert!(!text(&out).contains("freed"), "{}", text(&out));
     assert_eq!(listing(&env), before);
 }
+
+/// `kiln system df` (docker's): images, containers and build cache, each piece of content
+/// counted where it is charged; what `rmi` leaves to the cache shows as reclaimable there.
+#[test]
+fn system_df_shows_what_each_part_takes_and_gives_back() {
+    common::require_root!("builds");
+    let env = Env::new();
+    three_cached_images(&env);
+    let df = |env: &Env| -> serde_json::Value {
+        serde_json::from_str(&env.kiln_ok(&["system", "df", "--json"])).unwrap()
+    };
+    let all = df(&env);
+    assert_eq!(all["images"]["total"], 3);
+    assert_eq!(all["images"]["active"], 0);
+    assert!(all["images"]["size"].as_u64().unwrap() > 6 << 20, "{all}");
+    assert_eq!(all["images"]["reclaimable"], all["images"]["size"]);
+    assert_eq!(all["build_cache"]["total"], 3);
+    assert_eq!(all["build_cache"]["active"], 3);
+    assert_eq!(
+        all["build_cache"]["size"], 0,
+        "images hold every layer: {all}"
+    );
+    env.kiln_ok(&["rmi", "one"]);
+    let after = df(&env);
+    assert_eq!(after["images"]["total"], 2);
+    assert_eq!(after["build_cache"]["active"], 2);
+    let cached = after["build_cache"]["reclaimable"].as_u64().unwrap();
+    assert!(cached > 2 << 20, "one's layer, blob and dir: {after}");
+    let table = env.kiln_ok(&["system", "df"]);
+    assert!(table.starts_with("TYPE"), "{table}");
+    assert!(table.contains("Build Cache"), "{table}");
+    env.kiln_ok(&["gc", "--cache"]);
+    assert_eq!(df(&env)["build_cache"]["size"], 0);
+}

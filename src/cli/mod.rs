@@ -40,6 +40,7 @@ mod shell;
 mod signals;
 mod start;
 mod stats;
+mod system;
 mod template;
 
 use std::path::{Path, PathBuf};
@@ -150,6 +151,11 @@ enum Command {
     #[command(name = "network-dns", hide = true)]
     NetworkDns(network::NetworkDnsArgs),
     Fsck(housekeeping::FsckArgs),
+    #[command(
+        subcommand,
+        about = "The store as a whole: how much disk images, containers and the build cache use"
+    )]
+    System(system::SystemCommand),
     Check(check::CheckArgs),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
@@ -421,6 +427,7 @@ pub fn main() -> i32 {
         Command::Network(c) => network::run(&globals, c),
         Command::NetworkDns(a) => network::network_dns(&globals, a),
         Command::Fsck(a) => housekeeping::fsck(&globals, a),
+        Command::System(c) => system::run(&globals, c),
         Command::Check(a) => check::check(&globals, a),
         Command::Completions(a) => shell::completions(a),
         Command::Man(a) => shell::man(a),

@@ -41,6 +41,8 @@ pub struct UsedRecord {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheUsage {
     pub records: usize,
+    /// Records whose layer an image or a container uses too.
+    pub active: usize,
     /// Bytes of blobs and layer dirs only the cache keeps alive.
     pub bytes: u64,
 }
@@ -98,8 +100,14 @@ pub struct Needed {
 /// What `records` cost beyond `needed`.
 pub fn usage(store: &Store, records: &[UsedRecord], needed: &Needed) -> CacheUsage {
     let costs = Costs::new(store, records, needed);
+    let active = records
+        .iter()
+        .filter_map(|r| r.record.content())
+        .filter(|(blob, dir)| needed.blobs.contains(blob) || needed.layer_dirs.contains(dir))
+        .count();
     CacheUsage {
         records: records.len(),
+        active,
         bytes: costs.total(records.iter()),
     }
 }

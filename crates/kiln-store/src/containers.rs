@@ -131,6 +131,14 @@ impl ContainerDir {
         self.path.join("work")
     }
 
+    /// Bytes of the files the container wrote (its upper dir), each hard link once.
+    pub fn upper_size(&self) -> Result<u64> {
+        match self.upper().is_dir() {
+            true => fsutil::apparent_size(&self.upper()),
+            false => Ok(0),
+        }
+    }
+
     /// Writes the state, and keeps the container in the index of those that may still
     /// run exactly while the state says it has not ended.
     pub fn write_state(&self, store: &Store, state: &ContainerState) -> Result<()> {
