@@ -353,5 +353,15 @@ fn locked_down_is_confined_and_becomes_a_valid_pod() {
         assert_eq!(security["runAsGroup"], 1000);
         assert_eq!(security["allowPrivilegeEscalation"], false);
         assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+        // The tmpfs a read-only root writes to: a memory-backed emptyDir at its path.
+        assert_eq!(
+            c["volumeMounts"],
+            serde_json::json!([{"name": "tmpfs-1", "mountPath": "/run/www"}]),
+            "{manifest}"
+        );
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([{"name": "tmpfs-1", "emptyDir": {"medium": "Memory"}}])
+        );
     }
 }

@@ -162,6 +162,9 @@ impl Manifest {
 #[serde(rename_all = "camelCase")]
 struct PodSpec {
     containers: Vec<Container>,
+    /// The container's tmpfs mounts, as memory-backed `emptyDir`s.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -179,6 +182,8 @@ struct Container {
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<serde_json::Value>,
     security_context: serde_json::Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volume_mounts: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -230,6 +235,7 @@ fn pod_spec(
             },
         })
         .collect();
+    let (volumes, volume_mounts) = tmpfs_volumes(spec);
     PodSpec {
         containers: vec![Container {
             name: name.to_owned(),
@@ -241,8 +247,26 @@ fn pod_spec(
             ports,
             resources: resources(spec),
             security_context: security_context(spec),
+            volume_mounts,
         }],
+        volumes,
     }
+}
+
+/// Each tmpfs of the container as a memory-backed `emptyDir` mounted at the same path, so
+/// a read-only root still has the places it writes to.
+fn tmpfs_volumes(spec: &ContainerSpec) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    spec.tmpfs
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let name = format!("tmpfs-{}", i + 1);
+            (
+                serde_json::json!({ "name": name, "emptyDir": { "medium": "Memory" } }),
+                serde_json::json!({ "name": name, "mountPath": path }),
+            )
+        })
+        .unzip()
 }
 
 /// Memory and CPU limits (Kubernetes quantities: bytes, millicores).
