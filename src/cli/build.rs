@@ -267,20 +267,24 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
     } else {
         let names: Vec<String> = result.tags.iter().map(ToString::to_string).collect();
         eprintln!(
-            "built {} in {}: {} layers, {}; {} run, {cached} cached",
+            "built {} in {}: {}, {}; {} run, {cached} cached",
             names.join(", "),
             human_duration(started.elapsed()),
-            result.layers,
+            counted(result.layers, "layer"),
             human_size(result.size),
-            if ran == 1 {
-                "1 step".to_string()
-            } else {
-                format!("{ran} steps")
-            },
+            counted(ran, "step"),
         );
         println!("{}", result.digest);
     }
     Ok(0)
+}
+
+/// `1 layer`, `3 layers`.
+fn counted(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
 }
 
 /// Reads each `--cache-from` cache. One that cannot be read is passed over with a

@@ -178,7 +178,7 @@ impl ContainerConfig {
         settings: &RunSettings,
         notify: &mut dyn FnMut(Notice),
     ) -> Result<ContainerConfig> {
-        let defaults = trusted_run_defaults(source, settings.allow_image_privileges, notify);
+        let defaults = trusted_run_defaults(source, settings, notify);
         let config = &source.image.config.config;
         let hostname = settings.hostname.clone().or(defaults.hostname.clone());
         if let Some(h) = &hostname {
@@ -227,20 +227,38 @@ impl ContainerConfig {
 /// they are dropped, and named as refused, unless the caller allows them.
 fn trusted_run_defaults(
     source: &Source,
-    allow_image_privileges: bool,
+    settings: &RunSettings,
     notify: &mut dyn FnMut(Notice),
 ) -> RunDefaults {
-    let (grants, narrowed) = split_grants(&source.defaults);
+    let defaults = not_overridden(&source.defaults, settings);
+    let (grants, narrowed) = split_grants(&defaults);
     if grants.is_empty() {
-        return source.defaults.clone();
+        return defaults;
     }
     let image = source.tagged.reference.to_string();
-    if source.origin == RunDefaultsOrigin::Build || allow_image_privileges {
+    if source.origin == RunDefaultsOrigin::Build || settings.allow_image_privileges {
         notify(Notice::Granted { image, grants });
-        return source.defaults.clone();
+        return defaults;
     }
     notify(Notice::Refused { image, grants });
     narrowed
+}
+
+/// The stored defaults without what the command line replaces anyway (a stored port `-p`
+/// gives again for the same container port, a stored network `--network` overrides), so
+/// that no grant is named, granted or refused, that would not apply.
+fn not_overridden(stored: &RunDefaults, settings: &RunSettings) -> RunDefaults {
+    let mut defaults = stored.clone();
+    defaults.ports.retain(|p| {
+        !settings
+            .publish
+            .iter()
+            .any(|q| q.container_port == p.container_port && q.protocol == p.protocol)
+    });
+    if settings.network.is_some() {
+        defaults.network = None;
+    }
+    defaults
 }
 
 /// The granting items of `defaults` in words, and `defaults` without them.
@@ -783,6 +801,23 @@ mod tests {
             container_port: container,
             protocol,
         }
+    }
+
+    #[test]
+    fn a_stored_grant_the_command_line_replaces_is_not_named() {
+        use kiln_spec::Protocol::Tcp;
+        let stored = RunDefaults {
+            network: Some(Network::Host),
+            ports: vec![port(Some(8080), 80, Tcp), port(Some(8443), 443, Tcp)],
+            ..Default::default()
+        };
+        let settings = RunSettings {
+            publish: vec![port(None, 80, Tcp)],
+            network: Some(Network::Bridge),
+            ..Default::default()
+        };
+        let (grants, _) = split_grants(&not_overridden(&stored, &settings));
+        assert_eq!(grants, vec!["publish 0.0.0.0:8443:443/tcp".to_string()]);
     }
 
     #[test]
