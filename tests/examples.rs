@@ -159,21 +159,8 @@ fn play(env: &Env, name: &str) -> Vec<String> {
     printed_all
 }
 
-/// `kiln kube ARGS`, checked by kubernetes-validate `--strict`, as JSON.
 fn kube(env: &Env, args: &[&str]) -> Value {
-    require(
-        "kubernetes-validate",
-        "kubernetes-validate (pip install kubernetes-validate)",
-    );
-    let yaml = env.kiln_ok(&[&["kube"], args].concat());
-    let file = env.write("manifest.yaml", &format!("{yaml}\n"));
-    let out = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{yaml}\n{}", text(&out));
-    serde_saphyr::from_str(&yaml).unwrap()
+    common::kube_validated(env, args)
 }
 
 fn inspect(env: &Env, name: &str) -> Value {

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::containers::busybox_image;
-use common::{require, text, Env};
+use common::{text, Env};
 use serde_json::Value;
 
 const SPEC: &str = r#"
@@ -33,21 +31,8 @@ run:
     MODE: production
 "#;
 
-/// `kiln kube ARGS`, checked by kubernetes-validate, as JSON.
 fn kube(env: &Env, args: &[&str]) -> Value {
-    require(
-        "kubernetes-validate",
-        "kubernetes-validate (pip install kubernetes-validate)",
-    );
-    let yaml = env.kiln_ok(&[&["kube"], args].concat());
-    let file = env.write("manifest.yaml", &format!("{yaml}\n"));
-    let out = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{yaml}\n{}", text(&out));
-    serde_saphyr::from_str(&yaml).unwrap()
+    common::kube_validated(env, args)
 }
 
 #[test]

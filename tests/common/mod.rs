@@ -234,6 +234,24 @@ pub fn require(tool: &str, package: &str) {
     );
 }
 
+/// `kiln kube ARGS` in `env`, checked by kubernetes-validate `--strict` (Kubernetes' own
+/// schemas, offline), as JSON.
+pub fn kube_validated(env: &Env, args: &[&str]) -> serde_json::Value {
+    require(
+        "kubernetes-validate",
+        "kubernetes-validate (pip install kubernetes-validate)",
+    );
+    let yaml = env.kiln_ok(&[&["kube"], args].concat());
+    let file = env.write("manifest.yaml", &format!("{yaml}\n"));
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{yaml}\n{}", text(&out));
+    serde_saphyr::from_str(&yaml).unwrap()
+}
+
 /// The container dirs of the store at `root` (kiln's index of live containers,
 /// `containers/.live`, is not one).
 pub fn container_dirs(root: &Path) -> Vec<String> {

@@ -18,9 +18,16 @@ pub struct BlobWriter {
     path: PathBuf,
     hasher: Sha256,
     size: u64,
+    /// How far write-back to disk has been started ([`WRITEBACK_STEP`]).
+    written_back: u64,
     /// Set by [`BlobWriter::verify`].
     verified: Option<Digest>,
 }
+
+/// Every this many bytes written, the kernel is asked to start writing them to disk, so
+/// that a large blob's final sync finds little left to do instead of the whole burst
+/// (a 1 GB layer's fsync took 2.7 s when all of it was still dirty).
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl BlobWriter {
     pub(super) fn create(store: &Store) -> Result<Self> {
@@ -31,6 +38,7 @@ impl BlobWriter {
             path,
             hasher: Sha256::new(),
             size: 0,
+            written_back: 0,
             verified: None,
         })
     }
@@ -79,6 +87,10 @@ impl Write for BlobWriter {
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
+        if self.size - self.written_back >= WRITEBACK_STEP {
+            start_writeback(file, self.written_back, self.size - self.written_back);
+            self.written_back = self.size;
+        }
         Ok(n)
     }
 
@@ -95,6 +107,21 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without
+/// waiting for them. A failure only means the data is written later, by the final sync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is an open
+    // file the caller owns.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// Staging for a pull: a blob is verified when its last byte arrived but stays in `tmp/`,
 /// so that one sync of the filesystem covers everything a pull wrote before any of it is
 /// published (renamed into `blobs/`).
@@ -107,12 +134,9 @@ impl BlobWriter {
     /// Asks the kernel to start writing what has arrived so far to disk, without waiting
     /// for it, so that the one sync at the end of a pull finds little left to do.
     pub fn start_writeback(&self) {
-        let Some(file) = &self.file else { return };
-        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is an
-        // open file owned by `self`. Offset 0 and length 0 mean "the whole file". A
-        // failure only means the data is written later, by the final sync.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        if let Some(file) = &self.file {
+            // Offset 0 and length 0 mean "the whole file".
+            start_writeback(file, 0, 0);
         }
     }
 
