@@ -465,3 +465,46 @@ fn a_build_steps_resources_take_the_same_controls() {
         text(&out)
     );
 }
+
+/// The container moves itself into its v1 cgroups (writing `0` to each `tasks` file, which
+/// spares the kernel's global threadgroup lock): every controller kiln uses must hold it —
+/// and its children — from its first instruction.
+#[test]
+fn a_container_and_its_children_are_in_every_cgroup_from_the_start() {
+    common::require_root!("cgroups");
+    let env = Env::new();
+    busybox_image(&env);
+    let controllers = ["memory", "pids", "cpu", "cpuacct", "devices", "blkio"];
+    let script = "cat /proc/self/cgroup; sh -c 'cat /proc/self/cgroup' | sed 's/^/child /'";
+    let (code, out) = kiln_run(
+        &env,
+        &[
+            "--network",
+            "none",
+            "--memory",
+            "64m",
+            "bb",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    for who in ["", "child "] {
+        for controller in controllers {
+            let line = out
+                .lines()
+                .filter_map(|l| l.strip_prefix(who))
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == controller))
+                })
+                .unwrap_or_else(|| panic!("no {controller} line for {who:?}: {out}"));
+            assert!(
+                line.contains(":/kiln/kiln-"),
+                "{who}{controller}: {line}\n{out}"
+            );
+        }
+    }
+}

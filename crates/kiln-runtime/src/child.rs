@@ -30,9 +30,12 @@ pub(crate) const REPORT_FD: RawFd = 3;
 const STATUS_FD: RawFd = 4;
 /// Where the console socket lives until the pty master has been sent (`tty` only).
 pub(crate) const CONSOLE_FD: RawFd = 5;
+/// Where the pipe the parent says "go on" through lives during setup, until its second
+/// byte (closed then).
+const SYNC_FD: RawFd = 6;
 /// The first fd that is neither stdio nor one of the above; fds the plan keeps for setup
 /// ([`ChildPlan::kept_fds`]) follow from here.
-const FIRST_FREE_FD: RawFd = 6;
+const FIRST_FREE_FD: RawFd = 7;
 /// The most fds a plan may keep for setup (a step's mounts, a container's binds).
 pub(crate) const MAX_KEPT_FDS: usize = 256;
 /// Exit codes of a child that failed before exec (the parent reads the report instead).
@@ -110,7 +113,8 @@ impl Child<'_> {
         self.die_with_parent();
         let plan = self.plan;
         let container = plan.container.as_ref();
-        self.wait_for_cgroup()?;
+        self.wait_for_parent();
+        self.join_own_cgroups().map_err(at(Stage::JoinCgroup))?;
         if plan.user_namespace {
             become_namespace_root().map_err(at(Stage::SetUid))?;
         }
@@ -137,6 +141,7 @@ impl Child<'_> {
         }
         // SAFETY: as above.
         unsafe { libc::umask(STEP_UMASK) };
+        self.wait_for_cgroup()?;
         plan.confine.apply(|| self.switch_user())?;
         sys::close_from(FIRST_FREE_FD).map_err(at(Stage::CloseFds))?;
         match plan.init {
@@ -156,14 +161,34 @@ impl Child<'_> {
         }
     }
 
-    /// Blocks until the parent has put this process in its cgroup (so nothing runs
-    /// unaccounted), then enters a cgroup namespace rooted there when asked. If kiln gave
-    /// up instead, the pipe reads as EOF: leave quietly.
-    fn wait_for_cgroup(&self) -> Result<(), Report> {
+    /// Moves this (single-threaded) process into its v1 cgroups by writing `0` to each
+    /// `tasks` file the parent opened, which the kernel does without its global
+    /// threadgroup lock (see `Cgroup::self_join_files`). Before anything else, so the
+    /// whole setup is accounted.
+    fn join_own_cgroups(&self) -> Result<(), Errno> {
+        for fd in self.fds.cgroup_tasks.into_iter().filter(|fd| *fd >= 0) {
+            sys::write_all(fd, b"0")?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until the parent says to go on. If kiln gave up instead, the pipe reads as
+    /// EOF: leave quietly (what this process mounted goes with its namespaces).
+    fn wait_for_parent(&self) {
         if !matches!(sys::read_byte(self.fds.sync), Ok(true)) {
             // SAFETY: as in child_main.
             unsafe { libc::_exit(EXIT_SETUP_FAILED) };
         }
+    }
+
+    /// Blocks until the parent has put this process in its cgroups (it does so while the
+    /// root is built), so that nothing of the container runs unaccounted: called before
+    /// privileges are dropped, anything forks or the command is executed. Then enters a
+    /// cgroup namespace rooted there when asked.
+    fn wait_for_cgroup(&self) -> Result<(), Report> {
+        self.wait_for_parent();
+        // SAFETY: closing the sync pipe's fd, which nothing uses any more.
+        unsafe { libc::close(self.fds.sync) };
         if self.plan.cgroup_namespace {
             // SAFETY: unshare with a flag only.
             sys::check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } as c_long)
@@ -205,6 +230,7 @@ impl Child<'_> {
             -1 => Ok(None),
             fd => copy(fd).map(Some),
         };
+        let sync = copy(f.sync)?;
         let status = optional(f.status)?;
         let console = optional(f.console)?;
         let mut kept_copies = [-1; MAX_KEPT_FDS];
@@ -213,6 +239,8 @@ impl Child<'_> {
         }
         sys::dup_onto(report, REPORT_FD, true)?;
         self.report_fd = REPORT_FD;
+        sys::dup_onto(sync, SYNC_FD, true)?;
+        self.fds.sync = SYNC_FD;
         if let Some(status) = status {
             sys::dup_onto(status, STATUS_FD, true)?;
         }

@@ -43,7 +43,9 @@ use super::error::{InvalidSandbox, Report, RuntimeError, Stage, REPORT_LEN};
 use super::host_devices::{self, DeviceNode};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox};
+use super::plan::{
+    c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox, MAX_CGROUP_TASKS,
+};
 use super::process::Process;
 use super::pty::{initial_window_size, TtySession};
 use super::relay::{OutputPipes, StdioRelay};
@@ -357,6 +359,11 @@ pub(crate) fn start<K>(
     let console = launch.tty.map(|_| console_socket()).transpose()?;
     let kiln = sys::pidfd_open(getpid().as_raw())
         .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
+    let self_join = self_join_files(cgroup.as_ref(), launch.id_mapping.is_some())?;
+    let mut cgroup_tasks = [-1; MAX_CGROUP_TASKS];
+    for (slot, file) in cgroup_tasks.iter_mut().zip(&self_join) {
+        *slot = file.as_raw_fd();
+    }
     let args = ChildArgs {
         plan,
         fds: ChildFds {
@@ -368,6 +375,7 @@ pub(crate) fn start<K>(
             sync: sync_read.as_raw_fd(),
             status: status_write.as_ref().map_or(-1, |w| w.as_raw_fd()),
             console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
+            cgroup_tasks,
         },
     };
     let flags = clone_flags(plan);
@@ -382,6 +390,8 @@ pub(crate) fn start<K>(
     // Only the child may hold these now, so EOF on the error pipe means its exec succeeded
     // and EOF on a stdio pipe means the container closed it.
     drop((report_write, sync_read, status_write, kiln, keep));
+    let joined_by_child = !self_join.is_empty();
+    drop(self_join);
     let console = console.map(|(ours, _child)| ours);
     let mut running = RunningContainer {
         pid,
@@ -394,20 +404,26 @@ pub(crate) fn start<K>(
         waited: false,
         id_lease: None,
     };
-    // The child waits for the go byte below, so it has its ids before it does anything.
+    // The child waits for a first byte, so it has its ids before it does anything.
     if let Some(mapping) = &launch.id_mapping {
         container_userns::write_maps(pid.as_raw(), mapping)?;
     }
-    // The child waits for this byte, so no code of the container runs outside the cgroup.
-    if let Some(cgroup) = &running.cgroup {
+    let go = || {
+        sys::write_all(sync_write.as_raw_fd(), b"g")
+            .map_err(|e| RuntimeError::sys("start the container process")(Errno::from_raw(e)))
+    };
+    go()?;
+    // On v1 the child moved itself into its cgroups first thing; else it builds its root
+    // meanwhile and waits for the second byte before it drops its privileges, forks or
+    // execs, so no code of the container runs outside the cgroup.
+    if let Some(cgroup) = running.cgroup.as_ref().filter(|_| !joined_by_child) {
         cgroup.join(pid.as_raw())?;
     }
     if let Some(attach) = launch.attach.as_mut() {
         // Dropping `running` kills the child and removes its cgroup.
         attach(pid.as_raw()).map_err(RuntimeError::Attach)?;
     }
-    sys::write_all(sync_write.as_raw_fd(), b"g")
-        .map_err(|e| RuntimeError::sys("start the container process")(Errno::from_raw(e)))?;
+    go()?;
     drop(sync_write);
     // The child sends the pty master before its exec; EOF means it failed first, and the
     // error pipe says why.
@@ -540,6 +556,23 @@ fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 }
 
 /// Checks the spec and builds the child's plan; writes the `/etc` files into `state_dir`
+/// The `tasks` files the child moves itself into its v1 cgroups through (none on v2, and
+/// none with a user namespace of the container's own, whose child the parent moves).
+fn self_join_files(
+    cgroup: Option<&kiln_cgroups::Cgroup>,
+    user_namespace: bool,
+) -> Result<Vec<std::fs::File>, RuntimeError> {
+    let files = match (cgroup, user_namespace) {
+        (Some(cgroup), false) => cgroup.self_join_files()?,
+        _ => Vec::new(),
+    };
+    // More hierarchies than the child has room for: the parent moves it instead.
+    Ok(match files.len() <= MAX_CGROUP_TASKS {
+        true => files,
+        false => Vec::new(),
+    })
+}
+
 /// and makes the detached mounts the child attaches (and, with a user namespace of the
 /// container's own, its root).
 fn container_plan(

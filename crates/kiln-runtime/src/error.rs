@@ -324,10 +324,11 @@ pub(crate) enum Stage {
     SetRlimit,
     Sysctl,
     MakeDevice,
+    JoinCgroup,
 }
 
 impl Stage {
-    const ALL: [Stage; 49] = [
+    const ALL: [Stage; 50] = [
         Stage::Stdio,
         Stage::PrivateMounts,
         Stage::Loopback,
@@ -377,6 +378,7 @@ impl Stage {
         Stage::SetRlimit,
         Stage::Sysctl,
         Stage::MakeDevice,
+        Stage::JoinCgroup,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -434,6 +436,7 @@ impl Stage {
             Stage::SetRlimit => "set ulimit",
             Stage::Sysctl => "write sysctl",
             Stage::MakeDevice => "create device",
+            Stage::JoinCgroup => "join the container's cgroup",
         }
     }
 }

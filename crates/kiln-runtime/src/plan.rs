@@ -191,7 +191,13 @@ pub(crate) struct ChildFds {
     pub status: RawFd,
     /// Containers with a tty: the unix socket on which the pty master goes to kiln.
     pub console: RawFd,
+    /// The `tasks` files of the container's v1 cgroups (-1 for none), into which the child
+    /// moves itself (see `Cgroup::self_join_files`); all -1 when the parent moves it.
+    pub cgroup_tasks: [RawFd; MAX_CGROUP_TASKS],
 }
+
+/// The most cgroup v1 hierarchies a container joins by itself.
+pub(crate) const MAX_CGROUP_TASKS: usize = 8;
 
 /// What `clone` hands the child: its plan and the host fds it starts from.
 pub(crate) struct ChildArgs<'a> {
@@ -347,6 +353,7 @@ impl ChildPlan {
             | Stage::Loopback
             | Stage::CloseFds
             | Stage::CgroupNamespace
+            | Stage::JoinCgroup
             | Stage::Session
             | Stage::ReadOnlyRoot
             | Stage::DropBounding
