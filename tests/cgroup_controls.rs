@@ -470,7 +470,7 @@ fn a_build_steps_resources_take_the_same_controls() {
 /// spares the kernel's global threadgroup lock): every controller kiln uses must hold it —
 /// and its children — from its first instruction.
 #[test]
-fn a_container_and_its_children_are_in_every_cgroup_from_the_start() {
+fn a_container_its_children_and_exec_are_in_every_cgroup_from_the_start() {
     common::require_root!("cgroups");
     let env = Env::new();
     busybox_image(&env);
@@ -506,5 +506,22 @@ fn a_container_and_its_children_are_in_every_cgroup_from_the_start() {
                 "{who}{controller}: {line}\n{out}"
             );
         }
+    }
+    // `kiln exec`'s process too (its intermediate moves itself in the same way).
+    let running = run_detached(&env, &["--network", "none", "bb", "sleep", "600"]);
+    let out = env.kiln_ok(&["exec", &running.id, "cat", "/proc/self/cgroup"]);
+    for controller in controllers {
+        let line = out
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} line: {out}"));
+        assert!(
+            line.contains(&format!(":/kiln/kiln-{}", running.id)),
+            "exec {controller}: {line}"
+        );
     }
 }

@@ -446,20 +446,7 @@ impl Cgroup {
         let Some(Backend::V1(_)) = &self.backend else {
             return Ok(Vec::new());
         };
-        self.paths()
-            .into_iter()
-            .map(|dir| {
-                let path = dir.join("tasks");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|source| CgroupError::Io {
-                        what: "open",
-                        path,
-                        source,
-                    })
-            })
-            .collect()
+        open_tasks_files(&self.paths())
     }
 
     /// Moves process `pid` (and, on v1, its threads) into the cgroup.
@@ -578,6 +565,32 @@ pub fn container_dirs(root: &Path, id: &str) -> Result<Vec<PathBuf>, CgroupError
         .collect();
     dirs.dedup();
     Ok(dirs)
+}
+
+/// [`Cgroup::self_join_files`] of container `id`'s existing cgroup (`kiln exec`); empty on
+/// v2, where [`join_container`] it is.
+pub fn container_self_join_files(root: &Path, id: &str) -> Result<Vec<std::fs::File>, CgroupError> {
+    match detect(root)? {
+        CgroupMode::V2 => Ok(Vec::new()),
+        CgroupMode::V1 | CgroupMode::Hybrid => open_tasks_files(&container_dirs(root, id)?),
+    }
+}
+
+/// Each v1 dir's `tasks` file, open for writing.
+fn open_tasks_files(dirs: &[PathBuf]) -> Result<Vec<std::fs::File>, CgroupError> {
+    dirs.iter()
+        .map(|dir| {
+            let path = dir.join("tasks");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| CgroupError::Io {
+                    what: "open",
+                    path,
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Moves process `pid` into container `id`'s existing cgroup, in every hierarchy kiln
