@@ -180,7 +180,7 @@ pub fn import_rootfs(
         layer::apply_layer(&mut file, "", &dir, &[], &limits)?;
     }
     let source = if is_dir { path } else { dir.as_path() };
-    let mut blob = store.new_blob()?;
+    let mut blob = store.new_blob()?.write_back_as_written();
     let written = layer::write_layer(source, &mut blob, compression, &TarOptions { epoch })?;
     let (digest, size) = blob.commit(Some(&written.digest))?;
     if !store.has_layer(&written.diff_id) {

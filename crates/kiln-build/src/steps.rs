@@ -533,7 +533,7 @@ fn capture(job: &StageJob, dirs: &StepDirs, image: &mut Partial) -> Result<Optio
     if is_empty_dir(&upper) {
         return Ok(None);
     }
-    let mut blob = job.store.new_blob()?;
+    let mut blob = job.store.new_blob()?.write_back_as_written();
     let written = layer::write_layer(
         &upper,
         &mut blob,
