@@ -38,3 +38,32 @@ podman_with_image() {
     tar -C "$1/base" -cf "$1/base.tar" .
     "${podman[@]}" import -q "$1/base.tar" localhost/bench-bb >/dev/null
 }
+
+# start_registry WORK DATA: a Debian docker-registry on a free loopback port with its
+# storage in DATA (deletes enabled), its config and log in WORK; sets $reg (HOST:PORT) and
+# $registry_pid (the caller kills it on exit).
+start_registry() {
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat > "$1/registry.yml" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $2
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YML
+    docker-registry serve "$1/registry.yml" >"$1/registry.log" 2>&1 &
+    registry_pid=$!
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    reg=127.0.0.1:$port
+}

@@ -38,26 +38,7 @@ mkdir -p "$work/app"
     done
 } > "$work/app/kiln.yaml"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry-data
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-reg=127.0.0.1:$port
+start_registry "$work" "$work/registry-data"
 
 # Store A builds, exports the cache, pushes the image.
 $kiln --root "$work/a" -q build "$work/app" --cache-to "$reg/bench-cache:buildcache" >/dev/null

@@ -52,29 +52,8 @@ PY
 )
 
 # A docker-registry with its storage in $work, on a free loopback port.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$work/registry-data
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-reg=127.0.0.1:$port
+start_registry "$work" "$data"
 src=oci:$KILN_ROOT:localhost/bench-registry:latest
 
 echo "image: 4 layers, $bytes bytes; registry $reg; $RUNS runs each" >&2

@@ -285,22 +285,13 @@ fn kiln_cgroups(matches: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 }
 
 fn container_ids(store: &Path) -> BTreeSet<String> {
-    names_in(&store.join("containers"))
+    common::container_dirs(store).into_iter().collect()
 }
 
 /// The containers kiln's index says may still run (`containers/.live/`).
 fn live_markers(store: &Path) -> BTreeSet<String> {
-    names_in(&store.join("containers/.live"))
-}
-
-/// The names in `dir` but kiln's own dot-files (`.live`, `.complete`).
-fn names_in(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
+    common::names_in(&store.join("containers/.live"))
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with('.'))
         .collect()
 }
 

@@ -255,7 +255,13 @@ pub fn kube_validated(env: &Env, args: &[&str]) -> serde_json::Value {
 /// The container dirs of the store at `root` (kiln's index of live containers,
 /// `containers/.live`, is not one).
 pub fn container_dirs(root: &Path) -> Vec<String> {
-    std::fs::read_dir(root.join("containers"))
+    names_in(&root.join("containers"))
+}
+
+/// The names in `dir` but kiln's own dot-files (`.live`, `.complete`); none when it does
+/// not exist.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
