@@ -28,11 +28,26 @@ use kiln_layer::ApplyLimits;
 use kiln_progress::{BlobOutcome, Progress};
 use kiln_store::{BlobWriter, Bounds, Digest, Reference, Store, StoreError};
 
-/// Layer blobs downloaded at once. Fewer than a push sends: layers unpack one after the
-/// other, bottom first, so a download far ahead of the unpacking only takes bandwidth
-/// from the one it waits for. Two keeps a second connection busy while the first layer
-/// unpacks (on loopback, 2 beat 1, 3 and 4 by 5–15 %).
-const PULL_PARALLEL: usize = 2;
+/// Layer blobs downloaded at once, by their size. Large ones two at a time: layers unpack
+/// one after the other, bottom first, so a download far ahead of the unpacking only takes
+/// bandwidth from the one it waits for (4 x 50 MiB on loopback: 2 at a time 374 ms, 4 or
+/// 8 at a time 402 ms). Small ones four at a time, where the round trips are the cost (32 x
+/// 2 MiB: 220 ms at 2, 197 at 4, 194 at 8; 64 x 256 KiB: 171, 158, 162; 10 x 1 MiB: 58, 55,
+/// 57 ms; one hyperfine run each, 2026-12-07).
+const PULL_PARALLEL_LARGE: usize = 2;
+const PULL_PARALLEL_SMALL: usize = 4;
+
+/// From this size on a blob counts as large for [`pull_parallelism`].
+const LARGE_BLOB: u64 = 16 << 20;
+
+/// How many of `blobs` to download at once: four unless most of them are large.
+fn pull_parallelism(blobs: &[Described]) -> usize {
+    let large = blobs.iter().filter(|b| b.size >= LARGE_BLOB).count();
+    match large * 2 > blobs.len() {
+        true => PULL_PARALLEL_LARGE,
+        false => PULL_PARALLEL_SMALL,
+    }
+}
 
 /// A pulled image: its manifest is in the store with every blob it names, and every
 /// layer has its layer dir.
@@ -228,6 +243,7 @@ impl Pulling<'_> {
     }
 
     fn fetch_all(&self, blobs: Vec<Described>) -> Result<Vec<Fetched>> {
+        let parallel = pull_parallelism(&blobs);
         self.runtime.block_on(
             futures_util::stream::iter(blobs)
                 .map(|blob| async {
@@ -238,7 +254,7 @@ impl Pulling<'_> {
                     }
                     fetched
                 })
-                .buffer_unordered(PULL_PARALLEL)
+                .buffer_unordered(parallel)
                 .try_collect(),
         )
     }
@@ -610,7 +626,24 @@ fn fatal(e: impl Into<RegistryError>) -> (RegistryError, Option<Transient>) {
 
 #[cfg(test)]
 mod tests {
-    use super::content_range_start;
+    use super::{content_range_start, pull_parallelism, Described, Digest, Role};
+
+    #[test]
+    fn small_layers_come_four_at_a_time_large_ones_two() {
+        let blob = |size: u64| Described {
+            role: Role::Layer { n: 1, of: 1 },
+            digest: Digest::of_bytes(&size.to_ne_bytes()),
+            size,
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+        };
+        let small = |n| (0..n).map(|_| blob(1 << 20)).collect::<Vec<_>>();
+        let large = |n| (0..n).map(|_| blob(50 << 20)).collect::<Vec<_>>();
+        assert_eq!(pull_parallelism(&small(10)), 4);
+        assert_eq!(pull_parallelism(&large(4)), 2);
+        assert_eq!(pull_parallelism(&[large(1), small(5)].concat()), 4);
+        assert_eq!(pull_parallelism(&[large(3), small(1)].concat()), 2);
+        assert_eq!(pull_parallelism(&[]), 4);
+    }
 
     #[test]
     fn reads_the_start_of_a_content_range() {
