@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 require python3
 build_kiln
-SCRIPTS=${ONLY:-"run build cache kept-containers build-large registry archive registry-cache"}
+SCRIPTS=${ONLY:-"run build cache kept-containers build-large registry pull-small archive registry-cache"}
 
 work=$(mktemp -d /tmp/kiln-bench-all.XXXXXX)
 trap 'rm -rf "$work"' EXIT
