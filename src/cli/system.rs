@@ -38,6 +38,9 @@ pub fn run(globals: &Globals, command: SystemCommand) -> CmdResult {
     }
 }
 
+/// A container of the store, with its state.
+type Kept = (kiln_store::ContainerDir, kiln_store::ContainerState);
+
 /// One row of the table.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Usage {
@@ -50,8 +53,9 @@ struct Usage {
 fn df(globals: &Globals, args: DfArgs) -> CmdResult {
     let store = globals.store()?;
     let _guard = store.content_guard()?;
-    let images = image_usage(&store)?;
-    let containers = container_usage(&store)?;
+    let kept = store.containers()?;
+    let images = image_usage(&store, &kept)?;
+    let containers = container_usage(&kept)?;
     let cache = store.cache_usage(&image_content).map_err(Failure::user)?;
     let cache = Usage {
         total: cache.records,
@@ -115,7 +119,7 @@ fn reclaimable(u: &Usage) -> String {
 
 /// Tagged images: their content counted once; active ones are those a container uses;
 /// reclaimable is what only the unused ones need.
-fn image_usage(store: &Store) -> Result<Usage, Failure> {
+fn image_usage(store: &Store, containers: &[Kept]) -> Result<Usage, Failure> {
     let mut manifests: Vec<Digest> = Vec::new();
     for tagged in store.tags()? {
         let digest = Digest::try_from(&tagged.manifest)?;
@@ -123,10 +127,9 @@ fn image_usage(store: &Store) -> Result<Usage, Failure> {
             manifests.push(digest);
         }
     }
-    let used: HashSet<Digest> = store
-        .containers()?
-        .into_iter()
-        .map(|(_, state)| state.image_digest)
+    let used: HashSet<Digest> = containers
+        .iter()
+        .map(|(_, state)| state.image_digest.clone())
         .collect();
     let mut sizes = Sizes::default();
     let mut contents: HashMap<Digest, ImageContent> = HashMap::new();
@@ -198,13 +201,13 @@ impl Sizes {
 
 /// Containers: what their upper dirs hold; running ones are active, the others'
 /// reclaimable (`kiln rm`).
-fn container_usage(store: &Store) -> Result<Usage, Failure> {
+fn container_usage(containers: &[Kept]) -> Result<Usage, Failure> {
     let mut usage = Usage::default();
-    for (dir, state) in store.containers()? {
+    for (dir, state) in containers {
         let size = dir.upper_size()?;
         usage.total += 1;
         usage.size += size;
-        match dir.status(&state) {
+        match dir.status(state) {
             Status::Running { .. } | Status::Restarting { .. } => usage.active += 1,
             _ => usage.reclaimable += size,
         }

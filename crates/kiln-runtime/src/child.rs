@@ -20,7 +20,7 @@ use super::error::{Report, Stage, NO_DETAIL};
 use super::host_devices;
 use super::init::{self, InitFds};
 use super::overlay;
-use super::plan::{ChildArgs, ChildFds, ChildPlan};
+use super::plan::{ChildArgs, ChildFds, ChildPlan, MAX_CGROUP_TASKS};
 use super::sys::{self, Errno};
 use super::sysctls;
 
@@ -114,7 +114,7 @@ impl Child<'_> {
         let plan = self.plan;
         let container = plan.container.as_ref();
         self.wait_for_parent();
-        self.join_own_cgroups().map_err(at(Stage::JoinCgroup))?;
+        join_own_cgroups(&self.fds.cgroup_tasks).map_err(at(Stage::JoinCgroup))?;
         if plan.user_namespace {
             become_namespace_root().map_err(at(Stage::SetUid))?;
         }
@@ -159,17 +159,6 @@ impl Child<'_> {
             }
             false => Err(self.exec()),
         }
-    }
-
-    /// Moves this (single-threaded) process into its v1 cgroups by writing `0` to each
-    /// `tasks` file the parent opened, which the kernel does without its global
-    /// threadgroup lock (see `Cgroup::self_join_files`). Before anything else, so the
-    /// whole setup is accounted.
-    fn join_own_cgroups(&self) -> Result<(), Errno> {
-        for fd in self.fds.cgroup_tasks.into_iter().filter(|fd| *fd >= 0) {
-            sys::write_all(fd, b"0")?;
-        }
-        Ok(())
     }
 
     /// Blocks until the parent says to go on. If kiln gave up instead, the pipe reads as
@@ -518,4 +507,15 @@ pub(crate) fn set_up_console(size: &libc::winsize) -> Result<(), Errno> {
 pub(crate) fn replace_stdin() -> Result<(), Errno> {
     let null = sys::open(c"/dev/null", libc::O_RDWR | libc::O_NOFOLLOW)?;
     sys::dup_onto(null.as_raw_fd(), 0, false)
+}
+
+/// Moves this single-threaded process (a clone child, `kiln exec`'s intermediate) into its
+/// v1 cgroups by writing `0` to each `tasks` file the parent opened (-1: none), which the
+/// kernel does without its global threadgroup lock (see `Cgroup::self_join_files`). Called
+/// first thing, so the whole setup is accounted. Allocation-free.
+pub(crate) fn join_own_cgroups(tasks: &[RawFd; MAX_CGROUP_TASKS]) -> Result<(), Errno> {
+    for &fd in tasks.iter().filter(|fd| **fd >= 0) {
+        sys::write_all(fd, b"0")?;
+    }
+    Ok(())
 }

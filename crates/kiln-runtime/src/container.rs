@@ -43,9 +43,7 @@ use super::error::{InvalidSandbox, Report, RuntimeError, Stage, REPORT_LEN};
 use super::host_devices::{self, DeviceNode};
 use super::init::STATUS_LEN;
 use super::overlay::{InitLayer, Overlay, CONTAINER_ETC_FILES};
-use super::plan::{
-    c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox, MAX_CGROUP_TASKS,
-};
+use super::plan::{c_string, ChildArgs, ChildFds, ChildPlan, ContainerPlan, Sandbox, SelfJoin};
 use super::process::Process;
 use super::pty::{initial_window_size, TtySession};
 use super::relay::{OutputPipes, StdioRelay};
@@ -360,10 +358,6 @@ pub(crate) fn start<K>(
     let kiln = sys::pidfd_open(getpid().as_raw())
         .map_err(|e| RuntimeError::sys("pidfd_open")(Errno::from_raw(e)))?;
     let self_join = self_join_files(cgroup.as_ref(), launch.id_mapping.is_some())?;
-    let mut cgroup_tasks = [-1; MAX_CGROUP_TASKS];
-    for (slot, file) in cgroup_tasks.iter_mut().zip(&self_join) {
-        *slot = file.as_raw_fd();
-    }
     let args = ChildArgs {
         plan,
         fds: ChildFds {
@@ -375,7 +369,7 @@ pub(crate) fn start<K>(
             sync: sync_read.as_raw_fd(),
             status: status_write.as_ref().map_or(-1, |w| w.as_raw_fd()),
             console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
-            cgroup_tasks,
+            cgroup_tasks: self_join.fds(),
         },
     };
     let flags = clone_flags(plan);
@@ -390,7 +384,7 @@ pub(crate) fn start<K>(
     // Only the child may hold these now, so EOF on the error pipe means its exec succeeded
     // and EOF on a stdio pipe means the container closed it.
     drop((report_write, sync_read, status_write, kiln, keep));
-    let joined_by_child = !self_join.is_empty();
+    let joined_by_child = self_join.by_child();
     drop(self_join);
     let console = console.map(|(ours, _child)| ours);
     let mut running = RunningContainer {
@@ -561,16 +555,11 @@ fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 fn self_join_files(
     cgroup: Option<&kiln_cgroups::Cgroup>,
     user_namespace: bool,
-) -> Result<Vec<std::fs::File>, RuntimeError> {
-    let files = match (cgroup, user_namespace) {
+) -> Result<SelfJoin, RuntimeError> {
+    Ok(SelfJoin::new(match (cgroup, user_namespace) {
         (Some(cgroup), false) => cgroup.self_join_files()?,
         _ => Vec::new(),
-    };
-    // More hierarchies than the child has room for: the parent moves it instead.
-    Ok(match files.len() <= MAX_CGROUP_TASKS {
-        true => files,
-        false => Vec::new(),
-    })
+    }))
 }
 
 /// and makes the detached mounts the child attaches (and, with a user namespace of the

@@ -52,7 +52,7 @@ use super::container::{
     cgroup_root, open_host_devnull, read_report, wait_for, with_signals_blocked, ExitStatus,
 };
 use super::error::{Report, RuntimeError, Stage, NO_DETAIL};
-use super::plan::{c_string, check_ids, CStringArray, ExecCandidates, MAX_CGROUP_TASKS};
+use super::plan::{c_string, check_ids, CStringArray, ExecCandidates, SelfJoin, MAX_CGROUP_TASKS};
 use super::pty::{initial_window_size, TtySession};
 use super::relay::StdioRelay;
 use super::sys;
@@ -187,18 +187,10 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     let rootless = crate::userns::rootless();
     // As the container's own process does (`container::start`): spares the kernel's
     // global threadgroup lock. Not for an ordinary user's delegated (v2) cgroups.
-    let self_join = match rootless {
+    let self_join = SelfJoin::new(match rootless {
         true => Vec::new(),
         false => cgroups::container_self_join_files(&cgroup_root, &spec.id)?,
-    };
-    let self_join = match self_join.len() <= MAX_CGROUP_TASKS {
-        true => self_join,
-        false => Vec::new(),
-    };
-    let mut cgroup_tasks = [-1; MAX_CGROUP_TASKS];
-    for (slot, file) in cgroup_tasks.iter_mut().zip(&self_join) {
-        *slot = file.as_raw_fd();
-    }
+    });
     let fds = ExecFds {
         stdin: ends
             .as_ref()
@@ -211,7 +203,7 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
         pid_out: pid_write.as_raw_fd(),
         console: console.as_ref().map_or(-1, |(_, child)| child.as_raw_fd()),
         parent: kiln.as_raw_fd(),
-        cgroup_tasks,
+        cgroup_tasks: self_join.fds(),
     };
     let intermediate = fork_intermediate(&plan, &fds)?;
     // Only the children may hold these now: EOF on the pipes means they are done with them.
@@ -220,7 +212,7 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     // An ordinary user's container has a cgroup only in its delegated subtree, and only
     // when it was given limits (see `container::container_cgroup`).
     let joined = match rootless {
-        _ if !self_join.is_empty() => Ok(()),
+        _ if self_join.by_child() => Ok(()),
         true => match crate::container::delegated_cgroup_root(&cgroup_root) {
             Ok(root) if cgroups::container_dirs(&root, &spec.id).is_ok_and(|d| !d.is_empty()) => {
                 cgroups::join_container(&root, &spec.id, intermediate.as_raw())
@@ -506,10 +498,8 @@ fn fork_intermediate(plan: &ExecPlan, fds: &ExecFds) -> Result<Pid, RuntimeError
 /// and exits. Makes raw system calls only (it is a copy of a multi-threaded process).
 fn intermediate(plan: &ExecPlan, fds: &ExecFds) -> ! {
     child::reset_signals();
-    for fd in fds.cgroup_tasks.into_iter().filter(|fd| *fd >= 0) {
-        if let Err(errno) = sys::write_all(fd, b"0") {
-            fail(fds.report, at(Stage::JoinCgroup)(errno));
-        }
+    if let Err(errno) = child::join_own_cgroups(&fds.cgroup_tasks) {
+        fail(fds.report, at(Stage::JoinCgroup)(errno));
     }
     if !matches!(sys::read_byte(fds.sync), Ok(true)) {
         exit(EXIT_SETUP_FAILED);

@@ -199,6 +199,35 @@ pub(crate) struct ChildFds {
 /// The most cgroup v1 hierarchies a container joins by itself.
 pub(crate) const MAX_CGROUP_TASKS: usize = 8;
 
+/// The v1 `tasks` files a clone child (or `kiln exec`'s intermediate) moves itself into its
+/// cgroups through ([`kiln_cgroups::Cgroup::self_join_files`]): none when the parent moves
+/// it instead (v2, a user namespace of its own, more hierarchies than the child has room
+/// for). Kept open until the child has its copies.
+pub(crate) struct SelfJoin(Vec<std::fs::File>);
+
+impl SelfJoin {
+    pub fn new(files: Vec<std::fs::File>) -> SelfJoin {
+        match files.len() <= MAX_CGROUP_TASKS {
+            true => SelfJoin(files),
+            false => SelfJoin(Vec::new()),
+        }
+    }
+
+    /// Whether the child moves itself (else the parent must).
+    pub fn by_child(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The fds as the child gets them, -1 for none.
+    pub fn fds(&self) -> [RawFd; MAX_CGROUP_TASKS] {
+        let mut fds = [-1; MAX_CGROUP_TASKS];
+        for (slot, file) in fds.iter_mut().zip(&self.0) {
+            *slot = std::os::fd::AsRawFd::as_raw_fd(file);
+        }
+        fds
+    }
+}
+
 /// What `clone` hands the child: its plan and the host fds it starts from.
 pub(crate) struct ChildArgs<'a> {
     pub plan: &'a ChildPlan,
