@@ -240,7 +240,7 @@ fn build(globals: &Globals, args: BuildArgs, progress: &BuildProgress) -> CmdRes
     // The image is tagged: its layers are gc roots now.
     drop(guard);
     let trimmed = match ran > 0 || !args.cache_from.is_empty() {
-        true => super::housekeeping::trim_build_cache(&store)?,
+        true => super::housekeeping::trim_build_cache(&store, &config)?,
         false => None,
     };
     if let Some(report) = trimmed.filter(|_| !globals.quiet && !args.json) {

@@ -270,8 +270,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The build cache's budget of kiln's config file (`build_cache:`), none when it sets none.
-pub(super) fn configured_budget() -> Result<CacheBudget, Failure> {
-    let config = super::pull::kiln_config()?;
+fn configured_budget(config: &kiln_registry::FileConfig) -> Result<CacheBudget, Failure> {
     let bad = |at: &kiln_registry::Located, key: &str, e: kiln_spec::values::ValueError| {
         Failure::user(at.error(key, e.message)).hint(e.hint)
     };
@@ -299,8 +298,11 @@ pub(super) fn configured_budget() -> Result<CacheBudget, Failure> {
 /// After a build that added to the build cache: the config file's budget, applied unless
 /// another kiln process is writing to the store (the next build tries again). Returns what
 /// it dropped, if anything.
-pub(super) fn trim_build_cache(store: &Store) -> Result<Option<GcReport>, Failure> {
-    let budget = configured_budget()?;
+pub(super) fn trim_build_cache(
+    store: &Store,
+    config: &kiln_registry::FileConfig,
+) -> Result<Option<GcReport>, Failure> {
+    let budget = configured_budget(config)?;
     if !budget.is_set() {
         return Ok(None);
     }
@@ -384,7 +386,7 @@ fn held_by_cache(store: &Store, images: &[ImageContent]) -> Result<u64, Failure>
 
 pub fn gc(globals: &Globals, args: GcArgs) -> CmdResult {
     let store = existing_store(globals)?;
-    let configured = configured_budget()?;
+    let configured = configured_budget(&super::pull::kiln_config()?)?;
     let budget = CacheBudget {
         keep_storage: args.keep_storage.or(configured.keep_storage),
         keep_duration: args.keep_duration.or(configured.keep_duration),
