@@ -180,7 +180,10 @@ fn shared_kiln() -> &'static Path {
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = dir.path().join("kiln");
-        std::fs::copy(kiln_bin(), &path).unwrap();
+        // A hard link costs no disk (the binary is large); a copy where /tmp is elsewhere.
+        if std::fs::hard_link(kiln_bin(), &path).is_err() {
+            std::fs::copy(kiln_bin(), &path).unwrap();
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         (dir, path)
     });
