@@ -402,6 +402,42 @@ fn output_through_the_relay_is_complete_and_a_closed_reader_stops_the_writer() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&head.stdout), "y\n");
+    // kiln itself is not killed by the closed pipe (it keeps SIGPIPE's default): the
+    // container's command is, kiln exits with its code and leaves nothing behind.
+    let mut kiln = env
+        .command()
+        .args(["run", "--rm", "bb", "yes"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 2];
+    use std::io::Read;
+    kiln.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let status = kiln.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + 13),
+        "{status:?}: yes ends by SIGPIPE"
+    );
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
+    // The other way round: a command that does not read its stdin ends, and kiln copying
+    // more of it meets a closed pipe.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "yes | timeout 20 {} --root {} run --rm -i bb true; echo \"kiln $?\"",
+            env!("CARGO_BIN_EXE_kiln"),
+            env.root().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "kiln 0\n",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(common::container_dirs(&env.root()), Vec::<String>::new());
     // -i passes stdin through and ends it.
     let mut child = env
         .command()

@@ -161,7 +161,7 @@ impl Child<'_> {
         }
     }
 
-    /// Blocks until the parent says to go on. If kiln gave up instead, the pipe reads as
+    /// Blocks until the parent says to go on. If kiln gave up instead, the socket reads as
     /// EOF: leave quietly (what this process mounted goes with its namespaces).
     fn wait_for_parent(&self) {
         if !matches!(sys::read_byte(self.fds.sync), Ok(true)) {
@@ -176,7 +176,7 @@ impl Child<'_> {
     /// cgroup namespace rooted there when asked.
     fn wait_for_cgroup(&self) -> Result<(), Report> {
         self.wait_for_parent();
-        // SAFETY: closing the sync pipe's fd, which nothing uses any more.
+        // SAFETY: closing the sync socket's fd, which nothing uses any more.
         unsafe { libc::close(self.fds.sync) };
         if self.plan.cgroup_namespace {
             // SAFETY: unshare with a flag only.

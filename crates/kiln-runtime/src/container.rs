@@ -10,7 +10,7 @@
 //!
 //! The parent prepares everything (C strings, capability masks, the BPF program), creates
 //! the cgroup, clones the child, moves it into the cgroup and only then lets it continue
-//! (a byte on the *sync pipe*). The error pipe tells whether the command's `execve`
+//! (a byte on the *sync socket*). The error pipe tells whether the command's `execve`
 //! succeeded. After the container's PID 1 exits, kiln reads whether the OOM killer struck
 //! and removes the cgroup. Mounts live only in the container's mount namespace and vanish
 //! with it.
@@ -349,7 +349,7 @@ pub(crate) fn start<K>(
 ) -> Result<RunningContainer, RuntimeError> {
     let cgroup = container_cgroup(launch)?;
     let (report_read, report_write) = cloexec_pipe(OFlag::empty())?;
-    let (sync_read, sync_write) = cloexec_pipe(OFlag::empty())?;
+    let (sync_write, sync_read) = sync_socket()?;
     let (status_read, status_write) = match plan.init {
         true => cloexec_pipe(OFlag::O_NONBLOCK).map(|(r, w)| (Some(r), Some(w)))?,
         false => (None, None),
@@ -402,22 +402,20 @@ pub(crate) fn start<K>(
     if let Some(mapping) = &launch.id_mapping {
         container_userns::write_maps(pid.as_raw(), mapping)?;
     }
-    let go = || {
-        sys::write_all(sync_write.as_raw_fd(), b"g")
-            .map_err(|e| RuntimeError::sys("start the container process")(Errno::from_raw(e)))
-    };
-    go()?;
     // On v1 the child moved itself into its cgroups first thing; else it builds its root
     // meanwhile and waits for the second byte before it drops its privileges, forks or
-    // execs, so no code of the container runs outside the cgroup.
-    if let Some(cgroup) = running.cgroup.as_ref().filter(|_| !joined_by_child) {
-        cgroup.join(pid.as_raw())?;
+    // execs, so no code of the container runs outside the cgroup. A child that is gone
+    // failed (a workdir that is a file, say): its report says why.
+    if let_go(&sync_write, "start the container process")? {
+        if let Some(cgroup) = running.cgroup.as_ref().filter(|_| !joined_by_child) {
+            cgroup.join(pid.as_raw())?;
+        }
+        if let Some(attach) = launch.attach.as_mut() {
+            // Dropping `running` kills the child and removes its cgroup.
+            attach(pid.as_raw()).map_err(RuntimeError::Attach)?;
+        }
+        let_go(&sync_write, "start the container process")?;
     }
-    if let Some(attach) = launch.attach.as_mut() {
-        // Dropping `running` kills the child and removes its cgroup.
-        attach(pid.as_raw()).map_err(RuntimeError::Attach)?;
-    }
-    go()?;
     drop(sync_write);
     // The child sends the pty master before its exec; EOF means it failed first, and the
     // error pipe says why.
@@ -533,16 +531,37 @@ impl Drop for RunningContainer {
     }
 }
 
-/// A connected unix socket pair: (kiln's end, the child's end).
+/// A connected unix socket pair for the pty master: (kiln's end, the child's end).
 pub(crate) fn console_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    socket_pair("create the console socket")
+}
+
+/// A connected unix socket pair on which kiln lets a child go on past its waits (see
+/// [`let_go`]): (kiln's end, the child's end). A socket, not a pipe, so that kiln's send
+/// to a child that died answers EPIPE instead of killing kiln with SIGPIPE.
+pub(crate) fn sync_socket() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    socket_pair("create the sync socket")
+}
+
+fn socket_pair(what: &'static str) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let mut fds = [0 as libc::c_int; 2];
     let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
     // SAFETY: socketpair fills the two-element array.
     if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
-        return Err(RuntimeError::sys("create the console socket")(Errno::last()));
+        return Err(RuntimeError::sys(what)(Errno::last()));
     }
     // SAFETY: both fds are new and owned here.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends the byte a child waits for on its sync socket. False when the child is gone:
+/// it failed before it read it, and its report says why.
+pub(crate) fn let_go(sync: &OwnedFd, what: &'static str) -> Result<bool, RuntimeError> {
+    match sys::send_byte(sync.as_raw_fd(), b'g') {
+        Ok(()) => Ok(true),
+        Err(libc::EPIPE | libc::ECONNRESET) => Ok(false),
+        Err(e) => Err(RuntimeError::sys(what)(Errno::from_raw(e))),
+    }
 }
 
 fn cloexec_pipe(extra: OFlag) -> Result<(OwnedFd, OwnedFd), RuntimeError> {

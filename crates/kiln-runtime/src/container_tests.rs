@@ -624,3 +624,38 @@ fn a_sysctl_the_namespace_lacks_fails_the_start_by_name() {
         "write sysctl \"net.no.such.key\": No such file or directory"
     );
 }
+
+/// A child that fails while kiln still sets it up (here its workdir is a file) has closed
+/// its end of the sync socket when kiln lets it go on: kiln must report the child's error,
+/// not die of SIGPIPE (the kiln binary keeps SIGPIPE's default) or say "broken pipe".
+#[test]
+fn a_child_that_fails_while_kiln_attaches_it_reports_its_own_error() {
+    require_root!("namespaces, overlayfs, cgroups");
+    let fx = Fixture::new();
+    let mut spec = fx.spec("true");
+    spec.process.cwd = "/bin/busybox".into();
+    // Returns only once the child has exited (WNOWAIT: kiln still reaps it).
+    let mut wait_for_its_end = |pid: i32| {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid fills `info`; the pid is this process's child.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        assert_eq!(rc, 0, "waitid: {}", std::io::Error::last_os_error());
+        Ok(())
+    };
+    let err = match start_container_attached(&spec, &mut wait_for_its_end) {
+        Ok(_) => panic!("a workdir that is a file started"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains("Not a directory"),
+        "the child's own error, not the sync socket's: {err}"
+    );
+    assert!(kiln_cgroups(&spec.id).is_empty());
+}

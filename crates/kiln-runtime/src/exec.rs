@@ -176,7 +176,7 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
     };
     let null = devnull.as_raw_fd();
     let (report_read, report_write) = cloexec_pipe()?;
-    let (sync_read, sync_write) = cloexec_pipe()?;
+    let (sync_write, sync_read) = crate::container::sync_socket()?;
     let (pid_read, pid_write) = cloexec_pipe()?;
     let console = match spec.tty {
         true => Some(console_socket()?),
@@ -227,11 +227,12 @@ pub fn exec_in_container(spec: &ExecSpec) -> Result<RunningExec, RuntimeError> {
         return Err(e.into());
     }
     // The intermediate waits for this byte, so nothing runs outside the cgroup.
-    let go = sys::write_all(sync_write.as_raw_fd(), b"g");
+    // (An intermediate that is gone failed first; its report says why.)
+    let go = crate::container::let_go(&sync_write, "start the exec'd process");
     drop(sync_write);
     let pid = read_pid(&pid_read);
     let _ = wait_for(intermediate);
-    go.map_err(|e| RuntimeError::sys("start the exec'd process")(Errno::from_raw(e)))?;
+    go?;
     let Some(pid) = pid else {
         // The intermediate failed before it forked; its report says why.
         return Err(match read_report(&report_read)? {

@@ -18,7 +18,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::unistd::pipe2;
 
 use super::error::RuntimeError;
-use super::relay::{poll_in, read, wait_for_any, write_all};
+use super::relay::{poll_in, read, spawn_copy, wait_for_any, write_all};
 
 /// Write end of the pipe the SIGWINCH handler pokes; -1 when no session runs.
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -52,8 +52,8 @@ impl TtySession {
             output: None,
         };
         session.old_winch = watch_window_size(winch_write);
-        session.output = Some(std::thread::spawn(move || copy_output(master_out)));
-        session.input = Some(std::thread::spawn(move || {
+        session.output = Some(spawn_copy(move || copy_output(master_out)));
+        session.input = Some(spawn_copy(move || {
             copy_input(master, stop_read, winch_read, forward_stdin)
         }));
         Ok(session)

@@ -104,14 +104,14 @@ impl StdioRelay {
                 let (in_read, in_write) = cloexec_pipe()?;
                 let (stop_read, stop_write) = cloexec_pipe()?;
                 relay.stop = Some(stop_write);
-                relay.input = Some(std::thread::spawn(move || copy_in(in_write, stop_read)));
+                relay.input = Some(spawn_copy(move || copy_in(in_write, stop_read)));
                 Some(in_read)
             }
             false => None,
         };
         relay.output = vec![
-            std::thread::spawn(move || copy_out(out_read, STDOUT)),
-            std::thread::spawn(move || copy_out(err_read, STDERR)),
+            spawn_copy(move || copy_out(out_read, STDOUT)),
+            spawn_copy(move || copy_out(err_read, STDERR)),
         ];
         let ends = ChildEnds {
             stdin,
@@ -154,6 +154,22 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     // SAFETY: fcntl on a pipe kiln just made.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
     Ok((read, write))
+}
+
+/// Starts a thread that copies between kiln and a container, with SIGPIPE blocked in it.
+/// kiln keeps SIGPIPE's default disposition (so `kiln images | head` ends quietly), but a
+/// closed pipe at either end of a copy (`kiln run img yes | head -1`, `yes | kiln run -i
+/// img true`) must end that copy, not kill kiln and leave the container behind. The
+/// signal such a write raises is the thread's own, and goes with the thread.
+pub(crate) fn spawn_copy<T: Send + 'static>(
+    copy: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    std::thread::spawn(move || {
+        let mut pipe = nix::sys::signal::SigSet::empty();
+        pipe.add(nix::sys::signal::Signal::SIGPIPE);
+        let _ = pipe.thread_block();
+        copy()
+    })
 }
 
 /// Copies `src` to `dst` until EOF on `src` or a write error on `dst`.

@@ -313,6 +313,19 @@ pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> Sys<()> {
     Ok(())
 }
 
+/// Sends one byte on a socket without SIGPIPE: kiln's SIGPIPE is the default (it dies), and
+/// a child that failed has closed its end; then this answers EPIPE.
+pub(crate) fn send_byte(sock: RawFd, byte: u8) -> Sys<()> {
+    loop {
+        // SAFETY: the buffer is one valid byte.
+        let sent = unsafe { libc::send(sock, (&byte as *const u8).cast(), 1, libc::MSG_NOSIGNAL) };
+        match check(sent as c_long) {
+            Err(libc::EINTR) => {}
+            other => return other.map(drop),
+        }
+    }
+}
+
 pub(crate) fn syscall3(nr: c_long, a: c_long, b: c_long, c: c_long) -> Sys<()> {
     // SAFETY: callers pass arguments valid for `nr`.
     check(unsafe { libc::syscall(nr, a, b, c) }).map(drop)
