@@ -321,14 +321,26 @@ fn gc_after_rmi_removes_exactly_the_images_own_content() {
     // b is whole: fsck is clean and it runs.
     assert_fsck_clean(&env);
     assert_eq!(env.kiln_ok(&["run", "--rm", "b", "cat", "/b"]), "b");
+    // The run remembered its user lookup in b's layers; gc keeps it while they stay.
+    assert_eq!(user_lookups(&env), 1);
     let summary = env.kiln_ok(&["gc"]);
     assert_eq!(summary, "removed 0 blobs, 0 layer dirs, 0 B");
+    assert_eq!(user_lookups(&env), 1);
 
-    // Without the build cache, the rest of a's own content goes too.
+    // Without the build cache, the rest of a's own content goes too, and with layer dirs
+    // gone, the remembered lookups (which name layer dirs) go.
     let (removed_with_cache, _) = gc(&env, &["--cache"]);
     assert_eq!(removed_with_cache, a.minus(&b).minus(&removed));
+    assert_eq!(user_lookups(&env), 0);
     assert_fsck_clean(&env);
     assert_eq!(env.kiln_ok(&["run", "--rm", "b", "cat", "/b"]), "b");
+    assert_eq!(user_lookups(&env), 1);
+}
+
+/// How many user lookups `kiln run` remembered in the store.
+fn user_lookups(env: &Env) -> usize {
+    let dir = store(env).cache_dir().join(kiln_store::USER_LOOKUPS);
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
 #[test]

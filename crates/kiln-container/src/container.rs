@@ -169,7 +169,7 @@ pub(crate) fn container_spec(
         upper: dir.upper(),
         work: dir.work(),
     };
-    let user = passwd::resolve_in_image(&overlay, config.user.as_deref())?;
+    let user = passwd::resolve_in_image_remembered(store, &overlay, config.user.as_deref())?;
     let hostname = config.hostname.clone().unwrap_or_else(|| short_id(dir));
     let context = ExecContext::new(&config, &user, &hostname);
     let mut env = config.env;

@@ -7,6 +7,10 @@
 //!
 //! Here, below the build engine, because a build step's `user:` and `kiln run --user`
 //! must find the same IDs: both are containers of the same image.
+//!
+//! Finding the files takes a read-only mount of the image's layers (about 1 ms). A
+//! container's start asks the same question of the same layers every time, so the answer
+//! is remembered in the store ([`resolve_in_image_remembered`]): layer dirs never change.
 
 use std::io::Read;
 use std::path::Path;
@@ -19,7 +23,7 @@ use kiln_layer::inroot::{Resolve, Root};
 const MAX_DB_BYTES: u64 = 4 << 20;
 
 /// A resolved `user:` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -78,6 +82,55 @@ pub fn resolve_in_image(
         }
         resolve(root, user)
     })?
+}
+
+/// What [`resolve_in_image_remembered`] keeps: the question with its answer, so an entry
+/// is only ever taken for the question it answers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    lowers: Vec<String>,
+    user: String,
+    answer: User,
+}
+
+/// [`resolve_in_image`], remembered in the store for the overlay's layers and `user`: the
+/// layers' dirs are content-addressed and never change, so neither does the answer. Only
+/// answers are kept, not errors; `kiln gc` forgets them all when it removes a layer dir.
+pub fn resolve_in_image_remembered(
+    store: &kiln_store::Store,
+    overlay: &kiln_runtime::Overlay,
+    user: Option<&str>,
+) -> Result<User, UserError> {
+    let user = user.unwrap_or("");
+    let question = |entry: &Remembered| entry.lowers == overlay.lowers && entry.user == user;
+    let mut key = b"kiln user lookup v1\0".to_vec();
+    for lower in &overlay.lowers {
+        key.extend_from_slice(lower.as_bytes());
+        key.push(b'\n');
+    }
+    key.push(0);
+    key.extend_from_slice(user.as_bytes());
+    let id = kiln_store::Digest::of_bytes(&key);
+    let kept = store
+        .read_cache_file(kiln_store::USER_LOOKUPS, &id)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<Remembered>(&bytes).ok())
+        .filter(question);
+    if let Some(entry) = kept {
+        return Ok(entry.answer);
+    }
+    let answer = resolve_in_image(overlay, Some(user))?;
+    let entry = Remembered {
+        lowers: overlay.lowers.clone(),
+        user: user.to_owned(),
+        answer,
+    };
+    // Failing to remember costs only the next start a mount.
+    if let Ok(bytes) = serde_json::to_vec(&entry) {
+        let _ = store.write_cache_file(kiln_store::USER_LOOKUPS, &id, &bytes);
+    }
+    Ok(entry.answer)
 }
 
 /// Resolves `USER[:GROUP]` (names or numbers) against the rootfs mounted at `root`.
@@ -295,5 +348,66 @@ mod tests {
             resolve_in_image(&overlay, Some("nobody")),
             Err(UserError::UnknownUser(_))
         ));
+    }
+
+    #[test]
+    fn lookups_are_remembered_per_layers_and_user_and_only_for_that_question() {
+        require_root!("overlayfs in a private mount namespace");
+        let tmp = tempfile::tempdir().unwrap();
+        let store = kiln_store::Store::open(&tmp.path().join("store")).unwrap();
+        let layers = store.layers_dir();
+        std::fs::rename(rootfs().keep(), layers.join("base")).unwrap();
+        std::fs::create_dir(layers.join("empty")).unwrap();
+        for dir in ["upper", "work"] {
+            std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        }
+        let overlay = |lowers: &[&str]| kiln_runtime::Overlay {
+            layers_dir: layers.clone(),
+            lowers: lowers.iter().map(|l| l.to_string()).collect(),
+            upper: tmp.path().join("upper"),
+            work: tmp.path().join("work"),
+        };
+        let remembered = || {
+            let dir = store.cache_dir().join(kiln_store::USER_LOOKUPS);
+            std::fs::read_dir(dir).map_or(0, |d| d.count())
+        };
+        let base = overlay(&["base"]);
+        let www = resolve_in_image_remembered(&store, &base, Some("www")).unwrap();
+        assert_eq!(www, resolve_in_image(&base, Some("www")).unwrap());
+        assert_eq!(remembered(), 1);
+        // Errors are not remembered.
+        assert!(resolve_in_image_remembered(&store, &base, Some("nobody")).is_err());
+        assert_eq!(remembered(), 1);
+        // The answer now comes from the store: a changed file (layer dirs never change, so
+        // only a test can) is not read again for the same question...
+        std::fs::write(layers.join("base/etc/passwd"), "www:x:77:77::/w:/bin/sh\n").unwrap();
+        let again = resolve_in_image_remembered(&store, &base, Some("www")).unwrap();
+        assert_eq!(again.uid, 33);
+        // ...but another user, or the same user over other layers, is a question of its own.
+        let other = overlay(&["empty", "base"]);
+        assert_eq!(
+            resolve_in_image_remembered(&store, &other, Some("www"))
+                .unwrap()
+                .uid,
+            77
+        );
+        assert_eq!(
+            resolve_in_image_remembered(&store, &base, Some("www:www"))
+                .unwrap()
+                .uid,
+            77
+        );
+        assert_eq!(remembered(), 3);
+        // An entry that does not parse is asked again and replaced.
+        for entry in std::fs::read_dir(store.cache_dir().join(kiln_store::USER_LOOKUPS)).unwrap() {
+            std::fs::write(entry.unwrap().path(), b"{not json").unwrap();
+        }
+        assert_eq!(
+            resolve_in_image_remembered(&store, &base, Some("www"))
+                .unwrap()
+                .uid,
+            77
+        );
+        assert_eq!(remembered(), 3);
     }
 }

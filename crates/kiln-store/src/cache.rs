@@ -10,6 +10,8 @@
 //! $ROOT/cache/mounts/<id hex>/       persistent `cache:` mount directories of run steps
 //! $ROOT/cache/<kind>/<id hex>        other build-cache documents (e.g. `builds/`: the last
 //!                                     build of each stage, to explain cache misses)
+//! $ROOT/cache/users/<id hex>          user lookups in images' layers, remembered for
+//!                                     `kiln run` (see kiln-container's `passwd`)
 //! ```
 //!
 //! A record refers to a blob (`layer.digest`) and a layer dir (`layers/<diff_id hex>`), and
@@ -51,6 +53,10 @@ impl StepRecord {
         Some((blob, self.diff_id.clone()?))
     }
 }
+
+/// The `kind` of [`Store::read_cache_file`] under which kiln remembers user lookups in
+/// layers. They name layer dirs, so gc forgets them all when it removes one.
+pub const USER_LOOKUPS: &str = "users";
 
 impl Store {
     pub fn cache_dir(&self) -> PathBuf {
@@ -190,7 +196,14 @@ impl Store {
     /// (last builds, context hash memos, listings of stage copies). Returns how many step records there were.
     pub fn clear_build_cache(&self) -> Result<usize> {
         let count = self.step_records()?.len();
-        for kind in ["steps", "mounts", "builds", "context", "stage-copies"] {
+        for kind in [
+            "steps",
+            "mounts",
+            "builds",
+            "context",
+            "stage-copies",
+            USER_LOOKUPS,
+        ] {
             remove_tree(&self.cache_dir().join(kind))?;
         }
         Ok(count)

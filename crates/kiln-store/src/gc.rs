@@ -223,6 +223,7 @@ impl Store {
         if report.layer_dirs.is_empty() {
             return Ok(());
         }
+        fsutil::remove_tree(&self.cache_dir().join(super::cache::USER_LOOKUPS))?;
         let trash = self.temp_dir("gc")?;
         for dir in &report.layer_dirs {
             let target = trash.path().join(&dir.name);

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub use blob::BlobWriter;
 pub use bounds::{Bound, Bounds};
 pub use budget::{CacheBudget, CacheUsage};
-pub use cache::StepRecord;
+pub use cache::{StepRecord, USER_LOOKUPS};
 pub use containers::{ContainerDir, ContainerState};
 pub use digest::Digest;
 pub use fsck::{FsckReport, Problem, ProblemKind};
