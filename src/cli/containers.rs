@@ -48,8 +48,8 @@ pub struct RmArgs {
 /// nothing shows as running that is not.
 pub(super) fn container_store(globals: &Globals) -> Result<Store, Failure> {
     let store = globals.store()?;
-    store.remove_abandoned_containers()?;
-    store.record_lost_containers()?;
+    kiln_container::lifecycle::settle_killed_runners(&store)
+        .map_err(|e| Failure::user(&e).hint(e.hint()))?;
     Ok(store)
 }
 

@@ -541,11 +541,7 @@ pub(super) fn run_container(
     args: RunArgs,
     runner: &mut dyn Runner,
 ) -> CmdResult {
-    let store = globals.store()?;
-    // What a killed kiln left: `--rm` containers (their cgroups go at container start),
-    // and containers whose runner died, recorded as exited.
-    store.remove_abandoned_containers()?;
-    store.record_lost_containers()?;
+    let store = super::containers::container_store(globals)?;
     let failed = |e| failure(e, &args.container);
     let log = LogOptions::parse(&args.log_opt).map_err(|e| log_option_failure(&e))?;
     let mut settings = run_settings(&args.container, &args.command)?;
@@ -555,6 +551,7 @@ pub(super) fn run_container(
     // Until the container's state names its image, the image's layers are no gc root.
     let guard = store.content_guard()?;
     let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
+    tracing::debug!(image = %args.image, "image loaded");
     let launch = Launch {
         name: args.name.clone(),
         auto_remove: args.rm,
@@ -570,6 +567,10 @@ pub(super) fn run_container(
         eprintln!("kiln: warning: --privileged: the container gets every capability, no seccomp filter and can gain privileges");
     }
     let (dir, _lock) = store.create_container()?;
+    let dir = match args.rm {
+        true => dir.removed_at_end(),
+        false => dir,
+    };
     let created = container::create(&store, &source, config, &dir, &launch).map_err(failed);
     drop((names, guard));
     let remove = args.rm || created.is_err();
@@ -579,6 +580,7 @@ pub(super) fn run_container(
     if remove {
         let _ = store.remove_container(&dir);
     }
+    tracing::debug!(removed = remove, "container finished");
     result
 }
 
@@ -632,7 +634,10 @@ pub(super) fn run_to_end(
             networks.live().write_records().map_err(failed)?;
         }
         let mut running = match started {
-            Ok(running) => running,
+            Ok(running) => {
+                tracing::debug!(pid = running.pid(), "command started");
+                running
+            }
             Err(e) => {
                 super::signals::forward_to(None);
                 end_unstarted(store, dir, state, &mut supervisor)?;
@@ -745,6 +750,7 @@ pub fn bundle(globals: &Globals, args: BundleArgs) -> CmdResult {
         settings.userns = None;
     }
     let (source, config) = source_and_config(&store, &args.image, &args.container, settings)?;
+    tracing::debug!(image = %args.image, "image loaded");
     // The rootfs is unpacked by a thread that mounts the image's overlay, whose working
     // directory is `/`: a relative DIR would be taken from there.
     let dir = super::absolute(&args.dir)?;

@@ -126,7 +126,6 @@ fn run_stopped_with(
     attached: Option<bool>,
 ) -> CmdResult {
     let store = container_store(globals)?;
-    store.record_lost_containers()?;
     let (dir, _) = find(&store, key)?;
     let Some(_lock) = dir.lock_within(Duration::ZERO)? else {
         return Err(Failure::user(format!("container {key} is already running")));

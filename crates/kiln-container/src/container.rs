@@ -94,6 +94,7 @@ pub fn create(
     context.write(store, dir)?;
     start.write(store, dir)?;
     dir.write_state(store, &state)?;
+    tracing::debug!(id = %dir.id, "container created");
     Ok((start, state))
 }
 

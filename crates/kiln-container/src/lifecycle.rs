@@ -4,7 +4,7 @@
 //!
 //! Exists so that the command line only picks containers and prints, and so that "the
 //! runner was killed" is handled in one place: a free lock means the container is gone,
-//! and its end is recorded (`Store::record_lost_containers`) before it is reported.
+//! and its end is recorded ([`settle_killed_runners`]) before it is reported.
 
 use std::time::Duration;
 
@@ -19,6 +19,18 @@ use super::monitor::{request, Reply};
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// How long a runner may take to record an end after the container's PID 1 exited.
 const RECORD_WITHIN: Duration = Duration::from_secs(30);
+
+/// Settles what killed kiln processes left, so nothing shows as running that is not:
+/// `--rm` containers are removed, containers whose runner died are recorded as exited,
+/// and then, only when there were any, the cgroups of killed kilns are swept (a sweep
+/// opens every kiln cgroup, running ones too, so it is no part of every command).
+pub fn settle_killed_runners(store: &Store) -> Result<()> {
+    let abandoned = store.remove_abandoned_containers()?;
+    if abandoned + store.record_lost_containers()? > 0 {
+        kiln_runtime::sweep_stale_cgroups(None);
+    }
+    Ok(())
+}
 
 /// Sends `signal` to the container's PID 1 (its init passes it to the command).
 pub fn kill(dir: &ContainerDir, signal: Signal) -> Result<()> {
@@ -68,7 +80,7 @@ pub fn wait(store: &Store, dir: &ContainerDir) -> Result<Option<i32>> {
         }
         return wait_for_lock(store, dir, Duration::MAX).map(Some);
     }
-    store.record_lost_containers()?;
+    settle_killed_runners(store)?;
     Ok(dir.read_state().and_then(|s| s.exit_code))
 }
 
@@ -88,7 +100,7 @@ fn wait_for_lock(store: &Store, dir: &ContainerDir, timeout: Duration) -> Result
         None => Err(ContainerError::MonitorTimeout),
         Some(lock) => {
             drop(lock);
-            store.record_lost_containers()?;
+            settle_killed_runners(store)?;
             Ok(dir
                 .read_state()
                 .and_then(|s| s.exit_code)

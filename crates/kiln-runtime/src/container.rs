@@ -312,6 +312,22 @@ pub(crate) fn delegated_cgroup_root(
     cgroups::delegated_root(cgroupfs, &own, nix::unistd::geteuid().as_raw())
 }
 
+/// Removes the cgroups of steps and containers whose kiln was killed
+/// ([`cgroups::clean_stale`]) under `cgroup_root`, or for an ordinary user in its
+/// delegated subtree. Best effort. Not part of each start, since the sweep opens every
+/// kiln cgroup, running ones too: a build sweeps before its first step, `kiln run` when
+/// it found a container whose kiln was killed, and `kiln gc` always.
+pub fn sweep_stale_cgroups(cgroup_root: Option<&Path>) {
+    let mut root = self::cgroup_root(cgroup_root);
+    if crate::userns::rootless() {
+        match delegated_cgroup_root(&root) {
+            Ok(delegated) => root = delegated,
+            Err(_) => return,
+        }
+    }
+    let _ = cgroups::clean_stale(&root);
+}
+
 /// The cgroup of a step or container. An ordinary user's kiln makes one only for limits
 /// asked for, in its delegated subtree; without one such a limit is an error, since a
 /// limit silently not applied is worse than none (the default pids limit and device
@@ -331,8 +347,6 @@ fn container_cgroup(launch: &Launch) -> Result<Option<Cgroup>, RuntimeError> {
             RuntimeError::LimitsNeedCgroups { limits, reason }
         })?;
     }
-    // Cgroups of containers whose kiln was killed; a failure here must not stop this run.
-    let _ = cgroups::clean_stale(&root);
     Cgroup::create(&root, launch.id, launch.resources)
         .map(Some)
         .map_err(Into::into)

@@ -81,8 +81,8 @@ pub use cgroups::{
 };
 pub use confinement::{Confinement, SeccompPolicy};
 pub use container::{
-    limits_apply, run_container, start_container, start_container_attached, BindMount,
-    ContainerExit, ContainerSpec, ExitStatus, RunningContainer,
+    limits_apply, run_container, start_container, start_container_attached, sweep_stale_cgroups,
+    BindMount, ContainerExit, ContainerSpec, ExitStatus, RunningContainer,
 };
 pub use container_userns::{IdMapping, UsernsMode};
 pub use error::{InvalidSandbox, MountTargetError, RuntimeError, EXEC_STAGE};

@@ -65,6 +65,9 @@ pub fn run_step_attached(
     attach: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<ContainerExit, RuntimeError> {
     let cgroup_root = container::cgroup_root(None);
+    // Once per build: the cgroups of steps whose kiln was killed.
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| container::sweep_stale_cgroups(None));
     let sandbox = Sandbox::new(&sb.confinement, &cgroup_root, false, None)?;
     let plan = ChildPlan::new(sb, sandbox)?;
     let devnull = container::open_host_devnull()?;
