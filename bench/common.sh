@@ -25,6 +25,14 @@ busybox_rootfs() {
     done
 }
 
+# busybox_store WORK: exports KILN_ROOT=WORK/store, with WORK/base (a busybox root
+# filesystem) imported there as `bench-bb`.
+busybox_store() {
+    busybox_rootfs "$1/base"
+    export KILN_ROOT=$1/store
+    $kiln -q import "$1/base" -t bench-bb >/dev/null
+}
+
 # podman_with_image WORK: sets $podman (podman on a store of its own under WORK, with runc,
 # as the issues ask) and $podman_ulimits (podman raises RLIMIT_NOFILE/NPROC past this
 # sandbox's hard limits, where runc gets EPERM: keep them low, as kiln leaves them), and

@@ -13,9 +13,7 @@ COUNTS=${COUNTS:-"0 100 500 1000"}
 
 work=$(mktemp -d /tmp/kiln-bench-kept.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-busybox_rootfs "$work/base"
-export KILN_ROOT=$work/store
-$kiln -q import "$work/base" -t bench-bb >/dev/null
+busybox_store "$work"
 
 kept=0
 for count in $COUNTS; do

@@ -11,9 +11,7 @@ build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-run.XXXXXX)
 trap 'runc delete -f kiln-bench >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-busybox_rootfs "$work/base"
-export KILN_ROOT=$work/store
-$kiln -q import "$work/base" -t bench-bb >/dev/null
+busybox_store "$work"
 # A network namespace with loopback only for both: runc's bundle has no interfaces
 # (kiln's bridge, the default, is measured by bench/network.sh against podman's).
 limits=(--network none --memory 64m --pids-limit 64 --cap-drop ALL --cap-add NET_BIND_SERVICE)

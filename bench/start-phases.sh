@@ -13,9 +13,7 @@ build_kiln
 
 work=$(mktemp -d /tmp/kiln-bench-phases.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-busybox_rootfs "$work/base"
-export KILN_ROOT=$work/store
-$kiln -q import "$work/base" -t bench-bb >/dev/null
+busybox_store "$work"
 limits=(--network none --memory 64m --pids-limit 64 --cap-drop ALL --cap-add NET_BIND_SERVICE)
 
 python3 - "$kiln" "${RUNS:-30}" "${limits[@]}" <<'PY'
