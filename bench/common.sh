@@ -8,10 +8,10 @@ require() {
     done
 }
 
-# build_kiln: a release build; sets $kiln to the binary.
+# build_kiln: a release build; sets $kiln to the binary (in CARGO_TARGET_DIR when set).
 build_kiln() {
     cargo build --release --quiet
-    kiln=$PWD/target/release/kiln
+    kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 }
 
 # busybox_rootfs DIR: DIR/bin/busybox with its applets linked by hand (`busybox --install`
@@ -45,6 +45,14 @@ podman_with_image() {
     $kiln -q import "$1/base" -t bench-bb >/dev/null
     tar -C "$1/base" -cf "$1/base.tar" .
     "${podman[@]}" import -q "$1/base.tar" localhost/bench-bb >/dev/null
+}
+
+# stop_registry_and_remove WORK: the EXIT trap of a script that called start_registry.
+registry_pid=
+stop_registry_and_remove() {
+    [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
+    [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
+    rm -rf "$1"
 }
 
 # start_registry WORK DATA: a Debian docker-registry on a free loopback port with its

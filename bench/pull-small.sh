@@ -10,19 +10,12 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 require docker-registry skopeo hyperfine python3 curl
 build_kiln
-kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 LAYERS=${LAYERS:-32}
 KB=${KB:-2048}
 RUNS=${RUNS:-10}
 
 work=$(mktemp -d /tmp/kiln-bench-pull-small.XXXXXX)
-registry_pid=
-cleanup() {
-    [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
-    [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_registry_and_remove "$work"' EXIT
 start_registry "$work" "$work/registry-data"
 
 mkdir -p "$work/ctx"

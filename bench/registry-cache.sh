@@ -10,18 +10,11 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 require docker-registry hyperfine python3 curl jq
 build_kiln
-kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 RUNS=${RUNS:-10}
 LAYER_KB=${LAYER_KB:-1024}
 
 work=$(mktemp -d /tmp/kiln-bench-regcache.XXXXXX)
-registry_pid=
-cleanup() {
-    [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
-    [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_registry_and_remove "$work"' EXIT
 
 # The spec: busybox copied from the host, its applets, then eight steps that each write
 # LAYER_KB of random data (a layer of that size each), all off the network.

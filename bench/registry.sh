@@ -13,18 +13,10 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 require docker-registry skopeo hyperfine python3 /usr/bin/time
 build_kiln
-# build_kiln names ./target; honour a separate target dir.
-kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 RUNS=${RUNS:-5}
 
 work=$(mktemp -d /tmp/kiln-bench-registry.XXXXXX)
-registry_pid=
-cleanup() {
-    [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
-    [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_registry_and_remove "$work"' EXIT
 
 # The image: four `copy:` steps, one 50 MiB random file each.
 mkdir -p "$work/ctx"
