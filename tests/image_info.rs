@@ -179,3 +179,81 @@ fn inspect_format_picks_out_what_a_script_needs() {
         "{said}"
     );
 }
+
+/// `docker images`' and `docker ps`' `--format` and `docker images NAME`, as scripts use
+/// them: docker's field names, `table` for a header, `\t` written as two characters.
+#[test]
+fn images_and_ps_take_dockers_format_and_images_a_name() {
+    common::require_root!("namespaces, cgroups for the container ps lists");
+    let env = Env::new();
+    busybox_image(&env);
+    env.kiln_ok(&["tag", "bb", "bb:2"]);
+    env.kiln_ok(&["tag", "bb", "other:1"]);
+    let names = env.kiln_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["localhost/bb:2", "localhost/bb:latest", "localhost/other:1"]
+    );
+    // A name keeps that repository's tags; NAME:TAG only that one.
+    let ids = env.kiln_ok(&["images", "bb", "--format", "{{.Tag}} {{.ID}}"]);
+    let mut ids: Vec<&str> = ids.lines().collect();
+    ids.sort();
+    let id = env.kiln_ok(&["images", "-q"]);
+    assert_eq!(ids, [format!("2 {id}"), format!("latest {id}")]);
+    assert_eq!(
+        env.kiln_ok(&["images", "bb:2", "--format", "{{.Tag}}"]),
+        "2"
+    );
+    assert_eq!(
+        env.kiln_ok(&["images", "nothing", "--format", "{{.Tag}}"]),
+        ""
+    );
+    // `table` gives the header row and aligned columns; `\t` is a tab.
+    let table = env.kiln_ok(&[
+        "images",
+        "other",
+        "--format",
+        r"table {{.Repository}}\t{{.Size}}",
+    ]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "REPOSITORY        SIZE", "{table}");
+    assert!(lines[1].starts_with("localhost/other   "), "{table}");
+    // `{{json .}}` is the whole row, with docker's keys.
+    let row: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["images", "other", "--format", "{{json .}}"])).unwrap();
+    assert_eq!(row["Repository"], "localhost/other");
+    assert_eq!(row["ID"], id.as_str());
+    assert!(row["Digest"].as_str().unwrap().starts_with("sha256:"));
+    // A field the rows lack is named, before anything is printed.
+    let out = env.kiln(&["images", "--format", "{{.Repo}}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("can't evaluate field Repo"), "{said}");
+
+    env.kiln_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "none",
+        "bb",
+        "sleep",
+        "60",
+    ]);
+    env.kiln_ok(&["run", "--name", "ended", "--network", "none", "bb", "true"]);
+    assert_eq!(env.kiln_ok(&["ps", "--format", "{{.Names}}"]), "up");
+    let all = env.kiln_ok(&["ps", "-a", "--format", r"table {{.Names}}\t{{.State}}"]);
+    let mut lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.remove(0), "NAMES   STATE", "{all}");
+    lines.sort();
+    assert_eq!(lines, ["ended   exited", "up      running"], "{all}");
+    let row: serde_json::Value =
+        serde_json::from_str(&env.kiln_ok(&["ps", "--format", "{{json .}}"])).unwrap();
+    assert_eq!(row["Image"], "localhost/bb:latest");
+    assert!(row["Status"].as_str().unwrap().starts_with("Up "), "{row}");
+    env.kiln_ok(&["rm", "-f", "up", "ended"]);
+}

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::listing::{self, Column};
+use super::output::created_at_time;
 use super::{CmdResult, Failure, Globals};
 use kiln_container::health::HealthState;
 use kiln_container::lifecycle;
@@ -13,15 +15,19 @@ use kiln_store::{ContainerDir, ContainerState, Store};
 #[derive(Args, Debug)]
 #[command(
     about = "List containers",
-    after_help = "Examples:\n  kiln ps                          # running containers\n  kiln ps -a                       # also the exited ones\n  kiln ps -aq                      # only their IDs, one per line\n  kiln ps --filter status=exited   # those that exited\n  kiln ps -a --json"
+    after_help = "Examples:\n  kiln ps                          # running containers\n  kiln ps -a                       # also the exited ones\n  kiln ps -aq                      # only their IDs, one per line\n  kiln ps --filter status=exited   # those that exited\n  kiln ps --format '{{.Names}} {{.Status}}'\n  kiln ps -a --format 'table {{.ID}}\\t{{.Names}}\\t{{.State}}'\n  kiln ps -a --json\n\n--format fields (docker's): .ID .Names .Image .Command .CreatedAt .RunningFor .Ports .State .Status"
 )]
 pub struct PsArgs {
     /// Also list containers that are not running
     #[arg(short, long)]
     all: bool,
     /// Print a JSON array instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Print each container through a Go-style template, e.g. '{{.Names}}'; `table …` adds
+    /// a header and aligns the columns
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
     /// Only containers that match: status=created|running|restarting|exited,
     /// health=starting|healthy|unhealthy|none, name=TEXT (part of the name), id=PREFIX; a
     /// status filter lists not-running containers without -a
@@ -175,31 +181,87 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    let header = [
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "PORTS",
-        "NAMES",
-    ];
-    let table: Vec<[String; 7]> = rows
+    let fields: Vec<_> = rows
         .iter()
-        .map(|(s, _, text, ports)| {
-            [
-                s.id[..12].to_owned(),
-                s.image.clone(),
-                quoted_command(&s.command),
-                format!("{} ago", human_duration(now.saturating_sub(s.created))),
-                text.clone(),
-                super::port::ps_column(ports),
-                s.name.clone(),
-            ]
-        })
+        .map(|(s, status, text, ports)| ps_fields(s, *status, text, ports, now))
         .collect();
-    print_table(header, &table);
-    Ok(0)
+    listing::print(
+        args.format.as_deref().unwrap_or(DEFAULT_FORMAT),
+        &COLUMNS,
+        &fields,
+    )
+}
+
+/// The table `kiln ps` prints, as docker's.
+const DEFAULT_FORMAT: &str =
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
+/// docker's `ps --format` fields.
+const COLUMNS: [Column; 9] = [
+    Column {
+        field: "ID",
+        header: "CONTAINER ID",
+    },
+    Column {
+        field: "Image",
+        header: "IMAGE",
+    },
+    Column {
+        field: "Command",
+        header: "COMMAND",
+    },
+    Column {
+        field: "CreatedAt",
+        header: "CREATED AT",
+    },
+    Column {
+        field: "RunningFor",
+        header: "CREATED",
+    },
+    Column {
+        field: "Status",
+        header: "STATUS",
+    },
+    Column {
+        field: "State",
+        header: "STATE",
+    },
+    Column {
+        field: "Ports",
+        header: "PORTS",
+    },
+    Column {
+        field: "Names",
+        header: "NAMES",
+    },
+];
+
+/// A container's `--format` fields.
+fn ps_fields(
+    s: &ContainerState,
+    status: Status,
+    status_text: &str,
+    ports: &[kiln_network::PortMapping],
+    now: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let created = std::time::UNIX_EPOCH + Duration::from_secs(s.created);
+    let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
+    [
+        field("ID", s.id[..12].to_owned()),
+        field("Image", s.image.clone()),
+        field("Command", quoted_command(&s.command)),
+        field("CreatedAt", created_at_time(created)),
+        field(
+            "RunningFor",
+            format!("{} ago", human_duration(now.saturating_sub(s.created))),
+        ),
+        field("Status", status_text.to_owned()),
+        field("State", status.word().to_owned()),
+        field("Ports", super::port::ps_column(ports)),
+        field("Names", s.name.clone()),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// ` (healthy)`, ` (unhealthy)` or ` (health: starting)` after a running container's
@@ -218,31 +280,6 @@ fn quoted_command(command: &[String]) -> String {
         text = text.chars().take(19).collect::<String>() + "…";
     }
     format!("\"{text}\"")
-}
-
-/// Columns padded to their widest cell plus three spaces, as docker's tabwriter does.
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            out.push_str(cell);
-            if i + 1 < N {
-                let pad = widths[i] + 3 - cell.chars().count();
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        println!("{out}");
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
 
 /// Docker's STATUS: `Up 3 minutes`, `Exited (0) 2 minutes ago`, `Restarting (1) 1 second

@@ -2,7 +2,8 @@
 
 use clap::Args;
 
-use super::output::{created_ago, human_size};
+use super::listing::{self, Column};
+use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
 use kiln_store::{Digest, Reference, Store, Tagged};
@@ -10,12 +11,19 @@ use kiln_store::{Digest, Reference, Store, Tagged};
 #[derive(Args, Debug)]
 #[command(
     about = "List images in the store",
-    after_help = "Examples:\n  kiln images\n  kiln images -q           # only the image IDs, one per line\n  kiln images --json"
+    after_help = "--format fields (docker's): .ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size\n\nExamples:\n  kiln images\n  kiln images hello              # only hello's tags\n  kiln images -q           # only the image IDs, one per line\n  kiln images --format '{{.Repository}}:{{.Tag}}'\n  kiln images --format 'table {{.Repository}}\\t{{.Size}}'\n  kiln images --json"
 )]
 pub struct ImagesArgs {
+    /// Only this repository's images (`NAME`, or `NAME:TAG` for one tag)
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    repository: Option<String>,
     /// Print a JSON array instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Print each image through a Go-style template, e.g. '{{.Repository}}:{{.Tag}}';
+    /// `table …` adds a header and aligns the columns
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +95,23 @@ struct ImageRow {
 }
 
 impl ImageRow {
+    /// Its `--format` fields, as docker names and prints them.
+    fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let r = &self.reference;
+        let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
+        [
+            field("ID", self.digest.short().to_owned()),
+            field("Repository", format!("{}/{}", r.domain, r.path)),
+            field("Tag", r.tag.clone().unwrap_or_else(|| "<none>".into())),
+            field("Digest", self.digest.to_string()),
+            field("CreatedSince", created_ago(self.created.as_deref())),
+            field("CreatedAt", created_at(self.created.as_deref())),
+            field("Size", human_size(self.size)),
+        ]
+        .into_iter()
+        .collect()
+    }
+
     fn new(store: &Store, tagged: Tagged, sizes: &mut LayerSizes) -> Result<ImageRow, Failure> {
         let digest = Digest::try_from(&tagged.manifest)?;
         let image = Image::load(store, &digest).ok();
@@ -125,10 +150,16 @@ impl LayerSizes {
 
 pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
     let store = globals.store()?;
-    if globals.quiet && !args.json {
+    let wanted = RepositoryFilter::new(args.repository.as_deref());
+    let tags: Vec<Tagged> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| wanted.as_ref().is_none_or(|w| w.keeps(&t.reference)))
+        .collect();
+    if globals.quiet && !args.json && args.format.is_none() {
         // docker's `images -q`: each image's ID once, whatever its number of tags.
         let mut seen = std::collections::HashSet::new();
-        for t in store.tags()? {
+        for t in &tags {
             let short = Digest::try_from(&t.manifest)?.short().to_owned();
             if seen.insert(short.clone()) {
                 println!("{short}");
@@ -137,8 +168,7 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
         return Ok(0);
     }
     let mut sizes = LayerSizes::default();
-    let rows = store
-        .tags()?
+    let rows = tags
         .into_iter()
         .map(|t| ImageRow::new(&store, t, &mut sizes))
         .collect::<Result<Vec<_>, _>>()?;
@@ -161,22 +191,71 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    println!(
-        "{:<40} {:<16} {:<14} {:<16} {:>10}",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
-    );
-    for r in rows {
-        let repo = format!("{}/{}", r.reference.domain, r.reference.path);
-        println!(
-            "{:<40} {:<16} {:<14} {:<16} {:>10}",
-            repo,
-            r.reference.tag.as_deref().unwrap_or("<none>"),
-            r.digest.short(),
-            created_ago(r.created.as_deref()),
-            human_size(r.size)
-        );
+    let format = args.format.as_deref().unwrap_or(DEFAULT_FORMAT);
+    let fields: Vec<_> = rows.iter().map(ImageRow::fields).collect();
+    listing::print(format, &COLUMNS, &fields)
+}
+
+/// The table `kiln images` prints, as docker's.
+const DEFAULT_FORMAT: &str =
+    "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+/// docker's `images --format` fields.
+const COLUMNS: [Column; 7] = [
+    Column {
+        field: "ID",
+        header: "IMAGE ID",
+    },
+    Column {
+        field: "Repository",
+        header: "REPOSITORY",
+    },
+    Column {
+        field: "Tag",
+        header: "TAG",
+    },
+    Column {
+        field: "Digest",
+        header: "DIGEST",
+    },
+    Column {
+        field: "CreatedSince",
+        header: "CREATED",
+    },
+    Column {
+        field: "CreatedAt",
+        header: "CREATED AT",
+    },
+    Column {
+        field: "Size",
+        header: "SIZE",
+    },
+];
+
+/// `kiln images NAME[:TAG]`: the tags of one repository, named as `kiln run` names images.
+struct RepositoryFilter {
+    /// The repositories the name may mean (`hello` is `localhost/hello` or
+    /// `docker.io/library/hello`), each with the tag if one was given.
+    candidates: Vec<Reference>,
+    tagged: bool,
+}
+
+impl RepositoryFilter {
+    fn new(name: Option<&str>) -> Option<RepositoryFilter> {
+        let name = name?;
+        let last = name.rsplit('/').next().unwrap_or(name);
+        Some(RepositoryFilter {
+            candidates: Reference::candidates(name).unwrap_or_default(),
+            tagged: last.contains(':') || last.contains('@'),
+        })
     }
-    Ok(0)
+
+    fn keeps(&self, reference: &Reference) -> bool {
+        self.candidates.iter().any(|c| match self.tagged {
+            true => c == reference,
+            false => c.domain == reference.domain && c.path == reference.path,
+        })
+    }
 }
 
 pub fn inspect(globals: &Globals, args: InspectArgs) -> CmdResult {

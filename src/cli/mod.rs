@@ -23,6 +23,7 @@ mod import;
 mod kube;
 mod lifecycle;
 mod limits;
+mod listing;
 mod live_networks;
 mod load;
 mod login;

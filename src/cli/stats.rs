@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::containers::{container_store, find};
-use super::output::human_binary_size;
+use super::output::{human_binary_size, print_table};
 use super::{CmdResult, Failure, Globals};
 use kiln_cgroups::{Usage, DEFAULT_CGROUP_ROOT};
 use kiln_store::containers::Status;
@@ -200,25 +200,8 @@ fn print_rows(rows: &[Row], json: bool) {
         "PIDS",
         "BLOCK I/O",
     ];
-    let table: Vec<[String; 7]> = rows.iter().map(columns).collect();
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", text.join("   ").trim_end());
-    };
-    line(header.to_vec());
-    for row in &table {
-        line(row.iter().map(String::as_str).collect());
-    }
+    let table: Vec<Vec<String>> = rows.iter().map(|r| columns(r).to_vec()).collect();
+    print_table(&header, &table);
     let _ = std::io::stdout().flush();
 }
 

@@ -25,8 +25,19 @@ fn error(why: impl Into<String>) -> TemplateError {
     TemplateError(why.into())
 }
 
-/// Renders `template` over `document`.
+/// Renders `template` over `document`; a key the document lacks prints `<no value>`, as
+/// Go's templates print a missing map key (inspect's documents are maps).
 pub fn render(template: &str, document: &Value) -> Result<String, TemplateError> {
+    render_with(template, document, false)
+}
+
+/// Renders `template` over a row of a listing, whose keys are fixed: a field it lacks is
+/// an error naming the field, as docker's listings (Go structs) make it.
+pub fn render_row(template: &str, row: &Value) -> Result<String, TemplateError> {
+    render_with(template, row, true)
+}
+
+fn render_with(template: &str, document: &Value, strict: bool) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -36,7 +47,7 @@ pub fn render(template: &str, document: &Value) -> Result<String, TemplateError>
             .find("}}")
             .ok_or_else(|| error(format!("unclosed action in {template:?}")))?;
         let action = after[..end].trim_matches(|c: char| c == '-' || c.is_whitespace());
-        let value = Parser::new(action).pipeline_to_end(document)?;
+        let value = Parser::new(action, strict).pipeline_to_end(document)?;
         out.push_str(&go_text(&value));
         rest = &after[end + 2..];
     }
@@ -70,11 +81,17 @@ fn go_text(value: &Value) -> String {
 struct Parser<'a> {
     text: &'a str,
     at: usize,
+    /// A missing field is an error rather than `<no value>`.
+    strict: bool,
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str) -> Self {
-        Parser { text, at: 0 }
+    fn new(text: &'a str, strict: bool) -> Self {
+        Parser {
+            text,
+            at: 0,
+            strict,
+        }
     }
 
     fn pipeline_to_end(mut self, document: &Value) -> Result<Value, TemplateError> {
@@ -131,7 +148,7 @@ impl<'a> Parser<'a> {
     fn operand(&mut self, document: &Value) -> Result<Option<Value>, TemplateError> {
         self.skip_space();
         match self.peek() {
-            Some('.') => Ok(Some(self.field_path(document))),
+            Some('.') => self.field_path(document).map(Some),
             Some('"') => self.string().map(|s| Some(Value::String(s))),
             Some('(') => {
                 self.at += 1;
@@ -154,14 +171,18 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `.A.B.C` over `document`: `Null` where a key is missing.
-    fn field_path(&mut self, document: &Value) -> Value {
+    /// `.A.B.C` over `document`: `Null` where a key is missing (an error when strict).
+    fn field_path(&mut self, document: &Value) -> Result<Value, TemplateError> {
         let path = self.word_with(|c| c == '.' || c == '_' || c.is_alphanumeric());
         let mut value = document;
         for key in path.split('.').filter(|k| !k.is_empty()) {
-            value = value.get(key).unwrap_or(&Value::Null);
+            value = match value.get(key) {
+                Some(found) => found,
+                None if self.strict => return Err(unknown_field(key, value)),
+                None => &Value::Null,
+            };
         }
-        value.clone()
+        Ok(value.clone())
     }
 
     fn string(&mut self) -> Result<String, TemplateError> {
@@ -193,6 +214,18 @@ impl<'a> Parser<'a> {
     fn peek(&self) -> Option<char> {
         self.text[self.at..].chars().next()
     }
+}
+
+/// docker's words for a field its row does not have, with the fields it has.
+fn unknown_field(key: &str, row: &Value) -> TemplateError {
+    let known: Vec<String> = match row {
+        Value::Object(map) => map.keys().map(|k| format!(".{k}")).collect(),
+        _ => Vec::new(),
+    };
+    error(format!(
+        "can't evaluate field {key} (the fields are {})",
+        known.join(" ")
+    ))
 }
 
 fn call(function: &str, args: Vec<Value>) -> Result<Value, TemplateError> {
@@ -282,6 +315,15 @@ mod tests {
             render("{{json .}}", &json!({"a": 1})).unwrap(),
             r#"{"a":1}"#
         );
+    }
+
+    #[test]
+    fn a_row_has_only_its_own_fields() {
+        let row = json!({"ID": "abc", "Tag": "1"});
+        assert_eq!(render_row("{{.ID}}:{{.Tag}}", &row).unwrap(), "abc:1");
+        let err = render_row("{{.Repo}}", &row).unwrap_err().0;
+        assert!(err.contains("can't evaluate field Repo"), "{err}");
+        assert!(err.contains(".ID .Tag"), "{err}");
     }
 
     #[test]
