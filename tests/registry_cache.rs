@@ -190,6 +190,36 @@ fn a_missing_or_foreign_cache_is_passed_over_with_a_warning() {
     assert!(text(&out).contains("type=local"), "{}", text(&out));
 }
 
+/// A registry that cannot be reached: exporting fails the build (the image is built and
+/// tagged, and the error says so), unless BuildKit's `ignore-error=true` makes it a warning.
+#[test]
+fn a_failed_export_fails_the_build_unless_ignore_error_is_given() {
+    require_root!("build steps run in namespaces over overlayfs");
+    let env = Env::new();
+    write_spec(&env, "app", false);
+    let closed = format!("127.0.0.1:{}/app:buildcache", common::free_port());
+    let out = env.kiln_in("app", &["build", "--cache-to", &closed]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "the image was built, but exporting its build cache to {closed} failed"
+        )),
+        "{}",
+        text(&out)
+    );
+    let buildkit_line = format!(
+        "type=registry,ref={closed},mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+    );
+    let out = env.kiln_in("app", &["build", "--cache-to", &buildkit_line]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("warning: the image was built, but exporting"),
+        "{}",
+        text(&out)
+    );
+    assert!(env.kiln_ok(&["images"]).contains("localhost/app"));
+}
+
 /// A cache whose record gives a layer another diff_id than its content has: the build
 /// stops when the layer is fetched, names the cache, and tags nothing.
 #[test]

@@ -77,18 +77,23 @@ struct CacheRef {
     /// `mode=min`: only the records of the image's own layers (docker's default); kiln's
     /// default is `max`, every stage's steps, so a multi-stage build is fully cached.
     min: bool,
+    /// `ignore-error=true`: a failed export is a warning, as in BuildKit.
+    ignore_error: bool,
 }
 
-/// `REF` or docker's `type=registry,ref=REF[,mode=max|min]`.
+/// `REF` or docker's `type=registry,ref=REF[,mode=max|min][,ignore-error=BOOL]`; the
+/// options that name what kiln always does (`image-manifest=true`, `oci-mediatypes=true`)
+/// are taken too, so a BuildKit command line works unchanged.
 fn parse_cache_ref(value: &str) -> Result<CacheRef, String> {
     let parse = |r: &str| Reference::parse(r, DOCKER_HUB).map_err(|e| e.to_string());
     if !value.contains('=') {
         return Ok(CacheRef {
             reference: parse(value)?,
             min: false,
+            ignore_error: false,
         });
     }
-    let (mut reference, mut min) = (None, false);
+    let (mut reference, mut min, mut ignore_error) = (None, false, false);
     for part in value.split(',') {
         match part.split_once('=') {
             Some(("type", "registry")) => {}
@@ -98,14 +103,40 @@ fn parse_cache_ref(value: &str) -> Result<CacheRef, String> {
                 ))
             }
             Some(("ref", r)) => reference = Some(parse(r)?),
-            Some(("mode", "max")) => min = false,
-            Some(("mode", "min")) => min = true,
-            Some(("mode", other)) => return Err(format!("mode={other}: expected max or min")),
-            _ => return Err(format!("{part:?}: expected type=registry, ref=REF or mode=max|min")),
+            Some(("mode", mode)) => min = cache_option(part, mode, "min", "max")?,
+            Some(("ignore-error", on)) => ignore_error = cache_option(part, on, "true", "false")?,
+            Some(("image-manifest" | "oci-mediatypes", "true")) => {}
+            Some(("image-manifest" | "oci-mediatypes", _)) => {
+                return Err(format!(
+                    "{part}: kiln's cache is always an OCI image manifest (only =true)"
+                ))
+            }
+            Some(("compression" | "compression-level" | "force-compression", _)) => {
+                return Err(format!(
+                    "{part}: the cache shares the image's own layers; kiln build --compression chooses theirs"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{part:?}: expected type=registry, ref=REF, mode=max|min or ignore-error=true|false"
+                ))
+            }
         }
     }
-    let reference = reference.ok_or("no ref=REF")?;
-    Ok(CacheRef { reference, min })
+    Ok(CacheRef {
+        reference: reference.ok_or("no ref=REF")?,
+        min,
+        ignore_error,
+    })
+}
+
+/// `KEY=VALUE` where VALUE is one of two words: whether it is `yes`.
+fn cache_option(part: &str, value: &str, yes: &str, no: &str) -> Result<bool, String> {
+    match value {
+        v if v == yes => Ok(true),
+        v if v == no => Ok(false),
+        _ => Err(format!("{part}: expected {yes} or {no}")),
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -357,7 +388,15 @@ fn export_cache(
         ));
         f.hint = e.hint();
         f
-    })?;
+    });
+    let pushed = match pushed {
+        Ok(pushed) => pushed,
+        Err(f) if cache_to.ignore_error => {
+            eprintln!("warning: {} (ignore-error=true)", f.message);
+            return Ok(());
+        }
+        Err(f) => return Err(f),
+    };
     if !quiet {
         eprintln!(
             "exported build cache to {}: {} step records, {} layers uploaded ({}), {} already there",
