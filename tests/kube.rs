@@ -104,6 +104,16 @@ fn a_containers_own_flags_become_its_pod() {
         "none",
         "--memory",
         "32m",
+        "--memory-reservation",
+        "16m",
+        "--pids-limit",
+        "64",
+        "--ulimit",
+        "nofile=128",
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=0",
+        "--userns",
+        "auto",
         "--cap-drop",
         "ALL",
         "-e",
@@ -117,6 +127,34 @@ fn a_containers_own_flags_become_its_pod() {
     assert_eq!(c["command"], serde_json::json!(["sleep"]));
     assert_eq!(c["args"], serde_json::json!(["60"]));
     assert_eq!(c["resources"]["limits"]["memory"], "33554432");
+    assert_eq!(c["resources"]["requests"]["memory"], "16777216");
+    assert_eq!(
+        pod["spec"]["securityContext"]["sysctls"],
+        serde_json::json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}])
+    );
+    assert_eq!(pod["spec"]["hostUsers"], false);
+    // What a Pod cannot hold the container to is said, each once, on stderr.
+    let out = env.kiln(&["kube", "svc"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    for lost in ["the pids limit", "ulimits", "network none"] {
+        assert!(
+            said.contains(&format!("warning: a Pod cannot carry {lost}")),
+            "{said}"
+        );
+    }
+    assert_eq!(said.matches("warning:").count(), 3, "{said}");
+    // Its image is only in the store: said, and --image names where it was pushed.
+    assert!(
+        said.contains("note: localhost/bb:latest is in kiln's store only"),
+        "{said}"
+    );
+    let pushed = kube(&env, &["svc", "--image", "reg.example:5000/team/bb@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]);
+    assert_eq!(
+        pushed["spec"]["containers"][0]["image"],
+        "reg.example:5000/team/bb@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    let out = env.kiln(&["kube", "svc", "--image", "Not A Reference"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         c["securityContext"]["capabilities"],
         serde_json::json!({"drop": ["ALL"]})

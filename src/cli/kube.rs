@@ -22,7 +22,7 @@ use kiln_runtime::{CapabilitySet, ContainerSpec};
 #[derive(Args, Debug)]
 #[command(
     about = "Print a Kubernetes Pod (or Deployment) that runs an image or container as kiln does",
-    after_help = "Examples:\n  kiln kube hello > pod.yaml && kubectl apply -f pod.yaml\n  kiln kube --deployment --name web hello:1\n  kiln kube my-container     # a container's own flags, limits and user"
+    after_help = "Examples:\n  kiln kube hello > pod.yaml && kubectl apply -f pod.yaml\n  kiln kube --deployment --name web hello:1\n  kiln push hello reg.example/hello:1 && kiln kube hello --image reg.example/hello:1\n  kiln kube my-container     # a container's own flags, limits and user"
 )]
 pub struct KubeArgs {
     /// An image, or a container (its settings as it was run)
@@ -33,6 +33,9 @@ pub struct KubeArgs {
     /// Print a Deployment of one replica instead of a bare Pod
     #[arg(long)]
     deployment: bool,
+    /// The image the Pod names, e.g. where it was pushed [default: its name in the store]
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
 }
 
 pub fn kube(globals: &Globals, args: KubeArgs) -> CmdResult {
@@ -57,6 +60,24 @@ pub fn kube(globals: &Globals, args: KubeArgs) -> CmdResult {
     let name = match &args.pod_name {
         Some(name) => check_name(name)?,
         None => name_from(&image),
+    };
+    for setting in not_carried(&spec) {
+        eprintln!("warning: a Pod cannot carry {setting}");
+    }
+    let image = match args.image {
+        Some(pushed) => {
+            kiln_store::Reference::parse(&pushed, kiln_store::reference::DOCKER_HUB)
+                .map_err(|e| Failure::user(format!("--image {pushed}: {e}")))?;
+            pushed
+        }
+        None => {
+            if image.starts_with("localhost/") {
+                eprintln!(
+                    "note: {image} is in kiln's store only: push it (kiln push {image} REGISTRY/NAME) and name it with --image REGISTRY/NAME"
+                );
+            }
+            image
+        }
     };
     let pod = pod_spec(&name, &image, &spec, &ports);
     let document = match args.deployment {
@@ -161,6 +182,12 @@ impl Manifest {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PodSpec {
+    /// `false` for a container in a user namespace of its own (`--userns`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_users: Option<bool>,
+    /// The Pod's sysctls (the container's `--sysctl`s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_context: Option<serde_json::Value>,
     containers: Vec<Container>,
     /// The container's tmpfs mounts, as memory-backed `emptyDir`s.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -236,7 +263,14 @@ fn pod_spec(
         })
         .collect();
     let (volumes, volume_mounts) = tmpfs_volumes(spec);
+    let sysctls: Vec<_> = spec
+        .sysctls
+        .iter()
+        .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
+        .collect();
     PodSpec {
+        host_users: spec.userns.is_private().then_some(false),
+        security_context: (!sysctls.is_empty()).then(|| serde_json::json!({ "sysctls": sysctls })),
         containers: vec![Container {
             name: name.to_owned(),
             image: image.to_owned(),
@@ -269,7 +303,8 @@ fn tmpfs_volumes(spec: &ContainerSpec) -> (Vec<serde_json::Value>, Vec<serde_jso
         .unzip()
 }
 
-/// Memory and CPU limits (Kubernetes quantities: bytes, millicores).
+/// Memory and CPU limits (Kubernetes quantities: bytes, millicores), and the memory
+/// reservation as the memory request.
 fn resources(spec: &ContainerSpec) -> Option<serde_json::Value> {
     let resources = &spec.confinement.resources;
     let mut limits = serde_json::Map::new();
@@ -280,7 +315,74 @@ fn resources(spec: &ContainerSpec) -> Option<serde_json::Value> {
         let millis = (cpus * 1000.0).round().max(1.0) as u64;
         limits.insert("cpu".into(), format!("{millis}m").into());
     }
-    (!limits.is_empty()).then(|| serde_json::json!({ "limits": limits }))
+    let mut both = serde_json::Map::new();
+    if let Some(reservation) = resources.memory_reservation {
+        both.insert(
+            "requests".into(),
+            serde_json::json!({ "memory": reservation.to_string() }),
+        );
+    }
+    if !limits.is_empty() {
+        both.insert("limits".into(), limits.into());
+    }
+    (!both.is_empty()).then_some(serde_json::Value::Object(both))
+}
+
+/// What the container has that a Pod cannot say, each with where Kubernetes sets it
+/// instead: the user must know the cluster will not hold the container to it.
+fn not_carried(spec: &ContainerSpec) -> Vec<String> {
+    let r = &spec.confinement.resources;
+    let mut lost = Vec::new();
+    let mut note = |set: bool, what: &str| {
+        if set {
+            lost.push(what.to_owned());
+        }
+    };
+    note(
+        r.pids.is_some(),
+        "the pids limit (the kubelet's podPidsLimit sets one per node)",
+    );
+    note(
+        !spec.confinement.rlimits.is_empty(),
+        "ulimits (the container runtime's defaults apply)",
+    );
+    note(
+        r.memory_swap.is_some(),
+        "memory_swap (the node's swap behaviour decides)",
+    );
+    note(
+        r.cpu_weight.is_some(),
+        "the CPU weight (cpu requests set shares in Kubernetes)",
+    );
+    note(
+        r.cpuset_cpus.is_some() || r.cpuset_mems.is_some(),
+        "cpuset CPUs or memory nodes (the kubelet's CPU manager pins them)",
+    );
+    note(
+        r.blkio_weight.is_some() || !r.throttles.is_empty(),
+        "block I/O weights or rates",
+    );
+    note(
+        !spec.devices.is_empty(),
+        "devices (a device plugin gives them)",
+    );
+    note(
+        !spec.mounts.is_empty(),
+        "bind mounts of host paths (give the Pod a volume)",
+    );
+    note(
+        spec.shm_size.is_some(),
+        "the /dev/shm size (mount a memory emptyDir with a sizeLimit)",
+    );
+    note(
+        matches!(spec.process.network, kiln_runtime::NetworkMode::None),
+        "network none (a Pod always has a network; a NetworkPolicy can deny its traffic)",
+    );
+    note(
+        matches!(spec.confinement.seccomp, kiln_runtime::SeccompPolicy::Profile(_)),
+        "a seccomp profile file (put it on each node and use seccompProfile type Localhost; RuntimeDefault written instead)",
+    );
+    lost
 }
 
 /// The container's capabilities exactly (all dropped, kiln's own added back, so no
