@@ -168,14 +168,20 @@ fn inspect_format_picks_out_what_a_script_needs() {
         env.kiln_ok(&["inspect", "-f", "{{.State.NoSuchKey}}", "fmt"]),
         "<no value>"
     );
+    // Blocks and functions docker scripts use.
+    let template = r#"{{range $i, $a := .Args}}{{if $i}},{{end}}{{$a}}{{end}} {{if eq .State.Status "running"}}up{{else}}down{{end}} {{join .Config.Cmd "+"}}"#;
+    assert_eq!(
+        env.kiln_ok(&["inspect", "-f", template, "fmt"]),
+        "60 up sleep+60"
+    );
     env.kiln_ok(&["rm", "-f", "fmt"]);
 
     // A broken template is the user's mistake: exit 1, named.
-    let out = env.kiln(&["inspect", "-f", "{{upper .digest}}", "hist:1"]);
+    let out = env.kiln(&["inspect", "-f", "{{shout .digest}}", "hist:1"]);
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("--format: template: function \"upper\" not defined"),
+        said.contains("--format: template: function \"shout\" not defined"),
         "{said}"
     );
 }

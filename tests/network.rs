@@ -94,6 +94,9 @@ fn a_published_port_reaches_the_container_and_the_network_goes_with_the_last_one
     assert!(address.starts_with("10.89.0."), "{net}");
     assert_eq!(net["Gateway"], "10.89.0.1");
     assert_eq!(net["Ports"]["80/tcp"][0]["HostPort"], port.to_string());
+    // The one-liner docker users script the address with.
+    let template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+    assert_eq!(env.kiln_ok(&["inspect", "-f", template, &web]), address);
     // Inside: its own eth0 with that address, a default route through the bridge.
     let inside = env.kiln_ok(&["exec", &web, "sh", "-c", "ip -4 addr show eth0; ip route"]);
     assert!(inside.contains(&format!("inet {address}/24")), "{inside}");

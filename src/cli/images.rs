@@ -41,7 +41,8 @@ pub struct InspectArgs {
     #[arg(long)]
     json: bool,
     /// Print only what a Go-style template picks out, e.g. '{{.State.Pid}}' or
-    /// '{{json .Config.Env}}' (fields, json, index and | as in docker's)
+    /// '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' (fields, range, if, with,
+    /// and Go's and docker's functions: json, index, join, len, eq, printf, ...)
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
 }
@@ -307,7 +308,7 @@ fn print_document(document: &serde_json::Value, format: Option<&str>) -> CmdResu
         Some(template) => {
             let text = super::template::render(template, document).map_err(|e| {
                 Failure::user(format!("--format: {e}")).hint(Some(
-                    "fields as {{.State.Pid}}, and json, index and | as in docker's templates"
+                    "fields as {{.State.Pid}}, {{range …}}{{end}}, {{if …}}{{end}}, and functions (json, index, join, len, eq, printf, …) as in docker's templates"
                         .into(),
                 ))
             })?;
