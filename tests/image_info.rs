@@ -66,6 +66,13 @@ fn history_lists_the_steps_newest_first_with_what_each_made() {
     assert!(whole.contains("would cut in its table > /long"), "{whole}");
     let quiet = env.kiln_ok(&["-q", "history", "hist:1"]);
     assert_eq!(quiet.lines().next(), Some(id), "{quiet}");
+    // docker's --format fields.
+    let sized = env.kiln_ok(&["history", "--format", "{{.Size}}|{{.CreatedBy}}", "hist:1"]);
+    assert_eq!(
+        sized.lines().nth(2),
+        Some("100.0 kB|run: head -c 100000 /dev/zero > /zeros"),
+        "{sized}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&env.kiln_ok(&["history", "--json", "hist:1"])).unwrap();

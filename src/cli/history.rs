@@ -4,7 +4,8 @@
 use clap::Args;
 
 use super::images::{find, LayerSizes};
-use super::output::{created_ago, human_size};
+use super::listing::{self, Column};
+use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Globals};
 use kiln_image::Image;
 use kiln_store::Digest;
@@ -12,7 +13,7 @@ use kiln_store::Digest;
 #[derive(Args, Debug)]
 #[command(
     about = "Show the steps that made an image, newest first",
-    after_help = "Examples:\n  kiln history hello\n  kiln history --no-trunc hello   # whole step texts\n  kiln history --json hello | jq '.[0].created_by'"
+    after_help = "--format fields (docker's): .ID .CreatedSince .CreatedAt .CreatedBy .Size .Comment\n\nExamples:\n  kiln history hello\n  kiln history --no-trunc hello   # whole step texts\n  kiln history --format '{{.Size}}\\t{{.CreatedBy}}' hello\n  kiln history --json hello | jq '.[0].created_by'"
 )]
 pub struct HistoryArgs {
     /// Image name or ID
@@ -21,8 +22,12 @@ pub struct HistoryArgs {
     #[arg(long = "no-trunc")]
     no_trunc: bool,
     /// Print a JSON array (newest first) instead of a table
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Print each step through a Go-style template, e.g. '{{.Size}} {{.CreatedBy}}';
+    /// `table …` adds a header and aligns the columns
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
 }
 
 /// One history entry with what it made.
@@ -63,30 +68,68 @@ pub fn history(globals: &Globals, args: HistoryArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    if globals.quiet {
+    if globals.quiet && args.format.is_none() {
         // docker's `history -q`: the image's ID for its top entry, <missing> below.
         for i in 0..entries.len() {
             println!("{}", image_column(&image, i));
         }
         return Ok(0);
     }
-    println!(
-        "{:<14} {:<16} {:<46} {:>10}  COMMENT",
-        "IMAGE", "CREATED", "CREATED BY", "SIZE"
-    );
-    for (i, e) in entries.iter().enumerate() {
-        let line = format!(
-            "{:<14} {:<16} {:<46} {:>10}  {}",
-            image_column(&image, i),
-            created_ago(e.created.as_deref()),
-            step_text(&e.created_by, args.no_trunc),
-            human_size(e.layer.as_ref().map_or(0, |l| l.1)),
-            e.comment
-        );
-        println!("{}", line.trim_end());
-    }
-    Ok(0)
+    let rows: Vec<_> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
+            [
+                field("ID", image_column(&image, i)),
+                field("CreatedSince", created_ago(e.created.as_deref())),
+                field("CreatedAt", created_at(e.created.as_deref())),
+                field("CreatedBy", step_text(&e.created_by, args.no_trunc)),
+                field("Size", human_size(e.layer.as_ref().map_or(0, |l| l.1))),
+                field("Comment", e.comment.clone()),
+            ]
+            .into_iter()
+            .collect()
+        })
+        .collect();
+    listing::print(
+        args.format.as_deref().unwrap_or(DEFAULT_FORMAT),
+        &COLUMNS,
+        &rows,
+    )
 }
+
+/// The table `kiln history` prints, as docker's.
+const DEFAULT_FORMAT: &str =
+    "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
+
+/// docker's `history --format` fields.
+const COLUMNS: [Column; 6] = [
+    Column {
+        field: "ID",
+        header: "IMAGE",
+    },
+    Column {
+        field: "CreatedSince",
+        header: "CREATED",
+    },
+    Column {
+        field: "CreatedAt",
+        header: "CREATED AT",
+    },
+    Column {
+        field: "CreatedBy",
+        header: "CREATED BY",
+    },
+    Column {
+        field: "Size",
+        header: "SIZE",
+    },
+    Column {
+        field: "Comment",
+        header: "COMMENT",
+    },
+];
 
 /// The history entries, newest first, each that made a layer paired with it (in order:
 /// the n-th entry that is not `empty_layer` made the n-th layer). An image whose config
