@@ -326,3 +326,411 @@ fn largest_entry_end(path: &std::path::Path) -> usize {
     }
     largest.1 as usize
 }
+
+/// The files of a tar, in order (directories left out: no archive needs them).
+fn files_of(tar: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut archive = tar::Archive::new(std::fs::File::open(tar).unwrap());
+    let mut files = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.push((name, bytes));
+        }
+    }
+    files
+}
+
+/// A tar of `files`, then whatever `extra` appends.
+fn tar_of(files: &[(String, Vec<u8>)], extra: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
+    extra(&mut builder);
+    builder.into_inner().unwrap()
+}
+
+/// `files` with the content of `name` replaced.
+fn with(files: &[(String, Vec<u8>)], name: &str, bytes: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+    let mut files = files.to_vec();
+    files.iter_mut().find(|(n, _)| n == name).unwrap().1 = bytes;
+    files
+}
+
+/// A header whose name is written by hand (the tar crate refuses absolute ones).
+fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_cksum();
+    header
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `kiln load` of each hostile archive fails with exit 1 and a message naming what is
+/// wrong, in the archive's words (never kiln's staging dir), and leaves the store exactly
+/// as it was, though it already holds images (one sharing the archive's bottom layer).
+#[test]
+fn hostile_archives_are_refused_by_name_and_leave_the_store_as_it_was() {
+    common::require_root!("namespaces, overlayfs");
+    let env = env_with_images();
+    let docker_tar = env.path("docker.tar");
+    let oci_tar = env.path("oci.tar");
+    env.kiln_ok(&[
+        "save",
+        "--format",
+        "docker",
+        "-o",
+        docker_tar.to_str().unwrap(),
+        "app:1",
+    ]);
+    env.kiln_ok(&["save", "-o", oci_tar.to_str().unwrap(), "app:1"]);
+    let docker = files_of(&docker_tar);
+    let oci = files_of(&oci_tar);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&docker.iter().find(|(n, _)| n == "manifest.json").unwrap().1)
+            .unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap().to_owned();
+    let layer = manifest[0]["Layers"][0].as_str().unwrap().to_owned();
+    let with_manifest = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut m = manifest.clone();
+        change(&mut m);
+        tar_of(
+            &with(&docker, "manifest.json", serde_json::to_vec(&m).unwrap()),
+            |_| {},
+        )
+    };
+    let biggest_blob = oci.iter().max_by_key(|(_, b)| b.len()).unwrap().0.clone();
+    let nested = |open: &str, close: &str| [open.repeat(100_000), close.repeat(100_000)].concat();
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a manifest.json over the document bound",
+            tar_of(
+                &with(
+                    &docker,
+                    "manifest.json",
+                    [b"[".to_vec(), vec![b' '; 5 << 20], b"]".to_vec()].concat(),
+                ),
+                |_| {},
+            ),
+            "document_size",
+        ),
+        (
+            "a manifest.json nested 100,000 deep",
+            tar_of(
+                &with(&docker, "manifest.json", nested("[", "]").into_bytes()),
+                |_| {},
+            ),
+            "not a Docker archive: manifest.json",
+        ),
+        (
+            "an index.json nested 100,000 deep",
+            tar_of(
+                &with(&oci, "index.json", nested("{\"a\":", "}").into_bytes()),
+                |_| {},
+            ),
+            "not an OCI image index",
+        ),
+        (
+            "a layer twice, the second different",
+            tar_of(&docker, |b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(4);
+                b.append_data(&mut h, &layer, &b"evil"[..]).unwrap();
+            }),
+            "is in it twice",
+        ),
+        (
+            "a verified blob twice, the second different",
+            tar_of(&oci, |b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(4);
+                b.append_data(&mut h, &biggest_blob, &b"evil"[..]).unwrap();
+            }),
+            "is in it twice",
+        ),
+        (
+            "a hard link",
+            tar_of(&docker, |b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, "abc/layer.tar", "manifest.json")
+                    .unwrap();
+            }),
+            "a hard link",
+        ),
+        (
+            "a device node",
+            tar_of(&docker, |b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_size(0);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                b.append_data(&mut h, "abc.tar", std::io::empty()).unwrap();
+            }),
+            "a device node",
+        ),
+        (
+            "an absolute path",
+            tar_of(&docker, |b| {
+                let h = raw_header("/etc/kiln-was-here", tar::EntryType::Regular, 4);
+                b.append(&h, &b"evil"[..]).unwrap();
+            }),
+            "an absolute path",
+        ),
+        (
+            "a GNU long name of 1 MiB",
+            tar_of(&docker, |b| {
+                let h = raw_header("././@LongLink", tar::EntryType::GNULongName, 1 << 20);
+                b.append(&h, &vec![b'a'; 1 << 20][..]).unwrap();
+            }),
+            "extension header",
+        ),
+        (
+            "RepoTags with an invalid name",
+            with_manifest(&|m| m[0]["RepoTags"] = serde_json::json!(["Upper/Case:1"])),
+            "not a valid image name",
+        ),
+        (
+            "RepoTags with a digest",
+            with_manifest(&|m| {
+                m[0]["RepoTags"] = serde_json::json!([format!("x@sha256:{}", "a".repeat(64))])
+            }),
+            "a name with a digest",
+        ),
+        (
+            "a layer listed twice",
+            with_manifest(&|m| m[0]["Layers"] = serde_json::json!([layer, layer])),
+            "the image config says its diff_id is",
+        ),
+        (
+            "a config that is not JSON",
+            tar_of(&with(&docker, &config, b"\0not json".to_vec()), |_| {}),
+            "not valid JSON",
+        ),
+        (
+            "not a tar at all",
+            b"hello, this is no archive\n".repeat(100),
+            "not a tar archive",
+        ),
+    ];
+
+    let victim = Env::new();
+    busybox_image(&victim);
+    let before = common::store_listing(&victim.root());
+    for (what, bytes, why) in cases {
+        let file = victim.path("hostile.tar");
+        std::fs::write(&file, &bytes).unwrap();
+        let out = victim.kiln(&["load", "-i", file.to_str().unwrap()]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {said}");
+        assert!(said.contains(why), "{what}: expected {why:?} in {said}");
+        assert!(
+            said.len() < 2000,
+            "{what}: the message is {} bytes",
+            said.len()
+        );
+        let staging = victim.root().join("tmp").display().to_string();
+        assert!(
+            !said.contains(&staging),
+            "{what}: names kiln's staging: {said}"
+        );
+        assert_eq!(common::store_listing(&victim.root()), before, "{what}");
+    }
+    assert!(!std::path::Path::new("/etc/kiln-was-here").exists());
+
+    // A valid name moves, as with docker load, and the message says which image it left.
+    let moved = with_manifest(&|m| m[0]["RepoTags"] = serde_json::json!(["localhost/bb:latest"]));
+    std::fs::write(victim.path("moved.tar"), moved).unwrap();
+    let old = victim.kiln_ok(&["images", "-q"]);
+    let out = victim.kiln(&["load", "-i", victim.path("moved.tar").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Loaded image: localhost/bb:latest"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&format!("the one it named was {old}")),
+        "{}",
+        text(&out)
+    );
+    let out = victim.kiln_ok(&["run", "--rm", "--network", "none", "bb", "cat", "/hello"]);
+    assert_eq!(out, "saved-and-loaded");
+
+    // `docker save`'s names have no registry when they are Docker Hub's, and are read so,
+    // as docker and podman do.
+    let hub = with_manifest(&|m| m[0]["RepoTags"] = serde_json::json!(["web:3", "team/app:4"]));
+    std::fs::write(victim.path("hub.tar"), hub).unwrap();
+    let said = victim.kiln_ok(&["load", "-i", victim.path("hub.tar").to_str().unwrap()]);
+    assert!(
+        said.contains("Loaded image: docker.io/library/web:3"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Loaded image: docker.io/team/app:4"),
+        "{said}"
+    );
+    let out = victim.kiln_ok(&["run", "--rm", "--network", "none", "web:3", "cat", "/hello"]);
+    assert_eq!(out, "saved-and-loaded");
+}
+
+/// A compressed archive is refused once it decompresses to more than `compression_ratio`
+/// times its size (after `ratio_after` bytes), as a layer is: a few KiB must not fill the
+/// disk; the store is left as it was.
+#[test]
+fn a_compressed_archive_bomb_stops_at_the_compression_ratio() {
+    common::require_root!("namespaces, overlayfs");
+    let victim = Env::new();
+    let blob = format!("blobs/sha256/{}", "0".repeat(64));
+    let bomb = tar_of(&[(blob, vec![0; 64 << 20])], |_| {});
+    std::fs::write(victim.path("bomb.tar.gz"), gzip(&bomb)).unwrap();
+    victim.write(
+        "config.yaml",
+        "image_limits:\n  ratio_after: 1m\n  compression_ratio: 100\n",
+    );
+    victim.kiln_ok(&["images"]);
+    let before = common::store_listing(&victim.root());
+    let out = victim
+        .command()
+        .env("KILN_CONFIG", victim.path("config.yaml"))
+        .args(["load", "-i", victim.path("bomb.tar.gz").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("compression_ratio"), "{}", text(&out));
+    assert_eq!(common::store_listing(&victim.root()), before);
+}
+
+/// `docker load` takes a gzip-compressed archive as well; kiln takes gzip and zstd, known
+/// by their first bytes, from a file and from a pipe.
+#[test]
+fn gzip_and_zstd_compressed_archives_load_from_files_and_pipes() {
+    common::require_root!("namespaces, overlayfs");
+    require("gzip", "gzip");
+    require("zstd", "zstd");
+    let env = env_with_images();
+    for format in ["oci", "docker"] {
+        let tar = env.path(&format!("{format}.tar"));
+        env.kiln_ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            tar.to_str().unwrap(),
+            "app:1",
+        ]);
+        run(Command::new("gzip").arg("-k").arg(&tar));
+        run(Command::new("zstd").arg("-q").arg(&tar));
+        for compressed in [format!("{format}.tar.gz"), format!("{format}.tar.zst")] {
+            let other = Env::new();
+            let file = env.path(&compressed);
+            let said = other.kiln_ok(&["load", "-i", file.to_str().unwrap()]);
+            assert!(
+                said.contains("Loaded image: localhost/app:1"),
+                "{compressed}: {said}"
+            );
+            let args = ["run", "--rm", "--network", "none", "app:1", "cat", "/hello"];
+            assert_eq!(other.kiln_ok(&args), "saved-and-loaded", "{compressed}");
+            let piped = Env::new();
+            let out = piped
+                .command()
+                .arg("load")
+                .stdin(std::fs::File::open(&file).unwrap())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{compressed} piped: {}", text(&out));
+            assert_eq!(ids(&piped), ids(&other), "{compressed}");
+        }
+    }
+}
+
+/// As docker does, `kiln save` writes no archive to a terminal and `kiln load` reads none
+/// from one: both say what to do instead, and nothing changes.
+#[test]
+fn save_to_and_load_from_a_terminal_are_refused() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    busybox_image(&env);
+    let before = common::store_listing(&env.root());
+    let mut save = env.command();
+    save.args(["save", "bb"]);
+    let (ok, said) = common::on_a_terminal(save, b"");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("refusing to write an archive to a terminal"),
+        "{said}"
+    );
+    assert!(said.contains("-o"), "{said}");
+    let mut load = env.command();
+    load.arg("load");
+    let (ok, said) = common::on_a_terminal(load, b"");
+    assert!(!ok, "{said}");
+    assert!(said.contains("stdin is a terminal"), "{said}");
+    assert_eq!(common::store_listing(&env.root()), before);
+}
+
+/// An image saved by its ID or digest keeps its name; one saved under two names is loaded
+/// under both, as one image, from either format.
+#[test]
+fn images_saved_by_id_digest_or_two_names_load_under_their_names() {
+    common::require_root!("namespaces, overlayfs");
+    let env = Env::new();
+    busybox_image(&env);
+    env.kiln_ok(&["tag", "bb", "team/bb:2"]);
+    let id = env
+        .kiln_ok(&["images", "-q"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let digest = env.kiln_ok(&["inspect", "-f", "{{.digest}}", "bb"]);
+    let config = env.kiln_ok(&["inspect", "-f", "{{.config_digest}}", "bb"]);
+    for (what, images) in [
+        ("id", vec![id.as_str()]),
+        ("digest", vec![digest.as_str()]),
+        ("two names", vec!["bb", "team/bb:2"]),
+    ] {
+        for format in ["oci", "docker"] {
+            let tar = env.path("saved.tar");
+            let mut args = vec!["save", "--format", format, "-o", tar.to_str().unwrap()];
+            args.extend(&images);
+            env.kiln_ok(&args);
+            let other = Env::new();
+            let said = other.kiln_ok(&["load", "-i", tar.to_str().unwrap()]);
+            assert!(
+                said.contains("Loaded image: localhost/bb:latest"),
+                "{what} {format}: {said}"
+            );
+            if images.len() == 2 {
+                assert!(
+                    said.contains("Loaded image: localhost/team/bb:2"),
+                    "{what}: {said}"
+                );
+            }
+            // One image, kiln's own (a Docker archive's layers are gzip, so it is the same
+            // config under another manifest, as docker's image IDs have it).
+            let configs: std::collections::BTreeSet<String> = ["bb", "team/bb:2"][..images.len()]
+                .iter()
+                .map(|name| other.kiln_ok(&["inspect", "-f", "{{.config_digest}}", name]))
+                .collect();
+            assert_eq!(configs, [config.clone()].into(), "{what} {format}");
+        }
+    }
+}

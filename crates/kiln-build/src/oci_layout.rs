@@ -25,6 +25,14 @@ pub trait StagedBlobs {
     /// The staged blob `digest` — waiting for it when it may still arrive — or `None`:
     /// read it from the layout's directory.
     fn take(&mut self, digest: &Digest) -> Option<BlobWriter>;
+
+    /// Called once the image checked out, before anything of it is published; an error
+    /// publishes nothing. `kiln load` waits here for the end of its archive: one refused
+    /// after the image's last blob (a second entry of a name, a bad entry at its end) must
+    /// leave the store as it was too.
+    fn before_publish(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Blobs staged before the import began (none, for `from: oci:`).
@@ -70,6 +78,10 @@ pub(super) fn import(
         .iter()
         .position(|(d, _)| *d == manifest)
         .map(|i| layout.staged.remove(i).1);
+    layout
+        .prestaged
+        .before_publish()
+        .map_err(|why| layout.bad(BaseProblem::Unreadable(io::Error::other(why))))?;
     let blobs = layout.staged.into_iter().map(|(_, w)| w).collect();
     layer::publish_staged(store, blobs, &unpacked, manifest_blob)?;
     Ok(manifest)

@@ -170,6 +170,25 @@ pub fn detect_compression(first_bytes: &[u8]) -> Option<Compression> {
     }
 }
 
+/// `source` decompressed as its first bytes say (gzip, zstd with the window limit layers
+/// get, or nothing): for streams that come without a media type, such as the image
+/// archives `kiln load` reads (`docker load` takes a `.tar.gz` as well).
+pub fn decompressed<'a>(source: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut source: Box<dyn Read + 'a> = Box::new(source);
+    let prefix = read_prefix(&mut source, 4)?;
+    let kind = detect_compression(&prefix);
+    let source = Box::new(io::Cursor::new(prefix).chain(source));
+    Ok(match kind {
+        Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(source)),
+        Some(Compression::Zstd) => {
+            let mut dec = zstd::stream::read::Decoder::new(source)?;
+            dec.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(dec)
+        }
+        None => source,
+    })
+}
+
 /// Counts the compressed bytes read, for the compression-ratio bound.
 struct CountingReader<'a> {
     inner: &'a mut dyn Read,

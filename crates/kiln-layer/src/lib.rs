@@ -41,10 +41,11 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use apply::{apply_layer, take_device_placeholders};
-pub use compress::{copy_as_gzip, detect_compression, write_layer};
+pub use compress::{copy_as_gzip, decompressed, detect_compression, write_layer};
 pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;
+pub use read::{Entry as TarEntry, Kind as TarKind, TarReader};
 pub use stage::{lower_dirs, publish_staged, unpack_staged, StagedLayer};
 pub use write::write_tar;
 

@@ -32,7 +32,7 @@ const OCTAL11_MAX: u64 = 0o777_7777_7777;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     File,
     Dir,
     Symlink,
@@ -44,7 +44,7 @@ pub(crate) enum Kind {
 
 /// One entry's header, all extensions applied.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub path: Vec<u8>,
     pub kind: Kind,
     pub link: Vec<u8>,
@@ -83,8 +83,9 @@ impl Pending {
     }
 }
 
-/// Reads entries from an uncompressed tar stream.
-pub(crate) struct TarReader<R> {
+/// Reads entries from an uncompressed tar stream: layers, and the image archives `kiln load`
+/// reads, which are as untrusted.
+pub struct TarReader<R> {
     inner: R,
     /// Unread data bytes of the current entry, then its padding.
     remaining: u64,
