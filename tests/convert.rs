@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{run, text, Env};
 
 /// The test projects: each a folder with a Dockerfile and the files it copies.
-const PROJECTS: [&str; 7] = [
+const PROJECTS: [&str; 8] = [
     "web-app",
     "heredoc",
     "entrypoint",
@@ -20,6 +20,7 @@ const PROJECTS: [&str; 7] = [
     "unsupported",
     "escape",
     "multi-stage",
+    "args-env",
 ];
 
 fn data(project: &str) -> PathBuf {
@@ -201,6 +202,102 @@ fn translations_follow_the_docs_table() {
     );
 }
 
+/// Converts the Dockerfile `text` written into folder `dir` of the env, to stdout.
+fn convert_text(env: &Env, dir: &str, text: &[u8]) -> std::process::Output {
+    std::fs::create_dir_all(env.path(dir)).unwrap();
+    std::fs::write(env.path(dir).join("Dockerfile"), text).unwrap();
+    env.kiln_in(dir, &["convert", "Dockerfile"])
+}
+
+#[test]
+fn docker_s_scope_rules_are_kept_or_warned_about() {
+    let env = Env::unprivileged();
+    // A byte order mark and CRLF line ends (an editor on Windows), one ENV name set twice
+    // before any step, one ENV using another's earlier value, unquoted non-ASCII text.
+    let out = convert_text(
+        &env,
+        "crlf",
+        "\u{feff}from busybox\r\nENV A=1\r\nENV A=2 B=$A\r\nRUN echo héllo > /x\r\n".as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let spec = stdout(&out);
+    assert!(spec.contains("env:\n  A: \"1\"\nfrom: busybox\n"), "{spec}");
+    assert!(
+        spec.contains("  - env:\n      B: \"${A}\"\n      A: \"2\"\n"),
+        "B is the A of before the ENV, as in Docker:\n{spec}"
+    );
+    assert!(spec.contains("- run: \"echo héllo > /x\""), "{spec}");
+
+    // An ARG of another stage, stage defaults that differ, values that use each other's.
+    let dockerfile = "ARG VERSION=1\nFROM busybox AS a\nARG MODE=fast\nRUN echo $VERSION\n\
+                      FROM busybox\nARG MODE=slow\nENV X=$Y Y=$X\nEXPOSE 80/tcp 8COPY\n";
+    let out = convert_text(&env, "scope", dockerfile.as_bytes());
+    assert!(out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    for want in [
+        "warning: Dockerfile:4: RUN uses $VERSION, an ARG that this stage does not declare (",
+        "warning: Dockerfile:6: ARG MODE is \"slow\" here for Docker, \"fast\" in the spec (",
+        "warning: Dockerfile:7: the values of this ENV use each other's earlier values (",
+        "warning: Dockerfile:8: EXPOSE 8COPY: not a port (",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // The stage's own ARG reaches its RUN's environment without being named.
+    let spec = stdout(&out);
+    assert!(
+        spec.contains("- run: |-\n          : \"$MODE\"\n          echo $VERSION\n"),
+        "{spec}"
+    );
+}
+
+#[test]
+fn hostile_dockerfiles_are_one_clear_error() {
+    let env = Env::unprivileged();
+    let refused = |dir: &str, text: &[u8], want: &str| {
+        let out = convert_text(&env, dir, text);
+        assert_eq!(out.status.code(), Some(1), "{dir}: {}", text_of(&out));
+        assert!(stderr(&out).contains(want), "{dir}: {}", text_of(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{dir}: {}",
+            text_of(&out)
+        );
+    };
+    let garbage: Vec<u8> = (0..100_000u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    refused("garbage", &garbage, "error: Dockerfile:");
+    refused("garbage", &garbage, "not UTF-8 text");
+    // Read no further than 4 MiB: this is 100 MB.
+    let mut huge = b"FROM busybox\n".to_vec();
+    huge.resize(100 << 20, b'#');
+    refused("huge", &huge, "larger than 4 MiB");
+    // Under 4 MiB, but more than a spec holds.
+    let big = format!(
+        "FROM busybox\n{}",
+        "RUN echo a-long-enough-command\n".repeat(60_000)
+    );
+    refused(
+        "big",
+        big.as_bytes(),
+        "Dockerfile: too large to be one kiln spec",
+    );
+
+    // 10,000 deep: a continuation, and as many heredocs on one RUN, convert as they are.
+    let continued = format!("FROM busybox\nRUN true{}\n", " \\\n && true".repeat(10_000));
+    let out = convert_text(&env, "continued", continued.as_bytes());
+    assert!(out.status.success(), "{}", text(&out));
+    let markers: Vec<String> = (0..10_000).map(|n| format!("cat <<E{n}")).collect();
+    let bodies: String = (0..10_000).map(|n| format!("x\nE{n}\n")).collect();
+    let heredocs = format!("FROM busybox\nRUN {}\n{bodies}", markers.join(" && "));
+    let out = convert_text(&env, "heredocs", heredocs.as_bytes());
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    text(out)
+}
+
 // ---- built and run: the image behaves as docker's would ----
 
 /// Converts and builds a project as a user does, in its folder, tagged `name`.
@@ -284,6 +381,35 @@ fn the_web_app_runs_as_its_user_in_its_workdir_with_its_config() {
     assert_eq!(
         kiln_run(&env, &["web-app:2", "cat", "www/version.txt"]),
         "version 2.0"
+    );
+}
+
+#[test]
+fn a_stage_s_args_reach_its_runs_and_env_sees_earlier_values() {
+    common::require_root!("builds and runs images");
+    let env = Env::new();
+    base(&env);
+    build(&env, "args-env");
+    // configure.sh reads RELEASE and APP_ENV from its environment, named nowhere in RUN.
+    let expected = "release=1.0 env=production tools=/opt/tools/v2 old=/opt/tools";
+    assert_eq!(kiln_run(&env, &["args-env"]), expected);
+    assert_eq!(
+        kiln_run(
+            &env,
+            &["args-env", "sh", "-c", "id -u; pwd; echo $GREETING"]
+        ),
+        "65534\n/srv\nhello from /opt/tools/v2",
+        "the final stage has the first one's user, workdir and ENV"
+    );
+    // --arg overrides the ARG before FROM and its redeclaration, as --build-arg does.
+    let out = env.kiln_in(
+        "args-env",
+        &["build", "-t", "args-env:2", "--arg", "RELEASE=2.5"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        kiln_run(&env, &["args-env:2"]),
+        expected.replace("release=1.0", "release=2.5")
     );
 }
 
@@ -492,7 +618,7 @@ fn converted_specs_build_what_buildah_builds_from_the_dockerfile() {
         "-c",
         "id; pwd; env | grep -v -e HOSTNAME -e HOME | sort",
     ];
-    let cases: [(&str, Vec<&[&str]>); 5] = [
+    let cases: [(&str, Vec<&[&str]>); 6] = [
         (
             "web-app",
             vec![shell_view, &["sh", "-c", "stat -c '%a %u:%g %n' www/*"]],
@@ -501,6 +627,7 @@ fn converted_specs_build_what_buildah_builds_from_the_dockerfile() {
         ("permissions", vec![&[]]),
         ("escape", vec![&[], shell_view]),
         ("multi-stage", vec![&[]]),
+        ("args-env", vec![&[], shell_view]),
     ];
     for (name, commands) in cases {
         build(&env, name);

@@ -10,14 +10,19 @@
 //!
 //! The Dockerfile parser is kiln's own (`parse`, which says why no crate is used); the
 //! written spec is parsed back with kiln-spec before it is written, so a spec that would not
-//! load is kiln convert's bug, reported as such, never a file left for `kiln build` to reject.
+//! load is kiln convert's bug, reported as such, never a file left for `kiln build` to reject
+//! (except for being larger than kiln loads, which is the Dockerfile's size, said as such).
+//!
+//! A Dockerfile is whatever file the user names, so it is read only up to
+//! [`MAX_DOCKERFILE_BYTES`] and must be UTF-8 text: a huge or binary file is one clear error,
+//! not a long wait or a spec no one can load.
 
 mod parse;
 mod translate;
 mod words;
 mod yaml;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -48,10 +53,13 @@ pub struct ConvertArgs {
     tag: Option<String>,
 }
 
+/// Four times what one spec may hold: room for long comments and blank lines, which a spec
+/// does not keep, and still a bound on what convert reads and holds.
+const MAX_DOCKERFILE_BYTES: usize = 4 * translate::MAX_SPEC_BYTES;
+
 pub fn run(globals: &Globals, args: ConvertArgs) -> CmdResult {
     let shown = args.dockerfile.display().to_string();
-    let text = std::fs::read_to_string(&args.dockerfile)
-        .map_err(|e| Failure::user(format!("{shown}: cannot read it: {e}")))?;
+    let text = read_dockerfile(&args.dockerfile, &shown)?;
     let output = match args.output.as_deref() {
         Some(p) if p != Path::new("-") => Some(super::absolute(p)?),
         _ => None,
@@ -72,7 +80,7 @@ pub fn run(globals: &Globals, args: ConvertArgs) -> CmdResult {
     ignore_file_warning(&dockerfile, &mut converted.warnings);
     let spec = yaml::document(&converted.header, &converted.entries);
     let spec_path = output.clone().unwrap_or_else(|| context.join("kiln.yaml"));
-    check_spec(&spec, &spec_path)?;
+    check_spec(&spec, &spec_path, &shown)?;
     report(&shown, &converted);
     if args.strict && !converted.warnings.is_empty() {
         return Err(Failure::user(format!(
@@ -93,6 +101,39 @@ pub fn run(globals: &Globals, args: ConvertArgs) -> CmdResult {
         None => print!("{spec}"),
     }
     Ok(0)
+}
+
+/// The Dockerfile's text: at most [`MAX_DOCKERFILE_BYTES`], and UTF-8 (BuildKit reads
+/// bytes, but a spec is UTF-8; the line of the first byte that is not is named).
+fn read_dockerfile(path: &Path, shown: &str) -> Result<String, Failure> {
+    let unreadable = |e: std::io::Error| Failure::user(format!("{shown}: cannot read it: {e}"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_DOCKERFILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(unreadable)?;
+    if bytes.len() > MAX_DOCKERFILE_BYTES {
+        return Err(Failure::user(format!(
+            "{shown}: larger than {} MiB, more than a Dockerfile kiln convert reads",
+            MAX_DOCKERFILE_BYTES >> 20
+        ))
+        .hint(Some(format!(
+            "a kiln spec holds at most {} KiB; is it a Dockerfile?",
+            translate::MAX_SPEC_BYTES >> 10
+        ))));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        located(
+            shown,
+            line,
+            "not UTF-8 text".into(),
+            Some("kiln convert reads Dockerfiles in UTF-8; is it a Dockerfile?".into()),
+        )
+    })
 }
 
 /// `FILE:LINE: message`, with a hint, as kiln reports a spec's problems.
@@ -152,11 +193,34 @@ fn ignore_file_warning(dockerfile: &Path, warnings: &mut Vec<Warning>) {
     }
 }
 
-/// The spec must load as kiln build will load it; if it does not, convert is wrong.
-fn check_spec(spec: &str, path: &Path) -> Result<(), Failure> {
+/// The spec must load as kiln build will load it; if it does not, convert is wrong,
+/// unless it is only too large for a spec, which is the Dockerfile's size.
+fn check_spec(spec: &str, path: &Path, shown: &str) -> Result<(), Failure> {
+    let too_large = |message: &str| {
+        Failure::user(format!(
+            "{shown}: too large to be one kiln spec ({message})"
+        ))
+        .hint(Some(
+            "kiln loads specs up to 1024 KiB and 100000 values: split the Dockerfile".into(),
+        ))
+    };
+    if spec.len() > translate::MAX_SPEC_BYTES {
+        return Err(too_large(&format!("{} KiB", spec.len() >> 10)));
+    }
     kiln_spec::parse(spec, path, &[]).map(|_| ()).map_err(|e| {
-        Failure::user(format!("kiln convert wrote a spec that does not load: {e}")).hint(Some(
-            "this is a bug in kiln convert: please report it with the Dockerfile".into(),
+        // kiln-spec's words for the bound on values (the size is checked above).
+        if e.message.starts_with("the spec is too large") {
+            return too_large(&e.message);
+        }
+        // Most likely a value kiln checks where docker would fail later (a user, a signal,
+        // an image name); either way the Dockerfile is the way to find it.
+        Failure::user(format!(
+            "{shown}: kiln refuses the spec it translates to: {e}"
+        ))
+        .hint(Some(
+            "a value of the Dockerfile that kiln does not take, which docker may refuse too; \
+             if docker builds this Dockerfile, it is a bug in kiln convert: please report it"
+                .into(),
         ))
     })
 }

@@ -94,6 +94,8 @@ pub struct Dockerfile {
 }
 
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    // BuildKit skips a UTF-8 byte order mark, which editors on Windows write.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let (escape, first) = directives(&lines)?;
     let mut instructions = Vec::new();
@@ -284,9 +286,10 @@ pub fn heredoc_markers(text: &str) -> Vec<(String, bool, bool)> {
             Some(q) if b == q => quote = None,
             Some(_) => {}
             None if b == b'\'' || b == b'"' => quote = Some(b),
+            // Bytes, not `text[i..]`: `i` may be inside a multi-byte character (`héllo`).
             // A here-string (`<<<word`) is no heredoc.
-            None if text[i..].starts_with("<<<") => i += 2,
-            None if text[i..].starts_with("<<") => {
+            None if bytes[i..].starts_with(b"<<<") => i += 2,
+            None if bytes[i..].starts_with(b"<<") => {
                 if let Some((marker, len)) = heredoc_marker(&text[i + 2..]) {
                     out.push(marker);
                     i += 2 + len;
@@ -395,7 +398,17 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_skipped() {
+        let file = parse("\u{feff}from x\r\nRUN echo a \\\r\n  b\r\n").unwrap();
+        assert_eq!(file.instructions[0].keyword, "FROM");
+        assert_eq!(file.instructions[0].args, "x");
+        assert_eq!(file.instructions[1].args, "echo a   b");
+    }
+
+    #[test]
     fn quoted_heredoc_markers_are_text() {
+        assert!(heredoc_markers("echo héllo wörld").is_empty());
+        assert_eq!(heredoc_markers("cat <<É é <<EOF").len(), 1);
         assert!(heredoc_markers("echo '<<EOF'").is_empty());
         assert!(heredoc_markers("cat <<<word").is_empty());
         assert_eq!(heredoc_markers("<<EOF").len(), 1);

@@ -5,15 +5,25 @@
 //! express becomes a [`Warning`] and a `# TODO` comment where it stood; what it expresses
 //! differently gets a comment. The image config is taken from the final stage and the
 //! stages it is built `FROM`, in order, as Docker inherits it.
+//!
+//! Scope is Docker's, not kiln's: an `ARG` counts only in the stage that declares it (kiln's
+//! args are the whole spec's), `ENV` is inherited by the stages built on its stage, and one
+//! `ENV`'s values see the variables as they were before it. Where kiln would read the same
+//! text otherwise, the text is written so that it reads the same, or there is a warning.
+//!
+//! The input is untrusted (any file a user points it at), so nothing here costs more than
+//! a bounded walk per instruction: scopes are looked up through the chain of base stages
+//! (at most [`MAX_STAGE_DEPTH`] deep) instead of copied, and what the spec would hold is
+//! bounded by what kiln loads.
 
 mod config;
 mod steps;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use super::parse::{Dockerfile, Flag, Instruction};
-use super::words::{self, Word};
+use super::words::{self, Name, Word};
 use super::yaml::{Entry, Item, Node};
 
 /// Something of the Dockerfile the spec does not do, located at its line.
@@ -31,8 +41,10 @@ struct Stage {
     comments: Vec<String>,
     env: Vec<(String, String)>,
     steps: Vec<Item>,
-    /// The earlier stage it is built from, whose config it inherits.
+    /// The earlier stage it is built from, whose config and ENV it inherits.
     base: Option<usize>,
+    /// How many stages it is built on (0 for an image base).
+    depth: usize,
     config: Config,
     /// Comments for `config:` from this stage's instructions.
     config_comments: Vec<String>,
@@ -62,15 +74,31 @@ struct Config {
     healthcheck: Option<Node>,
 }
 
-/// What a stage's instructions know as they go: names set so far, the workdir, the shell.
-#[derive(Clone, Default)]
+/// What a stage's own instructions have set so far; a base stage's ENV is found through
+/// `Stage::base`, not copied, so a wide or deep Dockerfile costs no copies of it.
+#[derive(Default)]
 struct Scope {
-    names: HashSet<String>,
-    /// ENV values as written in the spec, to tell whether `WORKDIR $DIR` is absolute.
-    values: std::collections::HashMap<String, String>,
+    /// ENV names with their values as written in the spec (to tell whether `WORKDIR $DIR`
+    /// is absolute).
+    env: HashMap<String, String>,
+    /// The ARGs this stage declares (Docker's ARG scope ends with its stage), each with
+    /// its place in the order declared.
+    declared: HashMap<String, usize>,
+    /// Those no ENV has set (an ENV of the same name wins in Docker's RUN, and in kiln's),
+    /// by that place: what every RUN of the stage has in its environment. Kept as they
+    /// change, so a RUN walks only these.
+    run_args: BTreeMap<usize, String>,
     workdir: Option<String>,
     shell: Option<Vec<String>>,
 }
+
+/// Stages built on stages built on stages…: far beyond any real Dockerfile, and the bound
+/// on the walk that finds a variable through them.
+pub const MAX_STAGE_DEPTH: usize = 64;
+/// More warnings than a person reads: the Dockerfile is not one kiln convert helps with.
+const MAX_WARNINGS: usize = 1000;
+/// kiln-spec's bound on a spec's size, which no converted spec can pass.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
 
 /// The spec's parts, ready for the YAML writer.
 pub struct Converted {
@@ -90,14 +118,30 @@ pub fn convert(file: &Dockerfile, options: &Options) -> Result<Converted, Warnin
         escape: file.escape,
         context: options.context,
         args: Vec::new(),
-        global: HashSet::new(),
+        arg_index: HashMap::new(),
+        every_arg: every_arg(file),
+        global: HashMap::new(),
+        arg_lines: HashMap::new(),
         stages: Vec::new(),
+        stage_names: HashMap::new(),
+        kiln_names: HashSet::new(),
         helpers: Vec::new(),
+        helper_index: HashMap::new(),
+        helper_names: HashSet::new(),
         warnings: Vec::new(),
+        noted: HashSet::new(),
         pending: Vec::new(),
+        written: 0,
     };
     for instruction in &file.instructions {
         c.instruction(instruction)?;
+        if c.warnings.len() > MAX_WARNINGS {
+            return Err(warning(
+                instruction,
+                &format!("more than {MAX_WARNINGS} things could not be translated exactly"),
+                Some("this Dockerfile is beyond what kiln convert translates".into()),
+            ));
+        }
     }
     if c.stages.is_empty() {
         return Err(Warning {
@@ -113,14 +157,43 @@ pub fn convert(file: &Dockerfile, options: &Options) -> Result<Converted, Warnin
 struct Converter<'a> {
     escape: char,
     context: &'a Path,
+    /// The spec's `args:`, in the order the Dockerfile declares them.
     args: Vec<(String, String)>,
-    /// ARGs declared before the first FROM: the only names FROM may use.
-    global: HashSet<String>,
+    arg_index: HashMap<String, usize>,
+    /// Every name any ARG of the Dockerfile declares, later ones too: the names kiln will
+    /// substitute wherever they appear.
+    every_arg: HashSet<String>,
+    /// ARGs declared before the first FROM, with their defaults: the only names FROM may
+    /// use, and what `ARG NAME` without a default gives in a stage.
+    global: HashMap<String, String>,
+    /// The line of the ARG whose value is the spec's default for each arg.
+    arg_lines: HashMap<String, usize>,
     stages: Vec<Stage>,
+    /// The stages by their Dockerfile name (`AS name`), and the spec's keys of them all.
+    stage_names: HashMap<String, usize>,
+    kiln_names: HashSet<String>,
     helpers: Vec<Helper>,
+    /// Which helper reads each source, and the names they took.
+    helper_index: HashMap<String, usize>,
+    helper_names: HashSet<String>,
     warnings: Vec<Warning>,
+    /// `LINE message` of each warning given, so one instruction says a thing once.
+    noted: HashSet<String>,
     /// Comments for the next step of the current stage.
     pending: Vec<String>,
+    /// Bytes of script text written beyond the Dockerfile's own (the lines that name a
+    /// stage's ARGs), bounded by what a spec may hold.
+    written: usize,
+}
+
+/// The names every ARG of the file declares.
+fn every_arg(file: &Dockerfile) -> HashSet<String> {
+    file.instructions
+        .iter()
+        .filter(|i| i.keyword == "ARG")
+        .flat_map(|i| words::split(&i.args, file.escape))
+        .map(|w| w.split_once('=').map_or(w.clone(), |(n, _)| n.to_owned()))
+        .collect()
 }
 
 impl Converter<'_> {
@@ -132,7 +205,7 @@ impl Converter<'_> {
             "FROM" => self.from(i)?,
             "ARG" => self.arg(i),
             "ENV" => self.env(i),
-            "RUN" => self.run(i),
+            "RUN" => self.run(i)?,
             "COPY" | "ADD" => self.copy(i),
             "WORKDIR" => self.workdir(i),
             "USER" => {
@@ -237,8 +310,7 @@ impl Converter<'_> {
             }
             _ => return Err(warning(i, "FROM takes IMAGE [AS NAME]", None)),
         };
-        let global = self.global.clone();
-        let image = self.word_with(i, &image, &|n| global.contains(n));
+        let image = self.image_word(i, &image);
         for flag in &i.flags {
             self.note(
                 i,
@@ -247,17 +319,28 @@ impl Converter<'_> {
             );
         }
         let base = self.stage_index(&image);
-        let name = alias.unwrap_or_else(|| format!("stage-{}", self.stages.len()));
-        let (from, scope) = match base {
+        let name = self.unique_stage_name(alias.as_deref());
+        if let Some(alias) = alias {
+            // Docker refuses a name used twice; the first keeps it here.
+            self.stage_names.entry(alias).or_insert(self.stages.len());
+        }
+        // A stage built on another keeps its ENV (looked up through `base`) and workdir;
+        // its ARGs and SHELL are the other stage's own.
+        let (from, depth, workdir) = match base {
             Some(b) => (
                 self.stages[b].name.clone(),
-                Scope {
-                    shell: None,
-                    ..self.stages[b].scope.clone()
-                },
+                self.stages[b].depth + 1,
+                self.stages[b].scope.workdir.clone(),
             ),
-            None => (image, Scope::default()),
+            None => (image, 0, None),
         };
+        if depth > MAX_STAGE_DEPTH {
+            return Err(warning(
+                i,
+                &format!("more than {MAX_STAGE_DEPTH} stages built one on another"),
+                Some("kiln convert follows at most that many".into()),
+            ));
+        }
         let comments = std::mem::take(&mut self.pending);
         self.stages.push(Stage {
             name,
@@ -266,19 +349,64 @@ impl Converter<'_> {
             env: Vec::new(),
             steps: Vec::new(),
             base,
+            depth,
             config: Config::default(),
             config_comments: Vec::new(),
-            scope,
+            scope: Scope {
+                workdir,
+                ..Scope::default()
+            },
         });
         Ok(())
+    }
+
+    /// The spec's key for a stage: its Dockerfile name (`stage-N` without one), numbered
+    /// when a helper stage or another stage already has it.
+    fn unique_stage_name(&mut self, alias: Option<&str>) -> String {
+        let wanted = alias.map_or_else(|| format!("stage-{}", self.stages.len()), str::to_owned);
+        let mut name = wanted.clone();
+        let mut n = 1;
+        while self.helper_names.contains(&name) || !self.kiln_names.insert(name.clone()) {
+            n += 1;
+            name = format!("{wanted}-{n}");
+        }
+        name
     }
 
     fn stage_index(&self, name: &str) -> Option<usize> {
         if let Ok(n) = name.parse::<usize>() {
             return (n < self.stages.len()).then_some(n);
         }
-        let name = stage_name(name);
-        self.stages.iter().position(|s| s.name == name)
+        self.stage_names.get(&stage_name(name)).copied()
+    }
+
+    /// The value an ENV gave `name` as the current stage sees it: its own, else that of
+    /// the stages it is built on.
+    fn env_value(&self, name: &str) -> Option<&String> {
+        let mut at = self.stages.len().checked_sub(1);
+        while let Some(i) = at {
+            if let Some(value) = self.stages[i].scope.env.get(name) {
+                return Some(value);
+            }
+            at = self.stages[i].base;
+        }
+        None
+    }
+
+    /// What `name` is at this point of the current stage (see [`Name`]).
+    fn name_kind(&self, name: &str) -> Name {
+        let declared = self
+            .stages
+            .last()
+            .is_some_and(|s| s.scope.declared.contains_key(name));
+        match (
+            declared || self.env_value(name).is_some(),
+            self.every_arg.contains(name),
+        ) {
+            (true, _) => Name::Set,
+            (false, true) => Name::OtherStagesArg,
+            (false, false) => Name::Unknown,
+        }
     }
 
     fn stage(&mut self) -> &mut Stage {
@@ -310,22 +438,39 @@ impl Converter<'_> {
         }
     }
 
-    /// A word of instruction `i` as a kiln string, names resolved in the current scope
-    /// (kiln's args are the whole spec's, so every ARG of the Dockerfile counts).
+    /// A word of instruction `i` as a kiln string, names resolved in the current scope.
     fn word(&mut self, i: &Instruction, raw: &str) -> String {
-        let names = self.stage().scope.names.clone();
-        let args: HashSet<String> = self.args.iter().map(|(k, _)| k.clone()).collect();
-        self.word_with(i, raw.trim(), &|n| names.contains(n) || args.contains(n))
+        let word = words::process(raw.trim(), self.escape, &|n| self.name_kind(n));
+        self.reported(i, word)
     }
 
-    fn word_with(&mut self, i: &Instruction, raw: &str, defined: &dyn Fn(&str) -> bool) -> String {
+    /// A word of FROM, which sees only the ARGs declared before the first FROM.
+    fn image_word(&mut self, i: &Instruction, raw: &str) -> String {
+        let kind = |n: &str| match (self.global.contains_key(n), self.every_arg.contains(n)) {
+            (true, _) => Name::Set,
+            (false, true) => Name::OtherStagesArg,
+            (false, false) => Name::Unknown,
+        };
+        let word = words::process(raw, self.escape, &kind);
+        self.reported(i, word)
+    }
+
+    /// The word's text, its references that kiln cannot read as docker does noted.
+    fn reported(&mut self, i: &Instruction, word: Word) -> String {
         let Word {
             text,
             unresolved,
             unsupported,
-        } = words::process(raw, self.escape, defined);
+            names: _,
+        } = word;
         for name in unresolved {
             match name.as_str() {
+                _ if self.every_arg.contains(&name) => self.note(
+                    i,
+                    &format!("${name} is an ARG that this stage does not declare"),
+                    "Docker leaves it unset here (or takes the base image's variable), and so \
+                     does the spec: declare it with ARG in the stage to use its value",
+                ),
                 "PATH" => self.note(
                     i,
                     "$PATH is the base image's, which a spec cannot see",
@@ -348,8 +493,12 @@ impl Converter<'_> {
         text
     }
 
-    /// A difference from docker's result, said on stderr and in a comment where it is.
+    /// A difference from docker's result, said on stderr and in a comment where it is
+    /// (once per instruction).
     fn note(&mut self, i: &Instruction, message: &str, hint: &str) {
+        if !self.noted.insert(format!("{} {message}", i.line)) {
+            return;
+        }
         self.pending
             .push(format!("Dockerfile:{}: {message} ({hint})", i.line));
         self.warnings.push(warning(i, message, Some(hint.into())));
@@ -372,6 +521,14 @@ impl Converter<'_> {
                 Some((n, d)) => (n.to_owned(), Some(d.to_owned())),
                 None => (raw.clone(), None),
             };
+            if !words::is_name(&name) {
+                self.untranslatable(
+                    i,
+                    &format!("ARG {name:?} is not a name kiln's args take"),
+                    "letters, digits and _, not starting with a digit (so $NAME can use it)",
+                );
+                continue;
+            }
             let default = default.map(|d| self.arg_default(i, &d));
             let default = match (default, platform_default(&name)) {
                 (Some(d), _) => Some(d),
@@ -391,7 +548,7 @@ impl Converter<'_> {
 
     /// An ARG default: kiln takes it as written, so a reference in it is reported.
     fn arg_default(&mut self, i: &Instruction, raw: &str) -> String {
-        let value = words::process(raw, self.escape, &|_| true);
+        let value = words::process(raw, self.escape, &|_| Name::Set);
         if value.text.contains("${") || !value.unsupported.is_empty() {
             self.note(
                 i,
@@ -403,44 +560,96 @@ impl Converter<'_> {
     }
 
     fn declare_arg(&mut self, i: &Instruction, name: &str, default: Option<String>) {
+        let set_by_env = self.env_value(name).is_some();
+        // What Docker gives it here: its default; in a stage, without one, the default
+        // before the first FROM; else nothing.
+        let value = match (default, self.stages.is_empty()) {
+            (Some(d), _) => d,
+            (None, false) => self.global.get(name).cloned().unwrap_or_default(),
+            (None, true) => String::new(),
+        };
         match self.stages.last_mut() {
             None => {
-                self.global.insert(name.to_owned());
+                self.global.insert(name.to_owned(), value.clone());
             }
-            Some(stage) => {
-                stage.scope.names.insert(name.to_owned());
+            Some(stage) if !stage.scope.declared.contains_key(name) => {
+                let place = stage.scope.declared.len();
+                stage.scope.declared.insert(name.to_owned(), place);
+                if !set_by_env {
+                    stage.scope.run_args.insert(place, name.to_owned());
+                }
             }
+            Some(_) => {}
         }
-        let Some(at) = self.args.iter().position(|(k, _)| k == name) else {
+        let Some(&at) = self.arg_index.get(name) else {
             // Docker gives an ARG without a default an empty value; kiln would ask for
             // --arg, so the empty value is written out.
-            self.args
-                .push((name.to_owned(), default.unwrap_or_default()));
+            self.arg_index.insert(name.to_owned(), self.args.len());
+            self.arg_lines.insert(name.to_owned(), i.line);
+            self.args.push((name.to_owned(), value));
             return;
         };
-        let old = self.args[at].1.clone();
-        match default {
-            Some(d) if old != d && !old.is_empty() => self.note(
+        let spec = self.args[at].1.clone();
+        if spec != value {
+            let line = self.arg_lines[name];
+            self.note(
                 i,
-                &format!("ARG {name} has another default in an earlier ARG ({old:?})"),
-                "kiln's args are the whole spec's: the first default is kept",
-            ),
-            Some(d) => self.args[at].1 = d,
-            None => {}
+                &format!("ARG {name} is {value:?} here for Docker, {spec:?} in the spec"),
+                &format!(
+                    "kiln's args are the whole spec's, with one default, the ARG's of line \
+                     {line}: give each ARG {name} the same default (--arg still sets all)"
+                ),
+            );
         }
     }
 
     fn env(&mut self, i: &Instruction) {
+        // Every value is read with the variables as they were before this ENV.
         let mut pairs = Vec::new();
         for (name, raw) in self.pairs(i) {
-            let value = self.word(i, &raw);
-            self.scope().names.insert(name.clone());
-            self.scope().values.insert(name.clone(), value.clone());
-            pairs.push((name, value));
+            // Docker refuses these too (an empty name, `=` or blanks in it).
+            if name.is_empty()
+                || name.contains(|c: char| c == '=' || c.is_whitespace() || c.is_control())
+            {
+                return self.untranslatable(
+                    i,
+                    &format!("ENV {name:?} is not a variable name"),
+                    "write ENV NAME=value",
+                );
+            }
+            let word = words::process(raw.trim(), self.escape, &|n| self.name_kind(n));
+            let uses = word.names.clone();
+            let value = self.reported(i, word);
+            pairs.push((name, value, uses));
         }
+        let pairs = last_of_each_name(pairs);
+        let pairs = match old_values_first(&pairs) {
+            Some(order) => order.into_iter().map(|at| pairs[at].clone()).collect(),
+            None => {
+                self.note(
+                    i,
+                    "the values of this ENV use each other's earlier values",
+                    "kiln's env: entries see the entries above them, so the spec gives the \
+                     later ones the new values",
+                );
+                pairs
+            }
+        };
+        let pairs: Vec<(String, String)> = pairs.into_iter().map(|(n, v, _)| (n, v)).collect();
         // ENV before any step is the stage's (or, alone, the spec's) env: the same
-        // variables for every step and the image, as the docs' example writes it.
-        match self.stage().steps.is_empty() && self.pending.is_empty() {
+        // variables for every step and the image, as the docs' example writes it. A name it
+        // already holds goes in a step, since a mapping holds a name once. (Until the first
+        // step, the stage's own ENV names are its env's.)
+        let taken = pairs.iter().any(|(n, _)| self.scope().env.contains_key(n));
+        for (name, value) in &pairs {
+            let scope = self.scope();
+            scope.env.insert(name.clone(), value.clone());
+            if let Some(place) = scope.declared.get(name) {
+                scope.run_args.remove(place);
+            }
+        }
+        let stage = self.stage();
+        match stage.steps.is_empty() && self.pending.is_empty() && !taken {
             true => self.stage().env.extend(pairs),
             false => self.step(vec![Entry::new("env", Node::pairs(&pairs))]),
         }
@@ -457,7 +666,7 @@ impl Converter<'_> {
             .iter()
             .filter_map(|w| w.split_once('='))
             .map(|(k, v)| {
-                let key = words::process(k, self.escape, &|_| true).text;
+                let key = words::process(k, self.escape, &|_| Name::Set).text;
                 (key.replace("$$", "$"), v.to_owned())
             })
             .collect()
@@ -495,8 +704,8 @@ impl Converter<'_> {
             Some((n, d)) => (n, Some(d)),
             None => (reference.0, None),
         };
-        let value = self.stage().scope.values.get(name).cloned().or_else(|| {
-            let arg = self.args.iter().find(|(k, _)| k == name);
+        let value = self.env_value(name).cloned().or_else(|| {
+            let arg = self.arg_index.get(name).map(|&at| &self.args[at]);
             arg.map(|(_, v)| v.clone())
         });
         match value
@@ -536,6 +745,65 @@ impl Converter<'_> {
         }
         Some(shell.iter().map(|a| words::literal(a)).collect())
     }
+}
+
+/// One ENV's pairs (name, value, names it uses) with a name set twice kept at its last
+/// place: `ENV A=1 A=2` sets A to 2.
+fn last_of_each_name(pairs: Vec<EnvPair>) -> Vec<EnvPair> {
+    let last: HashMap<&str, usize> = pairs
+        .iter()
+        .enumerate()
+        .map(|(at, (name, _, _))| (name.as_str(), at))
+        .collect();
+    let keep: Vec<bool> = (0..pairs.len())
+        .map(|at| last[pairs[at].0.as_str()] == at)
+        .collect();
+    pairs
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(pair, keep)| keep.then_some(pair))
+        .collect()
+}
+
+type EnvPair = (String, String, Vec<String>);
+
+/// An order of one ENV's pairs in which every value that uses a name the same ENV sets
+/// comes above that name's entry, so that kiln's env (each entry sees those above it)
+/// gives it the earlier value, as Docker does: `ENV A=2 B=$A` is `B: ${A}` then `A: "2"`.
+/// Otherwise the Dockerfile's order; `None` when the values use each other's.
+fn old_values_first(pairs: &[EnvPair]) -> Option<Vec<usize>> {
+    let index: HashMap<&str, usize> = pairs
+        .iter()
+        .enumerate()
+        .map(|(at, (name, _, _))| (name.as_str(), at))
+        .collect();
+    // `before[a]`: the entries that must come after entry a; `waiting[b]`: how many
+    // entries must come before b.
+    let mut after: Vec<Vec<usize>> = vec![Vec::new(); pairs.len()];
+    let mut waiting = vec![0usize; pairs.len()];
+    for (user, (_, _, uses)) in pairs.iter().enumerate() {
+        let targets: BTreeSet<usize> = uses
+            .iter()
+            .filter_map(|n| index.get(n.as_str()).copied())
+            .filter(|&set| set != user)
+            .collect();
+        for set in targets {
+            after[user].push(set);
+            waiting[set] += 1;
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..pairs.len()).filter(|&at| waiting[at] == 0).collect();
+    let mut order = Vec::with_capacity(pairs.len());
+    while let Some(at) = ready.pop_first() {
+        order.push(at);
+        for &next in &after[at] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.insert(next);
+            }
+        }
+    }
+    (order.len() == pairs.len()).then_some(order)
 }
 
 /// Instructions that set the image config: their comments go above `config:`.
@@ -620,18 +888,22 @@ fn merge(into: &mut Config, stage: &Config) {
     if stage.cmd.is_some() {
         into.cmd = stage.cmd.clone();
     }
-    for port in &stage.expose {
-        if !into.expose.contains(port) {
-            into.expose.push(port.clone());
-        }
-    }
+    add_new(&mut into.expose, &stage.expose);
+    add_new(&mut into.volumes, &stage.volumes);
+    // A label set again takes its new value where it stood.
+    let mut places: HashMap<String, usize> = into
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(at, (k, _))| (k.clone(), at))
+        .collect();
     for (k, v) in &stage.labels {
-        into.labels.retain(|(key, _)| key != k);
-        into.labels.push((k.clone(), v.clone()));
-    }
-    for v in &stage.volumes {
-        if !into.volumes.contains(v) {
-            into.volumes.push(v.clone());
+        match places.get(k) {
+            Some(&at) => into.labels[at].1 = v.clone(),
+            None => {
+                places.insert(k.clone(), into.labels.len());
+                into.labels.push((k.clone(), v.clone()));
+            }
         }
     }
     if stage.stop_signal.is_some() {
@@ -639,6 +911,16 @@ fn merge(into: &mut Config, stage: &Config) {
     }
     if stage.healthcheck.is_some() {
         into.healthcheck = stage.healthcheck.clone();
+    }
+}
+
+/// `more` added to `list`, each value once.
+fn add_new(list: &mut Vec<String>, more: &[String]) {
+    let mut seen: HashSet<String> = list.iter().cloned().collect();
+    for value in more {
+        if seen.insert(value.clone()) {
+            list.push(value.clone());
+        }
     }
 }
 

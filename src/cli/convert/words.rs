@@ -6,6 +6,12 @@
 //! Docker expands variables in these words itself, from the build args and the
 //! environment, the base image's included; kiln expands them from the spec alone, so a
 //! name the Dockerfile never sets is the caller's to report (`Word::unresolved`).
+//!
+//! A name is one of three things where a word uses it ([`Name`]): set at that point (an
+//! `ENV` above, or an `ARG` its stage declares), an arg kiln knows but the stage does not
+//! declare (Docker's `ARG` scope ends with its stage, kiln's args are the whole spec's, so
+//! `${NAME}` would wrongly give the arg's value and the reference is resolved here instead),
+//! or unknown to the Dockerfile.
 
 /// A word made a kiln string, and what could not be carried over faithfully.
 #[derive(Debug, Default, PartialEq)]
@@ -16,6 +22,20 @@ pub struct Word {
     pub unresolved: Vec<String>,
     /// References kiln has no form for (`${A:+x}`, `${A#x}`), kept as literal text.
     pub unsupported: Vec<String>,
+    /// Every name it refers to, in order: what an `ENV` value must not see reassigned by
+    /// its own instruction.
+    pub names: Vec<String>,
+}
+
+/// What a name a word uses is, at that point of the Dockerfile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Name {
+    /// Set by an `ENV` above or an `ARG` of this stage: kiln substitutes it too.
+    Set,
+    /// An arg of the spec that this stage does not declare: Docker leaves it unset here.
+    OtherStagesArg,
+    /// Not set by the Dockerfile at all (the base image's, or nothing).
+    Unknown,
 }
 
 /// Docker's default `PATH`, which most base images also set: what an unset `$PATH` in
@@ -34,6 +54,16 @@ pub fn literal(text: &str) -> String {
         }
     }
     out
+}
+
+/// A name `$NAME` can use (kiln's rule for args, sh's for variables): a letter or `_`,
+/// then letters, digits and `_`.
+pub fn is_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Splits on whitespace outside quotes, keeping each word as written (quotes and escapes
@@ -74,8 +104,8 @@ pub fn split(text: &str, escape: char) -> Vec<String> {
 }
 
 /// One Docker word as a kiln string: quotes removed, escapes resolved, variables
-/// rewritten. `defined` says whether the Dockerfile sets a name at this point.
-pub fn process(raw: &str, escape: char, defined: &dyn Fn(&str) -> bool) -> Word {
+/// rewritten. `defined` says what a name is at this point.
+pub fn process(raw: &str, escape: char, defined: &dyn Fn(&str) -> Name) -> Word {
     let mut lexer = Lexer {
         chars: raw.chars().collect(),
         at: 0,
@@ -91,7 +121,7 @@ struct Lexer<'a> {
     chars: Vec<char>,
     at: usize,
     escape: char,
-    defined: &'a dyn Fn(&str) -> bool,
+    defined: &'a dyn Fn(&str) -> Name,
     word: Word,
 }
 
@@ -213,11 +243,19 @@ impl Lexer<'_> {
     }
 
     fn reference(&mut self, name: &str, default: Option<&str>) {
+        self.word.names.push(name.to_owned());
+        let kind = (self.defined)(name);
         let text = &mut self.word.text;
-        match default {
-            Some(d) => text.push_str(&format!("${{{name}:-{d}}}")),
-            None if (self.defined)(name) => text.push_str(&format!("${{{name}}}")),
-            None => {
+        match (kind, default) {
+            (Name::Set, None) => text.push_str(&format!("${{{name}}}")),
+            (Name::Set | Name::Unknown, Some(d)) => text.push_str(&format!("${{{name}:-{d}}}")),
+            // Unset in Docker's eyes, so the default (or nothing); kiln would give the
+            // arg's value to any `${NAME…}`, so the result is written out.
+            (Name::OtherStagesArg, default) => {
+                text.push_str(&literal(default.unwrap_or("")));
+                self.word.unresolved.push(name.to_owned());
+            }
+            (Name::Unknown, None) => {
                 let fallback = if name == "PATH" { DOCKER_PATH } else { "" };
                 text.push_str(&format!("${{{name}:-{fallback}}}"));
                 self.word.unresolved.push(name.to_owned());
@@ -226,12 +264,56 @@ impl Lexer<'_> {
     }
 }
 
+/// The variable names a shell script expands (`$NAME`, `${NAME…}`, `${#NAME}`), read as
+/// kiln reads a `run:` script to choose the args it gets: quotes are not followed, `\`
+/// escapes the next character and `$$` is the shell's PID. Erring towards more names only
+/// leaves out a `: "$NAME"` line that was needed no more than it was.
+pub fn shell_names(script: &str) -> Vec<&str> {
+    let bytes = script.as_bytes();
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        at = match (bytes[at], bytes.get(at + 1)) {
+            (b'\\', _) | (b'$', Some(b'$')) => at + 2,
+            (b'$', Some(b'{')) => {
+                let start = at + 2 + usize::from(matches!(bytes.get(at + 2), Some(b'#')));
+                let end = name_end(bytes, start);
+                names.push(&script[start..end]);
+                end
+            }
+            (b'$', _) => {
+                let end = name_end(bytes, at + 1);
+                names.push(&script[at + 1..end]);
+                end
+            }
+            _ => at + 1,
+        };
+    }
+    names.retain(|n| !n.is_empty());
+    names
+}
+
+/// Where a name (a letter or `_`, then letters, digits, `_`) starting at `start` ends.
+fn name_end(bytes: &[u8], start: usize) -> usize {
+    match bytes.get(start) {
+        Some(b) if b.is_ascii_alphabetic() || *b == b'_' => bytes[start..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+            .map_or(bytes.len(), |n| start + n),
+        _ => start,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn kiln(raw: &str) -> Word {
-        process(raw, '\\', &|name| name == "APP" || name == "V")
+        process(raw, '\\', &|name| match name {
+            "APP" | "V" => Name::Set,
+            "BUILD_ONLY" => Name::OtherStagesArg,
+            _ => Name::Unknown,
+        })
     }
 
     #[test]
@@ -253,6 +335,17 @@ mod tests {
         assert_eq!(w.unresolved, ["PATH"]);
         let w = kiln("${HOME}/x");
         assert_eq!(w.text, "${HOME:-}/x");
+        // Another stage's ARG is unset here for Docker: its default or nothing.
+        let w = kiln("a$BUILD_ONLY-${BUILD_ONLY:-d}");
+        assert_eq!(w.text, "a-d");
+        assert_eq!(w.unresolved, ["BUILD_ONLY", "BUILD_ONLY"]);
+        assert_eq!(w.names, ["BUILD_ONLY", "BUILD_ONLY"]);
+    }
+
+    #[test]
+    fn a_script_names_what_sh_would_expand() {
+        let script = "echo $A ${B:-x} ${#C} $$D \\$E '$F' $1 ${}";
+        assert_eq!(shell_names(script), ["A", "B", "C", "F"]);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! of plain words in flow style, scripts as literal blocks, and comments where the
 //! translation is not one to one. Written here rather than with serde-saphyr's serializer
 //! because a serializer has no place for comments; every scalar that is not plainly safe
-//! is written as a JSON string, which is a valid YAML double-quoted scalar.
+//! is written as a JSON string, which is a valid YAML double-quoted scalar, with the
+//! characters YAML may not hold raw (control characters, DEL, C1, U+FEFF) escaped: a
+//! Dockerfile's bytes are anyone's, and a spec must still parse.
 
 /// A value of the spec.
 #[derive(Debug, Clone)]
@@ -77,7 +79,11 @@ pub fn document(header: &[String], entries: &[Entry]) -> String {
 
 fn comment(out: &mut String, indent: usize, text: &str) {
     for line in text.lines() {
-        let line = line.trim_end();
+        let line: String = line
+            .trim_end()
+            .chars()
+            .map(|c| if printable(c) { c } else { '\u{fffd}' })
+            .collect();
         match line.is_empty() {
             true => out.push_str(&format!("{:indent$}#\n", "")),
             false => out.push_str(&format!("{:indent$}# {line}\n", "")),
@@ -177,8 +183,31 @@ fn json_list(items: &[Item]) -> String {
 pub fn scalar_inline(s: &str) -> String {
     match is_plain(s) {
         true => s.to_owned(),
-        false => serde_json::to_string(s).expect("strings serialise"),
+        false => quoted(s),
     }
+}
+
+/// A double-quoted scalar: JSON's escapes (which YAML shares) and `\uXXXX` for what
+/// JSON leaves raw but YAML does not allow.
+fn quoted(s: &str) -> String {
+    let json = serde_json::to_string(s).expect("strings serialise");
+    match json.chars().all(printable) {
+        true => json,
+        false => json
+            .chars()
+            .map(|c| match printable(c) {
+                true => c.to_string(),
+                false => format!("\\u{:04x}", u32::from(c)),
+            })
+            .collect(),
+    }
+}
+
+/// What YAML 1.2 allows in a stream (its `c-printable`, without the byte order mark,
+/// which a parser may take for the start of a document).
+fn printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && c != '\u{feff}'
 }
 
 /// Plain scalars are words of a safe alphabet that YAML 1.2 reads as strings (not
@@ -202,7 +231,9 @@ fn is_plain(s: &str) -> bool {
 /// block cannot (a line with leading blanks first, a carriage return), a quoted string.
 fn block(s: &str, indent: usize) -> String {
     let first_blank = s.starts_with([' ', '\t']) || s.starts_with('\n');
-    if first_blank || s.contains('\r') || s.lines().any(|l| l.ends_with([' ', '\t'])) {
+    let unprintable = s.chars().any(|c| !printable(c));
+    if first_blank || unprintable || s.contains('\r') || s.lines().any(|l| l.ends_with([' ', '\t']))
+    {
         return format!("{}\n", scalar_inline(s));
     }
     let chomp = match (s.ends_with("\n\n"), s.ends_with('\n')) {
@@ -232,6 +263,14 @@ mod tests {
         assert_eq!(scalar_inline("a b"), "\"a b\"");
         assert_eq!(scalar_inline(""), "\"\"");
         assert_eq!(scalar_inline("${X}"), "\"${X}\"");
+        assert_eq!(
+            scalar_inline("a\u{0}\u{7f}\u{feff}"),
+            "\"a\\u0000\\u007f\\ufeff\""
+        );
+        assert_eq!(block("a\u{1d}\n", 2), "\"a\\u001d\\n\"\n");
+        let mut out = String::new();
+        comment(&mut out, 0, "x\u{0}y");
+        assert_eq!(out, "# x\u{fffd}y\n");
     }
 
     #[test]

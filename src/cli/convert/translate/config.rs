@@ -36,14 +36,21 @@ impl Converter<'_> {
                 Some((p, proto)) => (p.to_owned(), proto.to_ascii_lowercase()),
                 None => (word.clone(), "tcp".to_owned()),
             };
+            let known = ["tcp", "udp", "sctp"].contains(&protocol.as_str());
             match port_range(&ports) {
-                Some((first, last)) => {
+                Some((first, last)) if known => {
                     for port in first..=last {
                         self.config().expose.push(format!("{port}/{protocol}"));
                     }
                 }
                 // A reference to an arg or env: kiln substitutes it.
-                None => self.config().expose.push(word),
+                _ if word.contains("${") => self.config().expose.push(word),
+                // Docker refuses it too.
+                _ => self.untranslatable(
+                    i,
+                    &format!("EXPOSE {raw}: not a port"),
+                    "a port is 1 to 65535 (or a range, 8000-8002), with /tcp, /udp or /sctp",
+                ),
             }
         }
     }
@@ -122,10 +129,11 @@ fn literal_all(argv: &[String]) -> Vec<String> {
     argv.iter().map(|a| words::literal(a)).collect()
 }
 
-/// `8080` or `8000-8002` as the first and last port.
+/// `8080` or `8000-8002` as the first and last port (0 is no port, a range runs upward).
 fn port_range(text: &str) -> Option<(u16, u16)> {
-    match text.split_once('-') {
-        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-        None => text.parse().ok().map(|p| (p, p)),
-    }
+    let (first, last): (u16, u16) = match text.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => text.parse().ok().map(|p| (p, p))?,
+    };
+    (first > 0 && first <= last).then_some((first, last))
 }

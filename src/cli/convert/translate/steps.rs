@@ -1,28 +1,139 @@
 //! `RUN`, `COPY` and `ADD`: the instructions that become build steps with modifiers.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 
 use super::super::parse::{Flag, Instruction};
-use super::super::words;
+use super::super::words::{self, Name};
 use super::super::yaml::{Entry, Item, Node};
-use super::{flag, Converter, Helper};
+use super::{flag, warning, Converter, Helper, Warning, MAX_SPEC_BYTES};
+
+/// Shells that read `: "$NAME"` as a command that does nothing.
+const POSIX_SHELLS: [&str; 6] = ["sh", "bash", "ash", "dash", "zsh", "ksh"];
 
 impl Converter<'_> {
-    pub(super) fn run(&mut self, i: &Instruction) {
+    pub(super) fn run(&mut self, i: &Instruction) -> Result<(), Warning> {
         let Some((script, is_string)) = self.script(i) else {
-            return;
+            return Ok(());
+        };
+        let shell = self.run_shell();
+        let script = match script {
+            Node::Scalar(text) => Node::Scalar(self.with_stage_args(i, text, shell.as_deref())?),
+            list => {
+                self.exec_form_args(i);
+                list
+            }
         };
         let mut entries = vec![Entry::new("run", script)];
-        if is_string {
-            if let Some(shell) = self.run_shell() {
-                entries.push(Entry::new("shell", Node::list(&shell)));
-            }
+        if let (true, Some(shell)) = (is_string, shell) {
+            entries.push(Entry::new("shell", Node::list(&shell)));
         }
         for f in &i.flags {
             self.run_flag(i, f, &mut entries);
         }
         self.step(entries);
+        Ok(())
+    }
+
+    /// Docker's RUN has every ARG its stage declares in its environment (unless an ENV
+    /// sets the name); a kiln run step has the args its script names. A script that names
+    /// only some gets a first line naming the others, `: "$NAME"` (a command that does
+    /// nothing), so that a program reading one from its environment (apt's
+    /// DEBIAN_FRONTEND, npm's NODE_ENV, make's CC) still finds it.
+    fn with_stage_args(
+        &mut self,
+        i: &Instruction,
+        script: String,
+        shell: Option<&[String]>,
+    ) -> Result<String, Warning> {
+        let named: HashSet<&str> = words::shell_names(&script).into_iter().collect();
+        self.note_other_stages_args(i, &named);
+        let missing = self.unnamed_stage_args(&named);
+        if missing.is_empty() {
+            return Ok(script);
+        }
+        let program = shell.and_then(|s| s.first()).map(|p| base_name(p));
+        if program.is_some_and(|p| !POSIX_SHELLS.contains(&p)) {
+            self.note(
+                i,
+                &format!("RUN does not get the ARGs {} here", missing.join(", ")),
+                "Docker puts the stage's ARGs in every RUN's environment, kiln only those \
+                 a script names: name them in the script",
+            );
+            return Ok(script);
+        }
+        let line = format!(
+            ": {}\n",
+            missing
+                .iter()
+                .map(|a| format!("\"${a}\""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.written += line.len();
+        if self.written > MAX_SPEC_BYTES {
+            return Err(warning(
+                i,
+                "the spec would be larger than kiln loads",
+                Some("too many ARGs in too many RUNs for one spec".into()),
+            ));
+        }
+        self.pending.push(format!(
+            "Dockerfile:{}: the first line names ARGs the script does not, so the step has \
+             them in its environment, as Docker gives every RUN its stage's ARGs",
+            i.line
+        ));
+        Ok(format!("{line}{script}"))
+    }
+
+    /// An exec-form RUN: a kiln list run gets no args in its environment.
+    fn exec_form_args(&mut self, i: &Instruction) {
+        let missing = self.unnamed_stage_args(&HashSet::new());
+        if !missing.is_empty() {
+            self.note(
+                i,
+                &format!(
+                    "RUN in exec form does not get the ARGs {} here",
+                    missing.join(", ")
+                ),
+                "Docker puts the stage's ARGs in every RUN's environment, kiln only in a \
+                 string run:'s that names them: write the RUN in shell form",
+            );
+        }
+    }
+
+    /// The current stage's ARGs that a script naming `named` would not get, in the order
+    /// declared.
+    fn unnamed_stage_args(&self, named: &HashSet<&str>) -> Vec<String> {
+        let stage = self.stages.last().expect("FROM came first");
+        stage
+            .scope
+            .run_args
+            .values()
+            .filter(|a| !named.contains(a.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Names a script uses that are ARGs of other stages: unset for Docker's RUN, the
+    /// arg's value for kiln's step, which cannot be told apart in a script kiln keeps as
+    /// written.
+    fn note_other_stages_args(&mut self, i: &Instruction, named: &HashSet<&str>) {
+        let mut others: Vec<&str> = named
+            .iter()
+            .copied()
+            .filter(|n| self.name_kind(n) == Name::OtherStagesArg)
+            .collect();
+        others.sort_unstable();
+        for name in others {
+            self.note(
+                i,
+                &format!("RUN uses ${name}, an ARG that this stage does not declare"),
+                "Docker's RUN sees it unset (or the base image's variable), the spec's \
+                 step gets the arg's value: declare it with ARG in the stage",
+            );
+        }
     }
 
     /// The `run:` value, and whether it is a script (a string) rather than a list.
@@ -235,16 +346,27 @@ impl Converter<'_> {
         )
     }
 
+    /// The helper stage reading `from`, made once; its name is `name`, numbered when two
+    /// sources make the same name (`a:b` and `a-b`) or a stage has it.
     fn helper(&mut self, name: &str, from: &str, comment: &str) -> String {
-        if let Some(h) = self.helpers.iter().find(|h| h.from == from) {
-            return h.name.clone();
+        if let Some(&at) = self.helper_index.get(from) {
+            return self.helpers[at].name.clone();
         }
+        let mut unique = name.to_owned();
+        let mut n = 1;
+        while self.helper_names.contains(&unique) || self.kiln_names.contains(&unique) {
+            n += 1;
+            unique = format!("{name}-{n}");
+        }
+        self.helper_names.insert(unique.clone());
+        self.helper_index
+            .insert(from.to_owned(), self.helpers.len());
         self.helpers.push(Helper {
-            name: name.to_owned(),
+            name: unique.clone(),
             from: from.to_owned(),
             comment: comment.to_owned(),
         });
-        name.to_owned()
+        unique
     }
 
     /// `ADD` of one local archive, which Docker unpacks: kiln unpacks it as a stage
