@@ -356,6 +356,34 @@ fn a_layer_digest_mismatch_names_which_layer() {
     );
 }
 
+/// A new blob that claims the diff_id of a layer the store already has a dir for: kiln
+/// does not need to unpack it, but must still not keep it, or the image would run one
+/// content and carry another on (push, save).
+#[test]
+fn a_new_blob_claiming_a_layer_the_store_has_is_checked_all_the_same() {
+    common::require_root!("layer dirs keep owners and device nodes");
+    let honest = files_layer(&["a"]);
+    let mut forged = files_layer(&["evil"]);
+    forged.diff_id = honest.diff_id.clone();
+    let doors = Doors::new("");
+    let server = mock();
+    accepted(
+        "from: oci:",
+        &doors.via_layout(&Image::of(std::slice::from_ref(&honest))),
+    );
+    let before = common::store_listing(&doors.env.root());
+    let image = Image::of(std::slice::from_ref(&forged));
+    let words = [
+        format!("layer 1 of 1 {}", forged.blob.digest),
+        honest.diff_id.clone(),
+    ];
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let out = doors.via_layout(&image);
+    refused(&doors, "from: oci:", &before, &out, &words);
+    let out = doors.via_registry(&server, &image, false);
+    refused(&doors, "kiln pull", &before, &out, &words);
+}
+
 #[test]
 fn a_manifest_whose_digest_does_not_match_is_a_digest_mismatch() {
     common::require_root!("layer dirs keep owners and device nodes");

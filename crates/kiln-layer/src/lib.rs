@@ -46,7 +46,7 @@ pub use context_dir::ContextDir;
 pub use copy::{copy_in, copy_in_filtered, CopyOptions, CopyStats, Exclusion, Exclusions};
 pub use error::LayerError;
 pub use read::{Entry as TarEntry, Kind as TarKind, TarReader};
-pub use stage::{lower_dirs, publish_staged, unpack_staged, StagedLayer};
+pub use stage::{check_layer_blob, lower_dirs, publish_staged, unpack_staged, StagedLayer};
 pub use write::write_tar;
 
 use kiln_store::{Bounds, Digest};

@@ -109,6 +109,18 @@ pub fn unpack_staged(
     })
 }
 
+/// Checks that the layer stream `blob` (of `media_type`) is `diff_id`'s content, without
+/// unpacking it: for a new blob of a layer whose dir the store already has, so that what
+/// an image carries on (push, save) is the content its config names, not only what runs.
+pub fn check_layer_blob(
+    blob: &mut dyn Read,
+    (media_type, diff_id): (&str, &Digest),
+    limits: &ApplyLimits,
+) -> Result<()> {
+    let actual = crate::compress::LayerStream::open(blob, media_type, limits)?.finish()?;
+    check_diff_id(diff_id, actual)
+}
+
 /// The one check of a layer's diff_id.
 fn check_diff_id(expected: &Digest, actual: Digest) -> Result<()> {
     if actual == *expected {

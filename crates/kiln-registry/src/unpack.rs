@@ -261,15 +261,29 @@ pub(super) fn unpack_layers(
 ) -> Result<Option<Vec<StagedLayer>>, RegistryError> {
     let mut staged: Vec<StagedLayer> = Vec::new();
     for (i, job) in layers.iter().enumerate() {
-        if store.has_layer(&job.diff_id) || staged.iter().any(|s| *s.diff_id() == job.diff_id) {
-            continue;
-        }
-        let lowers = layer::lower_dirs(store, layers[..i].iter().map(|l| &l.diff_id), &staged);
-        match unpack_one(store, board, job, &lowers, limits) {
-            Ok(layer) => {
+        let done = if store.has_layer(&job.diff_id)
+            || staged.iter().any(|s| *s.diff_id() == job.diff_id)
+        {
+            // The dir is there; a blob the store did not have must still be what the
+            // config says it is, or the image would carry other content on (push, save).
+            match store.has_blob(job.digest()) {
+                true => Ok(()),
+                false => follow_layer(board, job, |blob| {
+                    layer::check_layer_blob(blob, job.layer_type(), limits)
+                }),
+            }
+        } else {
+            let lowers = layer::lower_dirs(store, layers[..i].iter().map(|l| &l.diff_id), &staged);
+            follow_layer(board, job, |blob| {
+                layer::unpack_staged(store, blob, job.layer_type(), &lowers, limits)
+            })
+            .map(|layer| {
                 staged.push(layer);
                 flush.request();
-            }
+            })
+        };
+        match done {
+            Ok(()) => {}
             Err(Stop::DownloadFailed) => return Ok(None),
             Err(Stop::Refused(e)) => {
                 board.cancel();
@@ -286,14 +300,13 @@ enum Stop {
     Refused(RegistryError),
 }
 
-/// Unpacks one layer into a fresh staging dir, starting over when its download does.
-fn unpack_one(
-    store: &Store,
+/// Reads one layer's blob as it arrives with `read` (unpacking it into a fresh staging
+/// dir, or checking its diff_id), starting over when its download does.
+fn follow_layer<T>(
     board: &Board,
     job: &LayerJob,
-    lowers: &[PathBuf],
-    limits: &ApplyLimits,
-) -> Result<StagedLayer, Stop> {
+    mut read: impl FnMut(&mut dyn Read) -> Result<T, LayerError>,
+) -> Result<T, Stop> {
     loop {
         let mut follow = Follow {
             board,
@@ -301,10 +314,10 @@ fn unpack_one(
             file: None,
             pos: 0,
         };
-        let unpacked = layer::unpack_staged(store, &mut follow, job.layer_type(), lowers, limits);
+        let done = read(&mut follow);
         let followed = follow.file.as_ref().map(|(_, p)| p.clone());
-        let e = match unpacked {
-            Ok(staged) => return Ok(staged),
+        let e = match done {
+            Ok(done) => return Ok(done),
             Err(LayerError::Store(e)) => return Err(Stop::Refused(e.into())),
             // The whole stream was read: the download did all it had to.
             Err(e @ LayerError::DiffId { .. }) => e,
