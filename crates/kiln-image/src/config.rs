@@ -32,7 +32,12 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RuntimeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `""` (what docker and buildah write for "not set") reads as `None`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exposed_ports: BTreeMap<String, Empty>,
@@ -44,7 +49,12 @@ pub struct RuntimeConfig {
     pub cmd: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, Empty>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `""` reads as `None`, as for `user`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -54,6 +64,12 @@ pub struct RuntimeConfig {
     pub healthcheck: Option<Healthcheck>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// An optional string where docker's Go structs write `""` for "not set".
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    Ok(text.filter(|t| !t.is_empty()))
 }
 
 /// `{}` in Go-map-as-set fields such as `ExposedPorts` and `Volumes`.
@@ -239,6 +255,20 @@ mod tests {
         assert_eq!(back["os.features"][0], "x");
         assert_eq!(back["config"]["ArgsEscaped"], true);
         assert_eq!(back["config"]["Healthcheck"]["Test"][0], "NONE");
+    }
+
+    #[test]
+    fn dockers_empty_strings_mean_not_set() {
+        let json = r#"{"architecture":"amd64","os":"linux",
+            "config":{"User":"","WorkingDir":"","Cmd":["sh"]},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let cfg: ImageConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(cfg.config.user, None);
+        assert_eq!(cfg.config.working_dir, None);
+        let set = r#"{"User":"app","WorkingDir":"/srv"}"#;
+        let runtime: RuntimeConfig = serde_json::from_str(set).unwrap();
+        assert_eq!(runtime.user.as_deref(), Some("app"));
+        assert_eq!(runtime.working_dir.as_deref(), Some("/srv"));
     }
 
     #[test]
