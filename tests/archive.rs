@@ -6,20 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::containers::busybox_image;
+use common::containers::{busybox_image, env_with_app_image};
 use common::{require, run, text, Env};
-
-/// An env whose store holds `bb` and `app:1` (a step's file on top of it).
-fn env_with_images() -> Env {
-    let env = Env::new();
-    busybox_image(&env);
-    env.write(
-        "app/kiln.yaml",
-        "image: app:1\nfrom: bb\nsteps:\n  - run: echo saved-and-loaded > /hello\n    network: none\n",
-    );
-    env.kiln_ok(&["build", env.path("app").to_str().unwrap()]);
-    env
-}
 
 /// `kiln images -q` of a store, sorted.
 fn ids(env: &Env) -> Vec<String> {
@@ -36,7 +24,7 @@ fn ids(env: &Env) -> Vec<String> {
 fn saved_archives_load_back_and_skopeo_reads_and_writes_them() {
     common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let tar = env.path("images.tar");
     env.kiln_ok(&["save", "-o", tar.to_str().unwrap(), "app:1", "bb"]);
     // Reproducible: the same images give the same bytes.
@@ -91,7 +79,7 @@ fn saved_archives_load_back_and_skopeo_reads_and_writes_them() {
 #[test]
 fn save_and_load_go_through_a_pipe_and_a_directory() {
     common::require_root!("namespaces, overlayfs");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let other = Env::new();
     // `kiln save app:1 | kiln load`, as users pipe it over ssh.
     let pipe = format!(
@@ -114,7 +102,7 @@ fn save_and_load_go_through_a_pipe_and_a_directory() {
 #[test]
 fn a_hostile_archive_changes_nothing() {
     common::require_root!("namespaces, overlayfs");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let victim = Env::new();
     // An entry that would climb out of the staging dir is refused before anything is read.
     let evil = env.path("evil.tar");
@@ -182,7 +170,7 @@ fn a_hostile_archive_changes_nothing() {
 fn docker_archives_are_written_with_gzip_layers_and_read_back_from_skopeo_too() {
     common::require_root!("namespaces, overlayfs");
     require("skopeo", "skopeo");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let tar = env.path("docker.tar");
     env.kiln_ok(&[
         "save",
@@ -264,7 +252,7 @@ fn docker_archives_are_written_with_gzip_layers_and_read_back_from_skopeo_too() 
 #[test]
 fn a_cut_or_tampered_archive_loads_nothing_though_the_import_had_begun() {
     common::require_root!("namespaces, overlayfs");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let out = env.kiln_in("app", &["save", "-o", "app.tar", "app:1"]);
     assert!(out.status.success(), "{}", text(&out));
     let whole = std::fs::read(env.path("app/app.tar")).unwrap();
@@ -386,7 +374,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn hostile_archives_are_refused_by_name_and_leave_the_store_as_it_was() {
     common::require_root!("namespaces, overlayfs");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let docker_tar = env.path("docker.tar");
     let oci_tar = env.path("oci.tar");
     env.kiln_ok(&[
@@ -625,7 +613,7 @@ fn gzip_and_zstd_compressed_archives_load_from_files_and_pipes() {
     common::require_root!("namespaces, overlayfs");
     require("gzip", "gzip");
     require("zstd", "zstd");
-    let env = env_with_images();
+    let env = env_with_app_image();
     for format in ["oci", "docker"] {
         let tar = env.path(&format!("{format}.tar"));
         env.kiln_ok(&[

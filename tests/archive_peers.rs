@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::containers::busybox_image;
+use common::containers::env_with_app_image;
 use common::{require, run, text, Env};
 
 /// podman (and buildah, which shares its store) on a store of the test's own.
@@ -82,18 +82,6 @@ impl Drop for Podman {
     }
 }
 
-/// An env whose store holds `bb` and `app:1` (a step's file on top of it).
-fn env_with_images() -> Env {
-    let env = Env::new();
-    busybox_image(&env);
-    env.write(
-        "app/kiln.yaml",
-        "image: app:1\nfrom: bb\nsteps:\n  - run: echo saved-and-loaded > /hello\n    network: none\n",
-    );
-    env.kiln_ok(&["build", env.path("app").to_str().unwrap()]);
-    env
-}
-
 /// `kiln images` as (repository, tag) pairs, sorted.
 fn names(env: &Env) -> Vec<(String, String)> {
     let mut names: Vec<(String, String)> = env
@@ -117,7 +105,7 @@ fn pair(repo: &str, tag: &str) -> (String, String) {
 #[test]
 fn podman_loads_and_runs_kilns_docker_and_oci_archives() {
     common::require_root!("namespaces, overlayfs, podman as root");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let podman = Podman::new(&env);
     for format in ["docker", "oci"] {
         let tar = env.path(&format!("{format}.tar"));
@@ -147,7 +135,7 @@ fn podman_loads_and_runs_kilns_docker_and_oci_archives() {
 #[test]
 fn kiln_loads_every_format_podman_saves_and_buildah_pushes() {
     common::require_root!("namespaces, overlayfs, podman as root");
-    let env = env_with_images();
+    let env = env_with_app_image();
     let podman = Podman::new(&env);
     // Through a Docker archive: podman cannot write a zstd layer into a Docker archive.
     let from_kiln = env.path("from-kiln.tar");

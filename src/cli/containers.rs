@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::listing::{self, Column};
+use super::listing::{self, column, Column};
 use super::output::created_at_time;
 use super::{CmdResult, Failure, Globals};
 use kiln_container::health::HealthState;
@@ -198,42 +198,15 @@ const DEFAULT_FORMAT: &str =
 
 /// docker's `ps --format` fields.
 const COLUMNS: [Column; 9] = [
-    Column {
-        field: "ID",
-        header: "CONTAINER ID",
-    },
-    Column {
-        field: "Image",
-        header: "IMAGE",
-    },
-    Column {
-        field: "Command",
-        header: "COMMAND",
-    },
-    Column {
-        field: "CreatedAt",
-        header: "CREATED AT",
-    },
-    Column {
-        field: "RunningFor",
-        header: "CREATED",
-    },
-    Column {
-        field: "Status",
-        header: "STATUS",
-    },
-    Column {
-        field: "State",
-        header: "STATE",
-    },
-    Column {
-        field: "Ports",
-        header: "PORTS",
-    },
-    Column {
-        field: "Names",
-        header: "NAMES",
-    },
+    column("ID", "CONTAINER ID"),
+    column("Image", "IMAGE"),
+    column("Command", "COMMAND"),
+    column("CreatedAt", "CREATED AT"),
+    column("RunningFor", "CREATED"),
+    column("Status", "STATUS"),
+    column("State", "STATE"),
+    column("Ports", "PORTS"),
+    column("Names", "NAMES"),
 ];
 
 /// A container's `--format` fields.

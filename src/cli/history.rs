@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::images::{find, LayerSizes};
-use super::listing::{self, Column};
+use super::listing::{self, column, Column};
 use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Globals};
 use kiln_image::Image;
@@ -105,30 +105,12 @@ const DEFAULT_FORMAT: &str =
 
 /// docker's `history --format` fields.
 const COLUMNS: [Column; 6] = [
-    Column {
-        field: "ID",
-        header: "IMAGE",
-    },
-    Column {
-        field: "CreatedSince",
-        header: "CREATED",
-    },
-    Column {
-        field: "CreatedAt",
-        header: "CREATED AT",
-    },
-    Column {
-        field: "CreatedBy",
-        header: "CREATED BY",
-    },
-    Column {
-        field: "Size",
-        header: "SIZE",
-    },
-    Column {
-        field: "Comment",
-        header: "COMMENT",
-    },
+    column("ID", "IMAGE"),
+    column("CreatedSince", "CREATED"),
+    column("CreatedAt", "CREATED AT"),
+    column("CreatedBy", "CREATED BY"),
+    column("Size", "SIZE"),
+    column("Comment", "COMMENT"),
 ];
 
 /// The history entries, newest first, each that made a layer paired with it (in order:

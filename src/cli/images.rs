@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::listing::{self, Column};
+use super::listing::{self, column, Column};
 use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
@@ -203,34 +203,13 @@ const DEFAULT_FORMAT: &str =
 
 /// docker's `images --format` fields.
 const COLUMNS: [Column; 7] = [
-    Column {
-        field: "ID",
-        header: "IMAGE ID",
-    },
-    Column {
-        field: "Repository",
-        header: "REPOSITORY",
-    },
-    Column {
-        field: "Tag",
-        header: "TAG",
-    },
-    Column {
-        field: "Digest",
-        header: "DIGEST",
-    },
-    Column {
-        field: "CreatedSince",
-        header: "CREATED",
-    },
-    Column {
-        field: "CreatedAt",
-        header: "CREATED AT",
-    },
-    Column {
-        field: "Size",
-        header: "SIZE",
-    },
+    column("ID", "IMAGE ID"),
+    column("Repository", "REPOSITORY"),
+    column("Tag", "TAG"),
+    column("Digest", "DIGEST"),
+    column("CreatedSince", "CREATED"),
+    column("CreatedAt", "CREATED AT"),
+    column("Size", "SIZE"),
 ];
 
 /// `kiln images NAME[:TAG]`: the tags of one repository, named as `kiln run` names images.

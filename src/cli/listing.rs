@@ -14,8 +14,13 @@ use super::{CmdResult, Failure};
 
 /// One field of a listing's rows: its template name and its table header.
 pub struct Column {
-    pub field: &'static str,
-    pub header: &'static str,
+    field: &'static str,
+    header: &'static str,
+}
+
+/// The column `{{.FIELD}}` with the header `HEADER`.
+pub const fn column(field: &'static str, header: &'static str) -> Column {
+    Column { field, header }
 }
 
 /// Prints `rows` (objects with one string per column) through `format`.
@@ -72,16 +77,7 @@ fn render(template: &str, row: &Value) -> Result<String, Failure> {
 mod tests {
     use super::*;
 
-    const COLUMNS: [Column; 2] = [
-        Column {
-            field: "ID",
-            header: "IMAGE ID",
-        },
-        Column {
-            field: "Tag",
-            header: "TAG",
-        },
-    ];
+    const COLUMNS: [Column; 2] = [column("ID", "IMAGE ID"), column("Tag", "TAG")];
 
     #[test]
     fn table_alone_means_every_column() {

@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 
 use super::Env;
 
+/// A new env whose store holds `bb` and `app:1` (a step's `/hello` on top of it): an
+/// image of two layers, for the tests that save, load and move images.
+pub fn env_with_app_image() -> Env {
+    let env = Env::new();
+    busybox_image(&env);
+    env.write(
+        "app/kiln.yaml",
+        "image: app:1\nfrom: bb\nsteps:\n  - run: echo saved-and-loaded > /hello\n    network: none\n",
+    );
+    env.kiln_ok(&["build", env.path("app").to_str().unwrap()]);
+    env
+}
+
 /// A busybox image in the env's store, named `bb`, with root and nobody in its passwd.
 pub fn busybox_image(env: &Env) {
     let root = super::busybox_rootfs(env, "bb");
