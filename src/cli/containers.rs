@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::listing::{self, column, Column};
+use super::listing::{column, row, Listing};
 use super::output::created_at_time;
 use super::{CmdResult, Failure, Globals};
 use kiln_container::health::HealthState;
@@ -185,19 +185,13 @@ pub fn ps(globals: &Globals, args: PsArgs) -> CmdResult {
         .iter()
         .map(|(s, status, text, ports)| ps_fields(s, *status, text, ports, now))
         .collect();
-    listing::print(
-        args.format.as_deref().unwrap_or(DEFAULT_FORMAT),
-        &COLUMNS,
-        &fields,
-    )
+    PS.print(args.format.as_deref(), &fields)
 }
 
-/// The table `kiln ps` prints, as docker's.
-const DEFAULT_FORMAT: &str =
-    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
-
-/// docker's `ps --format` fields.
-const COLUMNS: [Column; 9] = [
+/// docker's `ps --format` fields, and its table.
+const PS: Listing = Listing {
+    default_format: "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
+    columns: &[
     column("ID", "CONTAINER ID"),
     column("Image", "IMAGE"),
     column("Command", "COMMAND"),
@@ -207,7 +201,8 @@ const COLUMNS: [Column; 9] = [
     column("State", "STATE"),
     column("Ports", "PORTS"),
     column("Names", "NAMES"),
-];
+],
+};
 
 /// A container's `--format` fields.
 fn ps_fields(
@@ -216,25 +211,20 @@ fn ps_fields(
     status_text: &str,
     ports: &[kiln_network::PortMapping],
     now: u64,
-) -> serde_json::Map<String, serde_json::Value> {
+) -> serde_json::Value {
     let created = std::time::UNIX_EPOCH + Duration::from_secs(s.created);
-    let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
-    [
-        field("ID", s.id[..12].to_owned()),
-        field("Image", s.image.clone()),
-        field("Command", quoted_command(&s.command)),
-        field("CreatedAt", created_at_time(created)),
-        field(
-            "RunningFor",
-            format!("{} ago", human_duration(now.saturating_sub(s.created))),
-        ),
-        field("Status", status_text.to_owned()),
-        field("State", status.word().to_owned()),
-        field("Ports", super::port::ps_column(ports)),
-        field("Names", s.name.clone()),
-    ]
-    .into_iter()
-    .collect()
+    let running_for = human_duration(now.saturating_sub(s.created));
+    row([
+        ("ID", s.id[..12].to_owned()),
+        ("Image", s.image.clone()),
+        ("Command", quoted_command(&s.command)),
+        ("CreatedAt", created_at_time(created)),
+        ("RunningFor", format!("{running_for} ago")),
+        ("Status", status_text.to_owned()),
+        ("State", status.word().to_owned()),
+        ("Ports", super::port::ps_column(ports)),
+        ("Names", s.name.clone()),
+    ])
 }
 
 /// ` (healthy)`, ` (unhealthy)` or ` (health: starting)` after a running container's

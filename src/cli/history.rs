@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::images::{find, LayerSizes};
-use super::listing::{self, column, Column};
+use super::listing::{column, row, Listing};
 use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Globals};
 use kiln_image::Image;
@@ -79,39 +79,31 @@ pub fn history(globals: &Globals, args: HistoryArgs) -> CmdResult {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
-            [
-                field("ID", image_column(&image, i)),
-                field("CreatedSince", created_ago(e.created.as_deref())),
-                field("CreatedAt", created_at(e.created.as_deref())),
-                field("CreatedBy", step_text(&e.created_by, args.no_trunc)),
-                field("Size", human_size(e.layer.as_ref().map_or(0, |l| l.1))),
-                field("Comment", e.comment.clone()),
-            ]
-            .into_iter()
-            .collect()
+            row([
+                ("ID", image_column(&image, i)),
+                ("CreatedSince", created_ago(e.created.as_deref())),
+                ("CreatedAt", created_at(e.created.as_deref())),
+                ("CreatedBy", step_text(&e.created_by, args.no_trunc)),
+                ("Size", human_size(e.layer.as_ref().map_or(0, |l| l.1))),
+                ("Comment", e.comment.clone()),
+            ])
         })
         .collect();
-    listing::print(
-        args.format.as_deref().unwrap_or(DEFAULT_FORMAT),
-        &COLUMNS,
-        &rows,
-    )
+    HISTORY.print(args.format.as_deref(), &rows)
 }
 
-/// The table `kiln history` prints, as docker's.
-const DEFAULT_FORMAT: &str =
-    "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}";
-
-/// docker's `history --format` fields.
-const COLUMNS: [Column; 6] = [
-    column("ID", "IMAGE"),
-    column("CreatedSince", "CREATED"),
-    column("CreatedAt", "CREATED AT"),
-    column("CreatedBy", "CREATED BY"),
-    column("Size", "SIZE"),
-    column("Comment", "COMMENT"),
-];
+/// docker's `history --format` fields, and its table.
+const HISTORY: Listing = Listing {
+    default_format: "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+    columns: &[
+        column("ID", "IMAGE"),
+        column("CreatedSince", "CREATED"),
+        column("CreatedAt", "CREATED AT"),
+        column("CreatedBy", "CREATED BY"),
+        column("Size", "SIZE"),
+        column("Comment", "COMMENT"),
+    ],
+};
 
 /// The history entries, newest first, each that made a layer paired with it (in order:
 /// the n-th entry that is not `empty_layer` made the n-th layer). An image whose config

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::listing::{self, column, Column};
+use super::listing::{column, row, Listing};
 use super::output::{created_ago, created_at, human_size};
 use super::{CmdResult, Failure, Globals};
 use kiln_image::Image;
@@ -97,20 +97,17 @@ struct ImageRow {
 
 impl ImageRow {
     /// Its `--format` fields, as docker names and prints them.
-    fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+    fn fields(&self) -> serde_json::Value {
         let r = &self.reference;
-        let field = |k: &str, v: String| (k.to_owned(), serde_json::Value::from(v));
-        [
-            field("ID", self.digest.short().to_owned()),
-            field("Repository", format!("{}/{}", r.domain, r.path)),
-            field("Tag", r.tag.clone().unwrap_or_else(|| "<none>".into())),
-            field("Digest", self.digest.to_string()),
-            field("CreatedSince", created_ago(self.created.as_deref())),
-            field("CreatedAt", created_at(self.created.as_deref())),
-            field("Size", human_size(self.size)),
-        ]
-        .into_iter()
-        .collect()
+        row([
+            ("ID", self.digest.short().to_owned()),
+            ("Repository", format!("{}/{}", r.domain, r.path)),
+            ("Tag", r.tag.clone().unwrap_or_else(|| "<none>".into())),
+            ("Digest", self.digest.to_string()),
+            ("CreatedSince", created_ago(self.created.as_deref())),
+            ("CreatedAt", created_at(self.created.as_deref())),
+            ("Size", human_size(self.size)),
+        ])
     }
 
     fn new(store: &Store, tagged: Tagged, sizes: &mut LayerSizes) -> Result<ImageRow, Failure> {
@@ -192,25 +189,23 @@ pub fn images(globals: &Globals, args: ImagesArgs) -> CmdResult {
         );
         return Ok(0);
     }
-    let format = args.format.as_deref().unwrap_or(DEFAULT_FORMAT);
     let fields: Vec<_> = rows.iter().map(ImageRow::fields).collect();
-    listing::print(format, &COLUMNS, &fields)
+    IMAGES.print(args.format.as_deref(), &fields)
 }
 
-/// The table `kiln images` prints, as docker's.
-const DEFAULT_FORMAT: &str =
-    "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
-
-/// docker's `images --format` fields.
-const COLUMNS: [Column; 7] = [
-    column("ID", "IMAGE ID"),
-    column("Repository", "REPOSITORY"),
-    column("Tag", "TAG"),
-    column("Digest", "DIGEST"),
-    column("CreatedSince", "CREATED"),
-    column("CreatedAt", "CREATED AT"),
-    column("Size", "SIZE"),
-];
+/// docker's `images --format` fields, and its table.
+const IMAGES: Listing = Listing {
+    default_format: "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+    columns: &[
+        column("ID", "IMAGE ID"),
+        column("Repository", "REPOSITORY"),
+        column("Tag", "TAG"),
+        column("Digest", "DIGEST"),
+        column("CreatedSince", "CREATED"),
+        column("CreatedAt", "CREATED AT"),
+        column("Size", "SIZE"),
+    ],
+};
 
 /// `kiln images NAME[:TAG]`: the tags of one repository, named as `kiln run` names images.
 struct RepositoryFilter {

@@ -1,15 +1,16 @@
-//! `--format` of the commands that list things (`kiln images`, `kiln ps`): docker's
-//! templates applied to each row.
+//! `--format` of the commands that list things (`kiln images`, `kiln ps`, `kiln
+//! history`): docker's templates applied to each row.
 //!
 //! Exists so that scripts written for docker (`docker images --format
 //! '{{.Repository}}:{{.Tag}}'`, `docker ps --format 'table {{.Names}}\t{{.Status}}'`) work
 //! with kiln unchanged: the same field names, `table` for a header and aligned columns,
-//! `\t` and `\n` written as two characters, `{{json .}}` for a whole row.
+//! `\t` and `\n` written as two characters, `{{json .}}` for a whole row. A command's
+//! plain table is its default template, so both go one way.
 
 use serde_json::{Map, Value};
 
 use super::output::print_table;
-use super::template::render_row;
+use super::template::{Template, TemplateError};
 use super::{CmdResult, Failure};
 
 /// One field of a listing's rows: its template name and its table header.
@@ -23,35 +24,56 @@ pub const fn column(field: &'static str, header: &'static str) -> Column {
     Column { field, header }
 }
 
-/// Prints `rows` (objects with one string per column) through `format`.
-pub fn print(format: &str, columns: &[Column], rows: &[Map<String, Value>]) -> CmdResult {
-    let format = format.replace("\\t", "\t").replace("\\n", "\n");
-    let (table, template) = match format.strip_prefix("table") {
-        Some(rest) if rest.trim().is_empty() => (true, default_template(columns)),
-        Some(rest) => (true, rest.trim().to_owned()),
-        None => (false, format),
-    };
-    // The header row is the template over the headers, which also checks every field
-    // before any row is printed (docker checks as it goes, and may stop halfway).
-    let headers = columns
-        .iter()
-        .map(|c| (c.field.to_owned(), Value::from(c.header)))
-        .collect::<Map<_, _>>();
-    let header = render(&template, &Value::Object(headers))?;
-    let lines = rows
-        .iter()
-        .map(|row| render(&template, &Value::Object(row.clone())))
-        .collect::<Result<Vec<_>, _>>()?;
-    if table {
-        let cells = |line: &str| line.split('\t').map(str::to_owned).collect::<Vec<_>>();
-        let body: Vec<Vec<String>> = lines.iter().map(|l| cells(l)).collect();
-        print_table(&cells(&header), &body);
-    } else {
-        for line in lines {
-            println!("{line}");
+/// What a listing command prints: its rows' columns, and the template it uses when no
+/// `--format` is given.
+pub struct Listing {
+    pub default_format: &'static str,
+    pub columns: &'static [Column],
+}
+
+/// A row: each column's field and its text.
+pub fn row<const N: usize>(fields: [(&str, String); N]) -> Value {
+    let map: Map<String, Value> = fields
+        .into_iter()
+        .map(|(field, text)| (field.to_owned(), Value::from(text)))
+        .collect();
+    Value::Object(map)
+}
+
+impl Listing {
+    /// Prints `rows` (made by [`row`]) through `format`, or the default one.
+    pub fn print(&self, format: Option<&str>, rows: &[Value]) -> CmdResult {
+        let format = format
+            .unwrap_or(self.default_format)
+            .replace("\\t", "\t")
+            .replace("\\n", "\n");
+        let (table, text) = match format.strip_prefix("table") {
+            Some(rest) if rest.trim().is_empty() => (true, default_template(self.columns)),
+            Some(rest) => (true, rest.trim().to_owned()),
+            None => (false, format),
+        };
+        let template = Template::parse(&text).map_err(template_failure)?;
+        // The header row is the template over the headers, which also checks every field
+        // before any row is printed (docker checks as it goes, and may stop halfway).
+        let headers = self
+            .columns
+            .iter()
+            .map(|c| (c.field.to_owned(), Value::from(c.header)))
+            .collect::<Map<_, _>>();
+        let render = |row: &Value| template.render_row(row).map_err(template_failure);
+        let header = render(&Value::Object(headers))?;
+        let lines = rows.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+        if table {
+            let cells = |line: &str| line.split('\t').map(str::to_owned).collect::<Vec<_>>();
+            let body: Vec<Vec<String>> = lines.iter().map(|l| cells(l)).collect();
+            print_table(&cells(&header), &body);
+        } else {
+            for line in lines {
+                println!("{line}");
+            }
         }
+        Ok(0)
     }
-    Ok(0)
 }
 
 /// `table` alone: every column, tab-separated.
@@ -63,14 +85,12 @@ fn default_template(columns: &[Column]) -> String {
     fields.join("\t")
 }
 
-fn render(template: &str, row: &Value) -> Result<String, Failure> {
-    render_row(template, row).map_err(|e| {
-        Failure::user(e.to_string()).hint(Some(
-            "fields as {{.ID}}, {{json .}} for a whole row, `table` first for a header; \
-             the command's --help lists its fields"
-                .into(),
-        ))
-    })
+fn template_failure(e: TemplateError) -> Failure {
+    Failure::user(e.to_string()).hint(Some(
+        "fields as {{.ID}}, {{json .}} for a whole row, `table` first for a header; \
+         the command's --help lists its fields"
+            .into(),
+    ))
 }
 
 #[cfg(test)]
@@ -86,8 +106,12 @@ mod tests {
 
     #[test]
     fn an_unknown_field_fails_before_any_row() {
-        let row: Map<String, Value> = serde_json::from_str(r#"{"ID":"a","Tag":"b"}"#).unwrap();
-        let err = print("{{.Repo}}", &COLUMNS, &[row]).unwrap_err();
+        let listing = Listing {
+            default_format: "{{.ID}}",
+            columns: &COLUMNS,
+        };
+        let row = row([("ID", "a".into()), ("Tag", "b".into())]);
+        let err = listing.print(Some("{{.Repo}}"), &[row]).unwrap_err();
         assert!(
             err.message.contains("can't evaluate field Repo"),
             "{}",

@@ -36,25 +36,33 @@ fn error(why: impl Into<String>) -> TemplateError {
 /// Renders `template` over `document`; a key the document lacks prints `<no value>`, as
 /// Go's templates print a missing map key (inspect's documents are maps).
 pub fn render(template: &str, document: &Value) -> Result<String, TemplateError> {
-    render_with(template, document, false)
+    Template::parse(template)?.render_with(document, false)
 }
 
-/// Renders `template` over a row of a listing, whose keys are fixed: a field it lacks is
-/// an error naming the field, as docker's listings (Go structs) make it.
-pub fn render_row(template: &str, row: &Value) -> Result<String, TemplateError> {
-    render_with(template, row, true)
-}
+/// A template parsed once, for a listing that renders it over many rows.
+pub struct Template(Vec<Node>);
 
-fn render_with(template: &str, document: &Value, strict: bool) -> Result<String, TemplateError> {
-    let nodes = parse(template)?;
-    let mut scope = Scope {
-        root: document,
-        vars: HashMap::new(),
-        strict,
-    };
-    let mut out = String::new();
-    execute(&nodes, document, &mut scope, &mut out)?;
-    Ok(out)
+impl Template {
+    pub fn parse(template: &str) -> Result<Template, TemplateError> {
+        parse(template).map(Template)
+    }
+
+    /// Renders it over a row of a listing, whose keys are fixed: a field it lacks is an
+    /// error naming the field, as docker's listings (Go structs) make it.
+    pub fn render_row(&self, row: &Value) -> Result<String, TemplateError> {
+        self.render_with(row, true)
+    }
+
+    fn render_with(&self, document: &Value, strict: bool) -> Result<String, TemplateError> {
+        let mut scope = Scope {
+            root: document,
+            vars: HashMap::new(),
+            strict,
+        };
+        let mut out = String::new();
+        execute(&self.0, document, &mut scope, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// A parsed template: text, actions and the blocks that hold more of them.
@@ -899,6 +907,10 @@ mod tests {
             let err = render(template, &d).unwrap_err().0;
             assert!(err.contains(says), "{template}: {err}");
         }
+    }
+
+    fn render_row(template: &str, row: &Value) -> Result<String, TemplateError> {
+        Template::parse(template)?.render_row(row)
     }
 
     #[test]
