@@ -330,59 +330,57 @@ fn resources(spec: &ContainerSpec) -> Option<serde_json::Value> {
 
 /// What the container has that a Pod cannot say, each with where Kubernetes sets it
 /// instead: the user must know the cluster will not hold the container to it.
-fn not_carried(spec: &ContainerSpec) -> Vec<String> {
+fn not_carried(spec: &ContainerSpec) -> Vec<&'static str> {
     let r = &spec.confinement.resources;
-    let mut lost = Vec::new();
-    let mut note = |set: bool, what: &str| {
-        if set {
-            lost.push(what.to_owned());
-        }
-    };
-    note(
-        r.pids.is_some(),
-        "the pids limit (the kubelet's podPidsLimit sets one per node)",
-    );
-    note(
-        !spec.confinement.rlimits.is_empty(),
-        "ulimits (the container runtime's defaults apply)",
-    );
-    note(
-        r.memory_swap.is_some(),
-        "memory_swap (the node's swap behaviour decides)",
-    );
-    note(
-        r.cpu_weight.is_some(),
-        "the CPU weight (cpu requests set shares in Kubernetes)",
-    );
-    note(
-        r.cpuset_cpus.is_some() || r.cpuset_mems.is_some(),
-        "cpuset CPUs or memory nodes (the kubelet's CPU manager pins them)",
-    );
-    note(
-        r.blkio_weight.is_some() || !r.throttles.is_empty(),
-        "block I/O weights or rates",
-    );
-    note(
-        !spec.devices.is_empty(),
-        "devices (a device plugin gives them)",
-    );
-    note(
-        !spec.mounts.is_empty(),
-        "bind mounts of host paths (give the Pod a volume)",
-    );
-    note(
-        spec.shm_size.is_some(),
-        "the /dev/shm size (mount a memory emptyDir with a sizeLimit)",
-    );
-    note(
-        matches!(spec.process.network, kiln_runtime::NetworkMode::None),
-        "network none (a Pod always has a network; a NetworkPolicy can deny its traffic)",
-    );
-    note(
-        matches!(spec.confinement.seccomp, kiln_runtime::SeccompPolicy::Profile(_)),
-        "a seccomp profile file (put it on each node and use seccompProfile type Localhost; RuntimeDefault written instead)",
-    );
-    lost
+    [
+        (
+            r.pids.is_some(),
+            "the pids limit (the kubelet's podPidsLimit sets one per node)",
+        ),
+        (
+            !spec.confinement.rlimits.is_empty(),
+            "ulimits (the container runtime's defaults apply)",
+        ),
+        (
+            r.memory_swap.is_some(),
+            "memory_swap (the node's swap behaviour decides)",
+        ),
+        (
+            r.cpu_weight.is_some(),
+            "the CPU weight (cpu requests set shares in Kubernetes)",
+        ),
+        (
+            r.cpuset_cpus.is_some() || r.cpuset_mems.is_some(),
+            "cpuset CPUs or memory nodes (the kubelet's CPU manager pins them)",
+        ),
+        (
+            r.blkio_weight.is_some() || !r.throttles.is_empty(),
+            "block I/O weights or rates",
+        ),
+        (
+            !spec.devices.is_empty(),
+            "devices (a device plugin gives them)",
+        ),
+        (
+            !spec.mounts.is_empty(),
+            "bind mounts of host paths (give the Pod a volume)",
+        ),
+        (
+            spec.shm_size.is_some(),
+            "the /dev/shm size (mount a memory emptyDir with a sizeLimit)",
+        ),
+        (
+            matches!(spec.process.network, kiln_runtime::NetworkMode::None),
+            "network none (a Pod always has a network; a NetworkPolicy can deny its traffic)",
+        ),
+        (
+            matches!(spec.confinement.seccomp, kiln_runtime::SeccompPolicy::Profile(_)),
+            "a seccomp profile file (put it on each node and use seccompProfile type Localhost; RuntimeDefault written instead)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, what)| set.then_some(what))
+    .collect()
 }
 
 /// The container's capabilities exactly (all dropped, kiln's own added back, so no

@@ -69,8 +69,11 @@ impl Template {
 #[derive(Debug)]
 enum Node {
     Text(String),
-    /// A pipeline whose value is printed.
-    Print(String),
+    /// A pipeline whose value is printed, or (`{{$x := …}}`) kept in the names it declares.
+    Print {
+        names: Vec<String>,
+        pipeline: String,
+    },
     Block(Block),
 }
 
@@ -138,8 +141,7 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 
 fn parse(template: &str) -> Result<Vec<Node>, TemplateError> {
     let pieces = pieces(template)?;
-    let mut iter = pieces.into_iter().peekable();
-    let (nodes, closer) = parse_until_end(&mut iter)?;
+    let (nodes, closer) = parse_until_end(&mut pieces.into_iter())?;
     match closer {
         None => Ok(nodes),
         Some(word) => Err(error(format!("unexpected {{{{{word}}}}}"))),
@@ -148,7 +150,7 @@ fn parse(template: &str) -> Result<Vec<Node>, TemplateError> {
 
 /// Nodes up to an `end` or `else …` (returned as the closer) or the template's end (none).
 fn parse_until_end<'a>(
-    pieces: &mut std::iter::Peekable<std::vec::IntoIter<Piece<'a>>>,
+    pieces: &mut std::vec::IntoIter<Piece<'a>>,
 ) -> Result<(Vec<Node>, Option<&'a str>), TemplateError> {
     let mut nodes = Vec::new();
     while let Some(piece) = pieces.next() {
@@ -167,7 +169,13 @@ fn parse_until_end<'a>(
             "range" | "if" | "with" => {
                 nodes.push(Node::Block(parse_block(word, rest, pieces)?));
             }
-            _ => nodes.push(Node::Print(action.to_owned())),
+            _ => {
+                let (names, pipeline) = declared_names(action);
+                nodes.push(Node::Print {
+                    names,
+                    pipeline: pipeline.to_owned(),
+                });
+            }
         }
     }
     Ok((nodes, None))
@@ -176,7 +184,7 @@ fn parse_until_end<'a>(
 fn parse_block<'a>(
     word: &str,
     rest: &str,
-    pieces: &mut std::iter::Peekable<std::vec::IntoIter<Piece<'a>>>,
+    pieces: &mut std::vec::IntoIter<Piece<'a>>,
 ) -> Result<Block, TemplateError> {
     let kind = match word {
         "range" => BlockKind::Range,
@@ -252,8 +260,7 @@ fn execute(
     for node in nodes {
         match node {
             Node::Text(text) => out.push_str(text),
-            Node::Print(action) => {
-                let (names, pipeline) = declared_names(action);
+            Node::Print { names, pipeline } => {
                 let value = evaluate(pipeline, dot, scope)?;
                 match names.first() {
                     // `{{$x := …}}` declares and prints nothing.

@@ -254,7 +254,7 @@ impl Layout<'_> {
         for (i, (blob, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
             let new_blob = !self.store.has_blob(&blob.digest);
             let path = self.copy_blob(blob)?;
-            let mut file = File::open(&path).map_err(StoreError::io("open", &path))?;
+            let open = || File::open(&path).map_err(StoreError::io("open", &path));
             let layer_type = (blob.media_type.as_str(), diff_id);
             let bad_layer = |layout: &Self, source| {
                 layout.bad(BaseProblem::Layer {
@@ -266,12 +266,13 @@ impl Layout<'_> {
                 // The dir is there; a blob the store did not have must still be what the
                 // config says it is, or the image would carry other content on.
                 if new_blob {
-                    layer::check_layer_blob(&mut file, layer_type, &limits)
+                    layer::check_layer_blob(&mut open()?, layer_type, &limits)
                         .map_err(|source| bad_layer(self, source))?;
                 }
                 continue;
             }
             let lowers = layer::lower_dirs(self.store, diff_ids[..i].iter(), &unpacked);
+            let mut file = open()?;
             let staged = layer::unpack_staged(self.store, &mut file, layer_type, &lowers, &limits)
                 .map_err(|source| bad_layer(self, source))?;
             unpacked.push(staged);
